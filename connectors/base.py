@@ -1,0 +1,42 @@
+"""What every connector kind returns: extracts landed as immutable raw files."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from schemas.model import Dataset
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """What the platform already has from this source (read from the loads ledger)."""
+
+    seen_sha256: frozenset[str] = frozenset()
+    """Raw files already loaded (published or failed terminally) under the current registry version."""
+    watermark: str | None = None
+    """Highest watermark value published so far (incremental database and API sources)."""
+
+
+@dataclass(frozen=True)
+class Extract:
+    """One raw file in the landing zone, ready to be standardized."""
+
+    dataset: str
+    path: Path
+    sha256: str
+    source: str
+    """Where it came from: the dropped file's path, the database table, the API endpoint."""
+    format: str
+    read_options: dict[str, Any] = field(default_factory=dict)
+    watermark: str | None = None
+    """New high watermark once this extract is published."""
+    received_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+
+class Connector(Protocol):
+    """A connector kind: reads a department source, lands new data, says nothing about the lake."""
+
+    def extract(self, dataset: Dataset, state: SourceState) -> list[Extract]: ...

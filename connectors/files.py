@@ -1,0 +1,52 @@
+"""Files a department drops: CSV (UTF-8, GBK, GB18030), XLSX, JSON, NDJSON, Parquet.
+
+Incremental by file manifest: every file matching the glob whose sha256 the platform has not
+loaded yet becomes one extract, oldest first.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+from connectors.base import Extract, SourceState
+from connectors.exceptions import ExtractError
+from connectors.landing import Landing, sha256_file
+from schemas.model import Dataset
+
+_EXT_FORMATS = {".csv": "csv", ".txt": "csv", ".xlsx": "xlsx", ".json": "json", ".ndjson": "ndjson",
+                ".jsonl": "ndjson", ".parquet": "parquet"}
+
+
+class FileConnector:
+    kind = "file"
+
+    def __init__(self, sources_dir: Path, landing: Landing):
+        self.sources_dir = Path(sources_dir)
+        self.landing = landing
+
+    def files(self, dataset: Dataset) -> list[Path]:
+        pattern = str(dataset.connector.settings["path"])
+        if not Path(pattern).is_absolute():
+            pattern = str(self.sources_dir / pattern)
+        found = [Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file()]
+        return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
+
+    def extract(self, dataset: Dataset, state: SourceState) -> list[Extract]:
+        settings = dataset.connector.settings
+        out = []
+        for path in self.files(dataset):
+            fmt = str(settings.get("format") or _EXT_FORMATS.get(path.suffix.lower(), ""))
+            if not fmt:
+                raise ExtractError(
+                    f"dataset {dataset.name}: cannot tell the format of {path}; "
+                    "set 'format' (csv, xlsx, json, ndjson, parquet) in the dataset's connector"
+                )
+            sha = sha256_file(path)
+            if sha in state.seen_sha256:
+                continue
+            landed, sha = self.landing.land_file(dataset.name, path, fmt, source=str(path), sha256=sha)
+            options = {k: settings[k] for k in ("encoding", "delimiter", "sheet", "skip_rows") if k in settings}
+            out.append(Extract(dataset=dataset.name, path=landed, sha256=sha, source=str(path), format=fmt,
+                               read_options=options))
+        return out

@@ -1,0 +1,75 @@
+"""The landing zone: every extract is kept as received, content-addressed by sha256, read-only.
+
+``landing/<dataset>/<sha256>.<ext>`` plus ``<sha256>.meta.json`` with where and when it came from. A file
+delivered twice lands once; nothing in the platform ever rewrites or deletes a landed file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Landing:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path_for(self, dataset: str, sha256: str, ext: str) -> Path:
+        return self.root / dataset / f"{sha256}.{ext}"
+
+    def land_file(self, dataset: str, src: Path, ext: str, source: str, sha256: str | None = None) -> tuple[Path, str]:
+        """Copy ``src`` into the landing zone (once); return its landed path and sha256."""
+        sha = sha256 or sha256_file(src)
+        dest = self.path_for(dataset, sha, ext)
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            # Copy to a temporary name then rename, so a crash never leaves a half-written raw file.
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".landing-")
+            os.close(fd)
+            shutil.copyfile(src, tmp)
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, dest)
+            self._write_meta(dest, sha, source, src.name)
+        return dest, sha
+
+    def land_temp(self, dataset: str, tmp: Path, ext: str, source: str) -> tuple[Path, str]:
+        """Land a file an extractor wrote to a temporary path (database and API extracts)."""
+        try:
+            return self.land_file(dataset, tmp, ext, source)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def scratch(self, dataset: str, suffix: str) -> Path:
+        """A temporary path on the same file system as the landing zone."""
+        folder = self.root / dataset
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".extract-", suffix=suffix)
+        os.close(fd)
+        return Path(tmp)
+
+    @staticmethod
+    def _write_meta(dest: Path, sha: str, source: str, original_name: str) -> None:
+        meta = {
+            "sha256": sha,
+            "source": source,
+            "original_name": original_name,
+            "bytes": dest.stat().st_size,
+            "received_at": dt.datetime.now(dt.UTC).isoformat(),
+        }
+        meta_path = dest.with_name(f"{sha}.meta.json")
+        meta_path.write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")

@@ -1,0 +1,155 @@
+"""The DuckLake lake: connection, zones, the loads ledger, and commits that retry on locks.
+
+Zones inside the lake (catalog ``lake``):
+
+* ``shared.<dataset>``  the shared zone: one table per dataset, one snapshot per load.
+* ``ops.loads``         the loads ledger: every load, published or not, with its reason.
+
+Raw extracts stay as files in the landing zone; staged batches are Parquet files in ``staging/``
+until they are published or moved to ``quarantine/``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+
+from lakehouse.exceptions import CatalogBusyError
+from onesource.config import LakeSettings
+from onesource.duck import connect
+
+T = TypeVar("T")
+CATALOG = "lake"
+SHARED = "shared"
+OPS = "ops"
+
+LOADS_DDL = f"""
+CREATE TABLE IF NOT EXISTS {CATALOG}.{OPS}.loads (
+    load_id VARCHAR, dataset VARCHAR, owner VARCHAR, status VARCHAR,
+    source VARCHAR, landed_path VARCHAR, sha256 VARCHAR, registry_version VARCHAR,
+    rows_in BIGINT, rows_published BIGINT, watermark VARCHAR,
+    started_at TIMESTAMP, finished_at TIMESTAMP,
+    error_stage VARCHAR, error VARCHAR, quarantine_path VARCHAR
+)"""
+
+# Messages of errors that a retry can cure: SQLite's lock, DuckLake's optimistic-commit conflicts.
+_TRANSIENT = ("database is locked", "conflict", "busy", "could not serialize", "deadlock")
+
+
+def is_transient(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.Error) and any(t in text for t in _TRANSIENT)
+
+
+def _extensions(lake: LakeSettings) -> tuple[str, ...]:
+    needed = ["ducklake"]
+    if lake.catalog.startswith("sqlite:"):
+        needed.insert(0, "sqlite_scanner")
+    elif lake.catalog.startswith("postgres:"):
+        needed.insert(0, "postgres_scanner")
+    if lake.data_path.startswith(("s3://", "http://", "https://", "gs://", "r2://")):
+        needed.append("httpfs")
+    return tuple(needed)
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def retrying(fn: Callable[[], T], retries: int, what: str) -> T:
+    """Run ``fn``, retrying with jittered exponential backoff while it fails on a lock or conflict."""
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except duckdb.Error as exc:
+            if not is_transient(exc):
+                raise
+            if attempt == retries:
+                raise CatalogBusyError(f"{what}: the lake catalog stayed locked after {retries} retries ({exc}); "
+                                       "the load will be retried") from exc
+            time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+class Lake:
+    """An open connection to the lake, attached as catalog ``lake``."""
+
+    def __init__(self, settings: LakeSettings, *, read_only: bool = False, extra_extensions: tuple[str, ...] = ()):
+        self.settings = settings
+        self.read_only = read_only
+        self.con = connect(extensions=_extensions(settings) + extra_extensions)
+        if settings.catalog.startswith("sqlite:"):
+            Path(settings.catalog.removeprefix("sqlite:")).parent.mkdir(parents=True, exist_ok=True)
+        if "://" not in settings.data_path:
+            Path(settings.data_path).mkdir(parents=True, exist_ok=True)
+        options = [f"DATA_PATH {_quote(settings.data_path)}"]
+        if read_only:
+            options.append("READ_ONLY")
+        retrying(
+            lambda: self.con.execute(f"ATTACH {_quote('ducklake:' + settings.catalog)} AS {CATALOG} ({', '.join(options)})"),
+            settings.commit_retries,
+            "attaching the lake",
+        )
+        self.con.execute(f"USE {CATALOG}")
+        if not read_only:
+            self.ensure_zones()
+
+    def ensure_zones(self) -> None:
+        def create() -> None:
+            exists = {r[0] for r in self.con.execute(
+                "SELECT schema_name FROM information_schema.schemata WHERE catalog_name = ?", [CATALOG]).fetchall()}
+            tables = {r[0] for r in self.con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ?",
+                [CATALOG, OPS]).fetchall()}
+            if {SHARED, OPS} <= exists and "loads" in tables:
+                return
+            with self.transaction():
+                self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {CATALOG}.{SHARED}")
+                self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {CATALOG}.{OPS}")
+                self.con.execute(LOADS_DDL)
+
+        retrying(create, self.settings.commit_retries, "creating the lake's zones")
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self.con
+        except BaseException:
+            try:
+                self.con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            raise
+        self.con.execute("COMMIT")
+
+    def commit_message(self, message: str, extra: dict) -> None:
+        """Label the current transaction's snapshot (shown by ``lake.snapshots()``)."""
+        self.con.execute(
+            f"CALL {CATALOG}.set_commit_message('onesource', ?, extra_info => ?)",
+            [message, json.dumps(extra, ensure_ascii=False, default=str)],
+        )
+
+    def table_columns(self, schema: str, table: str) -> dict[str, str]:
+        rows = self.con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_catalog = ? AND table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            [CATALOG, schema, table],
+        ).fetchall()
+        return dict(rows)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Lake:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,206 @@
+"""One dataset load, write-audit-publish: extract -> land -> standardize -> validate -> publish.
+
+* **write**: the extract lands as an immutable raw file; standardize writes a staged Parquet batch;
+* **audit**: the dataset's GX suite runs on the staged batch;
+* **publish**: one DuckLake commit replaces (or upserts into) the shared table *and* appends the
+  loads-ledger row, labelled with the load's metadata. It all lands, or none of it does.
+
+A batch that fails standardize or a blocking check is moved to ``quarantine/`` with a report and
+a ledger row saying why; the shared table keeps its last good snapshot. The same raw file (by
+sha256) is never loaded twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import shutil
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from connectors import Extract, ExtractError, Landing, SourceState, SourceUnavailableError, connector_for
+from lakehouse.exceptions import SchemaMismatchError, StandardizeError
+from lakehouse.lake import CATALOG, OPS, SHARED, Lake, retrying
+from lakehouse.standardize import extensions_for, ident, q, standardize
+from onesource.config import Settings
+from onesource.duck import extension_path
+from quality.validate import QualityReport, validate_batch
+from schemas.model import Dataset, Registry
+
+log = logging.getLogger("onesource.load")
+
+PUBLISHED, QUARANTINED, FAILED, UNCHANGED = "published", "quarantined", "failed", "unchanged"
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    dataset: str
+    status: str
+    """published | quarantined (bad batch, kept aside) | failed (source or system) | unchanged (no new data)."""
+    rows: int = 0
+    load_id: str | None = None
+    source: str | None = None
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (PUBLISHED, UNCHANGED)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def new_load_id(sha256: str) -> str:
+    return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{sha256[:8]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The ledger: what the lake already holds from a source.
+# ---------------------------------------------------------------------------------------------
+
+def source_state(lake: Lake, ds: Dataset, registry_version: str) -> SourceState:
+    """Raw files already handled and the watermark reached, from ``ops.loads``."""
+    seen = lake.con.execute(
+        f"SELECT DISTINCT sha256 FROM {CATALOG}.{OPS}.loads WHERE dataset = ? AND sha256 IS NOT NULL AND "
+        "(status = 'published' OR (status = 'quarantined' AND registry_version = ?))",
+        [ds.name, registry_version],
+    ).fetchall()
+    wm = lake.con.execute(
+        f"SELECT watermark FROM {CATALOG}.{OPS}.loads WHERE dataset = ? AND status = 'published' "
+        "AND watermark IS NOT NULL ORDER BY finished_at DESC LIMIT 1",
+        [ds.name],
+    ).fetchone()
+    return SourceState(seen_sha256=frozenset(r[0] for r in seen), watermark=wm[0] if wm else None)
+
+
+def _ledger_row(ds: Dataset, registry: Registry, ex: Extract | None, load_id: str, status: str, started: dt.datetime,
+                rows_in: int = 0, rows_published: int = 0, stage: str | None = None, error: str | None = None,
+                quarantine: str | None = None) -> list:
+    return [load_id, ds.name, ds.owner, status, ex.source if ex else None, str(ex.path) if ex else None,
+            ex.sha256 if ex else None, registry.version, rows_in, rows_published,
+            ex.watermark if ex and status == PUBLISHED else None, started, _now(), stage, error, quarantine]
+
+
+def _record(lake: Lake, row: list) -> None:
+    def write() -> None:
+        with lake.transaction() as con:
+            con.execute(f"INSERT INTO {CATALOG}.{OPS}.loads VALUES ({', '.join('?' * len(row))})", row)
+            lake.commit_message(f"record {row[3]} load of {row[1]}", {"load_id": row[0], "status": row[3]})
+
+    retrying(write, lake.settings.commit_retries, f"recording load {row[0]}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Publish.
+# ---------------------------------------------------------------------------------------------
+
+def _ensure_table(lake: Lake, ds: Dataset) -> None:
+    """Create the shared table, or add columns the registry gained (DuckLake adds them in place)."""
+    existing = lake.table_columns(SHARED, ds.name)
+    table = f"{CATALOG}.{SHARED}.{ident(ds.name)}"
+    if not existing:
+        cols = ", ".join(f"{ident(c.name)} {c.duck_type}" for c in ds.columns)
+        lake.con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({cols})")
+        return
+    for col in ds.columns:
+        have = existing.get(col.name)
+        if have is None:
+            lake.con.execute(f"ALTER TABLE {table} ADD COLUMN {ident(col.name)} {col.duck_type}")
+        elif have.replace(" ", "") != col.duck_type.replace(" ", ""):
+            raise SchemaMismatchError(
+                f"dataset {ds.name}: shared column {col.name} is {have} in the lake but {col.duck_type} in the registry; "
+                "a type change needs a new dataset version (see `onesource registry`)"
+            )
+
+
+def publish(lake: Lake, ds: Dataset, registry: Registry, ex: Extract, staged: Path, rows: int, load_id: str,
+            started: dt.datetime, report: QualityReport) -> None:
+    table = f"{CATALOG}.{SHARED}.{ident(ds.name)}"
+    cols = ", ".join(ident(c.name) for c in ds.columns)
+    batch = f"read_parquet({q(str(staged))})"
+    extra = {"dataset": ds.name, "load_id": load_id, "source": ex.source, "sha256": ex.sha256,
+             "registry_version": registry.version, "rows": rows, "warnings": len(report.warnings)}
+
+    def attempt() -> None:
+        with lake.transaction() as con:
+            _ensure_table(lake, ds)
+            if ds.load_mode == "snapshot":
+                con.execute(f"DELETE FROM {table}")
+            elif ds.load_mode == "upsert":
+                match = " AND ".join(f"b.{ident(k)} = t.{ident(k)}" for k in ds.key)
+                con.execute(f"DELETE FROM {table} t WHERE EXISTS (SELECT 1 FROM {batch} b WHERE {match})")
+            con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {batch}")
+            row = _ledger_row(ds, registry, ex, load_id, PUBLISHED, started, rows, rows)
+            con.execute(f"INSERT INTO {CATALOG}.{OPS}.loads VALUES ({', '.join('?' * len(row))})", row)
+            lake.commit_message(f"publish {ds.name} load {load_id}", extra)
+
+    retrying(attempt, lake.settings.commit_retries, f"publishing {ds.name}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The load.
+# ---------------------------------------------------------------------------------------------
+
+def _quarantine(settings: Settings, lake: Lake, ds: Dataset, registry: Registry, ex: Extract, load_id: str,
+                started: dt.datetime, staged: Path, stage: str, error: str, details: dict) -> LoadResult:
+    folder = settings.quarantine_dir / ds.name / load_id
+    folder.mkdir(parents=True, exist_ok=True)
+    if staged.exists():
+        shutil.move(str(staged), folder / "batch.parquet")
+    report = {"dataset": ds.name, "load_id": load_id, "stage": stage, "error": error, "source": ex.source,
+              "raw_file": str(ex.path), "sha256": ex.sha256, "registry_version": registry.version, **details}
+    (folder / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+    _record(lake, _ledger_row(ds, registry, ex, load_id, QUARANTINED, started, details.get("rows_in", 0), 0, stage,
+                              error, str(folder)))
+    log.warning("quarantined %s load %s at %s: %s", ds.name, load_id, stage, error)
+    return LoadResult(ds.name, QUARANTINED, 0, load_id, ex.source, error)
+
+
+def load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registry, ex: Extract) -> LoadResult:
+    load_id, started = new_load_id(ex.sha256), _now()
+    staged = settings.staging_dir / ds.name / f"{load_id}.parquet"
+    for name in extensions_for(ex):
+        lake.con.execute(f"LOAD '{extension_path(name)}'")
+    try:
+        batch = standardize(lake.con, ex, ds, registry, staged)
+    except StandardizeError as exc:
+        problems = [asdict(p) for p in exc.problems]
+        return _quarantine(settings, lake, ds, registry, ex, load_id, started, staged, "standardize", str(exc),
+                           {"problems": problems, "problem_count": exc.total})
+    report = validate_batch(ds, registry, staged)
+    if not report.passed:
+        message = (f"dataset {ds.name}: file {ex.source}: {len(report.blocking_failures)} blocking check(s) failed: "
+                   f"{report.summary()}. The batch is quarantined at "
+                   f"{settings.quarantine_dir / ds.name / load_id}; the shared table keeps its last good snapshot. "
+                   "Fix the records at the source and deliver the file again.")
+        return _quarantine(settings, lake, ds, registry, ex, load_id, started, staged, "quality", message,
+                           {"rows_in": batch.rows, "checks": [asdict(r) for r in report.results]})
+    publish(lake, ds, registry, ex, staged, batch.rows, load_id, started, report)
+    staged.unlink(missing_ok=True)
+    log.info("published %s load %s: %d rows from %s", ds.name, load_id, batch.rows, ex.source)
+    return LoadResult(ds.name, PUBLISHED, batch.rows, load_id, ex.source, report.summary())
+
+
+def run_dataset(settings: Settings, registry: Registry, name: str, environ: Mapping[str, str]) -> list[LoadResult]:
+    """Load every new extract of dataset ``name``. Raises a TransientError when a retry may help."""
+    ds = registry.dataset(name)
+    with Lake(settings.lake) as lake:
+        state = source_state(lake, ds, registry.version)
+        connector = connector_for(ds.connector.kind, settings.sources_dir, Landing(settings.landing_dir), environ)
+        started = _now()
+        try:
+            extracts = connector.extract(ds, state)
+        except SourceUnavailableError as exc:
+            _record(lake, _ledger_row(ds, registry, None, new_load_id("0" * 8), FAILED, started, stage="extract",
+                                      error=str(exc)))
+            raise
+        except ExtractError as exc:
+            _record(lake, _ledger_row(ds, registry, None, new_load_id("0" * 8), FAILED, started, stage="extract",
+                                      error=str(exc)))
+            return [LoadResult(ds.name, FAILED, message=str(exc))]
+        if not extracts:
+            return [LoadResult(ds.name, UNCHANGED, message="no new data since the last load")]
+        return [load_extract(settings, lake, ds, registry, ex) for ex in extracts]

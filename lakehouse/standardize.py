@@ -1,0 +1,237 @@
+"""Standardize: map a department's raw extract onto its dataset's typed columns.
+
+One SQL pass in DuckDB reads the landed file (every value as text), applies the column rules and
+writes the staged batch as Parquet. The rules, in order, for every value:
+
+1. full-width digits, Latin letters and spaces become half-width (``１２３`` -> ``123``); trimmed;
+   empty becomes NULL;
+2. code lists accept a code or its label (``存续`` -> ``1``); format-ruled codes are upper-cased;
+3. the value is cast to the column type: numbers lose thousands separators (``1,234.50``), dates
+   accept ``2024-01-31``, ``2024/1/31``, ``20240131``, ``2024年1月31日`` and ``2024.01.31``.
+
+The fast path casts strictly, so a bad value stops the pass; only then a second, diagnostic pass
+finds every bad cell with its row and column, for the error message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from connectors.base import Extract
+from lakehouse.exceptions import CellProblem, StandardizeError
+from schemas.model import Column, Dataset, Registry
+
+FULL = "０１２３４５６７８９ＡＢＣＤＥＦＧＨＩＪＫＬＭＮＯＰＱＲＳＴＵＶＷＸＹＺａｂｃｄｅｆｇｈｉｊｋｌｍｎｏｐｑｒｓｔｕｖｗｘｙｚ\u3000"
+HALF = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz "
+DATE_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%Y%m%d", "%Y年%m月%d日", "%Y.%m.%d")
+TIMESTAMP_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y/%m/%d %H:%M:%S", "%Y-%m-%d %H:%M",
+                     "%Y%m%d%H%M%S", "%Y年%m月%d日 %H:%M:%S")
+TRUE_WORDS = ("true", "t", "1", "y", "yes", "是", "有")
+FALSE_WORDS = ("false", "f", "0", "n", "no", "否", "无")
+ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "gbk": "gb18030", "gb2312": "gb18030", "gb18030": "gb18030"}
+
+
+def q(text: str) -> str:
+    """SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class StagedBatch:
+    path: Path
+    rows: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the landed file: every column as text.
+# ---------------------------------------------------------------------------------------------
+
+def reader_sql(extract: Extract) -> str:
+    """Table expression reading the landed extract; text columns for CSV and XLSX."""
+    path, opts = q(str(extract.path)), extract.read_options
+    if extract.format == "csv":
+        args = ["header = true", "all_varchar = true", "auto_detect = true"]
+        encoding = ENCODINGS.get(str(opts.get("encoding", "utf-8")).lower(), "utf-8")
+        if encoding != "utf-8":
+            args.append(f"encoding = {q(encoding)}")
+        if opts.get("delimiter"):
+            args.append(f"delim = {q(str(opts['delimiter']))}")
+        if opts.get("skip_rows"):
+            args.append(f"skip = {int(opts['skip_rows'])}")
+        return f"read_csv({path}, {', '.join(args)})"
+    if extract.format == "xlsx":
+        args = ["header = true", "all_varchar = true"]
+        if opts.get("sheet"):
+            args.append(f"sheet = {q(str(opts['sheet']))}")
+        return f"read_xlsx({path}, {', '.join(args)})"
+    if extract.format == "json":
+        return f"read_json({path}, format = 'auto')"
+    if extract.format == "ndjson":
+        return f"read_json({path}, format = 'newline_delimited')"
+    if extract.format == "parquet":
+        return f"read_parquet({path})"
+    raise StandardizeError(extract.dataset, extract.source, str(extract.path), f"unknown format {extract.format!r}")
+
+
+def extensions_for(extract: Extract) -> tuple[str, ...]:
+    if extract.format == "xlsx":
+        return ("excel",)
+    if extract.format == "csv" and ENCODINGS.get(str(extract.read_options.get("encoding", "utf-8")).lower()) != "utf-8":
+        return ("encodings",)
+    return ()
+
+
+# ---------------------------------------------------------------------------------------------
+# Column rules: text clean-up, code lists, casts. Each takes a SQL expression, returns one.
+# ---------------------------------------------------------------------------------------------
+
+def clean_text(expr: str, col: Column, registry: Registry, strict: bool) -> str:
+    return f"nullif(trim(translate(CAST({expr} AS VARCHAR), {q(FULL)}, {q(HALF)})), '')"
+
+
+def map_code_list(expr: str, col: Column, registry: Registry, strict: bool) -> str:
+    name = col.code_list or (registry.element(col.element).code_list if col.element else None)
+    if not name:
+        return expr
+    codes = registry.code_list(name).codes
+    cases = " ".join(f"WHEN {q(label)} THEN {q(code)}" for code, label in codes.items() if label != code)
+    return f"(CASE {expr} {cases} ELSE {expr} END)" if cases else expr
+
+
+def upper_codes(expr: str, col: Column, registry: Registry, strict: bool) -> str:
+    fmt = col.format or (registry.element(col.element).format if col.element else None)
+    return f"upper({expr})" if fmt else expr
+
+
+def cast_type(expr: str, col: Column, registry: Registry, strict: bool) -> str:
+    t = col.type
+    if t == "string":
+        return expr
+    if t in ("integer", "decimal"):
+        number = f"replace(replace({expr}, ',', ''), ' ', '')"
+        return f"{'CAST' if strict else 'TRY_CAST'}({number} AS {col.duck_type})"
+    if t in ("date", "timestamp"):
+        formats = DATE_FORMATS if t == "date" else TIMESTAMP_FORMATS + DATE_FORMATS
+        tries = ", ".join(f"try_strptime({expr}, {q(f)})" for f in formats)
+        parsed = f"coalesce(TRY_CAST({expr} AS TIMESTAMP), {tries})"
+        if strict:
+            parsed = f"CASE WHEN {expr} IS NULL THEN NULL ELSE coalesce({parsed}, " \
+                     f"error(concat('{col.name}: not a {t}: ', {expr}))) END"
+        return f"CAST({parsed} AS {col.duck_type})"
+    if t == "boolean":
+        lowered = f"lower({expr})"
+        bad = f"error(concat('{col.name}: not a boolean: ', {expr}))" if strict else "NULL"
+        return (f"(CASE WHEN {expr} IS NULL THEN NULL WHEN {lowered} IN ({', '.join(map(q, TRUE_WORDS))}) THEN true "
+                f"WHEN {lowered} IN ({', '.join(map(q, FALSE_WORDS))}) THEN false ELSE {bad} END)")
+    raise AssertionError(f"unknown type {t}")
+
+
+ColumnRule = Callable[[str, Column, Registry, bool], str]
+RULES: tuple[ColumnRule, ...] = (clean_text, map_code_list, upper_codes, cast_type)
+
+
+def column_sql(source_expr: str, col: Column, registry: Registry, strict: bool) -> str:
+    expr = source_expr
+    for rule in RULES:
+        expr = rule(expr, col, registry, strict)
+    return expr
+
+
+# ---------------------------------------------------------------------------------------------
+# The pass itself.
+# ---------------------------------------------------------------------------------------------
+
+def _source_columns(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: Dataset) -> dict[str, str]:
+    """Map each dataset column to its header in the extract; report missing headers at once."""
+    try:
+        headers = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {reader_sql(extract)}").fetchall()]
+    except duckdb.Error as exc:
+        raise StandardizeError(dataset.name, extract.source, str(extract.path), _read_error(exc, extract)) from exc
+    by_key = {h.strip().lstrip("\ufeff").casefold(): h for h in headers}
+    mapping, missing = {}, []
+    for col in dataset.columns:
+        found = by_key.get(col.source.strip().casefold())
+        if found is None:
+            missing.append(col.source)
+        else:
+            mapping[col.name] = found
+    if missing:
+        raise StandardizeError(
+            dataset.name, extract.source, str(extract.path),
+            f"header lacks column(s) {', '.join(map(repr, missing))}; the file has {', '.join(map(repr, headers))}. "
+            "Either the department renamed a column (update the dataset's 'source' names in the registry) "
+            "or the extract is incomplete",
+        )
+    return mapping
+
+
+def _read_error(exc: duckdb.Error, extract: Extract) -> str:
+    text = str(exc).split("\n")[0]
+    if "unicode" in text.lower() or "utf" in text.lower() or "encoding" in text.lower():
+        return (f"cannot be read as {extract.read_options.get('encoding', 'utf-8')}: {text}. "
+                "If the department sends GBK, set 'encoding: gbk' in the dataset's connector")
+    return f"cannot be read as {extract.format}: {text}"
+
+
+def _diagnose(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: Dataset, registry: Registry,
+              mapping: dict[str, str], limit: int = 50) -> tuple[list[CellProblem], int]:
+    """Find every cell the strict pass refused, with its row and column."""
+    numbered = f"(SELECT row_number() OVER () AS __row, * FROM {reader_sql(extract)})"
+    checks = []
+    for col in dataset.columns:
+        if col.type == "string":
+            continue
+        src = ident(mapping[col.name])
+        cleaned = column_sql(src, _as_string(col), registry, strict=False)
+        typed = column_sql(src, col, registry, strict=False)
+        checks.append(
+            f"SELECT __row, {q(col.name)} AS col, CAST({src} AS VARCHAR) AS value FROM {numbered} "
+            f"WHERE {cleaned} IS NOT NULL AND {typed} IS NULL"
+        )
+    if not checks:
+        return [], 0
+    union = " UNION ALL ".join(checks)
+    total = con.execute(f"SELECT count(*) FROM ({union})").fetchone()[0]
+    rows = con.execute(f"SELECT * FROM ({union}) ORDER BY __row, col LIMIT {limit}").fetchall()
+    types = {c.name: c.type for c in dataset.columns}
+    return [CellProblem(row=r, column=c, value=v, reason=f"not a valid {types[c]}") for r, c, v in rows], total
+
+
+def _as_string(col: Column) -> Column:
+    from dataclasses import replace
+
+    return replace(col, type="string")
+
+
+def standardize(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: Dataset, registry: Registry,
+                out: Path) -> StagedBatch:
+    """Write the standardized batch of ``extract`` to ``out`` (Parquet); raise with every bad cell."""
+    mapping = _source_columns(con, extract, dataset)
+    select = ", ".join(
+        f"{column_sql(ident(mapping[c.name]), c, registry, strict=True)} AS {ident(c.name)}" for c in dataset.columns
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con.execute(f"COPY (SELECT {select} FROM {reader_sql(extract)}) TO {q(str(out))} "
+                    "(FORMAT parquet, COMPRESSION zstd)")
+    except duckdb.Error as exc:
+        out.unlink(missing_ok=True)
+        try:
+            problems, total = _diagnose(con, extract, dataset, registry, mapping)
+        except duckdb.Error:
+            problems, total = [], 0  # the file itself is unreadable: the read error below says why
+        if problems:
+            raise StandardizeError(dataset.name, extract.source, str(extract.path),
+                                   f"{total} value(s) cannot be converted to their column type",
+                                   problems, total) from exc
+        raise StandardizeError(dataset.name, extract.source, str(extract.path), _read_error(exc, extract)) from exc
+    rows = con.execute(f"SELECT count(*) FROM read_parquet({q(str(out))})").fetchone()[0]
+    return StagedBatch(path=out, rows=rows)

@@ -1,0 +1,108 @@
+"""Typed settings, built once at the edge (CLI, DAG task, test fixture) and passed down.
+
+No other module reads the environment: they take a :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_HOME = REPO_ROOT / ".onesource"
+
+
+@dataclass(frozen=True)
+class LakeSettings:
+    """Where the DuckLake catalog and its data files live."""
+
+    catalog: str
+    """DuckLake metadata location after ``ducklake:``: ``sqlite:/path/catalog.sqlite`` (default) or
+    ``postgres:dbname=... host=...`` for a catalog shared by several machines."""
+    data_path: str
+    """Folder (or object-store prefix) for the Parquet data files."""
+    commit_retries: int = 12
+    """How often a commit that met a catalog lock or a conflict is retried (with backoff)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One OneSource home: registry, source drops, landing, lake, Airflow home, reports."""
+
+    home: Path
+    lake: LakeSettings = field(default=None)  # type: ignore[assignment]
+    registry_dir: Path = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        home = Path(self.home).resolve()
+        object.__setattr__(self, "home", home)
+        if self.registry_dir is None:
+            object.__setattr__(self, "registry_dir", home / "registry")
+        if self.lake is None:
+            lake_dir = home / "lake"
+            object.__setattr__(
+                self,
+                "lake",
+                LakeSettings(catalog=f"sqlite:{lake_dir / 'catalog.sqlite'}", data_path=f"{lake_dir / 'data'}/"),
+            )
+
+    # Folders below the home; each stage owns one.
+    @property
+    def sources_dir(self) -> Path:
+        """Department systems' drop folders and demo source databases (outside the platform)."""
+        return self.home / "sources"
+
+    @property
+    def landing_dir(self) -> Path:
+        """Raw extracts as received, immutable, named by sha256."""
+        return self.home / "landing"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.home / "staging"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.home / "quarantine"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``ONESOURCE_HOME`` (default ``.onesource/`` in the repo) and the
+        optional ``ONESOURCE_CATALOG`` / ``ONESOURCE_DATA_PATH`` overrides."""
+        env = os.environ if environ is None else environ
+        home = Path(env.get("ONESOURCE_HOME") or DEFAULT_HOME)
+        settings = cls(home=home)
+        catalog = env.get("ONESOURCE_CATALOG")
+        data_path = env.get("ONESOURCE_DATA_PATH")
+        if catalog or data_path:
+            settings = cls(
+                home=home,
+                lake=LakeSettings(
+                    catalog=catalog or settings.lake.catalog,
+                    data_path=data_path or settings.lake.data_path,
+                ),
+            )
+        return settings
+
+    def environ(self) -> dict[str, str]:
+        """Environment for a child process (Airflow) that must see this same home."""
+        env = {
+            "ONESOURCE_HOME": str(self.home),
+            "ONESOURCE_CATALOG": self.lake.catalog,
+            "ONESOURCE_DATA_PATH": self.lake.data_path,
+            "AIRFLOW_HOME": str(self.airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        }
+        return env

@@ -1,0 +1,68 @@
+"""Airflow DAGs generated from the registry: one DAG per update cycle, one task per dataset.
+
+Each DAG's schedule is its cycle (``@daily``, ``@weekly``, ...). Tasks are grouped by owner
+department and each declares its shared table as an outlet Asset (``onesource://shared/<name>``),
+so a publish triggers the DAGs that consume it. Nothing heavy is imported here: DAG files are
+parsed continually by the scheduler; the work is imported inside the task.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from pathlib import Path
+
+from schemas.loader import load_registry
+from schemas.model import UPDATE_CYCLES, Dataset
+
+START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def asset_uri(dataset: str) -> str:
+    return f"onesource://shared/{dataset}"
+
+
+def dag_id_for(cycle: str) -> str:
+    return f"onesource_ingest_{cycle}"
+
+
+def build_dags(registry_dir: Path) -> dict:
+    """``{dag_id: DAG}`` for the registry below ``registry_dir``."""
+    from airflow.sdk import DAG, Asset, TaskGroup, task
+
+    registry = load_registry(registry_dir)
+
+    @task(retries=3, retry_delay=dt.timedelta(minutes=2), retry_exponential_backoff=True)
+    def load(dataset: str) -> list[dict]:
+        from onesource.tasks import load_dataset
+
+        return load_dataset(dataset)
+
+    by_cycle: dict[str, list[Dataset]] = defaultdict(list)
+    for ds in registry.datasets:
+        by_cycle[ds.update_cycle].append(ds)
+    dags = {}
+    for cycle in (c for c in UPDATE_CYCLES if c in by_cycle):
+        with DAG(
+            dag_id=dag_id_for(cycle),
+            schedule=UPDATE_CYCLES[cycle][0],
+            start_date=START,
+            catchup=False,
+            max_active_runs=1,
+            tags=["onesource", "ingest", cycle],
+            doc_md=f"Loads the {len(by_cycle[cycle])} dataset(s) whose update cycle is **{cycle}**. "
+            f"Generated from the registry (version {registry.version}); do not edit.",
+        ) as dag:
+            by_owner: dict[str, list[Dataset]] = defaultdict(list)
+            for ds in by_cycle[cycle]:
+                by_owner[ds.owner].append(ds)
+            for owner in sorted(by_owner):
+                with TaskGroup(group_id=owner, tooltip=registry.department(owner).name):
+                    for ds in sorted(by_owner[owner], key=lambda d: d.name):
+                        load.override(
+                            task_id=ds.name,
+                            outlets=[Asset(name=ds.name, uri=asset_uri(ds.name), group="onesource")],
+                            doc_md=f"{ds.title} ({ds.connector.kind}, {ds.share_type}) -> `{ds.table}`",
+                        )(ds.name)
+        dags[dag.dag_id] = dag
+    return dags

@@ -1,0 +1,334 @@
+"""The demo city's registry, as data: departments, data elements, code lists, datasets.
+
+Twelve core departments deliver fifteen datasets in the forms departments really send (CSV in
+UTF-8 and GBK, XLSX, JSON, NDJSON, Parquet, a SQLite database, a paginated HTTP API). Further
+departments (up to 87) each deliver one service-record dataset that re-collects enterprise names,
+the way real bureaus do before once-only sharing reaches them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# (code, name, English name, system code, system name)
+CORE_DEPARTMENTS: tuple[tuple[str, str, str, str, str], ...] = (
+    ("amr", "市场监督管理局", "Administration for Market Regulation", "amr_reg", "企业登记注册系统"),
+    ("psb", "公安局", "Public Security Bureau", "psb_hukou", "人口户籍管理系统"),
+    ("mca", "民政局", "Civil Affairs Bureau", "mca_biz", "民政业务系统"),
+    ("tax", "税务局", "Tax Bureau", "tax_core", "税收征管系统"),
+    ("hrss", "人力资源和社会保障局", "Human Resources and Social Security Bureau", "hrss_si", "社会保险系统"),
+    ("health", "卫生健康委员会", "Health Commission", "health_inst", "医疗机构管理系统"),
+    ("housing", "住房和城乡建设局", "Housing and Urban-Rural Development Bureau", "housing_permit", "施工许可系统"),
+    ("nr", "自然资源和规划局", "Natural Resources and Planning Bureau", "nr_land", "不动产与地籍系统"),
+    ("transport", "交通运输局", "Transport Bureau", "transport_lic", "道路运输许可系统"),
+    ("edu", "教育局", "Education Bureau", "edu_school", "学校管理系统"),
+    ("urban", "城市管理局", "Urban Management Bureau", "urban_case", "综合执法系统"),
+    ("hotline", "12345政务服务便民热线", "12345 Citizen Service Hotline", "hotline_api", "热线工单系统"),
+)
+
+# Departments 13..87: further municipal bodies, each with one registered system.
+EXTRA_DEPARTMENTS: tuple[tuple[str, str, str], ...] = (
+    ("drc", "发展和改革委员会", "Development and Reform Commission"),
+    ("finance", "财政局", "Finance Bureau"),
+    ("audit", "审计局", "Audit Bureau"),
+    ("stats", "统计局", "Statistics Bureau"),
+    ("env", "生态环境局", "Ecology and Environment Bureau"),
+    ("water", "水利局", "Water Resources Bureau"),
+    ("agri", "农业农村局", "Agriculture and Rural Affairs Bureau"),
+    ("commerce", "商务局", "Commerce Bureau"),
+    ("culture", "文化广电旅游局", "Culture, Radio, Television and Tourism Bureau"),
+    ("veterans", "退役军人事务局", "Veterans Affairs Bureau"),
+    ("emergency", "应急管理局", "Emergency Management Bureau"),
+    ("medsec", "医疗保障局", "Healthcare Security Bureau"),
+    ("justice", "司法局", "Justice Bureau"),
+    ("science", "科学技术局", "Science and Technology Bureau"),
+    ("econ", "经济和信息化局", "Economy and Information Technology Bureau"),
+    ("ethnic", "民族宗教事务局", "Ethnic and Religious Affairs Bureau"),
+    ("forestry", "林业局", "Forestry Bureau"),
+    ("sports", "体育局", "Sports Bureau"),
+    ("civdef", "人民防空办公室", "Civil Air Defence Office"),
+    ("archives", "档案局", "Archives Bureau"),
+    ("petition", "信访局", "Letters and Visits Bureau"),
+    ("offices", "机关事务管理局", "Government Offices Administration"),
+    ("finreg", "地方金融管理局", "Local Financial Regulatory Bureau"),
+    ("grain", "粮食和物资储备局", "Grain and Reserves Bureau"),
+    ("supply", "供销合作社", "Supply and Marketing Cooperative"),
+    ("hpf", "住房公积金管理中心", "Housing Provident Fund Centre"),
+    ("ggzy", "公共资源交易中心", "Public Resources Trading Centre"),
+    ("bigdata", "数据资源管理局", "Data Resources Bureau"),
+    ("weather", "气象局", "Meteorological Bureau"),
+    ("fire", "消防救援支队", "Fire and Rescue Detachment"),
+    ("post", "邮政管理局", "Postal Administration"),
+    ("tobacco", "烟草专卖局", "Tobacco Monopoly Bureau"),
+    ("disabled", "残疾人联合会", "Disabled Persons' Federation"),
+    ("redcross", "红十字会", "Red Cross Society"),
+    ("union", "总工会", "Federation of Trade Unions"),
+    ("youth", "共青团市委", "Communist Youth League Committee"),
+    ("women", "妇女联合会", "Women's Federation"),
+    ("sciassoc", "科学技术协会", "Association for Science and Technology"),
+    ("chinese_os", "归国华侨联合会", "Federation of Returned Overseas Chinese"),
+    ("socsci", "社会科学界联合会", "Federation of Social Sciences"),
+    ("arts", "文学艺术界联合会", "Federation of Literary and Art Circles"),
+    ("fic", "工商业联合会", "Federation of Industry and Commerce"),
+    ("court", "中级人民法院", "Intermediate People's Court"),
+    ("procur", "人民检察院", "People's Procuratorate"),
+    ("customs", "海关", "Customs"),
+    ("immig", "出入境管理局", "Exit and Entry Administration"),
+    ("traffic", "交通警察支队", "Traffic Police Detachment"),
+    ("metro", "地铁集团", "Metro Group"),
+    ("waterco", "水务集团", "Water Supply Group"),
+    ("power", "供电公司", "Power Supply Company"),
+    ("gas", "燃气集团", "Gas Group"),
+    ("telecom", "通信管理局", "Communications Administration"),
+    ("radio", "无线电管理局", "Radio Administration"),
+    ("ip", "知识产权局", "Intellectual Property Office"),
+    ("drug", "药品监督管理局", "Medical Products Administration"),
+    ("sasac", "国有资产监督管理委员会", "State-owned Assets Supervision Commission"),
+    ("invest", "投资促进局", "Investment Promotion Bureau"),
+    ("talent", "人才工作局", "Talent Affairs Bureau"),
+    ("park", "高新区管委会", "High-tech Zone Administrative Committee"),
+    ("port", "口岸办公室", "Port Office"),
+    ("aviation", "机场集团", "Airport Group"),
+    ("rail", "铁路办公室", "Railway Office"),
+    ("landres", "土地储备中心", "Land Reserve Centre"),
+    ("survey", "测绘地理信息局", "Surveying and Mapping Bureau"),
+    ("seismic", "地震局", "Earthquake Administration"),
+    ("hydro", "水文站", "Hydrological Station"),
+    ("market", "市场发展中心", "Market Development Centre"),
+    ("credit", "信用中心", "Credit Centre"),
+    ("govsvc", "政务服务中心", "Government Service Centre"),
+    ("cdc", "疾病预防控制中心", "Centre for Disease Control"),
+    ("blood", "中心血站", "Central Blood Station"),
+    ("library", "图书馆", "Library"),
+    ("museum", "博物馆", "Museum"),
+    ("garden", "园林文物局", "Gardens and Cultural Relics Bureau"),
+    ("oldage", "老龄工作委员会办公室", "Ageing Affairs Office"),
+)
+
+MAX_DEPARTMENTS = len(CORE_DEPARTMENTS) + len(EXTRA_DEPARTMENTS)
+
+# GB/T 2260 codes of a real city's districts (Hangzhou), used as the demo city's divisions.
+DIVISIONS: dict[str, str] = {
+    "330102": "上城区", "330105": "拱墅区", "330106": "西湖区", "330108": "滨江区", "330109": "萧山区",
+    "330110": "余杭区", "330111": "富阳区", "330112": "临安区", "330113": "临平区", "330114": "钱塘区",
+    "330122": "桐庐县", "330127": "淳安县", "330182": "建德市",
+}
+CITY_CODE, CITY_NAME = "330100", "杭州市"
+
+CODE_LISTS: dict[str, dict[str, str]] = {
+    "division": {CITY_CODE: CITY_NAME, **DIVISIONS},
+    "gender": {"1": "男", "2": "女"},
+    "enterprise_status": {"1": "存续", "2": "在业", "3": "吊销", "4": "注销", "5": "迁出"},
+    "taxpayer_type": {"1": "一般纳税人", "2": "小规模纳税人"},
+    "tax_credit_rating": {"A": "A", "B": "B", "M": "M", "C": "C", "D": "D"},
+    "insurance_type": {"110": "企业职工基本养老保险", "210": "失业保险", "310": "职工基本医疗保险", "410": "工伤保险"},
+    "institution_level": {"3A": "三级甲等", "3B": "三级乙等", "2A": "二级甲等", "2B": "二级乙等", "1": "一级", "0": "未定级"},
+    "land_use": {"05": "商服用地", "06": "工矿仓储用地", "07": "住宅用地", "08": "公共管理与公共服务用地", "11": "水域及水利设施用地"},
+    "school_type": {"kg": "幼儿园", "pri": "小学", "jun": "初级中学", "sen": "高级中学", "voc": "中等职业学校"},
+    "violation_type": {"ad": "违规设置户外广告", "dump": "乱倒建筑垃圾", "stall": "占道经营", "noise": "施工噪声扰民"},
+    "ticket_category": {"consult": "咨询", "complaint": "投诉", "suggest": "建议", "help": "求助", "report": "举报"},
+}
+
+# name, 中文名, English name, type, authoritative dataset, format, code list, sensitivity
+ELEMENTS: tuple[tuple[str, str, str, str, str, str | None, str | None, int], ...] = (
+    ("uscc", "统一社会信用代码", "Unified social credit code", "string", "amr_enterprise_register", "uscc", None, 1),
+    ("enterprise_name", "企业名称", "Enterprise name", "string", "amr_enterprise_register", None, None, 1),
+    ("legal_representative", "法定代表人", "Legal representative", "string", "amr_enterprise_register", None, None, 2),
+    ("registered_capital", "注册资本（万元）", "Registered capital (10k CNY)", "decimal", "amr_enterprise_register", None, None, 1),
+    ("enterprise_address", "企业住所", "Registered address", "string", "amr_enterprise_register", None, None, 1),
+    ("enterprise_status", "登记状态", "Registration status", "string", "amr_enterprise_register", None, "enterprise_status", 1),
+    ("established_date", "成立日期", "Date of establishment", "date", "amr_enterprise_register", None, None, 1),
+    ("resident_id", "公民身份号码", "Resident identity number", "string", "psb_resident_register", "resident_id", None, 3),
+    ("person_name", "姓名", "Person name", "string", "psb_resident_register", None, None, 2),
+    ("gender", "性别", "Gender", "string", "psb_resident_register", None, "gender", 2),
+    ("birth_date", "出生日期", "Date of birth", "date", "psb_resident_register", None, None, 3),
+    ("household_address", "户籍地址", "Household registration address", "string", "psb_resident_register", None, None, 3),
+    ("division_code", "行政区划代码", "Administrative division code", "string", "mca_admin_divisions", "division_code", "division", 1),
+    ("division_name", "行政区划名称", "Administrative division name", "string", "mca_admin_divisions", None, None, 1),
+    ("taxpayer_type", "纳税人类型", "Taxpayer type", "string", "tax_taxpayer_register", None, "taxpayer_type", 1),
+    ("tax_credit_rating", "纳税信用等级", "Tax credit rating", "string", "tax_taxpayer_register", None, "tax_credit_rating", 2),
+    ("insured_employees", "参保职工人数", "Insured employees", "integer", "hrss_enterprise_insurance", None, None, 2),
+    ("insurance_type", "险种", "Insurance type", "string", "hrss_person_insurance", None, "insurance_type", 2),
+    ("contribution_base", "缴费基数", "Contribution base", "decimal", "hrss_person_insurance", None, None, 3),
+    ("institution_level", "医疗机构级别", "Medical institution level", "string", "health_medical_institutions", None, "institution_level", 1),
+    ("land_use", "土地用途", "Land use", "string", "nr_land_parcels", None, "land_use", 1),
+    ("caller_phone", "来电号码", "Caller phone number", "string", "hotline_tickets", "mobile", None, 3),
+)
+
+
+@dataclass(frozen=True)
+class DemoDataset:
+    """A dataset of the demo city: its registry entry and how its extract is produced."""
+
+    name: str
+    title: str
+    owner: str
+    fmt: str
+    """csv, csv-gbk, xlsx, json, ndjson, parquet, sqlite, http"""
+    update_cycle: str
+    share_type: str
+    columns: tuple[tuple[str, str, dict[str, Any]], ...]
+    """(column name, source header, extra registry fields: element/type/required/...)"""
+    key: tuple[str, ...]
+    load_mode: str = "snapshot"
+    conditions: str | None = None
+    legal_basis: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _e(element: str, **kw: Any) -> dict[str, Any]:
+    return {"element": element, **kw}
+
+
+def _t(type_: str, **kw: Any) -> dict[str, Any]:
+    return {"type": type_, **kw}
+
+
+COND_GOV = "仅限政府部门履行法定职责使用，不得向第三方提供；使用部门须说明用途并接受审计"
+
+CORE_DATASETS: tuple[DemoDataset, ...] = (
+    DemoDataset("amr_enterprise_register", "企业登记信息", "amr", "csv", "daily", "unconditional", (
+        ("uscc", "统一社会信用代码", _e("uscc", required=True)),
+        ("enterprise_name", "企业名称", _e("enterprise_name", required=True)),
+        ("legal_representative", "法定代表人", _e("legal_representative", required=True)),
+        ("registered_capital", "注册资本(万元)", _e("registered_capital")),
+        ("enterprise_address", "住所", _e("enterprise_address")),
+        ("enterprise_status", "登记状态", _e("enterprise_status", required=True)),
+        ("established_date", "成立日期", _e("established_date")),
+        ("division_code", "行政区划代码", _e("division_code")),
+    ), ("uscc",)),
+    DemoDataset("psb_resident_register", "常住人口户籍信息", "psb", "sqlite", "weekly", "conditional", (
+        ("resident_id", "sfzh", _e("resident_id", required=True)),
+        ("person_name", "xm", _e("person_name", required=True)),
+        ("gender", "xb", _e("gender")),
+        ("birth_date", "csrq", _e("birth_date")),
+        ("division_code", "hjqh", _e("division_code")),
+        ("household_address", "hjdz", _e("household_address")),
+        ("updated_at", "gxsj", _t("timestamp")),
+    ), ("resident_id",), load_mode="upsert", conditions=COND_GOV, extra={"table": "rk_hjxx", "watermark": "gxsj"}),
+    DemoDataset("psb_household_moves", "户籍迁移记录", "psb", "csv", "monthly", "not_shared", (
+        ("move_id", "迁移编号", _t("string", required=True)),
+        ("resident_id", "公民身份号码", _e("resident_id")),
+        ("from_division", "迁出地", _t("string")),
+        ("to_division", "迁入地", _t("string")),
+        ("move_date", "迁移日期", _t("date")),
+    ), ("move_id",), legal_basis="《中华人民共和国户口登记条例》；户籍迁移明细涉及个人隐私，仅限公安机关依职权使用"),
+    DemoDataset("mca_admin_divisions", "行政区划代码", "mca", "parquet", "yearly", "unconditional", (
+        ("division_code", "code", _e("division_code", required=True)),
+        ("division_name", "name", _e("division_name", required=True)),
+        ("parent_code", "parent", _t("string")),
+        ("level", "level", _t("integer")),
+    ), ("division_code",)),
+    DemoDataset("mca_subsistence_allowance", "最低生活保障对象", "mca", "json", "monthly", "conditional", (
+        ("resident_id", "idCard", _e("resident_id", required=True)),
+        ("person_name", "name", _e("person_name")),
+        ("division_code", "area", _e("division_code")),
+        ("allowance_amount", "amount", _t("decimal")),
+        ("start_date", "startDate", _t("date")),
+    ), ("resident_id",), conditions=COND_GOV),
+    DemoDataset("tax_taxpayer_register", "纳税人登记信息", "tax", "csv-gbk", "monthly", "conditional", (
+        ("uscc", "纳税人识别号", _e("uscc", required=True)),
+        ("enterprise_name", "纳税人名称", _e("enterprise_name")),
+        ("taxpayer_type", "纳税人类型", _e("taxpayer_type")),
+        ("tax_credit_rating", "纳税信用等级", _e("tax_credit_rating")),
+        ("tax_registered_on", "登记日期", _t("date")),
+    ), ("uscc",), load_mode="upsert", conditions=COND_GOV),
+    DemoDataset("hrss_enterprise_insurance", "单位参保信息", "hrss", "xlsx", "monthly", "conditional", (
+        ("uscc", "单位统一社会信用代码", _e("uscc", required=True)),
+        ("enterprise_name", "单位名称", _e("enterprise_name")),
+        ("insured_employees", "参保人数", _e("insured_employees")),
+        ("pay_month", "缴费月份", _t("string", required=True)),
+    ), ("uscc", "pay_month"), conditions=COND_GOV),
+    DemoDataset("hrss_person_insurance", "个人参保缴费信息", "hrss", "sqlite", "monthly", "conditional", (
+        ("resident_id", "aac002", _e("resident_id", required=True)),
+        ("person_name", "aac003", _e("person_name")),
+        ("uscc", "aab998", _e("uscc")),
+        ("insurance_type", "aae140", _e("insurance_type", required=True)),
+        ("contribution_base", "aic020", _e("contribution_base")),
+        ("updated_at", "aae036", _t("timestamp")),
+    ), ("resident_id", "insurance_type"), load_mode="upsert", conditions=COND_GOV,
+        extra={"table": "ac02", "watermark": "aae036"}),
+    DemoDataset("health_medical_institutions", "医疗机构执业登记", "health", "csv", "monthly", "unconditional", (
+        ("institution_code", "登记号", _t("string", required=True)),
+        ("institution_name", "机构名称", _t("string", required=True)),
+        ("uscc", "统一社会信用代码", _e("uscc")),
+        ("institution_level", "机构级别", _e("institution_level")),
+        ("beds", "核定床位", _t("integer")),
+        ("division_code", "所在区县", _e("division_code")),
+    ), ("institution_code",)),
+    DemoDataset("housing_construction_permits", "建筑工程施工许可", "housing", "ndjson", "weekly", "unconditional", (
+        ("permit_no", "permit_no", _t("string", required=True)),
+        ("uscc", "builder_uscc", _e("uscc")),
+        ("enterprise_name", "builder_name", _e("enterprise_name")),
+        ("project_name", "project_name", _t("string")),
+        ("project_address", "project_address", _t("string")),
+        ("floor_area", "floor_area", _t("decimal")),
+        ("issued_on", "issued_on", _t("date")),
+    ), ("permit_no",), load_mode="upsert"),
+    DemoDataset("nr_land_parcels", "土地使用权宗地信息", "nr", "parquet", "quarterly", "conditional", (
+        ("parcel_id", "zddm", _t("string", required=True)),
+        ("division_code", "qhdm", _e("division_code")),
+        ("land_use", "tdyt", _e("land_use")),
+        ("area_sqm", "mj", _t("decimal")),
+        ("holder_uscc", "qlr_dm", _e("uscc")),
+    ), ("parcel_id",), conditions="仅限规划审批、不动产登记和税收征管使用"),
+    DemoDataset("transport_operator_licenses", "道路运输经营许可", "transport", "csv-gbk", "monthly", "unconditional", (
+        ("license_no", "许可证号", _t("string", required=True)),
+        ("uscc", "统一社会信用代码", _e("uscc")),
+        ("enterprise_name", "业户名称", _e("enterprise_name")),
+        ("legal_representative", "负责人", _e("legal_representative")),
+        ("vehicle_count", "车辆数", _t("integer")),
+        ("valid_until", "有效期至", _t("date")),
+    ), ("license_no",)),
+    DemoDataset("edu_schools", "学校基本信息", "edu", "xlsx", "yearly", "unconditional", (
+        ("school_code", "学校标识码", _t("string", required=True)),
+        ("school_name", "学校名称", _t("string", required=True)),
+        ("school_type", "办学类型", _t("string", code_list="school_type")),
+        ("students", "在校生数", _t("integer")),
+        ("division_code", "所在地区", _e("division_code")),
+    ), ("school_code",)),
+    DemoDataset("urban_enforcement_cases", "城市管理执法案件", "urban", "json", "daily", "conditional", (
+        ("case_no", "caseNo", _t("string", required=True)),
+        ("uscc", "partyCode", _e("uscc")),
+        ("violation_type", "violation", _t("string", code_list="violation_type")),
+        ("fine_amount", "fine", _t("decimal")),
+        ("case_date", "caseDate", _t("date")),
+    ), ("case_no",), load_mode="upsert", conditions="仅限执法协作和信用监管使用"),
+    DemoDataset("hotline_tickets", "12345热线工单", "hotline", "http", "daily", "conditional", (
+        ("ticket_id", "ticket_id", _t("string", required=True)),
+        ("created_at", "created_at", _t("timestamp", required=True)),
+        ("category", "category", _t("string", code_list="ticket_category")),
+        ("division_code", "district", _e("division_code")),
+        ("caller_phone", "caller_phone", _e("caller_phone")),
+        ("summary", "summary", _t("string")),
+        ("handling_department", "handler", _t("string")),
+    ), ("ticket_id",), load_mode="upsert", conditions="工单明细仅限承办部门和数据主管部门使用；来电号码脱敏",
+        extra={"watermark": "created_at", "since_param": "since", "page_size": 200}),
+)
+
+
+def extra_dataset(code: str, name: str) -> DemoDataset:
+    """The one dataset of a department beyond the core twelve: service records naming enterprises."""
+    return DemoDataset(f"{code}_service_records", f"{name}业务办理记录", code, "csv", "monthly", "unconditional", (
+        ("record_no", "办件编号", _t("string", required=True)),
+        ("uscc", "统一社会信用代码", _e("uscc")),
+        ("enterprise_name", "单位名称", _e("enterprise_name")),
+        ("service_item", "事项名称", _t("string")),
+        ("handled_on", "办结日期", _t("date")),
+    ), ("record_no",))
+
+
+def city_departments(n: int) -> list[tuple[str, str, str, str, str]]:
+    """The first ``n`` departments: the core twelve (authorities first), then the others."""
+    if not 3 <= n <= MAX_DEPARTMENTS:
+        raise ValueError(f"--departments must be between 3 and {MAX_DEPARTMENTS}")
+    extra = [(c, nm, en, f"{c}_sys", f"{nm}业务系统") for c, nm, en in EXTRA_DEPARTMENTS]
+    return list(CORE_DEPARTMENTS + tuple(extra))[:n]
+
+
+def city_datasets(n: int) -> list[DemoDataset]:
+    codes = {d[0] for d in city_departments(n)}
+    out = [d for d in CORE_DATASETS if d.owner in codes]
+    out += [extra_dataset(c, nm) for c, nm, _ in EXTRA_DEPARTMENTS if c in codes]
+    return out

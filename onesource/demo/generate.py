@@ -1,0 +1,182 @@
+"""Write the demo city into a home: the registry YAML, each department's extract, the manifest.
+
+Extracts go where the departments' systems would put them: drop folders under ``sources/<dept>/``,
+SQLite databases, and the hotline's ticket store served by :mod:`onesource.demo.api`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sqlite3
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from onesource.config import Settings
+from onesource.demo.city import CODE_LISTS, ELEMENTS, DemoDataset, city_datasets, city_departments
+from onesource.demo.data import City, DemoConfig
+
+EXTENSIONS = {"csv": "csv", "csv-gbk": "csv", "xlsx": "xlsx", "json": "json", "ndjson": "ndjson", "parquet": "parquet"}
+
+
+def _dump(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=120), encoding="utf-8")
+
+
+def connector_settings(ds: DemoDataset, config: DemoConfig) -> dict[str, Any]:
+    if ds.fmt == "sqlite":
+        return {"kind": "database", "driver": "sqlite", "dsn": f"{ds.owner}/{ds.owner}.sqlite", **ds.extra}
+    if ds.fmt == "http":
+        return {"kind": "http", "url": config.api_url, "items": "items", **ds.extra}
+    settings = {"kind": "file", "path": f"{ds.owner}/{ds.name}/*.{EXTENSIONS[ds.fmt]}", "format": EXTENSIONS[ds.fmt]}
+    if ds.fmt.startswith("csv"):
+        settings["encoding"] = "gbk" if ds.fmt == "csv-gbk" else "utf-8"
+    return settings
+
+
+def write_registry(root: Path, config: DemoConfig) -> None:
+    departments = city_departments(config.departments)
+    datasets = city_datasets(config.departments)
+    names = {d.name for d in datasets}
+    _dump(root / "departments.yaml", {"departments": [
+        {"code": c, "name": n, "name_en": en, "systems": [{"code": sc, "name": sn}]} for c, n, en, sc, sn in departments
+    ]})
+    elements = [e for e in ELEMENTS if e[4] in names]
+    used_lists = {e[6] for e in elements if e[6]} | {
+        extra["code_list"] for d in datasets for _, _, extra in d.columns if "code_list" in extra}
+    _dump(root / "elements.yaml", {
+        "elements": [
+            {"name": n, "name_zh": zh, "name_en": en, "type": t, "authority": auth,
+             **({"format": fmt} if fmt else {}), **({"code_list": cl} if cl else {}), "sensitivity": sens}
+            for n, zh, en, t, auth, fmt, cl, sens in elements
+        ],
+        "code_lists": {k: v for k, v in CODE_LISTS.items() if k in used_lists},
+    })
+    systems = {c: sc for c, _, _, sc, _ in departments}
+    for ds in datasets:
+        entry: dict[str, Any] = {
+            "name": ds.name, "title": ds.title, "owner": ds.owner, "system": systems[ds.owner],
+            "update_cycle": ds.update_cycle, "share_type": ds.share_type,
+        }
+        if ds.conditions:
+            entry["conditions"] = ds.conditions
+        if ds.legal_basis:
+            entry["legal_basis"] = ds.legal_basis
+        entry["load_mode"] = ds.load_mode
+        entry["key"] = list(ds.key)
+        entry["connector"] = connector_settings(ds, config)
+        entry["columns"] = [{"name": n, "source": src, **extra} for n, src, extra in ds.columns]
+        _dump(root / "datasets" / ds.owner / f"{ds.name}.yaml", entry)
+
+
+# -- extract writers, one per form a department sends ----------------------------------------
+
+def _write_csv(path: Path, rows: list[dict], encoding: str) -> None:
+    with open(path, "w", encoding=encoding, errors="replace", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _write_xlsx(path: Path, rows: list[dict]) -> None:
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "Sheet1"
+    ws.append(list(rows[0]))
+    for row in rows:
+        ws.append(list(row.values()))
+    wb.save(path)
+
+
+def _write_parquet(path: Path, rows: list[dict]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+def _write_sqlite(path: Path, table: str, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as db:
+        cols = list(rows[0])
+        db.execute(f"DROP TABLE IF EXISTS {table}")
+        db.execute(f"CREATE TABLE {table} ({', '.join(f'{c} TEXT' for c in cols)})")
+        db.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(cols))})",
+                       [[str(r[c]) for c in cols] for r in rows])
+
+
+def write_extract(sources: Path, ds: DemoDataset, rows: list[dict]) -> Path:
+    if ds.fmt == "sqlite":
+        path = sources / ds.owner / f"{ds.owner}.sqlite"
+        _write_sqlite(path, ds.extra["table"], rows)
+        return path
+    if ds.fmt == "http":
+        path = sources / ds.owner / "tickets.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+        return path
+    path = sources / ds.owner / ds.name / f"{ds.name}_20261101.{EXTENSIONS[ds.fmt]}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if ds.fmt == "csv":
+        _write_csv(path, rows, "utf-8-sig")  # Excel-made UTF-8 CSVs carry a BOM
+    elif ds.fmt == "csv-gbk":
+        _write_csv(path, rows, "gbk")
+    elif ds.fmt == "xlsx":
+        _write_xlsx(path, rows)
+    elif ds.fmt == "json":
+        path.write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
+    elif ds.fmt == "ndjson":
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    elif ds.fmt == "parquet":
+        _write_parquet(path, rows)
+    return path
+
+
+def config_digest(config: DemoConfig) -> str:
+    return hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def generate_city(settings: Settings, config: DemoConfig, progress=None) -> dict[str, Any]:
+    """Write registry, extracts and manifest; a second call with the same config changes nothing."""
+    stamp = settings.home / "demo" / "stamp.json"
+    manifest_path = settings.home / "demo" / "manifest.json"
+    digest = config_digest(config)
+    if stamp.exists() and manifest_path.exists() and json.loads(stamp.read_text())["digest"] == digest:
+        return json.loads(manifest_path.read_text(encoding="utf-8"))
+    write_registry(settings.registry_dir, config)
+    city = City(config)
+    datasets = city_datasets(config.departments)
+    manifest: dict[str, Any] = {"config": asdict(config), "datasets": {}}
+    for ds in datasets:
+        rows = city.rows(ds)
+        path = write_extract(settings.sources_dir, ds, rows)
+        manifest["datasets"][ds.name] = {"owner": ds.owner, "format": ds.fmt, "rows": len(rows),
+                                         "source": str(path.relative_to(settings.home))}
+        if progress:
+            progress(ds.name)
+    manifest["defects"] = city.defects.found
+    manifest["recollection"] = recollection_pairs(datasets)
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
+    stamp.write_text(json.dumps({"digest": digest}))
+    return manifest
+
+
+def recollection_pairs(datasets: list[DemoDataset]) -> list[dict[str, str]]:
+    """(department, element) pairs a department collects although another department is the source."""
+    authority = {e[0]: e[4] for e in ELEMENTS}
+    owner_of = {d.name: d.owner for d in datasets}
+    pairs = set()
+    for ds in datasets:
+        for _, _, extra in ds.columns:
+            el = extra.get("element")
+            if el and authority.get(el) in owner_of and owner_of[authority[el]] != ds.owner:
+                pairs.add((ds.owner, el, authority[el]))
+    return [{"department": d, "element": e, "authority": a} for d, e, a in sorted(pairs)]

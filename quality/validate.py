@@ -1,0 +1,118 @@
+"""Validate a staged batch with its GX suite, called directly in the load task.
+
+GX's SQL datasource fails on DuckDB (GX issue #10738), so the batch is validated as a pandas
+DataFrame read from the staged Parquet file (Arrow-backed dtypes, no copy of string data).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from schemas.model import Dataset, Registry
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check: str
+    expectation: str
+    column: str | None
+    blocking: bool
+    success: bool
+    unexpected_count: int = 0
+    sample_rows: tuple[int, ...] = ()
+    """1-based data rows of the extract that failed (first few)."""
+    sample_values: tuple[Any, ...] = ()
+    error: str | None = None
+
+    def describe(self) -> str:
+        where = f" on {self.column}" if self.column else ""
+        if self.error:
+            return f"{self.check}{where}: the check itself failed: {self.error}"
+        rows = f" (rows {', '.join(map(str, self.sample_rows))}{'…' if self.unexpected_count > len(self.sample_rows) else ''})"
+        values = f", e.g. {', '.join(repr(v) for v in self.sample_values[:3])}" if self.sample_values else ""
+        return f"{self.check}{where}: {self.unexpected_count} failing record(s){rows if self.sample_rows else ''}{values}"
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    dataset: str
+    rows: int
+    results: tuple[CheckResult, ...] = field(default_factory=tuple)
+
+    @property
+    def blocking_failures(self) -> list[CheckResult]:
+        return [r for r in self.results if r.blocking and not r.success]
+
+    @property
+    def warnings(self) -> list[CheckResult]:
+        return [r for r in self.results if not r.blocking and not r.success]
+
+    @property
+    def passed(self) -> bool:
+        return not self.blocking_failures
+
+    def summary(self) -> str:
+        failed = self.blocking_failures
+        if not failed:
+            return f"{len(self.results)} checks passed" + (f", {len(self.warnings)} warning(s)" if self.warnings else "")
+        return "; ".join(r.describe() for r in failed)
+
+
+@functools.lru_cache(maxsize=1)
+def _batch_definition():
+    """One ephemeral GX context per process: importing and setting up GX costs seconds."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_pandas("onesource_staging")
+    return source.add_dataframe_asset("staged_batch").add_batch_definition_whole_dataframe("whole_batch")
+
+
+def _missing(value: Any) -> bool:
+    import pandas as pd
+
+    return value is None or (not isinstance(value, list | tuple | dict) and bool(pd.isna(value)))
+
+
+def read_batch(path: Path):
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def validate_batch(dataset: Dataset, registry: Registry, batch_path: Path, sample: int = 5) -> QualityReport:
+    """Run the dataset's suite on a staged batch and say, per check, what failed and where."""
+    from quality.suite import build_suite
+
+    frame = read_batch(batch_path)
+    batch_definition = _batch_definition()  # first: GX suites need an active context
+    suite = build_suite(dataset, registry)
+    result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(
+        suite, result_format={"result_format": "COMPLETE", "partial_unexpected_count": sample}
+    )
+    checks = []
+    for r in result.results:
+        meta = r.expectation_config.meta or {}
+        res = r.result or {}
+        indexes = res.get("unexpected_index_list") or []
+        raised = (r.exception_info or {}).get("raised_exception")
+        checks.append(CheckResult(
+            check=meta.get("check", r.expectation_config.type),
+            expectation=r.expectation_config.type,
+            column=meta.get("column"),
+            blocking=bool(meta.get("blocking", True)),
+            success=bool(r.success),
+            unexpected_count=int(res.get("unexpected_count") or 0),
+            sample_rows=tuple(int(i) + 1 for i in indexes[:sample] if isinstance(i, int)),
+            sample_values=tuple(v for v in (res.get("partial_unexpected_list") or ()) if not _missing(v))[:sample],
+            error=(r.exception_info or {}).get("exception_message") if raised else None,
+        ))
+    return QualityReport(dataset=dataset.name, rows=len(frame), results=tuple(checks))

@@ -1,0 +1,145 @@
+"""Cross-reference checks of the registry, as an ordered tuple of small rules.
+
+Each rule takes the registry and yields :class:`Issue` values; :data:`RULES` runs them in order.
+Per-field problems (YAML syntax, missing fields, unknown types) are found while loading.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+from schemas.exceptions import Issue
+from schemas.formats import FORMAT_RULES
+from schemas.model import LOAD_MODES, SHARE_TYPES, UPDATE_CYCLES, Registry, Where
+
+Rule = Callable[[Registry], Iterator[Issue]]
+
+
+def _at(where: Where | None, message: str) -> Issue:
+    return Issue(where.file if where else "?", where.line if where else 0, message)
+
+
+def duplicate_names(reg: Registry) -> Iterator[Issue]:
+    """Department codes, element, code list, dataset and column names are each unique."""
+    groups = (
+        ("department", reg.departments, "code"),
+        ("data element", reg.elements, "name"),
+        ("code list", reg.code_lists, "name"),
+        ("dataset", reg.datasets, "name"),
+    )
+    for what, items, attr in groups:
+        first: dict[str, Where | None] = {}
+        for item in items:
+            name = getattr(item, attr)
+            if name is None:
+                continue
+            if name in first:
+                yield _at(item.where, f"duplicate {what} {name!r} (first declared at {first[name]})")
+            else:
+                first[name] = item.where
+    for ds in reg.datasets:
+        for name, n in Counter(c.name for c in ds.columns).items():
+            if n > 1:
+                col = next(c for c in ds.columns if c.name == name)
+                yield _at(col.where, f"dataset {ds.name!r} declares column {name!r} {n} times")
+    systems = Counter(s.code for d in reg.departments for s in d.systems)
+    for d in reg.departments:
+        for s in d.systems:
+            if systems[s.code] > 1:
+                yield _at(d.where, f"duplicate system code {s.code!r}")
+
+
+def dataset_owner_and_system(reg: Registry) -> Iterator[Issue]:
+    """A dataset's owner is a known department and its system one of that department's systems."""
+    departments = {d.code: d for d in reg.departments}
+    for ds in reg.datasets:
+        dept = departments.get(ds.owner)
+        if ds.owner and dept is None:
+            yield _at(ds.where, f"dataset {ds.name!r}: unknown owner department {ds.owner!r}")
+        elif dept and ds.system and ds.system not in {s.code for s in dept.systems}:
+            known = ", ".join(s.code for s in dept.systems) or "none registered"
+            yield _at(ds.where, f"dataset {ds.name!r}: system {ds.system!r} is not one of {ds.owner}'s systems ({known})")
+
+
+def dataset_columns_and_key(reg: Registry) -> Iterator[Issue]:
+    """Columns name known elements, code lists and formats; every dataset has a key made of its columns."""
+    elements = {e.name for e in reg.elements}
+    code_lists = {c.name for c in reg.code_lists}
+    for ds in reg.datasets:
+        if not ds.columns:
+            yield _at(ds.where, f"dataset {ds.name!r} has no columns")
+        for col in ds.columns:
+            if col.element and col.element not in elements:
+                yield _at(col.where, f"dataset {ds.name!r} column {col.name!r}: unknown element {col.element!r}")
+            if col.code_list and col.code_list not in code_lists:
+                yield _at(col.where, f"dataset {ds.name!r} column {col.name!r}: unknown code list {col.code_list!r}")
+            if col.format and col.format not in FORMAT_RULES:
+                yield _at(col.where, f"dataset {ds.name!r} column {col.name!r}: unknown format {col.format!r}")
+        if not ds.key:
+            yield _at(ds.where, f"dataset {ds.name!r} has no key; declare 'key:' (the columns that identify a record)")
+        names = {c.name for c in ds.columns}
+        for k in ds.key:
+            if k not in names:
+                yield _at(ds.where, f"dataset {ds.name!r}: key column {k!r} is not one of its columns")
+
+
+def dataset_enums(reg: Registry) -> Iterator[Issue]:
+    """Share type, update cycle and load mode take their listed values."""
+    for ds in reg.datasets:
+        if ds.share_type and ds.share_type not in SHARE_TYPES:
+            yield _at(ds.where, f"dataset {ds.name!r}: share_type {ds.share_type!r} is not one of {', '.join(SHARE_TYPES)}")
+        if ds.update_cycle and ds.update_cycle not in UPDATE_CYCLES:
+            yield _at(ds.where, f"dataset {ds.name!r}: update_cycle {ds.update_cycle!r} is not one of {', '.join(UPDATE_CYCLES)}")
+        if ds.load_mode not in LOAD_MODES:
+            yield _at(ds.where, f"dataset {ds.name!r}: load_mode {ds.load_mode!r} is not one of {', '.join(LOAD_MODES)}")
+
+
+def share_conditions(reg: Registry) -> Iterator[Issue]:
+    """not_shared needs its legal basis; conditional needs its conditions (KPIS.md share types)."""
+    for ds in reg.datasets:
+        if ds.share_type == "not_shared" and not ds.legal_basis:
+            yield _at(ds.where, f"dataset {ds.name!r} is not_shared without a legal_basis; state the law or regulation")
+        if ds.share_type == "conditional" and not ds.conditions:
+            yield _at(ds.where, f"dataset {ds.name!r} is conditional without 'conditions' (who may use it, for what)")
+
+
+def one_authority_per_element(reg: Registry) -> Iterator[Issue]:
+    """Each element names one existing authoritative dataset, which holds a column of that element."""
+    datasets = {d.name: d for d in reg.datasets}
+    for el in reg.elements:
+        if not el.authority:
+            continue
+        ds = datasets.get(el.authority)
+        if ds is None:
+            yield _at(el.where, f"element {el.name!r}: authoritative dataset {el.authority!r} is not registered")
+        elif not any(c.element == el.name for c in ds.columns):
+            yield _at(el.where, f"element {el.name!r}: authoritative dataset {el.authority!r} has no column for it")
+        if el.format and el.format not in FORMAT_RULES:
+            yield _at(el.where, f"element {el.name!r}: unknown format {el.format!r}; one of {', '.join(FORMAT_RULES)}")
+        if el.code_list and el.code_list not in {c.name for c in reg.code_lists}:
+            yield _at(el.where, f"element {el.name!r}: unknown code list {el.code_list!r}")
+
+
+def connector_settings(reg: Registry) -> Iterator[Issue]:
+    """Each connector names a known kind and carries the settings that kind requires."""
+    from connectors.kinds import settings_problems
+
+    for ds in reg.datasets:
+        for problem in settings_problems(ds.connector.kind, ds.connector.settings):
+            yield _at(ds.connector.where or ds.where, f"dataset {ds.name!r} connector: {problem}")
+
+
+RULES: tuple[Rule, ...] = (
+    duplicate_names,
+    dataset_owner_and_system,
+    dataset_columns_and_key,
+    dataset_enums,
+    share_conditions,
+    one_authority_per_element,
+    connector_settings,
+)
+
+
+def run_checks(reg: Registry) -> list[Issue]:
+    return [issue for rule in RULES for issue in rule(reg)]

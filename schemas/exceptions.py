@@ -1,0 +1,37 @@
+"""Errors of the registry stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from onesource.errors import TerminalError
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem in the registry, located by file and line."""
+
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+class RegistryError(TerminalError):
+    """The registry does not validate; ``issues`` lists every problem with its file and line."""
+
+    def __init__(self, issues: list[Issue]):
+        self.issues = issues
+        lines = "\n".join(f"  {i}" for i in issues)
+        super().__init__(
+            f"the registry has {len(issues)} error(s); fix them and run `onesource registry check` again:\n{lines}"
+        )
+
+
+class UnknownNameError(TerminalError, KeyError):
+    """A department, element, code list or dataset name that the registry does not have."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])

@@ -1,0 +1,300 @@
+"""Load the registry's YAML files into :mod:`schemas.model` values, keeping file and line.
+
+Layout of a registry folder::
+
+    departments.yaml        departments: [{code, name, name_en, systems: [{code, name}]}]
+    elements.yaml           elements: [{name, name_zh, name_en, type, authority, format?, code_list?,
+                                        sensitivity?}]
+                            code_lists: {NAME: {CODE: LABEL}}
+    datasets/**/*.yaml      one dataset per file (see README "Register a new source")
+
+Loading never stops at the first problem: it gathers every :class:`~schemas.exceptions.Issue`,
+then :mod:`schemas.checks` adds the cross-reference checks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from schemas.exceptions import Issue, RegistryError
+from schemas.model import (
+    ELEMENT_TYPES,
+    CodeList,
+    Column,
+    ConnectorSpec,
+    Dataset,
+    Department,
+    Element,
+    Registry,
+    System,
+    Where,
+)
+
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class LineDict(dict):
+    """A YAML mapping that remembers the line of itself and of each key."""
+
+    line: int = 0
+    key_lines: dict[str, int]
+
+
+class _LineLoader(_BaseLoader):  # type: ignore[misc,valid-type]
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001 - PyYAML's signature
+        mapping = LineDict(super().construct_mapping(node, deep=deep))
+        mapping.line = node.start_mark.line + 1
+        mapping.key_lines = {
+            str(k.value): k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)
+        }
+        seen: set[str] = set()
+        for k, _ in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {k.value!r}", k.start_mark
+                )
+            seen.add(k.value)
+        return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _LineLoader.construct_mapping)
+
+
+class _Reader:
+    """Collects issues while turning YAML mappings into model values."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.issues: list[Issue] = []
+
+    def rel(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root.parent))
+        except ValueError:
+            return str(path)
+
+    def parse(self, path: Path) -> Any:
+        try:
+            return yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506 - safe loader
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark else 1
+            self.issues.append(Issue(self.rel(path), line, f"YAML syntax: {exc.problem or exc}"))
+        except (OSError, UnicodeDecodeError) as exc:
+            self.issues.append(Issue(self.rel(path), 1, f"cannot read: {exc}"))
+        return None
+
+    def issue(self, file: str, line: int, message: str) -> None:
+        self.issues.append(Issue(file, line, message))
+
+    def field(self, node: LineDict, key: str, file: str, what: str, *, default: Any = ..., kind: type = str) -> Any:
+        if key not in node or node[key] is None or node[key] == "":
+            if default is ...:
+                self.issue(file, node.line, f"{what}: missing required field {key!r}")
+                return None
+            return default
+        value = node[key]
+        if kind is str and isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, kind):
+            self.issue(file, node.key_lines.get(key, node.line), f"{what}: {key!r} must be a {kind.__name__}")
+            return None if default is ... else default
+        return value
+
+    def mappings(self, value: Any, file: str, line: int, what: str) -> list[LineDict]:
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, LineDict) for v in value):
+            self.issue(file, line, f"{what} must be a list of mappings")
+            return []
+        return value
+
+
+def _departments(r: _Reader, path: Path) -> list[Department]:
+    doc = r.parse(path)
+    file = r.rel(path)
+    if not isinstance(doc, LineDict):
+        if doc is not None or path.exists():
+            r.issue(file, 1, "expected a mapping with a 'departments' list")
+        return []
+    out = []
+    for node in r.mappings(doc.get("departments"), file, doc.line, "departments"):
+        code = r.field(node, "code", file, "department")
+        what = f"department {code!r}"
+        systems = tuple(
+            System(code=r.field(s, "code", file, f"{what} system"), name=r.field(s, "name", file, f"{what} system"))
+            for s in r.mappings(node.get("systems"), file, node.line, f"{what} systems")
+        )
+        out.append(
+            Department(
+                code=code,
+                name=r.field(node, "name", file, what),
+                name_en=r.field(node, "name_en", file, what, default=""),
+                systems=systems,
+                where=Where(file, node.line),
+            )
+        )
+    return out
+
+
+def _elements(r: _Reader, path: Path) -> tuple[list[Element], list[CodeList]]:
+    doc = r.parse(path)
+    file = r.rel(path)
+    if not isinstance(doc, LineDict):
+        if doc is not None:
+            r.issue(file, 1, "expected a mapping with 'elements' and 'code_lists'")
+        return [], []
+    elements = []
+    for node in r.mappings(doc.get("elements"), file, doc.line, "elements"):
+        name = r.field(node, "name", file, "element")
+        what = f"element {name!r}"
+        authority = node.get("authority")
+        if isinstance(authority, list):
+            r.issue(
+                file,
+                node.key_lines.get("authority", node.line),
+                f"{what} has {len(authority)} authoritative datasets ({', '.join(map(str, authority))}); "
+                "an element has exactly one source: keep one and let the others reference it",
+            )
+            authority = authority[0] if authority else None
+        elif authority is None:
+            r.issue(file, node.line, f"{what}: missing required field 'authority' (its one authoritative dataset)")
+        etype = r.field(node, "type", file, what)
+        if etype is not None and etype not in ELEMENT_TYPES:
+            r.issue(file, node.key_lines.get("type", node.line), f"{what}: unknown type {etype!r}; one of {', '.join(ELEMENT_TYPES)}")
+        sensitivity = r.field(node, "sensitivity", file, what, default=1, kind=int)
+        if sensitivity not in (1, 2, 3, 4):
+            r.issue(file, node.key_lines.get("sensitivity", node.line), f"{what}: sensitivity must be 1, 2, 3 or 4")
+        elements.append(
+            Element(
+                name=name,
+                name_zh=r.field(node, "name_zh", file, what),
+                name_en=r.field(node, "name_en", file, what),
+                type=etype,
+                authority=authority,
+                format=r.field(node, "format", file, what, default=None),
+                code_list=r.field(node, "code_list", file, what, default=None),
+                sensitivity=sensitivity,
+                where=Where(file, node.line),
+            )
+        )
+    code_lists = []
+    raw_lists = doc.get("code_lists") or {}
+    if not isinstance(raw_lists, LineDict):
+        r.issue(file, doc.key_lines.get("code_lists", doc.line), "code_lists must be a mapping NAME: {CODE: LABEL}")
+        raw_lists = LineDict()
+    for name, codes in raw_lists.items():
+        line = raw_lists.key_lines.get(name, raw_lists.line)
+        if not isinstance(codes, dict) or not codes:
+            r.issue(file, line, f"code list {name!r} must be a non-empty mapping CODE: LABEL")
+            continue
+        code_lists.append(CodeList(name=name, codes={str(k): str(v) for k, v in codes.items()}, where=Where(file, line)))
+    return elements, code_lists
+
+
+def _columns(r: _Reader, node: LineDict, file: str, what: str, element_types: dict[str, str]) -> list[Column]:
+    out = []
+    for c in r.mappings(node.get("columns"), file, node.key_lines.get("columns", node.line), f"{what} columns"):
+        name = r.field(c, "name", file, f"{what} column")
+        cwhat = f"{what} column {name!r}"
+        element = r.field(c, "element", file, cwhat, default=None)
+        ctype = r.field(c, "type", file, cwhat, default=None)
+        if ctype is None:
+            # A column mapped to an element takes the element's type; an unknown element is
+            # reported by the cross-reference check, so fall back quietly here.
+            ctype = element_types.get(element or "", "string" if element else None)
+            if ctype is None:
+                r.issue(file, c.line, f"{cwhat}: needs an 'element' or a 'type'")
+                ctype = "string"
+        elif ctype not in ELEMENT_TYPES:
+            r.issue(file, c.key_lines.get("type", c.line), f"{cwhat}: unknown type {ctype!r}; one of {', '.join(ELEMENT_TYPES)}")
+            ctype = "string"
+        out.append(
+            Column(
+                name=name,
+                source=str(c.get("source") or name),
+                type=ctype,
+                element=element,
+                required=bool(c.get("required", False)),
+                code_list=r.field(c, "code_list", file, cwhat, default=None),
+                format=r.field(c, "format", file, cwhat, default=None),
+                where=Where(file, c.line),
+            )
+        )
+    return out
+
+
+def _dataset(r: _Reader, path: Path, element_types: dict[str, str]) -> Dataset | None:
+    node = r.parse(path)
+    file = r.rel(path)
+    if node is None:
+        return None
+    if not isinstance(node, LineDict):
+        r.issue(file, 1, "a dataset file holds one mapping (name, owner, connector, columns, key, ...)")
+        return None
+    name = r.field(node, "name", file, "dataset")
+    what = f"dataset {name!r}"
+    conn = node.get("connector")
+    if not isinstance(conn, LineDict):
+        r.issue(file, node.key_lines.get("connector", node.line), f"{what}: missing 'connector' mapping (kind and settings)")
+        connector = ConnectorSpec(kind="", settings={}, where=Where(file, node.line))
+    else:
+        settings = {k: v for k, v in conn.items() if k != "kind"}
+        connector = ConnectorSpec(kind=str(conn.get("kind") or ""), settings=settings, where=Where(file, conn.line))
+    key = node.get("key")
+    key = (key,) if isinstance(key, str) else tuple(key or ())
+    return Dataset(
+        name=name,
+        title=r.field(node, "title", file, what, default=name or ""),
+        owner=r.field(node, "owner", file, what),
+        system=r.field(node, "system", file, what),
+        connector=connector,
+        columns=tuple(_columns(r, node, file, what, element_types)),
+        key=key,
+        update_cycle=r.field(node, "update_cycle", file, what),
+        share_type=r.field(node, "share_type", file, what),
+        load_mode=r.field(node, "load_mode", file, what, default="snapshot"),
+        conditions=r.field(node, "conditions", file, what, default=None),
+        legal_basis=r.field(node, "legal_basis", file, what, default=None),
+        description=r.field(node, "description", file, what, default=""),
+        where=Where(file, node.line),
+    )
+
+
+def read_registry(root: Path) -> tuple[Registry, list[Issue]]:
+    """Read every registry file below ``root``; return what could be read and all issues found."""
+    root = Path(root)
+    r = _Reader(root)
+    if not root.is_dir():
+        r.issue(str(root), 1, "registry folder not found; run `onesource demo` or point ONESOURCE_HOME at a home")
+        return Registry((), (), (), ()), r.issues
+    departments = _departments(r, root / "departments.yaml")
+    elements, code_lists = _elements(r, root / "elements.yaml")
+    element_types = {e.name: e.type for e in elements if e.name and e.type}
+    datasets = []
+    for path in sorted((root / "datasets").rglob("*.y*ml")):
+        ds = _dataset(r, path, element_types)
+        if ds is not None:
+            datasets.append(ds)
+    registry = Registry(tuple(departments), tuple(elements), tuple(code_lists), tuple(datasets))
+    return registry, r.issues
+
+
+def check_registry(root: Path) -> tuple[Registry, list[Issue]]:
+    """Read and cross-check the registry: every issue, each with file and line."""
+    from schemas.checks import run_checks
+
+    registry, issues = read_registry(root)
+    issues = issues + run_checks(registry)
+    return registry, sorted(issues, key=lambda i: (i.file, i.line, i.message))
+
+
+def load_registry(root: Path) -> Registry:
+    """The registry below ``root``; raises :class:`RegistryError` if it has any issue."""
+    registry, issues = check_registry(root)
+    if issues:
+        raise RegistryError(issues)
+    return registry

@@ -1,0 +1,213 @@
+"""The registry as typed, frozen values.
+
+A department is data, never a branch in code: everything OneSource knows about a department, a
+data element or a dataset is one of these values, loaded from the registry's YAML files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Element type -> DuckDB type. Decimal precision is fixed so every department's amounts compare.
+ELEMENT_TYPES: dict[str, str] = {
+    "string": "VARCHAR",
+    "integer": "BIGINT",
+    "decimal": "DECIMAL(18,2)",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP",
+    "boolean": "BOOLEAN",
+}
+
+SHARE_TYPES = ("unconditional", "conditional", "not_shared")
+
+# Update cycle -> (Airflow schedule, how long a load stays fresh).
+UPDATE_CYCLES: dict[str, tuple[str, dt.timedelta]] = {
+    "hourly": ("@hourly", dt.timedelta(hours=1)),
+    "daily": ("@daily", dt.timedelta(days=1)),
+    "weekly": ("@weekly", dt.timedelta(weeks=1)),
+    "monthly": ("@monthly", dt.timedelta(days=31)),
+    "quarterly": ("@quarterly", dt.timedelta(days=92)),
+    "yearly": ("@yearly", dt.timedelta(days=366)),
+}
+
+LOAD_MODES = ("snapshot", "upsert", "append")
+"""snapshot: each batch is the whole table; upsert: rows replace rows with the same key; append: insert."""
+
+SENSITIVITY_LEVELS = (1, 2, 3, 4)
+"""1 public, 2 internal, 3 sensitive (masked for consumers), 4 highly sensitive (encrypted at rest)."""
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a registry entry was declared, so every error can name file and line."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class System:
+    code: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Department:
+    code: str
+    name: str
+    name_en: str
+    systems: tuple[System, ...] = ()
+    where: Where | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class CodeList:
+    name: str
+    codes: dict[str, str]
+    """code -> label (labels are accepted on input and mapped to their code)."""
+    where: Where | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Element:
+    """A data element: one fact with exactly one authoritative dataset."""
+
+    name: str
+    name_zh: str
+    name_en: str
+    type: str
+    authority: str
+    """The dataset that is the one source of this element."""
+    format: str | None = None
+    code_list: str | None = None
+    sensitivity: int = 1
+    where: Where | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of a dataset's shared table, read from a column of the department's extract."""
+
+    name: str
+    source: str
+    """Header (or field) name in the department's extract."""
+    type: str
+    element: str | None = None
+    required: bool = False
+    code_list: str | None = None
+    format: str | None = None
+    where: Where | None = field(default=None, compare=False)
+
+    @property
+    def duck_type(self) -> str:
+        return ELEMENT_TYPES[self.type]
+
+
+@dataclass(frozen=True)
+class ConnectorSpec:
+    """Connector kind plus its kind-specific settings (validated by the kind in ``connectors``)."""
+
+    kind: str
+    settings: dict[str, Any]
+    where: Where | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    title: str
+    owner: str
+    system: str
+    connector: ConnectorSpec
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    update_cycle: str
+    share_type: str
+    load_mode: str = "snapshot"
+    conditions: str | None = None
+    legal_basis: str | None = None
+    description: str = ""
+    where: Where | None = field(default=None, compare=False)
+
+    @property
+    def table(self) -> str:
+        """Name of the shared table, as ``onesource sql`` reads it."""
+        return f"shared.{self.name}"
+
+    @property
+    def schedule(self) -> str:
+        return UPDATE_CYCLES[self.update_cycle][0]
+
+    @property
+    def freshness(self) -> dt.timedelta:
+        return UPDATE_CYCLES[self.update_cycle][1]
+
+    def column(self, name: str) -> Column:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Registry:
+    departments: tuple[Department, ...]
+    elements: tuple[Element, ...]
+    code_lists: tuple[CodeList, ...]
+    datasets: tuple[Dataset, ...]
+
+    def department(self, code: str) -> Department:
+        return _by_name(self.departments, code, "department", attr="code")
+
+    def element(self, name: str) -> Element:
+        return _by_name(self.elements, name, "data element")
+
+    def code_list(self, name: str) -> CodeList:
+        return _by_name(self.code_lists, name, "code list")
+
+    def dataset(self, name: str) -> Dataset:
+        return _by_name(self.datasets, name, "dataset")
+
+    @property
+    def version(self) -> str:
+        """Content hash of the registry: the same registry always gets the same version."""
+        payload = json.dumps(
+            [[_plain(x) for x in group] for group in (self.departments, self.elements, self.code_lists, self.datasets)],
+            sort_keys=True,
+            ensure_ascii=False,
+            default=str,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def _plain(value: Any) -> dict[str, Any]:
+    data = asdict(value)
+    _drop_where(data)
+    return data
+
+
+def _drop_where(data: Any) -> None:
+    if isinstance(data, dict):
+        data.pop("where", None)
+        for v in data.values():
+            _drop_where(v)
+    elif isinstance(data, list | tuple):
+        for v in data:
+            _drop_where(v)
+
+
+def _by_name(items: tuple[Any, ...], name: str, what: str, attr: str = "name") -> Any:
+    for item in items:
+        if getattr(item, attr) == name:
+            return item
+    from schemas.exceptions import UnknownNameError
+
+    known = ", ".join(sorted(getattr(i, attr) for i in items)[:20])
+    raise UnknownNameError(f"unknown {what} {name!r}; known: {known}")
