@@ -145,6 +145,12 @@ class Lake:
         ).fetchall()
         return dict(rows)
 
+    def tables(self, schema: str) -> list[str]:
+        """Names of the tables in one of the lake's schemas."""
+        return [r[0] for r in self.con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ?",
+            [CATALOG, schema]).fetchall()]
+
     def close(self) -> None:
         self.con.close()
 

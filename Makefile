@@ -1,0 +1,46 @@
+# OneSource: `make demo` and `make test` are the two commands; both set up .venv when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+UV     := $(BIN)/uv
+STAMP  := $(VENV)/.installed
+PYTEST := $(BIN)/python -m pytest
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test test-fast test-slow bench lint constraints clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$$(grep '^uv==' constraints.txt)"
+	$(UV) pip install --quiet --python $(BIN)/python -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install every pinned dependency
+
+demo: $(STAMP) ## build the demo city (12 departments) and load it through Airflow, end to end
+	$(BIN)/onesource demo $(ARGS)
+
+test: $(STAMP) ## every test: fast ones, then slow ones (real Airflow runs, real PostgreSQL / MariaDB)
+	$(PYTEST) -n 2 -m "not slow" tests
+	$(PYTEST) -m slow tests
+
+test-fast: $(STAMP) ## the fast tier only (no Airflow runs, no database servers)
+	$(PYTEST) -n 2 -m "not slow" tests
+
+test-slow: $(STAMP) ## the slow tier only
+	$(PYTEST) -m slow tests
+
+bench: $(STAMP) ## benchmarks: ratios against raw DuckDB on the same data, median of several runs
+	$(BIN)/python -m bench $(ARGS)
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check .
+
+constraints: ## re-pin constraints.txt from the current .venv
+	{ head -2 constraints.txt; $(UV) pip freeze --python $(BIN)/python | grep -v -E '^(-e |onesource|pip==|setuptools==|wheel==)'; } > constraints.new && mv constraints.new constraints.txt
+
+clean: ## remove .venv and the default home (.onesource/)
+	rm -rf $(VENV) .onesource

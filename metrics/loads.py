@@ -1,0 +1,48 @@
+"""Load figures from the loads ledger and the shared zone: what is published, what failed and why.
+
+The demo summary and ``onesource status`` read these; the sharing KPIs build on the same ledger.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from lakehouse.lake import CATALOG, OPS, SHARED, Lake
+from schemas.model import Registry
+
+
+@dataclass(frozen=True)
+class DatasetStatus:
+    dataset: str
+    owner: str
+    share_type: str
+    table: str
+    rows: int | None
+    """Rows in the shared table now; None when nothing was ever published."""
+    last_status: str | None
+    last_load_at: dt.datetime | None
+    last_error: str | None
+    loads: int
+
+
+def dataset_statuses(lake: Lake, registry: Registry, since: dt.datetime | None = None) -> list[DatasetStatus]:
+    """One line per registered dataset: rows published and the outcome of its last load."""
+    last = {
+        r[0]: r[1:]
+        for r in lake.con.execute(
+            f"""SELECT dataset, status, finished_at, error, count(*) OVER (PARTITION BY dataset)
+                FROM {CATALOG}.{OPS}.loads WHERE finished_at >= ?
+                QUALIFY row_number() OVER (PARTITION BY dataset ORDER BY finished_at DESC) = 1""",
+            [since or dt.datetime(1970, 1, 1)],
+        ).fetchall()
+    }
+    tables = set(lake.tables(SHARED))
+    out = []
+    for ds in registry.datasets:
+        rows = None
+        if ds.name in tables:
+            rows = lake.con.execute(f'SELECT count(*) FROM {CATALOG}.{SHARED}."{ds.name}"').fetchone()[0]
+        status, at, error, n = last.get(ds.name, (None, None, None, 0))
+        out.append(DatasetStatus(ds.name, ds.owner, ds.share_type, ds.table, rows, status, at, error, n))
+    return out

@@ -1,0 +1,75 @@
+"""Run the Airflow CLI on a OneSource home (its own AIRFLOW_HOME and this repo's dags/ folder)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from onesource.config import Settings
+from onesource.errors import OneSourceError
+
+_FINAL_STATE = re.compile(r"new_state=(success|failed|skipped|up_for_retry|upstream_failed)")
+
+
+class AirflowRunError(OneSourceError):
+    """The Airflow CLI failed for a reason other than a task's own failure."""
+
+
+def airflow_env(settings: Settings) -> dict[str, str]:
+    return {**os.environ, **settings.environ()}
+
+
+def airflow_bin() -> str:
+    candidate = Path(sys.executable).with_name("airflow")
+    return str(candidate) if candidate.exists() else "airflow"
+
+
+def ensure_db(settings: Settings, log: Path) -> bool:
+    """``airflow db migrate`` once per home; returns True when it ran."""
+    settings.airflow_home.mkdir(parents=True, exist_ok=True)
+    if (settings.airflow_home / "airflow.db").exists():
+        return False
+    run([airflow_bin(), "db", "migrate"], settings, log)
+    return True
+
+
+def run(cmd: list[str], settings: Settings, log: Path, on_line: Callable[[str], None] | None = None) -> int:
+    """Run an Airflow command, its output to ``log`` (and each line to ``on_line``); return its exit code."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", encoding="utf-8") as out:
+        proc = subprocess.Popen(cmd, env=airflow_env(settings), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace")
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.write(line)
+            if on_line:
+                on_line(line)
+        code = proc.wait()
+    if code != 0 and cmd[1:3] == ["db", "migrate"]:
+        raise AirflowRunError(f"`airflow db migrate` failed (exit {code}); see {log}")
+    return code
+
+
+def dags_test(settings: Settings, dag_id: str, log: Path, on_task_done: Callable[[str], None] | None = None) -> int:
+    """``airflow dags test DAG_ID``: a real DAG run, tasks executed in this one process.
+
+    Exit code 1 means a task failed (a quarantined batch does that on purpose); the caller reads
+    the outcome of each load from the loads ledger.
+    """
+
+    def on_line(line: str) -> None:
+        match = _FINAL_STATE.search(line)
+        if match and on_task_done:
+            on_task_done(match.group(1))
+
+    code = run([airflow_bin(), "dags", "test", dag_id], settings, log, on_line)
+    text = log.read_text(encoding="utf-8", errors="replace")
+    if code != 0 and "DagRun Finished" not in text:
+        tail = "\n".join(text.splitlines()[-15:])
+        raise AirflowRunError(f"`airflow dags test {dag_id}` failed before the DAG ran (exit {code}); "
+                              f"see {log}:\n{tail}")
+    return code

@@ -1,0 +1,193 @@
+"""The `onesource` command: one way in to every stage.
+
+    onesource demo [--departments N]          build the demo city and load it through Airflow
+    onesource registry check|list [--json]    validate / list the registry
+    onesource ingest DATASET... | --all       load datasets now, without Airflow (backfills, debugging)
+    onesource status                          every dataset: rows shared, last load and why
+    onesource sql "SELECT ..."                query the lake (read-only)
+    onesource airflow ARGS...                 the Airflow CLI on this home (e.g. `standalone`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from onesource.config import Settings
+from onesource.errors import OneSourceError
+
+# Piped output (CI logs, `make demo | tee`) gets 140 columns instead of rich's default 80.
+console = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+
+
+def cmd_registry(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas import check_registry
+
+    registry, issues = check_registry(settings.registry_dir)
+    if args.action == "check":
+        if issues:
+            for issue in issues:
+                err.print(f"[red]{issue}[/]", highlight=False, soft_wrap=True)
+            err.print(f"{len(issues)} error(s) in {settings.registry_dir}")
+            return 1
+        console.print(f"registry OK: {len(registry.departments)} departments, {len(registry.elements)} elements, "
+                      f"{len(registry.datasets)} datasets (version {registry.version})")
+        return 0
+    if issues:
+        for issue in issues:
+            err.print(f"[red]{issue}[/]", highlight=False, soft_wrap=True)
+        return 1
+    listing = {
+        "departments": [{"code": d.code, "name": d.name} for d in registry.departments],
+        "datasets": [{"name": d.name, "owner": d.owner, "share_type": d.share_type, "update_cycle": d.update_cycle,
+                      "table": d.table} for d in registry.datasets],
+    }
+    if args.json:
+        print(json.dumps(listing, ensure_ascii=False, indent=2))
+        return 0
+    table = Table(title=f"{len(registry.departments)} departments, {len(registry.datasets)} datasets")
+    for col in ("dataset", "owner", "share type", "update cycle", "table"):
+        table.add_column(col)
+    for d in listing["datasets"]:
+        table.add_row(d["name"], d["owner"], d["share_type"], d["update_cycle"], d["table"])
+    console.print(table)
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from lakehouse import run_dataset
+    from schemas import load_registry
+
+    registry = load_registry(settings.registry_dir)
+    names = [d.name for d in registry.datasets] if args.all else args.datasets
+    if not names:
+        err.print("name one or more datasets, or --all")
+        return 2
+    bad = 0
+    for name in names:
+        with console.status(f"loading {name}"):
+            results = run_dataset(settings, registry, name, os.environ)
+        for r in results:
+            colour = {"published": "green", "unchanged": "dim", "quarantined": "yellow"}.get(r.status, "red")
+            console.print(f"[{colour}]{r.status:11}[/] {r.dataset} {r.rows:,} rows" + ("" if r.ok else f"\n{r.message}"),
+                          highlight=False)
+            bad += not r.ok
+    return 1 if bad else 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import asdict
+
+    from lakehouse import Lake
+    from metrics import dataset_statuses
+    from schemas import load_registry
+
+    registry = load_registry(settings.registry_dir)
+    with Lake(settings.lake, read_only=True) as lake:
+        statuses = dataset_statuses(lake, registry)
+    if args.json:
+        print(json.dumps([asdict(s) for s in statuses], ensure_ascii=False, indent=2, default=str))
+        return 0
+    from onesource.demo.runner import DemoSummary, print_summary
+
+    published = [s for s in statuses if s.rows is not None]
+    print_summary(console, DemoSummary(0, len(statuses), len(published), sum(s.rows or 0 for s in statuses), {},
+                                       statuses, 0), settings)
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
+    from sharing import run_sql
+
+    result = run_sql(settings, args.query, limit=args.limit)
+    if args.format == "json":
+        print(json.dumps([dict(zip(result.columns, row, strict=True)) for row in result.rows], ensure_ascii=False,
+                         indent=2, default=str))
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(result.columns)
+        writer.writerows(result.rows)
+    else:
+        table = Table(show_lines=False)
+        for col in result.columns:
+            table.add_column(col)
+        for row in result.rows:
+            table.add_row(*("NULL" if v is None else str(v) for v in row))
+        console.print(table)
+        console.print(f"{len(result.rows)} row(s)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from onesource.demo.data import DemoConfig
+    from onesource.demo.runner import print_summary, run_demo
+
+    config = DemoConfig(departments=args.departments, seed=args.seed, scale=args.scale)
+    summary = run_demo(settings, config, console)
+    print_summary(console, summary, settings)
+    return 0
+
+
+def cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
+    from onesource.airflow_cli import airflow_bin, airflow_env
+
+    os.execvpe(airflow_bin(), [airflow_bin(), *args.args], airflow_env(settings))
+    return 0  # pragma: no cover - exec does not return
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="onesource", description="OneSource: one source, many uses.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="build the demo city and load it through Airflow")
+    demo.add_argument("--departments", type=int, default=12, help="12 by default, up to 87")
+    demo.add_argument("--seed", type=int, default=20261126)
+    demo.add_argument("--scale", type=float, default=1.0, help="multiply the demo's row counts")
+    demo.set_defaults(fn=cmd_demo)
+
+    reg = sub.add_parser("registry", help="check or list the registry")
+    reg.add_argument("action", choices=["check", "list"])
+    reg.add_argument("--json", action="store_true")
+    reg.set_defaults(fn=cmd_registry)
+
+    ing = sub.add_parser("ingest", help="load datasets now, without Airflow")
+    ing.add_argument("datasets", nargs="*")
+    ing.add_argument("--all", action="store_true")
+    ing.set_defaults(fn=cmd_ingest)
+
+    st = sub.add_parser("status", help="rows shared and last load of every dataset")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(fn=cmd_status)
+
+    sql = sub.add_parser("sql", help="query the lake (read-only)")
+    sql.add_argument("query")
+    sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    sql.add_argument("--limit", type=int, default=None)
+    sql.set_defaults(fn=cmd_sql)
+
+    af = sub.add_parser("airflow", help="the Airflow CLI on this home, e.g. `onesource airflow standalone`")
+    af.add_argument("args", nargs=argparse.REMAINDER)
+    af.set_defaults(fn=cmd_airflow)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = Settings.from_env()
+    try:
+        return args.fn(args, settings)
+    except OneSourceError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

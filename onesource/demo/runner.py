@@ -1,0 +1,141 @@
+"""`onesource demo`: build the demo city and load it through Airflow, end to end.
+
+1. write the registry and every department's extract (deterministic: a rerun rewrites nothing);
+2. check the registry;
+3. start the hotline's HTTP API (a department system the connectors call);
+4. run the generated ``onesource_ingest_all`` DAG with ``airflow dags test`` (a real DAG run);
+5. summarise from the lake itself: datasets and rows published, loads failed and why.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lakehouse.lake import CATALOG, OPS, Lake
+from metrics.loads import DatasetStatus, dataset_statuses
+from onesource import airflow_cli
+from onesource.config import Settings
+from onesource.dagfactory import ALL_DAG_ID
+from onesource.demo.api import serve
+from onesource.demo.city import city_datasets
+from onesource.demo.data import DemoConfig
+from onesource.demo.generate import generate_city
+from onesource.errors import OneSourceError
+from schemas import load_registry
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    seconds: float
+    datasets: int
+    published_datasets: int
+    published_rows: int
+    loads_this_run: dict[str, int]
+    statuses: list[DatasetStatus]
+    airflow_exit: int
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSummary:
+    started, t0 = dt.datetime.now(dt.UTC).replace(tzinfo=None), time.monotonic()
+    datasets = city_datasets(config.departments)
+    with _progress(console) as progress:
+        gen = progress.add_task(f"[1/4] demo city: {config.departments} departments, {len(datasets)} extracts",
+                                total=len(datasets))
+        generate_city(settings, config, progress=lambda _: progress.advance(gen))
+        progress.update(gen, completed=len(datasets))
+    registry = load_registry(settings.registry_dir)
+    console.print(f"[2/4] registry OK: {len(registry.departments)} departments, {len(registry.elements)} data "
+                  f"elements, {len(registry.datasets)} datasets (version {registry.version})")
+    with Lake(settings.lake):
+        pass  # create the lake and its zones once, before parallel tasks race to do it
+    reports = settings.reports_dir
+    server = _start_api(settings, config)
+    try:
+        with console.status("[3/4] preparing Airflow (first run: `airflow db migrate`)"):
+            migrated = airflow_cli.ensure_db(settings, reports / "airflow-db-migrate.log")
+        console.print(f"[3/4] Airflow home {settings.airflow_home} " + ("created" if migrated else "ready"))
+        with _progress(console) as progress:
+            task = progress.add_task(f"[4/4] Airflow DAG run {ALL_DAG_ID}", total=len(registry.datasets))
+            code = airflow_cli.dags_test(settings, ALL_DAG_ID, reports / f"airflow-{ALL_DAG_ID}.log",
+                                         on_task_done=lambda _: progress.advance(task))
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+    with Lake(settings.lake, read_only=True) as lake:
+        statuses = dataset_statuses(lake, registry)
+        this_run = dict(lake.con.execute(
+            f"SELECT status, count(*) FROM {CATALOG}.{OPS}.loads WHERE started_at >= ? GROUP BY status", [started]
+        ).fetchall())
+    summary = DemoSummary(
+        seconds=round(time.monotonic() - t0, 1),
+        datasets=len(statuses),
+        published_datasets=sum(1 for s in statuses if s.rows is not None),
+        published_rows=sum(s.rows or 0 for s in statuses),
+        loads_this_run=this_run,
+        statuses=statuses,
+        airflow_exit=code,
+    )
+    _write_report(reports / "demo-summary.json", summary)
+    return summary
+
+
+def _start_api(settings: Settings, config: DemoConfig):
+    from urllib.parse import urlparse
+
+    data = settings.sources_dir / "hotline" / "tickets.json"
+    if not data.exists():
+        return None
+    url = urlparse(config.api_url)
+    try:
+        return serve(data, url.hostname or "127.0.0.1", url.port or 80)
+    except OSError as exc:
+        raise OneSourceError(f"cannot start the demo hotline API on {url.netloc}: {exc}; "
+                             "stop whatever holds that port (an earlier demo?) and run again") from exc
+
+
+def _write_report(path: Path, summary: DemoSummary) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(summary), ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+
+
+def print_summary(console: Console, summary: DemoSummary, settings: Settings) -> None:
+    table = Table(title="OneSource demo: the shared zone", title_justify="left")
+    for col in ("dataset", "owner", "share type", "rows shared", "last load"):
+        table.add_column(col, justify="right" if col == "rows shared" else "left")
+    for s in summary.statuses:
+        style = {"published": "green", "quarantined": "yellow", "failed": "red"}.get(s.last_status or "", "")
+        table.add_row(s.dataset, s.owner, s.share_type, "-" if s.rows is None else f"{s.rows:,}",
+                      f"[{style}]{s.last_status or 'never loaded'}[/]" if style else (s.last_status or "never loaded"))
+    console.print(table)
+    failed = [s for s in summary.statuses if s.last_status in ("quarantined", "failed")]
+    if failed:
+        console.print(f"\n[bold]Loads that did not publish ({len(failed)}), and why:[/]")
+        for s in failed:
+            console.print(f"  [yellow]{s.dataset}[/]: {_first_lines(s.last_error or '', 2)}")
+    runs = ", ".join(f"{n} {k}" for k, n in sorted(summary.loads_this_run.items())) or "none (nothing new: idempotent)"
+    console.print(
+        f"\n[bold]{summary.published_datasets}/{summary.datasets} datasets shared, "
+        f"{summary.published_rows:,} rows published[/]; loads this run: {runs}; "
+        f"took {summary.seconds:.0f} s.\n"
+        f"Home: {settings.home}  (lake: lake/, raw files: landing/, quarantine: quarantine/, "
+        f"Airflow logs: reports/airflow-{ALL_DAG_ID}.log)\n"
+        "Query it:  .venv/bin/onesource sql \"SELECT * FROM shared.amr_enterprise_register LIMIT 5\""
+    )
+
+
+def _first_lines(text: str, n: int) -> str:
+    return " ".join(text.splitlines()[:n])

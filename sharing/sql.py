@@ -1,0 +1,60 @@
+"""SQL on the lake for data engineers: one read-only statement on a locked-down connection.
+
+Department-level governance (grants, row filters, masking, audit) is built on top of this in the
+governed engine; this connection is already safe to hand a mistake: the lake is attached
+read-only, file access is limited to the lake's data folder and the configuration is locked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import sqlglot
+from sqlglot import exp
+
+from lakehouse.lake import Lake
+from onesource.config import Settings
+from sharing.exceptions import QueryFailed, QueryRefused
+
+READ_STATEMENTS = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Describe, exp.Show, exp.Pivot)
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+
+def _one_statement(sql: str) -> None:
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+    except sqlglot.errors.ParseError as exc:
+        raise QueryRefused(f"cannot parse the query: {str(exc).splitlines()[0]}") from exc
+    if len(statements) != 1:
+        raise QueryRefused(f"one statement at a time, please ({len(statements)} given)")
+    if not isinstance(statements[0], READ_STATEMENTS) and not isinstance(statements[0], exp.Command):
+        raise QueryRefused(f"only queries run here; {statements[0].key.upper()} was refused (the lake is read-only)")
+
+
+def lock_down(con: duckdb.DuckDBPyConnection, data_path: str) -> None:
+    """No file, network or setting access beyond the lake's own data files."""
+    if "://" not in data_path:
+        con.execute("SET allowed_directories = [?]", [data_path])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def run_sql(settings: Settings, sql: str, limit: int | None = None) -> QueryResult:
+    _one_statement(sql)
+    with Lake(settings.lake, read_only=True) as lake:
+        lock_down(lake.con, settings.lake.data_path)
+        try:
+            cur = lake.con.execute(sql)
+            rows = cur.fetchmany(limit) if limit else cur.fetchall()
+        except duckdb.Error as exc:
+            raise QueryFailed(str(exc).split("\n")[0] + " (tables are named shared.<dataset>; "
+                              "`onesource registry list` shows them)") from exc
+        columns = [d[0] for d in cur.description] if cur.description else []
+    return QueryResult(columns, rows)
