@@ -173,12 +173,32 @@ def _source_columns(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: D
     return mapping
 
 
+def _sniff_encoding(path: Path) -> str | None:
+    """'gbk' when the file's start is not UTF-8 but decodes as GB18030, else None."""
+    head = path.read_bytes()[: 1 << 16]
+    try:
+        head.decode("utf-8")
+        return None
+    except UnicodeDecodeError as exc:
+        if exc.start > len(head) - 4:
+            return None  # cut inside a character at the sample's end
+    try:
+        head.decode("gb18030")
+        return "gbk"
+    except UnicodeDecodeError:
+        return None
+
+
 def _read_error(exc: duckdb.Error, extract: Extract) -> str:
-    text = str(exc).split("\n")[0]
-    if "unicode" in text.lower() or "utf" in text.lower() or "encoding" in text.lower():
-        return (f"cannot be read as {extract.read_options.get('encoding', 'utf-8')}: {text}. "
-                "If the department sends GBK, set 'encoding: gbk' in the dataset's connector")
-    return f"cannot be read as {extract.format}: {text}"
+    full = str(exc)
+    first = full.split("\n")[0]
+    declared = str(extract.read_options.get("encoding", "utf-8")).lower()
+    if extract.format == "csv" and ENCODINGS.get(declared) == "utf-8" and _sniff_encoding(extract.path) == "gbk":
+        return (f"is not UTF-8 but GBK/GB18030 ({first}); set 'encoding: gbk' in the dataset's connector, "
+                "or ask the department to export UTF-8")
+    if "unicode" in full.lower() or "encoding" in full.lower():
+        return f"cannot be read as {declared}: {first}; check the connector's 'encoding'"
+    return f"cannot be read as {extract.format}: {first}"
 
 
 def _diagnose(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: Dataset, registry: Registry,

@@ -288,7 +288,10 @@ def check_registry(root: Path) -> tuple[Registry, list[Issue]]:
     from schemas.checks import run_checks
 
     registry, issues = read_registry(root)
-    issues = issues + run_checks(registry)
+    if not any(i.message.startswith(("YAML syntax", "cannot read")) for i in issues):
+        # Cross-references are only meaningful once every file parsed: a dataset lost to a
+        # syntax error would otherwise show up again as "not registered" everywhere.
+        issues = issues + run_checks(registry)
     return registry, sorted(issues, key=lambda i: (i.file, i.line, i.message))
 
 

@@ -1,0 +1,30 @@
+"""Shared fixtures: every test gets its own OneSource home; helpers write small registries."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from onesource.config import Settings
+from tests.helpers import write_registry
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """An empty OneSource home in the test's own temporary folder."""
+    return Settings(home=tmp_path / "home")
+
+
+@pytest.fixture
+def tiny(settings: Settings) -> Settings:
+    """A home whose registry has one department, two elements and one CSV dataset (`firms`)."""
+    write_registry(settings.registry_dir)
+    return settings

@@ -1,0 +1,94 @@
+"""Small registries and extracts for tests, written the way an engineer would write them."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lakehouse import run_dataset
+from lakehouse.lake import Lake
+from onesource.config import Settings
+from schemas import load_registry
+
+DEPARTMENTS = {"departments": [
+    {"code": "amr", "name": "市场监督管理局", "name_en": "Market Regulation", "systems": [{"code": "amr_reg", "name": "登记系统"}]},
+    {"code": "tax", "name": "税务局", "name_en": "Tax", "systems": [{"code": "tax_core", "name": "征管系统"}]},
+]}
+ELEMENTS = {
+    "elements": [
+        {"name": "uscc", "name_zh": "统一社会信用代码", "name_en": "USCC", "type": "string", "authority": "firms",
+         "format": "uscc"},
+        {"name": "enterprise_name", "name_zh": "企业名称", "name_en": "Enterprise name", "type": "string",
+         "authority": "firms"},
+        {"name": "enterprise_status", "name_zh": "登记状态", "name_en": "Status", "type": "string", "authority": "firms",
+         "code_list": "status"},
+    ],
+    "code_lists": {"status": {"1": "存续", "2": "注销"}},
+}
+FIRMS = {
+    "name": "firms", "title": "企业登记", "owner": "amr", "system": "amr_reg", "update_cycle": "daily",
+    "share_type": "unconditional", "key": ["uscc"],
+    "connector": {"kind": "file", "path": "amr/firms/*.csv", "format": "csv", "encoding": "utf-8"},
+    "columns": [
+        {"name": "uscc", "source": "统一社会信用代码", "element": "uscc", "required": True},
+        {"name": "enterprise_name", "source": "企业名称", "element": "enterprise_name", "required": True},
+        {"name": "enterprise_status", "source": "登记状态", "element": "enterprise_status"},
+        {"name": "capital", "source": "注册资本", "type": "decimal"},
+        {"name": "staff", "source": "人数", "type": "integer"},
+        {"name": "founded", "source": "成立日期", "type": "date"},
+    ],
+}
+HEADER = "统一社会信用代码,企业名称,登记状态,注册资本,人数,成立日期\n"
+# Valid codes (GB 32100 check characters computed by schemas.formats).
+USCC = ["91330106MA2B0C1D68", "91330105MA28A00029", "91330108MA27U0000F"]
+
+
+def dump(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def firms_dataset(**changes: Any) -> dict:
+    ds = copy.deepcopy(FIRMS)
+    ds.update(changes)
+    return ds
+
+
+def write_registry(root: Path, datasets: list[dict] | None = None, elements: dict | None = None) -> Path:
+    dump(root / "departments.yaml", DEPARTMENTS)
+    dump(root / "elements.yaml", elements or ELEMENTS)
+    for ds in datasets or [firms_dataset()]:
+        dump(root / "datasets" / ds["owner"] / f"{ds['name']}.yaml", ds)
+    return root
+
+
+def drop(settings: Settings, relpath: str, text: str | bytes, encoding: str = "utf-8") -> Path:
+    """A department drops a file into its source folder."""
+    path = settings.sources_dir / relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding=encoding)
+    return path
+
+
+def load(settings: Settings, name: str = "firms"):
+    return run_dataset(settings, load_registry(settings.registry_dir), name, os.environ)
+
+
+def rows(settings: Settings, sql: str) -> list[tuple]:
+    with Lake(settings.lake, read_only=True) as lake:
+        return lake.con.execute(sql).fetchall()
+
+
+def shared_count(settings: Settings, table: str) -> int | None:
+    with Lake(settings.lake, read_only=True) as lake:
+        if table not in lake.tables("shared"):
+            return None
+        return lake.con.execute(f'SELECT count(*) FROM shared."{table}"').fetchone()[0]

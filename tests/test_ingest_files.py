@@ -1,0 +1,147 @@
+"""File extracts in every form departments send, standardized onto typed columns."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from openpyxl import Workbook
+
+from tests.helpers import HEADER, USCC, drop, firms_dataset, load, rows, shared_count, write_registry
+
+ROWS = [
+    (USCC[0], "杭州甲科技有限公司", "1", "1,234.50", "１２", "2019-03-05"),
+    (USCC[1], "杭州乙贸易有限公司", "注销", "88", "3", "2020/1/7"),
+    (USCC[2], "  杭州丙建设有限公司 ", "存续", "1000000.00", "1,024", "2021年12月31日"),
+]
+EXPECTED = [
+    (USCC[0], "杭州甲科技有限公司", "1", Decimal("1234.50"), 12, dt.date(2019, 3, 5)),
+    (USCC[1], "杭州乙贸易有限公司", "2", Decimal("88.00"), 3, dt.date(2020, 1, 7)),
+    (USCC[2], "杭州丙建设有限公司", "1", Decimal("1000000.00"), 1024, dt.date(2021, 12, 31)),
+]
+COLUMNS = HEADER.strip().split(",")
+
+
+def csv_text(data=ROWS) -> str:
+    return HEADER + "".join(",".join(f'"{v}"' for v in r) + "\n" for r in data)
+
+
+def published(settings):
+    return rows(settings, "SELECT * FROM shared.firms ORDER BY uscc")
+
+
+def with_connector(settings, **connector):
+    write_registry(settings.registry_dir, [firms_dataset(connector={"kind": "file", **connector})])
+
+
+def test_csv_utf8_with_bom(settings):
+    with_connector(settings, path="amr/firms/*.csv", format="csv", encoding="utf-8")
+    drop(settings, "amr/firms/firms_1.csv", csv_text(), encoding="utf-8-sig")
+    [result] = load(settings)
+    assert (result.status, result.rows) == ("published", 3), result.message
+    assert published(settings) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("encoding", ["gbk", "gb18030"])
+def test_csv_gbk(settings, encoding):
+    with_connector(settings, path="amr/firms/*.csv", format="csv", encoding=encoding)
+    drop(settings, "amr/firms/firms_1.csv", csv_text(), encoding="gbk")
+    [result] = load(settings)
+    assert result.status == "published", result.message
+    assert published(settings) == sorted(EXPECTED)
+
+
+def test_gbk_file_declared_utf8_says_which_encoding_to_set(settings):
+    with_connector(settings, path="amr/firms/*.csv", format="csv", encoding="utf-8")
+    raw = drop(settings, "amr/firms/firms_1.csv", csv_text(), encoding="gbk")
+    [result] = load(settings)
+    assert result.status == "quarantined"
+    assert "encoding: gbk" in result.message and str(raw) in result.message
+    assert shared_count(settings, "firms") is None
+
+
+def test_semicolon_delimiter(settings):
+    with_connector(settings, path="amr/firms/*.txt", format="csv", delimiter=";")
+    drop(settings, "amr/firms/firms_1.txt", csv_text().replace('","', '";"').replace(",\"", ";\"").replace(
+        "统一社会信用代码,企业名称,登记状态,注册资本,人数,成立日期", "统一社会信用代码;企业名称;登记状态;注册资本;人数;成立日期"))
+    [result] = load(settings)
+    assert result.status == "published", result.message
+    assert published(settings) == sorted(EXPECTED)
+
+
+def test_xlsx(settings):
+    with_connector(settings, path="amr/firms/*.xlsx")
+    wb = Workbook()
+    wb.active.append(COLUMNS)
+    for r in ROWS:
+        wb.active.append(list(r))
+    path = settings.sources_dir / "amr/firms/firms.xlsx"
+    path.parent.mkdir(parents=True)
+    wb.save(path)
+    [result] = load(settings)
+    assert result.status == "published", result.message
+    assert published(settings) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("fmt", ["json", "ndjson"])
+def test_json_and_ndjson(settings, fmt):
+    with_connector(settings, path=f"amr/firms/*.{fmt}")
+    records = [dict(zip(COLUMNS, r, strict=True)) for r in ROWS]
+    text = json.dumps(records, ensure_ascii=False) if fmt == "json" else "".join(
+        json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    drop(settings, f"amr/firms/firms.{fmt}", text)
+    [result] = load(settings)
+    assert result.status == "published", result.message
+    assert published(settings) == sorted(EXPECTED)
+
+
+def test_parquet_with_native_types(settings):
+    with_connector(settings, path="amr/firms/*.parquet")
+    table = pa.table({"统一社会信用代码": [r[0] for r in ROWS], "企业名称": [r[1] for r in ROWS],
+                      "登记状态": [r[2] for r in ROWS], "注册资本": [1234.5, 88.0, 1000000.0], "人数": [12, 3, 1024],
+                      "成立日期": [dt.date(2019, 3, 5), dt.date(2020, 1, 7), dt.date(2021, 12, 31)]})
+    path = settings.sources_dir / "amr/firms/firms.parquet"
+    path.parent.mkdir(parents=True)
+    pq.write_table(table, path)
+    [result] = load(settings)
+    assert result.status == "published", result.message
+    assert published(settings) == sorted(EXPECTED)
+
+
+def test_same_file_delivered_twice_loads_once(settings):
+    with_connector(settings, path="amr/firms/*.csv", format="csv")
+    drop(settings, "amr/firms/a.csv", csv_text())
+    assert [r.status for r in load(settings)] == ["published"]
+    drop(settings, "amr/firms/b_same_content.csv", csv_text())
+    assert [r.status for r in load(settings)] == ["unchanged"]
+    assert rows(settings, "SELECT count(*) FROM ops.loads") == [(1,)]
+    landed = list((settings.landing_dir / "firms").glob("*.csv"))
+    assert len(landed) == 1 and not landed[0].stat().st_mode & 0o222  # immutable raw file
+
+
+def test_header_missing_a_column_names_it(settings):
+    with_connector(settings, path="amr/firms/*.csv", format="csv")
+    drop(settings, "amr/firms/a.csv", csv_text().replace("注册资本", "资本金"))
+    [result] = load(settings)
+    assert result.status == "quarantined"
+    assert "header lacks column(s) '注册资本'" in result.message and "a.csv" in result.message
+
+
+def test_bad_values_name_row_and_column(settings):
+    with_connector(settings, path="amr/firms/*.csv", format="csv")
+    bad = list(ROWS)
+    bad[1] = (USCC[1], "杭州乙贸易有限公司", "2", "八十八", "3", "2020-01-07")
+    bad[2] = (USCC[2], "杭州丙建设有限公司", "1", "10", "3", "2021-02-30")
+    drop(settings, "amr/firms/a.csv", csv_text(bad))
+    [result] = load(settings)
+    assert result.status == "quarantined"
+    assert "2 value(s) cannot be converted" in result.message
+    assert "row 2, column 'capital': not a valid decimal (value '八十八')" in result.message
+    assert "row 3, column 'founded': not a valid date (value '2021-02-30')" in result.message
+    report = next((settings.quarantine_dir / "firms").glob("*/report.json"))
+    problems = json.loads(report.read_text(encoding="utf-8"))["problems"]
+    assert [(p["row"], p["column"]) for p in problems] == [(2, "capital"), (3, "founded")]
