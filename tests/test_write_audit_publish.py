@@ -1,0 +1,80 @@
+"""Write-audit-publish: a failing batch never reaches the shared zone, nothing is lost, reruns converge."""
+
+from __future__ import annotations
+
+import json
+
+from tests.helpers import USCC, drop, load, rows, shared_count
+from tests.test_ingest_files import ROWS, csv_text
+
+
+def test_blocking_failure_keeps_last_good_snapshot(tiny):
+    drop(tiny, "amr/firms/1_good.csv", csv_text())
+    assert [r.status for r in load(tiny)] == ["published"]
+    good = rows(tiny, "SELECT * FROM shared.firms ORDER BY uscc")
+
+    dup = list(ROWS) + [(USCC[0], "重复的企业", "1", "1", "1", "2020-01-01")]
+    raw = drop(tiny, "amr/firms/2_dup.csv", csv_text(dup))
+    [result] = load(tiny)
+    assert result.status == "quarantined"
+    assert "key_unique on uscc: 2 failing record(s) (rows 1, 4)" in result.message
+    assert rows(tiny, "SELECT * FROM shared.firms ORDER BY uscc") == good  # last good snapshot stays
+    # the raw file is kept, and the quarantined batch with a report saying why
+    assert raw.exists() and len(list((tiny.landing_dir / "firms").glob("*.csv"))) == 2
+    folder = next((tiny.quarantine_dir / "firms").iterdir())
+    report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    assert report["stage"] == "quality" and (folder / "batch.parquet").exists()
+    failing = [c for c in report["checks"] if not c["success"]]
+    assert [(c["check"], c["column"], c["unexpected_count"]) for c in failing] == [("key_unique", "uscc", 2)]
+
+
+def test_required_value_missing_is_blocking(tiny):
+    bad = list(ROWS)
+    bad[1] = (USCC[1], "", "1", "1", "1", "2020-01-01")
+    drop(tiny, "amr/firms/a.csv", csv_text(bad))
+    [result] = load(tiny)
+    assert result.status == "quarantined" and "required on enterprise_name: 1 failing record(s) (rows 2)" in result.message
+    assert shared_count(tiny, "firms") is None
+
+
+def test_code_list_violation_is_blocking(tiny):
+    bad = list(ROWS)
+    bad[0] = (USCC[0], "甲", "9", "1", "1", "2020-01-01")
+    drop(tiny, "amr/firms/a.csv", csv_text(bad))
+    [result] = load(tiny)
+    assert result.status == "quarantined" and "code_list on enterprise_status" in result.message
+
+
+def test_fixed_file_releases_the_quarantine(tiny):
+    dup = list(ROWS) + [ROWS[0]]
+    drop(tiny, "amr/firms/1.csv", csv_text(dup))
+    assert [r.status for r in load(tiny)] == ["quarantined"]
+    assert [r.status for r in load(tiny)] == ["unchanged"]  # the same bad file is not retried for nothing
+    drop(tiny, "amr/firms/2_fixed.csv", csv_text())
+    assert [(r.status, r.rows) for r in load(tiny)] == [("published", 3)]
+    assert rows(tiny, "SELECT status, count(*) FROM ops.loads GROUP BY ALL ORDER BY 1") == [
+        ("published", 1), ("quarantined", 1)]
+
+
+def test_snapshot_metadata_names_the_load(tiny):
+    from schemas import load_registry
+
+    drop(tiny, "amr/firms/a.csv", csv_text())
+    [result] = load(tiny)
+    [(message, extra)] = rows(tiny, "SELECT commit_message, commit_extra_info FROM lake.snapshots() "
+                                    "WHERE commit_message LIKE 'publish%'")
+    info = json.loads(extra)
+    assert message == f"publish firms load {result.load_id}"
+    assert info["sha256"] == rows(tiny, "SELECT sha256 FROM ops.loads")[0][0]
+    assert info["registry_version"] == load_registry(tiny.registry_dir).version
+    assert info["rows"] == 3 and info["source"].endswith("a.csv")
+
+
+def test_snapshot_mode_replaces_and_time_travel_keeps_the_past(tiny):
+    drop(tiny, "amr/firms/1.csv", csv_text())
+    load(tiny)
+    drop(tiny, "amr/firms/2.csv", csv_text(ROWS[:1]))
+    load(tiny)
+    assert shared_count(tiny, "firms") == 1
+    versions = rows(tiny, "SELECT snapshot_id FROM lake.snapshots() WHERE commit_message LIKE 'publish%' ORDER BY 1")
+    assert rows(tiny, f"SELECT count(*) FROM shared.firms AT (VERSION => {versions[0][0]})") == [(3,)]
