@@ -130,7 +130,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from onesource.demo.data import DemoConfig
     from onesource.demo.runner import print_summary, run_demo
 
-    config = DemoConfig(departments=args.departments, seed=args.seed, scale=args.scale)
+    config = DemoConfig(departments=args.departments, seed=args.seed, scale=args.scale,
+                        api_url=f"http://127.0.0.1:{args.api_port}/api/v1/tickets")
     summary = run_demo(settings, config, console)
     print_summary(console, summary, settings)
     return 0
@@ -151,6 +152,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--departments", type=int, default=12, help="12 by default, up to 87")
     demo.add_argument("--seed", type=int, default=20261126)
     demo.add_argument("--scale", type=float, default=1.0, help="multiply the demo's row counts")
+    demo.add_argument("--api-port", type=int, default=18345, help="port of the demo hotline's HTTP API")
     demo.set_defaults(fn=cmd_demo)
 
     reg = sub.add_parser("registry", help="check or list the registry")

@@ -1,0 +1,77 @@
+"""Slow tier: real Airflow DAG runs (`airflow dags test`) and the whole demo, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from lakehouse.lake import Lake
+from onesource import airflow_cli
+from onesource.demo.api import serve
+from onesource.demo.data import DemoConfig
+from onesource.demo.generate import generate_city
+from tests.conftest import free_port
+from tests.helpers import rows, shared_count
+
+pytestmark = pytest.mark.slow
+
+
+def test_generated_cycle_dag_runs_in_airflow_and_emits_assets(settings):
+    port = free_port()
+    manifest = generate_city(settings, DemoConfig(scale=0.05, api_url=f"http://127.0.0.1:{port}/api/v1/tickets"))
+    monthly = sorted(n for n, d in manifest["datasets"].items() if n in {
+        "mca_subsistence_allowance", "tax_taxpayer_register", "hrss_enterprise_insurance", "hrss_person_insurance",
+        "health_medical_institutions", "transport_operator_licenses", "psb_household_moves"})
+    airflow_cli.ensure_db(settings, settings.reports_dir / "migrate.log")
+    log = settings.reports_dir / "monthly.log"
+    code = airflow_cli.dags_test(settings, "onesource_ingest_monthly", log)
+    assert code == 1  # health_medical_institutions carries injected missing names: its task fails on purpose
+    outcome = dict(rows(settings, "SELECT dataset, status FROM ops.loads"))
+    assert outcome == {n: ("quarantined" if n == "health_medical_institutions" else "published") for n in monthly}
+    for name in monthly:
+        if outcome[name] == "published":
+            assert shared_count(settings, name) == manifest["datasets"][name]["rows"]
+    with sqlite3.connect(settings.airflow_home / "airflow.db") as db:
+        events = {r[0] for r in db.execute(
+            "SELECT a.uri FROM asset_event e JOIN asset a ON a.id = e.asset_id")}
+        states = dict(db.execute("SELECT task_id, state FROM task_instance WHERE dag_id = 'onesource_ingest_monthly'"))
+    assert events == {f"onesource://shared/{n}" for n in monthly if outcome[n] == "published"}
+    assert states["health.health_medical_institutions"] == "failed"
+    assert states["tax.tax_taxpayer_register"] == "success"
+
+
+def run_demo_cli(home, port) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ONESOURCE_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "onesource.cli", "demo", "--scale", "0.05", "--api-port", str(port)],
+                          env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_demo_end_to_end_is_idempotent(settings):
+    port = free_port()
+    first = run_demo_cli(settings.home, port)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    summary = json.loads((settings.reports_dir / "demo-summary.json").read_text(encoding="utf-8"))
+    manifest = json.loads((settings.home / "demo" / "manifest.json").read_text(encoding="utf-8"))
+    assert summary["datasets"] == 15 and summary["published_datasets"] == 13
+    assert summary["loads_this_run"] == {"published": 13, "quarantined": 2}
+    with Lake(settings.lake, read_only=True) as lake:
+        for status in summary["statuses"]:
+            name = status["dataset"]
+            if status["rows"] is None:
+                assert status["last_status"] == "quarantined" and name in manifest["defects"]
+                continue
+            actual = lake.con.execute(f'SELECT count(*) FROM shared."{name}"').fetchone()[0]
+            assert status["rows"] == actual == manifest["datasets"][name]["rows"]
+    assert "13/15 datasets shared" in first.stdout and "health_medical_institutions" in first.stdout
+
+    second = run_demo_cli(settings.home, port)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    again = json.loads((settings.reports_dir / "demo-summary.json").read_text(encoding="utf-8"))
+    assert again["loads_this_run"] == {}
+    assert [s["rows"] for s in again["statuses"]] == [s["rows"] for s in summary["statuses"]]
+    assert "nothing new: idempotent" in second.stdout
