@@ -16,8 +16,9 @@ import datetime as dt
 import json
 import logging
 import shutil
+import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from connectors import Extract, ExtractError, Landing, SourceState, SourceUnavailableError, connector_for
@@ -43,6 +44,8 @@ class LoadResult:
     load_id: str | None = None
     source: str | None = None
     message: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Time per stage (standardize, validate, publish), for logs and benchmarks."""
 
     @property
     def ok(self) -> bool:
@@ -164,13 +167,24 @@ def load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registry
     staged = settings.staging_dir / ds.name / f"{load_id}.parquet"
     for name in extensions_for(ex):
         lake.con.execute(f"LOAD '{extension_path(name)}'")
+    clock = time.perf_counter()
+    seconds: dict[str, float] = {}
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[stage] = round(now - clock, 4)
+        clock = now
+
     try:
         batch = standardize(lake.con, ex, ds, registry, staged)
+        lap("standardize")
     except StandardizeError as exc:
         problems = [asdict(p) for p in exc.problems]
         return _quarantine(settings, lake, ds, registry, ex, load_id, started, staged, "standardize", str(exc),
                            {"problems": problems, "problem_count": exc.total})
     report = validate_batch(ds, registry, staged)
+    lap("validate")
     if not report.passed:
         message = (f"dataset {ds.name}: file {ex.source}: {len(report.blocking_failures)} blocking check(s) failed: "
                    f"{report.summary()}. The batch is quarantined at "
@@ -179,9 +193,10 @@ def load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registry
         return _quarantine(settings, lake, ds, registry, ex, load_id, started, staged, "quality", message,
                            {"rows_in": batch.rows, "checks": [asdict(r) for r in report.results]})
     publish(lake, ds, registry, ex, staged, batch.rows, load_id, started, report)
+    lap("publish")
     staged.unlink(missing_ok=True)
-    log.info("published %s load %s: %d rows from %s", ds.name, load_id, batch.rows, ex.source)
-    return LoadResult(ds.name, PUBLISHED, batch.rows, load_id, ex.source, report.summary())
+    log.info("published %s load %s: %d rows from %s in %s", ds.name, load_id, batch.rows, ex.source, seconds)
+    return LoadResult(ds.name, PUBLISHED, batch.rows, load_id, ex.source, report.summary(), seconds)
 
 
 def run_dataset(settings: Settings, registry: Registry, name: str, environ: Mapping[str, str]) -> list[LoadResult]:
@@ -190,7 +205,7 @@ def run_dataset(settings: Settings, registry: Registry, name: str, environ: Mapp
     with Lake(settings.lake) as lake:
         state = source_state(lake, ds, registry.version)
         connector = connector_for(ds.connector.kind, settings.sources_dir, Landing(settings.landing_dir), environ)
-        started = _now()
+        started, clock = _now(), time.perf_counter()
         try:
             extracts = connector.extract(ds, state)
         except SourceUnavailableError as exc:
@@ -203,4 +218,8 @@ def run_dataset(settings: Settings, registry: Registry, name: str, environ: Mapp
             return [LoadResult(ds.name, FAILED, message=str(exc))]
         if not extracts:
             return [LoadResult(ds.name, UNCHANGED, message="no new data since the last load")]
-        return [load_extract(settings, lake, ds, registry, ex) for ex in extracts]
+        extract_seconds = round(time.perf_counter() - clock, 4)
+        results = [load_extract(settings, lake, ds, registry, ex) for ex in extracts]
+        for r in results:
+            r.seconds.setdefault("extract", extract_seconds / len(results))
+        return results

@@ -19,7 +19,7 @@ from schemas.model import Column, Dataset, Registry
 
 # Column type -> the Python type name GX observes in the batch's values.
 GX_TYPE_NAMES = {"string": "str", "integer": "int", "decimal": "Decimal", "date": "date",
-                 "timestamp": "datetime", "boolean": "bool"}
+                 "timestamp": "datetime64", "boolean": "bool"}
 
 
 @dataclass(frozen=True)

@@ -82,10 +82,21 @@ def _missing(value: Any) -> bool:
 
 
 def read_batch(path: Path):
+    """The staged batch as pandas. Nullable integer and boolean dtypes keep NULLs without turning
+    integers into floats; other columns use pandas' own dtypes, because GX hashes the whole frame
+    on every batch and hashing Arrow-backed columns iterates in Python (4x slower, measured)."""
     import pandas as pd
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.read_table(path).to_pandas(types_mapper=pd.ArrowDtype)
+    def mapper(typ: pa.DataType):
+        if pa.types.is_integer(typ):
+            return pd.Int64Dtype()
+        if pa.types.is_boolean(typ):
+            return pd.BooleanDtype()
+        return None
+
+    return pq.read_table(path).to_pandas(types_mapper=mapper)
 
 
 def validate_batch(dataset: Dataset, registry: Registry, batch_path: Path, sample: int = 5) -> QualityReport:

@@ -19,6 +19,7 @@ from onesource.config import Settings
 from sharing.exceptions import QueryFailed, QueryRefused
 
 READ_STATEMENTS = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Describe, exp.Show, exp.Pivot)
+INSPECT_COMMANDS = ("SHOW", "DESCRIBE", "SUMMARIZE")
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,13 @@ def _one_statement(sql: str) -> None:
         raise QueryRefused(f"cannot parse the query: {str(exc).splitlines()[0]}") from exc
     if len(statements) != 1:
         raise QueryRefused(f"one statement at a time, please ({len(statements)} given)")
-    if not isinstance(statements[0], READ_STATEMENTS) and not isinstance(statements[0], exp.Command):
-        raise QueryRefused(f"only queries run here; {statements[0].key.upper()} was refused (the lake is read-only)")
+    stmt = statements[0]
+    if isinstance(stmt, exp.Command):  # statements sqlglot keeps as raw text: only the inspecting ones
+        if str(stmt.this).upper() in INSPECT_COMMANDS:
+            return
+        raise QueryRefused(f"only queries run here; {str(stmt.this).upper()} was refused (the lake is read-only)")
+    if not isinstance(stmt, READ_STATEMENTS):
+        raise QueryRefused(f"only queries run here; {stmt.key.upper()} was refused (the lake is read-only)")
 
 
 def lock_down(con: duckdb.DuckDBPyConnection, data_path: str) -> None:

@@ -12,7 +12,6 @@ import pytest
 
 from lakehouse.lake import Lake
 from onesource import airflow_cli
-from onesource.demo.api import serve
 from onesource.demo.data import DemoConfig
 from onesource.demo.generate import generate_city
 from tests.conftest import free_port

@@ -1,0 +1,101 @@
+"""Ingestion benchmark: a CSV extract through the full path against raw DuckDB on the same file.
+
+Full path = land (sha256 + immutable copy), standardize (typed columns, full-width, dates, code
+lists), validate (the GX suite), publish (one DuckLake commit). Baseline = DuckDB's own
+``COPY (FROM read_csv(file)) TO 'out.parquet'``. Each run is a fresh process; imports are warmed up
+before the clock starts, so the figure is the work, not Python start-up.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from bench.common import PEAK_RSS, figure, run_child
+
+HEADER = ["统一社会信用代码", "企业名称", "登记状态", "注册资本", "人数", "成立日期"]
+
+MAKE_CSV = """
+import duckdb, sys
+duckdb.sql(f'''COPY (SELECT 'U' || lpad(i::VARCHAR, 17, '0') AS "统一社会信用代码",
+                      '杭州' || (i % 9973) || '号科技有限公司' AS "企业名称",
+                      CASE WHEN i % 2 = 0 THEN '1' ELSE '存续' END AS "登记状态",
+                      (i % 100000) / 7.0 AS "注册资本", i % 5000 AS "人数",
+                      DATE '2000-01-01' + (i % 9000)::INTEGER AS "成立日期"
+               FROM range({int(sys.argv[2])}) t(i)) TO '{sys.argv[1]}' (HEADER, DELIMITER ',')''')
+"""
+
+RAW = f"""
+import json, sys, time
+import duckdb
+con = duckdb.connect()
+t = time.perf_counter()
+con.execute(f"COPY (FROM read_csv('{{sys.argv[1]}}')) TO '{{sys.argv[2]}}' (FORMAT parquet)")
+seconds = time.perf_counter() - t
+{PEAK_RSS}
+print("RESULT" + json.dumps({{"seconds": seconds, "peak_rss_mb": peak}}))
+"""
+
+FULL = f"""
+import json, os, sys, time
+from pathlib import Path
+import great_expectations, pandas, pyarrow  # warm imports: the clock measures the load, not start-up
+from onesource.config import Settings
+from schemas import load_registry
+from lakehouse import run_dataset
+from quality.validate import _batch_definition
+_batch_definition()
+settings = Settings(home=Path(sys.argv[1]))
+registry = load_registry(settings.registry_dir)
+t = time.perf_counter()
+[result] = run_dataset(settings, registry, "firms", os.environ)
+seconds = time.perf_counter() - t
+assert result.status == "published", result.message
+{PEAK_RSS}
+print("RESULT" + json.dumps({{"seconds": seconds, "stages": result.seconds, "rows": result.rows, "peak_rss_mb": peak}}))
+"""
+
+
+def _home(root: Path, csv: Path) -> Path:
+    from tests.helpers import firms_dataset, write_registry
+
+    home = Path(tempfile.mkdtemp(dir=root, prefix="home-"))
+    ds = firms_dataset(connector={"kind": "file", "path": str(csv), "format": "csv"})
+    write_registry(home / "registry", [ds])
+    return home
+
+
+def run(rows: int, runs: int, workdir: Path, log=print) -> dict:
+    workdir.mkdir(parents=True, exist_ok=True)
+    csv = workdir / f"firms_{rows}.csv"
+    if not csv.exists():
+        log(f"  writing a {rows:,}-row CSV extract ...")
+        run_child(MAKE_CSV + "\nprint('RESULT{}')", str(csv), str(rows))
+    size_mb = csv.stat().st_size / 2**20
+    raw, full, stages, raw_rss, full_rss = [], [], [], 0.0, 0.0
+    for i in range(runs):
+        out = workdir / "raw.parquet"
+        r = run_child(RAW, str(csv), str(out))
+        out.unlink(missing_ok=True)
+        home = _home(workdir, csv)
+        f = run_child(FULL, str(home))
+        shutil.rmtree(home, ignore_errors=True)
+        raw.append(r["seconds"])
+        full.append(f["seconds"])
+        stages.append(f["stages"])
+        raw_rss, full_rss = max(raw_rss, r["peak_rss_mb"]), max(full_rss, f["peak_rss_mb"])
+        log(f"  run {i + 1}/{runs}: raw DuckDB {r['seconds']:.2f} s, OneSource {f['seconds']:.2f} s "
+            f"({', '.join(f'{k} {v:.2f}' for k, v in f['stages'].items())})")
+    ratios = [f / r for f, r in zip(full, raw, strict=True)]
+    stage_names = stages[0].keys()
+    import statistics
+
+    per_stage = {k: round(statistics.median(s[k] for s in stages), 3) for k in stage_names}
+    log(f"  {rows:,} rows, {size_mb:.0f} MiB: raw median {statistics.median(raw):.2f} s, OneSource median "
+        f"{statistics.median(full):.2f} s -> ratio {statistics.median(ratios):.2f}x  (per stage: {per_stage})")
+    return {
+        "ingest_ratio": figure(ratios, "x raw DuckDB COPY", full_rss),
+        "ingest_seconds": {**figure(full, "s", full_rss), "rows": rows, "stages_median": per_stage},
+        "ingest_raw_duckdb_seconds": figure(raw, "s", raw_rss),
+    }
