@@ -20,7 +20,9 @@ class AirflowRunError(OneSourceError):
 
 
 def airflow_env(settings: Settings) -> dict[str, str]:
-    return {**os.environ, **settings.environ()}
+    # `airflow standalone` starts its components as `airflow ...` from PATH: put this venv's bin first.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, **settings.environ(), "PATH": path}
 
 
 def airflow_bin() -> str:
