@@ -4,6 +4,9 @@ Zones inside the lake (catalog ``lake``):
 
 * ``shared.<dataset>``  the shared zone: one table per dataset, one snapshot per load.
 * ``ops.loads``         the loads ledger: every load, published or not, with its reason.
+* ``ops.quality_*``     every validation run and each expectation's result.
+* ``ops.consistency_*`` copies of elements compared with their authority (多元校核).
+* ``quarantine.<dataset>`` batches that failed a blocking check, row by row with the reasons.
 
 Raw extracts stay as files in the landing zone; staged batches are Parquet files in ``staging/``
 until they are published or moved to ``quarantine/``.
@@ -30,14 +33,31 @@ CATALOG = "lake"
 SHARED = "shared"
 OPS = "ops"
 
-LOADS_DDL = f"""
-CREATE TABLE IF NOT EXISTS {CATALOG}.{OPS}.loads (
-    load_id VARCHAR, dataset VARCHAR, owner VARCHAR, status VARCHAR,
-    source VARCHAR, landed_path VARCHAR, sha256 VARCHAR, registry_version VARCHAR,
-    rows_in BIGINT, rows_published BIGINT, watermark VARCHAR,
-    started_at TIMESTAMP, finished_at TIMESTAMP,
-    error_stage VARCHAR, error VARCHAR, quarantine_path VARCHAR
-)"""
+QUARANTINE = "quarantine"
+
+# The lake's own tables: name -> columns. Created on first write; new ones appear in older lakes too.
+OPS_TABLES: dict[str, str] = {
+    "loads": """load_id VARCHAR, dataset VARCHAR, owner VARCHAR, status VARCHAR,
+        source VARCHAR, landed_path VARCHAR, sha256 VARCHAR, registry_version VARCHAR,
+        rows_in BIGINT, rows_published BIGINT, watermark VARCHAR,
+        started_at TIMESTAMP, finished_at TIMESTAMP,
+        error_stage VARCHAR, error VARCHAR, quarantine_path VARCHAR""",
+    # one row per validated batch (published or quarantined): feeds the quality pass rate KPI
+    "quality_runs": """load_id VARCHAR, dataset VARCHAR, owner VARCHAR, run_at TIMESTAMP, stage VARCHAR,
+        rows BIGINT, passed BOOLEAN, checks INTEGER, blocking_failed INTEGER, warnings INTEGER, skipped INTEGER,
+        suite_version VARCHAR, registry_version VARCHAR""",
+    # one row per expectation of each run
+    "quality_results": """load_id VARCHAR, dataset VARCHAR, run_at TIMESTAMP, check_name VARCHAR,
+        expectation VARCHAR, column_name VARCHAR, blocking BOOLEAN, success BOOLEAN, skipped VARCHAR,
+        unexpected_count BIGINT, sample_rows VARCHAR, sample_values VARCHAR, error VARCHAR""",
+    # 多元校核: copies of an element compared with the authority, per run
+    "consistency_results": """run_id VARCHAR, checked_at TIMESTAMP, dataset VARCHAR, owner VARCHAR,
+        element VARCHAR, column_name VARCHAR, authority VARCHAR, authority_owner VARCHAR,
+        compared BIGINT, equal BIGINT""",
+    "consistency_mismatches": """run_id VARCHAR, checked_at TIMESTAMP, dataset VARCHAR, owner VARCHAR,
+        element VARCHAR, column_name VARCHAR, key_value VARCHAR, value VARCHAR, authority VARCHAR,
+        authority_value VARCHAR""",
+}
 
 # Messages of errors that a retry can cure: SQLite's lock, DuckLake's optimistic-commit conflicts.
 _TRANSIENT = ("database is locked", "conflict", "busy", "could not serialize", "deadlock")
@@ -105,15 +125,14 @@ class Lake:
         def create() -> None:
             exists = {r[0] for r in self.con.execute(
                 "SELECT schema_name FROM information_schema.schemata WHERE catalog_name = ?", [CATALOG]).fetchall()}
-            tables = {r[0] for r in self.con.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ?",
-                [CATALOG, OPS]).fetchall()}
-            if {SHARED, OPS} <= exists and "loads" in tables:
+            tables = set(self.tables(OPS))
+            if {SHARED, OPS, QUARANTINE} <= exists and set(OPS_TABLES) <= tables:
                 return
             with self.transaction():
-                self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {CATALOG}.{SHARED}")
-                self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {CATALOG}.{OPS}")
-                self.con.execute(LOADS_DDL)
+                for schema in (SHARED, OPS, QUARANTINE):
+                    self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {CATALOG}.{schema}")
+                for name, columns in OPS_TABLES.items():
+                    self.con.execute(f"CREATE TABLE IF NOT EXISTS {CATALOG}.{OPS}.{name} ({columns})")
 
         retrying(create, self.settings.commit_retries, "creating the lake's zones")
 

@@ -23,10 +23,11 @@ from pathlib import Path
 
 from connectors import Extract, ExtractError, Landing, SourceState, SourceUnavailableError, connector_for
 from lakehouse.exceptions import SchemaMismatchError, StandardizeError
-from lakehouse.lake import CATALOG, OPS, SHARED, Lake, retrying
+from lakehouse.lake import CATALOG, OPS, QUARANTINE, SHARED, Lake, retrying
 from lakehouse.standardize import extensions_for, ident, q, standardize
 from onesource.config import Settings
 from onesource.duck import extension_path
+from quality.context import gather
 from quality.validate import QualityReport, validate_batch
 from schemas.model import Dataset, Registry
 
@@ -90,7 +91,7 @@ def _ledger_row(ds: Dataset, registry: Registry, ex: Extract | None, load_id: st
 def _record(lake: Lake, row: list) -> None:
     def write() -> None:
         with lake.transaction() as con:
-            con.execute(f"INSERT INTO {CATALOG}.{OPS}.loads VALUES ({', '.join('?' * len(row))})", row)
+            _insert(con, "loads", row)
             lake.commit_message(f"record {row[3]} load of {row[1]}", {"load_id": row[0], "status": row[3]})
 
     retrying(write, lake.settings.commit_retries, f"recording load {row[0]}")
@@ -100,23 +101,51 @@ def _record(lake: Lake, row: list) -> None:
 # Publish.
 # ---------------------------------------------------------------------------------------------
 
-def _ensure_table(lake: Lake, ds: Dataset) -> None:
-    """Create the shared table, or add columns the registry gained (DuckLake adds them in place)."""
-    existing = lake.table_columns(SHARED, ds.name)
-    table = f"{CATALOG}.{SHARED}.{ident(ds.name)}"
+QUARANTINE_EXTRA = (("_load_id", "VARCHAR"), ("_row", "BIGINT"), ("_reasons", "VARCHAR[]"))
+
+
+def _ensure_table(lake: Lake, ds: Dataset, schema: str = SHARED, extra: tuple[tuple[str, str], ...] = ()) -> None:
+    """Create the dataset's table in ``schema``, or add columns the registry gained (DuckLake adds them
+    in place, without rewriting data)."""
+    wanted = [(c.name, c.duck_type) for c in ds.columns] + list(extra)
+    existing = lake.table_columns(schema, ds.name)
+    table = f"{CATALOG}.{schema}.{ident(ds.name)}"
     if not existing:
-        cols = ", ".join(f"{ident(c.name)} {c.duck_type}" for c in ds.columns)
-        lake.con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({cols})")
+        lake.con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(f'{ident(n)} {t}' for n, t in wanted)})")
         return
-    for col in ds.columns:
-        have = existing.get(col.name)
+    for name, duck_type in wanted:
+        have = existing.get(name)
         if have is None:
-            lake.con.execute(f"ALTER TABLE {table} ADD COLUMN {ident(col.name)} {col.duck_type}")
-        elif have.replace(" ", "") != col.duck_type.replace(" ", ""):
+            lake.con.execute(f"ALTER TABLE {table} ADD COLUMN {ident(name)} {duck_type}")
+        elif have.replace(" ", "") != duck_type.replace(" ", ""):
             raise SchemaMismatchError(
-                f"dataset {ds.name}: shared column {col.name} is {have} in the lake but {col.duck_type} in the registry; "
-                "a type change needs a new dataset version (see `onesource registry`)"
+                f"dataset {ds.name}: column {name} of {schema}.{ds.name} is {have} in the lake but {duck_type} in the "
+                "registry; a type change needs a new dataset version (see `onesource registry`)"
             )
+
+
+def _insert(con, table: str, row: list) -> None:
+    con.execute(f"INSERT INTO {CATALOG}.{OPS}.{table} VALUES ({', '.join('?' * len(row))})", row)
+
+
+def _record_quality(con, ds: Dataset, registry: Registry, load_id: str, stage: str, report: QualityReport | None,
+                    problems: int = 0, error: str | None = None) -> None:
+    """ops.quality_runs and ops.quality_results rows for one batch (in the caller's transaction)."""
+    at = _now()
+    if report is None:  # standardize refused the batch: one failed blocking check of its own
+        _insert(con, "quality_runs", [load_id, ds.name, ds.owner, at, stage, 0, False, 1, 1, 0, 0, None,
+                                      registry.version])
+        _insert(con, "quality_results", [load_id, ds.name, at, "standardize", None, None, True, False, None, problems,
+                                         None, None, error])
+        return
+    _insert(con, "quality_runs", [load_id, ds.name, ds.owner, at, stage, report.rows, report.passed,
+                                  len(report.results), len(report.blocking_failures), len(report.warnings),
+                                  len(report.skipped), report.suite_version, registry.version])
+    for r in report.results:
+        _insert(con, "quality_results", [
+            load_id, ds.name, at, r.check, r.expectation, r.column, r.blocking, r.success, r.skipped,
+            r.unexpected_count, json.dumps(list(r.sample_rows)),
+            json.dumps([str(v) for v in r.sample_values], ensure_ascii=False), r.error])
 
 
 def publish(lake: Lake, ds: Dataset, registry: Registry, ex: Extract, staged: Path, rows: int, load_id: str,
@@ -136,8 +165,10 @@ def publish(lake: Lake, ds: Dataset, registry: Registry, ex: Extract, staged: Pa
                 match = " AND ".join(f"b.{ident(k)} = t.{ident(k)}" for k in ds.key)
                 con.execute(f"DELETE FROM {table} t WHERE EXISTS (SELECT 1 FROM {batch} b WHERE {match})")
             con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {batch}")
-            row = _ledger_row(ds, registry, ex, load_id, PUBLISHED, started, rows, rows)
-            con.execute(f"INSERT INTO {CATALOG}.{OPS}.loads VALUES ({', '.join('?' * len(row))})", row)
+            _insert(con, "loads", _ledger_row(ds, registry, ex, load_id, PUBLISHED, started, rows, rows))
+            _record_quality(con, ds, registry, load_id, "quality", report)
+            if ds.name in lake.tables(QUARANTINE):  # a good batch releases the quarantined one
+                con.execute(f"DELETE FROM {CATALOG}.{QUARANTINE}.{ident(ds.name)}")
             lake.commit_message(f"publish {ds.name} load {load_id}", extra)
 
     retrying(attempt, lake.settings.commit_retries, f"publishing {ds.name}")
@@ -148,7 +179,8 @@ def publish(lake: Lake, ds: Dataset, registry: Registry, ex: Extract, staged: Pa
 # ---------------------------------------------------------------------------------------------
 
 def _quarantine(settings: Settings, lake: Lake, ds: Dataset, registry: Registry, ex: Extract, load_id: str,
-                started: dt.datetime, staged: Path, stage: str, error: str, details: dict) -> LoadResult:
+                started: dt.datetime, staged: Path, stage: str, error: str, details: dict,
+                quality: QualityReport | None = None) -> LoadResult:
     folder = settings.quarantine_dir / ds.name / load_id
     folder.mkdir(parents=True, exist_ok=True)
     if staged.exists():
@@ -156,10 +188,40 @@ def _quarantine(settings: Settings, lake: Lake, ds: Dataset, registry: Registry,
     report = {"dataset": ds.name, "load_id": load_id, "stage": stage, "error": error, "source": ex.source,
               "raw_file": str(ex.path), "sha256": ex.sha256, "registry_version": registry.version, **details}
     (folder / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
-    _record(lake, _ledger_row(ds, registry, ex, load_id, QUARANTINED, started, details.get("rows_in", 0), 0, stage,
-                              error, str(folder)))
+    batch = folder / "batch.parquet"
+    ledger = _ledger_row(ds, registry, ex, load_id, QUARANTINED, started, details.get("rows_in", 0), 0, stage,
+                         error, str(folder))
+
+    def write() -> None:
+        with lake.transaction() as con:
+            _insert(con, "loads", ledger)
+            _record_quality(con, ds, registry, load_id, stage, quality, details.get("problem_count", 0), error)
+            if quality is not None and batch.exists():
+                _quarantine_rows(lake, ds, batch, load_id, quality.row_reasons)
+            lake.commit_message(f"quarantine {ds.name} load {load_id}", {"load_id": load_id, "stage": stage})
+
+    retrying(write, lake.settings.commit_retries, f"recording quarantined load {load_id}")
     log.warning("quarantined %s load %s at %s: %s", ds.name, load_id, stage, error)
     return LoadResult(ds.name, QUARANTINED, 0, load_id, ex.source, error)
+
+
+def _quarantine_rows(lake: Lake, ds: Dataset, batch: Path, load_id: str, reasons: dict[int, tuple[str, ...]]) -> None:
+    """Keep the batch queryable as ``quarantine.<dataset>``: every row, with the checks it failed."""
+    import pyarrow as pa
+
+    _ensure_table(lake, ds, QUARANTINE, QUARANTINE_EXTRA)
+    failing = pa.table({"_row": pa.array([i + 1 for i in reasons], pa.int64()),
+                        "_reasons": pa.array([list(v) for v in reasons.values()], pa.list_(pa.string()))})
+    lake.con.register("__failing", failing)
+    try:
+        cols = ", ".join(ident(c.name) for c in ds.columns)
+        lake.con.execute(
+            f"INSERT INTO {CATALOG}.{QUARANTINE}.{ident(ds.name)} ({cols}, _load_id, _row, _reasons) "
+            f"SELECT {', '.join('b.' + ident(c.name) for c in ds.columns)}, ?, b.__n, f._reasons "
+            f"FROM (SELECT *, row_number() OVER () AS __n FROM read_parquet({q(str(batch))})) b "
+            "LEFT JOIN __failing f ON f._row = b.__n", [load_id])
+    finally:
+        lake.con.unregister("__failing")
 
 
 def load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registry, ex: Extract) -> LoadResult:
@@ -183,7 +245,7 @@ def load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registry
         problems = [asdict(p) for p in exc.problems]
         return _quarantine(settings, lake, ds, registry, ex, load_id, started, staged, "standardize", str(exc),
                            {"problems": problems, "problem_count": exc.total})
-    report = validate_batch(ds, registry, staged)
+    report = validate_batch(ds, registry, staged, gather(lake, ds, registry))
     lap("validate")
     if not report.passed:
         message = (f"dataset {ds.name}: file {ex.source}: {len(report.blocking_failures)} blocking check(s) failed: "
@@ -191,7 +253,7 @@ def load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registry
                    f"{settings.quarantine_dir / ds.name / load_id}; the shared table keeps its last good snapshot. "
                    "Fix the records at the source and deliver the file again.")
         return _quarantine(settings, lake, ds, registry, ex, load_id, started, staged, "quality", message,
-                           {"rows_in": batch.rows, "checks": [asdict(r) for r in report.results]})
+                           {"rows_in": batch.rows, "checks": [asdict(r) for r in report.results]}, report)
     publish(lake, ds, registry, ex, staged, batch.rows, load_id, started, report)
     lap("publish")
     staged.unlink(missing_ok=True)

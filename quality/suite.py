@@ -1,92 +1,220 @@
-"""Great Expectations suites derived from the registry.
+"""Great Expectations suites derived from the registry, one per dataset.
 
-Checks are named templates with a ``blocking`` flag (after SQLMesh's audits): each template turns
-a dataset (and a column) into GX 1.x expectations, tagged in ``meta`` with the check name, the
-column and whether a failure stops the load. A blocking failure quarantines the batch; a warning
-is recorded and the batch is published.
+Checks are named templates with a ``blocking`` flag (after SQLMesh's audits). Each template turns
+a dataset (its columns, their elements, the facts the lake knows) into GX 1.x expectations tagged
+in ``meta`` with the rule kind, the column and whether a failure stops the load. Severity defaults
+per rule kind (``schemas.model.RULE_KINDS``) and a dataset overrides it under ``quality.severity``.
 
-The foundation's templates cover key uniqueness, required values, types and code lists; the
-quality issue adds format rules, check digits, references, volume and freshness the same way.
+The suite is rebuilt on every load from the registry, so a registry change changes the next load's
+checks; ``suite_version`` names the exact suite in the results.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.exceptions import UnknownNameError
+from schemas.formats import FORMAT_RULES
 from schemas.model import Column, Dataset, Registry
 
-# Column type -> the Python type name GX observes in the batch's values.
+# Column type -> the Python type name GX observes in the batch (see quality.validate.read_batch).
 GX_TYPE_NAMES = {"string": "str", "integer": "int", "decimal": "Decimal", "date": "date",
                  "timestamp": "datetime64", "boolean": "bool"}
+CHECK_DIGIT_FORMATS = ("uscc", "resident_id", "org_code")
+
+
+@dataclass(frozen=True)
+class SuiteContext:
+    """What the lake knows that some checks need; gathered by the load (quality.context)."""
+
+    references: dict[str, frozenset[str] | None] = field(default_factory=dict)
+    """authority dataset -> its published key values (None: not published yet, check skipped)."""
+    previous_rows: int | None = None
+    """Rows of the dataset's last published snapshot load (volume check)."""
+    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
 
 
 @dataclass(frozen=True)
 class CheckSpec:
-    """One expectation to build: GX class name, its kwargs, and what the failure means."""
+    """One expectation to build: GX class name, its kwargs, and what a failure means."""
 
     check: str
     expectation: str
     kwargs: dict[str, Any]
     blocking: bool
     column: str | None = None
+    skipped: str | None = None
+    """Why the check could not run this time (recorded, not silently dropped)."""
 
 
-Template = Callable[[Dataset, Registry], Iterator[CheckSpec]]
+Template = Callable[[Dataset, Registry, SuiteContext], Iterator[CheckSpec]]
 
 
-def key_unique(ds: Dataset, reg: Registry) -> Iterator[CheckSpec]:
+def _spec(ds: Dataset, rule: str, expectation: str, kwargs: dict[str, Any], column: str | None = None,
+          skipped: str | None = None) -> CheckSpec:
+    return CheckSpec(rule, expectation, kwargs, ds.quality.blocking(rule), column, skipped)
+
+
+def _element_attr(col: Column, reg: Registry, attr: str) -> Any:
+    own = getattr(col, attr)
+    if own or not col.element:
+        return own
+    return getattr(reg.element(col.element), attr)
+
+
+def key_unique(ds: Dataset, reg: Registry, ctx: SuiteContext) -> Iterator[CheckSpec]:
     """No two records share a key (DuckLake has no PRIMARY KEY: the suite enforces it)."""
     if len(ds.key) == 1:
-        yield CheckSpec("key_unique", "ExpectColumnValuesToBeUnique", {"column": ds.key[0]}, True, ds.key[0])
+        yield _spec(ds, "key_unique", "ExpectColumnValuesToBeUnique", {"column": ds.key[0]}, ds.key[0])
     elif ds.key:
-        yield CheckSpec("key_unique", "ExpectCompoundColumnsToBeUnique", {"column_list": list(ds.key)}, True,
-                        ",".join(ds.key))
+        yield _spec(ds, "key_unique", "ExpectCompoundColumnsToBeUnique", {"column_list": list(ds.key)}, ",".join(ds.key))
 
 
-def required_values(ds: Dataset, reg: Registry) -> Iterator[CheckSpec]:
+def required_values(ds: Dataset, reg: Registry, ctx: SuiteContext) -> Iterator[CheckSpec]:
     """Key columns and columns marked ``required`` have a value in every record."""
     for col in ds.columns:
         if col.required or col.name in ds.key:
-            yield CheckSpec("required", "ExpectColumnValuesToNotBeNull", {"column": col.name}, True, col.name)
+            yield _spec(ds, "required", "ExpectColumnValuesToNotBeNull", {"column": col.name}, col.name)
 
 
-def column_types(ds: Dataset, reg: Registry) -> Iterator[CheckSpec]:
+def column_types(ds: Dataset, reg: Registry, ctx: SuiteContext) -> Iterator[CheckSpec]:
     """Every value has its column's type (standardize casts; this proves the batch is what it claims)."""
     for col in ds.columns:
-        yield CheckSpec("type", "ExpectColumnValuesToBeOfType", {"column": col.name, "type_": GX_TYPE_NAMES[col.type]},
-                        True, col.name)
+        yield _spec(ds, "type", "ExpectColumnValuesToBeOfType", {"column": col.name, "type_": GX_TYPE_NAMES[col.type]},
+                    col.name)
 
 
-def code_lists(ds: Dataset, reg: Registry) -> Iterator[CheckSpec]:
+def code_lists(ds: Dataset, reg: Registry, ctx: SuiteContext) -> Iterator[CheckSpec]:
     """Coded columns hold codes of their code list."""
     for col in ds.columns:
-        name = _code_list(col, reg)
+        name = _element_attr(col, reg, "code_list")
         if name:
-            yield CheckSpec("code_list", "ExpectColumnValuesToBeInSet",
-                            {"column": col.name, "value_set": sorted(reg.code_list(name).codes)}, True, col.name)
+            yield _spec(ds, "code_list", "ExpectColumnValuesToBeInSet",
+                        {"column": col.name, "value_set": sorted(reg.code_list(name).codes)}, col.name)
 
 
-def _code_list(col: Column, reg: Registry) -> str | None:
-    if col.code_list:
-        return col.code_list
-    return reg.element(col.element).code_list if col.element else None
+def formats(ds: Dataset, reg: Registry, ctx: SuiteContext) -> Iterator[CheckSpec]:
+    """Values match their element's format rule; national codes also carry valid check digits."""
+    for col in ds.columns:
+        fmt = _element_attr(col, reg, "format")
+        if not fmt:
+            continue
+        yield _spec(ds, "format", "ExpectColumnValuesToMatchRegex", {"column": col.name,
+                                                                      "regex": FORMAT_RULES[fmt].pattern}, col.name)
+        if fmt in CHECK_DIGIT_FORMATS:
+            from quality.expectations import CHECK_DIGIT_EXPECTATIONS
+
+            yield _spec(ds, "check_digit", CHECK_DIGIT_EXPECTATIONS[fmt].__name__, {"column": col.name}, col.name)
 
 
-TEMPLATES: tuple[Template, ...] = (key_unique, required_values, column_types, code_lists)
+def ranges(ds: Dataset, reg: Registry, ctx: SuiteContext) -> Iterator[CheckSpec]:
+    """Values lie within the column's declared ``min``/``max``."""
+    for col in ds.columns:
+        if col.min is None and col.max is None:
+            continue
+        bounds = {"min_value": col.min, "max_value": col.max}
+        if col.type in ("date", "timestamp"):
+            bounds = {k: v and dt.date.fromisoformat(str(v)[:10]).isoformat() for k, v in bounds.items()}
+        yield _spec(ds, "range", "ExpectColumnValuesToBeBetween", {"column": col.name, **bounds}, col.name)
 
 
-def suite_specs(ds: Dataset, reg: Registry) -> list[CheckSpec]:
-    return [spec for template in TEMPLATES for spec in template(ds, reg)]
+def reference_key(reg: Registry, col: Column, ds: Dataset) -> tuple[Dataset, str] | None:
+    """(authority dataset, its key column) when ``col`` holds the key element of another authority."""
+    if not col.element:
+        return None
+    try:
+        authority = reg.dataset(reg.element(col.element).authority)
+    except UnknownNameError:
+        return None
+    if authority.name == ds.name or len(authority.key) != 1:
+        return None
+    key_col = authority.column(authority.key[0])
+    return (authority, key_col.name) if key_col.element == col.element else None
 
 
-def build_suite(ds: Dataset, reg: Registry):  # -> gx.ExpectationSuite (GX imported lazily: it is slow)
+def references(ds: Dataset, reg: Registry, ctx: SuiteContext) -> Iterator[CheckSpec]:
+    """Every code that names another department's record exists at the authority (e.g. each credit
+    code in the tax extract is in market regulation's register)."""
+    for col in ds.columns:
+        ref = reference_key(reg, col, ds)
+        if ref is None:
+            continue
+        authority = ref[0].name
+        values = ctx.references.get(authority)
+        if values is None:
+            yield _spec(ds, "reference", "ExpectColumnValuesToBeInSet", {"column": col.name, "value_set": []}, col.name,
+                        skipped=f"{authority} has no published snapshot yet")
+        else:
+            yield _spec(ds, "reference", "ExpectColumnValuesToBeInSet",
+                        {"column": col.name, "value_set": sorted(values)}, col.name)
+
+
+def volume(ds: Dataset, reg: Registry, ctx: SuiteContext) -> Iterator[CheckSpec]:
+    """A full snapshot's row count stays within ``volume_tolerance`` of the last published one."""
+    if ds.load_mode != "snapshot" or not ctx.previous_rows:
+        return
+    tol = ds.quality.volume_tolerance
+    low, high = int(ctx.previous_rows * (1 - tol)), int(ctx.previous_rows * (1 + tol) + 0.999)
+    yield _spec(ds, "volume", "ExpectTableRowCountToBeBetween", {"min_value": max(low, 0), "max_value": high})
+
+
+def freshness(ds: Dataset, reg: Registry, ctx: SuiteContext) -> Iterator[CheckSpec]:
+    """The newest record (``quality.freshness_column``) is within the dataset's update cycle."""
+    column = ds.quality.freshness_column
+    if not column:
+        return
+    oldest_ok = ctx.now - ds.freshness
+    value = oldest_ok.date().isoformat() if ds.column(column).type == "date" else oldest_ok.isoformat(sep=" ")
+    yield _spec(ds, "freshness", "ExpectColumnMaxToBeBetween", {"column": column, "min_value": value}, column)
+
+
+def custom(ds: Dataset, reg: Registry, ctx: SuiteContext) -> Iterator[CheckSpec]:
+    """Extra expectations the dataset declares under ``quality.expectations``."""
+    for e in ds.quality.expectations:
+        blocking = e.blocking if "custom" not in ds.quality.severity else ds.quality.blocking("custom")
+        yield CheckSpec("custom", e.type, dict(e.kwargs), blocking, e.kwargs.get("column"))
+
+
+TEMPLATES: tuple[Template, ...] = (key_unique, required_values, column_types, code_lists, formats, ranges,
+                                   references, volume, freshness, custom)
+
+
+def suite_specs(ds: Dataset, reg: Registry, ctx: SuiteContext | None = None) -> list[CheckSpec]:
+    ctx = ctx or SuiteContext()
+    return [spec for template in TEMPLATES for spec in template(ds, reg, ctx)]
+
+
+def suite_version(specs: list[CheckSpec]) -> str:
+    """Hash of the checks (reference value sets summarised by size), to tell suites apart in results."""
+    def plain(s: CheckSpec) -> dict:
+        kwargs = {k: (len(v) if k == "value_set" and s.check == "reference" else v) for k, v in s.kwargs.items()}
+        return {"check": s.check, "expectation": s.expectation, "kwargs": kwargs, "blocking": s.blocking}
+
+    return hashlib.sha256(json.dumps([plain(s) for s in specs], sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def build_suite(ds: Dataset, specs: list[CheckSpec]):  # -> gx.ExpectationSuite (GX is imported lazily: slow)
     import great_expectations as gx
 
+    import quality.expectations as custom_expectations
+    from quality.exceptions import SuiteError
+
     suite = gx.ExpectationSuite(name=f"onesource.{ds.name}")
-    for spec in suite_specs(ds, reg):
-        cls = getattr(gx.expectations, spec.expectation)
-        suite.add_expectation(cls(**spec.kwargs, meta={"check": spec.check, "blocking": spec.blocking,
-                                                       "column": spec.column}))
+    for spec in specs:
+        if spec.skipped:
+            continue
+        cls = getattr(gx.expectations, spec.expectation, None) or getattr(custom_expectations, spec.expectation, None)
+        if cls is None:
+            raise SuiteError(f"dataset {ds.name}: {spec.expectation} is not a Great Expectations expectation; "
+                             "fix quality.expectations in the dataset's registry file")
+        try:
+            suite.add_expectation(cls(**spec.kwargs, meta={"check": spec.check, "blocking": spec.blocking,
+                                                           "column": spec.column}))
+        except Exception as exc:  # noqa: BLE001 - GX raises pydantic errors for bad kwargs
+            raise SuiteError(f"dataset {ds.name}: cannot build {spec.expectation}({spec.kwargs}): {exc}") from exc
     return suite

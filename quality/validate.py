@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from quality.suite import SuiteContext
 from schemas.model import Dataset, Registry
 
 
@@ -27,9 +28,13 @@ class CheckResult:
     """1-based data rows of the extract that failed (first few)."""
     sample_values: tuple[Any, ...] = ()
     error: str | None = None
+    skipped: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
         where = f" on {self.column}" if self.column else ""
+        if self.skipped:
+            return f"{self.check}{where}: skipped ({self.skipped})"
         if self.error:
             return f"{self.check}{where}: the check itself failed: {self.error}"
         rows = f" (rows {', '.join(map(str, self.sample_rows))}{'…' if self.unexpected_count > len(self.sample_rows) else ''})"
@@ -42,14 +47,21 @@ class QualityReport:
     dataset: str
     rows: int
     results: tuple[CheckResult, ...] = field(default_factory=tuple)
+    suite_version: str = ""
+    row_reasons: dict[int, tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
+    """0-based batch row -> the checks it failed (blocking and warning), for the quarantine table."""
 
     @property
     def blocking_failures(self) -> list[CheckResult]:
-        return [r for r in self.results if r.blocking and not r.success]
+        return [r for r in self.results if r.blocking and not r.success and not r.skipped]
 
     @property
     def warnings(self) -> list[CheckResult]:
-        return [r for r in self.results if not r.blocking and not r.success]
+        return [r for r in self.results if not r.blocking and not r.success and not r.skipped]
+
+    @property
+    def skipped(self) -> list[CheckResult]:
+        return [r for r in self.results if r.skipped]
 
     @property
     def passed(self) -> bool:
@@ -99,31 +111,45 @@ def read_batch(path: Path):
     return pq.read_table(path).to_pandas(types_mapper=mapper)
 
 
-def validate_batch(dataset: Dataset, registry: Registry, batch_path: Path, sample: int = 5) -> QualityReport:
-    """Run the dataset's suite on a staged batch and say, per check, what failed and where."""
-    from quality.suite import build_suite
+def validate_batch(dataset: Dataset, registry: Registry, batch_path: Path, context: SuiteContext | None = None,
+                   sample: int = 5) -> QualityReport:
+    """Run the dataset's suite on a staged batch and say, per check, what failed and on which rows."""
+    from quality.suite import build_suite, suite_specs, suite_version
 
     frame = read_batch(batch_path)
     batch_definition = _batch_definition()  # first: GX suites need an active context
-    suite = build_suite(dataset, registry)
+    specs = suite_specs(dataset, registry, context)
+    suite = build_suite(dataset, specs)
     result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(
         suite, result_format={"result_format": "COMPLETE", "partial_unexpected_count": sample}
     )
-    checks = []
+    checks: list[CheckResult] = []
+    row_reasons: dict[int, list[str]] = {}
     for r in result.results:
         meta = r.expectation_config.meta or {}
         res = r.result or {}
-        indexes = res.get("unexpected_index_list") or []
+        indexes = [i for i in (res.get("unexpected_index_list") or []) if isinstance(i, int)]
         raised = (r.exception_info or {}).get("raised_exception")
-        checks.append(CheckResult(
+        check = CheckResult(
             check=meta.get("check", r.expectation_config.type),
             expectation=r.expectation_config.type,
             column=meta.get("column"),
             blocking=bool(meta.get("blocking", True)),
             success=bool(r.success),
             unexpected_count=int(res.get("unexpected_count") or 0),
-            sample_rows=tuple(int(i) + 1 for i in indexes[:sample] if isinstance(i, int)),
+            sample_rows=tuple(i + 1 for i in indexes[:sample]),
             sample_values=tuple(v for v in (res.get("partial_unexpected_list") or ()) if not _missing(v))[:sample],
             error=(r.exception_info or {}).get("exception_message") if raised else None,
-        ))
-    return QualityReport(dataset=dataset.name, rows=len(frame), results=tuple(checks))
+            kwargs={k: v for k, v in r.expectation_config.kwargs.items() if k not in ("value_set", "batch_id")},
+        )
+        checks.append(check)
+        if not check.success:
+            label = f"{check.check}:{check.column}" if check.column else check.check
+            for i in indexes:
+                row_reasons.setdefault(i, []).append(label)
+    for spec in specs:
+        if spec.skipped:
+            checks.append(CheckResult(check=spec.check, expectation=spec.expectation, column=spec.column,
+                                      blocking=spec.blocking, success=True, skipped=spec.skipped))
+    return QualityReport(dataset=dataset.name, rows=len(frame), results=tuple(checks), suite_version=suite_version(specs),
+                         row_reasons={k: tuple(v) for k, v in row_reasons.items()})

@@ -130,6 +130,18 @@ def connector_settings(reg: Registry) -> Iterator[Issue]:
             yield _at(ds.connector.where or ds.where, f"dataset {ds.name!r} connector: {problem}")
 
 
+def quality_columns(reg: Registry) -> Iterator[Issue]:
+    """A freshness column exists and holds dates; range bounds sit on numeric or date columns."""
+    for ds in reg.datasets:
+        names = {c.name: c for c in ds.columns}
+        fc = ds.quality.freshness_column
+        if fc and (fc not in names or names[fc].type not in ("date", "timestamp")):
+            yield _at(ds.where, f"dataset {ds.name!r}: freshness_column {fc!r} must be one of its date/timestamp columns")
+        for col in ds.columns:
+            if (col.min is not None or col.max is not None) and col.type not in ("integer", "decimal", "date", "timestamp"):
+                yield _at(col.where, f"dataset {ds.name!r} column {col.name!r}: min/max need a number or date column")
+
+
 RULES: tuple[Rule, ...] = (
     duplicate_names,
     dataset_owner_and_system,
@@ -138,6 +150,7 @@ RULES: tuple[Rule, ...] = (
     share_conditions,
     one_authority_per_element,
     connector_settings,
+    quality_columns,
 )
 
 

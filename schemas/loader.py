@@ -14,6 +14,8 @@ then :mod:`schemas.checks` adds the cross-reference checks.
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +24,16 @@ import yaml
 from schemas.exceptions import Issue, RegistryError
 from schemas.model import (
     ELEMENT_TYPES,
+    RULE_KINDS,
+    SEVERITIES,
     CodeList,
     Column,
     ConnectorSpec,
     Dataset,
     Department,
+    CustomExpectation,
     Element,
+    QualitySpec,
     Registry,
     System,
     Where,
@@ -221,10 +227,65 @@ def _columns(r: _Reader, node: LineDict, file: str, what: str, element_types: di
                 required=bool(c.get("required", False)),
                 code_list=r.field(c, "code_list", file, cwhat, default=None),
                 format=r.field(c, "format", file, cwhat, default=None),
+                min=_bound(r, c, "min", file, cwhat),
+                max=_bound(r, c, "max", file, cwhat),
                 where=Where(file, c.line),
             )
         )
     return out
+
+
+def _bound(r: _Reader, node: LineDict, key: str, file: str, what: str) -> Any:
+    value = node.get(key)
+    if value is None or isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    try:
+        return dt.date.fromisoformat(str(value)).isoformat()
+    except ValueError:
+        pass
+    r.issue(file, node.key_lines.get(key, node.line), f"{what}: {key} must be a number or a date")
+    return None
+
+
+def _quality(r: _Reader, node: LineDict, file: str, what: str) -> QualitySpec:
+    q = node.get("quality")
+    if q is None:
+        return QualitySpec()
+    line = node.key_lines.get("quality", node.line)
+    if not isinstance(q, LineDict):
+        r.issue(file, line, f"{what}: 'quality' must be a mapping (severity, volume_tolerance, freshness_column, "
+                            "expectations)")
+        return QualitySpec()
+    severity = q.get("severity") or {}
+    if not isinstance(severity, dict):
+        r.issue(file, q.key_lines.get("severity", q.line), f"{what}: quality.severity must map rule kinds to "
+                                                            "blocking or warning")
+        severity = {}
+    for rule, level in severity.items():
+        sline = severity.key_lines.get(rule, q.line) if isinstance(severity, LineDict) else q.line
+        if rule not in RULE_KINDS:
+            r.issue(file, sline, f"{what}: unknown rule kind {rule!r} in quality.severity; one of {', '.join(RULE_KINDS)}")
+        if level not in SEVERITIES:
+            r.issue(file, sline, f"{what}: severity of {rule!r} must be blocking or warning, not {level!r}")
+    custom = []
+    for e in r.mappings(q.get("expectations"), file, q.key_lines.get("expectations", q.line), f"{what} expectations"):
+        etype = r.field(e, "type", file, f"{what} expectation")
+        kwargs = e.get("kwargs") or {}
+        if etype and not re.fullmatch(r"Expect[A-Za-z]+", str(etype)):
+            r.issue(file, e.line, f"{what}: expectation type {etype!r} is not a GX expectation class name")
+        if not isinstance(kwargs, dict):
+            r.issue(file, e.line, f"{what}: expectation kwargs must be a mapping")
+            kwargs = {}
+        custom.append(CustomExpectation(type=str(etype), kwargs=dict(kwargs), blocking=bool(e.get("blocking", False)),
+                                        where=Where(file, e.line)))
+    tolerance = q.get("volume_tolerance", 0.5)
+    if not isinstance(tolerance, int | float) or tolerance < 0:
+        r.issue(file, q.key_lines.get("volume_tolerance", q.line), f"{what}: volume_tolerance must be a number >= 0")
+        tolerance = 0.5
+    return QualitySpec(severity={str(k): str(v) for k, v in severity.items()}, volume_tolerance=float(tolerance),
+                       freshness_column=q.get("freshness_column"), expectations=tuple(custom))
 
 
 def _dataset(r: _Reader, path: Path, element_types: dict[str, str]) -> Dataset | None:
@@ -260,6 +321,7 @@ def _dataset(r: _Reader, path: Path, element_types: dict[str, str]) -> Dataset |
         conditions=r.field(node, "conditions", file, what, default=None),
         legal_basis=r.field(node, "legal_basis", file, what, default=None),
         description=r.field(node, "description", file, what, default=""),
+        quality=_quality(r, node, file, what),
         where=Where(file, node.line),
     )
 

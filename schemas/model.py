@@ -91,6 +91,51 @@ class Element:
     where: Where | None = field(default=None, compare=False)
 
 
+RULE_KINDS: dict[str, bool] = {
+    # rule kind -> blocking by default. A dataset overrides any of them under quality.severity.
+    "key_unique": True,
+    "required": True,
+    "type": True,
+    "code_list": True,
+    "format": True,
+    "check_digit": True,
+    "range": False,
+    "reference": False,
+    "volume": False,
+    "freshness": False,
+    "custom": False,
+}
+SEVERITIES = ("blocking", "warning")
+
+
+@dataclass(frozen=True)
+class CustomExpectation:
+    """An extra GX expectation a dataset declares: class name, its arguments, blocking or not."""
+
+    type: str
+    kwargs: dict[str, Any]
+    blocking: bool = False
+    where: Where | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class QualitySpec:
+    """Per-dataset quality settings (all optional)."""
+
+    severity: dict[str, str] = field(default_factory=dict)
+    """rule kind -> blocking | warning, overriding RULE_KINDS."""
+    volume_tolerance: float = 0.5
+    """A snapshot load whose row count moves more than this fraction from the last load is flagged."""
+    freshness_column: str | None = None
+    """A date/timestamp column whose newest value must be within the update cycle."""
+    expectations: tuple[CustomExpectation, ...] = ()
+
+    def blocking(self, rule: str) -> bool:
+        if rule in self.severity:
+            return self.severity[rule] == "blocking"
+        return RULE_KINDS.get(rule, True)
+
+
 @dataclass(frozen=True)
 class Column:
     """A column of a dataset's shared table, read from a column of the department's extract."""
@@ -103,6 +148,9 @@ class Column:
     required: bool = False
     code_list: str | None = None
     format: str | None = None
+    min: Any = None
+    """Smallest allowed value (a number, or an ISO date for date columns): the range check."""
+    max: Any = None
     where: Where | None = field(default=None, compare=False)
 
     @property
@@ -134,6 +182,7 @@ class Dataset:
     conditions: str | None = None
     legal_basis: str | None = None
     description: str = ""
+    quality: QualitySpec = field(default_factory=QualitySpec)
     where: Where | None = field(default=None, compare=False)
 
     @property

@@ -1,49 +1,148 @@
-"""The foundation's GX suite: each check can fail, and says where."""
+"""The registry-derived GX suite: every rule kind can fail, says where, and has the right severity."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import duckdb
+import pytest
 
-from quality import suite_specs, validate_batch
+from quality import SuiteContext, suite_specs, validate_batch
 from schemas import load_registry
+from tests.helpers import USCC, firms_dataset, write_registry
+
+BAD_CHECK = USCC[1][:-1] + ("0" if USCC[1][-1] != "0" else "1")
 
 
-def staged(tmp_path, select: str):
+def staged(tmp_path, rows: list[tuple]) -> str:
     path = tmp_path / "batch.parquet"
-    duckdb.sql(f"COPY ({select}) TO '{path}' (FORMAT parquet)")
+    values = ", ".join(
+        f"({', '.join('NULL' if v is None else repr(v) if not isinstance(v, dt.date) else f'DATE {str(v)!r}' for v in r)})"
+        for r in rows)
+    duckdb.sql(f"""COPY (SELECT uscc, enterprise_name, enterprise_status, capital::DECIMAL(18,2) AS capital,
+                              staff::BIGINT AS staff, founded::DATE AS founded
+                       FROM (VALUES {values}) t(uscc, enterprise_name, enterprise_status, capital, staff, founded))
+                  TO '{path}' (FORMAT parquet)""")
     return path
 
 
-GOOD = ("SELECT * FROM (VALUES ('A1', '甲', '1', 1.5::DECIMAL(18,2), 3::BIGINT, DATE '2020-01-01'), "
-        "('A2', '乙', '2', NULL, NULL, NULL)) t(uscc, enterprise_name, enterprise_status, capital, staff, founded)")
+GOOD = [(USCC[0], "甲", "1", 1.5, 3, dt.date(2020, 1, 1)), (USCC[1], "乙", "2", None, None, None)]
+
+
+def run(settings, rows, tmp_path, context=None, **dataset):
+    if dataset:
+        write_registry(settings.registry_dir, [firms_dataset(**dataset)])
+    reg = load_registry(settings.registry_dir)
+    return validate_batch(reg.dataset("firms"), reg, staged(tmp_path, rows), context)
+
+
+def failed(report):
+    return {(r.check, r.column, r.blocking, r.unexpected_count) for r in report.results if not r.success and not r.skipped}
 
 
 def test_suite_is_derived_from_the_registry(tiny):
-    ds = load_registry(tiny.registry_dir).dataset("firms")
-    specs = {(s.check, s.column) for s in suite_specs(ds, load_registry(tiny.registry_dir))}
-    assert ("key_unique", "uscc") in specs and ("required", "enterprise_name") in specs
-    assert ("code_list", "enterprise_status") in specs and ("type", "staff") in specs
+    reg = load_registry(tiny.registry_dir)
+    specs = {(s.check, s.column, s.blocking) for s in suite_specs(reg.dataset("firms"), reg)}
+    assert {("key_unique", "uscc", True), ("required", "enterprise_name", True), ("code_list", "enterprise_status", True),
+            ("type", "staff", True), ("format", "uscc", True), ("check_digit", "uscc", True)} <= specs
 
 
 def test_clean_batch_passes(tiny, tmp_path):
-    reg = load_registry(tiny.registry_dir)
-    report = validate_batch(reg.dataset("firms"), reg, staged(tmp_path, GOOD))
-    assert report.passed and report.rows == 2 and not report.warnings
+    report = run(tiny, GOOD, tmp_path)
+    assert report.passed and report.rows == 2 and not report.warnings and failed(report) == set()
 
 
 def test_wrong_type_fails_the_type_check(tiny, tmp_path):
+    path = tmp_path / "batch.parquet"
+    duckdb.sql(f"""COPY (SELECT '{USCC[0]}' AS uscc, '甲' AS enterprise_name, '1' AS enterprise_status,
+                   1.5::DECIMAL(18,2) AS capital, 'three' AS staff, DATE '2020-01-01' AS founded) TO '{path}'""")
     reg = load_registry(tiny.registry_dir)
-    bad = GOOD.replace("3::BIGINT", "'three'").replace("NULL, NULL, NULL", "NULL, 'x', NULL")
-    report = validate_batch(reg.dataset("firms"), reg, staged(tmp_path, bad))
+    report = validate_batch(reg.dataset("firms"), reg, path)
     assert [(r.check, r.column) for r in report.blocking_failures] == [("type", "staff")]
 
 
 def test_failures_name_rows_and_values(tiny, tmp_path):
+    rows = [GOOD[0], (USCC[0], None, "7", None, None, None)]
+    report = run(tiny, rows, tmp_path)
+    by = {(r.check, r.column): r for r in report.blocking_failures}
+    assert set(by) == {("key_unique", "uscc"), ("required", "enterprise_name"), ("code_list", "enterprise_status")}
+    assert by[("key_unique", "uscc")].sample_rows == (1, 2)
+    assert by[("required", "enterprise_name")].sample_rows == (2,)
+    assert by[("code_list", "enterprise_status")].sample_values == ("7",)
+    assert report.row_reasons == {0: ("key_unique:uscc",), 1: ("key_unique:uscc", "required:enterprise_name",
+                                                                "code_list:enterprise_status")}
+
+
+def test_check_digit_is_blocking_by_default_and_overridable(tiny, tmp_path):
+    rows = [GOOD[0], (BAD_CHECK, "乙", "1", None, None, None)]
+    assert failed(run(tiny, rows, tmp_path)) == {("check_digit", "uscc", True, 1)}
+    report = run(tiny, rows, tmp_path, quality={"severity": {"check_digit": "warning"}})
+    assert report.passed and [(w.check, w.sample_values) for w in report.warnings] == [("check_digit", (BAD_CHECK,))]
+
+
+def test_format_rule(tiny, tmp_path):
+    rows = [GOOD[0], ("NOT-A-CODE", "乙", "1", None, None, None)]
+    assert {f[0] for f in failed(run(tiny, rows, tmp_path))} == {"format", "check_digit"}
+
+
+def test_range_is_a_warning_by_default(tiny, tmp_path):
+    ds = firms_dataset()
+    ds["columns"][4]["min"], ds["columns"][4]["max"] = 0, 100
+    ds["columns"][5]["min"] = "2000-01-01"
+    rows = [GOOD[0], (USCC[1], "乙", "1", None, 1000, dt.date(1990, 5, 1))]
+    report = run(tiny, rows, tmp_path, **{k: v for k, v in ds.items() if k == "columns"})
+    assert report.passed and failed(report) == {("range", "staff", False, 1), ("range", "founded", False, 1)}
+
+
+def test_reference_to_the_authority(tiny, tmp_path):
+    tax = firms_dataset(name="taxpayers", owner="tax", system="tax_core", share_type="unconditional",
+                        connector={"kind": "file", "path": "tax/*.csv"})
+    write_registry(tiny.registry_dir, [firms_dataset(), tax])
     reg = load_registry(tiny.registry_dir)
-    bad = GOOD.replace("('A2', '乙', '2'", "('A1', NULL, '7'")
-    report = validate_batch(reg.dataset("firms"), reg, staged(tmp_path, bad))
-    failed = {(r.check, r.column): r for r in report.blocking_failures}
-    assert set(failed) == {("key_unique", "uscc"), ("required", "enterprise_name"), ("code_list", "enterprise_status")}
-    assert failed[("key_unique", "uscc")].sample_rows == (1, 2)
-    assert failed[("required", "enterprise_name")].sample_rows == (2,)
-    assert failed[("code_list", "enterprise_status")].sample_values == ("7",)
+    ctx = SuiteContext(references={"firms": frozenset({USCC[0]})})
+    report = validate_batch(reg.dataset("taxpayers"), reg, staged(tmp_path, GOOD), ctx)
+    assert report.passed and failed(report) == {("reference", "uscc", False, 1)}
+    assert report.warnings[0].sample_values == (USCC[1],)
+    # the authority has no snapshot yet: the check is recorded as skipped, not silently dropped
+    skipped = validate_batch(reg.dataset("taxpayers"), reg, staged(tmp_path, GOOD), SuiteContext(references={"firms": None}))
+    assert [(s.check, s.skipped) for s in skipped.skipped] == [("reference", "firms has no published snapshot yet")]
+
+
+def test_volume_against_previous_load(tiny, tmp_path):
+    report = run(tiny, GOOD, tmp_path, SuiteContext(previous_rows=10))
+    assert failed(report) == {("volume", None, False, 0)} and report.passed
+    assert failed(run(tiny, GOOD, tmp_path, SuiteContext(previous_rows=3))) == set()
+
+
+def test_freshness_against_update_cycle(tiny, tmp_path):
+    ctx = SuiteContext(now=dt.datetime(2020, 1, 1, 12))
+    report = run(tiny, GOOD, tmp_path, ctx, quality={"freshness_column": "founded"})
+    assert failed(report) == set()  # newest founded 2020-01-01, cycle daily
+    stale = SuiteContext(now=dt.datetime(2020, 3, 1))
+    assert {f[0] for f in failed(run(tiny, GOOD, tmp_path, stale))} == {"freshness"}
+
+
+def test_custom_expectations_from_the_registry(tiny, tmp_path):
+    quality = {"expectations": [
+        {"type": "ExpectColumnValuesToBeBetween", "kwargs": {"column": "capital", "max_value": 1}, "blocking": True},
+        {"type": "ExpectTableRowCountToBeBetween", "kwargs": {"min_value": 1}}]}
+    report = run(tiny, GOOD, tmp_path, quality=quality)
+    assert failed(report) == {("custom", "capital", True, 1)} and not report.passed
+
+
+def test_unknown_custom_expectation_is_a_clear_error(tiny, tmp_path):
+    from quality.exceptions import SuiteError
+
+    with pytest.raises(SuiteError, match="ExpectNoSuchThing is not a Great Expectations expectation"):
+        run(tiny, GOOD, tmp_path, quality={"expectations": [{"type": "ExpectNoSuchThing", "kwargs": {}}]})
+
+
+def test_registry_rejects_bad_quality_settings(tmp_path):
+    from schemas import check_registry
+
+    root = write_registry(tmp_path / "r", [firms_dataset(quality={"severity": {"format": "maybe", "nope": "warning"},
+                                                                  "freshness_column": "enterprise_name"})])
+    issues = [str(i) for i in check_registry(root)[1]]
+    assert any("severity of 'format' must be blocking or warning" in i for i in issues)
+    assert any("unknown rule kind 'nope'" in i for i in issues)
+    assert any("freshness_column 'enterprise_name' must be one of its date/timestamp columns" in i for i in issues)
