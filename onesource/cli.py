@@ -4,6 +4,8 @@
     onesource registry check|list [--json]    validate / list the registry
     onesource ingest DATASET... | --all       load datasets now, without Airflow (backfills, debugging)
     onesource status                          every dataset: rows shared, last load and why
+    onesource quality report DATASET          the last validation: failing checks, sample failing rows
+    onesource quality consistency             compare copies of elements with their authority (多元校核)
     onesource sql "SELECT ..."                query the lake (read-only)
     onesource airflow ARGS...                 the Airflow CLI on this home (e.g. `standalone`)
 """
@@ -104,6 +106,69 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import asdict
+
+    from lakehouse import Lake
+    from schemas import load_registry
+
+    registry = load_registry(settings.registry_dir)
+    if args.action == "consistency":
+        from quality.consistency import run_consistency
+
+        with Lake(settings.lake) as lake:
+            run_id, rates = run_consistency(lake, registry)
+        if args.json:
+            print(json.dumps({"run_id": run_id, "results": [{**asdict(r), "rate": r.rate} for r in rates]},
+                             ensure_ascii=False, indent=2))
+            return 0
+        table = Table(title=f"多元校核 consistency run {run_id}: copies compared with their authority")
+        for col in ("department", "dataset", "element", "authority", "compared", "equal", "rate"):
+            table.add_column(col, justify="right" if col in ("compared", "equal", "rate") else "left")
+        for r in rates:
+            table.add_row(r.owner, r.dataset, r.element, r.authority, f"{r.compared:,}", f"{r.equal:,}",
+                          "-" if r.rate is None else f"{r.rate:.2%}")
+        console.print(table)
+        console.print("mismatching records: SELECT * FROM ops.consistency_mismatches WHERE run_id = "
+                      f"'{run_id}'", highlight=False)
+        return 0
+    from quality.report import dataset_quality
+
+    if not args.dataset:
+        err.print("name the dataset: onesource quality report DATASET")
+        return 2
+    registry.dataset(args.dataset)  # an unknown name fails here with the known ones listed
+    with Lake(settings.lake, read_only=True) as lake:
+        report = dataset_quality(lake, args.dataset)
+    if args.json:
+        print(json.dumps(asdict(report), ensure_ascii=False, indent=2, default=str))
+        return 0
+    if report.load_id is None:
+        console.print(f"{args.dataset}: no load has been validated yet")
+        return 0
+    verdict = "[green]passed[/]" if report.passed else "[red]failed a blocking check (quarantined)[/]"
+    console.print(f"{args.dataset}: last load {report.load_id} at {report.run_at:%Y-%m-%d %H:%M:%S}, "
+                  f"{report.rows:,} rows, {verdict} (suite {report.suite_version})")
+    table = Table()
+    for col in ("check", "column", "severity", "result", "failing", "sample rows", "sample values"):
+        table.add_column(col, justify="right" if col == "failing" else "left")
+    for c in report.checks:
+        result = "skipped: " + c["skipped"] if c["skipped"] else ("ok" if c["success"] else "[red]FAILED[/]")
+        table.add_row(c["check_name"], c["column_name"] or "", "blocking" if c["blocking"] else "warning", result,
+                      f"{c['unexpected_count']:,}" if not c["success"] else "",
+                      ", ".join(map(str, c["sample_rows"])), ", ".join(c["sample_values"])[:60])
+    console.print(table)
+    if report.failing_rows:
+        console.print(f"\nfailing rows (SELECT * FROM quarantine.{args.dataset}):")
+        rows = Table()
+        for col in report.failing_rows[0]:
+            rows.add_column(col)
+        for r in report.failing_rows:
+            rows.add_row(*("" if v is None else ", ".join(v) if isinstance(v, list) else str(v) for v in r.values()))
+        console.print(rows)
+    return 0
+
+
 def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
     from sharing import run_sql
 
@@ -168,6 +233,12 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="rows shared and last load of every dataset")
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=cmd_status)
+
+    qual = sub.add_parser("quality", help="quality report of a dataset, or a consistency (多元校核) run")
+    qual.add_argument("action", choices=["report", "consistency"])
+    qual.add_argument("dataset", nargs="?")
+    qual.add_argument("--json", action="store_true")
+    qual.set_defaults(fn=cmd_quality)
 
     sql = sub.add_parser("sql", help="query the lake (read-only)")
     sql.add_argument("query")

@@ -21,6 +21,7 @@ from schemas.model import UPDATE_CYCLES, Dataset
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 ALL_DAG_ID = "onesource_ingest_all"
+CONSISTENCY_DAG_ID = "onesource_consistency"
 
 
 def asset_uri(dataset: str) -> str:
@@ -33,7 +34,7 @@ def dag_id_for(cycle: str) -> str:
 
 def build_dags(registry_dir: Path) -> dict:
     """``{dag_id: DAG}`` for the registry below ``registry_dir``."""
-    from airflow.sdk import DAG, Asset, TaskGroup, task
+    from airflow.sdk import DAG, Asset, AssetAny, TaskGroup, task
 
     registry = load_registry(registry_dir)
 
@@ -43,21 +44,35 @@ def build_dags(registry_dir: Path) -> dict:
 
         return load_dataset(dataset)
 
-    def dag(dag_id: str, schedule: str | None, datasets: list[Dataset], tags: list[str], doc: str):
+    @task(trigger_rule="all_done")
+    def consistency() -> list[dict]:
+        from onesource.tasks import check_consistency
+
+        return check_consistency()
+
+    def dag(dag_id: str, schedule: str | None, datasets: list[Dataset], tags: list[str], doc: str,
+            with_consistency: bool = False):
         with DAG(dag_id=dag_id, schedule=schedule, start_date=START, catchup=False, max_active_runs=1,
                  tags=["onesource", "ingest", *tags],
                  doc_md=f"{doc} Generated from the registry (version {registry.version}); do not edit.") as d:
             by_owner: dict[str, list[Dataset]] = defaultdict(list)
             for ds in datasets:
                 by_owner[ds.owner].append(ds)
+            tasks = {}
             for owner in sorted(by_owner):
                 with TaskGroup(group_id=owner, tooltip=registry.department(owner).name):
                     for ds in sorted(by_owner[owner], key=lambda x: x.name):
-                        load.override(
+                        tasks[ds.name] = load.override(
                             task_id=ds.name,
                             outlets=[Asset(name=ds.name, uri=asset_uri(ds.name), group="onesource")],
                             doc_md=f"{ds.title} ({ds.connector.kind}, {ds.share_type}) -> `{ds.table}`",
+                            # after its authorities (reference checks), even when one of them failed
+                            trigger_rule="all_done",
                         )(ds.name)
+            for upstream, downstream in authority_edges(registry, set(tasks)):
+                tasks[upstream] >> tasks[downstream]
+            if with_consistency and tasks:
+                list(tasks.values()) >> consistency()
         return d
 
     by_cycle: dict[str, list[Dataset]] = defaultdict(list)
@@ -70,5 +85,49 @@ def build_dags(registry_dir: Path) -> dict:
     if registry.datasets:
         # Run by hand: the first load of a new city, or a catch-up after an outage (one run, every source).
         dags[ALL_DAG_ID] = dag(ALL_DAG_ID, None, list(registry.datasets), ["backfill"],
-                               "Loads every registered dataset once: initial loads and catch-up after an outage.")
+                               "Loads every registered dataset once (authorities first), then compares copies of "
+                               "elements with their authorities: initial loads and catch-ups after an outage.",
+                               with_consistency=True)
+        # Cross-source consistency runs whenever any shared table changes (data-aware, not on a clock).
+        with DAG(dag_id=CONSISTENCY_DAG_ID, start_date=START, catchup=False, max_active_runs=1,
+                 schedule=AssetAny(*(Asset(name=d.name, uri=asset_uri(d.name), group="onesource")
+                                     for d in registry.datasets)),
+                 tags=["onesource", "quality"],
+                 doc_md="多元校核: compares copies of data elements with their authoritative dataset.") as cdag:
+            consistency()
+        dags[CONSISTENCY_DAG_ID] = cdag
     return dags
+
+
+def authority_edges(registry, names: set[str]) -> list[tuple[str, str]]:
+    """(authority, dataset) pairs among ``names``: a dataset loads after the authorities it references.
+
+    An edge that would close a cycle is left out (two authorities may reference each other; the
+    reference check then uses the other's last published snapshot).
+    """
+    from quality.suite import reference_key
+
+    edges: list[tuple[str, str]] = []
+    after: dict[str, set[str]] = defaultdict(set)  # node -> its direct downstream nodes
+
+    def downstream(node: str) -> set[str]:
+        seen, todo = set(), [node]
+        while todo:
+            for nxt in after[todo.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    for ds in registry.datasets:
+        if ds.name not in names:
+            continue
+        for col in ds.columns:
+            ref = reference_key(registry, col, ds)
+            if ref is None or ref[0].name not in names or (ref[0].name, ds.name) in edges:
+                continue
+            if ref[0].name in downstream(ds.name):
+                continue
+            edges.append((ref[0].name, ds.name))
+            after[ref[0].name].add(ds.name)
+    return edges

@@ -28,3 +28,19 @@ def load_dataset(dataset: str) -> list[dict]:
     if all(r.status == "unchanged" for r in results):
         raise AirflowSkipException(f"{dataset}: no new data since the last load")
     return [asdict(r) for r in results]
+
+
+def check_consistency() -> list[dict]:
+    """多元校核 over the whole lake: compare every copy of an element with its authority."""
+    from lakehouse import Lake
+    from onesource.config import Settings
+    from quality.consistency import run_consistency
+    from schemas import load_registry
+
+    settings = Settings.from_env()
+    registry = load_registry(settings.registry_dir)
+    with Lake(settings.lake) as lake:
+        run_id, rates = run_consistency(lake, registry)
+    for r in rates:
+        print(f"consistency {run_id} {r.dataset}.{r.element}: {r.equal}/{r.compared} equal to {r.authority}")
+    return [asdict(r) for r in rates]

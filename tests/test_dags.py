@@ -21,7 +21,8 @@ DAGBAG = textwrap.dedent("""
     bag = DagBag(dag_folder=sys.argv[1])
     out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "seconds": time.perf_counter() - t,
            "dags": {d.dag_id: {"schedule": str(d.schedule), "tasks": sorted(d.task_ids),
-                               "outlets": sorted(o.uri for t in d.tasks for o in t.outlets)}
+                               "outlets": sorted(o.uri for t in d.tasks for o in t.outlets),
+                               "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in d.tasks}}
                     for d in bag.dags.values()}}
     print("RESULT" + json.dumps(out))
 """)
@@ -48,9 +49,15 @@ def test_dagbag_has_no_import_errors_and_one_task_per_dataset(settings, demo_reg
     bag = dagbag(settings)
     assert bag["errors"] == {}
     cycles = sorted({d.update_cycle for d in demo_registry.datasets})
-    assert set(bag["dags"]) == {f"onesource_ingest_{c}" for c in cycles} | {"onesource_ingest_all"}
+    assert set(bag["dags"]) == {f"onesource_ingest_{c}" for c in cycles} | {"onesource_ingest_all",
+                                                                            "onesource_consistency"}
     every = bag["dags"]["onesource_ingest_all"]
-    assert every["tasks"] == sorted(f"{d.owner}.{d.name}" for d in demo_registry.datasets)
+    assert every["tasks"] == sorted([f"{d.owner}.{d.name}" for d in demo_registry.datasets] + ["consistency"])
+    # authorities load first, so reference checks see them; consistency runs after every load
+    assert every["upstream"]["tax.tax_taxpayer_register"] == ["amr.amr_enterprise_register"]
+    assert every["upstream"]["amr.amr_enterprise_register"] == ["mca.mca_admin_divisions"]
+    assert "psb.psb_resident_register" in every["upstream"]["hrss.hrss_person_insurance"]
+    assert len(every["upstream"]["consistency"]) == len(demo_registry.datasets)
     assert every["outlets"] == sorted(f"onesource://shared/{d.name}" for d in demo_registry.datasets)
     for cycle in cycles:
         dag = bag["dags"][f"onesource_ingest_{cycle}"]
@@ -59,6 +66,7 @@ def test_dagbag_has_no_import_errors_and_one_task_per_dataset(settings, demo_reg
     assert bag["dags"]["onesource_ingest_daily"]["schedule"] == "@daily"
     assert bag["dags"]["onesource_ingest_monthly"]["schedule"] == "@monthly"
     assert bag["dags"]["onesource_ingest_all"]["schedule"] == "None"  # run by hand: first loads, catch-ups
+    assert "AssetAny" in bag["dags"]["onesource_consistency"]["schedule"]  # runs when shared data changes
 
 
 def test_broken_registry_is_an_import_error_naming_file_and_line(settings, demo_registry):

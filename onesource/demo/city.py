@@ -175,6 +175,7 @@ class DemoDataset:
     conditions: str | None = None
     legal_basis: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=dict)
 
 
 def _e(element: str, **kw: Any) -> dict[str, Any]:
@@ -186,6 +187,9 @@ def _t(type_: str, **kw: Any) -> dict[str, Any]:
 
 
 COND_GOV = "仅限政府部门履行法定职责使用，不得向第三方提供；使用部门须说明用途并接受审计"
+# Datasets that hold copies of another department's codes: a mistyped code is flagged and kept out
+# of nothing else; it does not stop the department's whole delivery.
+COPY_QUALITY = {"severity": {"check_digit": "warning"}}
 
 CORE_DATASETS: tuple[DemoDataset, ...] = (
     DemoDataset("amr_enterprise_register", "企业登记信息", "amr", "csv", "daily", "unconditional", (
@@ -233,7 +237,7 @@ CORE_DATASETS: tuple[DemoDataset, ...] = (
         ("taxpayer_type", "纳税人类型", _e("taxpayer_type")),
         ("tax_credit_rating", "纳税信用等级", _e("tax_credit_rating")),
         ("tax_registered_on", "登记日期", _t("date")),
-    ), ("uscc",), load_mode="upsert", conditions=COND_GOV),
+    ), ("uscc",), load_mode="upsert", conditions=COND_GOV, quality=COPY_QUALITY),
     DemoDataset("hrss_enterprise_insurance", "单位参保信息", "hrss", "xlsx", "monthly", "conditional", (
         ("uscc", "单位统一社会信用代码", _e("uscc", required=True)),
         ("enterprise_name", "单位名称", _e("enterprise_name")),
@@ -248,13 +252,13 @@ CORE_DATASETS: tuple[DemoDataset, ...] = (
         ("contribution_base", "aic020", _e("contribution_base")),
         ("updated_at", "aae036", _t("timestamp")),
     ), ("resident_id", "insurance_type"), load_mode="upsert", conditions=COND_GOV,
-        extra={"table": "ac02", "watermark": "aae036"}),
+        extra={"table": "ac02", "watermark": "aae036"}, quality=COPY_QUALITY),
     DemoDataset("health_medical_institutions", "医疗机构执业登记", "health", "csv", "monthly", "unconditional", (
         ("institution_code", "登记号", _t("string", required=True)),
         ("institution_name", "机构名称", _t("string", required=True)),
         ("uscc", "统一社会信用代码", _e("uscc")),
         ("institution_level", "机构级别", _e("institution_level")),
-        ("beds", "核定床位", _t("integer")),
+        ("beds", "核定床位", _t("integer", min=0, max=5000)),
         ("division_code", "所在区县", _e("division_code")),
     ), ("institution_code",)),
     DemoDataset("housing_construction_permits", "建筑工程施工许可", "housing", "ndjson", "weekly", "unconditional", (
@@ -285,7 +289,7 @@ CORE_DATASETS: tuple[DemoDataset, ...] = (
         ("school_code", "学校标识码", _t("string", required=True)),
         ("school_name", "学校名称", _t("string", required=True)),
         ("school_type", "办学类型", _t("string", code_list="school_type")),
-        ("students", "在校生数", _t("integer")),
+        ("students", "在校生数", _t("integer", min=0, max=10000)),
         ("division_code", "所在地区", _e("division_code")),
     ), ("school_code",)),
     DemoDataset("urban_enforcement_cases", "城市管理执法案件", "urban", "json", "daily", "conditional", (

@@ -130,8 +130,10 @@ class City:
         )
 
     # -- defects ---------------------------------------------------------------------------
-    def _pick(self, n_rows: int, rate: float) -> list[int]:
-        return sorted(self.rng.sample(range(n_rows), min(n_rows, round(n_rows * rate))))
+    def _pick(self, n_rows: int, rate: float, avoid: frozenset[int] = frozenset()) -> list[int]:
+        """Rows for one defect kind; ``avoid`` keeps kinds apart, so each defect is counted once."""
+        free = [i for i in range(n_rows) if i not in avoid]
+        return sorted(self.rng.sample(free, min(len(free), round(n_rows * rate))))
 
     @staticmethod
     def _wrong_check(code: str, alphabet: str) -> str:
@@ -186,10 +188,11 @@ class City:
         rows = [{"纳税人识别号": e.uscc, "纳税人名称": e.name, "纳税人类型": self.rng.choice(["一般纳税人", "小规模纳税人"]),
                  "纳税信用等级": self.rng.choice("ABBBMCD"), "登记日期": str(e.established + dt.timedelta(days=30))}
                 for e in firms]
-        for i in self._pick(len(rows), self.config.bad_check_digit_rate):
+        bad = self._pick(len(rows), self.config.bad_check_digit_rate)
+        for i in bad:
             rows[i]["纳税人识别号"] = self._wrong_check(rows[i]["纳税人识别号"], USCC_ALPHABET)
             self.defects.add(ds.name, "bad_check_digit", i + 1, rows[i]["纳税人识别号"], column="uscc")
-        for i in self._pick(len(rows), self.config.name_mismatch_rate):
+        for i in self._pick(len(rows), self.config.name_mismatch_rate, avoid=frozenset(bad)):
             rows[i]["纳税人名称"] = self._variant_name(rows[i]["纳税人名称"])
             self.defects.add(ds.name, "name_mismatch", i + 1, rows[i]["纳税人识别号"], column="enterprise_name",
                              value=rows[i]["纳税人名称"], authority=firms[i].name)

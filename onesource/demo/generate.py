@@ -71,6 +71,8 @@ def write_registry(root: Path, config: DemoConfig) -> None:
         entry["key"] = list(ds.key)
         entry["connector"] = connector_settings(ds, config)
         entry["columns"] = [{"name": n, "source": src, **extra} for n, src, extra in ds.columns]
+        if ds.quality:
+            entry["quality"] = ds.quality
         _dump(root / "datasets" / ds.owner / f"{ds.name}.yaml", entry)
 
 
