@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import ingest
+from bench import ingest, quality
 from bench.common import hardware, write_results
 from onesource.config import Settings
 
@@ -14,11 +14,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--rows", type=int, default=1_000_000, help="rows of the CSV extract (issue target: 5,000,000)")
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--quality-rows", type=int, default=2_000_000, help="rows of the validated batch")
+    p.add_argument("--quality-runs", type=int, default=5)
+    p.add_argument("--only", choices=["ingest", "quality"], default=None)
     args = p.parse_args()
     settings = Settings.from_env()
     print(f"OneSource benchmarks on {hardware()}")
-    print("ingest: CSV -> land -> standardize -> validate (GX) -> publish (DuckLake), vs raw DuckDB COPY to Parquet")
-    figures = ingest.run(args.rows, args.runs, settings.home / "bench" / "work")
+    work = settings.home / "bench" / "work"
+    figures = {}
+    if args.only in (None, "ingest"):
+        print("ingest: CSV -> land -> standardize -> validate (GX) -> publish (DuckLake), vs raw DuckDB COPY to Parquet")
+        figures.update(ingest.run(args.rows, args.runs, work))
+    if args.only in (None, "quality"):
+        print("quality: the full GX suite on a staged batch, vs the same checks as hand-written DuckDB SQL")
+        figures.update(quality.run(args.quality_rows, args.quality_runs, work))
     path = write_results(settings.home, figures)
     print(json.dumps({k: {"median": v["median"], "unit": v["unit"]} for k, v in figures.items()}, indent=1))
     print(f"results: {path}")

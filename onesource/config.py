@@ -68,6 +68,11 @@ class Settings:
         return self.home / "quarantine"
 
     @property
+    def gx_dir(self) -> Path:
+        """Great Expectations project: suites, validation results, Data Docs (gx/uncommitted/data_docs)."""
+        return self.home / "gx"
+
+    @property
     def airflow_home(self) -> Path:
         return self.home / "airflow"
 

@@ -6,6 +6,8 @@ DataFrame read from the staged Parquet file (Arrow-backed dtypes, no copy of str
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import logging
 from dataclasses import dataclass, field
@@ -111,18 +113,79 @@ def read_batch(path: Path):
     return pq.read_table(path).to_pandas(types_mapper=mapper)
 
 
+@functools.lru_cache(maxsize=4)
+def _file_context(root: str):
+    """A GX file context under the home: suites, validation results and Data Docs persist there."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    context = gx.get_context(mode="file", project_root_dir=root)
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
+
+
+@contextlib.contextmanager
+def _docs_lock(root: Path):
+    """GX's file stores and Data Docs index are not safe for concurrent writers: one load at a time."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".onesource-gx.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _run_with_docs(root: Path, dataset: str, suite, frame, run_name: str | None, result_format: dict):
+    """Validate through a Checkpoint whose UpdateDataDocsAction renders the run into Data Docs."""
+    import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    with _docs_lock(root):
+        context = _file_context(str(root))
+        try:
+            source = context.data_sources.get("onesource")
+        except (KeyError, ValueError, LookupError):
+            source = context.data_sources.add_pandas("onesource")
+        try:
+            asset = source.get_asset(dataset)
+        except (KeyError, ValueError, LookupError):
+            asset = source.add_dataframe_asset(dataset)
+        try:
+            batch_definition = asset.get_batch_definition("staged_batch")
+        except (KeyError, ValueError, LookupError):
+            batch_definition = asset.add_batch_definition_whole_dataframe("staged_batch")
+        suite = context.suites.add_or_update(suite)  # regenerated from the registry on every load
+        definition = context.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=suite))
+        checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
+            name=suite.name, validation_definitions=[definition], result_format=result_format,
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")]))
+        run = checkpoint.run(batch_parameters={"dataframe": frame},
+                             run_id=RunIdentifier(run_name=run_name) if run_name else None)
+        return next(iter(run.run_results.values()))
+
+
 def validate_batch(dataset: Dataset, registry: Registry, batch_path: Path, context: SuiteContext | None = None,
-                   sample: int = 5) -> QualityReport:
-    """Run the dataset's suite on a staged batch and say, per check, what failed and on which rows."""
+                   sample: int = 5, docs_root: Path | None = None, run_name: str | None = None) -> QualityReport:
+    """Run the dataset's suite on a staged batch and say, per check, what failed and on which rows.
+
+    With ``docs_root`` the run goes through a GX Checkpoint in a file context there, so suites,
+    results and Data Docs (``<docs_root>/gx/uncommitted/data_docs/local_site/index.html``) persist.
+    """
     from quality.suite import build_suite, suite_specs, suite_version
 
     frame = read_batch(batch_path)
     batch_definition = _batch_definition()  # first: GX suites need an active context
     specs = suite_specs(dataset, registry, context)
     suite = build_suite(dataset, specs)
-    result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(
-        suite, result_format={"result_format": "COMPLETE", "partial_unexpected_count": sample}
-    )
+    result_format = {"result_format": "COMPLETE", "partial_unexpected_count": sample}
+    if docs_root is not None:
+        result = _run_with_docs(docs_root, dataset.name, suite, frame, run_name, result_format)
+    else:
+        result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(
+            suite, result_format=result_format)
     checks: list[CheckResult] = []
     row_reasons: dict[int, list[str]] = {}
     for r in result.results:

@@ -141,3 +141,15 @@ def test_corrected_file_releases_the_quarantine(city):
     assert rows(settings, "SELECT count(*) FROM shared.health_medical_institutions") == [
         (manifest["datasets"]["health_medical_institutions"]["rows"],)]
     assert City  # the generator module stays importable alongside the loads
+
+
+def test_data_docs_are_generated_under_the_home(city):
+    settings, manifest, outcome, _ = city
+    site = settings.gx_dir / "gx" / "uncommitted" / "data_docs" / "local_site"
+    index = (site / "index.html").read_text(encoding="utf-8")
+    for name in outcome:
+        assert (site / "expectations" / "onesource" / f"{name}.html").exists(), name
+    [(load_id,)] = rows(settings, "SELECT load_id FROM ops.loads WHERE dataset = 'tax_taxpayer_register'")
+    pages = list((site / "validations" / "onesource" / "tax_taxpayer_register" / load_id).rglob("*.html"))
+    assert pages and "expect_column_values_to_be_valid_uscc" in pages[0].read_text(encoding="utf-8")
+    assert "tax_taxpayer_register" in index
