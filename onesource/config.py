@@ -68,9 +68,10 @@ class Settings:
         return self.home / "quarantine"
 
     @property
-    def gx_dir(self) -> Path:
-        """Great Expectations project: suites, validation results, Data Docs (gx/uncommitted/data_docs)."""
-        return self.home / "gx"
+    def gx_project_root(self) -> Path:
+        """Great Expectations keeps its project in ``<root>/gx``: suites, validation results and Data Docs
+        (``gx/uncommitted/data_docs/local_site/index.html``)."""
+        return self.home
 
     @property
     def airflow_home(self) -> Path:

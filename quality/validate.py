@@ -129,7 +129,7 @@ def _file_context(root: str):
 def _docs_lock(root: Path):
     """GX's file stores and Data Docs index are not safe for concurrent writers: one load at a time."""
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".onesource-gx.lock", "w") as fh:
+    with open(root / ".gx.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

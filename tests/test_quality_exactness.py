@@ -145,7 +145,7 @@ def test_corrected_file_releases_the_quarantine(city):
 
 def test_data_docs_are_generated_under_the_home(city):
     settings, manifest, outcome, _ = city
-    site = settings.gx_dir / "gx" / "uncommitted" / "data_docs" / "local_site"
+    site = settings.gx_project_root / "gx" / "uncommitted" / "data_docs" / "local_site"
     index = (site / "index.html").read_text(encoding="utf-8")
     for name in outcome:
         assert (site / "expectations" / "onesource" / f"{name}.html").exists(), name

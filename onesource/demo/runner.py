@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -29,6 +29,7 @@ from onesource.demo.city import city_datasets
 from onesource.demo.data import DemoConfig
 from onesource.demo.generate import generate_city
 from onesource.errors import OneSourceError
+from quality.consistency import latest_rates
 from schemas import load_registry
 
 
@@ -41,6 +42,10 @@ class DemoSummary:
     loads_this_run: dict[str, int]
     statuses: list[DatasetStatus]
     airflow_exit: int
+    warnings: list[tuple] = field(default_factory=list)
+    """(dataset, check, column, failing records) of published loads that carry a warning."""
+    consistency: list[tuple] = field(default_factory=list)
+    """(dataset, element, authority, compared, equal) of the last consistency run."""
 
 
 def _progress(console: Console) -> Progress:
@@ -80,6 +85,13 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
         this_run = dict(lake.con.execute(
             f"SELECT status, count(*) FROM {CATALOG}.{OPS}.loads WHERE started_at >= ? GROUP BY status", [started]
         ).fetchall())
+        warnings = lake.con.execute(
+            f"""SELECT r.dataset, r.check_name, r.column_name, r.unexpected_count
+                FROM {CATALOG}.{OPS}.quality_results r JOIN {CATALOG}.{OPS}.quality_runs q USING (load_id)
+                WHERE q.passed AND NOT r.success AND r.skipped IS NULL
+                  AND q.run_at = (SELECT max(run_at) FROM {CATALOG}.{OPS}.quality_runs x WHERE x.dataset = q.dataset)
+                ORDER BY 1, 2""").fetchall()
+        consistency = [(r.dataset, r.element, r.authority, r.compared, r.equal) for r in latest_rates(lake)]
     summary = DemoSummary(
         seconds=round(time.monotonic() - t0, 1),
         datasets=len(statuses),
@@ -88,6 +100,8 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
         loads_this_run=this_run,
         statuses=statuses,
         airflow_exit=code,
+        warnings=[tuple(w) for w in warnings],
+        consistency=consistency,
     )
     _write_report(reports / "demo-summary.json", summary)
     return summary
@@ -126,12 +140,22 @@ def print_summary(console: Console, summary: DemoSummary, settings: Settings) ->
         console.print(f"\n[bold]Loads that did not publish ({len(failed)}), and why:[/]")
         for s in failed:
             console.print(f"  [yellow]{s.dataset}[/]: {_first_lines(s.last_error or '', 2)}")
+    if summary.warnings:
+        console.print("\n[bold]Published with warnings[/] (recorded; `onesource quality report DATASET` shows the rows):")
+        for dataset, check, column, n in summary.warnings:
+            console.print(f"  {dataset}: {check} on {column}: {n} record(s)")
+    if summary.consistency:
+        console.print("\n[bold]多元校核: copies compared with their authority[/]")
+        for dataset, element, authority, compared, equal in summary.consistency:
+            rate = f"{equal / compared:.1%}" if compared else "-"
+            console.print(f"  {dataset}.{element} vs {authority}: {equal:,}/{compared:,} equal ({rate})")
     runs = ", ".join(f"{n} {k}" for k, n in sorted(summary.loads_this_run.items())) or "none (nothing new: idempotent)"
     console.print(
         f"\n[bold]{summary.published_datasets}/{summary.datasets} datasets shared, "
         f"{summary.published_rows:,} rows published[/]; loads this run: {runs}; "
         f"took {summary.seconds:.0f} s.\n"
         f"Home: {settings.home}  (lake: lake/, raw files: landing/, quarantine: quarantine/, "
+        f"Data Docs: gx/uncommitted/data_docs/local_site/index.html, "
         f"Airflow logs: reports/airflow-{ALL_DAG_ID}.log)\n"
         "Query it:  .venv/bin/onesource sql \"SELECT * FROM shared.amr_enterprise_register LIMIT 5\""
     )
