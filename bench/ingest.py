@@ -44,8 +44,8 @@ import great_expectations, pandas, pyarrow  # warm imports: the clock measures t
 from onesource.config import Settings
 from schemas import load_registry
 from lakehouse import run_dataset
-from quality.validate import _batch_definition
-_batch_definition()
+from quality.validate import warm_up
+warm_up()
 settings = Settings(home=Path(sys.argv[1]))
 registry = load_registry(settings.registry_dir)
 t = time.perf_counter()

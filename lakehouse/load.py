@@ -245,7 +245,8 @@ def load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registry
         problems = [asdict(p) for p in exc.problems]
         return _quarantine(settings, lake, ds, registry, ex, load_id, started, staged, "standardize", str(exc),
                            {"problems": problems, "problem_count": exc.total})
-    report = validate_batch(ds, registry, staged, gather(lake, ds, registry), docs_root=settings.gx_project_root,
+    context = gather(lake, ds, registry, settings.staging_dir / "_authority_keys")
+    report = validate_batch(ds, registry, staged, context, docs_root=settings.gx_project_root,
                             run_name=load_id)
     lap("validate")
     if not report.passed:

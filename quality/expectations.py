@@ -1,14 +1,21 @@
-"""Custom Great Expectations for China's national code standards.
+"""Custom Great Expectations for China's national codes, and the SQL building blocks GX lacks for DuckDB.
 
-Each is a proper GX 1.x ColumnMapExpectation with its own metric, so its results (unexpected count,
-failing rows and values) look and render like GX's own. The check-digit arithmetic is
-:mod:`schemas.formats`, the same code the demo city generates valid codes with.
+Each is a proper GX 1.x ColumnMapExpectation with its own metric, so its results (unexpected
+count, failing rows and values) look and render like GX's own. They run in DuckDB, through GX's
+SQL execution engine (see quality.engine), and in pandas. The check-digit arithmetic in SQL mirrors
+:mod:`schemas.formats`, the code the demo city generates valid codes with; the tests hold the two
+to the same answers.
 
-* ``ExpectColumnValuesToBeValidUscc``        unified social credit code, GB 32100-2015 (and the
-                                              embedded organisation code, GB 11714)
-* ``ExpectColumnValuesToBeValidResidentId``  resident identity number, GB 11643-1999: check digit
-                                              and a real, past birth date in positions 7-14
+* ``ExpectColumnValuesToBeValidUscc``        unified social credit code, GB 32100-2015, with the
+                                              embedded organisation code, GB 11714
+* ``ExpectColumnValuesToBeValidResidentId``  resident identity number, GB 11643-1999: check digit and
+                                              a real, past birth date in positions 7-14
 * ``ExpectColumnValuesToBeValidOrgCode``     organisation code, GB 11714
+* ``ExpectColumnValuesToMatchFormat``        a regular expression (GX's own regex expectation has
+                                              no DuckDB dialect)
+* ``ExpectColumnValuesToHaveStorageType``    the value's DuckDB type (``typeof``)
+* ``ExpectColumnValuesToExistInAuthority``   the value is a key of the authority's published
+                                              snapshot, read from a Parquet file of its keys
 
 Importing this module registers them with GX.
 """
@@ -17,14 +24,64 @@ from __future__ import annotations
 
 import datetime as dt
 
-from great_expectations.execution_engine import PandasExecutionEngine
+from great_expectations.execution_engine import PandasExecutionEngine, SqlAlchemyExecutionEngine
 from great_expectations.expectations.expectation import ColumnMapExpectation
 from great_expectations.expectations.metrics.map_metric_provider import (
     ColumnMapMetricProvider,
     column_condition_partial,
 )
 
-from schemas.formats import is_valid_org_code, is_valid_resident_id, is_valid_uscc
+from schemas.formats import (
+    ID_CHECK,
+    ID_WEIGHTS,
+    ORG_WEIGHTS,
+    USCC_ALPHABET,
+    USCC_WEIGHTS,
+    is_valid_org_code,
+    is_valid_resident_id,
+    is_valid_uscc,
+)
+
+try:  # GX's compatibility shim for SQLAlchemy
+    from great_expectations.compatibility.sqlalchemy import sqlalchemy as sa
+except ImportError:  # pragma: no cover
+    import sqlalchemy as sa
+
+
+# -- the check digits in DuckDB SQL ---------------------------------------------------------------
+
+def _char(col: str, pos: int) -> str:
+    return f"substr({col}, {pos}, 1)"
+
+
+def _b36(col: str, pos: int) -> str:
+    """Value of a digit or capital letter (0-9, A=10 .. Z=35), as GB 11714 counts it."""
+    c = _char(col, pos)
+    return f"(CASE WHEN {c} BETWEEN '0' AND '9' THEN ascii({c}) - 48 ELSE ascii({c}) - 55 END)"
+
+
+def org_code_sql(col: str, start: int = 1) -> str:
+    """SQL true when the 9 characters from ``start`` are an organisation code with a valid check character."""
+    total = " + ".join(f"{_b36(col, start + i)} * {w}" for i, w in enumerate(ORG_WEIGHTS))
+    check = f"(11 - ({total}) % 11)"
+    expected = f"(CASE {check} WHEN 10 THEN 'X' WHEN 11 THEN '0' ELSE CAST({check} AS VARCHAR) END)"
+    return f"({_char(col, start + 8)} = {expected})"
+
+
+def uscc_sql(col: str) -> str:
+    total = " + ".join(f"(instr('{USCC_ALPHABET}', {_char(col, i + 1)}) - 1) * {w}" for i, w in enumerate(USCC_WEIGHTS))
+    return (f"(regexp_full_match({col}, '[0-9A-HJ-NPQRTUWXY]{{2}}[0-9]{{6}}[0-9A-HJ-NPQRTUWXY]{{10}}') "
+            f"AND {_char(col, 18)} = substr('{USCC_ALPHABET}', ((31 - ({total}) % 31) % 31) + 1, 1) "
+            f"AND {org_code_sql(col, 9)})")
+
+
+def resident_id_sql(col: str, today: dt.date | None = None) -> str:
+    total = " + ".join(f"CAST({_char(col, i + 1)} AS INTEGER) * {w}" for i, w in enumerate(ID_WEIGHTS))
+    born = f"try_strptime(substr({col}, 7, 8), '%Y%m%d')"
+    limit = (today or dt.date.today()).isoformat()
+    return (f"(regexp_full_match({col}, '[0-9]{{17}}[0-9X]') "
+            f"AND {_char(col, 18)} = substr('{ID_CHECK}', (({total}) % 11) + 1, 1) "
+            f"AND {born} BETWEEN TIMESTAMP '1900-01-01' AND TIMESTAMP '{limit} 23:59:59')")
 
 
 def valid_birth_date(code: str, today: dt.date | None = None) -> bool:
@@ -40,12 +97,22 @@ def resident_id_ok(code: str) -> bool:
     return is_valid_resident_id(code) and valid_birth_date(code)
 
 
+def _name(column) -> str:
+    return '"' + str(column.name).replace('"', '""') + '"'
+
+
+# -- metrics --------------------------------------------------------------------------------------
+
 class ColumnValuesValidUscc(ColumnMapMetricProvider):
     condition_metric_name = "column_values.valid_uscc"
 
     @column_condition_partial(engine=PandasExecutionEngine)
     def _pandas(cls, column, **kwargs):
         return column.map(lambda v: is_valid_uscc(str(v)))
+
+    @column_condition_partial(engine=SqlAlchemyExecutionEngine)
+    def _sqlalchemy(cls, column, **kwargs):
+        return sa.literal_column(f"coalesce({uscc_sql(_name(column))}, false)")
 
 
 class ColumnValuesValidResidentId(ColumnMapMetricProvider):
@@ -55,6 +122,10 @@ class ColumnValuesValidResidentId(ColumnMapMetricProvider):
     def _pandas(cls, column, **kwargs):
         return column.map(lambda v: resident_id_ok(str(v)))
 
+    @column_condition_partial(engine=SqlAlchemyExecutionEngine)
+    def _sqlalchemy(cls, column, **kwargs):
+        return sa.literal_column(f"coalesce({resident_id_sql(_name(column))}, false)")
+
 
 class ColumnValuesValidOrgCode(ColumnMapMetricProvider):
     condition_metric_name = "column_values.valid_org_code"
@@ -63,6 +134,52 @@ class ColumnValuesValidOrgCode(ColumnMapMetricProvider):
     def _pandas(cls, column, **kwargs):
         return column.map(lambda v: is_valid_org_code(str(v)))
 
+    @column_condition_partial(engine=SqlAlchemyExecutionEngine)
+    def _sqlalchemy(cls, column, **kwargs):
+        col = f"replace({_name(column)}, '-', '')"
+        return sa.literal_column(f"coalesce(regexp_full_match({col}, '[0-9A-Z]{{8}}[0-9X]') AND {org_code_sql(col)}, false)")
+
+
+class ColumnValuesMatchFormat(ColumnMapMetricProvider):
+    condition_metric_name = "column_values.match_format"
+    condition_value_keys = ("pattern",)
+
+    @column_condition_partial(engine=PandasExecutionEngine)
+    def _pandas(cls, column, pattern, **kwargs):
+        return column.astype(str).str.fullmatch(pattern.removeprefix("^").removesuffix("$"))
+
+    @column_condition_partial(engine=SqlAlchemyExecutionEngine)
+    def _sqlalchemy(cls, column, pattern, **kwargs):
+        return sa.func.regexp_full_match(column, pattern.removeprefix("^").removesuffix("$"))
+
+
+class ColumnValuesStorageType(ColumnMapMetricProvider):
+    condition_metric_name = "column_values.storage_type"
+    condition_value_keys = ("type_",)
+
+    @column_condition_partial(engine=SqlAlchemyExecutionEngine)
+    def _sqlalchemy(cls, column, type_, **kwargs):
+        return sa.func.typeof(column) == type_
+
+
+class ColumnValuesExistInAuthority(ColumnMapMetricProvider):
+    condition_metric_name = "column_values.exist_in_authority"
+    condition_value_keys = ("keys_path",)
+
+    @column_condition_partial(engine=PandasExecutionEngine)
+    def _pandas(cls, column, keys_path, **kwargs):
+        import pyarrow.parquet as pq
+
+        keys = set(pq.read_table(keys_path).column(0).to_pylist())
+        return column.isin(keys)
+
+    @column_condition_partial(engine=SqlAlchemyExecutionEngine)
+    def _sqlalchemy(cls, column, keys_path, **kwargs):
+        path = str(keys_path).replace("'", "''")
+        return column.in_(sa.select(sa.literal_column("key")).select_from(sa.text(f"read_parquet('{path}')")))
+
+
+# -- expectations ---------------------------------------------------------------------------------
 
 class ExpectColumnValuesToBeValidUscc(ColumnMapExpectation):
     """Expect every non-null value to be a unified social credit code with correct check characters
@@ -91,6 +208,38 @@ class ExpectColumnValuesToBeValidOrgCode(ColumnMapExpectation):
     success_keys = ("mostly",)
     args_keys = ("column",)
     library_metadata = {"tags": ["onesource", "gb11714"], "contributors": ["onesource"]}
+
+
+class ExpectColumnValuesToMatchFormat(ColumnMapExpectation):
+    """Expect every non-null value to match a format rule's regular expression in full."""
+
+    pattern: str
+    map_metric = "column_values.match_format"
+    success_keys = ("pattern", "mostly")
+    args_keys = ("column", "pattern")
+    library_metadata = {"tags": ["onesource"], "contributors": ["onesource"]}
+
+
+class ExpectColumnValuesToHaveStorageType(ColumnMapExpectation):
+    """Expect every non-null value to be stored as the given DuckDB type (``typeof``)."""
+
+    type_: str
+    map_metric = "column_values.storage_type"
+    success_keys = ("type_", "mostly")
+    args_keys = ("column", "type_")
+    library_metadata = {"tags": ["onesource"], "contributors": ["onesource"]}
+
+
+class ExpectColumnValuesToExistInAuthority(ColumnMapExpectation):
+    """Expect every non-null value to be a key of the authoritative dataset's published snapshot
+    (one source, many uses: a copy must name a record the source knows)."""
+
+    keys_path: str
+    authority: str = ""
+    map_metric = "column_values.exist_in_authority"
+    success_keys = ("keys_path", "mostly")
+    args_keys = ("column", "keys_path")
+    library_metadata = {"tags": ["onesource"], "contributors": ["onesource"]}
 
 
 # format rule -> the expectation that proves its check digits

@@ -22,9 +22,6 @@ from schemas.exceptions import UnknownNameError
 from schemas.formats import FORMAT_RULES
 from schemas.model import Column, Dataset, Registry
 
-# Column type -> the Python type name GX observes in the batch (see quality.validate.read_batch).
-GX_TYPE_NAMES = {"string": "str", "integer": "int", "decimal": "Decimal", "date": "date",
-                 "timestamp": "datetime64", "boolean": "bool"}
 CHECK_DIGIT_FORMATS = ("uscc", "resident_id", "org_code")
 
 
@@ -32,8 +29,8 @@ CHECK_DIGIT_FORMATS = ("uscc", "resident_id", "org_code")
 class SuiteContext:
     """What the lake knows that some checks need; gathered by the load (quality.context)."""
 
-    references: dict[str, frozenset[str] | None] = field(default_factory=dict)
-    """authority dataset -> its published key values (None: not published yet, check skipped)."""
+    references: dict[str, str | None] = field(default_factory=dict)
+    """authority dataset -> a Parquet file of its published keys (None: not published yet, check skipped)."""
     previous_rows: int | None = None
     """Rows of the dataset's last published snapshot load (volume check)."""
     now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
@@ -85,7 +82,7 @@ def required_values(ds: Dataset, reg: Registry, ctx: SuiteContext) -> Iterator[C
 def column_types(ds: Dataset, reg: Registry, ctx: SuiteContext) -> Iterator[CheckSpec]:
     """Every value has its column's type (standardize casts; this proves the batch is what it claims)."""
     for col in ds.columns:
-        yield _spec(ds, "type", "ExpectColumnValuesToBeOfType", {"column": col.name, "type_": GX_TYPE_NAMES[col.type]},
+        yield _spec(ds, "type", "ExpectColumnValuesToHaveStorageType", {"column": col.name, "type_": col.duck_type},
                     col.name)
 
 
@@ -104,8 +101,8 @@ def formats(ds: Dataset, reg: Registry, ctx: SuiteContext) -> Iterator[CheckSpec
         fmt = _element_attr(col, reg, "format")
         if not fmt:
             continue
-        yield _spec(ds, "format", "ExpectColumnValuesToMatchRegex", {"column": col.name,
-                                                                      "regex": FORMAT_RULES[fmt].pattern}, col.name)
+        yield _spec(ds, "format", "ExpectColumnValuesToMatchFormat", {"column": col.name,
+                                                                       "pattern": FORMAT_RULES[fmt].pattern}, col.name)
         if fmt in CHECK_DIGIT_FORMATS:
             from quality.expectations import CHECK_DIGIT_EXPECTATIONS
 
@@ -145,13 +142,10 @@ def references(ds: Dataset, reg: Registry, ctx: SuiteContext) -> Iterator[CheckS
         if ref is None:
             continue
         authority = ref[0].name
-        values = ctx.references.get(authority)
-        if values is None:
-            yield _spec(ds, "reference", "ExpectColumnValuesToBeInSet", {"column": col.name, "value_set": []}, col.name,
-                        skipped=f"{authority} has no published snapshot yet")
-        else:
-            yield _spec(ds, "reference", "ExpectColumnValuesToBeInSet",
-                        {"column": col.name, "value_set": sorted(values)}, col.name)
+        keys = ctx.references.get(authority)
+        kwargs = {"column": col.name, "keys_path": keys or "", "authority": authority}
+        yield _spec(ds, "reference", "ExpectColumnValuesToExistInAuthority", kwargs, col.name,
+                    skipped=None if keys else f"{authority} has no published snapshot yet")
 
 
 def volume(ds: Dataset, reg: Registry, ctx: SuiteContext) -> Iterator[CheckSpec]:
@@ -192,7 +186,7 @@ def suite_specs(ds: Dataset, reg: Registry, ctx: SuiteContext | None = None) -> 
 def suite_version(specs: list[CheckSpec]) -> str:
     """Hash of the checks (reference value sets summarised by size), to tell suites apart in results."""
     def plain(s: CheckSpec) -> dict:
-        kwargs = {k: (len(v) if k == "value_set" and s.check == "reference" else v) for k, v in s.kwargs.items()}
+        kwargs = {k: v for k, v in s.kwargs.items() if k != "keys_path"}  # the keys file changes per snapshot
         return {"check": s.check, "expectation": s.expectation, "kwargs": kwargs, "blocking": s.blocking}
 
     return hashlib.sha256(json.dumps([plain(s) for s in specs], sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -47,3 +47,24 @@ def test_every_format_rule_has_a_pattern():
 
     for rule in FORMAT_RULES.values():
         re.compile(rule.pattern)
+
+
+def test_sql_check_digits_agree_with_python():
+    """The DuckDB SQL the GX expectations run and the Python the generator uses give the same answers."""
+    import duckdb
+
+    from quality.expectations import org_code_sql, resident_id_ok, resident_id_sql, uscc_sql
+
+    city = City(DemoConfig(scale=0.1))
+    usccs = [e.uscc for e in city.enterprises]
+    ids = [r.resident_id for r in city.residents]
+    broken_usccs = [c[:-1] + ("0" if c[-1] != "0" else "1") for c in usccs] + [c[:10] + "I" + c[11:] for c in usccs]
+    broken_ids = [c[:-1] + ("0" if c[-1] != "0" else "1") for c in ids] + [c[:6] + "20990101" + c[14:] for c in ids]
+    con = duckdb.connect()
+    for values, sql, python in ((usccs + broken_usccs, uscc_sql("v"), is_valid_uscc),
+                                (ids + broken_ids, resident_id_sql("v"), resident_id_ok),
+                                ([c[8:17] for c in usccs] + ["710930318", "71093031X"], org_code_sql("v"),
+                                 is_valid_org_code)):
+        got = con.execute(f"SELECT v, coalesce({sql}, false) FROM unnest(?) t(v)", [values]).fetchall()
+        assert {v: ok for v, ok in got} == {v: python(v) for v in values}
+        assert any(ok for _, ok in got) and not all(ok for _, ok in got)

@@ -99,7 +99,9 @@ def test_reference_to_the_authority(tiny, tmp_path):
                         connector={"kind": "file", "path": "tax/*.csv"})
     write_registry(tiny.registry_dir, [firms_dataset(), tax])
     reg = load_registry(tiny.registry_dir)
-    ctx = SuiteContext(references={"firms": frozenset({USCC[0]})})
+    keys = tmp_path / "firms_keys.parquet"
+    duckdb.sql(f"COPY (SELECT '{USCC[0]}' AS key) TO '{keys}' (FORMAT parquet)")
+    ctx = SuiteContext(references={"firms": str(keys)})
     report = validate_batch(reg.dataset("taxpayers"), reg, staged(tmp_path, GOOD), ctx)
     assert report.passed and failed(report) == {("reference", "uscc", False, 1)}
     assert report.warnings[0].sample_values == (USCC[1],)

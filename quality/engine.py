@@ -1,0 +1,54 @@
+"""Great Expectations on DuckDB: validation runs as SQL inside DuckDB, next to the staged batch.
+
+GX's SQL datasource fails on DuckDB with ``IndexError`` in every metric (GX issue #10738). The
+cause: ``SqlAlchemyExecutionEngine.execute_query`` returns the cursor result *after* its ``with``
+block has handed the connection back to the pool, and only then do callers ``fetchall()`` it.
+Drivers that buffer rows client-side hide this; DuckDB discards a cursor's pending rows when the
+connection is released, so GX reads zero rows. :func:`patch_gx_for_duckdb` fetches inside the
+block (``Result.freeze()``), which is what every other dialect gets implicitly.
+
+The batch is a GX query asset over ``read_parquet(<staged batch>)`` on an in-memory DuckDB; a
+``__row`` column (1-based file row) lets GX name failing rows.
+"""
+
+from __future__ import annotations
+
+import functools
+
+ROW = "__row"
+
+
+@functools.cache
+def patch_gx_for_duckdb() -> None:
+    from great_expectations.execution_engine.sqlalchemy_execution_engine import SqlAlchemyExecutionEngine
+
+    def execute_query(self, query):
+        with self.get_connection() as connection:
+            result = self._execute_query_with_recovery(connection, query)
+            return result.freeze()()  # rows fetched while the connection is still ours
+
+    SqlAlchemyExecutionEngine.execute_query = execute_query
+
+
+def batch_query(path: str) -> str:
+    quoted = path.replace("'", "''")
+    return (f"SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS {ROW} "
+            f"FROM read_parquet('{quoted}', file_row_number = true)")
+
+
+def duckdb_source(context, name: str = "onesource_duckdb"):
+    """The context's DuckDB SQL datasource (created once; GX's duckdb:// URL needs duckdb-engine)."""
+    try:
+        return context.data_sources.get(name)
+    except (KeyError, ValueError, LookupError):
+        return context.data_sources.add_sql(name, connection_string="duckdb:///:memory:")
+
+
+def batch_definition(source, asset_name: str, path: str):
+    """A whole-table batch of the staged Parquet file, re-pointed at this batch on every load."""
+    try:
+        source.delete_asset(asset_name)
+    except (KeyError, ValueError, LookupError):
+        pass
+    asset = source.add_query_asset(asset_name, query=batch_query(path))
+    return asset.add_batch_definition_whole_table("staged_batch")
