@@ -199,7 +199,7 @@ def build_suite(ds: Dataset, specs: list[CheckSpec]):  # -> gx.ExpectationSuite 
     from quality.exceptions import SuiteError
 
     suite = gx.ExpectationSuite(name=f"onesource.{ds.name}")
-    for spec in specs:
+    for n, spec in enumerate(specs):
         if spec.skipped:
             continue
         cls = getattr(gx.expectations, spec.expectation, None) or getattr(custom_expectations, spec.expectation, None)
@@ -208,7 +208,7 @@ def build_suite(ds: Dataset, specs: list[CheckSpec]):  # -> gx.ExpectationSuite 
                              "fix quality.expectations in the dataset's registry file")
         try:
             suite.add_expectation(cls(**spec.kwargs, meta={"check": spec.check, "blocking": spec.blocking,
-                                                           "column": spec.column}))
+                                                           "column": spec.column, "n": n}))
         except Exception as exc:  # noqa: BLE001 - GX raises pydantic errors for bad kwargs
             raise SuiteError(f"dataset {ds.name}: cannot build {spec.expectation}({spec.kwargs}): {exc}") from exc
     return suite
