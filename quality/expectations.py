@@ -108,43 +108,55 @@ def _name(column) -> str:
     return '"' + str(column.name).replace('"', '""') + '"'
 
 
+def _null_or(column, condition: str):
+    """True for NULL (another check owns missing values) or when ``condition`` holds.
+
+    The check-digit metrics set ``filter_column_isnull = False`` and skip NULLs here instead: GX's
+    own filter puts ``col IS NOT NULL AND ...`` in front, and DuckDB then evaluates the expensive
+    part under a selection vector, 2.5x slower (measured on 2M codes)."""
+    return sa.literal_column(f"(({_name(column)} IS NULL)::INTEGER + ({condition})::INTEGER >= 1)")
+
+
 # -- metrics --------------------------------------------------------------------------------------
 
 class ColumnValuesValidUscc(ColumnMapMetricProvider):
     condition_metric_name = "column_values.valid_uscc"
+    filter_column_isnull = False
 
     @column_condition_partial(engine=PandasExecutionEngine)
     def _pandas(cls, column, **kwargs):
-        return column.map(lambda v: is_valid_uscc(str(v)))
+        return column.isna() | column.map(lambda v: is_valid_uscc(str(v)))
 
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
     def _sqlalchemy(cls, column, **kwargs):
-        return sa.literal_column(f"coalesce({uscc_sql(_name(column))}, false)")
+        return _null_or(column, uscc_sql(_name(column)))
 
 
 class ColumnValuesValidResidentId(ColumnMapMetricProvider):
     condition_metric_name = "column_values.valid_resident_id"
+    filter_column_isnull = False
 
     @column_condition_partial(engine=PandasExecutionEngine)
     def _pandas(cls, column, **kwargs):
-        return column.map(lambda v: resident_id_ok(str(v)))
+        return column.isna() | column.map(lambda v: resident_id_ok(str(v)))
 
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
     def _sqlalchemy(cls, column, **kwargs):
-        return sa.literal_column(f"coalesce({resident_id_sql(_name(column))}, false)")
+        return _null_or(column, resident_id_sql(_name(column)))
 
 
 class ColumnValuesValidOrgCode(ColumnMapMetricProvider):
     condition_metric_name = "column_values.valid_org_code"
+    filter_column_isnull = False
 
     @column_condition_partial(engine=PandasExecutionEngine)
     def _pandas(cls, column, **kwargs):
-        return column.map(lambda v: is_valid_org_code(str(v)))
+        return column.isna() | column.map(lambda v: is_valid_org_code(str(v)))
 
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
     def _sqlalchemy(cls, column, **kwargs):
         col = f"replace({_name(column)}, '-', '')"
-        return sa.literal_column(_all(f"regexp_full_match({col}, '[0-9A-Z]{{8}}[0-9X]')", org_code_sql(col)))
+        return _null_or(column, _all(f"regexp_full_match({col}, '[0-9A-Z]{{8}}[0-9X]')", org_code_sql(col)))
 
 
 class ColumnValuesMatchFormat(ColumnMapMetricProvider):

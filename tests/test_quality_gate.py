@@ -148,3 +148,8 @@ def test_registry_rejects_bad_quality_settings(tmp_path):
     assert any("severity of 'format' must be blocking or warning" in i for i in issues)
     assert any("unknown rule kind 'nope'" in i for i in issues)
     assert any("freshness_column 'enterprise_name' must be one of its date/timestamp columns" in i for i in issues)
+
+
+def test_missing_values_belong_to_the_required_check_not_the_check_digit(tiny, tmp_path):
+    rows = [GOOD[0], (None, "乙", "1", None, None, None)]
+    assert {f[0] for f in failed(run(tiny, rows, tmp_path))} == {"required"}
