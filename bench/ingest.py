@@ -18,7 +18,21 @@ HEADER = ["统一社会信用代码", "企业名称", "登记状态", "注册资
 
 MAKE_CSV = """
 import duckdb, sys
-duckdb.sql(f'''COPY (SELECT 'U' || lpad(i::VARCHAR, 17, '0') AS "统一社会信用代码",
+from schemas.formats import ORG_WEIGHTS, USCC_ALPHABET, USCC_WEIGHTS
+
+# Valid credit codes, computed in SQL: the quality suite checks their GB 32100 / GB 11714 check digits.
+org8 = "'M' || lpad(i::VARCHAR, 7, '0')"
+def b36(expr, pos):
+    c = f"substr({expr}, {pos}, 1)"
+    return f"(CASE WHEN {c} BETWEEN '0' AND '9' THEN ascii({c}) - 48 ELSE ascii({c}) - 55 END)"
+org_sum = " + ".join(f"{b36(org8, k + 1)} * {w}" for k, w in enumerate(ORG_WEIGHTS))
+org = (f"({org8} || CASE 11 - ({org_sum}) % 11 WHEN 10 THEN 'X' WHEN 11 THEN '0' "
+       f"ELSE CAST(11 - ({org_sum}) % 11 AS VARCHAR) END)")
+head = f"('91330106' || {org})"
+uscc_sum = " + ".join(f"(instr('{USCC_ALPHABET}', substr({head}, {k + 1}, 1)) - 1) * {w}"
+                      for k, w in enumerate(USCC_WEIGHTS))
+uscc = f"({head} || substr('{USCC_ALPHABET}', ((31 - ({uscc_sum}) % 31) % 31) + 1, 1))"
+duckdb.sql(f'''COPY (SELECT {uscc} AS "统一社会信用代码",
                       '杭州' || (i % 9973) || '号科技有限公司' AS "企业名称",
                       CASE WHEN i % 2 = 0 THEN '1' ELSE '存续' END AS "登记状态",
                       (i % 100000) / 7.0 AS "注册资本", i % 5000 AS "人数",
