@@ -6,7 +6,10 @@
     onesource status                          every dataset: rows shared, last load and why
     onesource quality report DATASET          the last validation: failing checks, sample failing rows
     onesource quality consistency             compare copies of elements with their authority (多元校核)
-    onesource sql "SELECT ..."                query the lake (read-only)
+    onesource sql "SELECT ..."                query the lake (read-only, for engineers)
+    onesource sql --as DEPT "SELECT ..."      a department's governed query (grants, masking, audit)
+    onesource grants add|list|revoke          conditional datasets' grants
+    onesource audit verify                    check the hash-chained audit log
     onesource airflow ARGS...                 the Airflow CLI on this home (e.g. `standalone`)
 """
 
@@ -170,9 +173,17 @@ def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
-    from sharing import run_sql
+    if args.department:
+        from schemas import load_registry
+        from sharing.engine import GovernedEngine, Limits
 
-    result = run_sql(settings, args.query, limit=args.limit)
+        engine = GovernedEngine(settings, load_registry(settings.registry_dir),
+                                Limits(rows=args.limit or 10_000, seconds=args.timeout))
+        result = engine.query(args.department, args.query, user=args.user, purpose=args.purpose, dialect=args.dialect)
+    else:
+        from sharing import run_sql
+
+        result = run_sql(settings, args.query, limit=args.limit)
     if args.format == "json":
         print(json.dumps([dict(zip(result.columns, row, strict=True)) for row in result.rows], ensure_ascii=False,
                          indent=2, default=str))
@@ -189,6 +200,49 @@ def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
         console.print(table)
         console.print(f"{len(result.rows)} row(s)")
     return 0
+
+
+def cmd_grants(args: argparse.Namespace, settings: Settings) -> int:
+    import datetime as dt
+
+    from lakehouse import Lake
+    from schemas import load_registry
+    from sharing.grants import add_grant, ensure_table, revoke_grant
+
+    registry = load_registry(settings.registry_dir)
+    with Lake(settings.lake) as lake:
+        ensure_table(lake)
+        if args.action == "add":
+            if not (args.department and args.dataset):
+                err.print("--department and --dataset are required")
+                return 2
+            grant_id = add_grant(lake, registry, args.department, args.dataset,
+                                 columns=args.columns.split(",") if args.columns else None, row_filter=args.row_filter,
+                                 expires_at=dt.datetime.fromisoformat(args.expires) if args.expires else None)
+            console.print(f"granted {args.dataset} to {args.department}: grant {grant_id}")
+        elif args.action == "revoke":
+            revoke_grant(lake, args.grant_id)
+            console.print(f"revoked {args.grant_id}")
+        else:
+            cur = lake.con.execute("SELECT * FROM lake.ops.grants ORDER BY granted_at")
+            table = Table()
+            for d in cur.description:
+                table.add_column(d[0])
+            for row in cur.fetchall():
+                table.add_row(*("" if v is None else str(v) for v in row))
+            console.print(table)
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from sharing.audit import AuditLog, verify
+
+    verdict = verify(AuditLog(settings.home / "audit"))
+    if verdict.ok:
+        console.print(f"audit log intact: {verdict.entries} entries")
+        return 0
+    err.print(f"[red]audit log tampered[/]: {verdict.reason}", highlight=False)
+    return 1
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -244,7 +298,26 @@ def parser() -> argparse.ArgumentParser:
     sql.add_argument("query")
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
     sql.add_argument("--limit", type=int, default=None)
+    sql.add_argument("--as", dest="department", help="run as this department: governed (grants, masking, audit)")
+    sql.add_argument("--user", default=None)
+    sql.add_argument("--purpose", default=None, help="why the data is needed (recorded in the audit log)")
+    sql.add_argument("--dialect", default="postgres", choices=["postgres", "mysql", "duckdb"])
+    sql.add_argument("--timeout", type=float, default=30.0, help="seconds before a governed query is stopped")
     sql.set_defaults(fn=cmd_sql)
+
+    grants = sub.add_parser("grants", help="grant, list or revoke a department's access to a conditional dataset")
+    grants.add_argument("action", choices=["add", "list", "revoke"])
+    grants.add_argument("--department")
+    grants.add_argument("--dataset")
+    grants.add_argument("--columns", help="comma-separated; all columns when omitted")
+    grants.add_argument("--row-filter", help="a DuckDB condition on the dataset's columns, e.g. division_code = '330106'")
+    grants.add_argument("--expires", help="ISO date or timestamp")
+    grants.add_argument("--grant-id")
+    grants.set_defaults(fn=cmd_grants)
+
+    audit = sub.add_parser("audit", help="verify the hash-chained audit log")
+    audit.add_argument("action", choices=["verify"])
+    audit.set_defaults(fn=cmd_audit)
 
     af = sub.add_parser("airflow", help="the Airflow CLI on this home, e.g. `onesource airflow standalone`")
     af.add_argument("args", nargs=argparse.REMAINDER)

@@ -1,0 +1,94 @@
+"""The audit log: every governed query, allowed or refused, appended to a hash chain.
+
+One JSON object per line in ``$ONESOURCE_HOME/audit/audit.log``. Each entry carries ``seq`` and the
+``prev`` hash, and its own ``hash`` = sha256 of its canonical JSON (without ``hash``). Editing an
+entry breaks its hash; deleting or reordering entries breaks ``seq`` or ``prev``; truncating the
+tail is caught against the head kept beside the log (``audit.head``). :func:`verify` names the
+first bad entry. Appends from several processes are serialised with an exclusive file lock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+GENESIS = "0" * 64
+
+
+def _digest(entry: dict[str, Any]) -> str:
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
+
+
+class AuditLog:
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.path = self.folder / "audit.log"
+        self.head = self.folder / "audit.head"
+
+    def _last(self) -> tuple[int, str]:
+        if not self.head.exists():
+            return 0, GENESIS
+        seq, digest = self.head.read_text().split()
+        return int(seq), digest
+
+    def append(self, **fields: Any) -> dict[str, Any]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / "audit.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            seq, prev = self._last()
+            entry = {"seq": seq + 1, "at": dt.datetime.now(dt.UTC).isoformat(), **fields, "prev": prev}
+            entry["hash"] = _digest(entry)
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp = self.head.with_suffix(".tmp")
+            tmp.write_text(f"{entry['seq']} {entry['hash']}")
+            os.replace(tmp, self.head)
+        return entry
+
+    def entries(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    entries: int
+    first_bad: int | None = None
+    """1-based line of the first entry that does not verify."""
+    reason: str = ""
+
+
+def verify(log: AuditLog) -> Verdict:
+    prev, expected_seq, n = GENESIS, 1, 0
+    if log.path.exists():
+        for n, line in enumerate(log.path.read_text(encoding="utf-8").splitlines(), start=1):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                return Verdict(False, n - 1, n, f"line {n} is not a JSON entry")
+            if entry.get("hash") != _digest(entry):
+                return Verdict(False, n - 1, n, f"entry seq {entry.get('seq')} (line {n}) was edited: its hash "
+                                                "does not match its content")
+            if entry.get("seq") != expected_seq:
+                return Verdict(False, n - 1, n, f"line {n} holds entry seq {entry.get('seq')}, expected "
+                                                f"{expected_seq}: entries were deleted or reordered")
+            if entry.get("prev") != prev:
+                return Verdict(False, n - 1, n, f"entry seq {entry.get('seq')} (line {n}) does not follow the "
+                                                "entry before it: the chain was broken")
+            prev, expected_seq = entry["hash"], expected_seq + 1
+    seq, head = log._last()
+    if (seq, head) != (expected_seq - 1, prev):
+        return Verdict(False, n, n + 1, f"the log ends at entry {expected_seq - 1} but {seq} were written: "
+                                        "entries were removed from the end")
+    return Verdict(True, n)
