@@ -1,0 +1,186 @@
+"""Governed SQL: each department sees exactly what it was granted; every bypass is refused and audited."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import pytest
+
+from lakehouse import Lake, run_dataset
+from onesource.cli import main
+from onesource.demo.data import DemoConfig
+from onesource.demo.generate import generate_city
+from schemas import load_registry
+from sharing.audit import AuditLog, verify
+from sharing.engine import GovernedEngine
+from sharing.exceptions import QueryRefused
+from sharing.grants import add_grant, ensure_table, revoke_grant
+from tests.helpers import rows
+
+LOADED = ("mca_admin_divisions", "amr_enterprise_register", "psb_resident_register", "psb_household_moves")
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory):
+    from onesource.config import Settings
+
+    settings = Settings(home=tmp_path_factory.mktemp("gov") / "home")
+    generate_city(settings, DemoConfig(scale=0.05, api_url="http://127.0.0.1:9/none"))
+    registry = load_registry(settings.registry_dir)
+    for name in LOADED:
+        [result] = run_dataset(settings, registry, name, os.environ)
+        assert result.status == "published", result.message
+    with Lake(settings.lake) as lake:
+        ensure_table(lake)
+    return settings, registry
+
+
+@pytest.fixture
+def engine(city):
+    settings, registry = city
+    return GovernedEngine(settings, registry)
+
+
+def direct(settings, sql):
+    return rows(settings, sql)
+
+
+def test_unconditional_dataset_matches_direct_duckdb(city, engine):
+    settings, _ = city
+    sql = "SELECT uscc, enterprise_name FROM shared.amr_enterprise_register ORDER BY uscc"
+    assert engine.query("tax", sql).rows == direct(settings, sql)
+
+
+def test_conditional_needs_a_grant_then_sees_only_granted_columns_and_rows(city, engine):
+    settings, registry = city
+    with pytest.raises(QueryRefused, match="not granted to tax"):
+        engine.query("tax", "SELECT * FROM shared.psb_resident_register")
+    with Lake(settings.lake) as lake:
+        grant = add_grant(lake, registry, "tax", "psb_resident_register", columns=["resident_id", "division_code"],
+                          row_filter="division_code = '330106'")
+    try:
+        result = engine.query("tax", "SELECT * FROM shared.psb_resident_register")
+        assert result.columns == ["resident_id", "division_code"]  # * expands to the granted columns only
+        expected = direct(settings, "SELECT count(*) FROM shared.psb_resident_register WHERE division_code = '330106'")
+        assert len(result.rows) == expected[0][0] > 0 and {r[1] for r in result.rows} == {"330106"}
+        assert all(r[0][6:14] == "********" and len(r[0]) == 18 for r in result.rows)  # masked: first 6, last 4
+        with pytest.raises(QueryRefused, match="person_name' could not be resolved"):
+            engine.query("tax", "SELECT person_name FROM shared.psb_resident_register")
+    finally:
+        with Lake(settings.lake) as lake:
+            revoke_grant(lake, grant)
+    with pytest.raises(QueryRefused, match="not granted"):  # revocation takes effect on the next query
+        engine.query("tax", "SELECT division_code FROM shared.psb_resident_register")
+
+
+def test_expired_grant_is_no_grant(city, engine):
+    settings, registry = city
+    with Lake(settings.lake) as lake:
+        add_grant(lake, registry, "hrss", "psb_resident_register", expires_at=dt.datetime(2020, 1, 1))
+    with pytest.raises(QueryRefused, match="not granted to hrss"):
+        engine.query("hrss", "SELECT division_code FROM shared.psb_resident_register")
+
+
+def test_not_shared_is_for_the_owner_only(city, engine):
+    with pytest.raises(QueryRefused, match="not granted to tax"):
+        engine.query("tax", "SELECT * FROM shared.psb_household_moves")
+    owner = engine.query("psb", "SELECT resident_id FROM shared.psb_household_moves LIMIT 5")
+    assert all("*" not in r[0] for r in owner.rows)  # the owner sees its own data unmasked
+
+
+@pytest.mark.parametrize("sql, reason", [
+    ("SELECT * FROM read_parquet('/etc/passwd')", "table functions are not allowed"),
+    ("SELECT * FROM read_csv('/etc/passwd')", "table functions are not allowed"),
+    ("SELECT * FROM 'lake/data/x.parquet'", "is not a shared table"),
+    ("SELECT * FROM glob('/etc/*')", "cannot be parsed"),
+    ("SELECT * FROM read_text('/etc/passwd')", "table functions are not allowed"),
+    ("SELECT * FROM duckdb_tables()", "table functions are not allowed"),
+    ("SELECT getenv('HOME') FROM shared.amr_enterprise_register", "function getenv() is not allowed"),
+    ("SELECT * FROM ops.loads", "is not a shared table"),
+    ("SELECT * FROM lake.shared.amr_enterprise_register", "is not a shared table"),
+    ("SELECT 1 FROM shared.amr_enterprise_register; SELECT 2 FROM shared.amr_enterprise_register", "one statement"),
+    ("ATTACH '/tmp/x.duckdb' AS x", "cannot be parsed"),
+    ("COPY shared.amr_enterprise_register TO '/tmp/x.csv'", "COPY was refused"),
+    ("INSTALL httpfs", "INSTALL was refused"),
+    ("LOAD httpfs", "LOAD was refused"),
+    ("SET enable_external_access = true", "SET was refused"),
+    ("PRAGMA database_list", "PRAGMA was refused"),
+    ("EXPORT DATABASE '/tmp/x'", "cannot be parsed"),
+    ("SELECT * FROM shared.psb_household_moves", "not granted"),
+    ("SELECT 1", "reads no shared table"),
+])
+def test_bypass_routes_are_refused_and_recorded(engine, sql, reason):
+    with pytest.raises(QueryRefused, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        engine.query("tax", sql, purpose="probe")
+    last = engine.audit.entries()[-1]
+    assert (last["decision"], last["sql_sent"], last["department"]) == ("refused", sql, "tax")
+    assert reason.split()[0] in last["reason"] or reason in last["reason"]
+
+
+@pytest.mark.parametrize("clause", [
+    "WHERE resident_id LIKE '3301%'",
+    "ORDER BY resident_id",
+    "GROUP BY resident_id",
+])
+def test_a_masked_column_cannot_be_filtered_ordered_or_grouped(city, engine, clause):
+    settings, registry = city
+    with Lake(settings.lake) as lake:
+        grant = add_grant(lake, registry, "urban", "psb_resident_register")
+    try:
+        select = "resident_id" if "GROUP" in clause else "division_code"
+        with pytest.raises(QueryRefused, match="is masked for this department"):
+            engine.query("urban", f"SELECT {select} FROM shared.psb_resident_register {clause}")
+        with pytest.raises(QueryRefused, match="is masked"):
+            engine.query("urban", "SELECT length(resident_id) FROM shared.psb_resident_register")
+        with pytest.raises(QueryRefused, match="is masked"):
+            engine.query("urban", "SELECT a.uscc FROM shared.amr_enterprise_register a "
+                                  "JOIN shared.psb_resident_register p ON p.resident_id = a.uscc")
+    finally:
+        with Lake(settings.lake) as lake:
+            revoke_grant(lake, grant)
+
+
+def test_allowed_queries_are_audited_with_what_they_touched(engine):
+    engine.query("edu", "SELECT enterprise_status, count(*) FROM shared.amr_enterprise_register GROUP BY 1",
+                 user="li", purpose="学校周边企业统计")
+    last = engine.audit.entries()[-1]
+    assert last["decision"] == "allowed" and last["user"] == "li" and last["purpose"] == "学校周边企业统计"
+    assert last["tables"] == ["amr_enterprise_register"] and "amr_enterprise_register.enterprise_status" in last["columns"]
+    assert last["rows"] > 0 and last["sql_run"].startswith("SELECT * FROM (")
+
+
+def test_audit_verify_detects_edits_deletions_reordering_and_truncation(city, engine, tmp_path):
+    for i in range(4):
+        engine.query("tax", f"SELECT {i} AS n, count(*) FROM shared.amr_enterprise_register")
+    log = engine.audit
+    assert verify(log).ok
+    lines = log.path.read_text(encoding="utf-8").splitlines()
+
+    def check(new_lines, expect):
+        copy = AuditLog(tmp_path / f"c{len(list(tmp_path.iterdir()))}")
+        copy.folder.mkdir()
+        copy.path.write_text("\n".join(new_lines) + "\n", encoding="utf-8")
+        copy.head.write_text(log.head.read_text())
+        verdict = verify(copy)
+        assert not verdict.ok and expect in verdict.reason, verdict
+        return verdict
+
+    edited = list(lines)
+    entry = json.loads(edited[2])
+    entry["rows"] = 999
+    edited[2] = json.dumps(entry, ensure_ascii=False)
+    assert check(edited, "was edited").first_bad == 3
+    assert check(lines[:1] + lines[2:], "deleted or reordered").first_bad == 2
+    assert check([lines[0], lines[2], lines[1]] + lines[3:], "deleted or reordered").first_bad == 2
+    check(lines[:-1], "removed from the end")
+
+
+def test_cli_exit_codes_and_audit_verify(city, monkeypatch, capsys):
+    settings, _ = city
+    monkeypatch.setenv("ONESOURCE_HOME", str(settings.home))
+    assert main(["sql", "--as", "tax", "--format", "csv", "SELECT count(*) AS n FROM shared.amr_enterprise_register"]) == 0
+    assert main(["sql", "--as", "tax", "SELECT * FROM read_parquet('x')"]) == 1
+    assert "table functions are not allowed" in capsys.readouterr().err
+    assert main(["audit", "verify"]) == 0
