@@ -9,6 +9,7 @@
     onesource sql "SELECT ..."                query the lake (read-only, for engineers)
     onesource sql --as DEPT "SELECT ..."      a department's governed query (grants, masking, audit)
     onesource grants add|list|revoke          conditional datasets' grants
+    onesource serve                           HTTP API and Postgres-wire endpoint
     onesource audit verify                    check the hash-chained audit log
     onesource airflow ARGS...                 the Airflow CLI on this home (e.g. `standalone`)
 """
@@ -245,6 +246,30 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     return 1
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import threading
+
+    import uvicorn
+
+    from schemas import load_registry
+    from sharing.engine import GovernedEngine
+    from sharing.http import create_app
+    from sharing.pgwire import GovernedPgServer
+
+    engine = GovernedEngine(settings, load_registry(settings.registry_dir), persistent=True)
+    pg = GovernedPgServer((args.host, args.pg_port), engine)
+    threading.Thread(target=pg.serve_forever, name="pgwire", daemon=True).start()
+    console.print(f"Postgres wire: psql 'host={args.host} port={args.pg_port} user=<dept>_analyst dbname=onesource'\n"
+                  f"HTTP: http://{args.host}:{args.http_port}/docs  (credentials: $ONESOURCE_HOME/demo-credentials.json)")
+    try:
+        uvicorn.run(create_app(engine), host=args.host, port=args.http_port, log_level="warning")
+    finally:
+        pg.shutdown()
+        pg.server_close()
+        engine.close()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from onesource.demo.data import DemoConfig
     from onesource.demo.runner import print_summary, run_demo
@@ -304,6 +329,12 @@ def parser() -> argparse.ArgumentParser:
     sql.add_argument("--dialect", default="postgres", choices=["postgres", "mysql", "duckdb"])
     sql.add_argument("--timeout", type=float, default=30.0, help="seconds before a governed query is stopped")
     sql.set_defaults(fn=cmd_sql)
+
+    serve = sub.add_parser("serve", help="the HTTP API and the Postgres-wire endpoint (loopback by default)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--http-port", type=int, default=8765)
+    serve.add_argument("--pg-port", type=int, default=5433)
+    serve.set_defaults(fn=cmd_serve)
 
     grants = sub.add_parser("grants", help="grant, list or revoke a department's access to a conditional dataset")
     grants.add_argument("action", choices=["add", "list", "revoke"])

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from dataclasses import dataclass
@@ -29,11 +30,39 @@ class Limits:
 
 
 class GovernedEngine:
-    def __init__(self, settings: Settings, registry: Registry, limits: Limits | None = None):
+    """With ``persistent=True`` (the servers) one read-only, locked-down lake connection is opened once and
+    each query runs on its own cursor; otherwise (the CLI) each query opens and closes its own."""
+
+    def __init__(self, settings: Settings, registry: Registry, limits: Limits | None = None, *,
+                 persistent: bool = False):
         self.settings = settings
         self.registry = registry
         self.limits = limits or Limits()
         self.audit = AuditLog(settings.home / "audit")
+        self._lake: Lake | None = None
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[int, float, dict]] = {}
+        if persistent:
+            self._lake = Lake(settings.lake, read_only=True)
+            lock_down(self._lake.con, settings.lake.data_path)
+
+    def _access(self, cursor: duckdb.DuckDBPyConnection, department: str):
+        """What ``department`` may read, cached per lake snapshot: a grant, revocation or expiry changes
+        the answer on the very next query (a grant or revocation is a new snapshot; expiry is timed)."""
+        snapshot = cursor.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0]
+        now = time.time()
+        hit = self._cache.get(department)
+        if hit and hit[0] == snapshot and now < hit[1]:
+            return hit[2]
+        grants = active_grants(CursorLake(self._lake, cursor), department)
+        expiry = min([g.expires_at.replace(tzinfo=dt.UTC).timestamp() for g in grants if g.expires_at] + [now + 60])
+        access = visible(self.registry, grants, department)
+        self._cache[department] = (snapshot, expiry, access)
+        return access
+
+    def close(self) -> None:
+        if self._lake is not None:
+            self._lake.close()
 
     def query(self, department: str, sql: str, *, user: str | None = None, purpose: str | None = None,
               dialect: str = "postgres") -> QueryResult:
@@ -41,11 +70,22 @@ class GovernedEngine:
         record = {"department": department, "user": user or department, "purpose": purpose, "sql_sent": sql,
                   "dialect": dialect}
         try:
-            with Lake(self.settings.lake, read_only=True) as lake:
-                access = visible(self.registry, active_grants(lake, department), department)
-                planned = plan(sql, access, self.registry, department, dialect=dialect, row_limit=self.limits.rows)
-                lock_down(lake.con, self.settings.lake.data_path)
-                result = self._run(lake.con, planned)
+            if self._lake is not None:
+                with self._lock:  # the lake's catalog attach is shared; cursors give each query its own state
+                    cursor = self._lake.con.cursor()
+                try:
+                    access = self._access(cursor, department)
+                    planned = plan(sql, access, self.registry, department, dialect=dialect, row_limit=self.limits.rows)
+                    result = self._run(cursor, planned)
+                finally:
+                    cursor.close()
+            else:
+                with Lake(self.settings.lake, read_only=True) as lake:
+                    access = visible(self.registry, active_grants(lake, department), department)
+                    planned = plan(sql, access, self.registry, department, dialect=dialect,
+                                   row_limit=self.limits.rows)
+                    lock_down(lake.con, self.settings.lake.data_path)
+                    result = self._run(lake.con, planned)
         except QueryRefused as exc:
             self._record(record, started, decision="refused", reason=str(exc))
             raise
@@ -76,3 +116,15 @@ class GovernedEngine:
                           masked=list(plan.masked) if plan else [], rows=rows,
                           duration_ms=round((time.perf_counter() - started) * 1000, 2), decision=decision,
                           reason=reason)
+
+
+class CursorLake:
+    """A Lake whose queries go through one cursor (for helpers that take a Lake)."""
+
+    def __init__(self, lake: Lake, cursor: duckdb.DuckDBPyConnection):
+        self.settings, self.con, self._lake = lake.settings, cursor, lake
+
+    def tables(self, schema: str) -> list[str]:
+        return [r[0] for r in self.con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'lake' AND table_schema = ?",
+            [schema]).fetchall()]

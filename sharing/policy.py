@@ -30,6 +30,7 @@ from sharing.exceptions import QueryRefused
 from sharing.grants import Access
 
 SCHEMA = "shared"
+CATALOG = "lake"
 
 ALLOWED_FUNCTIONS = frozenset("""
 count sum avg min max median mode stddev stddev_samp stddev_pop variance var_samp var_pop approx_distinct
@@ -166,10 +167,14 @@ def plan(sql: str, access: dict[str, Access], registry: Registry, department: st
     filtered = []
     for t in list(root.find_all(exp.Table)):
         acc = access.get(t.name)
-        if acc is None or not acc.row_filters or t.db != SCHEMA:
+        if acc is None or t.db != SCHEMA:
+            continue
+        # Catalog-qualified, so the query means the lake on any cursor, whatever its default catalog.
+        t.set("catalog", exp.to_identifier(CATALOG, quoted=True))
+        if not acc.row_filters:
             continue
         cond = " OR ".join(f"({f})" for f in acc.row_filters)
-        sub = sqlglot.parse_one(f'(SELECT * FROM "{SCHEMA}"."{t.name}" WHERE {cond})', read="duckdb")
+        sub = sqlglot.parse_one(f'(SELECT * FROM "{CATALOG}"."{SCHEMA}"."{t.name}" WHERE {cond})', read="duckdb")
         t.replace(exp.Subquery(this=sub.this if isinstance(sub, exp.Subquery) else sub,
                                alias=exp.TableAlias(this=exp.to_identifier(t.alias_or_name, quoted=True))))
         filtered.append(t.name)

@@ -184,3 +184,49 @@ def test_cli_exit_codes_and_audit_verify(city, monkeypatch, capsys):
     assert main(["sql", "--as", "tax", "SELECT * FROM read_parquet('x')"]) == 1
     assert "table functions are not allowed" in capsys.readouterr().err
     assert main(["audit", "verify"]) == 0
+
+
+@pytest.fixture(scope="module")
+def http(city):
+    from fastapi.testclient import TestClient
+
+    from sharing.http import create_app
+    from sharing.users import create_user
+
+    settings, registry = city
+    with Lake(settings.lake) as lake:
+        tokens = {d: create_user(lake, d, f"{d}_analyst")[1] for d in ("tax", "psb")}
+    engine = GovernedEngine(settings, registry, persistent=True)
+    with TestClient(create_app(engine)) as client:
+        yield client, tokens
+    engine.close()
+
+
+def test_http_requires_a_department_token(http):
+    client, _ = http
+    assert client.get("/api/v1/catalogue").status_code == 401
+    assert client.get("/api/v1/catalogue", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert "/api/v1/query" in client.get("/openapi.json").json()["paths"]
+
+
+def test_http_catalogue_and_query_in_three_formats(city, http):
+    import pyarrow as pa
+
+    settings, _ = city
+    client, tokens = http
+    auth = {"Authorization": f"Bearer {tokens['tax']}"}
+    names = {d["name"] for d in client.get("/api/v1/catalogue", headers=auth).json()}
+    assert "amr_enterprise_register" in names and "psb_household_moves" not in names
+    sql = "SELECT uscc, enterprise_name FROM shared.amr_enterprise_register ORDER BY uscc"
+    body = client.post("/api/v1/query", json={"sql": sql, "purpose": "核验"}, headers=auth).json()
+    assert [tuple(r) for r in body["rows"]] == direct(settings, sql)
+    text = client.post("/api/v1/query", json={"sql": sql}, headers={**auth, "Accept": "text/csv"}).text
+    assert text.splitlines()[0] == "uscc,enterprise_name" and len(text.splitlines()) == body["row_count"] + 1
+    raw = client.post("/api/v1/query", json={"sql": sql},
+                      headers={**auth, "Accept": "application/vnd.apache.arrow.stream"}).content
+    assert pa.ipc.open_stream(raw).read_all().num_rows == body["row_count"]
+    refused = client.post("/api/v1/query", json={"sql": "SELECT * FROM read_csv('/etc/passwd')"}, headers=auth)
+    assert refused.status_code == 403 and "table functions are not allowed" in refused.json()["reason"]
+    owner = {"Authorization": f"Bearer {tokens['psb']}"}
+    assert client.post("/api/v1/query", json={"sql": "SELECT count(*) FROM shared.psb_household_moves"},
+                       headers=owner).status_code == 200

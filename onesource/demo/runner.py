@@ -80,6 +80,7 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
         if server is not None:
             server.shutdown()
             server.server_close()
+    _demo_users(settings, registry)
     with Lake(settings.lake, read_only=True) as lake:
         statuses = dataset_statuses(lake, registry)
         this_run = dict(lake.con.execute(
@@ -105,6 +106,26 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
     )
     _write_report(reports / "demo-summary.json", summary)
     return summary
+
+
+def _demo_users(settings: Settings, registry) -> None:
+    """One analyst per department; their credentials in demo-credentials.json (0600) so every endpoint
+    can be tried at once. Kept across reruns: an existing file is not replaced."""
+    from sharing.grants import ensure_table
+    from sharing.users import create_user
+
+    path = settings.home / "demo-credentials.json"
+    if path.exists():
+        return
+    creds = {}
+    with Lake(settings.lake) as lake:
+        ensure_table(lake)
+        for dept in registry.departments:
+            user = f"{dept.code}_analyst"
+            password, token = create_user(lake, dept.code, user)
+            creds[dept.code] = {"user": user, "password": password, "token": token}
+    path.write_text(json.dumps(creds, indent=2))
+    path.chmod(0o600)
 
 
 def _start_api(settings: Settings, config: DemoConfig):

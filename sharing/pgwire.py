@@ -1,0 +1,107 @@
+"""The Postgres-wire endpoint (buenavista): psql, psycopg, DBeaver, Superset, pandas.read_sql.
+
+Each connection logs in as a department user (md5 handshake against the verifier kept at rest,
+see sharing.users). Every statement goes through the same governed engine as the CLI and HTTP. A
+refusal comes back to the client as an ordinary Postgres error carrying the reason. Transaction
+and session chatter that clients send on their own (BEGIN, COMMIT, SET, ...) is acknowledged and
+not run: the lake is read-only to departments anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import socketserver
+
+import pyarrow as pa
+from buenavista.backends.duckdb import DuckDBQueryResult
+from buenavista.core import Connection, QueryResult, Session
+from buenavista.postgres import BuenaVistaHandler, BuenaVistaServer
+
+from lakehouse.lake import Lake
+from sharing.engine import CursorLake, GovernedEngine
+from sharing.users import User, pg_verifier
+
+log = logging.getLogger("onesource.pgwire")
+CHATTER = ("BEGIN", "START", "COMMIT", "END", "ROLLBACK", "SET", "RESET", "DISCARD", "DEALLOCATE")
+
+
+class GovernedSession(Session):
+    def __init__(self, engine: GovernedEngine):
+        super().__init__()
+        self.engine = engine
+        self.user: User | None = None
+
+    def cursor(self):
+        return None
+
+    def close(self) -> None:
+        pass
+
+    def in_transaction(self) -> bool:
+        return False
+
+    def execute_sql(self, sql: str, params=None) -> QueryResult:
+        if self.user is None:
+            raise PermissionError("not authenticated")
+        head = (sql.strip().split() or [""])[0].upper().rstrip(";")
+        if head in CHATTER:
+            return DuckDBQueryResult(status=head)
+        if params:
+            raise ValueError("query parameters are not supported; send the values in the SQL")
+        result = self.engine.query(self.user.department, sql, user=self.user.name, purpose="postgres-wire")
+        table = pa.Table.from_pylist([dict(zip(result.columns, r, strict=True)) for r in result.rows]) \
+            if result.rows else pa.table({c: pa.array([], pa.string()) for c in result.columns})
+        return DuckDBQueryResult(pa.RecordBatchReader.from_batches(table.schema, table.to_batches()),
+                                 status=f"SELECT {len(result.rows)}")
+
+
+class GovernedConnection(Connection):
+    def __init__(self, engine: GovernedEngine):
+        super().__init__()
+        self.engine = engine
+
+    def new_session(self) -> Session:
+        return GovernedSession(self.engine)
+
+    def parameters(self) -> dict[str, str]:
+        return {"server_version": "14.0 (OneSource governed)", "client_encoding": "UTF8", "DateStyle": "ISO, MDY",
+                "integer_datetimes": "on", "standard_conforming_strings": "on"}
+
+
+class _Handler(BuenaVistaHandler):
+    def handle_md5_password(self, ctx, payload: bytes) -> None:
+        user_name = ctx.params.get("user", "")
+        client_side = payload.decode("utf-8").rstrip("\x00")
+        lake: Lake = self.server.users_lake
+        cursor = lake.con.cursor()
+        try:
+            found = pg_verifier(CursorLake(lake, cursor), user_name)
+        finally:
+            cursor.close()
+        expected = "md5" + hashlib.md5(found[1].encode() + ctx.salt).hexdigest() if found else None  # noqa: S324
+        if found and hmac.compare_digest(client_side, expected):
+            ctx.session.user = found[0]
+            self.send_authentication_ok()
+            self.handle_post_auth(ctx)
+        else:
+            log.warning("password authentication failed for user %r", user_name)
+            self.send_error(f'password authentication failed for user "{user_name}"')
+
+
+class GovernedPgServer(BuenaVistaServer):
+    """A threading TCP server speaking the Postgres protocol, governed by ``engine``."""
+
+    def __init__(self, address: tuple[str, int], engine: GovernedEngine):
+        socketserver.ThreadingTCPServer.__init__(self, address, _Handler)
+        self.conn = GovernedConnection(engine)
+        self.rewriter = None
+        self.extensions = {}
+        self.ctxts = {}
+        self.auth = {}  # not None: buenavista then asks every client for its md5 password
+        self.users_lake = Lake(engine.settings.lake, read_only=True)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.users_lake.close()

@@ -1,0 +1,114 @@
+"""Slow tier: `onesource serve` for real, reached by real psql, psycopg, pandas and HTTP clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lakehouse import Lake, run_dataset
+from onesource.config import Settings
+from onesource.demo.data import DemoConfig
+from onesource.demo.generate import generate_city
+from onesource.demo.runner import _demo_users
+from schemas import load_registry
+from tests.conftest import free_port
+from tests.helpers import rows
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    settings = Settings(home=tmp_path_factory.mktemp("live") / "home")
+    generate_city(settings, DemoConfig(scale=0.05, api_url="http://127.0.0.1:9/none"))
+    registry = load_registry(settings.registry_dir)
+    for name in ("mca_admin_divisions", "amr_enterprise_register", "psb_resident_register", "psb_household_moves"):
+        run_dataset(settings, registry, name, os.environ)
+    _demo_users(settings, registry)
+    creds = json.loads((settings.home / "demo-credentials.json").read_text())
+    with Lake(settings.lake) as lake:
+        from sharing.grants import add_grant
+
+        add_grant(lake, registry, "tax", "psb_resident_register", columns=["resident_id", "division_code"])
+    http_port, pg_port = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "onesource.cli", "serve", "--http-port", str(http_port),
+                             "--pg-port", str(pg_port)], env={**os.environ, "ONESOURCE_HOME": str(settings.home)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", http_port), timeout=1).close()
+            socket.create_connection(("127.0.0.1", pg_port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("onesource serve did not start: " + (proc.stdout.read() if proc.stdout else ""))
+    yield settings, creds, http_port, pg_port
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def psql(pg_port, user, password, sql):
+    if not shutil.which("psql"):
+        pytest.fail("psql is not installed (apt-get install postgresql-client)")
+    return subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(pg_port), "-U", user, "-d", "onesource", "-At",
+                           "-F", ",", "-c", sql], env={**os.environ, "PGPASSWORD": password},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_psql_queries_and_is_refused_where_it_should_be(server):
+    settings, creds, _, pg_port = server
+    tax = creds["tax"]
+    out = psql(pg_port, tax["user"], tax["password"], "SELECT count(*) FROM shared.amr_enterprise_register")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(rows(settings, "SELECT count(*) FROM shared.amr_enterprise_register")[0][0])
+    masked = psql(pg_port, tax["user"], tax["password"], "SELECT resident_id FROM shared.psb_resident_register LIMIT 3")
+    assert masked.returncode == 0 and all("********" in line for line in masked.stdout.split())
+    refused = psql(pg_port, tax["user"], tax["password"], "SELECT * FROM shared.psb_household_moves")
+    assert refused.returncode != 0 and "not granted to tax" in refused.stderr
+    bypass = psql(pg_port, tax["user"], tax["password"], "SELECT * FROM read_csv('/etc/passwd')")
+    assert bypass.returncode != 0 and "table functions are not allowed" in bypass.stderr
+    wrong = psql(pg_port, tax["user"], "not-the-password", "SELECT 1")
+    assert wrong.returncode != 0 and "password authentication failed" in wrong.stderr
+
+
+def test_psycopg_and_pandas(server):
+    import pandas as pd
+    import psycopg
+
+    settings, creds, _, pg_port = server
+    psb = creds["psb"]
+    dsn = f"host=127.0.0.1 port={pg_port} dbname=onesource user={psb['user']} password={psb['password']}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        got = conn.execute("SELECT resident_id FROM shared.psb_household_moves ORDER BY 1").fetchall()
+        assert got == rows(settings, "SELECT resident_id FROM shared.psb_household_moves ORDER BY 1")  # owner: unmasked
+        with pytest.raises(psycopg.Error, match="function getenv"):
+            conn.execute("SELECT getenv('HOME') FROM shared.amr_enterprise_register")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        frame = pd.read_sql("SELECT enterprise_status, count(*) AS n FROM shared.amr_enterprise_register "
+                            "GROUP BY 1 ORDER BY 1", conn)
+    assert frame["n"].sum() == rows(settings, "SELECT count(*) FROM shared.amr_enterprise_register")[0][0]
+
+
+def test_http_over_the_wire(server):
+    import httpx
+
+    _, creds, http_port, _ = server
+    base = f"http://127.0.0.1:{http_port}"
+    auth = {"Authorization": f"Bearer {creds['edu']['token']}"}
+    assert httpx.get(f"{base}/api/v1/catalogue").status_code == 401
+    ok = httpx.post(f"{base}/api/v1/query", json={"sql": "SELECT count(*) AS n FROM shared.amr_enterprise_register"},
+                    headers=auth)
+    assert ok.status_code == 200 and ok.json()["rows"][0][0] > 0
+    refused = httpx.post(f"{base}/api/v1/query", json={"sql": "SELECT * FROM shared.psb_resident_register"},
+                         headers=auth)
+    assert refused.status_code == 403 and "not granted to edu" in refused.json()["reason"]
