@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import ingest, quality
+from bench import ingest, quality, sql
 from bench.common import hardware, write_results
 from onesource.config import Settings
 
@@ -16,7 +16,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--quality-rows", type=int, default=2_000_000, help="rows of the validated batch")
     p.add_argument("--quality-runs", type=int, default=5)
-    p.add_argument("--only", choices=["ingest", "quality"], default=None)
+    p.add_argument("--only", choices=["ingest", "quality", "sql"], default=None)
     args = p.parse_args()
     settings = Settings.from_env()
     print(f"OneSource benchmarks on {hardware()}")
@@ -25,6 +25,12 @@ def main() -> None:
     if args.only in (None, "ingest"):
         print("ingest: CSV -> land -> standardize -> validate (GX) -> publish (DuckLake), vs raw DuckDB COPY to Parquet")
         figures.update(ingest.run(args.rows, args.runs, work))
+    if args.only in (None, "sql"):
+        print("governed SQL: the governance layer vs the same final SQL on DuckDB; Postgres-wire throughput")
+        csv = work / "firms_1000000.csv"
+        if not csv.exists():
+            ingest.run(1_000_000, 1, work)  # writes the 1M-row extract the SQL benchmark loads
+        figures.update(sql.run(csv, work))
     if args.only in (None, "quality"):
         print("quality: the full GX suite on a staged batch, vs the same checks as hand-written DuckDB SQL")
         figures.update(quality.run(args.quality_rows, args.quality_runs, work))
