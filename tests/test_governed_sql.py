@@ -110,6 +110,9 @@ def test_not_shared_is_for_the_owner_only(city, engine):
     ("EXPORT DATABASE '/tmp/x'", "cannot be parsed"),
     ("SELECT * FROM shared.psb_household_moves", "not granted"),
     ("SELECT 1", "reads no shared table"),
+    ("SELECT * FROM information_schema.tables", "is not a shared table"),
+    ("SELECT * FROM pg_catalog.pg_tables", "is not a shared table"),
+    ("SELECT * FROM duckdb_settings()", "table functions are not allowed"),
 ])
 def test_bypass_routes_are_refused_and_recorded(engine, sql, reason):
     with pytest.raises(QueryRefused, match=reason.replace("(", r"\(").replace(")", r"\)")):
@@ -230,3 +233,10 @@ def test_http_catalogue_and_query_in_three_formats(city, http):
     owner = {"Authorization": f"Bearer {tokens['psb']}"}
     assert client.post("/api/v1/query", json={"sql": "SELECT count(*) FROM shared.psb_household_moves"},
                        headers=owner).status_code == 200
+
+
+def test_mysql_dialect(city, engine):
+    settings, _ = city
+    got = engine.query("tax", "SELECT `uscc` FROM shared.amr_enterprise_register ORDER BY `uscc` LIMIT 3",
+                       dialect="mysql")
+    assert got.rows == direct(settings, "SELECT uscc FROM shared.amr_enterprise_register ORDER BY uscc LIMIT 3")
