@@ -57,6 +57,12 @@ OPS_TABLES: dict[str, str] = {
     "consistency_mismatches": """run_id VARCHAR, checked_at TIMESTAMP, dataset VARCHAR, owner VARCHAR,
         element VARCHAR, column_name VARCHAR, key_value VARCHAR, value VARCHAR, authority VARCHAR,
         authority_value VARCHAR""",
+    # departments' access to conditional datasets (sharing.grants)
+    "grants": """grant_id VARCHAR, department VARCHAR, dataset VARCHAR, columns VARCHAR[], row_filter VARCHAR,
+        expires_at TIMESTAMP, granted_by VARCHAR, granted_at TIMESTAMP, revoked_at TIMESTAMP, purpose VARCHAR""",
+    # department users; only hashes (sharing.users)
+    "users": """user_name VARCHAR, department VARCHAR, role VARCHAR, password_scrypt VARCHAR,
+        password_pg_md5 VARCHAR, token_sha256 VARCHAR, created_at TIMESTAMP, disabled_at TIMESTAMP""",
 }
 
 # Messages of errors that a retry can cure: SQLite's lock, DuckLake's optimistic-commit conflicts.

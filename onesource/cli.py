@@ -208,11 +208,10 @@ def cmd_grants(args: argparse.Namespace, settings: Settings) -> int:
 
     from lakehouse import Lake
     from schemas import load_registry
-    from sharing.grants import add_grant, ensure_table, revoke_grant
+    from sharing.grants import add_grant, revoke_grant
 
     registry = load_registry(settings.registry_dir)
     with Lake(settings.lake) as lake:
-        ensure_table(lake)
         if args.action == "add":
             if not (args.department and args.dataset):
                 err.print("--department and --dataset are required")

@@ -18,10 +18,6 @@ from lakehouse.lake import CATALOG, OPS, Lake, retrying
 from schemas.model import Dataset, Registry
 from sharing.exceptions import QueryRefused
 
-GRANTS_DDL = f"""CREATE TABLE IF NOT EXISTS {CATALOG}.{OPS}.grants (
-    grant_id VARCHAR, department VARCHAR, dataset VARCHAR, columns VARCHAR[], row_filter VARCHAR,
-    expires_at TIMESTAMP, granted_by VARCHAR, granted_at TIMESTAMP, revoked_at TIMESTAMP, purpose VARCHAR)"""
-
 MASKED_LEVEL = 3
 """Elements at this sensitivity level or above are masked for every department but the owner."""
 
@@ -52,14 +48,6 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def ensure_table(lake: Lake) -> None:
-    if "grants" not in lake.tables(OPS):
-        def create() -> None:
-            with lake.transaction() as con:
-                con.execute(GRANTS_DDL)
-        retrying(create, lake.settings.commit_retries, "creating ops.grants")
-
-
 def add_grant(lake: Lake, registry: Registry, department: str, dataset: str, *, columns: list[str] | None = None,
               row_filter: str | None = None, expires_at: dt.datetime | None = None, granted_by: str = "owner",
               purpose: str | None = None) -> str:
@@ -70,7 +58,6 @@ def add_grant(lake: Lake, registry: Registry, department: str, dataset: str, *, 
     unknown = sorted(set(columns or ()) - {c.name for c in ds.columns})
     if unknown:
         raise QueryRefused(f"{dataset} has no column(s) {', '.join(unknown)}")
-    ensure_table(lake)
     grant_id = uuid.uuid4().hex[:12]
 
     def write() -> None:

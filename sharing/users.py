@@ -16,10 +16,6 @@ from dataclasses import dataclass
 
 from lakehouse.lake import CATALOG, OPS, Lake, retrying
 
-USERS_DDL = f"""CREATE TABLE IF NOT EXISTS {CATALOG}.{OPS}.users (
-    user_name VARCHAR, department VARCHAR, role VARCHAR, password_scrypt VARCHAR, password_pg_md5 VARCHAR,
-    token_sha256 VARCHAR, created_at TIMESTAMP, disabled_at TIMESTAMP)"""
-
 
 @dataclass(frozen=True)
 class User:
@@ -47,17 +43,8 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def ensure_table(lake: Lake) -> None:
-    if "users" not in lake.tables(OPS):
-        def create() -> None:
-            with lake.transaction() as con:
-                con.execute(USERS_DDL)
-        retrying(create, lake.settings.commit_retries, "creating ops.users")
-
-
 def create_user(lake: Lake, department: str, user: str, role: str = "analyst") -> tuple[str, str]:
     """Create (or reset) a user; returns (password, token), shown once and never stored in clear."""
-    ensure_table(lake)
     password, token = secrets.token_urlsafe(12), secrets.token_urlsafe(24)
 
     def write() -> None:

@@ -16,7 +16,7 @@ from schemas import load_registry
 from sharing.audit import AuditLog, verify
 from sharing.engine import GovernedEngine
 from sharing.exceptions import QueryRefused
-from sharing.grants import add_grant, ensure_table, revoke_grant
+from sharing.grants import add_grant, revoke_grant
 from tests.helpers import rows
 
 LOADED = ("mca_admin_divisions", "amr_enterprise_register", "psb_resident_register", "psb_household_moves")
@@ -32,8 +32,6 @@ def city(tmp_path_factory):
     for name in LOADED:
         [result] = run_dataset(settings, registry, name, os.environ)
         assert result.status == "published", result.message
-    with Lake(settings.lake) as lake:
-        ensure_table(lake)
     return settings, registry
 
 

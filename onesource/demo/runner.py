@@ -111,7 +111,6 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
 def _demo_users(settings: Settings, registry) -> None:
     """One analyst per department; their credentials in demo-credentials.json (0600) so every endpoint
     can be tried at once. Kept across reruns: an existing file is not replaced."""
-    from sharing.grants import ensure_table
     from sharing.users import create_user
 
     path = settings.home / "demo-credentials.json"
@@ -119,7 +118,6 @@ def _demo_users(settings: Settings, registry) -> None:
         return
     creds = {}
     with Lake(settings.lake) as lake:
-        ensure_table(lake)
         for dept in registry.departments:
             user = f"{dept.code}_analyst"
             password, token = create_user(lake, dept.code, user)
