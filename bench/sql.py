@@ -45,7 +45,7 @@ def _timed(fn, runs: int) -> list[float]:
     return out
 
 
-def run(csv: Path, workdir: Path, small_runs: int = 200, scan_runs: int = 5, pg_seconds: float = 5.0, log=print) -> dict:
+def run(csv: Path, workdir: Path, small_runs: int = 200, scan_runs: int = 15, pg_seconds: float = 5.0, log=print) -> dict:
     import resource
 
     from schemas import load_registry

@@ -14,6 +14,8 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +29,32 @@ def _digest(entry: dict[str, Any]) -> str:
 
 
 class AuditLog:
-    def __init__(self, folder: Path):
+    """``group_commit=None``: every append is fsync-ed before it returns (the CLI: one query, then exit).
+    ``group_commit=0.2``: appends reach the file at once (a crash of the process loses nothing) and a
+    background thread fsyncs them within 0.2 s. The servers use it: one fsync per query costs 0.5 to
+    11 ms on this disk, more than the governance itself (as PostgreSQL's synchronous_commit=off)."""
+
+    def __init__(self, folder: Path, group_commit: float | None = None):
         self.folder = Path(folder)
         self.path = self.folder / "audit.log"
         self.head = self.folder / "audit.head"
+        self.group_commit = group_commit
+        self._dirty = threading.Event()
+        if group_commit:
+            threading.Thread(target=self._flusher, name="audit-fsync", daemon=True).start()
+
+    def _flusher(self) -> None:
+        while True:
+            self._dirty.wait()
+            time.sleep(self.group_commit or 0)
+            self._dirty.clear()
+            self.sync()
+
+    def sync(self) -> None:
+        """fsync the log now (also called on shutdown)."""
+        if self.path.exists():
+            with open(self.path, "a", encoding="utf-8") as fh:
+                os.fsync(fh.fileno())
 
     def _last(self) -> tuple[int, str]:
         if not self.head.exists():
@@ -48,7 +72,10 @@ class AuditLog:
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
                 fh.flush()
-                os.fsync(fh.fileno())
+                if self.group_commit:
+                    self._dirty.set()
+                else:
+                    os.fsync(fh.fileno())
             tmp = self.head.with_suffix(".tmp")
             tmp.write_text(f"{entry['seq']} {entry['hash']}")
             os.replace(tmp, self.head)

@@ -39,7 +39,7 @@ class GovernedEngine:
         self.settings = settings
         self.registry = registry
         self.limits = limits or Limits()
-        self.audit = AuditLog(settings.home / "audit")
+        self.audit = AuditLog(settings.home / "audit", group_commit=0.2 if persistent else None)
         self._lake: Lake | None = None
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[object, float, dict]] = {}
@@ -78,6 +78,7 @@ class GovernedEngine:
         return cursor.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0]
 
     def close(self) -> None:
+        self.audit.sync()
         if self._lake is not None:
             self._lake.close()
 
