@@ -43,6 +43,7 @@ class GovernedEngine:
         self._lake: Lake | None = None
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[object, float, dict]] = {}
+        self._plans: dict[tuple, tuple[dict, Plan]] = {}
         if persistent:
             self._lake = Lake(settings.lake, read_only=True)
             lock_down(self._lake.con, settings.lake.data_path)
@@ -60,6 +61,20 @@ class GovernedEngine:
         access = visible(self.registry, grants, department)
         self._cache[department] = (snapshot, expiry, access)
         return access
+
+    def _plan(self, sql: str, access: dict, department: str, dialect: str) -> Plan:
+        """Plans are cached per (access, SQL text): BI tools and dashboards send the same queries again and
+        again. The access object is replaced whenever grants or the catalog change, so a stale plan
+        is never reused; refusals are not cached (each is planned, refused and audited anew)."""
+        key = (id(access), department, dialect, sql)
+        hit = self._plans.get(key)
+        if hit is not None and hit[0] is access:
+            return hit[1]
+        planned = plan(sql, access, self.registry, department, dialect=dialect, row_limit=self.limits.rows)
+        if len(self._plans) > 1024:
+            self._plans.clear()
+        self._plans[key] = (access, planned)
+        return planned
 
     def _catalog_stamp(self, cursor: duckdb.DuckDBPyConnection):
         """Something that changes whenever the lake commits. A SQLite catalog is one file whose stat
@@ -93,7 +108,7 @@ class GovernedEngine:
                     cursor = self._lake.con.cursor()
                 try:
                     access = self._access(cursor, department)
-                    planned = plan(sql, access, self.registry, department, dialect=dialect, row_limit=self.limits.rows)
+                    planned = self._plan(sql, access, department, dialect)
                     result = self._run(cursor, planned)
                 finally:
                     cursor.close()
