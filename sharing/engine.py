@@ -44,6 +44,7 @@ class GovernedEngine:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[object, float, dict]] = {}
         self._plans: dict[tuple, tuple[dict, Plan]] = {}
+        self._sandboxes: dict[str, tuple[dict, duckdb.DuckDBPyConnection]] = {}
         if persistent:
             self._lake = Lake(settings.lake, read_only=True)
             lock_down(self._lake.con, settings.lake.data_path)
@@ -96,6 +97,36 @@ class GovernedEngine:
         self.audit.sync()
         if self._lake is not None:
             self._lake.close()
+
+    def catalog(self, department: str, sql: str, params: list | None = None, *, user: str | None = None) -> QueryResult:
+        """A catalogue question (pg_catalog, information_schema, SHOW, version()), answered from the
+        department's sandbox: only what it may read, and no rows (sharing.catalog)."""
+        from sharing.catalog import answer, sandbox
+
+        started = time.perf_counter()
+        with self._lock:
+            cursor = self._lake.con.cursor() if self._lake is not None else None
+        try:
+            access = self._access(cursor, department) if cursor is not None else None
+        finally:
+            if cursor is not None:
+                cursor.close()
+        if access is None:
+            with Lake(self.settings.lake, read_only=True) as lake:
+                access = visible(self.registry, active_grants(lake, department), department)
+        hit = self._sandboxes.get(department)
+        if hit is None or hit[0] is not access:
+            hit = (access, sandbox(access, self.registry))
+            self._sandboxes[department] = hit
+        record = {"department": department, "user": user or department, "purpose": "catalogue", "sql_sent": sql,
+                  "dialect": "postgres"}
+        try:
+            result = answer(hit[1], sql, params)
+        except duckdb.Error as exc:
+            self._record(record, started, decision="failed", reason=str(exc).split("\n")[0])
+            raise QueryFailed(str(exc).split("\n")[0]) from exc
+        self._record(record, started, decision="catalogue", reason=None, rows=len(result.rows))
+        return result
 
     def query(self, department: str, sql: str, *, user: str | None = None, purpose: str | None = None,
               dialect: str = "postgres") -> QueryResult:

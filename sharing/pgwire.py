@@ -14,16 +14,32 @@ import hmac
 import logging
 import socketserver
 
+import buenavista.postgres
 import pyarrow as pa
 from buenavista.backends.duckdb import DuckDBQueryResult
 from buenavista.core import Connection, QueryResult, Session
 from buenavista.postgres import BuenaVistaHandler, BuenaVistaServer
 
 from lakehouse.lake import Lake
+from sharing.catalog import is_catalog_query
 from sharing.engine import CursorLake, GovernedEngine
 from sharing.users import User, pg_verifier
 
 log = logging.getLogger("onesource.pgwire")
+
+
+class _TextParams:
+    """buenavista parses every untyped (oid 0) bind parameter as a date, and fails on ordinary strings
+    such as the 'hstore' SQLAlchemy asks about. PostgreSQL treats an untyped parameter as text and lets
+    the query's casts decide; so do we (DuckDB casts '$1::VARCHAR', dates compare as text)."""
+
+    class parser:  # noqa: N801 - mirrors dateutil's module layout
+        @staticmethod
+        def parse(text: str) -> str:
+            return text
+
+
+buenavista.postgres.dateutil = _TextParams
 CHATTER = ("BEGIN", "START", "COMMIT", "END", "ROLLBACK", "SET", "RESET", "DISCARD", "DEALLOCATE")
 
 
@@ -48,9 +64,13 @@ class GovernedSession(Session):
         head = (sql.strip().split() or [""])[0].upper().rstrip(";")
         if head in CHATTER:
             return DuckDBQueryResult(status=head)
-        if params:
-            raise ValueError("query parameters are not supported; send the values in the SQL")
-        result = self.engine.query(self.user.department, sql, user=self.user.name, purpose="postgres-wire")
+        if is_catalog_query(sql):
+            result = self.engine.catalog(self.user.department, sql, list(params) if params else None,
+                                         user=self.user.name)
+        elif params:
+            raise ValueError("query parameters are only supported in catalogue queries; send the values in the SQL")
+        else:
+            result = self.engine.query(self.user.department, sql, user=self.user.name, purpose="postgres-wire")
         table = pa.Table.from_pylist([dict(zip(result.columns, r, strict=True)) for r in result.rows]) \
             if result.rows else pa.table({c: pa.array([], pa.string()) for c in result.columns})
         return DuckDBQueryResult(pa.RecordBatchReader.from_batches(table.schema, table.to_batches()),

@@ -112,3 +112,20 @@ def test_http_over_the_wire(server):
     refused = httpx.post(f"{base}/api/v1/query", json={"sql": "SELECT * FROM shared.psb_resident_register"},
                          headers=auth)
     assert refused.status_code == 403 and "not granted to edu" in refused.json()["reason"]
+
+
+def test_sqlalchemy_lists_only_the_tables_a_department_may_read(server):
+    import sqlalchemy as sa
+
+    settings, creds, _, pg_port = server
+    edu = creds["edu"]
+    engine = sa.create_engine(f"postgresql+psycopg://{edu['user']}:{edu['password']}@127.0.0.1:{pg_port}/onesource")
+    tables = set(sa.inspect(engine).get_table_names(schema="shared"))
+    # unconditional ones are listed; conditional without a grant and not_shared ones are not
+    assert {"amr_enterprise_register", "mca_admin_divisions"} <= tables
+    assert not tables & {"psb_resident_register", "psb_household_moves"}
+    with engine.connect() as conn:
+        assert "OneSource" in conn.execute(sa.text("SELECT version()")).scalar()
+        n = conn.execute(sa.text("SELECT count(*) FROM shared.amr_enterprise_register")).scalar()
+    assert n == rows(settings, "SELECT count(*) FROM shared.amr_enterprise_register")[0][0]
+    engine.dispose()

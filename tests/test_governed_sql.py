@@ -238,3 +238,21 @@ def test_mysql_dialect(city, engine):
     got = engine.query("tax", "SELECT `uscc` FROM shared.amr_enterprise_register ORDER BY `uscc` LIMIT 3",
                        dialect="mysql")
     assert got.rows == direct(settings, "SELECT uscc FROM shared.amr_enterprise_register ORDER BY uscc LIMIT 3")
+
+
+def test_catalogue_questions_see_only_what_the_department_may_read(engine):
+    from sharing.catalog import is_catalog_query
+
+    assert is_catalog_query("SELECT table_name FROM information_schema.tables")
+    assert is_catalog_query("SHOW standard_conforming_strings") and is_catalog_query("select pg_catalog.version()")
+    assert not is_catalog_query("SELECT * FROM shared.amr_enterprise_register")
+    assert not is_catalog_query("SELECT * FROM information_schema.tables, shared.amr_enterprise_register")
+    names = {r[0] for r in engine.catalog(
+        "tax", "SELECT table_name FROM information_schema.tables WHERE table_schema = 'shared'").rows}
+    assert "amr_enterprise_register" in names and "psb_household_moves" not in names
+    owner = {r[0] for r in engine.catalog(
+        "psb", "SELECT table_name FROM information_schema.tables WHERE table_schema = 'shared'").rows}
+    assert "psb_household_moves" in owner
+    # the sandbox has the shape of the granted tables, never their rows
+    assert engine.catalog("tax", "SELECT count(*) FROM shared.amr_enterprise_register").rows == [(0,)]
+    assert engine.audit.entries()[-1]["decision"] == "catalogue"

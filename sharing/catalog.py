@@ -1,0 +1,108 @@
+"""What a client sees when it asks the catalogue: only the tables and columns its department may read.
+
+Tools like Superset (SQLAlchemy), DBeaver and psql's ``\\d`` ask ``pg_catalog`` and
+``information_schema`` before they query. Those questions are answered by a per-department
+*sandbox*: an in-memory DuckDB holding, in schema ``shared``, an empty table for each dataset the
+department may read, with its visible columns only. It has no rows, no lake, no file access and a
+locked configuration, so whatever a catalogue query asks, it can only learn what the department was
+granted. Session questions (``SHOW ...``, ``version()``) get fixed answers.
+"""
+
+from __future__ import annotations
+
+import re
+
+import duckdb
+import sqlglot
+from sqlglot import exp
+
+from schemas.model import Registry
+from sharing.grants import Access
+from sharing.sql import QueryResult
+
+CATALOG_SCHEMAS = {"pg_catalog", "information_schema"}
+SESSION_FUNCTIONS = {"version", "current_version", "current_schema", "current_database", "current_user",
+                     "session_user", "current_setting", "pg_backend_pid"}
+SETTINGS = {"standard_conforming_strings": "on", "transaction isolation level": "read committed",
+            "transaction_isolation": "read committed", "server_version": "14.0", "client_encoding": "UTF8",
+            "datestyle": "ISO, MDY", "timezone": "UTC", "search_path": "shared", "integer_datetimes": "on"}
+VERSION = "PostgreSQL 14.0 (OneSource governed endpoint on DuckDB)"
+# PostgreSQL functions clients call while introspecting that DuckDB's pg_catalog lacks.
+PG_MACROS = (
+    "CREATE MACRO to_regtype(name) AS NULL::INTEGER",  # psycopg looks up optional types (hstore)
+    "CREATE MACRO to_regclass(name) AS NULL::INTEGER",
+    "CREATE MACRO pg_get_serial_sequence(tbl, col) AS NULL::VARCHAR",  # shared tables have no sequences
+)
+
+
+def is_catalog_query(sql: str) -> bool:
+    """True for SHOW and for queries that read only pg_catalog / information_schema (or no table at all
+    but session functions such as version())."""
+    text = sql.strip().rstrip(";")
+    if text.lower().startswith("show "):
+        return True
+    try:
+        stmt = sqlglot.parse_one(text, read="postgres")
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
+        return False
+    if not isinstance(stmt, exp.Query):
+        return False
+    tables = list(stmt.find_all(exp.Table))
+    if tables:
+        return all(t.db in CATALOG_SCHEMAS or (not t.db and t.name.startswith("pg_")) for t in tables)
+    names = {(f.name if isinstance(f, exp.Anonymous) else f.sql_name()).lower() for f in stmt.find_all(exp.Func)}
+    return bool(names) and names <= SESSION_FUNCTIONS
+
+
+def sandbox(access: dict[str, Access], registry: Registry) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    con.execute("CREATE SCHEMA shared")
+    for name, acc in sorted(access.items()):
+        ds = registry.dataset(name)
+        cols = ", ".join(f'"{c}" {ds.column(c).duck_type}' for c in acc.columns)
+        con.execute(f'CREATE TABLE shared."{name}" ({cols})')
+        con.execute(f"COMMENT ON TABLE shared.\"{name}\" IS '{ds.title.replace(chr(39), chr(39) * 2)}'")
+    for macro in PG_MACROS:
+        con.execute(macro)
+    con.execute("SET schema = 'shared'")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def answer(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> QueryResult:
+    text = sql.strip().rstrip(";")
+    if text.lower().startswith("show "):
+        name = text[5:].strip().lower()
+        return QueryResult([name.split()[-1] if " " in name else name], [(SETTINGS.get(name, ""),)])
+    text = text.replace("pg_catalog.version()", f"'{VERSION}'").replace("version()", f"'{VERSION}'")
+    # PostgreSQL's object-identifier types have no DuckDB counterpart; their text form is what clients use.
+    # (Plain text edits are safe here: the sandbox holds no data and no way out.)
+    text = re.sub(r"::\s*reg(class|type|proc)\b", "::VARCHAR", text, flags=re.I)
+    text = re.sub(r"\bAS\s+reg(class|type|proc)\b", "AS VARCHAR", text, flags=re.I)
+    text = re.sub(r"\bjson_build_object\(", "json_object(", text, flags=re.I)
+    text = _without_pg_catalog(text)
+    cur = con.cursor()
+    try:
+        cur.execute(text, params or None)
+        return QueryResult([d[0] for d in cur.description], cur.fetchall())
+    finally:
+        cur.close()
+
+
+def _without_pg_catalog(sql: str) -> str:
+    """DuckDB binds ``pg_class.relname`` but not ``pg_catalog.pg_class.relname`` nor
+    ``pg_catalog.format_type(...)``: drop the schema from column and function references."""
+    try:
+        tree = sqlglot.parse_one(sql, read="postgres")
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
+        return sql
+
+    def strip(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Column) and node.args.get("db") is not None and node.db in CATALOG_SCHEMAS:
+            node.set("db", None)
+        if isinstance(node, exp.Dot) and isinstance(node.this, exp.Identifier) and node.this.name in CATALOG_SCHEMAS:
+            return node.expression
+        return node
+
+    return tree.transform(strip).sql(dialect="duckdb")
