@@ -176,7 +176,10 @@ def print_summary(console: Console, summary: DemoSummary, settings: Settings) ->
         f"Home: {settings.home}  (lake: lake/, raw files: landing/, quarantine: quarantine/, "
         f"Data Docs: gx/uncommitted/data_docs/local_site/index.html, "
         f"Airflow logs: reports/airflow-{ALL_DAG_ID}.log)\n"
-        "Query it:  .venv/bin/onesource sql \"SELECT * FROM shared.amr_enterprise_register LIMIT 5\""
+        "Query it:  .venv/bin/onesource sql \"SELECT * FROM shared.amr_enterprise_register LIMIT 5\"\n"
+        "As a department (governed, audited):  .venv/bin/onesource sql --as tax \"SELECT count(*) FROM "
+        "shared.amr_enterprise_register\"\n"
+        "Serve HTTP + Postgres wire:  .venv/bin/onesource serve  (users and passwords: demo-credentials.json)"
     )
 
 
