@@ -10,6 +10,7 @@
     onesource sql --as DEPT "SELECT ..."      a department's governed query (grants, masking, audit)
     onesource grants add|list|revoke          conditional datasets' grants
     onesource serve                           HTTP API and Postgres-wire endpoint
+    onesource metrics [--period YYYY-MM]      the sharing KPIs, per department and city-wide
     onesource audit verify                    check the hash-chained audit log
     onesource airflow ARGS...                 the Airflow CLI on this home (e.g. `standalone`)
 """
@@ -245,6 +246,43 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     return 1
 
 
+def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
+    from lakehouse import Lake
+    from metrics.kpis import KPI_NAMES, Period, compute
+    from schemas import load_registry
+    from sharing.audit import AuditLog
+
+    registry = load_registry(settings.registry_dir)
+    with Lake(settings.lake, read_only=True) as lake:
+        figures = compute(lake, registry, Period.month(args.period), AuditLog(settings.home / "audit"))
+    if args.department:
+        registry.department(args.department)
+        figures["departments"] = [d for d in figures["departments"] if d["code"] == args.department]
+    if args.json:
+        print(json.dumps(figures, ensure_ascii=False, indent=2))
+        return 0
+    table = Table(title=f"OneSource KPIs, {figures['period']} (as of {figures['as_of']})")
+    table.add_column("KPI")
+    table.add_column("city", justify="right")
+    table.add_column("target", justify="right")
+    for d in figures["departments"]:
+        table.add_column(d["code"], justify="right")
+
+    def cell(f: dict, kpi: str) -> str:
+        if f["value"] is None:
+            return "-"
+        if kpi == "reuse_factor":
+            return f"{f['value']:.2f}"
+        return f"{f['value']:.0%} ({f['numerator']:g}/{f['denominator']:g})"
+
+    for kpi in KPI_NAMES:
+        city = figures["city"][kpi]
+        target = "-" if city["target"] is None else f"{city['target']:.0%}"
+        table.add_row(kpi, cell(city, kpi), target, *(cell(d[kpi], kpi) for d in figures["departments"]))
+    console.print(table)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import threading
 
@@ -328,6 +366,12 @@ def parser() -> argparse.ArgumentParser:
     sql.add_argument("--dialect", default="postgres", choices=["postgres", "mysql", "duckdb"])
     sql.add_argument("--timeout", type=float, default=30.0, help="seconds before a governed query is stopped")
     sql.set_defaults(fn=cmd_sql)
+
+    met = sub.add_parser("metrics", help="the sharing KPIs per department and city-wide, against the targets")
+    met.add_argument("--period", help="YYYY-MM (default: this month)")
+    met.add_argument("--department")
+    met.add_argument("--json", action="store_true")
+    met.set_defaults(fn=cmd_metrics)
 
     serve = sub.add_parser("serve", help="the HTTP API and the Postgres-wire endpoint (loopback by default)")
     serve.add_argument("--host", default="127.0.0.1")
