@@ -105,4 +105,5 @@ def _without_pg_catalog(sql: str) -> str:
             return node.expression
         return node
 
-    return tree.transform(strip).sql(dialect="duckdb")
+    # twice: a function that lost its schema prefix is a new node whose arguments still carry theirs
+    return tree.transform(strip).transform(strip).sql(dialect="duckdb")
