@@ -17,17 +17,13 @@ import duckdb
 from connectors.base import Extract, SourceState
 from connectors.exceptions import ExtractError, SourceUnavailableError
 from connectors.landing import Landing
-from onesource.duck import connect
+from onesource.duck import connect, literal
 from schemas.model import Dataset
 
 # driver -> (DuckDB extension, ATTACH type)
 DRIVERS = {"sqlite": ("sqlite_scanner", "sqlite"), "postgres": ("postgres_scanner", "postgres"),
            "mysql": ("mysql_scanner", "mysql")}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 class DatabaseConnector:
@@ -61,19 +57,19 @@ class DatabaseConnector:
         con = connect(extensions=(extension,))
         try:
             try:
-                con.execute(f"ATTACH {_quote(self.dsn(dataset))} AS src (TYPE {attach_type}, READ_ONLY)")
+                con.execute(f"ATTACH {literal(self.dsn(dataset))} AS src (TYPE {attach_type}, READ_ONLY)")
             except duckdb.Error as exc:
                 raise SourceUnavailableError(f"dataset {dataset.name}: cannot open source database {source}: {exc}") from exc
             con.execute("USE src")
             query, params = self._query(dataset, state, con)
             tmp = self.landing.scratch(dataset.name, ".parquet")
             try:
-                con.execute(f"COPY ({query}) TO {_quote(str(tmp))} (FORMAT parquet)", params)
-                rows = con.execute(f"SELECT count(*) FROM read_parquet({_quote(str(tmp))})").fetchone()[0]
+                con.execute(f"COPY ({query}) TO {literal(str(tmp))} (FORMAT parquet)", params)
+                rows = con.execute(f"SELECT count(*) FROM read_parquet({literal(str(tmp))})").fetchone()[0]
                 watermark = None
                 if settings.get("watermark"):
                     watermark = con.execute(
-                        f"SELECT max({settings['watermark']})::VARCHAR FROM read_parquet({_quote(str(tmp))})"
+                        f"SELECT max({settings['watermark']})::VARCHAR FROM read_parquet({literal(str(tmp))})"
                     ).fetchone()[0]
             except duckdb.Error as exc:
                 tmp.unlink(missing_ok=True)

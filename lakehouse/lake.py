@@ -26,7 +26,7 @@ import duckdb
 
 from lakehouse.exceptions import CatalogBusyError
 from onesource.config import LakeSettings
-from onesource.duck import connect
+from onesource.duck import connect, literal
 
 T = TypeVar("T")
 CATALOG = "lake"
@@ -85,10 +85,6 @@ def _extensions(lake: LakeSettings) -> tuple[str, ...]:
     return tuple(needed)
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def retrying(fn: Callable[[], T], retries: int, what: str) -> T:
     """Run ``fn``, retrying with jittered exponential backoff while it fails on a lock or conflict."""
     for attempt in range(retries + 1):
@@ -104,6 +100,13 @@ def retrying(fn: Callable[[], T], retries: int, what: str) -> T:
     raise AssertionError("unreachable")
 
 
+def list_tables(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
+    """Names of the tables in one of the lake's schemas (on any connection or cursor to it)."""
+    return [r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ?",
+        [CATALOG, schema]).fetchall()]
+
+
 class Lake:
     """An open connection to the lake, attached as catalog ``lake``."""
 
@@ -115,11 +118,11 @@ class Lake:
             Path(settings.catalog.removeprefix("sqlite:")).parent.mkdir(parents=True, exist_ok=True)
         if "://" not in settings.data_path:
             Path(settings.data_path).mkdir(parents=True, exist_ok=True)
-        options = [f"DATA_PATH {_quote(settings.data_path)}"]
+        options = [f"DATA_PATH {literal(settings.data_path)}"]
         if read_only:
             options.append("READ_ONLY")
         retrying(
-            lambda: self.con.execute(f"ATTACH {_quote('ducklake:' + settings.catalog)} AS {CATALOG} ({', '.join(options)})"),
+            lambda: self.con.execute(f"ATTACH {literal('ducklake:' + settings.catalog)} AS {CATALOG} ({', '.join(options)})"),
             settings.commit_retries,
             "attaching the lake",
         )
@@ -171,10 +174,7 @@ class Lake:
         return dict(rows)
 
     def tables(self, schema: str) -> list[str]:
-        """Names of the tables in one of the lake's schemas."""
-        return [r[0] for r in self.con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ?",
-            [CATALOG, schema]).fetchall()]
+        return list_tables(self.con, schema)
 
     def close(self) -> None:
         self.con.close()

@@ -23,6 +23,7 @@ import duckdb
 
 from connectors.base import Extract
 from lakehouse.exceptions import CellProblem, StandardizeError
+from onesource.duck import literal as q
 from schemas.model import Column, Dataset, Registry
 
 FULL = "０１２３４５６７８９ＡＢＣＤＥＦＧＨＩＪＫＬＭＮＯＰＱＲＳＴＵＶＷＸＹＺａｂｃｄｅｆｇｈｉｊｋｌｍｎｏｐｑｒｓｔｕｖｗｘｙｚ\u3000"
@@ -33,11 +34,6 @@ TIMESTAMP_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y/%m/%d %H:%M:%
 TRUE_WORDS = ("true", "t", "1", "y", "yes", "是", "有")
 FALSE_WORDS = ("false", "f", "0", "n", "no", "否", "无")
 ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "gbk": "gb18030", "gb2312": "gb18030", "gb18030": "gb18030"}
-
-
-def q(text: str) -> str:
-    """SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def ident(name: str) -> str:

@@ -26,6 +26,11 @@ EXTENSION_PACKAGES = {
 }
 
 
+def literal(text: str) -> str:
+    """A SQL string literal (DuckDB takes no bound parameters in ATTACH, COPY TO or table functions)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def extension_path(name: str) -> Path:
     package = EXTENSION_PACKAGES[name]
     spec = importlib.util.find_spec(package)

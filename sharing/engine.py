@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import threading
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from lakehouse.lake import Lake
+from lakehouse.lake import Lake, list_tables
 from onesource.config import Settings
 from schemas.model import Registry
 from sharing.audit import AuditLog
@@ -92,6 +93,17 @@ class GovernedEngine:
                     stamps.append(None)
             return tuple(stamps)
         return cursor.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0]
+
+    @contextlib.contextmanager
+    def cursor(self):
+        """A cursor on the persistent lake connection, as a Lake for helpers (users, grants)."""
+        assert self._lake is not None, "only a persistent engine lends cursors"
+        with self._lock:
+            cursor = self._lake.con.cursor()
+        try:
+            yield CursorLake(self._lake, cursor)
+        finally:
+            cursor.close()
 
     def close(self) -> None:
         self.audit.sync()
@@ -189,6 +201,4 @@ class CursorLake:
         self.settings, self.con, self._lake = lake.settings, cursor, lake
 
     def tables(self, schema: str) -> list[str]:
-        return [r[0] for r in self.con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'lake' AND table_schema = ?",
-            [schema]).fetchall()]
+        return list_tables(self.con, schema)

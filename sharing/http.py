@@ -16,8 +16,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from lakehouse.lake import Lake
-from sharing.engine import CursorLake, GovernedEngine
+from sharing.engine import GovernedEngine
 from sharing.exceptions import QueryFailed, QueryRefused
 from sharing.users import User, user_by_token
 
@@ -43,15 +42,10 @@ class Refusal(BaseModel):
 
 def create_app(engine: GovernedEngine) -> FastAPI:
     app = FastAPI(title="OneSource", version="1", description="Governed access to the city's shared data.")
-    users_lake = Lake(engine.settings.lake, read_only=True)
-
     def current_user(authorization: str = Header(default="")) -> User:
         token = authorization.removeprefix("Bearer ").strip() if authorization.startswith("Bearer ") else ""
-        cursor = users_lake.con.cursor()
-        try:
-            user = user_by_token(CursorLake(users_lake, cursor), token) if token else None
-        finally:
-            cursor.close()
+        with engine.cursor() as lake:
+            user = user_by_token(lake, token) if token else None
         if user is None:
             raise HTTPException(status_code=401, detail="a valid department bearer token is required",
                                 headers={"WWW-Authenticate": "Bearer"})
@@ -59,11 +53,8 @@ def create_app(engine: GovernedEngine) -> FastAPI:
 
     @app.get("/api/v1/catalogue", summary="datasets this department may query")
     def catalogue(user: User = Depends(current_user)) -> list[dict[str, Any]]:
-        cursor = users_lake.con.cursor()
-        try:
-            access = engine._access(cursor, user.department)
-        finally:
-            cursor.close()
+        with engine.cursor() as lake:
+            access = engine._access(lake.con, user.department)
         out = []
         for ds in engine.registry.datasets:
             acc = access.get(ds.name)
@@ -103,10 +94,6 @@ def create_app(engine: GovernedEngine) -> FastAPI:
             return Response(sink.getvalue(), media_type=ARROW)
         return QueryOut(columns=result.columns, rows=[[_json(v) for v in r] for r in result.rows],
                         row_count=len(result.rows))
-
-    @app.on_event("shutdown")
-    def _close() -> None:  # pragma: no cover - server shutdown
-        users_lake.close()
 
     return app
 

@@ -20,9 +20,8 @@ from buenavista.backends.duckdb import DuckDBQueryResult
 from buenavista.core import Connection, QueryResult, Session
 from buenavista.postgres import BuenaVistaHandler, BuenaVistaServer
 
-from lakehouse.lake import Lake
 from sharing.catalog import is_catalog_query
-from sharing.engine import CursorLake, GovernedEngine
+from sharing.engine import GovernedEngine
 from sharing.users import User, pg_verifier
 
 log = logging.getLogger("onesource.pgwire")
@@ -94,12 +93,8 @@ class _Handler(BuenaVistaHandler):
     def handle_md5_password(self, ctx, payload: bytes) -> None:
         user_name = ctx.params.get("user", "")
         client_side = payload.decode("utf-8").rstrip("\x00")
-        lake: Lake = self.server.users_lake
-        cursor = lake.con.cursor()
-        try:
-            found = pg_verifier(CursorLake(lake, cursor), user_name)
-        finally:
-            cursor.close()
+        with self.server.conn.engine.cursor() as lake:
+            found = pg_verifier(lake, user_name)
         expected = "md5" + hashlib.md5(found[1].encode() + ctx.salt).hexdigest() if found else None  # noqa: S324
         if found and hmac.compare_digest(client_side, expected):
             ctx.session.user = found[0]
@@ -120,8 +115,3 @@ class GovernedPgServer(BuenaVistaServer):
         self.extensions = {}
         self.ctxts = {}
         self.auth = {}  # not None: buenavista then asks every client for its md5 password
-        self.users_lake = Lake(engine.settings.lake, read_only=True)
-
-    def server_close(self) -> None:
-        super().server_close()
-        self.users_lake.close()
