@@ -16,6 +16,8 @@ import socketserver
 
 import buenavista.postgres
 import pyarrow as pa
+import sqlglot
+from sqlglot import exp
 from buenavista.backends.duckdb import DuckDBQueryResult
 from buenavista.core import Connection, QueryResult, Session
 from buenavista.postgres import BuenaVistaHandler, BuenaVistaServer
@@ -39,6 +41,8 @@ class _TextParams:
 
 
 buenavista.postgres.dateutil = _TextParams
+# SQLAlchemy's reflection binds booleans in binary format, which buenavista does not decode.
+buenavista.postgres.TYPE_OIDS.setdefault(16, ("BOOLOID", "?", True))
 CHATTER = ("BEGIN", "START", "COMMIT", "END", "ROLLBACK", "SET", "RESET", "DISCARD", "DEALLOCATE")
 
 
@@ -66,14 +70,44 @@ class GovernedSession(Session):
         if is_catalog_query(sql):
             result = self.engine.catalog(self.user.department, sql, list(params) if params else None,
                                          user=self.user.name)
-        elif params:
-            raise ValueError("query parameters are only supported in catalogue queries; send the values in the SQL")
         else:
+            if params:
+                sql = bind(sql, list(params))
             result = self.engine.query(self.user.department, sql, user=self.user.name, purpose="postgres-wire")
-        table = pa.Table.from_pylist([dict(zip(result.columns, r, strict=True)) for r in result.rows]) \
-            if result.rows else pa.table({c: pa.array([], pa.string()) for c in result.columns})
+        table = _arrow(result.columns, result.rows)
         return DuckDBQueryResult(pa.RecordBatchReader.from_batches(table.schema, table.to_batches()),
                                  status=f"SELECT {len(result.rows)}")
+
+
+def bind(sql: str, params: list) -> str:
+    """Put bound values ($1, $2, ...) into the query as literals, so that the governed engine sees (and
+    the audit records) one complete statement. sqlglot writes the literals, quoting and all: a value
+    cannot become SQL."""
+    try:
+        tree = sqlglot.parse_one(sql, read="postgres")
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
+        return sql  # the engine refuses it with the parse error
+
+    def literal(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Parameter) and isinstance(node.this, exp.Literal) and not node.this.is_string:
+            index = int(node.this.this) - 1
+            if not 0 <= index < len(params):
+                raise ValueError(f"the query uses ${index + 1} but {len(params)} parameter(s) were bound")
+            return exp.convert(params[index])
+        return node
+
+    return tree.transform(literal).sql(dialect="postgres")
+
+
+def _arrow(columns: list[str], rows: list[tuple]) -> pa.Table:
+    """Rows as Arrow; a column with no value at all is sent as text (buenavista has no NULL type)."""
+    if not rows:
+        return pa.table({c: pa.array([], pa.string()) for c in columns})
+    table = pa.Table.from_pylist([dict(zip(columns, r, strict=True)) for r in rows])
+    for i, field in enumerate(table.schema):
+        if pa.types.is_null(field.type):
+            table = table.set_column(i, field.name, pa.nulls(table.num_rows, pa.string()))
+    return table
 
 
 class GovernedConnection(Connection):

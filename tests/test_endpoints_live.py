@@ -81,6 +81,18 @@ def test_psql_queries_and_is_refused_where_it_should_be(server):
     assert wrong.returncode != 0 and "password authentication failed" in wrong.stderr
 
 
+def test_psql_describe_shows_only_granted_tables_and_columns(server):
+    _, creds, _, pg_port = server
+    tax = creds["tax"]
+    listed = psql(pg_port, tax["user"], tax["password"], r"\dt shared.*")
+    assert listed.returncode == 0, listed.stderr
+    assert "amr_enterprise_register" in listed.stdout and "psb_household_moves" not in listed.stdout
+    described = psql(pg_port, tax["user"], tax["password"], r"\d shared.psb_resident_register")
+    assert described.returncode == 0, described.stderr
+    columns = [line.split(",")[0] for line in described.stdout.splitlines() if line]
+    assert columns == ["resident_id", "division_code"], described.stdout
+
+
 def test_psycopg_and_pandas(server):
     import pandas as pd
     import psycopg
@@ -128,4 +140,32 @@ def test_sqlalchemy_lists_only_the_tables_a_department_may_read(server):
         assert "OneSource" in conn.execute(sa.text("SELECT version()")).scalar()
         n = conn.execute(sa.text("SELECT count(*) FROM shared.amr_enterprise_register")).scalar()
     assert n == rows(settings, "SELECT count(*) FROM shared.amr_enterprise_register")[0][0]
+    engine.dispose()
+
+
+def test_sqlalchemy_reflects_granted_columns_like_superset_does(server):
+    """Superset and DBeaver reflect a table's columns, then select from it with bound parameters."""
+    import pandas as pd
+    import sqlalchemy as sa
+
+    settings, creds, _, pg_port = server
+    tax = creds["tax"]
+    engine = sa.create_engine(f"postgresql+psycopg://{tax['user']}:{tax['password']}@127.0.0.1:{pg_port}/onesource")
+    inspector = sa.inspect(engine)
+    columns = {c["name"]: c["type"] for c in inspector.get_columns("psb_resident_register", schema="shared")}
+    # only the two columns of tax's grant, with PostgreSQL types SQLAlchemy understands
+    assert set(columns) == {"resident_id", "division_code"}
+    assert all(isinstance(t, sa.String) for t in columns.values())
+    assert inspector.get_pk_constraint("psb_resident_register", schema="shared")["constrained_columns"] == []
+    assert inspector.get_indexes("psb_resident_register", schema="shared") == []
+    table = sa.Table("amr_enterprise_register", sa.MetaData(), autoload_with=engine, schema="shared")
+    with engine.connect() as conn:
+        got = conn.execute(sa.select(table.c.uscc).where(table.c.division_code != sa.bindparam("d"))
+                           .order_by(table.c.uscc).limit(3), {"d": "x' OR 1=1 --"}).fetchall()
+        frame = pd.read_sql_table("psb_resident_register", conn, schema="shared")
+    expected = rows(settings, "SELECT uscc FROM shared.amr_enterprise_register ORDER BY uscc LIMIT 3")
+    assert [tuple(r) for r in got] == [tuple(r) for r in expected]
+    assert list(frame.columns) == ["resident_id", "division_code"]
+    # the resident ID is masked for tax (first 6 and last 4 characters kept)
+    assert frame["resident_id"].str.contains(r"\*").all()
     engine.dispose()

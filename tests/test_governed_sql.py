@@ -256,3 +256,14 @@ def test_catalogue_questions_see_only_what_the_department_may_read(engine):
     # the sandbox has the shape of the granted tables, never their rows
     assert engine.catalog("tax", "SELECT count(*) FROM shared.amr_enterprise_register").rows == [(0,)]
     assert engine.audit.entries()[-1]["decision"] == "catalogue"
+
+
+def test_bound_parameters_become_literals_and_cannot_become_sql(city, engine):
+    from sharing.pgwire import bind
+
+    sql = bind("SELECT uscc FROM shared.amr_enterprise_register WHERE division_code = $1 LIMIT $2",
+               ["x' OR 1=1 --", 5])
+    assert "'x'' OR 1=1 --'" in sql and "LIMIT 5" in sql
+    assert engine.query("tax", sql).rows == []
+    with pytest.raises(ValueError, match=r"uses \$2 but 1"):
+        bind("SELECT $1, $2", [1])
