@@ -17,6 +17,7 @@ import sqlglot
 from sqlglot import exp
 
 from schemas.model import Registry
+from sharing import pgcatalog
 from sharing.grants import Access
 from sharing.sql import QueryResult
 
@@ -28,45 +29,6 @@ SETTINGS = {"standard_conforming_strings": "on", "transaction isolation level": 
             "datestyle": "ISO, MDY", "timezone": "UTC", "search_path": "shared", "integer_datetimes": "on",
             "default_table_access_method": "heap", "max_identifier_length": "63"}
 VERSION = "PostgreSQL 14.0 (OneSource governed endpoint on DuckDB)"
-# PostgreSQL catalogue objects clients ask for that DuckDB's pg_catalog lacks, in a schema on the
-# search path after ``shared``: unqualified names find them first, then DuckDB's own pg_catalog.
-SHIM = "pg_shim"
-SEARCH_PATH = f"SET search_path = 'shared,{SHIM}'"
-PG_SHIMS = (
-    "CREATE MACRO to_regtype(name) AS NULL::INTEGER",  # psycopg looks up optional types (hstore)
-    "CREATE MACRO to_regclass(name) AS NULL::INTEGER",
-    "CREATE MACRO pg_get_serial_sequence(tbl, col) AS NULL::VARCHAR",  # shared tables have no sequences
-    "CREATE MACRO pg_get_indexdef(idx, col, pretty) AS NULL::VARCHAR",  # nor indexes
-    # DuckDB's format_type answers 'varchar', 'int8'; clients map PostgreSQL's own names to types
-    "CREATE MACRO pg_format_type(oid, mod) AS (SELECT CASE t WHEN 'varchar' THEN 'character varying' "
-    "WHEN 'int8' THEN 'bigint' WHEN 'int4' THEN 'integer' WHEN 'int2' THEN 'smallint' WHEN 'float8' "
-    "THEN 'double precision' WHEN 'float4' THEN 'real' WHEN 'bool' THEN 'boolean' WHEN 'timestamp' THEN "
-    "'timestamp without time zone' WHEN 'timestamptz' THEN 'timestamp with time zone' WHEN 'list' THEN 'text[]' "
-    "ELSE t END FROM (SELECT pg_catalog.format_type(oid, mod) AS t))",
-    # SQLAlchemy's column reflection (Superset, DBeaver's SQL editor) joins these; they are empty here
-    f"CREATE TABLE {SHIM}.pg_opclass (oid BIGINT, opcname VARCHAR, opcdefault BOOLEAN, opcmethod BIGINT)",
-    f"CREATE TABLE {SHIM}.pg_inherits (inhrelid BIGINT, inhparent BIGINT, inhseqno INTEGER, inhdetachpending BOOLEAN)",
-    f"CREATE TABLE {SHIM}.pg_range (rngtypid BIGINT, rngsubtype BIGINT)",
-    f"CREATE TABLE {SHIM}.pg_collation (oid BIGINT, collname VARCHAR, collnamespace BIGINT)",
-    # psql's \\d asks pg_class for columns DuckDB's lacks
-    f"CREATE VIEW {SHIM}.pg_class AS SELECT *, false AS relforcerowsecurity FROM pg_catalog.pg_class",
-    f"CREATE TABLE {SHIM}.pg_policy (oid BIGINT, polname VARCHAR, polrelid BIGINT, polcmd VARCHAR, "
-    "polpermissive BOOLEAN, polroles BIGINT[], polqual VARCHAR, polwithcheck VARCHAR)",
-    f"CREATE TABLE {SHIM}.pg_statistic_ext (oid BIGINT, stxrelid BIGINT, stxname VARCHAR, stxnamespace BIGINT, "
-    "stxkeys INTEGER[], stxkind VARCHAR[], stxstattarget INTEGER)",
-    f"CREATE TABLE {SHIM}.pg_publication (oid BIGINT, pubname VARCHAR, puballtables BOOLEAN, pubinsert BOOLEAN, "
-    "pubupdate BOOLEAN, pubdelete BOOLEAN, pubtruncate BOOLEAN, pubviaroot BOOLEAN)",
-    f"CREATE TABLE {SHIM}.pg_publication_rel (oid BIGINT, prpubid BIGINT, prrelid BIGINT, prqual VARCHAR, "
-    "prattrs INTEGER[])",
-    f"CREATE TABLE {SHIM}.pg_publication_namespace (oid BIGINT, pnpubid BIGINT, pnnspid BIGINT)",
-    f"CREATE TABLE {SHIM}.pg_trigger (oid BIGINT, tgrelid BIGINT, tgname VARCHAR, tgenabled VARCHAR, "
-    "tgisinternal BOOLEAN, tgparentid BIGINT)",
-    f"CREATE TABLE {SHIM}.pg_roles (oid BIGINT, rolname VARCHAR, rolsuper BOOLEAN)",
-    "CREATE MACRO pg_get_userbyid(oid) AS 'onesource'",
-    "CREATE MACRO pg_relation_is_publishable(rel) AS false",
-    "CREATE MACRO pg_get_expr3(expr, rel, pretty) AS NULL::VARCHAR",  # shared tables have no defaults
-    "CREATE MACRO pg_get_statisticsobjdef_columns(oid) AS NULL::VARCHAR",
-)
 
 
 def is_catalog_query(sql: str) -> bool:
@@ -97,10 +59,9 @@ def sandbox(access: dict[str, Access], registry: Registry) -> duckdb.DuckDBPyCon
         con.execute(f'CREATE TABLE shared."{name}" ({cols})')
         con.execute(f"COMMENT ON TABLE shared.\"{name}\" IS '{ds.title.replace(chr(39), chr(39) * 2)}'")
     con.execute(_current_setting_macro())
-    con.execute(f"CREATE SCHEMA {SHIM}")
-    for statement in PG_SHIMS:
+    for statement in pgcatalog.STATEMENTS:
         con.execute(statement)
-    con.execute(SEARCH_PATH)
+    con.execute(pgcatalog.SEARCH_PATH)
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
@@ -133,7 +94,7 @@ def answer(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None)
     text = re.sub(r"\bpg_get_expr\(([^(),]+),([^(),]+),\s*true\)", r"pg_get_expr3(\1,\2, true)", text, flags=re.I)
     cur = con.cursor()
     try:
-        cur.execute(SEARCH_PATH)  # a cursor is a new session: it does not inherit the sandbox's
+        cur.execute(pgcatalog.SEARCH_PATH)  # a cursor is a new session: it does not inherit the sandbox's
         cur.execute(text, params or None)
         return QueryResult([d[0] for d in cur.description], cur.fetchall())
     finally:

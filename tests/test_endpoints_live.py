@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -169,3 +170,24 @@ def test_sqlalchemy_reflects_granted_columns_like_superset_does(server):
     # the resident ID is masked for tax (first 6 and last 4 characters kept)
     assert frame["resident_id"].str.contains(r"\*").all()
     engine.dispose()
+
+
+def test_pgjdbc_as_dbeaver_uses_it(server):
+    """DBeaver talks to PostgreSQL through PgJDBC: its metadata calls list and describe only what the
+    department may read, with PostgreSQL type names, and a prepared query runs governed."""
+    jar = Path("/usr/share/java/postgresql.jar")
+    if not shutil.which("java") or not jar.exists():
+        pytest.fail("java and PgJDBC are needed (apt-get install default-jre-headless libpostgresql-jdbc-java)")
+    _, creds, _, pg_port = server
+    tax = creds["tax"]
+    probe = Path(__file__).parent / "clients" / "JdbcProbe.java"
+    out = subprocess.run(["java", "-cp", str(jar), str(probe), f"jdbc:postgresql://127.0.0.1:{pg_port}/onesource",
+                          tax["user"], tax["password"], "psb_resident_register"],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    tables = {line.split()[1] for line in lines if line.startswith("table ")}
+    assert "amr_enterprise_register" in tables and "psb_household_moves" not in tables
+    assert [line for line in lines if line.startswith("column ")] == ["column resident_id varchar",
+                                                                       "column division_code varchar"]
+    assert "rows 2 cols 2" in lines
