@@ -45,6 +45,13 @@ KINDS: dict[str, KindSpec] = {
             optional=("items", "page_param", "size_param", "page_size", "since_param", "watermark", "timeout", "token_env"),
             doc="a paginated JSON API; incremental by a watermark field",
         ),
+        KindSpec(
+            "platform",
+            required=("product",),
+            optional=(),
+            choices=(("product", ("kpi_figures", "kpi_dataset_status", "kpi_duplicate_pairs")),),
+            doc="a table OneSource computes itself (the sharing KPIs), published by the metrics DAG",
+        ),
     )
 }
 

@@ -60,6 +60,15 @@ OPS_TABLES: dict[str, str] = {
     # departments' access to conditional datasets (sharing.grants)
     "grants": """grant_id VARCHAR, department VARCHAR, dataset VARCHAR, columns VARCHAR[], row_filter VARCHAR,
         expires_at TIMESTAMP, granted_by VARCHAR, granted_at TIMESTAMP, revoked_at TIMESTAMP, purpose VARCHAR""",
+    # access requests and their decisions (sharing.requests): feed the request fulfilment KPI
+    "access_requests": """request_id VARCHAR, department VARCHAR, dataset VARCHAR, owner VARCHAR, share_type VARCHAR,
+        columns VARCHAR[], row_filter VARCHAR, purpose VARCHAR, period_days INTEGER, status VARCHAR,
+        requested_by VARCHAR, requested_at TIMESTAMP, due_at TIMESTAMP, decided_at TIMESTAMP, decided_by VARCHAR,
+        reason VARCHAR, grant_id VARCHAR""",
+    # the audit log's entries, copied into the lake for the usage KPIs (sharing.audit.sync_to_lake)
+    "audit_events": """seq BIGINT, event_at TIMESTAMP, department VARCHAR, user_name VARCHAR, decision VARCHAR,
+        tables VARCHAR[], rows BIGINT""",
+    "audit_sync": "byte_offset BIGINT, seq BIGINT, synced_at TIMESTAMP",
     # department users; only hashes (sharing.users)
     "users": """user_name VARCHAR, department VARCHAR, role VARCHAR, password_scrypt VARCHAR,
         password_pg_md5 VARCHAR, token_sha256 VARCHAR, created_at TIMESTAMP, disabled_at TIMESTAMP""",

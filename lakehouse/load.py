@@ -27,6 +27,7 @@ from lakehouse.lake import CATALOG, OPS, QUARANTINE, SHARED, Lake, retrying
 from lakehouse.standardize import extensions_for, ident, q, standardize
 from onesource.config import Settings
 from onesource.duck import extension_path
+from onesource.errors import ConfigurationError
 from quality.context import gather
 from quality.validate import QualityReport, validate_batch
 from schemas.model import Dataset, Registry
@@ -266,6 +267,9 @@ def load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registry
 def run_dataset(settings: Settings, registry: Registry, name: str, environ: Mapping[str, str]) -> list[LoadResult]:
     """Load every new extract of dataset ``name``. Raises a TransientError when a retry may help."""
     ds = registry.dataset(name)
+    if ds.platform:
+        raise ConfigurationError(f"{name} is computed by OneSource itself ({ds.connector.settings.get('product')}); "
+                                 "`onesource metrics --publish` writes it, ingestion does not")
     with Lake(settings.lake) as lake:
         state = source_state(lake, ds, registry.version)
         connector = connector_for(ds.connector.kind, settings.sources_dir, Landing(settings.landing_dir), environ)

@@ -9,8 +9,10 @@
     onesource sql "SELECT ..."                query the lake (read-only, for engineers)
     onesource sql --as DEPT "SELECT ..."      a department's governed query (grants, masking, audit)
     onesource grants add|list|revoke          conditional datasets' grants
+    onesource requests create|list|approve|refuse|revoke   access requests, decided within the SLA
     onesource serve                           HTTP API and Postgres-wire endpoint
     onesource metrics [--period YYYY-MM]      the sharing KPIs, per department and city-wide
+                      [--publish] [--export F] (shared KPI tables; XLSX/CSV for the annual assessment)
     onesource audit verify                    check the hash-chained audit log
     onesource airflow ARGS...                 the Airflow CLI on this home (e.g. `standalone`)
 """
@@ -19,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime as dt
 import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -74,7 +78,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from schemas import load_registry
 
     registry = load_registry(settings.registry_dir)
-    names = [d.name for d in registry.datasets] if args.all else args.datasets
+    names = [d.name for d in registry.source_datasets] if args.all else args.datasets
     if not names:
         err.print("name one or more datasets, or --all")
         return 2
@@ -235,6 +239,53 @@ def cmd_grants(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_requests(args: argparse.Namespace, settings: Settings) -> int:
+    from lakehouse import Lake
+    from metrics.calendar import WorkCalendar
+    from schemas import load_registry
+    from sharing import requests
+
+    registry = load_registry(settings.registry_dir)
+    user = args.user or os.environ.get("USER", "cli")
+    with Lake(settings.lake) as lake:
+        if args.action == "create":
+            if not (args.department and args.dataset and args.purpose):
+                err.print("--department, --dataset and --purpose are required")
+                return 2
+            req = requests.create(lake, registry, args.department, args.dataset, purpose=args.purpose,
+                                  requested_by=user, columns=args.columns.split(",") if args.columns else None,
+                                  row_filter=args.row_filter, period_days=args.days,
+                                  calendar=WorkCalendar.load(settings.calendar_file))
+            console.print(f"request {req.request_id}: {req.status}" +
+                          (f", the owner ({req.owner}) decides by {req.due_at:%Y-%m-%d}" if req.status == "pending"
+                           else ""))
+        elif args.action == "list":
+            now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+            table = Table()
+            for col in ("request", "department", "dataset", "owner", "status", "requested", "due", "reason"):
+                table.add_column(col)
+            for r in requests.listing(lake, department=args.department, owner=args.owner, status=args.status):
+                status = "[red]overdue[/]" if r.overdue(now) else r.status
+                table.add_row(r.request_id, r.department, r.dataset, r.owner, status, f"{r.requested_at:%Y-%m-%d}",
+                              f"{r.due_at:%Y-%m-%d}", r.reason or "")
+            console.print(table)
+        else:
+            if not (args.request_id and args.owner):
+                err.print("--request-id and --owner (the owning department deciding) are required")
+                return 2
+            if args.action == "approve":
+                req = requests.approve(lake, registry, args.request_id, owner=args.owner, decided_by=user,
+                                       columns=args.columns.split(",") if args.columns else None,
+                                       row_filter=args.row_filter, reason=args.reason)
+            elif args.action == "refuse":
+                req = requests.refuse(lake, args.request_id, owner=args.owner, decided_by=user, reason=args.reason or "")
+            else:
+                req = requests.revoke(lake, args.request_id, owner=args.owner, decided_by=user,
+                                      reason=args.reason or "")
+            console.print(f"request {req.request_id}: {req.status}")
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     from sharing.audit import AuditLog, verify
 
@@ -248,18 +299,36 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
     from lakehouse import Lake
-    from metrics.kpis import KPI_NAMES, Period, compute
+    from metrics.calendar import WorkCalendar
+    from metrics.kpis import KPI_NAMES, Period, compute, snapshot_time
+    from metrics.publish import export_rows, publish, write_csv, write_xlsx
     from schemas import load_registry
-    from sharing.audit import AuditLog
+    from sharing.audit import AuditLog, sync_to_lake
 
     registry = load_registry(settings.registry_dir)
-    with Lake(settings.lake, read_only=True) as lake:
-        figures = compute(lake, registry, Period.month(args.period), AuditLog(settings.home / "audit"))
     if args.department:
         registry.department(args.department)
+    with Lake(settings.lake) as lake:
+        sync_to_lake(lake, AuditLog(settings.home / "audit"))
+        as_of = None
+        if args.as_of:
+            as_of = (snapshot_time(lake, int(args.as_of)) if args.as_of.isdigit()
+                     else dt.datetime.fromisoformat(args.as_of))
+        figures = compute(lake, registry, Period.month(args.period), as_of=as_of,
+                          calendar=WorkCalendar.load(settings.calendar_file))
+        if args.publish:
+            written = publish(lake, registry, figures)
+            err.print(f"published {figures['period']}: " + ", ".join(f"shared.{k} ({v} rows)" for k, v in written.items()))
+        if args.export:
+            path = Path(args.export)
+            rows = export_rows(lake, None if args.all_periods else figures["period"])
+            (write_xlsx if path.suffix.lower() == ".xlsx" else write_csv)(path, rows)
+            err.print(f"wrote {len(rows)} KPI rows to {path}")
+    if args.department:
         figures["departments"] = [d for d in figures["departments"] if d["code"] == args.department]
     if args.json:
-        print(json.dumps(figures, ensure_ascii=False, indent=2))
+        figures.pop("datasets"), figures.pop("duplicate_pairs")
+        print(json.dumps(figures, ensure_ascii=False, indent=2, default=str))
         return 0
     table = Table(title=f"OneSource KPIs, {figures['period']} (as of {figures['as_of']})")
     table.add_column("KPI")
@@ -371,6 +440,10 @@ def parser() -> argparse.ArgumentParser:
     met.add_argument("--period", help="YYYY-MM (default: this month)")
     met.add_argument("--department")
     met.add_argument("--json", action="store_true")
+    met.add_argument("--as-of", help="a timestamp (2026-11-01T00:00) or a lake snapshot id: the KPIs as they were")
+    met.add_argument("--publish", action="store_true", help="also write the period into the shared KPI tables")
+    met.add_argument("--export", metavar="FILE", help="write the published KPI table to FILE (.xlsx or .csv)")
+    met.add_argument("--all-periods", action="store_true", help="with --export: every published period")
     met.set_defaults(fn=cmd_metrics)
 
     serve = sub.add_parser("serve", help="the HTTP API and the Postgres-wire endpoint (loopback by default)")
@@ -388,6 +461,21 @@ def parser() -> argparse.ArgumentParser:
     grants.add_argument("--expires", help="ISO date or timestamp")
     grants.add_argument("--grant-id")
     grants.set_defaults(fn=cmd_grants)
+
+    req = sub.add_parser("requests", help="access requests: create, list, approve, refuse (with a reason), revoke")
+    req.add_argument("action", choices=["list", "create", "approve", "refuse", "revoke"])
+    req.add_argument("--department", help="the requesting department")
+    req.add_argument("--dataset")
+    req.add_argument("--purpose")
+    req.add_argument("--columns", help="comma-separated; all columns when omitted (an approval may narrow them)")
+    req.add_argument("--row-filter")
+    req.add_argument("--days", type=int, help="how long the access is needed")
+    req.add_argument("--request-id")
+    req.add_argument("--owner", help="the owning department, deciding")
+    req.add_argument("--status")
+    req.add_argument("--reason", help="mandatory when refusing")
+    req.add_argument("--user", help="who acts (default: $USER)")
+    req.set_defaults(fn=cmd_requests)
 
     audit = sub.add_parser("audit", help="verify the hash-chained audit log")
     audit.add_argument("action", choices=["verify"])

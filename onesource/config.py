@@ -81,6 +81,11 @@ class Settings:
     def reports_dir(self) -> Path:
         return self.home / "reports"
 
+    @property
+    def calendar_file(self) -> Path:
+        """The city's own holidays and make-up working days (metrics.calendar)."""
+        return self.home / "calendar.yaml"
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``ONESOURCE_HOME`` (default ``.onesource/`` in the repo) and the

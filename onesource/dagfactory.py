@@ -76,22 +76,22 @@ def build_dags(registry_dir: Path) -> dict:
         return d
 
     by_cycle: dict[str, list[Dataset]] = defaultdict(list)
-    for ds in registry.datasets:
+    for ds in registry.source_datasets:
         by_cycle[ds.update_cycle].append(ds)
     dags = {}
     for cycle in (c for c in UPDATE_CYCLES if c in by_cycle):
         dags[dag_id_for(cycle)] = dag(dag_id_for(cycle), UPDATE_CYCLES[cycle][0], by_cycle[cycle], [cycle],
                                       f"Loads the {len(by_cycle[cycle])} dataset(s) whose update cycle is **{cycle}**.")
-    if registry.datasets:
+    if registry.source_datasets:
         # Run by hand: the first load of a new city, or a catch-up after an outage (one run, every source).
-        dags[ALL_DAG_ID] = dag(ALL_DAG_ID, None, list(registry.datasets), ["backfill"],
+        dags[ALL_DAG_ID] = dag(ALL_DAG_ID, None, list(registry.source_datasets), ["backfill"],
                                "Loads every registered dataset once (authorities first), then compares copies of "
                                "elements with their authorities: initial loads and catch-ups after an outage.",
                                with_consistency=True)
         # Cross-source consistency runs whenever any shared table changes (data-aware, not on a clock).
         with DAG(dag_id=CONSISTENCY_DAG_ID, start_date=START, catchup=False, max_active_runs=1,
                  schedule=AssetAny(*(Asset(name=d.name, uri=asset_uri(d.name), group="onesource")
-                                     for d in registry.datasets)),
+                                     for d in registry.source_datasets)),
                  tags=["onesource", "quality"],
                  doc_md="多元校核: compares copies of data elements with their authoritative dataset.") as cdag:
             consistency()
@@ -119,7 +119,7 @@ def authority_edges(registry, names: set[str]) -> list[tuple[str, str]]:
                     todo.append(nxt)
         return seen
 
-    for ds in registry.datasets:
+    for ds in registry.source_datasets:
         if ds.name not in names:
             continue
         for col in ds.columns:

@@ -51,7 +51,7 @@ class ConsistencyRate:
 def copy_pairs(registry: Registry) -> list[CopyPair]:
     """Every (dataset, element) copy that can be checked: the dataset also holds the authority's key."""
     pairs = []
-    for ds in registry.datasets:
+    for ds in registry.source_datasets:
         joins = {}
         for col in ds.columns:
             ref = reference_key(registry, col, ds)

@@ -17,6 +17,7 @@ ELEMENT_TYPES: dict[str, str] = {
     "string": "VARCHAR",
     "integer": "BIGINT",
     "decimal": "DECIMAL(18,2)",
+    "number": "DOUBLE",  # ratios and rates (the KPI tables), where DECIMAL(18,2) would round them
     "date": "DATE",
     "timestamp": "TIMESTAMP",
     "boolean": "BOOLEAN",
@@ -186,6 +187,12 @@ class Dataset:
     where: Where | None = field(default=None, compare=False)
 
     @property
+    def platform(self) -> bool:
+        """A table OneSource computes itself (the KPI tables): shared like any dataset, but not a
+        department's data, so it has no ingestion DAG and does not count in the sharing KPIs."""
+        return self.connector.kind == "platform"
+
+    @property
     def table(self) -> str:
         """Name of the shared table, as ``onesource sql`` reads it."""
         return f"shared.{self.name}"
@@ -223,6 +230,11 @@ class Registry:
 
     def dataset(self, name: str) -> Dataset:
         return _by_name(self.datasets, name, "dataset")
+
+    @property
+    def source_datasets(self) -> tuple[Dataset, ...]:
+        """The departments' own datasets: what is ingested, and what the sharing KPIs count."""
+        return tuple(d for d in self.datasets if not d.platform)
 
     @property
     def version(self) -> str:

@@ -119,3 +119,45 @@ def verify(log: AuditLog) -> Verdict:
         return Verdict(False, n, n + 1, f"the log ends at entry {expected_seq - 1} but {seq} were written: "
                                         "entries were removed from the end")
     return Verdict(True, n)
+
+
+def sync_to_lake(lake, log: AuditLog) -> int:
+    """Copy the entries appended since the last sync into ``ops.audit_events`` (the usage KPIs read
+    them there, as a table, instead of re-reading the whole log). Returns how many were copied.
+
+    The byte offset reached is stored with the rows in one commit, so a crash copies nothing twice."""
+    import pyarrow as pa
+
+    from lakehouse.lake import CATALOG, OPS, retrying
+
+    if not log.path.exists():
+        return 0
+    offset = lake.con.execute(f"SELECT coalesce(max(byte_offset), 0) FROM {CATALOG}.{OPS}.audit_sync").fetchone()[0]
+    with open(log.path, "rb") as fh:
+        fh.seek(offset)
+        chunk = fh.read()
+    chunk = chunk[: chunk.rfind(b"\n") + 1]  # whole lines only: a line being appended waits for the next sync
+    if not chunk:
+        return 0
+    entries = [json.loads(line) for line in chunk.decode("utf-8").splitlines() if line.strip()]
+    table = pa.table({
+        "seq": pa.array([e["seq"] for e in entries], pa.int64()),
+        "event_at": pa.array([dt.datetime.fromisoformat(e["at"]).replace(tzinfo=None) for e in entries], pa.timestamp("us")),
+        "department": [e.get("department") for e in entries],
+        "user_name": [e.get("user") for e in entries],
+        "decision": [e.get("decision") for e in entries],
+        "tables": pa.array([e.get("tables") or [] for e in entries], pa.list_(pa.string())),
+        "rows": pa.array([e.get("rows") for e in entries], pa.int64()),
+    })
+
+    def write() -> None:
+        with lake.transaction() as con:
+            con.register("new_audit_events", table)
+            con.execute(f"INSERT INTO {CATALOG}.{OPS}.audit_events SELECT * FROM new_audit_events")
+            con.execute(f"INSERT INTO {CATALOG}.{OPS}.audit_sync VALUES (?, ?, ?)",
+                        [offset + len(chunk), entries[-1]["seq"], dt.datetime.now(dt.UTC).replace(tzinfo=None)])
+            con.unregister("new_audit_events")
+            lake.commit_message("audit events", {"entries": len(entries)})
+
+    retrying(write, lake.settings.commit_retries, "copying audit entries into the lake")
+    return len(entries)

@@ -11,3 +11,7 @@ class QueryRefused(TerminalError):
 
 class QueryFailed(TerminalError):
     """The query ran and DuckDB reported an error (unknown table, bad column, ...)."""
+
+
+class RequestError(TerminalError):
+    """An access-request step that cannot be taken (unknown request, wrong state, missing reason)."""

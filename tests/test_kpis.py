@@ -11,7 +11,7 @@ from lakehouse import Lake
 from metrics.kpis import Period, compute
 from onesource.cli import main
 from schemas import load_registry
-from sharing.audit import AuditLog
+from sharing.audit import AuditLog, sync_to_lake
 from sharing.engine import GovernedEngine
 from tests.helpers import drop, firms_dataset, load, write_registry
 from tests.test_ingest_files import csv_text
@@ -35,9 +35,9 @@ def scenario(settings):
 
 
 def figures(settings, as_of=None, **period):
-    with Lake(settings.lake, read_only=True) as lake:
-        return compute(lake, load_registry(settings.registry_dir), Period.month(**period),
-                       AuditLog(settings.home / "audit"), as_of=as_of)
+    with Lake(settings.lake) as lake:
+        sync_to_lake(lake, AuditLog(settings.home / "audit"))
+        return compute(lake, load_registry(settings.registry_dir), Period.month(**period), as_of=as_of)
 
 
 def by_dept(result, code):

@@ -336,3 +336,32 @@ def city_datasets(n: int) -> list[DemoDataset]:
     out = [d for d in CORE_DATASETS if d.owner in codes]
     out += [extra_dataset(c, nm) for c, nm, _ in EXTRA_DEPARTMENTS if c in codes]
     return out
+
+
+# The data bureau runs OneSource; its datasets are the KPI tables the platform publishes itself.
+BUREAU: tuple[str, str, str, str, str] = ("dsj", "数据资源管理局", "Data Resources Bureau", "onesource",
+                                          "OneSource 数据共享平台")
+# (name, title, key, columns as (name, type))
+PLATFORM_DATASETS: tuple[tuple[str, str, tuple[str, ...], tuple[tuple[str, str], ...]], ...] = (
+    ("kpi_figures", "数据共享考核指标", ("period", "scope", "kpi"), (
+        ("period", "string"), ("as_of", "timestamp"), ("scope", "string"), ("scope_name", "string"),
+        ("kpi", "string"), ("value", "number"), ("numerator", "number"), ("denominator", "number"),
+        ("target", "number"), ("computed_at", "timestamp"))),
+    ("kpi_dataset_status", "数据目录共享状态", ("period", "dataset"), (
+        ("period", "string"), ("dataset", "string"), ("title", "string"), ("owner", "string"),
+        ("share_type", "string"), ("update_cycle", "string"), ("counted_shared", "boolean"), ("reason", "string"),
+        ("last_load_status", "string"), ("last_load_at", "timestamp"), ("consumers", "integer"))),
+    ("kpi_duplicate_pairs", "重复采集矩阵", ("period", "department", "element"), (
+        ("period", "string"), ("department", "string"), ("element", "string"), ("element_name", "string"),
+        ("authority_department", "string"), ("authority_dataset", "string"), ("datasets", "string"),
+        ("duplicate", "boolean"))),
+)
+
+
+def platform_dataset_entries() -> list[dict[str, Any]]:
+    """Registry entries for the KPI tables, owned by the bureau and readable by every department."""
+    return [{"name": name, "title": title, "owner": BUREAU[0], "system": BUREAU[3], "update_cycle": "daily",
+             "share_type": "unconditional", "load_mode": "snapshot", "key": list(key),
+             "connector": {"kind": "platform", "product": name},
+             "columns": [{"name": c, "source": c, "type": t} for c, t in columns]}
+            for name, title, key, columns in PLATFORM_DATASETS]

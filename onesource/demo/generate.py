@@ -17,7 +17,15 @@ from typing import Any
 import yaml
 
 from onesource.config import Settings
-from onesource.demo.city import CODE_LISTS, ELEMENTS, DemoDataset, city_datasets, city_departments
+from onesource.demo.city import (
+    BUREAU,
+    CODE_LISTS,
+    ELEMENTS,
+    DemoDataset,
+    city_datasets,
+    city_departments,
+    platform_dataset_entries,
+)
 from onesource.demo.data import City, DemoConfig
 
 EXTENSIONS = {"csv": "csv", "csv-gbk": "csv", "xlsx": "xlsx", "json": "json", "ndjson": "ndjson", "parquet": "parquet"}
@@ -40,7 +48,7 @@ def connector_settings(ds: DemoDataset, config: DemoConfig) -> dict[str, Any]:
 
 
 def write_registry(root: Path, config: DemoConfig) -> None:
-    departments = city_departments(config.departments)
+    departments = [*city_departments(config.departments), BUREAU]
     datasets = city_datasets(config.departments)
     names = {d.name for d in datasets}
     _dump(root / "departments.yaml", {"departments": [
@@ -74,6 +82,8 @@ def write_registry(root: Path, config: DemoConfig) -> None:
         if ds.quality:
             entry["quality"] = ds.quality
         _dump(root / "datasets" / ds.owner / f"{ds.name}.yaml", entry)
+    for entry in platform_dataset_entries():
+        _dump(root / "datasets" / entry["owner"] / f"{entry['name']}.yaml", entry)
 
 
 # -- extract writers, one per form a department sends ----------------------------------------

@@ -73,7 +73,7 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
             migrated = airflow_cli.ensure_db(settings, reports / "airflow-db-migrate.log")
         console.print(f"[3/4] Airflow home {settings.airflow_home} " + ("created" if migrated else "ready"))
         with _progress(console) as progress:
-            task = progress.add_task(f"[4/4] Airflow DAG run {ALL_DAG_ID}", total=len(registry.datasets))
+            task = progress.add_task(f"[4/4] Airflow DAG run {ALL_DAG_ID}", total=len(registry.source_datasets))
             code = airflow_cli.dags_test(settings, ALL_DAG_ID, reports / f"airflow-{ALL_DAG_ID}.log",
                                          on_task_done=lambda _: progress.advance(task))
     finally:

@@ -1,0 +1,138 @@
+"""Publish the KPIs as shared tables, and export them for the annual assessment.
+
+The tables are the registry's ``connector: platform`` datasets (``kpi_figures``,
+``kpi_dataset_status``, ``kpi_duplicate_pairs``); each holds one slice per period, replaced in one
+commit when the period is recomputed, so the bureau queries the history with governed SQL like any
+shared dataset.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from pathlib import Path
+
+import pyarrow as pa
+
+from lakehouse.lake import CATALOG, SHARED, Lake, retrying
+from metrics.kpis import KPI_NAMES, Period, compute
+from metrics.calendar import WorkCalendar
+from schemas.model import Dataset, Registry
+
+EXTRA_FIGURES = ("approval_rate",)
+
+
+def figure_rows(result: dict, computed_at: dt.datetime) -> list[dict]:
+    """One row per (scope, KPI): scope ``city`` or a department code."""
+    as_of = dt.datetime.fromisoformat(result["as_of"])
+    scopes = [("city", "全市", result["city"])] + [(d["code"], d["name"], d) for d in result["departments"]]
+    empty = {"value": None, "numerator": 0, "denominator": 0, "target": None}
+    approvals = result.get("approval_rate", {})
+    rows = []
+    for code, name, figures in scopes:
+        for kpi in (*KPI_NAMES, *EXTRA_FIGURES):
+            figure = figures[kpi] if kpi in KPI_NAMES else approvals.get(code, empty)
+            rows.append({"period": result["period"], "as_of": as_of, "scope": code, "scope_name": name, "kpi": kpi,
+                         **{k: figure[k] for k in ("value", "numerator", "denominator", "target")},
+                         "computed_at": computed_at})
+    return rows
+
+
+def product_rows(product: str, result: dict, computed_at: dt.datetime) -> list[dict]:
+    if product == "kpi_figures":
+        return figure_rows(result, computed_at)
+    if product == "kpi_dataset_status":
+        return [{"period": result["period"], **row} for row in result["datasets"]]
+    if product == "kpi_duplicate_pairs":
+        return [{"period": result["period"], **row} for row in result["duplicate_pairs"]]
+    raise ValueError(f"unknown platform product {product!r}")
+
+
+def _arrow(ds: Dataset, rows: list[dict]) -> pa.Table:
+    types = {"string": pa.string(), "number": pa.float64(), "integer": pa.int64(), "boolean": pa.bool_(),
+             "timestamp": pa.timestamp("us"), "date": pa.date32()}
+    return pa.table({c.name: pa.array([r.get(c.name) for r in rows], types.get(c.type, pa.string()))
+                     for c in ds.columns})
+
+
+def publish(lake: Lake, registry: Registry, result: dict, computed_at: dt.datetime | None = None) -> dict[str, int]:
+    """Replace the period's slice of every KPI table in one commit. Returns rows written per table."""
+    computed_at = computed_at or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    tables = {ds.name: (ds, _arrow(ds, product_rows(ds.connector.settings["product"], result, computed_at)))
+              for ds in registry.datasets if ds.platform}
+
+    def write() -> None:
+        with lake.transaction() as con:
+            for name, (ds, table) in tables.items():
+                cols = ", ".join(f'"{c.name}" {c.duck_type}' for c in ds.columns)
+                con.execute(f'CREATE TABLE IF NOT EXISTS {CATALOG}.{SHARED}."{name}" ({cols})')
+                con.execute(f'DELETE FROM {CATALOG}.{SHARED}."{name}" WHERE period = ?', [result["period"]])
+                con.register("kpi_rows", table)
+                con.execute(f'INSERT INTO {CATALOG}.{SHARED}."{name}" SELECT * FROM kpi_rows')
+                con.unregister("kpi_rows")
+            lake.commit_message(f"KPIs {result['period']}", {"as_of": result["as_of"]})
+
+    retrying(write, lake.settings.commit_retries, f"publishing the KPIs of {result['period']}")
+    return {name: table.num_rows for name, (_, table) in tables.items()}
+
+
+def publish_periods(lake: Lake, registry: Registry, periods: list[Period],
+                    calendar: WorkCalendar | None = None) -> list[dict]:
+    """Compute and publish each period (as of its end, or now for the running month)."""
+    results = []
+    for period in periods:
+        result = compute(lake, registry, period, calendar=calendar)
+        publish(lake, registry, result)
+        results.append(result)
+    return results
+
+
+def history(lake: Lake) -> list[tuple]:
+    """(period, scope, kpi, value, numerator, denominator, target) for every published period."""
+    if "kpi_figures" not in lake.tables(SHARED):
+        return []
+    return lake.con.execute(
+        f"""SELECT period, scope, kpi, value, numerator, denominator, target
+            FROM {CATALOG}.{SHARED}.kpi_figures ORDER BY period, scope, kpi""").fetchall()
+
+
+# -- exports for the annual assessment ---------------------------------------------------------
+
+EXPORT_COLUMNS = ("period", "scope", "scope_name", "kpi", "value", "numerator", "denominator", "target", "as_of")
+
+
+def export_rows(lake: Lake, period: str | None = None) -> list[tuple]:
+    where, params = ("WHERE period = ?", [period]) if period else ("", [])
+    return lake.con.execute(
+        f"SELECT {', '.join(EXPORT_COLUMNS)} FROM {CATALOG}.{SHARED}.kpi_figures {where} "
+        "ORDER BY period, scope = 'city' DESC, scope, kpi", params).fetchall()
+
+
+def write_csv(path: Path, rows: list[tuple]) -> Path:
+    with open(path, "w", encoding="utf-8-sig", newline="") as fh:  # with BOM: Excel opens it as UTF-8
+        writer = csv.writer(fh)
+        writer.writerow(EXPORT_COLUMNS)
+        writer.writerows(rows)
+    return path
+
+
+def write_xlsx(path: Path, rows: list[tuple]) -> Path:
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "KPIs"
+    ws.append(list(EXPORT_COLUMNS))
+    for cell in ws[1]:
+        cell.font = Font(bold=True)
+    for row in rows:
+        ws.append([v.replace(tzinfo=None) if isinstance(v, dt.datetime) else v for v in row])
+    for col, width in zip("ABCDEFGHI", (9, 10, 22, 26, 9, 11, 12, 8, 20), strict=True):
+        ws.column_dimensions[col].width = width
+    for kpi, value in ws.iter_rows(min_row=2, min_col=4, max_col=5):
+        if kpi.value != "reuse_factor":  # a mean count of departments, not a rate
+            value.number_format = "0.00%"
+    ws.freeze_panes = "A2"
+    wb.save(path)
+    return path

@@ -1,0 +1,182 @@
+"""Access requests: a department asks for a dataset; the owner decides within the SLA.
+
+* ``unconditional`` datasets are readable by everyone already: the request is approved at once;
+* ``conditional`` ones wait for the owner, who approves (possibly narrowing the columns or rows) or
+  refuses with a reason; the SLA is :data:`SLA_WORKING_DAYS` working days (metrics.calendar);
+* ``not_shared`` ones cannot be requested (the refusal names the legal basis).
+
+An approval writes a grant (sharing.grants); a revocation revokes it, effective on the next query.
+Every request and decision is a row of ``ops.access_requests`` with who and when: the request
+fulfilment KPI is computed from it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from lakehouse.lake import CATALOG, OPS, Lake, retrying
+from metrics.calendar import WorkCalendar
+from schemas.model import Registry
+from sharing.exceptions import RequestError
+from sharing.grants import add_grant, revoke_grant
+
+SLA_WORKING_DAYS = 5
+PENDING, APPROVED, REFUSED, REVOKED = "pending", "approved", "refused", "revoked"
+_COLUMNS = ("request_id", "department", "dataset", "owner", "share_type", "columns", "row_filter", "purpose",
+            "period_days", "status", "requested_by", "requested_at", "due_at", "decided_at", "decided_by", "reason",
+            "grant_id")
+
+
+@dataclass(frozen=True)
+class AccessRequest:
+    request_id: str
+    department: str
+    dataset: str
+    owner: str
+    share_type: str
+    columns: tuple[str, ...] | None
+    row_filter: str | None
+    purpose: str
+    period_days: int | None
+    status: str
+    requested_by: str
+    requested_at: dt.datetime
+    due_at: dt.datetime
+    decided_at: dt.datetime | None
+    decided_by: str | None
+    reason: str | None
+    grant_id: str | None
+
+    def overdue(self, now: dt.datetime) -> bool:
+        return self.status == PENDING and now >= self.due_at
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _write(lake: Lake, what: str, sql: str, params: list) -> None:
+    def go() -> None:
+        with lake.transaction() as con:
+            con.execute(sql, params)
+            lake.commit_message(what, {})
+
+    retrying(go, lake.settings.commit_retries, what)
+
+
+def create(lake: Lake, registry: Registry, department: str, dataset: str, *, purpose: str, requested_by: str,
+           columns: list[str] | None = None, row_filter: str | None = None, period_days: int | None = None,
+           calendar: WorkCalendar | None = None, now: dt.datetime | None = None) -> AccessRequest:
+    """Record a request; an unconditional dataset's is approved at once (no grant needed)."""
+    ds = registry.dataset(dataset)
+    registry.department(department)
+    if not purpose.strip():
+        raise RequestError("state the purpose of the request (it is shown to the owner and audited)")
+    if ds.owner == department:
+        raise RequestError(f"{dataset} belongs to {department} already")
+    if ds.share_type == "not_shared":
+        raise RequestError(f"{dataset} is not shared ({ds.legal_basis}); it cannot be requested")
+    unknown = sorted(set(columns or ()) - {c.name for c in ds.columns})
+    if unknown:
+        raise RequestError(f"{dataset} has no column(s) {', '.join(unknown)}")
+    now = now or _now()
+    at_once = ds.share_type == "unconditional"
+    due = now if at_once else (calendar or WorkCalendar()).add_working_days(now, SLA_WORKING_DAYS)
+    req = AccessRequest(uuid.uuid4().hex[:12], department, dataset, ds.owner, ds.share_type,
+                        tuple(columns) if columns else None, row_filter, purpose, period_days,
+                        APPROVED if at_once else PENDING, requested_by, now, due, now if at_once else None,
+                        "platform" if at_once else None, "unconditional: readable by every department" if at_once
+                        else None, None)
+    _write(lake, f"request {dataset} for {department}",
+           f"INSERT INTO {CATALOG}.{OPS}.access_requests VALUES ({', '.join('?' * len(_COLUMNS))})",
+           [_value(req, c) for c in _COLUMNS])
+    return req
+
+
+def _value(req: AccessRequest, column: str):
+    value = getattr(req, column)
+    return list(value) if column == "columns" and value is not None else value
+
+
+def get(lake: Lake, request_id: str) -> AccessRequest:
+    row = lake.con.execute(f"SELECT {', '.join(_COLUMNS)} FROM {CATALOG}.{OPS}.access_requests WHERE request_id = ?",
+                           [request_id]).fetchone()
+    if row is None:
+        raise RequestError(f"no access request {request_id!r}; `onesource requests list` shows them")
+    return _row(row)
+
+
+def _row(row: tuple) -> AccessRequest:
+    values = dict(zip(_COLUMNS, row, strict=True))
+    values["columns"] = tuple(values["columns"]) if values["columns"] is not None else None
+    return AccessRequest(**values)
+
+
+def listing(lake: Lake, *, department: str | None = None, owner: str | None = None,
+            status: str | None = None) -> list[AccessRequest]:
+    where, params = [], []
+    for column, value in (("department", department), ("owner", owner), ("status", status)):
+        if value:
+            where.append(f"{column} = ?")
+            params.append(value)
+    sql = f"SELECT {', '.join(_COLUMNS)} FROM {CATALOG}.{OPS}.access_requests"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return [_row(r) for r in lake.con.execute(sql + " ORDER BY requested_at", params).fetchall()]
+
+
+def _pending(lake: Lake, request_id: str, owner: str) -> AccessRequest:
+    req = get(lake, request_id)
+    if req.owner != owner:
+        raise RequestError(f"request {request_id} is for {req.dataset}, owned by {req.owner}; only the owner decides")
+    if req.status != PENDING:
+        raise RequestError(f"request {request_id} is {req.status} already")
+    return req
+
+
+def approve(lake: Lake, registry: Registry, request_id: str, *, owner: str, decided_by: str,
+            columns: list[str] | None = None, row_filter: str | None = None, reason: str | None = None,
+            now: dt.datetime | None = None) -> AccessRequest:
+    """Approve, optionally narrowing the requested columns or rows; writes the grant."""
+    req = _pending(lake, request_id, owner)
+    cols = columns or (list(req.columns) if req.columns else None)
+    if req.columns and columns and set(columns) - set(req.columns):
+        raise RequestError(f"an approval may narrow the request, not widen it: {sorted(set(columns) - set(req.columns))}"
+                           " were not requested")
+    now = now or _now()
+    expires = now + dt.timedelta(days=req.period_days) if req.period_days else None
+    grant_id = add_grant(lake, registry, req.department, req.dataset, columns=cols,
+                         row_filter=row_filter or req.row_filter, expires_at=expires, granted_by=decided_by,
+                         purpose=req.purpose)
+    _write(lake, f"approve request {request_id}",
+           f"UPDATE {CATALOG}.{OPS}.access_requests SET status = ?, decided_at = ?, decided_by = ?, reason = ?, "
+           "grant_id = ?, columns = ?, row_filter = ? WHERE request_id = ?",
+           [APPROVED, now, decided_by, reason, grant_id, cols, row_filter or req.row_filter, request_id])
+    return get(lake, request_id)
+
+
+def refuse(lake: Lake, request_id: str, *, owner: str, decided_by: str, reason: str,
+           now: dt.datetime | None = None) -> AccessRequest:
+    """Refuse; the reason is mandatory (a refusal without one does not count as decided)."""
+    if not (reason or "").strip():
+        raise RequestError("a refusal needs a reason: the requesting department and the data bureau see it")
+    _pending(lake, request_id, owner)
+    _write(lake, f"refuse request {request_id}",
+           f"UPDATE {CATALOG}.{OPS}.access_requests SET status = ?, decided_at = ?, decided_by = ?, reason = ? "
+           "WHERE request_id = ?", [REFUSED, now or _now(), decided_by, reason.strip(), request_id])
+    return get(lake, request_id)
+
+
+def revoke(lake: Lake, request_id: str, *, owner: str, decided_by: str, reason: str) -> AccessRequest:
+    req = get(lake, request_id)
+    if req.owner != owner:
+        raise RequestError(f"only {req.owner} may revoke access to {req.dataset}")
+    if req.status != APPROVED or not req.grant_id:
+        raise RequestError(f"request {request_id} is {req.status}; only an approved grant can be revoked")
+    revoke_grant(lake, req.grant_id)
+    _write(lake, f"revoke request {request_id}",
+           f"UPDATE {CATALOG}.{OPS}.access_requests SET status = ?, reason = ? WHERE request_id = ?",
+           [REVOKED, f"revoked by {decided_by}: {reason}", request_id])
+    return get(lake, request_id)
