@@ -104,6 +104,8 @@ def known_tables(root: exp.Query, access: dict[str, Access], department: str) ->
 
 def safe_functions(root: exp.Query) -> None:
     for f in root.find_all(exp.Func):
+        if isinstance(f, exp.Connector):
+            continue  # AND / OR / XOR: sqlglot models them as functions too
         if isinstance(f, exp.Anonymous):
             name = str(f.this).lower()
         else:

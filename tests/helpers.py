@@ -59,8 +59,9 @@ def firms_dataset(**changes: Any) -> dict:
     return ds
 
 
-def write_registry(root: Path, datasets: list[dict] | None = None, elements: dict | None = None) -> Path:
-    dump(root / "departments.yaml", DEPARTMENTS)
+def write_registry(root: Path, datasets: list[dict] | None = None, elements: dict | None = None,
+                   departments: dict | None = None) -> Path:
+    dump(root / "departments.yaml", departments or DEPARTMENTS)
     dump(root / "elements.yaml", elements or ELEMENTS)
     for ds in datasets or [firms_dataset()]:
         dump(root / "datasets" / ds["owner"] / f"{ds['name']}.yaml", ds)

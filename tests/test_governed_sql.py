@@ -267,3 +267,10 @@ def test_bound_parameters_become_literals_and_cannot_become_sql(city, engine):
     assert engine.query("tax", sql).rows == []
     with pytest.raises(ValueError, match=r"uses \$2 but 1"):
         bind("SELECT $1, $2", [1])
+
+
+def test_boolean_connectives_are_ordinary_sql(city, engine):
+    settings, _ = city
+    sql = ("SELECT uscc FROM shared.amr_enterprise_register WHERE (enterprise_status = '1' AND uscc IS NOT NULL) "
+           "OR enterprise_status = '2' ORDER BY uscc")
+    assert engine.query("tax", sql).rows == direct(settings, sql)
