@@ -39,7 +39,7 @@ def dataset_statuses(lake: Lake, registry: Registry, since: dt.datetime | None =
     }
     tables = set(lake.tables(SHARED))
     out = []
-    for ds in registry.datasets:
+    for ds in registry.source_datasets:
         rows = None
         if ds.name in tables:
             rows = lake.con.execute(f'SELECT count(*) FROM {CATALOG}.{SHARED}."{ds.name}"').fetchone()[0]

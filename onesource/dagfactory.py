@@ -22,6 +22,8 @@ from schemas.model import UPDATE_CYCLES, Dataset
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 ALL_DAG_ID = "onesource_ingest_all"
 CONSISTENCY_DAG_ID = "onesource_consistency"
+METRICS_DAG_ID = "onesource_metrics"
+METRICS_CRON = "0 2 * * *"  # daily at 02:00 city time, besides every change of a shared table
 
 
 def asset_uri(dataset: str) -> str:
@@ -34,7 +36,7 @@ def dag_id_for(cycle: str) -> str:
 
 def build_dags(registry_dir: Path) -> dict:
     """``{dag_id: DAG}`` for the registry below ``registry_dir``."""
-    from airflow.sdk import DAG, Asset, AssetAny, TaskGroup, task
+    from airflow.sdk import DAG, Asset, AssetAny, AssetOrTimeSchedule, CronTriggerTimetable, TaskGroup, task
 
     registry = load_registry(registry_dir)
 
@@ -49,6 +51,15 @@ def build_dags(registry_dir: Path) -> dict:
         from onesource.tasks import check_consistency
 
         return check_consistency()
+
+    kpi_assets = [Asset(name=d.name, uri=asset_uri(d.name), group="onesource") for d in registry.datasets
+                  if d.platform]
+
+    @task(trigger_rule="all_done", outlets=kpi_assets, retries=2, retry_delay=dt.timedelta(minutes=1))
+    def metrics() -> dict:
+        from onesource.tasks import publish_metrics
+
+        return publish_metrics()
 
     def dag(dag_id: str, schedule: str | None, datasets: list[Dataset], tags: list[str], doc: str,
             with_consistency: bool = False):
@@ -72,7 +83,7 @@ def build_dags(registry_dir: Path) -> dict:
             for upstream, downstream in authority_edges(registry, set(tasks)):
                 tasks[upstream] >> tasks[downstream]
             if with_consistency and tasks:
-                list(tasks.values()) >> consistency()
+                list(tasks.values()) >> consistency() >> metrics()
         return d
 
     by_cycle: dict[str, list[Dataset]] = defaultdict(list)
@@ -96,6 +107,17 @@ def build_dags(registry_dir: Path) -> dict:
                  doc_md="多元校核: compares copies of data elements with their authoritative dataset.") as cdag:
             consistency()
         dags[CONSISTENCY_DAG_ID] = cdag
+        # The KPIs: whenever a shared table changes (a load decides the sharing rate), and daily, since
+        # time alone makes datasets overdue and requests late.
+        with DAG(dag_id=METRICS_DAG_ID, start_date=START, catchup=False, max_active_runs=1,
+                 schedule=AssetOrTimeSchedule(
+                     timetable=CronTriggerTimetable(METRICS_CRON, timezone="Asia/Shanghai"),
+                     assets=AssetAny(*(Asset(name=d.name, uri=asset_uri(d.name), group="onesource")
+                                       for d in registry.source_datasets))),
+                 tags=["onesource", "metrics"],
+                 doc_md="The sharing KPIs of this month and the last, published to the shared KPI tables.") as mdag:
+            metrics()
+        dags[METRICS_DAG_ID] = mdag
     return dags
 
 

@@ -44,3 +44,31 @@ def check_consistency() -> list[dict]:
     for r in rates:
         print(f"consistency {run_id} {r.dataset}.{r.element}: {r.equal}/{r.compared} equal to {r.authority}")
     return [asdict(r) for r in rates]
+
+
+def publish_metrics() -> dict:
+    """The sharing KPIs of this month and the last (late loads and decisions still move it), published
+    into the shared KPI tables. Copies the audit log's new entries into the lake first."""
+    import datetime as dt
+
+    from lakehouse import Lake
+    from metrics.calendar import WorkCalendar
+    from metrics.kpis import Period
+    from metrics.publish import publish_periods
+    from onesource.config import Settings
+    from schemas import load_registry
+    from sharing.audit import AuditLog, sync_to_lake
+
+    settings = Settings.from_env()
+    registry = load_registry(settings.registry_dir)
+    this = Period.month(today=dt.datetime.now(dt.UTC).date())
+    with Lake(settings.lake) as lake:
+        copied = sync_to_lake(lake, AuditLog(settings.home / "audit"))
+        results = publish_periods(lake, registry, [this.previous(), this],
+                                  WorkCalendar.load(settings.calendar_file))
+    for r in results:
+        city = r["city"]
+        print(f"KPIs {r['period']} as of {r['as_of']}: " + ", ".join(
+            f"{k} {v['value']}" for k, v in city.items() if v["value"] is not None))
+    return {"audit_entries_copied": copied, "periods": [r["period"] for r in results],
+            "sharing_rate": results[-1]["city"]["sharing_rate"]["value"]}

@@ -95,6 +95,9 @@ def create_app(engine: GovernedEngine) -> FastAPI:
         return QueryOut(columns=result.columns, rows=[[_json(v) for v in r] for r in result.rows],
                         row_count=len(result.rows))
 
+    from portal.web import mount_portal
+
+    mount_portal(app, engine)
     return app
 
 

@@ -75,3 +75,15 @@ def user_by_token(lake: Lake, token: str) -> User | None:
 def pg_verifier(lake: Lake, user: str) -> tuple[User, str] | None:
     row = _lookup(lake, "user_name", user)
     return (User(row[0], row[1], row[2]), row[3]) if row else None
+
+
+def authenticate(lake: Lake, user: str, password: str) -> User | None:
+    """The user, when ``password`` is theirs (the portal's sign-in); None otherwise."""
+    if "users" not in lake.tables(OPS):
+        return None
+    row = lake.con.execute(
+        f"SELECT user_name, department, role, password_scrypt FROM {CATALOG}.{OPS}.users "
+        "WHERE user_name = ? AND disabled_at IS NULL", [user]).fetchone()
+    if row is None or not check_password(row[3], password):
+        return None
+    return User(row[0], row[1], row[2])

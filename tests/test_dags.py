@@ -48,25 +48,32 @@ def demo_registry(settings):
 def test_dagbag_has_no_import_errors_and_one_task_per_dataset(settings, demo_registry):
     bag = dagbag(settings)
     assert bag["errors"] == {}
-    cycles = sorted({d.update_cycle for d in demo_registry.datasets})
-    assert set(bag["dags"]) == {f"onesource_ingest_{c}" for c in cycles} | {"onesource_ingest_all",
-                                                                            "onesource_consistency"}
+    sources = demo_registry.source_datasets  # the KPI tables are the platform's own: no ingestion task
+    cycles = sorted({d.update_cycle for d in sources})
+    assert set(bag["dags"]) == {f"onesource_ingest_{c}" for c in cycles} | {
+        "onesource_ingest_all", "onesource_consistency", "onesource_metrics"}
     every = bag["dags"]["onesource_ingest_all"]
-    assert every["tasks"] == sorted([f"{d.owner}.{d.name}" for d in demo_registry.datasets] + ["consistency"])
+    assert every["tasks"] == sorted([f"{d.owner}.{d.name}" for d in sources] + ["consistency", "metrics"])
     # authorities load first, so reference checks see them; consistency runs after every load
     assert every["upstream"]["tax.tax_taxpayer_register"] == ["amr.amr_enterprise_register"]
     assert every["upstream"]["amr.amr_enterprise_register"] == ["mca.mca_admin_divisions"]
     assert "psb.psb_resident_register" in every["upstream"]["hrss.hrss_person_insurance"]
-    assert len(every["upstream"]["consistency"]) == len(demo_registry.datasets)
+    assert len(every["upstream"]["consistency"]) == len(sources)
+    assert every["upstream"]["metrics"] == ["consistency"]
     assert every["outlets"] == sorted(f"onesource://shared/{d.name}" for d in demo_registry.datasets)
     for cycle in cycles:
         dag = bag["dags"][f"onesource_ingest_{cycle}"]
-        expected = sorted(f"{d.owner}.{d.name}" for d in demo_registry.datasets if d.update_cycle == cycle)
+        expected = sorted(f"{d.owner}.{d.name}" for d in sources if d.update_cycle == cycle)
         assert dag["tasks"] == expected
     assert bag["dags"]["onesource_ingest_daily"]["schedule"] == "@daily"
     assert bag["dags"]["onesource_ingest_monthly"]["schedule"] == "@monthly"
     assert bag["dags"]["onesource_ingest_all"]["schedule"] == "None"  # run by hand: first loads, catch-ups
     assert "AssetAny" in bag["dags"]["onesource_consistency"]["schedule"]  # runs when shared data changes
+    # the KPIs: when shared data changes and daily (time alone makes a dataset overdue)
+    metrics = bag["dags"]["onesource_metrics"]
+    assert "AssetOrTimeSchedule" in metrics["schedule"] and "0 2 * * *" in metrics["schedule"]
+    assert metrics["outlets"] == ["onesource://shared/kpi_dataset_status", "onesource://shared/kpi_duplicate_pairs",
+                                  "onesource://shared/kpi_figures"]
 
 
 def test_broken_registry_is_an_import_error_naming_file_and_line(settings, demo_registry):

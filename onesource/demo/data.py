@@ -37,6 +37,8 @@ class DemoConfig:
     duplicate_keys: int = 2
     """Repeated case numbers in urban_enforcement_cases: a blocking failure, so it is quarantined."""
     api_url: str = "http://127.0.0.1:18345/api/v1/tickets"
+    history_months: int = 6
+    """Months of simulated history before this one (onesource.demo.history), for the KPI trends."""
 
     def n(self, count: int) -> int:
         return max(5, int(count * self.scale))

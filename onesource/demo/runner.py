@@ -3,8 +3,10 @@
 1. write the registry and every department's extract (deterministic: a rerun rewrites nothing);
 2. check the registry;
 3. start the hotline's HTTP API (a department system the connectors call);
-4. run the generated ``onesource_ingest_all`` DAG with ``airflow dags test`` (a real DAG run);
-5. summarise from the lake itself: datasets and rows published, loads failed and why.
+4. write months of simulated history into the ledgers (onesource.demo.history) and publish their KPIs;
+5. run the generated ``onesource_ingest_all`` DAG with ``airflow dags test`` (a real DAG run): every
+   load, then 多元校核, then this month's KPIs;
+6. summarise from the lake itself: datasets and rows published, loads failed and why, the KPIs.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from onesource.demo.api import serve
 from onesource.demo.city import city_datasets
 from onesource.demo.data import DemoConfig
 from onesource.demo.generate import generate_city
+from onesource.demo.history import simulate
+from metrics.publish import publish_periods
 from onesource.errors import OneSourceError
 from quality.consistency import latest_rates
 from schemas import load_registry
@@ -46,6 +50,8 @@ class DemoSummary:
     """(dataset, check, column, failing records) of published loads that carry a warning."""
     consistency: list[tuple] = field(default_factory=list)
     """(dataset, element, authority, compared, equal) of the last consistency run."""
+    kpis: dict[str, tuple] = field(default_factory=dict)
+    """KPI -> (value, target), city-wide, this month."""
 
 
 def _progress(console: Console) -> Progress:
@@ -64,8 +70,12 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
     registry = load_registry(settings.registry_dir)
     console.print(f"[2/4] registry OK: {len(registry.departments)} departments, {len(registry.elements)} data "
                   f"elements, {len(registry.datasets)} datasets (version {registry.version})")
-    with Lake(settings.lake):
-        pass  # create the lake and its zones once, before parallel tasks race to do it
+    with Lake(settings.lake) as lake:  # also creates the zones once, before parallel tasks race to do it
+        with console.status(f"history: simulating {config.history_months} months before this one"):
+            periods = simulate(lake, registry, config.history_months)
+            publish_periods(lake, registry, periods[:-1])  # the DAG's metrics task does the last two
+    console.print(f"history: {config.history_months} months simulated ({periods[0].label} to {periods[-1].label}; "
+                  "load ids start with 'hist-'), their KPIs published")
     reports = settings.reports_dir
     server = _start_api(settings, config)
     try:
@@ -81,6 +91,7 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
             server.shutdown()
             server.server_close()
     _demo_users(settings, registry)
+    _demo_requests(settings, registry)
     with Lake(settings.lake, read_only=True) as lake:
         statuses = dataset_statuses(lake, registry)
         this_run = dict(lake.con.execute(
@@ -93,6 +104,10 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
                   AND q.run_at = (SELECT max(run_at) FROM {CATALOG}.{OPS}.quality_runs x WHERE x.dataset = q.dataset)
                 ORDER BY 1, 2""").fetchall()
         consistency = [(r.dataset, r.element, r.authority, r.compared, r.equal) for r in latest_rates(lake)]
+        kpis = {kpi: (value, target) for kpi, value, target in lake.con.execute(
+            f"""SELECT kpi, value, target FROM {CATALOG}.shared.kpi_figures
+                WHERE scope = 'city' AND period = ?""", [f"{started:%Y-%m}"]).fetchall()} \
+            if "kpi_figures" in lake.tables("shared") else {}
     summary = DemoSummary(
         seconds=round(time.monotonic() - t0, 1),
         datasets=len(statuses),
@@ -103,6 +118,7 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
         airflow_exit=code,
         warnings=[tuple(w) for w in warnings],
         consistency=consistency,
+        kpis=kpis,
     )
     _write_report(reports / "demo-summary.json", summary)
     return summary
@@ -124,6 +140,22 @@ def _demo_users(settings: Settings, registry) -> None:
             creds[dept.code] = {"user": user, "password": password, "token": token}
     path.write_text(json.dumps(creds, indent=2))
     path.chmod(0o600)
+
+
+def _demo_requests(settings: Settings, registry) -> None:
+    """Two live access requests, so the workflow has something to show: one approved, one waiting."""
+    from sharing import requests
+
+    with Lake(settings.lake) as lake:
+        if any(not r.request_id.startswith("hist-") for r in requests.listing(lake)):
+            return
+        names = {d.name for d in registry.datasets}
+        if {"urban_enforcement_cases", "psb_resident_register"} <= names:
+            req = requests.create(lake, registry, "amr", "urban_enforcement_cases", purpose="信用监管：执法记录比对",
+                                  requested_by="amr_analyst", period_days=180)
+            requests.approve(lake, registry, req.request_id, owner="urban", decided_by="urban_owner")
+            requests.create(lake, registry, "hrss", "psb_resident_register", purpose="参保人员身份核验",
+                            requested_by="hrss_analyst", columns=["resident_id", "person_name"], period_days=365)
 
 
 def _start_api(settings: Settings, config: DemoConfig):
@@ -181,6 +213,17 @@ def print_summary(console: Console, summary: DemoSummary, settings: Settings) ->
         "shared.amr_enterprise_register\"\n"
         "Serve HTTP + Postgres wire:  .venv/bin/onesource serve  (users and passwords: demo-credentials.json)"
     )
+    if summary.kpis:
+        def pct(v):
+            return "-" if v is None else f"{v:.0%}"
+
+        shown = ("sharing_rate", "duplicate_collection_rate", "interconnection_rate", "request_fulfilment_rate",
+                 "quality_pass_rate", "timeliness")
+        console.print("[bold]KPIs this month[/] (city; target): " + ", ".join(
+            f"{k} {pct(summary.kpis[k][0])}" + (f" ({pct(summary.kpis[k][1])})" if summary.kpis[k][1] else "")
+            for k in shown if k in summary.kpis))
+        console.print("Dashboard:  .venv/bin/onesource serve, then http://127.0.0.1:8765/dashboard "
+                      "(sign in as dsj_analyst; months before this one are simulated history)")
 
 
 def _first_lines(text: str, n: int) -> str:

@@ -1,0 +1,184 @@
+"""Months of simulated history for the demo city, so the bureau's trend charts have something to show.
+
+A new lake has one day of loads; the city's story is the months before: departments coming online
+one after another, loads failing (outages, quality) and recovering, access requests decided on time
+or late, and more departments querying each other's data. This module writes that story into the
+same ledgers the real pipeline writes (loads, quality runs, access requests, audit events), from
+the first day of ``months`` months ago up to today's midnight, and nothing else: it never touches a
+shared table or a grant. Every simulated row is marked: load ids and request ids start with
+``hist-``, the loads' source says so, audit events carry the user ``simulated``. Deterministic: the
+same seed and day give the same history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import pyarrow as pa
+
+from lakehouse.lake import CATALOG, OPS, Lake, retrying
+from metrics.calendar import WorkCalendar
+from metrics.kpis import Period, slot_starts
+from schemas.model import Dataset, Registry
+
+PREFIX = "hist-"
+SOURCE = "demo history (simulated)"
+BASELINE, GOAL = 0.55, 1.0
+"""Share of datasets online in the first simulated month (most, but a few stale or failing: near the
+city's 45% baseline), and by the last."""
+
+
+def _month_start(day: dt.date, back: int) -> dt.datetime:
+    m = day.year * 12 + day.month - 1 - back
+    return dt.datetime(m // 12, m % 12 + 1, 1)
+
+
+def already_simulated(lake: Lake) -> bool:
+    return bool(lake.con.execute(f"SELECT count(*) FROM {CATALOG}.{OPS}.loads WHERE load_id LIKE '{PREFIX}%'")
+                .fetchone()[0])
+
+
+def simulate(lake: Lake, registry: Registry, months: int = 6, today: dt.date | None = None, seed: int = 7,
+             calendar: WorkCalendar | None = None) -> list[Period]:
+    """Write the history; returns the simulated months (oldest first). Does nothing if it exists."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    periods = [Period.month(f"{_month_start(today, back):%Y-%m}") for back in range(months, 0, -1)]
+    if already_simulated(lake) or months <= 0:
+        return periods
+    rng = random.Random(seed)
+    start, end = periods[0].start, dt.datetime.combine(today, dt.time())
+    datasets = list(registry.source_datasets)
+    online = _online_dates(datasets, periods, rng)
+    loads, runs = _loads(datasets, online, start, end, periods, rng)
+    requests = _requests(registry, periods, end, rng, calendar or WorkCalendar())
+    events = _events(registry, online, periods, end, rng)
+
+    def write() -> None:
+        with lake.transaction() as con:
+            for table, rows in (("loads", loads), ("quality_runs", runs), ("access_requests", requests),
+                                ("audit_events", events)):
+                if rows.num_rows:
+                    con.register("history_rows", rows)
+                    con.execute(f"INSERT INTO {CATALOG}.{OPS}.{table} BY NAME SELECT * FROM history_rows")
+                    con.unregister("history_rows")
+            lake.commit_message("demo history (simulated)", {"months": months, "loads": loads.num_rows})
+
+    retrying(write, lake.settings.commit_retries, "writing the demo's simulated history")
+    return periods
+
+
+def _online_dates(datasets: list[Dataset], periods: list[Period], rng: random.Random) -> dict[str, dt.datetime]:
+    """When each dataset's system was connected: most before the first month, all by the last."""
+    order = datasets[:]
+    rng.shuffle(order)
+    out = {}
+    for k, ds in enumerate(order):
+        share = (k + 1) / len(order)
+        steps = len(periods)
+        month = 0 if share <= BASELINE else min(steps - 1, int((share - BASELINE) / (GOAL - BASELINE) * steps))
+        first = periods[month].start
+        out[ds.name] = first if month == 0 else first + dt.timedelta(days=rng.randint(0, 20))
+    return out
+
+
+def _loads(datasets: list[Dataset], online: dict[str, dt.datetime], start: dt.datetime, end: dt.datetime,
+           periods: list[Period], rng: random.Random) -> tuple[pa.Table, pa.Table]:
+    loads, runs = [], []
+    # two outages: a source system down for a week, then back
+    outages = {ds.name: (o + dt.timedelta(days=40), o + dt.timedelta(days=47))
+               for ds, o in ((d, online[d.name]) for d in rng.sample(datasets, 2) if d.name in online)}
+    for ds in datasets:
+        if ds.name not in online:
+            continue
+        for begin, stop in slot_starts(ds.update_cycle, online[ds.name], end):
+            month = sum(p.start <= begin for p in periods) - 1 + (begin >= periods[-1].end)  # 0: the oldest
+            if rng.random() > 0.88 + 0.02 * month:
+                continue  # the extract did not arrive in this window
+            # nightly batches: most extracts arrive in the first hours of their window
+            span = int(min(min(stop, end) - begin, dt.timedelta(hours=6)).total_seconds())
+            at = begin + dt.timedelta(seconds=rng.randint(0, max(1, span) - 1))
+            load_id = f"{PREFIX}{ds.name}-{at:%Y%m%dT%H%M%S}"
+            down = outages.get(ds.name)
+            if down and down[0] <= at < down[1]:
+                loads.append(_load(load_id, ds, "failed", at, None, "extract",
+                                   "source system unavailable (simulated outage)"))
+                continue
+            passed = rng.random() < 0.84 + 0.025 * month
+            loads.append(_load(load_id, ds, "published" if passed else "quarantined", at, f"simulated:{load_id}",
+                               None if passed else "quality",
+                               None if passed else "blocking checks failed (simulated)"))
+            runs.append({"load_id": load_id, "dataset": ds.name, "owner": ds.owner, "run_at": at, "stage": "quality",
+                         "rows": None, "passed": passed, "checks": 12, "blocking_failed": 0 if passed else 1,
+                         "warnings": rng.randint(0, 2), "skipped": 0, "suite_version": "simulated",
+                         "registry_version": "simulated"})
+    return pa.Table.from_pylist(loads), pa.Table.from_pylist(runs)
+
+
+def _load(load_id: str, ds: Dataset, status: str, at: dt.datetime, sha: str | None, stage: str | None,
+          error: str | None) -> dict:
+    return {"load_id": load_id, "dataset": ds.name, "owner": ds.owner, "status": status, "source": SOURCE,
+            "landed_path": None, "sha256": sha, "registry_version": "simulated", "rows_in": None,
+            "rows_published": None, "watermark": None, "started_at": at - dt.timedelta(seconds=30),
+            "finished_at": at, "error_stage": stage, "error": error, "quarantine_path": None}
+
+
+def _requests(registry: Registry, periods: list[Period], end: dt.datetime, rng: random.Random,
+              calendar: WorkCalendar) -> pa.Table:
+    shareable = [d for d in registry.source_datasets if d.share_type != "not_shared"]
+    periods = [*periods, Period(periods[-1].end, end)]  # and this month, up to today
+    codes = [d.code for d in registry.departments if any(x.owner == d.code for x in registry.source_datasets)]
+    rows = []
+    for month, period in enumerate(periods):
+        for n in range(4 + month):
+            ds = rng.choice(shareable)
+            dept = rng.choice([c for c in codes if c != ds.owner])
+            at = period.start + dt.timedelta(hours=rng.randint(9, 24 * 27))
+            rid = f"{PREFIX}{period.label}-{n}"
+            base = {"request_id": rid, "department": dept, "dataset": ds.name, "owner": ds.owner,
+                    "share_type": ds.share_type, "columns": None, "row_filter": None, "purpose": "业务协同（模拟）",
+                    "period_days": 365, "requested_by": f"{dept}_analyst", "requested_at": at, "grant_id": None}
+            if ds.share_type == "unconditional":
+                rows.append({**base, "status": "approved", "due_at": at, "decided_at": at, "decided_by": "platform",
+                             "reason": "unconditional: readable by every department"})
+                continue
+            due = calendar.add_working_days(at, 5)
+            late = rng.random() < 0.45 - 0.07 * month
+            decided = calendar.add_working_days(at, rng.randint(6, 9) if late else rng.randint(1, 5)) \
+                - dt.timedelta(hours=rng.randint(4, 12))
+            if decided > end:
+                rows.append({**base, "status": "pending", "due_at": due, "decided_at": None, "decided_by": None,
+                             "reason": None})
+                continue
+            refused = rng.random() < 0.2
+            reason = ("申请用途超出数据共享条件（模拟）" if refused else None)
+            if refused and month == 0 and n == 0:
+                reason = None  # an old system recorded a refusal without a reason: not a decision
+            rows.append({**base, "status": "refused" if refused else "approved", "due_at": due, "decided_at": decided,
+                         "decided_by": f"{ds.owner}_owner", "reason": reason})
+    return pa.Table.from_pylist(rows)
+
+
+def _events(registry: Registry, online: dict[str, dt.datetime], periods: list[Period], end: dt.datetime,
+            rng: random.Random) -> pa.Table:
+    """Governed queries by departments other than the owner: more consumers month after month."""
+    codes = [d.code for d in registry.departments]
+    periods = [*periods, Period(periods[-1].end, end)]  # and this month, up to today
+    rows = []
+    for month, period in enumerate(periods):
+        reach = 0.05 + 0.07 * month  # share of other departments reading a dataset
+        for ds in registry.source_datasets:
+            if ds.share_type == "not_shared" or ds.name not in online or online[ds.name] >= period.end:
+                continue
+            for dept in codes:
+                if dept == ds.owner or rng.random() > reach:
+                    continue
+                for _ in range(rng.randint(1, 12)):
+                    at = period.start + dt.timedelta(seconds=rng.randint(0, int((min(period.end, end) - period.start)
+                                                                                .total_seconds()) - 1))
+                    rows.append({"seq": None, "event_at": at, "department": dept, "user_name": "simulated",
+                                 "decision": "allowed", "tables": [ds.name], "rows": rng.randint(1, 500)})
+    return pa.Table.from_pylist(rows, schema=pa.schema([
+        ("seq", pa.int64()), ("event_at", pa.timestamp("us")), ("department", pa.string()),
+        ("user_name", pa.string()), ("decision", pa.string()), ("tables", pa.list_(pa.string())),
+        ("rows", pa.int64())]))

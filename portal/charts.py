@@ -1,0 +1,109 @@
+"""Charts as inline SVG, drawn on the server: no JavaScript library, no external network, and the
+page prints and exports as it looks. Three kinds cover the bureau's dashboard: a trend line with
+its target, a ranked bar list, and a heat-map matrix."""
+
+from __future__ import annotations
+
+from html import escape
+
+INK, MUTED, GRID, ACCENT, TARGET, BAD, GOOD = "#1f2937", "#6b7280", "#e5e7eb", "#2563eb", "#dc2626", "#dc2626", "#16a34a"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def trend(points: list[tuple[str, float | None]], *, target: float | None = None, title: str = "",
+          percent: bool = True, width: int = 360, height: int = 180) -> str:
+    """A line over periods; ``target`` as a dashed red line. Values are 0..1 when ``percent``."""
+    left, right, top, bottom = 38, 12, 24, 28
+    values = [v for _, v in points if v is not None]
+    top_value = 1.0 if percent else max([*values, target or 0, 1e-9]) * 1.15
+    w, h = width - left - right, height - top - bottom
+
+    def x(i: int) -> float:
+        return left + (w * i / max(1, len(points) - 1))
+
+    def y(v: float) -> float:
+        return top + h - h * min(v, top_value) / top_value
+
+    parts = [f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+             f'aria-label="{escape(title)}"><title>{escape(title)}</title>']
+    for frac in (0, 0.5, 1):
+        gy = top + h - h * frac
+        label = _pct(top_value * frac) if percent else f"{top_value * frac:.1f}"
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{gy:.1f}" y2="{gy:.1f}" stroke="{GRID}"/>'
+                     f'<text x="{left - 4}" y="{gy + 4:.1f}" text-anchor="end" font-size="10" fill="{MUTED}">'
+                     f'{label}</text>')
+    if target is not None:
+        ty = y(target)
+        parts.append(f'<line class="target" x1="{left}" x2="{width - right}" y1="{ty:.1f}" y2="{ty:.1f}" '
+                     f'stroke="{TARGET}" stroke-dasharray="4 3"/>'
+                     f'<text x="{width - right}" y="{ty - 4:.1f}" text-anchor="end" font-size="10" fill="{TARGET}">'
+                     f'{_pct(target) if percent else target}</text>')
+    path = " ".join(f"{'M' if i == 0 or points[i - 1][1] is None else 'L'}{x(i):.1f},{y(v):.1f}"
+                    for i, (_, v) in enumerate(points) if v is not None)
+    if path:
+        parts.append(f'<path d="{path}" fill="none" stroke="{ACCENT}" stroke-width="2"/>')
+    for i, (label, v) in enumerate(points):
+        if v is not None:
+            shown = _pct(v) if percent else f"{v:.2f}"
+            parts.append(f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="3" fill="{ACCENT}">'
+                         f'<title>{escape(label)}: {shown}</title></circle>')
+        if len(points) <= 8 or i % 2 == 0 or i == len(points) - 1:
+            parts.append(f'<text x="{x(i):.1f}" y="{height - 8}" text-anchor="middle" font-size="10" '
+                         f'fill="{MUTED}">{escape(label[2:] if len(label) == 7 else label)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def bars(rows: list[tuple[str, str, float | None]], *, target: float | None = None, width: int = 520,
+         row_height: int = 22) -> str:
+    """Horizontal bars, one per (link, label, value 0..1), in the order given; the target as a rule."""
+    label_w, pad = 170, 46
+    w = width - label_w - pad
+    height = row_height * len(rows) + 8
+    parts = [f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+             'aria-label="ranking">']
+    for i, (href, label, value) in enumerate(rows):
+        cy = 4 + i * row_height
+        bar = 0 if value is None else w * max(0.0, min(1.0, value))
+        color = MUTED if value is None else (GOOD if target is not None and value >= target else ACCENT)
+        parts.append(f'<a href="{escape(href)}"><text x="{label_w - 6}" y="{cy + 14}" text-anchor="end" '
+                     f'font-size="12" fill="{INK}">{escape(label)}</text></a>'
+                     f'<rect x="{label_w}" y="{cy + 3}" width="{bar:.1f}" height="{row_height - 8}" fill="{color}" '
+                     f'rx="2"><title>{escape(label)}: {_pct(value)}</title></rect>'
+                     f'<text x="{label_w + bar + 4:.1f}" y="{cy + 14}" font-size="11" fill="{MUTED}">'
+                     f'{_pct(value)}</text>')
+    if target is not None:
+        tx = label_w + w * target
+        parts.append(f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="0" y2="{height}" stroke="{TARGET}" '
+                     'stroke-dasharray="4 3"/>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def matrix(rows: list[str], columns: list[str], cells: dict[tuple[str, str], str], *,
+           row_labels: dict[str, str] | None = None, column_labels: dict[str, str] | None = None) -> str:
+    """A department x element grid: ``cells[(row, column)]`` is ``authority``, ``duplicate`` or absent."""
+    cell, label_w, head_h = 18, 150, 110
+    width, height = label_w + cell * len(columns) + 4, head_h + cell * len(rows) + 4
+    fill = {"authority": GOOD, "duplicate": BAD}
+    parts = [f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+             'aria-label="duplicate collection matrix">']
+    for j, col in enumerate(columns):
+        cx = label_w + j * cell + cell / 2
+        parts.append(f'<text transform="translate({cx + 4:.1f},{head_h - 6}) rotate(-60)" font-size="11" '
+                     f'fill="{INK}">{escape((column_labels or {}).get(col, col))}</text>')
+    for i, row in enumerate(rows):
+        cy = head_h + i * cell
+        parts.append(f'<text x="{label_w - 6}" y="{cy + 13}" text-anchor="end" font-size="11" fill="{INK}">'
+                     f'{escape((row_labels or {}).get(row, row))}</text>')
+        for j, col in enumerate(columns):
+            kind = cells.get((row, col))
+            color = fill.get(kind or "", "#f3f4f6")
+            tip = f"{row} × {col}: {kind or 'not collected'}"
+            parts.append(f'<rect x="{label_w + j * cell}" y="{cy}" width="{cell - 2}" height="{cell - 2}" '
+                         f'fill="{color}" class="cell-{kind or "none"}"><title>{escape(tip)}</title></rect>')
+    parts.append("</svg>")
+    return "".join(parts)

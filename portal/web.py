@@ -1,0 +1,254 @@
+"""The web pages `onesource serve` adds beside the HTTP API: sign-in and the data bureau's dashboard.
+
+Every figure on a page is read with governed SQL as the signed-in department (the KPI tables are
+shared datasets like any other), so page views are audited like any query. Sessions are random
+tokens kept in the server's memory, sent as an HttpOnly, SameSite=Strict cookie, and expire after
+:data:`SESSION_HOURS` (restarting the server signs everyone out).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import secrets
+import threading
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from metrics.kpis import KPI_NAMES, LOWER_IS_BETTER
+from portal import charts
+from portal.labels import LABELS, kpi_label
+from sharing.engine import GovernedEngine
+from sharing.exceptions import QueryFailed, QueryRefused
+from sharing.users import User, authenticate
+
+SESSION_COOKIE = "onesource_session"
+SESSION_HOURS = 8
+PERCENT_KPIS = tuple(k for k in KPI_NAMES if k != "reuse_factor")
+
+
+class Sessions:
+    def __init__(self, hours: float = SESSION_HOURS):
+        self.ttl = dt.timedelta(hours=hours)
+        self._lock = threading.Lock()
+        self._by_token: dict[str, tuple[User, dt.datetime]] = {}
+
+    def start(self, user: User) -> str:
+        token = secrets.token_urlsafe(32)
+        with self._lock:
+            self._by_token[token] = (user, dt.datetime.now(dt.UTC) + self.ttl)
+        return token
+
+    def user(self, token: str | None) -> User | None:
+        with self._lock:
+            hit = self._by_token.get(token or "")
+            if hit is None:
+                return None
+            if hit[1] <= dt.datetime.now(dt.UTC):
+                del self._by_token[token or ""]
+                return None
+            return hit[0]
+
+    def end(self, token: str | None) -> None:
+        with self._lock:
+            self._by_token.pop(token or "", None)
+
+
+class _SignIn(Exception):
+    """Raised by a page that needs a signed-in user: answered with a redirect to /login."""
+
+
+def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None = None) -> None:
+    sessions = sessions or Sessions()
+    templates = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
+                            autoescape=select_autoescape(["html"]))
+    templates.globals.update(kpi_label=kpi_label, pct=_pct, fmt=_fmt)
+
+    @app.exception_handler(_SignIn)
+    def _to_login(request: Request, _exc: _SignIn) -> RedirectResponse:
+        return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+
+    def lang_of(request: Request) -> str:
+        lang = request.query_params.get("lang") or request.cookies.get("onesource_lang") or "zh"
+        return lang if lang in LABELS else "zh"
+
+    def page(request: Request, name: str, **context: Any) -> HTMLResponse:
+        lang = lang_of(request)
+        html = templates.get_template(name).render(t=LABELS[lang], lang=lang, path=request.url.path, **context)
+        response = HTMLResponse(html)
+        if request.query_params.get("lang") in LABELS:
+            response.set_cookie("onesource_lang", lang, samesite="strict", max_age=365 * 86400)
+        response.headers["Content-Security-Policy"] = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"
+        return response
+
+    def signed_in(request: Request) -> User:
+        user = sessions.user(request.cookies.get(SESSION_COOKIE))
+        if user is None:
+            raise _SignIn()
+        return user
+
+    def sql(user: User, query: str) -> list[tuple]:
+        try:
+            return engine.query(user.department, query, user=user.name, purpose="dashboard").rows
+        except QueryRefused as exc:
+            raise HTTPException(status_code=403, detail=str(exc)) from exc
+        except QueryFailed as exc:  # no KPI table yet: nothing published
+            if "does not exist" in str(exc) or "not found" in str(exc).lower():
+                return []
+            raise
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/dashboard", status_code=303)
+
+    @app.get("/login", include_in_schema=False)
+    def login_form(request: Request, next: str = "/dashboard", error: str | None = None) -> HTMLResponse:
+        return page(request, "login.html", next=_local(next), error=error, user=None)
+
+    @app.post("/login", include_in_schema=False)
+    def login(request: Request, username: str = Form(...), password: str = Form(...),
+              next: str = Form("/dashboard")) -> Response:
+        with engine.cursor() as lake:
+            user = authenticate(lake, username, password)
+        if user is None:
+            return page(request, "login.html", next=_local(next), error=LABELS[lang_of(request)]["bad_login"],
+                        user=None)
+        response = RedirectResponse(_local(next), status_code=303)
+        response.set_cookie(SESSION_COOKIE, sessions.start(user), httponly=True, samesite="strict",
+                            max_age=int(sessions.ttl.total_seconds()))
+        return response
+
+    @app.post("/logout", include_in_schema=False)
+    def logout(request: Request) -> RedirectResponse:
+        sessions.end(request.cookies.get(SESSION_COOKIE))
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE)
+        return response
+
+    @app.get("/dashboard", include_in_schema=False)
+    def dashboard(request: Request, period: str | None = None) -> HTMLResponse:
+        user = signed_in(request)
+        periods = [r[0] for r in sql(user, "SELECT DISTINCT period FROM shared.kpi_figures ORDER BY period")]
+        if not periods:
+            return page(request, "empty.html", user=user)
+        period = period if period in periods else periods[-1]
+        figures = _figures(sql(user, "SELECT scope, scope_name, kpi, value, numerator, denominator, target "
+                                     f"FROM shared.kpi_figures WHERE period = {_lit(period)}"))
+        city = figures.pop("city", {"name": "", "kpis": {}})
+        history = defaultdict(list)
+        for p, kpi, value in sql(user, "SELECT period, kpi, value FROM shared.kpi_figures WHERE scope = 'city' "
+                                       "ORDER BY period"):
+            history[kpi].append((p, value))
+        trends = {kpi: charts.trend(history.get(kpi, []), target=city["kpis"].get(kpi, {}).get("target"),
+                                    percent=kpi != "reuse_factor", title=kpi_label(kpi, lang_of(request)))
+                  for kpi in KPI_NAMES}
+        ranking = sorted(figures.items(), key=lambda kv: (kv[1]["kpis"].get("sharing_rate", {}).get("value") is None,
+                                                          -(kv[1]["kpis"].get("sharing_rate", {}).get("value") or 0)))
+        ranked = [(code, d) for code, d in ranking if d["kpis"].get("sharing_rate", {}).get("denominator")]
+        bars = charts.bars([(f"/dashboard/departments/{code}?period={period}", d["name"],
+                             d["kpis"]["sharing_rate"]["value"]) for code, d in ranked],
+                           target=city["kpis"].get("sharing_rate", {}).get("target"))
+        return page(request, "dashboard.html", user=user, period=period, periods=periods, city=city["kpis"],
+                    kpis=KPI_NAMES, trends=trends, ranking=bars, departments=ranked,
+                    lower_is_better=LOWER_IS_BETTER, percent_kpis=PERCENT_KPIS)
+
+    @app.get("/dashboard/departments/{code}", include_in_schema=False)
+    def department(request: Request, code: str, period: str | None = None) -> HTMLResponse:
+        user = signed_in(request)
+        try:
+            dept = engine.registry.department(code)
+        except KeyError as exc:
+            raise HTTPException(status_code=404, detail=f"no department {code!r}") from exc
+        periods = [r[0] for r in sql(user, "SELECT DISTINCT period FROM shared.kpi_figures ORDER BY period")]
+        period = period if period in periods else (periods[-1] if periods else "")
+        figures = _figures(sql(user, "SELECT scope, scope_name, kpi, value, numerator, denominator, target "
+                                     f"FROM shared.kpi_figures WHERE period = {_lit(period)} "
+                                     f"AND scope IN ('city', {_lit(code)})"))
+        datasets = sql(user, "SELECT dataset, title, share_type, update_cycle, counted_shared, reason, "
+                             "last_load_status, last_load_at, consumers FROM shared.kpi_dataset_status "
+                             f"WHERE period = {_lit(period)} AND owner = {_lit(code)} "
+                             "ORDER BY counted_shared, dataset")
+        duplicates = sql(user, "SELECT element, element_name, authority_department, authority_dataset, datasets "
+                               f"FROM shared.kpi_duplicate_pairs WHERE period = {_lit(period)} "
+                               f"AND department = {_lit(code)} AND duplicate ORDER BY element")
+        history = defaultdict(list)
+        for p, kpi, value in sql(user, "SELECT period, kpi, value FROM shared.kpi_figures "
+                                       f"WHERE scope = {_lit(code)} ORDER BY period"):
+            history[kpi].append((p, value))
+        trend = charts.trend(history.get("sharing_rate", []), target=0.9, title=kpi_label("sharing_rate",
+                                                                                           lang_of(request)))
+        return page(request, "department.html", user=user, dept=dept, period=period, periods=periods,
+                    kpis=KPI_NAMES, mine=figures.get(code, {"kpis": {}})["kpis"],
+                    city=figures.get("city", {"kpis": {}})["kpis"], datasets=datasets, duplicates=duplicates,
+                    trend=trend, percent_kpis=PERCENT_KPIS)
+
+    @app.get("/dashboard/duplicates", include_in_schema=False)
+    def duplicates(request: Request, period: str | None = None) -> HTMLResponse:
+        user = signed_in(request)
+        periods = [r[0] for r in sql(user, "SELECT DISTINCT period FROM shared.kpi_duplicate_pairs ORDER BY period")]
+        period = period if period in periods else (periods[-1] if periods else "")
+        pairs = sql(user, "SELECT department, element, element_name, duplicate FROM shared.kpi_duplicate_pairs "
+                          f"WHERE period = {_lit(period)}")
+        names = {d.code: d.name for d in engine.registry.departments}
+        rows = sorted({p[0] for p in pairs}, key=lambda c: (-sum(1 for p in pairs if p[0] == c and p[3]), c))
+        columns = sorted({p[1] for p in pairs}, key=lambda e: (-sum(1 for p in pairs if p[1] == e and p[3]), e))
+        cells = {(p[0], p[1]): "duplicate" if p[3] else "authority" for p in pairs}
+        svg = charts.matrix(rows, columns, cells, row_labels=names,
+                            column_labels={p[1]: p[2] for p in pairs})
+        count = sum(1 for p in pairs if p[3])
+        return page(request, "duplicates.html", user=user, period=period, periods=periods, matrix=svg,
+                    duplicates=count, pairs=len(pairs))
+
+    @app.get("/dashboard/export.{fmt}", include_in_schema=False)
+    def export(request: Request, fmt: str, period: str | None = None) -> Response:
+        from metrics.publish import EXPORT_COLUMNS, write_csv, write_xlsx
+
+        user = signed_in(request)
+        if fmt not in ("xlsx", "csv"):
+            raise HTTPException(status_code=404, detail="export as .xlsx or .csv")
+        where = f"WHERE period = {_lit(period)}" if period else ""
+        rows = sql(user, f"SELECT {', '.join(EXPORT_COLUMNS)} FROM shared.kpi_figures {where} "
+                         "ORDER BY period, scope, kpi")
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"kpis.{fmt}"
+            (write_xlsx if fmt == "xlsx" else write_csv)(path, rows)
+            body = path.read_bytes()
+        name = f"onesource-kpis-{period or 'all'}.{fmt}"
+        media = ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" if fmt == "xlsx"
+                 else "text/csv; charset=utf-8")
+        return Response(io.BytesIO(body).getvalue(), media_type=media,
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def _figures(rows: list[tuple]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for scope, name, kpi, value, num, den, target in rows:
+        entry = out.setdefault(scope, {"name": name, "kpis": {}})
+        entry["kpis"][kpi] = {"value": value, "numerator": num, "denominator": den, "target": target}
+    return out
+
+
+def _lit(value: str | None) -> str:
+    return "'" + (value or "").replace("'", "''") + "'"
+
+
+def _local(path: str) -> str:
+    """Only redirect within this site (an open redirect would let a link send users elsewhere)."""
+    return path if path.startswith("/") and not path.startswith("//") else "/dashboard"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def _fmt(kpi: str, figure: dict | None) -> str:
+    if not figure or figure.get("value") is None:
+        return "–"
+    return f"{figure['value']:.2f}" if kpi == "reuse_factor" else f"{figure['value']:.1%}"
