@@ -20,7 +20,7 @@ from tests.helpers import drop, rows
 
 def load_order(registry) -> list[str]:
     """Authorities before the datasets that reference them (as the ingest DAG orders its tasks)."""
-    names = [d.name for d in registry.datasets]
+    names = [d.name for d in registry.source_datasets]
     edges = authority_edges(registry, set(names))
     done: list[str] = []
     while len(done) < len(names):

@@ -22,7 +22,10 @@ def issues_of(root):
 def test_demo_registry_is_valid(tmp_path, departments):
     write_demo_registry(tmp_path / "registry", DemoConfig(departments=departments))
     registry = load_registry(tmp_path / "registry")
-    assert len(registry.departments) == departments
+    # the departments asked for, plus the data bureau that runs OneSource and owns the KPI tables
+    assert len(registry.departments) == departments + 1 and registry.departments[-1].code == "dsj"
+    assert {d.name for d in registry.datasets if d.platform} == {"kpi_figures", "kpi_dataset_status",
+                                                                 "kpi_duplicate_pairs"}
     assert registry.dataset("amr_enterprise_register").table == "shared.amr_enterprise_register"
     # every element has exactly one authority, and that dataset holds it
     for el in registry.elements:
