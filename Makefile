@@ -23,14 +23,16 @@ setup: $(STAMP) ## create .venv and install every pinned dependency
 demo: $(STAMP) ## build the demo city (12 departments) and load it through Airflow, end to end
 	$(BIN)/onesource demo $(ARGS)
 
-test: $(STAMP) ## every test: fast ones, then slow ones (real Airflow runs, real PostgreSQL / MariaDB)
+test: $(STAMP) ## every test: fast ones, then slow ones (real Airflow, PostgreSQL, MariaDB, psql, PgJDBC, chromium)
 	$(PYTEST) -n 2 -m "not slow" tests
+	scripts/system-deps.sh
 	$(PYTEST) -m slow tests
 
 test-fast: $(STAMP) ## the fast tier only (no Airflow runs, no database servers)
 	$(PYTEST) -n 2 -m "not slow" tests
 
 test-slow: $(STAMP) ## the slow tier only
+	scripts/system-deps.sh
 	$(PYTEST) -m slow tests
 
 bench: $(STAMP) ## benchmarks: ratios against raw DuckDB on the same data, median of several runs

@@ -43,6 +43,20 @@ def test_generated_cycle_dag_runs_in_airflow_and_emits_assets(settings):
     assert states["health.health_medical_institutions"] == "failed"
     assert states["tax.tax_taxpayer_register"] == "success"
 
+    # the metrics DAG (asset-triggered and daily): a real run publishes this month's KPI tables
+    assert airflow_cli.dags_test(settings, "onesource_metrics", settings.reports_dir / "metrics.log") == 0
+    this_month = rows(settings, "SELECT DISTINCT period FROM shared.kpi_figures")
+    assert len(this_month) == 2  # this month and the last
+    shared, total = rows(settings, "SELECT numerator, denominator FROM shared.kpi_figures "
+                                   "WHERE scope = 'city' AND kpi = 'sharing_rate' ORDER BY period DESC LIMIT 1")[0]
+    # monthly datasets published, minus psb_household_moves (not_shared) / every dataset of the city
+    assert (shared, total) == (sum(1 for n in monthly if outcome[n] == "published") - 1, 15)
+    with sqlite3.connect(settings.airflow_home / "airflow.db") as db:
+        kpi_events = {r[0] for r in db.execute(
+            "SELECT a.uri FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.uri LIKE '%kpi%'")}
+    assert kpi_events == {"onesource://shared/kpi_figures", "onesource://shared/kpi_dataset_status",
+                          "onesource://shared/kpi_duplicate_pairs"}
+
 
 def run_demo_cli(home, port) -> subprocess.CompletedProcess:
     env = {**os.environ, "ONESOURCE_HOME": str(home)}
@@ -67,6 +81,13 @@ def test_demo_end_to_end_is_idempotent(settings):
             actual = lake.con.execute(f'SELECT count(*) FROM shared."{name}"').fetchone()[0]
             assert status["rows"] == actual == manifest["datasets"][name]["rows"]
     assert "13/15 datasets shared" in first.stdout and "health_medical_institutions" in first.stdout
+    # six simulated months and this one, published by the DAG's metrics task; and the CLI's JSON
+    assert len(rows(settings, "SELECT DISTINCT period FROM shared.kpi_figures")) == 7
+    out = subprocess.run([sys.executable, "-m", "onesource.cli", "metrics", "--json"], capture_output=True, text=True,
+                         env={**os.environ, "ONESOURCE_HOME": str(settings.home)}, timeout=300)
+    kpis = json.loads(out.stdout)
+    assert kpis["city"]["sharing_rate"]["denominator"] == 15 and kpis["city"]["sharing_rate"]["target"] == 0.9
+    assert len(kpis["departments"]) == 13
 
     second = run_demo_cli(settings.home, port)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
