@@ -151,3 +151,26 @@ def test_platform_tables_count_nowhere_and_are_published_for_governed_sql(city, 
     assert [c.value for c in xlsx[1]][:4] == ["period", "scope", "scope_name", "kpi"] and xlsx.max_row == 41
     with open(write_csv(tmp_path / "kpis.csv", rows), encoding="utf-8-sig") as fh:
         assert len(list(csv.reader(fh))) == 41
+
+
+def test_kpis_as_of_a_lake_snapshot(city, monkeypatch, capsys):
+    """`--as-of SNAPSHOT` reads the figures as they were when that snapshot was committed."""
+    import json
+
+    from metrics.kpis import snapshot_time
+    from onesource.cli import main
+
+    settings, registry = city
+    with Lake(settings.lake) as lake:
+        before = lake.con.execute("SELECT snapshot_id FROM ducklake_snapshots('lake') "
+                                  "WHERE snapshot_time < (SELECT max(finished_at) FROM lake.ops.loads) "
+                                  "ORDER BY snapshot_id DESC LIMIT 1").fetchone()[0]
+        assert snapshot_time(lake, before) < dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    monkeypatch.setenv("ONESOURCE_HOME", str(settings.home))
+    assert main(["metrics", "--json", "--as-of", str(before)]) == 0
+    then = json.loads(capsys.readouterr().out)["city"]["sharing_rate"]
+    assert main(["metrics", "--json"]) == 0
+    now = json.loads(capsys.readouterr().out)["city"]["sharing_rate"]
+    assert (then["numerator"], now["numerator"]) == (0, 1)  # firms was published after that snapshot
+    assert main(["metrics", "--as-of", "999999"]) == 1  # an unknown snapshot is a clear error
+    assert "no snapshot 999999" in capsys.readouterr().err
