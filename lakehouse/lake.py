@@ -65,6 +65,10 @@ OPS_TABLES: dict[str, str] = {
         columns VARCHAR[], row_filter VARCHAR, purpose VARCHAR, period_days INTEGER, status VARCHAR,
         requested_by VARCHAR, requested_at TIMESTAMP, due_at TIMESTAMP, decided_at TIMESTAMP, decided_by VARCHAR,
         reason VARCHAR, grant_id VARCHAR""",
+    # 异议处理: a consumer flags a record as wrong; the owner corrects it at the source or rejects the flag
+    "disputes": """dispute_id VARCHAR, dataset VARCHAR, owner VARCHAR, key_value VARCHAR, column_name VARCHAR,
+        description VARCHAR, department VARCHAR, reported_by VARCHAR, reported_at TIMESTAMP, status VARCHAR,
+        resolved_by VARCHAR, resolved_at TIMESTAMP, resolution VARCHAR""",
     # the audit log's entries, copied into the lake for the usage KPIs (sharing.audit.sync_to_lake)
     "audit_events": """seq BIGINT, event_at TIMESTAMP, department VARCHAR, user_name VARCHAR, decision VARCHAR,
         tables VARCHAR[], rows BIGINT""",

@@ -63,44 +63,61 @@ class _SignIn(Exception):
     """Raised by a page that needs a signed-in user: answered with a redirect to /login."""
 
 
-def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None = None) -> None:
-    sessions = sessions or Sessions()
-    templates = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
-                            autoescape=select_autoescape(["html"]))
-    templates.globals.update(kpi_label=kpi_label, pct=_pct, fmt=_fmt)
+class Site:
+    """What every page needs: the engine, the sessions, the templates, and the signed-in user."""
 
-    @app.exception_handler(_SignIn)
-    def _to_login(request: Request, _exc: _SignIn) -> RedirectResponse:
-        return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+    def __init__(self, engine: GovernedEngine, sessions: Sessions | None = None):
+        self.engine = engine
+        self.sessions = sessions or Sessions()
+        self.templates = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
+                                     autoescape=select_autoescape(["html"]))
+        self.templates.globals.update(kpi_label=kpi_label, pct=_pct, fmt=_fmt)
 
-    def lang_of(request: Request) -> str:
+    @staticmethod
+    def lang(request: Request) -> str:
         lang = request.query_params.get("lang") or request.cookies.get("onesource_lang") or "zh"
         return lang if lang in LABELS else "zh"
 
-    def page(request: Request, name: str, **context: Any) -> HTMLResponse:
-        lang = lang_of(request)
-        html = templates.get_template(name).render(t=LABELS[lang], lang=lang, path=request.url.path, **context)
-        response = HTMLResponse(html)
+    def page(self, request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        lang = self.lang(request)
+        html = self.templates.get_template(name).render(t=LABELS[lang], lang=lang, path=request.url.path, **context)
+        response = HTMLResponse(html, status_code=status_code)
         if request.query_params.get("lang") in LABELS:
             response.set_cookie("onesource_lang", lang, samesite="strict", max_age=365 * 86400)
-        response.headers["Content-Security-Policy"] = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"
+        response.headers["Content-Security-Policy"] = ("default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                                       "img-src 'self' data:")
         return response
 
-    def signed_in(request: Request) -> User:
-        user = sessions.user(request.cookies.get(SESSION_COOKIE))
+    def user(self, request: Request) -> User:
+        user = self.sessions.user(request.cookies.get(SESSION_COOKIE))
         if user is None:
             raise _SignIn()
         return user
 
-    def sql(user: User, query: str) -> list[tuple]:
+    def sql(self, user: User, query: str, purpose: str = "dashboard") -> list[tuple]:
         try:
-            return engine.query(user.department, query, user=user.name, purpose="dashboard").rows
+            return self.engine.query(user.department, query, user=user.name, purpose=purpose).rows
         except QueryRefused as exc:
             raise HTTPException(status_code=403, detail=str(exc)) from exc
         except QueryFailed as exc:  # no KPI table yet: nothing published
             if "does not exist" in str(exc) or "not found" in str(exc).lower():
                 return []
             raise
+
+
+def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None = None) -> None:
+    site = Site(engine, sessions)
+    sessions = site.sessions
+
+    @app.exception_handler(_SignIn)
+    def _to_login(request: Request, _exc: _SignIn) -> RedirectResponse:
+        return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+
+    lang_of, page, signed_in, sql = site.lang, site.page, site.user, site.sql
+
+    from portal import catalogue
+
+    catalogue.register(app, site)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

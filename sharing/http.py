@@ -40,6 +40,26 @@ class Refusal(BaseModel):
     reason: str
 
 
+class RequestIn(BaseModel):
+    dataset: str
+    purpose: str = Field(description="why the data is needed; shown to the owner")
+    columns: list[str] | None = Field(default=None, description="all columns when omitted")
+    row_filter: str | None = None
+    days: int | None = Field(default=365, ge=1, description="how long the access is needed")
+
+
+class DecisionIn(BaseModel):
+    reason: str | None = Field(default=None, description="mandatory to refuse or revoke")
+    columns: list[str] | None = Field(default=None, description="approve: narrow the requested columns")
+
+
+class DisputeIn(BaseModel):
+    dataset: str
+    key_value: str = Field(description="the disputed record's key")
+    column: str | None = None
+    description: str
+
+
 def create_app(engine: GovernedEngine) -> FastAPI:
     app = FastAPI(title="OneSource", version="1", description="Governed access to the city's shared data.")
     def current_user(authorization: str = Header(default="")) -> User:
@@ -95,10 +115,86 @@ def create_app(engine: GovernedEngine) -> FastAPI:
         return QueryOut(columns=result.columns, rows=[[_json(v) for v in r] for r in result.rows],
                         row_count=len(result.rows))
 
+    _workflow_routes(app, engine, current_user)
+
     from portal.web import mount_portal
 
     mount_portal(app, engine)
     return app
+
+
+def _workflow_routes(app: FastAPI, engine: GovernedEngine, current_user) -> None:
+    """Access requests and disputes over HTTP: the same workflow as the portal and the CLI."""
+    from dataclasses import asdict
+
+    from lakehouse import Lake
+    from metrics.calendar import WorkCalendar
+    from sharing import disputes, requests
+    from sharing.exceptions import RequestError
+
+    def refused(exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=409, content={"error": "refused", "reason": str(exc)})
+
+    @app.get("/api/v1/requests", summary="this department's access requests, and those it must decide")
+    def list_requests(user: User = Depends(current_user)) -> dict[str, list[dict[str, Any]]]:
+        with engine.cursor() as lake:
+            found = requests.listing(lake)
+        return {"mine": [asdict(r) for r in found if r.department == user.department],
+                "to_decide": [asdict(r) for r in found if r.owner == user.department]}
+
+    @app.post("/api/v1/requests", status_code=201, responses={409: {"model": Refusal}},
+              summary="request a dataset (unconditional ones are approved at once)")
+    def create_request(body: RequestIn, user: User = Depends(current_user)):
+        try:
+            with Lake(engine.settings.lake) as lake:
+                req = requests.create(lake, engine.registry, user.department, body.dataset, purpose=body.purpose,
+                                      requested_by=user.name, columns=body.columns, row_filter=body.row_filter,
+                                      period_days=body.days, calendar=WorkCalendar.load(engine.settings.calendar_file))
+        except (RequestError, KeyError) as exc:
+            return refused(exc)
+        return asdict(req)
+
+    @app.post("/api/v1/requests/{request_id}/{action}", responses={409: {"model": Refusal}},
+              summary="approve (optionally narrowing), refuse (with a reason) or revoke: the owner role only")
+    def decide(request_id: str, action: str, body: DecisionIn, user: User = Depends(current_user)):
+        if user.role != "owner":
+            raise HTTPException(status_code=403, detail="owner decisions need a user with the owner role")
+        if action not in ("approve", "refuse", "revoke"):
+            raise HTTPException(status_code=404, detail=f"no action {action!r}")
+        try:
+            with Lake(engine.settings.lake) as lake:
+                if action == "approve":
+                    req = requests.approve(lake, engine.registry, request_id, owner=user.department,
+                                           decided_by=user.name, columns=body.columns, reason=body.reason)
+                elif action == "refuse":
+                    req = requests.refuse(lake, request_id, owner=user.department, decided_by=user.name,
+                                          reason=body.reason or "")
+                else:
+                    req = requests.revoke(lake, request_id, owner=user.department, decided_by=user.name,
+                                          reason=body.reason or "")
+        except RequestError as exc:
+            return refused(exc)
+        return asdict(req)
+
+    @app.get("/api/v1/disputes", summary="disputes this department raised or must resolve")
+    def list_disputes(user: User = Depends(current_user)) -> list[dict[str, Any]]:
+        with engine.cursor() as lake:
+            return [asdict(d) for d in disputes.listing(lake) if user.department in (d.department, d.owner)]
+
+    @app.post("/api/v1/disputes", status_code=201, responses={409: {"model": Refusal}},
+              summary="flag a record of a dataset this department may read as wrong")
+    def flag(body: DisputeIn, user: User = Depends(current_user)):
+        with engine.cursor() as lake:
+            readable = body.dataset in engine._access(lake.con, user.department)
+        if not readable:
+            return refused(RequestError(f"{body.dataset} is not readable by {user.department}"))
+        try:
+            with Lake(engine.settings.lake) as lake:
+                d = disputes.flag(lake, engine.registry, user.department, body.dataset, body.key_value,
+                                  body.description, reported_by=user.name, column=body.column)
+        except RequestError as exc:
+            return refused(exc)
+        return asdict(d)
 
 
 def _json(value: Any) -> Any:

@@ -125,21 +125,25 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
 
 
 def _demo_users(settings: Settings, registry) -> None:
-    """One analyst per department; their credentials in demo-credentials.json (0600) so every endpoint
-    can be tried at once. Kept across reruns: an existing file is not replaced."""
+    """One analyst per department, credentials in demo-credentials.json (0600) so every endpoint can be
+    tried at once; and one owner (the data steward who decides access requests and disputes) in
+    demo-owner-credentials.json. Kept across reruns: existing files are not replaced."""
     from sharing.users import create_user
 
     path = settings.home / "demo-credentials.json"
-    if path.exists():
+    owners_path = settings.home / "demo-owner-credentials.json"
+    if path.exists() and owners_path.exists():
         return
-    creds = {}
+    creds, owners = {}, {}
     with Lake(settings.lake) as lake:
         for dept in registry.departments:
-            user = f"{dept.code}_analyst"
-            password, token = create_user(lake, dept.code, user)
-            creds[dept.code] = {"user": user, "password": password, "token": token}
-    path.write_text(json.dumps(creds, indent=2))
-    path.chmod(0o600)
+            for role, out in (("analyst", creds), ("owner", owners)):
+                user = f"{dept.code}_{role}"
+                password, token = create_user(lake, dept.code, user, role=role)
+                out[dept.code] = {"user": user, "password": password, "token": token}
+    for file, data in ((path, creds), (owners_path, owners)):
+        file.write_text(json.dumps(data, indent=2))
+        file.chmod(0o600)
 
 
 def _demo_requests(settings: Settings, registry) -> None:
