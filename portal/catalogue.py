@@ -202,8 +202,9 @@ def register(app: FastAPI, site: Site) -> None:
             result = engine.query(user.department, sql, user=user.name, purpose=purpose or "console")
         except (QueryRefused, QueryFailed) as exc:
             kind = "refused" if isinstance(exc, QueryRefused) else "failed"
-            return site.page(request, "console.html", status_code=403 if kind == "refused" else 400, user=user,
-                             sql=sql, purpose=purpose, result=None, refusal=(kind, str(exc)))
+            # the page itself is fine (200): it shows the refusal and its reason, as recorded in the audit log
+            return site.page(request, "console.html", user=user, sql=sql, purpose=purpose, result=None,
+                             refusal=(kind, str(exc)))
         if download in ("csv", "xlsx"):
             return _download(result.columns, result.rows, download)
         flagged = _flagged_rows(engine, result.columns, result.rows)

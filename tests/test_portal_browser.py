@@ -1,7 +1,10 @@
-"""Slow tier: the bureau's dashboard in a real headless browser (Debian's chromium driven by Playwright),
-served by a real `onesource serve` over a lake with months of simulated history and the real pipeline's
-loads: sign in, read the KPI cards and trends, drill down to a department, open the duplicate matrix,
-export XLSX; screenshots, and no console errors on any page."""
+"""Slow tier: the portal in a real headless browser (Debian's chromium driven by Playwright), served by a
+real `onesource serve` over a lake with months of simulated history and the real pipeline's loads.
+
+* an analyst finds a dataset, requests it; the owner approves it; the analyst queries it in the console
+  and downloads the result; a refused request shows its reason to the requester;
+* the bureau's dashboard: KPI cards and trends, drill-down, the duplicate matrix, XLSX export.
+Screenshots of every step, and no console errors on any page."""
 
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ def site(tmp_path_factory):
         publish_periods(lake, registry, [*periods, Period.month()])
     _demo_users(settings, registry)
     creds = json.loads((settings.home / "demo-credentials.json").read_text())
+    creds["owners"] = json.loads((settings.home / "demo-owner-credentials.json").read_text())
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "onesource.cli", "serve", "--http-port", str(port),
                              "--pg-port", str(free_port())], env={**os.environ, "ONESOURCE_HOME": str(settings.home)},
@@ -78,13 +82,94 @@ def browser():
         b.close()
 
 
+def new_page(browser, errors: list[str]):
+    page = browser.new_page(viewport={"width": 1366, "height": 900}, accept_downloads=True)
+    page.on("console", lambda m: errors.append(f"{page.url}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"{page.url}: {e}"))
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    return page
+
+
+def sign_in(page, base: str, who: dict) -> None:
+    page.context.clear_cookies()
+    page.goto(f"{base}/login")
+    page.fill("input[name=username]", who["user"])
+    page.fill("input[name=password]", who["password"])
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/dashboard")
+
+
+def test_request_approve_query_and_download_in_the_browser(site, browser, tmp_path):
+    base, creds, _ = site
+    errors: list[str] = []
+    page = new_page(browser, errors)
+    sign_in(page, base, creds["tax"])
+    # find the dataset: search the catalogue, open its page
+    page.click("nav a[href='/catalogue']")
+    page.fill("#search input[name=q]", "户籍")
+    page.click("#search button[type=submit]")
+    page.click("#datasets a[href='/catalogue/psb_resident_register']")
+    assert "敏感（脱敏）" in page.locator("#columns").inner_text()
+    page.screenshot(path=str(SHOTS / "portal-dataset.png"), full_page=True)
+    # request it: purpose, two columns only
+    page.fill("#request-form input[name=purpose]", "税务稽查：纳税人身份核验")
+    for name in ("person_name", "gender", "birth_date", "household_address"):
+        box = page.locator(f"#request-form input[name=columns][value={name}]")
+        if box.count():
+            box.uncheck()
+    page.click("#request-form button[type=submit]")
+    assert "pending" in page.locator(".notice").inner_text()
+    # the owner approves it
+    sign_in(page, base, creds["owners"]["psb"])
+    page.goto(f"{base}/requests")
+    row = page.locator("#to-decide tr", has_text="税务稽查")
+    page.screenshot(path=str(SHOTS / "portal-owner.png"), full_page=True)
+    row.locator("form.approve button").click()
+    assert "approve done" in page.locator(".notice").inner_text()
+    # the analyst queries it in the console and downloads the result
+    sign_in(page, base, creds["tax"])
+    page.goto(f"{base}/console")
+    page.fill("#console textarea", "SELECT resident_id, division_code FROM shared.psb_resident_register "
+                                   "ORDER BY division_code LIMIT 20")
+    page.fill("#console input[name=purpose]", "稽查核验")
+    page.click("#run")
+    assert page.locator("#result tr").count() == 21
+    assert "********" in page.locator("#result").inner_text()  # resident IDs masked for tax
+    page.screenshot(path=str(SHOTS / "portal-console.png"), full_page=True)
+    with page.expect_download() as download:
+        page.click("#download-csv")
+    saved = tmp_path / "result.csv"
+    download.value.save_as(saved)
+    assert saved.read_text(encoding="utf-8-sig").count("\n") == 21
+    # a query outside the grant is refused, with the reason shown
+    page.fill("#console textarea", "SELECT person_name FROM shared.psb_resident_register")
+    page.click("#run")
+    assert "not granted" in page.locator("#refusal").inner_text()
+    page.screenshot(path=str(SHOTS / "portal-refusal.png"), full_page=True)
+    # a refused request: the owner must give a reason, and the requester sees it
+    sign_in(page, base, creds["edu"])
+    page.goto(f"{base}/catalogue/psb_resident_register")
+    page.fill("#request-form input[name=purpose]", "学籍核验")
+    page.click("#request-form button[type=submit]")
+    sign_in(page, base, creds["owners"]["psb"])
+    page.goto(f"{base}/requests")
+    row = page.locator("#to-decide tr", has_text="学籍核验")
+    row.locator("form.refuse button").click()
+    assert "needs a reason" in page.locator(".notice").inner_text()
+    row = page.locator("#to-decide tr", has_text="学籍核验")
+    row.locator("form.refuse input[name=reason]").fill("请使用教育部门学籍数据")
+    row.locator("form.refuse button").click()
+    sign_in(page, base, creds["edu"])
+    page.goto(f"{base}/requests?lang=en")
+    assert "请使用教育部门学籍数据" in page.locator("#mine").inner_text()
+    page.screenshot(path=str(SHOTS / "portal-refused.png"), full_page=True)
+    assert errors == []
+
+
 def test_dashboard_sign_in_drill_down_and_export(site, browser, tmp_path):
     base, creds, periods = site
-    page = browser.new_page(viewport={"width": 1366, "height": 900}, accept_downloads=True)
     errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = new_page(browser, errors)
 
     page.goto(f"{base}/dashboard")
     assert page.url.startswith(f"{base}/login")  # signed out: sent to sign in
