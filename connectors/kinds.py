@@ -49,7 +49,8 @@ KINDS: dict[str, KindSpec] = {
             "platform",
             required=("product",),
             optional=(),
-            choices=(("product", ("kpi_figures", "kpi_dataset_status", "kpi_duplicate_pairs")),),
+            choices=(("product", ("kpi_figures", "kpi_dataset_status", "kpi_duplicate_pairs", "registry_conformance",
+                                  "registry_lineage", "data_catalogue", "enterprise_profile")),),
             doc="a table OneSource computes itself (the sharing KPIs), published by the metrics DAG",
         ),
     )

@@ -14,6 +14,7 @@ until they are published or moved to ``quarantine/``.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 import time
@@ -60,6 +61,9 @@ OPS_TABLES: dict[str, str] = {
     # departments' access to conditional datasets (sharing.grants)
     "grants": """grant_id VARCHAR, department VARCHAR, dataset VARCHAR, columns VARCHAR[], row_filter VARCHAR,
         expires_at TIMESTAMP, granted_by VARCHAR, granted_at TIMESTAMP, revoked_at TIMESTAMP, purpose VARCHAR""",
+    # registry versions (schemas.versions): one immutable row per version of a dataset or element
+    "schema_versions": """subject VARCHAR, kind VARCHAR, version INTEGER, fingerprint VARCHAR, definition VARCHAR,
+        compatibility VARCHAR, registry_version VARCHAR, registered_at TIMESTAMP""",
     # access requests and their decisions (sharing.requests): feed the request fulfilment KPI
     "access_requests": """request_id VARCHAR, department VARCHAR, dataset VARCHAR, owner VARCHAR, share_type VARCHAR,
         columns VARCHAR[], row_filter VARCHAR, purpose VARCHAR, period_days INTEGER, status VARCHAR,
@@ -123,24 +127,30 @@ def list_tables(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
 class Lake:
     """An open connection to the lake, attached as catalog ``lake``."""
 
-    def __init__(self, settings: LakeSettings, *, read_only: bool = False, extra_extensions: tuple[str, ...] = ()):
+    def __init__(self, settings: LakeSettings, *, read_only: bool = False, extra_extensions: tuple[str, ...] = (),
+                 as_of: int | dt.datetime | None = None):
+        """``as_of``: a snapshot id or a point in time, to read the lake as it was (read-only)."""
         self.settings = settings
-        self.read_only = read_only
+        self.read_only = read_only or as_of is not None
         self.con = connect(extensions=_extensions(settings) + extra_extensions)
         if settings.catalog.startswith("sqlite:"):
             Path(settings.catalog.removeprefix("sqlite:")).parent.mkdir(parents=True, exist_ok=True)
         if "://" not in settings.data_path:
             Path(settings.data_path).mkdir(parents=True, exist_ok=True)
         options = [f"DATA_PATH {literal(settings.data_path)}"]
-        if read_only:
+        if self.read_only:
             options.append("READ_ONLY")
+        if isinstance(as_of, int):
+            options.append(f"SNAPSHOT_VERSION {as_of}")
+        elif as_of is not None:
+            options.append(f"SNAPSHOT_TIME {literal(as_of.isoformat(sep=' '))}")
         retrying(
             lambda: self.con.execute(f"ATTACH {literal('ducklake:' + settings.catalog)} AS {CATALOG} ({', '.join(options)})"),
             settings.commit_retries,
             "attaching the lake",
         )
         self.con.execute(f"USE {CATALOG}")
-        if not read_only:
+        if not self.read_only:
             self.ensure_zones()
 
     def ensure_zones(self) -> None:

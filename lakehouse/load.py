@@ -24,13 +24,15 @@ from pathlib import Path
 from connectors import Extract, ExtractError, Landing, SourceState, SourceUnavailableError, connector_for
 from lakehouse.exceptions import SchemaMismatchError, StandardizeError
 from lakehouse.lake import CATALOG, OPS, QUARANTINE, SHARED, Lake, retrying
+from lakehouse.versions import IncompatibleChangeError
+from lakehouse.versions import apply as apply_versions
 from lakehouse.standardize import extensions_for, ident, q, standardize
 from onesource.config import Settings
 from onesource.duck import extension_path
 from onesource.errors import ConfigurationError
 from quality.context import gather
 from quality.validate import QualityReport, validate_batch
-from schemas.model import Dataset, Registry
+from schemas.model import Dataset, Registry, authority_join
 
 log = logging.getLogger("onesource.load")
 
@@ -225,6 +227,38 @@ def _quarantine_rows(lake: Lake, ds: Dataset, batch: Path, load_id: str, reasons
         lake.con.unregister("__failing")
 
 
+def fill_from_authorities(lake: Lake, ds: Dataset, registry: Registry, staged: Path) -> list[str]:
+    """Fill the batch's ``from_authority`` columns from their authoritative shared tables, joined on the
+    key element (once only: the department did not collect them). Returns notes for the load result."""
+    joins, notes = [], []
+    for col in ds.columns:
+        if not col.from_authority:
+            continue
+        found = authority_join(registry, ds, col)
+        if found is None:
+            continue
+        authority, mine, key = found
+        source = next(c for c in authority.columns if c.element == col.element)
+        if authority.name not in lake.tables(SHARED):
+            notes.append(f"{col.name} left empty: its authority {authority.name} has not been published yet")
+            continue
+        joins.append((col, authority, mine, key, source))
+    if not joins:
+        return notes
+    filled_by = {col.name: f"a{i}.{ident(src.name)}" for i, (col, _, _, _, src) in enumerate(joins)}
+    cols = ", ".join(f"{filled_by[c.name]} AS {ident(c.name)}" if c.name in filled_by else f"s.{ident(c.name)}"
+                     for c in ds.columns)
+    froms = " ".join(f"LEFT JOIN {CATALOG}.{SHARED}.{ident(auth.name)} a{i} ON s.{ident(mine.name)} = "
+                     f"a{i}.{ident(key.name)}" for i, (_, auth, mine, key, _) in enumerate(joins))
+    filled = staged.with_suffix(".filled.parquet")
+    # row order is kept: validation and quarantine reports name rows by their place in the extract
+    lake.con.execute(f"COPY (SELECT {cols} FROM (SELECT *, row_number() OVER () AS __order FROM read_parquet("
+                     f"{q(str(staged))})) s {froms} ORDER BY s.__order) TO {q(str(filled))} "
+                     "(FORMAT parquet, COMPRESSION zstd)")
+    filled.replace(staged)
+    return notes
+
+
 def load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registry, ex: Extract) -> LoadResult:
     load_id, started = new_load_id(ex.sha256), _now()
     staged = settings.staging_dir / ds.name / f"{load_id}.parquet"
@@ -241,6 +275,7 @@ def load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registry
 
     try:
         batch = standardize(lake.con, ex, ds, registry, staged)
+        notes = list(batch.drift) + fill_from_authorities(lake, ds, registry, staged)
         lap("standardize")
     except StandardizeError as exc:
         problems = [asdict(p) for p in exc.problems]
@@ -261,7 +296,10 @@ def load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registry
     lap("publish")
     staged.unlink(missing_ok=True)
     log.info("published %s load %s: %d rows from %s in %s", ds.name, load_id, batch.rows, ex.source, seconds)
-    return LoadResult(ds.name, PUBLISHED, batch.rows, load_id, ex.source, report.summary(), seconds)
+    for note in notes:
+        log.warning("%s load %s: %s", ds.name, load_id, note)
+    summary = report.summary() + ("; " + "; ".join(notes) if notes else "")
+    return LoadResult(ds.name, PUBLISHED, batch.rows, load_id, ex.source, summary, seconds)
 
 
 def run_dataset(settings: Settings, registry: Registry, name: str, environ: Mapping[str, str]) -> list[LoadResult]:
@@ -271,6 +309,12 @@ def run_dataset(settings: Settings, registry: Registry, name: str, environ: Mapp
         raise ConfigurationError(f"{name} is computed by OneSource itself ({ds.connector.settings.get('product')}); "
                                  "`onesource metrics --publish` writes it, ingestion does not")
     with Lake(settings.lake) as lake:
+        try:
+            apply_versions(lake, registry)  # every schema change is a version, compatible or refused
+        except IncompatibleChangeError as exc:
+            _record(lake, _ledger_row(ds, registry, None, new_load_id("0" * 8), FAILED, _now(), stage="registry",
+                                      error=str(exc)))
+            return [LoadResult(ds.name, FAILED, message=str(exc))]
         state = source_state(lake, ds, registry.version)
         connector = connector_for(ds.connector.kind, settings.sources_dir, Landing(settings.landing_dir), environ)
         started, clock = _now(), time.perf_counter()

@@ -44,6 +44,8 @@ def ident(name: str) -> str:
 class StagedBatch:
     path: Path
     rows: int
+    drift: tuple[str, ...] = ()
+    """How the extract's columns differed from the registry, when the dataset's policy let it load."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,7 +150,8 @@ def text_sql(source_expr: str, col: Column, registry: Registry) -> str:
 def cleaned_select(reader: str, mapping: dict[str, str], dataset: Dataset, registry: Registry,
                    numbered: bool = False) -> str:
     """Every column after the text rules (a subquery, so each value is cleaned once, not per cast)."""
-    cols = ", ".join(f"{text_sql(ident(mapping[c.name]), c, registry)} AS {ident(c.name)}" for c in dataset.columns)
+    cols = ", ".join(f"{text_sql(ident(mapping[c.name]), c, registry)} AS {ident(c.name)}" if c.name in mapping
+                     else f"NULL::VARCHAR AS {ident(c.name)}" for c in dataset.columns)
     return f"SELECT {'row_number() OVER () AS __row, ' if numbered else ''}{cols} FROM {reader}"
 
 
@@ -156,8 +159,13 @@ def cleaned_select(reader: str, mapping: dict[str, str], dataset: Dataset, regis
 # The pass itself.
 # ---------------------------------------------------------------------------------------------
 
-def _source_columns(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: Dataset) -> dict[str, str]:
-    """Map each dataset column to its header in the extract; report missing headers at once."""
+def _source_columns(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: Dataset) -> tuple[dict[str, str], list[str]]:
+    """Map each dataset column to its header in the extract, under the dataset's drift policy.
+
+    Returns the mapping (columns left out are loaded as NULL) and the drift notes. Columns filled from
+    their authority are not expected in the extract. ``schema_drift: evolve`` loads an extract that
+    lacks optional columns or brings unknown ones (each is noted; the raw file keeps them);
+    ``fail``, or a missing required column, fails with every difference listed."""
     try:
         headers = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {reader_sql(extract)}").fetchall()]
     except duckdb.Error as exc:
@@ -165,19 +173,32 @@ def _source_columns(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: D
     by_key = {h.strip().lstrip("\ufeff").casefold(): h for h in headers}
     mapping, missing = {}, []
     for col in dataset.columns:
+        if col.from_authority:
+            continue
         found = by_key.get(col.source.strip().casefold())
         if found is None:
-            missing.append(col.source)
+            missing.append(col)
         else:
             mapping[col.name] = found
-    if missing:
+    used = {h.strip().lstrip("\ufeff").casefold() for h in mapping.values()}
+    extra = [h for h in headers if h.strip().lstrip("\ufeff").casefold() not in used
+             and not h.startswith("column")]  # DuckDB names header-less columns column0, column1, ...
+    notes = [f"column {c.source!r} ({c.name}{', required' if c.required else ''}) is missing" for c in missing]
+    notes += [f"unknown column {h!r} (not in the registry)" for h in extra]
+    if len(missing) == len(extra) == 1:
+        notes.append(f"{missing[0].source!r} may have been renamed to {extra[0]!r}: if so, update the column's "
+                     "'source' in the registry")
+    # a column gone while another appeared is likely a rename: loading NULLs would hide the values
+    breaking = [c for c in missing if c.required] or (missing and extra) or \
+        (notes if dataset.schema_drift == "fail" else [])
+    if breaking:
         raise StandardizeError(
             dataset.name, extract.source, str(extract.path),
-            f"header lacks column(s) {', '.join(map(repr, missing))}; the file has {', '.join(map(repr, headers))}. "
-            "Either the department renamed a column (update the dataset's 'source' names in the registry) "
-            "or the extract is incomplete",
+            f"the extract's columns differ from the registry (schema_drift: {dataset.schema_drift}): "
+            + "; ".join(notes) + f". The file has {', '.join(map(repr, headers))}. Either the department changed "
+            "its export (update the dataset in the registry: a new version) or the extract is incomplete",
         )
-    return mapping
+    return mapping, notes
 
 
 def _sniff_encoding(path: Path) -> str | None:
@@ -233,7 +254,7 @@ def _diagnose(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: Dataset
 def standardize(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: Dataset, registry: Registry,
                 out: Path) -> StagedBatch:
     """Write the standardized batch of ``extract`` to ``out`` (Parquet); raise with every bad cell."""
-    mapping = _source_columns(con, extract, dataset)
+    mapping, drift = _source_columns(con, extract, dataset)
     typed = ", ".join(f"{cast_type(ident(c.name), c, strict=True)} AS {ident(c.name)}" for c in dataset.columns)
     cleaned = cleaned_select(reader_sql(extract), mapping, dataset, registry)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -252,4 +273,4 @@ def standardize(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: Datas
                                    problems, total) from exc
         raise StandardizeError(dataset.name, extract.source, str(extract.path), _read_error(exc, extract)) from exc
     rows = con.execute(f"SELECT count(*) FROM read_parquet({q(str(out))})").fetchone()[0]
-    return StagedBatch(path=out, rows=rows)
+    return StagedBatch(path=out, rows=rows, drift=tuple(drift))

@@ -177,7 +177,7 @@ def _duplicates(tally: _Tally, registry: Registry) -> list[dict]:
     collected: dict[tuple[str, str], list[str]] = defaultdict(list)
     for ds in registry.source_datasets:
         for col in ds.columns:
-            if col.element:
+            if col.element and not col.from_authority:  # a referenced element is consumed, not collected
                 collected[(ds.owner, col.element)].append(ds.name)
     out = []
     for (dept, element), names in sorted(collected.items()):

@@ -38,13 +38,26 @@ def figure_rows(result: dict, computed_at: dt.datetime) -> list[dict]:
     return rows
 
 
-def product_rows(product: str, result: dict, computed_at: dt.datetime) -> list[dict]:
+SLICED = ("kpi_figures", "kpi_dataset_status", "kpi_duplicate_pairs")
+"""Products kept one slice per period (the KPI history); the others are replaced whole."""
+
+
+def product_rows(product: str, result: dict, computed_at: dt.datetime, lake: Lake | None = None,
+                 registry: Registry | None = None, consumed: dict | None = None) -> list[dict]:
+    from metrics import catalogue, once_only
+
     if product == "kpi_figures":
         return figure_rows(result, computed_at)
     if product == "kpi_dataset_status":
         return [{"period": result["period"], **row} for row in result["datasets"]]
     if product == "kpi_duplicate_pairs":
         return [{"period": result["period"], **row} for row in result["duplicate_pairs"]]
+    if product == "registry_conformance":
+        return once_only.conformance(registry, consumed or {})
+    if product == "registry_lineage":
+        return once_only.lineage(registry, consumed or {})
+    if product == "data_catalogue":
+        return catalogue.rows(registry, lake)
     raise ValueError(f"unknown platform product {product!r}")
 
 
@@ -56,24 +69,48 @@ def _arrow(ds: Dataset, rows: list[dict]) -> pa.Table:
 
 
 def publish(lake: Lake, registry: Registry, result: dict, computed_at: dt.datetime | None = None) -> dict[str, int]:
-    """Replace the period's slice of every KPI table in one commit. Returns rows written per table."""
+    """Write every platform table in one commit: the period's slice of the KPI tables, and the current
+    conformance, lineage, catalogue and enterprise profile. Returns rows written per table."""
+    from metrics.once_only import consumers
+    from metrics.prefill import profile_sources, profile_sql
+
     computed_at = computed_at or dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    tables = {ds.name: (ds, _arrow(ds, product_rows(ds.connector.settings["product"], result, computed_at)))
-              for ds in registry.datasets if ds.platform}
+    consumed = consumers(lake)
+    published = set(lake.tables(SHARED))
+    tables: dict[str, tuple[Dataset, pa.Table | str]] = {}
+    for ds in registry.datasets:
+        if not ds.platform:
+            continue
+        product = ds.connector.settings["product"]
+        if product == "enterprise_profile":
+            if set(profile_sources(registry, ds)) <= published:
+                tables[ds.name] = (ds, profile_sql(registry, ds))
+            continue
+        rows = product_rows(product, result, computed_at, lake, registry, consumed)
+        tables[ds.name] = (ds, _arrow(ds, rows))
+    written: dict[str, int] = {}
 
     def write() -> None:
         with lake.transaction() as con:
-            for name, (ds, table) in tables.items():
+            for name, (ds, data) in tables.items():
                 cols = ", ".join(f'"{c.name}" {c.duck_type}' for c in ds.columns)
-                con.execute(f'CREATE TABLE IF NOT EXISTS {CATALOG}.{SHARED}."{name}" ({cols})')
-                con.execute(f'DELETE FROM {CATALOG}.{SHARED}."{name}" WHERE period = ?', [result["period"]])
-                con.register("kpi_rows", table)
-                con.execute(f'INSERT INTO {CATALOG}.{SHARED}."{name}" SELECT * FROM kpi_rows')
-                con.unregister("kpi_rows")
+                target = f'{CATALOG}.{SHARED}."{name}"'
+                con.execute(f"CREATE TABLE IF NOT EXISTS {target} ({cols})")
+                if ds.connector.settings["product"] in SLICED:
+                    con.execute(f"DELETE FROM {target} WHERE period = ?", [result["period"]])
+                else:
+                    con.execute(f"DELETE FROM {target}")
+                if isinstance(data, str):
+                    written[name] = con.execute(f"INSERT INTO {target} {data}").fetchone()[0]
+                    continue
+                con.register("platform_rows", data)
+                con.execute(f"INSERT INTO {target} SELECT * FROM platform_rows")
+                con.unregister("platform_rows")
+                written[name] = data.num_rows
             lake.commit_message(f"KPIs {result['period']}", {"as_of": result["as_of"]})
 
     retrying(write, lake.settings.commit_retries, f"publishing the KPIs of {result['period']}")
-    return {name: table.num_rows for name, (_, table) in tables.items()}
+    return written
 
 
 def publish_periods(lake: Lake, registry: Registry, periods: list[Period],

@@ -2,11 +2,15 @@
 
     onesource demo [--departments N]          build the demo city and load it through Airflow
     onesource registry check|list [--json]    validate / list the registry
+    onesource registry diff|apply|history X   schema versions and compatibility (Confluent's modes)
+    onesource registry conformance|lineage    once-only: who re-collects what; where each element goes
+    onesource registry export --format xlsx   the catalogue (GB/T 21063.3 core fields)
+    onesource prefill annual-report USCC      an enterprise's annual report, pre-filled from authorities
     onesource ingest DATASET... | --all       load datasets now, without Airflow (backfills, debugging)
     onesource status                          every dataset: rows shared, last load and why
     onesource quality report DATASET          the last validation: failing checks, sample failing rows
     onesource quality consistency             compare copies of elements with their authority (多元校核)
-    onesource sql "SELECT ..."                query the lake (read-only, for engineers)
+    onesource sql "SELECT ..." [--as-of T]    query the lake (read-only, for engineers), as of a snapshot
     onesource sql --as DEPT "SELECT ..."      a department's governed query (grants, masking, audit)
     onesource grants add|list|revoke          conditional datasets' grants
     onesource requests create|list|approve|refuse|revoke   access requests, decided within the SLA
@@ -56,6 +60,8 @@ def cmd_registry(args: argparse.Namespace, settings: Settings) -> int:
         for issue in issues:
             err.print(f"[red]{issue}[/]", highlight=False, soft_wrap=True)
         return 1
+    if args.action != "list":
+        return _registry_lake_action(args, settings, registry)
     listing = {
         "departments": [{"code": d.code, "name": d.name} for d in registry.departments],
         "datasets": [{"name": d.name, "owner": d.owner, "share_type": d.share_type, "update_cycle": d.update_cycle,
@@ -70,6 +76,106 @@ def cmd_registry(args: argparse.Namespace, settings: Settings) -> int:
     for d in listing["datasets"]:
         table.add_row(d["name"], d["owner"], d["share_type"], d["update_cycle"], d["table"])
     console.print(table)
+    return 0
+
+
+def _registry_lake_action(args: argparse.Namespace, settings: Settings, registry) -> int:
+    """diff / apply / history / conformance / lineage / export: the registry against the lake."""
+    from lakehouse import Lake
+    from lakehouse import versions
+
+    with Lake(settings.lake) as lake:
+        if args.action in ("diff", "apply"):
+            changes = versions.diff(lake, registry)
+            for c in changes:
+                style = "red" if c.problems else "green"
+                console.print(f"[{style}]{c.kind} {c.subject} -> version {c.version}[/]", highlight=False)
+                for d in c.details:
+                    console.print(f"    {d}", highlight=False)
+                for problem in c.problems:
+                    console.print(f"    [red]incompatible:[/] {problem}", highlight=False)
+            if not changes:
+                console.print("the registry matches its registered versions")
+            if args.action == "apply":
+                versions.apply(lake, registry)  # raises, listing every reason, when any change breaks
+                console.print(f"registered {len(changes)} new version(s)")
+            return 1 if any(c.problems for c in changes) else 0
+        if args.action == "history":
+            if not args.subject:
+                err.print("name a dataset or element: onesource registry history DATASET")
+                return 2
+            table = Table(title=f"versions of {args.subject}")
+            for col in ("version", "registered", "registry", "compatibility", "definition"):
+                table.add_column(col)
+            found = versions.history(lake, args.subject)
+            for v in found:
+                shown = (", ".join(f"{n}:{c['type']}{'!' if c['required'] else ''}"
+                                   for n, c in v.definition["columns"].items())
+                         if v.kind == "dataset" else json.dumps(v.definition, ensure_ascii=False))
+                table.add_row(str(v.version), f"{v.registered_at:%Y-%m-%d %H:%M}", v.registry_version,
+                              v.compatibility or "-", shown)
+            console.print(table if found else f"{args.subject} has no registered version yet "
+                                              "(`onesource registry apply`, or its first load, registers it)")
+            return 0
+        if args.action == "export":
+            from metrics.catalogue import export
+
+            path = Path(args.output or f"catalogue.{args.format}")
+            export(path.with_suffix(f".{args.format}"), registry, lake)
+            console.print(f"wrote the catalogue ({len(registry.datasets)} resources) to {path.with_suffix('.' + args.format)}")
+            return 0
+        from metrics.once_only import conformance, consumers, lineage
+
+        consumed = consumers(lake)
+    if args.action == "conformance":
+        rows = conformance(registry, consumed, args.department)
+        columns = ("department", "dataset", "column_name", "element_name", "authority_dataset", "status",
+                   "consumes_authority")
+    else:
+        rows = lineage(registry, consumed, args.subject)
+        columns = ("element", "authority_dataset", "holder", "holder_department", "kind", "consumers")
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    table = Table(title=f"{args.action}: {len(rows)} row(s)")
+    for col in columns:
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(str(r[c]) for c in columns))
+    console.print(table)
+    return 0
+
+
+def cmd_prefill(args: argparse.Namespace, settings: Settings) -> int:
+    from lakehouse import Lake
+    from metrics.prefill import annual_report, prefill_rates
+    from schemas import load_registry
+
+    registry = load_registry(settings.registry_dir)
+    with Lake(settings.lake, read_only=True) as lake:
+        overall, per = prefill_rates(lake, registry)
+        form = annual_report(lake, registry, args.uscc) if args.uscc else None
+    if args.uscc and form is None:
+        err.print(f"{args.uscc} is not in the enterprise profile (not registered with market regulation, or the "
+                  "profile's sources are not published yet)")
+        return 1
+    if args.json:
+        print(json.dumps({"overall_prefill_rate": overall, "enterprises": len(per),
+                          "form": [{"field": f.label, "element": f.element, "value": f.value, "source": f.source}
+                                   for f in form or []]}, ensure_ascii=False, indent=2, default=str))
+        return 0
+    if form:
+        table = Table(title=f"企业年度报告 {args.uscc}: pre-filled from authoritative sources")
+        for col in ("field", "value", "filled from"):
+            table.add_column(col)
+        for f in form:
+            table.add_row(f.label, "" if f.value is None else str(f.value),
+                          f.source or "[yellow]the enterprise enters it[/]")
+        console.print(table)
+        filled = sum(1 for f in form if f.source)
+        console.print(f"this enterprise: {filled}/{len(form)} fields pre-filled ({filled / len(form):.0%})")
+    console.print(f"all {len(per)} enterprises: prefill rate {overall:.0%}" if overall is not None
+                  else "no enterprise profile yet: load market regulation, tax and social security first")
     return 0
 
 
@@ -178,18 +284,25 @@ def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _as_of(text: str | None):
+    """``--as-of``: a snapshot id (digits) or an ISO timestamp (UTC)."""
+    if not text:
+        return None
+    return int(text) if text.isdigit() else dt.datetime.fromisoformat(text)
+
+
 def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
     if args.department:
         from schemas import load_registry
         from sharing.engine import GovernedEngine, Limits
 
         engine = GovernedEngine(settings, load_registry(settings.registry_dir),
-                                Limits(rows=args.limit or 10_000, seconds=args.timeout))
+                                Limits(rows=args.limit or 10_000, seconds=args.timeout), as_of=_as_of(args.as_of))
         result = engine.query(args.department, args.query, user=args.user, purpose=args.purpose, dialect=args.dialect)
     else:
         from sharing import run_sql
 
-        result = run_sql(settings, args.query, limit=args.limit)
+        result = run_sql(settings, args.query, limit=args.limit, as_of=_as_of(args.as_of))
     if args.format == "json":
         print(json.dumps([dict(zip(result.columns, row, strict=True)) for row in result.rows], ensure_ascii=False,
                          indent=2, default=str))
@@ -405,9 +518,19 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--api-port", type=int, default=18345, help="port of the demo hotline's HTTP API")
     demo.set_defaults(fn=cmd_demo)
 
-    reg = sub.add_parser("registry", help="check or list the registry")
-    reg.add_argument("action", choices=["check", "list"])
+    reg = sub.add_parser("registry", help="check, list, version and explore the registry")
+    reg.add_argument("action", choices=["check", "list", "diff", "apply", "history", "conformance", "lineage",
+                                        "export"])
+    reg.add_argument("subject", nargs="?", help="history: a dataset or element; lineage: an element")
     reg.add_argument("--json", action="store_true")
+    reg.add_argument("--department", help="conformance: one department")
+    reg.add_argument("--format", choices=["xlsx", "csv"], default="xlsx", help="export: the catalogue's format")
+    reg.add_argument("--output", help="export: the file to write")
+    pre = sub.add_parser("prefill", help="pre-fill an enterprise's annual report from authoritative sources")
+    pre.add_argument("form", choices=["annual-report"])
+    pre.add_argument("uscc", nargs="?", help="the enterprise's unified social credit code (omit for the rates)")
+    pre.add_argument("--json", action="store_true")
+    pre.set_defaults(fn=cmd_prefill)
     reg.set_defaults(fn=cmd_registry)
 
     ing = sub.add_parser("ingest", help="load datasets now, without Airflow")
@@ -434,6 +557,7 @@ def parser() -> argparse.ArgumentParser:
     sql.add_argument("--purpose", default=None, help="why the data is needed (recorded in the audit log)")
     sql.add_argument("--dialect", default="postgres", choices=["postgres", "mysql", "duckdb"])
     sql.add_argument("--timeout", type=float, default=30.0, help="seconds before a governed query is stopped")
+    sql.add_argument("--as-of", help="read the lake as it was: a snapshot id or an ISO timestamp (UTC)")
     sql.set_defaults(fn=cmd_sql)
 
     met = sub.add_parser("metrics", help="the sharing KPIs per department and city-wide, against the targets")

@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterator
 
 from schemas.exceptions import Issue
 from schemas.formats import FORMAT_RULES
-from schemas.model import LOAD_MODES, SHARE_TYPES, UPDATE_CYCLES, Registry, Where
+from schemas.model import LOAD_MODES, OPEN_ATTRIBUTES, SHARE_TYPES, UPDATE_CYCLES, Registry, Where, authority_join
+from schemas.versions import MODES
 
 Rule = Callable[[Registry], Iterator[Issue]]
 
@@ -93,6 +94,33 @@ def dataset_enums(reg: Registry) -> Iterator[Issue]:
             yield _at(ds.where, f"dataset {ds.name!r}: update_cycle {ds.update_cycle!r} is not one of {', '.join(UPDATE_CYCLES)}")
         if ds.load_mode not in LOAD_MODES:
             yield _at(ds.where, f"dataset {ds.name!r}: load_mode {ds.load_mode!r} is not one of {', '.join(LOAD_MODES)}")
+        if ds.compatibility not in MODES:
+            yield _at(ds.where, f"dataset {ds.name!r}: compatibility {ds.compatibility!r} is not one of {', '.join(MODES)}")
+        if ds.schema_drift not in ("evolve", "fail"):
+            yield _at(ds.where, f"dataset {ds.name!r}: schema_drift {ds.schema_drift!r} is not evolve or fail")
+        if ds.open_attribute not in OPEN_ATTRIBUTES:
+            yield _at(ds.where, f"dataset {ds.name!r}: open_attribute {ds.open_attribute!r} is not one of "
+                                f"{', '.join(OPEN_ATTRIBUTES)}")
+
+
+def referenced_columns(reg: Registry) -> Iterator[Issue]:
+    """A column filled from its authority (``from_authority``) names an element owned by another dataset
+    and can be joined to it: the dataset holds the authority's key element in a column of its own."""
+    elements = {e.name: e for e in reg.elements}
+    datasets = {d.name: d for d in reg.datasets}
+    for ds in reg.datasets:
+        for col in ds.columns:
+            if not col.from_authority:
+                continue
+            el = elements.get(col.element or "")
+            if el is None:
+                yield _at(col.where, f"dataset {ds.name!r} column {col.name!r}: from_authority needs an 'element'")
+            elif el.authority == ds.name:
+                yield _at(col.where, f"dataset {ds.name!r} column {col.name!r}: the dataset is the authority of "
+                                     f"{el.name!r}; it collects it, it cannot take it from itself")
+            elif el.authority in datasets and authority_join(reg, ds, col) is None:
+                yield _at(col.where, f"dataset {ds.name!r} column {col.name!r}: cannot join to {el.authority!r}: "
+                                     "the dataset needs a column of that dataset's key element")
 
 
 def share_conditions(reg: Registry) -> Iterator[Issue]:
@@ -149,6 +177,7 @@ RULES: tuple[Rule, ...] = (
     dataset_enums,
     share_conditions,
     one_authority_per_element,
+    referenced_columns,
     connector_settings,
     quality_columns,
 )

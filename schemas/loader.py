@@ -229,6 +229,7 @@ def _columns(r: _Reader, node: LineDict, file: str, what: str, element_types: di
                 format=r.field(c, "format", file, cwhat, default=None),
                 min=_bound(r, c, "min", file, cwhat),
                 max=_bound(r, c, "max", file, cwhat),
+                from_authority=bool(c.get("from_authority", False)),
                 where=Where(file, c.line),
             )
         )
@@ -322,6 +323,9 @@ def _dataset(r: _Reader, path: Path, element_types: dict[str, str]) -> Dataset |
         legal_basis=r.field(node, "legal_basis", file, what, default=None),
         description=r.field(node, "description", file, what, default=""),
         quality=_quality(r, node, file, what),
+        compatibility=str(r.field(node, "compatibility", file, what, default="BACKWARD")).upper(),
+        schema_drift=r.field(node, "schema_drift", file, what, default="evolve"),
+        open_attribute=r.field(node, "open_attribute", file, what, default="不予开放"),
         where=Where(file, node.line),
     )
 

@@ -152,6 +152,9 @@ class Column:
     min: Any = None
     """Smallest allowed value (a number, or an ISO date for date columns): the range check."""
     max: Any = None
+    from_authority: bool = False
+    """Not collected: filled from the element's authoritative dataset, joined on the dataset's key
+    (once only: the department consumes the element instead of collecting it again)."""
     where: Where | None = field(default=None, compare=False)
 
     @property
@@ -184,6 +187,13 @@ class Dataset:
     legal_basis: str | None = None
     description: str = ""
     quality: QualitySpec = field(default_factory=QualitySpec)
+    compatibility: str = "BACKWARD"
+    """How a new version of this dataset's schema must relate to earlier ones (schemas.versions)."""
+    schema_drift: str = "evolve"
+    """An extract whose columns differ from the registry: ``evolve`` (load when only optional columns are
+    missing or unknown ones were added, reporting each) or ``fail`` (any difference fails the load)."""
+    open_attribute: str = "不予开放"
+    """开放属性 of the national catalogue (GB/T 21063.3): 无条件开放, 有条件开放 or 不予开放 to the public."""
     where: Where | None = field(default=None, compare=False)
 
     @property
@@ -246,6 +256,25 @@ class Registry:
             default=str,
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+OPEN_ATTRIBUTES = ("无条件开放", "有条件开放", "不予开放")
+
+
+def authority_join(registry: Registry, ds: Dataset, col: Column) -> tuple[Dataset, Column, Column] | None:
+    """For a ``from_authority`` column: (authority dataset, this dataset's join column, the authority's key
+    column), joining on the authority's single-column key element; None when no such join exists."""
+    try:
+        authority = registry.dataset(registry.element(col.element or "").authority)
+    except KeyError:
+        return None
+    if len(authority.key) != 1:
+        return None
+    auth_key = authority.column(authority.key[0])
+    if not auth_key.element:
+        return None
+    mine = next((c for c in ds.columns if c.element == auth_key.element and not c.from_authority), None)
+    return (authority, mine, auth_key) if mine else None
 
 
 def _plain(value: Any) -> dict[str, Any]:

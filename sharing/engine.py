@@ -36,7 +36,11 @@ class GovernedEngine:
     each query runs on its own cursor; otherwise (the CLI) each query opens and closes its own."""
 
     def __init__(self, settings: Settings, registry: Registry, limits: Limits | None = None, *,
-                 persistent: bool = False):
+                 persistent: bool = False, as_of: int | dt.datetime | None = None):
+        """``as_of`` (CLI only): read the lake as of a snapshot id or a time; today's grants still decide."""
+        if persistent and as_of is not None:
+            raise ValueError("time travel is per query session (the CLI), not for the servers")
+        self.as_of = as_of
         self.settings = settings
         self.registry = registry
         self.limits = limits or Limits()
@@ -160,8 +164,14 @@ class GovernedEngine:
                     access = visible(self.registry, active_grants(lake, department), department)
                     planned = plan(sql, access, self.registry, department, dialect=dialect,
                                    row_limit=self.limits.rows)
-                    lock_down(lake.con, self.settings.lake.data_path)
-                    result = self._run(lake.con, planned)
+                    if self.as_of is None:
+                        lock_down(lake.con, self.settings.lake.data_path)
+                        result = self._run(lake.con, planned)
+                if self.as_of is not None:
+                    record["as_of"] = str(self.as_of)
+                    with Lake(self.settings.lake, as_of=self.as_of) as then:
+                        lock_down(then.con, self.settings.lake.data_path)
+                        result = self._run(then.con, planned)
         except QueryRefused as exc:
             self._record(record, started, decision="refused", reason=str(exc))
             raise

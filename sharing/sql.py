@@ -52,9 +52,10 @@ def lock_down(con: duckdb.DuckDBPyConnection, data_path: str) -> None:
     con.execute("SET lock_configuration = true")
 
 
-def run_sql(settings: Settings, sql: str, limit: int | None = None) -> QueryResult:
+def run_sql(settings: Settings, sql: str, limit: int | None = None, as_of=None) -> QueryResult:
+    """``as_of``: a snapshot id or a datetime, to read the lake as it was then."""
     _one_statement(sql)
-    with Lake(settings.lake, read_only=True) as lake:
+    with Lake(settings.lake, read_only=True, as_of=as_of) as lake:
         lock_down(lake.con, settings.lake.data_path)
         try:
             cur = lake.con.execute(sql)

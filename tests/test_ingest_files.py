@@ -128,7 +128,8 @@ def test_header_missing_a_column_names_it(settings):
     drop(settings, "amr/firms/a.csv", csv_text().replace("注册资本", "资本金"))
     [result] = load(settings)
     assert result.status == "quarantined"
-    assert "header lacks column(s) '注册资本'" in result.message and "a.csv" in result.message
+    assert "column '注册资本' (capital) is missing" in result.message and "a.csv" in result.message
+    assert "'注册资本' may have been renamed to '资本金'" in result.message
 
 
 def test_bad_values_name_row_and_column(settings):

@@ -33,7 +33,8 @@ def city(settings):
                               conditions="稽查", connector={"kind": "file", "path": "tax/*.csv", "format": "csv"})
     bureau = {"code": BUREAU[0], "name": BUREAU[1], "name_en": BUREAU[2],
               "systems": [{"code": BUREAU[3], "name": BUREAU[4]}]}
-    write_registry(settings.registry_dir, [firms_dataset(), taxpayers, *platform_dataset_entries()],
+    elements = {"uscc", "enterprise_name", "enterprise_status"}
+    write_registry(settings.registry_dir, [firms_dataset(), taxpayers, *platform_dataset_entries(elements)],
                    departments={"departments": [*DEPARTMENTS["departments"], bureau]})
     drop(settings, "amr/firms/a.csv", csv_text())
     assert [r.status for r in load(settings, "firms")] == ["published"]

@@ -341,8 +341,8 @@ def city_datasets(n: int) -> list[DemoDataset]:
 # The data bureau runs OneSource; its datasets are the KPI tables the platform publishes itself.
 BUREAU: tuple[str, str, str, str, str] = ("dsj", "数据资源管理局", "Data Resources Bureau", "onesource",
                                           "OneSource 数据共享平台")
-# (name, title, key, columns as (name, type))
-PLATFORM_DATASETS: tuple[tuple[str, str, tuple[str, ...], tuple[tuple[str, str], ...]], ...] = (
+# (name, title, key, columns as (name, type) or (name, type, element)); the platform computes them
+PLATFORM_DATASETS: tuple[tuple[str, str, tuple[str, ...], tuple[tuple[str, ...], ...]], ...] = (
     ("kpi_figures", "数据共享考核指标", ("period", "scope", "kpi"), (
         ("period", "string"), ("as_of", "timestamp"), ("scope", "string"), ("scope_name", "string"),
         ("kpi", "string"), ("value", "number"), ("numerator", "number"), ("denominator", "number"),
@@ -355,13 +355,41 @@ PLATFORM_DATASETS: tuple[tuple[str, str, tuple[str, ...], tuple[tuple[str, str],
         ("period", "string"), ("department", "string"), ("element", "string"), ("element_name", "string"),
         ("authority_department", "string"), ("authority_dataset", "string"), ("datasets", "string"),
         ("duplicate", "boolean"))),
+    ("registry_conformance", "一数一源符合性", ("department", "dataset", "column_name"), (
+        ("department", "string"), ("dataset", "string"), ("column_name", "string"), ("element", "string"),
+        ("element_name", "string"), ("authority_department", "string"), ("authority_dataset", "string"),
+        ("status", "string"), ("consumes_authority", "boolean"), ("advice", "string"))),
+    ("registry_lineage", "数据血缘", ("element", "holder"), (
+        ("element", "string"), ("element_name", "string"), ("authority_dataset", "string"),
+        ("authority_department", "string"), ("holder", "string"), ("holder_department", "string"),
+        ("kind", "string"), ("shared_table", "string"), ("consumers", "string"))),
+    ("data_catalogue", "政务信息资源目录", ("code",), (
+        ("name", "string"), ("code", "string"), ("provider", "string"), ("summary", "string"), ("format", "string"),
+        ("data_items", "string"), ("share_type", "string"), ("share_condition", "string"),
+        ("share_method", "string"), ("open_attribute", "string"), ("update_cycle", "string"),
+        ("publish_date", "date"), ("dataset", "string"))),
+    ("enterprise_profile", "企业数据池（企业画像）", ("uscc",), (
+        ("uscc", "string", "uscc"), ("enterprise_name", "string", "enterprise_name"),
+        ("legal_representative", "string", "legal_representative"),
+        ("registered_capital", "decimal", "registered_capital"),
+        ("enterprise_address", "string", "enterprise_address"), ("enterprise_status", "string", "enterprise_status"),
+        ("established_date", "date", "established_date"), ("taxpayer_type", "string", "taxpayer_type"),
+        ("tax_credit_rating", "string", "tax_credit_rating"), ("insured_employees", "integer", "insured_employees"))),
 )
 
 
-def platform_dataset_entries() -> list[dict[str, Any]]:
-    """Registry entries for the KPI tables, owned by the bureau and readable by every department."""
-    return [{"name": name, "title": title, "owner": BUREAU[0], "system": BUREAU[3], "update_cycle": "daily",
-             "share_type": "unconditional", "load_mode": "snapshot", "key": list(key),
-             "connector": {"kind": "platform", "product": name},
-             "columns": [{"name": c, "source": c, "type": t} for c, t in columns]}
-            for name, title, key, columns in PLATFORM_DATASETS]
+def platform_dataset_entries(elements: set[str] | None = None) -> list[dict[str, Any]]:
+    """Registry entries for the platform's tables, owned by the bureau and readable by every department.
+    With ``elements`` (those the registry has), the enterprise profile keeps only the columns whose
+    element exists, and is left out without its key (a city without market regulation)."""
+    out = []
+    for name, title, key, columns in PLATFORM_DATASETS:
+        kept = [c for c in columns if len(c) < 3 or elements is None or c[2] in elements]
+        if any(k not in {c[0] for c in kept} for k in key):
+            continue
+        out.append({"name": name, "title": title, "owner": BUREAU[0], "system": BUREAU[3], "update_cycle": "daily",
+                    "share_type": "unconditional", "load_mode": "snapshot", "key": list(key),
+                    "connector": {"kind": "platform", "product": name},
+                    "columns": [{"name": c[0], "source": c[0], "type": c[1], **({"element": c[2]} if len(c) > 2 else {})}
+                                for c in kept]})
+    return out

@@ -82,7 +82,7 @@ def write_registry(root: Path, config: DemoConfig) -> None:
         if ds.quality:
             entry["quality"] = ds.quality
         _dump(root / "datasets" / ds.owner / f"{ds.name}.yaml", entry)
-    for entry in platform_dataset_entries():
+    for entry in platform_dataset_entries({e[0] for e in elements}):
         _dump(root / "datasets" / entry["owner"] / f"{entry['name']}.yaml", entry)
 
 
