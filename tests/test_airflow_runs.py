@@ -54,8 +54,8 @@ def test_generated_cycle_dag_runs_in_airflow_and_emits_assets(settings):
     with sqlite3.connect(settings.airflow_home / "airflow.db") as db:
         kpi_events = {r[0] for r in db.execute(
             "SELECT a.uri FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.uri LIKE '%kpi%'")}
-    assert kpi_events == {"onesource://shared/kpi_figures", "onesource://shared/kpi_dataset_status",
-                          "onesource://shared/kpi_duplicate_pairs"}
+    assert {"onesource://shared/kpi_figures", "onesource://shared/kpi_dataset_status",
+            "onesource://shared/kpi_duplicate_pairs"} <= kpi_events
 
 
 def run_demo_cli(home, port) -> subprocess.CompletedProcess:
