@@ -217,3 +217,34 @@ def test_lineage_conformance_and_catalogue_are_tables_and_exports(city, tmp_path
     assert codes == [("OS-AMR-0001", "无条件共享")]
     assert main(["registry", "export", "--format", "csv", "--output", str(tmp_path / "c")]) == 0
     assert Path(tmp_path / "c.csv").read_text(encoding="utf-8-sig").startswith("信息资源名称,")
+
+
+def test_conformance_on_the_demo_city_lists_exactly_the_injected_recollections(city):
+    settings, registry = city
+    manifest = json.loads((settings.home / "demo" / "manifest.json").read_text(encoding="utf-8"))
+    injected = {(r["department"], r["element"], r["authority"]) for r in manifest["recollection"]}
+    found = set(rows_of(settings, "SELECT department, element, authority_dataset FROM shared.registry_conformance "
+                                  "WHERE status = 'collects'"))
+    assert found == injected and len(found) > 10
+
+
+def test_switching_one_column_to_a_reference_lowers_the_rate_by_one_pair(city, tmp_path):
+    import shutil
+
+    settings, registry = city
+    with Lake(settings.lake, read_only=True) as lake:
+        before = compute(lake, registry, Period.month())["city"]["duplicate_collection_rate"]
+    copy = tmp_path / "registry"
+    shutil.copytree(settings.registry_dir, copy)
+    path = copy / "datasets" / "transport" / "transport_operator_licenses.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    next(c for c in data["columns"] if c["name"] == "legal_representative")["from_authority"] = True
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    with Lake(settings.lake, read_only=True) as lake:
+        after = compute(lake, load_registry(copy), Period.month())["city"]["duplicate_collection_rate"]
+    # (transport, legal_representative) is consumed now: one duplicate pair fewer, and one pair fewer in all
+    assert (after["numerator"], after["denominator"]) == (before["numerator"] - 1, before["denominator"] - 1)
+
+
+def rows_of(settings, sql):
+    return [tuple(r) for r in rows(settings, sql)]
