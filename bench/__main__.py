@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import ingest, kpi, quality, sql
+from bench import dagbag, ingest, kpi, quality, sql
 from bench.common import hardware, write_results
 from onesource.config import Settings
 
@@ -17,7 +17,7 @@ def main() -> None:
     p.add_argument("--quality-rows", type=int, default=2_000_000, help="rows of the validated batch")
     p.add_argument("--quality-runs", type=int, default=5)
     p.add_argument("--kpi-runs", type=int, default=3)
-    p.add_argument("--only", choices=["ingest", "quality", "sql", "kpi"], default=None)
+    p.add_argument("--only", choices=["ingest", "quality", "sql", "kpi", "dagbag"], default=None)
     args = p.parse_args()
     settings = Settings.from_env()
     print(f"OneSource benchmarks on {hardware()}")
@@ -38,6 +38,9 @@ def main() -> None:
     if args.only in (None, "kpi"):
         print("KPIs: every sharing KPI for 87 departments, 2,000 datasets, 10M audit events")
         figures.update(kpi.run(args.kpi_runs, work))
+    if args.only in (None, "dagbag"):
+        print("DAG parsing: the whole DagBag for 87 departments and 2,000 datasets")
+        figures.update(dagbag.run(3, work))
     path = write_results(settings.home, figures)
     print(json.dumps({k: {"median": v["median"], "unit": v["unit"]} for k, v in figures.items()}, indent=1))
     print(f"results: {path}")

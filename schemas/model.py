@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 # Element type -> DuckDB type. Decimal precision is fixed so every department's amounts compare.
@@ -229,24 +230,41 @@ class Registry:
     code_lists: tuple[CodeList, ...]
     datasets: tuple[Dataset, ...]
 
+    # Lookups by name are indexed once per registry (a city has thousands of datasets; the DAG factory
+    # and the KPIs look names up tens of thousands of times). cached_property writes the instance's
+    # __dict__ directly, which a frozen dataclass allows.
+    @cached_property
+    def _index(self) -> dict[str, dict[str, Any]]:
+        return {"department": {d.code: d for d in self.departments}, "data element": {e.name: e for e in self.elements},
+                "code list": {c.name: c for c in self.code_lists}, "dataset": {d.name: d for d in self.datasets}}
+
+    def _lookup(self, what: str, name: str) -> Any:
+        found = self._index[what].get(name)
+        if found is None:
+            from schemas.exceptions import UnknownNameError
+
+            known = ", ".join(sorted(self._index[what])[:20])
+            raise UnknownNameError(f"unknown {what} {name!r}; known: {known}")
+        return found
+
     def department(self, code: str) -> Department:
-        return _by_name(self.departments, code, "department", attr="code")
+        return self._lookup("department", code)
 
     def element(self, name: str) -> Element:
-        return _by_name(self.elements, name, "data element")
+        return self._lookup("data element", name)
 
     def code_list(self, name: str) -> CodeList:
-        return _by_name(self.code_lists, name, "code list")
+        return self._lookup("code list", name)
 
     def dataset(self, name: str) -> Dataset:
-        return _by_name(self.datasets, name, "dataset")
+        return self._lookup("dataset", name)
 
-    @property
+    @cached_property
     def source_datasets(self) -> tuple[Dataset, ...]:
         """The departments' own datasets: what is ingested, and what the sharing KPIs count."""
         return tuple(d for d in self.datasets if not d.platform)
 
-    @property
+    @cached_property
     def version(self) -> str:
         """Content hash of the registry: the same registry always gets the same version."""
         payload = json.dumps(
@@ -291,13 +309,3 @@ def _drop_where(data: Any) -> None:
     elif isinstance(data, list | tuple):
         for v in data:
             _drop_where(v)
-
-
-def _by_name(items: tuple[Any, ...], name: str, what: str, attr: str = "name") -> Any:
-    for item in items:
-        if getattr(item, attr) == name:
-            return item
-    from schemas.exceptions import UnknownNameError
-
-    known = ", ".join(sorted(getattr(i, attr) for i in items)[:20])
-    raise UnknownNameError(f"unknown {what} {name!r}; known: {known}")

@@ -1,0 +1,62 @@
+"""DAG parse benchmark: the whole DagBag for a registry of 87 departments and 2,000 datasets.
+
+Airflow re-parses DAG files continually; ``dagbag_parse_seconds`` is a re-parse of the unchanged
+registry (the registry cache warm, as the scheduler sees it), ``dagbag_cold_seconds`` the first parse
+after an edit. Each run is a fresh process (imports excluded: the DAG processor has Airflow loaded).
+The registry is the KPI benchmark's synthetic city (bench/kpi.py).
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from bench.common import PEAK_RSS, figure, run_child
+
+PARSE = f"""
+import glob, json, os, sys, tempfile, time
+from airflow.dag_processing.dagbag import DagBag
+if sys.argv[2] == "cold":
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), "onesource-registry-*.pickle")):
+        os.remove(path)
+t = time.perf_counter()
+bag = DagBag(dag_folder=sys.argv[1])
+seconds = time.perf_counter() - t
+assert not bag.import_errors, bag.import_errors
+{PEAK_RSS}
+print("RESULT" + json.dumps({{"seconds": seconds, "dags": len(bag.dags),
+       "tasks": sum(len(d.tasks) for d in bag.dags.values()), "peak_rss_mb": peak}}))
+"""
+
+
+def run(runs: int, workdir: Path, log=print) -> dict:
+    import os
+
+    from bench import kpi
+    from onesource.config import REPO_ROOT
+
+    home = workdir / "kpi-home"
+    if not (home / "ready").exists():
+        kpi.run(1, workdir, log)
+    env_home = os.environ.get("ONESOURCE_HOME")
+    os.environ["ONESOURCE_HOME"] = str(home)
+    os.environ.setdefault("AIRFLOW_HOME", str(workdir / "airflow-parse"))
+    try:
+        cold, warm, rss, tasks = [], [], 0.0, 0
+        for i in range(runs):
+            c = run_child(PARSE, str(REPO_ROOT / "dags"), "cold")
+            w = run_child(PARSE, str(REPO_ROOT / "dags"), "warm")
+            cold.append(c["seconds"])
+            warm.append(w["seconds"])
+            rss, tasks = max(rss, c["peak_rss_mb"], w["peak_rss_mb"]), w["tasks"]
+            log(f"  run {i + 1}/{runs}: {w['dags']} DAGs, {tasks:,} tasks: first parse {c['seconds']:.2f} s, "
+                f"re-parse {w['seconds']:.2f} s")
+    finally:
+        if env_home is None:
+            os.environ.pop("ONESOURCE_HOME", None)
+        else:
+            os.environ["ONESOURCE_HOME"] = env_home
+    log(f"  dagbag_parse_seconds median {statistics.median(warm):.2f} s (target <= 5 s); first parse "
+        f"{statistics.median(cold):.2f} s")
+    return {"dagbag_parse_seconds": {**figure(warm, "s", rss), "datasets": kpi.DATASETS, "tasks": tasks},
+            "dagbag_cold_seconds": figure(cold, "s", rss)}
