@@ -34,6 +34,9 @@ class Settings:
     home: Path
     lake: LakeSettings = field(default=None)  # type: ignore[assignment]
     registry_dir: Path = field(default=None)  # type: ignore[assignment]
+    snapshot_retention_days: int = 180
+    """Lake snapshots younger than this are kept (time travel, audits); older ones are expired by the
+    maintenance DAG. ``ONESOURCE_SNAPSHOT_RETENTION_DAYS``."""
 
     def __post_init__(self) -> None:
         home = Path(self.home).resolve()
@@ -92,12 +95,13 @@ class Settings:
         optional ``ONESOURCE_CATALOG`` / ``ONESOURCE_DATA_PATH`` overrides."""
         env = os.environ if environ is None else environ
         home = Path(env.get("ONESOURCE_HOME") or DEFAULT_HOME)
-        settings = cls(home=home)
+        settings = cls(home=home, snapshot_retention_days=int(env.get("ONESOURCE_SNAPSHOT_RETENTION_DAYS") or 180))
         catalog = env.get("ONESOURCE_CATALOG")
         data_path = env.get("ONESOURCE_DATA_PATH")
         if catalog or data_path:
             settings = cls(
                 home=home,
+                snapshot_retention_days=settings.snapshot_retention_days,
                 lake=LakeSettings(
                     catalog=catalog or settings.lake.catalog,
                     data_path=data_path or settings.lake.data_path,

@@ -24,6 +24,8 @@ ALL_DAG_ID = "onesource_ingest_all"
 CONSISTENCY_DAG_ID = "onesource_consistency"
 METRICS_DAG_ID = "onesource_metrics"
 METRICS_CRON = "0 2 * * *"  # daily at 02:00 city time, besides every change of a shared table
+MAINTENANCE_DAG_ID = "onesource_maintenance"
+MAINTENANCE_CRON = "0 3 * * 0"  # Sundays at 03:00 city time
 
 
 def asset_uri(dataset: str) -> str:
@@ -118,6 +120,18 @@ def build_dags(registry_dir: Path) -> dict:
                  doc_md="The sharing KPIs of this month and the last, published to the shared KPI tables.") as mdag:
             metrics()
         dags[METRICS_DAG_ID] = mdag
+
+    @task
+    def maintenance() -> dict:
+        from onesource.tasks import maintain_lake
+
+        return maintain_lake()
+
+    with DAG(dag_id=MAINTENANCE_DAG_ID, start_date=START, catchup=False, max_active_runs=1,
+             schedule=CronTriggerTimetable(MAINTENANCE_CRON, timezone="Asia/Shanghai"), tags=["onesource", "lake"],
+             doc_md="Merges small files, expires snapshots past the retention, deletes unreferenced files.") as ldag:
+        maintenance()
+    dags[MAINTENANCE_DAG_ID] = ldag
     return dags
 
 

@@ -72,3 +72,18 @@ def publish_metrics() -> dict:
             f"{k} {v['value']}" for k, v in city.items() if v["value"] is not None))
     return {"audit_entries_copied": copied, "periods": [r["period"] for r in results],
             "sharing_rate": results[-1]["city"]["sharing_rate"]["value"]}
+
+
+def maintain_lake() -> dict:
+    """Merge small files, expire snapshots past the retention, delete unreferenced files."""
+    import datetime as dt
+
+    from lakehouse import Lake
+    from lakehouse.maintenance import maintain
+    from onesource.config import Settings
+
+    settings = Settings.from_env()
+    with Lake(settings.lake) as lake:
+        report = maintain(lake, dt.timedelta(days=settings.snapshot_retention_days))
+    print(f"lake maintenance: {report}")
+    return asdict(report)

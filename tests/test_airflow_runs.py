@@ -57,6 +57,13 @@ def test_generated_cycle_dag_runs_in_airflow_and_emits_assets(settings):
     assert {"onesource://shared/kpi_figures", "onesource://shared/kpi_dataset_status",
             "onesource://shared/kpi_duplicate_pairs"} <= kpi_events
 
+    # the weekly maintenance DAG: a real run reports what it did, and what is read stays the same
+    before = rows(settings, "SELECT count(*) FROM shared.tax_taxpayer_register")
+    log = settings.reports_dir / "maintenance.log"
+    assert airflow_cli.dags_test(settings, "onesource_maintenance", log) == 0
+    assert "lake maintenance:" in log.read_text(encoding="utf-8")
+    assert rows(settings, "SELECT count(*) FROM shared.tax_taxpayer_register") == before
+
 
 def run_demo_cli(home, port) -> subprocess.CompletedProcess:
     env = {**os.environ, "ONESOURCE_HOME": str(home)}

@@ -51,7 +51,7 @@ def test_dagbag_has_no_import_errors_and_one_task_per_dataset(settings, demo_reg
     sources = demo_registry.source_datasets  # the KPI tables are the platform's own: no ingestion task
     cycles = sorted({d.update_cycle for d in sources})
     assert set(bag["dags"]) == {f"onesource_ingest_{c}" for c in cycles} | {
-        "onesource_ingest_all", "onesource_consistency", "onesource_metrics"}
+        "onesource_ingest_all", "onesource_consistency", "onesource_metrics", "onesource_maintenance"}
     every = bag["dags"]["onesource_ingest_all"]
     assert every["tasks"] == sorted([f"{d.owner}.{d.name}" for d in sources] + ["consistency", "metrics"])
     # authorities load first, so reference checks see them; consistency runs after every load
@@ -70,6 +70,7 @@ def test_dagbag_has_no_import_errors_and_one_task_per_dataset(settings, demo_reg
     assert bag["dags"]["onesource_ingest_all"]["schedule"] == "None"  # run by hand: first loads, catch-ups
     assert "AssetAny" in bag["dags"]["onesource_consistency"]["schedule"]  # runs when shared data changes
     # the KPIs: when shared data changes and daily (time alone makes a dataset overdue)
+    assert "0 3 * * 0" in bag["dags"]["onesource_maintenance"]["schedule"]  # weekly, Sundays 03:00
     metrics = bag["dags"]["onesource_metrics"]
     assert "AssetOrTimeSchedule" in metrics["schedule"] and "0 2 * * *" in metrics["schedule"]
     assert metrics["outlets"] == sorted(f"onesource://shared/{d.name}" for d in demo_registry.datasets if d.platform)
