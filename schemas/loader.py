@@ -414,6 +414,8 @@ def _cache_write(key: str, registry: Registry) -> None:
 
     path = _cache_path(key)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    # computed once and pickled with the registry: the content hash alone costs a second at 2,000 datasets
+    _ = registry.version, registry.source_datasets, registry._index
     try:
         tmp.write_bytes(pickle.dumps(registry, protocol=pickle.HIGHEST_PROTOCOL))
         os.replace(tmp, path)  # atomic: concurrent parsers never read half a file
