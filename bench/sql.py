@@ -60,9 +60,12 @@ def run(csv: Path, workdir: Path, small_runs: int = 200, scan_runs: int = 15, pg
     small_sql = plan(SMALL, access, registry, "tax").sql_run
     scan_sql = plan(SCAN, access, registry, "tax").sql_run
     engine.query("tax", SMALL)  # warm
-    governed = _timed(lambda: engine.query("tax", SMALL, purpose="bench"), small_runs)
-    direct = _timed(lambda: cursor.execute(small_sql).fetchall(), small_runs)
-    overhead = [(g - d) * 1000 for g, d in zip(sorted(governed), sorted(direct), strict=True)]
+    # interleaved, so that both sides see the same machine state (2 shared cores drift over seconds)
+    governed, direct = [], []
+    for _ in range(small_runs):
+        governed += _timed(lambda: engine.query("tax", SMALL, purpose="bench"), 1)
+        direct += _timed(lambda: cursor.execute(small_sql).fetchall(), 1)
+    overhead = [(g - d) * 1000 for g, d in zip(governed, direct, strict=True)]
     log(f"  small query: governed p50 {statistics.median(governed) * 1000:.1f} ms, direct p50 "
         f"{statistics.median(direct) * 1000:.1f} ms -> overhead p50 {statistics.median(overhead):.1f} ms")
     g_scan = _timed(lambda: engine.query("tax", SCAN), scan_runs)
