@@ -97,8 +97,8 @@ def _extensions(lake: LakeSettings) -> tuple[str, ...]:
         needed.insert(0, "sqlite_scanner")
     elif lake.catalog.startswith("postgres:"):
         needed.insert(0, "postgres_scanner")
-    if lake.data_path.startswith(("s3://", "http://", "https://", "gs://", "r2://")):
-        needed.append("httpfs")
+    if lake.data_path.startswith(("s3://", "http://", "https://", "gs://", "r2://")) or lake.encrypted:
+        needed.append("httpfs")  # encryption: httpfs brings the OpenSSL crypto module DuckDB writes with
     return tuple(needed)
 
 
@@ -140,6 +140,9 @@ class Lake:
         options = [f"DATA_PATH {literal(settings.data_path)}"]
         if self.read_only:
             options.append("READ_ONLY")
+        if settings.encrypted:
+            # small inserts would otherwise be inlined into the catalog database, unencrypted
+            options += ["ENCRYPTED", "DATA_INLINING_ROW_LIMIT 0"]
         if isinstance(as_of, int):
             options.append(f"SNAPSHOT_VERSION {as_of}")
         elif as_of is not None:

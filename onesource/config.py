@@ -25,6 +25,10 @@ class LakeSettings:
     """Folder (or object-store prefix) for the Parquet data files."""
     commit_retries: int = 12
     """How often a commit that met a catalog lock or a conflict is retried (with backoff)."""
+    encrypted: bool = False
+    """Encrypt every Parquet file DuckLake writes (its keys stay in the catalog): for a city whose
+    registry holds highly sensitive elements (level 4). DuckLake encrypts per catalog, not per table,
+    so the whole lake is encrypted. Decided when the lake is created. ``ONESOURCE_ENCRYPT=1``."""
 
 
 @dataclass(frozen=True)
@@ -98,13 +102,15 @@ class Settings:
         settings = cls(home=home, snapshot_retention_days=int(env.get("ONESOURCE_SNAPSHOT_RETENTION_DAYS") or 180))
         catalog = env.get("ONESOURCE_CATALOG")
         data_path = env.get("ONESOURCE_DATA_PATH")
-        if catalog or data_path:
+        encrypted = env.get("ONESOURCE_ENCRYPT", "").lower() in ("1", "true", "yes")
+        if catalog or data_path or encrypted:
             settings = cls(
                 home=home,
                 snapshot_retention_days=settings.snapshot_retention_days,
                 lake=LakeSettings(
                     catalog=catalog or settings.lake.catalog,
                     data_path=data_path or settings.lake.data_path,
+                    encrypted=encrypted,
                 ),
             )
         return settings
@@ -115,6 +121,7 @@ class Settings:
             "ONESOURCE_HOME": str(self.home),
             "ONESOURCE_CATALOG": self.lake.catalog,
             "ONESOURCE_DATA_PATH": self.lake.data_path,
+            "ONESOURCE_ENCRYPT": "1" if self.lake.encrypted else "",
             "AIRFLOW_HOME": str(self.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
