@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -102,6 +103,26 @@ def _extensions(lake: LakeSettings) -> tuple[str, ...]:
     return tuple(needed)
 
 
+def _object_store(path: str) -> bool:
+    return path.startswith(("s3://", "r2://", "gs://"))
+
+
+def _s3_secret(env) -> str:
+    """A DuckDB secret for the lake's object storage, from the environment only (never from files):
+    the standard ``AWS_*`` variables, and ``ONESOURCE_S3_ENDPOINT`` (host:port) for an S3-compatible
+    service (MinIO, Ceph, the test's moto server), with ``ONESOURCE_S3_USE_SSL=0`` for plain HTTP."""
+    parts = ["TYPE S3"]
+    for key, var in (("KEY_ID", "AWS_ACCESS_KEY_ID"), ("SECRET", "AWS_SECRET_ACCESS_KEY"),
+                     ("SESSION_TOKEN", "AWS_SESSION_TOKEN"), ("REGION", "AWS_REGION")):
+        if env.get(var):
+            parts.append(f"{key} {literal(env[var])}")
+    if env.get("ONESOURCE_S3_ENDPOINT"):
+        parts += [f"ENDPOINT {literal(env['ONESOURCE_S3_ENDPOINT'])}", "URL_STYLE 'path'"]
+    if env.get("ONESOURCE_S3_USE_SSL", "1").lower() in ("0", "false", "no"):
+        parts.append("USE_SSL false")
+    return f"CREATE OR REPLACE SECRET onesource_lake ({', '.join(parts)})"
+
+
 def retrying(fn: Callable[[], T], retries: int, what: str) -> T:
     """Run ``fn``, retrying with jittered exponential backoff while it fails on a lock or conflict."""
     for attempt in range(retries + 1):
@@ -137,6 +158,8 @@ class Lake:
             Path(settings.catalog.removeprefix("sqlite:")).parent.mkdir(parents=True, exist_ok=True)
         if "://" not in settings.data_path:
             Path(settings.data_path).mkdir(parents=True, exist_ok=True)
+        if _object_store(settings.data_path):
+            self.con.execute(_s3_secret(os.environ))
         options = [f"DATA_PATH {literal(settings.data_path)}"]
         if self.read_only:
             options.append("READ_ONLY")

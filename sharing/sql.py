@@ -45,9 +45,9 @@ def _one_statement(sql: str) -> None:
 
 
 def lock_down(con: duckdb.DuckDBPyConnection, data_path: str) -> None:
-    """No file, network or setting access beyond the lake's own data files."""
-    if "://" not in data_path:
-        con.execute("SET allowed_directories = [?]", [data_path])
+    """No file, network or setting access beyond the lake's own data files (a folder or an
+    object-store prefix)."""
+    con.execute("SET allowed_directories = [?]", [data_path])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
 
