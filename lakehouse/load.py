@@ -275,6 +275,11 @@ def load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registry
 
     try:
         batch = standardize(lake.con, ex, ds, registry, staged)
+        if batch.rows == 0:
+            # a snapshot of nothing would empty the shared table: never the right reading of a delivery
+            raise StandardizeError(ds.name, ex.source, str(ex.path),
+                                   "has no rows (a header at most); the shared table keeps its last snapshot. "
+                                   "Deliver the extract again with its records")
         notes = list(batch.drift) + fill_from_authorities(lake, ds, registry, staged)
         lap("standardize")
     except StandardizeError as exc:

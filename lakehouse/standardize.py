@@ -166,6 +166,8 @@ def _source_columns(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: D
     their authority are not expected in the extract. ``schema_drift: evolve`` loads an extract that
     lacks optional columns or brings unknown ones (each is noted; the raw file keeps them);
     ``fail``, or a missing required column, fails with every difference listed."""
+    if extract.format == "xlsx":
+        _check_workbook(extract, dataset)
     try:
         headers = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {reader_sql(extract)}").fetchall()]
     except duckdb.Error as exc:
@@ -199,6 +201,24 @@ def _source_columns(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: D
             "its export (update the dataset in the registry: a new version) or the extract is incomplete",
         )
     return mapping, notes
+
+
+def _check_workbook(extract: Extract, dataset: Dataset) -> None:
+    """A damaged XLSX (a truncated upload, a renamed file) makes DuckDB's excel reader spin forever:
+    check the zip container and its workbook part first, and refuse with the reason."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(extract.path) as z:
+            names = set(z.namelist())
+            broken = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise StandardizeError(dataset.name, extract.source, str(extract.path),
+                               f"is not a valid XLSX workbook ({exc}); export it again from the spreadsheet") from exc
+    if "xl/workbook.xml" not in names or broken is not None:
+        raise StandardizeError(dataset.name, extract.source, str(extract.path),
+                               "is not a valid XLSX workbook (no workbook part, or a damaged member "
+                               f"{broken!r}); export it again from the spreadsheet")
 
 
 def _sniff_encoding(path: Path) -> str | None:
