@@ -11,6 +11,11 @@ class CatalogBusyError(TransientError):
     """The lake catalog stayed locked by other writers; the load is retried later."""
 
 
+class StorageFullError(TransientError):
+    """A disk (landing, staging or the lake's data path) ran out of space; the load is retried later
+    and nothing was published."""
+
+
 @dataclass(frozen=True)
 class CellProblem:
     """One bad value: where it is in the extract and why it cannot be standardized."""

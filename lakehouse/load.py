@@ -13,6 +13,7 @@ sha256) is never loaded twice.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import logging
 import shutil
@@ -22,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from connectors import Extract, ExtractError, Landing, SourceState, SourceUnavailableError, connector_for
-from lakehouse.exceptions import SchemaMismatchError, StandardizeError
+from lakehouse.exceptions import SchemaMismatchError, StandardizeError, StorageFullError
 from lakehouse.lake import CATALOG, OPS, QUARANTINE, SHARED, Lake, retrying
 from lakehouse.versions import IncompatibleChangeError
 from lakehouse.versions import apply as apply_versions
@@ -309,6 +310,17 @@ def load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registry
 
 def run_dataset(settings: Settings, registry: Registry, name: str, environ: Mapping[str, str]) -> list[LoadResult]:
     """Load every new extract of dataset ``name``. Raises a TransientError when a retry may help."""
+    try:
+        return _run_dataset(settings, registry, name, environ)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise
+        raise StorageFullError(f"dataset {name}: no space left writing {exc.filename or 'a file'} ({exc.strerror}); "
+                               f"nothing was published and the raw files are kept. Free space under "
+                               f"{settings.home} (or the lake's data path) and the load is retried") from exc
+
+
+def _run_dataset(settings: Settings, registry: Registry, name: str, environ: Mapping[str, str]) -> list[LoadResult]:
     ds = registry.dataset(name)
     if ds.platform:
         raise ConfigurationError(f"{name} is computed by OneSource itself ({ds.connector.settings.get('product')}); "
