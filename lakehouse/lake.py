@@ -214,6 +214,15 @@ class Lake:
             [message, json.dumps(extra, ensure_ascii=False, default=str)],
         )
 
+    def write(self, what: str, sql: str, params: list) -> None:
+        """One statement as its own commit, labelled ``what``, retried on catalog contention."""
+        def go() -> None:
+            with self.transaction() as con:
+                con.execute(sql, params)
+                self.commit_message(what, {})
+
+        retrying(go, self.settings.commit_retries, what)
+
     def table_columns(self, schema: str, table: str) -> dict[str, str]:
         rows = self.con.execute(
             "SELECT column_name, data_type FROM information_schema.columns "

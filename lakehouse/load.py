@@ -25,9 +25,9 @@ from pathlib import Path
 from connectors import Extract, ExtractError, Landing, SourceState, SourceUnavailableError, connector_for
 from lakehouse.exceptions import SchemaMismatchError, StandardizeError, StorageFullError
 from lakehouse.lake import CATALOG, OPS, QUARANTINE, SHARED, Lake, retrying
+from lakehouse.standardize import extensions_for, ident, q, standardize
 from lakehouse.versions import IncompatibleChangeError
 from lakehouse.versions import apply as apply_versions
-from lakehouse.standardize import extensions_for, ident, q, standardize
 from onesource.config import Settings
 from onesource.duck import extension_path
 from onesource.errors import ConfigurationError

@@ -15,8 +15,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from lakehouse.lake import CATALOG, SHARED, Lake, retrying
-from metrics.kpis import KPI_NAMES, Period, compute
 from metrics.calendar import WorkCalendar
+from metrics.kpis import KPI_NAMES, Period, compute
 from schemas.model import Dataset, Registry
 
 EXTRA_FIGURES = ("approval_rate",)

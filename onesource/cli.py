@@ -81,8 +81,7 @@ def cmd_registry(args: argparse.Namespace, settings: Settings) -> int:
 
 def _registry_lake_action(args: argparse.Namespace, settings: Settings, registry) -> int:
     """diff / apply / history / conformance / lineage / export: the registry against the lake."""
-    from lakehouse import Lake
-    from lakehouse import versions
+    from lakehouse import Lake, versions
 
     with Lake(settings.lake) as lake:
         if args.action in ("diff", "apply"):

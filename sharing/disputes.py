@@ -11,7 +11,7 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from lakehouse.lake import CATALOG, OPS, Lake, retrying
+from lakehouse.lake import CATALOG, OPS, Lake
 from schemas.model import Registry
 from sharing.exceptions import RequestError
 
@@ -41,15 +41,6 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def _write(lake: Lake, what: str, sql: str, params: list) -> None:
-    def go() -> None:
-        with lake.transaction() as con:
-            con.execute(sql, params)
-            lake.commit_message(what, {})
-
-    retrying(go, lake.settings.commit_retries, what)
-
-
 def flag(lake: Lake, registry: Registry, department: str, dataset: str, key_value: str, description: str, *,
          reported_by: str, column: str | None = None) -> Dispute:
     ds = registry.dataset(dataset)
@@ -59,7 +50,7 @@ def flag(lake: Lake, registry: Registry, department: str, dataset: str, key_valu
         raise RequestError(f"{dataset} has no column {column!r}")
     d = Dispute(uuid.uuid4().hex[:12], dataset, ds.owner, key_value.strip(), column or None, description.strip(),
                 department, reported_by, _now(), OPEN, None, None, None)
-    _write(lake, f"dispute on {dataset}", f"INSERT INTO {CATALOG}.{OPS}.disputes VALUES "
+    lake.write(f"dispute on {dataset}", f"INSERT INTO {CATALOG}.{OPS}.disputes VALUES "
            f"({', '.join('?' * len(_COLUMNS))})", [getattr(d, c) for c in _COLUMNS])
     return d
 
@@ -89,7 +80,7 @@ def resolve(lake: Lake, dispute_id: str, *, owner: str, resolved_by: str, correc
         raise RequestError(f"dispute {dispute_id} is {d.status} already")
     if not corrected and not resolution.strip():
         raise RequestError("rejecting a dispute needs a reason: the reporting department sees it")
-    _write(lake, f"resolve dispute {dispute_id}",
+    lake.write(f"resolve dispute {dispute_id}",
            f"UPDATE {CATALOG}.{OPS}.disputes SET status = ?, resolved_by = ?, resolved_at = ?, resolution = ? "
            "WHERE dispute_id = ?", [CORRECTED if corrected else REJECTED, resolved_by, _now(), resolution.strip(),
                                     dispute_id])

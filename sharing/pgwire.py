@@ -17,10 +17,10 @@ import socketserver
 import buenavista.postgres
 import pyarrow as pa
 import sqlglot
-from sqlglot import exp
 from buenavista.backends.duckdb import DuckDBQueryResult
 from buenavista.core import Connection, QueryResult, Session
 from buenavista.postgres import BuenaVistaHandler, BuenaVistaServer
+from sqlglot import exp
 
 from sharing.catalog import is_catalog_query
 from sharing.engine import GovernedEngine

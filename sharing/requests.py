@@ -16,7 +16,7 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from lakehouse.lake import CATALOG, OPS, Lake, retrying
+from lakehouse.lake import CATALOG, OPS, Lake
 from metrics.calendar import WorkCalendar
 from schemas.model import Registry
 from sharing.exceptions import RequestError
@@ -57,15 +57,6 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def _write(lake: Lake, what: str, sql: str, params: list) -> None:
-    def go() -> None:
-        with lake.transaction() as con:
-            con.execute(sql, params)
-            lake.commit_message(what, {})
-
-    retrying(go, lake.settings.commit_retries, what)
-
-
 def create(lake: Lake, registry: Registry, department: str, dataset: str, *, purpose: str, requested_by: str,
            columns: list[str] | None = None, row_filter: str | None = None, period_days: int | None = None,
            calendar: WorkCalendar | None = None, now: dt.datetime | None = None) -> AccessRequest:
@@ -89,7 +80,7 @@ def create(lake: Lake, registry: Registry, department: str, dataset: str, *, pur
                         APPROVED if at_once else PENDING, requested_by, now, due, now if at_once else None,
                         "platform" if at_once else None, "unconditional: readable by every department" if at_once
                         else None, None)
-    _write(lake, f"request {dataset} for {department}",
+    lake.write(f"request {dataset} for {department}",
            f"INSERT INTO {CATALOG}.{OPS}.access_requests VALUES ({', '.join('?' * len(_COLUMNS))})",
            [_value(req, c) for c in _COLUMNS])
     return req
@@ -150,7 +141,7 @@ def approve(lake: Lake, registry: Registry, request_id: str, *, owner: str, deci
     grant_id = add_grant(lake, registry, req.department, req.dataset, columns=cols,
                          row_filter=row_filter or req.row_filter, expires_at=expires, granted_by=decided_by,
                          purpose=req.purpose)
-    _write(lake, f"approve request {request_id}",
+    lake.write(f"approve request {request_id}",
            f"UPDATE {CATALOG}.{OPS}.access_requests SET status = ?, decided_at = ?, decided_by = ?, reason = ?, "
            "grant_id = ?, columns = ?, row_filter = ? WHERE request_id = ?",
            [APPROVED, now, decided_by, reason, grant_id, cols, row_filter or req.row_filter, request_id])
@@ -163,7 +154,7 @@ def refuse(lake: Lake, request_id: str, *, owner: str, decided_by: str, reason: 
     if not (reason or "").strip():
         raise RequestError("a refusal needs a reason: the requesting department and the data bureau see it")
     _pending(lake, request_id, owner)
-    _write(lake, f"refuse request {request_id}",
+    lake.write(f"refuse request {request_id}",
            f"UPDATE {CATALOG}.{OPS}.access_requests SET status = ?, decided_at = ?, decided_by = ?, reason = ? "
            "WHERE request_id = ?", [REFUSED, now or _now(), decided_by, reason.strip(), request_id])
     return get(lake, request_id)
@@ -176,7 +167,7 @@ def revoke(lake: Lake, request_id: str, *, owner: str, decided_by: str, reason: 
     if req.status != APPROVED or not req.grant_id:
         raise RequestError(f"request {request_id} is {req.status}; only an approved grant can be revoked")
     revoke_grant(lake, req.grant_id)
-    _write(lake, f"revoke request {request_id}",
+    lake.write(f"revoke request {request_id}",
            f"UPDATE {CATALOG}.{OPS}.access_requests SET status = ?, reason = ? WHERE request_id = ?",
            [REVOKED, f"revoked by {decided_by}: {reason}", request_id])
     return get(lake, request_id)

@@ -93,3 +93,40 @@ def shared_count(settings: Settings, table: str) -> int | None:
         if table not in lake.tables("shared"):
             return None
         return lake.con.execute(f'SELECT count(*) FROM shared."{table}"').fetchone()[0]
+
+
+def demo_home(home: Path, loads: tuple[str, ...], users: bool = False) -> tuple[Settings, object]:
+    """A small demo city (5% scale, no hotline API) with ``loads`` published in order, and with
+    ``users`` its analysts and owners (demo-credentials.json, demo-owner-credentials.json)."""
+    from onesource.demo.data import DemoConfig
+    from onesource.demo.generate import generate_city
+    from onesource.demo.runner import _demo_users
+
+    settings = Settings(home=home)
+    generate_city(settings, DemoConfig(scale=0.05, api_url="http://127.0.0.1:9/none"))
+    registry = load_registry(settings.registry_dir)
+    for name in loads:
+        [result] = run_dataset(settings, registry, name, os.environ)
+        assert result.status == "published", result.message
+    if users:
+        _demo_users(settings, registry)
+    return settings, registry
+
+
+def wait_for_port(port: int, proc=None, seconds: float = 120) -> None:
+    """Block until something listens on 127.0.0.1:``port``; fail with the process's output if not."""
+    import socket
+    import time
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.3)
+    if proc is not None:
+        proc.kill()
+    import pytest
+
+    pytest.fail(f"nothing listens on port {port}: " + (proc.stdout.read() if proc and proc.stdout else ""))

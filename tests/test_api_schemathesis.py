@@ -4,32 +4,22 @@ department token or without one, the API never answers with a server error (5xx)
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from lakehouse import run_dataset
-from onesource.config import Settings
-from onesource.demo.data import DemoConfig
-from onesource.demo.generate import generate_city
-from onesource.demo.runner import _demo_users
-from schemas import load_registry
 from sharing.engine import GovernedEngine
 from sharing.http import create_app
+from tests.helpers import demo_home
 
 TOKEN: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
 def api_schema(tmp_path_factory):
-    home = Settings(home=tmp_path_factory.mktemp("api") / "home")
-    generate_city(home, DemoConfig(scale=0.05, api_url="http://127.0.0.1:9/none"))
-    registry = load_registry(home.registry_dir)
-    for name in ("mca_admin_divisions", "amr_enterprise_register", "psb_resident_register"):
-        run_dataset(home, registry, name, os.environ)
-    _demo_users(home, registry)
+    home, registry = demo_home(tmp_path_factory.mktemp("api") / "home",
+                               ("mca_admin_divisions", "amr_enterprise_register", "psb_resident_register"), users=True)
     TOKEN["tax"] = json.loads((home.home / "demo-credentials.json").read_text())["tax"]["token"]
     engine = GovernedEngine(home, registry, persistent=True)
     yield schemathesis.openapi.from_asgi("/openapi.json", create_app(engine))

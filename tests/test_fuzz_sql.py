@@ -10,21 +10,15 @@ Bounded in time: ``max_examples`` keeps it under a minute in the fast tier."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from lakehouse import Lake, run_dataset
-from onesource.config import Settings
-from onesource.demo.data import DemoConfig
-from onesource.demo.generate import generate_city
-from schemas import load_registry
+from lakehouse import Lake
 from sharing.engine import GovernedEngine
 from sharing.exceptions import QueryFailed, QueryRefused
 from sharing.grants import add_grant
-from tests.helpers import rows
+from tests.helpers import demo_home, rows
 
 DISTRICT = "330106"
 TABLES = {
@@ -37,11 +31,8 @@ TABLES = {
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    home = Settings(home=tmp_path_factory.mktemp("fuzz") / "home")
-    generate_city(home, DemoConfig(scale=0.05, api_url="http://127.0.0.1:9/none"))
-    registry = load_registry(home.registry_dir)
-    for name in ("mca_admin_divisions", "amr_enterprise_register", "psb_resident_register", "psb_household_moves"):
-        run_dataset(home, registry, name, os.environ)
+    home, registry = demo_home(tmp_path_factory.mktemp("fuzz") / "home", (
+        "mca_admin_divisions", "amr_enterprise_register", "psb_resident_register", "psb_household_moves"))
     with Lake(home.lake) as lake:
         add_grant(lake, registry, "tax", "psb_resident_register", columns=["resident_id", "division_code"],
                   row_filter=f"division_code = '{DISTRICT}'")

@@ -5,10 +5,8 @@ selected by configuration only; the full load path from several processes at onc
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
@@ -20,6 +18,7 @@ from onesource.demo.generate import generate_city
 from schemas import load_registry
 from sharing.engine import GovernedEngine
 from tests.conftest import free_port
+from tests.helpers import wait_for_port
 
 pytestmark = pytest.mark.slow
 PG = "host=127.0.0.1 port=5432 user=postgres"
@@ -30,13 +29,7 @@ def s3(monkeypatch):
     port = free_port()
     proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1",
                              "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.2)
+    wait_for_port(port, seconds=30)
     env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
            "ONESOURCE_S3_ENDPOINT": f"127.0.0.1:{port}", "ONESOURCE_S3_USE_SSL": "0"}
     for k, v in env.items():

@@ -14,7 +14,6 @@ from openpyxl import load_workbook
 
 from lakehouse import Lake, run_dataset
 from lakehouse import versions as lake_versions
-from lakehouse.versions import IncompatibleChangeError
 from metrics.kpis import Period, compute
 from metrics.publish import publish
 from onesource.cli import main

@@ -6,31 +6,21 @@ from __future__ import annotations
 
 import io
 import json
-import os
 
 import pytest
 from fastapi.testclient import TestClient
 from openpyxl import load_workbook
 
-from lakehouse import run_dataset
-from onesource.config import Settings
-from onesource.demo.data import DemoConfig
-from onesource.demo.generate import generate_city
-from onesource.demo.runner import _demo_users
-from schemas import load_registry
 from sharing.engine import GovernedEngine
 from sharing.http import create_app
+from tests.helpers import demo_home
 
 
 @pytest.fixture(scope="module")
 def portal(tmp_path_factory):
-    settings = Settings(home=tmp_path_factory.mktemp("portal") / "home")
-    generate_city(settings, DemoConfig(scale=0.05, api_url="http://127.0.0.1:9/none"))
-    registry = load_registry(settings.registry_dir)
-    for name in ("mca_admin_divisions", "amr_enterprise_register", "psb_resident_register"):
-        [result] = run_dataset(settings, registry, name, os.environ)
-        assert result.status == "published", result.message
-    _demo_users(settings, registry)
+    settings, registry = demo_home(tmp_path_factory.mktemp("portal") / "home",
+                                   ("mca_admin_divisions", "amr_enterprise_register", "psb_resident_register"),
+                                   users=True)
     analysts = json.loads((settings.home / "demo-credentials.json").read_text())
     owners = json.loads((settings.home / "demo-owner-credentials.json").read_text())
     engine = GovernedEngine(settings, registry, persistent=True)

@@ -12,10 +12,8 @@ import datetime as dt
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +28,7 @@ from onesource.demo.history import simulate
 from onesource.demo.runner import _demo_users
 from schemas import load_registry
 from tests.conftest import free_port
+from tests.helpers import wait_for_port
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -55,16 +54,7 @@ def site(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "-m", "onesource.cli", "serve", "--http-port", str(port),
                              "--pg-port", str(free_port())], env={**os.environ, "ONESOURCE_HOME": str(settings.home)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("onesource serve did not start: " + (proc.stdout.read() if proc.stdout else ""))
+    wait_for_port(port, proc)
     yield f"http://127.0.0.1:{port}", creds, periods
     proc.terminate()
     proc.wait(timeout=30)

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from lakehouse.lake import CATALOG, OPS, Lake
 from metrics.loads import DatasetStatus, dataset_statuses
+from metrics.publish import publish_periods
 from onesource import airflow_cli
 from onesource.config import Settings
 from onesource.dagfactory import ALL_DAG_ID
@@ -31,7 +32,6 @@ from onesource.demo.city import city_datasets
 from onesource.demo.data import DemoConfig
 from onesource.demo.generate import generate_city
 from onesource.demo.history import simulate
-from metrics.publish import publish_periods
 from onesource.errors import OneSourceError
 from quality.consistency import latest_rates
 from schemas import load_registry
