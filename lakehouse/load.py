@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import json
-import logging
 import shutil
 import time
 from collections.abc import Mapping
@@ -31,11 +30,12 @@ from lakehouse.versions import apply as apply_versions
 from onesource.config import Settings
 from onesource.duck import extension_path
 from onesource.errors import ConfigurationError
+from onesource.logsafe import guarded
 from quality.context import gather
 from quality.validate import QualityReport, validate_batch
 from schemas.model import Dataset, Registry, authority_join
 
-log = logging.getLogger("onesource.load")
+log = guarded("onesource.load")
 
 PUBLISHED, QUARANTINED, FAILED, UNCHANGED = "published", "quarantined", "failed", "unchanged"
 

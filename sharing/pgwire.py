@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import socketserver
 
 import buenavista.postgres
@@ -22,11 +21,12 @@ from buenavista.core import Connection, QueryResult, Session
 from buenavista.postgres import BuenaVistaHandler, BuenaVistaServer
 from sqlglot import exp
 
+from onesource.logsafe import guarded
 from sharing.catalog import is_catalog_query
 from sharing.engine import GovernedEngine
 from sharing.users import User, pg_verifier
 
-log = logging.getLogger("onesource.pgwire")
+log = guarded("onesource.pgwire")
 
 
 class _TextParams:
