@@ -232,6 +232,7 @@ def fill_from_authorities(lake: Lake, ds: Dataset, registry: Registry, staged: P
     """Fill the batch's ``from_authority`` columns from their authoritative shared tables, joined on the
     key element (once only: the department did not collect them). Returns notes for the load result."""
     joins, notes = [], []
+    published = set(lake.tables(SHARED)) if any(c.from_authority for c in ds.columns) else set()
     for col in ds.columns:
         if not col.from_authority:
             continue
@@ -240,7 +241,7 @@ def fill_from_authorities(lake: Lake, ds: Dataset, registry: Registry, staged: P
             continue
         authority, mine, key = found
         source = next(c for c in authority.columns if c.element == col.element)
-        if authority.name not in lake.tables(SHARED):
+        if authority.name not in published:
             notes.append(f"{col.name} left empty: its authority {authority.name} has not been published yet")
             continue
         joins.append((col, authority, mine, key, source))

@@ -135,12 +135,6 @@ def _last_loads(lake: Lake, as_of: dt.datetime) -> dict[str, tuple[str, dt.datet
     return {d: (s, at) for d, s, at in rows}
 
 
-def _ever_published(lake: Lake, as_of: dt.datetime) -> set[str]:
-    return {r[0] for r in lake.con.execute(
-        f"SELECT DISTINCT dataset FROM {CATALOG}.{OPS}.loads WHERE status = 'published' AND finished_at <= ?",
-        [as_of]).fetchall()}
-
-
 def _sharing(tally: _Tally, datasets: tuple[Dataset, ...], last: dict, as_of: dt.datetime,
              consumers: dict[str, set[str]]) -> list[dict]:
     """Shared = share type is not not_shared, its last load published, and within its update cycle."""

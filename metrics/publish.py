@@ -124,15 +124,6 @@ def publish_periods(lake: Lake, registry: Registry, periods: list[Period],
     return results
 
 
-def history(lake: Lake) -> list[tuple]:
-    """(period, scope, kpi, value, numerator, denominator, target) for every published period."""
-    if "kpi_figures" not in lake.tables(SHARED):
-        return []
-    return lake.con.execute(
-        f"""SELECT period, scope, kpi, value, numerator, denominator, target
-            FROM {CATALOG}.{SHARED}.kpi_figures ORDER BY period, scope, kpi""").fetchall()
-
-
 # -- exports for the annual assessment ---------------------------------------------------------
 
 EXPORT_COLUMNS = ("period", "scope", "scope_name", "kpi", "value", "numerator", "denominator", "target", "as_of")

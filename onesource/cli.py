@@ -321,8 +321,6 @@ def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_grants(args: argparse.Namespace, settings: Settings) -> int:
-    import datetime as dt
-
     from lakehouse import Lake
     from schemas import load_registry
     from sharing.grants import add_grant, revoke_grant

@@ -9,7 +9,6 @@ tokens kept in the server's memory, sent as an HttpOnly, SameSite=Strict cookie,
 from __future__ import annotations
 
 import datetime as dt
-import io
 import secrets
 import threading
 from collections import defaultdict
@@ -240,7 +239,7 @@ def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None
         name = f"onesource-kpis-{period or 'all'}.{fmt}"
         media = ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" if fmt == "xlsx"
                  else "text/csv; charset=utf-8")
-        return Response(io.BytesIO(body).getvalue(), media_type=media,
+        return Response(body, media_type=media,
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 

@@ -56,9 +56,10 @@ def flag(lake: Lake, registry: Registry, department: str, dataset: str, key_valu
 
 
 def listing(lake: Lake, *, dataset: str | None = None, owner: str | None = None, department: str | None = None,
-            status: str | None = None) -> list[Dispute]:
+            status: str | None = None, dispute_id: str | None = None) -> list[Dispute]:
     where, params = [], []
-    for column, value in (("dataset", dataset), ("owner", owner), ("department", department), ("status", status)):
+    for column, value in (("dataset", dataset), ("owner", owner), ("department", department), ("status", status),
+                          ("dispute_id", dispute_id)):
         if value:
             where.append(f"{column} = ?")
             params.append(value)
@@ -70,7 +71,7 @@ def listing(lake: Lake, *, dataset: str | None = None, owner: str | None = None,
 
 def resolve(lake: Lake, dispute_id: str, *, owner: str, resolved_by: str, corrected: bool, resolution: str) -> Dispute:
     """``corrected=True``: fixed at the source; otherwise rejected, and then a reason is mandatory."""
-    found = [d for d in listing(lake) if d.dispute_id == dispute_id]
+    found = listing(lake, dispute_id=dispute_id)
     if not found:
         raise RequestError(f"no dispute {dispute_id!r}")
     d = found[0]
@@ -84,4 +85,4 @@ def resolve(lake: Lake, dispute_id: str, *, owner: str, resolved_by: str, correc
            f"UPDATE {CATALOG}.{OPS}.disputes SET status = ?, resolved_by = ?, resolved_at = ?, resolution = ? "
            "WHERE dispute_id = ?", [CORRECTED if corrected else REJECTED, resolved_by, _now(), resolution.strip(),
                                     dispute_id])
-    return next(x for x in listing(lake) if x.dispute_id == dispute_id)
+    return listing(lake, dispute_id=dispute_id)[0]
