@@ -18,12 +18,34 @@ from connectors.base import Extract, SourceState
 from connectors.exceptions import ExtractError, SourceUnavailableError
 from connectors.landing import Landing
 from onesource.duck import connect, literal
+from onesource.logsafe import redact
 from schemas.model import Dataset
 
 # driver -> (DuckDB extension, ATTACH type)
 DRIVERS = {"sqlite": ("sqlite_scanner", "sqlite"), "postgres": ("postgres_scanner", "postgres"),
            "mysql": ("mysql_scanner", "mysql")}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+# What a server that went away mid-query says (libpq, MySQL client, DuckDB's scanners): worth a retry,
+# not a change to the connector's settings.
+_CONNECTION_LOST = ("server closed the connection", "terminating connection", "connection reset",
+                    "lost connection", "gone away", "broken pipe", "connection refused", "ssl syscall",
+                    "could not receive data", "no connection to the server", "connection timed out")
+_DSN_PART = re.compile(r"(\w+)\s*=\s*('[^']*'|\S+)")
+
+
+def endpoint(driver: str, dsn: str) -> str:
+    """Where a source database is, for messages: ``postgres://host:port/db``, never the password."""
+    if driver == "sqlite":
+        return f"sqlite:{Path(dsn).name}"
+    parts = {k.lower(): v.strip("'") for k, v in _DSN_PART.findall(dsn)}
+    host = parts.get("host", "localhost")
+    port = parts.get("port", "5432" if driver == "postgres" else "3306")
+    db = parts.get("dbname") or parts.get("database") or parts.get("db") or ""
+    return f"{driver}://{host}:{port}/{db}"
+
+
+def connection_lost(exc: BaseException) -> bool:
+    return any(t in str(exc).lower() for t in _CONNECTION_LOST)
 
 
 class DatabaseConnector:
@@ -59,7 +81,8 @@ class DatabaseConnector:
             try:
                 con.execute(f"ATTACH {literal(self.dsn(dataset))} AS src (TYPE {attach_type}, READ_ONLY)")
             except duckdb.Error as exc:
-                raise SourceUnavailableError(f"dataset {dataset.name}: cannot open source database {source}: {exc}") from exc
+                raise SourceUnavailableError(f"dataset {dataset.name}: cannot open source database {source} at "
+                                             f"{endpoint(settings['driver'], self.dsn(dataset))}: {redact(str(exc))}") from exc
             con.execute("USE src")
             query, params = self._query(dataset, state, con)
             tmp = self.landing.scratch(dataset.name, ".parquet")
@@ -72,7 +95,12 @@ class DatabaseConnector:
                         f"SELECT max({settings['watermark']})::VARCHAR FROM read_parquet({literal(str(tmp))})"
                     ).fetchone()[0]
             except duckdb.Error as exc:
-                tmp.unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)  # a partial extract is never landed
+                if connection_lost(exc):
+                    raise SourceUnavailableError(
+                        f"dataset {dataset.name}: the source database {endpoint(settings['driver'], self.dsn(dataset))}"
+                        f" dropped the connection while {source} was read ({redact(str(exc))}); nothing was landed or published, "
+                        "the load is retried (check the server if it keeps happening)") from exc
                 raise ExtractError(f"dataset {dataset.name}: query on {source} failed: {exc}; "
                                    "check the connector's table/query/watermark settings") from exc
             if rows == 0:

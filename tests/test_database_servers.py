@@ -63,6 +63,52 @@ def test_postgres_down_is_transient(settings):
         load(settings, "persons")
 
 
+def test_postgres_drops_the_connection_mid_extract(settings, pg_table):
+    """Bad-input corpus: the department database drops the connection while the extract is read. The
+    load fails as transient (Airflow retries it), names the endpoint, lands nothing partial and leaves
+    the shared table at its last good snapshot; the retry after the server is back publishes."""
+    import threading
+
+    import psycopg
+
+    from connectors import SourceUnavailableError
+
+    conn, table = pg_table
+    conn.execute(f"INSERT INTO {table} VALUES ('11010519491231002X', '张三', %s, '2026-11-01 09:00')", [USCC[0]])
+    schema = table.split(".")[0]
+    # a view that reads slowly, so the extract is still running when its backend is terminated
+    conn.execute(f"CREATE VIEW {schema}.slow AS SELECT rk.* FROM {table} rk, generate_series(1, 20) g "
+                 "WHERE g = 1 OR pg_sleep(0.1) IS NULL")
+    write_registry(settings.registry_dir, [firms_dataset(), dataset("postgres", PG_DSN, table)])
+    assert [r.status for r in load(settings, "persons")] == ["published"]
+    before = rows(settings, "SELECT * FROM shared.persons")
+    conn.execute(f"INSERT INTO {table} VALUES ('110105194912310011', '李四', %s, '2026-11-02 09:00')", [USCC[1]])
+    write_registry(settings.registry_dir, [firms_dataset(), dataset("postgres", PG_DSN, f"{schema}.slow")])
+
+    def terminate() -> None:
+        with psycopg.connect(PG_DSN, autocommit=True) as killer:
+            for _ in range(100):
+                hit = killer.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE state = 'active' "
+                                     "AND query LIKE %s AND pid <> pg_backend_pid()", [f"%{schema}%slow%"]).fetchall()
+                if hit:
+                    return
+                threading.Event().wait(0.05)
+
+    killer = threading.Thread(target=terminate)
+    killer.start()
+    with pytest.raises(SourceUnavailableError) as caught:
+        load(settings, "persons")
+    killer.join()
+    message = str(caught.value)
+    assert "dropped the connection" in message and "postgres://127.0.0.1:5432/test" in message, message
+    assert "persons" in message and "retried" in message
+    assert rows(settings, "SELECT * FROM shared.persons") == before
+    assert not list((settings.landing_dir / "persons").glob(".extract-*")), "a partial extract was kept"
+    # the watermark did not move: the retry extracts exactly the one new row
+    assert [(r.status, r.rows) for r in load(settings, "persons")] == [("published", 1)]
+    assert rows(settings, "SELECT count(*) FROM shared.persons") == [(2,)]
+
+
 def test_mariadb_source(settings):
     from onesource.duck import connect
 
