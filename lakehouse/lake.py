@@ -28,7 +28,7 @@ import duckdb
 
 from lakehouse.exceptions import CatalogBusyError
 from onesource.config import LakeSettings
-from onesource.duck import connect, literal
+from onesource.duck import connect, extension_path, literal
 
 T = TypeVar("T")
 CATALOG = "lake"
@@ -176,8 +176,24 @@ class Lake:
             "attaching the lake",
         )
         self.con.execute(f"USE {CATALOG}")
+        if self.encrypted and "httpfs" not in _extensions(settings):
+            # attached without ONESOURCE_ENCRYPT: the catalog says encrypted, writes need httpfs's crypto
+            self.con.execute(f"LOAD {literal(str(extension_path('httpfs')))}")
         if not self.read_only:
+            if settings.encrypted and not self._option("data_inlining_row_limit") == "0":
+                # persisted in the catalog: a process that attaches without ONESOURCE_ENCRYPT (a
+                # portal, a CLI query) must not inline small inserts into the catalog in clear either
+                self.con.execute(f"CALL {CATALOG}.set_option('data_inlining_row_limit', 0)")
             self.ensure_zones()
+
+    def _option(self, name: str) -> str | None:
+        row = self.con.execute(f"SELECT value FROM {CATALOG}.options() WHERE option_name = ?", [name]).fetchone()
+        return row[0] if row else None
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether this lake writes encrypted files: fixed in its catalog when it was created."""
+        return self._option("encrypted") == "true"
 
     def ensure_zones(self) -> None:
         def create() -> None:

@@ -321,6 +321,19 @@ def run_dataset(settings: Settings, registry: Registry, name: str, environ: Mapp
                                f"{settings.home} (or the lake's data path) and the load is retried") from exc
 
 
+def _encryption_refusal(lake: Lake, ds: Dataset, registry: Registry) -> str | None:
+    """Highly sensitive (level 4) columns never reach a file in clear: such a dataset loads only into an
+    encrypted lake. DuckLake encrypts a whole catalog, chosen when it is created, so the remedy is a lake
+    created with ONESOURCE_ENCRYPT=1 (or a registry that does not call these elements level 4)."""
+    columns = registry.encrypted_columns(ds)
+    if not columns or lake.encrypted:
+        return None
+    return (f"dataset {ds.name}: columns {', '.join(columns)} are highly sensitive (level 4) and must be encrypted "
+            "at rest, but this lake writes unencrypted files; nothing was extracted. Create the lake with "
+            "ONESOURCE_ENCRYPT=1 (DuckLake encrypts a whole catalog; see docs/deploy.md), or lower the elements' "
+            "sensitivity in the registry if level 4 was a mistake")
+
+
 def _run_dataset(settings: Settings, registry: Registry, name: str, environ: Mapping[str, str]) -> list[LoadResult]:
     ds = registry.dataset(name)
     if ds.platform:
@@ -333,6 +346,10 @@ def _run_dataset(settings: Settings, registry: Registry, name: str, environ: Map
             _record(lake, _ledger_row(ds, registry, None, new_load_id("0" * 8), FAILED, _now(), stage="registry",
                                       error=str(exc)))
             return [LoadResult(ds.name, FAILED, message=str(exc))]
+        if refusal := _encryption_refusal(lake, ds, registry):
+            _record(lake, _ledger_row(ds, registry, None, new_load_id("0" * 8), FAILED, _now(), stage="registry",
+                                      error=refusal))
+            return [LoadResult(ds.name, FAILED, message=refusal)]
         state = source_state(lake, ds, registry.version)
         connector = connector_for(ds.connector.kind, settings.sources_dir, Landing(settings.landing_dir), environ)
         started, clock = _now(), time.perf_counter()

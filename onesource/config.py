@@ -26,9 +26,11 @@ class LakeSettings:
     commit_retries: int = 12
     """How often a commit that met a catalog lock or a conflict is retried (with backoff)."""
     encrypted: bool = False
-    """Encrypt every Parquet file DuckLake writes (its keys stay in the catalog): for a city whose
-    registry holds highly sensitive elements (level 4). DuckLake encrypts per catalog, not per table,
-    so the whole lake is encrypted. Decided when the lake is created. ``ONESOURCE_ENCRYPT=1``."""
+    """Encrypt every Parquet file DuckLake writes (its keys stay in the catalog): required for a city whose
+    registry holds highly sensitive elements (level 4); a dataset with such a column is refused by an
+    unencrypted lake. DuckLake encrypts per catalog, not per table, so the whole lake is encrypted.
+    Decided when the lake is created and kept in its catalog (with inlining off), so a process that
+    attaches later without the flag still writes encrypted files. ``ONESOURCE_ENCRYPT=1``."""
 
 
 @dataclass(frozen=True)

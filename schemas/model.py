@@ -41,6 +41,8 @@ LOAD_MODES = ("snapshot", "upsert", "append")
 
 SENSITIVITY_LEVELS = (1, 2, 3, 4)
 """1 public, 2 internal, 3 sensitive (masked for consumers), 4 highly sensitive (encrypted at rest)."""
+ENCRYPTED_LEVEL = 4
+"""A dataset with a column at this level loads only into an encrypted lake."""
 
 
 @dataclass(frozen=True)
@@ -263,6 +265,11 @@ class Registry:
     def source_datasets(self) -> tuple[Dataset, ...]:
         """The departments' own datasets: what is ingested, and what the sharing KPIs count."""
         return tuple(d for d in self.datasets if not d.platform)
+
+    def encrypted_columns(self, ds: Dataset) -> list[str]:
+        """Columns of ``ds`` whose element is highly sensitive (level 4): their files must be encrypted."""
+        return [c.name for c in ds.columns
+                if c.element in self._index["data element"] and self.element(c.element).sensitivity >= ENCRYPTED_LEVEL]
 
     @cached_property
     def version(self) -> str:
