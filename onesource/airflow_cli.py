@@ -6,7 +6,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from onesource.config import Settings
@@ -19,10 +19,12 @@ class AirflowRunError(OneSourceError):
     """The Airflow CLI failed for a reason other than a task's own failure."""
 
 
-def airflow_env(settings: Settings) -> dict[str, str]:
+def airflow_env(settings: Settings, secrets: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment Airflow runs in: this process's, the home's settings, and ``secrets`` (connector
+    credentials the registry names by variable, as a deployment's secrets backend would export them)."""
     # `airflow standalone` starts its components as `airflow ...` from PATH: put this venv's bin first.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    return {**os.environ, **settings.environ(), "PATH": path}
+    return {**os.environ, **settings.environ(), **(secrets or {}), "PATH": path}
 
 
 def airflow_bin() -> str:
@@ -39,11 +41,12 @@ def ensure_db(settings: Settings, log: Path) -> bool:
     return True
 
 
-def run(cmd: list[str], settings: Settings, log: Path, on_line: Callable[[str], None] | None = None) -> int:
+def run(cmd: list[str], settings: Settings, log: Path, on_line: Callable[[str], None] | None = None,
+        secrets: Mapping[str, str] | None = None) -> int:
     """Run an Airflow command, its output to ``log`` (and each line to ``on_line``); return its exit code."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w", encoding="utf-8") as out:
-        proc = subprocess.Popen(cmd, env=airflow_env(settings), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, env=airflow_env(settings, secrets), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace")
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -56,7 +59,8 @@ def run(cmd: list[str], settings: Settings, log: Path, on_line: Callable[[str], 
     return code
 
 
-def dags_test(settings: Settings, dag_id: str, log: Path, on_task_done: Callable[[str], None] | None = None) -> int:
+def dags_test(settings: Settings, dag_id: str, log: Path, on_task_done: Callable[[str], None] | None = None,
+              secrets: Mapping[str, str] | None = None) -> int:
     """``airflow dags test DAG_ID``: a real DAG run, tasks executed in this one process.
 
     Exit code 1 means a task failed (a quarantined batch does that on purpose); the caller reads
@@ -68,7 +72,7 @@ def dags_test(settings: Settings, dag_id: str, log: Path, on_task_done: Callable
         if match and on_task_done:
             on_task_done(match.group(1))
 
-    code = run([airflow_bin(), "dags", "test", dag_id], settings, log, on_line)
+    code = run([airflow_bin(), "dags", "test", dag_id], settings, log, on_line, secrets)
     text = log.read_text(encoding="utf-8", errors="replace")
     if code != 0 and "DagRun Finished" not in text:
         tail = "\n".join(text.splitlines()[-15:])

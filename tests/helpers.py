@@ -79,8 +79,8 @@ def drop(settings: Settings, relpath: str, text: str | bytes, encoding: str = "u
     return path
 
 
-def load(settings: Settings, name: str = "firms"):
-    return run_dataset(settings, load_registry(settings.registry_dir), name, os.environ)
+def load(settings: Settings, name: str = "firms", environ: dict[str, str] | None = None):
+    return run_dataset(settings, load_registry(settings.registry_dir), name, {**os.environ, **(environ or {})})
 
 
 def rows(settings: Settings, sql: str) -> list[tuple]:

@@ -12,6 +12,7 @@ import pytest
 
 from lakehouse.lake import Lake
 from onesource import airflow_cli
+from onesource.demo.api import TOKEN_ENV
 from onesource.demo.data import DemoConfig
 from onesource.demo.generate import generate_city
 from tests.conftest import free_port
@@ -65,8 +66,11 @@ def test_generated_cycle_dag_runs_in_airflow_and_emits_assets(settings):
     assert rows(settings, "SELECT count(*) FROM shared.tax_taxpayer_register") == before
 
 
+HOTLINE_TOKEN = "hotline-Tok3n-never-logged"
+
+
 def run_demo_cli(home, port) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ONESOURCE_HOME": str(home)}
+    env = {**os.environ, "ONESOURCE_HOME": str(home), TOKEN_ENV: HOTLINE_TOKEN}
     return subprocess.run([sys.executable, "-m", "onesource.cli", "demo", "--scale", "0.05", "--api-port", str(port)],
                           env=env, capture_output=True, text=True, timeout=900)
 
@@ -102,3 +106,25 @@ def test_demo_end_to_end_is_idempotent(settings):
     assert again["loads_this_run"] == {}
     assert [s["rows"] for s in again["statuses"]] == [s["rows"] for s in summary["statuses"]]
     assert "nothing new: idempotent" in second.stdout
+    review_logs_for_secrets(settings, first.stdout + first.stderr + second.stdout + second.stderr)
+
+
+def review_logs_for_secrets(settings, console: str) -> None:
+    """Issue 9's log review, automated: nothing the demo run wrote for people to read (Airflow's task
+    logs and metadata database, the reports, GX's stores and Data Docs, the console) holds a password, a
+    token, or a resident ID or phone number in full."""
+    secrets = {HOTLINE_TOKEN: "the hotline API token"}
+    for name in ("demo-credentials.json", "demo-owner-credentials.json"):
+        for dept, cred in json.loads((settings.home / name).read_text(encoding="utf-8")).items():
+            secrets[cred["password"]] = f"{dept} password"
+            secrets[cred["token"]] = f"{dept} token"
+    sensitive = rows(settings, "SELECT resident_id FROM shared.psb_resident_register UNION ALL "
+                               "SELECT caller_phone FROM shared.hotline_tickets")
+    assert len(sensitive) > 50
+    secrets.update({value: "a sensitive value" for (value,) in sensitive if value})
+    places = [p for d in ("airflow", "reports", "gx") for p in (settings.home / d).rglob("*") if p.is_file()]
+    assert any(p.name.endswith(".log") for p in places) and any(p.name == "airflow.db" for p in places)
+    leaks = [f"{what} in {p.relative_to(settings.home)}" for p in places for data in [p.read_bytes()]
+             for value, what in secrets.items() if value.encode() in data]
+    leaks += [f"{what} on the console" for value, what in secrets.items() if value in console]
+    assert not leaks, leaks[:10]

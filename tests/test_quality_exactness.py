@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections import Counter
 
 import pytest
 
 from lakehouse import Lake, run_dataset
 from onesource.dagfactory import authority_edges
-from onesource.demo.api import serve
+from onesource.demo.api import TOKEN_ENV, serve
 from onesource.demo.data import DemoConfig
 from onesource.demo.generate import generate_city
 from quality.consistency import run_consistency
@@ -38,11 +39,12 @@ def city(tmp_path_factory):
     port = free_port()
     manifest = generate_city(settings, DemoConfig(scale=0.2, api_url=f"http://127.0.0.1:{port}/api/v1/tickets"))
     registry = load_registry(settings.registry_dir)
-    server = serve(settings.sources_dir / "hotline" / "tickets.json", port=port)
+    token = secrets.token_urlsafe(16)
+    server = serve(settings.sources_dir / "hotline" / "tickets.json", port=port, token=token)
     try:
         outcome = {}
         for name in load_order(registry):
-            [result] = run_dataset(settings, registry, name, os.environ)
+            [result] = run_dataset(settings, registry, name, {**os.environ, TOKEN_ENV: token})
             outcome[name] = result.status
     finally:
         server.shutdown()

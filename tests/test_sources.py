@@ -60,6 +60,30 @@ def test_paginated_api_incremental(settings, tmp_path):
         ("2026-11-01 08:29:00",), ("2026-11-01 08:44:00",)]
 
 
+def test_api_token_comes_from_the_environment_and_never_shows(settings, tmp_path):
+    """The bearer token is named in the registry by variable only; a wrong one gets the API's 401 as a
+    clear error that does not repeat it, the right one loads."""
+    import json
+
+    data = tmp_path / "tickets.json"
+    data.write_text(json.dumps(tickets(3), ensure_ascii=False), encoding="utf-8")
+    port = free_port()
+    write_registry(settings.registry_dir, [firms_dataset(), api_dataset(f"http://127.0.0.1:{port}/api/v1/tickets",
+                                                                        token_env="HOTLINE_TOKEN")])
+    assert "s3cr3t" not in "".join(p.read_text() for p in settings.registry_dir.rglob("*.yaml"))
+    server = serve(data, port=port, token="s3cr3t-right")
+    try:
+        [refused] = load(settings, "tickets", environ={"HOTLINE_TOKEN": "s3cr3t-wrong"})
+        assert refused.status == "failed" and "401" in refused.message and "token" in refused.message
+        assert "s3cr3t" not in refused.message
+        [loaded] = load(settings, "tickets", environ={"HOTLINE_TOKEN": "s3cr3t-right"})
+        assert (loaded.status, loaded.rows) == ("published", 3)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "s3cr3t" not in str(rows(settings, "SELECT * FROM ops.loads"))
+
+
 class _Stub(BaseHTTPRequestHandler):
     body, status, delay, ctype = b"", 200, 0.0, "text/html"
 

@@ -2,13 +2,17 @@
 
 ``GET /api/v1/tickets?page=1&page_size=200&since=2026-10-02 08:00:00`` returns
 ``{"items": [...], "page": 1, "page_size": 200, "total": N}``, tickets ordered by ``created_at``.
-Run it with ``python -m onesource.demo.api --data tickets.json --port 18345``.
+Like a real department API it wants a bearer token (``Authorization: Bearer ...``) when started with
+one; the connector takes it from the environment variable the registry names (``token_env``).
+Run it with ``python -m onesource.demo.api --data tickets.json --port 18345 [--token-env VAR]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,7 +21,11 @@ from urllib.parse import parse_qs, urlparse
 MAX_PAGE_SIZE = 1000
 
 
-def make_handler(tickets: list[dict]) -> type[BaseHTTPRequestHandler]:
+TOKEN_ENV = "ONESOURCE_HOTLINE_TOKEN"
+"""The environment variable the demo registry's hotline connector reads its token from."""
+
+
+def make_handler(tickets: list[dict], token: str | None = None) -> type[BaseHTTPRequestHandler]:
     ordered = sorted(tickets, key=lambda t: t["created_at"])
 
     class Handler(BaseHTTPRequestHandler):
@@ -38,6 +46,8 @@ def make_handler(tickets: list[dict]) -> type[BaseHTTPRequestHandler]:
                 return self._send(200, {"status": "ok", "service": "onesource-demo-hotline"})
             if url.path != "/api/v1/tickets":
                 return self._send(404, {"error": "not found"})
+            if token and not hmac.compare_digest(self.headers.get("Authorization", ""), f"Bearer {token}"):
+                return self._send(401, {"error": "a valid bearer token is required"})
             query = parse_qs(url.query)
             try:
                 page = max(1, int(query.get("page", ["1"])[0]))
@@ -52,10 +62,10 @@ def make_handler(tickets: list[dict]) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(data: Path, host: str = "127.0.0.1", port: int = 18345) -> ThreadingHTTPServer:
+def serve(data: Path, host: str = "127.0.0.1", port: int = 18345, token: str | None = None) -> ThreadingHTTPServer:
     """Start the API in a background thread; ``server.shutdown()`` stops it."""
     tickets = json.loads(Path(data).read_text(encoding="utf-8"))
-    server = ThreadingHTTPServer((host, port), make_handler(tickets))
+    server = ThreadingHTTPServer((host, port), make_handler(tickets, token))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -65,9 +75,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=18345)
+    parser.add_argument("--token-env", help="require the bearer token held by this environment variable")
     args = parser.parse_args()
     tickets = json.loads(args.data.read_text(encoding="utf-8"))
-    ThreadingHTTPServer((args.host, args.port), make_handler(tickets)).serve_forever()
+    token = os.environ[args.token_env] if args.token_env else None
+    ThreadingHTTPServer((args.host, args.port), make_handler(tickets, token)).serve_forever()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from onesource.config import Settings
+from onesource.demo.api import TOKEN_ENV
 from onesource.demo.city import (
     BUREAU,
     CODE_LISTS,
@@ -40,7 +41,8 @@ def connector_settings(ds: DemoDataset, config: DemoConfig) -> dict[str, Any]:
     if ds.fmt == "sqlite":
         return {"kind": "database", "driver": "sqlite", "dsn": f"{ds.owner}/{ds.owner}.sqlite", **ds.extra}
     if ds.fmt == "http":
-        return {"kind": "http", "url": config.api_url, "items": "items", **ds.extra}
+        # the token comes from the environment (an Airflow connection in production), never the registry
+        return {"kind": "http", "url": config.api_url, "items": "items", "token_env": TOKEN_ENV, **ds.extra}
     settings = {"kind": "file", "path": f"{ds.owner}/{ds.name}/*.{EXTENSIONS[ds.fmt]}", "format": EXTENSIONS[ds.fmt]}
     if ds.fmt.startswith("csv"):
         settings["encoding"] = "gbk" if ds.fmt == "csv-gbk" else "utf-8"

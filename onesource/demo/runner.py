@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +29,7 @@ from metrics.publish import publish_periods
 from onesource import airflow_cli
 from onesource.config import Settings
 from onesource.dagfactory import ALL_DAG_ID
-from onesource.demo.api import serve
+from onesource.demo.api import TOKEN_ENV, serve
 from onesource.demo.city import city_datasets
 from onesource.demo.data import DemoConfig
 from onesource.demo.generate import generate_city
@@ -77,7 +79,9 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
     console.print(f"history: {config.history_months} months simulated ({periods[0].label} to {periods[-1].label}; "
                   "load ids start with 'hist-'), their KPIs published")
     reports = settings.reports_dir
-    server = _start_api(settings, config)
+    # the hotline API's token: new each run unless given; Airflow gets it by environment only
+    token = os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(24)
+    server = _start_api(settings, config, token)
     try:
         with console.status("[3/4] preparing Airflow (first run: `airflow db migrate`)"):
             migrated = airflow_cli.ensure_db(settings, reports / "airflow-db-migrate.log")
@@ -85,7 +89,7 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
         with _progress(console) as progress:
             task = progress.add_task(f"[4/4] Airflow DAG run {ALL_DAG_ID}", total=len(registry.source_datasets))
             code = airflow_cli.dags_test(settings, ALL_DAG_ID, reports / f"airflow-{ALL_DAG_ID}.log",
-                                         on_task_done=lambda _: progress.advance(task))
+                                         on_task_done=lambda _: progress.advance(task), secrets={TOKEN_ENV: token})
     finally:
         if server is not None:
             server.shutdown()
@@ -162,7 +166,7 @@ def _demo_requests(settings: Settings, registry) -> None:
                             requested_by="hrss_analyst", columns=["resident_id", "person_name"], period_days=365)
 
 
-def _start_api(settings: Settings, config: DemoConfig):
+def _start_api(settings: Settings, config: DemoConfig, token: str):
     from urllib.parse import urlparse
 
     data = settings.sources_dir / "hotline" / "tickets.json"
@@ -170,7 +174,7 @@ def _start_api(settings: Settings, config: DemoConfig):
         return None
     url = urlparse(config.api_url)
     try:
-        return serve(data, url.hostname or "127.0.0.1", url.port or 80)
+        return serve(data, url.hostname or "127.0.0.1", url.port or 80, token)
     except OSError as exc:
         raise OneSourceError(f"cannot start the demo hotline API on {url.netloc}: {exc}; "
                              "stop whatever holds that port (an earlier demo?) and run again") from exc
