@@ -160,6 +160,14 @@ def publish(lake: Lake, ds: Dataset, registry: Registry, ex: Extract, staged: Pa
     extra = {"dataset": ds.name, "load_id": load_id, "source": ex.source, "sha256": ex.sha256,
              "registry_version": registry.version, "rows": rows, "warnings": len(report.warnings)}
 
+    adopted = _adoptable_path(lake, ds, load_id, rows)
+    if adopted:
+        adopted.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            staged.replace(adopted)
+        except OSError:  # another file system (EXDEV): copy the rows instead
+            adopted = None
+
     def attempt() -> None:
         with lake.transaction() as con:
             _ensure_table(lake, ds)
@@ -168,14 +176,41 @@ def publish(lake: Lake, ds: Dataset, registry: Registry, ex: Extract, staged: Pa
             elif ds.load_mode == "upsert":
                 match = " AND ".join(f"b.{ident(k)} = t.{ident(k)}" for k in ds.key)
                 con.execute(f"DELETE FROM {table} t WHERE EXISTS (SELECT 1 FROM {batch} b WHERE {match})")
-            con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {batch}")
+            if adopted:
+                con.execute(f"CALL ducklake_add_data_files({q(CATALOG)}, {q(ds.name)}, {q(str(adopted))}, "
+                            f"schema => {q(SHARED)}, allow_missing => true)")
+            else:
+                con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {batch}")
             _insert(con, "loads", _ledger_row(ds, registry, ex, load_id, PUBLISHED, started, rows, rows))
             _record_quality(con, ds, registry, load_id, "quality", report)
             if ds.name in lake.tables(QUARANTINE):  # a good batch releases the quarantined one
                 con.execute(f"DELETE FROM {CATALOG}.{QUARANTINE}.{ident(ds.name)}")
             lake.commit_message(f"publish {ds.name} load {load_id}", extra)
 
-    retrying(attempt, lake.settings.commit_retries, f"publishing {ds.name}")
+    try:
+        retrying(attempt, lake.settings.commit_retries, f"publishing {ds.name}")
+    except BaseException:
+        if adopted and adopted.exists():
+            adopted.replace(staged)  # not published: the batch goes back to staging, the data folder stays clean
+        raise
+
+
+ADOPT_ROWS = 100_000
+"""Batches this large are published by handing the staged Parquet file to DuckLake as it is, not copied."""
+
+
+def _adoptable_path(lake: Lake, ds: Dataset, load_id: str, rows: int) -> Path | None:
+    """Where the staged file goes when DuckLake can adopt it (``ducklake_add_data_files``), else None.
+
+    Rewriting a validated batch through INSERT costs about half of raw DuckDB's CSV-to-Parquet time
+    again (0.8 s on 5M rows); adopting the staged file costs a rename and a catalog row. Only where
+    that is sound: a local data folder on the staging area's file system (the rename), a lake that
+    does not encrypt (the staged file is plain Parquet), whole-batch modes (an upsert must delete
+    matching rows first anyway), and large batches (small ones are better inlined or copied)."""
+    data = lake.settings.data_path
+    if "://" in data or lake.encrypted or ds.load_mode == "upsert" or rows < ADOPT_ROWS:
+        return None
+    return Path(data) / SHARED / ds.name / f"onesource-{load_id}.parquet"
 
 
 # ---------------------------------------------------------------------------------------------

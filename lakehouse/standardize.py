@@ -93,9 +93,14 @@ def extensions_for(extract: Extract) -> tuple[str, ...]:
 
 def clean_text(expr: str, col: Column, registry: Registry) -> str:
     text = f"CAST({expr} AS VARCHAR)"
-    # translate() costs ~10x a plain scan; the regex gate keeps that cost to values that need it.
-    return (f"nullif(trim(CASE WHEN regexp_matches({text}, {q('[' + FULL + ']')}) "
-            f"THEN translate({text}, {q(FULL)}, {q(HALF)}) ELSE {text} END), '')")
+    # Gates, cheapest first, because this runs on every value of every column (measured on 5M rows):
+    # an ASCII value (byte length = character length, ~free) has no full-width character and only
+    # ASCII spaces, so it is trimmed only when it starts or ends with one; other values pay the
+    # regex, and translate() (~20x a plain scan) only when the regex finds a full-width character.
+    ascii_path = f"CASE WHEN starts_with({text}, ' ') OR ends_with({text}, ' ') THEN trim({text}) ELSE {text} END"
+    wide_path = (f"trim(CASE WHEN regexp_matches({text}, {q('[' + FULL + ']')}) "
+                 f"THEN translate({text}, {q(FULL)}, {q(HALF)}) ELSE {text} END)")
+    return f"nullif(CASE WHEN strlen({text}) = length({text}) THEN {ascii_path} ELSE {wide_path} END, '')"
 
 
 def map_code_list(expr: str, col: Column, registry: Registry) -> str:

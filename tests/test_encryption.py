@@ -13,7 +13,10 @@ from tests.helpers import ELEMENTS, USCC, drop, load, rows, write_registry
 from tests.test_ingest_files import csv_text
 
 
-def test_encrypted_lake_files_hold_no_plaintext(tmp_path):
+def test_encrypted_lake_files_hold_no_plaintext(tmp_path, monkeypatch):
+    from lakehouse import load as load_module
+
+    monkeypatch.setattr(load_module, "ADOPT_ROWS", 1)  # a plain staged file must never be adopted here
     plain = Settings(home=tmp_path / "home")
     settings = dataclasses.replace(plain, lake=dataclasses.replace(plain.lake, encrypted=True))
     assert Settings.from_env({"ONESOURCE_HOME": str(tmp_path / "home"), "ONESOURCE_ENCRYPT": "1"}).lake.encrypted

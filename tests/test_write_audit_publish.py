@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.helpers import USCC, drop, load, rows, shared_count
 from tests.test_ingest_files import ROWS, csv_text
 
@@ -78,3 +80,32 @@ def test_snapshot_mode_replaces_and_time_travel_keeps_the_past(tiny):
     assert shared_count(tiny, "firms") == 1
     versions = rows(tiny, "SELECT snapshot_id FROM lake.snapshots() WHERE commit_message LIKE 'publish%' ORDER BY 1")
     assert rows(tiny, f"SELECT count(*) FROM shared.firms AT (VERSION => {versions[0][0]})") == [(3,)]
+
+
+@pytest.mark.parametrize("mode", ["snapshot", "append"])
+def test_large_batches_are_adopted_not_copied(settings, monkeypatch, mode):
+    """A large validated batch is handed to DuckLake as its staged file (no second write); the result is
+    the same table, time travel and ledger as a copied one, and the staging area is left empty."""
+    from lakehouse import load as load_module
+    from tests.helpers import firms_dataset, write_registry
+
+    monkeypatch.setattr(load_module, "ADOPT_ROWS", 2)
+    write_registry(settings.registry_dir, [firms_dataset(load_mode=mode)])
+    drop(settings, "amr/firms/1.csv", csv_text())
+    drop(settings, "amr/firms/2.csv", csv_text(ROWS[:2]))
+    assert [r.status for r in load(settings)] == ["published", "published"]
+    data = settings.lake.data_path
+    adopted = rows(settings, "SELECT data_file FROM ducklake_list_files('lake', 'firms', schema => 'shared')")
+    assert adopted and all("onesource-" in f and f.startswith(data) for (f,) in adopted), adopted
+    assert shared_count(settings, "firms") == (2 if mode == "snapshot" else 5)
+    first = rows(settings, "SELECT min(snapshot_id) FROM lake.snapshots() WHERE commit_message LIKE 'publish%'")[0][0]
+    assert rows(settings, f"SELECT count(*) FROM shared.firms AT (VERSION => {first})") == [(3,)]
+    assert rows(settings, "SELECT sum(rows_published) FROM ops.loads") == [(5,)]
+    assert not list((settings.staging_dir / "firms").glob("*.parquet"))
+
+
+def test_a_small_batch_is_copied(tiny):
+    drop(tiny, "amr/firms/1.csv", csv_text())
+    assert [r.status for r in load(tiny)] == ["published"]
+    assert all("onesource-" not in f for (f,) in rows(
+        tiny, "SELECT data_file FROM ducklake_list_files('lake', 'firms', schema => 'shared')"))
