@@ -83,8 +83,11 @@ OPS_TABLES: dict[str, str] = {
         password_pg_md5 VARCHAR, token_sha256 VARCHAR, created_at TIMESTAMP, disabled_at TIMESTAMP""",
 }
 
-# Messages of errors that a retry can cure: SQLite's lock, DuckLake's optimistic-commit conflicts.
-_TRANSIENT = ("database is locked", "conflict", "busy", "could not serialize", "deadlock")
+# Messages of errors that a retry can cure: SQLite's lock, DuckLake's optimistic-commit conflicts, and
+# two processes creating a new PostgreSQL catalog at once (the loser's CREATE TABLE meets the winner's
+# type: "duplicate key value ... pg_type_typname_nsp_index"; seen with four first loads in parallel).
+_TRANSIENT = ("database is locked", "conflict", "busy", "could not serialize", "deadlock",
+              "failed to initialize ducklake", "duplicate key value")
 
 
 def is_transient(exc: BaseException) -> bool:

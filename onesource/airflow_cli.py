@@ -27,6 +27,27 @@ def airflow_env(settings: Settings, secrets: Mapping[str, str] | None = None) ->
     return {**os.environ, **settings.environ(), **(secrets or {}), "PATH": path}
 
 
+def distributed_env(settings: Settings, metadata_url: str, api_port: int, parallelism: int = 4) -> dict[str, str]:
+    """Environment for Airflow's separate services (``api-server``, ``scheduler``, ``dag-processor``) with
+    the LocalExecutor and a PostgreSQL metadata database, as on one production VM (docs/deploy.md).
+
+    ``metadata_url`` is a SQLAlchemy URL, ``postgresql+psycopg://user@host:port/db``: Airflow 3 derives an
+    async URL for asyncpg from it, which is not installed, so the psycopg (3) URL serves both. Workers
+    reach the scheduler's tasks through the api-server's execution API, and every service must sign and
+    check its tokens with the same secret."""
+    return {
+        **airflow_env(settings),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": metadata_url,
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": os.environ.get("AIRFLOW__API_AUTH__JWT_SECRET") or os.urandom(24).hex(),
+    }
+
+
 def airflow_bin() -> str:
     candidate = Path(sys.executable).with_name("airflow")
     return str(candidate) if candidate.exists() else "airflow"

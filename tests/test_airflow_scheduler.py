@@ -1,0 +1,142 @@
+"""Slow tier: the generated DAGs under Airflow's own services, as deployed past one machine.
+
+A real scheduler with the LocalExecutor, a dag-processor and an api-server, all on a PostgreSQL
+metadata database; the lake's catalog on PostgreSQL too. Nothing is called directly: the scheduler
+finds the daily DAG, schedules its run, and runs four department loads side by side; the shared
+tables' Asset events then start the data-aware consistency DAG.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from lakehouse.lake import Lake
+from onesource import airflow_cli
+from onesource.config import LakeSettings, Settings
+from tests.conftest import free_port
+from tests.helpers import drop, firms_dataset, wait_for_port, write_registry
+from tests.test_ingest_files import csv_text
+
+pytestmark = pytest.mark.slow
+
+PG = "host=127.0.0.1 port=5432 user=postgres"
+DAILY = "onesource_ingest_daily"
+LOADS = {"amr.firms": 3, "amr.amr_branches": 4000, "tax.tax_returns": 5000, "tax.tax_arrears": 3000}
+
+
+def plain_dataset(name: str, owner: str) -> dict:
+    """A dataset with no data elements: no authority edges, so its load can run beside the others."""
+    return {"name": name, "title": name, "owner": owner, "system": "amr_reg" if owner == "amr" else "tax_core",
+            "update_cycle": "daily", "share_type": "unconditional", "key": ["code"],
+            "connector": {"kind": "file", "path": f"{owner}/{name}/*.csv", "format": "csv"},
+            "columns": [{"name": "code", "source": "编码", "type": "string", "required": True},
+                        {"name": "amount", "source": "金额", "type": "decimal"}]}
+
+
+@pytest.fixture
+def databases():
+    """Two fresh PostgreSQL databases: Airflow's metadata and the lake's catalog."""
+    psycopg = pytest.importorskip("psycopg")
+    names = [f"onesource_af_{uuid.uuid4().hex[:8]}", f"onesource_lk_{uuid.uuid4().hex[:8]}"]
+    try:
+        admin = psycopg.connect(f"{PG} dbname=postgres", autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not running on 127.0.0.1:5432 ({exc}); .ci/run shows how to start it")
+    for name in names:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield names
+    for name in names:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+def _query(db: str, sql: str, params=()) -> list[tuple]:
+    import psycopg
+
+    with psycopg.connect(f"{PG} dbname={db}") as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def _wait(what: str, seconds: float, probe, logs: dict):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(1)
+    tails = "\n".join(f"--- {name}\n{path.read_text(errors='replace')[-2500:]}" for name, path in logs.items())
+    pytest.fail(f"{what} did not happen within {seconds:.0f} s\n{tails}")
+
+
+def test_scheduler_runs_the_daily_dag_with_parallel_department_loads(tmp_path, databases):
+    metadata_db, catalog_db = databases
+    home = tmp_path / "home"
+    settings = Settings(home=home, lake=LakeSettings(catalog=f"postgres:dbname={catalog_db} {PG}",
+                                                     data_path=f"{home / 'lake' / 'data'}/"))
+    write_registry(settings.registry_dir, [firms_dataset(), plain_dataset("amr_branches", "amr"),
+                                           plain_dataset("tax_returns", "tax"), plain_dataset("tax_arrears", "tax")])
+    drop(settings, "amr/firms/1.csv", csv_text())
+    for task, rows in LOADS.items():
+        owner, name = task.split(".")
+        if name != "firms":
+            drop(settings, f"{owner}/{name}/1.csv", "编码,金额\n" + "".join(f"C{i},{i}.5\n" for i in range(rows)))
+
+    port = free_port()
+    env = airflow_cli.distributed_env(settings, f"postgresql+psycopg://postgres@127.0.0.1:5432/{metadata_db}", port)
+    # only the DAGs under test run: the others (monthly, maintenance, ...) stay paused
+    env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] = "True"
+    env["AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL"] = "5"
+    airflow = airflow_cli.airflow_bin()
+    migrate = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=600)
+    assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-2000:]
+
+    logs = {name: settings.reports_dir / f"airflow-{name}.log" for name in ("api-server", "scheduler", "dag-processor")}
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    services = [subprocess.Popen([airflow, name], env=env, stdout=open(path, "w"), stderr=subprocess.STDOUT,
+                                 start_new_session=True) for name, path in logs.items()]
+    try:
+        wait_for_port(port, services[0])
+        _wait("the dag-processor serializing the generated DAGs", 180,
+              lambda: _query(metadata_db, "SELECT dag_id FROM dag WHERE dag_id = %s", [DAILY]), logs)
+        for dag_id in (DAILY, "onesource_consistency"):
+            out = subprocess.run([airflow, "dags", "unpause", dag_id], env=env, capture_output=True, text=True,
+                                 timeout=300)
+            assert out.returncode == 0, out.stderr[-2000:]
+        # the scheduler creates the run itself (the last daily interval) and runs it
+        state = _wait("the scheduled daily run finishing", 600, lambda: [s for (s,) in _query(
+            metadata_db, "SELECT state FROM dag_run WHERE dag_id = %s", [DAILY]) if s in ("success", "failed")], logs)
+        tasks = _query(metadata_db, "SELECT task_id, state, start_date, end_date FROM task_instance "
+                                    "WHERE dag_id = %s", [DAILY])
+        assert state == ["success"], tasks
+        assert {t: s for t, s, _, _ in tasks} == dict.fromkeys(LOADS, "success")
+        run_type = _query(metadata_db, "SELECT run_type FROM dag_run WHERE dag_id = %s", [DAILY])
+        assert run_type == [("scheduled",)]
+        # several department loads ran at the same time (LocalExecutor, parallelism 4)
+        spans = sorted((start, end) for _, _, start, end in tasks)
+        overlapping = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+        assert overlapping >= 2, spans
+        with Lake(settings.lake, read_only=True) as lake:
+            for task, rows in LOADS.items():
+                table = task.split(".")[1]
+                assert lake.con.execute(f"SELECT count(*) FROM shared.{table}").fetchone()[0] == rows
+        # the shared tables' Asset events trigger the data-aware consistency DAG
+        _wait("the consistency DAG, triggered by the loads' Asset events", 300, lambda: _query(
+            metadata_db, "SELECT state FROM dag_run WHERE dag_id = 'onesource_consistency' AND state = 'success' "
+                         "AND run_type = 'asset_triggered'"), logs)
+    finally:
+        for proc in services:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for proc in services:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
