@@ -31,6 +31,7 @@ from great_expectations.expectations.metrics.map_metric_provider import (
     column_condition_partial,
 )
 
+from quality import fastcheck
 from schemas.formats import (
     ID_CHECK,
     ID_WEIGHTS,
@@ -117,6 +118,58 @@ def _null_or(column, condition: str):
     return sa.literal_column(f"(({_name(column)} IS NULL)::INTEGER + ({condition})::INTEGER >= 1)")
 
 
+# -- the fast path: check digits in numpy, the failing values handed to GX as its condition ----------
+
+FAST_LIMIT = 1000
+"""Up to this many distinct failing values become the metric's condition; more, and the SQL runs."""
+_fast_answers: dict[tuple[str, str, str], list[str] | None] = {}
+
+
+def forget_fast_answers() -> None:
+    """Called before each validation: answers are per batch."""
+    _fast_answers.clear()
+
+
+def _fast_or_sql(column, kwargs: dict, check, sql: str):
+    """The metric's condition: ``column`` valid by the vectorised ``check`` (quality.fastcheck), run on
+    the batch's column outside GX and given to GX as the values that fail it; the per-character SQL
+    (``sql``) when the batch cannot be read that way or too many values fail (then GX's own rows and
+    counts come from the SQL, exactly as before)."""
+    try:
+        query = str(kwargs["_table"].compile(dialect=kwargs["_execution_engine"].engine.dialect,
+                                             compile_kwargs={"literal_binds": True}))
+    except Exception:  # noqa: BLE001 - any selectable GX builds that cannot be compiled alone
+        return _null_or(column, sql)
+    key = (query, str(column.name), check.__name__)
+    if key not in _fast_answers:
+        _fast_answers[key] = _failing_values(query, _name(column), check)
+    bad = _fast_answers[key]
+    if bad is None:
+        return _null_or(column, sql)
+    if not bad:
+        return sa.literal_column("TRUE")
+    values = ", ".join("'" + v.replace("'", "''") + "'" for v in bad)
+    return sa.literal_column(f"({_name(column)} IS NULL OR {_name(column)} NOT IN ({values}))")
+
+
+def _failing_values(query: str, column: str, check) -> list[str] | None:
+    import duckdb
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    con = duckdb.connect()
+    try:
+        result = con.execute(f"SELECT {column}::VARCHAR AS v FROM ({query}) AS batch").arrow()
+        table = result.read_all() if hasattr(result, "read_all") else result
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+    values = table.column(0).combine_chunks()
+    bad = pc.unique(values.filter(pa.array(~check(values))))
+    return None if len(bad) > FAST_LIMIT else bad.to_pylist()
+
+
 # -- metrics --------------------------------------------------------------------------------------
 
 class ColumnValuesValidUscc(ColumnMapMetricProvider):
@@ -129,7 +182,7 @@ class ColumnValuesValidUscc(ColumnMapMetricProvider):
 
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
     def _sqlalchemy(cls, column, **kwargs):
-        return _null_or(column, uscc_sql(_name(column)))
+        return _fast_or_sql(column, kwargs, fastcheck.valid_uscc, uscc_sql(_name(column)))
 
 
 class ColumnValuesValidResidentId(ColumnMapMetricProvider):
@@ -142,7 +195,7 @@ class ColumnValuesValidResidentId(ColumnMapMetricProvider):
 
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
     def _sqlalchemy(cls, column, **kwargs):
-        return _null_or(column, resident_id_sql(_name(column)))
+        return _fast_or_sql(column, kwargs, fastcheck.valid_resident_id, resident_id_sql(_name(column)))
 
 
 class ColumnValuesValidOrgCode(ColumnMapMetricProvider):
@@ -156,7 +209,8 @@ class ColumnValuesValidOrgCode(ColumnMapMetricProvider):
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
     def _sqlalchemy(cls, column, **kwargs):
         col = f"replace({_name(column)}, '-', '')"
-        return _null_or(column, _all(f"regexp_full_match({col}, '[0-9A-Z]{{8}}[0-9X]')", org_code_sql(col)))
+        sql = _all(f"regexp_full_match({col}, '[0-9A-Z]{{8}}[0-9X]')", org_code_sql(col))
+        return _fast_or_sql(column, kwargs, fastcheck.valid_org_code, sql)
 
 
 class ColumnValuesMatchFormat(ColumnMapMetricProvider):

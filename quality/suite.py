@@ -11,6 +11,7 @@ checks; ``suite_version`` names the exact suite in the results.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -192,16 +193,31 @@ def suite_version(specs: list[CheckSpec]) -> str:
     return hashlib.sha256(json.dumps([plain(s) for s in specs], sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def build_suite(ds: Dataset, specs: list[CheckSpec]):  # -> gx.ExpectationSuite (GX is imported lazily: slow)
+# Verdict forms: an expectation that answers the same pass/fail question with an aggregate GX bundles
+# into the one query of the first pass. ExpectColumnValuesToBeUnique is a join of the batch with its
+# per-value counts, a query of its own (0.88 s on 5M keys); COUNT(DISTINCT) in the bundle costs half.
+# The second pass, for failures only, uses the original form, which names the duplicated rows.
+VERDICT_FORMS: dict[str, tuple[str, Callable[[dict], dict]]] = {
+    "ExpectColumnValuesToBeUnique": ("ExpectColumnProportionOfUniqueValuesToBeBetween",
+                                     lambda kw: {"column": kw["column"], "min_value": 1.0}),
+}
+
+
+def build_suite(ds: Dataset, specs: list[CheckSpec], *, verdict: bool = False, only: set[int] | None = None):
+    """The GX suite of ``specs`` (each expectation's meta "n" is its index); ``verdict`` uses the
+    verdict forms, ``only`` keeps those indexes. Returns a gx.ExpectationSuite (GX is imported lazily)."""
     import great_expectations as gx
 
     import quality.expectations as custom_expectations
     from quality.exceptions import SuiteError
 
-    suite = gx.ExpectationSuite(name=f"onesource.{ds.name}")
+    suite = gx.ExpectationSuite(name=f"onesource.{ds.name}" + ("" if only is None else ".failures"))
     for n, spec in enumerate(specs):
-        if spec.skipped:
+        if spec.skipped or (only is not None and n not in only):
             continue
+        if verdict and spec.expectation in VERDICT_FORMS:
+            name, convert = VERDICT_FORMS[spec.expectation]
+            spec = dataclasses.replace(spec, expectation=name, kwargs=convert(spec.kwargs))
         cls = getattr(gx.expectations, spec.expectation, None) or getattr(custom_expectations, spec.expectation, None)
         if cls is None:
             raise SuiteError(f"dataset {ds.name}: {spec.expectation} is not a Great Expectations expectation; "

@@ -175,8 +175,11 @@ def validate_batch(dataset: Dataset, registry: Registry, batch_path: Path, conte
     from quality.suite import build_suite, suite_specs, suite_version
 
     _ephemeral_context()  # GX suites need an active context before expectations are added
+    from quality.expectations import forget_fast_answers
+
+    forget_fast_answers()  # the check-digit fast path remembers one batch's failing values, never longer
     specs = suite_specs(dataset, registry, context)
-    suite = build_suite(dataset, specs)
+    suite = build_suite(dataset, specs, verdict=True)
     # Two passes. GX asks every map expectation for its failing values and rows in queries of their
     # own, each scanning the batch and evaluating the check again (a check digit 5 times over). So the
     # first pass asks only pass/fail, for the whole suite (and renders Data Docs); the second asks for
@@ -190,13 +193,7 @@ def validate_batch(dataset: Dataset, registry: Registry, batch_path: Path, conte
     results = list(first.results)  # GX orders results its own way: match them by meta "n"
     failed = [r for r in results if not r.success]
     if failed:
-        import great_expectations as gx
-
-        detail = gx.ExpectationSuite(name=f"{suite.name}.failures")
-        for r in failed:
-            expectation = r.expectation_config.to_domain_obj()
-            expectation.id = None  # a copy for this suite (the original belongs to the persisted one)
-            detail.add_expectation(expectation)
+        detail = build_suite(dataset, specs, only={r.expectation_config.meta["n"] for r in failed})
         complete = {"result_format": "COMPLETE", "partial_unexpected_count": sample,
                     "unexpected_index_column_names": [ROW]}
         second = _run(_ephemeral_context(), dataset.name, detail, batch_path, None, complete, False)

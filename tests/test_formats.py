@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
+import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from onesource.demo.data import City, DemoConfig
 from schemas.formats import FORMAT_RULES, is_valid_org_code, is_valid_resident_id, is_valid_uscc
@@ -68,3 +73,44 @@ def test_sql_check_digits_agree_with_python():
         got = con.execute(f"SELECT v, coalesce({sql}, false) FROM unnest(?) t(v)", [values]).fetchall()
         assert {v: ok for v, ok in got} == {v: python(v) for v in values}
         assert any(ok for _, ok in got) and not all(ok for _, ok in got)
+
+
+def _numpy_answers(check, values):
+    import pyarrow as pa
+
+    return dict(zip(values, check(pa.array(values, pa.string())).tolist(), strict=True))
+
+
+def test_numpy_check_digits_agree_with_python():
+    """The vectorised checks (GX's fast path) give the Python answers on valid, broken and odd values."""
+    from quality import fastcheck
+    from quality.expectations import resident_id_ok
+
+    city = City(DemoConfig(scale=0.1))
+    usccs = [e.uscc for e in city.enterprises]
+    ids = [r.resident_id for r in city.residents]
+    odd = ["", "x", "中文中文中文", "９１３３０１０６ＭＡ２Ｂ０Ｃ１Ｄ６８", "91330106MA2B0C1D6", "91330106MA2B0C1D688"]
+    broken_usccs = [c[:-1] + ("0" if c[-1] != "0" else "1") for c in usccs] + [c[:10] + "I" + c[11:] for c in usccs]
+    broken_usccs += [c[:16] + ("0" if c[16] != "0" else "1") + c[17:] for c in usccs]  # the embedded org check
+    broken_ids = [c[:-1] + ("0" if c[-1] != "0" else "1") for c in ids] + [c[:6] + "20990101" + c[14:] for c in ids]
+    broken_ids += [c[:6] + "19000229" + c[14:] for c in ids] + [c[:6] + "20000229" + c[14:] for c in ids]
+    orgs = [c[8:17] for c in usccs] + ["710930318", "71093031X", "71093031-8", "7109303a8"]
+    for check, python, values in ((fastcheck.valid_uscc, is_valid_uscc, usccs + broken_usccs + odd),
+                                  (fastcheck.valid_resident_id, resident_id_ok, ids + broken_ids + odd),
+                                  (fastcheck.valid_org_code, is_valid_org_code, orgs + odd)):
+        got = _numpy_answers(check, values)
+        want = {v: bool(re.fullmatch(r"[\x00-\x7f]*", v)) and python(v) for v in values}  # ASCII, as in SQL
+        assert got == want, [v for v in values if got[v] != want[v]][:5]
+        assert any(got.values()) and not all(got.values())
+    assert fastcheck.valid_uscc(pa.array([None, usccs[0]], pa.string())).tolist() == [True, True]  # NULL: not ours
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-X", min_size=8, max_size=19))
+def test_numpy_check_digits_agree_on_any_code(text):
+    from quality import fastcheck
+    from quality.expectations import resident_id_ok
+
+    for check, python in ((fastcheck.valid_uscc, is_valid_uscc), (fastcheck.valid_org_code, is_valid_org_code),
+                          (fastcheck.valid_resident_id, resident_id_ok)):
+        assert _numpy_answers(check, [text]) == {text: python(text)}

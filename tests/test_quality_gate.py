@@ -153,3 +153,25 @@ def test_registry_rejects_bad_quality_settings(tmp_path):
 def test_missing_values_belong_to_the_required_check_not_the_check_digit(tiny, tmp_path):
     rows = [GOOD[0], (None, "乙", "1", None, None, None)]
     assert {f[0] for f in failed(run(tiny, rows, tmp_path))} == {"required"}
+
+
+def test_check_digit_fast_path_and_sql_give_the_same_report(tiny, tmp_path, monkeypatch):
+    """The vectorised check (failing values handed to GX) and the per-character SQL it falls back to
+    when too many values fail report the same rows, values and counts."""
+    import quality.expectations as expectations
+
+    rows = [GOOD[0], (BAD_CHECK, "乙", "1", None, None, None), (None, "丙", "1", None, None, None),
+            (USCC[2], "丁", "1", None, None, None), (BAD_CHECK[:-2] + "AB", "戊", "1", None, None, None)]
+    calls = []
+    real = expectations._failing_values
+    monkeypatch.setattr(expectations, "_failing_values", lambda *a: calls.append(a[1]) or real(*a))
+
+    def check_digit(report):
+        [r] = [r for r in report.results if r.check == "check_digit"]
+        return r.success, r.unexpected_count, r.sample_rows, sorted(r.sample_values)
+
+    fast = check_digit(run(tiny, rows, tmp_path))
+    assert calls, "the fast path was not taken"
+    assert fast == (False, 2, (2, 5), sorted([BAD_CHECK, BAD_CHECK[:-2] + "AB"]))
+    monkeypatch.setattr(expectations, "FAST_LIMIT", 1)  # two failing values: too many, the SQL decides
+    assert check_digit(run(tiny, rows, tmp_path)) == fast

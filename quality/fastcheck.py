@@ -1,0 +1,118 @@
+"""The national check digits over a whole column at once (numpy), for the GX metrics' fast path.
+
+In SQL the arithmetic needs one ``substr`` per character, and DuckDB spends ~12 ns on each: 2.2 s
+for the USCC check on 5M codes, more than raw DuckDB takes to convert the whole CSV. Here the
+column's bytes are viewed as an (n, width) matrix and every character is weighed in one vectorised
+step: ~0.5 s. The answers are those of :mod:`schemas.formats` (the tests hold them to it).
+
+Each function takes a pyarrow string array and returns a numpy bool array: True where the value is
+valid or NULL (another check owns missing values).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.formats import ID_CHECK, ID_WEIGHTS, ORG_WEIGHTS, USCC_ALPHABET, USCC_WEIGHTS
+
+_BAD = 255  # in a lookup table: not a character of this alphabet
+
+
+def _table(alphabet: str) -> np.ndarray:
+    lut = np.full(256, _BAD, dtype=np.uint8)
+    for i, ch in enumerate(alphabet):
+        lut[ord(ch)] = i
+    return lut
+
+
+_USCC = _table(USCC_ALPHABET)
+_DIGIT = _table("0123456789")
+_B36 = _table("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_ORG_CHECK = np.frombuffer(b"_123456789X0", dtype=np.uint8)  # 11 - sum % 11 -> character (1..11)
+
+
+def _columns(arr: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The values of exactly ``width`` bytes as a (width, k) uint8 matrix, one contiguous row per
+    character position (so each position is weighed in one pass over memory), and their indexes."""
+    arr = arr.cast(pa.large_string()) if pa.types.is_large_string(arr.type) else arr.cast(pa.string())
+    fits = pc.fill_null(pc.equal(pc.binary_length(arr), width), False).to_numpy(zero_copy_only=False)
+    index = np.flatnonzero(fits)
+    if len(index) == 0:
+        return np.empty((width, 0), dtype=np.uint8), index
+    picked = arr.take(pa.array(index)) if len(index) < len(arr) else arr
+    offsets_type = np.int64 if pa.types.is_large_string(picked.type) else np.int32
+    offsets = np.frombuffer(picked.buffers()[1], dtype=offsets_type)[picked.offset:picked.offset + len(picked) + 1]
+    data = np.frombuffer(picked.buffers()[2], dtype=np.uint8)
+    # every picked value is exactly `width` bytes, so the values sit back to back
+    rows = data[offsets[0]:offsets[0] + width * len(picked)].reshape(-1, width)
+    return np.ascontiguousarray(rows.T), index
+
+
+def _result(arr: pa.Array, index: np.ndarray, good: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(arr), dtype=bool)
+    out[index] = good
+    out |= pc.is_null(arr).to_numpy(zero_copy_only=False)
+    return out
+
+
+def _weigh(chars: np.ndarray, lut: np.ndarray, weights: tuple[int, ...], ok: np.ndarray) -> np.ndarray:
+    """Sum of weight x value over the first ``len(weights)`` positions; clears ``ok`` where a
+    character is outside the alphabet."""
+    # uint16 is enough (at most 30 x 330 for the USCC) and halves the memory traffic of int32
+    total = np.zeros(chars.shape[1], dtype=np.uint16)
+    term = np.empty_like(total)
+    for k, w in enumerate(weights):
+        value = lut[chars[k]]
+        ok &= value != _BAD
+        np.multiply(value, np.uint16(w), out=term)
+        total += term
+    return total.astype(np.int32)
+
+
+def _org_ok(chars: np.ndarray) -> np.ndarray:
+    """GB 11714 on 9 positions: 8 body characters (0-9, A-Z) and the check character."""
+    ok = np.ones(chars.shape[1], dtype=bool)
+    total = _weigh(chars, _B36, ORG_WEIGHTS, ok)
+    return ok & (_ORG_CHECK[11 - total % 11] == chars[8])
+
+
+def valid_uscc(arr: pa.Array) -> np.ndarray:
+    """GB 32100-2015: the USCC alphabet, digits in positions 3-8, both check characters."""
+    chars, index = _columns(arr, 18)
+    ok = np.ones(chars.shape[1], dtype=bool)
+    total = _weigh(chars, _USCC, USCC_WEIGHTS, ok)
+    for k in range(2, 8):
+        ok &= _DIGIT[chars[k]] != _BAD
+    last = _USCC[chars[17]]
+    ok &= last == (31 - total % 31) % 31
+    ok &= _org_ok(chars[8:17])
+    return _result(arr, index, ok)
+
+
+def valid_org_code(arr: pa.Array) -> np.ndarray:
+    """GB 11714, with or without the hyphen before the check character."""
+    chars, index = _columns(pc.replace_substring(arr, "-", ""), 9)
+    return _result(arr, index, _org_ok(chars))
+
+
+def valid_resident_id(arr: pa.Array, today: dt.date | None = None) -> np.ndarray:
+    """GB 11643-1999: 17 digits and the MOD 11-2 check character, and a real birth date (positions
+    7-14) from 1900 up to today."""
+    chars, index = _columns(arr, 18)
+    ok = np.ones(chars.shape[1], dtype=bool)
+    total = _weigh(chars, _DIGIT, ID_WEIGHTS, ok)
+    ok &= np.frombuffer(ID_CHECK.encode(), dtype=np.uint8)[total % 11] == chars[17]
+    d = [np.where(ok, chars[k].astype(np.int32) - 48, 0) for k in range(6, 14)]
+    year = d[0] * 1000 + d[1] * 100 + d[2] * 10 + d[3]
+    month, day = d[4] * 10 + d[5], d[6] * 10 + d[7]
+    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    month_days = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])[np.clip(month, 0, 12)]
+    month_days = month_days + ((month == 2) & leap)
+    limit = today or dt.date.today()
+    ok &= (month >= 1) & (month <= 12) & (day >= 1) & (day <= month_days)
+    ok &= (year >= 1900) & (year * 10000 + month * 100 + day <= limit.year * 10000 + limit.month * 100 + limit.day)
+    return _result(arr, index, ok)
