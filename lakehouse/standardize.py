@@ -9,8 +9,10 @@ writes the staged batch as Parquet. The rules, in order, for every value:
 3. the value is cast to the column type: numbers lose thousands separators (``1,234.50``), dates
    accept ``2024-01-31``, ``2024/1/31``, ``20240131``, ``2024年1月31日`` and ``2024.01.31``.
 
-The fast path casts strictly, so a bad value stops the pass; only then a second, diagnostic pass
-finds every bad cell with its row and column, for the error message.
+For CSV, an optimistic first attempt lets DuckDB's reader parse numbers and ISO dates itself (the
+same answers as the cast, about twice as fast); a file that needs more of the rules fails it and goes
+the general way. The general path casts strictly, so a bad value stops the pass; only then a second,
+diagnostic pass finds every bad cell with its row and column, for the error message.
 """
 
 from __future__ import annotations
@@ -52,11 +54,15 @@ class StagedBatch:
 # Reading the landed file: every column as text.
 # ---------------------------------------------------------------------------------------------
 
-def reader_sql(extract: Extract) -> str:
-    """Table expression reading the landed extract; text columns for CSV and XLSX."""
+def reader_sql(extract: Extract, types: dict[str, str] | None = None) -> str:
+    """Table expression reading the landed extract; text columns for CSV and XLSX (for CSV, ``types``
+    names the header columns the reader itself should parse, and every other column stays text)."""
     path, opts = q(str(extract.path)), extract.read_options
     if extract.format == "csv":
-        args = ["header = true", "all_varchar = true", "auto_detect = true"]
+        text = ["all_varchar = true"] if not types else [
+            "auto_type_candidates = ['VARCHAR']",
+            "types = {" + ", ".join(f"{q(name)}: {q(duck_type)}" for name, duck_type in types.items()) + "}"]
+        args = ["header = true", *text, "auto_detect = true"]
         encoding = ENCODINGS.get(str(opts.get("encoding", "utf-8")).lower(), "utf-8")
         if encoding != "utf-8":
             args.append(f"encoding = {q(encoding)}")
@@ -276,10 +282,47 @@ def _diagnose(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: Dataset
     return [CellProblem(row=r, column=c, value=v, reason=f"not a valid {types[c]}") for r, c, v in rows], total
 
 
+# Types DuckDB's CSV reader parses exactly as the general path's cast does (ISO dates, plain numbers;
+# spaces around a value are ignored by both), but ~2x faster than reading text and casting it.
+_NATIVE_CSV = ("integer", "decimal", "date")
+
+
+def _typed_csv(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: Dataset, registry: Registry,
+               mapping: dict[str, str], out: Path) -> bool:
+    """The optimistic first attempt for CSV: numbers and dates parsed by the reader, text columns
+    through the text rules. Any value that needs more (a thousands separator, full-width digits,
+    another date format) or is bad fails the attempt, which writes nothing: the general path then
+    reads the file again, applies every rule and names every bad cell."""
+    native = {c.name: mapping[c.name] for c in dataset.columns if c.name in mapping and c.type in _NATIVE_CSV}
+    if extract.format != "csv" or not native:
+        return False
+    columns = []
+    for c in dataset.columns:
+        if c.name in native:
+            columns.append(f"{ident(native[c.name])} AS {ident(c.name)}")
+        elif c.name in mapping:
+            columns.append(f"{cast_type(text_sql(ident(mapping[c.name]), c, registry), c, strict=True)} "
+                           f"AS {ident(c.name)}")
+        else:
+            columns.append(f"NULL::{c.duck_type} AS {ident(c.name)}")
+    reader = reader_sql(extract, {native[n]: dataset.column(n).duck_type for n in native})
+    try:
+        con.execute(f"COPY (SELECT {', '.join(columns)} FROM {reader}) TO {q(str(out))} "
+                    "(FORMAT parquet, COMPRESSION zstd)")
+        return True
+    except duckdb.Error:
+        out.unlink(missing_ok=True)
+        return False
+
+
 def standardize(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: Dataset, registry: Registry,
                 out: Path) -> StagedBatch:
     """Write the standardized batch of ``extract`` to ``out`` (Parquet); raise with every bad cell."""
     mapping, drift = _source_columns(con, extract, dataset)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if _typed_csv(con, extract, dataset, registry, mapping, out):
+        rows = con.execute(f"SELECT count(*) FROM read_parquet({q(str(out))})").fetchone()[0]
+        return StagedBatch(path=out, rows=rows, drift=tuple(drift))
     typed = ", ".join(f"{cast_type(ident(c.name), c, strict=True)} AS {ident(c.name)}" for c in dataset.columns)
     cleaned = cleaned_select(reader_sql(extract), mapping, dataset, registry)
     out.parent.mkdir(parents=True, exist_ok=True)

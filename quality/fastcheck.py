@@ -61,16 +61,11 @@ def _result(arr: pa.Array, index: np.ndarray, good: np.ndarray) -> np.ndarray:
 
 def _weigh(chars: np.ndarray, lut: np.ndarray, weights: tuple[int, ...], ok: np.ndarray) -> np.ndarray:
     """Sum of weight x value over the first ``len(weights)`` positions; clears ``ok`` where a
-    character is outside the alphabet."""
-    # uint16 is enough (at most 30 x 330 for the USCC) and halves the memory traffic of int32
-    total = np.zeros(chars.shape[1], dtype=np.uint16)
-    term = np.empty_like(total)
-    for k, w in enumerate(weights):
-        value = lut[chars[k]]
-        ok &= value != _BAD
-        np.multiply(value, np.uint16(w), out=term)
-        total += term
-    return total.astype(np.int32)
+    character is outside the alphabet. One table lookup for the whole block, then one float32
+    matrix-vector product (BLAS): sums stay far below 2**24, so float32 is exact."""
+    values = lut[chars[:len(weights)]]  # (np.take converts the uint8 indexes first: 10x slower)
+    ok &= ~(values == _BAD).any(axis=0)
+    return (np.asarray(weights, dtype=np.float32) @ values.astype(np.float32)).astype(np.int64)
 
 
 def _org_ok(chars: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from openpyxl import Workbook
 
+from onesource.config import Settings
 from tests.helpers import HEADER, USCC, drop, firms_dataset, load, rows, shared_count, write_registry
 
 ROWS = [
@@ -146,3 +147,29 @@ def test_bad_values_name_row_and_column(settings):
     report = next((settings.quarantine_dir / "firms").glob("*/report.json"))
     problems = json.loads(report.read_text(encoding="utf-8"))["problems"]
     assert [(p["row"], p["column"]) for p in problems] == [(2, "capital"), (3, "founded")]
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_typed_csv_attempt_and_general_path_agree(settings, monkeypatch, plain):
+    """A plain CSV is read with the reader's own number and date parsing (the fast attempt); one that
+    needs the rules (thousands separators, other date formats) falls back. Either way the shared table
+    holds exactly what the general path alone gives."""
+    from lakehouse import standardize as st
+
+    text = csv_text([(USCC[0], " 杭州甲 ", "存续", " 1234.50", "12", "2019-03-05"),
+                     (USCC[1], "杭州乙", "2", "88", "", "2020-01-07 ")]) if plain else csv_text()
+    outcomes = []
+    real = st._typed_csv
+    monkeypatch.setattr(st, "_typed_csv", lambda *a: outcomes.append(real(*a)) or outcomes[-1])
+    write_registry(settings.registry_dir)
+    drop(settings, "amr/firms/a.csv", text)
+    assert [r.status for r in load(settings)] == ["published"]
+    fast = rows(settings, "SELECT * FROM shared.firms ORDER BY uscc")
+    assert outcomes == [plain]
+
+    monkeypatch.setattr(st, "_typed_csv", lambda *a: False)  # the general path only
+    other = Settings(home=settings.home.parent / "general")
+    write_registry(other.registry_dir)
+    drop(other, "amr/firms/a.csv", text)
+    assert [r.status for r in load(other)] == ["published"]
+    assert rows(other, "SELECT * FROM shared.firms ORDER BY uscc") == fast

@@ -175,3 +175,22 @@ def test_check_digit_fast_path_and_sql_give_the_same_report(tiny, tmp_path, monk
     assert fast == (False, 2, (2, 5), sorted([BAD_CHECK, BAD_CHECK[:-2] + "AB"]))
     monkeypatch.setattr(expectations, "FAST_LIMIT", 1)  # two failing values: too many, the SQL decides
     assert check_digit(run(tiny, rows, tmp_path)) == fast
+
+
+def test_data_docs_keep_the_newest_results_per_suite(tiny, tmp_path, monkeypatch):
+    """GX re-renders its site index from every stored result on each run, so stored results are capped
+    per suite (the lake keeps the whole history); the index links only what is still there."""
+    import quality.validate as validate
+
+    monkeypatch.setattr(validate, "DOCS_KEEP", 3)
+    reg = load_registry(tiny.registry_dir)
+    batch = staged(tmp_path, GOOD)
+    for i in range(5):
+        validate_batch(reg.dataset("firms"), reg, batch, docs_root=tmp_path / "docs", run_name=f"load{i}")
+    gx = tmp_path / "docs" / "gx" / "uncommitted"
+    kept = sorted(p.name for p in (gx / "validations" / "onesource" / "firms").iterdir())
+    assert kept == ["load2", "load3", "load4"]
+    assert sorted(p.name for p in (gx / "data_docs" / "local_site" / "validations" / "onesource" / "firms").iterdir()) \
+        == kept
+    index = (gx / "data_docs" / "local_site" / "index.html").read_text(encoding="utf-8")
+    assert "load4" in index and "load1" not in index
