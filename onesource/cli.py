@@ -196,6 +196,10 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             console.print(f"[{colour}]{r.status:11}[/] {r.dataset} {r.rows:,} rows" + ("" if r.ok else f"\n{r.message}"),
                           highlight=False)
             bad += not r.ok
+    from quality import build_data_docs
+
+    with console.status("rendering the Data Docs"):
+        console.print(f"Data Docs: {build_data_docs(settings.gx_project_root)}", highlight=False)
     return 1 if bad else 0
 
 

@@ -36,6 +36,7 @@ def check_consistency() -> list[dict]:
     """多元校核 over the whole lake: compare every copy of an element with its authority."""
     from lakehouse import Lake
     from onesource.config import Settings
+    from quality import build_data_docs
     from quality.consistency import run_consistency
     from schemas import load_registry
 
@@ -45,6 +46,8 @@ def check_consistency() -> list[dict]:
         run_id, rates = run_consistency(lake, registry)
     for r in rates:
         print(f"consistency {run_id} {r.dataset}.{r.element}: {r.equal}/{r.compared} equal to {r.authority}")
+    # the loads before this task stored their validation results: render the Data Docs once for all
+    print(f"Data Docs: {build_data_docs(settings.gx_project_root)}")
     return [asdict(r) for r in rates]
 
 

@@ -5,7 +5,7 @@
 """
 
 from quality.suite import CheckSpec, SuiteContext, build_suite, suite_specs
-from quality.validate import CheckResult, QualityReport, validate_batch
+from quality.validate import CheckResult, QualityReport, build_data_docs, validate_batch
 
-__all__ = ["CheckResult", "CheckSpec", "QualityReport", "SuiteContext", "build_suite", "suite_specs",
-           "validate_batch"]
+__all__ = ["CheckResult", "CheckSpec", "QualityReport", "SuiteContext", "build_data_docs", "build_suite",
+           "suite_specs", "validate_batch"]

@@ -190,7 +190,28 @@ def test_data_docs_keep_the_newest_results_per_suite(tiny, tmp_path, monkeypatch
     gx = tmp_path / "docs" / "gx" / "uncommitted"
     kept = sorted(p.name for p in (gx / "validations" / "onesource" / "firms").iterdir())
     assert kept == ["load2", "load3", "load4"]
-    assert sorted(p.name for p in (gx / "data_docs" / "local_site" / "validations" / "onesource" / "firms").iterdir()) \
-        == kept
-    index = (gx / "data_docs" / "local_site" / "index.html").read_text(encoding="utf-8")
+    index = validate.build_data_docs(tmp_path / "docs").read_text(encoding="utf-8")
     assert "load4" in index and "load1" not in index
+
+
+def test_data_docs_render_only_what_is_new(tiny, tmp_path, monkeypatch):
+    """Each build renders the results stored since the last one (a full build would render every
+    stored result again), and the index still lists them all."""
+    import quality.validate as validate
+
+    reg = load_registry(tiny.registry_dir)
+    batch, docs = staged(tmp_path, GOOD), tmp_path / "docs"
+    validate_batch(reg.dataset("firms"), reg, batch, docs_root=docs, run_name="first")
+    validate.build_data_docs(docs)
+    validate_batch(reg.dataset("firms"), reg, batch, docs_root=docs, run_name="second")
+    context = validate._file_context(str(docs))
+    rendered = []
+    real = type(context).build_data_docs
+    monkeypatch.setattr(type(context), "build_data_docs",
+                        lambda self, **kw: rendered.append(kw["resource_identifiers"]) or real(self, **kw))
+    index = validate.build_data_docs(docs).read_text(encoding="utf-8")
+    [identifiers] = rendered
+    assert [k.run_id.run_name for k in identifiers if hasattr(k, "run_id")] == ["second"]
+    assert "first" in index and "second" in index
+    validate.build_data_docs(docs)
+    assert len(rendered) == 1, "nothing new: nothing rendered"
