@@ -153,21 +153,29 @@ def _fast_or_sql(column, kwargs: dict, check, sql: str):
 
 
 def _failing_values(query: str, column: str, check) -> list[str] | None:
+    """The distinct values of ``column`` that fail ``check``, streamed batch by batch from DuckDB; None
+    when the batch cannot be read this way or more than FAST_LIMIT values fail."""
     import duckdb
     import pyarrow as pa
     import pyarrow.compute as pc
 
     con = duckdb.connect()
+    bad: set[str] = set()
     try:
         result = con.execute(f"SELECT {column}::VARCHAR AS v FROM ({query}) AS batch").arrow()
-        table = result.read_all() if hasattr(result, "read_all") else result
+        batches = result if hasattr(result, "read_next_batch") else result.to_batches()
+        for batch in batches:
+            values = batch.column(0)
+            ok = check(values)
+            if not ok.all():
+                bad.update(pc.unique(values.filter(pa.array(~ok))).to_pylist())
+                if len(bad) > FAST_LIMIT:
+                    return None
     except duckdb.Error:
         return None
     finally:
         con.close()
-    values = table.column(0).combine_chunks()
-    bad = pc.unique(values.filter(pa.array(~check(values))))
-    return None if len(bad) > FAST_LIMIT else bad.to_pylist()
+    return sorted(bad)
 
 
 # -- metrics --------------------------------------------------------------------------------------

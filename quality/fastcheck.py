@@ -12,6 +12,7 @@ valid or NULL (another check owns missing values).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 import numpy as np
 import pyarrow as pa
@@ -79,6 +80,22 @@ def _org_ok(chars: np.ndarray) -> np.ndarray:
     return ok & (_ORG_CHECK[11 - np.where(ok, total, 0) % 11] == chars[8])
 
 
+CHUNK = 1 << 18
+"""Values per step. On the whole column at once every temporary array is fresh memory: 5M codes took
+1.5 s in a new process; in steps of 256K, whose buffers the allocator reuses, 0.6 s."""
+
+
+def _in_chunks(check):
+    @functools.wraps(check)
+    def run(arr: pa.Array, *args) -> np.ndarray:
+        if len(arr) <= CHUNK:
+            return check(arr, *args)
+        return np.concatenate([check(arr.slice(i, CHUNK), *args) for i in range(0, len(arr), CHUNK)])
+
+    return run
+
+
+@_in_chunks
 def valid_uscc(arr: pa.Array) -> np.ndarray:
     """GB 32100-2015: the USCC alphabet, digits in positions 3-8, both check characters."""
     chars, index = _columns(arr, 18)
@@ -88,12 +105,14 @@ def valid_uscc(arr: pa.Array) -> np.ndarray:
     return _result(arr, index, ok)
 
 
+@_in_chunks
 def valid_org_code(arr: pa.Array) -> np.ndarray:
     """GB 11714, with or without the hyphen before the check character."""
     chars, index = _columns(pc.replace_substring(arr, "-", ""), 9)
     return _result(arr, index, _org_ok(chars))
 
 
+@_in_chunks
 def valid_resident_id(arr: pa.Array, today: dt.date | None = None) -> np.ndarray:
     """GB 11643-1999: 17 digits and the MOD 11-2 check character, and a real birth date (positions
     7-14) from 1900 up to today."""

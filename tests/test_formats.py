@@ -114,3 +114,17 @@ def test_numpy_check_digits_agree_on_any_code(text):
     for check, python in ((fastcheck.valid_uscc, is_valid_uscc), (fastcheck.valid_org_code, is_valid_org_code),
                           (fastcheck.valid_resident_id, resident_id_ok)):
         assert _numpy_answers(check, [text]) == {text: python(text)}
+
+
+def test_numpy_check_digits_in_chunks(monkeypatch):
+    """Large columns are checked in steps; the answers do not depend on where a step ends."""
+    from quality import fastcheck
+
+    city = City(DemoConfig(scale=0.1))
+    values = [e.uscc for e in city.enterprises][:50]
+    values[7] = values[7][:-1] + ("0" if values[7][-1] != "0" else "1")
+    values[31] = None
+    whole = fastcheck.valid_uscc(pa.array(values, pa.string())).tolist()
+    monkeypatch.setattr(fastcheck, "CHUNK", 8)
+    assert fastcheck.valid_uscc(pa.array(values, pa.string())).tolist() == whole
+    assert whole.count(False) == 1 and whole[31] is True
