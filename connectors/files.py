@@ -11,7 +11,7 @@ from pathlib import Path
 
 from connectors.base import Extract, SourceState
 from connectors.exceptions import ExtractError
-from connectors.landing import Landing, sha256_file
+from connectors.landing import Landing
 from schemas.model import Dataset
 
 _EXT_FORMATS = {".csv": "csv", ".txt": "csv", ".xlsx": "xlsx", ".json": "json", ".ndjson": "ndjson",
@@ -42,10 +42,13 @@ class FileConnector:
                     f"dataset {dataset.name}: cannot tell the format of {path}; "
                     "set 'format' (csv, xlsx, json, ndjson, parquet) in the dataset's connector"
                 )
-            sha = sha256_file(path)
+            known = self.landing.known_sha256(dataset.name, path)
+            if known in state.seen_sha256:
+                continue  # an old file still in the drop folder: not read again
+            landed, sha = self.landing.land_file(dataset.name, path, fmt, source=str(path), sha256=known)
+            self.landing.remember_sha256(dataset.name, path, sha)
             if sha in state.seen_sha256:
                 continue
-            landed, sha = self.landing.land_file(dataset.name, path, fmt, source=str(path), sha256=sha)
             options = {k: settings[k] for k in ("encoding", "delimiter", "sheet", "skip_rows") if k in settings}
             out.append(Extract(dataset=dataset.name, path=landed, sha256=sha, source=str(path), format=fmt,
                                read_options=options))

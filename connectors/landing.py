@@ -10,11 +10,10 @@ import datetime as dt
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
-CHUNK = 1 << 20
+CHUNK = 1 << 22
 
 
 def sha256_file(path: Path) -> str:
@@ -25,6 +24,20 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _copy_hashing(src: Path, out) -> str:
+    digest = hashlib.sha256()
+    with open(src, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
+
+
+def _stamp(src: Path) -> str:
+    st = src.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 class Landing:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -33,19 +46,48 @@ class Landing:
         return self.root / dataset / f"{sha256}.{ext}"
 
     def land_file(self, dataset: str, src: Path, ext: str, source: str, sha256: str | None = None) -> tuple[Path, str]:
-        """Copy ``src`` into the landing zone (once); return its landed path and sha256."""
-        sha = sha256 or sha256_file(src)
-        dest = self.path_for(dataset, sha, ext)
-        if not dest.exists():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            # Copy to a temporary name then rename, so a crash never leaves a half-written raw file.
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".landing-")
-            os.close(fd)
-            shutil.copyfile(src, tmp)
+        """Copy ``src`` into the landing zone (once); return its landed path and sha256. Without a known
+        ``sha256`` the file is hashed while it is copied: one read instead of two."""
+        if sha256 is not None and self.path_for(dataset, sha256, ext).exists():
+            return self.path_for(dataset, sha256, ext), sha256
+        folder = self.root / dataset
+        folder.mkdir(parents=True, exist_ok=True)
+        # Copy to a temporary name then rename, so a crash never leaves a half-written raw file.
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".landing-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                sha = _copy_hashing(src, out)
+            dest = self.path_for(dataset, sha, ext)
+            if dest.exists():  # the same content under another name: landed once
+                return dest, sha
             os.chmod(tmp, 0o444)
             os.replace(tmp, dest)
-            self._write_meta(dest, sha, source, src.name)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        self._write_meta(dest, sha, source, src.name)
         return dest, sha
+
+    def known_sha256(self, dataset: str, src: Path) -> str | None:
+        """The sha256 of ``src`` if this file (same path, size and modification time) was hashed before:
+        drop folders keep old files, and re-reading every one of them on every run costs O(all data)."""
+        key, stamp = str(src), _stamp(src)
+        return self._stat_cache(dataset).get(key, {}).get(stamp)
+
+    def remember_sha256(self, dataset: str, src: Path, sha: str) -> None:
+        cache = self._stat_cache(dataset)
+        cache[str(src)] = {_stamp(src): sha}
+        path = self.root / dataset / ".stat-cache.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".stat-cache-")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(cache, fh)
+        os.replace(tmp, path)  # atomic: a concurrent writer's update may be lost, which costs one re-hash
+
+    def _stat_cache(self, dataset: str) -> dict:
+        try:
+            return json.loads((self.root / dataset / ".stat-cache.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
 
     def land_temp(self, dataset: str, tmp: Path, ext: str, source: str) -> tuple[Path, str]:
         """Land a file an extractor wrote to a temporary path (database and API extracts)."""

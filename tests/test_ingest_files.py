@@ -173,3 +173,22 @@ def test_typed_csv_attempt_and_general_path_agree(settings, monkeypatch, plain):
     drop(other, "amr/firms/a.csv", text)
     assert [r.status for r in load(other)] == ["published"]
     assert rows(other, "SELECT * FROM shared.firms ORDER BY uscc") == fast
+
+
+def test_old_files_in_the_drop_folder_are_not_read_again(settings, monkeypatch):
+    """A drop folder keeps its files: a file already landed (same path, size, modification time) is
+    not hashed again on the next run; a changed one is, and loads."""
+    import os
+
+    from connectors import landing
+
+    reads = []
+    real = landing._copy_hashing
+    monkeypatch.setattr(landing, "_copy_hashing", lambda src, out: reads.append(src.name) or real(src, out))
+    write_registry(settings.registry_dir)
+    path = drop(settings, "amr/firms/a.csv", csv_text())
+    assert [r.status for r in load(settings)] == ["published"] and reads == ["a.csv"]
+    assert [r.status for r in load(settings)] == ["unchanged"] and reads == ["a.csv"]
+    path.write_text(csv_text(ROWS[:2]), encoding="utf-8")
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert [(r.status, r.rows) for r in load(settings)] == [("published", 2)] and reads == ["a.csv", "a.csv"]
