@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from decimal import Decimal
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -183,8 +184,8 @@ def test_old_files_in_the_drop_folder_are_not_read_again(settings, monkeypatch):
     from connectors import landing
 
     reads = []
-    real = landing._copy_hashing
-    monkeypatch.setattr(landing, "_copy_hashing", lambda src, out: reads.append(src.name) or real(src, out))
+    real = landing.sha256_file
+    monkeypatch.setattr(landing, "sha256_file", lambda src: reads.append(Path(src).name) or real(src))
     write_registry(settings.registry_dir)
     path = drop(settings, "amr/firms/a.csv", csv_text())
     assert [r.status for r in load(settings)] == ["published"] and reads == ["a.csv"]
