@@ -101,11 +101,14 @@ def clean_text(expr: str, col: Column, registry: Registry) -> str:
     text = f"CAST({expr} AS VARCHAR)"
     # Gates, cheapest first, because this runs on every value of every column (measured on 5M rows):
     # an ASCII value (byte length = character length, ~free) has no full-width character and only
-    # ASCII spaces, so it is trimmed only when it starts or ends with one; other values pay the
-    # regex, and translate() (~20x a plain scan) only when the regex finds a full-width character.
+    # ASCII spaces, so it is trimmed only when it starts or ends with one. Any other value pays one
+    # regex that finds either a full-width character or a space (Unicode Zs, what trim() removes) at
+    # either end; only those values are translated (~20x a plain scan) and trimmed (0.58 s -> 0.35 s
+    # on 5M Chinese company names).
     ascii_path = f"CASE WHEN starts_with({text}, ' ') OR ends_with({text}, ' ') THEN trim({text}) ELSE {text} END"
-    wide_path = (f"trim(CASE WHEN regexp_matches({text}, {q('[' + FULL + ']')}) "
-                 f"THEN translate({text}, {q(FULL)}, {q(HALF)}) ELSE {text} END)")
+    needs_work = q("[" + FULL + r"]|^\p{Zs}|\p{Zs}$")
+    wide_path = (f"CASE WHEN regexp_matches({text}, {needs_work}) "
+                 f"THEN trim(translate({text}, {q(FULL)}, {q(HALF)})) ELSE {text} END")
     return f"nullif(CASE WHEN strlen({text}) = length({text}) THEN {ascii_path} ELSE {wide_path} END, '')"
 
 

@@ -193,3 +193,18 @@ def test_old_files_in_the_drop_folder_are_not_read_again(settings, monkeypatch):
     path.write_text(csv_text(ROWS[:2]), encoding="utf-8")
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     assert [(r.status, r.rows) for r in load(settings)] == [("published", 2)] and reads == ["a.csv", "a.csv"]
+
+
+def test_text_rules_on_wide_and_spaced_values():
+    """The gated text clean-up gives what trim(translate(...)) gives on every kind of value."""
+    import duckdb
+
+    from lakehouse.standardize import FULL, HALF, clean_text
+
+    values = ["甲", " 甲 ", "\u3000甲\u3000", "\u00a0甲", "甲\u2003", "ＡＢＣ１２３", "a b", " a", "a ", "", "   ",
+              "甲 乙", "Ａ甲"]
+    got = duckdb.execute(f"SELECT v, {clean_text('v', None, None)} FROM unnest(?) t(v)", [values]).fetchall()
+    want = duckdb.execute(f"SELECT v, nullif(trim(translate(v, '{FULL}', '{HALF}')), '') FROM unnest(?) t(v)",
+                          [values]).fetchall()
+    assert got == want
+    assert dict(got)["ＡＢＣ１２３"] == "ABC123" and dict(got)["\u3000甲\u3000"] == "甲" and dict(got)["   "] is None
