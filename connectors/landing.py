@@ -78,9 +78,16 @@ class Landing:
             return {}
 
     def land_temp(self, dataset: str, tmp: Path, ext: str, source: str) -> tuple[Path, str]:
-        """Land a file an extractor wrote to a temporary path (database and API extracts)."""
+        """Land a file an extractor wrote to a scratch path (database and API extracts). The scratch path
+        is in the landing zone's own folder, so the file is renamed into place, not copied."""
         try:
-            return self.land_file(dataset, tmp, ext, source)
+            sha = sha256_file(tmp)
+            dest = self.path_for(dataset, sha, ext)
+            if not dest.exists():
+                os.chmod(tmp, 0o444)
+                os.replace(tmp, dest)
+                self._write_meta(dest, sha, source, tmp.name)
+            return dest, sha
         finally:
             tmp.unlink(missing_ok=True)
 
