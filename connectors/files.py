@@ -35,6 +35,7 @@ class FileConnector:
     def extract(self, dataset: Dataset, state: SourceState) -> list[Extract]:
         settings = dataset.connector.settings
         out = []
+        hashes = self.landing.hashes(dataset.name)
         for path in self.files(dataset):
             fmt = str(settings.get("format") or _EXT_FORMATS.get(path.suffix.lower(), ""))
             if not fmt:
@@ -42,11 +43,12 @@ class FileConnector:
                     f"dataset {dataset.name}: cannot tell the format of {path}; "
                     "set 'format' (csv, xlsx, json, ndjson, parquet) in the dataset's connector"
                 )
-            known = self.landing.known_sha256(dataset.name, path)
+            known = hashes.known(path)
             if known in state.seen_sha256:
                 continue  # an old file still in the drop folder: not read again
             landed, sha = self.landing.land_file(dataset.name, path, fmt, source=str(path), sha256=known)
-            self.landing.remember_sha256(dataset.name, path, sha)
+            hashes.remember(path, sha)
+            hashes.save()  # after each landed file, so a failure later in the run keeps what was learnt
             if sha in state.seen_sha256:
                 continue
             options = {k: settings[k] for k in ("encoding", "delimiter", "sheet", "skip_rows") if k in settings}

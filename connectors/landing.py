@@ -30,6 +30,32 @@ def _stamp(src: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
+class HashCache:
+    """Drop folders keep their old files, and re-reading every one of them on every run costs O(all
+    data ever delivered): a file with the same path, size and modification time keeps its sha256.
+    Read once and saved once per extract run."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.entries: dict[str, dict[str, str]] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self.entries = {}
+
+    def known(self, src: Path) -> str | None:
+        return self.entries.get(str(src), {}).get(_stamp(src))
+
+    def remember(self, src: Path, sha: str) -> None:
+        self.entries[str(src)] = {_stamp(src): sha}
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".stat-cache-")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(self.entries, fh)
+        os.replace(tmp, self.path)  # atomic: a concurrent writer's update may be lost, which costs one re-hash
+
+
 class Landing:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -50,32 +76,18 @@ class Landing:
             fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".landing-")
             os.close(fd)
             shutil.copyfile(src, tmp)
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, dest)
-            self._write_meta(dest, sha, source, src.name)
+            self._install(Path(tmp), dest, sha, source, src.name)
         return dest, sha
 
-    def known_sha256(self, dataset: str, src: Path) -> str | None:
-        """The sha256 of ``src`` if this file (same path, size and modification time) was hashed before:
-        drop folders keep old files, and re-reading every one of them on every run costs O(all data)."""
-        key, stamp = str(src), _stamp(src)
-        return self._stat_cache(dataset).get(key, {}).get(stamp)
+    def _install(self, tmp: Path, dest: Path, sha: str, source: str, original_name: str) -> None:
+        """A complete file on the landing zone's file system becomes the read-only raw file, atomically."""
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, dest)
+        self._write_meta(dest, sha, source, original_name)
 
-    def remember_sha256(self, dataset: str, src: Path, sha: str) -> None:
-        cache = self._stat_cache(dataset)
-        cache[str(src)] = {_stamp(src): sha}
-        path = self.root / dataset / ".stat-cache.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".stat-cache-")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(cache, fh)
-        os.replace(tmp, path)  # atomic: a concurrent writer's update may be lost, which costs one re-hash
-
-    def _stat_cache(self, dataset: str) -> dict:
-        try:
-            return json.loads((self.root / dataset / ".stat-cache.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
+    def hashes(self, dataset: str) -> HashCache:
+        """The sha256 of files hashed on earlier runs, by path, size and modification time."""
+        return HashCache(self.root / dataset / ".stat-cache.json")
 
     def land_temp(self, dataset: str, tmp: Path, ext: str, source: str) -> tuple[Path, str]:
         """Land a file an extractor wrote to a scratch path (database and API extracts). The scratch path
@@ -84,9 +96,7 @@ class Landing:
             sha = sha256_file(tmp)
             dest = self.path_for(dataset, sha, ext)
             if not dest.exists():
-                os.chmod(tmp, 0o444)
-                os.replace(tmp, dest)
-                self._write_meta(dest, sha, source, tmp.name)
+                self._install(tmp, dest, sha, source, tmp.name)
             return dest, sha
         finally:
             tmp.unlink(missing_ok=True)

@@ -21,6 +21,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
@@ -183,7 +184,7 @@ class Lake:
             # attached without ONESOURCE_ENCRYPT: the catalog says encrypted, writes need httpfs's crypto
             self.con.execute(f"LOAD {literal(str(extension_path('httpfs')))}")
         if not self.read_only:
-            if settings.encrypted and not self._option("data_inlining_row_limit") == "0":
+            if settings.encrypted and self._option("data_inlining_row_limit") != "0":
                 # persisted in the catalog: a process that attaches without ONESOURCE_ENCRYPT (a
                 # portal, a CLI query) must not inline small inserts into the catalog in clear either
                 self.con.execute(f"CALL {CATALOG}.set_option('data_inlining_row_limit', 0)")
@@ -193,7 +194,7 @@ class Lake:
         row = self.con.execute(f"SELECT value FROM {CATALOG}.options() WHERE option_name = ?", [name]).fetchone()
         return row[0] if row else None
 
-    @property
+    @cached_property
     def encrypted(self) -> bool:
         """Whether this lake writes encrypted files: fixed in its catalog when it was created."""
         return self._option("encrypted") == "true"

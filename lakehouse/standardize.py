@@ -323,12 +323,17 @@ def standardize(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: Datas
     """Write the standardized batch of ``extract`` to ``out`` (Parquet); raise with every bad cell."""
     mapping, drift = _source_columns(con, extract, dataset)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if _typed_csv(con, extract, dataset, registry, mapping, out):
-        rows = con.execute(f"SELECT count(*) FROM read_parquet({q(str(out))})").fetchone()[0]
-        return StagedBatch(path=out, rows=rows, drift=tuple(drift))
+    if not _typed_csv(con, extract, dataset, registry, mapping, out):
+        _general(con, extract, dataset, registry, mapping, out)
+    rows = con.execute(f"SELECT count(*) FROM read_parquet({q(str(out))})").fetchone()[0]
+    return StagedBatch(path=out, rows=rows, drift=tuple(drift))
+
+
+def _general(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: Dataset, registry: Registry,
+             mapping: dict[str, str], out: Path) -> None:
+    """Every value as text through every rule, cast strictly; on failure, name every bad cell."""
     typed = ", ".join(f"{cast_type(ident(c.name), c, strict=True)} AS {ident(c.name)}" for c in dataset.columns)
     cleaned = cleaned_select(reader_sql(extract), mapping, dataset, registry)
-    out.parent.mkdir(parents=True, exist_ok=True)
     try:
         con.execute(f"COPY (SELECT {typed} FROM ({cleaned})) TO {q(str(out))} "
                     "(FORMAT parquet, COMPRESSION zstd)")
@@ -343,5 +348,3 @@ def standardize(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: Datas
                                    f"{total} value(s) cannot be converted to their column type",
                                    problems, total) from exc
         raise StandardizeError(dataset.name, extract.source, str(extract.path), _read_error(exc, extract)) from exc
-    rows = con.execute(f"SELECT count(*) FROM read_parquet({q(str(out))})").fetchone()[0]
-    return StagedBatch(path=out, rows=rows, drift=tuple(drift))

@@ -31,6 +31,7 @@ from great_expectations.expectations.metrics.map_metric_provider import (
     column_condition_partial,
 )
 
+from onesource.duck import literal
 from quality import fastcheck
 from schemas.formats import (
     ID_CHECK,
@@ -148,7 +149,7 @@ def _fast_or_sql(column, kwargs: dict, check, sql: str):
         return _null_or(column, sql)
     if not bad:
         return sa.literal_column("TRUE")
-    values = ", ".join("'" + v.replace("'", "''") + "'" for v in bad)
+    values = ", ".join(literal(v) for v in bad)
     return sa.literal_column(f"({_name(column)} IS NULL OR {_name(column)} NOT IN ({values}))")
 
 

@@ -104,8 +104,17 @@ def test_large_batches_are_adopted_not_copied(settings, monkeypatch, mode):
     assert not list((settings.staging_dir / "firms").glob("*.parquet"))
 
 
-def test_a_small_batch_is_copied(tiny):
+def test_a_small_batch_is_copied(tiny, monkeypatch):
+    """Below ADOPT_ROWS the rows are copied (inlined or written by DuckLake), never adopted: the staged
+    file leaves staging and no data file of ours appears in the table."""
+    from lakehouse import load as load_module
+
+    decisions = []
+    real = load_module._adoptable_path
+    monkeypatch.setattr(load_module, "_adoptable_path", lambda *a: decisions.append(real(*a)) or decisions[-1])
     drop(tiny, "amr/firms/1.csv", csv_text())
     assert [r.status for r in load(tiny)] == ["published"]
+    assert decisions == [None]
+    assert shared_count(tiny, "firms") == 3
     assert all("onesource-" not in f for (f,) in rows(
         tiny, "SELECT data_file FROM ducklake_list_files('lake', 'firms', schema => 'shared')"))
