@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -59,7 +60,8 @@ def test_parallel_loads_from_separate_processes_all_publish(settings):
     from lakehouse import Lake
 
     Lake(settings.lake).close()  # the lake exists; the four loads then race to create their tables
-    with ProcessPoolExecutor(max_workers=4) as pool:
+    # spawned, not forked: a fork inherits DuckDB's and Arrow's thread pools mid-state (see test_faults_slow)
+    with ProcessPoolExecutor(max_workers=4, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(_load_in_process, [str(settings.home)] * 4, names))
     assert results == [[("published", 3)]] * 4
     for n in names:

@@ -4,6 +4,7 @@ write fails cleanly and loses nothing."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import signal
@@ -56,7 +57,10 @@ def test_eight_concurrent_loads_all_publish_exactly_once(settings):
     from lakehouse import Lake
 
     Lake(settings.lake).close()
-    with ProcessPoolExecutor(max_workers=8) as pool:
+    # spawned, not forked: a fork of this pytest process inherits DuckDB's and Arrow's thread pools in
+    # whatever state earlier tests left them (a forked worker segfaulted in CI), and real loads are
+    # separate processes anyway
+    with ProcessPoolExecutor(max_workers=8, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(_load_in_process, [str(settings.home)] * 8, names))
     assert results == [[("published", 3)]] * 8
     assert rows(settings, "SELECT dataset, count(*) FROM ops.loads WHERE status = 'published' GROUP BY ALL "
