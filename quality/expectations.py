@@ -31,8 +31,7 @@ from great_expectations.expectations.metrics.map_metric_provider import (
     column_condition_partial,
 )
 
-from onesource.duck import literal
-from quality import fastcheck
+from quality import fastcheck, fastpath
 from schemas.formats import (
     ID_CHECK,
     ID_WEIGHTS,
@@ -93,6 +92,12 @@ def resident_id_sql(col: str, today: dt.date | None = None) -> str:
                 f"{born} BETWEEN TIMESTAMP '1900-01-01' AND TIMESTAMP '{limit} 23:59:59'")
 
 
+def org_code_full_sql(col: str) -> str:
+    """An organisation code, with or without the hyphen before its check character."""
+    bare = f"replace({col}, '-', '')"
+    return _all(f"regexp_full_match({bare}, '[0-9A-Z]{{8}}[0-9X]')", org_code_sql(bare))
+
+
 def valid_birth_date(code: str, today: dt.date | None = None) -> bool:
     """Positions 7-14 of an 18-digit resident ID are a real date, not in the future, after 1900."""
     try:
@@ -119,64 +124,36 @@ def _null_or(column, condition: str):
     return sa.literal_column(f"(({_name(column)} IS NULL)::INTEGER + ({condition})::INTEGER >= 1)")
 
 
-# -- the fast path: check digits in numpy, the failing values handed to GX as its condition ----------
+# -- the fast path: check digits in numpy beside GX (quality.fastpath), the per-character SQL as reference
 
-FAST_LIMIT = 1000
-"""Up to this many distinct failing values become the metric's condition; more, and the SQL runs."""
-_fast_answers: dict[tuple[str, str, str], list[str] | None] = {}
-
-
-def forget_fast_answers() -> None:
-    """Called before each validation: answers are per batch."""
-    _fast_answers.clear()
+FAST_PATH = True
+"""Tests switch it off to have GX evaluate the per-character SQL itself, the reference answer."""
 
 
 def _fast_or_sql(column, kwargs: dict, check, sql: str):
-    """The metric's condition: ``column`` valid by the vectorised ``check`` (quality.fastcheck), run on
-    the batch's column outside GX and given to GX as the values that fail it; the per-character SQL
-    (``sql``) when the batch cannot be read that way or too many values fail (then GX's own rows and
-    counts come from the SQL, exactly as before)."""
+    """The metric's condition: not one of the values that fail the vectorised ``check``, found by
+    quality.fastpath beside GX; or ``sql``, evaluated per character by GX itself, when the batch's
+    query cannot be compiled on its own (GX's rows and counts come from its own query either way)."""
+    if not FAST_PATH:
+        return _null_or(column, sql)
     try:
         query = str(kwargs["_table"].compile(dialect=kwargs["_execution_engine"].engine.dialect,
                                              compile_kwargs={"literal_binds": True}))
     except Exception:  # noqa: BLE001 - any selectable GX builds that cannot be compiled alone
         return _null_or(column, sql)
-    key = (query, str(column.name), check.__name__)
-    if key not in _fast_answers:
-        _fast_answers[key] = _failing_values(query, _name(column), check)
-    bad = _fast_answers[key]
-    if bad is None:
-        return _null_or(column, sql)
-    if not bad:
-        return sa.literal_column("TRUE")
-    values = ", ".join(literal(v) for v in bad)
-    return sa.literal_column(f"({_name(column)} IS NULL OR {_name(column)} NOT IN ({values}))")
+    return sa.literal_column(fastpath.condition(_name(column), fastpath.start(query, _name(column), check, sql)))
 
 
-def _failing_values(query: str, column: str, check) -> list[str] | None:
-    """The distinct values of ``column`` that fail ``check``, streamed batch by batch from DuckDB; None
-    when the batch cannot be read this way or more than FAST_LIMIT values fail."""
-    import duckdb
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    con = duckdb.connect()
-    bad: set[str] = set()
-    try:
-        result = con.execute(f"SELECT {column}::VARCHAR AS v FROM ({query}) AS batch").arrow()
-        batches = result if hasattr(result, "read_next_batch") else result.to_batches()
-        for batch in batches:
-            values = batch.column(0)
-            ok = check(values)
-            if not ok.all():
-                bad.update(pc.unique(values.filter(pa.array(~ok))).to_pylist())
-                if len(bad) > FAST_LIMIT:
-                    return None
-    except duckdb.Error:
-        return None
-    finally:
-        con.close()
-    return sorted(bad)
+def prefetch_fast_answers(query: str, columns: list[tuple[str, str]]) -> None:
+    """Start the fast path for (column, expectation) pairs of the batch ``query`` (as GX compiles it)
+    before GX asks: validate_batch calls this first, so the worker overlaps GX's setup and queries."""
+    if not FAST_PATH:
+        return
+    for column, expectation in columns:
+        if expectation in FAST_CHECKS:
+            check, sql = FAST_CHECKS[expectation]
+            name = _name(sa.column(column))
+            fastpath.start(query, name, check, sql(name))
 
 
 # -- metrics --------------------------------------------------------------------------------------
@@ -217,9 +194,7 @@ class ColumnValuesValidOrgCode(ColumnMapMetricProvider):
 
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
     def _sqlalchemy(cls, column, **kwargs):
-        col = f"replace({_name(column)}, '-', '')"
-        sql = _all(f"regexp_full_match({col}, '[0-9A-Z]{{8}}[0-9X]')", org_code_sql(col))
-        return _fast_or_sql(column, kwargs, fastcheck.valid_org_code, sql)
+        return _fast_or_sql(column, kwargs, fastcheck.valid_org_code, org_code_full_sql(_name(column)))
 
 
 class ColumnValuesMatchFormat(ColumnMapMetricProvider):
@@ -329,4 +304,11 @@ CHECK_DIGIT_EXPECTATIONS = {
     "uscc": ExpectColumnValuesToBeValidUscc,
     "resident_id": ExpectColumnValuesToBeValidResidentId,
     "org_code": ExpectColumnValuesToBeValidOrgCode,
+}
+
+# expectation -> (its vectorised check, its per-character SQL)
+FAST_CHECKS = {
+    "ExpectColumnValuesToBeValidUscc": (fastcheck.valid_uscc, uscc_sql),
+    "ExpectColumnValuesToBeValidResidentId": (fastcheck.valid_resident_id, resident_id_sql),
+    "ExpectColumnValuesToBeValidOrgCode": (fastcheck.valid_org_code, org_code_full_sql),
 }

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quality.engine import ROW, batch_definition, duckdb_source, patch_gx_for_duckdb
+from quality import fastpath
+from quality.engine import ROW, batch_definition, batch_query, duckdb_source, patch_gx_for_duckdb
 from quality.suite import SuiteContext
 from schemas.model import Dataset, Registry
 
@@ -221,13 +222,23 @@ def validate_batch(dataset: Dataset, registry: Registry, batch_path: Path, conte
     results persist; :func:`build_data_docs` renders them
     (``<docs_root>/gx/uncommitted/data_docs/local_site/index.html``).
     """
+    _ephemeral_context()  # GX suites need an active context before expectations are added
+    fastpath.forget()  # the check-digit fast path holds one batch's failing values, never longer
+    try:
+        return _validate(dataset, registry, batch_path, context, sample, docs_root, run_name)
+    finally:
+        fastpath.forget()
+
+
+def _validate(dataset: Dataset, registry: Registry, batch_path: Path, context: SuiteContext | None, sample: int,
+              docs_root: Path | None, run_name: str | None) -> QualityReport:
+    from quality.expectations import prefetch_fast_answers
     from quality.suite import build_suite, suite_specs, suite_version
 
-    _ephemeral_context()  # GX suites need an active context before expectations are added
-    from quality.expectations import forget_fast_answers
-
-    forget_fast_answers()  # the check-digit fast path remembers one batch's failing values, never longer
     specs = suite_specs(dataset, registry, context)
+    # the check digits start now, on another thread, while GX builds and stores the suite
+    prefetch_fast_answers(batch_query(str(batch_path)), [(s.column, s.expectation) for s in specs
+                                                         if s.column and not s.skipped])
     suite = build_suite(dataset, specs, verdict=True)
     # Two passes. GX asks every map expectation for its failing values and rows in queries of their
     # own, each scanning the batch and evaluating the check again (a check digit 5 times over). So the

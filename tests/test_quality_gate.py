@@ -156,25 +156,36 @@ def test_missing_values_belong_to_the_required_check_not_the_check_digit(tiny, t
 
 
 def test_check_digit_fast_path_and_sql_give_the_same_report(tiny, tmp_path, monkeypatch):
-    """The vectorised check (failing values handed to GX) and the per-character SQL it falls back to
-    when too many values fail report the same rows, values and counts."""
+    """The vectorised check beside GX (its failing values in a file GX's query reads), the worker's
+    own SQL fallback, and GX evaluating the per-character SQL itself report the same rows, values and
+    counts."""
+    import duckdb
+
     import quality.expectations as expectations
+    import quality.fastpath as fastpath
 
     rows = [GOOD[0], (BAD_CHECK, "乙", "1", None, None, None), (None, "丙", "1", None, None, None),
             (USCC[2], "丁", "1", None, None, None), (BAD_CHECK[:-2] + "AB", "戊", "1", None, None, None)]
     calls = []
-    real = expectations._failing_values
-    monkeypatch.setattr(expectations, "_failing_values", lambda *a: calls.append(a[1]) or real(*a))
+    real = fastpath._vectorised
+    monkeypatch.setattr(fastpath, "_vectorised", lambda *a: calls.append(a[2]) or real(*a))
 
     def check_digit(report):
         [r] = [r for r in report.results if r.check == "check_digit"]
         return r.success, r.unexpected_count, r.sample_rows, sorted(r.sample_values)
 
     fast = check_digit(run(tiny, rows, tmp_path))
-    assert calls, "the fast path was not taken"
+    assert calls == ['"uscc"'], "the fast path was not taken (once, started before GX asked)"
     assert fast == (False, 2, (2, 5), sorted([BAD_CHECK, BAD_CHECK[:-2] + "AB"]))
-    monkeypatch.setattr(expectations, "FAST_LIMIT", 1)  # two failing values: too many, the SQL decides
+
+    def unreadable(*a):
+        raise duckdb.ConversionException("cannot read the column as text")
+
+    monkeypatch.setattr(fastpath, "_vectorised", unreadable)  # the worker's per-character SQL decides
     assert check_digit(run(tiny, rows, tmp_path)) == fast
+    monkeypatch.setattr(expectations, "FAST_PATH", False)  # GX evaluates the per-character SQL itself
+    assert check_digit(run(tiny, rows, tmp_path)) == fast
+    assert not list(fastpath._folder().iterdir()), "an answer file outlived its validation"
 
 
 def test_data_docs_keep_the_newest_results_per_suite(tiny, tmp_path, monkeypatch):
