@@ -73,6 +73,28 @@ def test_failures_name_rows_and_values(tiny, tmp_path):
                                                                 "code_list:enterprise_status")}
 
 
+def test_a_hash_collision_in_the_uniqueness_verdict_is_cleared_by_the_second_pass(tiny, tmp_path, monkeypatch):
+    """The first pass counts distinct hashes: a collision (forced here) looks like a duplicate, so the
+    exact second pass runs, finds no duplicated value, and the check passes."""
+    from great_expectations.compatibility.sqlalchemy import sqlalchemy as sa
+
+    import quality.expectations as expectations
+
+    verdicts = []
+    real = expectations.ExpectColumnValuesToBeUniqueByHash._validate
+
+    def seen(self, metrics, *a, **kw):
+        verdicts.append(metrics["column.unique_proportion_by_hash"])
+        return real(self, metrics, *a, **kw)
+
+    monkeypatch.setattr(expectations.ExpectColumnValuesToBeUniqueByHash, "_validate", seen)
+    monkeypatch.setattr(expectations, "_hashed", sa.func.length)
+    report = run(tiny, GOOD, tmp_path)  # both codes are 18 characters long: one "hash" for two values
+    assert verdicts == [0.5]
+    [key] = [r for r in report.results if r.check == "key_unique"]
+    assert key.success and key.expectation == "expect_column_values_to_be_unique" and report.passed
+
+
 def test_check_digit_is_blocking_by_default_and_overridable(tiny, tmp_path):
     rows = [GOOD[0], (BAD_CHECK, "乙", "1", None, None, None)]
     assert failed(run(tiny, rows, tmp_path)) == {("check_digit", "uscc", True, 1)}
