@@ -23,6 +23,7 @@ Importing this module registers them with GX.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 from great_expectations.core.metric_function_types import SummarizationMetricNameSuffixes
 from great_expectations.execution_engine import PandasExecutionEngine, SqlAlchemyExecutionEngine
@@ -42,8 +43,10 @@ from great_expectations.expectations.metrics.map_metric_provider import (
 from great_expectations.expectations.metrics.metric_provider import metric_value
 from great_expectations.validator.metric_configuration import MetricConfiguration
 
+from onesource.duck import literal
 from quality import fastcheck, fastpath
 from schemas.formats import (
+    FORMAT_RULES,
     ID_CHECK,
     ID_WEIGHTS,
     ORG_WEIGHTS,
@@ -141,10 +144,10 @@ FAST_PATH = True
 """Tests switch it off to have GX evaluate the per-character SQL itself, the reference answer."""
 
 
-def _fast_or_sql(column, kwargs: dict, check, sql: str):
-    """The metric's condition: not one of the values that fail the vectorised ``check``, found by
-    quality.fastpath beside GX; or ``sql``, evaluated per character by GX itself, when the batch's
-    query cannot be compiled on its own (GX's rows and counts come from its own query either way)."""
+def _fast_or_sql(column, kwargs: dict, family, part: str, sql: str):
+    """The metric's condition: not one of the values that fail ``part`` of the vectorised ``family``,
+    found by quality.fastpath beside GX; or ``sql``, evaluated per value by GX itself, when the
+    batch's query cannot be compiled on its own (GX's rows and counts come from its own query either way)."""
     if not FAST_PATH:
         return _null_or(column, sql)
     try:
@@ -152,19 +155,40 @@ def _fast_or_sql(column, kwargs: dict, check, sql: str):
                                              compile_kwargs={"literal_binds": True}))
     except Exception:  # noqa: BLE001 - any selectable GX builds that cannot be compiled alone
         return _null_or(column, sql)
-    return sa.literal_column(fastpath.condition(_name(column), fastpath.start(query, _name(column), check, sql)))
+    name = _name(column)
+    answer = fastpath.start(query, name, family, [fastpath.Part(part, sql)])[part]
+    return sa.literal_column(fastpath.condition(name, answer))
 
 
-def prefetch_fast_answers(query: str, columns: list[tuple[str, str]]) -> None:
-    """Start the fast path for (column, expectation) pairs of the batch ``query`` (as GX compiles it)
-    before GX asks: validate_batch calls this first, so the worker overlaps GX's setup and queries."""
+def _format_sql(col: str, pattern: str) -> str:
+    return f"regexp_full_match({col}, {literal(pattern.removeprefix('^').removesuffix('$'))})"
+
+
+def _fast_parts(expectation: str, kwargs: dict, col: str):
+    """(family, part) of quality.fastcheck that answers this expectation on ``col``, or None."""
+    if expectation in FAST_CHECKS:
+        family, sql = FAST_CHECKS[expectation]
+        return family, fastpath.Part("check_digit", sql(col))
+    if expectation == "ExpectColumnValuesToMatchFormat" and kwargs.get("pattern") in FAST_FORMATS:
+        return FAST_FORMATS[kwargs["pattern"]], fastpath.Part("format", _format_sql(col, kwargs["pattern"]))
+    return None
+
+
+def prefetch_fast_answers(query: str, specs: list[tuple[str, str, dict]], parquet: Path | None = None) -> None:
+    """Start the fast path for the (column, expectation, kwargs) of a suite on the batch ``query`` (as
+    GX compiles it) before GX asks: validate_batch calls this first, so the worker overlaps GX's setup
+    and queries. The checks of one column and family share one read. ``parquet``: the file the query
+    reads (see fastpath.start)."""
     if not FAST_PATH:
         return
-    for column, expectation in columns:
-        if expectation in FAST_CHECKS:
-            check, sql = FAST_CHECKS[expectation]
-            name = _name(sa.column(column))
-            fastpath.start(query, name, check, sql(name))
+    jobs: dict[tuple[str, object], list] = {}
+    for column, expectation, kwargs in specs:
+        name = _name(sa.column(column))
+        found = _fast_parts(expectation, kwargs, name)
+        if found:
+            jobs.setdefault((name, found[0]), []).append(found[1])
+    for (name, family), parts in jobs.items():
+        fastpath.start(query, name, family, parts, parquet)
 
 
 # -- metrics --------------------------------------------------------------------------------------
@@ -179,7 +203,7 @@ class ColumnValuesValidUscc(ColumnMapMetricProvider):
 
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
     def _sqlalchemy(cls, column, **kwargs):
-        return _fast_or_sql(column, kwargs, fastcheck.valid_uscc, uscc_sql(_name(column)))
+        return _fast_or_sql(column, kwargs, fastcheck.uscc, "check_digit", uscc_sql(_name(column)))
 
 
 class ColumnValuesValidResidentId(ColumnMapMetricProvider):
@@ -192,7 +216,7 @@ class ColumnValuesValidResidentId(ColumnMapMetricProvider):
 
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
     def _sqlalchemy(cls, column, **kwargs):
-        return _fast_or_sql(column, kwargs, fastcheck.valid_resident_id, resident_id_sql(_name(column)))
+        return _fast_or_sql(column, kwargs, fastcheck.resident_id, "check_digit", resident_id_sql(_name(column)))
 
 
 class ColumnValuesValidOrgCode(ColumnMapMetricProvider):
@@ -205,7 +229,7 @@ class ColumnValuesValidOrgCode(ColumnMapMetricProvider):
 
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
     def _sqlalchemy(cls, column, **kwargs):
-        return _fast_or_sql(column, kwargs, fastcheck.valid_org_code, org_code_full_sql(_name(column)))
+        return _fast_or_sql(column, kwargs, fastcheck.org_code, "check_digit", org_code_full_sql(_name(column)))
 
 
 class ColumnValuesMatchFormat(ColumnMapMetricProvider):
@@ -218,6 +242,8 @@ class ColumnValuesMatchFormat(ColumnMapMetricProvider):
 
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
     def _sqlalchemy(cls, column, pattern, **kwargs):
+        if pattern in FAST_FORMATS:  # a national code's format: answered in the same pass as its check digits
+            return _fast_or_sql(column, kwargs, FAST_FORMATS[pattern], "format", _format_sql(_name(column), pattern))
         return sa.func.regexp_full_match(column, pattern.removeprefix("^").removesuffix("$"))
 
 
@@ -384,9 +410,12 @@ CHECK_DIGIT_EXPECTATIONS = {
     "org_code": ExpectColumnValuesToBeValidOrgCode,
 }
 
-# expectation -> (its vectorised check, its per-character SQL)
+# expectation -> (the vectorised family that answers it, its per-character SQL)
 FAST_CHECKS = {
-    "ExpectColumnValuesToBeValidUscc": (fastcheck.valid_uscc, uscc_sql),
-    "ExpectColumnValuesToBeValidResidentId": (fastcheck.valid_resident_id, resident_id_sql),
-    "ExpectColumnValuesToBeValidOrgCode": (fastcheck.valid_org_code, org_code_full_sql),
+    "ExpectColumnValuesToBeValidUscc": (fastcheck.uscc, uscc_sql),
+    "ExpectColumnValuesToBeValidResidentId": (fastcheck.resident_id, resident_id_sql),
+    "ExpectColumnValuesToBeValidOrgCode": (fastcheck.org_code, org_code_full_sql),
 }
+
+# format rule pattern -> the family that also answers it (the rest go to RE2 in DuckDB)
+FAST_FORMATS = {FORMAT_RULES["uscc"].pattern: fastcheck.uscc, FORMAT_RULES["resident_id"].pattern: fastcheck.resident_id}

@@ -5,8 +5,8 @@ for the USCC check on 5M codes, more than raw DuckDB takes to convert the whole 
 column's bytes are viewed as an (n, width) matrix and every character is weighed in one vectorised
 step: ~0.5 s. The answers are those of :mod:`schemas.formats` (the tests hold them to it).
 
-Each function takes a pyarrow string array and returns a numpy bool array: True where the value is
-valid or NULL (another check owns missing values).
+Each family takes a pyarrow string array and returns, per check it answers, a numpy bool array: True
+where the value passes or is NULL (another check owns missing values). ``valid_*`` answer one check.
 """
 
 from __future__ import annotations
@@ -92,39 +92,45 @@ CHUNK = 1 << 18
 1.5 s in a new process; in steps of 256K, whose buffers the allocator reuses, 0.6 s."""
 
 
-def _in_chunks(check):
-    @functools.wraps(check)
-    def run(arr: pa.Array, *args) -> np.ndarray:
+def _in_chunks(family):
+    @functools.wraps(family)
+    def run(arr: pa.Array, *args) -> dict[str, np.ndarray]:
         if len(arr) <= CHUNK:
-            return check(arr, *args)
-        return np.concatenate([check(arr.slice(i, CHUNK), *args) for i in range(0, len(arr), CHUNK)])
+            return family(arr, *args)
+        parts = [family(arr.slice(i, CHUNK), *args) for i in range(0, len(arr), CHUNK)]
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
     return run
 
 
+# Families: one pass over a column answers several checks ("format": the format rule's regular
+# expression; "check_digit": the whole national standard), so a column with both is read once.
+
 @_in_chunks
-def valid_uscc(arr: pa.Array) -> np.ndarray:
-    """GB 32100-2015: the USCC alphabet, digits in positions 3-8, both check characters."""
+def uscc(arr: pa.Array) -> dict[str, np.ndarray]:
+    """GB 32100-2015: the USCC alphabet, digits in positions 3-8 (the format rule), and both check
+    characters."""
     chars, index = _columns(arr, 18)
     total, ok = _weigh(chars, ["uscc"] * 2 + ["digit"] * 6 + ["uscc"] * 9, USCC_WEIGHTS)
-    ok &= _USCC[chars[17]] == (31 - total % 31) % 31
-    ok &= _org_ok(chars[8:17])
-    return _result(arr, index, ok)
+    last = _USCC[chars[17]]
+    valid = ok & (last == (31 - total % 31) % 31) & _org_ok(chars[8:17])
+    return {"format": _result(arr, index, ok & (last < _BAD)), "check_digit": _result(arr, index, valid)}
 
 
 @_in_chunks
-def valid_org_code(arr: pa.Array) -> np.ndarray:
+def org_code(arr: pa.Array) -> dict[str, np.ndarray]:
     """GB 11714, with or without the hyphen before the check character."""
     chars, index = _columns(pc.replace_substring(arr, "-", ""), 9)
-    return _result(arr, index, _org_ok(chars))
+    return {"check_digit": _result(arr, index, _org_ok(chars))}
 
 
 @_in_chunks
-def valid_resident_id(arr: pa.Array, today: dt.date | None = None) -> np.ndarray:
-    """GB 11643-1999: 17 digits and the MOD 11-2 check character, and a real birth date (positions
-    7-14) from 1900 up to today."""
+def resident_id(arr: pa.Array, today: dt.date | None = None) -> dict[str, np.ndarray]:
+    """GB 11643-1999: 17 digits and a digit or X (the format rule); the MOD 11-2 check character and
+    a real birth date (positions 7-14) from 1900 up to today."""
     chars, index = _columns(arr, 18)
     total, ok = _weigh(chars, ["digit"] * 17, ID_WEIGHTS)
+    formatted = ok & ((_DIGIT[chars[17]] < _BAD) | (chars[17] == ord("X")))
     ok &= np.frombuffer(ID_CHECK.encode(), dtype=np.uint8)[np.where(ok, total, 0) % 11] == chars[17]
     d = [np.where(ok, chars[k].astype(np.int32) - 48, 0) for k in range(6, 14)]
     year = d[0] * 1000 + d[1] * 100 + d[2] * 10 + d[3]
@@ -135,4 +141,16 @@ def valid_resident_id(arr: pa.Array, today: dt.date | None = None) -> np.ndarray
     limit = today or dt.date.today()
     ok &= (month >= 1) & (month <= 12) & (day >= 1) & (day <= month_days)
     ok &= (year >= 1900) & (year * 10000 + month * 100 + day <= limit.year * 10000 + limit.month * 100 + limit.day)
-    return _result(arr, index, ok)
+    return {"format": _result(arr, index, formatted), "check_digit": _result(arr, index, ok)}
+
+
+def valid_uscc(arr: pa.Array) -> np.ndarray:
+    return uscc(arr)["check_digit"]
+
+
+def valid_org_code(arr: pa.Array) -> np.ndarray:
+    return org_code(arr)["check_digit"]
+
+
+def valid_resident_id(arr: pa.Array, today: dt.date | None = None) -> np.ndarray:
+    return resident_id(arr, today)["check_digit"]

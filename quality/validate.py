@@ -237,8 +237,8 @@ def _validate(dataset: Dataset, registry: Registry, batch_path: Path, context: S
 
     specs = suite_specs(dataset, registry, context)
     # the check digits start now, on another thread, while GX builds and stores the suite
-    prefetch_fast_answers(batch_query(str(batch_path)), [(s.column, s.expectation) for s in specs
-                                                         if s.column and not s.skipped])
+    prefetch_fast_answers(batch_query(str(batch_path)), [(s.column, s.expectation, s.kwargs) for s in specs
+                                                         if s.column and not s.skipped], batch_path)
     suite = build_suite(dataset, specs, verdict=True)
     # Two passes. GX asks every map expectation for its failing values and rows in queries of their
     # own, each scanning the batch and evaluating the check again (a check digit 5 times over). So the

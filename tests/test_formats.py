@@ -128,3 +128,33 @@ def test_numpy_check_digits_in_chunks(monkeypatch):
     monkeypatch.setattr(fastcheck, "CHUNK", 8)
     assert fastcheck.valid_uscc(pa.array(values, pa.string())).tolist() == whole
     assert whole.count(False) == 1 and whole[31] is True
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(alphabet="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-Xa１ Ｉ", min_size=16, max_size=19),
+                 st.text(max_size=20)))
+def test_numpy_format_rules_agree_with_the_regular_expressions(text):
+    """The families answer the USCC and resident ID format rules as the rules' regular expressions do
+    in DuckDB (RE2: ASCII classes, whole value)."""
+    import duckdb
+
+    from quality import fastcheck
+    from schemas.formats import FORMAT_RULES
+
+    for family, rule in ((fastcheck.uscc, "uscc"), (fastcheck.resident_id, "resident_id")):
+        [got] = family(pa.array([text], pa.string()))["format"].tolist()
+        pattern = FORMAT_RULES[rule].pattern.removeprefix("^").removesuffix("$")
+        [(want,)] = duckdb.execute("SELECT regexp_full_match(?, ?)", [text, pattern]).fetchall()
+        assert got == want, (rule, text)
+
+
+def test_numpy_format_rules_on_real_codes():
+    from quality import fastcheck
+
+    city = City(DemoConfig(scale=0.1))
+    usccs = [e.uscc for e in city.enterprises][:200]
+    ids = [r.resident_id for r in city.residents][:200]
+    assert all(fastcheck.uscc(pa.array(usccs, pa.string()))["format"])
+    assert all(fastcheck.resident_id(pa.array(ids, pa.string()))["format"])
+    bad = [usccs[0][:10] + "I" + usccs[0][11:], usccs[0] + "1", "91ABCDEF" + "1" * 10, None]
+    assert fastcheck.uscc(pa.array(bad, pa.string()))["format"].tolist() == [False, False, False, True]

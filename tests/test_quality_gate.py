@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -178,36 +179,58 @@ def test_missing_values_belong_to_the_required_check_not_the_check_digit(tiny, t
 
 
 def test_check_digit_fast_path_and_sql_give_the_same_report(tiny, tmp_path, monkeypatch):
-    """The vectorised check beside GX (its failing values in a file GX's query reads), the worker's
-    own SQL fallback, and GX evaluating the per-character SQL itself report the same rows, values and
-    counts."""
+    """The vectorised checks beside GX (their failing values in files GX's query reads), the worker's
+    own SQL fallback, and GX evaluating the per-value SQL itself report the same rows, values and
+    counts, for the check digits and the format rule (answered in the same pass)."""
     import duckdb
 
     import quality.expectations as expectations
     import quality.fastpath as fastpath
 
+    bad_format = USCC[2][:10] + "I" + USCC[2][11:]
     rows = [GOOD[0], (BAD_CHECK, "乙", "1", None, None, None), (None, "丙", "1", None, None, None),
-            (USCC[2], "丁", "1", None, None, None), (BAD_CHECK[:-2] + "AB", "戊", "1", None, None, None)]
+            (USCC[2], "丁", "1", None, None, None), (BAD_CHECK[:-2] + "AB", "戊", "1", None, None, None),
+            (bad_format, "己", "1", None, None, None)]
     calls = []
     real = fastpath._vectorised
-    monkeypatch.setattr(fastpath, "_vectorised", lambda *a: calls.append(a[2]) or real(*a))
+    monkeypatch.setattr(fastpath, "_vectorised", lambda *a: calls.append((a[1].__name__, *sorted(a[2]))) or real(*a))
 
-    def check_digit(report):
-        [r] = [r for r in report.results if r.check == "check_digit"]
-        return r.success, r.unexpected_count, r.sample_rows, sorted(r.sample_values)
+    def checks(report):
+        return {r.check: (r.success, r.unexpected_count, r.sample_rows, sorted(r.sample_values))
+                for r in report.results if r.check in ("check_digit", "format")}
 
-    fast = check_digit(run(tiny, rows, tmp_path))
-    assert calls == ['"uscc"'], "the fast path was not taken (once, started before GX asked)"
-    assert fast == (False, 2, (2, 5), sorted([BAD_CHECK, BAD_CHECK[:-2] + "AB"]))
+    fast = checks(run(tiny, rows, tmp_path))
+    assert calls == [("uscc", "check_digit", "format")], "not one pass for both, started before GX asked"
+    assert fast == {"check_digit": (False, 3, (2, 5, 6), sorted([BAD_CHECK, BAD_CHECK[:-2] + "AB", bad_format])),
+                    "format": (False, 1, (6,), [bad_format])}
 
     def unreadable(*a):
         raise duckdb.ConversionException("cannot read the column as text")
 
-    monkeypatch.setattr(fastpath, "_vectorised", unreadable)  # the worker's per-character SQL decides
-    assert check_digit(run(tiny, rows, tmp_path)) == fast
-    monkeypatch.setattr(expectations, "FAST_PATH", False)  # GX evaluates the per-character SQL itself
-    assert check_digit(run(tiny, rows, tmp_path)) == fast
+    monkeypatch.setattr(fastpath, "_vectorised", unreadable)  # the worker's per-value SQL decides
+    assert checks(run(tiny, rows, tmp_path)) == fast
+    monkeypatch.setattr(expectations, "FAST_PATH", False)  # GX evaluates the per-value SQL itself
+    assert checks(run(tiny, rows, tmp_path)) == fast
     assert not list(fastpath._folder().iterdir()), "an answer file outlived its validation"
+
+
+def test_the_check_digit_worker_reads_the_same_values_from_the_file_or_through_duckdb(tmp_path):
+    """The worker reads a text column straight from the batch's Parquet file when it knows the file,
+    and through DuckDB from GX's query otherwise (or when the column is not text there)."""
+    import duckdb
+
+    import quality.fastpath as fastpath
+    from quality.engine import batch_query
+
+    batch = staged(tmp_path, GOOD + [(None, "丙", "1", 2.5, 4, None)])
+    query = batch_query(str(batch))
+    con = duckdb.connect()
+
+    def read(column, parquet):
+        return [v for arr in fastpath._column_batches(con, query, column, parquet) for v in arr.to_pylist()]
+
+    assert read('"uscc"', Path(batch)) == read('"uscc"', None) == [USCC[0], USCC[1], None]
+    assert read('"staff"', Path(batch)) == read('"staff"', None) == ["3", None, "4"]  # not text: DuckDB casts
 
 
 def test_data_docs_keep_the_newest_results_per_suite(tiny, tmp_path, monkeypatch):
