@@ -12,7 +12,10 @@ import json
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from connectors.exceptions import SourceUnavailableError
 
 CHUNK = 1 << 20
 
@@ -66,18 +69,46 @@ class Landing:
     def land_file(self, dataset: str, src: Path, ext: str, source: str, sha256: str | None = None) -> tuple[Path, str]:
         """Copy ``src`` into the landing zone (once); return its landed path and sha256.
 
-        Hashing first and copying with ``copyfile`` (sendfile, in the kernel) measured faster than one
-        pass through Python that hashes while it writes (0.5 s against 1.5 s on 419 MiB in the benchmark)."""
-        sha = sha256 or sha256_file(src)
+        A new file is hashed and copied at the same time, on two threads (both release the GIL: the
+        copy is ``copyfile``'s sendfile in the kernel), 0.33 s instead of 0.46 s for 419 MiB. Hashing
+        while writing in one Python loop measured slower than either (1.5 s). The file must not
+        change meanwhile (its size and modification time are compared), or it is not landed."""
+        before = _stamp(src)
+        if sha256 is not None:  # known from an earlier run: copy only if not landed yet
+            dest = self.path_for(dataset, sha256, ext)
+            if not dest.exists():
+                self._install(self._copy(src, dest.parent), dest, sha256, source, src.name)
+            return dest, sha256
+        folder = self.root / dataset
+        folder.mkdir(parents=True, exist_ok=True)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="onesource-landing") as pool:
+            copying = pool.submit(self._copy, src, folder)
+            sha = sha256_file(src)
+            tmp = copying.result()
+        if _stamp(src) != before:
+            tmp.unlink(missing_ok=True)
+            raise SourceUnavailableError(f"{src} changed while it was being landed (is it still being written?); "
+                                         "nothing was loaded from it, and the load is retried")
         dest = self.path_for(dataset, sha, ext)
-        if not dest.exists():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            # Copy to a temporary name then rename, so a crash never leaves a half-written raw file.
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".landing-")
-            os.close(fd)
-            shutil.copyfile(src, tmp)
-            self._install(Path(tmp), dest, sha, source, src.name)
+        if dest.exists():  # the same content landed before under another name
+            tmp.unlink()
+        else:
+            self._install(tmp, dest, sha, source, src.name)
         return dest, sha
+
+    @staticmethod
+    def _copy(src: Path, folder: Path) -> Path:
+        """A copy of ``src`` under a temporary name in ``folder``, so a crash never leaves a half-written
+        raw file under its real name."""
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".landing-")
+        os.close(fd)
+        try:
+            shutil.copyfile(src, tmp)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return Path(tmp)
 
     def _install(self, tmp: Path, dest: Path, sha: str, source: str, original_name: str) -> None:
         """A complete file on the landing zone's file system becomes the read-only raw file, atomically."""

@@ -195,6 +195,29 @@ def test_old_files_in_the_drop_folder_are_not_read_again(settings, monkeypatch):
     assert [(r.status, r.rows) for r in load(settings)] == [("published", 2)] and reads == ["a.csv", "a.csv"]
 
 
+def test_a_file_that_changes_while_it_lands_is_not_landed(settings, monkeypatch):
+    """A file is hashed and copied at the same time; if it changes meanwhile (a department still
+    writing it), nothing lands and the load is retried later, then lands the finished file."""
+    from connectors import SourceUnavailableError, landing
+
+    write_registry(settings.registry_dir)
+    path = drop(settings, "amr/firms/a.csv", csv_text(ROWS[:2]))
+    real = landing.sha256_file
+
+    def still_writing(src):
+        digest = real(src)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(",".join(f'"{v}"' for v in ROWS[2]) + "\n")
+        return digest
+
+    monkeypatch.setattr(landing, "sha256_file", still_writing)
+    with pytest.raises(SourceUnavailableError, match="changed while it was being landed"):
+        load(settings)
+    assert not [p for p in (settings.landing_dir / "firms").iterdir() if p.name != ".stat-cache.json"]
+    monkeypatch.setattr(landing, "sha256_file", real)
+    assert [(r.status, r.rows) for r in load(settings)] == [("published", 3)]
+
+
 def test_text_rules_on_wide_and_spaced_values():
     """The gated text clean-up gives what trim(translate(...)) gives on every kind of value."""
     import duckdb
