@@ -23,6 +23,7 @@ import atexit
 import contextlib
 import shutil
 import tempfile
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -146,12 +147,25 @@ def _vectorised(columns, family: Family, names: list[str]) -> dict:
     import pyarrow as pa
 
     failing: dict[str, list] = {name: [] for name in names}
-    for values in columns:
-        verdicts = family(values)
+
+    def collect(values, verdicts) -> None:
         for name in names:
             ok = verdicts[name]
             if not ok.all():
                 failing[name].append(values.filter(pa.array(~ok)))
+
+    # Two batches in flight (numpy and pyarrow release the GIL): once GX's other queries are done,
+    # this is all that runs, and on one thread it would leave a core idle. Never more than two
+    # batches are held, however large the column.
+    in_flight: deque = deque()
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="onesource-checkdigits-batch") as pool:
+        for values in columns:
+            in_flight.append((values, pool.submit(family, values)))
+            if len(in_flight) == 2:
+                values, verdicts = in_flight.popleft()
+                collect(values, verdicts.result())
+        for values, verdicts in in_flight:
+            collect(values, verdicts.result())
     return {name: pa.concat_arrays(f) if f else pa.array([], pa.string()) for name, f in failing.items()}
 
 
