@@ -28,12 +28,15 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
-from onesource.duck import literal
+# This module is imported by the validation's light top level (the DAG files import quality): DuckDB,
+# numpy and pyarrow are imported where they are used.
 
-Family = Callable[..., dict[str, np.ndarray]]
+Family = Callable[..., "dict[str, np.ndarray]"]
 """A vectorised family of checks (quality.fastcheck): a text column -> {check name: passes}."""
 
 
@@ -79,6 +82,8 @@ def start(query: str, column: str, family: Family, parts: list[Part], parquet: P
 
 def condition(column: str, answer: Answer) -> str:
     """SQL: the value is missing (another check owns that) or not one of the failing values."""
+    from onesource.duck import literal
+
     return f"({column} IS NULL OR {column} NOT IN (SELECT v FROM read_parquet({literal(str(answer.path))})))"
 
 
@@ -107,6 +112,8 @@ def _write_failing(query: str, column: str, family: Family, parts: list[tuple[Pa
                    parquet: Path | None) -> None:
     import duckdb
     import pyarrow as pa
+
+    from onesource.duck import literal
 
     con = duckdb.connect()
     try:
