@@ -12,6 +12,7 @@ import fcntl
 import functools
 import logging
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,11 +224,17 @@ def validate_batch(dataset: Dataset, registry: Registry, batch_path: Path, conte
     (``<docs_root>/gx/uncommitted/data_docs/local_site/index.html``).
     """
     _ephemeral_context()  # GX suites need an active context before expectations are added
-    fastpath.forget()  # the check-digit fast path holds one batch's failing values, never longer
-    try:
-        return _validate(dataset, registry, batch_path, context, sample, docs_root, run_name)
-    finally:
-        fastpath.forget()
+    with _one_at_a_time:
+        fastpath.forget()  # the check-digit fast path holds one batch's failing values, never longer
+        try:
+            return _validate(dataset, registry, batch_path, context, sample, docs_root, run_name)
+        finally:
+            fastpath.forget()
+
+
+_one_at_a_time = threading.Lock()
+"""GX's contexts and the fast path's answers are per process: one validation at a time in a process
+(loads run in parallel as separate processes, as Airflow runs them)."""
 
 
 def _validate(dataset: Dataset, registry: Registry, batch_path: Path, context: SuiteContext | None, sample: int,
