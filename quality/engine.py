@@ -5,7 +5,8 @@ cause: ``SqlAlchemyExecutionEngine.execute_query`` returns the cursor result *af
 block has handed the connection back to the pool, and only then do callers ``fetchall()`` it.
 Drivers that buffer rows client-side hide this; DuckDB discards a cursor's pending rows when the
 connection is released, so GX reads zero rows. :func:`patch_gx_for_duckdb` fetches inside the
-block (``Result.freeze()``), which is what every other dialect gets implicitly.
+block (``Result.freeze()``), which is what every other dialect gets implicitly. The same patch makes a
+query that reads a check-digit answer wait for it (see quality.fastpath).
 
 The batch is a GX query asset over ``read_parquet(<staged batch>)`` on an in-memory DuckDB; a
 ``__row`` column (1-based file row) lets GX name failing rows.

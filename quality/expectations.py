@@ -16,6 +16,11 @@ to the same answers.
 * ``ExpectColumnValuesToHaveStorageType``    the value's DuckDB type (``typeof``)
 * ``ExpectColumnValuesToExistInAuthority``   the value is a key of the authority's published
                                               snapshot, read from a Parquet file of its keys
+* ``ExpectColumnValuesToBeUniqueByHash``     the first pass's uniqueness verdict: distinct 64-bit
+                                              hashes per value (the exact check runs on failure)
+
+The check digits, and the format rules of the codes that have them, run in numpy beside GX
+(quality.fastpath); the SQL here is their reference and their fallback.
 
 Importing this module registers them with GX.
 """
