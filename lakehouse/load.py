@@ -369,6 +369,14 @@ def _encryption_refusal(lake: Lake, ds: Dataset, registry: Registry) -> str | No
             "sensitivity in the registry if level 4 was a mistake")
 
 
+def _failed(lake: Lake, ds: Dataset, registry: Registry, stage: str, error: str,
+            started: dt.datetime | None = None) -> LoadResult:
+    """A load that failed before any extract was staged: its ledger row, and its result."""
+    _record(lake, _ledger_row(ds, registry, None, new_load_id("0" * 8), FAILED, started or _now(), stage=stage,
+                              error=error))
+    return LoadResult(ds.name, FAILED, message=error)
+
+
 def _run_dataset(settings: Settings, registry: Registry, name: str, environ: Mapping[str, str]) -> list[LoadResult]:
     ds = registry.dataset(name)
     if ds.platform:
@@ -378,26 +386,19 @@ def _run_dataset(settings: Settings, registry: Registry, name: str, environ: Map
         try:
             apply_versions(lake, registry)  # every schema change is a version, compatible or refused
         except IncompatibleChangeError as exc:
-            _record(lake, _ledger_row(ds, registry, None, new_load_id("0" * 8), FAILED, _now(), stage="registry",
-                                      error=str(exc)))
-            return [LoadResult(ds.name, FAILED, message=str(exc))]
+            return [_failed(lake, ds, registry, "registry", str(exc))]
         if refusal := _encryption_refusal(lake, ds, registry):
-            _record(lake, _ledger_row(ds, registry, None, new_load_id("0" * 8), FAILED, _now(), stage="registry",
-                                      error=refusal))
-            return [LoadResult(ds.name, FAILED, message=refusal)]
+            return [_failed(lake, ds, registry, "registry", refusal)]
         state = source_state(lake, ds, registry.version)
         connector = connector_for(ds.connector.kind, settings.sources_dir, Landing(settings.landing_dir), environ)
         started, clock = _now(), time.perf_counter()
         try:
             extracts = connector.extract(ds, state)
         except SourceUnavailableError as exc:
-            _record(lake, _ledger_row(ds, registry, None, new_load_id("0" * 8), FAILED, started, stage="extract",
-                                      error=str(exc)))
+            _failed(lake, ds, registry, "extract", str(exc), started)
             raise
         except ExtractError as exc:
-            _record(lake, _ledger_row(ds, registry, None, new_load_id("0" * 8), FAILED, started, stage="extract",
-                                      error=str(exc)))
-            return [LoadResult(ds.name, FAILED, message=str(exc))]
+            return [_failed(lake, ds, registry, "extract", str(exc), started)]
         if not extracts:
             return [LoadResult(ds.name, UNCHANGED, message="no new data since the last load")]
         extract_seconds = round(time.perf_counter() - clock, 4)

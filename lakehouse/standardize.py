@@ -285,6 +285,11 @@ def _diagnose(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: Dataset
     return [CellProblem(row=r, column=c, value=v, reason=f"not a valid {types[c]}") for r, c, v in rows], total
 
 
+def _write_staged(con: duckdb.DuckDBPyConnection, select: str, out: Path) -> None:
+    """The staged batch as one Parquet file, in the extract's row order (validation names rows by it)."""
+    con.execute(f"COPY ({select}) TO {q(str(out))} (FORMAT parquet, COMPRESSION zstd)")
+
+
 # Types DuckDB's CSV reader parses exactly as the general path's cast does (ISO dates, plain numbers;
 # spaces around a value are ignored by both), but ~2x faster than reading text and casting it.
 _NATIVE_CSV = ("integer", "decimal", "date")
@@ -310,8 +315,7 @@ def _typed_csv(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: Datase
             columns.append(f"NULL::{c.duck_type} AS {ident(c.name)}")
     reader = reader_sql(extract, {native[n]: dataset.column(n).duck_type for n in native})
     try:
-        con.execute(f"COPY (SELECT {', '.join(columns)} FROM {reader}) TO {q(str(out))} "
-                    "(FORMAT parquet, COMPRESSION zstd)")
+        _write_staged(con, f"SELECT {', '.join(columns)} FROM {reader}", out)
         return True
     except duckdb.Error:
         out.unlink(missing_ok=True)
@@ -335,8 +339,7 @@ def _general(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: Dataset,
     typed = ", ".join(f"{cast_type(ident(c.name), c, strict=True)} AS {ident(c.name)}" for c in dataset.columns)
     cleaned = cleaned_select(reader_sql(extract), mapping, dataset, registry)
     try:
-        con.execute(f"COPY (SELECT {typed} FROM ({cleaned})) TO {q(str(out))} "
-                    "(FORMAT parquet, COMPRESSION zstd)")
+        _write_staged(con, f"SELECT {typed} FROM ({cleaned})", out)
     except duckdb.Error as exc:
         out.unlink(missing_ok=True)
         try:

@@ -28,6 +28,8 @@ Importing this module registers them with GX.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from great_expectations.core.metric_function_types import SummarizationMetricNameSuffixes
@@ -149,20 +151,19 @@ FAST_PATH = True
 """Tests switch it off to have GX evaluate the per-character SQL itself, the reference answer."""
 
 
-def _fast_or_sql(column, kwargs: dict, family, part: str, sql: str):
+def _fast_or_sql(column, kwargs: dict, family, part: fastpath.Part):
     """The metric's condition: not one of the values that fail ``part`` of the vectorised ``family``,
-    found by quality.fastpath beside GX; or ``sql``, evaluated per value by GX itself, when the
+    found by quality.fastpath beside GX; or the part's SQL, evaluated per value by GX itself, when the
     batch's query cannot be compiled on its own (GX's rows and counts come from its own query either way)."""
     if not FAST_PATH:
-        return _null_or(column, sql)
+        return _null_or(column, part.sql)
     try:
         query = str(kwargs["_table"].compile(dialect=kwargs["_execution_engine"].engine.dialect,
                                              compile_kwargs={"literal_binds": True}))
     except Exception:  # noqa: BLE001 - any selectable GX builds that cannot be compiled alone
-        return _null_or(column, sql)
+        return _null_or(column, part.sql)
     name = _name(column)
-    answer = fastpath.start(query, name, family, [fastpath.Part(part, sql)])[part]
-    return sa.literal_column(fastpath.condition(name, answer))
+    return sa.literal_column(fastpath.condition(name, fastpath.start(query, name, family, [part])[part.name]))
 
 
 def _format_sql(col: str, pattern: str) -> str:
@@ -171,29 +172,36 @@ def _format_sql(col: str, pattern: str) -> str:
 
 def _fast_parts(expectation: str, kwargs: dict, col: str):
     """(family, part) of quality.fastcheck that answers this expectation on ``col``, or None."""
-    if expectation in FAST_CHECKS:
-        family, sql = FAST_CHECKS[expectation]
-        return family, fastpath.Part("check_digit", sql(col))
-    if expectation == "ExpectColumnValuesToMatchFormat" and kwargs.get("pattern") in FAST_FORMATS:
-        return FAST_FORMATS[kwargs["pattern"]], fastpath.Part("format", _format_sql(col, kwargs["pattern"]))
+    for rule, code in NATIONAL_CODES.items():
+        if expectation == code.expectation.__name__:
+            return code.family, fastpath.Part("check_digit", code.sql(col))
+        pattern = FORMAT_RULES[rule].pattern
+        if expectation == "ExpectColumnValuesToMatchFormat" and code.answers_format and kwargs.get("pattern") == pattern:
+            return code.family, fastpath.Part("format", _format_sql(col, pattern))
     return None
 
 
-def prefetch_fast_answers(query: str, specs: list[tuple[str, str, dict]], parquet: Path | None = None) -> None:
-    """Start the fast path for the (column, expectation, kwargs) of a suite on the batch ``query`` (as
+def prefetch_fast_answers(query: str, specs: list, parquet: Path | None = None) -> None:
+    """Start the fast path for the checks of a suite (quality.suite.CheckSpec) on the batch ``query`` (as
     GX compiles it) before GX asks: validate_batch calls this first, so the worker overlaps GX's setup
     and queries. The checks of one column and family share one read. ``parquet``: the file the query
     reads (see fastpath.start)."""
     if not FAST_PATH:
         return
     jobs: dict[tuple[str, object], list] = {}
-    for column, expectation, kwargs in specs:
-        name = _name(sa.column(column))
-        found = _fast_parts(expectation, kwargs, name)
+    for spec in specs:
+        if not spec.column or spec.skipped:
+            continue
+        name = _name(sa.column(spec.column))
+        found = _fast_parts(spec.expectation, spec.kwargs, name)
         if found:
             jobs.setdefault((name, found[0]), []).append(found[1])
     for (name, family), parts in jobs.items():
         fastpath.start(query, name, family, parts, parquet)
+
+
+def _check_digits(column, kwargs: dict, expectation: str):
+    return _fast_or_sql(column, kwargs, *_fast_parts(expectation, {}, _name(column)))
 
 
 # -- metrics --------------------------------------------------------------------------------------
@@ -208,7 +216,7 @@ class ColumnValuesValidUscc(ColumnMapMetricProvider):
 
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
     def _sqlalchemy(cls, column, **kwargs):
-        return _fast_or_sql(column, kwargs, fastcheck.uscc, "check_digit", uscc_sql(_name(column)))
+        return _check_digits(column, kwargs, "ExpectColumnValuesToBeValidUscc")
 
 
 class ColumnValuesValidResidentId(ColumnMapMetricProvider):
@@ -221,7 +229,7 @@ class ColumnValuesValidResidentId(ColumnMapMetricProvider):
 
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
     def _sqlalchemy(cls, column, **kwargs):
-        return _fast_or_sql(column, kwargs, fastcheck.resident_id, "check_digit", resident_id_sql(_name(column)))
+        return _check_digits(column, kwargs, "ExpectColumnValuesToBeValidResidentId")
 
 
 class ColumnValuesValidOrgCode(ColumnMapMetricProvider):
@@ -234,7 +242,7 @@ class ColumnValuesValidOrgCode(ColumnMapMetricProvider):
 
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
     def _sqlalchemy(cls, column, **kwargs):
-        return _fast_or_sql(column, kwargs, fastcheck.org_code, "check_digit", org_code_full_sql(_name(column)))
+        return _check_digits(column, kwargs, "ExpectColumnValuesToBeValidOrgCode")
 
 
 class ColumnValuesMatchFormat(ColumnMapMetricProvider):
@@ -247,8 +255,9 @@ class ColumnValuesMatchFormat(ColumnMapMetricProvider):
 
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
     def _sqlalchemy(cls, column, pattern, **kwargs):
-        if pattern in FAST_FORMATS:  # a national code's format: answered in the same pass as its check digits
-            return _fast_or_sql(column, kwargs, FAST_FORMATS[pattern], "format", _format_sql(_name(column), pattern))
+        # a national code's format is answered in the same pass as its check digits
+        if found := _fast_parts("ExpectColumnValuesToMatchFormat", {"pattern": pattern}, _name(column)):
+            return _fast_or_sql(column, kwargs, *found)
         return sa.func.regexp_full_match(column, pattern.removeprefix("^").removesuffix("$"))
 
 
@@ -408,19 +417,23 @@ class ExpectColumnValuesToBeUniqueByHash(ExpectColumnProportionOfUniqueValuesToB
                                                    execution_engine=execution_engine)
 
 
+@dataclass(frozen=True)
+class NationalCode:
+    """A format rule with check digits: the expectation that proves them, the vectorised family of
+    quality.fastcheck that answers it (and the format rule too, when ``answers_format``), and the
+    per-character SQL (GX's reference and the fast path's fallback)."""
+
+    expectation: type
+    family: Callable
+    sql: Callable[[str], str]
+    answers_format: bool
+
+
+NATIONAL_CODES = {
+    "uscc": NationalCode(ExpectColumnValuesToBeValidUscc, fastcheck.uscc, uscc_sql, True),
+    "resident_id": NationalCode(ExpectColumnValuesToBeValidResidentId, fastcheck.resident_id, resident_id_sql, True),
+    "org_code": NationalCode(ExpectColumnValuesToBeValidOrgCode, fastcheck.org_code, org_code_full_sql, False),
+}
+
 # format rule -> the expectation that proves its check digits
-CHECK_DIGIT_EXPECTATIONS = {
-    "uscc": ExpectColumnValuesToBeValidUscc,
-    "resident_id": ExpectColumnValuesToBeValidResidentId,
-    "org_code": ExpectColumnValuesToBeValidOrgCode,
-}
-
-# expectation -> (the vectorised family that answers it, its per-character SQL)
-FAST_CHECKS = {
-    "ExpectColumnValuesToBeValidUscc": (fastcheck.uscc, uscc_sql),
-    "ExpectColumnValuesToBeValidResidentId": (fastcheck.resident_id, resident_id_sql),
-    "ExpectColumnValuesToBeValidOrgCode": (fastcheck.org_code, org_code_full_sql),
-}
-
-# format rule pattern -> the family that also answers it (the rest go to RE2 in DuckDB)
-FAST_FORMATS = {FORMAT_RULES["uscc"].pattern: fastcheck.uscc, FORMAT_RULES["resident_id"].pattern: fastcheck.resident_id}
+CHECK_DIGIT_EXPECTATIONS = {rule: code.expectation for rule, code in NATIONAL_CODES.items()}

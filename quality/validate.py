@@ -125,10 +125,18 @@ stored result on each run: with all of them kept, a year of daily loads makes ea
 lake (``ops.quality_runs``, ``ops.quality_results``) and the portal."""
 
 
+def _uncommitted(root: Path) -> Path:
+    """GX's file context under ``root``: stored validation results and rendered Data Docs live here."""
+    return root / "gx" / "uncommitted"
+
+
+def _site(root: Path) -> Path:
+    return _uncommitted(root) / "data_docs" / "local_site"
+
+
 def _prune_results(root: Path, suite_name: str, keep: int) -> None:
     """Delete all but the newest ``keep`` stored results of one suite, with their rendered pages."""
-    stores = [root / "gx" / "uncommitted" / "validations", root / "gx" / "uncommitted" / "data_docs" / "local_site" /
-              "validations"]
+    stores = [_uncommitted(root) / "validations", _site(root) / "validations"]
     results = stores[0].joinpath(*suite_name.split("."))
     runs = sorted((p for p in results.glob("*/*") if p.is_dir()), key=lambda p: p.name)  # <run name>/<run time>
     for old in runs[:max(len(runs) - keep, 0)]:
@@ -158,7 +166,7 @@ def build_data_docs(root: Path) -> Path:
     result again: thousands of pages for a city."""
     from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 
-    marker = root / "gx" / "uncommitted" / ".data_docs_built_through"
+    marker = _uncommitted(root) / ".data_docs_built_through"
     with _docs_lock(root):
         context = _file_context(str(root))
         since = marker.read_text().strip() if marker.exists() else ""
@@ -168,7 +176,7 @@ def build_data_docs(root: Path) -> Path:
             context.build_data_docs(resource_identifiers=new + [ExpectationSuiteIdentifier(name=n) for n in suites])
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(max((_run_time(k) for k in new), default=since or "0"))
-    return root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    return _site(root) / "index.html"
 
 
 def _run_time(key) -> str:
@@ -244,12 +252,11 @@ def _validate(dataset: Dataset, registry: Registry, batch_path: Path, context: S
 
     specs = suite_specs(dataset, registry, context)
     # the check digits start now, on another thread, while GX builds and stores the suite
-    prefetch_fast_answers(batch_query(str(batch_path)), [(s.column, s.expectation, s.kwargs) for s in specs
-                                                         if s.column and not s.skipped], batch_path)
+    prefetch_fast_answers(batch_query(str(batch_path)), specs, batch_path)
     suite = build_suite(dataset, specs, verdict=True)
     # Two passes. GX asks every map expectation for its failing values and rows in queries of their
     # own, each scanning the batch and evaluating the check again (a check digit 5 times over). So the
-    # first pass asks only pass/fail, for the whole suite (and renders Data Docs); the second asks for
+    # first pass asks only pass/fail, for the whole suite (and stores it for Data Docs); the second asks for
     # counts, samples and every failing row, but only of the expectations that failed.
     verdict = {"result_format": "BOOLEAN_ONLY"}
     if docs_root is not None:
