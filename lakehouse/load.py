@@ -33,6 +33,7 @@ from onesource.errors import ConfigurationError
 from onesource.logsafe import guarded
 from quality.context import gather
 from quality.validate import QualityReport, validate_batch
+from quality.validate import prepare as prepare_validation
 from schemas.model import Dataset, Registry, authority_join
 
 log = guarded("onesource.load")
@@ -382,6 +383,9 @@ def _run_dataset(settings: Settings, registry: Registry, name: str, environ: Map
     if ds.platform:
         raise ConfigurationError(f"{name} is computed by OneSource itself ({ds.connector.settings.get('product')}); "
                                  "`onesource metrics --publish` writes it, ingestion does not")
+    connector = connector_for(ds.connector.kind, settings.sources_dir, Landing(settings.landing_dir), environ)
+    if prefetch := getattr(connector, "prefetch", None):
+        prefetch(ds)  # e.g. hash new files on a thread while the lake opens
     with Lake(settings.lake) as lake:
         try:
             apply_versions(lake, registry)  # every schema change is a version, compatible or refused
@@ -390,7 +394,6 @@ def _run_dataset(settings: Settings, registry: Registry, name: str, environ: Map
         if refusal := _encryption_refusal(lake, ds, registry):
             return [_failed(lake, ds, registry, "registry", refusal)]
         state = source_state(lake, ds, registry.version)
-        connector = connector_for(ds.connector.kind, settings.sources_dir, Landing(settings.landing_dir), environ)
         started, clock = _now(), time.perf_counter()
         try:
             extracts = connector.extract(ds, state)
@@ -402,6 +405,7 @@ def _run_dataset(settings: Settings, registry: Registry, name: str, environ: Map
         if not extracts:
             return [LoadResult(ds.name, UNCHANGED, message="no new data since the last load")]
         extract_seconds = round(time.perf_counter() - clock, 4)
+        prepare_validation(settings.gx_project_root)  # on a thread, while the first extract is standardized
         results = [load_extract(settings, lake, ds, registry, ex) for ex in extracts]
         for r in results:
             r.seconds.setdefault("extract", extract_seconds / len(results))

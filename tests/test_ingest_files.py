@@ -181,11 +181,12 @@ def test_old_files_in_the_drop_folder_are_not_read_again(settings, monkeypatch):
     not hashed again on the next run; a changed one is, and loads."""
     import os
 
-    from connectors import landing
+    from connectors import files, landing
 
     reads = []
     real = landing.sha256_file
-    monkeypatch.setattr(landing, "sha256_file", lambda src: reads.append(Path(src).name) or real(src))
+    for module in (landing, files):  # files hashes new files early, while the lake opens
+        monkeypatch.setattr(module, "sha256_file", lambda src: reads.append(Path(src).name) or real(src))
     write_registry(settings.registry_dir)
     path = drop(settings, "amr/firms/a.csv", csv_text())
     assert [r.status for r in load(settings)] == ["published"] and reads == ["a.csv"]
@@ -198,7 +199,7 @@ def test_old_files_in_the_drop_folder_are_not_read_again(settings, monkeypatch):
 def test_a_file_that_changes_while_it_lands_is_not_landed(settings, monkeypatch):
     """A file is hashed and copied at the same time; if it changes meanwhile (a department still
     writing it), nothing lands and the load is retried later, then lands the finished file."""
-    from connectors import SourceUnavailableError, landing
+    from connectors import SourceUnavailableError, files, landing
 
     write_registry(settings.registry_dir)
     path = drop(settings, "amr/firms/a.csv", csv_text(ROWS[:2]))
@@ -210,11 +211,38 @@ def test_a_file_that_changes_while_it_lands_is_not_landed(settings, monkeypatch)
             fh.write(",".join(f'"{v}"' for v in ROWS[2]) + "\n")
         return digest
 
-    monkeypatch.setattr(landing, "sha256_file", still_writing)
+    for module in (landing, files):  # a new file is hashed while the lake opens, then copied
+        monkeypatch.setattr(module, "sha256_file", still_writing)
+    with pytest.raises(SourceUnavailableError, match="changed while it was being landed"):
+        load(settings)
+    assert not (settings.landing_dir / "firms").exists() or \
+        not [p for p in (settings.landing_dir / "firms").iterdir() if p.name != ".stat-cache.json"]
+    for module in (landing, files):
+        monkeypatch.setattr(module, "sha256_file", real)
+    assert [(r.status, r.rows) for r in load(settings)] == [("published", 3)]
+
+
+def test_a_file_that_changes_between_its_hash_and_its_copy_is_not_landed(settings, monkeypatch):
+    """The hash is computed early (while the lake opens) and the copy later: a change in between, or
+    during the copy, refuses the file as well."""
+    from connectors import SourceUnavailableError
+    from connectors.landing import Landing
+
+    write_registry(settings.registry_dir)
+    path = drop(settings, "amr/firms/a.csv", csv_text(ROWS[:2]))
+    real = Landing._copy
+
+    def copy_then_change(src, folder):
+        copied = real(src, folder)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(",".join(f'"{v}"' for v in ROWS[2]) + "\n")
+        return copied
+
+    monkeypatch.setattr(Landing, "_copy", staticmethod(copy_then_change))
     with pytest.raises(SourceUnavailableError, match="changed while it was being landed"):
         load(settings)
     assert not [p for p in (settings.landing_dir / "firms").iterdir() if p.name != ".stat-cache.json"]
-    monkeypatch.setattr(landing, "sha256_file", real)
+    monkeypatch.setattr(Landing, "_copy", staticmethod(real))
     assert [(r.status, r.rows) for r in load(settings)] == [("published", 3)]
 
 
