@@ -37,6 +37,9 @@ class Extract:
 
 
 class Connector(Protocol):
-    """A connector kind: reads a department source, lands new data, says nothing about the lake."""
+    """A connector kind: reads a department source, lands new data, says nothing about the lake.
+
+    It may also have ``prefetch(dataset)``: work that needs no ledger (the file connector hashes new
+    files), started on a thread before the load opens the lake, and used by ``extract``."""
 
     def extract(self, dataset: Dataset, state: SourceState) -> list[Extract]: ...

@@ -79,10 +79,11 @@ class Landing:
         ``sha256``: the file's hash, when known; ``unchanged_since``: the file's :func:`stamp` when that
         hash was computed (the file is refused if it changed from then until its copy is complete).
 
-        A new file is hashed and copied at the same time, on two threads (both release the GIL: the
-        copy is ``copyfile``'s sendfile in the kernel), 0.33 s instead of 0.46 s for 419 MiB. Hashing
-        while writing in one Python loop measured slower than either (1.5 s). The file must not
-        change meanwhile (its size and modification time are compared), or it is not landed."""
+        A file not hashed yet is hashed and copied at the same time, on two threads (both release the
+        GIL: the copy is ``copyfile``'s sendfile in the kernel), 0.33 s instead of 0.46 s for 419 MiB.
+        Hashing while writing in one Python loop measured slower than either (1.5 s). The file must
+        not change meanwhile (its size and modification time are compared), or it is not landed. (The
+        file connector hashes new files earlier, while the lake opens: see ``FileConnector.prefetch``.)"""
         folder = self.root / dataset
         before = unchanged_since or stamp(src)
         if sha256 is not None:  # hashed already (an earlier run, or while the lake opened): copy if not landed yet

@@ -17,7 +17,8 @@ to the same answers.
 * ``ExpectColumnValuesToExistInAuthority``   the value is a key of the authority's published
                                               snapshot, read from a Parquet file of its keys
 * ``ExpectColumnValuesToBeUniqueByHash``     the first pass's uniqueness verdict: distinct 64-bit
-                                              hashes per value (the exact check runs on failure)
+                                              hashes per value, counted by sorting them
+                                              (the exact check runs on failure)
 
 The check digits, and the format rules of the codes that have them, run in numpy beside GX
 (quality.fastpath); the SQL here is their reference and their fallback.
@@ -300,7 +301,8 @@ class ColumnDistinctHashesCount(ColumnAggregateMetricProvider):
     @metric_value(engine=SqlAlchemyExecutionEngine)
     def _sqlalchemy(cls, execution_engine, metric_domain_kwargs, **kwargs):
         """The non-null values less those whose hash equals the one before it in sorted order. DuckDB
-        sorts 5M hashes in 0.66 CPU seconds; ``count(DISTINCT hash)``'s hash table took 1.07."""
+        sorts 5M hashes in 0.66 CPU seconds; ``count(DISTINCT hash)``'s hash table took 1.07 (its own
+        query either way: this is a value metric, not a partial of GX's bundled aggregate)."""
         selectable, _, accessor = execution_engine.get_compute_domain(metric_domain_kwargs, MetricDomainTypes.COLUMN)
         column = sa.column(accessor["column"])
         hashes = sa.select(_hashed(column).label("h")).select_from(selectable).where(column.is_not(None)).subquery()
@@ -412,8 +414,8 @@ class ExpectColumnValuesToExistInAuthority(ColumnMapExpectation):
 class ExpectColumnValuesToBeUniqueByHash(ExpectColumnProportionOfUniqueValuesToBeBetween):
     """The uniqueness verdict of the first pass: distinct hashes per non-null value. A proportion of 1
     proves every value distinct; below 1 is a duplicate or a hash collision, and the second pass
-    (ExpectColumnValuesToBeUnique) decides which and names the rows. Counting 64-bit hashes instead
-    of the values themselves costs ~25% less (0.37 s against 0.46 s on 5M credit codes)."""
+    (ExpectColumnValuesToBeUnique) decides which and names the rows. Sorting 64-bit hashes, not the
+    values, and counting equal neighbours: 0.35 s on 5M credit codes (count(DISTINCT value) 0.58 s)."""
 
     metric_dependencies = ("column.unique_proportion_by_hash",)
     library_metadata = {"tags": ["onesource"], "contributors": ["onesource"]}
