@@ -188,7 +188,8 @@ def build_data_docs(root: Path) -> Path:
 
     marker = _uncommitted(root) / ".data_docs_built_through"
     with _docs_lock(root):
-        context = _file_context(str(root))
+        with _setting_up:  # a load's prepare() thread may still be setting GX up
+            context = _file_context(str(root))
         since = marker.read_text().strip() if marker.exists() else ""
         new = [k for k in context.validation_results_store.list_keys() if _run_time(k) > since]
         if new or not since:
