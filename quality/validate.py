@@ -124,9 +124,15 @@ take turns (the validation waits until the set-up is done)."""
 
 
 def _ready(docs_root: Path | None):
-    """The context a validation runs in, with its DuckDB datasource (and SQL engine) created."""
+    """The context a validation runs in, with its DuckDB datasource (and SQL engine) created. (Not
+    called under :func:`_docs_lock`: it takes that lock itself, and a second flock in one process
+    waits for the first.)"""
     with _setting_up:
-        context = _file_context(str(docs_root)) if docs_root is not None else _ephemeral_context()
+        if docs_root is None:
+            context = _ephemeral_context()
+        else:
+            with _docs_lock(docs_root):  # on a fresh home, GX writes its project config
+                context = _file_context(str(docs_root))
         duckdb_source(context)
         return context
 
@@ -135,7 +141,8 @@ def prepare(docs_root: Path | None = None) -> None:
     """Set GX up on a background thread: importing it, its contexts and the datasource's SQL engine
     cost a fresh process 0.2 s (seconds with the import, as in a new Airflow task), which a load's
     standardize stage (DuckDB, which releases the GIL) now hides. The next validation waits for it."""
-    threading.Thread(target=_ready, args=(docs_root,), name="onesource-gx-setup", daemon=True).start()
+    # not a daemon: on a fresh home it writes GX's project config, which must not be cut off at exit
+    threading.Thread(target=_ready, args=(docs_root,), name="onesource-gx-setup", daemon=False).start()
 
 
 DOCS_KEEP = 30
@@ -187,9 +194,8 @@ def build_data_docs(root: Path) -> Path:
     from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 
     marker = _uncommitted(root) / ".data_docs_built_through"
+    context = _ready(root)  # waits for a load's prepare() thread, if one is still setting GX up
     with _docs_lock(root):
-        with _setting_up:  # a load's prepare() thread may still be setting GX up
-            context = _file_context(str(root))
         since = marker.read_text().strip() if marker.exists() else ""
         new = [k for k in context.validation_results_store.list_keys() if _run_time(k) > since]
         if new or not since:

@@ -271,3 +271,25 @@ def test_data_docs_render_only_what_is_new(tiny, tmp_path, monkeypatch):
     assert "first" in index and "second" in index
     validate.build_data_docs(docs)
     assert len(rendered) == 1, "nothing new: nothing rendered"
+
+
+@pytest.mark.timeout(120)
+def test_gx_set_up_on_a_thread_takes_turns_with_validation_and_docs(tiny, tmp_path):
+    """A load sets GX up on a thread while it standardizes (quality.validate.prepare): a validation or
+    a Data Docs build started meanwhile waits for it, and nothing deadlocks (both take the GX lock and
+    the docs folder's file lock, always in that order)."""
+    import threading
+
+    import quality.validate as validate
+
+    reg = load_registry(tiny.registry_dir)
+    batch, docs = staged(tmp_path, GOOD), tmp_path / "fresh-docs"
+    validate.prepare(docs)
+    validate.prepare(docs)  # a second load in the same process
+    builder = threading.Thread(target=validate.build_data_docs, args=(docs,))
+    builder.start()
+    report = validate_batch(reg.dataset("firms"), reg, batch, docs_root=docs, run_name="meanwhile")
+    builder.join(60)
+    assert not builder.is_alive() and report.passed
+    assert "meanwhile" in validate.build_data_docs(docs).read_text(encoding="utf-8")
+    assert (docs / "gx" / "great_expectations.yml").exists()
