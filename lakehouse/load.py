@@ -23,7 +23,7 @@ from pathlib import Path
 
 from connectors import Extract, ExtractError, Landing, SourceState, SourceUnavailableError, connector_for
 from lakehouse.exceptions import SchemaMismatchError, StandardizeError, StorageFullError
-from lakehouse.lake import CATALOG, OPS, QUARANTINE, SHARED, Lake, retrying
+from lakehouse.lake import CATALOG, OPS, PARQUET_WRITE, QUARANTINE, SHARED, Lake, retrying
 from lakehouse.standardize import extensions_for, ident, q, standardize
 from lakehouse.versions import IncompatibleChangeError
 from lakehouse.versions import apply as apply_versions
@@ -291,8 +291,7 @@ def fill_from_authorities(lake: Lake, ds: Dataset, registry: Registry, staged: P
     filled = staged.with_suffix(".filled.parquet")
     # row order is kept: validation and quarantine reports name rows by their place in the extract
     lake.con.execute(f"COPY (SELECT {cols} FROM (SELECT *, row_number() OVER () AS __order FROM read_parquet("
-                     f"{q(str(staged))})) s {froms} ORDER BY s.__order) TO {q(str(filled))} "
-                     "(FORMAT parquet, COMPRESSION zstd)")
+                     f"{q(str(staged))})) s {froms} ORDER BY s.__order) TO {q(str(filled))} ({PARQUET_WRITE})")
     filled.replace(staged)
     return notes
 

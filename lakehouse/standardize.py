@@ -25,6 +25,7 @@ import duckdb
 
 from connectors.base import Extract
 from lakehouse.exceptions import CellProblem, StandardizeError
+from lakehouse.lake import PARQUET_WRITE
 from onesource.duck import literal as q
 from schemas.model import Column, Dataset, Registry
 
@@ -287,7 +288,7 @@ def _diagnose(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: Dataset
 
 def _write_staged(con: duckdb.DuckDBPyConnection, select: str, out: Path) -> None:
     """The staged batch as one Parquet file, in the extract's row order (validation names rows by it)."""
-    con.execute(f"COPY ({select}) TO {q(str(out))} (FORMAT parquet, COMPRESSION zstd)")
+    con.execute(f"COPY ({select}) TO {q(str(out))} ({PARQUET_WRITE})")
 
 
 # Types DuckDB's CSV reader parses exactly as the general path's cast does (ISO dates, plain numbers;

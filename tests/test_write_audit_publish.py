@@ -104,6 +104,37 @@ def test_large_batches_are_adopted_not_copied(settings, monkeypatch, mode):
     assert not list((settings.staging_dir / "firms").glob("*.parquet"))
 
 
+def test_every_data_file_is_parquet_2_with_zstd(settings, monkeypatch):
+    """The lake writes one kind of file (lakehouse.lake.FILE_OPTIONS), whoever writes it: an adopted
+    batch (the load's own COPY) and a copied one (DuckLake's insert), in a new lake and in one created
+    before the options were chosen."""
+    import duckdb
+
+    from lakehouse import lake as lake_module
+    from lakehouse import load as load_module
+    from lakehouse.lake import CATALOG, Lake
+    from tests.helpers import firms_dataset, write_registry
+
+    chosen = lake_module.FILE_OPTIONS
+    monkeypatch.setattr(lake_module, "FILE_OPTIONS", {})
+    with Lake(settings.lake) as lake:  # a lake as older versions created it: DuckLake's defaults
+        lake.con.execute(f"CALL {CATALOG}.set_option('data_inlining_row_limit', 0)")  # a file, not inlined
+        assert "parquet_version" not in {r[0] for r in lake.con.execute(f"FROM {CATALOG}.options()").fetchall()}
+    monkeypatch.setattr(lake_module, "FILE_OPTIONS", chosen)
+    write_registry(settings.registry_dir, [firms_dataset(load_mode="append")])  # both batches' files stay
+    monkeypatch.setattr(load_module, "ADOPT_ROWS", 3)
+    drop(settings, "amr/firms/1.csv", csv_text())  # 3 rows: adopted
+    drop(settings, "amr/firms/2.csv", csv_text(ROWS[:2]))  # 2 rows: copied by DuckLake
+    assert [r.status for r in load(settings)] == ["published", "published"]
+    files = [f for (f,) in rows(settings, "SELECT data_file FROM ducklake_list_files('lake', 'firms', schema => 'shared')")]
+    assert len(files) == 2 and sum("onesource-" in f for f in files) == 1, files
+    con = duckdb.connect()
+    for f in files:
+        assert con.execute(f"SELECT format_version FROM parquet_file_metadata('{f}')").fetchall() == [(2,)], f
+        assert {c for (c,) in con.execute(f"SELECT DISTINCT compression FROM parquet_metadata('{f}')").fetchall()} \
+            == {"ZSTD"}, f
+
+
 def test_a_small_batch_is_copied(tiny, monkeypatch):
     """Below ADOPT_ROWS the rows are copied (inlined or written by DuckLake), never adopted: the staged
     file leaves staging and no data file of ours appears in the table."""
