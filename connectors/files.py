@@ -73,6 +73,9 @@ class FileConnector:
             known, since = hashes.known(path), None
             if known is None:
                 known, since = self._hashed_early(dataset, path)
+                if known in state.seen_sha256:  # loaded before, but no run remembered its hash: now one does
+                    hashes.remember(path, known)
+                    hashes.save()
             if known in state.seen_sha256:
                 continue  # an old file still in the drop folder: not read again
             landed, sha = self.landing.land_file(dataset.name, path, fmt, source=str(path), sha256=known,

@@ -194,6 +194,9 @@ def test_old_files_in_the_drop_folder_are_not_read_again(settings, monkeypatch):
     path.write_text(csv_text(ROWS[:2]), encoding="utf-8")
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     assert [(r.status, r.rows) for r in load(settings)] == [("published", 2)] and reads == ["a.csv", "a.csv"]
+    (settings.landing_dir / "firms" / ".stat-cache.json").unlink()  # lost: the file is hashed once more, then known
+    assert [r.status for r in load(settings)] == ["unchanged"] and reads == ["a.csv"] * 3
+    assert [r.status for r in load(settings)] == ["unchanged"] and reads == ["a.csv"] * 3
 
 
 def test_a_file_that_changes_while_it_lands_is_not_landed(settings, monkeypatch):
