@@ -443,6 +443,3 @@ NATIONAL_CODES = {
     "resident_id": NationalCode(ExpectColumnValuesToBeValidResidentId, fastcheck.resident_id, resident_id_sql, True),
     "org_code": NationalCode(ExpectColumnValuesToBeValidOrgCode, fastcheck.org_code, org_code_full_sql, False),
 }
-
-# format rule -> the expectation that proves its check digits
-CHECK_DIGIT_EXPECTATIONS = {rule: code.expectation for rule, code in NATIONAL_CODES.items()}

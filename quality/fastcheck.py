@@ -6,7 +6,7 @@ column's bytes are viewed as an (n, width) matrix and every character is weighed
 step: ~0.5 s. The answers are those of :mod:`schemas.formats` (the tests hold them to it).
 
 Each family takes a pyarrow string array and returns, per check it answers, a numpy bool array: True
-where the value passes or is NULL (another check owns missing values). ``valid_*`` answer one check.
+where the value passes or is NULL (another check owns missing values).
 """
 
 from __future__ import annotations
@@ -143,14 +143,3 @@ def resident_id(arr: pa.Array, today: dt.date | None = None) -> dict[str, np.nda
     ok &= (year >= 1900) & (year * 10000 + month * 100 + day <= limit.year * 10000 + limit.month * 100 + limit.day)
     return {"format": _result(arr, index, formatted), "check_digit": _result(arr, index, ok)}
 
-
-def valid_uscc(arr: pa.Array) -> np.ndarray:
-    return uscc(arr)["check_digit"]
-
-
-def valid_org_code(arr: pa.Array) -> np.ndarray:
-    return org_code(arr)["check_digit"]
-
-
-def valid_resident_id(arr: pa.Array, today: dt.date | None = None) -> np.ndarray:
-    return resident_id(arr, today)["check_digit"]

@@ -105,9 +105,9 @@ def formats(ds: Dataset, reg: Registry, ctx: SuiteContext) -> Iterator[CheckSpec
         yield _spec(ds, "format", "ExpectColumnValuesToMatchFormat", {"column": col.name,
                                                                        "pattern": FORMAT_RULES[fmt].pattern}, col.name)
         if fmt in CHECK_DIGIT_FORMATS:
-            from quality.expectations import CHECK_DIGIT_EXPECTATIONS
+            from quality.expectations import NATIONAL_CODES
 
-            yield _spec(ds, "check_digit", CHECK_DIGIT_EXPECTATIONS[fmt].__name__, {"column": col.name}, col.name)
+            yield _spec(ds, "check_digit", NATIONAL_CODES[fmt].expectation.__name__, {"column": col.name}, col.name)
 
 
 def ranges(ds: Dataset, reg: Registry, ctx: SuiteContext) -> Iterator[CheckSpec]:
