@@ -48,7 +48,8 @@ FILE_OPTIONS = {"parquet_compression": (literal(PARQUET_CODEC), PARQUET_CODEC),
 PARQUET_WRITE = f"FORMAT parquet, COMPRESSION {PARQUET_CODEC}, PARQUET_VERSION V{PARQUET_VERSION}"
 """The same, as COPY options (for the files a load writes itself)."""
 
-# The lake's own tables: name -> columns. Created on first write; new ones appear in older lakes too.
+# The lake's own tables: name -> columns. Created on first write; new tables and new columns (add them at
+# the end) appear in older lakes too, on their next write (Lake.ensure_zones).
 OPS_TABLES: dict[str, str] = {
     "loads": """load_id VARCHAR, dataset VARCHAR, owner VARCHAR, status VARCHAR,
         source VARCHAR, landed_path VARCHAR, sha256 VARCHAR, registry_version VARCHAR,
@@ -73,6 +74,8 @@ OPS_TABLES: dict[str, str] = {
     # departments' access to conditional datasets (sharing.grants)
     "grants": """grant_id VARCHAR, department VARCHAR, dataset VARCHAR, columns VARCHAR[], row_filter VARCHAR,
         expires_at TIMESTAMP, granted_by VARCHAR, granted_at TIMESTAMP, revoked_at TIMESTAMP, purpose VARCHAR""",
+    # masked columns a grant allows the department to match values against, with a daily quota each
+    "grant_matches": "grant_id VARCHAR, column_name VARCHAR, daily_quota INTEGER",
     # registry versions (schemas.versions): one immutable row per version of a dataset or element
     "schema_versions": """subject VARCHAR, kind VARCHAR, version INTEGER, fingerprint VARCHAR, definition VARCHAR,
         compatibility VARCHAR, registry_version VARCHAR, registered_at TIMESTAMP""",
@@ -89,9 +92,11 @@ OPS_TABLES: dict[str, str] = {
     "audit_events": """seq BIGINT, event_at TIMESTAMP, department VARCHAR, user_name VARCHAR, decision VARCHAR,
         tables VARCHAR[], rows BIGINT""",
     "audit_sync": "byte_offset BIGINT, seq BIGINT, synced_at TIMESTAMP",
-    # department users; only hashes (sharing.users)
+    # department users; only hashes (sharing.users). password_pg_md5: no longer written (md5 verifiers of
+    # users created before SCRAM-SHA-256 came; such users must have their password reset)
     "users": """user_name VARCHAR, department VARCHAR, role VARCHAR, password_scrypt VARCHAR,
-        password_pg_md5 VARCHAR, token_sha256 VARCHAR, created_at TIMESTAMP, disabled_at TIMESTAMP""",
+        password_pg_md5 VARCHAR, token_sha256 VARCHAR, created_at TIMESTAMP, disabled_at TIMESTAMP,
+        password_scram VARCHAR""",
 }
 
 # Messages of errors that a retry can cure: SQLite's lock, DuckLake's optimistic-commit conflicts, and
@@ -152,6 +157,18 @@ def retrying(fn: Callable[[], T], retries: int, what: str) -> T:
     raise AssertionError("unreachable")
 
 
+def column_specs(spec: str) -> list[tuple[str, str]]:
+    """``"a INTEGER, b DECIMAL(9, 2)"`` -> ``[("a", "INTEGER"), ("b", "DECIMAL(9, 2)")]`` (an OPS_TABLES entry)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(spec + ","):
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            name, _, type_ = spec[start:i].strip().partition(" ")
+            parts.append((name, type_.strip()))
+            start = i + 1
+    return parts
+
+
 def list_tables(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
     """Names of the tables in one of the lake's schemas (on any connection or cursor to it)."""
     return [r[0] for r in con.execute(
@@ -210,22 +227,32 @@ class Lake:
         return self._option("encrypted") == "true"
 
     def ensure_zones(self) -> None:
-        """The zones and the ops tables exist, and the lake writes its files as FILE_OPTIONS says (also
-        in a lake created before an option was chosen)."""
+        """The zones and the ops tables exist with all their columns, and the lake writes its files as
+        FILE_OPTIONS says (also in a lake created before a table, a column or an option was added)."""
         def create() -> None:
             exists = {r[0] for r in self.con.execute(
                 "SELECT schema_name FROM information_schema.schemata WHERE catalog_name = ?", [CATALOG]).fetchall()}
-            tables = set(self.tables(OPS))
+            found: dict[str, set[str]] = {}
+            for table, column in self.con.execute(
+                    "SELECT table_name, column_name FROM information_schema.columns "
+                    "WHERE table_catalog = ? AND table_schema = ?", [CATALOG, OPS]).fetchall():
+                found.setdefault(table, set()).add(column)
+            missing = {name: [(c, t) for c, t in column_specs(spec) if c not in found[name]]
+                       for name, spec in OPS_TABLES.items() if name in found}
+            missing = {name: cols for name, cols in missing.items() if cols}
             have = dict(self.con.execute(
                 f"SELECT option_name, value FROM {CATALOG}.options() WHERE scope = 'GLOBAL'").fetchall())
             options = {name: value for name, (value, shown) in FILE_OPTIONS.items() if have.get(name) != shown}
-            if {SHARED, OPS, QUARANTINE} <= exists and set(OPS_TABLES) <= tables and not options:
+            if {SHARED, OPS, QUARANTINE} <= exists and set(OPS_TABLES) <= set(found) and not missing and not options:
                 return
             with self.transaction():
                 for schema in (SHARED, OPS, QUARANTINE):
                     self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {CATALOG}.{schema}")
                 for name, columns in OPS_TABLES.items():
                     self.con.execute(f"CREATE TABLE IF NOT EXISTS {CATALOG}.{OPS}.{name} ({columns})")
+                for name, cols in missing.items():
+                    for column, type_ in cols:  # older rows read NULL
+                        self.con.execute(f"ALTER TABLE {CATALOG}.{OPS}.{name} ADD COLUMN IF NOT EXISTS {column} {type_}")
                 for name, value in options.items():
                     self.con.execute(f"CALL {CATALOG}.set_option({literal(name)}, {value})")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -21,8 +22,11 @@ from schemas.model import Registry
 from sharing.audit import AuditLog
 from sharing.exceptions import QueryFailed, QueryRefused
 from sharing.grants import active_grants, visible
+from sharing.match import MatchLedger
 from sharing.policy import Plan, plan
 from sharing.sql import QueryResult, lock_down
+
+_MISSING_COLUMN = re.compile(r'Referenced column "([^"]+)" not found|Values list "[^"]*" does not have a column named "([^"]+)"')
 
 
 @dataclass(frozen=True)
@@ -44,12 +48,13 @@ class GovernedEngine:
         self.settings = settings
         self.registry = registry
         self.limits = limits or Limits()
-        self.audit = AuditLog(settings.home / "audit", group_commit=0.2 if persistent else None)
+        self.audit = AuditLog.of(settings, group_commit=0.2 if persistent else None)
         self._lake: Lake | None = None
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[object, float, dict]] = {}
         self._plans: dict[tuple, tuple[dict, Plan]] = {}
         self._sandboxes: dict[str, tuple[dict, duckdb.DuckDBPyConnection]] = {}
+        self._matches: MatchLedger | None = None
         if persistent:
             self._lake = Lake(settings.lake, read_only=True)
             lock_down(self._lake.con, settings.lake.data_path)
@@ -67,6 +72,12 @@ class GovernedEngine:
         access = visible(self.registry, grants, department)
         self._cache[department] = (snapshot, expiry, access)
         return access
+
+    @property
+    def matches(self) -> MatchLedger:
+        if self._matches is None:
+            self._matches = MatchLedger(self.settings.home / "sharing" / "matches.sqlite")
+        return self._matches
 
     def _plan(self, sql: str, access: dict, department: str, dialect: str) -> Plan:
         """Plans are cached per (access, SQL text): BI tools and dashboards send the same queries again and
@@ -146,9 +157,13 @@ class GovernedEngine:
 
     def query(self, department: str, sql: str, *, user: str | None = None, purpose: str | None = None,
               dialect: str = "postgres") -> QueryResult:
+        """Plan, charge any match quota, run, and audit: every query that reaches the planner is audited,
+        whether it is allowed, refused, fails in DuckDB, or meets a planner error."""
         started = time.perf_counter()
         record = {"department": department, "user": user or department, "purpose": purpose, "sql_sent": sql,
                   "dialect": dialect}
+        planned: Plan | None = None
+        access: dict = {}
         try:
             if self._lake is not None:
                 with self._lock:  # the lake's catalog attach is shared; cursors give each query its own state
@@ -156,14 +171,15 @@ class GovernedEngine:
                 try:
                     access = self._access(cursor, department)
                     planned = self._plan(sql, access, department, dialect)
+                    self._charge(department, access, planned)
                     result = self._run(cursor, planned)
                 finally:
                     cursor.close()
             else:
                 with Lake(self.settings.lake, read_only=True) as lake:
                     access = visible(self.registry, active_grants(lake, department), department)
-                    planned = plan(sql, access, self.registry, department, dialect=dialect,
-                                   row_limit=self.limits.rows)
+                    planned = self._plan(sql, access, department, dialect)
+                    self._charge(department, access, planned)
                     if self.as_of is None:
                         lock_down(lake.con, self.settings.lake.data_path)
                         result = self._run(lake.con, planned)
@@ -173,13 +189,39 @@ class GovernedEngine:
                         lock_down(then.con, self.settings.lake.data_path)
                         result = self._run(then.con, planned)
         except QueryRefused as exc:
-            self._record(record, started, decision="refused", reason=str(exc))
+            self._record(record, started, decision="refused", reason=str(exc), plan=planned)
             raise
         except QueryFailed as exc:
-            self._record(record, started, decision="failed", reason=str(exc))
+            refusal = self._ungranted(str(exc), planned, department, access)
+            if refusal is not None:
+                self._record(record, started, decision="refused", reason=str(refusal), plan=planned)
+                raise refusal from exc
+            self._record(record, started, decision="failed", reason=str(exc), plan=planned)
             raise
-        self._record(record, started, decision="allowed", reason=None, plan=planned, rows=len(result.rows))
+        except Exception as exc:  # a planner or engine defect: still audited, never a traceback to the client
+            reason = f"internal error while planning or running the query ({type(exc).__name__}); it was logged"
+            self._record(record, started, decision="failed", reason=f"{reason}: {exc}"[:2000], plan=planned)
+            raise QueryFailed(reason) from exc
+        self._record(record, started, decision="allowed", reason=None, plan=planned, rows=len(result.rows),
+                     result_columns=result.columns)
         return result
+
+    def _ungranted(self, message: str, planned: Plan | None, department: str, access: dict) -> QueryRefused | None:
+        """DuckDB's "column not found" for a column the dataset has but the department was not granted
+        becomes a refusal that says so (the relation simply has no such column)."""
+        found = _MISSING_COLUMN.search(message)
+        if planned is None or found is None:
+            return None
+        name = next(g for g in found.groups() if g).split(".")[-1]
+        if any(name in {c.name for c in self.registry.dataset(t).columns} and name not in access[t].columns
+               for t in planned.tables):
+            return QueryRefused(f"column '{name}' could not be resolved: it is not granted to {department} "
+                                "(request it with onesource requests create)")
+        return None
+
+    def _charge(self, department: str, access: dict, planned: Plan) -> None:
+        if planned.matches:
+            self.matches.spend(department, access, planned.matches)
 
     def _run(self, con: duckdb.DuckDBPyConnection, planned: Plan) -> QueryResult:
         timer = threading.Timer(self.limits.seconds, con.interrupt)
@@ -196,10 +238,16 @@ class GovernedEngine:
         return QueryResult([d[0] for d in cur.description], rows)
 
     def _record(self, record: dict, started: float, *, decision: str, reason: str | None, plan: Plan | None = None,
-                rows: int | None = None) -> None:
+                rows: int | None = None, result_columns: list[str] | None = None) -> None:
+        """``columns`` and ``masked``: what the policy relations read exposed (masks already applied);
+        ``result_columns``: the columns the department got back; ``matched``: values matched per column."""
+        matched = {}
+        for m in plan.matches if plan else ():
+            matched[f"{m.dataset}.{m.column}"] = matched.get(f"{m.dataset}.{m.column}", 0) + 1
         self.audit.append(**record, sql_run=plan.sql_run if plan else None,
                           tables=list(plan.tables) if plan else [], columns=list(plan.columns) if plan else [],
-                          masked=list(plan.masked) if plan else [], rows=rows,
+                          masked=list(plan.masked) if plan else [], filtered=list(plan.filtered) if plan else [],
+                          matched=matched, result_columns=result_columns, rows=rows,
                           duration_ms=round((time.perf_counter() - started) * 1000, 2), decision=decision,
                           reason=reason)
 

@@ -3,7 +3,13 @@
 * ``unconditional`` datasets: every department reads every column (sensitive ones masked);
 * ``conditional`` datasets: only with an active grant (its columns, its row filter, until it expires);
 * ``not_shared`` datasets: nobody but the owner;
-* the owner always reads its own datasets in full.
+* the owner always reads its own datasets in full;
+* a grant may also allow **matching** a masked column (``match_value(resident_id, '...')`` in SQL): equality
+  against values the department supplies, within a daily quota per column (sharing.match).
+
+A row filter is a governed expression (sharing.policy.normalise_row_filter): validated when it is
+granted, stored in its normal form, and validated again when it is read, so a filter written before
+the rules existed (or edited in the lake) makes the grant unusable with the reason, never runs raw.
 
 Grants live in the lake (``ops.grants``), so a revocation or an expiry takes effect on the next query.
 """
@@ -20,6 +26,8 @@ from sharing.exceptions import QueryRefused
 
 MASKED_LEVEL = 3
 """Elements at this sensitivity level or above are masked for every department but the owner."""
+DEFAULT_MATCH_QUOTA = 1000
+"""Distinct values a day a department may match against one masked column, unless the grant says."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,8 @@ class Grant:
     columns: tuple[str, ...] | None
     row_filter: str | None
     expires_at: dt.datetime | None
+    match: dict[str, int] = field(default_factory=dict)
+    """column -> how many distinct values a day the department may match against it."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,10 @@ class Access:
     """OR-ed together; empty means every row."""
     masked: dict[str, str] = field(default_factory=dict)
     """column -> masking rule (see sharing.policy.MASKS)."""
+    match: dict[str, int] = field(default_factory=dict)
+    """masked column -> daily quota of distinct values the department may match against it."""
+    problem: str | None = None
+    """Set when a grant cannot be applied as stored (an invalid row filter): queries are refused with it."""
 
 
 def _now() -> dt.datetime:
@@ -50,7 +64,12 @@ def _now() -> dt.datetime:
 
 def add_grant(lake: Lake, registry: Registry, department: str, dataset: str, *, columns: list[str] | None = None,
               row_filter: str | None = None, expires_at: dt.datetime | None = None, granted_by: str = "owner",
-              purpose: str | None = None) -> str:
+              purpose: str | None = None, match: list[str] | None = None,
+              match_quota: int = DEFAULT_MATCH_QUOTA) -> str:
+    """Grant ``department`` access; the row filter is validated and stored normalised, ``match`` names the
+    masked columns it may match values against (``match_quota`` distinct values a day each)."""
+    from sharing.policy import normalise_row_filter
+
     ds = registry.dataset(dataset)
     registry.department(department)
     if ds.share_type == "not_shared":
@@ -58,12 +77,25 @@ def add_grant(lake: Lake, registry: Registry, department: str, dataset: str, *, 
     unknown = sorted(set(columns or ()) - {c.name for c in ds.columns})
     if unknown:
         raise QueryRefused(f"{dataset} has no column(s) {', '.join(unknown)}")
+    row_filter = normalise_row_filter(row_filter, ds) if row_filter and row_filter.strip() else None
+    masks = _masks(ds, registry)
+    for column in match or ():
+        if column not in masks:
+            raise QueryRefused(f"{dataset}.{column} is not a masked column: match is for masked elements "
+                               f"(masked here: {', '.join(sorted(masks)) or 'none'})")
+        if columns and column not in columns:
+            raise QueryRefused(f"{dataset}.{column} can only be matched when it is among the granted columns")
+    if match and match_quota < 1:
+        raise QueryRefused("the match quota is a number of values a day, at least 1")
     grant_id = uuid.uuid4().hex[:12]
 
     def write() -> None:
         with lake.transaction() as con:
             con.execute(f"INSERT INTO {CATALOG}.{OPS}.grants VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
                         [grant_id, department, dataset, columns, row_filter, expires_at, granted_by, _now(), purpose])
+            for column in match or ():
+                con.execute(f"INSERT INTO {CATALOG}.{OPS}.grant_matches VALUES (?, ?, ?)",
+                            [grant_id, column, match_quota])
             lake.commit_message(f"grant {dataset} to {department}", {"grant_id": grant_id})
 
     retrying(write, lake.settings.commit_retries, "recording a grant")
@@ -87,7 +119,15 @@ def active_grants(lake: Lake, department: str, at: dt.datetime | None = None) ->
         f"SELECT grant_id, department, dataset, columns, row_filter, expires_at FROM {CATALOG}.{OPS}.grants "
         "WHERE department = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)", [department, at]
     ).fetchall()
-    return [Grant(g, d, ds, tuple(c) if c is not None else None, f, e) for g, d, ds, c, f, e in rows]
+    matches: dict[str, dict[str, int]] = {}
+    if rows and "grant_matches" in lake.tables(OPS):
+        ids = [r[0] for r in rows]
+        for grant_id, column, quota in lake.con.execute(
+                f"SELECT grant_id, column_name, daily_quota FROM {CATALOG}.{OPS}.grant_matches "
+                "WHERE list_contains(?, grant_id)", [ids]).fetchall():
+            matches.setdefault(grant_id, {})[column] = quota
+    return [Grant(g, d, ds, tuple(c) if c is not None else None, f, e, matches.get(g, {}))
+            for g, d, ds, c, f, e in rows]
 
 
 def _masks(ds: Dataset, registry: Registry) -> dict[str, str]:
@@ -105,6 +145,8 @@ def _masks(ds: Dataset, registry: Registry) -> dict[str, str]:
 
 def visible(registry: Registry, grants: list[Grant], department: str) -> dict[str, Access]:
     """dataset -> Access, for every dataset the department may read now; absent means refused."""
+    from sharing.policy import normalise_row_filter
+
     registry.department(department)
     by_dataset: dict[str, list[Grant]] = {}
     for g in grants:
@@ -115,12 +157,30 @@ def visible(registry: Registry, grants: list[Grant], department: str) -> dict[st
         if ds.owner == department:
             out[ds.name] = Access(ds.name, every)
         elif ds.share_type == "unconditional":
-            out[ds.name] = Access(ds.name, every, masked=_masks(ds, registry))
+            masks = _masks(ds, registry)
+            out[ds.name] = Access(ds.name, every, masked=masks,
+                                  match=_match(by_dataset.get(ds.name, []), masks))
         elif ds.share_type == "conditional" and ds.name in by_dataset:
             gs = by_dataset[ds.name]
             cols = every if any(g.columns is None for g in gs) else tuple(
                 c for c in every if any(c in g.columns for g in gs))
-            filters = () if any(not g.row_filter for g in gs) else tuple(g.row_filter for g in gs)
+            problem = None
+            try:
+                filters = () if any(not g.row_filter for g in gs) else tuple(
+                    normalise_row_filter(g.row_filter, ds) for g in gs)
+            except QueryRefused as exc:
+                filters, problem = (), f"a grant's row filter cannot be applied ({exc}); ask {ds.owner} to " \
+                                       "re-grant it with a valid filter"
             masks = {k: v for k, v in _masks(ds, registry).items() if k in cols}
-            out[ds.name] = Access(ds.name, cols, filters, masks)
+            out[ds.name] = Access(ds.name, cols, filters, masks, _match(gs, masks), problem)
+    return out
+
+
+def _match(grants: list[Grant], masks: dict[str, str]) -> dict[str, int]:
+    """Masked column -> the largest daily match quota any of the grants gives on it."""
+    out: dict[str, int] = {}
+    for g in grants:
+        for column, quota in g.match.items():
+            if column in masks:
+                out[column] = max(out.get(column, 0), quota)
     return out

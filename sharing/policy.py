@@ -1,16 +1,27 @@
-"""The governed query planner: from a department's SQL to the SQL that may run, or a refusal.
+"""The governed query planner: policy applied at the scan, not guessed from the query.
 
-Rules run in order (sqlglot does the parsing; nothing is matched by regular expression):
+A department's query never meets a raw table. Before anything else reads it, every reference to
+``shared.<dataset>`` is replaced by the department's **policy relation** of that dataset:
+
+    (SELECT <granted columns, masks already applied> FROM lake.shared.<dataset> [AT (...)]
+     WHERE <row filter>) AS <the reference's alias>
+
+so whatever shape the query takes (aliases reused across CTEs, a table alias used as a value, column-alias
+lists, NATURAL/USING joins, recursion, lateral, pivots, time travel) it can only see what the relation
+holds: granted columns, masked values, permitted rows. This is Unity Catalog's column masks and row filters
+and Trino's access control: the mask replaces every reference at the scan.
+
+The outer lines stay, in order (sqlglot parses; nothing is matched by regular expression):
 
 1. ``one_select``      exactly one statement, and it is a query (no ATTACH, COPY, SET, PRAGMA, ...)
-2. ``known_tables``    every table is ``shared.<dataset>`` the department may read (no table functions,
-                       no file paths, no other catalog or schema)
+2. ``resolve_tables``  every table is a shared dataset the department may read (``shared.x`` or, on the
+                       search path, a bare ``x``), or a CTE of the query (renamed to a reserved name, so a
+                       CTE that DuckDB would not see in scope can never fall back to a catalog table);
+                       table functions, file paths and other schemas are refused
 3. ``safe_functions``  every function is on the allowlist (no read_*, glob, getenv, duckdb_* ...)
-4. ``qualify``         columns are resolved against the department's own schema: only its visible
-                       columns exist, so ``*`` expands to them and any other column is unknown
-5. ``masked_only_shown`` a masked column may only be shown, never filtered, joined, grouped, ordered
-                       or computed on (each would leak the value)
-6. rewrites: row filters become subqueries, masked projections become masks, a row limit caps it.
+4. ``matches``         ``match_value(col, 'value')`` on a masked column: equality against a value the department
+                       supplies, with a grant that allows it and within its daily quota (sharing.match)
+5. ``policy relations`` every dataset reference becomes its relation (above)
 
 The locked-down DuckDB connection (sharing.engine) is the second line: a mistake here still meets
 no file access, no extensions and a read-only lake.
@@ -22,15 +33,16 @@ from dataclasses import dataclass, field
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import OptimizeError, ParseError
-from sqlglot.optimizer.qualify import qualify
+from sqlglot.errors import ParseError, TokenError
 
-from schemas.model import Registry
+from schemas.model import Dataset, Registry
 from sharing.exceptions import QueryRefused
 from sharing.grants import Access
 
 SCHEMA = "shared"
 CATALOG = "lake"
+RESERVED = "__os_"
+"""Prefix of the names the planner makes (CTE renames, match columns): refused in a department's SQL."""
 
 ALLOWED_FUNCTIONS = frozenset("""
 count sum avg min max median mode stddev stddev_samp stddev_pop variance var_samp var_pop approx_distinct
@@ -45,15 +57,45 @@ dayofweek dayofyear hour minute second strftime time_to_str timetostr str_to_tim
 current_date currentdate current_timestamp currenttimestamp now date_add dateadd date_sub datesub date_diff
 datediff age make_date interval
 row_number rank dense_rank percent_rank cume_dist ntile lag lead first_value last_value nth_value
+match_value struct struct_pack row struct_extract list_value list_extract list_contains list_has array_length
+array_contains len cardinality unnest explode flatten hash md5 sha256 sha1 bit_length octet_length format
+printf string_split str_split to_json json concat_ws nullifzero isnan isinf epoch date_diff exists columns
 """.split())
+"""Pure functions only. With policy relations a function can only compute on what the relation holds, so
+the list keeps out what reaches past the query (files, settings, environment, other catalogs)."""
+
+ROW_FILTER_FUNCTIONS = ALLOWED_FUNCTIONS - frozenset("""
+count sum avg min max median mode stddev stddev_samp stddev_pop variance var_samp var_pop approx_distinct
+count_if countif any_value first last string_agg group_concat array_agg list bool_and bool_or
+row_number rank dense_rank percent_rank cume_dist ntile lag lead first_value last_value nth_value match_value
+current_date currentdate current_timestamp currenttimestamp now
+""".split()) | {"current_date", "currentdate", "current_timestamp", "currenttimestamp", "now"}
+"""A row filter is a condition on one row: no aggregates, windows or matches (time functions are fine)."""
 
 MASKS = {
     "resident_id": "CASE WHEN {c} IS NULL THEN NULL ELSE left({c}, 6) || '********' || right({c}, 4) END",
     "mobile": "CASE WHEN {c} IS NULL THEN NULL ELSE '*******' || right({c}, 4) END",
     "phone": "CASE WHEN {c} IS NULL THEN NULL ELSE '*******' || right({c}, 4) END",
     "text": "CASE WHEN {c} IS NULL THEN NULL ELSE '***' END",
-    "null": "NULL",
+    "null": "CAST(NULL AS {t})",
 }
+"""Masking rule -> the DuckDB expression that replaces the column in a policy relation."""
+
+# Table arguments a policy relation carries: the alias (with its column list), pivots and samples stay on
+# the relation; time travel moves inside it (the scan reads that snapshot). Any other clause on a table
+# (index hints, partitions, CHANGES, ...) is refused: deny by default, whatever sqlglot learns next.
+_OUTER_ARGS = ("alias", "pivots", "sample", "joins", "laterals")
+_INNER_ARGS = ("when", "version")
+_TABLE_ARGS = frozenset(("this", "db", "catalog", *_OUTER_ARGS, *_INNER_ARGS))
+
+
+@dataclass(frozen=True)
+class Match:
+    """One ``match_value(column, 'value')`` of a query: what the quota is charged for."""
+
+    dataset: str
+    column: str
+    value: str
 
 
 @dataclass(frozen=True)
@@ -61,8 +103,12 @@ class Plan:
     sql_run: str
     tables: tuple[str, ...]
     columns: tuple[str, ...] = ()
+    """``dataset.column`` of every column the policy relations read exposed."""
     masked: tuple[str, ...] = ()
+    """``dataset.column`` of the masked ones among them."""
     filtered: tuple[str, ...] = field(default_factory=tuple)
+    """Datasets read through a row filter."""
+    matches: tuple[Match, ...] = ()
 
 
 def _refuse(reason: str) -> QueryRefused:
@@ -72,7 +118,7 @@ def _refuse(reason: str) -> QueryRefused:
 def one_select(sql: str, dialect: str) -> exp.Query:
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
-    except (ParseError, sqlglot.errors.TokenError) as exc:
+    except (ParseError, TokenError) as exc:
         raise _refuse(f"the query cannot be parsed as {dialect} SQL: {str(exc).splitlines()[0]}") from exc
     if len(statements) != 1:
         raise _refuse(f"one statement at a time: {len(statements)} statements were sent")
@@ -83,103 +129,195 @@ def one_select(sql: str, dialect: str) -> exp.Query:
     return stmt
 
 
-def known_tables(root: exp.Query, access: dict[str, Access], department: str) -> list[str]:
-    ctes = {c.alias_or_name for c in root.find_all(exp.CTE)}
-    tables = []
-    for t in root.find_all(exp.Table):
-        if not isinstance(t.this, exp.Identifier):
-            raise _refuse(f"table functions are not allowed ({t.this.sql()}); query shared tables by name")
-        if not t.db and t.name in ctes:
-            continue
-        if t.catalog or (t.db and t.db != SCHEMA) or "/" in t.name or "." in t.name:
-            raise _refuse(f"{t.sql()} is not a shared table; shared tables are named {SCHEMA}.<dataset>")
-        if t.name not in access:
-            raise _refuse(f"table {SCHEMA}.{t.name} does not exist or is not granted to {department}; "
-                          "request access to it (onesource requests create)")
-        tables.append(t.name)
-    if not tables:
-        raise _refuse("the query reads no shared table")
-    return sorted(set(tables))
+def _function_name(f: exp.Func) -> str:
+    return str(f.this).lower() if isinstance(f, exp.Anonymous) else f.sql_name().lower()
 
 
-def safe_functions(root: exp.Query) -> None:
+def safe_functions(root: exp.Expression, allowed: frozenset[str] = ALLOWED_FUNCTIONS) -> None:
     for f in root.find_all(exp.Func):
         if isinstance(f, exp.Connector):
             continue  # AND / OR / XOR: sqlglot models them as functions too
-        if isinstance(f, exp.Anonymous):
-            name = str(f.this).lower()
-        else:
-            name = f.sql_name().lower()
-        if name not in ALLOWED_FUNCTIONS and f.key.lower() not in ALLOWED_FUNCTIONS:
+        name = _function_name(f)
+        if name not in allowed and f.key.lower() not in allowed:
             raise _refuse(f"function {name}() is not allowed in governed queries")
 
 
-def department_schema(access: dict[str, Access], registry: Registry) -> dict:
-    schema: dict[str, dict[str, str]] = {}
-    for name, acc in access.items():
-        ds = registry.dataset(name)
-        schema[name] = {c: ds.column(c).duck_type for c in acc.columns}
-    return {SCHEMA: schema}
+def no_reserved_names(root: exp.Expression) -> None:
+    for ident in root.find_all(exp.Identifier):
+        if str(ident.this).lower().startswith(RESERVED):
+            raise _refuse(f"names starting with {RESERVED} are reserved for the platform ({ident.this})")
 
 
-def _aliases(root: exp.Expression) -> dict[str, str]:
-    return {t.alias_or_name: t.name for t in root.find_all(exp.Table)}
+def _cte_names(root: exp.Expression) -> set[str]:
+    return {c.alias_or_name.lower() for c in root.find_all(exp.CTE)}
 
 
-def masked_only_shown(root: exp.Query, access: dict[str, Access]) -> list[exp.Column]:
-    """The masked columns in the outermost projection; refuses any other use of a masked column."""
-    aliases = _aliases(root)
-    shown = []
-    for col in root.find_all(exp.Column):
-        dataset = aliases.get(col.table)
-        if dataset is None or col.name not in access.get(dataset, Access(dataset or "", ())).masked:
+def resolve_tables(root: exp.Query, access: dict[str, Access], department: str) -> list[exp.Table]:
+    """The dataset references of the query, each checked; CTE references renamed to reserved names.
+
+    A bare name is a CTE when the query defines a CTE of that name anywhere, and a shared dataset
+    otherwise (the search path is ``shared``). Every CTE definition and every bare reference to its name
+    is renamed alike (``__os_cte_<name>``): scoping between them is unchanged, and should DuckDB disagree
+    with the query's author about which CTE is in scope, the reserved name exists in no catalog and the
+    query fails instead of reading a catalog table of the CTE's name."""
+    ctes = _cte_names(root)
+    datasets = []
+    for t in list(root.find_all(exp.Table)):
+        if not isinstance(t.this, exp.Identifier):
+            raise _refuse(f"table functions are not allowed ({t.this.sql()}); query shared tables by name")
+        name = t.name
+        if t.catalog or (t.db and t.db.lower() != SCHEMA) or "/" in name or "." in name:
+            raise _refuse(f"{t.sql()} is not a shared table; shared tables are named {SCHEMA}.<dataset>")
+        if not t.db and name.lower() in ctes:
+            if set(k for k, v in t.args.items() if v) - {"this", "alias", "pivots", "sample", "joins", "laterals"}:
+                raise _refuse(f"{t.sql()}: only shared tables take time travel or other table clauses")
+            if not t.alias:
+                t.set("alias", exp.TableAlias(this=exp.to_identifier(name, quoted=True)))
+            t.set("this", exp.to_identifier(f"{RESERVED}cte_{name.lower()}", quoted=True))
             continue
-        parent = col.parent
-        in_projection = isinstance(root, exp.Select) and (
-            (isinstance(parent, exp.Alias) and parent.parent is root and parent.arg_key == "expressions")
-            or (parent is root and col.arg_key == "expressions"))
-        if not in_projection:
-            where = parent.key.upper() if parent is not None else "the query"
-            raise _refuse(f"column {dataset}.{col.name} is masked for this department: it can be shown, but not "
-                          f"used in {where} (filters, joins, grouping, ordering and functions would reveal it)")
-        shown.append(col)
-    return shown
+        name = name.lower()
+        if name not in access:
+            raise _refuse(f"table {SCHEMA}.{name} does not exist or is not granted to {department}; "
+                          "request access to it (onesource requests create)")
+        if access[name].problem:
+            raise _refuse(f"{SCHEMA}.{name}: {access[name].problem}")
+        t.set("this", exp.to_identifier(name))
+        extra = set(k for k, v in t.args.items() if v) - _TABLE_ARGS
+        if extra:
+            raise _refuse(f"{t.sql()}: the table clause {', '.join(sorted(extra))} is not allowed in governed queries")
+        datasets.append(t)
+    for cte in root.find_all(exp.CTE):
+        alias = cte.args["alias"]
+        alias.set("this", exp.to_identifier(f"{RESERVED}cte_{cte.alias_or_name.lower()}", quoted=True))
+    if not datasets:
+        raise _refuse("the query reads no shared table")
+    return datasets
+
+
+def _masked_expression(rule: str, column: str, duck_type: str) -> exp.Expression:
+    col = exp.column(column, quoted=True).sql(dialect="duckdb")
+    return sqlglot.parse_one(MASKS[rule].format(c=col, t=duck_type), read="duckdb")
+
+
+def relation(ds: Dataset, acc: Access, *, when: exp.Expression | None = None,
+             version: exp.Expression | None = None, matches: dict[str, list[tuple[str, str]]] | None = None,
+             row_filters: tuple[str, ...] = ()) -> exp.Select:
+    """The department's view of one dataset: granted columns, masks applied, row filter applied."""
+    projections: list[exp.Expression] = []
+    for name in acc.columns:
+        rule = acc.masked.get(name)
+        value = _masked_expression(rule, name, ds.column(name).duck_type) if rule else exp.column(name, quoted=True)
+        projections.append(exp.alias_(value, name, quoted=True))
+    for column, pairs in (matches or {}).items():
+        for alias, literal in pairs:  # match columns: whether the raw value equals the supplied one, nothing else
+            projections.append(exp.alias_(exp.EQ(this=exp.column(column, quoted=True), expression=exp.Literal.string(literal)),
+                                          alias, quoted=True))
+    scan = exp.Table(this=exp.to_identifier(ds.name, quoted=True), db=exp.to_identifier(SCHEMA, quoted=True),
+                     catalog=exp.to_identifier(CATALOG, quoted=True))
+    if when is not None:
+        scan.set("when", when)
+    if version is not None:
+        scan.set("version", version)
+    select = exp.select(*projections).from_(scan)
+    if row_filters:
+        select = select.where(exp.or_(*(exp.paren(sqlglot.parse_one(f, read="duckdb")) for f in row_filters)))
+    return select
+
+
+def _matches(root: exp.Query, tables: list[exp.Table], access: dict[str, Access]) -> dict[str, dict[str, list]]:
+    """Rewrites every ``match_value(col, 'value')`` into a reference to a boolean column of the relations whose
+    grant allows matching ``col``; returns dataset -> column -> [(match column, value)]."""
+    found: dict[str, dict[str, list[tuple[str, str]]]] = {}
+    referenced = {t.name for t in tables}
+    calls = [f for f in root.find_all(exp.Anonymous) if str(f.this).lower() == "match_value"]
+    for n, call in enumerate(calls):
+        args = call.expressions
+        if len(args) != 2 or not isinstance(args[0], exp.Column) or not (
+                isinstance(args[1], exp.Literal) and args[1].is_string):
+            raise _refuse("match_value() takes a column and a string literal: match_value(resident_id, '430102...')")
+        column, value = args[0].name, args[1].this
+        alias = f"{RESERVED}match_{n}"
+        hosts = [d for d in sorted(referenced) if column in access[d].columns]
+        if not hosts:
+            raise _refuse(f"match_value({column}, ...): no table of the query has a column {column} granted to you")
+        for d in hosts:
+            acc = access[d]
+            if column in acc.masked and column not in acc.match:
+                raise _refuse(f"column {d}.{column} is masked and your grant does not allow matching it; "
+                              "the owner can grant match on it (onesource grants add --match)")
+            found.setdefault(d, {}).setdefault(column, []).append((alias, value))
+        call.replace(exp.Column(this=exp.to_identifier(alias, quoted=True),
+                                table=args[0].args.get("table")))
+    return found
 
 
 def plan(sql: str, access: dict[str, Access], registry: Registry, department: str, *, dialect: str = "postgres",
          row_limit: int = 10_000) -> Plan:
     root = one_select(sql, dialect)
-    tables = known_tables(root, access, department)
+    no_reserved_names(root)
+    tables = resolve_tables(root, access, department)
     safe_functions(root)
-    try:
-        root = qualify(root, schema=department_schema(access, registry), dialect=dialect,
-                       validate_qualify_columns=True, quote_identifiers=True)
-    except OptimizeError as exc:
-        raise _refuse(f"{exc}: the column does not exist or is not granted to {department}") from exc
-    shown = masked_only_shown(root, access)
-    aliases = _aliases(root)
-    columns = sorted({f"{aliases.get(c.table, c.table)}.{c.name}" for c in root.find_all(exp.Column)
-                      if aliases.get(c.table) in access})
-    masked = []
-    for col in shown:
-        dataset = aliases[col.table]
-        rule = access[dataset].masked[col.name]
-        col.replace(sqlglot.parse_one(MASKS[rule].format(c=col.sql(dialect="duckdb")), read="duckdb"))
-        masked.append(f"{dataset}.{col.name}")
-    filtered = []
-    for t in list(root.find_all(exp.Table)):
-        acc = access.get(t.name)
-        if acc is None or t.db != SCHEMA:
-            continue
-        # Catalog-qualified, so the query means the lake on any cursor, whatever its default catalog.
-        t.set("catalog", exp.to_identifier(CATALOG, quoted=True))
-        if not acc.row_filters:
-            continue
-        cond = " OR ".join(f"({f})" for f in acc.row_filters)
-        sub = sqlglot.parse_one(f'(SELECT * FROM "{CATALOG}"."{SCHEMA}"."{t.name}" WHERE {cond})', read="duckdb")
-        t.replace(exp.Subquery(this=sub.this if isinstance(sub, exp.Subquery) else sub,
-                               alias=exp.TableAlias(this=exp.to_identifier(t.alias_or_name, quoted=True))))
-        filtered.append(t.name)
+    matches = _matches(root, tables, access)
+    for col in root.find_all(exp.Column):  # shared.x.col: the relation is named x
+        if col.args.get("db") is not None and col.db.lower() == SCHEMA:
+            col.set("db", None)
+            col.set("catalog", None)
+    columns, masked, filtered, charged = set(), set(), set(), []
+    for t in tables:
+        ds, acc = registry.dataset(t.name), access[t.name]
+        rel = relation(ds, acc, when=t.args.get("when"), version=t.args.get("version"),
+                       matches=matches.get(t.name), row_filters=acc.row_filters)
+        alias = t.args.get("alias") or exp.TableAlias(this=exp.to_identifier(t.name, quoted=True))
+        sub = exp.Subquery(this=rel, alias=alias)
+        for arg in ("pivots", "sample", "joins", "laterals"):
+            if t.args.get(arg):
+                sub.set(arg, t.args[arg])
+        t.replace(sub)
+        columns |= {f"{t.name}.{c}" for c in acc.columns}
+        masked |= {f"{t.name}.{c}" for c in acc.masked}
+        if acc.row_filters:
+            filtered.add(t.name)
+    for d, by_column in matches.items():
+        for column, pairs in by_column.items():
+            if column in access[d].masked:
+                charged += [Match(d, column, value) for _, value in pairs]
     body = root.sql(dialect="duckdb")
-    return Plan(f"SELECT * FROM ({body}) AS governed LIMIT {int(row_limit)}", tuple(tables), tuple(columns),
-                tuple(sorted(masked)), tuple(sorted(set(filtered))))
+    return Plan(f"SELECT * FROM ({body}) AS governed LIMIT {int(row_limit)}", tuple(sorted({t.name for t in tables})),
+                tuple(sorted(columns)), tuple(sorted(masked)), tuple(sorted(filtered)), tuple(dict.fromkeys(charged)))
+
+
+def normalise_row_filter(text: str, ds: Dataset) -> str:
+    """A row filter as a governed expression: one condition on ``ds``'s own columns, allowlisted functions,
+    no subqueries, no other tables, no aggregates; returned in its normal (DuckDB) form, quoted.
+
+    >>> normalise_row_filter("division_code = '430102'", ds)
+    '"division_code" = \\'430102\\''
+    """
+    try:
+        tree = sqlglot.parse_one(text, read="duckdb", into=exp.Condition)
+    except (ParseError, TokenError) as exc:
+        raise _refuse(f"the row filter {text!r} cannot be parsed: {str(exc).splitlines()[0]}") from exc
+    if tree is None:
+        raise _refuse("the row filter is empty")
+    for node in tree.walk():
+        if isinstance(node, exp.Query | exp.Subquery | exp.Table | exp.Star | exp.Placeholder | exp.Parameter
+                      | exp.Window | exp.AggFunc | exp.Lambda | exp.Dot):
+            raise _refuse(f"the row filter {text!r} may only compare this dataset's columns with values "
+                          f"({node.key} is not allowed)")
+    try:
+        safe_functions(tree, ROW_FILTER_FUNCTIONS)
+    except QueryRefused as exc:
+        raise _refuse(f"the row filter {text!r}: {exc}") from exc
+    names = {c.name for c in ds.columns}
+    for col in tree.find_all(exp.Column):
+        if col.table and col.table.lower() != ds.name:
+            raise _refuse(f"the row filter names {col.sql()}: it may only use {ds.name}'s own columns")
+        if col.name.lower() not in names:
+            raise _refuse(f"the row filter names {col.name!r}, which {ds.name} does not have "
+                          f"(its columns: {', '.join(sorted(names))})")
+        col.set("this", exp.to_identifier(col.name.lower()))
+        col.set("table", None)
+    no_reserved_names(tree)
+    for ident in tree.find_all(exp.Identifier):
+        ident.set("quoted", True)
+    return tree.sql(dialect="duckdb")
