@@ -15,6 +15,7 @@
     onesource grants add|list|revoke          conditional datasets' grants
     onesource requests create|list|approve|refuse|revoke   access requests, decided within the SLA
     onesource serve                           HTTP API and Postgres-wire endpoint
+    onesource users reset USER                a new password and token for a user (shown once)
     onesource metrics [--period YYYY-MM]      the sharing KPIs, per department and city-wide
                       [--publish] [--export F] (shared KPI tables; XLSX/CSV for the annual assessment)
     onesource audit verify                    check the hash-chained audit log
@@ -353,6 +354,21 @@ def cmd_grants(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
+    from lakehouse import Lake
+    from sharing.users import reset_user
+
+    with Lake(settings.lake) as lake:
+        try:
+            password, token = reset_user(lake, args.user)
+        except KeyError as exc:
+            err.print(exc.args[0])
+            return 1
+    console.print(f"user {args.user}: new password and token (shown once, only their hashes are kept)\n"
+                  f"password: {password}\ntoken: {token}", markup=False, highlight=False)
+    return 0
+
+
 def cmd_requests(args: argparse.Namespace, settings: Settings) -> int:
     from lakehouse import Lake
     from metrics.calendar import WorkCalendar
@@ -475,14 +491,16 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from sharing.engine import GovernedEngine
     from sharing.http import create_app
     from sharing.pgwire import GovernedPgServer
+    from sharing.signin import SignInGuard
 
     engine = GovernedEngine(settings, load_registry(settings.registry_dir), persistent=True)
-    pg = GovernedPgServer((args.host, args.pg_port), engine)
+    guard = SignInGuard(settings.signin)  # one count of failed sign-ins for the wire and the portal
+    pg = GovernedPgServer((args.host, args.pg_port), engine, guard)
     threading.Thread(target=pg.serve_forever, name="pgwire", daemon=True).start()
     console.print(f"Postgres wire: psql 'host={args.host} port={args.pg_port} user=<dept>_analyst dbname=onesource'\n"
                   f"HTTP: http://{args.host}:{args.http_port}/docs  (credentials: $ONESOURCE_HOME/demo-credentials.json)")
     try:
-        uvicorn.run(create_app(engine), host=args.host, port=args.http_port, log_level="warning")
+        uvicorn.run(create_app(engine, guard), host=args.host, port=args.http_port, log_level="warning")
     finally:
         pg.shutdown()
         pg.server_close()
@@ -601,6 +619,11 @@ def parser() -> argparse.ArgumentParser:
     req.add_argument("--reason", help="mandatory when refusing")
     req.add_argument("--user", help="who acts (default: $USER)")
     req.set_defaults(fn=cmd_requests)
+
+    users = sub.add_parser("users", help="reset a user's password and token (also: a password stored before SCRAM)")
+    users.add_argument("action", choices=["reset"])
+    users.add_argument("user")
+    users.set_defaults(fn=cmd_users)
 
     audit = sub.add_parser("audit", help="verify the hash-chained audit log")
     audit.add_argument("action", choices=["verify"])

@@ -34,6 +34,37 @@ class LakeSettings:
 
 
 @dataclass(frozen=True)
+class SignInSettings:
+    """Throttling of sign-ins, on the portal and the Postgres-wire endpoint alike (sharing.signin)."""
+
+    max_failures: int = 5
+    """Failed sign-ins for one user name within ``window_minutes`` that lock that name for
+    ``lockout_minutes``. ``ONESOURCE_SIGNIN_MAX_FAILURES``."""
+    max_failures_per_address: int = 20
+    """The same for one client address, whatever the user names tried (higher than ``max_failures``: a
+    department's office may reach the server through one address). ``ONESOURCE_SIGNIN_MAX_FAILURES_PER_ADDRESS``."""
+    window_minutes: float = 15
+    """How far back failures count. ``ONESOURCE_SIGNIN_WINDOW_MINUTES``."""
+    lockout_minutes: float = 15
+    """How long a locked user name or address is refused, right password or not.
+    ``ONESOURCE_SIGNIN_LOCKOUT_MINUTES``."""
+    delay_seconds: float = 0.5
+    """A failed sign-in is answered after this many seconds per failure so far (1st: 0.5 s, 2nd: 1 s, ...).
+    ``ONESOURCE_SIGNIN_DELAY_SECONDS``."""
+    max_delay_seconds: float = 3.0
+    """The longest that delay gets. ``ONESOURCE_SIGNIN_MAX_DELAY_SECONDS``."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SignInSettings:
+        values = {}
+        for name, f in cls.__dataclass_fields__.items():
+            raw = env.get(f"ONESOURCE_SIGNIN_{name.upper()}")
+            if raw:
+                values[name] = (int if f.type == "int" else float)(raw)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class Settings:
     """One OneSource home: registry, source drops, landing, lake, Airflow home, reports."""
 
@@ -43,6 +74,8 @@ class Settings:
     snapshot_retention_days: int = 180
     """Lake snapshots younger than this are kept (time travel, audits); older ones are expired by the
     maintenance DAG. ``ONESOURCE_SNAPSHOT_RETENTION_DAYS``."""
+    signin: SignInSettings = field(default_factory=SignInSettings)
+    """Sign-in throttling and lockout (``ONESOURCE_SIGNIN_*``, see :class:`SignInSettings`)."""
 
     def __post_init__(self) -> None:
         home = Path(self.home).resolve()
@@ -101,7 +134,8 @@ class Settings:
         optional ``ONESOURCE_CATALOG`` / ``ONESOURCE_DATA_PATH`` overrides."""
         env = os.environ if environ is None else environ
         home = Path(env.get("ONESOURCE_HOME") or DEFAULT_HOME)
-        settings = cls(home=home, snapshot_retention_days=int(env.get("ONESOURCE_SNAPSHOT_RETENTION_DAYS") or 180))
+        settings = cls(home=home, snapshot_retention_days=int(env.get("ONESOURCE_SNAPSHOT_RETENTION_DAYS") or 180),
+                       signin=SignInSettings.from_env(env))
         catalog = env.get("ONESOURCE_CATALOG")
         data_path = env.get("ONESOURCE_DATA_PATH")
         encrypted = env.get("ONESOURCE_ENCRYPT", "").lower() in ("1", "true", "yes")
@@ -109,6 +143,7 @@ class Settings:
             settings = cls(
                 home=home,
                 snapshot_retention_days=settings.snapshot_retention_days,
+                signin=settings.signin,
                 lake=LakeSettings(
                     catalog=catalog or settings.lake.catalog,
                     data_path=data_path or settings.lake.data_path,

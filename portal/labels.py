@@ -18,7 +18,8 @@ KPI_LABELS = {
 LABELS = {
     "zh": {
         "title": "OneSource 数据共享考核", "sign_in": "登录", "sign_out": "退出", "user": "用户名", "password": "密码",
-        "bad_login": "用户名或密码错误", "period": "考核期", "city": "全市", "target": "目标", "ranking": "部门排名（数据共享率）",
+        "bad_login": "用户名或密码错误", "locked": "登录失败次数过多，请 {minutes} 分钟后再试",
+        "period": "考核期", "city": "全市", "target": "目标", "ranking": "部门排名（数据共享率）",
         "trends": "趋势", "department": "部门", "datasets": "数据资源", "why": "未计入共享的原因", "status": "状态",
         "consumers": "使用部门数", "last_load": "最近加载", "duplicates": "重复采集矩阵", "export": "导出",
         "quality_timeliness": "质量与及时性", "shared": "已共享", "not_counted": "未计入", "authority": "权威来源",
@@ -44,7 +45,8 @@ LABELS = {
     },
     "en": {
         "title": "OneSource sharing KPIs", "sign_in": "Sign in", "sign_out": "Sign out", "user": "User",
-        "password": "Password", "bad_login": "Wrong user or password", "period": "Period", "city": "City",
+        "password": "Password", "bad_login": "Wrong user or password",
+        "locked": "Too many failed sign-ins; try again in {minutes} minutes", "period": "Period", "city": "City",
         "target": "target", "ranking": "Department ranking (sharing rate)", "trends": "Trends",
         "department": "Department", "datasets": "Datasets", "why": "Why not counted as shared", "status": "Status",
         "consumers": "Consumers", "last_load": "Last load", "duplicates": "Duplicate-collection matrix",

@@ -4,46 +4,59 @@ Every figure on a page is read with governed SQL as the signed-in department (th
 shared datasets like any other), so page views are audited like any query. Sessions are random
 tokens kept in the server's memory, sent as an HttpOnly, SameSite=Strict cookie, and expire after
 :data:`SESSION_HOURS` (restarting the server signs everyone out).
+
+Cross-site request forgery: every POST to a page (not to ``/api/``, whose bearer tokens a browser does not
+send by itself) must come from this site: a foreign ``Origin`` (or, without one, ``Referer``) is refused
+with 403, and, but for the sign-in form, it must carry the session's own CSRF token (the hidden
+``csrf_token`` field every form has, or an ``X-CSRF-Token`` header). Sign-ins are throttled and lock a
+user name or address after repeated failures (sharing.signin), answered with 429.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import secrets
 import threading
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Form, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metrics.kpis import KPI_NAMES, LOWER_IS_BETTER
 from portal import charts
 from portal.labels import LABELS, kpi_label
 from sharing.engine import GovernedEngine
 from sharing.exceptions import QueryFailed, QueryRefused
+from sharing.signin import LockedOut, SignInGuard
 from sharing.users import User, authenticate
 
 SESSION_COOKIE = "onesource_session"
 SESSION_HOURS = 8
+CSRF_FIELD, CSRF_HEADER = "csrf_token", "x-csrf-token"
 PERCENT_KPIS = tuple(k for k in KPI_NAMES if k != "reuse_factor")
 
 
 class Sessions:
+    """Signed-in users by session token, each with its own CSRF token (the synchroniser token its forms carry)."""
+
     def __init__(self, hours: float = SESSION_HOURS):
         self.ttl = dt.timedelta(hours=hours)
         self._lock = threading.Lock()
-        self._by_token: dict[str, tuple[User, dt.datetime]] = {}
+        self._by_token: dict[str, tuple[User, dt.datetime, str]] = {}
 
     def start(self, user: User) -> str:
         token = secrets.token_urlsafe(32)
         with self._lock:
-            self._by_token[token] = (user, dt.datetime.now(dt.UTC) + self.ttl)
+            self._by_token[token] = (user, dt.datetime.now(dt.UTC) + self.ttl, secrets.token_urlsafe(32))
         return token
 
-    def user(self, token: str | None) -> User | None:
+    def _live(self, token: str | None) -> tuple[User, dt.datetime, str] | None:
         with self._lock:
             hit = self._by_token.get(token or "")
             if hit is None:
@@ -51,7 +64,16 @@ class Sessions:
             if hit[1] <= dt.datetime.now(dt.UTC):
                 del self._by_token[token or ""]
                 return None
-            return hit[0]
+            return hit
+
+    def user(self, token: str | None) -> User | None:
+        hit = self._live(token)
+        return hit[0] if hit else None
+
+    def csrf(self, token: str | None) -> str | None:
+        """The CSRF token of the session ``token``; None when there is no such session (or it expired)."""
+        hit = self._live(token)
+        return hit[2] if hit else None
 
     def end(self, token: str | None) -> None:
         with self._lock:
@@ -79,7 +101,9 @@ class Site:
 
     def page(self, request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         lang = self.lang(request)
-        html = self.templates.get_template(name).render(t=LABELS[lang], lang=lang, path=request.url.path, **context)
+        csrf = self.sessions.csrf(request.cookies.get(SESSION_COOKIE)) or ""
+        html = self.templates.get_template(name).render(t=LABELS[lang], lang=lang, path=request.url.path,
+                                                        csrf_field=CSRF_FIELD, csrf=csrf, **context)
         response = HTMLResponse(html, status_code=status_code)
         if request.query_params.get("lang") in LABELS:
             response.set_cookie("onesource_lang", lang, samesite="strict", max_age=365 * 86400)
@@ -104,9 +128,91 @@ class Site:
             raise
 
 
-def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None = None) -> None:
+class CsrfGuard:
+    """ASGI middleware: a POST (or any unsafe method) to a page must come from this site, and, but for the
+    sign-in form, carry its session's CSRF token. ``/api/`` is left alone: its bearer tokens are not sent by
+    a browser on its own, so a forged request has nothing to ride on."""
+
+    UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+    def __init__(self, app: ASGIApp, sessions: Sessions, exempt: tuple[str, ...] = ("/api/",),
+                 origin_only: tuple[str, ...] = ("/login",)):
+        self.app, self.sessions, self.exempt, self.origin_only = app, sessions, exempt, origin_only
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in self.UNSAFE or scope["path"].startswith(self.exempt):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        if not _same_origin(request):
+            await _refused("cross-site request refused: this form may only be sent from this site")(scope, receive, send)
+            return
+        if scope["path"] in self.origin_only:  # the sign-in form: no session yet (login CSRF: the Origin check)
+            await self.app(scope, receive, send)
+            return
+        expected = self.sessions.csrf(request.cookies.get(SESSION_COOKIE))
+        if expected is None:  # no session: nothing runs; sign in first
+            await RedirectResponse(f"/login?next={scope['path']}", status_code=303)(scope, receive, send)
+            return
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        replay = _replay(body, receive)
+        sent = request.headers.get(CSRF_HEADER)
+        if sent is None:
+            try:
+                form = await Request(scope, _replay(body, receive)).form()
+            except Exception:  # noqa: BLE001 - a body that is no form carries no token
+                form = None
+            if form is not None:
+                sent = form.get(CSRF_FIELD)
+                await form.close()
+        if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), expected.encode()):
+            await _refused("the form's security token is missing or out of date (CSRF): reload the page and send "
+                           "it again")(scope, receive, send)
+            return
+        await self.app(scope, replay, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive channel that gives ``body`` once, then whatever the client sends next (its disconnect)."""
+    given = False
+
+    async def again() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return again
+
+
+def _same_origin(request: Request) -> bool:
+    """The request's ``Origin`` (or, without one, its ``Referer``) names this site's host; a request with
+    neither is not a browser's cross-site one. ``Origin: null`` (sandboxed or privacy-redirected) is refused."""
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if origin is None:
+        return True
+    return origin != "null" and urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower()
+
+
+def _refused(reason: str) -> Response:
+    return PlainTextResponse(reason, status_code=403)
+
+
+def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None = None,
+                 guard: SignInGuard | None = None) -> None:
+    """The portal's pages on ``app``; ``guard`` throttles sign-ins (share one with the wire endpoint)."""
     site = Site(engine, sessions)
     sessions = site.sessions
+    guard = guard or SignInGuard(engine.settings.signin)
+    app.add_middleware(CsrfGuard, sessions=sessions)
 
     @app.exception_handler(_SignIn)
     def _to_login(request: Request, _exc: _SignIn) -> RedirectResponse:
@@ -129,11 +235,22 @@ def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None
     @app.post("/login", include_in_schema=False)
     def login(request: Request, username: str = Form(...), password: str = Form(...),
               next: str = Form("/dashboard")) -> Response:
+        address = request.client.host if request.client else ""
+        labels = LABELS[lang_of(request)]
+        try:
+            guard.check(username, address)
+        except LockedOut as exc:
+            return page(request, "login.html", status_code=429, next=_local(next), user=None,
+                        error=labels["locked"].format(minutes=exc.minutes))
         with engine.cursor() as lake:
             user = authenticate(lake, username, password)
         if user is None:
-            return page(request, "login.html", next=_local(next), error=LABELS[lang_of(request)]["bad_login"],
-                        user=None)
+            locked = guard.failed(username, address, "portal")
+            if locked:
+                return page(request, "login.html", status_code=429, next=_local(next), user=None,
+                            error=f"{labels['bad_login']}. {labels['locked'].format(minutes=locked.minutes)}")
+            return page(request, "login.html", next=_local(next), error=labels["bad_login"], user=None)
+        guard.succeeded(username, address)
         response = RedirectResponse(_local(next), status_code=303)
         response.set_cookie(SESSION_COOKIE, sessions.start(user), httponly=True, samesite="strict",
                             max_age=int(sessions.ttl.total_seconds()))

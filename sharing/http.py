@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from sharing.engine import GovernedEngine
 from sharing.exceptions import QueryFailed, QueryRefused
+from sharing.signin import SignInGuard
 from sharing.users import User, user_by_token
 
 ARROW = "application/vnd.apache.arrow.stream"
@@ -60,7 +61,8 @@ class DisputeIn(BaseModel):
     description: str
 
 
-def create_app(engine: GovernedEngine) -> FastAPI:
+def create_app(engine: GovernedEngine, guard: SignInGuard | None = None) -> FastAPI:
+    """The API and the portal's pages; ``guard`` throttles the portal's sign-ins (share the wire endpoint's)."""
     app = FastAPI(title="OneSource", version="1", description="Governed access to the city's shared data.")
     def current_user(authorization: str = Header(default="")) -> User:
         token = authorization.removeprefix("Bearer ").strip() if authorization.startswith("Bearer ") else ""
@@ -119,7 +121,7 @@ def create_app(engine: GovernedEngine) -> FastAPI:
 
     from portal.web import mount_portal
 
-    mount_portal(app, engine)
+    mount_portal(app, engine, guard=guard)
     return app
 
 

@@ -1,30 +1,40 @@
 """The Postgres-wire endpoint (buenavista): psql, psycopg, DBeaver, Superset, pandas.read_sql.
 
-Each connection logs in as a department user (md5 handshake against the verifier kept at rest,
-see sharing.users). Every statement goes through the same governed engine as the CLI and HTTP. A
-refusal comes back to the client as an ordinary Postgres error carrying the reason. Transaction
-and session chatter that clients send on their own (BEGIN, COMMIT, SET, ...) is acknowledged and
-not run: the lake is read-only to departments anyway.
+Each connection signs in as a department user with SCRAM-SHA-256, as PostgreSQL does it (sharing.scram
+checks the client's proof against the verifier kept at rest, sharing.users): the password never travels,
+and neither the verifier nor anything seen on the wire is enough to sign in. md5 is not offered; a user
+whose password predates SCRAM is told to have it reset. Failed sign-ins are throttled and lock the user
+name (or the client address) for a while (sharing.signin). Without TLS the session itself travels in
+clear: keep the endpoint on loopback or put it behind TLS.
+
+Every statement goes through the same governed engine as the CLI and HTTP. A refusal comes back to the
+client as an ordinary Postgres error carrying the reason. Transaction and session chatter that clients
+send on their own (BEGIN, COMMIT, SET, ...) is acknowledged and not run: the lake is read-only to
+departments anyway.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import io
+import secrets
 import socketserver
+import struct
+from dataclasses import dataclass
 
 import buenavista.postgres
 import pyarrow as pa
 import sqlglot
 from buenavista.backends.duckdb import DuckDBQueryResult
 from buenavista.core import Connection, QueryResult, Session
-from buenavista.postgres import BuenaVistaHandler, BuenaVistaServer
+from buenavista.postgres import BuenaVistaHandler, BuenaVistaServer, BVBuffer, BVContext
 from sqlglot import exp
 
 from onesource.logsafe import guarded
 from sharing.catalog import is_catalog_query
 from sharing.engine import GovernedEngine
-from sharing.users import User, pg_verifier
+from sharing.scram import MECHANISM, ProofRejected, ScramError, ServerExchange, Verifier, mock_verifier
+from sharing.signin import LockedOut, SignInGuard
+from sharing.users import User, scram_verifier
 
 log = guarded("onesource.pgwire")
 
@@ -123,29 +133,110 @@ class GovernedConnection(Connection):
                 "integer_datetimes": "on", "standard_conforming_strings": "on"}
 
 
+# Authentication request codes (PostgreSQL's protocol, "AuthenticationXXX" messages)
+AUTH_OK, AUTH_SASL, AUTH_SASL_CONTINUE, AUTH_SASL_FINAL = 0, 10, 11, 12
+
+
+@dataclass
+class _Pending:
+    """A connection on its way in: who it says it is, and its SCRAM exchange so far."""
+
+    user: User | None  # None: no such user (the exchange runs on a mock verifier and fails)
+    exchange: ServerExchange
+    started: bool = False
+
+
 class _Handler(BuenaVistaHandler):
-    def handle_md5_password(self, ctx, payload: bytes) -> None:
+    """buenavista's handler, signing in with SCRAM-SHA-256 instead of md5.
+
+    buenavista calls :meth:`send_auth_request` once the startup message is read, and routes every ``p``
+    message of a connection not yet signed in to :meth:`handle_md5_password`: with SCRAM these are the
+    SASLInitialResponse and the SASLResponse. A refused connection gets a FATAL error and is hung up,
+    as PostgreSQL does."""
+
+    def send_auth_request(self, ctx: BVContext) -> None:
         user_name = ctx.params.get("user", "")
-        client_side = payload.decode("utf-8").rstrip("\x00")
+        address = self.client_address[0]
+        guard: SignInGuard = self.server.guard
+        try:
+            guard.check(user_name, address)
+        except LockedOut as exc:
+            log.warning("refused sign-in for user %r from %s over postgres-wire: %s", user_name, address, exc)
+            return self._refuse("28000", str(exc))
+        if not user_name:
+            return self._refuse("28000", "no user name was given")
         with self.server.conn.engine.cursor() as lake:
-            found = pg_verifier(lake, user_name)
-        expected = "md5" + hashlib.md5(found[1].encode() + ctx.salt).hexdigest() if found else None  # noqa: S324
-        if found and hmac.compare_digest(client_side, expected):
-            ctx.session.user = found[0]
-            self.send_authentication_ok()
-            self.handle_post_auth(ctx)
-        else:
-            log.warning("password authentication failed for user %r", user_name)
-            self.send_error(f'password authentication failed for user "{user_name}"')
+            found = scram_verifier(lake, user_name)
+        if found is not None and found[1] is None:
+            log.warning("user %r tried to sign in over postgres-wire with a password stored before SCRAM-SHA-256: "
+                        "it must be reset", user_name)
+            return self._refuse("28P01", f'the password of user "{user_name}" was set before this server moved to '
+                                         f"SCRAM-SHA-256 authentication and must be reset: ask an operator to run "
+                                         f"`onesource users reset {user_name}`")
+        verifier = Verifier.parse(found[1]) if found else mock_verifier(self.server.mock_secret, user_name)
+        ctx.pending = _Pending(found[0] if found else None, ServerExchange(verifier, known=found is not None))
+        self._auth_message(AUTH_SASL, MECHANISM.encode() + b"\x00\x00")
+
+    def handle_md5_password(self, ctx: BVContext, payload: bytes) -> None:
+        """A SASLInitialResponse or a SASLResponse (buenavista's name for the hook is the md5 one)."""
+        pending: _Pending | None = getattr(ctx, "pending", None)
+        user_name, address = ctx.params.get("user", ""), self.client_address[0]
+        if pending is None:
+            return self._refuse("08P01", "unexpected password message")
+        try:
+            if not pending.started:
+                buf = BVBuffer(io.BytesIO(payload or b""))
+                mechanism = bytearray()
+                while (ch := buf.read_byte()) not in (b"\x00", b""):
+                    mechanism += ch
+                if mechanism.decode("utf-8", "replace") != MECHANISM:
+                    return self._refuse("28000", f"authentication method {mechanism.decode('utf-8', 'replace')!r} "
+                                                 f"is not supported: this server signs in with {MECHANISM} only")
+                try:
+                    length = buf.read_int32()
+                except struct.error as exc:
+                    raise ScramError("malformed SASLInitialResponse") from exc
+                data = buf.read_bytes(length) if length >= 0 else b""
+                pending.started = True
+                self._auth_message(AUTH_SASL_CONTINUE, pending.exchange.first(data))
+                return None
+            final = pending.exchange.final(payload or b"")
+        except ScramError as exc:
+            log.warning("SCRAM exchange with %s for user %r broken off: %s", address, user_name, exc)
+            return self._refuse("08P01", str(exc))
+        except ProofRejected:
+            locked = self.server.guard.failed(user_name, address, "postgres-wire")
+            message = f'password authentication failed for user "{user_name}"'
+            return self._refuse("28P01", f"{message}; {locked}" if locked else message)
+        self.server.guard.succeeded(user_name, address)
+        self._auth_message(AUTH_SASL_FINAL, final)
+        ctx.session.user = pending.user
+        ctx.pending = None
+        self.send_authentication_ok()
+        self.handle_post_auth(ctx)
+        return None
+
+    def _auth_message(self, code: int, data: bytes = b"") -> None:
+        self.wfile.write(struct.pack("!cii", b"R", 8 + len(data), code) + data)
+
+    def _refuse(self, sqlstate: str, message: str) -> None:
+        """A FATAL error, then hang up: buenavista's loop reads end-of-stream and closes the connection."""
+        fields = b"".join(tag + value.encode("utf-8") + b"\x00" for tag, value in
+                          ((b"S", "FATAL"), (b"V", "FATAL"), (b"C", sqlstate), (b"M", message)))
+        self.wfile.write(struct.pack("!ci", b"E", len(fields) + 5) + fields + b"\x00")
+        self.r = BVBuffer(io.BytesIO())
 
 
 class GovernedPgServer(BuenaVistaServer):
-    """A threading TCP server speaking the Postgres protocol, governed by ``engine``."""
+    """A threading TCP server speaking the Postgres protocol, governed by ``engine``; sign-ins are throttled
+    by ``guard`` (share one with the portal, so that both count the same failures)."""
 
-    def __init__(self, address: tuple[str, int], engine: GovernedEngine):
+    def __init__(self, address: tuple[str, int], engine: GovernedEngine, guard: SignInGuard | None = None):
         socketserver.ThreadingTCPServer.__init__(self, address, _Handler)
         self.conn = GovernedConnection(engine)
         self.rewriter = None
         self.extensions = {}
         self.ctxts = {}
-        self.auth = {}  # not None: buenavista then asks every client for its md5 password
+        self.auth = {}  # unused: _Handler.send_auth_request always asks for SCRAM-SHA-256
+        self.guard = guard or SignInGuard(engine.settings.signin)
+        self.mock_secret = secrets.token_bytes(32)  # salts of unknown users, stable for this server's life

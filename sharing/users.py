@@ -1,9 +1,12 @@
-"""Department users: a password for the Postgres-wire endpoint, a bearer token for HTTP.
+"""Department users: a password for the portal and the Postgres-wire endpoint, a bearer token for HTTP.
 
-Nothing is stored in clear. Tokens are random and kept as sha256. Passwords are kept as scrypt (for
-sign-in pages) and as PostgreSQL's own md5 verifier (``md5(password || user)``), because the wire
-endpoint's md5 handshake needs exactly what PostgreSQL stores for md5 roles. That verifier is
-weaker than scrypt. The endpoint listens on loopback, and beyond it belongs behind TLS (docs).
+Nothing is stored in clear. Tokens are random and kept as sha256. Passwords are kept as scrypt (the
+portal's sign-in page) and as PostgreSQL's own SCRAM-SHA-256 verifier (``password_scram``, see
+sharing.scram), which the wire endpoint's SCRAM exchange needs: neither logs in by itself.
+
+Users created before SCRAM have only an md5 verifier (``password_pg_md5``, which alone was enough to log
+in). It is no longer written nor accepted: such a user is told at sign-in to have the password reset
+(``onesource users reset NAME``), which stores a SCRAM verifier and drops the md5 one.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import secrets
 from dataclasses import dataclass
 
 from lakehouse.lake import CATALOG, OPS, Lake, retrying
+from sharing.scram import make_verifier
 
 
 @dataclass(frozen=True)
@@ -35,10 +39,6 @@ def check_password(stored: str, password: str) -> bool:
     return hmac.compare_digest(_scrypt(password, bytes.fromhex(salt)).split("$")[2], digest)
 
 
-def pg_md5(user: str, password: str) -> str:
-    return hashlib.md5((password + user).encode()).hexdigest()  # noqa: S324 - PostgreSQL's md5 verifier
-
-
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -50,8 +50,9 @@ def create_user(lake: Lake, department: str, user: str, role: str = "analyst") -
     def write() -> None:
         with lake.transaction() as con:
             con.execute(f"DELETE FROM {CATALOG}.{OPS}.users WHERE user_name = ?", [user])
-            con.execute(f"INSERT INTO {CATALOG}.{OPS}.users VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
-                        [user, department, role, _scrypt(password), pg_md5(user, password), token_hash(token),
+            con.execute(f"INSERT INTO {CATALOG}.{OPS}.users (user_name, department, role, password_scrypt, "
+                        "password_scram, token_sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [user, department, role, _scrypt(password), make_verifier(password), token_hash(token),
                          dt.datetime.now(dt.UTC).replace(tzinfo=None)])
             lake.commit_message(f"user {user} of {department}", {"user": user})
 
@@ -59,21 +60,34 @@ def create_user(lake: Lake, department: str, user: str, role: str = "analyst") -
     return password, token
 
 
-def _lookup(lake: Lake, column: str, value: str) -> tuple | None:
-    if "users" not in lake.tables(OPS):
-        return None
-    return lake.con.execute(
-        f"SELECT user_name, department, role, password_pg_md5 FROM {CATALOG}.{OPS}.users "
-        f"WHERE {column} = ? AND disabled_at IS NULL", [value]).fetchone()
+def reset_user(lake: Lake, user: str) -> tuple[str, str]:
+    """A new password and token for an existing user (same department and role); returns (password, token)."""
+    row = lake.con.execute(f"SELECT department, role FROM {CATALOG}.{OPS}.users WHERE user_name = ? "
+                           "AND disabled_at IS NULL", [user]).fetchone() if "users" in lake.tables(OPS) else None
+    if row is None:
+        raise KeyError(f"no user {user!r}")
+    return create_user(lake, row[0], user, role=row[1])
 
 
 def user_by_token(lake: Lake, token: str) -> User | None:
-    row = _lookup(lake, "token_sha256", token_hash(token))
-    return User(row[0], row[1], row[2]) if row else None
+    if "users" not in lake.tables(OPS):
+        return None
+    row = lake.con.execute(f"SELECT user_name, department, role FROM {CATALOG}.{OPS}.users "
+                           "WHERE token_sha256 = ? AND disabled_at IS NULL", [token_hash(token)]).fetchone()
+    return User(*row) if row else None
 
 
-def pg_verifier(lake: Lake, user: str) -> tuple[User, str] | None:
-    row = _lookup(lake, "user_name", user)
+def scram_verifier(lake: Lake, user: str) -> tuple[User, str | None] | None:
+    """The user and their SCRAM-SHA-256 verifier (the wire endpoint's sign-in); None for an unknown user, and
+    a None verifier for a user whose password predates SCRAM (it must be reset)."""
+    if "users" not in lake.tables(OPS):
+        return None
+    # a lake not written since SCRAM came may lack the column (Lake.ensure_zones adds it on the next write)
+    scram = "password_scram" if lake.con.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_catalog = ? AND table_schema = ? "
+        "AND table_name = 'users' AND column_name = 'password_scram'", [CATALOG, OPS]).fetchone()[0] else "NULL"
+    row = lake.con.execute(f"SELECT user_name, department, role, {scram} FROM {CATALOG}.{OPS}.users "
+                           "WHERE user_name = ? AND disabled_at IS NULL", [user]).fetchone()
     return (User(row[0], row[1], row[2]), row[3]) if row else None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 from fastapi.testclient import TestClient
@@ -30,10 +31,17 @@ def portal(tmp_path_factory):
 
 
 def sign_in(client, creds) -> None:
+    """Sign in, then send the session's CSRF token (as every page's forms do) with each later request."""
     client.cookies.clear()
+    client.headers.pop("X-CSRF-Token", None)
     r = client.post("/login", data={"username": creds["user"], "password": creds["password"], "next": "/catalogue"},
                     follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/catalogue"
+    client.headers["X-CSRF-Token"] = csrf_token(client.get("/console").text)
+
+
+def csrf_token(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
 
 def test_pages_need_a_session_and_a_right_password(portal):

@@ -1,0 +1,105 @@
+"""Sign-in throttling and lockout, for the portal's sign-in page and the Postgres-wire endpoint alike.
+
+After ``max_failures`` failed sign-ins for one user name within ``window_minutes`` (or
+``max_failures_per_address`` from one client address, whatever the names tried), that name (or address)
+is refused for ``lockout_minutes``, right password or not. Each failure is answered after a delay that
+grows with the failures so far, and logged (user name, address, channel: never the password). A
+successful sign-in forgets the user name's failures. Settings: :class:`onesource.config.SignInSettings`.
+
+The state is kept in this process's memory: a restart forgets it, and two servers count apart. Everything
+goes through :class:`SignInGuard`'s three methods, so the state can move to a shared store unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+
+from onesource.config import SignInSettings
+from onesource.logsafe import guarded
+
+log = guarded("onesource.signin")
+
+
+class LockedOut(Exception):
+    """Sign-ins for this user name or from this address are refused for now."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.minutes = max(1, math.ceil(seconds / 60))
+        super().__init__(f"too many failed sign-ins; try again in {self.minutes} minute"
+                         f"{'' if self.minutes == 1 else 's'}")
+
+
+class SignInGuard:
+    """Counts failed sign-ins per user name and per client address; refuses locked ones."""
+
+    def __init__(self, settings: SignInSettings | None = None, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.settings = settings or SignInSettings()
+        self._clock, self._sleep = clock, sleep
+        self._lock = threading.Lock()
+        self._failures: dict[tuple[str, str], list[tuple[float, str, str]]] = {}  # key -> [(at, user, address)]
+        self._locked: dict[tuple[str, str], float] = {}  # key -> until
+        self._pruned = 0.0
+
+    def _limits(self) -> dict[str, int]:
+        return {"user": self.settings.max_failures, "address": self.settings.max_failures_per_address}
+
+    def check(self, user: str, address: str) -> None:
+        """Raise :class:`LockedOut` when ``user`` or ``address`` may not try to sign in now."""
+        now = self._clock()
+        with self._lock:
+            for key in (("user", user), ("address", address)):
+                until = self._locked.get(key)
+                if until is None:
+                    continue
+                if until > now:
+                    raise LockedOut(until - now)
+                del self._locked[key]  # served its time: a fresh start
+                self._failures.pop(key, None)
+
+    def failed(self, user: str, address: str, channel: str) -> LockedOut | None:
+        """Record a failed sign-in, wait the growing delay, and return the lockout it caused (if it did)."""
+        s = self.settings
+        now = self._clock()
+        window = s.window_minutes * 60
+        locked = None
+        with self._lock:
+            self._prune(now, window)
+            counts = {}
+            for kind, limit in self._limits().items():
+                key = (kind, user if kind == "user" else address)
+                recent = [f for f in self._failures.get(key, []) if f[0] > now - window]
+                recent.append((now, user, address))
+                self._failures[key] = recent
+                counts[kind] = len(recent)
+                if len(recent) >= limit:
+                    self._locked[key] = now + s.lockout_minutes * 60
+                    locked = LockedOut(s.lockout_minutes * 60)
+        log.warning("failed sign-in for user %r from %s over %s (%d of %d for the user, %d of %d from the address, "
+                    "in %g minutes)%s", user, address, channel, counts["user"], s.max_failures, counts["address"],
+                    s.max_failures_per_address, s.window_minutes,
+                    f"; locked for {s.lockout_minutes:g} minutes" if locked else "")
+        self._sleep(min(s.delay_seconds * max(counts.values()), s.max_delay_seconds))
+        return locked
+
+    def succeeded(self, user: str, address: str) -> None:
+        """A right password: the user name's failures are forgotten (from any address)."""
+        with self._lock:
+            self._failures.pop(("user", user), None)
+            key = ("address", address)
+            if key in self._failures:
+                self._failures[key] = [f for f in self._failures[key] if f[1] != user]
+
+    def _prune(self, now: float, window: float) -> None:
+        """Forget failures older than the window, at most once a minute (keeps memory bounded)."""
+        if now - self._pruned < 60:
+            return
+        self._pruned = now
+        for key in [k for k, v in self._failures.items() if not v or v[-1][0] <= now - window]:
+            del self._failures[key]
+        for key in [k for k, until in self._locked.items() if until <= now]:
+            del self._locked[key]
