@@ -1,7 +1,7 @@
 """DAG parse benchmark: the whole DagBag for a registry of 87 departments and 2,000 datasets.
 
 Airflow re-parses DAG files continually; ``dagbag_parse_seconds`` is a re-parse of the unchanged
-registry (the registry cache warm, as the scheduler sees it), ``dagbag_cold_seconds`` the first parse
+registry (the registry cache warm, as the scheduler sees it: ``$ONESOURCE_HOME/cache``), ``dagbag_cold_seconds`` the first parse
 after an edit. Each run is a fresh process (imports excluded: the DAG processor has Airflow loaded).
 The registry is the KPI benchmark's synthetic city (bench/kpi.py).
 """
@@ -14,10 +14,11 @@ from pathlib import Path
 from bench.common import PEAK_RSS, figure, run_child
 
 PARSE = f"""
-import glob, json, os, sys, tempfile, time
+import glob, json, os, sys, time
 from airflow.dag_processing.dagbag import DagBag
-if sys.argv[2] == "cold":
-    for path in glob.glob(os.path.join(tempfile.gettempdir(), "onesource-registry-*.pickle")):
+from onesource.config import Settings
+if sys.argv[2] == "cold":  # the registry cache (JSON under the home: schemas.cache) is emptied
+    for path in glob.glob(str(Settings.from_env().cache_dir / "registry-*.json")):
         os.remove(path)
 t = time.perf_counter()
 bag = DagBag(dag_folder=sys.argv[1])

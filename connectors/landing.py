@@ -127,7 +127,7 @@ class Landing:
 
     def _install(self, tmp: Path, dest: Path, sha: str, source: str, original_name: str) -> None:
         """A complete file on the landing zone's file system becomes the read-only raw file, atomically."""
-        os.chmod(tmp, 0o444)
+        os.chmod(tmp, 0o400)  # read-only, and its owner's alone
         os.replace(tmp, dest)
         self._write_meta(dest, sha, source, original_name)
 

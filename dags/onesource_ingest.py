@@ -7,4 +7,5 @@ stay in this file: Airflow's safe-mode discovery skips files that lack them.
 from onesource.config import Settings
 from onesource.dagfactory import build_dags
 
-globals().update(build_dags(Settings.from_env().registry_dir))
+_settings = Settings.from_env()
+globals().update(build_dags(_settings.registry_dir, _settings.cache_dir))

@@ -30,7 +30,7 @@ from lakehouse.versions import apply as apply_versions
 from onesource.config import Settings
 from onesource.duck import extension_path
 from onesource.errors import ConfigurationError
-from onesource.logsafe import guarded
+from onesource.logsafe import guarded, redact
 from quality.context import gather
 from quality.validate import QualityReport, validate_batch
 from quality.validate import prepare as prepare_validation
@@ -225,8 +225,14 @@ def _quarantine(settings: Settings, lake: Lake, ds: Dataset, registry: Registry,
     folder.mkdir(parents=True, exist_ok=True)
     if staged.exists():
         shutil.move(str(staged), folder / "batch.parquet")
-    report = {"dataset": ds.name, "load_id": load_id, "stage": stage, "error": error, "source": ex.source,
-              "raw_file": str(ex.path), "sha256": ex.sha256, "registry_version": registry.version, **details}
+    encrypted = lake.encrypted
+    report = {"dataset": ds.name, "load_id": load_id, "stage": stage, "error": redact(error) if encrypted else error,
+              "source": ex.source,
+              "raw_file": str(ex.path), "sha256": ex.sha256, "registry_version": registry.version,
+              **(_without_values(details) if encrypted else details)}
+    if encrypted:
+        report["values"] = (f"not in this file (the lake is encrypted): the rows are in quarantine.{ds.name}, the "
+                            "failing values in ops.quality_results")
     (folder / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
     batch = folder / "batch.parquet"
     ledger = _ledger_row(ds, registry, ex, load_id, QUARANTINED, started, details.get("rows_in", 0), 0, stage,
@@ -241,8 +247,20 @@ def _quarantine(settings: Settings, lake: Lake, ds: Dataset, registry: Registry,
             lake.commit_message(f"quarantine {ds.name} load {load_id}", {"load_id": load_id, "stage": stage})
 
     retrying(write, lake.settings.commit_retries, f"recording quarantined load {load_id}")
+    if encrypted:  # the batch is plain Parquet: its rows are in quarantine.<dataset> now, encrypted like the lake
+        batch.unlink(missing_ok=True)
     log.warning("quarantined %s load %s at %s: %s", ds.name, load_id, stage, error)
     return LoadResult(ds.name, QUARANTINED, 0, load_id, ex.source, error)
+
+
+def _without_values(details: dict) -> dict:
+    """A quarantine report's details without the values of cells (an encrypted lake's report file)."""
+    out = dict(details)
+    if "problems" in out:
+        out["problems"] = [{k: v for k, v in p.items() if k != "value"} for p in out["problems"]]
+    if "checks" in out:
+        out["checks"] = [{k: v for k, v in c.items() if k != "sample_values"} for c in out["checks"]]
+    return out
 
 
 def _quarantine_rows(lake: Lake, ds: Dataset, batch: Path, load_id: str, reasons: dict[int, tuple[str, ...]]) -> None:
@@ -297,8 +315,25 @@ def fill_from_authorities(lake: Lake, ds: Dataset, registry: Registry, staged: P
 
 
 def load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registry, ex: Extract) -> LoadResult:
-    load_id, started = new_load_id(ex.sha256), _now()
+    """One extract through standardize, validate, publish (or quarantine). Its scratch files (the staged
+    batch, the authorities' keys for the reference checks) are gone when it returns or raises."""
+    load_id = new_load_id(ex.sha256)
     staged = settings.staging_dir / ds.name / f"{load_id}.parquet"
+    keys = settings.staging_dir / ds.name / f"{load_id}.keys"
+    try:
+        return _load_extract(settings, lake, ds, registry, ex, load_id, staged, keys)
+    finally:
+        # The staged batch is plain Parquet (GX and the check-digit path read it as it is): published, it is
+        # in the lake (adopted or copied, encrypted in an encrypted lake); quarantined, it moved; failed, it
+        # is made again from the raw file by the retry. Whatever happened, nothing stays in staging.
+        staged.unlink(missing_ok=True)
+        staged.with_suffix(".filled.parquet").unlink(missing_ok=True)
+        shutil.rmtree(keys, ignore_errors=True)
+
+
+def _load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registry, ex: Extract, load_id: str,
+                  staged: Path, keys: Path) -> LoadResult:
+    started = _now()
     for name in extensions_for(ex):
         lake.con.execute(f"LOAD '{extension_path(name)}'")
     clock = time.perf_counter()
@@ -323,9 +358,10 @@ def load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registry
         problems = [asdict(p) for p in exc.problems]
         return _quarantine(settings, lake, ds, registry, ex, load_id, started, staged, "standardize", str(exc),
                            {"problems": problems, "problem_count": exc.total})
-    context = gather(lake, ds, registry, settings.staging_dir / "_authority_keys")
+    context = gather(lake, ds, registry, keys)
     report = validate_batch(ds, registry, staged, context, docs_root=settings.gx_project_root,
                             run_name=load_id)
+    shutil.rmtree(keys, ignore_errors=True)  # the authorities' keys: not a moment longer than needed
     lap("validate")
     if not report.passed:
         message = (f"dataset {ds.name}: file {ex.source}: {len(report.blocking_failures)} blocking check(s) failed: "
@@ -383,6 +419,8 @@ def _run_dataset(settings: Settings, registry: Registry, name: str, environ: Map
         raise ConfigurationError(f"{name} is computed by OneSource itself ({ds.connector.settings.get('product')}); "
                                  "`onesource metrics --publish` writes it, ingestion does not")
     connector = connector_for(ds.connector.kind, settings.sources_dir, Landing(settings.landing_dir), environ)
+    # older versions kept the authorities' keys here, in clear, between loads: each load has its own now
+    shutil.rmtree(settings.staging_dir / "_authority_keys", ignore_errors=True)
     if prefetch := getattr(connector, "prefetch", None):
         prefetch(ds)  # e.g. hash new files on a thread while the lake opens
     with Lake(settings.lake) as lake:

@@ -24,7 +24,11 @@ def airflow_env(settings: Settings, secrets: Mapping[str, str] | None = None) ->
     credentials the registry names by variable, as a deployment's secrets backend would export them)."""
     # `airflow standalone` starts its components as `airflow ...` from PATH: put this venv's bin first.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    return {**os.environ, **settings.environ(), **(secrets or {}), "PATH": path}
+    # Airflow chmods its task-log folders and files itself (0o775 / 0o664 by default): owner-only, like the
+    # rest of the home (an operator who runs tasks as another user sets these to what that needs)
+    private_logs = {"AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FOLDER_PERMISSIONS": "0o700",
+                    "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FILE_PERMISSIONS": "0o600"}
+    return {**private_logs, **os.environ, **settings.environ(), **(secrets or {}), "PATH": path}
 
 
 def distributed_env(settings: Settings, metadata_url: str, api_port: int, parallelism: int = 4) -> dict[str, str]:

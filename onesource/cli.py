@@ -38,6 +38,7 @@ from rich.table import Table
 
 from onesource.config import Settings
 from onesource.errors import OneSourceError
+from onesource.home import secure_home
 
 # Piped output (CI logs, `make demo | tee`) gets 140 columns instead of rich's default 80.
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -151,7 +152,7 @@ def cmd_prefill(args: argparse.Namespace, settings: Settings) -> int:
     from metrics.prefill import annual_report, prefill_rates
     from schemas import load_registry
 
-    registry = load_registry(settings.registry_dir)
+    registry = load_registry(settings.registry_dir, settings.cache_dir)
     with Lake(settings.lake, read_only=True) as lake:
         overall, per = prefill_rates(lake, registry)
         form = annual_report(lake, registry, args.uscc) if args.uscc else None
@@ -183,7 +184,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from lakehouse import run_dataset
     from schemas import load_registry
 
-    registry = load_registry(settings.registry_dir)
+    registry = load_registry(settings.registry_dir, settings.cache_dir)
     names = [d.name for d in registry.source_datasets] if args.all else args.datasets
     if not names:
         err.print("name one or more datasets, or --all")
@@ -211,7 +212,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from metrics import dataset_statuses
     from schemas import load_registry
 
-    registry = load_registry(settings.registry_dir)
+    registry = load_registry(settings.registry_dir, settings.cache_dir)
     with Lake(settings.lake, read_only=True) as lake:
         statuses = dataset_statuses(lake, registry)
     if args.json:
@@ -231,7 +232,7 @@ def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
     from lakehouse import Lake
     from schemas import load_registry
 
-    registry = load_registry(settings.registry_dir)
+    registry = load_registry(settings.registry_dir, settings.cache_dir)
     if args.action == "consistency":
         from quality.consistency import run_consistency
 
@@ -300,7 +301,7 @@ def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
         from schemas import load_registry
         from sharing.engine import GovernedEngine, Limits
 
-        engine = GovernedEngine(settings, load_registry(settings.registry_dir),
+        engine = GovernedEngine(settings, load_registry(settings.registry_dir, settings.cache_dir),
                                 Limits(rows=args.limit or 10_000, seconds=args.timeout), as_of=_as_of(args.as_of))
         result = engine.query(args.department, args.query, user=args.user, purpose=args.purpose, dialect=args.dialect)
     else:
@@ -330,7 +331,7 @@ def cmd_grants(args: argparse.Namespace, settings: Settings) -> int:
     from schemas import load_registry
     from sharing.grants import add_grant, revoke_grant
 
-    registry = load_registry(settings.registry_dir)
+    registry = load_registry(settings.registry_dir, settings.cache_dir)
     with Lake(settings.lake) as lake:
         if args.action == "add":
             if not (args.department and args.dataset):
@@ -375,7 +376,7 @@ def cmd_requests(args: argparse.Namespace, settings: Settings) -> int:
     from schemas import load_registry
     from sharing import requests
 
-    registry = load_registry(settings.registry_dir)
+    registry = load_registry(settings.registry_dir, settings.cache_dir)
     user = args.user or os.environ.get("USER", "cli")
     with Lake(settings.lake) as lake:
         if args.action == "create":
@@ -435,7 +436,7 @@ def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
     from schemas import load_registry
     from sharing.audit import AuditLog, sync_to_lake
 
-    registry = load_registry(settings.registry_dir)
+    registry = load_registry(settings.registry_dir, settings.cache_dir)
     if args.department:
         registry.department(args.department)
     with Lake(settings.lake) as lake:
@@ -493,7 +494,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from sharing.pgwire import GovernedPgServer
     from sharing.signin import SignInGuard
 
-    engine = GovernedEngine(settings, load_registry(settings.registry_dir), persistent=True)
+    engine = GovernedEngine(settings, load_registry(settings.registry_dir, settings.cache_dir), persistent=True)
     guard = SignInGuard(settings.signin)  # one count of failed sign-ins for the wire and the portal
     pg = GovernedPgServer((args.host, args.pg_port), engine, guard)
     threading.Thread(target=pg.serve_forever, name="pgwire", daemon=True).start()
@@ -639,6 +640,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = Settings.from_env()
     try:
+        # at rest: the home 0700 and everything this process (and Airflow, its child) writes there private
+        secure_home(settings)
         return args.fn(args, settings)
     except OneSourceError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)

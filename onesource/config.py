@@ -124,6 +124,11 @@ class Settings:
         return self.home / "reports"
 
     @property
+    def cache_dir(self) -> Path:
+        """Caches that only save time (the checked registry as JSON, schemas.cache); 0700, files 0600."""
+        return self.home / "cache"
+
+    @property
     def calendar_file(self) -> Path:
         """The city's own holidays and make-up working days (metrics.calendar)."""
         return self.home / "calendar.yaml"

@@ -36,11 +36,12 @@ def dag_id_for(cycle: str) -> str:
     return f"onesource_ingest_{cycle}"
 
 
-def build_dags(registry_dir: Path) -> dict:
-    """``{dag_id: DAG}`` for the registry below ``registry_dir``."""
+def build_dags(registry_dir: Path, cache_dir: Path | None = None) -> dict:
+    """``{dag_id: DAG}`` for the registry below ``registry_dir`` (cached in ``cache_dir``, see
+    schemas.cache: the scheduler re-parses this every few seconds)."""
     from airflow.sdk import DAG, Asset, AssetAny, AssetOrTimeSchedule, CronTriggerTimetable, TaskGroup, task
 
-    registry = load_registry(registry_dir)
+    registry = load_registry(registry_dir, cache_dir)
 
     @task(retries=3, retry_delay=dt.timedelta(minutes=2), retry_exponential_backoff=True)
     def load(dataset: str) -> list[dict]:

@@ -10,17 +10,30 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from onesource.config import Settings
+
+
+def _settings() -> Settings:
+    """This task's settings, after making its process's files private (the home 0700, umask 0o077)."""
+    from onesource.config import Settings
+    from onesource.home import secure_home
+
+    settings = Settings.from_env()
+    secure_home(settings)
+    return settings
 
 
 def load_dataset(dataset: str) -> list[dict]:
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
     from lakehouse.load import run_dataset
-    from onesource.config import Settings
     from schemas import load_registry
 
-    settings = Settings.from_env()
-    registry = load_registry(settings.registry_dir)
+    settings = _settings()
+    registry = load_registry(settings.registry_dir, settings.cache_dir)
     results = run_dataset(settings, registry, dataset, os.environ)
     bad = [r for r in results if not r.ok]
     if bad:  # the task log is for engineers: failing values are masked there (the ledger keeps them)
@@ -35,13 +48,12 @@ def load_dataset(dataset: str) -> list[dict]:
 def check_consistency() -> list[dict]:
     """多元校核 over the whole lake: compare every copy of an element with its authority."""
     from lakehouse import Lake
-    from onesource.config import Settings
     from quality import build_data_docs
     from quality.consistency import run_consistency
     from schemas import load_registry
 
-    settings = Settings.from_env()
-    registry = load_registry(settings.registry_dir)
+    settings = _settings()
+    registry = load_registry(settings.registry_dir, settings.cache_dir)
     with Lake(settings.lake) as lake:
         run_id, rates = run_consistency(lake, registry)
     for r in rates:
@@ -60,12 +72,11 @@ def publish_metrics() -> dict:
     from metrics.calendar import WorkCalendar
     from metrics.kpis import Period
     from metrics.publish import publish_periods
-    from onesource.config import Settings
     from schemas import load_registry
     from sharing.audit import AuditLog, sync_to_lake
 
-    settings = Settings.from_env()
-    registry = load_registry(settings.registry_dir)
+    settings = _settings()
+    registry = load_registry(settings.registry_dir, settings.cache_dir)
     this = Period.month(today=dt.datetime.now(dt.UTC).date())
     with Lake(settings.lake) as lake:
         copied = sync_to_lake(lake, AuditLog(settings.home / "audit"))
@@ -85,9 +96,8 @@ def maintain_lake() -> dict:
 
     from lakehouse import Lake
     from lakehouse.maintenance import maintain
-    from onesource.config import Settings
 
-    settings = Settings.from_env()
+    settings = _settings()
     with Lake(settings.lake) as lake:
         report = maintain(lake, dt.timedelta(days=settings.snapshot_retention_days))
     print(f"lake maintenance: {report}")

@@ -42,6 +42,14 @@ def register(app: FastAPI, site: Site) -> None:
         with engine.cursor() as lake:
             return engine._access(lake.con, user.department)
 
+    def visible_disputes(user: User, **filters) -> list[disputes.Dispute]:
+        """Disputes as the user's department may see them: of datasets it reads, keys masked as it reads them."""
+        with engine.cursor() as lake:
+            readable = engine._access(lake.con, user.department)
+            found = disputes.listing(lake, **filters)
+            return disputes.for_department(found, registry, readable, user.department,
+                                           disputes.rows_checker(lake.con))
+
     def writable() -> Lake:
         return Lake(engine.settings.lake)
 
@@ -100,8 +108,9 @@ def register(app: FastAPI, site: Site) -> None:
         # lineage: which authorities this dataset's elements come from, and which datasets take elements from it
         derived = sorted({d.name for d in registry.datasets for c in d.columns
                           if c.element and registry.element(c.element).authority == name and d.name != name})
+        # a dispute names a record: shown only to departments that read the dataset, its key masked as they see it
+        open_disputes = visible_disputes(user, dataset=name, status=disputes.OPEN) if acc is not None else []
         with engine.cursor() as lake:
-            open_disputes = disputes.listing(lake, dataset=name, status=disputes.OPEN)
             mine = [r for r in requests.listing(lake, department=user.department) if r.dataset == name]
         return site.page(request, "dataset.html", user=user, ds=ds, owner=registry.department(ds.owner),
                          columns=columns, readable=acc is not None, row_filtered=bool(acc and acc.row_filters),
@@ -127,6 +136,8 @@ def register(app: FastAPI, site: Site) -> None:
     def flag_record(request: Request, name: str, key_value: str = Form(""), column: str = Form(""),
                     description: str = Form("")) -> Response:
         user = site.user(request)
+        if name not in access(user):  # as the API: only a department that reads the dataset flags its records
+            return _back(f"/catalogue/{name}", f"{name} is not readable by {user.department}")
         try:
             with writable() as lake:
                 d = disputes.flag(lake, registry, user.department, name, key_value, description,
@@ -141,7 +152,7 @@ def register(app: FastAPI, site: Site) -> None:
         now = _now()
         with engine.cursor() as lake:
             everything = [r for r in requests.listing(lake) if not r.request_id.startswith("hist-")]
-            flagged = disputes.listing(lake)
+        flagged = visible_disputes(user)
         mine = [r for r in everything if r.department == user.department]
         to_decide = [r for r in everything if r.owner == user.department]
         overdue = [r for r in everything if r.overdue(now)] if user.department == _bureau(registry) else []

@@ -5,28 +5,34 @@ from __future__ import annotations
 from pathlib import Path
 
 from lakehouse.lake import CATALOG, OPS, SHARED, Lake
+from onesource.duck import literal
+from quality import scratch
 from quality.suite import SuiteContext, reference_key
 from schemas.model import Dataset, Registry
 
 
 def _keys_file(lake: Lake, authority: str, key: str, folder: Path) -> str:
-    """The authority's published keys as a Parquet file, one per lake snapshot (reused until it changes).
+    """The authority's published keys as a Parquet file in ``folder`` (the load's own, removed when it ends).
 
     Reference checks read it inside DuckDB, so a register of millions of codes is never a Python set
-    or a SQL IN-list."""
-    snapshot = lake.con.execute(f"SELECT id FROM {CATALOG}.current_snapshot()").fetchone()[0]
-    path = folder / f"{authority}.{key}.{snapshot}.parquet"
+    or a SQL IN-list. The keys are resident IDs and credit codes: in an encrypted lake the file is
+    encrypted with a key only this process holds (quality.scratch)."""
+    encrypted = lake.encrypted
+    path = scratch.path_for(folder, f"{authority}.{key}", encrypted)
     if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if encrypted:
+            scratch.add_key(lake.con)
+        tmp = path.with_name(path.name + ".tmp")
         lake.con.execute(f'COPY (SELECT DISTINCT "{key}" AS key FROM {CATALOG}.{SHARED}."{authority}" '
-                         f"WHERE \"{key}\" IS NOT NULL) TO '{tmp}' (FORMAT parquet)")
+                         f"WHERE \"{key}\" IS NOT NULL) TO {literal(str(tmp))} ({scratch.write_options(encrypted)})")
         tmp.replace(path)
     return str(path)
 
 
 def gather(lake: Lake, ds: Dataset, registry: Registry, folder: Path) -> SuiteContext:
-    """``folder`` holds the authorities' key files (under the home's staging zone)."""
+    """``folder`` holds the authorities' key files for one load (under the home's staging zone): the
+    caller removes it when the load ends, whatever happens."""
     published = set(lake.tables(SHARED))
     refs: dict[str, str | None] = {}
     for col in ds.columns:

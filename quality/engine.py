@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 
-from quality import fastpath
+from quality import fastpath, scratch
 
 ROW = "__row"
 
@@ -29,6 +29,7 @@ def patch_gx_for_duckdb() -> None:
         if fastpath.pending():  # a query reading a check-digit answer waits for it (quality.fastpath)
             fastpath.wait_for(str(query.compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True})))
         with self.get_connection() as connection:
+            scratch.install(connection)  # the key of an encrypted lake's scratch files (quality.scratch)
             result = self._execute_query_with_recovery(connection, query)
             return result.freeze()()  # rows fetched while the connection is still ours
 

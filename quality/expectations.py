@@ -277,15 +277,15 @@ class ColumnValuesExistInAuthority(ColumnMapMetricProvider):
 
     @column_condition_partial(engine=PandasExecutionEngine)
     def _pandas(cls, column, keys_path, **kwargs):
-        import pyarrow.parquet as pq
+        from quality import scratch
 
-        keys = set(pq.read_table(keys_path).column(0).to_pylist())
-        return column.isin(keys)
+        return column.isin(set(scratch.first_column(keys_path)))
 
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
     def _sqlalchemy(cls, column, keys_path, **kwargs):
-        path = str(keys_path).replace("'", "''")
-        return column.in_(sa.select(sa.literal_column("key")).select_from(sa.text(f"read_parquet('{path}')")))
+        from quality import scratch  # the file is encrypted in an encrypted lake: its reader names the key
+
+        return column.in_(sa.select(sa.literal_column("key")).select_from(sa.text(scratch.reader(str(keys_path)))))
 
 
 class ColumnDistinctHashesCount(ColumnAggregateMetricProvider):

@@ -361,20 +361,31 @@ def check_registry(root: Path) -> tuple[Registry, list[Issue]]:
     return registry, sorted(issues, key=lambda i: (i.file, i.line, i.message))
 
 
-def load_registry(root: Path) -> Registry:
+def load_registry(root: Path, cache_dir: Path | None = None) -> Registry:
     """The registry below ``root``; raises :class:`RegistryError` if it has any issue.
 
-    A valid registry is cached (a pickle in the temp folder, keyed by every file's path, size and
-    mtime): Airflow re-parses the DAG file every few seconds, and 2,000 dataset files take seconds to
-    read; an unchanged registry then loads in milliseconds. Any edit changes the key."""
-    key = _cache_key(Path(root))
-    cached = _cache_read(key)
+    With ``cache_dir`` (``Settings.cache_dir``: ``$ONESOURCE_HOME/cache``) a valid registry is cached
+    there as JSON (:mod:`schemas.cache`), keyed by every file's path, size and mtime: Airflow re-parses
+    the DAG file every few seconds, and 2,000 dataset files take seconds to read; an unchanged registry
+    then loads in a fraction of that. Any edit changes the key. Without it, the files are read."""
+    root = Path(root)
+    if cache_dir is None:
+        return _checked(root)
+    from schemas import cache
+
+    key = _cache_key(root)
+    cached = cache.read(Path(cache_dir), key)
     if cached is not None:
         return cached
+    registry = _checked(root)
+    cache.write(Path(cache_dir), key, registry)
+    return registry
+
+
+def _checked(root: Path) -> Registry:
     registry, issues = check_registry(root)
     if issues:
         raise RegistryError(issues)
-    _cache_write(key, registry)
     return registry
 
 
@@ -382,42 +393,10 @@ def _cache_key(root: Path) -> str:
     import hashlib
 
     digest = hashlib.sha256(str(root.resolve()).encode())
-    code = sorted(Path(__file__).parent.glob("*.py"))  # a new field in the model must not meet an old pickle
+    code = sorted(Path(__file__).parent.glob("*.py"))  # a new field in the model must not meet an old entry
     for path in code:
         digest.update(f"{path.name}\0{path.stat().st_mtime_ns}\n".encode())
     for path in sorted(root.rglob("*.yaml")) + sorted(root.rglob("*.yml")):
         stat = path.stat()
         digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:32]
-
-
-def _cache_path(key: str) -> Path:
-    import tempfile
-
-    return Path(tempfile.gettempdir()) / f"onesource-registry-{key}.pickle"
-
-
-def _cache_read(key: str) -> Registry | None:
-    import pickle
-
-    try:
-        with open(_cache_path(key), "rb") as fh:
-            found = pickle.load(fh)  # noqa: S301 - our own file, written below
-    except (OSError, EOFError, pickle.PickleError, AttributeError, ImportError):
-        return None
-    return found if isinstance(found, Registry) else None
-
-
-def _cache_write(key: str, registry: Registry) -> None:
-    import os
-    import pickle
-
-    path = _cache_path(key)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    # computed once and pickled with the registry: the content hash alone costs a second at 2,000 datasets
-    _ = registry.version, registry.source_datasets, registry._index
-    try:
-        tmp.write_bytes(pickle.dumps(registry, protocol=pickle.HIGHEST_PROTOCOL))
-        os.replace(tmp, path)  # atomic: concurrent parsers never read half a file
-    except OSError:
-        tmp.unlink(missing_ok=True)

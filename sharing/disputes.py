@@ -3,17 +3,29 @@
 The owner sees the flag, verifies, and either corrects the record at the source (the next load
 carries the fix) or rejects the dispute with a reason. Until then the record carries the flag: the
 dataset page and the SQL console mark it. Every step is a row of ``ops.disputes`` with who and when.
+
+A dispute names a record by its key, so it is shown only as the record itself would be
+(:func:`for_department`): to departments that can read the dataset now, among the rows they may read,
+with the key masked where their access masks that column.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from lakehouse.lake import CATALOG, OPS, Lake
-from schemas.model import Registry
+from lakehouse.lake import CATALOG, OPS, SHARED, Lake
+from schemas.model import Dataset, Registry
 from sharing.exceptions import RequestError
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from sharing.grants import Access
 
 OPEN, CORRECTED, REJECTED = "open", "corrected", "rejected"
 _COLUMNS = ("dispute_id", "dataset", "owner", "key_value", "column_name", "description", "department", "reported_by",
@@ -86,3 +98,92 @@ def resolve(lake: Lake, dispute_id: str, *, owner: str, resolved_by: str, correc
            "WHERE dispute_id = ?", [CORRECTED if corrected else REJECTED, resolved_by, _now(), resolution.strip(),
                                     dispute_id])
     return listing(lake, dispute_id=dispute_id)[0]
+
+
+# -- who sees which dispute ----------------------------------------------------------------------
+
+HIDDEN = "***"
+"""A key the department may not see at all (its column is not granted, or masked to nothing)."""
+
+
+def mask_value(value: str, rule: str | None) -> str:
+    """``value`` as a column masked with ``rule`` shows it: sharing.policy.MASKS, in Python (a resident ID
+    keeps its first 6 and last 4 characters, a phone number its last 4; any other rule shows nothing)."""
+    if not rule:
+        return value
+    if rule == "resident_id":
+        return value[:6] + "********" + value[-4:]
+    if rule in ("mobile", "phone"):
+        return "*******" + value[-4:]
+    return HIDDEN
+
+
+def shown_key(d: Dispute, ds: Dataset, acc: Access) -> str:
+    """The dispute's key as ``acc`` shows the key column(s): as is, masked, or hidden."""
+    if len(ds.key) != 1:  # a composite key typed as one text: whole, or not at all
+        visible = all(k in acc.columns and k not in acc.masked for k in ds.key)
+        return d.key_value if visible else HIDDEN
+    column = ds.key[0]
+    if column not in acc.columns:
+        return HIDDEN
+    return mask_value(d.key_value, acc.masked.get(column))
+
+
+RowCheck = Callable[[Dataset, "Access", list[str]], set[str]]
+"""(dataset, access, key values) -> the key values among the rows the access lets its department read."""
+
+
+def for_department(found: list[Dispute], registry: Registry, access: Mapping[str, Access], department: str,
+                   in_rows: RowCheck | None = None) -> list[Dispute]:
+    """The disputes ``department`` may see, as it may see them.
+
+    ``access`` is the department's readable datasets (``GovernedEngine._access``): a dispute of a dataset
+    it cannot read now is not shown, whoever raised it (a revoked grant takes the disputes with it). The
+    key is shown as the key column is (:func:`shown_key`); with a row filter, a dispute is shown only when
+    its record is among the department's rows (``in_rows``; without it, only the department's own
+    disputes), or the department raised it. Where the access masks anything, descriptions and
+    resolutions have resident IDs and phone numbers masked too (onesource.logsafe)."""
+    from onesource.logsafe import redact
+
+    readable: dict[str, tuple[Dataset, Access]] = {}
+    for name in {d.dataset for d in found}:
+        acc = access.get(name)
+        if acc is None or getattr(acc, "problem", None):
+            continue
+        try:
+            readable[name] = (registry.dataset(name), acc)
+        except KeyError:  # a dataset no longer registered: nobody reads it
+            continue
+    inside: dict[str, set[str]] = {}  # row-filtered datasets: the disputed keys among the department's rows
+    for name, (ds, acc) in readable.items():
+        if acc.row_filters:
+            keys = sorted({d.key_value for d in found if d.dataset == name and d.department != department})
+            inside[name] = in_rows(ds, acc, keys) if in_rows and keys else set()
+    shown: list[Dispute] = []
+    for d in found:
+        if d.dataset not in readable:
+            continue
+        ds, acc = readable[d.dataset]
+        if d.dataset in inside and d.department != department and d.key_value not in inside[d.dataset]:
+            continue
+        if acc.masked:
+            d = dataclasses.replace(d, description=redact(d.description),
+                                    resolution=redact(d.resolution) if d.resolution else d.resolution)
+        shown.append(dataclasses.replace(d, key_value=shown_key(d, ds, acc)))
+    return shown
+
+
+def rows_checker(con: duckdb.DuckDBPyConnection) -> RowCheck:
+    """A :data:`RowCheck` on a lake connection: which keys lie within the access's row filters (the filters
+    are governed expressions, validated when granted and again when read: sharing.grants)."""
+    def check(ds: Dataset, acc: Access, keys: list[str]) -> set[str]:
+        if len(ds.key) != 1 or not keys:
+            return set()
+        key = '"' + ds.key[0].replace('"', '""') + '"'
+        table = f'{CATALOG}.{SHARED}."{ds.name.replace(chr(34), chr(34) * 2)}"'
+        where = " OR ".join(f"({f})" for f in acc.row_filters)
+        found = con.execute(f"SELECT DISTINCT CAST({key} AS VARCHAR) FROM {table} WHERE ({where}) AND "
+                            f"CAST({key} AS VARCHAR) IN ({', '.join('?' * len(keys))})", keys).fetchall()
+        return {r[0] for r in found}
+
+    return check

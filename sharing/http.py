@@ -178,10 +178,14 @@ def _workflow_routes(app: FastAPI, engine: GovernedEngine, current_user) -> None
             return refused(exc)
         return asdict(req)
 
-    @app.get("/api/v1/disputes", summary="disputes this department raised or must resolve")
+    @app.get("/api/v1/disputes", summary="disputes this department raised or must resolve (of datasets it "
+                                         "can read now, keys masked as it reads them)")
     def list_disputes(user: User = Depends(current_user)) -> list[dict[str, Any]]:
         with engine.cursor() as lake:
-            return [asdict(d) for d in disputes.listing(lake) if user.department in (d.department, d.owner)]
+            mine = [d for d in disputes.listing(lake) if user.department in (d.department, d.owner)]
+            shown = disputes.for_department(mine, engine.registry, engine._access(lake.con, user.department),
+                                            user.department, disputes.rows_checker(lake.con))
+        return [asdict(d) for d in shown]
 
     @app.post("/api/v1/disputes", status_code=201, responses={409: {"model": Refusal}},
               summary="flag a record of a dataset this department may read as wrong")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
+import secrets
 import sqlite3
 from dataclasses import asdict
 from pathlib import Path
@@ -175,12 +177,58 @@ def generate_city(settings: Settings, config: DemoConfig, progress=None) -> dict
                                          "source": str(path.relative_to(settings.home))}
         if progress:
             progress(ds.name)
-    manifest["defects"] = city.defects.found
+    manifest["key_salt"] = secrets.token_hex(16)
+    manifest["defects"] = private_defects(city.defects.found, manifest["key_salt"])
     manifest["recollection"] = recollection_pairs(datasets)
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
     stamp.write_text(json.dumps({"digest": digest}))
     return manifest
+
+
+# -- the manifest names no one ------------------------------------------------------------------
+# A defect's key is often an identifier: a resident ID, a credit code (a person's, for a sole trader), a
+# mobile number. The manifest keeps its masked form (what a department sees through governed SQL) and a
+# salted, slow hash of it, by which a test matches the values a check found to the defects injected.
+
+IDENTIFIER = re.compile(r"[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10}|\d{17}[\dXx]|1[3-9]\d{9}")
+"""A credit code (GB 32100), a resident ID (GB 11643) or a mobile number, as the whole of a value."""
+KEY_ROUNDS = 10_000
+"""PBKDF2-SHA256 rounds of a manifest key's hash (the salt is in the manifest: make guessing slow)."""
+
+
+def key_digest(salt: str, value: str) -> str:
+    """How the manifest names an identifier that a defect's record holds."""
+    return hashlib.pbkdf2_hmac("sha256", str(value).encode(), bytes.fromhex(salt), KEY_ROUNDS).hex()[:32]
+
+
+def mask_identifier(value: str) -> str:
+    """A mobile number keeps its last 4 characters, an 18-character code its first 6 and last 4 (the masks
+    of governed SQL, sharing.policy.MASKS)."""
+    return "*******" + value[-4:] if len(value) == 11 else value[:6] + "********" + value[-4:]
+
+
+def private_defects(found: dict[str, dict[str, list[dict[str, Any]]]], salt: str) -> dict:
+    """The injected defects with every identifier masked; a key that is one (or a list led by one) also
+    gets ``key_digest``, :func:`key_digest` of the full value."""
+    def masked(value: Any) -> Any:
+        if isinstance(value, str) and IDENTIFIER.fullmatch(value):
+            return mask_identifier(value)
+        if isinstance(value, list):
+            return [masked(v) for v in value]
+        return value
+
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for dataset, kinds in found.items():
+        for kind, items in kinds.items():
+            for item in items:
+                key = item.get("key")
+                lead = key[0] if isinstance(key, list) and key else key
+                entry = {k: masked(v) for k, v in item.items()}
+                if isinstance(lead, str) and IDENTIFIER.fullmatch(lead):
+                    entry["key_digest"] = key_digest(salt, lead)
+                out.setdefault(dataset, {}).setdefault(kind, []).append(entry)
+    return out
 
 
 def recollection_pairs(datasets: list[DemoDataset]) -> list[dict[str, str]]:

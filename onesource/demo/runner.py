@@ -69,7 +69,7 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
                                 total=len(datasets))
         generate_city(settings, config, progress=lambda _: progress.advance(gen))
         progress.update(gen, completed=len(datasets))
-    registry = load_registry(settings.registry_dir)
+    registry = load_registry(settings.registry_dir, settings.cache_dir)
     console.print(f"[2/4] registry OK: {len(registry.departments)} departments, {len(registry.elements)} data "
                   f"elements, {len(registry.datasets)} datasets (version {registry.version})")
     with Lake(settings.lake) as lake:  # also creates the zones once, before parallel tasks race to do it
