@@ -10,7 +10,7 @@
     onesource status                          every dataset: rows shared, last load and why
     onesource quality report DATASET          the last validation: failing checks, sample failing rows
     onesource quality consistency             compare copies of elements with their authority (多元校核)
-    onesource sql "SELECT ..." [--as-of T]    query the lake (read-only, for engineers), as of a snapshot
+    onesource sql "SELECT ..." [--as-of T]    query the lake (read-only, for engineers; audited), as of a snapshot
     onesource sql --as DEPT "SELECT ..."      a department's governed query (grants, masking, audit)
     onesource grants add|list|revoke          conditional datasets' grants
     onesource requests create|list|approve|refuse|revoke   access requests, decided within the SLA
@@ -18,7 +18,7 @@
     onesource users reset USER                a new password and token for a user (shown once)
     onesource metrics [--period YYYY-MM]      the sharing KPIs, per department and city-wide
                       [--publish] [--export F] (shared KPI tables; XLSX/CSV for the annual assessment)
-    onesource audit verify                    check the hash-chained audit log
+    onesource audit verify                    check the audit log: keyed chain, anchor, key
     onesource airflow ARGS...                 the Airflow CLI on this home (e.g. `standalone`)
 """
 
@@ -307,7 +307,8 @@ def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
     else:
         from sharing import run_sql
 
-        result = run_sql(settings, args.query, limit=args.limit, as_of=_as_of(args.as_of))
+        result = run_sql(settings, args.query, limit=args.limit, as_of=_as_of(args.as_of), user=args.user,
+                         purpose=args.purpose)
     if args.format == "json":
         print(json.dumps([dict(zip(result.columns, row, strict=True)) for row in result.rows], ensure_ascii=False,
                          indent=2, default=str))
@@ -420,11 +421,13 @@ def cmd_requests(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     from sharing.audit import AuditLog, verify
 
-    verdict = verify(AuditLog(settings.home / "audit"))
+    verdict = verify(AuditLog.of(settings))
+    for note in verdict.notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     if verdict.ok:
         console.print(f"audit log intact: {verdict.entries} entries")
         return 0
-    err.print(f"[red]audit log tampered[/]: {verdict.reason}", highlight=False)
+    err.print(f"[red]audit log check failed[/]: {verdict.reason}", highlight=False, soft_wrap=True)
     return 1
 
 
@@ -573,7 +576,7 @@ def parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
     sql.add_argument("--limit", type=int, default=None)
     sql.add_argument("--as", dest="department", help="run as this department: governed (grants, masking, audit)")
-    sql.add_argument("--user", default=None)
+    sql.add_argument("--user", default=None, help="who asks (recorded in the audit log; default: the OS user)")
     sql.add_argument("--purpose", default=None, help="why the data is needed (recorded in the audit log)")
     sql.add_argument("--dialect", default="postgres", choices=["postgres", "mysql", "duckdb"])
     sql.add_argument("--timeout", type=float, default=30.0, help="seconds before a governed query is stopped")

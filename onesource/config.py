@@ -5,6 +5,7 @@ No other module reads the environment: they take a :class:`Settings`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,6 +13,16 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = REPO_ROOT / ".onesource"
+
+
+def default_audit_key_file(home: Path, environ: Mapping[str, str] | None = None) -> Path:
+    """Where a home's audit key lives unless ``ONESOURCE_AUDIT_KEY`` says otherwise: outside the home, in
+    ``$XDG_CONFIG_HOME/onesource/keys/`` (``~/.config`` by default), named after the home's path, so
+    that each home (and each test's temporary home) has its own key."""
+    env = os.environ if environ is None else environ
+    config = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    name = hashlib.sha256(str(Path(home).resolve()).encode()).hexdigest()[:32]
+    return config / "onesource" / "keys" / f"{name}.audit.key"
 
 
 @dataclass(frozen=True)
@@ -76,10 +87,18 @@ class Settings:
     maintenance DAG. ``ONESOURCE_SNAPSHOT_RETENTION_DAYS``."""
     signin: SignInSettings = field(default_factory=SignInSettings)
     """Sign-in throttling and lockout (``ONESOURCE_SIGNIN_*``, see :class:`SignInSettings`)."""
+    audit_key_file: Path = field(default=None)  # type: ignore[assignment]
+    """The secret key that signs the audit log (HMAC-SHA256), kept outside the home so that whoever can
+    rewrite the log cannot re-sign it. Created (0600, in a 0700 folder) on the first append to a new log,
+    never while a log exists. ``ONESOURCE_AUDIT_KEY``; default :func:`default_audit_key_file`."""
 
     def __post_init__(self) -> None:
         home = Path(self.home).resolve()
         object.__setattr__(self, "home", home)
+        if self.audit_key_file is None:
+            object.__setattr__(self, "audit_key_file", default_audit_key_file(home))
+        else:
+            object.__setattr__(self, "audit_key_file", Path(self.audit_key_file).expanduser().resolve())
         if self.registry_dir is None:
             object.__setattr__(self, "registry_dir", home / "registry")
         if self.lake is None:
@@ -136,11 +155,13 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``ONESOURCE_HOME`` (default ``.onesource/`` in the repo) and the
-        optional ``ONESOURCE_CATALOG`` / ``ONESOURCE_DATA_PATH`` overrides."""
+        optional ``ONESOURCE_CATALOG`` / ``ONESOURCE_DATA_PATH`` / ``ONESOURCE_AUDIT_KEY`` overrides."""
         env = os.environ if environ is None else environ
         home = Path(env.get("ONESOURCE_HOME") or DEFAULT_HOME)
+        key = env.get("ONESOURCE_AUDIT_KEY")
         settings = cls(home=home, snapshot_retention_days=int(env.get("ONESOURCE_SNAPSHOT_RETENTION_DAYS") or 180),
-                       signin=SignInSettings.from_env(env))
+                       signin=SignInSettings.from_env(env),
+                       audit_key_file=Path(key) if key else default_audit_key_file(home, env))
         catalog = env.get("ONESOURCE_CATALOG")
         data_path = env.get("ONESOURCE_DATA_PATH")
         encrypted = env.get("ONESOURCE_ENCRYPT", "").lower() in ("1", "true", "yes")
@@ -149,6 +170,7 @@ class Settings:
                 home=home,
                 snapshot_retention_days=settings.snapshot_retention_days,
                 signin=settings.signin,
+                audit_key_file=settings.audit_key_file,
                 lake=LakeSettings(
                     catalog=catalog or settings.lake.catalog,
                     data_path=data_path or settings.lake.data_path,
@@ -164,6 +186,7 @@ class Settings:
             "ONESOURCE_CATALOG": self.lake.catalog,
             "ONESOURCE_DATA_PATH": self.lake.data_path,
             "ONESOURCE_ENCRYPT": "1" if self.lake.encrypted else "",
+            "ONESOURCE_AUDIT_KEY": str(self.audit_key_file),
             "AIRFLOW_HOME": str(self.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

@@ -1,90 +1,420 @@
-"""The audit log: every governed query, allowed or refused, appended to a hash chain.
+"""The audit log: every query, allowed or refused, appended to a keyed hash chain.
 
-One JSON object per line in ``$ONESOURCE_HOME/audit/audit.log``. Each entry carries ``seq`` and the
-``prev`` hash, and its own ``hash`` = sha256 of its canonical JSON (without ``hash``). Editing an
-entry breaks its hash; deleting or reordering entries breaks ``seq`` or ``prev``; truncating the
-tail is caught against the head kept beside the log (``audit.head``). :func:`verify` names the
-first bad entry. Appends from several processes are serialised with an exclusive file lock.
+One JSON object per line in ``$ONESOURCE_HOME/audit/audit.log``. Each entry carries ``seq``, the
+``prev`` entry's hash and its own ``hash`` = HMAC-SHA256 of its canonical JSON (without ``hash``),
+keyed with a secret kept outside the home (:attr:`Settings.audit_key_file`). So:
+
+* editing an entry breaks its HMAC, and whoever edits cannot recompute it (nor any later one) without
+  the key; deleting or reordering entries breaks ``seq`` or ``prev``;
+* the chain head is anchored in a second place, the lake's catalog database (:class:`Anchor`): a row
+  per log with the last seq and hash made durable, advanced after every fsync of the log (every
+  append from the CLI, every group-commit flush on the servers). A truncated tail, a deleted log or a
+  log replaced by another is caught against it, and so is a key that went missing;
+* the log itself is the source of truth for the last seq and hash: an append reads the file's tail
+  under the lock (``audit.lock``), so a process killed at any point never leaves a duplicate seq. A
+  killed process may leave a torn last line (a partial write, without its newline): it is not an
+  entry, the next append cuts it off, and :func:`verify` notes it without failing (a line in the
+  middle that is not an entry is a failure).
+
+:func:`verify` names the first bad entry, or the problem (missing key, truncated, deleted).
+Appends from several processes (and threads) are serialised with an exclusive file lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import hashlib
+import hmac
 import json
+import logging
 import os
+import secrets
+import socket
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from onesource.config import default_audit_key_file
+from onesource.errors import TerminalError
+
+if TYPE_CHECKING:
+    from onesource.config import Settings
 
 GENESIS = "0" * 64
+ANCHOR_TABLE = "onesource_audit_anchor"
+log = logging.getLogger(__name__)
 
 
-def _digest(entry: dict[str, Any]) -> str:
+class AuditError(TerminalError):
+    """The audit log cannot be appended to (a missing key, a corrupt last line): the query is not let
+    through unrecorded."""
+
+
+def _canonical(entry: dict[str, Any]) -> bytes:
     body = {k: v for k, v in entry.items() if k != "hash"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
+    return json.dumps(body, sort_keys=True, ensure_ascii=False, default=str).encode()
+
+
+def _mac(key: bytes, entry: dict[str, Any]) -> str:
+    return hmac.new(key, _canonical(entry), hashlib.sha256).hexdigest()
+
+
+def _log_id(key: bytes) -> str:
+    """The log's name in the anchor: derived from its key (each log has its own key)."""
+    return hmac.new(key, b"onesource audit anchor", hashlib.sha256).hexdigest()[:32]
+
+
+def _row_mac(key: bytes, log_id: str, first_hash: str, seq: int, digest: str) -> str:
+    """An anchor row's own HMAC: whoever can write the anchor but lacks the key cannot move it."""
+    return hmac.new(key, f"{log_id}\n{first_hash}\n{seq}\n{digest}".encode(), hashlib.sha256).hexdigest()
+
+
+def read_key(path: Path) -> bytes | None:
+    try:
+        text = Path(path).read_text().strip()
+    except FileNotFoundError:
+        return None
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) < 32:
+        raise AuditError(f"the audit key {path} is not a key (64 hex characters expected)")
+    return key
+
+
+def _create_key(path: Path) -> bytes:
+    """A new random key, 0600 in a 0700 folder. Called under the log's lock, and only for a log that
+    holds no entry yet."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path.parent, 0o700)
+    key = secrets.token_bytes(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process sharing the key (same home, another log lock) was first
+        return read_key(path)  # type: ignore[return-value]
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key.hex() + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return key
+
+
+def _unkeyed(entry: dict[str, Any]) -> bool:
+    """An entry of the earlier format: a plain sha256 chain, which anyone can recompute."""
+    return entry.get("hash") == hashlib.sha256(_canonical(entry)).hexdigest()
+
+
+def _tail(fd: int) -> tuple[dict[str, Any] | None, int]:
+    """The last committed entry of the open log (None: none yet) and ``end``, the byte length of the
+    committed part (through the last newline); anything after it is a torn line."""
+    size = os.fstat(fd).st_size
+    block, pos, buf = 8192, size, b""
+    while pos > 0:
+        n = min(block, pos)
+        pos -= n
+        buf = os.pread(fd, n, pos) + buf
+        last = buf.rfind(b"\n")
+        if last == -1:
+            if pos == 0:
+                return None, 0  # nothing but a torn line
+            block *= 2
+            continue
+        before = buf.rfind(b"\n", 0, last)
+        if before == -1 and pos > 0:
+            block *= 2
+            continue
+        line = buf[before + 1:last]
+        try:
+            entry = json.loads(line)
+            int(entry["seq"]), str(entry["hash"])
+            return entry, pos + last + 1
+        except (ValueError, KeyError, TypeError) as exc:
+            raise AuditError("the audit log's last line is not an entry: it was damaged or tampered with; "
+                             "`onesource audit verify` says more") from exc
+    return None, 0
+
+
+def _first_hash(fd: int) -> str:
+    """The hash of the open log's first entry (it names the log in the anchor, with the key)."""
+    buf, size = b"", 4096
+    while b"\n" not in buf:
+        buf = os.pread(fd, size, 0)
+        if len(buf) < size and b"\n" not in buf:
+            raise AuditError("the audit log has no first entry")
+        size *= 4
+    return str(json.loads(buf[: buf.index(b"\n")])["hash"])
+
+
+@dataclass(frozen=True)
+class AnchorRow:
+    log_id: str
+    first_hash: str
+    seq: int
+    hash: str
+    folder: str
+    host: str
+    at: str
+    mac: str
+
+
+class Anchor:
+    """The chain head, kept in the lake catalog's database: one row per log (its key's id and its first
+    entry's hash) with the last seq and hash known durable, only ever advanced, and the row's HMAC.
+
+    * ``postgres:`` catalog: the table ``onesource_audit_anchor`` in the catalog's own database (DuckLake
+      ignores tables it does not own; tested with a load after it was created).
+    * ``sqlite:`` catalog (the embedded default): a sidecar SQLite database beside the catalog file
+      (``catalog.audit-anchor.sqlite``), not a table inside it. DuckLake would tolerate the table, but
+      the catalog file is open in the same processes through DuckDB's own copy of SQLite, and two
+      SQLite libraries in one process on one file defeat each other's POSIX locks (SQLite's
+      "multiple copies" corruption warning); every write would also change the catalog file's stat,
+      which the governed engine uses as its grant-cache stamp.
+    """
+
+    def __init__(self, catalog: str):
+        self.catalog = catalog
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        if catalog.startswith("sqlite:"):
+            cat = Path(catalog.removeprefix("sqlite:"))
+            self.kind, self.path = "sqlite", cat.with_name(cat.stem + ".audit-anchor.sqlite")
+            self.where = str(self.path)
+        elif catalog.startswith("postgres:"):
+            self.kind, self.path = "postgres", None
+            self.where = f"table {ANCHOR_TABLE} of the catalog database"
+        else:
+            raise AuditError(f"the audit anchor needs a sqlite: or postgres: catalog, not {catalog!r}")
+
+    @classmethod
+    def of(cls, catalog: str) -> Anchor | None:
+        return cls(catalog) if catalog.startswith(("sqlite:", "postgres:")) else None
+
+    _DDL = (f"CREATE TABLE IF NOT EXISTS {ANCHOR_TABLE} (log_id TEXT NOT NULL, first_hash TEXT NOT NULL, "
+            "seq BIGINT NOT NULL, hash TEXT NOT NULL, folder TEXT, host TEXT, at TEXT, mac TEXT NOT NULL, "
+            "PRIMARY KEY (log_id, first_hash))")
+    _UPSERT = (f"INSERT INTO {ANCHOR_TABLE} VALUES ({{p}}, {{p}}, {{p}}, {{p}}, {{p}}, {{p}}, {{p}}, {{p}}) "
+               "ON CONFLICT (log_id, first_hash) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, "
+               "folder = excluded.folder, host = excluded.host, at = excluded.at, mac = excluded.mac "
+               f"WHERE excluded.seq > {ANCHOR_TABLE}.seq")
+
+    def _connect(self):
+        if self.kind == "sqlite":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=5, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode = WAL")
+            # an anchor lost to a power cut only lags (never leads) the log, which is fsync-ed first
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(self._DDL)
+            return conn
+        import psycopg
+
+        conn = psycopg.connect(self.catalog.removeprefix("postgres:"), autocommit=True, connect_timeout=10)
+        try:
+            conn.execute(self._DDL)
+        except psycopg.errors.UniqueViolation:  # two processes creating it at once: the other one won
+            pass
+        return conn
+
+    def advance(self, key: bytes, first_hash: str, seq: int, digest: str, folder: Path) -> None:
+        """Record that the log ``(key, first_hash)`` durably holds ``seq`` entries ending with ``digest``
+        (a lower seq than the one recorded changes nothing)."""
+        log_id = _log_id(key)
+        row = (log_id, first_hash, seq, digest, str(folder), socket.gethostname(),
+               dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), _row_mac(key, log_id, first_hash, seq, digest))
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    if self._conn is None:
+                        self._conn = self._connect()
+                    self._conn.execute(self._UPSERT.format(p="?" if self.kind == "sqlite" else "%s"), row)
+                    return
+                except Exception:
+                    with contextlib.suppress(Exception):
+                        self._conn.close()
+                    self._conn = None
+                    if attempt == 2:
+                        raise
+
+    def rows(self) -> list[AnchorRow]:
+        """Every anchored log (read-only: nothing is created)."""
+        query = f"SELECT log_id, first_hash, seq, hash, folder, host, at, mac FROM {ANCHOR_TABLE}"
+        if self.kind == "sqlite":
+            if not self.path.exists():
+                return []
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+            try:
+                return [AnchorRow(*r) for r in conn.execute(query).fetchall()]
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return []
+                raise
+            finally:
+                conn.close()
+        import psycopg
+
+        with psycopg.connect(self.catalog.removeprefix("postgres:"), connect_timeout=10) as conn:
+            try:
+                return [AnchorRow(*r) for r in conn.execute(query).fetchall()]
+            except psycopg.errors.UndefinedTable:
+                return []
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+                self._conn = None
 
 
 class AuditLog:
-    """``group_commit=None``: every append is fsync-ed before it returns (the CLI: one query, then exit).
-    ``group_commit=0.2``: appends reach the file at once (a crash of the process loses nothing) and a
-    background thread fsyncs them within 0.2 s. The servers use it: one fsync per query costs 0.5 to
-    11 ms on this disk, more than the governance itself (as PostgreSQL's synchronous_commit=off)."""
+    """``group_commit=None``: every append is fsync-ed (and anchored) before it returns (the CLI: one
+    query, then exit). ``group_commit=0.2``: appends reach the file at once (a crash of the process loses
+    nothing) and a background thread fsyncs them, then advances the anchor, within 0.2 s. The servers use
+    it: one fsync per query costs 0.5 to 11 ms on this disk, more than the governance itself (as
+    PostgreSQL's synchronous_commit=off).
 
-    def __init__(self, folder: Path, group_commit: float | None = None):
+    ``key_file``: the HMAC key (default: the one :func:`default_audit_key_file` gives the folder's
+    parent as home); ``anchor``: where the head is anchored (None: nowhere). :meth:`of` builds both
+    from the settings."""
+
+    def __init__(self, folder: Path, group_commit: float | None = None, *, key_file: Path | None = None,
+                 anchor: Anchor | None = None):
         self.folder = Path(folder)
         self.path = self.folder / "audit.log"
-        self.head = self.folder / "audit.head"
+        self.key_file = Path(key_file) if key_file is not None else default_audit_key_file(self.folder.parent)
+        self.anchor = anchor
         self.group_commit = group_commit
+        self._key: bytes | None = None
+        self._last: tuple[int, str, str] | None = None  # this process's last append: seq, hash, first hash
+        self._first: tuple[tuple[int, int], str] | None = None  # (device, inode) of the log -> first hash
+        self._anchored = ("", 0)  # (first hash, seq) this process last anchored
+        self.anchor_error: str | None = None
         self._dirty = threading.Event()
+        self._sync_lock = threading.Lock()
         if group_commit:
             threading.Thread(target=self._flusher, name="audit-fsync", daemon=True).start()
+
+    @classmethod
+    def of(cls, settings: Settings, group_commit: float | None = None) -> AuditLog:
+        """The home's audit log, with its key and its anchor in the lake's catalog database."""
+        return cls(settings.home / "audit", group_commit, key_file=settings.audit_key_file,
+                   anchor=Anchor.of(settings.lake.catalog))
 
     def _flusher(self) -> None:
         while True:
             self._dirty.wait()
             time.sleep(self.group_commit or 0)
             self._dirty.clear()
-            self.sync()
+            try:
+                self.sync()
+            except Exception as exc:  # the next flush tries again; verify still checks the log itself
+                log.warning("audit log flush failed: %s", exc)
 
     def sync(self) -> None:
-        """fsync the log now (also called on shutdown)."""
-        if self.path.exists():
-            with open(self.path, "a", encoding="utf-8") as fh:
-                os.fsync(fh.fileno())
+        """fsync the log now, then anchor what this process appended (also called on shutdown)."""
+        with self._sync_lock:
+            last = self._last
+            if not self.path.exists():
+                return
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if last is not None:
+                self._advance(*last)
 
-    def _last(self) -> tuple[int, str]:
-        if not self.head.exists():
-            return 0, GENESIS
-        seq, digest = self.head.read_text().split()
-        return int(seq), digest
+    def _advance(self, seq: int, digest: str, first: str) -> None:
+        if self.anchor is None or self._key is None or not first or (
+                first == self._anchored[0] and seq <= self._anchored[1]):
+            return
+        try:
+            self.anchor.advance(self._key, first, seq, digest, self.folder.resolve())
+            self._anchored, self.anchor_error = (first, seq), None
+        except Exception as exc:  # the anchor lags; the query it records is not failed for that
+            if self.anchor_error is None:
+                log.warning("could not anchor the audit log in %s: %s", self.anchor.where, exc)
+            self.anchor_error = str(exc)
+
+    def _signing_key(self, entries: int) -> bytes:
+        if self._key is None:
+            key = read_key(self.key_file)
+            if key is None:
+                if entries:
+                    raise AuditError(f"missing key: the audit key {self.key_file} is gone but the log holds "
+                                     f"{entries} entries; restore it (a new key would re-sign history)")
+                key = _create_key(self.key_file)
+            self._key = key
+        return self._key
+
+    def _archive_unkeyed(self) -> None:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        os.rename(self.path, self.folder / f"audit.log.unkeyed-{stamp}")
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self.folder / "audit.head", self.folder / f"audit.head.unkeyed-{stamp}")
+        log.warning("the audit log in %s was of the earlier unkeyed format: archived as audit.log.unkeyed-%s; "
+                    "a keyed log begins", self.folder, stamp)
 
     def append(self, **fields: Any) -> dict[str, Any]:
+        body = json.loads(json.dumps(fields, ensure_ascii=False, default=str))  # as verify will read it
         self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / "audit.lock", "w") as lock:
+        with open(self.folder / "audit.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            seq, prev = self._last()
-            entry = {"seq": seq + 1, "at": dt.datetime.now(dt.UTC).isoformat(), **fields, "prev": prev}
-            entry["hash"] = _digest(entry)
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
-                fh.flush()
-                if self.group_commit:
-                    self._dirty.set()
-                else:
-                    os.fsync(fh.fileno())
-            tmp = self.head.with_suffix(".tmp")
-            tmp.write_text(f"{entry['seq']} {entry['hash']}")
-            os.replace(tmp, self.head)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+            try:
+                last, end = _tail(fd)
+                if last is not None and self._key is None and _unkeyed(last) and read_key(self.key_file) is None:
+                    os.close(fd)  # a log of the earlier, unkeyed format: kept as it is, and a keyed one begins
+                    self._archive_unkeyed()
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+                    last, end = None, 0
+                seq, prev = (int(last["seq"]), str(last["hash"])) if last is not None else (0, GENESIS)
+                if end < os.fstat(fd).st_size:
+                    os.ftruncate(fd, end)  # a torn line left by a killed writer: never an entry
+                key = self._signing_key(seq)
+                entry = {"seq": seq + 1, "at": dt.datetime.now(dt.UTC).isoformat(), **body, "prev": prev}
+                entry["hash"] = _mac(key, entry)
+                data = (json.dumps(entry, ensure_ascii=False) + "\n").encode()
+                while data:
+                    data = data[os.write(fd, data):]
+                if not self.group_commit:
+                    os.fsync(fd)
+                st = os.fstat(fd)
+                if entry["seq"] == 1:
+                    self._first = ((st.st_dev, st.st_ino), entry["hash"])
+                elif self._first is None or self._first[0] != (st.st_dev, st.st_ino):
+                    try:
+                        self._first = ((st.st_dev, st.st_ino), _first_hash(fd))
+                    except (AuditError, ValueError, KeyError, TypeError):  # verify names it; no anchoring
+                        self._first = ((st.st_dev, st.st_ino), "")
+                self._last = head = (entry["seq"], entry["hash"], self._first[1])
+            finally:
+                os.close(fd)
+        if self.group_commit:
+            self._dirty.set()
+        else:
+            with self._sync_lock:
+                self._advance(*head)
         return entry
 
     def entries(self) -> list[dict[str, Any]]:
+        """The committed entries (a torn last line is not one)."""
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        data = self.path.read_bytes()
+        data = data[: data.rfind(b"\n") + 1]
+        return [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+
+    def close(self) -> None:
+        self.sync()
+        if self.anchor is not None:
+            self.anchor.close()
 
 
 @dataclass(frozen=True)
@@ -94,31 +424,137 @@ class Verdict:
     first_bad: int | None = None
     """1-based line of the first entry that does not verify."""
     reason: str = ""
+    notes: tuple[str, ...] = ()
+    """What passed but deserves a look (a torn last line, no anchor, a lagging anchor)."""
+
+
+ANCHOR_GRACE = dt.timedelta(seconds=60)
+"""A log whose first entry is older than this must have an anchor row (servers anchor every 0.2 s)."""
 
 
 def verify(log: AuditLog) -> Verdict:
-    prev, expected_seq, n = GENESIS, 1, 0
-    if log.path.exists():
-        for n, line in enumerate(log.path.read_text(encoding="utf-8").splitlines(), start=1):
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                return Verdict(False, n - 1, n, f"line {n} is not a JSON entry")
-            if entry.get("hash") != _digest(entry):
-                return Verdict(False, n - 1, n, f"entry seq {entry.get('seq')} (line {n}) was edited: its hash "
-                                                "does not match its content")
-            if entry.get("seq") != expected_seq:
-                return Verdict(False, n - 1, n, f"line {n} holds entry seq {entry.get('seq')}, expected "
-                                                f"{expected_seq}: entries were deleted or reordered")
-            if entry.get("prev") != prev:
-                return Verdict(False, n - 1, n, f"entry seq {entry.get('seq')} (line {n}) does not follow the "
-                                                "entry before it: the chain was broken")
-            prev, expected_seq = entry["hash"], expected_seq + 1
-    seq, head = log._last()
-    if (seq, head) != (expected_seq - 1, prev):
-        return Verdict(False, n, n + 1, f"the log ends at entry {expected_seq - 1} but {seq} were written: "
-                                        "entries were removed from the end")
-    return Verdict(True, n)
+    """Check every entry's HMAC, seq and link, then the log against its anchor. Never creates a key."""
+    notes: list[str] = []
+    key = read_key(log.key_file)
+    if key is not None and log.key_file.resolve().is_relative_to(log.folder.resolve().parent):
+        notes.append(f"the key {log.key_file} lies inside the home: whoever can rewrite the log can re-sign it")
+    where = log.anchor.where if log.anchor is not None else ""
+    try:
+        anchored = log.anchor.rows() if log.anchor is not None else []
+    except Exception as exc:
+        return Verdict(False, 0, None, f"cannot read the anchor in {where}: {exc}")
+    folder, host = str(log.folder.resolve()), socket.gethostname()
+    notes += [f"{p.name} is a log of the earlier unkeyed format, kept but not checked"
+              for p in sorted(log.folder.glob("audit.log.unkeyed-*"))]
+    data = log.path.read_bytes() if log.path.exists() else b""
+    committed = data[: data.rfind(b"\n") + 1]
+    if len(committed) < len(data):
+        notes.append(f"the last {len(data) - len(committed)} bytes are a torn line (a writer killed mid-append): "
+                     "not an entry; the next append cuts them off")
+    lines = committed.split(b"\n")[:-1]
+    here = [r for r in anchored if r.folder == folder and r.host == host and r.seq > 0]
+
+    if key is None:
+        with contextlib.suppress(ValueError, AttributeError):
+            if lines and _unkeyed(json.loads(lines[-1])):
+                return Verdict(False, 0, 1, f"the log holds {len(lines)} entries of the earlier unkeyed (sha256) "
+                                            "format, which anyone can recompute; the next append archives it "
+                                            f"and begins a log keyed with {log.key_file}")
+        if lines:
+            return Verdict(False, 0, 1, f"missing key: the audit key {log.key_file} does not exist but the log "
+                                        f"holds {len(lines)} entries; restore it (it is never re-created while a "
+                                        "log exists, so that nobody can re-sign history)")
+        if here:
+            r = max(here, key=lambda r: r.seq)
+            return Verdict(False, 0, 1, f"missing key and log: the audit log and its key {log.key_file} are gone, "
+                                        f"but the anchor in {where} records {r.seq} entries for {folder} "
+                                        f"(anchored {r.at}): the log was deleted")
+        return Verdict(True, 0, notes=tuple(notes))
+
+    log_id = _log_id(key)
+    mine: dict[str, AnchorRow] = {}
+    for r in anchored:
+        if r.log_id != log_id:
+            continue
+        if not hmac.compare_digest(r.mac or "", _row_mac(key, r.log_id, r.first_hash, r.seq, r.hash)):
+            return Verdict(False, 0, None, f"the anchor row for this log in {where} (seq {r.seq}, {r.at}) was "
+                                           "forged: its HMAC does not match")
+        mine[r.first_hash] = r
+    prev, n, first, first_at = GENESIS, 0, None, None
+    for n, raw in enumerate(lines, start=1):
+        try:
+            entry = json.loads(raw)
+            if not isinstance(entry, dict):
+                raise ValueError
+        except ValueError:
+            return Verdict(False, n - 1, n, f"line {n} is not a JSON entry")
+        if entry.get("hash") != _mac(key, entry):
+            if _unkeyed(entry):
+                why = ("is an unkeyed (sha256) entry of the earlier format, which anyone can recompute "
+                       "(the next append archives such a log when no key exists yet)")
+            elif n == 1:
+                why = f"was edited, or signed with another key than {log.key_file}: its HMAC does not match"
+            else:
+                why = "was edited: its HMAC does not match its content"
+            return Verdict(False, n - 1, n, f"entry seq {entry.get('seq')} (line {n}) {why}")
+        if entry.get("seq") != n:
+            return Verdict(False, n - 1, n, f"line {n} holds entry seq {entry.get('seq')}, expected {n}: "
+                                            "entries were deleted or reordered")
+        if entry.get("prev") != prev:
+            return Verdict(False, n - 1, n, f"entry seq {n} (line {n}) does not follow the entry before it: "
+                                            "the chain was broken")
+        if n == 1:
+            first, first_at = entry["hash"], entry.get("at")
+        r = mine.get(first or "")
+        if r is not None and r.seq == n and r.hash != entry["hash"]:
+            return Verdict(False, n - 1, n, f"entry seq {n} (line {n}) is not the one anchored in {where} "
+                                            f"({r.at}): the log was rewritten")
+        prev = entry["hash"]
+
+    others = [r for h, r in mine.items() if h != first and r.seq > 0]
+    if others:
+        r = max(others, key=lambda r: r.seq)
+        what = f"the log holds {n} entries" if n else "the audit log is gone (deleted)"
+        return Verdict(False, n, 1, f"{what}, but the anchor in {where} records another log of {r.seq} entries "
+                                    f"signed with this key (anchored {r.at}): the log was deleted or replaced")
+    current = mine.get(first or "")
+    if current is not None and current.seq > n:
+        return Verdict(False, n, n + 1, f"the log ends at entry {n} but the anchor in {where} records "
+                                        f"{current.seq} (anchored {current.at}): entries were removed from the end")
+    foreign = [r for r in here if r.log_id != log_id]
+    if foreign:
+        r = max(foreign, key=lambda r: r.seq)
+        return Verdict(False, n, 1, f"the anchor in {where} records a log of {r.seq} entries for {folder} signed "
+                                    f"with another key (anchored {r.at}): the key {log.key_file} was replaced "
+                                    "and the log it signed is gone")
+    if log.anchor is None:
+        notes.append("no anchor: truncation and deletion are not checked against a second place")
+    elif n and current is None:
+        started = dt.datetime.fromisoformat(first_at) if first_at else None
+        if started is None or dt.datetime.now(dt.UTC) - started > ANCHOR_GRACE:
+            return Verdict(False, n, None, f"the anchor in {where} holds no row for this log of {n} entries "
+                                           f"(begun {first_at}): it was removed, or anchoring fails")
+        notes.append(f"not anchored yet in {where} (the log is new)")
+    elif current is not None and current.seq < n:
+        notes.append(f"anchored up to entry {current.seq} of {n} (the rest is newer than the last flush)")
+    return Verdict(True, n, notes=tuple(notes))
+
+
+def _resume_at(fh, offset: int, last_seq: int) -> int:
+    """Where the last sync stopped, or 0 when the log found there is not the one synced (a new log
+    began: an unkeyed one was archived)."""
+    if offset == 0:
+        return 0
+    fh.seek(offset - 1)
+    if fh.read(1) != b"\n":  # also: the log is now shorter than the offset
+        return 0
+    line = fh.readline()
+    if not line.endswith(b"\n"):
+        return offset  # nothing new yet (or a line being appended)
+    try:
+        return offset if json.loads(line)["seq"] == last_seq + 1 else 0
+    except (ValueError, KeyError, TypeError):
+        return 0
 
 
 def sync_to_lake(lake, log: AuditLog) -> int:
@@ -132,8 +568,12 @@ def sync_to_lake(lake, log: AuditLog) -> int:
 
     if not log.path.exists():
         return 0
-    offset = lake.con.execute(f"SELECT coalesce(max(byte_offset), 0) FROM {CATALOG}.{OPS}.audit_sync").fetchone()[0]
+    offset, last_seq = lake.con.execute(
+        f"SELECT coalesce(arg_max(byte_offset, synced_at), 0), coalesce(arg_max(seq, synced_at), 0) "
+        f"FROM {CATALOG}.{OPS}.audit_sync"
+    ).fetchone()
     with open(log.path, "rb") as fh:
+        offset = _resume_at(fh, offset, last_seq)
         fh.seek(offset)
         chunk = fh.read()
     chunk = chunk[: chunk.rfind(b"\n") + 1]  # whole lines only: a line being appended waits for the next sync

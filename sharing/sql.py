@@ -3,10 +3,15 @@
 Department-level governance (grants, row filters, masking, audit) is built on top of this in the
 governed engine; this connection is already safe to hand a mistake: the lake is attached
 read-only, file access is limited to the lake's data folder and the configuration is locked.
+Every such query, allowed, refused or failed, is recorded in the audit log as operator access
+(department ``operator``, the OS user).
 """
 
 from __future__ import annotations
 
+import getpass
+import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,16 +57,61 @@ def lock_down(con: duckdb.DuckDBPyConnection, data_path: str) -> None:
     con.execute("SET lock_configuration = true")
 
 
-def run_sql(settings: Settings, sql: str, limit: int | None = None, as_of=None) -> QueryResult:
-    """``as_of``: a snapshot id or a datetime, to read the lake as it was then."""
-    _one_statement(sql)
-    with Lake(settings.lake, read_only=True, as_of=as_of) as lake:
-        lock_down(lake.con, settings.lake.data_path)
+def _relations(sql: str) -> list[str]:
+    """The tables a statement names, as written (``shared.firms``, ``ops.loads``)."""
+    try:
+        return sorted({".".join(p for p in (t.db, t.name) if p)
+                       for t in sqlglot.parse_one(sql, read="duckdb").find_all(exp.Table) if t.name})
+    except sqlglot.errors.ParseError:
+        return []
+
+
+OPERATOR = "operator"
+"""The department operator access is recorded under (it is no department's usage: ``tables`` stays
+empty, so the usage KPIs do not count it; the relations read are in ``relations``)."""
+
+
+def run_sql(settings: Settings, sql: str, limit: int | None = None, as_of=None, *, user: str | None = None,
+            purpose: str | None = None) -> QueryResult:
+    """``as_of``: a snapshot id or a datetime, to read the lake as it was then. Audited as operator
+    access by ``user`` (default: the OS user)."""
+    from sharing.audit import AuditLog
+
+    started = time.perf_counter()
+    try:
+        os_user = getpass.getuser()
+    except (OSError, KeyError):  # no name for this uid (a container)
+        os_user = f"uid {os.getuid()}"
+    record = {"department": OPERATOR, "user": user or os_user, "os_user": os_user, "purpose": purpose,
+              "sql_sent": sql, "dialect": "duckdb", "as_of": None if as_of is None else str(as_of)}
+
+    def audit(decision: str, reason: str | None, rows: int | None = None, relations: list[str] | None = None) -> None:
+        log = AuditLog.of(settings)
         try:
-            cur = lake.con.execute(sql)
-            rows = cur.fetchmany(limit) if limit else cur.fetchall()
-        except duckdb.Error as exc:
-            raise QueryFailed(str(exc).split("\n")[0] + " (tables are named shared.<dataset>; "
-                              "`onesource registry list` shows them)") from exc
-        columns = [d[0] for d in cur.description] if cur.description else []
+            log.append(**record, sql_run=sql if decision != "refused" else None, tables=[], columns=[], masked=[],
+                       relations=relations or [], rows=rows, decision=decision, reason=reason,
+                       duration_ms=round((time.perf_counter() - started) * 1000, 2))
+        finally:
+            if log.anchor is not None:
+                log.anchor.close()
+
+    try:
+        _one_statement(sql)
+    except QueryRefused as exc:
+        audit("refused", str(exc))
+        raise
+    try:
+        with Lake(settings.lake, read_only=True, as_of=as_of) as lake:
+            lock_down(lake.con, settings.lake.data_path)
+            try:
+                cur = lake.con.execute(sql)
+                rows = cur.fetchmany(limit) if limit else cur.fetchall()
+            except duckdb.Error as exc:
+                raise QueryFailed(str(exc).split("\n")[0] + " (tables are named shared.<dataset>; "
+                                  "`onesource registry list` shows them)") from exc
+            columns = [d[0] for d in cur.description] if cur.description else []
+    except Exception as exc:
+        audit("failed", str(exc).split("\n")[0], relations=_relations(sql))
+        raise
+    audit("allowed", None, rows=len(rows), relations=_relations(sql))
     return QueryResult(columns, rows)

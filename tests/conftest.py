@@ -17,6 +17,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _audit_keys_in_a_session_folder(tmp_path_factory):
+    """Audit keys live outside each home, in ``$XDG_CONFIG_HOME/onesource/keys/`` (one per home path):
+    the tests' keys go to a folder of this session (and its subprocesses), not the user's ~/.config."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
+        yield
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """An empty OneSource home in the test's own temporary folder."""
