@@ -44,6 +44,8 @@ def is_catalog_query(sql: str) -> bool:
     if not isinstance(stmt, exp.Query):
         return False
     tables = list(stmt.find_all(exp.Table))
+    if any(not isinstance(t.this, exp.Identifier) for t in tables):
+        return False  # a table function (pg_catalog.duckdb_settings(), read_*): the planner refuses it
     if tables:
         return all(t.db in CATALOG_SCHEMAS or (not t.db and t.name.startswith("pg_")) for t in tables)
     names = {(f.name if isinstance(f, exp.Anonymous) else f.sql_name()).lower() for f in stmt.find_all(exp.Func)}
@@ -62,6 +64,9 @@ def sandbox(access: dict[str, Access], registry: Registry) -> duckdb.DuckDBPyCon
     for statement in pgcatalog.STATEMENTS:
         con.execute(statement)
     con.execute(pgcatalog.SEARCH_PATH)
+    # nothing of the server's own paths to tell (the sandbox holds no data: it never spills or needs secrets)
+    con.execute("SET temp_directory = ''")
+    con.execute("SET secret_directory = ''")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con

@@ -22,6 +22,11 @@ The outer lines stay, in order (sqlglot parses; nothing is matched by regular ex
 4. ``matches``         ``match_value(col, 'value')`` on a masked column: equality against a value the department
                        supplies, with a grant that allows it and within its daily quota (sharing.match)
 5. ``policy relations`` every dataset reference becomes its relation (above)
+6. ``verify``          the SQL that will run is checked again as text, by two parsers (a node sqlglot writes
+                       back unquoted, such as an EXTRACT unit, must not smuggle SQL in): sqlglot reads it back
+                       and the function allowlist holds, and DuckDB's own parser (``json_serialize_sql``) finds
+                       no table but the planned relations' scans and the query's CTEs, no table function and
+                       no denied function
 
 The locked-down DuckDB connection (sharing.engine) is the second line: a mistake here still meets
 no file access, no extensions and a read-only lake.
@@ -29,8 +34,12 @@ no file access, no extensions and a read-only lake.
 
 from __future__ import annotations
 
+import json
+import re
+import threading
 from dataclasses import dataclass, field
 
+import duckdb
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
@@ -113,6 +122,24 @@ class Plan:
 
 def _refuse(reason: str) -> QueryRefused:
     return QueryRefused(reason)
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def safe_text(root: exp.Expression) -> None:
+    """Nodes that sqlglot writes back as bare text must be bare words: a quoted identifier or a string that
+    becomes an ``exp.Var`` (EXTRACT's unit, date_part's in postgres, a type parameter) would otherwise turn
+    into SQL in the rewritten query, after every check ran on the tree."""
+    for node in root.walk():
+        if isinstance(node, exp.Var) and not _WORD.fullmatch(node.name):
+            raise _refuse(f"{node.name!r} is not allowed here: units and type parameters are plain words")
+        if isinstance(node, exp.Operator):
+            raise _refuse("OPERATOR(...) is not allowed in governed queries; write the operator itself")
+        if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.USERDEFINED:
+            raise _refuse(f"type {node.sql()} is not a built-in type")
+        if isinstance(node, exp.DataTypeParam) and not isinstance(node.this, exp.Literal | exp.DataType):
+            raise _refuse(f"type parameter {node.sql()} is not a number")
 
 
 def one_select(sql: str, dialect: str) -> exp.Query:
@@ -264,6 +291,7 @@ def plan(sql: str, access: dict[str, Access], registry: Registry, department: st
     no_reserved_names(root)
     tables = resolve_tables(root, access, department)
     safe_functions(root)
+    safe_text(root)
     matches = _matches(root, tables, access)
     for col in root.find_all(exp.Column):  # shared.x.col: the relation is named x
         if col.args.get("db") is not None and col.db.lower() == SCHEMA:
@@ -288,9 +316,85 @@ def plan(sql: str, access: dict[str, Access], registry: Registry, department: st
         for column, pairs in by_column.items():
             if column in access[d].masked:
                 charged += [Match(d, column, value) for _, value in pairs]
-    body = root.sql(dialect="duckdb")
-    return Plan(f"SELECT * FROM ({body}) AS governed LIMIT {int(row_limit)}", tuple(sorted({t.name for t in tables})),
-                tuple(sorted(columns)), tuple(sorted(masked)), tuple(sorted(filtered)), tuple(dict.fromkeys(charged)))
+    body = root.sql(dialect="duckdb", comments=False)
+    sql_run = f"SELECT * FROM ({body}) AS governed LIMIT {int(row_limit)}"
+    read = {t.name for t in tables}
+    verify(sql_run, read)
+    return Plan(sql_run, tuple(sorted(read)), tuple(sorted(columns)), tuple(sorted(masked)),
+                tuple(sorted(filtered)), tuple(dict.fromkeys(charged)))
+
+
+_PARSER_LOCK = threading.Lock()
+_PARSER: list[duckdb.DuckDBPyConnection] = []
+
+
+def _duckdb_tree(sql: str) -> dict:
+    """DuckDB's own parse of ``sql`` (no binding, no catalog, no data): a private in-memory connection."""
+    with _PARSER_LOCK:
+        if not _PARSER:
+            con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False,
+                                         "enable_external_access": False})
+            _PARSER.append(con)
+        return json.loads(_PARSER[0].execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+
+
+def _refs(node, out: list) -> list:
+    if isinstance(node, dict):
+        if node.get("type") in ("BASE_TABLE", "TABLE_FUNCTION"):
+            out.append(node)
+        for value in node.values():
+            _refs(value, out)
+    elif isinstance(node, list):
+        for value in node:
+            _refs(value, out)
+    return out
+
+
+_DENIED_AT_DUCKDB = re.compile(r"(read_|glob|getenv|current_setting|getvariable|query|duckdb_|pg_|sqlite_|parquet_|"
+                               r"iceberg_|delta_|ducklake_|json_serialize|json_deserialize|which_secret|"
+                               r"current_query|error$)", re.I)
+"""Function names DuckDB must never see in a governed query, whatever the allowlist above let through."""
+
+
+def _function_names(node, out: list) -> list:
+    if isinstance(node, dict):
+        if node.get("class") == "FUNCTION" and isinstance(node.get("function_name"), str):
+            out.append(node["function_name"])
+        for value in node.values():
+            _function_names(value, out)
+    elif isinstance(node, list):
+        for value in node:
+            _function_names(value, out)
+    return out
+
+
+def verify(sql_run: str, datasets: set[str]) -> None:
+    """Refuse unless the SQL about to run is what the planner built (deny by default, at the text)."""
+    unsafe = _refuse("the query could not be rewritten safely (a construct the planner does not support); "
+                     "simplify it or name the columns and tables plainly")
+    try:
+        again = sqlglot.parse_one(sql_run, read="duckdb")
+        safe_functions(again)
+        safe_text(again)
+    except (ParseError, TokenError, QueryRefused) as exc:
+        raise unsafe from exc
+    tree = _duckdb_tree(sql_run)
+    if tree.get("error"):
+        raise _refuse(f"DuckDB cannot parse the rewritten query: {tree.get('error_message', '')}")
+    for name in _function_names(tree, []):
+        if _DENIED_AT_DUCKDB.match(name):
+            raise unsafe
+    for ref in _refs(tree, []):
+        if ref["type"] == "TABLE_FUNCTION":
+            if (ref.get("function") or {}).get("function_name", "").lower() != "unnest":
+                raise unsafe
+            continue
+        where = (ref.get("catalog_name", ""), ref.get("schema_name", ""), ref.get("table_name", ""))
+        if where[:2] == (CATALOG, SCHEMA) and where[2] in datasets:
+            continue
+        if where[:2] == ("", "") and where[2].startswith(f"{RESERVED}cte_"):
+            continue
+        raise unsafe
 
 
 def normalise_row_filter(text: str, ds: Dataset) -> str:
