@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from onesource.config import Settings
@@ -340,7 +341,9 @@ def cmd_grants(args: argparse.Namespace, settings: Settings) -> int:
                 return 2
             grant_id = add_grant(lake, registry, args.department, args.dataset,
                                  columns=args.columns.split(",") if args.columns else None, row_filter=args.row_filter,
-                                 expires_at=dt.datetime.fromisoformat(args.expires) if args.expires else None)
+                                 expires_at=dt.datetime.fromisoformat(args.expires) if args.expires else None,
+                                 match=args.match.split(",") if args.match else None,
+                                 match_quota=args.match_quota)
             console.print(f"granted {args.dataset} to {args.department}: grant {grant_id}")
         elif args.action == "revoke":
             revoke_grant(lake, args.grant_id)
@@ -394,12 +397,17 @@ def cmd_requests(args: argparse.Namespace, settings: Settings) -> int:
         elif args.action == "list":
             now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
             table = Table()
-            for col in ("request", "department", "dataset", "owner", "status", "requested", "due", "reason"):
-                table.add_column(col)
-            for r in requests.listing(lake, department=args.department, owner=args.owner, status=args.status):
+            found = requests.listing(lake, department=args.department, owner=args.owner, status=args.status)
+            for col in ("request", "department", "dataset", "owner", "columns", "row filter", "status", "requested",
+                        "due", "reason"):
+                # the row filter is what the owner decides on: never folded mid-expression
+                table.add_column(col, overflow="fold", min_width=max([len(r.row_filter or "") for r in found] + [1])
+                                 if col == "row filter" else None)
+            for r in found:
                 status = "[red]overdue[/]" if r.overdue(now) else r.status
-                table.add_row(r.request_id, r.department, r.dataset, r.owner, status, f"{r.requested_at:%Y-%m-%d}",
-                              f"{r.due_at:%Y-%m-%d}", r.reason or "")
+                table.add_row(r.request_id, r.department, r.dataset, r.owner, ", ".join(r.columns or ["*"]),
+                              escape(r.row_filter or "—"), status, f"{r.requested_at:%Y-%m-%d}",
+                              f"{r.due_at:%Y-%m-%d}", escape(r.reason or ""))
             console.print(table)
         else:
             if not (args.request_id and args.owner):
@@ -607,6 +615,10 @@ def parser() -> argparse.ArgumentParser:
     grants.add_argument("--row-filter", help="a DuckDB condition on the dataset's columns, e.g. division_code = '330106'")
     grants.add_argument("--expires", help="ISO date or timestamp")
     grants.add_argument("--grant-id")
+    grants.add_argument("--match", help="comma-separated masked columns the department may match values against "
+                                        "(match_value(col, 'value') in SQL), e.g. resident_id")
+    grants.add_argument("--match-quota", type=int, default=1000,
+                        help="distinct values a day the department may match per column (default 1000)")
     grants.set_defaults(fn=cmd_grants)
 
     req = sub.add_parser("requests", help="access requests: create, list, approve, refuse (with a reason), revoke")

@@ -72,6 +72,7 @@ def create(lake: Lake, registry: Registry, department: str, dataset: str, *, pur
     unknown = sorted(set(columns or ()) - {c.name for c in ds.columns})
     if unknown:
         raise RequestError(f"{dataset} has no column(s) {', '.join(unknown)}")
+    row_filter = _row_filter(row_filter, ds)
     now = now or _now()
     at_once = ds.share_type == "unconditional"
     due = now if at_once else (calendar or WorkCalendar()).add_working_days(now, SLA_WORKING_DAYS)
@@ -84,6 +85,19 @@ def create(lake: Lake, registry: Registry, department: str, dataset: str, *, pur
            f"INSERT INTO {CATALOG}.{OPS}.access_requests VALUES ({', '.join('?' * len(_COLUMNS))})",
            [_value(req, c) for c in _COLUMNS])
     return req
+
+
+def _row_filter(text: str | None, ds) -> str | None:
+    """A requested row filter, validated and normalised now: the owner decides on exactly what will run."""
+    from sharing.exceptions import QueryRefused
+    from sharing.policy import normalise_row_filter
+
+    if not (text or "").strip():
+        return None
+    try:
+        return normalise_row_filter(text, ds)
+    except QueryRefused as exc:
+        raise RequestError(str(exc)) from exc
 
 
 def _value(req: AccessRequest, column: str):
@@ -137,6 +151,7 @@ def approve(lake: Lake, registry: Registry, request_id: str, *, owner: str, deci
         raise RequestError(f"an approval may narrow the request, not widen it: {sorted(set(columns) - set(req.columns))}"
                            " were not requested")
     now = now or _now()
+    row_filter = _row_filter(row_filter, registry.dataset(req.dataset))
     expires = now + dt.timedelta(days=req.period_days) if req.period_days else None
     grant_id = add_grant(lake, registry, req.department, req.dataset, columns=cols,
                          row_filter=row_filter or req.row_filter, expires_at=expires, granted_by=decided_by,

@@ -26,6 +26,7 @@ def portal(tmp_path_factory):
     owners = json.loads((settings.home / "demo-owner-credentials.json").read_text())
     engine = GovernedEngine(settings, registry, persistent=True)
     with TestClient(create_app(engine)) as client:
+        client.onesource_settings = settings
         yield client, analysts, owners
     engine.close()
 
@@ -144,3 +145,30 @@ def test_dispute_flags_the_record_until_the_owner_resolves_it(portal):
                                                  "LIMIT 3"}).text
     assert 'class="flagged"' not in again
     assert "corrected" in client.get("/requests").text
+
+
+def test_row_filters_are_refused_at_request_time_and_shown_normalised_to_the_owner(portal, capsys, monkeypatch):
+    """A requested row filter is a governed expression: refused with the reason when it is made, stored in its
+    normal form, and the owner sees exactly that form where the request is decided (portal, API, CLI)."""
+    from onesource.cli import main
+
+    client, analysts, owners = portal
+    headers = {"Authorization": f"Bearer {analysts['housing']['token']}"}
+    bad = client.post("/api/v1/requests", headers=headers, json={
+        "dataset": "psb_resident_register", "purpose": "住房保障核验",
+        "row_filter": "division_code IN (SELECT division_code FROM lake.ops.users)"})
+    assert bad.status_code == 409 and "row filter" in bad.json()["reason"]
+    ok = client.post("/api/v1/requests", headers=headers, json={
+        "dataset": "psb_resident_register", "purpose": "住房保障核验", "row_filter": "Division_Code = '330106'"})
+    assert ok.status_code == 201 and ok.json()["row_filter"] == "\"division_code\" = '330106'"
+    owner = {"Authorization": f"Bearer {owners['psb']['token']}"}
+    listed = client.get("/api/v1/requests", headers=owner).json()["to_decide"]
+    assert any(r["row_filter"] == "\"division_code\" = '330106'" for r in listed)
+    sign_in(client, owners["psb"])
+    page = client.get("/requests").text
+    assert "&#34;division_code&#34; = &#39;330106&#39;" in page or "\"division_code\" = '330106'" in page
+    monkeypatch.setenv("ONESOURCE_HOME", str(client.onesource_settings.home))
+    monkeypatch.setenv("COLUMNS", "300")
+    assert main(["requests", "list", "--owner", "psb"]) == 0
+    out = capsys.readouterr().out
+    assert "\"division_code\" = '330106'" in out
