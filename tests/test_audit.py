@@ -338,24 +338,30 @@ def test_a_serving_process_killed_under_load_leaves_a_log_that_verifies(tiny):
         wait_for_port(port, proc)
         stop = threading.Event()
 
-        def client(port: int = port, stop: threading.Event = stop) -> None:
-            nonlocal answered
+        def ask(port: int = port, timeout: float = 10) -> bool:
             body = json.dumps({"sql": "SELECT count(*) AS n FROM shared.firms"}).encode()
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/query", data=body, headers={
+                "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status == 200
+
+        def client(stop: threading.Event = stop, ask=ask) -> None:
+            nonlocal answered
             while not stop.is_set():
-                req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/query", data=body, headers={
-                    "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
                 try:
-                    with urllib.request.urlopen(req, timeout=10) as resp:
-                        answered += resp.status == 200
+                    answered += ask()
                 except (urllib.error.URLError, ConnectionError, OSError) as exc:
                     if isinstance(exc, urllib.error.HTTPError):
                         errors.append(f"{exc.code}: {exc.read()[:300]!r}")
                     return
 
+        assert ask(timeout=120)  # warm (the first query attaches the lake), then under load
+        answered += 1
+
         clients = [threading.Thread(target=client) for _ in range(4)]
         for c in clients:
             c.start()
-        time.sleep(rng.uniform(0.5, 2.0))
+        time.sleep(rng.uniform(0.3, 1.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         stop.set()
