@@ -32,7 +32,7 @@ OWNER = "owner"
 
 
 def register(app: FastAPI, site: Site) -> None:
-    engine, registry = site.engine, site.engine.registry
+    engine = site.engine  # engine.registry at each request: it is re-read when a version is registered
 
     def ledger(sql: str, params: list | None = None) -> list[tuple]:
         with engine.cursor() as lake:
@@ -47,7 +47,7 @@ def register(app: FastAPI, site: Site) -> None:
         with engine.cursor() as lake:
             readable = engine._access(lake.con, user.department)
             found = disputes.listing(lake, **filters)
-            return disputes.for_department(found, registry, readable, user.department,
+            return disputes.for_department(found, engine.registry, readable, user.department,
                                            disputes.rows_checker(lake.con))
 
     def writable() -> Lake:
@@ -65,33 +65,33 @@ def register(app: FastAPI, site: Site) -> None:
         readable, last = access(user), last_loads()
         needle = q.strip().lower()
         rows = []
-        for ds in registry.datasets:
+        for ds in engine.registry.datasets:
             haystack = " ".join([ds.name, ds.title, ds.description, *(c.name for c in ds.columns),
-                                 *(registry.element(c.element).name_zh for c in ds.columns if c.element)]).lower()
+                                 *(engine.registry.element(c.element).name_zh for c in ds.columns if c.element)]).lower()
             if needle and needle not in haystack:
                 continue
             if (department and ds.owner != department) or (share_type and ds.share_type != share_type) or \
                     (cycle and ds.update_cycle != cycle) or (element and element not in {c.element for c in ds.columns}):
                 continue
             status, at = last.get(ds.name, (None, None))
-            rows.append({"ds": ds, "owner": registry.department(ds.owner).name, "readable": ds.name in readable,
+            rows.append({"ds": ds, "owner": engine.registry.department(ds.owner).name, "readable": ds.name in readable,
                          "status": status, "at": at, "fresh": at is not None and _now() - at <= ds.freshness})
         return site.page(request, "catalogue.html", user=user, rows=rows, q=q, department=department, element=element,
-                         share_type=share_type, cycle=cycle, departments=registry.departments,
-                         elements=registry.elements, cycles=sorted({d.update_cycle for d in registry.datasets}))
+                         share_type=share_type, cycle=cycle, departments=engine.registry.departments,
+                         elements=engine.registry.elements, cycles=sorted({d.update_cycle for d in engine.registry.datasets}))
 
     @app.get("/catalogue/{name}", include_in_schema=False)
     def dataset_page(request: Request, name: str, notice: str = "") -> HTMLResponse:
         user = site.user(request)
         try:
-            ds = registry.dataset(name)
+            ds = engine.registry.dataset(name)
         except KeyError as exc:
             raise HTTPException(status_code=404, detail=f"no dataset {name!r} in the catalogue") from exc
         acc = access(user).get(name)
         columns = []
         for col in ds.columns:
-            el = registry.element(col.element) if col.element else None
-            authority = registry.dataset(el.authority) if el else None
+            el = engine.registry.element(col.element) if col.element else None
+            authority = engine.registry.dataset(el.authority) if el else None
             columns.append({"col": col, "element": el, "sensitive": bool(el and el.sensitivity >= MASKED_LEVEL),
                             "masked": bool(acc and col.name in acc.masked), "visible": bool(acc and col.name in acc.columns),
                             "authority": authority})
@@ -106,13 +106,13 @@ def register(app: FastAPI, site: Site) -> None:
             f"""SELECT DISTINCT department FROM {CATALOG}.{OPS}.grants WHERE dataset = ? AND revoked_at IS NULL
                 AND (expires_at IS NULL OR expires_at > ?)""", [name, _now()])})
         # lineage: which authorities this dataset's elements come from, and which datasets take elements from it
-        derived = sorted({d.name for d in registry.datasets for c in d.columns
-                          if c.element and registry.element(c.element).authority == name and d.name != name})
+        derived = sorted({d.name for d in engine.registry.datasets for c in d.columns
+                          if c.element and engine.registry.element(c.element).authority == name and d.name != name})
         # a dispute names a record: shown only to departments that read the dataset, its key masked as they see it
         open_disputes = visible_disputes(user, dataset=name, status=disputes.OPEN) if acc is not None else []
         with engine.cursor() as lake:
             mine = [r for r in requests.listing(lake, department=user.department) if r.dataset == name]
-        return site.page(request, "dataset.html", user=user, ds=ds, owner=registry.department(ds.owner),
+        return site.page(request, "dataset.html", user=user, ds=ds, owner=engine.registry.department(ds.owner),
                          columns=columns, readable=acc is not None, row_filtered=bool(acc and acc.row_filters),
                          status=status, at=at, fresh=at is not None and _now() - at <= ds.freshness,
                          quality=quality[0] if quality else None, consumers=consumers, derived=derived,
@@ -125,7 +125,7 @@ def register(app: FastAPI, site: Site) -> None:
         user = site.user(request)
         try:
             with writable() as lake:
-                req = requests.create(lake, registry, user.department, name, purpose=purpose, requested_by=user.name,
+                req = requests.create(lake, engine.registry, user.department, name, purpose=purpose, requested_by=user.name,
                                       columns=columns or None, row_filter=row_filter.strip() or None,
                                       period_days=days, calendar=WorkCalendar.load(engine.settings.calendar_file))
         except (RequestError, KeyError) as exc:
@@ -140,7 +140,7 @@ def register(app: FastAPI, site: Site) -> None:
             return _back(f"/catalogue/{name}", f"{name} is not readable by {user.department}")
         try:
             with writable() as lake:
-                d = disputes.flag(lake, registry, user.department, name, key_value, description,
+                d = disputes.flag(lake, engine.registry, user.department, name, key_value, description,
                                   reported_by=user.name, column=column or None)
         except RequestError as exc:
             return _back(f"/catalogue/{name}", str(exc))
@@ -155,12 +155,12 @@ def register(app: FastAPI, site: Site) -> None:
         flagged = visible_disputes(user)
         mine = [r for r in everything if r.department == user.department]
         to_decide = [r for r in everything if r.owner == user.department]
-        overdue = [r for r in everything if r.overdue(now)] if user.department == _bureau(registry) else []
+        overdue = [r for r in everything if r.overdue(now)] if user.department == _bureau(engine.registry) else []
         return site.page(request, "requests.html", user=user, mine=mine, to_decide=to_decide, overdue=overdue,
                          now=now, owner=user.role == OWNER, notice=notice,
                          my_disputes=[d for d in flagged if d.department == user.department],
                          disputes_to_resolve=[d for d in flagged if d.owner == user.department and d.status == "open"],
-                         dataset_columns={d.name: [c.name for c in d.columns] for d in registry.datasets})
+                         dataset_columns={d.name: [c.name for c in d.columns] for d in engine.registry.datasets})
 
     def owner_only(user: User) -> None:
         if user.role != OWNER:
@@ -174,7 +174,7 @@ def register(app: FastAPI, site: Site) -> None:
         try:
             with writable() as lake:
                 if action == "approve":
-                    requests.approve(lake, registry, request_id, owner=user.department, decided_by=user.name,
+                    requests.approve(lake, engine.registry, request_id, owner=user.department, decided_by=user.name,
                                      columns=columns or None, reason=reason.strip() or None)
                 elif action == "refuse":
                     requests.refuse(lake, request_id, owner=user.department, decided_by=user.name, reason=reason)
@@ -218,15 +218,16 @@ def register(app: FastAPI, site: Site) -> None:
                              refusal=(kind, str(exc)))
         if download in ("csv", "xlsx"):
             return _download(result.columns, result.rows, download)
-        flagged = _flagged_rows(engine, result.columns, result.rows)
+        flagged = _flagged_rows(engine, visible_disputes(user, status=disputes.OPEN), result.columns, result.rows)
         return site.page(request, "console.html", user=user, sql=sql, purpose=purpose, result=result,
                          shown=result.rows[:CONSOLE_ROWS], flagged=flagged, refusal=None)
 
 
-def _flagged_rows(engine, columns: list[str], rows: list[tuple]) -> set[int]:
-    """Indexes of result rows whose key value has an open dispute on a dataset with that key column."""
-    with engine.cursor() as lake:
-        open_ = disputes.listing(lake, status=disputes.OPEN)
+def _flagged_rows(engine, open_: list[disputes.Dispute], columns: list[str], rows: list[tuple]) -> set[int]:
+    """Indexes of result rows whose key value has an open dispute on a dataset with that key column.
+
+    ``open_`` are the disputes the user's department may see, keys as it sees them (masked where it reads
+    the key masked): a flag can never confirm a value the department could not read anyway."""
     if not open_:
         return set()
     keys = {}

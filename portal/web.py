@@ -34,7 +34,7 @@ from portal.labels import LABELS, kpi_label
 from sharing.engine import GovernedEngine
 from sharing.exceptions import QueryFailed, QueryRefused
 from sharing.signin import LockedOut, SignInGuard
-from sharing.users import User, authenticate
+from sharing.users import User, authenticate, still_valid
 
 SESSION_COOKIE = "onesource_session"
 SESSION_HOURS = 8
@@ -112,8 +112,14 @@ class Site:
         return response
 
     def user(self, request: Request) -> User:
-        user = self.sessions.user(request.cookies.get(SESSION_COOKIE))
+        token = request.cookies.get(SESSION_COOKIE)
+        user = self.sessions.user(token)
         if user is None:
+            raise _SignIn()
+        with self.engine.cursor() as lake:  # disabled, or credentials reset since: the session is over
+            valid = still_valid(lake, user)
+        if not valid:
+            self.sessions.end(token)
             raise _SignIn()
         return user
 
@@ -238,19 +244,20 @@ def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None
         address = request.client.host if request.client else ""
         labels = LABELS[lang_of(request)]
         try:
-            guard.check(username, address)
+            with guard.attempt(username, address):
+                with engine.cursor() as lake:
+                    user = authenticate(lake, username, password)
+                locked = guard.failed(username, address, "portal") if user is None else None
+                if user is not None:
+                    guard.succeeded(username, address)
         except LockedOut as exc:
             return page(request, "login.html", status_code=429, next=_local(next), user=None,
                         error=labels["locked"].format(minutes=exc.minutes))
-        with engine.cursor() as lake:
-            user = authenticate(lake, username, password)
         if user is None:
-            locked = guard.failed(username, address, "portal")
             if locked:
                 return page(request, "login.html", status_code=429, next=_local(next), user=None,
                             error=f"{labels['bad_login']}. {labels['locked'].format(minutes=locked.minutes)}")
             return page(request, "login.html", next=_local(next), error=labels["bad_login"], user=None)
-        guard.succeeded(username, address)
         response = RedirectResponse(_local(next), status_code=303)
         response.set_cookie(SESSION_COOKIE, sessions.start(user), httponly=True, samesite="strict",
                             max_age=int(sessions.ttl.total_seconds()))

@@ -517,6 +517,9 @@ def verify(log: AuditLog) -> Verdict:
         what = f"the log holds {n} entries" if n else "the audit log is gone (deleted)"
         return Verdict(False, n, 1, f"{what}, but the anchor in {where} records another log of {r.seq} entries "
                                     f"signed with this key (anchored {r.at}): the log was deleted or replaced")
+    if n == 0:  # the key is only ever made by a first append: a keyed log was begun, and it is gone
+        return Verdict(False, 0, 1, f"the audit log is gone (deleted): its key {log.key_file} exists, and a key is "
+                                    "only made by the log's first entry; restore the log from a backup")
     current = mine.get(first or "")
     if current is not None and current.seq > n:
         return Verdict(False, n, n + 1, f"the log ends at entry {n} but the anchor in {where} records "

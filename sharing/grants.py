@@ -56,6 +56,10 @@ class Access:
     """masked column -> daily quota of distinct values the department may match against it."""
     problem: str | None = None
     """Set when a grant cannot be applied as stored (an invalid row filter): queries are refused with it."""
+    column_filters: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """column -> the row filters under which it may be read, OR-ed, where narrower than ``row_filters``: with
+    several grants, each column is readable only on the rows of a grant that gives it (grant A's columns on
+    A's rows, B's on B's), never the union of one's columns with the other's rows."""
 
 
 def _now() -> dt.datetime:
@@ -164,15 +168,20 @@ def visible(registry: Registry, grants: list[Grant], department: str) -> dict[st
             gs = by_dataset[ds.name]
             cols = every if any(g.columns is None for g in gs) else tuple(
                 c for c in every if any(c in g.columns for g in gs))
-            problem = None
+            problem, per_column = None, {}
             try:
-                filters = () if any(not g.row_filter for g in gs) else tuple(
-                    normalise_row_filter(g.row_filter, ds) for g in gs)
+                normal = {g.grant_id: normalise_row_filter(g.row_filter, ds) if g.row_filter else None for g in gs}
+                filters = () if None in normal.values() else tuple(dict.fromkeys(normal.values()))
+                for c in cols:
+                    giving = [normal[g.grant_id] for g in gs if g.columns is None or c in g.columns]
+                    own = () if None in giving else tuple(dict.fromkeys(giving))
+                    if own != filters:
+                        per_column[c] = own
             except QueryRefused as exc:
                 filters, problem = (), f"a grant's row filter cannot be applied ({exc}); ask {ds.owner} to " \
                                        "re-grant it with a valid filter"
             masks = {k: v for k, v in _masks(ds, registry).items() if k in cols}
-            out[ds.name] = Access(ds.name, cols, filters, masks, _match(gs, masks), problem)
+            out[ds.name] = Access(ds.name, cols, filters, masks, _match(gs, masks), problem, per_column)
     return out
 
 

@@ -46,7 +46,7 @@ class RequestIn(BaseModel):
     purpose: str = Field(description="why the data is needed; shown to the owner")
     columns: list[str] | None = Field(default=None, description="all columns when omitted")
     row_filter: str | None = None
-    days: int | None = Field(default=365, ge=1, description="how long the access is needed")
+    days: int | None = Field(default=365, ge=1, le=3 * 366, description="how long the access is needed (days)")
 
 
 class DecisionIn(BaseModel):

@@ -200,15 +200,22 @@ class _Handler(BuenaVistaHandler):
                 pending.started = True
                 self._auth_message(AUTH_SASL_CONTINUE, pending.exchange.first(data))
                 return None
-            final = pending.exchange.final(payload or b"")
+            # the lockout is checked again when the proof arrives (a connection opened before the lockout
+            # must not buy a guess after it), with the user name's turn held while the outcome is recorded
+            with self.server.guard.attempt(user_name, address):
+                try:
+                    final = pending.exchange.final(payload or b"")
+                except ProofRejected:
+                    locked = self.server.guard.failed(user_name, address, "postgres-wire")
+                    message = f'password authentication failed for user "{user_name}"'
+                    return self._refuse("28P01", f"{message}; {locked}" if locked else message)
+                self.server.guard.succeeded(user_name, address)
+        except LockedOut as exc:
+            log.warning("refused sign-in for user %r from %s over postgres-wire: %s", user_name, address, exc)
+            return self._refuse("28000", str(exc))
         except ScramError as exc:
             log.warning("SCRAM exchange with %s for user %r broken off: %s", address, user_name, exc)
             return self._refuse("08P01", str(exc))
-        except ProofRejected:
-            locked = self.server.guard.failed(user_name, address, "postgres-wire")
-            message = f'password authentication failed for user "{user_name}"'
-            return self._refuse("28P01", f"{message}; {locked}" if locked else message)
-        self.server.guard.succeeded(user_name, address)
         self._auth_message(AUTH_SASL_FINAL, final)
         ctx.session.user = pending.user
         ctx.pending = None

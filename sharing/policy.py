@@ -230,22 +230,27 @@ def relation(ds: Dataset, acc: Access, *, when: exp.Expression | None = None,
              version: exp.Expression | None = None, matches: dict[str, list[tuple[str, str]]] | None = None,
              row_filters: tuple[str, ...] = ()) -> exp.Select:
     """The department's view of one dataset: granted columns, masks applied, row filter applied."""
-    cond = exp.or_(*(exp.paren(sqlglot.parse_one(f, read="duckdb")) for f in row_filters)) if row_filters else None
+    def either(filters: tuple[str, ...]) -> exp.Expression | None:
+        return exp.or_(*(exp.paren(sqlglot.parse_one(f, read="duckdb")) for f in filters)) if filters else None
 
-    def guarded(value: exp.Expression) -> exp.Expression:
+    cond = either(row_filters)
+
+    def guarded(value: exp.Expression, column: str) -> exp.Expression:
         # A security barrier: should the optimizer ever evaluate a query's predicate on a row before the row
         # filter (pushdown, reordering), the predicate meets NULLs there, so no error or timing can reveal it.
-        return exp.Case(ifs=[exp.If(this=cond.copy(), true=value)]) if cond is not None else value
+        # A column that only some of the department's grants give is guarded by those grants' filters.
+        own = either(acc.column_filters[column]) if column in acc.column_filters else cond
+        return exp.Case(ifs=[exp.If(this=own.copy(), true=value)]) if own is not None else value
 
     projections: list[exp.Expression] = []
     for name in acc.columns:
         rule = acc.masked.get(name)
         value = _masked_expression(rule, name, ds.column(name).duck_type) if rule else exp.column(name, quoted=True)
-        projections.append(exp.alias_(guarded(value), name, quoted=True))
+        projections.append(exp.alias_(guarded(value, name), name, quoted=True))
     for column, pairs in (matches or {}).items():
         for alias, literal in pairs:  # match columns: whether the raw value equals the supplied one, nothing else
             equal = exp.EQ(this=exp.column(column, quoted=True), expression=exp.Literal.string(literal))
-            projections.append(exp.alias_(guarded(equal), alias, quoted=True))
+            projections.append(exp.alias_(guarded(equal, column), alias, quoted=True))
     scan = exp.Table(this=exp.to_identifier(ds.name, quoted=True), db=exp.to_identifier(SCHEMA, quoted=True),
                      catalog=exp.to_identifier(CATALOG, quoted=True))
     if when is not None:

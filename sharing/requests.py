@@ -23,6 +23,8 @@ from sharing.exceptions import RequestError
 from sharing.grants import add_grant, revoke_grant
 
 SLA_WORKING_DAYS = 5
+MAX_PERIOD_DAYS = 3 * 366
+"""The longest access a request may ask for (days): beyond it, ask again (a grant never lasts forever)."""
 PENDING, APPROVED, REFUSED, REVOKED = "pending", "approved", "refused", "revoked"
 _COLUMNS = ("request_id", "department", "dataset", "owner", "share_type", "columns", "row_filter", "purpose",
             "period_days", "status", "requested_by", "requested_at", "due_at", "decided_at", "decided_by", "reason",
@@ -73,6 +75,9 @@ def create(lake: Lake, registry: Registry, department: str, dataset: str, *, pur
     if unknown:
         raise RequestError(f"{dataset} has no column(s) {', '.join(unknown)}")
     row_filter = _row_filter(row_filter, ds)
+    if period_days is not None and not 1 <= period_days <= MAX_PERIOD_DAYS:
+        raise RequestError(f"the access period is {period_days} days; ask for 1 to {MAX_PERIOD_DAYS} days "
+                           "(a longer need is asked for again when it ends)")
     now = now or _now()
     at_once = ds.share_type == "unconditional"
     due = now if at_once else (calendar or WorkCalendar()).add_working_days(now, SLA_WORKING_DAYS)

@@ -7,15 +7,16 @@ grows with the failures so far, and logged (user name, address, channel: never t
 successful sign-in forgets the user name's failures. Settings: :class:`onesource.config.SignInSettings`.
 
 The state is kept in this process's memory: a restart forgets it, and two servers count apart. Everything
-goes through :class:`SignInGuard`'s three methods, so the state can move to a shared store unchanged.
+goes through :class:`SignInGuard`'s methods, so the state can move to a shared store unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from onesource.config import SignInSettings
 from onesource.logsafe import guarded
@@ -44,6 +45,21 @@ class SignInGuard:
         self._failures: dict[tuple[str, str], list[tuple[float, str, str]]] = {}  # key -> [(at, user, address)]
         self._locked: dict[tuple[str, str], float] = {}  # key -> until
         self._pruned = 0.0
+        self._attempts: dict[str, threading.Lock] = {}
+
+    @contextlib.contextmanager
+    def attempt(self, user: str, address: str) -> Iterator[None]:
+        """Hold the user name's turn while its password is checked and the outcome recorded: concurrent
+        attempts (several connections opened ahead, parallel form posts) are taken one at a time, each
+        after the check, so N connections never buy N guesses past the lockout."""
+        with self._lock:
+            turn = self._attempts.setdefault(user, threading.Lock())
+            if len(self._attempts) > 10_000:  # bounded: idle names' turns are dropped
+                for name in [n for n, t in self._attempts.items() if n != user and not t.locked()][:5_000]:
+                    del self._attempts[name]
+        with turn:
+            self.check(user, address)
+            yield
 
     def _limits(self) -> dict[str, int]:
         return {"user": self.settings.max_failures, "address": self.settings.max_failures_per_address}

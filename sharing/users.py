@@ -26,6 +26,8 @@ class User:
     name: str
     department: str
     role: str
+    since: dt.datetime | None = None
+    """When these credentials were set (a reset writes new ones): a session made before that is over."""
 
 
 def _scrypt(password: str, salt: bytes | None = None) -> str:
@@ -72,9 +74,18 @@ def reset_user(lake: Lake, user: str) -> tuple[str, str]:
 def user_by_token(lake: Lake, token: str) -> User | None:
     if "users" not in lake.tables(OPS):
         return None
-    row = lake.con.execute(f"SELECT user_name, department, role FROM {CATALOG}.{OPS}.users "
+    row = lake.con.execute(f"SELECT user_name, department, role, created_at FROM {CATALOG}.{OPS}.users "
                            "WHERE token_sha256 = ? AND disabled_at IS NULL", [token_hash(token)]).fetchone()
     return User(*row) if row else None
+
+
+def still_valid(lake: Lake, user: User) -> bool:
+    """Whether ``user``'s sign-in still holds: not disabled, credentials not reset since it was made."""
+    if "users" not in lake.tables(OPS):
+        return False
+    row = lake.con.execute(f"SELECT created_at FROM {CATALOG}.{OPS}.users WHERE user_name = ? "
+                           "AND disabled_at IS NULL", [user.name]).fetchone()
+    return row is not None and (user.since is None or row[0] == user.since)
 
 
 def scram_verifier(lake: Lake, user: str) -> tuple[User, str | None] | None:
@@ -86,9 +97,9 @@ def scram_verifier(lake: Lake, user: str) -> tuple[User, str | None] | None:
     scram = "password_scram" if lake.con.execute(
         "SELECT count(*) FROM information_schema.columns WHERE table_catalog = ? AND table_schema = ? "
         "AND table_name = 'users' AND column_name = 'password_scram'", [CATALOG, OPS]).fetchone()[0] else "NULL"
-    row = lake.con.execute(f"SELECT user_name, department, role, {scram} FROM {CATALOG}.{OPS}.users "
+    row = lake.con.execute(f"SELECT user_name, department, role, {scram}, created_at FROM {CATALOG}.{OPS}.users "
                            "WHERE user_name = ? AND disabled_at IS NULL", [user]).fetchone()
-    return (User(row[0], row[1], row[2]), row[3]) if row else None
+    return (User(row[0], row[1], row[2], row[4]), row[3]) if row else None
 
 
 def authenticate(lake: Lake, user: str, password: str) -> User | None:
@@ -96,8 +107,25 @@ def authenticate(lake: Lake, user: str, password: str) -> User | None:
     if "users" not in lake.tables(OPS):
         return None
     row = lake.con.execute(
-        f"SELECT user_name, department, role, password_scrypt FROM {CATALOG}.{OPS}.users "
+        f"SELECT user_name, department, role, password_scrypt, created_at FROM {CATALOG}.{OPS}.users "
         "WHERE user_name = ? AND disabled_at IS NULL", [user]).fetchone()
     if row is None or not check_password(row[3], password):
         return None
-    return User(row[0], row[1], row[2])
+    return User(row[0], row[1], row[2], row[4])
+
+
+def disable_user(lake: Lake, user: str) -> None:
+    """Disable ``user`` (``onesource users disable``): its token, passwords and open sessions stop working
+    on the next request or query, in every running server."""
+    if "users" not in lake.tables(OPS) or lake.con.execute(
+            f"SELECT count(*) FROM {CATALOG}.{OPS}.users WHERE user_name = ? AND disabled_at IS NULL",
+            [user]).fetchone()[0] == 0:
+        raise KeyError(f"no active user {user!r}")
+
+    def write() -> None:
+        with lake.transaction() as con:
+            con.execute(f"UPDATE {CATALOG}.{OPS}.users SET disabled_at = ? WHERE user_name = ? AND disabled_at IS NULL",
+                        [dt.datetime.now(dt.UTC).replace(tzinfo=None), user])
+            lake.commit_message(f"disable user {user}", {"user": user})
+
+    retrying(write, lake.settings.commit_retries, f"disabling user {user}")
