@@ -11,6 +11,17 @@ class CatalogBusyError(TransientError):
     """The lake catalog stayed locked by other writers; the load is retried later."""
 
 
+class LakeCatalogError(TerminalError):
+    """The lake's catalog cannot be opened as it is; the message names the file and what to do."""
+
+
+class CatalogLostError(LakeCatalogError):
+    """The catalog is missing, empty, truncated, not a catalog, or a new one, while the lake's data (data
+    files, landing zone, audit log) exists: the lake is refused, never silently recreated, because a new
+    catalog would forget every table, user, grant and load, and maintenance would then delete the old data
+    files as orphans. The remedy is to restore the home (or the catalog) from a backup."""
+
+
 class StorageFullError(TransientError):
     """A disk (landing, staging or the lake's data path) ran out of space; the load is retried later
     and nothing was published."""

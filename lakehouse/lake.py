@@ -27,6 +27,7 @@ from typing import TypeVar
 
 import duckdb
 
+from lakehouse import guard
 from lakehouse.exceptions import CatalogBusyError
 from onesource.config import LakeSettings
 from onesource.duck import connect, extension_path, literal
@@ -142,6 +143,30 @@ def _s3_secret(env) -> str:
     return f"CREATE OR REPLACE SECRET onesource_lake ({', '.join(parts)})"
 
 
+BUSY_TIMEOUT_MS = 10_000
+"""How long a connection to a SQLite catalog waits for a lock before DuckDB sees "database is locked"
+(SQLite's busy timeout; DuckDB's default is 5 s). In WAL mode only writers wait, for each other."""
+
+
+def _catalog_options(settings: LakeSettings, read_only: bool) -> list[str]:
+    """ATTACH options for the catalog database itself (DuckLake passes ``META_*`` on to it).
+
+    A SQLite catalog runs in WAL mode: readers never block the writer and the writer never blocks readers
+    (in the default rollback journal every query's read lock held a load's commit off until the load gave up
+    with "database is locked", and a commit's exclusive lock failed queries). WAL is persistent in the file:
+    set when the catalog is created, and an existing catalog is switched on its next writable open (a
+    read-only connection cannot switch it, and does not need to). The embedded layout (the data folder beside
+    the catalog) takes its data path from where the catalog is now, so a copied or restored home opens."""
+    if guard.sqlite_path(settings) is None:
+        return []
+    options = [f"META_BUSY_TIMEOUT {BUSY_TIMEOUT_MS}"]
+    if not read_only:
+        options.append("META_JOURNAL_MODE 'WAL'")
+    if guard.embedded(settings):
+        options.append("OVERRIDE_DATA_PATH true")
+    return options
+
+
 def retrying(fn: Callable[[], T], retries: int, what: str) -> T:
     """Run ``fn``, retrying with jittered exponential backoff while it fails on a lock or conflict."""
     for attempt in range(retries + 1):
@@ -191,7 +216,8 @@ class Lake:
             Path(settings.data_path).mkdir(parents=True, exist_ok=True)
         if _object_store(settings.data_path):
             self.con.execute(_s3_secret(os.environ))
-        options = [f"DATA_PATH {literal(settings.data_path)}"]
+        guard.check(settings, self.con, self.read_only)  # never a new catalog over an existing lake's data
+        options = [f"DATA_PATH {literal(settings.data_path)}", *_catalog_options(settings, self.read_only)]
         if self.read_only:
             options.append("READ_ONLY")
         if settings.encrypted:
