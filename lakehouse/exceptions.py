@@ -22,6 +22,11 @@ class CatalogLostError(LakeCatalogError):
     files as orphans. The remedy is to restore the home (or the catalog) from a backup."""
 
 
+class BackupError(TerminalError):
+    """A backup that cannot be taken or restored as asked (a damaged backup: the file is named); nothing
+    was written."""
+
+
 class StorageFullError(TransientError):
     """A disk (landing, staging or the lake's data path) ran out of space; the load is retried later
     and nothing was published."""
