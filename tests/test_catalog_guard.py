@@ -158,3 +158,31 @@ def test_a_copied_home_opens_queries_and_loads_where_it_now_is(loaded, tmp_path,
     assert rows(moved, "SELECT count(*) FROM shared.firms") == [(3,)]
     assert not loaded.home.exists()
     assert all(p.is_relative_to(moved.home) for p in data_files(moved))
+
+
+@pytest.mark.slow
+def test_an_empty_postgres_catalog_beside_a_data_path_with_files_is_refused(tiny, tmp_path, monkeypatch):
+    import subprocess
+    import uuid
+
+    from onesource.config import LakeSettings
+
+    name = f"onesource_{uuid.uuid4().hex[:8]}"
+    run = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"]
+    subprocess.run([*run, f"CREATE DATABASE {name}"], check=True, capture_output=True)
+    try:
+        monkeypatch.setattr(load_module, "ADOPT_ROWS", 1)  # a file in the data path, not rows inlined
+        settings = Settings(home=tiny.home, audit_key_file=tiny.audit_key_file, lake=LakeSettings(
+            catalog=f"postgres:dbname={name} host=127.0.0.1 port=5432 user=postgres", data_path=f"{tmp_path}/data/"))
+        drop(settings, "amr/firms/1.csv", csv_text())
+        assert [r.status for r in load(settings)] == ["published"]  # a new catalog database: created
+        assert data_files(settings)
+        subprocess.run([*run, f"DROP DATABASE {name} WITH (FORCE)"], check=True, capture_output=True)
+        subprocess.run([*run, f"CREATE DATABASE {name}"], check=True, capture_output=True)  # empty again
+        with pytest.raises(CatalogLostError, match=f"database .*dbname={name}.* holds no DuckLake catalog"):
+            Lake(settings.lake)
+        assert subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", name, "-Atc",
+                               "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"],
+                              capture_output=True, text=True).stdout.strip() == "0"  # nothing created
+    finally:
+        subprocess.run([*run, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True)
