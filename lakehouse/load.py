@@ -22,8 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from connectors import Extract, ExtractError, Landing, SourceState, SourceUnavailableError, connector_for
+from connectors.landing import Recheck
 from lakehouse.exceptions import SchemaMismatchError, StandardizeError, StorageFullError
 from lakehouse.lake import CATALOG, OPS, PARQUET_WRITE, QUARANTINE, SHARED, Lake, retrying
+from lakehouse.staging import claim as claim_staging
+from lakehouse.staging import sweep as sweep_staging
 from lakehouse.standardize import extensions_for, ident, q, standardize
 from lakehouse.versions import IncompatibleChangeError
 from lakehouse.versions import apply as apply_versions
@@ -320,6 +323,13 @@ def load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registry
     load_id = new_load_id(ex.sha256)
     staged = settings.staging_dir / ds.name / f"{load_id}.parquet"
     keys = settings.staging_dir / ds.name / f"{load_id}.keys"
+    # held while the load runs: a sweep (lakehouse.staging) removes a killed load's files, never a live one's
+    with claim_staging(settings.staging_dir, ds.name, load_id):
+        return _load_extract_cleaned(settings, lake, ds, registry, ex, load_id, staged, keys)
+
+
+def _load_extract_cleaned(settings: Settings, lake: Lake, ds: Dataset, registry: Registry, ex: Extract, load_id: str,
+                          staged: Path, keys: Path) -> LoadResult:
     try:
         return _load_extract(settings, lake, ds, registry, ex, load_id, staged, keys)
     finally:
@@ -345,6 +355,7 @@ def _load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registr
         seconds[stage] = round(now - clock, 4)
         clock = now
 
+    landed = Recheck(ex.path, ex.sha256)  # what standardize reads must still be what was delivered
     try:
         batch = standardize(lake.con, ex, ds, registry, staged)
         if batch.rows == 0:
@@ -352,9 +363,12 @@ def _load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registr
             raise StandardizeError(ds.name, ex.source, str(ex.path),
                                    "has no rows (a header at most); the shared table keeps its last snapshot. "
                                    "Deliver the extract again with its records")
+        landed.start()  # hashed again on a thread, beside the reference keys and validation
         notes = list(batch.drift) + fill_from_authorities(lake, ds, registry, staged)
         lap("standardize")
     except StandardizeError as exc:
+        if problem := landed.problem():  # a quarantine would mark the delivered hash as handled
+            return _landed_changed(settings, lake, ds, registry, ex, load_id, started, problem)
         problems = [asdict(p) for p in exc.problems]
         return _quarantine(settings, lake, ds, registry, ex, load_id, started, staged, "standardize", str(exc),
                            {"problems": problems, "problem_count": exc.total})
@@ -363,6 +377,9 @@ def _load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registr
                             run_name=load_id)
     shutil.rmtree(keys, ignore_errors=True)  # the authorities' keys: not a moment longer than needed
     lap("validate")
+    if problem := landed.problem():
+        return _landed_changed(settings, lake, ds, registry, ex, load_id, started, problem)
+    lap("recheck")
     if not report.passed:
         message = (f"dataset {ds.name}: file {ex.source}: {len(report.blocking_failures)} blocking check(s) failed: "
                    f"{report.summary()}. The batch is quarantined at "
@@ -378,6 +395,25 @@ def _load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registr
         log.warning("%s load %s: %s", ds.name, load_id, note)
     summary = report.summary() + ("; " + "; ".join(notes) if notes else "")
     return LoadResult(ds.name, PUBLISHED, batch.rows, load_id, ex.source, summary, seconds)
+
+
+def _landed_changed(settings: Settings, lake: Lake, ds: Dataset, registry: Registry, ex: Extract, load_id: str,
+                    started: dt.datetime, problem: str) -> LoadResult:
+    """The landed raw file no longer holds the bytes its sha256 name promises: nothing is published or
+    quarantined (either would stand for the delivered file), the file is moved aside as evidence, and the
+    failed load is in the ledger (a failed load does not count the hash as handled, so the extract loads
+    when it is delivered again)."""
+    aside = Landing(settings.landing_dir).set_aside(ex.path, load_id)
+    again = ("The next load lands it again from the drop folder if the department's file is still there; "
+             "otherwise ask the department to deliver the extract again" if ds.connector.kind == "file" else
+             "The next load extracts it again from the source")
+    error = (f"dataset {ds.name}: the landed raw file {ex.path} (from {ex.source}) {problem}, so it is no longer "
+             f"the extract that was delivered under sha256 {ex.sha256}; nothing was published. The changed file is "
+             f"kept aside at {aside}. {again}; and find out who changed the landing zone (landed files are "
+             "read-only, 0400)")
+    _record(lake, _ledger_row(ds, registry, ex, load_id, FAILED, started, stage="landing", error=error))
+    log.error("%s", error)
+    return LoadResult(ds.name, FAILED, 0, load_id, ex.source, error)
 
 
 def run_dataset(settings: Settings, registry: Registry, name: str, environ: Mapping[str, str]) -> list[LoadResult]:
@@ -421,6 +457,9 @@ def _run_dataset(settings: Settings, registry: Registry, name: str, environ: Map
     connector = connector_for(ds.connector.kind, settings.sources_dir, Landing(settings.landing_dir), environ)
     # older versions kept the authorities' keys here, in clear, between loads: each load has its own now
     shutil.rmtree(settings.staging_dir / "_authority_keys", ignore_errors=True)
+    for gone in sweep_staging(settings.staging_dir):  # what killed loads left; never a live load's files
+        log.warning("removed staging entries of %s load %s, which no live load owns (%s old)", gone.dataset,
+                    gone.load_id, gone.age)
     if prefetch := getattr(connector, "prefetch", None):
         prefetch(ds)  # e.g. hash new files on a thread while the lake opens
     with Lake(settings.lake) as lake:

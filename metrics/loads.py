@@ -8,6 +8,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+import duckdb
+
+from lakehouse.integrity import missing_files
 from lakehouse.lake import CATALOG, OPS, SHARED, Lake
 from schemas.model import Registry
 
@@ -24,10 +27,19 @@ class DatasetStatus:
     last_load_at: dt.datetime | None
     last_error: str | None
     loads: int
+    missing_files: tuple[str, ...] = ()
+    """Data files the shared table's current snapshot reads that do not exist: the table is damaged, not
+    published as it stands (lakehouse.integrity)."""
+
+    @property
+    def damaged(self) -> bool:
+        return bool(self.missing_files)
 
 
-def dataset_statuses(lake: Lake, registry: Registry, since: dt.datetime | None = None) -> list[DatasetStatus]:
-    """One line per registered dataset: rows published and the outcome of its last load."""
+def dataset_statuses(lake: Lake, registry: Registry, since: dt.datetime | None = None,
+                     check_files: bool = True) -> list[DatasetStatus]:
+    """One line per registered dataset: rows published and the outcome of its last load; with
+    ``check_files``, whether each shared table's data files exist (a table whose files are gone is damaged)."""
     last = {
         r[0]: r[1:]
         for r in lake.con.execute(
@@ -38,11 +50,18 @@ def dataset_statuses(lake: Lake, registry: Registry, since: dt.datetime | None =
         ).fetchall()
     }
     tables = set(lake.tables(SHARED))
+    names = [ds.name for ds in registry.source_datasets if ds.name in tables]
+    missing = missing_files(lake, tables=names) if check_files else {}
     out = []
     for ds in registry.source_datasets:
         rows = None
         if ds.name in tables:
-            rows = lake.con.execute(f'SELECT count(*) FROM {CATALOG}.{SHARED}."{ds.name}"').fetchone()[0]
+            try:
+                rows = lake.con.execute(f'SELECT count(*) FROM {CATALOG}.{SHARED}."{ds.name}"').fetchone()[0]
+            except duckdb.Error:
+                if ds.name not in missing:
+                    raise  # the count reads delete files; a damaged table's may be gone
         status, at, error, n = last.get(ds.name, (None, None, None, 0))
-        out.append(DatasetStatus(ds.name, ds.owner, ds.share_type, ds.table, rows, status, at, error, n))
+        out.append(DatasetStatus(ds.name, ds.owner, ds.share_type, ds.table, rows, status, at, error, n,
+                                 tuple(missing.get(ds.name, ()))))
     return out

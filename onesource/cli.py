@@ -7,7 +7,8 @@
     onesource registry export --format xlsx   the catalogue (GB/T 21063.3 core fields)
     onesource prefill annual-report USCC      an enterprise's annual report, pre-filled from authorities
     onesource ingest DATASET... | --all       load datasets now, without Airflow (backfills, debugging)
-    onesource status                          every dataset: rows shared, last load and why
+    onesource status                          every dataset: rows shared, last load and why (damaged tables too)
+    onesource doctor [--full]                 check the home end to end, one line per check
     onesource quality report DATASET          the last validation: failing checks, sample failing rows
     onesource quality consistency             compare copies of elements with their authority (多元校核)
     onesource sql "SELECT ..." [--as-of T]    query the lake (read-only, for engineers; audited), as of a snapshot
@@ -40,8 +41,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from onesource import damage
 from onesource.config import Settings
-from onesource.errors import OneSourceError
+from onesource.errors import ConfigurationError, OneSourceError
 from onesource.home import secure_home
 
 # Piped output (CI logs, `make demo | tee`) gets 140 columns instead of rich's default 80.
@@ -219,15 +221,32 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     registry = load_registry(settings.registry_dir, settings.cache_dir)
     with Lake(settings.lake, read_only=True) as lake:
         statuses = dataset_statuses(lake, registry)
+    damaged = 1 if any(s.damaged for s in statuses) else 0  # a table whose data files are gone fails the check
     if args.json:
-        print(json.dumps([asdict(s) for s in statuses], ensure_ascii=False, indent=2, default=str))
-        return 0
+        print(json.dumps([{**asdict(s), "damaged": s.damaged} for s in statuses], ensure_ascii=False, indent=2,
+                         default=str))
+        return damaged
     from onesource.demo.runner import DemoSummary, print_summary
 
-    published = [s for s in statuses if s.rows is not None]
-    print_summary(console, DemoSummary(0, len(statuses), len(published), sum(s.rows or 0 for s in statuses), {},
+    published = [s for s in statuses if s.rows is not None and not s.damaged]
+    print_summary(console, DemoSummary(0, len(statuses), len(published), sum(s.rows or 0 for s in published), {},
                                        statuses, 0), settings)
-    return 0
+    return damaged
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from onesource.doctor import FAIL, run
+    from onesource.home import private_umask
+
+    private_umask()  # whatever a check's library writes is private; the home itself is reported as found
+    findings = run(settings, full=args.full)
+    for f in findings:
+        colour = {"ok": "green", "warn": "yellow"}.get(f.level, "red")
+        console.print(f"[{colour}]{f.level:4}[/]  {f.check:9} {escape(f.message)}", highlight=False, soft_wrap=True)
+    failed = [f.check for f in findings if f.level == FAIL]
+    console.print(f"{len(findings) - len(failed)} of {len(findings)} checks passed" +
+                  (f"; failed: {', '.join(failed)}" if failed else ""), highlight=False)
+    return 1 if failed else 0
 
 
 def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
@@ -610,6 +629,11 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=cmd_status)
 
+    doc = sub.add_parser("doctor", help="check the home end to end (permissions, catalog, data files, raw files, "
+                                        "audit log, registry, staging); non-zero exit on a failed check")
+    doc.add_argument("--full", action="store_true", help="hash every raw file of the landing zone, not a sample")
+    doc.set_defaults(fn=cmd_doctor)
+
     qual = sub.add_parser("quality", help="quality report of a dataset, or a consistency (多元校核) run")
     qual.add_argument("action", choices=["report", "consistency"])
     qual.add_argument("dataset", nargs="?")
@@ -698,15 +722,35 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+NEEDS_NO_HOME = ("demo", "restore", "doctor")
+"""Commands that run where the home is not (yet) there: every other one refuses a missing home."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = Settings.from_env()
     try:
-        # at rest: the home 0700 and everything this process (and Airflow, its child) writes there private
-        secure_home(settings)
+        if args.command not in NEEDS_NO_HOME and (missing := damage.missing_home(settings)):
+            raise ConfigurationError(missing)  # never silently a new, empty home in its place
+        if args.command != "doctor":  # doctor only reads, and reports the home as it finds it
+            # at rest: the home 0700 and everything this process (and Airflow, its child) writes there private
+            secure_home(settings)
         return args.fn(args, settings)
     except OneSourceError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # a query that met a deleted data file says so in DuckDB's words: name the table and the remedy
+        err.print(f"[red]error:[/] {damage.missing_data_file(str(exc), settings) or exc}", highlight=False,
+                  soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except Exception as exc:  # damage surfaces as DuckDB or OS errors: one paragraph, never a raw traceback
+        if os.environ.get("ONESOURCE_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        err.print(f"[red]error:[/] {escape(damage.explain(exc, settings) or damage.unexpected(exc))}",
+                  highlight=False, soft_wrap=True)
         return 1
 
 

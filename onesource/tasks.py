@@ -91,14 +91,22 @@ def publish_metrics() -> dict:
 
 
 def maintain_lake() -> dict:
-    """Merge small files, expire snapshots past the retention, delete unreferenced files."""
+    """Merge small files, expire snapshots past the retention, delete unreferenced files, and remove the
+    staging entries of killed loads; refused (the task fails with the reason) when the catalog looks new
+    or lost next to the data files."""
     import datetime as dt
 
+    from airflow.sdk.exceptions import AirflowFailException
+
     from lakehouse import Lake
-    from lakehouse.maintenance import maintain
+    from lakehouse.maintenance import MaintenanceRefusedError, maintain
 
     settings = _settings()
     with Lake(settings.lake) as lake:
-        report = maintain(lake, dt.timedelta(days=settings.snapshot_retention_days))
+        try:
+            report = maintain(lake, dt.timedelta(days=settings.snapshot_retention_days),
+                              staging=settings.staging_dir)
+        except MaintenanceRefusedError as exc:  # a retry would find the same: a person must look
+            raise AirflowFailException(str(exc)) from exc
     print(f"lake maintenance: {report}")
     return asdict(report)

@@ -120,7 +120,9 @@ def warm_up() -> None:
 
 _setting_up = threading.Lock()
 """GX's context and datasource set-up is not thread-safe: :func:`prepare`'s thread and a validation
-take turns (the validation waits until the set-up is done)."""
+take turns (the validation waits until the set-up is done). Importing GX is part of the set-up: no code
+in this module imports a GX module before :func:`_ephemeral_context` has run under this lock, or it may
+meet :func:`prepare`'s thread halfway through the same imports (Python's import locks then deadlock)."""
 
 
 def _ready(docs_root: Path | None):
@@ -191,10 +193,12 @@ def build_data_docs(root: Path) -> Path:
     the site index; return the index page. Called once per ingest run (the consistency task after the
     loads, ``onesource ingest`` at its end). Incremental because a full build renders every stored
     result again: thousands of pages for a city."""
-    from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
-
     marker = _uncommitted(root) / ".data_docs_built_through"
     context = _ready(root)  # waits for a load's prepare() thread, if one is still setting GX up
+    # Only now: GX is imported whole by then. Importing a GX module here first, while prepare()'s thread is
+    # importing GX (a run whose only batch was quarantined at standardize never waited for it), made the
+    # two imports deadlock (_DeadlockError, then a half-initialised module).
+    from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
     with _docs_lock(root):
         since = marker.read_text().strip() if marker.exists() else ""
         new = [k for k in context.validation_results_store.list_keys() if _run_time(k) > since]

@@ -117,6 +117,18 @@ def create_app(engine: GovernedEngine, guard: SignInGuard | None = None) -> Fast
         return QueryOut(columns=result.columns, rows=[[_json(v) for v in r] for r in result.rows],
                         row_count=len(result.rows))
 
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> JSONResponse:
+        """200 when the home and the catalog are usable, 503 with the reason when not (no sign-in needed)."""
+        from onesource.doctor import health
+
+        def probe():
+            with engine.cursor() as lake:
+                return lake.con.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0]
+
+        ok, body = health(engine.settings, probe)
+        return JSONResponse(body, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
+
     _workflow_routes(app, engine, current_user)
 
     from portal.web import mount_portal

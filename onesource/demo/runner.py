@@ -115,7 +115,7 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
     summary = DemoSummary(
         seconds=round(time.monotonic() - t0, 1),
         datasets=len(statuses),
-        published_datasets=sum(1 for s in statuses if s.rows is not None),
+        published_datasets=sum(1 for s in statuses if s.rows is not None and not s.damaged),
         published_rows=sum(s.rows or 0 for s in statuses),
         loads_this_run=this_run,
         statuses=statuses,
@@ -191,9 +191,19 @@ def print_summary(console: Console, summary: DemoSummary, settings: Settings) ->
         table.add_column(col, justify="right" if col == "rows shared" else "left")
     for s in summary.statuses:
         style = {"published": "green", "quarantined": "yellow", "failed": "red"}.get(s.last_status or "", "")
-        table.add_row(s.dataset, s.owner, s.share_type, "-" if s.rows is None else f"{s.rows:,}",
-                      f"[{style}]{s.last_status or 'never loaded'}[/]" if style else (s.last_status or "never loaded"))
+        last = f"[{style}]{s.last_status or 'never loaded'}[/]" if style else (s.last_status or "never loaded")
+        if s.damaged:
+            last = f"[bold red]damaged[/] ({len(s.missing_files)} data file(s) missing)"
+        table.add_row(s.dataset, s.owner, s.share_type, "-" if s.rows is None else f"{s.rows:,}", last)
     console.print(table)
+    damaged = [s for s in summary.statuses if s.damaged]
+    if damaged:
+        from lakehouse.integrity import damage_message
+
+        console.print(f"\n[bold red]Damaged tables ({len(damaged)})[/], not published as they stand:")
+        for s in damaged:
+            console.print(f"  [red]{s.dataset}[/]: {damage_message(f'shared.{s.dataset}', list(s.missing_files))}",
+                          highlight=False, soft_wrap=True)
     failed = [s for s in summary.statuses if s.last_status in ("quarantined", "failed")]
     if failed:
         console.print(f"\n[bold]Loads that did not publish ({len(failed)}), and why:[/]")
