@@ -17,9 +17,10 @@ next maintenance run deletes the old data files as orphans. So before the lake i
 Each refusal is a :class:`CatalogLostError` naming the file, what shows the lake existed, and the remedy
 (restore from the backup: ``onesource restore``). Nothing is written before the check.
 
-The checks read the catalog file's header with ``pread`` on a descriptor this module opens once and never
-closes: closing any descriptor of a file drops every POSIX lock the process holds on it, including the
-ones DuckDB's SQLite holds on the catalog (the same reason the audit anchor is a separate file).
+Where this process already has the catalog attached (a server's open lake), the checks read its header with
+``pread`` on a descriptor opened once and never closed: closing any descriptor of a file drops every POSIX
+lock the process holds on it, including the ones DuckDB's SQLite holds on the catalog (the same reason the
+audit anchor is a separate file).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ PROBE = "__onesource_catalog_probe"
 
 _fds: dict[tuple[str, int, int], int] = {}
 _fds_lock = threading.Lock()
+_holding: dict[str, int] = {}
+"""Catalog files this process has attached (Lake instances not closed yet), by path."""
 
 
 def sqlite_path(settings: LakeSettings) -> Path | None:
@@ -121,26 +124,49 @@ def evidence(settings: LakeSettings, con: duckdb.DuckDBPyConnection | None = Non
     return found
 
 
-def _descriptor(path: Path) -> int | None:
-    """A read-only descriptor of the catalog file's current inode, opened once per process and never closed."""
+def hold(settings: LakeSettings) -> str | None:
+    """This process attaches the catalog now (until :func:`release`): from here on its header is read through a
+    descriptor that is never closed, since closing one would drop the locks DuckDB's SQLite holds on it."""
+    path = sqlite_path(settings)
+    if path is None:
+        return None
+    key = str(path.resolve())
+    with _fds_lock:
+        _holding[key] = _holding.get(key, 0) + 1
+    return key
+
+
+def release(key: str | None) -> None:
+    if key is not None:
+        with _fds_lock:
+            _holding[key] = max(0, _holding.get(key, 0) - 1)
+
+
+def _header(path: Path) -> tuple[bytes, int] | None:
+    """The first 100 bytes of the catalog and its size (None: no such file). Where this process holds the
+    catalog open (another Lake), through a descriptor opened once per file and never closed; otherwise
+    through one opened for the read (nothing in this process holds a lock on the file to lose)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return None
-    key = (str(path), st.st_dev, st.st_ino)
     with _fds_lock:
-        fd = _fds.get(key)
-        if fd is None:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-            _fds[key] = fd
-    return fd
-
-
-def _header(path: Path) -> tuple[bytes, int] | None:
-    fd = _descriptor(path)
-    if fd is None:
+        kept = _holding.get(str(path.resolve()), 0) > 0
+        if kept:
+            key = (str(path), st.st_dev, st.st_ino)
+            if key not in _fds:
+                _fds[key] = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            fd = _fds[key]
+    if kept:
+        return os.pread(fd, 100, 0), os.fstat(fd).st_size
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
         return None
-    return os.pread(fd, 100, 0), os.fstat(fd).st_size
+    try:
+        return os.pread(fd, 100, 0), os.fstat(fd).st_size
+    finally:
+        os.close(fd)
 
 
 def _truncation(header: bytes, size: int) -> str | None:

@@ -217,6 +217,7 @@ class Lake:
         if _object_store(settings.data_path):
             self.con.execute(_s3_secret(os.environ))
         guard.check(settings, self.con, self.read_only)  # never a new catalog over an existing lake's data
+        self._held = guard.hold(settings)
         options = [f"DATA_PATH {literal(settings.data_path)}", *_catalog_options(settings, self.read_only)]
         if self.read_only:
             options.append("READ_ONLY")
@@ -326,6 +327,7 @@ class Lake:
 
     def close(self) -> None:
         self.con.close()
+        guard.release(self.__dict__.pop("_held", None))
 
     def __enter__(self) -> Lake:
         return self
