@@ -16,7 +16,7 @@ from collections import defaultdict
 from lakehouse.lake import CATALOG, OPS, Lake, retrying
 from onesource.errors import TerminalError
 from schemas.model import Registry
-from schemas.versions import Change, Version, dataset_definition, element_definition, fingerprint, pending
+from schemas.versions import Change, Version, definitions, fingerprint, pending
 
 
 class IncompatibleChangeError(TerminalError):
@@ -55,12 +55,11 @@ def apply(lake: Lake, registry: Registry) -> list[Change]:
         raise IncompatibleChangeError(broken)
     if not changes:
         return []
-    definitions = {("dataset", d.name): (dataset_definition(d), d.compatibility) for d in registry.datasets}
-    definitions |= {("element", e.name): (element_definition(e), None) for e in registry.elements}
+    defined = definitions(registry)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     rows = []
     for c in changes:
-        definition, mode = definitions[(c.kind, c.subject)]
+        definition, mode = defined[(c.kind, c.subject)]
         rows.append([c.subject, c.kind, c.version, fingerprint(definition),
                      json.dumps(definition, ensure_ascii=False, sort_keys=True), mode, registry.version, now])
 

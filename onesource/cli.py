@@ -17,6 +17,7 @@
     onesource requests create|list|approve|refuse|revoke   access requests, decided within the SLA
     onesource serve                           HTTP API and Postgres-wire endpoint
     onesource users reset USER                a new password and token for a user (shown once)
+    onesource users disable USER              refuse a user from its next request or query on
     onesource metrics [--period YYYY-MM]      the sharing KPIs, per department and city-wide
                       [--publish] [--export F] (shared KPI tables; XLSX/CSV for the annual assessment)
     onesource audit verify                    check the audit log: keyed chain, anchor, key
@@ -325,7 +326,8 @@ def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
         from sharing.engine import GovernedEngine, Limits
 
         engine = GovernedEngine(settings, load_registry(settings.registry_dir, settings.cache_dir),
-                                Limits(rows=args.limit or 10_000, seconds=args.timeout), as_of=_as_of(args.as_of))
+                                Limits(rows=args.limit or settings.limits.rows,
+                                       seconds=args.timeout or settings.limits.seconds), as_of=_as_of(args.as_of))
         result = engine.query(args.department, args.query, user=args.user, purpose=args.purpose, dialect=args.dialect)
     else:
         from sharing import run_sql
@@ -383,10 +385,14 @@ def cmd_grants(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
     from lakehouse import Lake
-    from sharing.users import reset_user
+    from sharing.users import disable_user, reset_user
 
     with Lake(settings.lake) as lake:
         try:
+            if args.action == "disable":
+                disable_user(lake, args.user)
+                console.print(f"user {args.user} disabled: refused from its next request or query on")
+                return 0
             password, token = reset_user(lake, args.user)
         except KeyError as exc:
             err.print(exc.args[0])
@@ -562,6 +568,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from sharing.signin import SignInGuard
 
     engine = GovernedEngine(settings, load_registry(settings.registry_dir, settings.cache_dir), persistent=True)
+    engine.open_slots()  # one DuckDB instance per running query (its memory limit), ready before we listen
     guard = SignInGuard(settings.signin)  # one count of failed sign-ins for the wire and the portal
     pg = GovernedPgServer((args.host, args.pg_port), engine, guard)
     threading.Thread(target=pg.serve_forever, name="pgwire", daemon=True).start()
@@ -648,7 +655,8 @@ def parser() -> argparse.ArgumentParser:
     sql.add_argument("--user", default=None, help="who asks (recorded in the audit log; default: the OS user)")
     sql.add_argument("--purpose", default=None, help="why the data is needed (recorded in the audit log)")
     sql.add_argument("--dialect", default="postgres", choices=["postgres", "mysql", "duckdb"])
-    sql.add_argument("--timeout", type=float, default=30.0, help="seconds before a governed query is stopped")
+    sql.add_argument("--timeout", type=float, default=None,
+                     help="seconds before a governed query is stopped (default: ONESOURCE_QUERY_SECONDS, 30)")
     sql.add_argument("--as-of", help="read the lake as it was: a snapshot id or an ISO timestamp (UTC)")
     sql.set_defaults(fn=cmd_sql)
 
@@ -697,8 +705,9 @@ def parser() -> argparse.ArgumentParser:
     req.add_argument("--user", help="who acts (default: $USER)")
     req.set_defaults(fn=cmd_requests)
 
-    users = sub.add_parser("users", help="reset a user's password and token (also: a password stored before SCRAM)")
-    users.add_argument("action", choices=["reset"])
+    users = sub.add_parser("users", help="reset a user's password and token (also: a password stored before SCRAM), "
+                                          "or disable a user")
+    users.add_argument("action", choices=["reset", "disable"])
     users.add_argument("user")
     users.set_defaults(fn=cmd_users)
 

@@ -76,6 +76,55 @@ class SignInSettings:
 
 
 @dataclass(frozen=True)
+class QueryLimits:
+    """Limits a department's queries cannot exceed, on every endpoint (sharing.engine, sharing.limits).
+
+    Each figure has an environment variable ``ONESOURCE_QUERY_<NAME>`` (``ONESOURCE_QUERY_SECONDS=10``)."""
+
+    seconds: float = 30.0
+    """Time a query may take from its arrival: waiting for a slot, planning and running together (catalogue
+    questions too). A Postgres-wire session may lower it for itself (``SET statement_timeout``), never raise it."""
+    rows: int = 10_000
+    """Rows a query returns at most (the planner caps the result)."""
+    memory: str = "2GiB"
+    """Memory one running query may use (DuckDB's size syntax). Each running query has its own DuckDB
+    instance on the lake with this ``memory_limit`` (DuckDB's limit is per instance, not per query), so a
+    query that needs more is stopped with the reason and the others are untouched; nothing spills to disk.
+    The server's query memory is at most ``memory`` times ``concurrent``."""
+    threads: int = 0
+    """DuckDB threads one query may use (0: as many as the machine has cores)."""
+    concurrent: int = 4
+    """Queries running at once in one server, all users together; further ones wait (``queued``)."""
+    queued: int = 16
+    """Queries that may wait for a running slot in one server; beyond that a query is refused at once
+    (HTTP 429, Postgres 53300). Each waiting query holds a worker thread, so this stays well below the
+    HTTP server's 40 threads."""
+    per_user: int = 2
+    """Queries one user may have running at once: the rest of the ``concurrent`` slots stay free for
+    other users, so one department's burst cannot starve the others."""
+    per_user_queued: int = 8
+    """Queries one user may have waiting on top of ``per_user``; beyond that refused at once (HTTP 429,
+    Postgres 53300 'too many queries in flight')."""
+    sql_bytes: int = 131_072
+    """Longest SQL text accepted (UTF-8 bytes), refused with the reason before it is parsed: planning
+    costs time in proportion (sqlglot plans about 10 KB a second for the heaviest shapes)."""
+    request_bytes: int = 1_048_576
+    """Largest HTTP request body (API and portal), refused with 413 before it is read in full."""
+    audit_sql_bytes: int = 8_192
+    """How much of a query's text the audit log keeps (sent and rewritten); a longer text is recorded by
+    its first bytes, its size and its sha256, so that a huge query cannot flood the log."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> QueryLimits:
+        values: dict[str, object] = {}
+        for name, f in cls.__dataclass_fields__.items():
+            raw = env.get(f"ONESOURCE_QUERY_{name.upper()}")
+            if raw:
+                values[name] = {"int": int, "float": float}.get(str(f.type), str)(raw)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class Settings:
     """One OneSource home: registry, source drops, landing, lake, Airflow home, reports."""
 
@@ -87,6 +136,8 @@ class Settings:
     maintenance DAG. ``ONESOURCE_SNAPSHOT_RETENTION_DAYS``."""
     signin: SignInSettings = field(default_factory=SignInSettings)
     """Sign-in throttling and lockout (``ONESOURCE_SIGNIN_*``, see :class:`SignInSettings`)."""
+    limits: QueryLimits = field(default_factory=QueryLimits)
+    """What one query and one user may use (``ONESOURCE_QUERY_*``, see :class:`QueryLimits`)."""
     audit_key_file: Path = field(default=None)  # type: ignore[assignment]
     """The secret key that signs the audit log (HMAC-SHA256), kept outside the home so that whoever can
     rewrite the log cannot re-sign it. Created (0600, in a 0700 folder) on the first append to a new log,
@@ -161,6 +212,7 @@ class Settings:
         key = env.get("ONESOURCE_AUDIT_KEY")
         settings = cls(home=home, snapshot_retention_days=int(env.get("ONESOURCE_SNAPSHOT_RETENTION_DAYS") or 180),
                        signin=SignInSettings.from_env(env),
+                       limits=QueryLimits.from_env(env),
                        audit_key_file=Path(key) if key else default_audit_key_file(home, env))
         catalog = env.get("ONESOURCE_CATALOG")
         data_path = env.get("ONESOURCE_DATA_PATH")
@@ -170,6 +222,7 @@ class Settings:
                 home=home,
                 snapshot_retention_days=settings.snapshot_retention_days,
                 signin=settings.signin,
+                limits=settings.limits,
                 audit_key_file=settings.audit_key_file,
                 lake=LakeSettings(
                     catalog=catalog or settings.lake.catalog,

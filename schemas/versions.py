@@ -14,6 +14,11 @@ row each, never updated. A dataset's new version must be compatible with the ear
 
 Elements have no mode: changing an element's type or authority breaks every dataset that uses it, so
 it is refused unless the change is to its labels, format or sensitivity.
+
+Two more kinds of subject record governance, so that a change to them is registered too (and a running
+server, which re-reads the registry when a version is registered, applies it on the next query): a
+dataset's ``sharing`` (share type, owner, the columns' formats, which decide masking) and a
+``department``. Any change to them is compatible.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from schemas.model import Dataset, Element, Registry
+from schemas.model import Dataset, Department, Element, Registry
 
 MODES = ("BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE", "NONE")
 DEFAULT_MODE = "BACKWARD"
@@ -38,6 +43,26 @@ def dataset_definition(ds: Dataset) -> dict:
 def element_definition(el: Element) -> dict:
     return {"type": el.type, "authority": el.authority, "format": el.format, "code_list": el.code_list,
             "sensitivity": el.sensitivity, "name_zh": el.name_zh, "name_en": el.name_en}
+
+
+def sharing_definition(ds: Dataset) -> dict:
+    """Who may read a dataset, and how: its share type, its owner, its columns' formats (masking)."""
+    return {"share_type": ds.share_type, "owner": ds.owner,
+            "formats": {c.name: c.format for c in ds.columns if c.format}}
+
+
+def department_definition(department: Department) -> dict:
+    return {"name": department.name, "name_en": department.name_en}
+
+
+def definitions(registry: Registry) -> dict[tuple[str, str], tuple[dict, str | None]]:
+    """(kind, subject) -> (definition, compatibility mode) of every subject the registry defines."""
+    out: dict[tuple[str, str], tuple[dict, str | None]] = {
+        ("dataset", d.name): (dataset_definition(d), d.compatibility) for d in registry.datasets}
+    out |= {("element", e.name): (element_definition(e), None) for e in registry.elements}
+    out |= {("sharing", d.name): (sharing_definition(d), None) for d in registry.datasets}
+    out |= {("department", d.code): (department_definition(d), None) for d in registry.departments}
+    return out
 
 
 def fingerprint(definition: dict) -> str:
@@ -128,7 +153,7 @@ class Change:
 def describe(new: dict, old: dict | None, kind: str) -> list[str]:
     if old is None:
         return ["new subject"]
-    if kind == "element":
+    if kind != "dataset":
         return [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v]
     out = [f"+ column {n} ({c['type']}{', required' if c['required'] else ''})"
            for n, c in new["columns"].items() if n not in old["columns"]]
@@ -145,16 +170,16 @@ def describe(new: dict, old: dict | None, kind: str) -> list[str]:
 def pending(registry: Registry, versions: dict[tuple[str, str], list[Version]]) -> list[Change]:
     """What the registry's files change against the registered versions, subject by subject."""
     changes = []
-    subjects = [("dataset", ds.name, dataset_definition(ds), ds.compatibility) for ds in registry.datasets] + \
-               [("element", el.name, element_definition(el), None) for el in registry.elements]
-    for kind, name, definition, mode in subjects:
+    for (kind, name), (definition, mode) in definitions(registry).items():
         history = versions.get((kind, name), [])
         if history and history[-1].fingerprint == fingerprint(definition):
             continue
         old = history[-1].definition if history else None
         if kind == "dataset":
             problems = incompatibilities(mode or DEFAULT_MODE, definition, [v.definition for v in history])
-        else:
+        elif kind == "element":
             problems = element_incompatibilities(definition, old) if old else []
+        else:  # sharing, department: any change is compatible
+            problems = []
         changes.append(Change(name, kind, len(history) + 1, describe(definition, old, kind), problems))
     return changes

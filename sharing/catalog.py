@@ -10,6 +10,7 @@ granted. Session questions (``SHOW ...``, ``version()``) get fixed answers.
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import duckdb
@@ -18,7 +19,9 @@ from sqlglot import exp
 
 from schemas.model import Registry
 from sharing import pgcatalog
+from sharing.exceptions import QueryRefused
 from sharing.grants import Access
+from sharing.limits import Watch
 from sharing.sql import QueryResult
 
 CATALOG_SCHEMAS = {"pg_catalog", "information_schema"}
@@ -52,8 +55,15 @@ def is_catalog_query(sql: str) -> bool:
     return bool(names) and names <= SESSION_FUNCTIONS
 
 
-def sandbox(access: dict[str, Access], registry: Registry) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+def sandbox(access: dict[str, Access], registry: Registry, *, memory_limit: str | None = None,
+            threads: int = 0) -> duckdb.DuckDBPyConnection:
+    """The department's sandbox; ``memory_limit`` and ``threads``: a query's limits (QueryLimits)."""
+    config: dict[str, str | int | bool] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    if memory_limit:
+        config["memory_limit"] = memory_limit
+    if threads and threads > 0:
+        config["threads"] = threads
+    con = duckdb.connect(config=config)
     con.execute("CREATE SCHEMA shared")
     for name, acc in sorted(access.items()):
         ds = registry.dataset(name)
@@ -78,11 +88,31 @@ def _current_setting_macro() -> str:
     return f"CREATE MACRO pg_current_setting(name) AS CASE lower(name) {cases} ELSE NULL END"
 
 
-def answer(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> QueryResult:
+def answer(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None, *, watch: Watch | None = None,
+           max_rows: int | None = None) -> QueryResult:
+    """Answer a catalogue question in the sandbox ``con``; with ``watch`` (sharing.limits) its rewriting
+    and its run are under the query's deadline; more than ``max_rows`` rows are refused."""
     text = sql.strip().rstrip(";")
     if text.lower().startswith("show "):
         name = text[5:].strip().lower()
         return QueryResult([name.split()[-1] if " " in name else name], [(SETTINGS.get(name, ""),)])
+    with watch.planning() if watch is not None else contextlib.nullcontext():
+        text = _rewritten(text)
+    cur = con.cursor()
+    try:
+        with watch.running(cur) if watch is not None else contextlib.nullcontext():
+            cur.execute(pgcatalog.SEARCH_PATH)  # a cursor is a new session: it does not inherit the sandbox's
+            cur.execute(text, params or None)
+            rows = cur.fetchmany(max_rows + 1) if max_rows else cur.fetchall()
+        if max_rows and len(rows) > max_rows:
+            raise QueryRefused(f"the catalogue answer has more than {max_rows:,} rows; ask a narrower question")
+        return QueryResult([d[0] for d in cur.description], rows)
+    finally:
+        cur.close()
+
+
+def _rewritten(text: str) -> str:
+    """A catalogue question in PostgreSQL's words, as DuckDB's catalogue and the shims answer it."""
     text = text.replace("pg_catalog.version()", f"'{VERSION}'").replace("version()", f"'{VERSION}'")
     # psql's \d family: anchored regex matches and the default collation
     text = re.sub(r"OPERATOR\(pg_catalog\.(~|!~)\)", r"\1", text)
@@ -96,14 +126,7 @@ def answer(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None)
     text = re.sub(r"\bjson_build_object\(", "json_object(", text, flags=re.I)
     text = re.sub(r"\bformat_type\(", "pg_format_type(", text, flags=re.I)
     text = re.sub(r"\bcurrent_setting\(", "pg_current_setting(", text, flags=re.I)
-    text = re.sub(r"\bpg_get_expr\(([^(),]+),([^(),]+),\s*true\)", r"pg_get_expr3(\1,\2, true)", text, flags=re.I)
-    cur = con.cursor()
-    try:
-        cur.execute(pgcatalog.SEARCH_PATH)  # a cursor is a new session: it does not inherit the sandbox's
-        cur.execute(text, params or None)
-        return QueryResult([d[0] for d in cur.description], cur.fetchall())
-    finally:
-        cur.close()
+    return re.sub(r"\bpg_get_expr\(([^(),]+),([^(),]+),\s*true\)", r"pg_get_expr3(\1,\2, true)", text, flags=re.I)
 
 
 def _without_pg_catalog(sql: str) -> str:

@@ -2,6 +2,16 @@
 
 >>> engine = GovernedEngine(settings, registry)
 >>> result = engine.query("tax", "SELECT count(*) FROM shared.amr_enterprise_register", purpose="稽查")
+
+Governance is read fresh: grants, revocations, users and the registry as registered take effect on the
+next query. Whenever the lake has committed since the last query (the catalog's stamp changed), what a
+department may read is recomputed, and when the registry's registered versions changed (``onesource
+registry apply``, or a load, which applies it first) the registry is read again from its folder: a dataset
+made ``not_shared`` is refused, a new one becomes readable, without a restart.
+
+Limits (onesource.config.QueryLimits, sharing.limits): a size limit on the SQL text, one deadline for
+waiting, planning and running, running slots shared fairly between users, and a memory limit per query:
+each slot of a server is its own DuckDB instance on the lake, with its own ``memory_limit``.
 """
 
 from __future__ import annotations
@@ -18,26 +28,33 @@ import duckdb
 
 from lakehouse.lake import Lake, list_tables
 from onesource.config import Settings
+from onesource.logsafe import guarded
 from schemas.model import Registry
 from sharing.audit import AuditLog
-from sharing.exceptions import QueryFailed, QueryRefused
+from sharing.exceptions import AccountDisabled, OutOfMemory, QueryFailed, QueryRefused, QueryTooLarge
 from sharing.grants import active_grants, visible
+from sharing.limits import Admission, Canceller, Stopped, Watch, clip, sql_bytes
 from sharing.match import MatchLedger
 from sharing.policy import Plan, plan
 from sharing.sql import QueryResult, lock_down
 
+log = guarded("onesource.engine")
 _MISSING_COLUMN = re.compile(r'Referenced column "([^"]+)" not found|Values list "[^"]*" does not have a column named "([^"]+)"')
 
 
 @dataclass(frozen=True)
 class Limits:
+    """Per-engine overrides (the CLI's ``--limit`` and ``--timeout``); the defaults come from the settings."""
+
     rows: int = 10_000
     seconds: float = 30.0
 
 
 class GovernedEngine:
-    """With ``persistent=True`` (the servers) one read-only, locked-down lake connection is opened once and
-    each query runs on its own cursor; otherwise (the CLI) each query opens and closes its own."""
+    """With ``persistent=True`` (the servers) one read-only, locked-down lake connection is opened once for
+    the helpers (users, grants, the catalogue), and each running query has a slot of its own: a DuckDB
+    instance on the lake with the per-query memory limit, opened when first needed and kept; otherwise (the
+    CLI) each query opens and closes its own."""
 
     def __init__(self, settings: Settings, registry: Registry, limits: Limits | None = None, *,
                  persistent: bool = False, as_of: int | dt.datetime | None = None):
@@ -46,32 +63,124 @@ class GovernedEngine:
             raise ValueError("time travel is per query session (the CLI), not for the servers")
         self.as_of = as_of
         self.settings = settings
-        self.registry = registry
-        self.limits = limits or Limits()
+        self.limits = limits or Limits(rows=settings.limits.rows, seconds=settings.limits.seconds)
         self.audit = AuditLog.of(settings, group_commit=0.2 if persistent else None)
+        self._registry = registry
         self._lake: Lake | None = None
         self._lock = threading.Lock()
+        self._fresh_lock = threading.Lock()
+        self._stamp: object = None
+        self._registered_mark: object = None
         self._cache: dict[str, tuple[object, float, dict]] = {}
+        self._users: dict[str, tuple[object, bool]] = {}
+        self._tokens: dict[str, tuple[object, object]] = {}
         self._plans: dict[tuple, tuple[dict, Plan]] = {}
         self._sandboxes: dict[str, tuple[dict, duckdb.DuckDBPyConnection]] = {}
         self._matches: MatchLedger | None = None
+        self.admission: Admission | None = None
+        self._slots: dict[int, duckdb.DuckDBPyConnection] = {}
+        self._slot_lakes: list[Lake] = []
+        self._slot_locks: dict[int, threading.Lock] = {}
         if persistent:
             self._lake = Lake(settings.lake, read_only=True)
             lock_down(self._lake.con, settings.lake.data_path)
+            self.admission = Admission(settings.limits)
+            with self.cursor() as lake:
+                self._stamp = self._catalog_stamp(lake.con)
+                self._registered_mark = self._registered(lake.con)
+
+    @property
+    def registry(self) -> Registry:
+        """The registry as last registered in the lake (re-read from its folder when that changes)."""
+        return self._registry
+
+    def _fresh(self, cursor: duckdb.DuckDBPyConnection) -> object:
+        """The catalog's stamp, after taking in what changed since the last query: a new registry version
+        (a registry apply, a load) makes the registry be read again and every cached answer dropped."""
+        stamp = self._catalog_stamp(cursor)
+        if stamp == self._stamp:
+            return stamp
+        with self._fresh_lock:
+            if stamp != self._stamp:
+                mark = self._registered(cursor)
+                if mark != self._registered_mark and self._reload():
+                    self._registered_mark = mark
+                self._stamp = stamp
+        return stamp
+
+    def _registered(self, cursor: duckdb.DuckDBPyConnection) -> object:
+        """What changes whenever a registry version is registered (rows are never updated nor removed)."""
+        try:
+            return cursor.execute("SELECT count(*), max(registered_at) FROM lake.ops.schema_versions").fetchone()
+        except duckdb.Error:
+            return None
+
+    def _reload(self) -> bool:
+        from schemas import load_registry
+
+        try:
+            registry = load_registry(self.settings.registry_dir, self.settings.cache_dir)
+        except Exception as exc:  # a registry being edited: keep serving the last good one, try again later
+            log.warning("a new registry version was registered, but the registry in %s cannot be read (%s); "
+                        "still serving the registry read before", self.settings.registry_dir,
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return False
+        self._registry = registry
+        self._cache.clear()
+        self._plans.clear()
+        self._sandboxes.clear()
+        log.info("registry re-read from %s (%d datasets)", self.settings.registry_dir, len(registry.datasets))
+        return True
 
     def _access(self, cursor: duckdb.DuckDBPyConnection, department: str):
         """What ``department`` may read, cached per lake snapshot: a grant, revocation or expiry changes
         the answer on the very next query (a grant or revocation is a new snapshot; expiry is timed)."""
-        snapshot = self._catalog_stamp(cursor)
+        snapshot = self._fresh(cursor)
         now = time.time()
         hit = self._cache.get(department)
         if hit and hit[0] == snapshot and now < hit[1]:
             return hit[2]
+        registry = self._registry
         grants = active_grants(CursorLake(self._lake, cursor), department)
         expiry = min([g.expires_at.replace(tzinfo=dt.UTC).timestamp() for g in grants if g.expires_at] + [now + 60])
-        access = visible(self.registry, grants, department)
+        access = visible(registry, grants, department)
         self._cache[department] = (snapshot, expiry, access)
         return access
+
+    def _active(self, cursor: duckdb.DuckDBPyConnection, user: str) -> bool:
+        """Whether ``user`` is still an active user (not disabled nor removed), cached per lake snapshot."""
+        stamp = self._fresh(cursor)
+        hit = self._users.get(user)
+        if hit and hit[0] == stamp:
+            return hit[1]
+        try:
+            active = bool(cursor.execute("SELECT count(*) FROM lake.ops.users WHERE user_name = ? "
+                                         "AND disabled_at IS NULL", [user]).fetchone()[0])
+        except duckdb.Error:
+            active = False
+        self._users[user] = (stamp, active)
+        return active
+
+    def user_by_token(self, token: str):
+        """The active user holding ``token`` (sharing.users), cached per lake snapshot: a reset, a disable or
+        a new user is seen on the next request, and a burst of requests costs one lookup, not one each."""
+        from sharing.users import token_hash, user_by_token
+
+        key = token_hash(token)
+        stamp = self._catalog_stamp(None) if self.settings.lake.catalog.startswith("sqlite:") else None
+        hit = self._tokens.get(key)
+        if stamp is not None and hit is not None and hit[0] == stamp:
+            return hit[1]
+        with self.cursor() as lake:
+            stamp = self._catalog_stamp(lake.con)
+            if hit is not None and hit[0] == stamp:
+                return hit[1]
+            user = user_by_token(lake, token)
+        if user is not None:
+            if len(self._tokens) > 10_000:
+                self._tokens.clear()
+            self._tokens[key] = (stamp, user)
+        return user
 
     @property
     def matches(self) -> MatchLedger:
@@ -87,13 +196,13 @@ class GovernedEngine:
         hit = self._plans.get(key)
         if hit is not None and hit[0] is access:
             return hit[1]
-        planned = plan(sql, access, self.registry, department, dialect=dialect, row_limit=self.limits.rows)
+        planned = plan(sql, access, self._registry, department, dialect=dialect, row_limit=self.limits.rows)
         if len(self._plans) > 1024:
             self._plans.clear()
         self._plans[key] = (access, planned)
         return planned
 
-    def _catalog_stamp(self, cursor: duckdb.DuckDBPyConnection):
+    def _catalog_stamp(self, cursor: duckdb.DuckDBPyConnection | None):
         """Something that changes whenever the lake commits. A SQLite catalog is one file whose stat
         changes on every commit (microseconds); otherwise ask DuckLake (a catalog query, ~3 ms)."""
         catalog = self.settings.lake.catalog
@@ -120,91 +229,188 @@ class GovernedEngine:
         finally:
             cursor.close()
 
+    def _slot(self, number: int) -> duckdb.DuckDBPyConnection:
+        """Running slot ``number``'s connection: a DuckDB instance of its own on the lake, so that its
+        ``memory_limit`` (per instance in DuckDB) is this query's alone. Only the query holding the slot
+        runs on it; it is opened when first needed (about a second: DuckDB checks the extensions'
+        signatures for each instance), or ahead by :meth:`open_slots`."""
+        with self._slot_locks.setdefault(number, threading.Lock()):
+            con = self._slots.get(number)
+            if con is None:
+                lake = Lake(self.settings.lake, read_only=True)
+                limits = self.settings.limits
+                lock_down(lake.con, self.settings.lake.data_path, memory_limit=limits.memory, threads=limits.threads)
+                self._slot_lakes.append(lake)
+                con = self._slots[number] = lake.con
+            return con
+
+    def open_slots(self) -> None:
+        """Open every running slot now (a server, before it listens), so that no query waits for one."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            list(pool.map(self._slot, range(max(1, self.settings.limits.concurrent))))
+
     def close(self) -> None:
         self.audit.sync()
+        for lake in self._slot_lakes:
+            lake.close()
         if self._lake is not None:
             self._lake.close()
 
-    def catalog(self, department: str, sql: str, params: list | None = None, *, user: str | None = None) -> QueryResult:
+    def catalog(self, department: str, sql: str, params: list | None = None, *, user: str | None = None,
+                seconds: float | None = None, cancel: Canceller | None = None,
+                signed_in: bool = False) -> QueryResult:
         """A catalogue question (pg_catalog, information_schema, SHOW, version()), answered from the
         department's sandbox: only what it may read, and no rows (sharing.catalog)."""
-        from sharing.catalog import answer, sandbox
-
-        started = time.perf_counter()
-        with self._lock:
-            cursor = self._lake.con.cursor() if self._lake is not None else None
-        try:
-            access = self._access(cursor, department) if cursor is not None else None
-        finally:
-            if cursor is not None:
-                cursor.close()
-        if access is None:
-            with Lake(self.settings.lake, read_only=True) as lake:
-                access = visible(self.registry, active_grants(lake, department), department)
-        hit = self._sandboxes.get(department)
-        if hit is None or hit[0] is not access:
-            hit = (access, sandbox(access, self.registry))
-            self._sandboxes[department] = hit
-        record = {"department": department, "user": user or department, "purpose": "catalogue", "sql_sent": sql,
-                  "dialect": "postgres"}
-        try:
-            result = answer(hit[1], sql, params)
-        except duckdb.Error as exc:
-            self._record(record, started, decision="failed", reason=str(exc).split("\n")[0])
-            raise QueryFailed(str(exc).split("\n")[0]) from exc
-        self._record(record, started, decision="catalogue", reason=None, rows=len(result.rows))
-        return result
+        return self._governed("catalogue", department, sql, params, user=user, purpose="catalogue",
+                              dialect="postgres", seconds=seconds, cancel=cancel, signed_in=signed_in)
 
     def query(self, department: str, sql: str, *, user: str | None = None, purpose: str | None = None,
-              dialect: str = "postgres") -> QueryResult:
+              dialect: str = "postgres", seconds: float | None = None, cancel: Canceller | None = None,
+              signed_in: bool = False) -> QueryResult:
         """Plan, charge any match quota, run, and audit: every query that reaches the planner is audited,
-        whether it is allowed, refused, fails in DuckDB, or meets a planner error."""
+        whether it is allowed, refused, fails in DuckDB, or meets a planner error.
+
+        ``seconds`` lowers the time limit (never raises it); ``cancel`` is the session's stop button;
+        ``signed_in``: ``user`` is a signed-in user whose account must still be active."""
+        return self._governed("query", department, sql, None, user=user, purpose=purpose, dialect=dialect,
+                              seconds=seconds, cancel=cancel, signed_in=signed_in)
+
+    def statement(self, department: str, sql: str, params: list | None = None, *, user: str,
+                  purpose: str | None = "postgres-wire", seconds: float | None = None,
+                  cancel: Canceller | None = None) -> QueryResult:
+        """A statement from the Postgres wire: a catalogue question or a query (bound parameters become
+        literals, sharing.pgwire.bind), told apart within the query's own limits. ``user`` signed in."""
+        return self._governed("statement", department, sql, params, user=user, purpose=purpose,
+                              dialect="postgres", seconds=seconds, cancel=cancel, signed_in=True)
+
+    def _governed(self, kind: str, department: str, sql: str, params: list | None, *, user: str | None,
+                  purpose: str | None, dialect: str, seconds: float | None, cancel: Canceller | None,
+                  signed_in: bool) -> QueryResult:
+        """One statement within every limit, audited whatever happens: the SQL's size, a running slot
+        (servers), one deadline for waiting, planning and running, the slot's memory limit."""
         started = time.perf_counter()
-        record = {"department": department, "user": user or department, "purpose": purpose, "sql_sent": sql,
-                  "dialect": dialect}
-        planned: Plan | None = None
-        access: dict = {}
+        limits = self.settings.limits
+        seconds = min(self.limits.seconds, seconds) if seconds and seconds > 0 else self.limits.seconds
+        record = {"department": department, "user": user or department, "purpose": purpose,
+                  **clip("sql_sent", sql, limits.audit_sql_bytes), "dialect": dialect}
+        state: dict = {"plan": None, "access": {}}
+        watch = Watch(seconds)
+        if cancel is not None:
+            cancel.watch = watch
         try:
-            if self._lake is not None:
-                with self._lock:  # the lake's catalog attach is shared; cursors give each query its own state
-                    cursor = self._lake.con.cursor()
-                try:
-                    access = self._access(cursor, department)
-                    planned = self._plan(sql, access, department, dialect)
-                    self._charge(department, access, planned)
-                    result = self._run(cursor, planned)
-                finally:
-                    cursor.close()
+            size = sql_bytes(sql)
+            if size > limits.sql_bytes:
+                raise QueryTooLarge(f"the query is {size:,} bytes long; at most {limits.sql_bytes:,} are accepted "
+                                    "(ONESOURCE_QUERY_SQL_BYTES): split it, or filter with a shorter condition")
+            if self._lake is None:
+                with watch.paused():  # opening the lake is the CLI's own cost, not the query's
+                    lake = Lake(self.settings.lake, read_only=True)
+                with lake:
+                    outcome, result = self._steps(kind, lake, department, sql, params, record, state, watch,
+                                                  user=user, dialect=dialect, signed_in=False)
             else:
-                with Lake(self.settings.lake, read_only=True) as lake:
-                    access = visible(self.registry, active_grants(lake, department), department)
-                    planned = self._plan(sql, access, department, dialect)
-                    self._charge(department, access, planned)
-                    if self.as_of is None:
-                        lock_down(lake.con, self.settings.lake.data_path)
-                        result = self._run(lake.con, planned)
-                if self.as_of is not None:
-                    record["as_of"] = str(self.as_of)
-                    with Lake(self.settings.lake, as_of=self.as_of) as then:
-                        lock_down(then.con, self.settings.lake.data_path)
-                        result = self._run(then.con, planned)
+                assert self.admission is not None
+                with self.admission.slot(user or department, watch) as number:
+                    con = self._slots.get(number)
+                    if con is None:
+                        with watch.paused():
+                            con = self._slot(number)
+                    outcome, result = self._steps(kind, con, department, sql, params, record, state, watch,
+                                                  user=user, dialect=dialect, signed_in=signed_in)
+        except Stopped as exc:
+            stopped = watch.stopped(exc.args[0] if exc.args else "was planned")
+            self._record(record, started, decision="failed", reason=str(stopped), plan=state["plan"])
+            raise stopped from None
         except QueryRefused as exc:
-            self._record(record, started, decision="refused", reason=str(exc), plan=planned)
+            self._record(record, started, decision="refused", reason=str(exc), plan=state["plan"])
             raise
         except QueryFailed as exc:
-            refusal = self._ungranted(str(exc), planned, department, access)
+            refusal = self._ungranted(str(exc), state["plan"], department, state["access"])
             if refusal is not None:
-                self._record(record, started, decision="refused", reason=str(refusal), plan=planned)
+                self._record(record, started, decision="refused", reason=str(refusal), plan=state["plan"])
                 raise refusal from exc
-            self._record(record, started, decision="failed", reason=str(exc), plan=planned)
+            self._record(record, started, decision="failed", reason=str(exc), plan=state["plan"])
             raise
         except Exception as exc:  # a planner or engine defect: still audited, never a traceback to the client
             reason = f"internal error while planning or running the query ({type(exc).__name__}); it was logged"
-            self._record(record, started, decision="failed", reason=f"{reason}: {exc}"[:2000], plan=planned)
+            self._record(record, started, decision="failed", reason=f"{reason}: {exc}"[:2000], plan=state["plan"])
             raise QueryFailed(reason) from exc
-        self._record(record, started, decision="allowed", reason=None, plan=planned, rows=len(result.rows),
-                     result_columns=result.columns)
+        finally:
+            watch.close()
+            if cancel is not None:
+                cancel.watch = None
+        if outcome == "catalogue":
+            self._record(record, started, decision="catalogue", reason=None, rows=len(result.rows))
+        else:
+            self._record(record, started, decision="allowed", reason=None, plan=state["plan"], rows=len(result.rows),
+                         result_columns=result.columns)
         return result
+
+    def _steps(self, kind: str, on: Lake | duckdb.DuckDBPyConnection, department: str, sql: str,
+               params: list | None, record: dict, state: dict, watch: Watch, *, user: str | None, dialect: str,
+               signed_in: bool) -> tuple[str, QueryResult]:
+        """Authorise, tell a catalogue question from a query (the wire), plan, charge, run: on a server's
+        slot connection, or (``on`` a Lake) the CLI's own connection."""
+        limits = self.settings.limits
+        if isinstance(on, Lake):  # the CLI: no cache to keep fresh, nothing to share
+            con = on.con
+            access = visible(self._registry, active_grants(on, department), department)
+        else:
+            con = on
+            access = self._access(con, department)
+        state["access"] = access
+        if signed_in and user and not self._active(con, user):
+            raise AccountDisabled(f"user {user} has been disabled since signing in; no query is answered for it")
+        if kind != "query":
+            with watch.planning():
+                catalogue = kind == "catalogue" or _is_catalogue(sql)
+                bound = _bind(sql, params) if params and not catalogue else sql
+            if catalogue:
+                record["purpose"] = "catalogue"
+                return "catalogue", self._catalogue(department, access, sql, params, watch)
+            if bound is not sql:  # the audit records the statement as it was planned, values and all
+                sql = bound
+                record.pop("sql_sent_bytes", None)
+                record.pop("sql_sent_sha256", None)
+                record.update(clip("sql_sent", sql, limits.audit_sql_bytes))
+        with watch.planning():
+            planned = self._plan(sql, access, department, dialect)
+        state["plan"] = planned
+        self._charge(department, access, planned)
+        if self.as_of is None:
+            if isinstance(on, Lake):
+                lock_down(con, self.settings.lake.data_path, memory_limit=limits.memory, threads=limits.threads)
+            return "query", self._run(con, planned, watch)
+        record["as_of"] = str(self.as_of)
+        with watch.paused():
+            then = Lake(self.settings.lake, as_of=self.as_of)
+        with then:
+            lock_down(then.con, self.settings.lake.data_path, memory_limit=limits.memory, threads=limits.threads)
+            return "query", self._run(then.con, planned, watch)
+
+    def _catalogue(self, department: str, access: dict, sql: str, params: list | None, watch: Watch) -> QueryResult:
+        from sharing.catalog import answer, sandbox
+
+        limits = self.settings.limits
+        hit = self._sandboxes.get(department)
+        if hit is None or hit[0] is not access:
+            hit = (access, sandbox(access, self._registry, memory_limit=limits.memory, threads=limits.threads))
+            self._sandboxes[department] = hit
+        try:
+            return answer(hit[1], sql, params, watch=watch, max_rows=max(limits.rows, CATALOGUE_ROWS))
+        except duckdb.InterruptException as exc:
+            raise watch.stopped("ran") from exc
+        except duckdb.OutOfMemoryException as exc:
+            raise self._out_of_memory() from exc
+        except duckdb.Error as exc:
+            raise QueryFailed(str(exc).split("\n")[0]) from exc
+
+    def _out_of_memory(self) -> OutOfMemory:
+        return OutOfMemory(f"the query needed more than the {self.settings.limits.memory} of memory one query may "
+                           "use, and was stopped (ONESOURCE_QUERY_MEMORY): aggregate or filter more, or ask for "
+                           "fewer columns")
 
     def _ungranted(self, message: str, planned: Plan | None, department: str, access: dict) -> QueryRefused | None:
         """DuckDB's "column not found" for a column the dataset has but the department was not granted
@@ -223,18 +429,17 @@ class GovernedEngine:
         if planned.matches:
             self.matches.spend(department, access, planned.matches)
 
-    def _run(self, con: duckdb.DuckDBPyConnection, planned: Plan) -> QueryResult:
-        timer = threading.Timer(self.limits.seconds, con.interrupt)
-        timer.start()
+    def _run(self, con: duckdb.DuckDBPyConnection, planned: Plan, watch: Watch) -> QueryResult:
         try:
-            cur = con.execute(planned.sql_run)
-            rows = cur.fetchall()
+            with watch.running(con):
+                cur = con.execute(planned.sql_run)
+                rows = cur.fetchall()
         except duckdb.InterruptException as exc:
-            raise QueryFailed(f"the query ran longer than {self.limits.seconds:g} s and was stopped") from exc
+            raise watch.stopped("ran") from exc
+        except duckdb.OutOfMemoryException as exc:
+            raise self._out_of_memory() from exc
         except duckdb.Error as exc:
             raise QueryFailed(str(exc).split("\n")[0]) from exc
-        finally:
-            timer.cancel()
         return QueryResult([d[0] for d in cur.description], rows)
 
     def _record(self, record: dict, started: float, *, decision: str, reason: str | None, plan: Plan | None = None,
@@ -244,12 +449,32 @@ class GovernedEngine:
         matched = {}
         for m in plan.matches if plan else ():
             matched[f"{m.dataset}.{m.column}"] = matched.get(f"{m.dataset}.{m.column}", 0) + 1
-        self.audit.append(**record, sql_run=plan.sql_run if plan else None,
+        self.audit.append(**record, **clip("sql_run", plan.sql_run if plan else None,
+                                           self.settings.limits.audit_sql_bytes),
                           tables=list(plan.tables) if plan else [], columns=list(plan.columns) if plan else [],
                           masked=list(plan.masked) if plan else [], filtered=list(plan.filtered) if plan else [],
                           matched=matched, result_columns=result_columns, rows=rows,
                           duration_ms=round((time.perf_counter() - started) * 1000, 2), decision=decision,
                           reason=reason)
+
+
+CATALOGUE_ROWS = 100_000
+"""Rows a catalogue answer may have (a city's columns in pg_attribute: thousands; a cross join: refused)."""
+
+
+def _is_catalogue(sql: str) -> bool:
+    from sharing.catalog import is_catalog_query
+
+    return is_catalog_query(sql)
+
+
+def _bind(sql: str, params: list) -> str:
+    from sharing.pgwire import bind
+
+    try:
+        return bind(sql, params)
+    except ValueError as exc:
+        raise QueryRefused(str(exc)) from exc
 
 
 class CursorLake:

@@ -17,9 +17,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from sharing.engine import GovernedEngine
-from sharing.exceptions import QueryFailed, QueryRefused
+from sharing.exceptions import LimitExceeded, QueryFailed, QueryRefused
+from sharing.limits import BodyLimit
 from sharing.signin import SignInGuard
-from sharing.users import User, user_by_token
+from sharing.users import User
 
 ARROW = "application/vnd.apache.arrow.stream"
 
@@ -64,10 +65,10 @@ class DisputeIn(BaseModel):
 def create_app(engine: GovernedEngine, guard: SignInGuard | None = None) -> FastAPI:
     """The API and the portal's pages; ``guard`` throttles the portal's sign-ins (share the wire endpoint's)."""
     app = FastAPI(title="OneSource", version="1", description="Governed access to the city's shared data.")
+    app.add_middleware(BodyLimit, max_bytes=engine.settings.limits.request_bytes)  # 413 before the body is read
     def current_user(authorization: str = Header(default="")) -> User:
         token = authorization.removeprefix("Bearer ").strip() if authorization.startswith("Bearer ") else ""
-        with engine.cursor() as lake:
-            user = user_by_token(lake, token) if token else None
+        user = engine.user_by_token(token) if token else None  # cached per lake snapshot
         if user is None:
             raise HTTPException(status_code=401, detail="a valid department bearer token is required",
                                 headers={"WWW-Authenticate": "Bearer"})
@@ -89,12 +90,18 @@ def create_app(engine: GovernedEngine, guard: SignInGuard | None = None) -> Fast
                         "row_filtered": bool(acc.row_filters)})
         return out
 
-    @app.post("/api/v1/query", response_model=QueryOut, responses={403: {"model": Refusal}, 400: {"model": Refusal}},
-              summary="run one governed SELECT (JSON, CSV or Arrow IPC by the Accept header)")
+    @app.post("/api/v1/query", response_model=QueryOut,
+              responses={403: {"model": Refusal}, 400: {"model": Refusal}, 413: {"model": Refusal},
+                         429: {"model": Refusal}},
+              summary="run one governed SELECT (JSON, CSV or Arrow IPC by the Accept header); 413: the SQL is "
+                      "too long, 429: too many of this user's queries in flight")
     def query(body: QueryIn, request: Request, user: User = Depends(current_user)):
         try:
             result = engine.query(user.department, body.sql, user=user.name, purpose=body.purpose,
                                   dialect=body.dialect)
+        except LimitExceeded as exc:
+            return JSONResponse(status_code=exc.http_status, content={"error": "refused", "reason": str(exc)},
+                                headers={"Retry-After": "1"} if exc.http_status == 429 else None)
         except QueryRefused as exc:
             return JSONResponse(status_code=403, content={"error": "refused", "reason": str(exc)})
         except QueryFailed as exc:

@@ -8,14 +8,20 @@ name (or the client address) for a while (sharing.signin). Without TLS the sessi
 clear: keep the endpoint on loopback or put it behind TLS.
 
 Every statement goes through the same governed engine as the CLI and HTTP. A refusal comes back to the
-client as an ordinary Postgres error carrying the reason. Transaction and session chatter that clients
-send on their own (BEGIN, COMMIT, SET, ...) is acknowledged and not run: the lake is read-only to
-departments anyway.
+client as an ordinary Postgres error carrying the reason (and PostgreSQL's SQLSTATE where one applies:
+53300 too many queries in flight, 57014 cancelled or timed out, 53200 out of memory). Transaction and
+session chatter that clients send on their own (BEGIN, COMMIT, SET, ...) is acknowledged and not run: the
+lake is read-only to departments anyway. Two settings are honoured: ``SET statement_timeout`` (also
+``options=-c statement_timeout=...`` at sign-in) lowers the session's time limit, never above the
+server's (onesource.config.QueryLimits.seconds), and a cancel request (psql's Ctrl-C, psycopg's
+``cancel()``, JDBC's ``Statement.cancel``) with the session's key stops the query it is running.
 """
 
 from __future__ import annotations
 
+import hmac
 import io
+import re
 import secrets
 import socketserver
 import struct
@@ -26,12 +32,12 @@ import pyarrow as pa
 import sqlglot
 from buenavista.backends.duckdb import DuckDBQueryResult
 from buenavista.core import Connection, QueryResult, Session
-from buenavista.postgres import BuenaVistaHandler, BuenaVistaServer, BVBuffer, BVContext
+from buenavista.postgres import NULL_BYTE, BuenaVistaHandler, BuenaVistaServer, BVBuffer, BVContext
 from sqlglot import exp
 
 from onesource.logsafe import guarded
-from sharing.catalog import is_catalog_query
 from sharing.engine import GovernedEngine
+from sharing.limits import Canceller
 from sharing.scram import MECHANISM, ProofRejected, ScramError, ServerExchange, Verifier, mock_verifier
 from sharing.signin import LockedOut, SignInGuard
 from sharing.users import User, scram_verifier
@@ -61,6 +67,9 @@ class GovernedSession(Session):
         super().__init__()
         self.engine = engine
         self.user: User | None = None
+        self.timeout: float | None = None
+        """``SET statement_timeout`` in seconds (None: the server's limit); it only ever lowers that."""
+        self.canceller = Canceller()
 
     def cursor(self):
         return None
@@ -76,17 +85,61 @@ class GovernedSession(Session):
             raise PermissionError("not authenticated")
         head = (sql.strip().split() or [""])[0].upper().rstrip(";")
         if head in CHATTER:
+            self._session_setting(head, sql)
             return DuckDBQueryResult(status=head)
-        if is_catalog_query(sql):
-            result = self.engine.catalog(self.user.department, sql, list(params) if params else None,
-                                         user=self.user.name)
-        else:
-            if params:
-                sql = bind(sql, list(params))
-            result = self.engine.query(self.user.department, sql, user=self.user.name, purpose="postgres-wire")
-        table = _arrow(result.columns, result.rows)
-        return DuckDBQueryResult(pa.RecordBatchReader.from_batches(table.schema, table.to_batches()),
-                                 status=f"SELECT {len(result.rows)}")
+        if _SHOW_TIMEOUT.match(sql):
+            return _result(["statement_timeout"], [(_shown(self.effective_timeout()),)])
+        result = self.engine.statement(self.user.department, sql, list(params) if params else None,
+                                       user=self.user.name, seconds=self.timeout, cancel=self.canceller)
+        return _result(result.columns, result.rows)
+
+    def effective_timeout(self) -> float:
+        server = self.engine.limits.seconds
+        return min(server, self.timeout) if self.timeout else server
+
+    def _session_setting(self, head: str, sql: str) -> None:
+        """``SET statement_timeout`` (and its RESET, DISCARD ALL) changes this session's time limit; any
+        other setting is chatter, acknowledged and ignored."""
+        if head == "SET" and (found := _SET_TIMEOUT.match(sql)):
+            self.timeout = statement_timeout(found.group(1))
+        elif head == "RESET" and _RESET_TIMEOUT.match(sql) or head == "DISCARD" and "ALL" in sql.upper():
+            self.timeout = None
+
+    def sign_in_options(self, options: str) -> None:
+        """``options`` of the startup packet (libpq's ``options=-c statement_timeout=5s``, PGOPTIONS)."""
+        for value in re.findall(r"(?:-c\s*|--)statement_timeout=(\S+)", options or ""):
+            self.timeout = statement_timeout(value)
+
+
+_SET_TIMEOUT = re.compile(r"\s*SET\s+(?:SESSION\s+|LOCAL\s+)?statement_timeout\s*(?:=|\bTO\b)\s*(.*?)[\s;]*$",
+                          re.I | re.S)
+_RESET_TIMEOUT = re.compile(r"\s*RESET\s+(statement_timeout|ALL)\b", re.I)
+_SHOW_TIMEOUT = re.compile(r"\s*SHOW\s+statement_timeout[\s;]*$", re.I)
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def statement_timeout(text: str) -> float | None:
+    """PostgreSQL's ``statement_timeout`` value in seconds: a number of milliseconds or a quantity with
+    a unit (``'5s'``, ``'2min'``); 0 and DEFAULT mean the server's limit (None)."""
+    value = text.strip().strip("'\"").strip()
+    if value.upper() == "DEFAULT":
+        return None
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?", value, re.I)
+    if not found:
+        raise ValueError(f'invalid value for parameter "statement_timeout": "{value}" '
+                         "(milliseconds, or a number with us, ms, s, min, h or d)")
+    seconds = float(found.group(1)) * _UNITS[(found.group(2) or "ms").lower()]
+    return seconds or None
+
+
+def _shown(seconds: float) -> str:
+    return f"{seconds:g}s" if seconds == int(seconds) else f"{round(seconds * 1000)}ms"
+
+
+def _result(columns: list[str], rows: list[tuple]) -> DuckDBQueryResult:
+    table = _arrow(columns, rows)
+    return DuckDBQueryResult(pa.RecordBatchReader.from_batches(table.schema, table.to_batches()),
+                             status=f"SELECT {len(rows)}")
 
 
 def bind(sql: str, params: list) -> str:
@@ -133,6 +186,8 @@ class GovernedConnection(Connection):
                 "integer_datetimes": "on", "standard_conforming_strings": "on"}
 
 
+# Startup message codes: protocol 3.0, and the requests sent in place of a startup message
+PROTOCOL_3, CANCEL_REQUEST, SSL_REQUEST, GSSENC_REQUEST = 196608, 80877102, 80877103, 80877104
 # Authentication request codes (PostgreSQL's protocol, "AuthenticationXXX" messages)
 AUTH_OK, AUTH_SASL, AUTH_SASL_CONTINUE, AUTH_SASL_FINAL = 0, 10, 11, 12
 
@@ -153,6 +208,46 @@ class _Handler(BuenaVistaHandler):
     message of a connection not yet signed in to :meth:`handle_md5_password`: with SCRAM these are the
     SASLInitialResponse and the SASLResponse. A refused connection gets a FATAL error and is hung up,
     as PostgreSQL does."""
+
+    def handle_startup(self, conn: Connection) -> BVContext | None:
+        """buenavista's, with a cancel request that stops the session's running query (buenavista closed
+        the session, leaving the query running), and the session's key drawn from ``secrets``."""
+        length = self.r.read_uint32() - 4
+        code = self.r.read_uint32()
+        if code in (SSL_REQUEST, GSSENC_REQUEST):  # no TLS nor GSS here: 'N', and the client goes on in clear
+            self.wfile.write(b"N")
+            return self.handle_startup(conn)
+        if code == CANCEL_REQUEST:
+            process_id, key = self.r.read_uint32(), self.r.read_uint32()
+            ctx = self.server.ctxts.get(process_id)
+            if ctx is not None and hmac.compare_digest(struct.pack("!I", ctx.secret_key), struct.pack("!I", key)):
+                log.info("cancel request from %s for session %s", self.client_address[0], process_id)
+                ctx.session.canceller.cancel()
+            return None  # PostgreSQL answers a cancel request with nothing, and hangs up
+        if code != PROTOCOL_3:
+            raise ValueError(f"unsupported startup message: {code}")
+        fields = [x.decode("utf-8") for x in self.r.read_bytes(length - 4).split(NULL_BYTE)]
+        params = dict(zip(fields[::2], fields[1::2], strict=False))  # the packet ends in an extra NUL
+        ctx = BVContext(conn.create_session(), self.server.rewriter, params)
+        ctx.process_id = secrets.randbits(31)
+        while ctx.process_id in self.server.ctxts:
+            ctx.process_id = secrets.randbits(31)
+        ctx.secret_key = secrets.randbits(32)
+        self.send_auth_request(ctx)
+        return ctx
+
+    def send_error(self, exception, ctx: BVContext | None = None) -> None:
+        """An ErrorResponse with the SQLSTATE the error carries (a limit: 53300, 57014, 53200, ...), so that
+        clients can tell them apart; other errors as buenavista sends them."""
+        sqlstate = getattr(exception, "sqlstate", None)
+        if sqlstate is None:
+            return super().send_error(exception, ctx)
+        fields = b"".join(tag + value.encode("utf-8") + b"\x00" for tag, value in
+                          ((b"S", "ERROR"), (b"V", "ERROR"), (b"C", sqlstate), (b"M", str(exception))))
+        self.wfile.write(struct.pack("!ci", b"E", len(fields) + 5) + fields + b"\x00")
+        if ctx:
+            ctx.mark_error()
+        return None
 
     def send_auth_request(self, ctx: BVContext) -> None:
         user_name = ctx.params.get("user", "")
@@ -219,6 +314,10 @@ class _Handler(BuenaVistaHandler):
         self._auth_message(AUTH_SASL_FINAL, final)
         ctx.session.user = pending.user
         ctx.pending = None
+        try:
+            ctx.session.sign_in_options(ctx.params.get("options", ""))
+        except ValueError as exc:
+            return self._refuse("22023", str(exc))
         self.send_authentication_ok()
         self.handle_post_auth(ctx)
         return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -49,12 +50,27 @@ def _one_statement(sql: str) -> None:
         raise QueryRefused(f"only queries run here; {stmt.key.upper()} was refused (the lake is read-only)")
 
 
-def lock_down(con: duckdb.DuckDBPyConnection, data_path: str) -> None:
+def lock_down(con: duckdb.DuckDBPyConnection, data_path: str, *, memory_limit: str | None = None,
+              threads: int = 0) -> None:
     """No file, network or setting access beyond the lake's own data files (a folder or an
-    object-store prefix)."""
+    object-store prefix). With ``memory_limit`` (a department's queries: QueryLimits.memory) the instance
+    may use that much memory and spills nothing to disk, so a query that needs more is stopped (DuckDB's
+    limit is per instance: the servers give each running query an instance of its own)."""
+    if memory_limit:
+        con.execute(f"SET memory_limit = {_size(memory_limit)}")
+        con.execute("SET temp_directory = ''")
+    if threads and threads > 0:
+        con.execute(f"SET threads = {int(threads)}")
     con.execute("SET allowed_directories = [?]", [data_path])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
+
+
+def _size(text: str) -> str:
+    """A DuckDB memory size as a SQL literal ('2GiB', '512 MB'), refused unless it is one."""
+    if not re.fullmatch(r"\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*", text, re.I):
+        raise ValueError(f"not a memory size: {text!r} (e.g. 2GiB, 512MB)")
+    return "'" + text.strip() + "'"
 
 
 def _relations(sql: str) -> list[str]:
@@ -76,19 +92,22 @@ def run_sql(settings: Settings, sql: str, limit: int | None = None, as_of=None, 
     """``as_of``: a snapshot id or a datetime, to read the lake as it was then. Audited as operator
     access by ``user`` (default: the OS user)."""
     from sharing.audit import AuditLog
+    from sharing.limits import clip
 
     started = time.perf_counter()
     try:
         os_user = getpass.getuser()
     except (OSError, KeyError):  # no name for this uid (a container)
         os_user = f"uid {os.getuid()}"
+    clipped = settings.limits.audit_sql_bytes
     record = {"department": OPERATOR, "user": user or os_user, "os_user": os_user, "purpose": purpose,
-              "sql_sent": sql, "dialect": "duckdb", "as_of": None if as_of is None else str(as_of)}
+              **clip("sql_sent", sql, clipped), "dialect": "duckdb", "as_of": None if as_of is None else str(as_of)}
 
     def audit(decision: str, reason: str | None, rows: int | None = None, relations: list[str] | None = None) -> None:
         log = AuditLog.of(settings)
         try:
-            log.append(**record, sql_run=sql if decision != "refused" else None, tables=[], columns=[], masked=[],
+            log.append(**record, **clip("sql_run", sql if decision != "refused" else None, clipped), tables=[],
+                       columns=[], masked=[],
                        relations=relations or [], rows=rows, decision=decision, reason=reason,
                        duration_ms=round((time.perf_counter() - started) * 1000, 2))
         finally:
