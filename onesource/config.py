@@ -95,10 +95,10 @@ class QueryLimits:
     """DuckDB threads one query may use (0: as many as the machine has cores)."""
     concurrent: int = 4
     """Queries running at once in one server, all users together; further ones wait (``queued``)."""
-    queued: int = 16
-    """Queries that may wait for a running slot in one server; beyond that a query is refused at once
-    (HTTP 429, Postgres 53300). Each waiting query holds a worker thread, so this stays well below the
-    HTTP server's 40 threads."""
+    queued: int = 64
+    """Queries that may wait for a running slot in one server, all users together; beyond that a query is
+    refused at once (HTTP 429, Postgres 53300). Each waiting query holds a thread (the HTTP server runs
+    ``concurrent + queued + 40`` worker threads, so that other requests always find one)."""
     per_user: int = 2
     """Queries one user may have running at once: the rest of the ``concurrent`` slots stay free for
     other users, so one department's burst cannot starve the others."""

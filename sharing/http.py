@@ -65,7 +65,8 @@ class DisputeIn(BaseModel):
 def create_app(engine: GovernedEngine, guard: SignInGuard | None = None) -> FastAPI:
     """The API and the portal's pages; ``guard`` throttles the portal's sign-ins (share the wire endpoint's)."""
     app = FastAPI(title="OneSource", version="1", description="Governed access to the city's shared data.")
-    app.add_middleware(BodyLimit, max_bytes=engine.settings.limits.request_bytes)  # 413 before the body is read
+    limits = engine.settings.limits  # 413 before a body is read; a worker thread for every query in flight, and 40 more
+    app.add_middleware(BodyLimit, max_bytes=limits.request_bytes, threads=limits.concurrent + limits.queued + 40)
     def current_user(authorization: str = Header(default="")) -> User:
         token = authorization.removeprefix("Bearer ").strip() if authorization.startswith("Bearer ") else ""
         user = engine.user_by_token(token) if token else None  # cached per lake snapshot

@@ -296,13 +296,21 @@ def sql_bytes(sql: str) -> int:
 
 class BodyLimit:
     """ASGI middleware: a request body over ``max_bytes`` is refused with 413 (by its Content-Length at
-    once, or as soon as the bytes received pass the limit), never read in full."""
+    once, or as soon as the bytes received pass the limit), never read in full. With ``threads``, the
+    worker threads that run the app's synchronous endpoints are that many (anyio's default is 40): every
+    query waiting for a slot holds one, and the others' requests still need theirs."""
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int, threads: int | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.threads = threads
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan" and self.threads:
+            import anyio.to_thread
+
+            limiter = anyio.to_thread.current_default_thread_limiter()
+            limiter.total_tokens = max(limiter.total_tokens, self.threads)
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")

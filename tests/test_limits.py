@@ -332,6 +332,14 @@ def test_http_request_bodies_over_the_limit_are_refused_with_413(home):
             streamed = client.post("/api/v1/query", content=chunks(), headers={**auth, "Content-Type": "application/json"})
             assert streamed.status_code == 413
             assert client.post("/api/v1/query", json={"sql": SMALL}, headers=auth).json()["rows"] == [[3]]
+
+            async def threads() -> float:
+                import anyio.to_thread
+
+                return anyio.to_thread.current_default_thread_limiter().total_tokens
+
+            limits = settings.limits  # a worker thread for every query in flight, and 40 for the rest
+            assert client.portal.call(threads) == limits.concurrent + limits.queued + 40
     finally:
         engine.close()
 
