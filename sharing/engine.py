@@ -28,6 +28,7 @@ import duckdb
 
 from lakehouse.lake import Lake, list_tables
 from onesource.config import Settings
+from onesource.errors import OneSourceError
 from onesource.logsafe import guarded
 from schemas.model import Registry
 from sharing.audit import AuditLog
@@ -333,6 +334,9 @@ class GovernedEngine:
                 raise refusal from exc
             self._record(record, started, decision="failed", reason=str(exc), plan=state["plan"])
             raise
+        except OneSourceError as exc:  # the platform's own errors (a lost catalog, ...) say what to do: kept
+            self._record(record, started, decision="failed", reason=str(exc)[:2000], plan=state["plan"])
+            raise
         except Exception as exc:  # a planner or engine defect: still audited, never a traceback to the client
             reason = f"internal error while planning or running the query ({type(exc).__name__}); it was logged"
             self._record(record, started, decision="failed", reason=f"{reason}: {exc}"[:2000], plan=state["plan"])
@@ -439,8 +443,14 @@ class GovernedEngine:
         except duckdb.OutOfMemoryException as exc:
             raise self._out_of_memory() from exc
         except duckdb.Error as exc:
-            raise QueryFailed(str(exc).split("\n")[0]) from exc
+            raise QueryFailed(self._public(str(exc).split("\n")[0])) from exc
         return QueryResult([d[0] for d in cur.description], rows)
+
+    def _public(self, message: str) -> str:
+        """DuckDB's message without the server's own paths (a missing data file names it in full)."""
+        for path, shown in ((self.settings.lake.data_path, "<lake data>/"), (str(self.settings.home), "<home>")):
+            message = message.replace(path, shown)
+        return message
 
     def _record(self, record: dict, started: float, *, decision: str, reason: str | None, plan: Plan | None = None,
                 rows: int | None = None, result_columns: list[str] | None = None) -> None:
