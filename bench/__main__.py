@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import dagbag, ingest, kpi, quality, sql
+from bench import dagbag, ingest, kpi, publish, quality, sql
 from bench.common import hardware, write_results
 from onesource.config import Settings
 
@@ -17,7 +17,8 @@ def main() -> None:
     p.add_argument("--quality-rows", type=int, default=2_000_000, help="rows of the validated batch")
     p.add_argument("--quality-runs", type=int, default=5)
     p.add_argument("--kpi-runs", type=int, default=3)
-    p.add_argument("--only", choices=["ingest", "quality", "sql", "kpi", "dagbag"], default=None)
+    p.add_argument("--publish-runs", type=int, default=3, help="idle/under-load pairs of the publish benchmark")
+    p.add_argument("--only", choices=["ingest", "quality", "sql", "publish", "kpi", "dagbag"], default=None)
     args = p.parse_args()
     settings = Settings.from_env()
     print(f"OneSource benchmarks on {hardware()}")
@@ -32,6 +33,12 @@ def main() -> None:
         if not csv.exists():
             ingest.run(1_000_000, 1, work)  # writes the 1M-row extract the SQL benchmark loads
         figures.update(sql.run(csv, work))
+    if args.only in (None, "publish"):
+        print("publish under load: a 1M-row load while 32 clients query over HTTP and the wire, vs the idle lake")
+        csv = work / "firms_1000050.csv"
+        if not csv.exists():
+            publish.write_csv(csv, 1_000_050)
+        figures.update(publish.run(csv, work, runs=args.publish_runs))
     if args.only in (None, "quality"):
         print("quality: the full GX suite on a staged batch, vs the same checks as hand-written DuckDB SQL")
         figures.update(quality.run(args.quality_rows, args.quality_runs, work))

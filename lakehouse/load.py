@@ -23,7 +23,7 @@ from pathlib import Path
 
 from connectors import Extract, ExtractError, Landing, SourceState, SourceUnavailableError, connector_for
 from connectors.landing import Recheck
-from lakehouse.exceptions import SchemaMismatchError, StandardizeError, StorageFullError
+from lakehouse.exceptions import CatalogBusyError, SchemaMismatchError, StandardizeError, StorageFullError
 from lakehouse.lake import CATALOG, OPS, PARQUET_WRITE, QUARANTINE, SHARED, Lake, retrying
 from lakehouse.staging import claim as claim_staging
 from lakehouse.staging import sweep as sweep_staging
@@ -32,7 +32,7 @@ from lakehouse.versions import IncompatibleChangeError
 from lakehouse.versions import apply as apply_versions
 from onesource.config import Settings
 from onesource.duck import extension_path
-from onesource.errors import ConfigurationError
+from onesource.errors import ConfigurationError, OneSourceError
 from onesource.logsafe import guarded, redact
 from quality.context import gather
 from quality.validate import QualityReport, validate_batch
@@ -103,6 +103,33 @@ def _record(lake: Lake, row: list) -> None:
             lake.commit_message(f"record {row[3]} load of {row[1]}", {"load_id": row[0], "status": row[3]})
 
     retrying(write, lake.settings.commit_retries, f"recording load {row[0]}")
+
+
+FAILURE_RECORD_SECONDS = 120.0
+"""How long a failed load's ledger row keeps being retried (with backoff) while the catalog refuses it: the
+lock or conflict that made the load fail may refuse its row at first too."""
+
+
+def _record_failure(lake: Lake, ds: Dataset, registry: Registry, ex: Extract, load_id: str, started: dt.datetime,
+                    exc: Exception) -> None:
+    """``ops.loads`` row of a load that raised (the catalog stayed locked at publish, a full disk, a defect):
+    every load is in the ledger, published or not, with its reason. If even the row cannot be written, that
+    is logged and the load's own error is raised (the retry of the load records again)."""
+    stage = "publish" if "publishing" in str(exc) else getattr(exc, "stage", None) or "load"
+    error = str(exc) if isinstance(exc, OneSourceError) else f"{type(exc).__name__}: {exc}"
+    row = _ledger_row(ds, registry, ex, load_id, FAILED, started, stage=stage, error=error[:8000])
+    deadline, pause = time.monotonic() + FAILURE_RECORD_SECONDS, 0.5
+    while True:
+        try:
+            _record(lake, row)
+            return
+        except Exception as again:  # the load's own error is the one raised
+            if not isinstance(again, CatalogBusyError) or time.monotonic() + pause > deadline:
+                log.error("could not record failed %s load %s in ops.loads (%s); it failed with: %s", ds.name,
+                          load_id, again, error)
+                return
+            time.sleep(pause)
+            pause = min(pause * 2, 10.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,7 +352,12 @@ def load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registry
     keys = settings.staging_dir / ds.name / f"{load_id}.keys"
     # held while the load runs: a sweep (lakehouse.staging) removes a killed load's files, never a live one's
     with claim_staging(settings.staging_dir, ds.name, load_id):
-        return _load_extract_cleaned(settings, lake, ds, registry, ex, load_id, staged, keys)
+        started = _now()
+        try:
+            return _load_extract_cleaned(settings, lake, ds, registry, ex, load_id, staged, keys)
+        except Exception as exc:  # raised on (a retry may cure it), but never without its ledger row
+            _record_failure(lake, ds, registry, ex, load_id, started, exc)
+            raise
 
 
 def _load_extract_cleaned(settings: Settings, lake: Lake, ds: Dataset, registry: Registry, ex: Extract, load_id: str,
