@@ -88,8 +88,10 @@ def test_planning_is_stopped_at_the_deadline_and_the_thread_goes_on(home):
         assert engine.query("tax", SMALL).rows == [(3,)]  # the slot is open
         heavy = " UNION ALL ".join(f"SELECT uscc FROM shared.firms WHERE staff = {i}" for i in range(1500))
         started = time.monotonic()
-        with pytest.raises(QueryStopped, match="was planned longer than its time limit of 1 s"):
-            engine.query("tax", heavy)  # about 10 s of planning on this machine
+        # about 10 s of planning on a busy machine, 1-2 s on a quiet one: the deadline stops it either in the
+        # planner or (when a C call of the planner held the exception until planning was done) right after
+        with pytest.raises(QueryStopped, match=r"(was planned|ran) longer than its time limit of 1 s"):
+            engine.query("tax", heavy)
         assert time.monotonic() - started < 3
         assert engine.audit.entries()[-1]["decision"] == "failed"
         time.sleep(0.2)  # nothing raised later into this thread
