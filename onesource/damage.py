@@ -54,6 +54,7 @@ def missing_home(settings: Settings) -> str | None:
 def missing_data_file(text: str, settings: Settings) -> str | None:
     """The paragraph for an error message that says a lake data file is missing, else None."""
     data = settings.lake.data_path
+    text = text.replace("<lake data>/", data.rstrip("/") + "/")  # as the governed engine words it to departments
     for pattern in _MISSING_FILE:
         m = pattern.search(text)
         if m and ("://" in data or m.group(1).startswith(data.rstrip("/"))):
@@ -68,7 +69,9 @@ def missing_data_file(text: str, settings: Settings) -> str | None:
 
 def explain(exc: BaseException, settings: Settings) -> str | None:
     """One paragraph for an error a damaged home raised (naming the file and the remedy), else None."""
-    text = str(exc)
+    # the governed engine tells departments DuckDB's message without the server's paths; the operator's
+    # command sees the original in the chain
+    text = " ".join(str(e) for e in (exc, exc.__cause__) if e is not None)
     lowered = text.lower()
     if missing := missing_data_file(text, settings):
         return missing
