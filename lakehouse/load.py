@@ -458,6 +458,17 @@ def run_dataset(settings: Settings, registry: Registry, name: str, environ: Mapp
         raise StorageFullError(f"dataset {name}: no space left writing {exc.filename or 'a file'} ({exc.strerror}); "
                                f"nothing was published and the raw files are kept. Free space under "
                                f"{settings.home} (or the lake's data path) and the load is retried") from exc
+    except Exception as exc:  # DuckDB and its SQLite catalog say it in their own words
+        text = str(exc).lower()
+        if isinstance(exc, OneSourceError) or not any(words in text for words in _FULL):
+            raise
+        raise StorageFullError(f"dataset {name}: no space left writing the lake or its catalog ({str(exc)[:200]}); "
+                               f"nothing was published and the raw files are kept. Free space under "
+                               f"{settings.home} (or the lake's data path) and the load is retried") from exc
+
+
+_FULL = ("no space left", "database or disk is full", "disk i/o error", "file too large", "disk quota")
+"""How DuckDB and SQLite word a full disk (SQLite's "disk I/O error" is what a write past the limit gives)."""
 
 
 def _encryption_refusal(lake: Lake, ds: Dataset, registry: Registry) -> str | None:
