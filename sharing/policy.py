@@ -343,34 +343,21 @@ def _duckdb_tree(sql: str) -> dict:
         return json.loads(_PARSER[0].execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
 
 
-def _refs(node, out: list) -> list:
+def _objects(node):
+    """Every JSON object in DuckDB's parse tree, depth first."""
     if isinstance(node, dict):
-        if node.get("type") in ("BASE_TABLE", "TABLE_FUNCTION"):
-            out.append(node)
+        yield node
         for value in node.values():
-            _refs(value, out)
+            yield from _objects(value)
     elif isinstance(node, list):
         for value in node:
-            _refs(value, out)
-    return out
+            yield from _objects(value)
 
 
 _DENIED_AT_DUCKDB = re.compile(r"(read_|glob|getenv|current_setting|getvariable|query|duckdb_|pg_|sqlite_|parquet_|"
                                r"iceberg_|delta_|ducklake_|json_serialize|json_deserialize|which_secret|"
                                r"current_query|error$)", re.I)
 """Function names DuckDB must never see in a governed query, whatever the allowlist above let through."""
-
-
-def _function_names(node, out: list) -> list:
-    if isinstance(node, dict):
-        if node.get("class") == "FUNCTION" and isinstance(node.get("function_name"), str):
-            out.append(node["function_name"])
-        for value in node.values():
-            _function_names(value, out)
-    elif isinstance(node, list):
-        for value in node:
-            _function_names(value, out)
-    return out
 
 
 def verify(sql_run: str, datasets: set[str]) -> None:
@@ -386,10 +373,10 @@ def verify(sql_run: str, datasets: set[str]) -> None:
     tree = _duckdb_tree(sql_run)
     if tree.get("error"):
         raise _refuse(f"DuckDB cannot parse the rewritten query: {tree.get('error_message', '')}")
-    for name in _function_names(tree, []):
-        if _DENIED_AT_DUCKDB.match(name):
-            raise unsafe
-    for ref in _refs(tree, []):
+    objects = list(_objects(tree))
+    if any(o.get("class") == "FUNCTION" and _DENIED_AT_DUCKDB.match(str(o.get("function_name", ""))) for o in objects):
+        raise unsafe
+    for ref in (o for o in objects if o.get("type") in ("BASE_TABLE", "TABLE_FUNCTION")):
         if ref["type"] == "TABLE_FUNCTION":
             if (ref.get("function") or {}).get("function_name", "").lower() != "unnest":
                 raise unsafe
