@@ -92,7 +92,8 @@ class QueryLimits:
     query that needs more is stopped with the reason and the others are untouched; nothing spills to disk.
     The server's query memory is at most ``memory`` times ``concurrent``."""
     threads: int = 0
-    """DuckDB threads one query may use (0: as many as the machine has cores)."""
+    """DuckDB threads one query may use. 0: in a server, the machine's cores shared among the ``concurrent``
+    running slots (at least 1 each); a query of the CLI, every core."""
     concurrent: int = 4
     """Queries running at once in one server, all users together; further ones wait (``queued``)."""
     queued: int = 64

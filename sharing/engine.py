@@ -51,6 +51,15 @@ class Limits:
     seconds: float = 30.0
 
 
+def slot_threads(concurrent: int) -> int:
+    """DuckDB threads per running slot when QueryLimits.threads is 0: the machine's cores shared among the
+    slots. A slot with every core (DuckDB's default) oversubscribes the machine ``concurrent`` times over, and
+    DuckDB's workers spend it waiting on each other: on 2 cores a small governed query cost about twice the CPU
+    with 2 threads as with 1 (a point lookup on 1M rows: 22.6 against 11.5 ms), which the server took from the
+    loads publishing beside it (bench/publish.py)."""
+    return max(1, (os.cpu_count() or 1) // max(1, concurrent))
+
+
 class GovernedEngine:
     """With ``persistent=True`` (the servers) one read-only, locked-down lake connection is opened once for
     the helpers (users, grants, the catalogue), and each running query has a slot of its own: a DuckDB
@@ -84,7 +93,9 @@ class GovernedEngine:
         self._slot_locks: dict[int, threading.Lock] = {}
         if persistent:
             self._lake = Lake(settings.lake, read_only=True)
-            lock_down(self._lake.con, settings.lake.data_path)
+            # the platform's own lookups (users, grants, requests, the ledger) are small: one thread each,
+            # not every core (see slot_threads)
+            lock_down(self._lake.con, settings.lake.data_path, threads=1)
             self.admission = Admission(settings.limits)
             with self.cursor() as lake:
                 self._stamp = self._catalog_stamp(lake.con)
@@ -240,7 +251,8 @@ class GovernedEngine:
             if con is None:
                 lake = Lake(self.settings.lake, read_only=True)
                 limits = self.settings.limits
-                lock_down(lake.con, self.settings.lake.data_path, memory_limit=limits.memory, threads=limits.threads)
+                lock_down(lake.con, self.settings.lake.data_path, memory_limit=limits.memory,
+                          threads=limits.threads or slot_threads(limits.concurrent))
                 self._slot_lakes.append(lake)
                 con = self._slots[number] = lake.con
             return con
