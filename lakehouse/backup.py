@@ -5,9 +5,10 @@ answering queries):
 
 * ``lake/catalog.sqlite``: the DuckLake catalog, copied with SQLite's online backup API in one step, so it
   is one committed state of the lake (a snapshot), whatever commits meanwhile;
-* ``lake/data/``: the Parquet files. Copied after the catalog, and checked against it: every data and delete
-  file the copied catalog references must be in the backup whole (its size as the catalog records it). A
-  file deleted meanwhile (maintenance) is a failed backup, never a silently incomplete one;
+* ``lake/data/``: the Parquet files the copied catalog references (data and delete files of every snapshot it
+  keeps), copied after it, each whole (its size as the catalog records it). A file deleted meanwhile
+  (maintenance) is a failed backup, never a silently incomplete one; a file written after the catalog was
+  copied (a later commit) is not in the backup, where it would only be an orphan;
 * ``landing/``: every raw extract as delivered (the system of record of what departments sent), and
   ``quarantine/``, ``registry/``, the match-quota ledger ``sharing/`` and the rest of the home's own files;
 * ``audit/``: the audit log, copied after its anchor (``lake/catalog.audit-anchor.sqlite``, online backup),
@@ -213,20 +214,22 @@ def backup(settings: Settings, dest: Path, *, log=lambda text: None) -> Report:
                 add(rel, *_copy_log(path, work / rel))
             else:
                 add(rel, *_copy(path, work / rel))
-        # 3. the data files, checked against the copied catalog
-        for path in _files(data):
+        # 3. the data files the copied catalog references (every snapshot it keeps), each whole: a file written
+        #    after the catalog was copied is not in it (it would be an orphan of the restored lake)
+        missing = []
+        for path, size in _referenced(work / CATALOG, data):
+            if not path.is_relative_to(data):
+                raise BackupError(f"the catalog references {path}, outside the data folder {data}: it cannot be "
+                                  "backed up with the home")
             rel = f"{DATA}/{path.relative_to(data).as_posix()}"
+            if rel in files:
+                continue
             try:
                 add(rel, *_copy(path, work / rel))
             except FileNotFoundError:
-                continue  # removed meanwhile (maintenance): the check below says whether the catalog needed it
-        missing = []
-        for path, size in _referenced(work / CATALOG, data):
-            rel = f"{DATA}/{path.relative_to(data).as_posix()}" if path.is_relative_to(data) else None
-            if rel is None:
-                raise BackupError(f"the catalog references {path}, outside the data folder {data}: it cannot be "
-                                  "backed up with the home")
-            if rel not in files or files[rel]["bytes"] != size:
+                missing.append(path)
+                continue
+            if files[rel]["bytes"] != size:
                 missing.append(path)
         if missing:
             raise BackupError(f"the lake changed while it was copied: {len(missing)} file(s) the catalog's snapshot "
