@@ -127,13 +127,18 @@ WRITER = textwrap.dedent("""
     import sys, time
     from lakehouse import Lake
     from onesource.config import Settings
+    from sharing.audit import AuditLog
     from sharing.users import create_user
     settings = Settings(home=sys.argv[1])
+    log = AuditLog.of(settings)  # every append fsync-ed and anchored, as the CLI's
     i = 0
     with Lake(settings.lake) as lake:
-        print("writing", flush=True)
         while True:
             create_user(lake, "amr", f"busy{i}")
+            for _ in range(5):
+                log.append(department="amr", user="busy", decision="allowed", sql_sent=f"SELECT {i}")
+            if i == 0:
+                print("writing", flush=True)
             i += 1
 """)
 
@@ -157,3 +162,5 @@ def test_a_backup_taken_while_the_lake_is_written_is_one_consistent_state(home, 
     assert rows(home, f"SELECT count(*) FROM ops.users AT (VERSION => {snapshot}) WHERE user_name LIKE 'busy%'") == [
         (users,)]
     assert rows(restored, "SELECT count(*) FROM shared.firms") == [(3,)]
+    verdict = verify(AuditLog.of(restored))  # the log was appended to and anchored while it was copied
+    assert verdict.ok and verdict.entries > 3, verdict
