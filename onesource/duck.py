@@ -23,6 +23,7 @@ EXTENSION_PACKAGES = {
     "httpfs": "duckdb_extension_httpfs",
     "encodings": "duckdb_extension_encodings",
     "excel": "duckdb_extension_excel",
+    "tpch": "duckdb_extension_tpch",  # TPC-H data and queries: the standard-SQL test and bench/tpch.py
 }
 
 
