@@ -320,35 +320,84 @@ def _as_of(text: str | None):
     return int(text) if text.isdigit() else dt.datetime.fromisoformat(text)
 
 
+TABLE_ROWS = 1_000
+"""Rows ``onesource sql`` prints as a table unless ``--max-rows`` says otherwise; when there are more it says
+so plainly ("first N of M rows"). CSV and JSON print every row unless ``--max-rows`` is given; ``--output``
+writes every row."""
+
+
 def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
+    from sharing.export import SUFFIXES
+
+    fmt = args.format or (SUFFIXES.get(Path(args.output).suffix.lower(), "") if args.output else "table")
+    if not fmt or fmt == "table" and args.output:
+        print(f"error: say which format to write {args.output} in: --format csv|json|parquet|arrow "
+              "(or name the file .csv, .json, .parquet, .arrow)", file=sys.stderr)
+        return 2
+    if fmt in ("parquet", "arrow") and not args.output:
+        print(f"error: --format {fmt} writes a file: add --output FILE", file=sys.stderr)
+        return 2
+    arrow = fmt in ("parquet", "arrow")  # fetched as Arrow batches; otherwise Python values (no pyarrow import)
     if args.department:
         from schemas import load_registry
         from sharing.engine import GovernedEngine, Limits
 
         engine = GovernedEngine(settings, load_registry(settings.registry_dir, settings.cache_dir),
-                                Limits(rows=args.limit or settings.limits.rows,
-                                       seconds=args.timeout or settings.limits.seconds), as_of=_as_of(args.as_of))
+                                Limits(rows=settings.limits.rows, seconds=args.timeout or settings.limits.seconds),
+                                as_of=_as_of(args.as_of))
+        engine.arrow = arrow
         result = engine.query(args.department, args.query, user=args.user, purpose=args.purpose, dialect=args.dialect)
     else:
         from sharing import run_sql
 
-        result = run_sql(settings, args.query, limit=args.limit, as_of=_as_of(args.as_of), user=args.user,
-                         purpose=args.purpose)
-    if args.format == "json":
-        print(json.dumps([dict(zip(result.columns, row, strict=True)) for row in result.rows], ensure_ascii=False,
+        result = run_sql(settings, args.query, as_of=_as_of(args.as_of), user=args.user, purpose=args.purpose,
+                         arrow=arrow)
+    if args.output:
+        return _write_result(result, Path(args.output), fmt)
+    return _print_result(result, fmt, args.max_rows)
+
+
+def _write_result(result, path: Path, fmt: str) -> int:
+    """Every row into ``path``: Parquet, Arrow IPC (file format), CSV, or JSON (a list of objects)."""
+    from sharing.export import write
+
+    if fmt == "json":
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_text(json.dumps([dict(zip(result.columns, row, strict=True)) for row in result.rows],
+                                      ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+        partial.replace(path)
+    else:
+        write(result, path, fmt)
+    print(f"{result.row_count:,} row(s) written to {path} ({fmt})", file=sys.stderr)
+    return 0
+
+
+def _print_result(result, fmt: str, max_rows: int | None) -> int:
+    """Every row, or the first ``max_rows`` (the table: :data:`TABLE_ROWS` by default) and a plain notice
+    saying how many there are and how to get them all."""
+    total = result.row_count
+    shown = max_rows if max_rows is not None else TABLE_ROWS if fmt == "table" else 0
+    rows = result.rows if not shown or total <= shown else result.rows[:shown]
+    notice = None if len(rows) == total else \
+        f"first {len(rows):,} of {total:,} rows (use --max-rows 0 / --output file.parquet to get all)"
+    if fmt == "json":
+        print(json.dumps([dict(zip(result.columns, row, strict=True)) for row in rows], ensure_ascii=False,
                          indent=2, default=str))
-    elif args.format == "csv":
+    elif fmt == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(result.columns)
-        writer.writerows(result.rows)
+        writer.writerows(rows)
     else:
         table = Table(show_lines=False)
         for col in result.columns:
             table.add_column(col)
-        for row in result.rows:
+        for row in rows:
             table.add_row(*("NULL" if v is None else str(v) for v in row))
         console.print(table)
-        console.print(f"{len(result.rows)} row(s)")
+        console.print(notice or f"{total} row(s)")
+        return 0
+    if notice:  # CSV and JSON go to stdout for a program: the notice goes beside them
+        print(notice, file=sys.stderr)
     return 0
 
 
@@ -649,8 +698,14 @@ def parser() -> argparse.ArgumentParser:
 
     sql = sub.add_parser("sql", help="query the lake (read-only)")
     sql.add_argument("query")
-    sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    sql.add_argument("--limit", type=int, default=None)
+    sql.add_argument("--format", choices=["table", "csv", "json", "parquet", "arrow"], default=None,
+                     help="table (default), csv, json; parquet and arrow (an Arrow IPC file) with --output; "
+                          "default with --output: the file's suffix")
+    sql.add_argument("--output", metavar="FILE", help="write every row to FILE (bulk export) instead of printing")
+    sql.add_argument("--max-rows", type=int, default=None, metavar="N",
+                     help=f"print at most N rows, saying 'first N of M rows' when there are more (0: all; "
+                          f"default: {TABLE_ROWS:,} for the table, all for csv and json)")
+    sql.add_argument("--limit", dest="max_rows", type=int, help=argparse.SUPPRESS)  # the old name of --max-rows
     sql.add_argument("--as", dest="department", help="run as this department: governed (grants, masking, audit)")
     sql.add_argument("--user", default=None, help="who asks (recorded in the audit log; default: the OS user)")
     sql.add_argument("--purpose", default=None, help="why the data is needed (recorded in the audit log)")

@@ -84,8 +84,13 @@ class QueryLimits:
     seconds: float = 30.0
     """Time a query may take from its arrival: waiting for a slot, planning and running together (catalogue
     questions too). A Postgres-wire session may lower it for itself (``SET statement_timeout``), never raise it."""
-    rows: int = 10_000
-    """Rows a query returns at most (the planner caps the result)."""
+    rows: int = 0
+    """Rows one answer may have; 0: no bound but ``result_bytes``. A result with more is an error that says so
+    (never an answer cut short): every row is sent, on every endpoint."""
+    result_bytes: str = "2GiB"
+    """Size one answer may have as it is fetched (Arrow's size of its columns; DuckDB's size syntax). A server
+    fetches a result whole before sending it, so that a slow client holds memory, not a running slot: a result
+    beyond this is stopped with the reason (SQLSTATE 54000) and nothing is sent."""
     memory: str = "2GiB"
     """Memory one running query may use (DuckDB's size syntax). Each running query has its own DuckDB
     instance on the lake with this ``memory_limit`` (DuckDB's limit is per instance, not per query), so a

@@ -37,7 +37,7 @@ from sharing.grants import active_grants, visible
 from sharing.limits import Admission, Canceller, Stopped, Watch, clip, sql_bytes
 from sharing.match import MatchLedger
 from sharing.policy import Plan, plan
-from sharing.sql import QueryResult, lock_down
+from sharing.sql import QueryResult, fetch, lock_down, size_bytes
 
 log = guarded("onesource.engine")
 _MISSING_COLUMN = re.compile(r'Referenced column "([^"]+)" not found|Values list "[^"]*" does not have a column named "([^"]+)"')
@@ -45,9 +45,10 @@ _MISSING_COLUMN = re.compile(r'Referenced column "([^"]+)" not found|Values list
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-engine overrides (the CLI's ``--limit`` and ``--timeout``); the defaults come from the settings."""
+    """Per-engine overrides (the CLI's ``--timeout``); the defaults come from the settings. ``rows``: the most
+    rows one answer may have (0: no bound); a result with more is an error, never an answer cut short."""
 
-    rows: int = 10_000
+    rows: int = 0
     seconds: float = 30.0
 
 
@@ -74,6 +75,9 @@ class GovernedEngine:
         self.as_of = as_of
         self.settings = settings
         self.limits = limits or Limits(rows=settings.limits.rows, seconds=settings.limits.seconds)
+        self.arrow = persistent
+        """Results as Arrow batches (the servers; the CLI sets it for a Parquet or Arrow export)."""
+        self._result_bytes = size_bytes(settings.limits.result_bytes)
         self.audit = AuditLog.of(settings, group_commit=0.2 if persistent else None)
         self._registry = registry
         self._lake: Lake | None = None
@@ -208,7 +212,7 @@ class GovernedEngine:
         hit = self._plans.get(key)
         if hit is not None and hit[0] is access:
             return hit[1]
-        planned = plan(sql, access, self._registry, department, dialect=dialect, row_limit=self.limits.rows)
+        planned = plan(sql, access, self._registry, department, dialect=dialect)
         if len(self._plans) > 1024:
             self._plans.clear()
         self._plans[key] = (access, planned)
@@ -358,9 +362,9 @@ class GovernedEngine:
             if cancel is not None:
                 cancel.watch = None
         if outcome == "catalogue":
-            self._record(record, started, decision="catalogue", reason=None, rows=len(result.rows))
+            self._record(record, started, decision="catalogue", reason=None, rows=result.row_count)
         else:
-            self._record(record, started, decision="allowed", reason=None, plan=state["plan"], rows=len(result.rows),
+            self._record(record, started, decision="allowed", reason=None, plan=state["plan"], rows=result.row_count,
                          result_columns=result.columns)
         return result
 
@@ -446,17 +450,22 @@ class GovernedEngine:
             self.matches.spend(department, access, planned.matches)
 
     def _run(self, con: duckdb.DuckDBPyConnection, planned: Plan, watch: Watch) -> QueryResult:
+        """Every row of the answer, fetched within the query's deadline and memory and counted as it comes
+        (sharing.sql.fetch): as Arrow batches for the servers (``self.arrow``), as Python values for the CLI
+        (which then never imports pyarrow). The result is fetched whole before it is sent, so the running slot
+        is free again as soon as DuckDB is done, however slowly the client reads; ``result_bytes`` bounds
+        what that holds. Beyond ``rows`` or ``result_bytes``: an error, never an answer cut short."""
         try:
             with watch.running(con):
-                cur = con.execute(planned.sql_run)
-                rows = cur.fetchall()
+                result = fetch(con.execute(planned.sql_run), arrow=self.arrow, max_rows=self.limits.rows,
+                               max_bytes=self._result_bytes)
         except duckdb.InterruptException as exc:
             raise watch.stopped("ran") from exc
         except duckdb.OutOfMemoryException as exc:
             raise self._out_of_memory() from exc
         except duckdb.Error as exc:
             raise QueryFailed(self._public(str(exc).split("\n")[0])) from exc
-        return QueryResult([d[0] for d in cur.description], rows)
+        return result
 
     def _public(self, message: str) -> str:
         """DuckDB's message without the server's own paths (a missing data file names it in full)."""

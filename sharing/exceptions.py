@@ -50,3 +50,10 @@ class AccountDisabled(QueryRefused):
 
     http_status = 401
     sqlstate = "28000"  # invalid_authorization_specification
+
+
+class ResultTooLarge(QueryStopped):
+    """A result beyond the rows or bytes one answer may have (QueryLimits.rows, QueryLimits.result_bytes):
+    stopped with the reason, never sent cut short."""
+
+    sqlstate = "54000"  # program_limit_exceeded

@@ -9,11 +9,14 @@ Every such query, allowed, refused or failed, is recorded in the audit log as op
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import os
 import re
+import sys
 import time
-from dataclasses import dataclass
+import uuid
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import duckdb
@@ -22,16 +25,197 @@ from sqlglot import exp
 
 from lakehouse.lake import Lake
 from onesource.config import Settings
-from sharing.exceptions import QueryFailed, QueryRefused
+from sharing.exceptions import QueryFailed, QueryRefused, ResultTooLarge
 
 READ_STATEMENTS = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Describe, exp.Show, exp.Pivot)
 INSPECT_COMMANDS = ("SHOW", "DESCRIBE", "SUMMARIZE")
 
 
-@dataclass(frozen=True)
 class QueryResult:
-    columns: list[str]
-    rows: list[tuple[Any, ...]]
+    """A query's complete answer: its column names and every row, in one of two forms.
+
+    * ``rows``: a list of tuples of Python values, as DuckDB's ``fetchall`` gives them (what every endpoint
+      has used so far; kept for every existing caller).
+    * ``batches()`` / ``reader()`` / ``to_arrow()``: Arrow record batches as DuckDB exports them. The servers
+      fetch results this way (columnar: ~20x cheaper than Python values for a million rows); HTTP streams them
+      as Arrow IPC or Parquet, and the wire can send them batch by batch.
+
+    A result is built in one form (``QueryResult(columns, rows)`` or ``QueryResult(columns, batches=...,
+    schema=...)``); the other is derived on first use and kept. ``row_count`` is known without converting
+    anything (the audit records it). A result is never cut short: one beyond the integrity limits
+    (onesource.config.QueryLimits ``rows`` and ``result_bytes``) is an error (:class:`ResultTooLarge`).
+    ``types``: DuckDB's type of each column (``cursor.description``), which keeps ``rows`` equal to what
+    ``fetchall`` gives where DuckDB's Arrow export differs (HUGEINT as decimal128, UUID as text, INTERVAL as
+    month-day-nano, MAP as key-value pairs, BIT as bytes).
+    """
+
+    __slots__ = ("columns", "types", "_rows", "_batches", "_schema")
+
+    def __init__(self, columns: list[str], rows: list[tuple[Any, ...]] | None = None, *,
+                 batches: Iterable | None = None, schema: Any = None, types: Iterable[str] = ()):
+        if (rows is None) == (batches is None):
+            raise ValueError("a QueryResult is built from rows or from Arrow batches")
+        if batches is not None and schema is None:
+            raise ValueError("Arrow batches come with their schema (an empty result has no batch to take it from)")
+        self.columns = list(columns)
+        self.types = tuple(types)
+        self._rows = rows
+        self._batches = None if batches is None else tuple(batches)
+        self._schema = schema
+
+    @property
+    def row_count(self) -> int:
+        if self._rows is not None:
+            return len(self._rows)
+        return sum(b.num_rows for b in self._batches)
+
+    def __len__(self) -> int:
+        return self.row_count
+
+    @property
+    def rows(self) -> list[tuple[Any, ...]]:
+        """Every row as a tuple of Python values (converted from Arrow on first use, then kept)."""
+        if self._rows is None:
+            rows: list[tuple[Any, ...]] = []
+            for batch in self._batches:
+                rows.extend(python_rows(batch, self.types))
+            self._rows = rows
+        return self._rows
+
+    @property
+    def schema(self):
+        """The Arrow schema (for a result built from rows: inferred from its Python values)."""
+        if self._schema is None:
+            self._arrow_from_rows()
+        return self._schema
+
+    def batches(self) -> Iterator:
+        """The rows as Arrow record batches, in order (a result built from rows: one batch)."""
+        if self._batches is None:
+            self._arrow_from_rows()
+        return iter(self._batches)
+
+    def reader(self):
+        """A ``pyarrow.RecordBatchReader`` over the batches (what buenavista and Arrow writers take)."""
+        import pyarrow as pa
+
+        return pa.RecordBatchReader.from_batches(self.schema, self.batches())
+
+    def to_arrow(self):
+        """The whole result as one ``pyarrow.Table``."""
+        import pyarrow as pa
+
+        return pa.Table.from_batches(list(self.batches()), schema=self.schema)
+
+    def _arrow_from_rows(self) -> None:
+        import pyarrow as pa
+
+        # column by column: names may repeat (SELECT a, a), which a list of dicts would lose
+        arrays = [pa.array(list(values)) for values in zip(*self._rows, strict=True)] if self._rows else \
+            [pa.array([], type=pa.null()) for _ in self.columns]
+        table = pa.Table.from_arrays(arrays, names=self.columns)
+        self._schema = table.schema
+        self._batches = tuple(table.to_batches())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, QueryResult):
+            return NotImplemented
+        return self.columns == other.columns and self.rows == other.rows
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"QueryResult(columns={self.columns!r}, row_count={self.row_count})"
+
+
+def python_rows(batch, types: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:
+    """A record batch's rows as tuples of the Python values DuckDB's ``fetchall`` gives (column by column:
+    pyarrow converts a column at a time far faster than a row at a time)."""
+    columns = []
+    for i, column in enumerate(batch.columns):
+        values = column.to_pylist()
+        fix = _FETCHALL.get(_base_type(types[i])) if i < len(types) else None
+        columns.append([None if v is None else fix(v) for v in values] if fix else values)
+    return list(zip(*columns, strict=True)) if columns else [() for _ in range(batch.num_rows)]
+
+
+def _base_type(duckdb_type: str) -> str:
+    return str(duckdb_type).split("(", 1)[0].strip().upper()
+
+
+def _interval(value) -> dt.timedelta:
+    # DuckDB's own conversion: a month is 30 days
+    return dt.timedelta(days=value.months * 30 + value.days, microseconds=value.nanoseconds // 1000)
+
+
+def _bits(value: bytes) -> str:
+    # DuckDB's BIT: the first byte counts the padding bits that precede the value in the second byte
+    return "".join(f"{b:08b}" for b in value[1:])[value[0]:]
+
+
+_FETCHALL = {"HUGEINT": int, "UHUGEINT": int, "UUID": uuid.UUID, "INTERVAL": _interval, "MAP": dict,
+             "BIT": _bits}
+"""Where DuckDB's Arrow export and its ``fetchall`` disagree, the value ``fetchall`` gives."""
+
+
+BATCH_ROWS = 122_880
+"""Rows per Arrow batch fetched from DuckDB (its row-group size): batches of a few MB, streamed one by one."""
+
+FETCH_ROWS = 10_000
+"""Rows per ``fetchmany`` when a result is fetched as Python values (the CLI's table, CSV and JSON)."""
+
+
+def fetch(cur: duckdb.DuckDBPyConnection, *, arrow: bool, max_rows: int = 0, max_bytes: int = 0) -> QueryResult:
+    """Every row of ``cur``'s result, as Arrow batches (``arrow``) or Python values, counted as they come:
+    a result beyond ``max_rows`` rows or ``max_bytes`` bytes (0: no bound) stops there with
+    :class:`ResultTooLarge`, before the rest is fetched, and is never returned cut short."""
+    if not cur.description:
+        return QueryResult([], [])
+    columns = [d[0] for d in cur.description]
+    types = [str(d[1]) for d in cur.description]
+    rows, size = 0, 0
+    if arrow:
+        batches = []
+        try:
+            reader = cur.to_arrow_reader(BATCH_ROWS)
+            for batch in reader:
+                rows, size = rows + batch.num_rows, size + batch.nbytes
+                _within(rows, size, max_rows, max_bytes)
+                batches.append(batch)
+        except OSError as exc:  # DuckDB's errors while a stream is read come back through Arrow as OSError
+            raise _duckdb_error(str(exc)) from exc
+        return QueryResult(columns, batches=batches, schema=reader.schema, types=types)
+    values: list[tuple[Any, ...]] = []
+    while chunk := cur.fetchmany(FETCH_ROWS):
+        values.extend(chunk)
+        rows, size = rows + len(chunk), size + _python_bytes(chunk)
+        _within(rows, size, max_rows, max_bytes)
+    return QueryResult(columns, values, types=types)
+
+
+def _within(rows: int, size: int, max_rows: int, max_bytes: int) -> None:
+    if max_rows and rows > max_rows:
+        raise ResultTooLarge(f"the result has more than {max_rows:,} rows, the most one answer may have "
+                             "(ONESOURCE_QUERY_ROWS); nothing was sent: filter or aggregate, or ask the operator "
+                             "to raise the limit")
+    if max_bytes and size > max_bytes:
+        raise ResultTooLarge(f"the result is larger than {max_bytes / 2**20:,.0f} MiB, the most one answer may "
+                             f"have (ONESOURCE_QUERY_RESULT_BYTES), at {rows:,} rows; nothing was sent: filter, "
+                             "ask for fewer columns, or read it in parts (a WHERE on a key or a date)")
+
+
+def _python_bytes(chunk: list[tuple[Any, ...]]) -> int:
+    """About what a chunk of rows takes as Python objects, from its first row (cheap: a bound, not a tally)."""
+    first = chunk[0]
+    return len(chunk) * (sys.getsizeof(first) + sum(sys.getsizeof(v) for v in first))
+
+
+def _duckdb_error(message: str) -> duckdb.Error:
+    if message.startswith("INTERRUPT"):
+        return duckdb.InterruptException(message)
+    if message.startswith("Out of Memory"):
+        return duckdb.OutOfMemoryException(message)
+    return duckdb.Error(message)
 
 
 def _one_statement(sql: str) -> None:
@@ -73,6 +257,18 @@ def _size(text: str) -> str:
     return "'" + text.strip() + "'"
 
 
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def size_bytes(text: str) -> int:
+    """A size in DuckDB's syntax ('2GiB', '512 MB': KB is 1000 bytes, KiB 1024) as a number of bytes."""
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*", text, re.I)
+    if not found:
+        raise ValueError(f"not a size: {text!r} (e.g. 2GiB, 512MB)")
+    return int(float(found.group(1)) * _UNITS[(found.group(2) or "").upper()])
+
+
 def _relations(sql: str) -> list[str]:
     """The tables a statement names, as written (``shared.firms``, ``ops.loads``)."""
     try:
@@ -87,10 +283,11 @@ OPERATOR = "operator"
 empty, so the usage KPIs do not count it; the relations read are in ``relations``)."""
 
 
-def run_sql(settings: Settings, sql: str, limit: int | None = None, as_of=None, *, user: str | None = None,
-            purpose: str | None = None) -> QueryResult:
+def run_sql(settings: Settings, sql: str, as_of=None, *, user: str | None = None, purpose: str | None = None,
+            arrow: bool = False) -> QueryResult:
     """``as_of``: a snapshot id or a datetime, to read the lake as it was then. Audited as operator
-    access by ``user`` (default: the OS user)."""
+    access by ``user`` (default: the OS user). Every row is returned (``arrow``: as Arrow batches, for a
+    bulk export); the operator's own queries have no result bound."""
     from sharing.audit import AuditLog
     from sharing.limits import clip
 
@@ -123,14 +320,12 @@ def run_sql(settings: Settings, sql: str, limit: int | None = None, as_of=None, 
         with Lake(settings.lake, read_only=True, as_of=as_of) as lake:
             lock_down(lake.con, settings.lake.data_path)
             try:
-                cur = lake.con.execute(sql)
-                rows = cur.fetchmany(limit) if limit else cur.fetchall()
+                result = fetch(lake.con.execute(sql), arrow=arrow)
             except duckdb.Error as exc:
                 raise QueryFailed(str(exc).split("\n")[0] + " (tables are named shared.<dataset>; "
                                   "`onesource registry list` shows them)") from exc
-            columns = [d[0] for d in cur.description] if cur.description else []
     except Exception as exc:
         audit("failed", str(exc).split("\n")[0], relations=_relations(sql))
         raise
-    audit("allowed", None, rows=len(rows), relations=_relations(sql))
-    return QueryResult(columns, rows)
+    audit("allowed", None, rows=result.row_count, relations=_relations(sql))
+    return result

@@ -374,7 +374,7 @@ def test_registry_diff_shows_sharing_and_department_changes(tmp_path, capsys, mo
 def test_limits_come_from_the_environment():
     limits = QueryLimits.from_env({"ONESOURCE_QUERY_SECONDS": "5", "ONESOURCE_QUERY_MEMORY": "1GiB",
                                    "ONESOURCE_QUERY_PER_USER": "3"})
-    assert (limits.seconds, limits.memory, limits.per_user, limits.rows) == (5.0, "1GiB", 3, 10_000)
+    assert (limits.seconds, limits.memory, limits.per_user, limits.rows) == (5.0, "1GiB", 3, 0)  # 0: no row bound
     settings = Settings.from_env({"ONESOURCE_HOME": "/tmp/x", "ONESOURCE_CATALOG": "sqlite:/tmp/x/c.sqlite",
                                   "ONESOURCE_QUERY_SQL_BYTES": "1000"})
     assert settings.limits.sql_bytes == 1000
