@@ -1,17 +1,25 @@
 """What a client sees when it asks the catalogue: only the tables and columns its department may read.
 
-Tools like Superset (SQLAlchemy), DBeaver and psql's ``\\d`` ask ``pg_catalog`` and
-``information_schema`` before they query. Those questions are answered by a per-department
-*sandbox*: an in-memory DuckDB holding, in schema ``shared``, an empty table for each dataset the
-department may read, with its visible columns only. It has no rows, no lake, no file access and a
-locked configuration, so whatever a catalogue query asks, it can only learn what the department was
-granted. Session questions (``SHOW ...``, ``version()``) get fixed answers.
+Tools like Superset (SQLAlchemy), DBeaver (PgJDBC) and psql's ``\\d`` family ask ``pg_catalog`` and
+``information_schema`` before they query. Those questions are answered by a per-department *sandbox*: an
+in-memory DuckDB holding PostgreSQL 15's catalogue built from the department's grants (sharing.pgcatalog):
+its shared tables with their granted columns, the dataset's Chinese title as the table's comment and each
+element's as the column's. It has no rows, no lake, no file access and a locked configuration, and a
+question is rewritten so that every relation it names is one of those shims (or one of the department's
+own empty tables): a name outside them is unknown, as in PostgreSQL. So whatever a catalogue question
+asks, it can only learn what the department was granted.
+
+Session questions get PostgreSQL's answers: ``current_user`` (and ``session_user``, ``user``) is the
+signed-in user, ``current_database()`` and ``current_catalog`` ``onesource``, ``current_schema()``
+``shared``, ``version()`` a PostgreSQL version string that says OneSource; an unnamed output column is
+named as PostgreSQL names it (``count``, ``current_user``, ``?column?``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import threading
 
 import duckdb
 import sqlglot
@@ -19,44 +27,81 @@ from sqlglot import exp
 
 from schemas.model import Registry
 from sharing import pgcatalog
-from sharing.exceptions import QueryRefused
+from sharing.exceptions import QueryFailed, QueryRefused
 from sharing.grants import Access
 from sharing.limits import Watch
+from sharing.pgcatalog import DATABASE, INFO, PG, SCHEMA, VERSION
+from sharing.pgcatalog_pg15 import RELATIONS
 from sharing.sql import QueryResult
 
 CATALOG_SCHEMAS = {"pg_catalog", "information_schema"}
-SESSION_FUNCTIONS = {"version", "current_version", "current_schema", "current_database", "current_user",
-                     "session_user", "current_setting", "pg_backend_pid"}
 SETTINGS = {"standard_conforming_strings": "on", "transaction isolation level": "read committed",
-            "transaction_isolation": "read committed", "server_version": "14.0", "client_encoding": "UTF8",
-            "datestyle": "ISO, MDY", "timezone": "UTC", "search_path": "shared", "integer_datetimes": "on",
-            "default_table_access_method": "heap", "max_identifier_length": "63"}
-VERSION = "PostgreSQL 14.0 (OneSource governed endpoint on DuckDB)"
+            "transaction_isolation": "read committed", "server_version": pgcatalog.SERVER_VERSION,
+            "server_version_num": "150000", "server_encoding": "UTF8", "client_encoding": "UTF8",
+            "datestyle": "ISO, MDY", "timezone": "UTC", "search_path": SCHEMA, "integer_datetimes": "on",
+            "default_table_access_method": "heap", "max_identifier_length": "63", "max_index_keys": "32",
+            "is_superuser": "off", "lc_collate": "C.UTF-8", "lc_ctype": "C.UTF-8",
+            "default_transaction_read_only": "on", "transaction_read_only": "on", "application_name": "",
+            "intervalstyle": "postgres", "block_size": "8192"}
+TABLE_FUNCTIONS = {"generate_series", "exploding_generate_series", "generate_subscripts", "unnest", "explode",
+                   "_pg_expandarray", "pg_get_keywords", "range"}
+"""Functions a catalogue question may read rows from (``FROM generate_series(...)``): none reaches out."""
+GENERIC_FUNCTIONS = frozenset("""
+array_to_string string_to_array array_position array_append array_cat array_remove array_dims array_ndims
+array_positions generate_series exploding_generate_series generate_subscripts unnest range json_object
+json_build_object to_char to_number regexp_split_to_array regexp_full_match regexp_matches regexp_like
+regexp_replace split_part btrim initcap translate chr ascii quote_literal quote_nullable trunc div
+cbrt pi random bit_and bit_or any all array some exists in not between like ilike similar to_timestamp
+date_part datepart coalesce nullif greatest least typeof pg_typeof string_agg array_agg max min count sum
+avg bool_and bool_or logical_and logical_or every lower upper length substring substr trim left right lpad rpad replace position
+strpos concat concat_ws format row_number rank dense_rank abs round floor ceil mod power sqrt sign
+""".split())
+MACROS = pgcatalog.macros(SETTINGS)
+SESSION_WORDS = {"user", "current_role"}
+"""PostgreSQL keywords that sqlglot reads as column names: they are session values when unqualified."""
 
 
-def is_catalog_query(sql: str) -> bool:
-    """True for SHOW and for queries that read only pg_catalog / information_schema (or no table at all
-    but session functions such as version())."""
-    text = sql.strip().rstrip(";")
-    if text.lower().startswith("show "):
-        return True
-    try:
-        stmt = sqlglot.parse_one(text, read="postgres")
-    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
-        return False
-    if not isinstance(stmt, exp.Query):
-        return False
-    tables = list(stmt.find_all(exp.Table))
-    if any(not isinstance(t.this, exp.Identifier) for t in tables):
-        return False  # a table function (pg_catalog.duckdb_settings(), read_*): the planner refuses it
-    if tables:
-        return all(t.db in CATALOG_SCHEMAS or (not t.db and t.name.startswith("pg_")) for t in tables)
-    names = {(f.name if isinstance(f, exp.Anonymous) else f.sql_name()).lower() for f in stmt.find_all(exp.Func)}
-    return bool(names) and names <= SESSION_FUNCTIONS
+class Sandbox:
+    """A department's sandbox: its DuckDB, the names of its tables, and the catalogue relations made so far
+    (each made when a question first names it: PostgreSQL 15 has 208, a question names a few)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, tables: dict[str, str]):
+        self.con = con
+        self.tables = tables
+        """table name -> the DDL of its empty stand-in in schema ``shared``."""
+        self._made: set[str] = set()
+        self._lock = threading.Lock()
+
+    def make(self, items: set[str]) -> None:
+        """Make what a question names: catalogue relations (``pg_catalog.x``, ``information_schema.x``),
+        the department's empty tables (``shared.x``) and functions (``fn:x``), each with what it reads."""
+        if items <= self._made:
+            return
+        with self._lock:
+            for item in sorted(items):
+                self._make(item)
+
+    def _make(self, item: str) -> None:
+        if item in self._made:
+            return
+        schema, name = item.split(":" if item.startswith("fn:") else ".", 1)
+        if schema == "fn":
+            statement = MACROS[name]
+        elif schema == SCHEMA:
+            statement = self.tables[name]
+        else:
+            statement = pgcatalog.definition(item, SETTINGS)
+        for needed in sorted(pgcatalog.requirements(statement, set(MACROS)) - {item}):
+            self._make(needed)
+        self.con.execute(statement)
+        self._made.add(item)
+
+    def close(self) -> None:
+        self.con.close()
 
 
 def sandbox(access: dict[str, Access], registry: Registry, *, memory_limit: str | None = None,
-            threads: int = 0) -> duckdb.DuckDBPyConnection:
+            threads: int = 0) -> Sandbox:
     """The department's sandbox; ``memory_limit`` and ``threads``: a query's limits (QueryLimits)."""
     config: dict[str, str | int | bool] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
     if memory_limit:
@@ -64,45 +109,90 @@ def sandbox(access: dict[str, Access], registry: Registry, *, memory_limit: str 
     if threads and threads > 0:
         config["threads"] = threads
     con = duckdb.connect(config=config)
-    con.execute("CREATE SCHEMA shared")
-    for name, acc in sorted(access.items()):
-        ds = registry.dataset(name)
-        cols = ", ".join(f'"{c}" {ds.column(c).duck_type}' for c in acc.columns)
-        con.execute(f'CREATE TABLE shared."{name}" ({cols})')
-        con.execute(f"COMMENT ON TABLE shared.\"{name}\" IS '{ds.title.replace(chr(39), chr(39) * 2)}'")
-    con.execute(_current_setting_macro())
-    for statement in pgcatalog.STATEMENTS:
+    facts = table_facts(access, registry)
+    for statement in [f"CREATE SCHEMA {SCHEMA}", f"CREATE SCHEMA {PG}", f"CREATE SCHEMA {INFO}",
+                      *pgcatalog.facts_statements(facts)]:
         con.execute(statement)
-    con.execute(pgcatalog.SEARCH_PATH)
+    box = Sandbox(con, {t.name: f'CREATE TABLE {SCHEMA}."{t.name}" ('
+                        + ", ".join(f'"{c.name}" {c.duck_type}' for c in t.columns) + ")" for t in facts})
     # nothing of the server's own paths to tell (the sandbox holds no data: it never spills or needs secrets)
     con.execute("SET temp_directory = ''")
     con.execute("SET secret_directory = ''")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
-    return con
+    return box
 
 
-def _current_setting_macro() -> str:
-    """PostgreSQL's settings as ``current_setting(name)`` answers them (DuckDB knows other names)."""
-    cases = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in SETTINGS.items())
-    return f"CREATE MACRO pg_current_setting(name) AS CASE lower(name) {cases} ELSE NULL END"
+def table_facts(access: dict[str, Access], registry: Registry) -> list[pgcatalog.TableFact]:
+    """The department's tables as the catalogue shows them: granted columns only, with their titles."""
+    facts = []
+    for name, acc in sorted(access.items()):
+        ds = registry.dataset(name)
+        columns = tuple(pgcatalog.ColumnFact(c, ds.column(c).duck_type, column_title(registry, ds.column(c)))
+                        for c in acc.columns)
+        facts.append(pgcatalog.TableFact(name, ds.title or None, columns))
+    return facts
 
 
-def answer(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None, *, watch: Watch | None = None,
-           max_rows: int | None = None) -> QueryResult:
-    """Answer a catalogue question in the sandbox ``con``; with ``watch`` (sharing.limits) its rewriting
-    and its run are under the query's deadline; more than ``max_rows`` rows are refused."""
+def column_title(registry: Registry, column) -> str | None:
+    """A column's Chinese title: its element's, else the header of the department's extract when that is
+    a title rather than a field code (``注册资本``, not ``gxsj``)."""
+    if column.element:
+        with contextlib.suppress(Exception):
+            return registry.element(column.element).name_zh
+    source = column.source or ""
+    return source if any(ord(ch) > 127 for ch in source) else None
+
+
+def is_catalog_query(sql: str) -> bool:
+    """True for SHOW, for queries that read only pg_catalog / information_schema, and for queries that read
+    no table at all (``SELECT 1``, ``SELECT current_user``, ``SELECT version()``)."""
     text = sql.strip().rstrip(";")
+    if text.lower().startswith("show "):
+        return True
+    try:
+        statements = [s for s in sqlglot.parse(_unoperator(text), read="postgres") if s is not None]
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
+        return False
+    if len(statements) != 1 or not isinstance(statements[0], exp.Query):
+        return False
+    stmt = statements[0]
+    ctes = {c.alias_or_name.lower() for c in stmt.find_all(exp.CTE)}
+    for t in stmt.find_all(exp.Table):
+        if isinstance(t.this, exp.Identifier):
+            if not _catalogue_relation(t, ctes):
+                return False
+        elif not isinstance(t.this, exp.Func) or _function_name(t.this) not in TABLE_FUNCTIONS:
+            return False  # a table function (pg_catalog.duckdb_settings(), read_*): the planner refuses it
+    return True
+
+
+def _catalogue_relation(t: exp.Table, ctes: set[str]) -> bool:
+    schema = t.db.lower()
+    if schema in CATALOG_SCHEMAS:
+        return True
+    return not schema and t.name.lower() not in ctes and f"pg_catalog.{t.name.lower()}" in RELATIONS
+
+
+def answer(box: Sandbox, sql: str, params: list | None = None, *, user: str | None = None,
+           watch: Watch | None = None, max_rows: int | None = None) -> QueryResult:
+    """Answer a catalogue question in the sandbox ``box`` for the signed-in ``user``; with ``watch``
+    (sharing.limits) its rewriting and its run are under the query's deadline; more than ``max_rows`` rows
+    are refused."""
+    text = sql.strip().rstrip(";").strip()
     if text.lower().startswith("show "):
         name = text[5:].strip().lower()
         return QueryResult([name.split()[-1] if " " in name else name], [(SETTINGS.get(name, ""),)])
+    user = user or pgcatalog.PLATFORM_ROLE
     with watch.planning() if watch is not None else contextlib.nullcontext():
-        text = _rewritten(text)
-    cur = con.cursor()
+        duck_sql, relations = rewrite(text, set(box.tables), user)
+        box.make(relations)
+    cur = box.con.cursor()
     try:
         with watch.running(cur) if watch is not None else contextlib.nullcontext():
             cur.execute(pgcatalog.SEARCH_PATH)  # a cursor is a new session: it does not inherit the sandbox's
-            cur.execute(text, params or None)
+            cur.execute(f"SET VARIABLE {pgcatalog.USER_VARIABLE} = {pgcatalog._q(user)}")
+            cur.execute(duck_sql, params or None)
             rows = cur.fetchmany(max_rows + 1) if max_rows else cur.fetchall()
         if max_rows and len(rows) > max_rows:
             raise QueryRefused(f"the catalogue answer has more than {max_rows:,} rows; ask a narrower question")
@@ -111,40 +201,261 @@ def answer(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None,
         cur.close()
 
 
-def _rewritten(text: str) -> str:
-    """A catalogue question in PostgreSQL's words, as DuckDB's catalogue and the shims answer it."""
-    text = text.replace("pg_catalog.version()", f"'{VERSION}'").replace("version()", f"'{VERSION}'")
-    # psql's \d family: anchored regex matches and the default collation
-    text = re.sub(r"OPERATOR\(pg_catalog\.(~|!~)\)", r"\1", text)
-    text = re.sub(r"\s+COLLATE\s+pg_catalog\.default\b", "", text, flags=re.I)
-    text = _without_pg_catalog(text)
-    # PostgreSQL's object-identifier types have no DuckDB counterpart; their text form is what clients use.
-    # (Plain text edits are safe here: the sandbox holds no data and no way out.)
-    text = re.sub(r"::\s*(pg_catalog\.)?reg(class|type|proc|namespace|role)\b", "::VARCHAR", text, flags=re.I)
-    text = re.sub(r"\bAS\s+(pg_catalog\.)?reg(class|type|proc|namespace|role)\b", "AS VARCHAR", text, flags=re.I)
-    text = re.sub(r"\bAS\s+oid\)", "AS BIGINT)", text, flags=re.I)
-    text = re.sub(r"\bjson_build_object\(", "json_object(", text, flags=re.I)
-    text = re.sub(r"\bformat_type\(", "pg_format_type(", text, flags=re.I)
-    text = re.sub(r"\bcurrent_setting\(", "pg_current_setting(", text, flags=re.I)
-    return re.sub(r"\bpg_get_expr\(([^(),]+),([^(),]+),\s*true\)", r"pg_get_expr3(\1,\2, true)", text, flags=re.I)
+# psql qualifies its operators and collations: OPERATOR(pg_catalog.~) and COLLATE pg_catalog.default
+_OPERATOR = re.compile(r"OPERATOR\s*\(\s*pg_catalog\s*\.\s*([~!=<>*@#%^&|`?+\-/]+)\s*\)", re.I)
 
 
-def _without_pg_catalog(sql: str) -> str:
-    """DuckDB binds ``pg_class.relname`` but not ``pg_catalog.pg_class.relname`` nor
-    ``pg_catalog.format_type(...)``: drop the schema from column and function references."""
+def _unoperator(text: str) -> str:
+    return _OPERATOR.sub(r"\1", text)
+
+
+def rewrite(text: str, tables: set[str], user: str) -> tuple[str, set[str]]:
+    """A catalogue question in PostgreSQL's words as the sandbox answers it (DuckDB SQL), and the relations it
+    names (``pg_catalog.x``, ``information_schema.x``, ``shared.x``). Unknown relations and functions are
+    errors: the question can reach the department's catalogue and nothing else."""
     try:
-        tree = sqlglot.parse_one(sql, read="postgres")
-    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
-        return sql
+        statements = [s for s in sqlglot.parse(_unoperator(text), read="postgres") if s is not None]
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError) as exc:
+        raise QueryRefused(f"the catalogue question cannot be parsed: {str(exc).splitlines()[0]}") from exc
+    if len(statements) != 1 or not isinstance(statements[0], exp.Query):
+        raise QueryRefused("a catalogue question is one SELECT query")
+    tree = statements[0]
+    name_outputs(tree)
+    ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
+    relations: set[str] = set()
 
-    def strip(node: exp.Expression) -> exp.Expression:
-        if isinstance(node, exp.Table) and node.db == "pg_catalog":
-            node.set("db", None)  # so that the shims on the search path are found first
-        if isinstance(node, exp.Column) and node.args.get("db") is not None and node.db in CATALOG_SCHEMAS:
-            node.set("db", None)
-        if isinstance(node, exp.Dot) and isinstance(node.this, exp.Identifier) and node.this.name in CATALOG_SCHEMAS:
-            return node.expression
+    def visit(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Table):
+            return _relation(node, tables, ctes, relations)
+        if isinstance(node, exp.Column):
+            return _column(node, user)
+        if isinstance(node, exp.Dot) and isinstance(node.this, exp.Identifier):
+            if node.this.name.lower() in CATALOG_SCHEMAS:
+                return node.expression  # pg_catalog.f(...): f(...), the shims' own on the search path
+            if isinstance(node.expression, exp.Func | exp.Literal):
+                raise QueryFailed(f"function {node.sql(dialect='postgres')} does not exist")
+        if isinstance(node, exp.Collate):
+            return node.this  # names compare byte-wise here; psql asks for the default collation anyway
+        if isinstance(node, exp.Cast):
+            return _cast(node)
+        if isinstance(node, exp.Func):
+            return _function(node, user)
         return node
 
-    # twice: a function that lost its schema prefix is a new node whose arguments still carry theirs
-    return tree.transform(strip).transform(strip).sql(dialect="duckdb")
+    tree = _bottom_up(tree, visit)
+    for f in tree.find_all(exp.Func):
+        name = _function_name(f)
+        if not isinstance(f, exp.Connector) and name not in _ALLOWED and f.key.lower() not in _ALLOWED:
+            raise QueryFailed(f"function {name}() does not exist in the catalogue")
+        if name in MACROS:
+            relations.add(f"fn:{name}")  # made before the question runs, or DuckDB's own would answer
+    return tree.sql(dialect="duckdb"), relations
+
+
+def _bottom_up(node: exp.Expression, fun) -> exp.Expression:
+    """``fun`` applied to every node, children first (sqlglot's transform goes top-down and does not visit
+    the children of a node it replaced, such as the arguments of ``pg_catalog.f(...)`` once it is ``f(...)``)."""
+    for key, value in list(node.args.items()):
+        if isinstance(value, exp.Expression):
+            new = _bottom_up(value, fun)
+            if new is not value:
+                node.set(key, new)
+        elif isinstance(value, list) and any(isinstance(v, exp.Expression) for v in value):
+            node.set(key, [_bottom_up(v, fun) if isinstance(v, exp.Expression) else v for v in value])
+    return fun(node)
+
+
+def _relation(t: exp.Table, tables: set[str], ctes: set[str], relations: set[str]) -> exp.Table:
+    """A table of a catalogue question, pointed at its shim (or the department's own empty table)."""
+    if t.catalog and t.catalog.lower() != DATABASE:
+        raise QueryFailed(f"cross-database references are not implemented: {t.sql(dialect='postgres')}")
+    if t.catalog:
+        t.set("catalog", None)
+    if not isinstance(t.this, exp.Identifier):
+        if not isinstance(t.this, exp.Func) or _function_name(t.this) not in TABLE_FUNCTIONS:
+            raise QueryFailed(f"function {t.this.sql(dialect='postgres')} does not exist in the catalogue")
+        if t.db.lower() in ("information_schema", INFO):
+            t.set("db", exp.to_identifier(INFO))
+        elif t.db:
+            t.set("db", None)
+        return t
+    schema, name = t.db.lower(), t.name
+    if schema in ("pg_catalog", PG) or (not schema and name.lower() not in ctes
+                                       and f"pg_catalog.{name.lower()}" in RELATIONS):
+        key, target = f"pg_catalog.{name.lower()}", PG
+    elif schema in ("information_schema", INFO):
+        key, target = f"information_schema.{name.lower()}", INFO
+    elif schema == SCHEMA or (not schema and name.lower() not in ctes):
+        if name not in tables:
+            raise QueryFailed(f'relation "{SCHEMA}.{name}" does not exist')
+        relations.add(f"{SCHEMA}.{name}")
+        t.set("db", exp.to_identifier(SCHEMA))
+        return t
+    elif not schema:
+        return t  # a common table expression of the question
+    else:
+        raise QueryFailed(f'relation "{schema}.{name}" does not exist')
+    if key not in RELATIONS:
+        raise QueryFailed(f'relation "{key}" does not exist')
+    relations.add(key)
+    t.set("db", exp.to_identifier(target))
+    t.set("this", exp.to_identifier(name.lower()))
+    return t
+
+
+def _column(column: exp.Column, user: str) -> exp.Expression:
+    """``pg_catalog.pg_class.relname`` binds as ``pg_class.relname``; ``user`` and ``current_role`` are
+    session values (sqlglot reads these keywords as columns)."""
+    if column.args.get("db") is not None and column.db.lower() in CATALOG_SCHEMAS:
+        column.set("db", None)
+    if not column.table and not column.this.quoted and column.name.lower() in SESSION_WORDS:
+        return exp.Literal.string(user)
+    return column
+
+
+_SESSION = {exp.CurrentUser: "user", exp.SessionUser: "user", exp.CurrentDatabase: DATABASE,
+            exp.CurrentCatalog: DATABASE, exp.CurrentSchema: SCHEMA, exp.CurrentVersion: VERSION}
+_SESSION_CALLS = {"current_user": "user", "session_user": "user", "getpgusername": "user",
+                  "current_database": DATABASE, "current_catalog": DATABASE, "current_schema": SCHEMA,
+                  "version": VERSION}
+
+
+def _function(f: exp.Func, user: str) -> exp.Expression:
+    value = _SESSION.get(type(f))
+    if value is None and isinstance(f, exp.Anonymous) and not f.expressions:
+        value = _SESSION_CALLS.get(str(f.this).lower())
+    if value is not None:
+        return exp.Literal.string(user if value == "user" else value)
+    if isinstance(f, exp.Anonymous) and str(f.this).lower() == "json_build_object":
+        return exp.Anonymous(this="json_object", expressions=f.expressions)
+    return f
+
+
+_TEXT_TYPES = {"name", "char", "bpchar", "sql_identifier", "character_data", "yes_or_no", "regproc",
+               "regprocedure", "regoper", "regoperator", "regconfig", "regdictionary", "pg_node_tree",
+               "aclitem", "int2vector", "oidvector", "text", "varchar"}
+_OID_TYPES = {"oid", "xid", "cid", "tid", "regcollation"}
+
+
+def _type_name(to: exp.Expression) -> str:
+    if isinstance(to, exp.ObjectIdentifier):
+        return to.name.lower()
+    if isinstance(to, exp.DataType) and to.this == exp.DataType.Type.USERDEFINED:
+        kind = to.args.get("kind")
+        return (kind.expression.name if isinstance(kind, exp.Dot) else kind.name).lower() if kind else ""
+    return ""
+
+
+def _cast(cast: exp.Cast) -> exp.Expression:
+    """PostgreSQL's object-identifier types: ``'pg_class'::regclass`` (a name, or a bound parameter) is the
+    oid it names, ``c.oid::regclass`` the name of the oid; catalogue domains and ``name`` are text."""
+    kind = _type_name(cast.args["to"])
+    if not kind:
+        return cast
+    value = cast.this
+    named = isinstance(value, exp.Literal | exp.Placeholder | exp.Parameter) or (
+        isinstance(value, exp.Cast) and isinstance(value.this, exp.Literal | exp.Placeholder | exp.Parameter))
+    lookups = {"regclass": ("os_regclass", "os_regclass_name"), "regtype": ("os_regtype", None),
+               "regnamespace": ("os_regnamespace", "os_regnamespace_name"), "regrole": ("os_regrole", "pg_get_userbyid")}
+    if kind in lookups:
+        by_name, by_oid = lookups[kind]
+        if named:
+            return exp.Anonymous(this=by_name, expressions=[exp.cast(value, "VARCHAR")])
+        if kind == "regtype":
+            return exp.Anonymous(this="format_type", expressions=[value, exp.Null()])
+        return exp.Anonymous(this=by_oid, expressions=[value])
+    if kind in _TEXT_TYPES:
+        if named and isinstance(value, exp.Literal) and kind.startswith("regproc"):
+            return exp.Literal.string(re.sub(r"^pg_catalog\.", "", value.name))
+        return exp.cast(value, "VARCHAR")
+    if kind in _OID_TYPES:
+        return exp.cast(value, "BIGINT")
+    if kind == "cardinal_number":
+        return exp.cast(value, "INTEGER")
+    return cast
+
+
+def _function_name(f: exp.Func) -> str:
+    return str(f.this).lower() if isinstance(f, exp.Anonymous) else f.sql_name().lower()
+
+
+def _allowed() -> frozenset[str]:
+    from sharing.policy import ALLOWED_FUNCTIONS
+
+    return ALLOWED_FUNCTIONS | pgcatalog.CATALOGUE_FUNCTIONS | GENERIC_FUNCTIONS | TABLE_FUNCTIONS
+
+
+_ALLOWED = _allowed()
+
+
+# -- PostgreSQL's names for output columns (FigureColname in its parser) -----------------------------------
+
+_PG_TYPE_NAMES = {"int": "int4", "integer": "int4", "bigint": "int8", "smallint": "int2", "boolean": "bool",
+                  "real": "float4", "double": "float8", "decimal": "numeric", "character varying": "varchar"}
+
+
+def pg_output_name(node: exp.Expression) -> tuple[str | None, int]:
+    """The name PostgreSQL gives an unnamed output column, and how sure (2: a column or function's name;
+    1: a type, CASE, ...; 0: none, PostgreSQL then says ``?column?``)."""
+    if isinstance(node, exp.Alias):
+        return node.alias, 2
+    if isinstance(node, exp.Column):
+        return (None, 0) if isinstance(node.this, exp.Star) else (node.name, 2)
+    if isinstance(node, exp.Paren):
+        return pg_output_name(node.this)
+    if isinstance(node, exp.Cast | exp.TryCast):
+        name, strength = pg_output_name(node.this)
+        if strength == 2:
+            return name, strength
+        to = node.args["to"]
+        kind = _type_name(to) or (to.sql(dialect="postgres").split("(")[0].lower() if to else "")
+        return _PG_TYPE_NAMES.get(kind, kind) or None, 1
+    if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):
+        return pg_output_name(node.expression)
+    if isinstance(node, exp.Bracket):
+        return pg_output_name(node.this)
+    if isinstance(node, exp.Case):
+        return "case", 1
+    if isinstance(node, exp.Exists):
+        return "exists", 2
+    if isinstance(node, exp.Array):
+        return "array", 2
+    if isinstance(node, exp.Subquery):
+        inner = node.this
+        if isinstance(inner, exp.Select) and inner.expressions:
+            return pg_output_name(inner.expressions[0])
+        return None, 0
+    if isinstance(node, exp.Func) and not isinstance(node, exp.Connector | exp.Binary | exp.Unary):
+        for kind, name in _SESSION_NAMES.items():
+            if isinstance(node, kind):
+                return name, 2
+        if isinstance(node, exp.Anonymous):
+            return str(node.this).lower(), 2
+        if isinstance(node, exp.If):
+            return "case", 1
+        return node.sql_name().lower(), 2
+    return None, 0
+
+
+_SESSION_NAMES = {exp.CurrentUser: "current_user", exp.SessionUser: "session_user",
+                  exp.CurrentDatabase: "current_database", exp.CurrentCatalog: "current_catalog",
+                  exp.CurrentSchema: "current_schema", exp.CurrentVersion: "version", exp.Count: "count",
+                  exp.CurrentDate: "current_date", exp.CurrentTimestamp: "current_timestamp"}
+
+
+def name_outputs(tree: exp.Expression) -> None:
+    """Name every unnamed output column of every SELECT in ``tree`` as PostgreSQL would (DuckDB names them
+    by their text: ``count_star()``, ``CURRENT_USER``): clients read columns by those names."""
+    for select in list(tree.find_all(exp.Select)):
+        named = []
+        for projection in select.expressions:
+            if isinstance(projection, exp.Alias | exp.Star):
+                named.append(projection)
+            elif isinstance(projection, exp.Column):
+                session = (not projection.table and not projection.this.quoted
+                           and projection.name.lower() in SESSION_WORDS)
+                named.append(exp.alias_(projection, projection.name.lower(), quoted=True) if session else projection)
+            else:
+                name, strength = pg_output_name(projection)
+                named.append(exp.alias_(projection, name if strength else "?column?", quoted=True))
+        select.set("expressions", named)

@@ -389,7 +389,7 @@ class GovernedEngine:
                 bound = _bind(sql, params) if params and not catalogue else sql
             if catalogue:
                 record["purpose"] = "catalogue"
-                return "catalogue", self._catalogue(department, access, sql, params, watch)
+                return "catalogue", self._catalogue(department, access, sql, params, watch, user=user)
             if bound is not sql:  # the audit records the statement as it was planned, values and all
                 sql = bound
                 record.pop("sql_sent_bytes", None)
@@ -410,7 +410,8 @@ class GovernedEngine:
             lock_down(then.con, self.settings.lake.data_path, memory_limit=limits.memory, threads=limits.threads)
             return "query", self._run(then.con, planned, watch)
 
-    def _catalogue(self, department: str, access: dict, sql: str, params: list | None, watch: Watch) -> QueryResult:
+    def _catalogue(self, department: str, access: dict, sql: str, params: list | None, watch: Watch, *,
+                   user: str | None = None) -> QueryResult:
         from sharing.catalog import answer, sandbox
 
         limits = self.settings.limits
@@ -419,7 +420,8 @@ class GovernedEngine:
             hit = (access, sandbox(access, self._registry, memory_limit=limits.memory, threads=limits.threads))
             self._sandboxes[department] = hit
         try:
-            return answer(hit[1], sql, params, watch=watch, max_rows=max(limits.rows, CATALOGUE_ROWS))
+            return answer(hit[1], sql, params, user=user or department, watch=watch,
+                          max_rows=max(limits.rows, CATALOGUE_ROWS))
         except duckdb.InterruptException as exc:
             raise watch.stopped("ran") from exc
         except duckdb.OutOfMemoryException as exc:
