@@ -131,6 +131,25 @@ class QueryLimits:
 
 
 @dataclass(frozen=True)
+class WireSettings:
+    """The Postgres-wire endpoint's TLS (``ONESOURCE_PG_TLS_*``). With a certificate and key, a client's
+    SSLRequest is answered 'S' and the session is encrypted (``sslmode=require``); without, 'N'."""
+
+    tls_cert: str | None = None
+    """PEM certificate (chain) file. ``ONESOURCE_PG_TLS_CERT``."""
+    tls_key: str | None = None
+    """PEM private key file (may be in the certificate file). ``ONESOURCE_PG_TLS_KEY``."""
+    tls_required: bool = False
+    """Refuse clear-text sessions (a startup without TLS gets a FATAL error saying so).
+    ``ONESOURCE_PG_TLS_REQUIRED=1``."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> WireSettings:
+        return cls(tls_cert=env.get("ONESOURCE_PG_TLS_CERT") or None, tls_key=env.get("ONESOURCE_PG_TLS_KEY") or None,
+                   tls_required=env.get("ONESOURCE_PG_TLS_REQUIRED", "").lower() in ("1", "true", "yes", "on"))
+
+
+@dataclass(frozen=True)
 class Settings:
     """One OneSource home: registry, source drops, landing, lake, Airflow home, reports."""
 
@@ -141,6 +160,8 @@ class Settings:
     """Lake snapshots younger than this are kept (time travel, audits); older ones are expired by the
     maintenance DAG. ``ONESOURCE_SNAPSHOT_RETENTION_DAYS``."""
     signin: SignInSettings = field(default_factory=SignInSettings)
+    wire: WireSettings = field(default_factory=WireSettings)
+    """The Postgres-wire endpoint's TLS (``ONESOURCE_PG_TLS_*``, see :class:`WireSettings`)."""
     """Sign-in throttling and lockout (``ONESOURCE_SIGNIN_*``, see :class:`SignInSettings`)."""
     limits: QueryLimits = field(default_factory=QueryLimits)
     """What one query and one user may use (``ONESOURCE_QUERY_*``, see :class:`QueryLimits`)."""
@@ -217,7 +238,7 @@ class Settings:
         home = Path(env.get("ONESOURCE_HOME") or DEFAULT_HOME)
         key = env.get("ONESOURCE_AUDIT_KEY")
         settings = cls(home=home, snapshot_retention_days=int(env.get("ONESOURCE_SNAPSHOT_RETENTION_DAYS") or 180),
-                       signin=SignInSettings.from_env(env),
+                       signin=SignInSettings.from_env(env), wire=WireSettings.from_env(env),
                        limits=QueryLimits.from_env(env),
                        audit_key_file=Path(key) if key else default_audit_key_file(home, env))
         catalog = env.get("ONESOURCE_CATALOG")
@@ -228,6 +249,7 @@ class Settings:
                 home=home,
                 snapshot_retention_days=settings.snapshot_retention_days,
                 signin=settings.signin,
+                wire=settings.wire,
                 limits=settings.limits,
                 audit_key_file=settings.audit_key_file,
                 lake=LakeSettings(

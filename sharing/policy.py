@@ -66,7 +66,7 @@ dayofweek dayofyear hour minute second strftime time_to_str timetostr str_to_tim
 current_date currentdate current_timestamp currenttimestamp now date_add dateadd date_sub datesub date_diff
 datediff age make_date interval
 row_number rank dense_rank percent_rank cume_dist ntile lag lead first_value last_value nth_value
-match_value struct struct_pack row struct_extract list_value list_extract list_contains list_has array_length
+match_value struct struct_pack row struct_extract array list_value list_extract list_contains list_has array_length
 array_contains len cardinality unnest explode flatten hash md5 sha256 sha1 bit_length octet_length format
 printf string_split str_split to_json json concat_ws nullifzero isnan isinf epoch date_diff exists columns
 """.split())

@@ -1,0 +1,162 @@
+"""Bound parameters: their types (declared by the client, or inferred from the query as PostgreSQL
+does), and the literals they become so that the governed engine plans, and the audit records, one
+complete statement. sqlglot writes every literal, quoting and all: a value cannot become SQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import math
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+
+from sharing.pgwire import types as t
+
+_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Like, exp.ILike, exp.Is, exp.NullSafeEQ,
+                exp.NullSafeNEQ)
+
+
+def parse(sql: str) -> exp.Expression | None:
+    try:
+        return sqlglot.parse_one(sql, read="postgres")
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
+        return None
+
+
+def _index(node: exp.Expression) -> int | None:
+    """``$n``'s n - 1, or None for a node that is no positional parameter."""
+    if isinstance(node, exp.Parameter) and isinstance(node.this, exp.Literal) and not node.this.is_string:
+        return int(node.this.this) - 1
+    return None
+
+
+def bind(sql: str, params: list) -> str:
+    """``sql`` with ``$1, $2, ...`` replaced by ``params`` as literals (sharing.engine binds with it)."""
+    tree = parse(sql)
+    if tree is None:
+        return sql  # the engine refuses it with the parse error
+
+    def put(node: exp.Expression) -> exp.Expression:
+        index = _index(node)
+        if index is None:
+            return node
+        if not 0 <= index < len(params):
+            raise ValueError(f"the query uses ${index + 1} but {len(params)} parameter(s) were bound")
+        return literal(params[index])
+
+    return tree.transform(put).sql(dialect="postgres")
+
+
+def _cast(text: str, duck_type: str) -> exp.Expression:
+    return exp.Cast(this=exp.Literal.string(text), to=exp.DataType.build(duck_type, dialect="duckdb"))
+
+
+def literal(value: Any) -> exp.Expression:
+    """The SQL literal of one parameter value (its Python type says its SQL type)."""
+    if value is None:
+        return exp.Null()
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, t.Json):
+        return _cast(str(value), "JSON")
+    if isinstance(value, t.Typed):
+        return _cast(str(value), value.duck_type)
+    if isinstance(value, str):
+        return exp.Literal.string(value)
+    if isinstance(value, int):
+        return exp.Literal.number(value)
+    if isinstance(value, float):
+        return exp.Literal.number(repr(value)) if math.isfinite(value) else _cast(repr(value), "DOUBLE")
+    if isinstance(value, decimal.Decimal):
+        return exp.Literal.number(format(value, "f")) if value.is_finite() else _cast(str(value), "DOUBLE")
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            return _cast(value.astimezone(dt.UTC).isoformat(sep=" "), "TIMESTAMPTZ")
+        return _cast(value.isoformat(sep=" "), "TIMESTAMP")
+    if isinstance(value, dt.date):
+        return _cast(value.isoformat(), "DATE")
+    if isinstance(value, dt.time):
+        return _cast(value.isoformat(), "TIME")
+    if isinstance(value, dt.timedelta):
+        return _cast(f"{value.days} days {value.seconds} seconds {value.microseconds} microseconds", "INTERVAL")
+    if isinstance(value, uuid.UUID):
+        return _cast(str(value), "UUID")
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _cast("".join(f"\\x{b:02x}" for b in bytes(value)), "BLOB")
+    if isinstance(value, list | tuple):
+        return exp.Array(expressions=[literal(v) for v in value])
+    return exp.Literal.string(str(value))
+
+
+def null_of(oid: int) -> exp.Expression:
+    """A NULL of parameter type ``oid``: what a parameter stands for when a statement is only described."""
+    element = t.ELEMENT_OF.get(oid)
+    duck = (t.DUCK_TYPE.get(element, "VARCHAR") + "[]") if element else t.DUCK_TYPE.get(oid, "VARCHAR")
+    return exp.Cast(this=exp.Null(), to=exp.DataType.build(duck, dialect="duckdb"))
+
+
+def with_nulls(sql: str, oids: list[int]) -> str:
+    """``sql`` with each parameter a NULL of its type (to learn the result's columns without values)."""
+    tree = parse(sql)
+    if tree is None:
+        return sql
+
+    def put(node: exp.Expression) -> exp.Expression:
+        index = _index(node)
+        if index is None:
+            return node
+        return null_of(oids[index] if 0 <= index < len(oids) else t.TEXT)
+
+    return tree.transform(put).sql(dialect="postgres")
+
+
+def parameter_types(sql: str, declared: list[int], column_type: Callable[[str | None, str], int | None]) -> list[int]:
+    """The type of each parameter: as declared in Parse, else inferred as PostgreSQL would from where it
+    stands (a cast, LIMIT, a comparison with a column, ``= ANY``), else text. ``column_type(table, column)``
+    answers a column's type oid, or None when the department cannot see it."""
+    tree = parse(sql)
+    count = len(declared)
+    inferred: dict[int, int] = {}
+    if tree is not None:
+        tables = [tb.name for tb in tree.find_all(exp.Table) if tb.name]
+        for node in tree.find_all(exp.Parameter):
+            index = _index(node)
+            if index is None:
+                continue
+            count = max(count, index + 1)
+            guess = _infer(node, tables, column_type)
+            if guess is not None:
+                inferred.setdefault(index, guess)
+    return [declared[i] if i < len(declared) and declared[i] else inferred.get(i, t.TEXT) for i in range(count)]
+
+
+def _infer(node: exp.Expression, tables: list[str], column_type: Callable[[str | None, str], int | None]) -> int | None:
+    parent = node.parent
+    array = False
+    while isinstance(parent, exp.Paren):
+        parent = parent.parent
+    if isinstance(parent, exp.Cast):
+        return t.oid_of_duck(parent.to.sql(dialect="duckdb"))
+    if isinstance(parent, exp.Limit | exp.Offset):
+        return t.INT8
+    if isinstance(parent, exp.Any | exp.All):
+        array, parent = True, parent.parent
+    if isinstance(parent, (*_COMPARISONS, exp.In, exp.Between)):
+        for side in parent.iter_expressions():
+            if isinstance(side, exp.Column):
+                found = _column(side, tables, column_type)
+                if found is not None:
+                    return t.ARRAY_OF.get(found, 1009) if array else found
+    return 1009 if array else None
+
+
+def _column(col: exp.Column, tables: list[str], column_type: Callable[[str | None, str], int | None]) -> int | None:
+    for table in ([col.table] if col.table and col.table in tables else tables):
+        found = column_type(table, col.name)
+        if found is not None:
+            return found
+    return None
