@@ -36,11 +36,12 @@ from sharing.exceptions import AccountDisabled, OutOfMemory, QueryFailed, QueryR
 from sharing.grants import active_grants, visible
 from sharing.limits import Admission, Canceller, Stopped, Watch, clip, sql_bytes
 from sharing.match import MatchLedger
-from sharing.policy import Plan, plan
+from sharing.policy import Plan, explained, plan
 from sharing.sql import QueryResult, fetch, lock_down, size_bytes
 
 log = guarded("onesource.engine")
-_MISSING_COLUMN = re.compile(r'Referenced column "([^"]+)" not found|Values list "[^"]*" does not have a column named "([^"]+)"')
+_MISSING_COLUMN = re.compile(r'Referenced column "([^"]+)" not found|Column "([^"]+)" referenced that exists in the SELECT|'
+                             r'Values list "[^"]*" does not have a column named "([^"]+)"')
 
 
 @dataclass(frozen=True)
@@ -204,15 +205,16 @@ class GovernedEngine:
             self._matches = MatchLedger(self.settings.home / "sharing" / "matches.sqlite")
         return self._matches
 
-    def _plan(self, sql: str, access: dict, department: str, dialect: str) -> Plan:
+    def _plan(self, sql: str, access: dict, department: str, dialect: str, user: str | None = None) -> Plan:
         """Plans are cached per (access, SQL text): BI tools and dashboards send the same queries again and
         again. The access object is replaced whenever grants or the catalog change, so a stale plan
-        is never reused; refusals are not cached (each is planned, refused and audited anew)."""
-        key = (id(access), department, dialect, sql)
+        is never reused; refusals are not cached (each is planned, refused and audited anew). ``user``: in
+        the key, since ``current_user`` is planned as the user's name."""
+        key = (id(access), department, user, dialect, sql)
         hit = self._plans.get(key)
         if hit is not None and hit[0] is access:
             return hit[1]
-        planned = plan(sql, access, self._registry, department, dialect=dialect)
+        planned = plan(sql, access, self._registry, department, dialect=dialect, user=user)
         if len(self._plans) > 1024:
             self._plans.clear()
         self._plans[key] = (access, planned)
@@ -396,19 +398,19 @@ class GovernedEngine:
                 record.pop("sql_sent_sha256", None)
                 record.update(clip("sql_sent", sql, limits.audit_sql_bytes))
         with watch.planning():
-            planned = self._plan(sql, access, department, dialect)
+            planned = self._plan(sql, access, department, dialect, user)
         state["plan"] = planned
         self._charge(department, access, planned)
         if self.as_of is None:
             if isinstance(on, Lake):
                 lock_down(con, self.settings.lake.data_path, memory_limit=limits.memory, threads=limits.threads)
-            return "query", self._run(con, planned, watch)
+            return "query", self._answer(con, planned, watch)
         record["as_of"] = str(self.as_of)
         with watch.paused():
             then = Lake(self.settings.lake, as_of=self.as_of)
         with then:
             lock_down(then.con, self.settings.lake.data_path, memory_limit=limits.memory, threads=limits.threads)
-            return "query", self._run(then.con, planned, watch)
+            return "query", self._answer(then.con, planned, watch)
 
     def _catalogue(self, department: str, access: dict, sql: str, params: list | None, watch: Watch, *,
                    user: str | None = None) -> QueryResult:
@@ -450,6 +452,13 @@ class GovernedEngine:
     def _charge(self, department: str, access: dict, planned: Plan) -> None:
         if planned.matches:
             self.matches.spend(department, access, planned.matches)
+
+    def _answer(self, con: duckdb.DuckDBPyConnection, planned: Plan, watch: Watch) -> QueryResult:
+        """The query's answer; for ``EXPLAIN <query>`` the governed query's plan as PostgreSQL shows one."""
+        result = self._run(con, planned, watch)
+        if planned.explain:
+            return QueryResult(*explained(result.rows))
+        return result
 
     def _run(self, con: duckdb.DuckDBPyConnection, planned: Plan, watch: Watch) -> QueryResult:
         """Every row of the answer, fetched within the query's deadline and memory and counted as it comes

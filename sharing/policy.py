@@ -13,11 +13,16 @@ and Trino's access control: the mask replaces every reference at the scan.
 
 The outer lines stay, in order (sqlglot parses; nothing is matched by regular expression):
 
-1. ``one_select``      exactly one statement, and it is a query (no ATTACH, COPY, SET, PRAGMA, ...)
+0. ``explained``       ``EXPLAIN <query>`` is the plan of the governed query (plan only: never ANALYZE, which
+                       runs it); the query itself goes through every line below
+1. ``one_select``      exactly one statement, and it is a query (no ATTACH, COPY, SET, PRAGMA, ...); its output
+                       columns get PostgreSQL's names (sharing.pgnames) and session values (``current_user``,
+                       ``current_database()``, ``version()``) become the session's literals
 2. ``resolve_tables``  every table is a shared dataset the department may read (``shared.x`` or, on the
                        search path, a bare ``x``), or a CTE of the query (renamed to a reserved name, so a
                        CTE that DuckDB would not see in scope can never fall back to a catalog table);
-                       table functions, file paths and other schemas are refused
+                       table functions, file paths and other schemas are refused. A query may read no
+                       table at all (``SELECT 1``: every pool's connection check)
 3. ``safe_functions``  every function is on the allowlist (no read_*, glob, getenv, duckdb_* ...)
 4. ``matches``         ``match_value(col, 'value')`` on a masked column: equality against a value the department
                        supplies, with a grant that allows it and within its daily quota (sharing.match)
@@ -37,19 +42,24 @@ from __future__ import annotations
 import json
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import duckdb
 import sqlglot
 from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import TokenType
 
 from schemas.model import Dataset, Registry
 from sharing.exceptions import QueryRefused
 from sharing.grants import Access
+from sharing.pgnames import Namer, name_outputs
 
 SCHEMA = "shared"
 CATALOG = "lake"
+DATABASE = "onesource"
+"""What ``current_database()`` answers: the database name clients connect to."""
 RESERVED = "__os_"
 """Prefix of the names the planner makes (CTE renames, match columns): refused in a department's SQL."""
 
@@ -118,6 +128,8 @@ class Plan:
     filtered: tuple[str, ...] = field(default_factory=tuple)
     """Datasets read through a row filter."""
     matches: tuple[Match, ...] = ()
+    explain: bool = False
+    """``sql_run`` is ``EXPLAIN <the governed query>``: answer its plan (``explained``), never run it."""
 
 
 def _refuse(reason: str) -> QueryRefused:
@@ -216,8 +228,6 @@ def resolve_tables(root: exp.Query, access: dict[str, Access], department: str) 
     for cte in root.find_all(exp.CTE):
         alias = cte.args["alias"]
         alias.set("this", exp.to_identifier(f"{RESERVED}cte_{cte.alias_or_name.lower()}", quoted=True))
-    if not datasets:
-        raise _refuse("the query reads no shared table")
     return datasets
 
 
@@ -291,9 +301,19 @@ def _matches(root: exp.Query, tables: list[exp.Table], access: dict[str, Access]
 
 
 def plan(sql: str, access: dict[str, Access], registry: Registry, department: str, *, dialect: str = "postgres",
-         row_limit: int | None = None) -> Plan:
+         user: str | None = None, row_limit: int | None = None) -> Plan:
+    """The governed query for ``sql``; ``user``: who asks (``current_user``; the department by default);
+    ``row_limit``: a LIMIT on the answer (None: every row; the engine bounds results as it fetches them)."""
+    target = explained_query(sql, dialect)
+    if target is not None:
+        inner = plan(target, access, registry, department, dialect=dialect, user=user)
+        if inner.explain:
+            raise _refuse("EXPLAIN takes a query, not another EXPLAIN")
+        return replace(inner, sql_run=f"EXPLAIN {inner.sql_run}", explain=True)
     root = one_select(sql, dialect)
     no_reserved_names(root)
+    name_outputs(root, Namer(sql, dialect, root))  # first: names are read from the text as written
+    session_values(root, user or department)
     tables = resolve_tables(root, access, department)
     safe_functions(root)
     safe_text(root)
@@ -321,13 +341,121 @@ def plan(sql: str, access: dict[str, Access], registry: Registry, department: st
         for column, pairs in by_column.items():
             if column in access[d].masked:
                 charged += [Match(d, column, value) for _, value in pairs]
-    body = root.sql(dialect="duckdb", comments=False)
-    # no LIMIT unless asked: every row is answered (the engine bounds results as it fetches them)
-    sql_run = f"SELECT * FROM ({body}) AS governed" + (f" LIMIT {int(row_limit)}" if row_limit is not None else "")
+    sql_run = _limited(root, row_limit)
     read = {t.name for t in tables}
     verify(sql_run, read)
     return Plan(sql_run, tuple(sorted(read)), tuple(sorted(columns)), tuple(sorted(masked)),
                 tuple(sorted(filtered)), tuple(dict.fromkeys(charged)))
+
+
+def _limited(root: exp.Query, row_limit: int | None) -> str:
+    """The query as DuckDB runs it. Not wrapped in ``SELECT * FROM (...)``: DuckDB renames repeated names
+    there (``a``, ``a_1``), where PostgreSQL (and DuckDB at the top level) answers ``a``, ``a``."""
+    if row_limit is None:
+        return root.sql(dialect="duckdb", comments=False)
+    limit = root.args.get("limit")
+    if limit is None or (isinstance(limit, exp.Limit) and isinstance(limit.expression, exp.Literal)
+                         and limit.expression.is_int):  # else FETCH FIRST, LIMIT <expression>, ...
+        cap = min(int(row_limit), int(limit.expression.this)) if limit is not None else int(row_limit)
+        return root.limit(cap, copy=False).sql(dialect="duckdb", comments=False)
+    return f"SELECT * FROM ({root.sql(dialect='duckdb', comments=False)}) AS governed LIMIT {int(row_limit)}"
+
+
+_USER_WORDS = frozenset(("user", "current_user", "session_user", "current_role"))
+"""Written without parentheses, PostgreSQL's SQL value functions, parsed by sqlglot as a column when it
+does not know them (``user``); a quoted name (``"user"``) stays a column."""
+
+
+def session_values(root: exp.Expression, user: str) -> None:
+    """The session's values as literals: ``current_user`` is the signed-in user (DuckDB would say
+    ``duckdb``), ``current_database()`` and ``current_catalog`` are ``onesource``, ``current_schema`` is
+    ``shared`` (the search path), ``version()`` the server's version string (sharing.catalog)."""
+    def value(node: exp.Expression) -> str | None:
+        if isinstance(node, exp.CurrentUser | exp.SessionUser):
+            return user
+        if isinstance(node, exp.CurrentCatalog | exp.CurrentDatabase):
+            return DATABASE
+        if isinstance(node, exp.CurrentSchema):
+            return SCHEMA
+        if isinstance(node, exp.CurrentVersion):
+            from sharing.catalog import VERSION
+
+            return VERSION
+        if isinstance(node, exp.Column) and not node.table and not node.this.quoted:
+            word = node.name.lower()
+            if word in _USER_WORDS:
+                return user
+            if word == "current_catalog":
+                return DATABASE
+            if word == "current_schema":
+                return SCHEMA
+        return None
+
+    for node in list(root.walk()):
+        literal = value(node)
+        if literal is not None:
+            node.replace(exp.Literal.string(literal))
+
+
+_EXPLAIN_OPTIONS = frozenset(("verbose", "costs", "settings", "buffers", "wal", "timing", "summary", "memory",
+                              "format", "generic_plan", "serialize"))
+_NO = frozenset(("false", "off", "0", "no"))
+
+
+def explained_query(sql: str, dialect: str) -> str | None:
+    """The query of ``EXPLAIN [VERBOSE | (option, ...)] <query>``, or None when ``sql`` is no EXPLAIN.
+
+    Only the plan is answered: ``ANALYZE`` runs the query (its timings and row counts are the answer's
+    side channel, and it costs what the query costs), so it is refused; the options that shape
+    PostgreSQL's output are accepted and the plan is DuckDB's, as text."""
+    try:
+        tokens = Dialect.get_or_raise(dialect).tokenize(sql)
+    except TokenError:
+        return None  # one_select refuses it with the parser's reason
+    if not tokens or tokens[0].text.upper() != "EXPLAIN":
+        return None
+    sql = sql[tokens[0].end + 1:]  # sqlglot keeps a COMMAND's arguments as one string: tokenized anew
+    try:
+        tokens = Dialect.get_or_raise(dialect).tokenize(sql)
+    except TokenError:
+        return sql
+    i = 0
+    if i < len(tokens) and tokens[i].token_type == TokenType.L_PAREN:
+        options: list[list[str]] = [[]]
+        i += 1
+        while i < len(tokens) and tokens[i].token_type != TokenType.R_PAREN:
+            if tokens[i].token_type == TokenType.COMMA:
+                options.append([])
+            else:
+                options[-1].append(tokens[i].text.lower())
+            i += 1
+        i += 1
+        for words in options:
+            if words and words[0] in ("analyze", "analyse") and words[1:2] and words[1] in _NO:
+                continue
+            if not words or words[0] not in _EXPLAIN_OPTIONS or (words[0] == "format" and words[1:] != ["text"]):
+                raise _refuse(_explain_refusal(" ".join(words)))
+    while i < len(tokens) and tokens[i].text.upper() == "VERBOSE":
+        i += 1
+    if i < len(tokens) and tokens[i].text.upper() in ("ANALYZE", "ANALYSE"):
+        raise _refuse(_explain_refusal("ANALYZE"))
+    if i >= len(tokens):
+        raise _refuse("EXPLAIN takes a query: EXPLAIN SELECT ...")
+    return sql[tokens[i].start:]
+
+
+def _explain_refusal(option: str) -> str:
+    if option.split()[:1] in (["analyze"], ["analyse"], ["ANALYZE"]):
+        return ("EXPLAIN ANALYZE runs the query; only the plan is answered here (EXPLAIN <query>), "
+                "and running the query itself shows what it costs")
+    return f"EXPLAIN option {option!r} is not supported; EXPLAIN <query> answers the plan as text"
+
+
+def explained(rows: list[tuple]) -> tuple[list[str], list[tuple[str]]]:
+    """DuckDB's EXPLAIN answer (``explain_key``, ``explain_value``: the plan as one text) as PostgreSQL's:
+    one column ``QUERY PLAN``, a row per line."""
+    lines = [line for _, text in rows for line in str(text).splitlines()]
+    return ["QUERY PLAN"], [(line,) for line in lines]
 
 
 _PARSER_LOCK = threading.Lock()

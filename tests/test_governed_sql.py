@@ -107,7 +107,6 @@ def test_not_shared_is_for_the_owner_only(city, engine):
     ("PRAGMA database_list", "PRAGMA was refused"),
     ("EXPORT DATABASE '/tmp/x'", "cannot be parsed"),
     ("SELECT * FROM shared.psb_household_moves", "not granted"),
-    ("SELECT 1", "reads no shared table"),
     ("SELECT * FROM information_schema.tables", "is not a shared table"),
     ("SELECT * FROM pg_catalog.pg_tables", "is not a shared table"),
     ("SELECT * FROM duckdb_settings()", "table functions are not allowed"),
@@ -155,7 +154,7 @@ def test_allowed_queries_are_audited_with_what_they_touched(engine):
     last = engine.audit.entries()[-1]
     assert last["decision"] == "allowed" and last["user"] == "li" and last["purpose"] == "学校周边企业统计"
     assert last["tables"] == ["amr_enterprise_register"] and "amr_enterprise_register.enterprise_status" in last["columns"]
-    assert last["rows"] > 0 and last["sql_run"].startswith("SELECT * FROM (")
+    assert last["rows"] > 0 and "FROM (SELECT" in last["sql_run"]  # the policy relation
 
 
 def test_audit_verify_detects_edits_deletions_reordering_and_truncation(city, engine, tmp_path):
