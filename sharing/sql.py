@@ -199,9 +199,16 @@ def _within(rows: int, size: int, max_rows: int, max_bytes: int) -> None:
                              "(ONESOURCE_QUERY_ROWS); nothing was sent: filter or aggregate, or ask the operator "
                              "to raise the limit")
     if max_bytes and size > max_bytes:
-        raise ResultTooLarge(f"the result is larger than {max_bytes / 2**20:,.0f} MiB, the most one answer may "
+        raise ResultTooLarge(f"the result is larger than {_shown(max_bytes)}, the most one answer may "
                              f"have (ONESOURCE_QUERY_RESULT_BYTES), at {rows:,} rows; nothing was sent: filter, "
                              "ask for fewer columns, or read it in parts (a WHERE on a key or a date)")
+
+
+def _shown(size: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:,.4g} {unit}"
+    return f"{size} bytes"
 
 
 def _python_bytes(chunk: list[tuple[Any, ...]]) -> int:
