@@ -1,0 +1,102 @@
+"""TPC-H through governed SQL: the 22 queries, as a department writes them, against DuckDB on the same lake.
+
+``tpch_governed_ratio``: for each of the 22 queries, the median of several runs through the persistent
+governed engine (``GovernedEngine.query``: plan, policy relations, row cap, audit) divided by the median of
+the same query run directly on a cursor of the engine's own read-only lake connection (bare names on the
+search path ``lake.shared``); the figure is the median of the 22 ratios. The lake is TPC-H at SF 1 by default,
+generated once by DuckDB's ``tpch`` extension into a cache folder under the bench work directory.
+
+The eight tables are registered as datasets (``TPCH_OWNER`` owns them, conditional), so they are shared
+datasets like any other, and ``TPCH_READER`` holds a grant of every column of each (no row filter, no mask):
+what it reads equals the raw tables, so the governed answer must equal DuckDB's.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+from bench.common import figure
+
+TPCH_OWNER = "nbs"
+TPCH_READER = "analyst"
+TABLES = {  # table -> (title, key)
+    "region": ("地区", ("r_regionkey",)),
+    "nation": ("国家", ("n_nationkey",)),
+    "supplier": ("供应商", ("s_suppkey",)),
+    "customer": ("客户", ("c_custkey",)),
+    "part": ("零件", ("p_partkey",)),
+    "partsupp": ("零件供应", ("ps_partkey", "ps_suppkey")),
+    "orders": ("订单", ("o_orderkey",)),
+    "lineitem": ("订单明细", ("l_orderkey", "l_linenumber")),
+}
+_TYPES = {"BIGINT": "integer", "INTEGER": "integer", "VARCHAR": "string", "DATE": "date"}
+"""DuckDB's TPC-H column types -> the registry's element types (DECIMAL(15,2) -> decimal)."""
+
+
+def _registry_entries(con) -> tuple[dict, list[dict]]:
+    """The registry's departments and the eight datasets, typed from dbgen's own schema."""
+    departments = {"departments": [
+        {"code": TPCH_OWNER, "name": "统计局", "name_en": "Statistics", "systems": [{"code": "tpch", "name": "TPC-H"}]},
+        {"code": TPCH_READER, "name": "数据分析处", "name_en": "Analysts", "systems": [{"code": "bi", "name": "BI"}]},
+    ]}
+    datasets = []
+    for table, (title, key) in TABLES.items():
+        columns = [{"name": name, "source": name, "type": _TYPES.get(type_, "decimal" if type_.startswith("DECIMAL")
+                                                                   else type_.lower()), "required": True}
+                   for name, type_, *_ in con.execute(f"DESCRIBE memory.main.{table}").fetchall()]
+        datasets.append({"name": table, "title": f"TPC-H {title}", "owner": TPCH_OWNER, "system": "tpch",
+                         "update_cycle": "yearly", "share_type": "conditional", "key": list(key),
+                         "conditions": "granted for benchmarking and testing governed SQL",
+                         "connector": {"kind": "file", "path": f"tpch/{table}.parquet", "format": "parquet"},
+                         "columns": columns})
+    return departments, datasets
+
+
+def tpch_home(home: Path, sf: float):
+    """A lake holding TPC-H at scale factor ``sf`` as eight shared datasets, ``TPCH_READER`` granted every
+    column of each. Built once: a second call with the same home reuses it. Returns (settings, registry)."""
+    from lakehouse.lake import Lake
+    from onesource.config import Settings
+    from onesource.duck import extension_path, literal
+    from schemas import load_registry
+    from sharing.grants import add_grant
+    from tests.helpers import dump, write_registry
+
+    settings = Settings(home=home)
+    ready = home / "tpch-ready"
+    if ready.exists() and ready.read_text() == str(sf):
+        return settings, load_registry(settings.registry_dir)
+    with Lake(settings.lake) as lake:
+        con = lake.con
+        con.execute(f"LOAD {literal(str(extension_path('tpch')))}")
+        con.execute(f"CALL dbgen(sf = {float(sf)}, catalog = 'memory')")
+        departments, datasets = _registry_entries(con)
+        write_registry(settings.registry_dir, datasets, departments=departments)
+        dump(settings.registry_dir / "elements.yaml", {"elements": [], "code_lists": {
+            "tpch_returnflag": {"A": "已接受", "N": "无", "R": "已退货"}}})
+        registry = load_registry(settings.registry_dir)
+        with lake.transaction():  # one commit: stored in the registry's types, as a load would store them
+            for ds in registry.datasets:
+                casts = ", ".join(f'CAST("{c.name}" AS {c.duck_type}) AS "{c.name}"' for c in ds.columns)
+                con.execute(f'CREATE OR REPLACE TABLE lake.shared."{ds.name}" AS '
+                            f'SELECT {casts} FROM memory.main."{ds.name}"')
+            lake.commit_message(f"TPC-H at scale factor {sf}", {})
+        for ds in registry.datasets:
+            con.execute(f'DROP TABLE memory.main."{ds.name}"')
+            add_grant(lake, registry, TPCH_READER, ds.name, purpose="TPC-H")
+    ready.write_text(str(sf))
+    return settings, registry
+
+
+def tpch_queries() -> list[tuple[int, str]]:
+    """The 22 queries as DuckDB's tpch extension has them (bare table names, as an analyst writes them)."""
+    from onesource.duck import connect
+
+    con = connect(extensions=("tpch",))
+    try:
+        return [(n, q.strip().rstrip(";")) for n, q in
+                con.execute("SELECT query_nr, query FROM tpch_queries() ORDER BY 1").fetchall()]
+    finally:
+        con.close()
