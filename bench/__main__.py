@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import dagbag, ingest, kpi, publish, quality, sql
+from bench import cli, dagbag, ingest, kpi, publish, quality, sql
 from bench.common import hardware, write_results
 from onesource.config import Settings
 
@@ -18,7 +18,8 @@ def main() -> None:
     p.add_argument("--quality-runs", type=int, default=5)
     p.add_argument("--kpi-runs", type=int, default=3)
     p.add_argument("--publish-runs", type=int, default=3, help="idle/under-load pairs of the publish benchmark")
-    p.add_argument("--only", choices=["ingest", "quality", "sql", "publish", "kpi", "dagbag"], default=None)
+    p.add_argument("--cli-runs", type=int, default=15, help="fresh `onesource sql --as` processes timed")
+    p.add_argument("--only", choices=["ingest", "quality", "sql", "publish", "kpi", "dagbag", "cli"], default=None)
     args = p.parse_args()
     settings = Settings.from_env()
     print(f"OneSource benchmarks on {hardware()}")
@@ -33,6 +34,9 @@ def main() -> None:
         if not csv.exists():
             ingest.run(1_000_000, 1, work)  # writes the 1M-row extract the SQL benchmark loads
         figures.update(sql.run(csv, work))
+    if args.only in (None, "cli"):
+        print("CLI: `onesource sql --as DEPT` on a small query, each a fresh process (start, imports, lake, audit)")
+        figures.update(cli.run(work, runs=args.cli_runs))
     if args.only in (None, "publish"):
         print("publish under load: a 1M-row load while 32 clients query over HTTP and the wire, vs the idle lake")
         csv = work / "firms_1000050.csv"

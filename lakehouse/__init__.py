@@ -2,9 +2,27 @@
 
 >>> results = run_dataset(settings, registry, "amr_enterprise_register", os.environ)
 >>> [(r.status, r.rows) for r in results]
+
+The names below are imported on first use (PEP 562): ``from lakehouse import Lake`` does not bring in
+the loading stage (connectors, Great Expectations' suites), which a query never needs.
 """
 
-from lakehouse.lake import Lake
-from lakehouse.load import LoadResult, run_dataset
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lakehouse.lake import Lake
+    from lakehouse.load import LoadResult, run_dataset
 
 __all__ = ["Lake", "LoadResult", "run_dataset"]
+_HOME = {"Lake": "lakehouse.lake", "LoadResult": "lakehouse.load", "run_dataset": "lakehouse.load"}
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = value
+    return value

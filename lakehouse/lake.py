@@ -30,7 +30,7 @@ import duckdb
 from lakehouse import guard
 from lakehouse.exceptions import CatalogBusyError
 from onesource.config import LakeSettings
-from onesource.duck import connect, extension_path, literal
+from onesource.duck import connect, literal, load
 
 T = TypeVar("T")
 CATALOG = "lake"
@@ -209,7 +209,8 @@ class Lake:
         """``as_of``: a snapshot id or a point in time, to read the lake as it was (read-only)."""
         self.settings = settings
         self.read_only = read_only or as_of is not None
-        self.con = connect(extensions=_extensions(settings) + extra_extensions)
+        # read-only: DuckDB checks each extension file's signature once, not on every open (onesource.duck)
+        self.con = connect(extensions=_extensions(settings) + extra_extensions, verified_once=self.read_only)
         if settings.catalog.startswith("sqlite:"):
             Path(settings.catalog.removeprefix("sqlite:")).parent.mkdir(parents=True, exist_ok=True)
         if "://" not in settings.data_path:
@@ -236,7 +237,7 @@ class Lake:
         self.con.execute(f"USE {CATALOG}")
         if self.encrypted and "httpfs" not in _extensions(settings):
             # attached without ONESOURCE_ENCRYPT: the catalog says encrypted, writes need httpfs's crypto
-            self.con.execute(f"LOAD {literal(str(extension_path('httpfs')))}")
+            load(self.con, "httpfs")
         if not self.read_only:
             if settings.encrypted and self._option("data_inlining_row_limit") != "0":
                 # persisted in the catalog: a process that attaches without ONESOURCE_ENCRYPT (a

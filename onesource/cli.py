@@ -30,6 +30,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as dt
 import json
@@ -38,18 +39,46 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
 from onesource import damage
 from onesource.config import Settings
 from onesource.errors import ConfigurationError, OneSourceError
 from onesource.home import secure_home
 
-# Piped output (CI logs, `make demo | tee`) gets 140 columns instead of rich's default 80.
-console = Console(width=None if sys.stdout.isatty() else 140)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+# Only what parsing the arguments needs is imported here: each command imports its stage itself, and rich on
+# its first print, so `onesource sql` pays for the governed engine and nothing else (tests/test_cli_speed.py).
+
+
+class _Console:
+    """rich's Console, made on first use. Piped output (CI logs, `make demo | tee`) gets 140 columns instead
+    of rich's default 80."""
+
+    def __init__(self, stderr: bool = False):
+        self._stderr = stderr
+        self._console = None
+
+    def __getattr__(self, name: str):
+        if self._console is None:
+            from rich.console import Console
+
+            stream = sys.stderr if self._stderr else sys.stdout
+            self._console = Console(stderr=self._stderr, width=None if stream.isatty() else 140)
+        return getattr(self._console, name)
+
+
+console = _Console()
+err = _Console(stderr=True)
+
+
+def Table(*args, **kwargs):  # noqa: N802 - stands for rich's Table, imported when a table is printed
+    from rich.table import Table as RichTable
+
+    return RichTable(*args, **kwargs)
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def cmd_registry(args: argparse.Namespace, settings: Settings) -> int:
@@ -786,6 +815,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@contextlib.contextmanager
+def _without_pandas():
+    """pandas reads as not installed while the command runs (when this process has not imported it yet).
+
+    DuckDB's Python client imports pandas the first time a query binds a parameter (to tell ``pandas.NA`` from
+    a value), and pandas brings numpy and pyarrow: about 0.6 s of CPU, as much as the rest of a short
+    ``onesource sql``, which prints Python values and never needs it. A module that is None in sys.modules is
+    Python's own "not installed", which DuckDB takes as no pandas to check for."""
+    if "pandas" in sys.modules:
+        yield
+        return
+    sys.modules["pandas"] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if sys.modules.get("pandas", False) is None:
+            del sys.modules["pandas"]
+
+
 NEEDS_NO_HOME = ("demo", "restore", "doctor")
 """Commands that run where the home is not (yet) there: every other one refuses a missing home."""
 
@@ -799,7 +847,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command != "doctor":  # doctor only reads, and reports the home as it finds it
             # at rest: the home 0700 and everything this process (and Airflow, its child) writes there private
             secure_home(settings)
-        return args.fn(args, settings)
+        with _without_pandas() if args.command == "sql" else contextlib.nullcontext():
+            return args.fn(args, settings)
     except OneSourceError as exc:
         # a query that met a deleted data file says so in DuckDB's words: name the table and the remedy
         err.print(f"[red]error:[/] {damage.missing_data_file(str(exc), settings) or exc}", highlight=False,

@@ -15,11 +15,10 @@ then :mod:`schemas.checks` adds the cross-reference checks.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from schemas.exceptions import Issue, RegistryError
 from schemas.model import (
@@ -39,8 +38,6 @@ from schemas.model import (
     Where,
 )
 
-_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
 
 class LineDict(dict):
     """A YAML mapping that remembers the line of itself and of each key."""
@@ -49,24 +46,30 @@ class LineDict(dict):
     key_lines: dict[str, int]
 
 
-class _LineLoader(_BaseLoader):  # type: ignore[misc,valid-type]
-    def construct_mapping(self, node, deep=False):  # noqa: ANN001 - PyYAML's signature
-        mapping = LineDict(super().construct_mapping(node, deep=deep))
-        mapping.line = node.start_mark.line + 1
-        mapping.key_lines = {
-            str(k.value): k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)
-        }
-        seen: set[str] = set()
-        for k, _ in node.value:
-            if isinstance(k, yaml.ScalarNode) and k.value in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {k.value!r}", k.start_mark
-                )
-            seen.add(k.value)
-        return mapping
+@functools.cache
+def _line_loader() -> type:
+    """PyYAML's safe loader (the C one when there is one) making :class:`LineDict` mappings and refusing
+    duplicate keys. Built on first use: a registry read from its cache (every CLI query) never imports yaml."""
+    import yaml
 
+    class LineLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+        def construct_mapping(self, node, deep=False):  # noqa: ANN001 - PyYAML's signature
+            mapping = LineDict(super().construct_mapping(node, deep=deep))
+            mapping.line = node.start_mark.line + 1
+            mapping.key_lines = {
+                str(k.value): k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)
+            }
+            seen: set[str] = set()
+            for k, _ in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {k.value!r}", k.start_mark
+                    )
+                seen.add(k.value)
+            return mapping
 
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _LineLoader.construct_mapping)
+    LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, LineLoader.construct_mapping)
+    return LineLoader
 
 
 class _Reader:
@@ -83,8 +86,10 @@ class _Reader:
             return str(path)
 
     def parse(self, path: Path) -> Any:
+        import yaml
+
         try:
-            return yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506 - safe loader
+            return yaml.load(path.read_text(encoding="utf-8"), Loader=_line_loader())  # noqa: S506 - safe loader
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark else 1
