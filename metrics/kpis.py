@@ -1,26 +1,35 @@
-"""The sharing KPIs of shared/KPIS.md, computed from the registry and the lake alone.
+"""The sharing KPIs of shared/KPIS.md (docs/kpis.md has each definition, its reading and a worked example).
 
-Every figure comes with its numerator, denominator and target, per department and city-wide, so a
-department can see what holds it back; :func:`compute` also returns the per-dataset reasons
-(``datasets``) and the duplicate-collection pairs (``duplicate_pairs``) behind the figures.
+Every figure is the sum of its **members**: one row per dataset, system, (department, element) pair,
+access request or copy, with what it adds to the numerator and to the denominator and why. The
+figures per department and city-wide, the dashboard's "datasets behind this figure" and the published
+``kpi_members`` table are all that one list, so a department can see exactly which datasets hold it
+back and a figure can be checked by hand.
 
-"As of" is a point in time (or a lake snapshot, resolved to its commit time): every input is a
-ledger with timestamps (loads, quality runs, consistency runs, access requests and their decisions,
-audit events), so the figures as of T read only what had happened by T. The platform's own KPI
-tables (``connector: platform``) are not department data and count nowhere.
+"As of" is a point in time (or a lake snapshot, resolved to its commit time): every input is a ledger
+with timestamps (loads, registry versions, quality runs, consistency runs, access requests and their
+decisions, audit events), so the figures as of T read only what had happened by T. Ledger times are
+naive UTC; every day boundary (the period, update-cycle windows, working days, deadlines) is the
+city's (``Period.tz``, metrics.citytime). The platform's own KPI tables (``connector: platform``) are
+not department data and count nowhere.
+
+"Shared" is decided by one function, :func:`sharing_reason`, which ``onesource status``, the demo's
+summary and the sharing rate all call (through :func:`sharing_statuses`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 
 from lakehouse.lake import CATALOG, OPS, Lake
 from metrics.calendar import WorkCalendar
-from schemas.model import Dataset, Registry
+from metrics.citytime import DEFAULT_CITY_TIMEZONE, deadline_day, midnight, to_local, to_utc, today
+from schemas.model import UPDATE_CYCLES, Dataset, Registry
 
 TARGETS = {"sharing_rate": 0.90, "duplicate_collection_rate": 0.10, "interconnection_rate": 0.80,
            "request_fulfilment_rate": 1.0}
@@ -28,6 +37,7 @@ KPI_NAMES = ("sharing_rate", "usage_rate", "reuse_factor", "duplicate_collection
              "interconnection_rate", "quality_pass_rate", "timeliness", "consistency_rate")
 LOWER_IS_BETTER = {"duplicate_collection_rate"}
 CITY = "*"
+PUBLISHED = "published"
 
 
 @dataclass(frozen=True)
@@ -43,38 +53,45 @@ def _fig(name: str, num: float, den: float) -> Figure:
 
 
 @dataclass(frozen=True)
+class Member:
+    """What one item adds to one KPI of one department: ``numerator`` out of ``denominator``."""
+
+    kpi: str
+    department: str
+    item: str
+    """A dataset, a system, ``department/element``, a request id, or ``dataset.column`` (a copy)."""
+    numerator: float
+    denominator: float
+    note: str | None = None
+    """Why: the reason a dataset is not shared, the windows it missed, the consumers, ..."""
+
+
+@dataclass(frozen=True)
 class Period:
+    """[start, end) as naive UTC instants: the city's midnights that begin and end the period."""
+
     start: dt.datetime
     end: dt.datetime
+    tz: str = DEFAULT_CITY_TIMEZONE
 
     @classmethod
-    def month(cls, text: str | None = None, today: dt.date | None = None) -> Period:
-        """``YYYY-MM``, default the current month."""
-        first = dt.date.fromisoformat(f"{text}-01") if text else (today or dt.date.today()).replace(day=1)
+    def month(cls, text: str | None = None, today: dt.date | None = None,
+              tz: str = DEFAULT_CITY_TIMEZONE) -> Period:
+        """``YYYY-MM``, default the city's current month (``today``: a day of the city's calendar)."""
+        first = dt.date.fromisoformat(f"{text}-01") if text else (today or _city_today(tz)).replace(day=1)
         nxt = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
-        return cls(dt.datetime.combine(first, dt.time()), dt.datetime.combine(nxt, dt.time()))
+        return cls(midnight(first, tz), midnight(nxt, tz), tz)
 
     @property
     def label(self) -> str:
-        return f"{self.start:%Y-%m}"
+        return f"{to_local(self.start, self.tz):%Y-%m}"
 
     def previous(self) -> Period:
-        return Period.month(f"{self.start - dt.timedelta(days=1):%Y-%m}")
+        return Period.month(f"{to_local(self.start, self.tz) - dt.timedelta(days=1):%Y-%m}", tz=self.tz)
 
 
-class _Tally:
-    """numerator / denominator per (department or CITY, KPI)."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0.0]))
-
-    def add(self, dept: str, kpi: str, num: float, den: float) -> None:
-        for key in (dept, CITY):
-            self.counts[key][kpi][0] += num
-            self.counts[key][kpi][1] += den
-
-    def figures(self, key: str) -> dict[str, dict]:
-        return {kpi: asdict(_fig(kpi, *self.counts[key].get(kpi, [0.0, 0.0]))) for kpi in KPI_NAMES}
+def _city_today(tz: str) -> dt.date:
+    return today(tz)
 
 
 def _now() -> dt.datetime:
@@ -93,101 +110,284 @@ def snapshot_time(lake: Lake, snapshot: int) -> dt.datetime:
     return row[0].astimezone(dt.UTC).replace(tzinfo=None)
 
 
+# -- the ledgers, as of a point in time ---------------------------------------------------------
+
+@dataclass
+class Ledger:
+    """What the loads ledger and the registry versions say about each dataset as of ``as_of``."""
+
+    as_of: dt.datetime
+    last: dict[str, tuple[str, dt.datetime]] = field(default_factory=dict)
+    """dataset -> (status, finished_at) of its last load that delivered data (an extract arrived)."""
+    last_published: dict[str, dt.datetime] = field(default_factory=dict)
+    registered: dict[str, dt.datetime] = field(default_factory=dict)
+    """dataset -> when it was registered: its first registry version or its first load, the earlier."""
+
+
+def read_ledger(lake: Lake, as_of: dt.datetime) -> Ledger:
+    ledger = Ledger(as_of)
+    for name, status, at in lake.con.execute(
+            f"""SELECT dataset, status, finished_at FROM {CATALOG}.{OPS}.loads
+                WHERE finished_at <= ? AND sha256 IS NOT NULL
+                QUALIFY row_number() OVER (PARTITION BY dataset ORDER BY finished_at DESC, load_id DESC) = 1""",
+            [as_of]).fetchall():
+        ledger.last[name] = (status, at)
+    ledger.last_published = dict(lake.con.execute(
+        f"""SELECT dataset, max(finished_at) FROM {CATALOG}.{OPS}.loads
+            WHERE finished_at <= ? AND status = '{PUBLISHED}' GROUP BY dataset""", [as_of]).fetchall())
+    # a load proves the dataset was registered by then, even when its version row came later
+    ledger.registered = dict(lake.con.execute(
+        f"""SELECT dataset, min(seen_at) FROM (
+                SELECT subject AS dataset, registered_at AS seen_at FROM {CATALOG}.{OPS}.schema_versions
+                WHERE kind = 'dataset'
+                UNION ALL
+                SELECT dataset, coalesce(started_at, finished_at) FROM {CATALOG}.{OPS}.loads)
+            WHERE seen_at <= ? GROUP BY dataset""", [as_of]).fetchall())
+    return ledger
+
+
+# -- "shared": the one definition ---------------------------------------------------------------
+
+def sharing_reason(ds: Dataset, last: tuple[str, dt.datetime] | None, as_of: dt.datetime,
+                   tz: str = DEFAULT_CITY_TIMEZONE) -> str | None:
+    """None when ``ds`` counts as shared at ``as_of``, else why not. Shared: its share type is not
+    not_shared, its last load that delivered data (``last``) published (so a snapshot is in the shared
+    zone and it passed its blocking checks), and that load is at most one update cycle old."""
+    if ds.share_type == "not_shared":
+        return f"not shared ({ds.legal_basis or 'no legal basis stated'})"
+    if last is None:
+        return "never loaded: no extract has arrived"
+    status, at = last
+    if status == "quarantined":
+        return "last load failed its quality checks (quarantined)"
+    if status != PUBLISHED:
+        return f"last load {status}"
+    if as_of - at > ds.freshness:
+        return f"overdue: last load {to_local(at, tz):%Y-%m-%d %H:%M}, update cycle {ds.update_cycle}"
+    return None
+
+
+def sharing_statuses(lake: Lake, registry: Registry, as_of: dt.datetime | None = None,
+                     tz: str = DEFAULT_CITY_TIMEZONE) -> dict[str, str | None]:
+    """dataset -> None (counts as shared) or the reason it does not, for every catalogued dataset, as of
+    ``as_of`` (naive UTC, default now): what ``onesource status`` and the demo's summary count."""
+    ledger = read_ledger(lake, as_of or _now())
+    return {ds.name: sharing_reason(ds, ledger.last.get(ds.name), ledger.as_of, tz) for ds in registry.source_datasets}
+
+
+# -- compute ------------------------------------------------------------------------------------
+
 def compute(lake: Lake, registry: Registry, period: Period, as_of: dt.datetime | None = None,
             calendar: WorkCalendar | None = None) -> dict:
-    """``{"period", "as_of", "city": {KPI: Figure}, "departments": [{"code", "name", KPI: Figure}],
-    "datasets": [...], "duplicate_pairs": [...]}``.
+    """``{"period", "as_of", "timezone", "city": {KPI: Figure}, "departments": [{"code", "name", KPI:
+    Figure}], "approval_rate", "datasets": [...], "duplicate_pairs": [...], "members": [...]}``.
 
-    ``as_of`` (default: the period's end, or now if sooner) decides what was published and fresh."""
+    ``as_of`` (naive UTC; default: the period's end, or now if sooner) decides what had happened.
+    ``calendar`` is kept for callers: deadlines are stored with each request when it is made."""
     as_of = as_of or min(period.end, _now())
-    datasets = registry.source_datasets
-    tally = _Tally()
-    last = _last_loads(lake, as_of)
-    consumers = _consumers(lake, registry, period, as_of)
-    statuses = _sharing(tally, datasets, last, as_of, consumers)
-    pairs = _duplicates(tally, registry)
-    _interconnection(tally, registry, last, as_of)
-    _timeliness(tally, lake, datasets, period, as_of)
-    _quality(tally, lake, period, as_of)
-    _consistency(tally, lake, as_of)
-    approvals = _requests(tally, lake, period, as_of)
-    _usage(tally, registry, consumers)
+    ledger = read_ledger(lake, as_of)
+    sharing, statuses = _sharing(registry, ledger, period.tz)
+    shared = {m.item for m in sharing if m.numerator}
+    duplicates, pairs = _duplicates(registry)
+    readers = _consumers(lake, registry, period, as_of)
+    usage = _usage(lake, registry, period, ledger, shared)
+    members = [*sharing, *usage, *_reuse(registry, readers), *duplicates,
+               *_requests(lake, period, as_of),
+               *_interconnection(registry, ledger),
+               *_quality(lake, registry, period, as_of),
+               *_timeliness(lake, registry, period, ledger),
+               *_consistency(lake, registry, as_of)]
+    approvals = _approvals(lake, period, as_of)
+    counts = _sum(members)
+    unused = {m.item for m in usage if not m.numerator}
+    for row in statuses:
+        row["consumers"] = len(readers.get(row["dataset"], ()))
+        if row["dataset"] in unused:
+            row["reason"] = "shared, but no other department used it while shared this period"
     return {
         "period": period.label,
         "as_of": as_of.isoformat(sep=" ", timespec="seconds"),
-        "city": tally.figures(CITY),
-        "departments": [{"code": d.code, "name": d.name, **tally.figures(d.code)} for d in registry.departments],
+        "timezone": period.tz,
+        "city": _figures(counts, CITY),
+        "departments": [{"code": d.code, "name": d.name, **_figures(counts, d.code)} for d in registry.departments],
         # beside the request fulfilment rate: approved / decided requests
         "approval_rate": {"city": asdict(_fig("approval_rate", *approvals[CITY])),
                           **{d.code: asdict(_fig("approval_rate", *approvals[d.code]))
                              for d in registry.departments if d.code in approvals}},
         "datasets": statuses,
         "duplicate_pairs": pairs,
+        "members": [asdict(m) for m in members],
     }
 
 
-def _last_loads(lake: Lake, as_of: dt.datetime) -> dict[str, tuple[str, dt.datetime]]:
-    """dataset -> (status, finished_at) of its last load that delivered data, as of ``as_of``."""
-    rows = lake.con.execute(
-        f"""SELECT dataset, status, finished_at FROM {CATALOG}.{OPS}.loads
-            WHERE finished_at <= ? AND sha256 IS NOT NULL
-            QUALIFY row_number() OVER (PARTITION BY dataset ORDER BY finished_at DESC) = 1""", [as_of]).fetchall()
-    return {d: (s, at) for d, s, at in rows}
+def _sum(members: Iterable[Member]) -> dict[str, dict[str, list[float]]]:
+    counts: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0.0]))
+    for m in members:
+        for key in (m.department, CITY):
+            counts[key][m.kpi][0] += m.numerator
+            counts[key][m.kpi][1] += m.denominator
+    return counts
 
 
-def _sharing(tally: _Tally, datasets: tuple[Dataset, ...], last: dict, as_of: dt.datetime,
-             consumers: dict[str, set[str]]) -> list[dict]:
-    """Shared = share type is not not_shared, its last load published, and within its update cycle."""
-    out = []
-    for ds in datasets:
-        status, at = last.get(ds.name, (None, None))
-        if ds.share_type == "not_shared":
-            reason = f"not shared ({ds.legal_basis or 'no legal basis stated'})"
-        elif status is None:
-            reason = "never loaded: no extract has arrived"
-        elif status == "quarantined":
-            reason = "last load failed its quality checks (quarantined)"
-        elif status != "published":
-            reason = f"last load {status}"
-        elif as_of - at > ds.freshness:
-            reason = f"overdue: last load {at:%Y-%m-%d %H:%M}, update cycle {ds.update_cycle}"
-        else:
-            reason = None
-        shared = reason is None
-        if shared and not consumers.get(ds.name):
-            note = "shared, but no other department used it this period"
-        else:
-            note = reason
-        tally.add(ds.owner, "sharing_rate", int(shared), 1)
-        out.append({"dataset": ds.name, "title": ds.title, "owner": ds.owner, "share_type": ds.share_type,
-                    "update_cycle": ds.update_cycle, "counted_shared": shared, "reason": note,
-                    "last_load_status": status, "last_load_at": at, "consumers": len(consumers.get(ds.name, ()))})
-    return out
+def _figures(counts: dict, key: str) -> dict[str, dict]:
+    return {kpi: asdict(_fig(kpi, *counts[key].get(kpi, [0.0, 0.0]))) for kpi in KPI_NAMES}
 
 
-def _duplicates(tally: _Tally, registry: Registry) -> list[dict]:
-    """(department, element) pairs collected by a department that is not the element's authority."""
+# -- each KPI: its members ------------------------------------------------------------------------
+
+def _sharing(registry: Registry, ledger: Ledger, tz: str) -> tuple[list[Member], list[dict]]:
+    """Every catalogued dataset is in the denominator (not_shared too: sharing is the rule)."""
+    members, rows = [], []
+    for ds in registry.source_datasets:
+        last = ledger.last.get(ds.name)
+        reason = sharing_reason(ds, last, ledger.as_of, tz)
+        members.append(Member("sharing_rate", ds.owner, ds.name, int(reason is None), 1, reason))
+        rows.append({"dataset": ds.name, "title": ds.title, "owner": ds.owner, "share_type": ds.share_type,
+                     "update_cycle": ds.update_cycle, "counted_shared": reason is None, "reason": reason,
+                     "last_load_status": last[0] if last else None, "last_load_at": last[1] if last else None,
+                     "consumers": 0})
+    return members, rows
+
+
+def _owners_table(registry: Registry) -> pa.Table:
+    return pa.table({"dataset": [d.name for d in registry.source_datasets],
+                     "owner": [d.owner for d in registry.source_datasets],
+                     "freshness_us": [int(d.freshness / dt.timedelta(microseconds=1)) for d in registry.source_datasets]})
+
+
+def _reads(lake: Lake, registry: Registry, period: Period, as_of: dt.datetime, sql: str,
+           params: tuple = ()) -> list[tuple]:
+    """Run ``sql`` (with ``params``) after the CTE ``reads``: allowed governed queries in the period (by
+    ``as_of``), one row per table read by a department other than the table's owner."""
+    lake.con.register("kpi_dataset_owners", _owners_table(registry))
+    try:
+        return lake.con.execute(
+            f"""WITH reads AS (
+                    SELECT t.dataset, t.department, t.event_at, o.owner, o.freshness_us FROM (
+                        SELECT department, event_at, unnest(tables) AS dataset FROM {CATALOG}.{OPS}.audit_events
+                        WHERE decision = 'allowed' AND event_at >= ? AND event_at < ? AND event_at <= ?) t
+                    JOIN kpi_dataset_owners o ON o.dataset = t.dataset AND o.owner <> t.department)
+                {sql}""", [period.start, period.end, as_of, *params]).fetchall()
+    finally:
+        lake.con.unregister("kpi_dataset_owners")
+
+
+def _consumer_note(depts: set[str]) -> str | None:
+    return ", ".join(sorted(depts)) or None
+
+
+def _usage(lake: Lake, registry: Registry, period: Period, ledger: Ledger, shared: set[str]) -> list[Member]:
+    """Over the datasets shared as of ``as_of``: those read in the period by another department *while
+    they counted as shared* (the read's last delivered load published and within its update cycle, the
+    rule of :func:`sharing_reason` at the read's time): a read of a stale or quarantined snapshot is not
+    use of shared data. The ASOF join finds each read's last load."""
+    departments = {d.code for d in registry.departments}
+    rows = _reads(lake, registry, period, ledger.as_of, f"""
+        , delivered AS (SELECT dataset, status, finished_at FROM {CATALOG}.{OPS}.loads
+                        WHERE sha256 IS NOT NULL AND finished_at <= ?)
+        SELECT DISTINCT r.dataset, r.department
+        FROM reads r ASOF JOIN delivered l ON r.dataset = l.dataset AND r.event_at >= l.finished_at
+        WHERE l.status = '{PUBLISHED}' AND epoch_us(r.event_at) - epoch_us(l.finished_at) <= r.freshness_us""",
+                  (ledger.as_of,))
+    used: dict[str, set[str]] = defaultdict(set)
+    for name, dept in rows:
+        if dept in departments:
+            used[name].add(dept)
+    return [Member("usage_rate", ds.owner, ds.name, int(bool(used.get(ds.name))), 1,
+                   _consumer_note(used.get(ds.name, set())))
+            for ds in registry.source_datasets if ds.name in shared]
+
+
+def _consumers(lake: Lake, registry: Registry, period: Period, as_of: dt.datetime) -> dict[str, set[str]]:
+    """dataset -> the registered departments other than its owner (not the operator) that read it in
+    the period."""
+    departments = {d.code for d in registry.departments}
+    consumers: dict[str, set[str]] = defaultdict(set)
+    for name, dept in _reads(lake, registry, period, as_of, "SELECT DISTINCT dataset, department FROM reads"):
+        if dept in departments:
+            consumers[name].add(dept)
+    return consumers
+
+
+def _reuse(registry: Registry, consumers: dict[str, set[str]]) -> list[Member]:
+    """Mean over authoritative datasets (shared or not) of their distinct consuming departments."""
+    authoritative = {e.authority for e in registry.elements}
+    return [Member("reuse_factor", ds.owner, ds.name, len(consumers.get(ds.name, ())), 1,
+                   _consumer_note(consumers.get(ds.name, set())))
+            for ds in registry.source_datasets if ds.name in authoritative]
+
+
+def _duplicates(registry: Registry) -> tuple[list[Member], list[dict]]:
+    """(department, element) pairs a department collects (a column of its own dataset holds the element
+    and is not ``from_authority``); a pair is duplicate when the department is not the authority's owner."""
     authority = {e.name: registry.dataset(e.authority) for e in registry.elements}
     collected: dict[tuple[str, str], list[str]] = defaultdict(list)
     for ds in registry.source_datasets:
         for col in ds.columns:
             if col.element and not col.from_authority:  # a referenced element is consumed, not collected
                 collected[(ds.owner, col.element)].append(ds.name)
-    out = []
+    out, pairs = [], []
     for (dept, element), names in sorted(collected.items()):
         auth = authority.get(element)
         duplicate = auth is None or auth.owner != dept
-        tally.add(dept, "duplicate_collection_rate", int(duplicate), 1)
-        out.append({"department": dept, "element": element, "element_name": registry.element(element).name_zh,
-                    "authority_department": auth.owner if auth else None,
-                    "authority_dataset": auth.name if auth else None, "datasets": ", ".join(sorted(names)),
-                    "duplicate": duplicate})
+        pair = {"department": dept, "element": element, "element_name": registry.element(element).name_zh,
+                "authority_department": auth.owner if auth else None,
+                "authority_dataset": auth.name if auth else None, "datasets": ", ".join(sorted(names)),
+                "duplicate": duplicate}
+        note = (f"collected in {pair['datasets']}; the authority is {auth.name} ({auth.owner})" if duplicate and auth
+                else f"the authority itself ({pair['datasets']})")
+        out.append(Member("duplicate_collection_rate", dept, f"{dept}/{element}", int(duplicate), 1, note))
+        pairs.append(pair)
+    return out, pairs
+
+
+def _request_rows(lake: Lake, period: Period, as_of: dt.datetime) -> list[tuple]:
+    """Requests due in the period and by ``as_of`` (made by then too)."""
+    return lake.con.execute(
+        f"""SELECT request_id, department, dataset, owner, status, due_at, decided_at, reason
+            FROM {CATALOG}.{OPS}.access_requests
+            WHERE due_at >= ? AND due_at < ? AND due_at <= ? AND requested_at <= ? ORDER BY request_id""",
+        [period.start, period.end, as_of, as_of]).fetchall()
+
+
+def _decided(status: str, decided_at: dt.datetime | None, reason: str | None, as_of: dt.datetime) -> bool:
+    """A decision by ``as_of``; a refusal without a reason is no decision."""
+    if decided_at is None or decided_at > as_of or status == "pending":
+        return False
+    return not (status == "refused" and not (reason or "").strip())
+
+
+def _requests(lake: Lake, period: Period, as_of: dt.datetime) -> list[Member]:
+    """Charged to the owner who must decide: decided by the deadline (the city's midnight ending the
+    5th working day, stored with the request) counts."""
+    out = []
+    for rid, dept, dataset, owner, status, due, decided_at, reason in _request_rows(lake, period, as_of):
+        decided = _decided(status, decided_at, reason, as_of)
+        on_time = decided and decided_at <= due
+        when = f"decided {to_local(decided_at, period.tz):%Y-%m-%d %H:%M}" if decided else \
+            ("refused without a reason" if status == "refused" else "not decided")
+        out.append(Member("request_fulfilment_rate", owner, rid, int(on_time), 1,
+                          f"{dataset} for {dept}: {when}, due by the end of {deadline_day(due, period.tz)} "
+                          f"({period.tz})"))
     return out
 
 
-def _interconnection(tally: _Tally, registry: Registry, last: dict, as_of: dt.datetime) -> None:
-    """Registered systems with a successful load within its cycle; systems that feed only platform
-    tables (the bureau's own OneSource) do not count."""
+def _approvals(lake: Lake, period: Period, as_of: dt.datetime) -> dict[str, tuple[int, int]]:
+    """(approved, decided) among the period's requests, per owner and city-wide."""
+    approvals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    approvals[CITY]  # noqa: B018 - present even when nothing was decided
+    for _rid, _dept, _ds, owner, status, _due, decided_at, reason in _request_rows(lake, period, as_of):
+        if _decided(status, decided_at, reason, as_of):
+            for key in (owner, CITY):
+                approvals[key][0] += int(status in ("approved", "revoked"))
+                approvals[key][1] += 1
+    return {k: (a, d) for k, (a, d) in approvals.items()}
+
+
+def _interconnection(registry: Registry, ledger: Ledger) -> list[Member]:
+    """Registered systems with at least one published load within one update cycle of ``as_of`` (of any
+    of their datasets): a later quarantined or failed load does not disconnect a system. Systems that
+    feed only platform tables (the bureau's own OneSource) do not count."""
     by_system: dict[tuple[str, str], list[Dataset]] = defaultdict(list)
     platform_only: set[tuple[str, str]] = set()
     for ds in registry.datasets:
@@ -195,127 +395,134 @@ def _interconnection(tally: _Tally, registry: Registry, last: dict, as_of: dt.da
             platform_only.add((ds.owner, ds.system))
         else:
             by_system[(ds.owner, ds.system)].append(ds)
+    out = []
     for dept in registry.departments:
         for system in dept.systems:
             key = (dept.code, system.code)
             if key in platform_only and key not in by_system:
                 continue
-            ok = any(last.get(ds.name, (None,))[0] == "published" and as_of - last[ds.name][1] <= ds.freshness
-                     for ds in by_system.get(key, []))
-            tally.add(dept.code, "interconnection_rate", int(ok), 1)
+            fresh = [(ledger.last_published[ds.name], ds.name) for ds in by_system.get(key, [])
+                     if ds.name in ledger.last_published
+                     and ledger.as_of - ledger.last_published[ds.name] <= ds.freshness]
+            if fresh:
+                at, name = max(fresh)
+                note = f"{name} published {at:%Y-%m-%d %H:%M} UTC"
+            else:
+                names = ", ".join(d.name for d in by_system.get(key, [])) or "no dataset registered"
+                note = f"no published load within its update cycle ({names})"
+            out.append(Member("interconnection_rate", dept.code, system.code, int(bool(fresh)), 1, note))
+    return out
 
 
-def slot_starts(cycle: str, start: dt.datetime, end: dt.datetime) -> list[tuple[dt.datetime, dt.datetime]]:
-    """The update-cycle windows that begin in [start, end): days, ISO weeks, months, quarters, years."""
-    def step(t: dt.datetime) -> dt.datetime:
-        if cycle == "hourly":
-            return t + dt.timedelta(hours=1)
-        if cycle == "daily":
-            return t + dt.timedelta(days=1)
-        if cycle == "weekly":
-            return t + dt.timedelta(weeks=1)
-        months = {"monthly": 1, "quarterly": 3, "yearly": 12}[cycle]
-        m = t.month - 1 + months
-        return t.replace(year=t.year + m // 12, month=m % 12 + 1, day=1)
+def _quality(lake: Lake, registry: Registry, period: Period, as_of: dt.datetime) -> list[Member]:
+    """Validated loads of the period (``ops.quality_runs``) that passed every blocking expectation."""
+    owners = {d.name: d.owner for d in registry.source_datasets}
+    return [Member("quality_pass_rate", owners.get(name, owner), name, passed, runs,
+                   f"{runs - passed} load(s) failed a blocking check" if runs - passed else None)
+            for name, owner, passed, runs in lake.con.execute(
+                f"""SELECT dataset, any_value(owner), count(*) FILTER (WHERE passed), count(*)
+                    FROM {CATALOG}.{OPS}.quality_runs WHERE run_at >= ? AND run_at < ? AND run_at <= ?
+                    GROUP BY dataset ORDER BY dataset""", [period.start, period.end, as_of]).fetchall()]
 
-    t = start.replace(minute=0, second=0, microsecond=0)
-    if cycle != "hourly":
-        t = t.replace(hour=0)
-    if cycle == "weekly":
-        t -= dt.timedelta(days=t.weekday())
-    elif cycle in ("monthly", "quarterly", "yearly"):
-        t = t.replace(day=1)
-        if cycle == "quarterly":
-            t = t.replace(month=(t.month - 1) // 3 * 3 + 1)
-        if cycle == "yearly":
-            t = t.replace(month=1)
+
+def _consistency(lake: Lake, registry: Registry, as_of: dt.datetime) -> list[Member]:
+    """The last consistency run by ``as_of``: compared values of each copy and those equal to the
+    authority. A ``from_authority`` column is filled from the authority, equal by construction: it is a
+    reference, not a copy, and is left out (counting it would reward the check with its own input)."""
+    referenced = {(ds.name, c.name) for ds in registry.source_datasets for c in ds.columns if c.from_authority}
     out = []
-    while t < end:
-        nxt = step(t)
-        if t >= start:
-            out.append((t, nxt))
+    for name, owner, column, element, authority, compared, equal in lake.con.execute(
+            f"""SELECT dataset, owner, column_name, element, authority, compared, equal
+                FROM {CATALOG}.{OPS}.consistency_results
+                WHERE run_id = (SELECT max(run_id) FROM {CATALOG}.{OPS}.consistency_results WHERE checked_at <= ?)
+                ORDER BY dataset, column_name""", [as_of]).fetchall():
+        if (name, column) in referenced:
+            continue
+        out.append(Member("consistency_rate", owner, f"{name}.{column}", equal, compared,
+                          f"{element} against {authority}: {compared - equal} disagree" if compared - equal else None))
+    return out
+
+
+# -- timeliness: update-cycle windows in city time ------------------------------------------------
+
+def _step(cycle: str, t: dt.datetime) -> dt.datetime:
+    if cycle == "hourly":
+        return t + dt.timedelta(hours=1)
+    if cycle == "daily":
+        return t + dt.timedelta(days=1)
+    if cycle == "weekly":
+        return t + dt.timedelta(weeks=1)
+    months = {"monthly": 1, "quarterly": 3, "yearly": 12}[cycle]
+    m = t.month - 1 + months
+    return t.replace(year=t.year + m // 12, month=m % 12 + 1, day=1)
+
+
+def _window_start(cycle: str, t: dt.datetime) -> dt.datetime:
+    """The beginning of the window holding ``t`` (city wall-clock): the hour, the day, the ISO week's
+    Monday, the month, the quarter or the year."""
+    t = t.replace(minute=0, second=0, microsecond=0)
+    if cycle == "hourly":
+        return t
+    t = t.replace(hour=0)
+    if cycle == "weekly":
+        return t - dt.timedelta(days=t.weekday())
+    if cycle == "daily":
+        return t
+    t = t.replace(day=1)
+    if cycle == "quarterly":
+        return t.replace(month=(t.month - 1) // 3 * 3 + 1)
+    if cycle == "yearly":
+        return t.replace(month=1)
+    return t
+
+
+def slot_starts(cycle: str, start: dt.datetime, end: dt.datetime,
+                tz: str = DEFAULT_CITY_TIMEZONE) -> list[tuple[dt.datetime, dt.datetime]]:
+    """The update-cycle windows that begin in [start, end) (naive UTC), cut at the city's hours, days,
+    ISO weeks, months, quarters and years; returned as naive UTC pairs."""
+    local_start, local_end = to_local(start, tz), to_local(end, tz)
+    t = _window_start(cycle, local_start)
+    out = []
+    while t < local_end:
+        nxt = _step(cycle, t)
+        if t >= local_start:
+            out.append((to_utc(t, tz), to_utc(nxt, tz)))
         t = nxt
     return out
 
 
-def _timeliness(tally: _Tally, lake: Lake, datasets: tuple[Dataset, ...], period: Period, as_of: dt.datetime) -> None:
-    """Cycle windows of the period that closed by ``as_of`` / those in which an extract arrived."""
+def closing_windows(cycle: str, start: dt.datetime, end: dt.datetime,
+                    tz: str = DEFAULT_CITY_TIMEZONE) -> list[tuple[dt.datetime, dt.datetime]]:
+    """The windows that close in (start, end]: each window belongs to exactly one period, the one in
+    which its deadline falls (a week from Monday 30 March belongs to April)."""
+    longest = UPDATE_CYCLES[cycle][1]
+    return [(b, e) for b, e in slot_starts(cycle, start - longest, end, tz) if start < e <= end]
+
+
+def _timeliness(lake: Lake, registry: Registry, period: Period, ledger: Ledger) -> list[Member]:
+    """Windows expected: those of the dataset's update cycle that close in the period, by ``as_of``, and
+    after the dataset was registered (the window it was registered in counts: its first load is in it).
+    On time: an extract arrived (a load that delivered data, whatever its outcome) within the window."""
     arrivals: dict[str, list[dt.datetime]] = defaultdict(list)
+    earliest = period.start - max(d for _, d in UPDATE_CYCLES.values())
     for name, at in lake.con.execute(
             f"""SELECT dataset, finished_at FROM {CATALOG}.{OPS}.loads
-                WHERE sha256 IS NOT NULL AND finished_at >= ? AND finished_at < ? AND finished_at <= ?""",
-            [period.start, period.end, as_of]).fetchall():
+                WHERE sha256 IS NOT NULL AND finished_at >= ? AND finished_at < ? AND finished_at <= ?
+                ORDER BY finished_at""", [earliest, period.end, ledger.as_of]).fetchall():
         arrivals[name].append(at)
-    for ds in datasets:
-        times = sorted(arrivals.get(ds.name, ()))
-        for begin, end in slot_starts(ds.update_cycle, period.start, period.end):
-            if end > as_of or end > period.end:
-                continue  # a window still open is not late yet
-            tally.add(ds.owner, "timeliness", int(any(begin <= t < end for t in times)), 1)
-
-
-def _quality(tally: _Tally, lake: Lake, period: Period, as_of: dt.datetime) -> None:
-    for owner, passed, n in lake.con.execute(
-            f"""SELECT owner, passed, count(*) FROM {CATALOG}.{OPS}.quality_runs
-                WHERE run_at >= ? AND run_at < ? AND run_at <= ? GROUP BY ALL""",
-            [period.start, period.end, as_of]).fetchall():
-        tally.add(owner, "quality_pass_rate", n if passed else 0, n)
-
-
-def _consistency(tally: _Tally, lake: Lake, as_of: dt.datetime) -> None:
-    for owner, compared, equal in lake.con.execute(
-            f"""SELECT owner, compared, equal FROM {CATALOG}.{OPS}.consistency_results
-                WHERE run_id = (SELECT max(run_id) FROM {CATALOG}.{OPS}.consistency_results WHERE checked_at <= ?)""",
-            [as_of]).fetchall():
-        tally.add(owner, "consistency_rate", equal, compared)
-
-
-def _requests(tally: _Tally, lake: Lake, period: Period, as_of: dt.datetime) -> dict[str, tuple[int, int]]:
-    """Requests due in the period (and due by ``as_of``), charged to the owner who must decide: decided
-    within the SLA counts; a refusal without a reason does not count as decided. Returns the approval
-    rate's (approved, decided) per department and city-wide."""
-    approvals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for owner, status, due, decided_at, reason in lake.con.execute(
-            f"""SELECT owner, status, due_at, decided_at, reason FROM {CATALOG}.{OPS}.access_requests
-                WHERE due_at >= ? AND due_at < ? AND due_at <= ? AND requested_at <= ?""",
-            [period.start, period.end, as_of, as_of]).fetchall():
-        decided = decided_at is not None and decided_at <= as_of and status != "pending"
-        if status == "refused" and not (reason or "").strip():
-            decided = False
-        tally.add(owner, "request_fulfilment_rate", int(decided and decided_at <= due), 1)
-        if decided:
-            for key in (owner, CITY):
-                approvals[key][0] += int(status in ("approved", "revoked"))
-                approvals[key][1] += 1
-    approvals[CITY]  # noqa: B018 - present even when nothing was decided
-    return {k: (a, d) for k, (a, d) in approvals.items()}
-
-
-def _consumers(lake: Lake, registry: Registry, period: Period, as_of: dt.datetime) -> dict[str, set[str]]:
-    """dataset -> departments other than its owner that read it in the period (allowed queries)."""
-    owners = pa.table({"dataset": [d.name for d in registry.source_datasets],
-                       "owner": [d.owner for d in registry.source_datasets]})
-    lake.con.register("kpi_dataset_owners", owners)
-    try:
-        rows = lake.con.execute(
-            f"""SELECT DISTINCT t.dataset, t.department FROM (
-                    SELECT department, unnest(tables) AS dataset FROM {CATALOG}.{OPS}.audit_events
-                    WHERE decision = 'allowed' AND event_at >= ? AND event_at < ? AND event_at <= ?) t
-                JOIN kpi_dataset_owners o ON o.dataset = t.dataset AND o.owner <> t.department""",
-            [period.start, period.end, as_of]).fetchall()
-    finally:
-        lake.con.unregister("kpi_dataset_owners")
-    out: dict[str, set[str]] = defaultdict(set)
-    for name, dept in rows:
-        out[name].add(dept)
+    out = []
+    for ds in registry.source_datasets:
+        registered = ledger.registered.get(ds.name)
+        if registered is None:
+            continue  # not registered yet: nothing was expected of it
+        times = arrivals.get(ds.name, ())
+        expected = [(b, e) for b, e in closing_windows(ds.update_cycle, period.start, min(period.end, ledger.as_of),
+                                                       period.tz) if e > registered]
+        missed = [b for b, e in expected if not any(b <= t < e for t in times)]
+        note = None
+        if missed:
+            shown = ", ".join(f"{to_local(b, period.tz):%m-%d %H:%M}" for b in missed[:5])
+            note = f"missed {len(missed)} window(s) beginning {shown}{' ...' if len(missed) > 5 else ''} ({period.tz})"
+        if expected:
+            out.append(Member("timeliness", ds.owner, ds.name, len(expected) - len(missed), len(expected), note))
     return out
-
-
-def _usage(tally: _Tally, registry: Registry, consumers: dict[str, set[str]]) -> None:
-    for ds in registry.source_datasets:
-        if ds.share_type != "not_shared":
-            tally.add(ds.owner, "usage_rate", int(bool(consumers.get(ds.name))), 1)
-    authoritative = {e.authority for e in registry.elements}
-    for ds in registry.source_datasets:
-        if ds.name in authoritative:
-            tally.add(ds.owner, "reuse_factor", len(consumers.get(ds.name, ())), 1)

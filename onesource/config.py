@@ -13,6 +13,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = REPO_ROOT / ".onesource"
+DEFAULT_CITY_TIMEZONE = "Asia/Shanghai"
+"""Changsha's zone: the KPIs' days, months, update-cycle windows and request deadlines begin at its midnight."""
 
 
 def default_audit_key_file(home: Path, environ: Mapping[str, str] | None = None) -> Path:
@@ -169,6 +171,10 @@ class Settings:
     """The secret key that signs the audit log (HMAC-SHA256), kept outside the home so that whoever can
     rewrite the log cannot re-sign it. Created (0600, in a 0700 folder) on the first append to a new log,
     never while a log exists. ``ONESOURCE_AUDIT_KEY``; default :func:`default_audit_key_file`."""
+    city_timezone: str = DEFAULT_CITY_TIMEZONE
+    """The city's IANA time zone: every day boundary of the KPIs (periods, update-cycle windows, the
+    working-day calendar, request deadlines) is a midnight there; the ledgers themselves stay in UTC.
+    ``ONESOURCE_CITY_TIMEZONE``."""
 
     def __post_init__(self) -> None:
         home = Path(self.home).resolve()
@@ -258,6 +264,10 @@ class Settings:
                     encrypted=encrypted,
                 ),
             )
+        if env.get("ONESOURCE_CITY_TIMEZONE"):
+            from dataclasses import replace
+
+            settings = replace(settings, city_timezone=env["ONESOURCE_CITY_TIMEZONE"])
         return settings
 
     def environ(self) -> dict[str, str]:
@@ -268,6 +278,7 @@ class Settings:
             "ONESOURCE_DATA_PATH": self.lake.data_path,
             "ONESOURCE_ENCRYPT": "1" if self.lake.encrypted else "",
             "ONESOURCE_AUDIT_KEY": str(self.audit_key_file),
+            "ONESOURCE_CITY_TIMEZONE": self.city_timezone,
             "AIRFLOW_HOME": str(self.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

@@ -12,7 +12,9 @@ from openpyxl import load_workbook
 
 from lakehouse import Lake
 from metrics.calendar import WorkCalendar
-from metrics.kpis import Period, compute, slot_starts
+from metrics.citytime import to_local
+from metrics.citytime import today as city_today
+from metrics.kpis import Period, closing_windows, compute, slot_starts
 from metrics.publish import export_rows, publish, write_csv, write_xlsx
 from onesource.demo.city import BUREAU, platform_dataset_entries
 from schemas import load_registry
@@ -42,11 +44,13 @@ def city(settings):
 
 
 def test_working_days_skip_weekends_holidays_and_count_make_up_days():
-    assert CALENDAR.add_working_days(dt.datetime(2026, 2, 27, 10), 5) == dt.datetime(2026, 3, 10)
+    # 10:00 UTC is 18:00 on Friday 27 February in the city; the deadline is the city's midnight ending
+    # Monday 9 March (2 March is a holiday), 16:00 UTC
+    assert CALENDAR.add_working_days(dt.datetime(2026, 2, 27, 10), 5) == dt.datetime(2026, 3, 9, 16)
     # the national calendar: 1-7 October 2026 off, Saturday 10 October a make-up working day
     national = WorkCalendar()
     assert not national.is_working_day(dt.date(2026, 10, 5)) and national.is_working_day(dt.date(2026, 10, 10))
-    assert national.add_working_days(dt.datetime(2026, 9, 29, 10), 5) == dt.datetime(2026, 10, 13)
+    assert national.add_working_days(dt.datetime(2026, 9, 29, 10), 5) == dt.datetime(2026, 10, 12, 16)
 
 
 def test_request_fulfilment_counts_decisions_within_the_sla_and_not_reasonless_refusals(city):
@@ -56,14 +60,15 @@ def test_request_fulfilment_counts_decisions_within_the_sla_and_not_reasonless_r
             return requests.create(lake, registry, dept, dataset, purpose="稽查比对", requested_by="analyst",
                                    calendar=CALENDAR, now=when)
 
-        on_time = ask("amr", "taxpayers", dt.datetime(2026, 2, 27, 10))  # due 10 March (2 March is a holiday)
-        assert on_time.due_at == dt.datetime(2026, 3, 10) and on_time.status == "pending"
+        # due by the end of 9 March in the city (2 March is a holiday): 16:00 UTC
+        on_time = ask("amr", "taxpayers", dt.datetime(2026, 2, 27, 10))
+        assert on_time.due_at == dt.datetime(2026, 3, 9, 16) and on_time.status == "pending"
         requests.approve(lake, registry, on_time.request_id, owner="tax", decided_by="tax_owner",
                          now=dt.datetime(2026, 3, 9, 15))
-        late = ask("amr", "taxpayers", dt.datetime(2026, 3, 2, 9))  # due 10 March, refused on the 12th
+        late = ask("amr", "taxpayers", dt.datetime(2026, 3, 2, 9))  # due end of 9 March, refused on the 12th
         requests.refuse(lake, late.request_id, owner="tax", decided_by="tax_owner", reason="超出职责范围",
                         now=dt.datetime(2026, 3, 12, 9))
-        reasonless = ask("amr", "taxpayers", dt.datetime(2026, 3, 3, 9))  # due 11 March
+        reasonless = ask("amr", "taxpayers", dt.datetime(2026, 3, 3, 9))  # due end of 10 March
         with pytest.raises(RequestError, match="needs a reason"):
             requests.refuse(lake, reasonless.request_id, owner="tax", decided_by="tax_owner", reason="  ")
         # a refusal recorded without a reason (say, imported from an older system) is not a decision
@@ -109,22 +114,29 @@ def test_approval_writes_a_grant_that_may_be_narrowed_and_revocation_takes_effec
 
 def test_timeliness_counts_closed_update_cycle_windows():
     march = Period.month("2026-03")
+    assert march.start == dt.datetime(2026, 2, 28, 16)  # the city's midnight, in UTC
     assert len(slot_starts("daily", march.start, march.end)) == 31
-    # ISO weeks that start in March 2026: the 2nd, 9th, 16th, 23rd and 30th
-    assert [s.day for s, _ in slot_starts("weekly", march.start, march.end)] == [2, 9, 16, 23, 30]
+    # ISO weeks that start in March 2026 (city days): the 2nd, 9th, 16th, 23rd and 30th
+    assert [to_local(s).day for s, _ in slot_starts("weekly", march.start, march.end)] == [2, 9, 16, 23, 30]
     assert len(slot_starts("monthly", march.start, march.end)) == 1
     assert slot_starts("quarterly", march.start, march.end) == []  # the quarter began in January
     assert len(slot_starts("quarterly", Period.month("2026-04").start, Period.month("2026-04").end)) == 1
+    # timeliness counts the windows that close in the period: the week from 23 February closes on
+    # 2 March; the week from 30 March closes in April; the first quarter closes at March's end
+    assert [to_local(e).day for _, e in closing_windows("weekly", march.start, march.end)] == [2, 9, 16, 23, 30]
+    assert [to_local(s).month for s, _ in closing_windows("quarterly", march.start, march.end)] == [1]
 
 
 def test_timeliness_on_the_lake(city):
     settings, registry = city
     period = Period.month()
-    days = (period.end - period.start).days
+    # both were registered today (the first load registers the registry): only the city days from
+    # today to the month's end are expected of them
+    days = (to_local(period.end).date() - city_today()).days
     with Lake(settings.lake) as lake:
         result = compute(lake, registry, period, as_of=period.end)
     fig = result["city"]["timeliness"]
-    # firms arrived today; taxpayers never did: both daily, every day of the month expected
+    # firms arrived today; taxpayers never did: both daily
     assert (fig["numerator"], fig["denominator"]) == (1, 2 * days)
 
 

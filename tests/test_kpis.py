@@ -71,7 +71,8 @@ def test_usage_never_counts_the_owner(scenario):
     assert figures(scenario)["city"]["usage_rate"]["numerator"] == 0
     engine.query("tax", "SELECT count(*) FROM shared.firms")
     result = figures(scenario)
-    assert (result["city"]["usage_rate"]["numerator"], result["city"]["usage_rate"]["denominator"]) == (1, 2)
+    # over shared datasets only: firms (taxpayers never loaded, moves is not_shared)
+    assert (result["city"]["usage_rate"]["numerator"], result["city"]["usage_rate"]["denominator"]) == (1, 1)
     assert result["city"]["reuse_factor"]["value"] == 1.0  # one authoritative dataset, one consumer
 
 
