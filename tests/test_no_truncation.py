@@ -57,7 +57,7 @@ def firms_csv(rows: int) -> str:
 
 def big_home(root, rows: int = ROWS) -> tuple[Settings, object]:
     """The world of this module in the home ``root``: ``rows`` firms (conditional, names masked), a grant to
-    ``tax`` with a row filter, and one user per department (tokens in ``home/tokens.json``)."""
+    ``tax`` with a row filter, and one user per department (``home/users.json``: name, password and token)."""
     from sharing.users import create_user
 
     settings = Settings(home=root)
@@ -71,12 +71,13 @@ def big_home(root, rows: int = ROWS) -> tuple[Settings, object]:
     registry = load_registry(settings.registry_dir)
     [result] = run_dataset(settings, registry, "firms", os.environ)
     assert result.status == "published", result.message
-    tokens = {}
+    users = {}
     with Lake(settings.lake) as lake:
         add_grant(lake, registry, "tax", "firms", row_filter=FILTER)
         for department in ("amr", "tax"):
-            tokens[department] = create_user(lake, department, f"{department}_analyst")[1]
-    (settings.home / "tokens.json").write_text(json.dumps(tokens))
+            password, token = create_user(lake, department, f"{department}_analyst")
+            users[department] = {"user": f"{department}_analyst", "password": password, "token": token}
+    (settings.home / "users.json").write_text(json.dumps(users))
     return settings, registry
 
 
@@ -283,7 +284,7 @@ def http(world):
     from sharing.http import create_app
 
     settings, _, engine = world
-    tokens = json.loads((settings.home / "tokens.json").read_text())
+    tokens = {d: u["token"] for d, u in json.loads((settings.home / "users.json").read_text()).items()}
     with TestClient(create_app(engine)) as client:
         yield client, tokens
 
