@@ -205,12 +205,14 @@ class Lake:
     """An open connection to the lake, attached as catalog ``lake``."""
 
     def __init__(self, settings: LakeSettings, *, read_only: bool = False, extra_extensions: tuple[str, ...] = (),
-                 as_of: int | dt.datetime | None = None):
-        """``as_of``: a snapshot id or a point in time, to read the lake as it was (read-only)."""
+                 as_of: int | dt.datetime | None = None, threads: int | None = None):
+        """``as_of``: a snapshot id or a point in time, to read the lake as it was (read-only); ``threads``:
+        DuckDB's threads (default: one per core)."""
         self.settings = settings
         self.read_only = read_only or as_of is not None
         # read-only: DuckDB checks each extension file's signature once, not on every open (onesource.duck)
-        self.con = connect(extensions=_extensions(settings) + extra_extensions, verified_once=self.read_only)
+        self.con = connect(extensions=_extensions(settings) + extra_extensions, verified_once=self.read_only,
+                           threads=threads)
         if settings.catalog.startswith("sqlite:"):
             Path(settings.catalog.removeprefix("sqlite:")).parent.mkdir(parents=True, exist_ok=True)
         if "://" not in settings.data_path:

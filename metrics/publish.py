@@ -1,7 +1,8 @@
 """Publish the KPIs as shared tables, and export them for the annual assessment.
 
-The tables are the registry's ``connector: platform`` datasets (``kpi_figures``,
-``kpi_dataset_status``, ``kpi_duplicate_pairs``); each holds one slice per period, replaced in one
+The tables are the registry's ``connector: platform`` datasets (``kpi_figures``, ``kpi_members``: every
+figure's items with what each adds to numerator and denominator, ``kpi_dataset_status``,
+``kpi_duplicate_pairs``); each holds one slice per period, replaced in one
 commit when the period is recomputed, so the bureau queries the history with governed SQL like any
 shared dataset.
 """
@@ -38,7 +39,7 @@ def figure_rows(result: dict, computed_at: dt.datetime) -> list[dict]:
     return rows
 
 
-SLICED = ("kpi_figures", "kpi_dataset_status", "kpi_duplicate_pairs")
+SLICED = ("kpi_figures", "kpi_members", "kpi_dataset_status", "kpi_duplicate_pairs")
 """Products kept one slice per period (the KPI history); the others are replaced whole."""
 
 
@@ -48,6 +49,8 @@ def product_rows(product: str, result: dict, computed_at: dt.datetime, lake: Lak
 
     if product == "kpi_figures":
         return figure_rows(result, computed_at)
+    if product == "kpi_members":
+        return [{"period": result["period"], **row} for row in result["members"]]
     if product == "kpi_dataset_status":
         return [{"period": result["period"], **row} for row in result["datasets"]]
     if product == "kpi_duplicate_pairs":

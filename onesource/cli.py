@@ -245,22 +245,25 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from dataclasses import asdict
 
     from lakehouse import Lake
-    from metrics import dataset_statuses
+    from metrics import dataset_statuses, sharing_statuses
     from schemas import load_registry
 
     registry = load_registry(settings.registry_dir, settings.cache_dir)
     with Lake(settings.lake, read_only=True) as lake:
         statuses = dataset_statuses(lake, registry)
+        shared = sharing_statuses(lake, registry, tz=settings.city_timezone)  # what the sharing rate counts
     damaged = 1 if any(s.damaged for s in statuses) else 0  # a table whose data files are gone fails the check
     if args.json:
-        print(json.dumps([{**asdict(s), "damaged": s.damaged} for s in statuses], ensure_ascii=False, indent=2,
-                         default=str))
+        print(json.dumps([{**asdict(s), "damaged": s.damaged, "counted_shared": shared[s.dataset] is None,
+                           "sharing_reason": shared[s.dataset]} for s in statuses],
+                         ensure_ascii=False, indent=2, default=str))
         return damaged
     from onesource.demo.runner import DemoSummary, print_summary
 
     published = [s for s in statuses if s.rows is not None and not s.damaged]
     print_summary(console, DemoSummary(0, len(statuses), len(published), sum(s.rows or 0 for s in published), {},
-                                       statuses, 0), settings)
+                                       statuses, 0, shared_datasets=sum(r is None for r in shared.values())),
+                  settings)
     return damaged
 
 
@@ -483,6 +486,7 @@ def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_requests(args: argparse.Namespace, settings: Settings) -> int:
     from lakehouse import Lake
     from metrics.calendar import WorkCalendar
+    from metrics.citytime import deadline_day
     from schemas import load_registry
     from sharing import requests
 
@@ -496,10 +500,11 @@ def cmd_requests(args: argparse.Namespace, settings: Settings) -> int:
             req = requests.create(lake, registry, args.department, args.dataset, purpose=args.purpose,
                                   requested_by=user, columns=args.columns.split(",") if args.columns else None,
                                   row_filter=args.row_filter, period_days=args.days,
-                                  calendar=WorkCalendar.load(settings.calendar_file))
+                                  calendar=WorkCalendar.for_settings(settings))
             console.print(f"request {req.request_id}: {req.status}" +
-                          (f", the owner ({req.owner}) decides by {req.due_at:%Y-%m-%d}" if req.status == "pending"
-                           else ""))
+                          (f", the owner ({req.owner}) decides by the end of "
+                           f"{deadline_day(req.due_at, settings.city_timezone)} ({settings.city_timezone})"
+                           if req.status == "pending" else ""))
         elif args.action == "list":
             now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
             table = Table()
@@ -582,6 +587,7 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
     from lakehouse import Lake
     from metrics.calendar import WorkCalendar
+    from metrics.citytime import parse_local
     from metrics.kpis import KPI_NAMES, Period, compute, snapshot_time
     from metrics.publish import export_rows, publish, write_csv, write_xlsx
     from schemas import load_registry
@@ -594,10 +600,11 @@ def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
         sync_to_lake(lake, AuditLog(settings.home / "audit"))
         as_of = None
         if args.as_of:
+            # a time without a zone is the city's (the periods are the city's months)
             as_of = (snapshot_time(lake, int(args.as_of)) if args.as_of.isdigit()
-                     else dt.datetime.fromisoformat(args.as_of))
-        figures = compute(lake, registry, Period.month(args.period), as_of=as_of,
-                          calendar=WorkCalendar.load(settings.calendar_file))
+                     else parse_local(args.as_of, settings.city_timezone))
+        figures = compute(lake, registry, Period.month(args.period, tz=settings.city_timezone), as_of=as_of,
+                          calendar=WorkCalendar.for_settings(settings))
         if args.publish:
             written = publish(lake, registry, figures)
             err.print(f"published {figures['period']}: " + ", ".join(f"shared.{k} ({v} rows)" for k, v in written.items()))
@@ -609,7 +616,7 @@ def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
     if args.department:
         figures["departments"] = [d for d in figures["departments"] if d["code"] == args.department]
     if args.json:
-        figures.pop("datasets"), figures.pop("duplicate_pairs")
+        figures.pop("datasets"), figures.pop("duplicate_pairs"), figures.pop("members")
         print(json.dumps(figures, ensure_ascii=False, indent=2, default=str))
         return 0
     table = Table(title=f"OneSource KPIs, {figures['period']} (as of {figures['as_of']})")
@@ -745,10 +752,11 @@ def parser() -> argparse.ArgumentParser:
     sql.set_defaults(fn=cmd_sql)
 
     met = sub.add_parser("metrics", help="the sharing KPIs per department and city-wide, against the targets")
-    met.add_argument("--period", help="YYYY-MM (default: this month)")
+    met.add_argument("--period", help="YYYY-MM, a month of the city's calendar (default: this month)")
     met.add_argument("--department")
     met.add_argument("--json", action="store_true")
-    met.add_argument("--as-of", help="a timestamp (2026-11-01T00:00) or a lake snapshot id: the KPIs as they were")
+    met.add_argument("--as-of", help="a timestamp (2026-11-01T00:00, city time unless it names a zone) or a lake "
+                                     "snapshot id: the KPIs as they were")
     met.add_argument("--publish", action="store_true", help="also write the period into the shared KPI tables")
     met.add_argument("--export", metavar="FILE", help="write the published KPI table to FILE (.xlsx or .csv)")
     met.add_argument("--all-periods", action="store_true", help="with --export: every published period")

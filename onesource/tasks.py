@@ -66,8 +66,6 @@ def check_consistency() -> list[dict]:
 def publish_metrics() -> dict:
     """The sharing KPIs of this month and the last (late loads and decisions still move it), published
     into the shared KPI tables. Copies the audit log's new entries into the lake first."""
-    import datetime as dt
-
     from lakehouse import Lake
     from metrics.calendar import WorkCalendar
     from metrics.kpis import Period
@@ -77,11 +75,11 @@ def publish_metrics() -> dict:
 
     settings = _settings()
     registry = load_registry(settings.registry_dir, settings.cache_dir)
-    this = Period.month(today=dt.datetime.now(dt.UTC).date())
+    this = Period.month(tz=settings.city_timezone)  # the city's month: it begins at the city's midnight
     with Lake(settings.lake) as lake:
         copied = sync_to_lake(lake, AuditLog(settings.home / "audit"))
         results = publish_periods(lake, registry, [this.previous(), this],
-                                  WorkCalendar.load(settings.calendar_file))
+                                  WorkCalendar.for_settings(settings))
     for r in results:
         city = r["city"]
         print(f"KPIs {r['period']} as of {r['as_of']}: " + ", ".join(

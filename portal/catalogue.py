@@ -127,7 +127,7 @@ def register(app: FastAPI, site: Site) -> None:
             with writable() as lake:
                 req = requests.create(lake, engine.registry, user.department, name, purpose=purpose, requested_by=user.name,
                                       columns=columns or None, row_filter=row_filter.strip() or None,
-                                      period_days=days, calendar=WorkCalendar.load(engine.settings.calendar_file))
+                                      period_days=days, calendar=WorkCalendar.for_settings(engine.settings))
         except (RequestError, KeyError) as exc:
             return _back(f"/catalogue/{name}", str(exc))
         return _back(f"/catalogue/{name}", f"request {req.request_id}: {req.status}")

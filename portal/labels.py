@@ -42,6 +42,10 @@ LABELS = {
         "flagged": "有异议", "my_disputes": "本部门提出的异议", "disputes_to_resolve": "待本部门处理的异议",
         "corrected": "已在源头更正", "rejected": "驳回", "resolution": "处理说明", "owner_only": "仅数据提供部门的管理员可审批",
         "not_shared_note": "不予共享", "no_access": "本部门尚无权限",
+        "definition": "指标定义", "members_link": "分子分母明细", "item": "对象", "numerator": "分子",
+        "denominator": "分母", "note": "说明", "members_title": "指标明细：计入分子与分母的对象",
+        "members_note": "每一行是一个数据集、系统、（部门，数据元）对、共享申请或副本字段，及其计入分子、分母的数量。",
+        "definitions": "考核指标定义",
     },
     "en": {
         "title": "OneSource sharing KPIs", "sign_in": "Sign in", "sign_out": "Sign out", "user": "User",
@@ -74,6 +78,11 @@ LABELS = {
         "corrected": "Corrected at the source", "rejected": "Reject", "resolution": "Resolution",
         "owner_only": "Only the providing department's owner role decides", "not_shared_note": "not shared",
         "no_access": "no access yet",
+        "definition": "definition", "members_link": "datasets behind it", "item": "Item", "numerator": "Numerator",
+        "denominator": "Denominator", "note": "Why", "members_title": "Behind the figure: numerator and denominator",
+        "members_note": "One row per dataset, system, (department, element) pair, access request or copied column, "
+                        "with what it adds to the numerator and to the denominator.",
+        "definitions": "KPI definitions",
     },
 }
 

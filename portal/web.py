@@ -327,6 +327,33 @@ def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None
                     city=figures.get("city", {"kpis": {}})["kpis"], datasets=datasets, duplicates=duplicates,
                     trend=trend, percent_kpis=PERCENT_KPIS)
 
+    @app.get("/dashboard/kpis/{kpi}", include_in_schema=False)
+    def kpi_members(request: Request, kpi: str, period: str | None = None,
+                    department: str | None = None) -> HTMLResponse:
+        """The items behind one figure: what each adds to its numerator and denominator (kpi_members)."""
+        user = signed_in(request)
+        if kpi not in KPI_NAMES:
+            raise HTTPException(status_code=404, detail=f"no KPI {kpi!r}")
+        names = {d.code: d.name for d in engine.registry.departments}
+        if department is not None and department not in names:
+            raise HTTPException(status_code=404, detail=f"no department {department!r}")
+        periods = [r[0] for r in sql(user, "SELECT DISTINCT period FROM shared.kpi_members ORDER BY period")]
+        period = period if period in periods else (periods[-1] if periods else "")
+        where = f"period = {_lit(period)} AND kpi = {_lit(kpi)}"
+        if department:
+            where += f" AND department = {_lit(department)}"
+        # the items that hold the figure back first (a smaller share of their denominator)
+        rows = sql(user, "SELECT department, item, numerator, denominator, note FROM shared.kpi_members "
+                         f"WHERE {where} ORDER BY numerator / nullif(denominator, 0) NULLS FIRST, department, item")
+        return page(request, "kpi_members.html", user=user, kpi=kpi, period=period, periods=periods, rows=rows,
+                    department=department, department_name=names.get(department or "", ""), names=names,
+                    numerator=sum(r[2] for r in rows), denominator=sum(r[3] for r in rows))
+
+    @app.get("/dashboard/definitions", include_in_schema=False)
+    def definitions(request: Request) -> HTMLResponse:
+        """docs/kpis.md, shipped with the product: each KPI's formula, what counts, a worked example."""
+        return page(request, "definitions.html", user=signed_in(request), body=_definitions_html())
+
     @app.get("/dashboard/duplicates", include_in_schema=False)
     def duplicates(request: Request, period: str | None = None) -> HTMLResponse:
         user = signed_in(request)
@@ -365,6 +392,20 @@ def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None
                  else "text/csv; charset=utf-8")
         return Response(body, media_type=media,
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+DEFINITIONS = Path(__file__).resolve().parents[1] / "docs" / "kpis.md"
+
+
+def _definitions_html() -> str:
+    """The KPI definitions as HTML; each KPI's heading carries its name as id (the cards link to it)."""
+    import re
+
+    from markdown_it import MarkdownIt
+
+    html = MarkdownIt("commonmark", {"html": False}).enable("table").render(DEFINITIONS.read_text(encoding="utf-8"))
+    # "## sharing_rate — ..." -> <h2 id="sharing_rate">
+    return re.sub(r"<h2>(<code>)?([a-z_]+)(</code>)?", lambda m: f'<h2 id="{m.group(2)}">{m.group(0)[4:]}', html)
 
 
 def _figures(rows: list[tuple]) -> dict[str, dict]:

@@ -325,7 +325,10 @@ class GovernedEngine:
                                     "(ONESOURCE_QUERY_SQL_BYTES): split it, or filter with a shorter condition")
             if self._lake is None:
                 with watch.paused():  # opening the lake is the CLI's own cost, not the query's
-                    lake = Lake(self.settings.lake, read_only=True)
+                    # one DuckDB thread for the lake's own lookups (grants, the catalog): a second one only
+                    # doubled their CPU (0.55 s against 0.31 s of a small `onesource sql --as`, bench/cli.py);
+                    # the department's query gets its threads back below
+                    lake = Lake(self.settings.lake, read_only=True, threads=1)
                 with lake:
                     outcome, result = self._steps(kind, lake, department, sql, params, record, state, watch,
                                                   user=user, dialect=dialect, signed_in=False)
@@ -402,8 +405,9 @@ class GovernedEngine:
         state["plan"] = planned
         self._charge(department, access, planned)
         if self.as_of is None:
-            if isinstance(on, Lake):
-                lock_down(con, self.settings.lake.data_path, memory_limit=limits.memory, threads=limits.threads)
+            if isinstance(on, Lake):  # QueryLimits.threads 0: the CLI's query has every core
+                lock_down(con, self.settings.lake.data_path, memory_limit=limits.memory,
+                          threads=limits.threads or os.cpu_count() or 1)
             return "query", self._answer(con, planned, watch)
         record["as_of"] = str(self.as_of)
         with watch.paused():

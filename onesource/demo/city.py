@@ -347,6 +347,9 @@ PLATFORM_DATASETS: tuple[tuple[str, str, tuple[str, ...], tuple[tuple[str, ...],
         ("period", "string"), ("as_of", "timestamp"), ("scope", "string"), ("scope_name", "string"),
         ("kpi", "string"), ("value", "number"), ("numerator", "number"), ("denominator", "number"),
         ("target", "number"), ("computed_at", "timestamp"))),
+    ("kpi_members", "考核指标明细（分子分母）", ("period", "kpi", "department", "item"), (
+        ("period", "string"), ("kpi", "string"), ("department", "string"), ("item", "string"),
+        ("numerator", "number"), ("denominator", "number"), ("note", "string"))),
     ("kpi_dataset_status", "数据目录共享状态", ("period", "dataset"), (
         ("period", "string"), ("dataset", "string"), ("title", "string"), ("owner", "string"),
         ("share_type", "string"), ("update_cycle", "string"), ("counted_shared", "boolean"), ("reason", "string"),

@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from lakehouse.lake import CATALOG, OPS, Lake
+from metrics.kpis import Period, sharing_statuses
 from metrics.loads import DatasetStatus, dataset_statuses
 from metrics.publish import publish_periods
 from onesource import airflow_cli
@@ -54,6 +55,8 @@ class DemoSummary:
     """(dataset, element, authority, compared, equal) of the last consistency run."""
     kpis: dict[str, tuple] = field(default_factory=dict)
     """KPI -> (value, target), city-wide, this month."""
+    shared_datasets: int | None = None
+    """Datasets that count as shared now, by the sharing rate's own rule (metrics.kpis.sharing_reason)."""
 
 
 def _progress(console: Console) -> Progress:
@@ -98,6 +101,7 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
     _demo_requests(settings, registry)
     with Lake(settings.lake, read_only=True) as lake:
         statuses = dataset_statuses(lake, registry)
+        shared = sharing_statuses(lake, registry, tz=settings.city_timezone)
         this_run = dict(lake.con.execute(
             f"SELECT status, count(*) FROM {CATALOG}.{OPS}.loads WHERE started_at >= ? GROUP BY status", [started]
         ).fetchall())
@@ -110,7 +114,7 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
         consistency = [(r.dataset, r.element, r.authority, r.compared, r.equal) for r in latest_rates(lake)]
         kpis = {kpi: (value, target) for kpi, value, target in lake.con.execute(
             f"""SELECT kpi, value, target FROM {CATALOG}.shared.kpi_figures
-                WHERE scope = 'city' AND period = ?""", [f"{started:%Y-%m}"]).fetchall()} \
+                WHERE scope = 'city' AND period = ?""", [Period.month(tz=settings.city_timezone).label]).fetchall()} \
             if "kpi_figures" in lake.tables("shared") else {}
     summary = DemoSummary(
         seconds=round(time.monotonic() - t0, 1),
@@ -123,6 +127,7 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
         warnings=[tuple(w) for w in warnings],
         consistency=consistency,
         kpis=kpis,
+        shared_datasets=sum(reason is None for reason in shared.values()),
     )
     _write_report(reports / "demo-summary.json", summary)
     return summary
@@ -220,8 +225,10 @@ def print_summary(console: Console, summary: DemoSummary, settings: Settings) ->
             console.print(f"  {dataset}.{element} vs {authority}: {equal:,}/{compared:,} equal ({rate})")
     runs = ", ".join(f"{n} {k}" for k, n in sorted(summary.loads_this_run.items())) or "none (nothing new: idempotent)"
     console.print(
-        f"\n[bold]{summary.published_datasets}/{summary.datasets} datasets shared, "
-        f"{summary.published_rows:,} rows published[/]; loads this run: {runs}; "
+        f"\n[bold]{summary.shared_datasets}/{summary.datasets} datasets shared[/] (as the sharing rate counts: "
+        f"published, last load passed, within the update cycle; not_shared never), "
+        f"[bold]{summary.published_datasets} tables with {summary.published_rows:,} rows published[/]; "
+        f"loads this run: {runs}; "
         f"took {summary.seconds:.0f} s.\n"
         f"Home: {settings.home}  (lake: lake/, raw files: landing/, quarantine: quarantine/, "
         f"Data Docs: gx/uncommitted/data_docs/local_site/index.html, "

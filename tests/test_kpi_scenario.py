@@ -1,0 +1,262 @@
+"""Every KPI on a hand-built city, each figure worked out by hand from shared/KPIS.md (docs/kpis.md has the
+readings), in city time (Asia/Shanghai, UTC+8); and every KPI against a straightforward oracle over
+generated ledgers (test_kpi_scenario_oracle.py).
+
+The period is March 2026 in the city: [2026-03-01 00:00, 2026-04-01 00:00) city time, that is
+[2026-02-28 16:00, 2026-03-31 16:00) UTC; the figures are as of the period's end. The ledgers are written
+as the pipeline writes them (naive UTC); access requests go through sharing.requests itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from lakehouse import Lake
+from metrics.calendar import WorkCalendar
+from metrics.kpis import Period, compute, sharing_statuses
+from onesource.cli import main
+from onesource.config import Settings
+from schemas import load_registry
+from sharing import requests
+from tests.helpers import ELEMENTS, firms_dataset, write_registry
+
+TZ = dt.timezone(dt.timedelta(hours=8))  # Asia/Shanghai has no daylight saving time
+WEEKDAYS = WorkCalendar(national=False)  # Mondays to Fridays (no holiday in March 2026 by this calendar)
+
+DEPARTMENTS = {"departments": [
+    {"code": "amr", "name": "市场监督管理局", "name_en": "Market Regulation",
+     "systems": [{"code": "amr_reg", "name": "登记系统"}, {"code": "amr_old", "name": "旧许可系统"}]},
+    {"code": "tax", "name": "税务局", "name_en": "Tax", "systems": [{"code": "tax_core", "name": "征管系统"}]},
+    {"code": "hrss", "name": "人社局", "name_en": "HR and Social Security",
+     "systems": [{"code": "hrss_sys", "name": "人社系统"}]},
+]}
+
+
+def city(month: int, day: int, hour: int = 0, minute: int = 0) -> dt.datetime:
+    """A 2026 city wall-clock time as the naive UTC instant the ledgers store."""
+    return dt.datetime(2026, month, day, hour, minute, tzinfo=TZ).astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def _file(path: str) -> dict:
+    return {"kind": "file", "path": path, "format": "csv"}
+
+
+def registry_entries() -> list[dict]:
+    """firms (amr, the authority of all three elements), taxpayers (tax: copies uscc and the name, takes
+    the status from_authority), moves (amr, not_shared), licences (amr's old system, monthly), permits
+    (hrss, weekly, re-collects uscc), hrss_people (hrss, daily, re-collects the enterprise name)."""
+    uscc = {"name": "uscc", "source": "统一社会信用代码", "element": "uscc", "required": True}
+    return [
+        firms_dataset(connector=_file("amr/firms/*.csv")),
+        firms_dataset(name="taxpayers", owner="tax", system="tax_core", share_type="conditional", conditions="稽查",
+                      connector=_file("tax/*.csv"),
+                      columns=[uscc, {"name": "enterprise_name", "source": "企业名称", "element": "enterprise_name"},
+                               {"name": "enterprise_status", "source": "登记状态", "element": "enterprise_status",
+                                "from_authority": True}]),
+        firms_dataset(name="moves", share_type="not_shared", legal_basis="法规", connector=_file("amr/moves/*.csv"),
+                      columns=[uscc]),
+        firms_dataset(name="licences", system="amr_old", update_cycle="monthly", connector=_file("amr/lic/*.csv"),
+                      columns=[uscc, {"name": "licence_no", "source": "许可证号", "type": "string"}]),
+        firms_dataset(name="permits", owner="hrss", system="hrss_sys", update_cycle="weekly",
+                      connector=_file("hrss/permits/*.csv"), columns=[uscc, {"name": "permit_no", "source": "编号", "type": "string"}]),
+        firms_dataset(name="hrss_people", owner="hrss", system="hrss_sys", share_type="conditional", conditions="核验",
+                      key=["pid"], connector=_file("hrss/people/*.csv"),
+                      columns=[{"name": "pid", "source": "编号", "type": "string", "required": True},
+                               {"name": "enterprise_name", "source": "单位名称", "element": "enterprise_name"}]),
+    ]
+
+
+def write_scenario_registry(settings) -> object:
+    write_registry(settings.registry_dir, registry_entries(), elements=ELEMENTS, departments=DEPARTMENTS)
+    return load_registry(settings.registry_dir)
+
+
+OWNERS = {"firms": "amr", "taxpayers": "tax", "moves": "amr", "licences": "amr", "permits": "hrss",
+          "hrss_people": "hrss"}
+
+
+def insert_loads(lake: Lake, loads: list[tuple[str, str, dt.datetime, bool]]) -> None:
+    """(dataset, status, finished_at, delivered data) -> ops.loads; a quality run for each validated one."""
+    for i, (name, status, at, delivered) in enumerate(loads):
+        load_id = f"l{i:04d}-{name}"
+        lake.con.execute("INSERT INTO lake.ops.loads (load_id, dataset, owner, status, sha256, started_at, finished_at) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?)", [load_id, name, OWNERS[name], status,
+                                                         f"sha-{i}" if delivered else None,
+                                                         at - dt.timedelta(minutes=1), at])
+        if status in ("published", "quarantined"):
+            lake.con.execute("INSERT INTO lake.ops.quality_runs (load_id, dataset, owner, run_at, passed) "
+                             "VALUES (?, ?, ?, ?, ?)", [load_id, name, OWNERS[name], at, status == "published"])
+
+
+def insert_versions(lake: Lake, registered: dict[str, dt.datetime]) -> None:
+    for name, at in registered.items():
+        lake.con.execute("INSERT INTO lake.ops.schema_versions (subject, kind, version, registered_at) "
+                         "VALUES (?, 'dataset', 1, ?)", [name, at])
+
+
+def insert_events(lake: Lake, events: list[tuple[str, str, str, dt.datetime]]) -> None:
+    """(department, dataset, decision, event_at) -> ops.audit_events."""
+    for seq, (dept, name, decision, at) in enumerate(events):
+        lake.con.execute("INSERT INTO lake.ops.audit_events VALUES (?, ?, ?, 'u', ?, ?, 1)",
+                         [seq, at, dept, decision, [name]])
+
+
+def insert_consistency(lake: Lake, runs: list[tuple[dt.datetime, list[tuple[str, str, str, int, int]]]]) -> None:
+    """(checked_at, [(dataset, column, element, compared, equal)]) -> ops.consistency_results."""
+    for at, rows in runs:
+        run_id = f"{at:%Y%m%dT%H%M%S}-run"
+        for name, column, element, compared, equal in rows:
+            lake.con.execute("INSERT INTO lake.ops.consistency_results VALUES (?, ?, ?, ?, ?, ?, 'firms', 'amr', ?, ?)",
+                             [run_id, at, name, OWNERS[name], element, column, compared, equal])
+
+
+@pytest.fixture(scope="module")
+def march(tmp_path_factory):
+    settings = Settings(home=tmp_path_factory.mktemp("march") / "home")
+    registry = write_scenario_registry(settings)
+    with Lake(settings.lake) as lake:
+        lake.con.execute("BEGIN TRANSACTION")  # one commit for the hand-written ledgers
+        # firms: published every day at 02:00 but the 10th and 11th (the extract never came), and on
+        # 1 April at 02:00 (after the period: 31 March 18:00 UTC, counted nowhere in March)
+        firms = [("firms", "published", city(3, d, 2), True) for d in range(1, 32) if d not in (10, 11)]
+        loads = [*firms, ("firms", "published", city(4, 1, 2), True),
+                 # taxpayers: registered 28 March 09:00; published 28th, 29th, 31st 03:00, then quarantined 31st 10:00
+                 ("taxpayers", "published", city(3, 28, 12), True), ("taxpayers", "published", city(3, 29, 12), True),
+                 ("taxpayers", "published", city(3, 31, 3), True), ("taxpayers", "quarantined", city(3, 31, 10), True),
+                 # moves: registered 31 March 04:00, published 05:00 (not_shared all the same)
+                 ("moves", "published", city(3, 31, 5), True),
+                 # licences (monthly, old system): published 15 February, its March extract quarantined
+                 ("licences", "published", city(2, 15, 9), True), ("licences", "quarantined", city(3, 20, 9), True),
+                 # permits (weekly): published 2, 16 and 30 March at 09:00; a source outage on the 23rd
+                 ("permits", "published", city(3, 2, 9), True), ("permits", "published", city(3, 16, 9), True),
+                 ("permits", "failed", city(3, 23, 9), False), ("permits", "published", city(3, 30, 9), True)]
+        insert_loads(lake, loads)
+        insert_versions(lake, {"firms": city(2, 1, 10), "taxpayers": city(3, 28, 9), "moves": city(3, 31, 4),
+                               "permits": city(2, 1, 10), "hrss_people": city(3, 25, 10)})  # licences: none
+        insert_events(lake, [
+            ("tax", "firms", "allowed", city(3, 15, 10)),       # firms fresh (02:00 load): use
+            ("hrss", "firms", "allowed", city(3, 11, 9)),       # firms' last load 9th 02:00: overdue then
+            ("amr", "firms", "allowed", city(3, 20, 9)),        # the owner: never use
+            ("operator", "firms", "allowed", city(3, 21, 9)),   # not a department
+            ("amr", "permits", "allowed", city(3, 10, 9)),      # permits' last load 2nd 09:00: 8 days, overdue
+            ("tax", "permits", "refused", city(3, 31, 10)),     # refused: no read
+            ("tax", "licences", "allowed", city(3, 5, 9)),      # licences is not shared at the period's end
+            ("amr", "taxpayers", "allowed", city(3, 31, 11)),   # taxpayers quarantined: stale snapshot
+            ("tax", "firms", "allowed", city(4, 1, 1)),         # after the period
+        ])
+        insert_consistency(lake, [
+            (city(3, 15, 20), [("taxpayers", "enterprise_name", "enterprise_name", 10, 5)]),  # an older run
+            (city(3, 31, 20), [("taxpayers", "enterprise_name", "enterprise_name", 10, 8),
+                               ("taxpayers", "enterprise_status", "enterprise_status", 10, 10)]),
+            (city(4, 1, 1), [("taxpayers", "enterprise_name", "enterprise_name", 10, 0)]),  # after as_of
+        ])
+        lake.con.execute("COMMIT")
+
+        def ask(dept, dataset, at):
+            return requests.create(lake, registry, dept, dataset, purpose="比对", requested_by="analyst",
+                                   calendar=WEEKDAYS, now=at)
+
+        # R1, Tuesday 3 March 10:00: due by the end of Tuesday 10 March in the city (4, 5, 6, 9, 10);
+        # approved at 07:30 on Wednesday 11 March, the day after: late (in UTC, 10 March 23:30, it would not be)
+        r1 = ask("amr", "taxpayers", city(3, 3, 10))
+        requests.approve(lake, registry, r1.request_id, owner="tax", decided_by="o", now=city(3, 11, 7, 30))
+        # R2, Tuesday 3 March 07:00 (still Monday in UTC): also due by the end of 10 March in the city;
+        # approved at 07:30 on its deadline day: on time
+        r2 = ask("hrss", "taxpayers", city(3, 3, 7))
+        requests.approve(lake, registry, r2.request_id, owner="tax", decided_by="o", now=city(3, 10, 7, 30))
+        # R3, Friday 13 March 23:30: due by the end of Friday 20 March; refused with a reason at 01:00 on
+        # Saturday 21 March in the city (20 March 17:00 UTC): late
+        r3 = ask("hrss", "taxpayers", city(3, 13, 23, 30))
+        requests.refuse(lake, r3.request_id, owner="tax", decided_by="o", reason="超出职责范围", now=city(3, 21, 1))
+        # R4: firms is unconditional: approved at once, on time
+        ask("tax", "firms", city(3, 5, 10))
+        # R5, Monday 16 March: due the 23rd; a refusal recorded without a reason is no decision
+        r5 = ask("tax", "hrss_people", city(3, 16, 10))
+        lake.con.execute("UPDATE lake.ops.access_requests SET status = 'refused', decided_at = ?, reason = NULL "
+                         "WHERE request_id = ?", [city(3, 18, 10), r5.request_id])
+        # R6, Wednesday 25 March: due by the end of 1 April, not in March
+        ask("amr", "hrss_people", city(3, 25, 10))
+        assert r1.due_at == city(3, 11) and r2.due_at == city(3, 11) and r3.due_at == city(3, 21)
+        result = compute(lake, registry, Period.month("2026-03"))
+    return settings, registry, result
+
+
+def figure(result, kpi, dept=None):
+    scope = result["city"] if dept is None else next(d for d in result["departments"] if d["code"] == dept)
+    f = scope[kpi]
+    return f["numerator"], f["denominator"], f["value"]
+
+
+def test_every_kpi_of_march_worked_out_by_hand(march):
+    _, _, result = march
+    assert result["period"] == "2026-03" and result["as_of"] == "2026-03-31 16:00:00"  # the city's midnight
+    # sharing: firms (last load 31st 02:00, 22 h old, daily) and permits (30th 09:00, 1 d 15 h, weekly);
+    # not taxpayers (quarantined last), moves (not_shared), licences (quarantined), hrss_people (never)
+    assert figure(result, "sharing_rate") == (2, 6, 0.3333)
+    # usage, over the 2 shared datasets: firms read by tax on the 15th while fresh; permits read only by
+    # amr on the 10th, 8 days after its last weekly load (overdue, not shared then) -> 1/2. The reads of
+    # licences and of quarantined taxpayers do not count (not shared); the owner and the operator never.
+    assert figure(result, "usage_rate") == (1, 2, 0.5)
+    # reuse: firms is the only authoritative dataset; tax and hrss read it in March (amr owns it, the
+    # operator is no department) -> 2 / 1
+    assert figure(result, "reuse_factor") == (2, 1, 2.0)
+    # duplicate collection: pairs (amr, uscc|enterprise_name|enterprise_status), (tax, uscc), (tax,
+    # enterprise_name), (hrss, uscc), (hrss, enterprise_name); taxpayers' status is from_authority -> 4/7
+    assert figure(result, "duplicate_collection_rate") == (4, 7, 0.5714)
+    # requests due in March: R1 late, R2 on time, R3 late, R4 on time, R5 undecided -> 2/5
+    assert figure(result, "request_fulfilment_rate") == (2, 5, 0.4)
+    assert (result["approval_rate"]["city"]["numerator"], result["approval_rate"]["city"]["denominator"]) == (3, 4)
+    # interconnection: amr_reg (firms 22 h), tax_core (taxpayers published 31st 03:00, 21 h, before its
+    # quarantined load), hrss_sys (permits, 1 d 15 h, weekly); not amr_old (licences: 15 Feb) -> 3/4
+    assert figure(result, "interconnection_rate") == (3, 4, 0.75)
+    # quality: firms 29/29 (1 March 02:00 is 28 Feb 18:00 UTC, but March in the city), taxpayers 3/4,
+    # moves 1/1, licences 0/1, permits 3/3 -> 36/38
+    assert figure(result, "quality_pass_rate") == (36, 38, 0.9474)
+    # timeliness, windows closing in March after registration: firms 29/31 (10th, 11th missed);
+    # taxpayers 3/4 (28th-31st, the 30th missed); moves 1/1 (31st); licences 1/1 (March, its quarantined
+    # extract arrived); permits 2/5 (weeks from 23 Feb, 2, 9, 16, 23 March: extracts in those of the 2nd
+    # and the 16th; the outage delivered nothing; the week from the 30th closes in April); hrss_people 0/7
+    # (25th-31st) -> 36/49
+    assert figure(result, "timeliness") == (36, 49, 0.7347)
+    # consistency, the last run by the period's end: taxpayers' enterprise_name 8/10; its status is
+    # from_authority (10/10 by construction) and does not count -> 8/10
+    assert figure(result, "consistency_rate") == (8, 10, 0.8)
+
+
+def test_per_department_figures_and_their_members(march):
+    _, _, result = march
+    assert figure(result, "request_fulfilment_rate", "tax") == (1, 3, 0.3333)  # R1, R2, R3: the owner decides
+    assert figure(result, "request_fulfilment_rate", "amr") == (1, 1, 1.0)    # R4
+    assert figure(result, "request_fulfilment_rate", "hrss") == (0, 1, 0.0)   # R5
+    assert figure(result, "timeliness", "hrss") == (2, 12, 0.1667)            # permits 2/5, hrss_people 0/7
+    assert figure(result, "interconnection_rate", "amr") == (1, 2, 0.5)
+    # every figure is the sum of its members, and the members say why
+    members = result["members"]
+    for kpi in ("sharing_rate", "timeliness", "consistency_rate"):
+        mine = [m for m in members if m["kpi"] == kpi]
+        assert (sum(m["numerator"] for m in mine), sum(m["denominator"] for m in mine)) == figure(result, kpi)[:2]
+    why = {m["item"]: m["note"] for m in members if m["kpi"] == "sharing_rate"}
+    assert why["taxpayers"].startswith("last load failed its quality checks") and why["firms"] is None
+    missed = next(m for m in members if m["kpi"] == "timeliness" and m["item"] == "firms")["note"]
+    assert "03-10 00:00, 03-11 00:00" in missed  # city days
+    late = {m["item"]: m for m in members if m["kpi"] == "request_fulfilment_rate"}
+    assert any("decided 2026-03-11 07:30, due by the end of 2026-03-10" in m["note"] for m in late.values())
+
+
+def test_status_and_metrics_count_the_same_shared_datasets(march, monkeypatch, capsys):
+    settings, registry, result = march
+    with Lake(settings.lake, read_only=True) as lake:
+        then = sharing_statuses(lake, registry, as_of=city(4, 1))
+        now = sharing_statuses(lake, registry)
+    assert sorted(n for n, r in then.items() if r is None) == ["firms", "permits"]
+    assert {d["dataset"]: d["counted_shared"] for d in result["datasets"]} == {n: r is None for n, r in then.items()}
+    monkeypatch.setenv("ONESOURCE_HOME", str(settings.home))
+    main(["status", "--json"])
+    shown = {d["dataset"]: d["counted_shared"] for d in json.loads(capsys.readouterr().out)}
+    assert shown == {n: r is None for n, r in now.items()}
+    assert main(["metrics", "--json"]) == 0
+    current = json.loads(capsys.readouterr().out)["city"]["sharing_rate"]
+    assert current["numerator"] == sum(shown.values())  # months later everything is overdue: 0 of 6 both ways
