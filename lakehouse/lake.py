@@ -65,6 +65,9 @@ OPS_TABLES: dict[str, str] = {
     "quality_results": """load_id VARCHAR, dataset VARCHAR, run_at TIMESTAMP, check_name VARCHAR,
         expectation VARCHAR, column_name VARCHAR, blocking BOOLEAN, success BOOLEAN, skipped VARCHAR,
         unexpected_count BIGINT, sample_rows VARCHAR, sample_values VARCHAR, error VARCHAR""",
+    # every failing row of each validated batch (published or quarantined), with every check it failed
+    # (quality.marks); _row is the 1-based row of the batch, key_value the row's key (compound: joined by |)
+    "quality_rows": """load_id VARCHAR, dataset VARCHAR, _row BIGINT, _reasons VARCHAR[], key_value VARCHAR""",
     # 多元校核: copies of an element compared with the authority, per run
     "consistency_results": """run_id VARCHAR, checked_at TIMESTAMP, dataset VARCHAR, owner VARCHAR,
         element VARCHAR, column_name VARCHAR, authority VARCHAR, authority_owner VARCHAR,

@@ -214,6 +214,7 @@ def publish(lake: Lake, ds: Dataset, registry: Registry, ex: Extract, staged: Pa
                 con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {batch}")
             _insert(con, "loads", _ledger_row(ds, registry, ex, load_id, PUBLISHED, started, rows, rows))
             _record_quality(con, ds, registry, load_id, "quality", report)
+            _record_rows(lake, ds, load_id, report.marks, adopted or staged)
             if ds.name in lake.tables(QUARANTINE):  # a good batch releases the quarantined one
                 con.execute(f"DELETE FROM {CATALOG}.{QUARANTINE}.{ident(ds.name)}")
             lake.commit_message(f"publish {ds.name} load {load_id}", extra)
@@ -273,7 +274,8 @@ def _quarantine(settings: Settings, lake: Lake, ds: Dataset, registry: Registry,
             _insert(con, "loads", ledger)
             _record_quality(con, ds, registry, load_id, stage, quality, details.get("problem_count", 0), error)
             if quality is not None and batch.exists():
-                _quarantine_rows(lake, ds, batch, load_id, quality.row_reasons)
+                _quarantine_rows(lake, ds, batch, load_id, quality.marks)
+                _record_rows(lake, ds, load_id, quality.marks, batch)
             lake.commit_message(f"quarantine {ds.name} load {load_id}", {"load_id": load_id, "stage": stage})
 
     retrying(write, lake.settings.commit_retries, f"recording quarantined load {load_id}")
@@ -293,13 +295,14 @@ def _without_values(details: dict) -> dict:
     return out
 
 
-def _quarantine_rows(lake: Lake, ds: Dataset, batch: Path, load_id: str, reasons: dict[int, tuple[str, ...]]) -> None:
-    """Keep the batch queryable as ``quarantine.<dataset>``: every row, with the checks it failed."""
+def _quarantine_rows(lake: Lake, ds: Dataset, batch: Path, load_id: str, marks) -> None:
+    """Keep the batch queryable as ``quarantine.<dataset>``: every row, with every check it failed
+    (``marks``: the validation's pyarrow table of ``_row`` and ``_reasons``, or None)."""
     import pyarrow as pa
 
     _ensure_table(lake, ds, QUARANTINE, QUARANTINE_EXTRA)
-    failing = pa.table({"_row": pa.array([i + 1 for i in reasons], pa.int64()),
-                        "_reasons": pa.array([list(v) for v in reasons.values()], pa.list_(pa.string()))})
+    failing = marks if marks is not None else pa.table(
+        {"_row": pa.array([], pa.int64()), "_reasons": pa.array([], pa.list_(pa.string()))})
     lake.con.register("__failing", failing)
     try:
         cols = ", ".join(ident(c.name) for c in ds.columns)
@@ -310,6 +313,24 @@ def _quarantine_rows(lake: Lake, ds: Dataset, batch: Path, load_id: str, reasons
             "LEFT JOIN __failing f ON f._row = b.__n", [load_id])
     finally:
         lake.con.unregister("__failing")
+
+
+def _record_rows(lake: Lake, ds: Dataset, load_id: str, marks, batch: Path) -> None:
+    """``ops.quality_rows``: every failing row of the batch with its reasons and its key, published or
+    quarantined (a published batch's warned rows are not in ``quarantine.<dataset>``, but the owner
+    must still find every one of them: ``onesource quality report DATASET --all``)."""
+    if marks is None or marks.num_rows == 0:
+        return
+    key = ", ".join(f"{ident(k)}::VARCHAR" for k in ds.key)
+    key = f"concat_ws('|', {key})" if len(ds.key) > 1 else (key or "NULL")
+    lake.con.register("__marks", marks)
+    try:
+        lake.con.execute(
+            f"INSERT INTO {CATALOG}.{OPS}.quality_rows SELECT ?, ?, m._row, m._reasons, b.key_value FROM __marks m "
+            f"LEFT JOIN (SELECT file_row_number + 1 AS __n, {key} AS key_value "
+            f"FROM read_parquet({q(str(batch))}, file_row_number = true)) b ON b.__n = m._row", [load_id, ds.name])
+    finally:
+        lake.con.unregister("__marks")
 
 
 def fill_from_authorities(lake: Lake, ds: Dataset, registry: Registry, staged: Path) -> list[str]:

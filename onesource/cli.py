@@ -9,7 +9,7 @@
     onesource ingest DATASET... | --all       load datasets now, without Airflow (backfills, debugging)
     onesource status                          every dataset: rows shared, last load and why (damaged tables too)
     onesource doctor [--full]                 check the home end to end, one line per check
-    onesource quality report DATASET          the last validation: failing checks, sample failing rows
+    onesource quality report DATASET [--all]  the last validation: failing checks, failing rows with reasons
     onesource quality consistency             compare copies of elements with their authority (多元校核)
     onesource sql "SELECT ..." [--as-of T]    query the lake (read-only, for engineers; audited), as of a snapshot
     onesource sql --as DEPT "SELECT ..."      a department's governed query (grants, masking, audit)
@@ -315,7 +315,7 @@ def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     registry.dataset(args.dataset)  # an unknown name fails here with the known ones listed
     with Lake(settings.lake, read_only=True) as lake:
-        report = dataset_quality(lake, args.dataset)
+        report = dataset_quality(lake, args.dataset, sample=None if args.all else 10)
     if args.json:
         print(json.dumps(asdict(report), ensure_ascii=False, indent=2, default=str))
         return 0
@@ -335,14 +335,30 @@ def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
                       ", ".join(map(str, c["sample_rows"])), ", ".join(c["sample_values"])[:60])
     console.print(table)
     if report.failing_rows:
-        console.print(f"\nfailing rows (SELECT * FROM quarantine.{args.dataset}):")
-        rows = Table()
-        for col in report.failing_rows[0]:
-            rows.add_column(col)
-        for r in report.failing_rows:
-            rows.add_row(*("" if v is None else ", ".join(v) if isinstance(v, list) else str(v) for v in r.values()))
-        console.print(rows)
+        _print_failing_rows(report, args.dataset)
     return 0
+
+
+def _print_failing_rows(report, dataset: str) -> None:
+    """Every failing row with all its reasons under ``--all``; else the first few and how to see the rest."""
+    where = (f"SELECT * FROM quarantine.{dataset} WHERE _reasons IS NOT NULL" if "key_value" not in report.failing_rows[0]
+             else f"SELECT * FROM ops.quality_rows WHERE load_id = '{report.load_id}'")
+    shown = len(report.failing_rows)
+    more = "" if shown == report.failing_total else f", the first {shown}; --all prints every one"
+    console.print(f"\n{report.failing_total:,} failing row(s){more} ({where}):", highlight=False)
+    cells = (["" if v is None else ", ".join(v) if isinstance(v, list) else str(v) for v in r.values()]
+             for r in report.failing_rows)
+    if shown > TABLE_ROWS:  # a rich table measures every cell first: 100,000 rows would take minutes
+        print("\t".join(report.failing_rows[0]))
+        for line in cells:
+            print("\t".join(c.replace("\t", " ").replace("\n", " ") for c in line))
+        return
+    rows = Table()
+    for col in report.failing_rows[0]:
+        rows.add_column(col)
+    for line in cells:
+        rows.add_row(*line)
+    console.print(rows)
 
 
 def _as_of(text: str | None):
@@ -730,6 +746,8 @@ def parser() -> argparse.ArgumentParser:
     qual.add_argument("action", choices=["report", "consistency"])
     qual.add_argument("dataset", nargs="?")
     qual.add_argument("--json", action="store_true")
+    qual.add_argument("--all", action="store_true", help="report: every failing row with all its reasons, "
+                                                        "not the first 10")
     qual.set_defaults(fn=cmd_quality)
 
     sql = sub.add_parser("sql", help="query the lake (read-only)")

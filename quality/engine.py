@@ -34,6 +34,27 @@ def patch_gx_for_duckdb() -> None:
             return result.freeze()()  # rows fetched while the connection is still ours
 
     SqlAlchemyExecutionEngine.execute_query = execute_query
+    _literal_index_queries()
+
+
+def _literal_index_queries() -> None:
+    """GX's *unexpected index query* (every failing row of a check, quality.marks) as runnable SQL.
+    GX renders its parameters by recognising the driver's placeholder style; DuckDB's (``$1``) it does
+    not know, so a bound value (the duplicate count of the uniqueness query) was left as ``$1``. DuckDB
+    takes every literal SQLAlchemy renders, so the query is compiled with ``literal_binds``."""
+    from great_expectations.expectations.metrics.column_map_metrics import column_values_unique
+    from great_expectations.expectations.metrics.map_metric_provider import map_condition_auxilliary_methods
+
+    original = map_condition_auxilliary_methods.sqlalchemy_select_to_sql_string
+
+    def to_sql(engine, select_statement) -> str:
+        try:
+            return str(select_statement.compile(engine.engine, compile_kwargs={"literal_binds": True})) + ";"
+        except Exception:  # noqa: BLE001 - a value SQLAlchemy cannot render literally: GX's own way
+            return original(engine, select_statement)
+
+    for module in (map_condition_auxilliary_methods, column_values_unique):
+        module.sqlalchemy_select_to_sql_string = to_sql
 
 
 def batch_query(path: str) -> str:

@@ -20,10 +20,15 @@ class DatasetQuality:
     suite_version: str | None = None
     checks: list[dict[str, Any]] = field(default_factory=list)
     failing_rows: list[dict[str, Any]] = field(default_factory=list)
-    """Quarantined rows that failed a check, with ``_row`` (1-based row of the extract) and ``_reasons``."""
+    """Rows that failed a check, with ``_row`` (1-based row of the extract) and ``_reasons`` (every check
+    the row failed): the quarantined rows with their values, or, for a published load, the key of each
+    row its warnings flagged (``ops.quality_rows``)."""
+    failing_total: int = 0
+    """How many rows failed a check (``failing_rows`` holds the first ``sample``, or all of them)."""
 
 
-def dataset_quality(lake: Lake, dataset: str, sample: int = 10) -> DatasetQuality:
+def dataset_quality(lake: Lake, dataset: str, sample: int | None = 10) -> DatasetQuality:
+    """The last validation of ``dataset``; ``sample``: how many failing rows to return (None: all)."""
     run = lake.con.execute(
         f"SELECT load_id, run_at, rows, passed, stage, suite_version FROM {CATALOG}.{OPS}.quality_runs "
         "WHERE dataset = ? ORDER BY run_at DESC LIMIT 1", [dataset]).fetchone()
@@ -42,11 +47,26 @@ def dataset_quality(lake: Lake, dataset: str, sample: int = 10) -> DatasetQualit
         for key in ("sample_rows", "sample_values"):
             item[key] = json.loads(item[key]) if item[key] else []
         checks.append(item)
-    failing: list[dict[str, Any]] = []
-    if dataset in lake.tables(QUARANTINE):
-        cur = lake.con.execute(
-            f'SELECT * EXCLUDE (_load_id) FROM {CATALOG}.{QUARANTINE}."{dataset}" '
-            f"WHERE _load_id = ? AND _reasons IS NOT NULL ORDER BY _row LIMIT {int(sample)}", [load_id])
-        cols = [d[0] for d in cur.description]
-        failing = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-    return DatasetQuality(dataset, load_id, run[1], run[2], run[3], run[4], run[5], checks, failing)
+    failing, total = _failing_rows(lake, dataset, load_id, sample)
+    return DatasetQuality(dataset, load_id, run[1], run[2], run[3], run[4], run[5], checks, failing, total)
+
+
+def _failing_rows(lake: Lake, dataset: str, load_id: str, sample: int | None) -> tuple[list[dict[str, Any]], int]:
+    """The load's failing rows: from ``quarantine.<dataset>`` (with every value) when the load is the
+    quarantined one, else from ``ops.quality_rows`` (row, key, reasons)."""
+    limit = "" if sample is None else f" LIMIT {int(sample)}"
+    where = "_load_id = ? AND _reasons IS NOT NULL"
+    source = f'{CATALOG}.{QUARANTINE}."{dataset}"' if dataset in lake.tables(QUARANTINE) else None
+    if source is None or not lake.con.execute(f"SELECT count(*) FROM {source} WHERE {where}", [load_id]).fetchone()[0]:
+        if "quality_rows" not in lake.tables(OPS):  # a lake written before the table existed
+            return [], 0
+        source, where = f"{CATALOG}.{OPS}.quality_rows", "load_id = ? AND dataset = ?"
+        select = f"SELECT _row, key_value, _reasons FROM {source} WHERE {where}"
+        params = [load_id, dataset]
+    else:
+        select = f"SELECT * EXCLUDE (_load_id) FROM {source} WHERE {where}"
+        params = [load_id]
+    total = lake.con.execute(f"SELECT count(*) FROM ({select})", params).fetchone()[0]
+    cur = lake.con.execute(f"{select} ORDER BY _row{limit}", params)
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()], total

@@ -36,6 +36,11 @@ def _process_key() -> str:
     return _key
 
 
+def has_key() -> bool:
+    """Whether this process made a scratch key (so some scratch file may be encrypted with it)."""
+    return _key is not None
+
+
 def add_key(con: Any) -> None:
     """Give a DuckDB connection (or cursor) the process's scratch key."""
     con.execute(f"PRAGMA add_parquet_key({literal(KEY_NAME)}, {literal(_process_key())})")

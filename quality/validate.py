@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quality import fastpath
+from quality import fastpath, marks
 from quality.engine import ROW, batch_definition, batch_query, duckdb_source, patch_gx_for_duckdb
 from quality.suite import SuiteContext
 from schemas.model import Dataset, Registry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,17 @@ class QualityReport:
     rows: int
     results: tuple[CheckResult, ...] = field(default_factory=tuple)
     suite_version: str = ""
-    row_reasons: dict[int, tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
-    """0-based batch row -> the checks it failed (blocking and warning), for the quarantine table."""
+    marks: Any = field(default=None, compare=False, repr=False)
+    """Every failing row with every check it failed, blocking and warning (quality.marks): a pyarrow
+    table of ``_row`` (1-based) and ``_reasons``, or None when no row-level check failed."""
+
+    @property
+    def row_reasons(self) -> dict[int, tuple[str, ...]]:
+        """0-based batch row -> the checks it failed (a Python view of :attr:`marks`, for small batches)."""
+        if self.marks is None:
+            return {}
+        return {r - 1: tuple(v) for r, v in zip(self.marks.column("_row").to_pylist(),
+                                                 self.marks.column("_reasons").to_pylist(), strict=True)}
 
     @property
     def blocking_failures(self) -> list[CheckResult]:
@@ -302,39 +313,67 @@ def _validate(dataset: Dataset, registry: Registry, batch_path: Path, context: S
     failed = [r for r in results if not r.success]
     if failed:
         detail = build_suite(dataset, specs, only={r.expectation_config.meta["n"] for r in failed})
-        complete = {"result_format": "COMPLETE", "partial_unexpected_count": sample,
-                    "unexpected_index_column_names": [ROW]}
-        second = _run(_ephemeral_context(), dataset.name, detail, batch_path, None, complete, False)
+        # SUMMARY: counts and a few values and rows; every failing row comes from GX's index query (quality.marks)
+        summary = {"result_format": "SUMMARY", "partial_unexpected_count": sample,
+                   "unexpected_index_column_names": [ROW], "return_unexpected_index_query": True}
+        second = _run(_ephemeral_context(), dataset.name, detail, batch_path, None, summary, False)
         by_n = {r.expectation_config.meta["n"]: r for r in second.results}
         results = [by_n.get((r.expectation_config.meta or {}).get("n"), r) for r in results]
-    checks: list[CheckResult] = []
-    row_reasons: dict[int, list[str]] = {}
-    for r in results:
-        meta = r.expectation_config.meta or {}
-        res = r.result or {}
-        rows = _rows_of(res.get("unexpected_index_list") or [])
-        raised = (r.exception_info or {}).get("raised_exception")
-        check = CheckResult(
-            check=meta.get("check", r.expectation_config.type),
-            expectation=r.expectation_config.type,
-            column=meta.get("column"),
-            blocking=bool(meta.get("blocking", True)),
-            success=bool(r.success),
-            unexpected_count=int(res.get("unexpected_count") or 0),
-            sample_rows=tuple(sorted(rows)[:sample]),
-            sample_values=tuple(v for v in (res.get("partial_unexpected_list") or ()) if not _missing(v))[:sample],
-            error=(r.exception_info or {}).get("exception_message") if raised else None,
-            kwargs={k: v for k, v in r.expectation_config.kwargs.items() if k not in ("value_set", "batch_id")},
-        )
-        checks.append(check)
-        if not check.success:
-            label = f"{check.check}:{check.column}" if check.column else check.check
-            for row in rows:
-                row_reasons.setdefault(row - 1, []).append(label)
+    found = _marks(results, batch_path, sample)
+    checks = [_check_result(r, found, sample) for r in results]
     for spec in specs:
         if spec.skipped:
             checks.append(CheckResult(check=spec.check, expectation=spec.expectation, column=spec.column,
                                       blocking=spec.blocking, success=True, skipped=spec.skipped))
     return QualityReport(dataset=dataset.name, rows=_row_count(batch_path), results=tuple(checks),
-                         suite_version=suite_version(specs),
-                         row_reasons={k: tuple(v) for k, v in sorted(row_reasons.items())})
+                         suite_version=suite_version(specs), marks=found.table if found.counts else None)
+
+
+def _label(meta: dict, expectation: str) -> str:
+    """A row's reason: ``check:column`` (``check`` alone for a check of several columns or none)."""
+    check, column = meta.get("check", expectation), meta.get("column")
+    return f"{check}:{column}" if column else check
+
+
+def _marks(results: list, batch_path: Path, sample: int) -> marks.Marks:
+    """Every failing row of the failed row-level checks, from GX's own index queries. A check GX gave
+    no query for keeps the rows GX named (its first few), and says so in the log."""
+    queries = []
+    for r in results:
+        res, meta = r.result or {}, r.expectation_config.meta or {}
+        if r.success or not res.get("unexpected_count"):
+            continue  # passed, or not a check of rows (volume, freshness)
+        rows = _rows_of(res.get("partial_unexpected_index_list") or res.get("unexpected_index_list") or [])
+        named = f"SELECT * FROM (VALUES {', '.join(f'({row})' for row in rows) or '(NULL)'}) AS t({ROW}) " \
+                f"WHERE {ROW} IS NOT NULL"
+        query = res.get("unexpected_index_query")
+        if not (isinstance(query, str) and query.strip()):
+            log.warning("%s on %s: GX gave no query for its failing rows; only its first rows are marked",
+                        r.expectation_config.type, meta.get("column"))
+            query = named
+        queries.append(marks.RowQuery(meta.get("n", -1), _label(meta, r.expectation_config.type),
+                                      marks.repair(query, batch_query(str(batch_path))), named))
+    return marks.collect(queries, sample)
+
+
+def _check_result(r, found: marks.Marks, sample: int) -> CheckResult:
+    meta = r.expectation_config.meta or {}
+    res = r.result or {}
+    n = meta.get("n", -1)
+    unexpected = int(res.get("unexpected_count") or 0)
+    if n in found.counts and found.counts[n] != unexpected:
+        log.warning("%s on %s: GX counted %d failing rows, its query selected %d", r.expectation_config.type,
+                    meta.get("column"), unexpected, found.counts[n])
+    raised = (r.exception_info or {}).get("raised_exception")
+    return CheckResult(
+        check=meta.get("check", r.expectation_config.type),
+        expectation=r.expectation_config.type,
+        column=meta.get("column"),
+        blocking=bool(meta.get("blocking", True)),
+        success=bool(r.success),
+        unexpected_count=unexpected,
+        sample_rows=found.first_rows.get(n, ()),
+        sample_values=tuple(v for v in (res.get("partial_unexpected_list") or ()) if not _missing(v))[:sample],
+        error=(r.exception_info or {}).get("exception_message") if raised else None,
+        kwargs={k: v for k, v in r.expectation_config.kwargs.items() if k not in ("value_set", "batch_id")},
+    )
