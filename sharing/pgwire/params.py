@@ -114,6 +114,19 @@ def with_nulls(sql: str, oids: list[int]) -> str:
     return tree.transform(put).sql(dialect="postgres")
 
 
+def no_rows(sql: str) -> str:
+    """``sql`` asking for no row (``LIMIT 0``): its columns without running it through (a SELECT's own
+    limit replaced; another query wrapped); anything else (EXPLAIN, SHOW) as it is."""
+    if sql.lstrip()[:7].upper() in ("EXPLAIN", "SHOW ") or sql.lstrip()[:4].upper() == "SHOW":
+        return sql
+    tree = parse(sql)
+    if isinstance(tree, exp.Select):
+        return tree.limit(0).sql(dialect="postgres")
+    if isinstance(tree, exp.Query):
+        return f"SELECT * FROM ({tree.sql(dialect='postgres')}) AS described LIMIT 0"
+    return sql
+
+
 def parameter_types(sql: str, declared: list[int], column_type: Callable[[str | None, str], int | None]) -> list[int]:
     """The type of each parameter: as declared in Parse, else inferred as PostgreSQL would from where it
     stands (a cast, LIMIT, a comparison with a column, ``= ANY``), else text. ``column_type(table, column)``
@@ -140,7 +153,7 @@ def _infer(node: exp.Expression, tables: list[str], column_type: Callable[[str |
     while isinstance(parent, exp.Paren):
         parent = parent.parent
     if isinstance(parent, exp.Cast):
-        return t.oid_of_duck(parent.to.sql(dialect="duckdb"))
+        return t.oid_of_sqlglot(parent.to)
     if isinstance(parent, exp.Limit | exp.Offset):
         return t.INT8
     if isinstance(parent, exp.Any | exp.All):

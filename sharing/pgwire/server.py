@@ -349,11 +349,16 @@ class Connection:
                 self._failed(kind, exc)
 
     def _failed(self, kind: bytes, exc: BaseException) -> None:
+        """An error in a message: the rest of an extended-protocol batch is skipped up to Sync. The error is
+        sent at once, as PostgreSQL does: a client that sent Flush instead of Sync (asyncpg's prepare) waits
+        for it, and a Flush arriving while skipping is ignored."""
         self.error(exc)
         if kind == b"Q":
             self.ready()
-        elif kind != b"S":
+            return
+        if kind != b"S":
             self.skipping = True
+        self.flush()
 
     # --- simple query --------------------------------------------------------------------------------------
     def on_query(self, body: bytes) -> None:
@@ -432,7 +437,7 @@ class Connection:
             return
         if portal is None:
             raise _wire("34000", f'portal "{name}" does not exist')
-        result = self.run(portal) if portal.prepared.kind in ("query", "fetch", "show_timeout") else None
+        result = self.run(portal) if portal.prepared.kind in ("query", "fetch", "show_timeout", "types") else None
         if result is None or result.columns is None or result.copy is not None:
             self.send(message(b"n"))
         else:

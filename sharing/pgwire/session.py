@@ -53,7 +53,7 @@ _FETCH = re.compile(r"\s*(FETCH|MOVE)\s+(?:(NEXT|PRIOR|FIRST|LAST|ABSOLUTE\s+[-+
                     r"FORWARD(?:\s+(?:\d+|ALL))?|BACKWARD(?:\s+(?:\d+|ALL))?|[-+]?\d+)\s+)?(?:(?:FROM|IN)\s+)?"
                     + _NAME + r"[\s;]*$", re.I | re.S)
 _CLOSE = re.compile(r"\s*CLOSE\s+(ALL|" + _NAME[1:-1] + r")[\s;]*$", re.I | re.S)
-_COPY = re.compile(r"\s*COPY\s+(.*?)\s+(TO|FROM)\s+(STDOUT|STDIN|PROGRAM\b.*|'.*)$", re.I | re.S)
+_COPY = re.compile(r"\s*COPY\s+(.*?)\s+(TO|FROM)\s+(STDOUT\b.*|STDIN\b.*|PROGRAM\b.*|'.*)$", re.I | re.S)
 
 
 def head_of(sql: str) -> str:
@@ -149,6 +149,8 @@ def kind_of(sql: str) -> str:
         return head.lower()
     if head == "SHOW" and _SHOW_TIMEOUT.match(sql):
         return "show_timeout"
+    if head in ("WITH", "SELECT") and (_TYPE_LOOKUP.match(sql) or _JIT.match(sql)):
+        return "types"
     return "query"
 
 
@@ -208,6 +210,8 @@ class GovernedSession:
             return self._close(sql)
         if kind == "copy":
             return self._copy(sql, params)
+        if kind == "types":
+            return type_lookup(sql, params)
         return self.query(sql, params)
 
     def query(self, sql: str, params: list | None = None) -> Result:
@@ -313,7 +317,7 @@ class GovernedSession:
     # --- COPY --------------------------------------------------------------------------------------------
     def _copy(self, sql: str, params: list | None) -> Result:
         found = _COPY.match(sql.strip().rstrip(";"))
-        if not found or found.group(2).upper() != "TO" or found.group(3).upper() != "STDOUT":
+        if not found or found.group(2).upper() != "TO" or not found.group(3).upper().startswith("STDOUT"):
             raise WireError("42501", "only COPY (query) TO STDOUT is accepted here: the lake is read-only to "
                                      "departments and the server writes no files (psql: \\copy (query) to 'file')")
         source, rest = found.group(1).strip(), ""
@@ -392,6 +396,34 @@ def _stream(answer: Any) -> Iterator[tuple]:
         yield from python_rows(batch, answer.types)
 
 
+# --- asyncpg's type introspection ---------------------------------------------------------------------------
+# asyncpg decodes the built-in scalar types itself, and asks the server about any other type it meets (arrays
+# of int8, varchar, date, ...) with one fixed query on pg_type, after turning JIT off. Both are answered here,
+# from this server's own type table: they concern PostgreSQL's built-in types, not the department's data.
+_TYPE_LOOKUP = re.compile(r"\s*WITH\s+RECURSIVE\s+typeinfo_tree\s*\(", re.I)
+_JIT = re.compile(r"\s*SELECT\s+current_setting\('jit'\)\s+AS\s+cur,\s*set_config\('jit',", re.I)
+_TYPE_COLUMNS = ["oid", "ns", "name", "kind", "basetype", "elemtype", "elemdelim", "range_subtype", "attrtypoids",
+                 "attrnames", "depth", "basetype_name", "elemtype_name", "range_subtype_name"]
+_TYPE_OIDS = [t.OID, t.NAME, t.NAME, t.BYTEA, t.OID, t.OID, t.TEXT, t.OID, 1028, 1009, t.INT4, t.TEXT, t.TEXT, t.TEXT]
+
+
+def type_lookup(sql: str, params: list | None) -> Result:
+    if _JIT.match(sql):
+        return Result("SELECT", ["cur", "new"], [t.TEXT, t.TEXT], iter([("off", "off")]))
+    rows = []
+    for oid in (params or [[]])[0] or []:
+        element = t.ELEMENT_OF.get(oid)
+        if element is not None and element in t.TYPE_NAMES:
+            rows.append((element, "pg_catalog", t.TYPE_NAMES[element][0], b"b", None, None, None, None, None,
+                         None, 1, None, None, None))
+            rows.append((oid, "pg_catalog", "_" + t.TYPE_NAMES[element][0], b"b", None, element, ",", None, None,
+                         None, 0, None, t.TYPE_NAMES[element][1], None))
+        elif oid in t.TYPE_NAMES:
+            rows.append((oid, "pg_catalog", t.TYPE_NAMES[oid][0], b"b", None, None, None, None, None, None, 0,
+                         None, None, None))
+    return Result("SELECT", _TYPE_COLUMNS, _TYPE_OIDS, iter(rows))
+
+
 def describe(session: GovernedSession, prepared: Prepared) -> tuple[list[str], list[int]] | None:
     """The columns a prepared statement will return, before it has parameters (Describe Statement): the
     query runs governed with each parameter a NULL of its type and no row asked (``LIMIT 0``), so that names
@@ -404,13 +436,13 @@ def describe(session: GovernedSession, prepared: Prepared) -> tuple[list[str], l
         return None
     if prepared.kind == "show_timeout":
         return ["statement_timeout"], [t.TEXT]
+    if prepared.kind == "types":
+        return (["cur", "new"], [t.TEXT, t.TEXT]) if _JIT.match(prepared.sql) else (_TYPE_COLUMNS, _TYPE_OIDS)
     if prepared.kind != "query":
         return None
     if prepared.description is None:
         sql = binding.with_nulls(prepared.sql, prepared.param_oids) if prepared.param_oids else prepared.sql
-        if head_of(sql) in ("SELECT", "WITH", "VALUES", "TABLE", "("):
-            sql = f"SELECT * FROM ({sql.strip().rstrip(';')}) AS described LIMIT 0"
-        result = session.query(sql)
+        result = session.query(binding.no_rows(sql))
         assert result.columns is not None and result.oids is not None
         prepared.description = (result.columns, result.oids)
     return prepared.description
@@ -422,6 +454,8 @@ def prepare(session: GovernedSession, sql: str, declared: list[int]) -> Prepared
     inner = sql
     if kind == "declare" and (found := _DECLARE.match(sql)):
         inner = found.group(4)
+    elif kind == "types":
+        return Prepared(sql, kind, [] if _JIT.match(sql) else [1028])
     elif kind not in ("query", "declare", "copy"):
         return Prepared(sql, kind, [o or t.TEXT for o in declared])
     if "$" not in inner:

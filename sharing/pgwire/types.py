@@ -35,6 +35,14 @@ ARRAY_OF = {BOOL: 1000, BYTEA: 1001, INT2: 1005, INT4: 1007, TEXT: 1009, VARCHAR
 ELEMENT_OF = {array: element for element, array in ARRAY_OF.items()}
 TYPE_SIZE = {BOOL: 1, INT2: 2, INT4: 4, INT8: 8, FLOAT4: 4, FLOAT8: 8, DATE: 4, TIME: 8, TIMESTAMP: 8,
              TIMESTAMPTZ: 8, INTERVAL: 16, UUID: 16, OID: 4}
+TYPE_NAMES = {BOOL: ("bool", "boolean"), BYTEA: ("bytea", "bytea"), NAME: ("name", "name"), INT8: ("int8", "bigint"),
+              INT2: ("int2", "smallint"), INT4: ("int4", "integer"), TEXT: ("text", "text"), OID: ("oid", "oid"),
+              JSON: ("json", "json"), FLOAT4: ("float4", "real"), FLOAT8: ("float8", "double precision"),
+              BPCHAR: ("bpchar", "character"), VARCHAR: ("varchar", "character varying"), DATE: ("date", "date"),
+              TIME: ("time", "time without time zone"), TIMESTAMP: ("timestamp", "timestamp without time zone"),
+              TIMESTAMPTZ: ("timestamptz", "timestamp with time zone"), INTERVAL: ("interval", "interval"),
+              NUMERIC: ("numeric", "numeric"), UUID: ("uuid", "uuid"), JSONB: ("jsonb", "jsonb")}
+"""pg_type.typname and the regtype text of each built-in type this server sends or reads."""
 DUCK_TYPE = {BOOL: "BOOLEAN", BYTEA: "BLOB", INT8: "BIGINT", INT2: "SMALLINT", INT4: "INTEGER", TEXT: "VARCHAR",
              VARCHAR: "VARCHAR", NAME: "VARCHAR", BPCHAR: "VARCHAR", UNKNOWN: "VARCHAR", OID: "BIGINT",
              JSON: "JSON", JSONB: "JSON", FLOAT4: "FLOAT", FLOAT8: "DOUBLE", DATE: "DATE", TIME: "TIME",
@@ -86,6 +94,27 @@ def oid_of_duck(name: str) -> int:
         if upper.startswith(prefix) and not upper.startswith(prefix + "_"):
             return oid
     return TEXT  # STRUCT, MAP, UNION, ENUM, BIT, ...: their text form
+
+
+def oid_of_sqlglot(datatype: Any) -> int:
+    """The type oid of a sqlglot DataType (a cast's target in a query: ``$1::int``, ``CAST($1 AS text[])``)."""
+    from sqlglot import exp
+
+    kind = exp.DataType.Type
+    if datatype.this == kind.ARRAY or datatype.args.get("nested") and datatype.expressions:
+        inner = datatype.expressions[0] if datatype.expressions else None
+        element = oid_of_sqlglot(inner) if isinstance(inner, exp.DataType) else TEXT
+        return ARRAY_OF.get(element, ARRAY_OF[TEXT])
+    return _SQLGLOT.get(datatype.this.name, TEXT)
+
+
+_SQLGLOT = {"BOOLEAN": BOOL, "TINYINT": INT2, "SMALLINT": INT2, "INT": INT4, "MEDIUMINT": INT4, "BIGINT": INT8,
+            "UTINYINT": INT2, "USMALLINT": INT4, "UINT": INT8, "UBIGINT": NUMERIC, "INT128": NUMERIC,
+            "FLOAT": FLOAT4, "DOUBLE": FLOAT8, "DECIMAL": NUMERIC, "BIGDECIMAL": NUMERIC, "MONEY": NUMERIC,
+            "TEXT": TEXT, "VARCHAR": VARCHAR, "CHAR": BPCHAR, "NCHAR": BPCHAR, "NVARCHAR": VARCHAR, "NAME": NAME,
+            "DATE": DATE, "TIME": TIME, "TIMESTAMP": TIMESTAMP, "DATETIME": TIMESTAMP, "TIMESTAMPTZ": TIMESTAMPTZ,
+            "TIMESTAMPLTZ": TIMESTAMPTZ, "INTERVAL": INTERVAL, "UUID": UUID, "BLOB": BYTEA, "VARBINARY": BYTEA,
+            "BINARY": BYTEA, "JSON": JSON, "JSONB": JSONB, "OBJECT_IDENTIFIER": OID}
 
 
 def oid_of_value(value: Any) -> int:
