@@ -70,7 +70,7 @@ def literal(value: Any) -> exp.Expression:
     if isinstance(value, int):
         return exp.Literal.number(value)
     if isinstance(value, float):
-        return exp.Literal.number(repr(value)) if math.isfinite(value) else _cast(repr(value), "DOUBLE")
+        return _cast(repr(value), "DOUBLE")  # a bare 0.1 would be a DECIMAL in DuckDB (and PostgreSQL)
     if isinstance(value, decimal.Decimal):
         return exp.Literal.number(format(value, "f")) if value.is_finite() else _cast(str(value), "DOUBLE")
     if isinstance(value, dt.datetime):

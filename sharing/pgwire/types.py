@@ -293,9 +293,10 @@ def numeric_recv(data: bytes) -> decimal.Decimal:
     for g in groups:
         value = value * 10000 + g
     exponent = (weight - count + 1) * 4
-    result = decimal.Decimal(value).scaleb(exponent) if value else decimal.Decimal(0)
-    result = result.quantize(decimal.Decimal(1).scaleb(-scale), context=decimal.Context(prec=1000))
-    return -result if sign == 0x4000 else result
+    exact = decimal.Context(prec=4 * (abs(weight) + count) + scale + 28)  # the default 28 digits would round
+    result = exact.scaleb(decimal.Decimal(value), exponent) if value else decimal.Decimal(0)
+    result = result.quantize(decimal.Decimal(1).scaleb(-scale), context=exact)
+    return result.copy_negate() if sign == 0x4000 else result  # unary minus would round to 28 digits
 
 
 def _micros(delta: dt.timedelta) -> int:
@@ -399,12 +400,28 @@ def _parse_bytea(text: str) -> bytes:
     return text.encode("latin-1").decode("unicode_escape").encode("latin-1")
 
 
+_DATE_TIME = re.compile(r"\s*(\d{4}-\d\d-\d\d)(?:[ T](\d\d:\d\d(?::\d\d(?:\.\d{1,6})?)?))?\s*(?:([+-]\d\d)(?::?(\d\d))?|Z)?\s*$")
+
+
+def _parse_date_time(text: str, *, zone: bool) -> dt.datetime:
+    """A date-time as clients send it in text: ISO with a space or T, an offset of ``+08``, ``+0800`` or
+    ``+08:00`` (PgJDBC sends ``2022-01-01 00:00:00+00`` for a timestamp, ``2022-01-01 +00`` for a date). A
+    timestamp without time zone ignores the offset, as PostgreSQL does."""
+    found = _DATE_TIME.match(text)
+    if not found:
+        raise ValueError(f'invalid input syntax for a date or time: "{text}"')
+    value = dt.datetime.fromisoformat(found.group(1) + " " + (found.group(2) or "00:00"))
+    if not zone:
+        return value
+    if found.group(3):
+        hours, minutes = int(found.group(3)), int(found.group(4) or 0)
+        offset = dt.timedelta(hours=hours, minutes=minutes if hours >= 0 else -minutes)
+        return value.replace(tzinfo=dt.timezone(offset))
+    return value.replace(tzinfo=dt.UTC)
+
+
 def _parse_tz(text: str) -> dt.datetime:
-    text = text.strip()
-    if re.search(r"[+-]\d\d$", text):  # PostgreSQL's short offset
-        text += ":00"
-    value = dt.datetime.fromisoformat(text)
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    return _parse_date_time(text, zone=True)
 
 
 def parse_array(text: str, element: Callable[[str], Any]) -> list:
@@ -454,8 +471,9 @@ def parse_array(text: str, element: Callable[[str], Any]) -> list:
 def _text_decoder(oid: int) -> Callable[[str], Any]:
     simple: dict[int, Callable[[str], Any]] = {
         BOOL: _parse_bool, INT2: int, INT4: int, INT8: int, OID: int, FLOAT4: float, FLOAT8: float,
-        NUMERIC: decimal.Decimal, DATE: dt.date.fromisoformat, TIME: dt.time.fromisoformat,
-        TIMESTAMP: lambda t: dt.datetime.fromisoformat(t.strip()).replace(tzinfo=None), TIMESTAMPTZ: _parse_tz,
+        NUMERIC: decimal.Decimal, DATE: lambda t: _parse_date_time(t, zone=False).date(),
+        TIME: lambda t: dt.time.fromisoformat(re.sub(r"[+-]\d\d(:?\d\d)?$|Z$", "", t.strip())),
+        TIMESTAMP: lambda t: _parse_date_time(t, zone=False), TIMESTAMPTZ: _parse_tz,
         UUID: uuid.UUID, BYTEA: _parse_bytea, JSON: Json, JSONB: Json,
         INTERVAL: lambda t: Typed(t, "INTERVAL"),
     }
