@@ -199,3 +199,27 @@ def test_a_locked_down_connection_loads_nothing(cache, copy_of_tpch, tmp_path):
     lock_down(con, str(tmp_path))
     with pytest.raises(duckdb.Error, match="disabled"):
         con.execute(f"LOAD {duck.literal(str(copy_of_tpch))}")
+
+
+def test_the_cli_looks_up_with_one_thread_and_queries_with_every_core(lake_home, monkeypatch, capsys):
+    """The lake's own lookups (grants, the catalog) run on one DuckDB thread: a second only doubled their CPU.
+    The department's query itself has every core again (QueryLimits.threads 0, the CLI's default)."""
+    import sharing.engine as engine
+    from onesource.cli import main
+
+    seen = {}
+    real_steps, real_answer = engine.GovernedEngine._steps, engine.GovernedEngine._answer
+
+    def steps(self, kind, on, *args, **kwargs):
+        seen["lookups"] = on.con.execute("SELECT current_setting('threads')").fetchone()[0]
+        return real_steps(self, kind, on, *args, **kwargs)
+
+    def answer(self, con, *args, **kwargs):
+        seen["query"] = con.execute("SELECT current_setting('threads')").fetchone()[0]
+        return real_answer(self, con, *args, **kwargs)
+
+    monkeypatch.setattr(engine.GovernedEngine, "_steps", steps)
+    monkeypatch.setattr(engine.GovernedEngine, "_answer", answer)
+    assert main(["sql", "--as", "tax", "--format", "csv", "SELECT count(*) AS n FROM shared.firms"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["n", "3"]
+    assert seen == {"lookups": 1, "query": os.cpu_count()}
