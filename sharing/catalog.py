@@ -44,7 +44,7 @@ SETTINGS = {"standard_conforming_strings": "on", "transaction isolation level": 
             "default_transaction_read_only": "on", "transaction_read_only": "on", "application_name": "",
             "intervalstyle": "postgres", "block_size": "8192"}
 TABLE_FUNCTIONS = {"generate_series", "exploding_generate_series", "generate_subscripts", "unnest", "explode",
-                   "_pg_expandarray", "pg_get_keywords", "range"}
+                   "pg_get_keywords", "range"}
 """Functions a catalogue question may read rows from (``FROM generate_series(...)``): none reaches out."""
 GENERIC_FUNCTIONS = frozenset("""
 array_to_string string_to_array array_position array_append array_cat array_remove array_dims array_ndims
@@ -71,6 +71,18 @@ class Sandbox:
         """table name -> the DDL of its empty stand-in in schema ``shared``."""
         self._made: set[str] = set()
         self._lock = threading.Lock()
+        self._rewritten: dict[tuple[str, str], tuple[str, set[str]]] = {}
+
+    def rewritten(self, text: str, user: str) -> tuple[str, set[str]]:
+        """:func:`rewrite`, remembered: clients ask the same catalogue questions on every connection."""
+        key = (text, user)
+        hit = self._rewritten.get(key)
+        if hit is None:
+            hit = rewrite(text, set(self.tables), user)
+            if len(self._rewritten) >= 512:
+                self._rewritten.clear()
+            self._rewritten[key] = hit
+        return hit
 
     def make(self, items: set[str]) -> None:
         """Make what a question names: catalogue relations (``pg_catalog.x``, ``information_schema.x``),
@@ -185,7 +197,7 @@ def answer(box: Sandbox, sql: str, params: list | None = None, *, user: str | No
         return QueryResult([name.split()[-1] if " " in name else name], [(SETTINGS.get(name, ""),)])
     user = user or pgcatalog.PLATFORM_ROLE
     with watch.planning() if watch is not None else contextlib.nullcontext():
-        duck_sql, relations = rewrite(text, set(box.tables), user)
+        duck_sql, relations = box.rewritten(text, user)
         box.make(relations)
     cur = box.con.cursor()
     try:
@@ -196,7 +208,7 @@ def answer(box: Sandbox, sql: str, params: list | None = None, *, user: str | No
             rows = cur.fetchmany(max_rows + 1) if max_rows else cur.fetchall()
         if max_rows and len(rows) > max_rows:
             raise QueryRefused(f"the catalogue answer has more than {max_rows:,} rows; ask a narrower question")
-        return QueryResult([d[0] for d in cur.description], rows)
+        return QueryResult([d[0] for d in cur.description], rows, types=[str(d[1]) for d in cur.description])
     finally:
         cur.close()
 
@@ -274,10 +286,7 @@ def _relation(t: exp.Table, tables: set[str], ctes: set[str], relations: set[str
     if not isinstance(t.this, exp.Identifier):
         if not isinstance(t.this, exp.Func) or _function_name(t.this) not in TABLE_FUNCTIONS:
             raise QueryFailed(f"function {t.this.sql(dialect='postgres')} does not exist in the catalogue")
-        if t.db.lower() in ("information_schema", INFO):
-            t.set("db", exp.to_identifier(INFO))
-        elif t.db:
-            t.set("db", None)
+        t.set("db", None)
         return t
     schema, name = t.db.lower(), t.name
     if schema in ("pg_catalog", PG) or (not schema and name.lower() not in ctes
