@@ -32,7 +32,7 @@ from schemas import load_registry
 from schemas.formats import org_code_check_char, uscc_check_char
 from sharing import export, sql
 from sharing.engine import GovernedEngine, Limits
-from sharing.exceptions import ResultTooLarge
+from sharing.exceptions import QueryStopped, ResultTooLarge
 from sharing.grants import active_grants, add_grant, visible
 from sharing.policy import relation
 from tests.helpers import ELEMENTS, firms_dataset, write_registry
@@ -271,6 +271,21 @@ def test_the_size_bound_is_a_setting_and_an_explicit_error(world):
             engine.query("amr", "SELECT * FROM shared.firms", user="amr_analyst")
         assert err.value.sqlstate == "54000"
         assert engine.query("amr", "SELECT uscc FROM shared.firms LIMIT 100", user="amr_analyst").row_count == 100
+    finally:
+        engine.close()
+
+
+def test_the_deadline_stops_an_answer_while_it_is_fetched(world):
+    """152M rows (a cross join) arrive batch by batch; the deadline interrupts DuckDB between two batches
+    (its error comes back through Arrow's stream) and the query stops as timed out, not as a failure."""
+    settings, registry, _ = world
+    roomy = Settings(home=settings.home, limits=QueryLimits(seconds=1.5, result_bytes="64GiB"))
+    engine = GovernedEngine(roomy, registry, persistent=True)
+    try:
+        with pytest.raises(QueryStopped, match="time limit|timed out|seconds") as err:
+            engine.query("amr", "SELECT a.staff FROM shared.firms a, shared.firms b", user="amr_analyst")
+        assert err.value.sqlstate == "57014"
+        assert engine.audit.entries()[-1]["decision"] == "failed"
     finally:
         engine.close()
 
