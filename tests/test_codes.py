@@ -1,0 +1,197 @@
+"""Text clean-up trims every Unicode blank at both ends, and a national code has one spelling before keys and
+checks see it: the standardize rules (lakehouse.standardize) in DuckDB against plain-Python oracles."""
+
+from __future__ import annotations
+
+import random
+import unicodedata
+
+import duckdb
+import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from lakehouse.standardize import FULL, HALF, HYPHENS, text_sql
+from schemas import load_registry
+from schemas.formats import (
+    ID_CHECK,
+    USCC_ALPHABET,
+    is_valid_org_code,
+    is_valid_resident_id,
+    is_valid_uscc,
+    org_code_check_char,
+    resident_id_check_char,
+    uscc_check_char,
+)
+from tests.helpers import HEADER, drop, firms_dataset, load, rows, write_registry
+
+BLANK_CATEGORIES = ("Zs", "Zl", "Zp", "Cc", "Cf")
+NAMED_BLANKS = ["\t", "\n", "\r", "\x0b", "\x0c", "\x00", "\x1f", "\x7f", "\x85", "\u00a0", "\u2003", "\u3000",
+                "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u2028", "\u2029", "\u00ad", "\u180e", " "]
+
+
+def blank(ch: str) -> bool:
+    return unicodedata.category(ch) in BLANK_CATEGORIES
+
+
+def oracle_clean(value: str) -> str | None:
+    """What standardize's clean-up means: full-width letters, digits and U+3000 half-width, every blank
+    off both ends, nothing left is NULL."""
+    value = value.translate(str.maketrans(FULL, HALF))
+    start, end = 0, len(value)
+    while start < end and blank(value[start]):
+        start += 1
+    while end > start and blank(value[end - 1]):
+        end -= 1
+    return value[start:end] or None
+
+
+@pytest.fixture(scope="module")
+def reg(tmp_path_factory):
+    return load_registry(write_registry(tmp_path_factory.mktemp("registry")))
+
+
+def standardized(reg, fmt: str | None, values: list[str]) -> list[str | None]:
+    """The text rules of a string column (with format rule ``fmt``, if given) applied to ``values`` in DuckDB."""
+    from schemas.model import Column
+
+    col = Column(name="v", source="v", type="string", format=fmt)
+    return [r[0] for r in duckdb.execute(f"SELECT {text_sql('v', col, reg)} FROM unnest(?) WITH ORDINALITY t(v, i) "
+                                         "ORDER BY i", [values]).fetchall()]
+
+
+pads = st.text(st.one_of(st.sampled_from(NAMED_BLANKS), st.characters(categories=BLANK_CATEGORIES,
+                                                                     exclude_characters="\ud800")), max_size=4)
+texts = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+
+
+@hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.lists(st.tuples(pads, texts, pads), min_size=1, max_size=30))
+def test_clean_up_trims_every_blank_at_both_ends(reg, data):
+    values = [left + text + right for left, text, right in data]
+    assert standardized(reg, None, values) == [oracle_clean(v) for v in values]
+
+
+@given(value=st.sampled_from(["长沙市岳麓区人民政府", "91430100MA4L0QWE3B", "a b", "Ｘ１"]), left=pads, right=pads)
+@hsettings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_padded_value_is_the_value(reg, value, left, right):
+    assert standardized(reg, None, [left + value + right]) == [oracle_clean(value)]
+
+
+# -- national codes -------------------------------------------------------------------------------------
+
+def widen(text: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+@st.composite
+def org_codes(draw) -> str:
+    body = draw(st.text(st.sampled_from("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"), min_size=8, max_size=8))
+    return body + "-" + org_code_check_char(body)
+
+
+@st.composite
+def usccs(draw) -> str:
+    org8 = draw(st.text(st.sampled_from("0123456789ABCDEFGHJKLMNPQRTUWXY"), min_size=8, max_size=8))
+    head = draw(st.sampled_from(["91430100", "12430000", "52430102"])) + org8 + org_code_check_char(org8)
+    return head + uscc_check_char(head)
+
+
+@st.composite
+def resident_ids(draw) -> str:
+    area = draw(st.sampled_from(["430102", "430104", "110105"]))
+    born = draw(st.dates(min_value=__import__("datetime").date(1920, 1, 1),
+                         max_value=__import__("datetime").date(2020, 12, 31)))
+    body = area + born.strftime("%Y%m%d") + f"{draw(st.integers(0, 999)):03d}"
+    return body + resident_id_check_char(body)
+
+
+@st.composite
+def spelled(draw, codes, kind: str) -> tuple[str, str]:
+    """(canonical code, one way a department may type it)."""
+    code = draw(codes)
+    variant = code
+    if kind == "org_code":
+        hyphen = draw(st.sampled_from(list(HYPHENS) + [""]))
+        variant = variant.replace("-", hyphen)
+    if draw(st.booleans()):
+        variant = variant.lower()
+    if draw(st.booleans()):  # the whole code, or some characters, typed full-width
+        variant = "".join(widen(c) if draw(st.booleans()) else c for c in variant)
+    return code, draw(pads) + variant + draw(pads)
+
+
+KINDS = {"org_code": (org_codes(), is_valid_org_code), "uscc": (usccs(), is_valid_uscc),
+         "resident_id": (resident_ids(), is_valid_resident_id)}
+
+
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), kind=st.sampled_from(sorted(KINDS)))
+def test_every_spelling_of_a_valid_code_is_the_one_canonical_code(reg, data, kind):
+    codes, valid = KINDS[kind]
+    pairs = data.draw(st.lists(spelled(codes, kind), min_size=1, max_size=20))
+    got = standardized(reg, kind, [v for _, v in pairs])
+    assert got == [code for code, _ in pairs]
+    assert all(valid(c) for c in got)
+
+
+def test_the_organisation_codes_of_the_issue_are_one_key(reg):
+    assert set(standardized(reg, "org_code", ["77091453-8", "770914538", "77091453－8", "77091453—8",
+                                               "\t77091453−8\u00a0", "７７０９１４５３‐８"])) == {"77091453-8"}
+    # the code is its 9 characters: a hyphen elsewhere is punctuation too (as schemas.formats reads it)
+    assert standardized(reg, "org_code", ["7709145-38"]) == ["77091453-8"]
+    # not 9 code characters: left as sent (after the clean-up), for the format check to name
+    assert standardized(reg, "org_code", ["77091453-88", "abc", "7709145３"]) == ["77091453-88", "ABC", "77091453"]
+
+
+def test_check_digit_verdicts_agree_with_the_python_oracle():
+    """The vectorised and SQL check digits (quality.fastcheck, quality.expectations) against schemas.formats,
+    on canonical codes and on each with one character changed."""
+    import pyarrow as pa
+
+    from quality import fastcheck
+    from quality.expectations import org_code_full_sql, resident_id_sql, uscc_sql
+
+    rng = random.Random(11)
+    families = {"org_code": (fastcheck.org_code, org_code_full_sql, is_valid_org_code, "0123456789X"),
+                "uscc": (fastcheck.uscc, uscc_sql, is_valid_uscc, USCC_ALPHABET),
+                "resident_id": (fastcheck.resident_id, resident_id_sql, is_valid_resident_id, ID_CHECK)}
+    for kind, (family, sql, oracle, alphabet) in families.items():
+        good = [_example(kind, rng) for _ in range(300)]
+        bad = [c[:-1] + rng.choice(alphabet.replace(c[-1], "")) for c in good]
+        values = good + bad
+        fast = family(pa.array(values))["check_digit"].tolist()
+        in_sql = [r[0] for r in duckdb.execute(f"SELECT {sql('v')} FROM unnest(?) WITH ORDINALITY t(v, i) ORDER BY i",
+                                               [values]).fetchall()]
+        expected = [oracle(v) for v in values]
+        assert fast == expected and in_sql == expected and all(expected[:300]) and not any(expected[300:])
+
+
+def _example(kind: str, rng: random.Random) -> str:
+    if kind == "org_code":
+        body = "".join(rng.choice("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(8))
+        return body + "-" + org_code_check_char(body)
+    if kind == "uscc":
+        org8 = "".join(rng.choice("0123456789ABCDEFGHJKLMNPQRTUWXY") for _ in range(8))
+        head = "91430100" + org8 + org_code_check_char(org8)
+        return head + uscc_check_char(head)
+    body = "430102" + f"{rng.randint(1930, 2015)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}{rng.randint(0, 999):03d}"
+    return body + resident_id_check_char(body)
+
+
+def test_padded_and_wide_codes_load_as_one_key_and_pass(tiny):
+    """Through a real load: a tab, NBSP, BOM, zero-width space or CR around a valid credit code, or the code
+    typed full-width or in lower case, is the code; the same code twice in such spellings is a duplicate key."""
+    good = ["91330106MA2B0C1D68", "91330105MA28A00029", "91330108MA27U0000F"]
+    spellings = ["\t" + good[0], good[1] + "\u00a0", "\ufeff\u200b" + widen(good[2].lower()) + "\r"]
+    text = HEADER + "".join(f'"{code}",企业{i},1,,,\n' for i, code in enumerate(spellings))
+    drop(tiny, "amr/firms/firms_1.csv", text)
+    [result] = load(tiny)
+    assert result.status == "published", result.message
+    assert sorted(r[0] for r in rows(tiny, "SELECT uscc FROM shared.firms")) == sorted(good)
+    assert rows(tiny, "SELECT count(*) FROM ops.quality_results WHERE NOT success") == [(0,)]
+
+    drop(tiny, "amr/firms/firms_2.csv", HEADER + f'"{good[0]}",甲,1,,,\n" {widen(good[0])}\t",乙,1,,,\n')
+    [result] = load(tiny)
+    assert result.status == "quarantined" and "key_unique" in result.message
+    assert rows(tiny, "SELECT _row, _reasons FROM quarantine.firms ORDER BY _row") == [
+        (1, ["key_unique:uscc"]), (2, ["key_unique:uscc"])]
