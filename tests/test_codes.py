@@ -8,7 +8,9 @@ import unicodedata
 
 import duckdb
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from lakehouse.standardize import FULL, HALF, HYPHENS, text_sql
 from schemas import load_registry
@@ -22,7 +24,7 @@ from schemas.formats import (
     resident_id_check_char,
     uscc_check_char,
 )
-from tests.helpers import HEADER, drop, firms_dataset, load, rows, write_registry
+from tests.helpers import HEADER, drop, load, rows, write_registry
 
 BLANK_CATEGORIES = ("Zs", "Zl", "Zp", "Cc", "Cf")
 NAMED_BLANKS = ["\t", "\n", "\r", "\x0b", "\x0c", "\x00", "\x1f", "\x7f", "\x85", "\u00a0", "\u2003", "\u3000",

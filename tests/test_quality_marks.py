@@ -13,7 +13,9 @@ import re
 from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from onesource.cli import main
 from schemas.formats import FORMAT_RULES, USCC_ALPHABET, is_valid_uscc, org_code_check_char, uscc_check_char
@@ -101,6 +103,7 @@ def home(tiny, monkeypatch):
     return tiny
 
 
+@pytest.mark.slow  # ~25 s of CPU: 130,000 rows generated, loaded, validated and read back three ways
 def test_100000_failing_rows_are_all_marked_with_all_their_reasons(home, capsys):
     """A quarantined batch of 130,000 rows, more than 100,000 of them failing one to four checks
     (blocking and warning): every (row, reason) pair is in quarantine.firms, in ops.quality_rows and in
