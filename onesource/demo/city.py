@@ -108,13 +108,12 @@ EXTRA_DEPARTMENTS: tuple[tuple[str, str, str], ...] = (
 
 MAX_DEPARTMENTS = len(CORE_DEPARTMENTS) + len(EXTRA_DEPARTMENTS)
 
-# GB/T 2260 codes of a real city's districts (Hangzhou), used as the demo city's divisions.
+# GB/T 2260 codes of the city's districts, counties and county-level cities (Changsha, shared/CITY.md).
 DIVISIONS: dict[str, str] = {
-    "330102": "上城区", "330105": "拱墅区", "330106": "西湖区", "330108": "滨江区", "330109": "萧山区",
-    "330110": "余杭区", "330111": "富阳区", "330112": "临安区", "330113": "临平区", "330114": "钱塘区",
-    "330122": "桐庐县", "330127": "淳安县", "330182": "建德市",
+    "430102": "芙蓉区", "430103": "天心区", "430104": "岳麓区", "430105": "开福区", "430111": "雨花区",
+    "430112": "望城区", "430121": "长沙县", "430181": "浏阳市", "430182": "宁乡市",
 }
-CITY_CODE, CITY_NAME = "330100", "杭州市"
+CITY_CODE, CITY_NAME, PROVINCE_CODE = "430100", "长沙市", "430000"
 
 CODE_LISTS: dict[str, dict[str, str]] = {
     "division": {CITY_CODE: CITY_NAME, **DIVISIONS},
@@ -226,7 +225,7 @@ CORE_DATASETS: tuple[DemoDataset, ...] = (
     ), ("division_code",)),
     DemoDataset("mca_subsistence_allowance", "最低生活保障对象", "mca", "json", "monthly", "conditional", (
         ("resident_id", "idCard", _e("resident_id", required=True)),
-        ("person_name", "name", _e("person_name")),
+        ("person_name", "name", _e("person_name", from_authority=True)),
         ("division_code", "area", _e("division_code")),
         ("allowance_amount", "amount", _t("decimal")),
         ("start_date", "startDate", _t("date")),
@@ -240,13 +239,13 @@ CORE_DATASETS: tuple[DemoDataset, ...] = (
     ), ("uscc",), load_mode="upsert", conditions=COND_GOV, quality=COPY_QUALITY),
     DemoDataset("hrss_enterprise_insurance", "单位参保信息", "hrss", "xlsx", "monthly", "conditional", (
         ("uscc", "单位统一社会信用代码", _e("uscc", required=True)),
-        ("enterprise_name", "单位名称", _e("enterprise_name")),
+        ("enterprise_name", "单位名称", _e("enterprise_name", from_authority=True)),
         ("insured_employees", "参保人数", _e("insured_employees")),
         ("pay_month", "缴费月份", _t("string", required=True)),
     ), ("uscc", "pay_month"), conditions=COND_GOV),
     DemoDataset("hrss_person_insurance", "个人参保缴费信息", "hrss", "sqlite", "monthly", "conditional", (
         ("resident_id", "aac002", _e("resident_id", required=True)),
-        ("person_name", "aac003", _e("person_name")),
+        ("person_name", "aac003", _e("person_name", from_authority=True)),
         ("uscc", "aab998", _e("uscc")),
         ("insurance_type", "aae140", _e("insurance_type", required=True)),
         ("contribution_base", "aic020", _e("contribution_base")),
@@ -264,7 +263,7 @@ CORE_DATASETS: tuple[DemoDataset, ...] = (
     DemoDataset("housing_construction_permits", "建筑工程施工许可", "housing", "ndjson", "weekly", "unconditional", (
         ("permit_no", "permit_no", _t("string", required=True)),
         ("uscc", "builder_uscc", _e("uscc")),
-        ("enterprise_name", "builder_name", _e("enterprise_name")),
+        ("enterprise_name", "builder_name", _e("enterprise_name", from_authority=True)),
         ("project_name", "project_name", _t("string")),
         ("project_address", "project_address", _t("string")),
         ("floor_area", "floor_area", _t("decimal")),
@@ -281,7 +280,7 @@ CORE_DATASETS: tuple[DemoDataset, ...] = (
         ("license_no", "许可证号", _t("string", required=True)),
         ("uscc", "统一社会信用代码", _e("uscc")),
         ("enterprise_name", "业户名称", _e("enterprise_name")),
-        ("legal_representative", "负责人", _e("legal_representative")),
+        ("legal_representative", "负责人", _e("legal_representative", from_authority=True)),
         ("vehicle_count", "车辆数", _t("integer")),
         ("valid_until", "有效期至", _t("date")),
     ), ("license_no",)),

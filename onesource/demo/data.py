@@ -14,7 +14,7 @@ from typing import Any
 
 from faker import Faker
 
-from onesource.demo.city import CODE_LISTS, DIVISIONS, DemoDataset
+from onesource.demo.city import CITY_CODE, CITY_NAME, CODE_LISTS, DIVISIONS, PROVINCE_CODE, DemoDataset
 from schemas.formats import USCC_ALPHABET, org_code_check_char, resident_id_check_char, uscc_check_char
 
 AS_OF = dt.date(2026, 11, 1)
@@ -109,7 +109,7 @@ class City:
             name=self.fake.company(),
             legal_rep=self.fake.name(),
             capital=round(self.rng.choice([10, 50, 100, 300, 500, 1000, 5000, 12000]) * self.rng.uniform(0.5, 2), 2),
-            address=f"杭州市{DIVISIONS[division]}{self.fake.street_name()}{self.rng.randint(1, 999)}号",
+            address=f"{CITY_NAME}{DIVISIONS[division]}{self.fake.street_name()}{self.rng.randint(1, 999)}号",
             status=self.rng.choices(["1", "2", "3", "4"], weights=[70, 20, 4, 6])[0],
             established=self._date(dt.date(1995, 1, 1), AS_OF),
             division=division,
@@ -127,7 +127,7 @@ class City:
             gender=gender,
             birth=birth,
             division=division,
-            address=f"杭州市{DIVISIONS[division]}{self.fake.street_name()}{self.rng.randint(1, 300)}号",
+            address=f"{CITY_NAME}{DIVISIONS[division]}{self.fake.street_name()}{self.rng.randint(1, 300)}号",
             phone=self.fake.phone_number(),
         )
 
@@ -176,8 +176,8 @@ class City:
                 for i, r in enumerate(people)]
 
     def _rows_mca_admin_divisions(self, ds: DemoDataset) -> list[dict]:
-        return [{"code": "330100", "name": "杭州市", "parent": "330000", "level": 2}] + [
-            {"code": c, "name": n, "parent": "330100", "level": 3} for c, n in DIVISIONS.items()]
+        return [{"code": CITY_CODE, "name": CITY_NAME, "parent": PROVINCE_CODE, "level": 2}] + [
+            {"code": c, "name": n, "parent": CITY_CODE, "level": 3} for c, n in DIVISIONS.items()]
 
     def _rows_mca_subsistence_allowance(self, ds: DemoDataset) -> list[dict]:
         people = self.rng.sample(self.residents, min(len(self.residents), self.config.n(300)))
@@ -221,7 +221,7 @@ class City:
     def _rows_health_medical_institutions(self, ds: DemoDataset) -> list[dict]:
         levels = list(CODE_LISTS["institution_level"].values())
         firms = self.rng.sample(self.enterprises, min(len(self.enterprises), self.config.n(120)))
-        rows = [{"登记号": f"PDY{330100 + i:08d}", "机构名称": f"{e.name.removesuffix('有限公司')}医院",
+        rows = [{"登记号": f"PDY{430100 + i:08d}", "机构名称": f"{e.name.removesuffix('有限公司')}医院",
                  "统一社会信用代码": e.uscc, "机构级别": self.rng.choice(levels), "核定床位": self.rng.randint(0, 1200),
                  "所在区县": e.division} for i, e in enumerate(firms)]
         for i in sorted(self.rng.sample(range(len(rows)), min(len(rows), self.config.missing_required))):
@@ -244,7 +244,7 @@ class City:
 
     def _rows_transport_operator_licenses(self, ds: DemoDataset) -> list[dict]:
         firms = self.rng.sample(self.enterprises, min(len(self.enterprises), self.config.n(200)))
-        rows = [{"许可证号": f"浙交运管许可杭字{330100000000 + i}号", "统一社会信用代码": e.uscc, "业户名称": e.name,
+        rows = [{"许可证号": f"湘交运管许可长字{430100000000 + i}号", "统一社会信用代码": e.uscc, "业户名称": e.name,
                  "负责人": e.legal_rep, "车辆数": str(self.rng.randint(1, 80)),
                  "有效期至": str(self._date(AS_OF, dt.date(2030, 12, 31)))} for i, e in enumerate(firms)]
         for i in range(0, len(rows), 7):  # some clerks type full-width digits
@@ -261,13 +261,13 @@ class City:
         for i in range(self.config.n(150)):
             kind = self.rng.choice(list(types))
             division = self.rng.choice(list(DIVISIONS))
-            out.append({"学校标识码": f"{3133000000 + i}", "学校名称": f"杭州市{DIVISIONS[division]}{self.fake.street_name()}{types[kind]}",
+            out.append({"学校标识码": f"{3143000000 + i}", "学校名称": f"{CITY_NAME}{DIVISIONS[division]}{self.fake.street_name()}{types[kind]}",
                         "办学类型": types[kind], "在校生数": self.rng.randint(80, 3000), "所在地区": division})
         return out
 
     def _rows_urban_enforcement_cases(self, ds: DemoDataset) -> list[dict]:
         kinds = list(CODE_LISTS["violation_type"])
-        rows = [{"caseNo": f"杭城管罚〔2026〕{i:05d}号", "partyCode": self.rng.choice(self.enterprises).uscc,
+        rows = [{"caseNo": f"长城管罚〔2026〕{i:05d}号", "partyCode": self.rng.choice(self.enterprises).uscc,
                  "violation": self.rng.choice(kinds), "fine": round(self.rng.choice([200, 500, 1000, 5000]) * 1.0, 2),
                  "caseDate": str(self._date(dt.date(2026, 1, 1), AS_OF))} for i in range(self.config.n(250))]
         for j in range(min(self.config.duplicate_keys, len(rows) - 1)):

@@ -12,6 +12,7 @@ same seed and day give the same history.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import random
 
@@ -24,14 +25,61 @@ from schemas.model import Dataset, Registry
 
 PREFIX = "hist-"
 SOURCE = "demo history (simulated)"
-BASELINE, GOAL = 0.55, 1.0
-"""Share of datasets online in the first simulated month (most, but a few stale or failing: near the
-city's 45% baseline), and by the last."""
+BASELINE, GOAL = 8 / 15, 1.0
+"""Share of datasets online in the first simulated month (half, a few of them stale or failing: the
+city's 45% sharing and < 50% interconnection), and by the last."""
+OPENED_LATER = ("hotline_tickets", "urban_enforcement_cases")
+"""Conditional datasets that were still not_shared at the baseline and change share type during the
+history (registry versions of their sharing), one after another."""
 
 
 def _month_start(day: dt.date, back: int) -> dt.datetime:
     m = day.year * 12 + day.month - 1 - back
     return dt.datetime(m // 12, m % 12 + 1, 1)
+
+
+def era_registry(registry: Registry, month: int, months: int) -> Registry:
+    """The registry as it stood in simulated month ``month`` (0: the oldest of ``months``): the city's
+    baseline, versioned month by month into today's registry, which it equals from the last simulated
+    month on (the DAG's metrics task recomputes that month with today's registry).
+
+    Two kinds of version change the figures: departments move their copied columns to
+    ``from_authority`` (today's registry says which), one department after another, so the duplicate
+    collection rate falls with the registry; and a few conditional datasets were not_shared at the
+    baseline and change share type. Systems coming online are the loads' story (``_online_dates``)."""
+    if month >= months - 1:
+        return registry
+    steps = max(1, months - 1)
+    referencing = sorted({ds.owner for ds in registry.source_datasets if any(c.from_authority for c in ds.columns)})
+    # department k of n moves its copies in month 1 + k * (steps - 1) // n: all of them by the last month
+    moved = {dept for k, dept in enumerate(referencing) if month >= 1 + k * (steps - 1) // max(1, len(referencing))}
+    opened = {ds.name: 1 + k * (steps - 1) // len(OPENED_LATER) for k, ds in enumerate(_opened_later(registry))}
+    datasets = []
+    for ds in registry.datasets:
+        if ds.owner not in moved and any(c.from_authority for c in ds.columns):
+            ds = dataclasses.replace(ds, columns=tuple(dataclasses.replace(c, from_authority=False)
+                                                       for c in ds.columns))
+        if month < opened.get(ds.name, 0):
+            ds = dataclasses.replace(ds, share_type="not_shared",
+                                     legal_basis="（模拟）尚未完成共享属性评估，暂不予共享")
+        datasets.append(ds)
+    return dataclasses.replace(registry, datasets=tuple(datasets))
+
+
+def _opened_later(registry: Registry) -> list[Dataset]:
+    """The datasets of OPENED_LATER the registry has, conditional today."""
+    return [ds for name in OPENED_LATER for ds in registry.source_datasets
+            if ds.name == name and ds.share_type == "conditional"]
+
+
+def publish_history(lake: Lake, registry: Registry, periods: list[Period]) -> list[dict]:
+    """Compute and publish each simulated month's KPIs with the registry of its own month."""
+    from metrics.publish import publish_periods
+
+    results = []
+    for month, period in enumerate(periods):
+        results += publish_periods(lake, era_registry(registry, month, len(periods)), [period])
+    return results
 
 
 def already_simulated(lake: Lake) -> bool:
@@ -68,33 +116,67 @@ def simulate(lake: Lake, registry: Registry, months: int = 6, today: dt.date | N
     return periods
 
 
-def _online_dates(datasets: list[Dataset], periods: list[Period], rng: random.Random) -> dict[str, dt.datetime]:
-    """When each dataset's system was connected: most before the first month, all by the last."""
-    order = datasets[:]
-    rng.shuffle(order)
+STORY = ("amr_enterprise_register", "psb_resident_register", "psb_household_moves", "mca_admin_divisions",
+         "mca_subsistence_allowance", "hrss_enterprise_insurance", "hrss_person_insurance", "tax_taxpayer_register",
+         "health_medical_institutions", "edu_schools", "housing_construction_permits", "transport_operator_licenses",
+         "nr_land_parcels", "hotline_tickets", "urban_enforcement_cases")
+"""The order in which the demo city's datasets start delivering good data: the population, enterprise
+and civil-affairs registers first (the first reform wave), a few systems each (so the baseline has
+~45% of datasets shared on fewer than half of the systems), then one department after another; any
+other dataset (a larger city's) follows in name order."""
+
+
+def _ready_months(datasets: list[Dataset], months: int) -> dict[str, int]:
+    """dataset -> the simulated month from which it delivers good data: BASELINE of them from the first
+    month, all of them by the last, in STORY order."""
+    rank = {name: k for k, name in enumerate(STORY)}
+    order = sorted(datasets, key=lambda d: (rank.get(d.name, len(STORY)), d.name))
+    steps = max(1, months - 1)
     out = {}
     for k, ds in enumerate(order):
         share = (k + 1) / len(order)
-        steps = len(periods)
-        month = 0 if share <= BASELINE else min(steps - 1, int((share - BASELINE) / (GOAL - BASELINE) * steps))
+        out[ds.name] = 0 if share <= BASELINE + 1e-9 else \
+            min(months - 1, 1 + int((share - BASELINE) / (GOAL - BASELINE) * steps - 1e-9))
+    return out
+
+
+def _online_dates(datasets: list[Dataset], periods: list[Period], rng: random.Random) -> dict[str, dt.datetime]:
+    """When each dataset's system was connected: one month before it delivers good data (its first
+    deliveries fail their checks while the department cleans its extract), from the first day for the
+    baseline's datasets."""
+    ready = _ready_months(datasets, len(periods))
+    out = {}
+    for ds in datasets:
+        month = max(0, ready[ds.name] - 1)
         first = periods[month].start
-        out[ds.name] = first if month == 0 else first + dt.timedelta(days=rng.randint(0, 20))
+        out[ds.name] = first if ready[ds.name] == 0 else first + dt.timedelta(days=rng.randint(3, 12))
     return out
 
 
 def _loads(datasets: list[Dataset], online: dict[str, dt.datetime], start: dt.datetime, end: dt.datetime,
            periods: list[Period], rng: random.Random) -> tuple[pa.Table, pa.Table]:
+    """Every update-cycle window from a dataset's connection on: before its ready month its deliveries
+    fail their blocking checks (quarantined), from then on they arrive and publish, except a week's
+    outage of two source systems in the middle of a month (the figures at each month's end, the ones
+    the assessment reads, move only with the story)."""
     loads, runs = [], []
-    # two outages: a source system down for a week, then back
-    outages = {ds.name: (o + dt.timedelta(days=40), o + dt.timedelta(days=47))
-               for ds, o in ((d, online[d.name]) for d in rng.sample(datasets, 2) if d.name in online)}
+    ready = _ready_months(datasets, len(periods))
+    ready_at = {name: periods[m].start for name, m in ready.items()}
+    outages = {}
+    for ds in rng.sample(datasets, min(2, len(datasets))):
+        month = periods[min(len(periods) - 1, ready[ds.name] + 1)].start
+        outages[ds.name] = (month + dt.timedelta(days=8), month + dt.timedelta(days=15))
     for ds in datasets:
         if ds.name not in online:
             continue
-        for begin, stop in slot_starts(ds.update_cycle, online[ds.name], end):
-            month = sum(p.start <= begin for p in periods) - 1 + (begin >= periods[-1].end)  # 0: the oldest
-            if rng.random() > 0.88 + 0.02 * month:
-                continue  # the extract did not arrive in this window
+        # the first extract arrives when the system is connected, then one per update-cycle window
+        connected = online[ds.name]
+        windows = [(connected, connected + dt.timedelta(hours=6)),
+                   *((b, e) for b, e in slot_starts(ds.update_cycle, connected, end) if b > connected)]
+        if ready_at[ds.name] > connected:  # the cleaned extract is sent again when it is ready
+            windows.append((ready_at[ds.name], ready_at[ds.name] + dt.timedelta(hours=6)))
+            windows.sort()
+        for begin, stop in windows:
             # nightly batches: most extracts arrive in the first hours of their window
             span = int(min(min(stop, end) - begin, dt.timedelta(hours=6)).total_seconds())
             at = begin + dt.timedelta(seconds=rng.randint(0, max(1, span) - 1))
@@ -104,7 +186,7 @@ def _loads(datasets: list[Dataset], online: dict[str, dt.datetime], start: dt.da
                 loads.append(_load(load_id, ds, "failed", at, None, "extract",
                                    "source system unavailable (simulated outage)"))
                 continue
-            passed = rng.random() < 0.84 + 0.025 * month
+            passed = at >= ready_at[ds.name]
             loads.append(_load(load_id, ds, "published" if passed else "quarantined", at, f"simulated:{load_id}",
                                None if passed else "quality",
                                None if passed else "blocking checks failed (simulated)"))

@@ -34,7 +34,7 @@ from onesource.demo.api import TOKEN_ENV, serve
 from onesource.demo.city import city_datasets
 from onesource.demo.data import DemoConfig
 from onesource.demo.generate import generate_city
-from onesource.demo.history import simulate
+from onesource.demo.history import publish_history, simulate
 from onesource.errors import OneSourceError
 from quality.consistency import latest_rates
 from schemas import load_registry
@@ -78,7 +78,9 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
     with Lake(settings.lake) as lake:  # also creates the zones once, before parallel tasks race to do it
         with console.status(f"history: simulating {config.history_months} months before this one"):
             periods = simulate(lake, registry, config.history_months)
-            publish_periods(lake, registry, periods[:-1])  # the DAG's metrics task does the last two
+            # each month with the registry of its own month; the DAG's metrics task redoes the last one
+            # with today's registry (the same by then)
+            publish_history(lake, registry, periods[:-1])
     console.print(f"history: {config.history_months} months simulated ({periods[0].label} to {periods[-1].label}; "
                   "load ids start with 'hist-'), their KPIs published")
     reports = settings.reports_dir
