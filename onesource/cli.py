@@ -64,6 +64,14 @@ class _Console:
             self._console = Console(stderr=self._stderr, width=None if stream.isatty() else 140)
         return getattr(self._console, name)
 
+    # rich's Progress and status use the console as a context manager (`with console:`); dunder methods
+    # bypass __getattr__, so they are passed on by hand
+    def __enter__(self):
+        return self.__getattr__("__enter__")()
+
+    def __exit__(self, *exc):
+        return self._console.__exit__(*exc)
+
 
 console = _Console()
 err = _Console(stderr=True)
