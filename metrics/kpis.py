@@ -22,7 +22,8 @@ from __future__ import annotations
 import datetime as dt
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
@@ -186,6 +187,23 @@ def compute(lake: Lake, registry: Registry, period: Period, as_of: dt.datetime |
     ``as_of`` (naive UTC; default: the period's end, or now if sooner) decides what had happened.
     ``calendar`` is kept for callers: deadlines are stored with each request when it is made."""
     as_of = as_of or min(period.end, _now())
+    with _quiet(lake):
+        return _compute(lake, registry, period, as_of)
+
+
+@contextmanager
+def _quiet(lake: Lake) -> Iterator[None]:
+    """No DuckDB progress bar while the KPIs are read: it would land in the middle of a command's output
+    (``onesource metrics --json``) when a scan of the audit events takes more than 2 s."""
+    before = lake.con.execute("SELECT current_setting('enable_progress_bar')").fetchone()[0]
+    lake.con.execute("SET enable_progress_bar = false")
+    try:
+        yield
+    finally:
+        lake.con.execute(f"SET enable_progress_bar = {'true' if before else 'false'}")
+
+
+def _compute(lake: Lake, registry: Registry, period: Period, as_of: dt.datetime) -> dict:
     ledger = read_ledger(lake, as_of)
     sharing, statuses = _sharing(registry, ledger, period.tz)
     shared = {m.item for m in sharing if m.numerator}
