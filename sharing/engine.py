@@ -96,6 +96,8 @@ class GovernedEngine:
         self._slots: dict[int, duckdb.DuckDBPyConnection] = {}
         self._slot_lakes: list[Lake] = []
         self._slot_locks: dict[int, threading.Lock] = {}
+        self._pins: dict[int, _Pin] = {}
+        self._reaping: threading.Event | None = None
         if persistent:
             self._lake = Lake(settings.lake, read_only=True)
             # the platform's own lookups (users, grants, requests, the ledger) are small: one thread each,
@@ -111,10 +113,13 @@ class GovernedEngine:
         """The registry as last registered in the lake (re-read from its folder when that changes)."""
         return self._registry
 
-    def _fresh(self, cursor: duckdb.DuckDBPyConnection) -> object:
+    def _fresh(self, cursor: duckdb.DuckDBPyConnection, stamp: object = None) -> object:
         """The catalog's stamp, after taking in what changed since the last query: a new registry version
-        (a registry apply, a load) makes the registry be read again and every cached answer dropped."""
-        stamp = self._catalog_stamp(cursor)
+        (a registry apply, a load) makes the registry be read again and every cached answer dropped.
+        ``stamp``: the one a pinned slot was checked against (:meth:`_pinned`), so that what ``cursor``
+        reads is cached under the stamp of the snapshot it reads, never a newer one."""
+        if stamp is None:
+            stamp = self._catalog_stamp(cursor)
         if stamp == self._stamp:
             return stamp
         with self._fresh_lock:
@@ -149,10 +154,10 @@ class GovernedEngine:
         log.info("registry re-read from %s (%d datasets)", self.settings.registry_dir, len(registry.datasets))
         return True
 
-    def _access(self, cursor: duckdb.DuckDBPyConnection, department: str):
+    def _access(self, cursor: duckdb.DuckDBPyConnection, department: str, stamp: object = None):
         """What ``department`` may read, cached per lake snapshot: a grant, revocation or expiry changes
         the answer on the very next query (a grant or revocation is a new snapshot; expiry is timed)."""
-        snapshot = self._fresh(cursor)
+        snapshot = self._fresh(cursor, stamp)
         now = time.time()
         hit = self._cache.get(department)
         if hit and hit[0] == snapshot and now < hit[1]:
@@ -164,9 +169,9 @@ class GovernedEngine:
         self._cache[department] = (snapshot, expiry, access)
         return access
 
-    def _active(self, cursor: duckdb.DuckDBPyConnection, user: str) -> bool:
+    def _active(self, cursor: duckdb.DuckDBPyConnection, user: str, stamp: object = None) -> bool:
         """Whether ``user`` is still an active user (not disabled nor removed), cached per lake snapshot."""
-        stamp = self._fresh(cursor)
+        stamp = self._fresh(cursor, stamp)
         hit = self._users.get(user)
         if hit and hit[0] == stamp:
             return hit[1]
@@ -221,18 +226,23 @@ class GovernedEngine:
         return planned
 
     def _catalog_stamp(self, cursor: duckdb.DuckDBPyConnection | None):
-        """Something that changes whenever the lake commits. A SQLite catalog is one file whose stat
-        changes on every commit (microseconds); otherwise ask DuckLake (a catalog query, ~3 ms)."""
+        """Something that changes whenever a commit of the lake becomes visible, read before what is
+        cached under it (so what is read is at least as new as the stamp). A SQLite catalog: the stat of its
+        files (microseconds) and, in WAL mode, the WAL index's header, which SQLite rewrites at the moment a
+        commit becomes visible to readers; the WAL file alone grows *before* that moment, and a stamp taken
+        in between would label the snapshot before the commit with the stamp after it (a revoke seen late,
+        until the next commit). Otherwise ask DuckLake (a catalog query, ~3 ms)."""
         catalog = self.settings.lake.catalog
         if catalog.startswith("sqlite:"):
             path = catalog.removeprefix("sqlite:")
-            stamps = []
+            stamps: list[object] = []
             for suffix in ("", "-wal", "-journal"):
                 try:
                     st = os.stat(path + suffix)
                     stamps.append((st.st_mtime_ns, st.st_size))
                 except FileNotFoundError:
                     stamps.append(None)
+            stamps.append(_wal_index(path + "-shm"))
             return tuple(stamps)
         return cursor.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0]
 
@@ -270,7 +280,66 @@ class GovernedEngine:
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
             list(pool.map(self._slot, range(max(1, self.settings.limits.concurrent))))
 
+    @contextlib.contextmanager
+    def _pinned(self, number: int, con: duckdb.DuckDBPyConnection, state: dict):
+        """Run one query of slot ``number`` in the slot's pinned read transaction (see :class:`_Pin`), begun
+        again whenever the catalog's stamp changed since it began: a commit is seen by the next query, as
+        without a pin. ``state["stamp"]``: the stamp the pin was checked against, which the lookups of the
+        query (grants, users) are cached under. A query that fails ends the pin (DuckDB aborts an explicit
+        transaction on an error), and so does a pin unused for PIN_IDLE seconds (the reaper)."""
+        if not self.settings.lake.catalog.startswith("sqlite:"):
+            yield  # another catalog's stamp is a query on the catalog itself: nothing to pin it against
+            return
+        pin = self._pins.get(number)
+        if pin is None:
+            pin = self._pins.setdefault(number, _Pin())
+        with pin.lock:
+            stamp = self._catalog_stamp(None)  # before BEGIN: the pinned snapshot is at least this new
+            now = time.monotonic()
+            if pin.stamp is not None and (pin.stamp != stamp or now - pin.since > PIN_SECONDS):
+                pin.end(con)
+            if pin.stamp is None:
+                pin.begin(con)
+                pin.stamp, pin.since = stamp, now
+            state["stamp"] = stamp
+            try:
+                yield
+            except BaseException:
+                pin.end(con)
+                raise
+            finally:
+                pin.used = time.monotonic()
+        self._reaper()
+
+    def _reaper(self) -> None:
+        """Start the thread that ends idle pins (once per engine)."""
+        if self._reaping is None:
+            with self._lock:
+                if self._reaping is None:
+                    self._reaping = threading.Event()
+                    threading.Thread(target=self._reap, args=(self._reaping,), name="slot-pins",
+                                     daemon=True).start()
+
+    def _reap(self, closed: threading.Event) -> None:
+        """An idle server holds no read transaction on the catalog: SQLite cannot checkpoint its whole
+        write-ahead log past a reader (tests/test_availability.py), so pins unused for PIN_IDLE end."""
+        while not closed.wait(PIN_IDLE / 2):
+            for number, pin in list(self._pins.items()):
+                if pin.stamp is None or time.monotonic() - pin.used < PIN_IDLE:
+                    continue
+                if pin.lock.acquire(blocking=False):  # a query holding it is using the pin: not idle
+                    try:
+                        if pin.stamp is not None and time.monotonic() - pin.used >= PIN_IDLE:
+                            pin.end(self._slots[number])
+                    finally:
+                        pin.lock.release()
+
     def close(self) -> None:
+        if self._reaping is not None:
+            self._reaping.set()
+        for number, pin in list(self._pins.items()):
+            with pin.lock:
+                pin.end(self._slots[number])
         self.audit.sync()
         for lake in self._slot_lakes:
             lake.close()
@@ -339,8 +408,9 @@ class GovernedEngine:
                     if con is None:
                         with watch.paused():
                             con = self._slot(number)
-                    outcome, result = self._steps(kind, con, department, sql, params, record, state, watch,
-                                                  user=user, dialect=dialect, signed_in=signed_in)
+                    with self._pinned(number, con, state):
+                        outcome, result = self._steps(kind, con, department, sql, params, record, state, watch,
+                                                      user=user, dialect=dialect, signed_in=signed_in)
         except Stopped as exc:
             stopped = watch.stopped(exc.args[0] if exc.args else "was planned")
             self._record(record, started, decision="failed", reason=str(stopped), plan=state["plan"])
@@ -384,9 +454,9 @@ class GovernedEngine:
             access = visible(self._registry, active_grants(on, department), department)
         else:
             con = on
-            access = self._access(con, department)
+            access = self._access(con, department, state.get("stamp"))
         state["access"] = access
-        if signed_in and user and not self._active(con, user):
+        if signed_in and user and not self._active(con, user, state.get("stamp")):
             raise AccountDisabled(f"user {user} has been disabled since signing in; no query is answered for it")
         if kind != "query":
             with watch.planning():
@@ -508,10 +578,21 @@ CATALOGUE_ROWS = 100_000
 """Rows a catalogue answer may have (a city's columns in pg_attribute: thousands; a cross join: refused)."""
 
 
-def _is_catalogue(sql: str) -> bool:
-    from sharing.catalog import is_catalog_query
+_CATALOGUE: dict[str, bool] = {}
+"""Statement text -> whether it is a catalogue question: a pure function of the text (a parse, 1 to 2 ms
+of CPU), asked of every wire statement; clients send the same few statements again and again."""
 
-    return is_catalog_query(sql)
+
+def _is_catalogue(sql: str) -> bool:
+    hit = _CATALOGUE.get(sql)
+    if hit is None:
+        from sharing.catalog import is_catalog_query
+
+        hit = is_catalog_query(sql)
+        if len(_CATALOGUE) >= 4096:
+            _CATALOGUE.clear()
+        _CATALOGUE[sql] = hit
+    return hit
 
 
 def _bind(sql: str, params: list) -> str:
@@ -521,6 +602,71 @@ def _bind(sql: str, params: list) -> str:
         return bind(sql, params)
     except ValueError as exc:
         raise QueryRefused(str(exc)) from exc
+
+
+_SHM_FDS: dict[tuple[str, int, int], int] = {}
+_SHM_LOCK = threading.Lock()
+
+
+def _wal_index(shm: str) -> bytes | None:
+    """The two copies of a SQLite WAL index's header (the first 96 bytes of ``<catalog>-shm``): its change
+    counter, last frame, frame checksum and salts change with every commit, at the moment the commit
+    becomes visible; the read marks after them (which readers move) are left out. None: not in WAL mode.
+
+    Read through a descriptor opened once per file and never closed: closing any descriptor of a file drops
+    every POSIX lock the process holds on it, and DuckDB's SQLite holds its WAL read locks on this one
+    (lakehouse.guard keeps the catalog's own descriptor open for the same reason)."""
+    try:
+        st = os.stat(shm)
+    except FileNotFoundError:
+        return None
+    key = (shm, st.st_dev, st.st_ino)
+    fd = _SHM_FDS.get(key)
+    if fd is None:
+        with _SHM_LOCK:
+            fd = _SHM_FDS.get(key)
+            if fd is None:
+                try:
+                    fd = _SHM_FDS[key] = os.open(shm, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                except FileNotFoundError:
+                    return None
+    return os.pread(fd, 96, 0)
+
+
+PIN_SECONDS = 1.0
+"""At most this long a slot reads one pinned snapshot, even while no commit is seen (belt and braces)."""
+PIN_IDLE = 0.2
+"""A pin unused this long ends: an idle server holds no read transaction on the catalog."""
+
+
+class _Pin:
+    """A running slot's open read transaction on the lake. DuckLake reads the catalog's metadata (snapshot,
+    schema, data files, statistics) from SQLite at the start of every transaction: in autocommit that is
+    every query, about 4 ms of CPU for a point lookup that itself costs under 1 ms. Within one transaction
+    DuckLake keeps what it read, so consecutive queries of a slot share it while the catalog's stamp (it
+    changes on every commit) stays the same. ``lock``: held by the query using the pin, or by the reaper
+    ending it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stamp: object = None  # the catalog's stamp when the transaction began (None: no transaction)
+        self.since = 0.0
+        self.used = 0.0
+
+    @staticmethod
+    def begin(con: duckdb.DuckDBPyConnection) -> None:
+        try:
+            con.execute("BEGIN TRANSACTION")
+        except duckdb.TransactionException:  # one left open (its ROLLBACK was interrupted): end it first
+            con.execute("ROLLBACK")
+            con.execute("BEGIN TRANSACTION")
+
+    def end(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Roll the transaction back (it only read); one a failed query aborted, or none, is fine too."""
+        if self.stamp is not None:
+            self.stamp = None
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
 
 
 class CursorLake:
