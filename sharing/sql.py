@@ -36,6 +36,8 @@ class QueryResult:
 
     * ``rows``: a list of tuples of Python values, as DuckDB's ``fetchall`` gives them (what every endpoint
       has used so far; kept for every existing caller).
+    * ``iter_rows()``: the same tuples, converted a batch at a time and not kept: for a stream of rows (the
+      wire's DataRows), whose peak memory is then the Arrow answer and one batch of Python values.
     * ``batches()`` / ``reader()`` / ``to_arrow()``: Arrow record batches as DuckDB exports them. The servers
       fetch results this way (columnar: ~20x cheaper than Python values for a million rows); HTTP streams them
       as Arrow IPC or Parquet, and the wire can send them batch by batch.
@@ -81,6 +83,14 @@ class QueryResult:
                 rows.extend(python_rows(batch, self.types))
             self._rows = rows
         return self._rows
+
+    def iter_rows(self) -> Iterator[tuple[Any, ...]]:
+        """Every row as a tuple of Python values, in order, converted batch by batch (nothing is kept)."""
+        if self._rows is not None:
+            yield from self._rows
+            return
+        for batch in self._batches:
+            yield from python_rows(batch, self.types)
 
     @property
     def schema(self):

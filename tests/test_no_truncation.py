@@ -150,6 +150,7 @@ def test_both_result_forms_are_every_row_as_duckdb_gives_it(rows, batch):
     finally:
         sql.BATCH_ROWS, sql.FETCH_ROWS = old
     assert arrow.row_count == python.row_count == len(rows)
+    assert list(arrow.iter_rows()) == expected and list(python.iter_rows()) == expected
     assert arrow.rows == expected and python.rows == expected
     assert arrow.to_arrow().equals(expected_arrow)
     assert arrow.columns == python.columns == [d[0] for d in con.execute(QUERY).description]
