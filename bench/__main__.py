@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import bulk, cli, dagbag, ingest, kpi, publish, quality, sql
+from bench import bulk, cli, dagbag, ingest, kpi, publish, quality, sql, tpch
 from bench.common import hardware, write_results
 from onesource.config import Settings
 
@@ -20,7 +20,9 @@ def main() -> None:
     p.add_argument("--publish-runs", type=int, default=3, help="idle/under-load pairs of the publish benchmark")
     p.add_argument("--cli-runs", type=int, default=15, help="fresh `onesource sql --as` processes timed")
     p.add_argument("--bulk-runs", type=int, default=5, help="interleaved pairs of 1M-row reads (HTTP, DuckDB)")
-    p.add_argument("--only", choices=["ingest", "quality", "sql", "publish", "kpi", "dagbag", "cli", "bulk"],
+    p.add_argument("--tpch-sf", type=float, default=1.0, help="TPC-H scale factor (generated once, then cached)")
+    p.add_argument("--tpch-runs", type=int, default=3, help="runs of each TPC-H query per side")
+    p.add_argument("--only", choices=["ingest", "quality", "sql", "tpch", "publish", "kpi", "dagbag", "cli", "bulk"],
                    default=None)
     args = p.parse_args()
     settings = Settings.from_env()
@@ -39,6 +41,9 @@ def main() -> None:
     if args.only in (None, "cli"):
         print("CLI: `onesource sql --as DEPT` on a small query, each a fresh process (start, imports, lake, audit)")
         figures.update(cli.run(work, runs=args.cli_runs))
+    if args.only in (None, "tpch"):
+        print("TPC-H: the 22 queries through the governed engine, vs DuckDB on the same lake")
+        figures.update(tpch.run(work, sf=args.tpch_sf, runs=args.tpch_runs))
     if args.only in (None, "bulk"):
         print("bulk reads: 1M governed rows to pandas over HTTP (Arrow IPC), vs DuckDB's fetch_df on the same lake")
         figures.update(bulk.run(work, runs=args.bulk_runs))

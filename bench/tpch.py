@@ -13,6 +13,8 @@ what it reads equals the raw tables, so the governed answer must equal DuckDB's.
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -65,9 +67,9 @@ def tpch_home(home: Path, sf: float):
     from tests.helpers import dump, write_registry
 
     settings = Settings(home=home)
-    ready = home / "tpch-ready"
-    if ready.exists() and ready.read_text() == str(sf):
+    if generated(home, sf) is not None:
         return settings, load_registry(settings.registry_dir)
+    started = time.perf_counter()
     with Lake(settings.lake) as lake:
         con = lake.con
         con.execute(f"LOAD {literal(str(extension_path('tpch')))}")
@@ -86,8 +88,20 @@ def tpch_home(home: Path, sf: float):
         for ds in registry.datasets:
             con.execute(f'DROP TABLE memory.main."{ds.name}"')
             add_grant(lake, registry, TPCH_READER, ds.name, purpose="TPC-H")
-    ready.write_text(str(sf))
+    (home / READY).write_text(json.dumps({"sf": sf, "seconds": round(time.perf_counter() - started, 1)}))
     return settings, registry
+
+
+READY = "tpch-ready.json"
+
+
+def generated(home: Path, sf: float) -> float | None:
+    """Seconds it took to build the TPC-H lake at ``home`` for scale factor ``sf``; None when not built."""
+    try:
+        ready = json.loads((home / READY).read_text())
+    except (OSError, ValueError):
+        return None
+    return ready["seconds"] if ready.get("sf") == sf else None
 
 
 def tpch_queries() -> list[tuple[int, str]]:
@@ -100,3 +114,69 @@ def tpch_queries() -> list[tuple[int, str]]:
                 con.execute("SELECT query_nr, query FROM tpch_queries() ORDER BY 1").fetchall()]
     finally:
         con.close()
+
+
+def _timed(fn) -> tuple[float, float]:
+    """Wall and CPU seconds (every thread of this process: DuckDB's and the engine's) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def run(workdir: Path, sf: float = 1.0, runs: int = 3, log=print) -> dict:
+    """``tpch_governed_ratio``: the median over the 22 queries of (governed / direct), each side the median
+    of ``runs`` interleaved runs (a shared host drifts between two blocks of runs) after one warm-up run.
+
+    Direct is DuckDB on the same lake configured as a running slot of the server is (the same threads and
+    memory limit: QueryLimits), so the ratio is what governance costs a query, not the server's policy of
+    sharing cores between concurrent queries; the ratio against DuckDB with every core is printed beside it."""
+    import resource
+
+    from lakehouse.lake import Lake
+    from sharing.engine import GovernedEngine, slot_threads
+    from sharing.sql import lock_down
+
+    home = workdir / f"tpch-sf{sf:g}"
+    cached = generated(home, sf)
+    settings, registry = tpch_home(home, sf)
+    seconds = generated(home, sf)
+    log(f"  TPC-H SF {sf:g}: " + (f"lake cached in {home} (generated in {seconds:.0f} s)" if cached is not None
+                                  else f"generated into {home} in {seconds:.0f} s"))
+    limits = settings.limits
+    threads = limits.threads or slot_threads(limits.concurrent)
+    engine = GovernedEngine(settings, registry, persistent=True)
+    engine.open_slots()
+    slot, everything = Lake(settings.lake, read_only=True), Lake(settings.lake, read_only=True)
+    for lake, n in ((slot, threads), (everything, os.cpu_count() or 1)):
+        lake.con.execute("SET search_path = 'lake.shared'")
+        lock_down(lake.con, settings.lake.data_path, memory_limit=limits.memory, threads=n)
+    ratios, wide, cpu = [], [], []
+    log(f"  per query: governed / direct (slot: {threads} thread(s), {limits.memory}), medians of {runs} runs")
+    for number, sql in tpch_queries():
+        sides = (lambda q=sql: engine.query(TPCH_READER, q, purpose="bench tpch"),
+                 lambda q=sql: slot.con.execute(q).fetchall(),
+                 lambda q=sql: everything.con.execute(q).fetchall())
+        for side in sides:  # warm: the plan cache, DuckDB's caches
+            side()
+        times: list[list[tuple[float, float]]] = [[], [], []]
+        for _ in range(runs):
+            for side, timed in zip(sides, times, strict=True):
+                timed.append(_timed(side))
+        (g, gc), (d, dc), (w, _) = ((statistics.median(t[0] for t in x), statistics.median(t[1] for t in x))
+                                    for x in times)
+        ratios.append(g / d)
+        wide.append(g / w)
+        cpu.append(gc / dc)
+        log(f"    Q{number:02d}: governed {g * 1000:8.1f} ms, direct {d * 1000:8.1f} ms -> {g / d:.3f}x "
+            f"(CPU {gc / dc:.3f}x; DuckDB with {os.cpu_count()} threads {w * 1000:8.1f} ms)")
+    log(f"  tpch_governed_ratio {statistics.median(ratios):.3f}x (median of 22); in CPU seconds "
+        f"{statistics.median(cpu):.3f}x; against DuckDB with every core {statistics.median(wide):.3f}x")
+    slot.close()
+    everything.close()
+    engine.close()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"tpch_governed_ratio": {**figure(ratios, "x direct DuckDB (22 TPC-H queries, median)", peak),
+                                    "sf": sf, "generation_seconds": seconds,
+                                    "per_query": [round(r, 4) for r in ratios],
+                                    "cpu_ratio": round(statistics.median(cpu), 4),
+                                    "vs_every_core": round(statistics.median(wide), 4)}}

@@ -149,12 +149,16 @@ class Namer:
         """A call sqlglot parsed without the name's offsets (its own parser for the function): the
         nearest ``name(`` before its first argument, among the spellings of its kind, and after
         everything of the query that precedes the call; None for an operator (``x ^ 2`` is a POW node)."""
-        inside = {id(n) for n in node.walk()}
-        starts = [n.meta["start"] for n in node.walk() if n is not node and "start" in n.meta]
-        before = min(starts) if starts else len(self.sql)
-        after = max((end for start, end, n in self.spans() if end < before and id(n) not in inside), default=-1)
         spellings = {n.lower() for n in type(node).sql_names()} | set(_SPELLED.get(type(node), ()))
-        name = next((text for at, text in reversed(self.calls()) if after < at < before), None)
+        starts = [n.meta["start"] for n in node.walk() if n is not node and "start" in n.meta]
+        if starts:
+            inside = {id(n) for n in node.walk()}
+            before = min(starts)
+            after = max((end for _, end, n in self.spans() if end < before and id(n) not in inside), default=-1)
+            name = next((text for at, text in reversed(self.calls()) if after < at < before), None)
+        else:  # nothing inside has offsets (EXTRACT(year FROM current_date)): the query's one spelling of it
+            written = {text for _, text in self.calls() if text in spellings}
+            name = written.pop() if len(written) == 1 else None
         if name not in spellings:
             return None
         if isinstance(node, exp.Trim) and name == "trim":  # PostgreSQL's catalogue names TRIM(...) so
@@ -198,6 +202,10 @@ def name_outputs(root: exp.Query, namer: Namer) -> list[str | None]:
     works as in PostgreSQL, and ``SELECT * FROM (<query>) d`` is named as ``<query>`` is). Returns the query's
     names (``None`` for a star, whose columns keep the relation's names). A set operation's columns are
     named by its leftmost query, in PostgreSQL as in DuckDB."""
+    for alias in root.find_all(exp.Alias, exp.TableAlias):  # PostgreSQL folds an unquoted name to lower case
+        for ident in [alias.args.get("alias"), *(alias.args.get("columns") or [])]:
+            if isinstance(ident, exp.Identifier) and not ident.quoted:
+                ident.set("this", ident.this.lower())
     for select in [s for s in root.find_all(exp.Select) if _read_by_name(s, root)]:
         _name(select, namer)
     query: exp.Expression = root

@@ -79,6 +79,7 @@ row_number rank dense_rank percent_rank cume_dist ntile lag lead first_value las
 match_value struct struct_pack row struct_extract array list_value list_extract list_contains list_has array_length
 array_contains len cardinality unnest explode flatten hash md5 sha256 sha1 bit_length octet_length format
 printf string_split str_split to_json json concat_ws nullifzero isnan isinf epoch date_diff exists columns
+grouping grouping_id str_position
 """.split())
 """Pure functions only. With policy relations a function can only compute on what the relation holds, so
 the list keeps out what reaches past the query (files, settings, environment, other catalogs)."""
@@ -87,7 +88,7 @@ ROW_FILTER_FUNCTIONS = ALLOWED_FUNCTIONS - frozenset("""
 count sum avg min max median mode stddev stddev_samp stddev_pop variance var_samp var_pop approx_distinct
 count_if countif any_value first last string_agg group_concat array_agg list bool_and bool_or
 row_number rank dense_rank percent_rank cume_dist ntile lag lead first_value last_value nth_value match_value
-current_date currentdate current_timestamp currenttimestamp now
+grouping grouping_id current_date currentdate current_timestamp currenttimestamp now
 """.split()) | {"current_date", "currentdate", "current_timestamp", "currenttimestamp", "now"}
 """A row filter is a condition on one row: no aggregates, windows or matches (time functions are fine)."""
 
@@ -393,7 +394,12 @@ def session_values(root: exp.Expression, user: str) -> None:
 
     for node in list(root.walk()):
         literal = value(node)
-        if literal is not None:
+        if literal is None:
+            continue
+        if isinstance(node, exp.Column) and isinstance(node.parent, exp.Select) and node.arg_key == "expressions":
+            # an output column PostgreSQL names after the word (``SELECT user``), left unaliased as a column
+            node.replace(exp.alias_(exp.Literal.string(literal), exp.to_identifier(node.name.lower(), quoted=True)))
+        else:
             node.replace(exp.Literal.string(literal))
 
 
