@@ -105,7 +105,8 @@ def oid_of_sqlglot(datatype: Any) -> int:
         inner = datatype.expressions[0] if datatype.expressions else None
         element = oid_of_sqlglot(inner) if isinstance(inner, exp.DataType) else TEXT
         return ARRAY_OF.get(element, ARRAY_OF[TEXT])
-    return _SQLGLOT.get(datatype.this.name, TEXT)
+    kind_name = getattr(datatype.this, "name", None) or str(datatype.this).upper()  # a user-defined type: text
+    return _SQLGLOT.get(kind_name, TEXT)
 
 
 _SQLGLOT = {"BOOLEAN": BOOL, "TINYINT": INT2, "SMALLINT": INT2, "INT": INT4, "MEDIUMINT": INT4, "BIGINT": INT8,
