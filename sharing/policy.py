@@ -130,7 +130,8 @@ class Plan:
     """Datasets read through a row filter."""
     matches: tuple[Match, ...] = ()
     explain: bool = False
-    """``sql_run`` is ``EXPLAIN <the governed query>``: answer its plan (``explained``), never run it."""
+    """``sql_run`` is ``EXPLAIN (FORMAT JSON) <the governed query>``: answer its plan (``explained``), never
+    run it."""
 
 
 def _refuse(reason: str) -> QueryRefused:
@@ -310,7 +311,7 @@ def plan(sql: str, access: dict[str, Access], registry: Registry, department: st
         inner = plan(target, access, registry, department, dialect=dialect, user=user)
         if inner.explain:
             raise _refuse("EXPLAIN takes a query, not another EXPLAIN")
-        return replace(inner, sql_run=f"EXPLAIN {inner.sql_run}", explain=True)
+        return replace(inner, sql_run=f"EXPLAIN (FORMAT JSON) {inner.sql_run}", explain=True)
     root = one_select(sql, dialect)
     no_reserved_names(root)
     name_outputs(root, Namer(sql, dialect, root))  # first: names are read from the text as written
@@ -457,11 +458,36 @@ def _explain_refusal(option: str) -> str:
     return f"EXPLAIN option {option!r} is not supported; EXPLAIN <query> answers the plan as text"
 
 
+_COMPRESSED = re.compile(r"(__internal_(?:de)?compress_[a-z_]+)\(([^,()]+),[^()]*\)")
+_HIDDEN_DETAILS = frozenset(("Estimated Cardinality",))
+
+
 def explained(rows: list[tuple]) -> tuple[list[str], list[tuple[str]]]:
-    """DuckDB's EXPLAIN answer (``explain_key``, ``explain_value``: the plan as one text) as PostgreSQL's:
-    one column ``QUERY PLAN``, a row per line."""
-    lines = [line for _, text in rows for line in str(text).splitlines()]
+    """DuckDB's plan (``EXPLAIN (FORMAT JSON)``: operators with their details) as PostgreSQL shows one: a
+    column ``QUERY PLAN``, an operator per line with its details below it and its inputs as ``->`` lines.
+
+    What DuckDB derives from the table's statistics is left out, since under a row filter it would describe
+    rows outside the department's: the estimated row counts, and the minimum DuckDB's compression of
+    integers subtracts (``__internal_compress_integral_utinyint(#1, 0)``). The operators, the department's own
+    relation (its masks and row filter) and the query's own filters stay."""
+    lines: list[str] = []
+    for _, text in rows:
+        for node in json.loads(text):
+            _explain_lines(node, 0, lines)
     return ["QUERY PLAN"], [(line,) for line in lines]
+
+
+def _explain_lines(node: dict, depth: int, lines: list[str]) -> None:
+    pad = " " * (6 * depth)
+    lines.append(f"{pad}{'->  ' if depth else ''}{node.get('name', '?')}")
+    for key, value in (node.get("extra_info") or {}).items():
+        if key in _HIDDEN_DETAILS:
+            continue
+        text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        text = _COMPRESSED.sub(r"\1(\2)", " ".join(text.split()))
+        lines.append(f"{pad}{'    ' if depth else '  '}{key}: {text}")
+    for child in node.get("children") or ():
+        _explain_lines(child, depth + 1, lines)
 
 
 _PARSER_LOCK = threading.Lock()
