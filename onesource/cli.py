@@ -30,9 +30,11 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import csv
 import datetime as dt
+import gc
 import json
 import os
 import sys
@@ -868,6 +870,37 @@ def _without_pandas():
             del sys.modules["pandas"]
 
 
+@contextlib.contextmanager
+def _without_cyclic_gc():
+    """Python's cyclic garbage collector off while the command runs, and every object frozen at exit.
+
+    The collector walked the imports' objects (sqlglot's and DuckDB's classes, thousands each) again and again
+    while they loaded, and once more at shutdown: about 0.1 s of CPU of a small query, which makes little
+    cyclic garbage itself (its parse trees). In a process that goes on (tests, a program calling main), the
+    collector is back on after the command, and the freeze at its exit only skips the last collection."""
+    global _FREEZE_AT_EXIT
+    enabled = gc.isenabled()
+    gc.disable()
+    if not _FREEZE_AT_EXIT:
+        atexit.register(gc.freeze)  # atexit runs before the interpreter's final collections
+        _FREEZE_AT_EXIT = True
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+_FREEZE_AT_EXIT = False
+
+
+@contextlib.contextmanager
+def _one_query():
+    """What `onesource sql` (a process for one query) does without: pandas, the cyclic garbage collector."""
+    with _without_pandas(), _without_cyclic_gc():
+        yield
+
+
 NEEDS_NO_HOME = ("demo", "restore", "doctor")
 """Commands that run where the home is not (yet) there: every other one refuses a missing home."""
 
@@ -881,7 +914,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command != "doctor":  # doctor only reads, and reports the home as it finds it
             # at rest: the home 0700 and everything this process (and Airflow, its child) writes there private
             secure_home(settings)
-        with _without_pandas() if args.command == "sql" else contextlib.nullcontext():
+        with _one_query() if args.command == "sql" else contextlib.nullcontext():
             return args.fn(args, settings)
     except OneSourceError as exc:
         # a query that met a deleted data file says so in DuckDB's words: name the table and the remedy

@@ -98,15 +98,29 @@ def test_the_table_printout_imports_rich_and_nothing_heavy(lake_home):
     assert "rich.table" in modules and not _heavy(modules), sorted(_heavy(modules))
 
 
-def test_pandas_is_left_as_it_was(lake_home, capsys):
-    """In a process that goes on (tests, a program calling main), `sql` leaves pandas as it found it:
-    the same module when it was imported, importable afterwards when it was not."""
+def test_pandas_and_the_collector_are_left_as_they_were(lake_home, capsys, monkeypatch):
+    """In a process that goes on (tests, a program calling main), `sql` leaves pandas as it found it (the same
+    module when it was imported, importable afterwards when it was not) and the cyclic collector on; while
+    the query ran, both were off."""
+    import gc
+
+    import sharing.engine as engine
     from onesource.cli import main
 
+    during = {}
+    real = engine.GovernedEngine._answer
+
+    def answer(self, *args, **kwargs):
+        during.update(gc=gc.isenabled(), pandas=sys.modules.get("pandas", "absent"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(engine.GovernedEngine, "_answer", answer)
     before = sys.modules.get("pandas")
+    assert gc.isenabled()
     assert main(["sql", "--as", "tax", "--format", "csv", "SELECT count(*) AS n FROM shared.firms"]) == 0
     assert capsys.readouterr().out.splitlines() == ["n", "3"]
-    assert sys.modules.get("pandas") is before
+    assert during == {"gc": False, "pandas": before}  # None: "not installed", unless it was imported before
+    assert sys.modules.get("pandas") is before and gc.isenabled()
     assert importlib.util.find_spec("pandas") is not None
 
 
