@@ -28,6 +28,8 @@ LABELS = {
         "matrix_note": "绿色：部门是该数据元的权威来源；红色：部门重复采集了其他部门负责的数据元。",
         "behind": "未达标", "on_target": "已达标", "no_data": "无数据", "of": "/", "language": "English",
         "simulated": "演示数据：本月之前的月份为模拟历史。",
+        "prefill": "企业年报预填率",
+        "prefill_detail": "每份年报 {fields} 项中 {per:.0f} 项由权威来源自动填写：{enterprises} 家企业共 {total} 项无需再填",
         "catalogue": "数据目录", "requests": "申请与异议", "console": "SQL 查询", "dashboard": "考核看板",
         "search": "搜索", "all": "全部", "share_type": "共享类型", "cycle": "更新周期", "owner": "提供部门",
         "element": "数据元", "freshness": "时效", "fresh": "在更新周期内", "stale": "已过期", "readable": "可查询",
@@ -62,6 +64,9 @@ LABELS = {
                        "element.",
         "behind": "behind target", "on_target": "on target", "no_data": "no data", "of": "/", "language": "中文",
         "simulated": "Demo data: months before this one are simulated history.",
+        "prefill": "Enterprise annual report prefill rate",
+        "prefill_detail": "{per:.0f} of the {fields} fields of each report filled from authoritative sources: "
+                          "{total} fields {enterprises} enterprises no longer type",
         "catalogue": "Catalogue", "requests": "Requests & disputes", "console": "SQL console", "dashboard": "Dashboard",
         "search": "Search", "all": "all", "share_type": "Share type", "cycle": "Update cycle", "owner": "Provider",
         "element": "Data element", "freshness": "Freshness", "fresh": "within its cycle", "stale": "overdue",

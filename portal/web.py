@@ -295,6 +295,7 @@ def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None
                            target=city["kpis"].get("sharing_rate", {}).get("target"))
         return page(request, "dashboard.html", user=user, period=period, periods=periods, city=city["kpis"],
                     kpis=KPI_NAMES, trends=trends, ranking=bars, departments=ranked,
+                    prefill=annual_report_prefill(site.engine.registry, lambda q: sql(user, q)),
                     lower_is_better=LOWER_IS_BETTER, percent_kpis=PERCENT_KPIS)
 
     @app.get("/dashboard/departments/{code}", include_in_schema=False)
@@ -406,6 +407,31 @@ def _definitions_html() -> str:
     html = MarkdownIt("commonmark", {"html": False}).enable("table").render(DEFINITIONS.read_text(encoding="utf-8"))
     # "## sharing_rate — ..." -> <h2 id="sharing_rate">
     return re.sub(r"<h2>(<code>)?([a-z_]+)(</code>)?", lambda m: f'<h2 id="{m.group(2)}">{m.group(0)[4:]}', html)
+
+
+def annual_report_prefill(registry, query) -> dict | None:
+    """The enterprise annual report's prefill over every enterprise in the data pool (the form of
+    metrics.prefill: a field is filled when its element's authoritative source holds a value), read with
+    governed SQL like every figure on the dashboard; ``query`` runs one statement. None before the
+    enterprise profile is published."""
+    from metrics.prefill import ANNUAL_REPORT, PROFILE
+
+    if PROFILE not in {d.name for d in registry.datasets}:
+        return None
+    held = {c.name for c in registry.dataset(PROFILE).columns}
+    elements = [e for _, e in ANNUAL_REPORT if e and e in held]
+    rows = query(f"SELECT count(*), {', '.join(f'count({_ident(e)})' for e in elements) or '0'} "
+                 f"FROM shared.{_ident(PROFILE)}") if elements else []
+    if not rows or not rows[0][0]:
+        return None
+    enterprises, *counts = rows[0]
+    filled, fields = sum(counts), len(ANNUAL_REPORT)
+    return {"enterprises": enterprises, "fields": fields, "filled": filled, "per_report": filled / enterprises,
+            "rate": filled / (enterprises * fields)}
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _figures(rows: list[tuple]) -> dict[str, dict]:

@@ -237,11 +237,11 @@ def test_switching_one_column_to_a_reference_lowers_the_rate_by_one_pair(city, t
     shutil.copytree(settings.registry_dir, copy)
     path = copy / "datasets" / "transport" / "transport_operator_licenses.yaml"
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    next(c for c in data["columns"] if c["name"] == "legal_representative")["from_authority"] = True
+    next(c for c in data["columns"] if c["name"] == "enterprise_name")["from_authority"] = True
     path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     with Lake(settings.lake, read_only=True) as lake:
         after = compute(lake, load_registry(copy), Period.month())["city"]["duplicate_collection_rate"]
-    # (transport, legal_representative) is consumed now: one duplicate pair fewer, and one pair fewer in all
+    # (transport, enterprise_name) is consumed now: one duplicate pair fewer, and one pair fewer in all
     assert (after["numerator"], after["denominator"]) == (before["numerator"] - 1, before["denominator"] - 1)
 
 

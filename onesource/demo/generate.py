@@ -155,6 +155,13 @@ def write_extract(sources: Path, ds: DemoDataset, rows: list[dict]) -> Path:
     return path
 
 
+def without_references(ds: DemoDataset, rows: list[dict]) -> list[dict]:
+    """The extract as the department sends it: a ``from_authority`` column is not collected any more, so
+    its header is not in the file (the platform fills it from the authority)."""
+    dropped = {src for _, src, extra in ds.columns if extra.get("from_authority")}
+    return [{k: v for k, v in row.items() if k not in dropped} for row in rows] if dropped else rows
+
+
 def config_digest(config: DemoConfig) -> str:
     return hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:16]
 
@@ -171,7 +178,7 @@ def generate_city(settings: Settings, config: DemoConfig, progress=None) -> dict
     datasets = city_datasets(config.departments)
     manifest: dict[str, Any] = {"config": asdict(config), "datasets": {}}
     for ds in datasets:
-        rows = city.rows(ds)
+        rows = without_references(ds, city.rows(ds))
         path = write_extract(settings.sources_dir, ds, rows)
         manifest["datasets"][ds.name] = {"owner": ds.owner, "format": ds.fmt, "rows": len(rows),
                                          "source": str(path.relative_to(settings.home))}
