@@ -222,16 +222,12 @@ def _read_by_name(node: exp.Expression, root: exp.Expression) -> bool:
     reference to an outer column of that name)."""
     while node is not root:
         parent = node.parent
-        if isinstance(parent, exp.CTE):
-            return True
-        if isinstance(parent, exp.SetOperation):
-            node = parent
-            continue
-        if isinstance(parent, exp.Subquery):
-            if parent is root or isinstance(parent.parent, exp.From | exp.Join | exp.Subquery):
-                node = parent if not isinstance(parent.parent, exp.From | exp.Join) else root
-                continue
-        return False
+        if isinstance(parent, exp.CTE) or (isinstance(parent, exp.Subquery)
+                                           and isinstance(parent.parent, exp.From | exp.Join)):
+            return True  # a CTE, a derived table
+        if not isinstance(parent, exp.SetOperation | exp.Subquery):
+            return False
+        node = parent  # a branch of a set operation, or parentheses: as the enclosing query
     return True
 
 
