@@ -12,6 +12,7 @@ import yaml
 from lakehouse import run_dataset
 from lakehouse.lake import Lake
 from onesource.config import Settings
+from onesource.demo.city import CITY_CODE, DIVISIONS
 from schemas import load_registry
 
 DEPARTMENTS = {"departments": [
@@ -45,6 +46,10 @@ FIRMS = {
 HEADER = "统一社会信用代码,企业名称,登记状态,注册资本,人数,成立日期\n"
 # Valid codes (GB 32100 check characters computed by schemas.formats).
 USCC = ["91330106MA2B0C1D68", "91330105MA28A00029", "91330108MA27U0000F"]
+# Demo-city divisions for tests that filter the demo's rows (a row filter must see rows): taken from the demo
+# city's own list, so moving the city (Hangzhou -> Changsha, c4c58ca) moves the tests with it.
+DISTRICT, OTHER_DISTRICT, THIRD_DISTRICT = sorted(DIVISIONS)[:3]
+CITY_PREFIX = CITY_CODE[:4]  # every division code, and so every demo resident ID, starts with it
 
 
 def dump(path: Path, data: Any) -> Path:

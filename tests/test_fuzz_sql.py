@@ -18,9 +18,8 @@ from lakehouse import Lake
 from sharing.engine import GovernedEngine
 from sharing.exceptions import QueryFailed, QueryRefused
 from sharing.grants import add_grant
-from tests.helpers import demo_home, rows
+from tests.helpers import CITY_PREFIX, DISTRICT, demo_home, rows
 
-DISTRICT = "330106"
 TABLES = {
     "shared.amr_enterprise_register": ["uscc", "enterprise_name", "legal_representative", "division_code"],
     "shared.psb_resident_register": ["resident_id", "division_code", "person_name", "birth_date",
@@ -78,7 +77,7 @@ def expressions(draw, table: str):
     if kind == "cast":
         return f"CAST({col} AS VARCHAR)"
     if kind == "case":
-        return f"CASE WHEN {col} LIKE '3301%' THEN {col} ELSE 'x' END"
+        return f"CASE WHEN {col} LIKE '{CITY_PREFIX}%' THEN {col} ELSE 'x' END"
     if kind == "literal":
         return draw(st.sampled_from(["1", "'a'", "NULL", "'/etc/passwd'"]))
     other = draw(st.sampled_from(sorted(TABLES)))

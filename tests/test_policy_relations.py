@@ -24,9 +24,8 @@ from lakehouse import Lake
 from sharing.engine import GovernedEngine
 from sharing.exceptions import QueryFailed, QueryRefused
 from sharing.grants import add_grant
-from tests.helpers import demo_home, rows
+from tests.helpers import CITY_PREFIX, DISTRICT, OTHER_DISTRICT, demo_home, rows
 
-DISTRICT = "330106"
 RESIDENTS = "shared.psb_resident_register"
 ID = re.compile(r"\d{17}[\dXx]")
 
@@ -165,9 +164,9 @@ def test_natural_and_using_joins_cannot_reach_columns_outside_the_grant(world):
 def test_masked_values_can_be_filtered_grouped_and_joined_as_masks(world):
     engine, secret, residents = world
     masked = [(r[0][:6] + "********" + r[0][-4:], r[1]) for r in residents if r[1] == DISTRICT]
-    got = engine.query("tax", f"SELECT resident_id FROM {RESIDENTS} WHERE resident_id LIKE '3301%' "
+    got = engine.query("tax", f"SELECT resident_id FROM {RESIDENTS} WHERE resident_id LIKE '{CITY_PREFIX}%' "
                               "ORDER BY resident_id").rows
-    assert [r[0] for r in got] == sorted(m for m, _ in masked if m.startswith("3301"))
+    assert got and [r[0] for r in got] == sorted(m for m, _ in masked if m.startswith(CITY_PREFIX))
     grouped = engine.query("tax", f"SELECT right(resident_id, 1), count(*) FROM {RESIDENTS} GROUP BY 1").rows
     assert sum(n for _, n in grouped) == len(masked)
     joined = engine.query("tax", f"SELECT count(*) FROM {RESIDENTS} a JOIN {RESIDENTS} b "
@@ -202,9 +201,10 @@ def test_row_filters_are_governed_expressions(world):
         for text in bad:
             with pytest.raises(QueryRefused, match="row filter"):
                 add_grant(lake, registry, "edu", "psb_resident_register", row_filter=text)
-        gid = add_grant(lake, registry, "edu", "psb_resident_register", row_filter="Division_Code='330106' OR false")
+        gid = add_grant(lake, registry, "edu", "psb_resident_register",
+                        row_filter=f"Division_Code='{DISTRICT}' OR false")
         stored = lake.con.execute("SELECT row_filter FROM lake.ops.grants WHERE grant_id = ?", [gid]).fetchone()[0]
-    assert stored == "\"division_code\" = '330106' OR FALSE"  # normalised: quoted, one spelling
+    assert stored == f"\"division_code\" = '{DISTRICT}' OR FALSE"  # normalised: quoted, one spelling
     # a raw filter written into the lake behind the planner's back never runs: the grant is unusable
     with Lake(settings.lake) as lake:
         lake.con.execute("INSERT INTO lake.ops.grants VALUES ('evil', 'transport', 'psb_resident_register', NULL, "
@@ -290,7 +290,7 @@ def value(draw, alias):
         "case": f"CASE WHEN {qual}{col} LIKE '3%' THEN {qual}{col} END",
         "cols": "COLUMNS(*)",
         "list": f"list({qual}{col})",
-        "match": f"match_value({col}, '330106199001011234')",
+        "match": f"match_value({col}, '{DISTRICT}199001011234')",
         "subq": f"(SELECT max({col}) FROM {draw(st.sampled_from(sorted(TABLES)))})",
     }[kind]
 
@@ -337,7 +337,7 @@ def queries(draw):
     if shape == "union":
         return f"{inner} UNION ALL {draw(select())}"
     if shape == "pivot":
-        return f"SELECT * FROM {RESIDENTS} PIVOT (count(*) FOR division_code IN ('{DISTRICT}', '330102'))"
+        return f"SELECT * FROM {RESIDENTS} PIVOT (count(*) FOR division_code IN ('{DISTRICT}', '{OTHER_DISTRICT}'))"
     if shape == "unpivot":
         return f"SELECT * FROM {RESIDENTS} UNPIVOT (v FOR k IN (resident_id, division_code))"
     if shape == "recursive":
@@ -361,7 +361,7 @@ def test_no_generated_query_returns_what_the_relation_does_not_hold(world, sql, 
 
 
 @pytest.mark.parametrize("sql", [
-    f"SELECT * FROM {RESIDENTS} PIVOT (count(*) FOR division_code IN ('{DISTRICT}', '330102'))",
+    f"SELECT * FROM {RESIDENTS} PIVOT (count(*) FOR division_code IN ('{DISTRICT}', '{OTHER_DISTRICT}'))",
     f"SELECT * FROM {RESIDENTS} AS p UNPIVOT (v FOR k IN (resident_id, division_code))",
     f"SELECT * FROM {RESIDENTS} TABLESAMPLE RESERVOIR(50%)",
     f"SELECT * FROM {RESIDENTS} p, LATERAL (SELECT p.resident_id AS r) AS l",

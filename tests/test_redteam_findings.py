@@ -20,9 +20,8 @@ from sharing.catalog import is_catalog_query
 from sharing.engine import GovernedEngine
 from sharing.exceptions import QueryFailed, QueryRefused
 from sharing.grants import add_grant
-from tests.helpers import demo_home, rows
+from tests.helpers import DISTRICT, demo_home, rows
 
-DISTRICT = "330106"
 FIRMS = "shared.amr_enterprise_register"
 RAW = "lake.shared.psb_resident_register"
 ID = re.compile(r"\d{17}[\dXx]")

@@ -44,7 +44,7 @@ from sharing.pgwire import GovernedPgServer
 from sharing.scram import saslprep
 from sharing.signin import SignInGuard
 from tests.conftest import free_port
-from tests.helpers import demo_home, rows
+from tests.helpers import DISTRICT, OTHER_DISTRICT, demo_home, rows
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +57,9 @@ def city(tmp_path_factory):
     with Lake(settings.lake) as lake:
         # transport: names and IDs of one district; then only the district code of another one
         add_grant(lake, registry, "transport", "psb_resident_register",
-                  columns=["resident_id", "person_name", "division_code"], row_filter="division_code = '330106'")
+                  columns=["resident_id", "person_name", "division_code"], row_filter=f"division_code = '{DISTRICT}'")
         add_grant(lake, registry, "transport", "psb_resident_register", columns=["division_code"],
-                  row_filter="division_code = '330105'")
+                  row_filter=f"division_code = '{OTHER_DISTRICT}'")
     engine = GovernedEngine(settings, registry, persistent=True)
     yield settings, registry, engine, analysts, owners
     engine.close()
@@ -212,13 +212,14 @@ def test_the_portal_request_form_cannot_ask_for_a_grant_that_never_expires(city,
 def test_a_narrow_second_grant_does_not_widen_the_first_one(city):
     _, _, engine, _, _ = city
     try:
-        result = engine.query("transport", "SELECT division_code, person_name, resident_id "
-                                           "FROM shared.psb_resident_register WHERE division_code = '330105'")
+        result = engine.query("transport", "SELECT division_code, person_name, resident_id FROM "
+                                           f"shared.psb_resident_register WHERE division_code = '{OTHER_DISTRICT}'")
     except (QueryRefused, QueryFailed):
         return
-    assert result.rows, "control: the second grant lets transport read the 330105 rows"
+    assert result.rows, f"control: the second grant lets transport read the {OTHER_DISTRICT} rows"
     leaked = [r for r in result.rows if r[1] is not None or r[2] is not None]
-    assert not leaked, f"names/IDs of 330105 were only granted for 330106, yet {len(leaked)} rows show them"
+    assert not leaked, (f"names/IDs of {OTHER_DISTRICT} were only granted for {DISTRICT}, "
+                        f"yet {len(leaked)} rows show them")
 
 
 # 5 ------------------------------------------------------------------------------------------------------------
