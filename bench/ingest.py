@@ -28,12 +28,12 @@ def b36(expr, pos):
 org_sum = " + ".join(f"{b36(org8, k + 1)} * {w}" for k, w in enumerate(ORG_WEIGHTS))
 org = (f"({org8} || CASE 11 - ({org_sum}) % 11 WHEN 10 THEN 'X' WHEN 11 THEN '0' "
        f"ELSE CAST(11 - ({org_sum}) % 11 AS VARCHAR) END)")
-head = f"('91330106' || {org})"
+head = f"('91430102' || {org})"
 uscc_sum = " + ".join(f"(instr('{USCC_ALPHABET}', substr({head}, {k + 1}, 1)) - 1) * {w}"
                       for k, w in enumerate(USCC_WEIGHTS))
 uscc = f"({head} || substr('{USCC_ALPHABET}', ((31 - ({uscc_sum}) % 31) % 31) + 1, 1))"
 duckdb.sql(f'''COPY (SELECT {uscc} AS "统一社会信用代码",
-                      '杭州' || (i % 9973) || '号科技有限公司' AS "企业名称",
+                      '长沙' || (i % 9973) || '号科技有限公司' AS "企业名称",
                       CASE WHEN i % 2 = 0 THEN '1' ELSE '存续' END AS "登记状态",
                       (i % 100000) / 7.0 AS "注册资本", i % 5000 AS "人数",
                       DATE '2000-01-01' + (i % 9000)::INTEGER AS "成立日期"

@@ -22,14 +22,14 @@ alphabet = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 codes, seen = [], set()
 while len(codes) < n:
     org8 = "MA" + "".join(rng.choice(alphabet) for _ in range(6))
-    head = "91330106" + org8 + org_code_check_char(org8)
+    head = "91430102" + org8 + org_code_check_char(org8)
     code = head + uscc_check_char(head)
     if code not in seen:
         seen.add(code)
         codes.append(code)
 con = duckdb.connect()
 con.register("codes", pa.table({"uscc": codes}))
-con.execute(f'''COPY (SELECT uscc, '杭州' || (row_number() OVER () % 9973) || '号科技有限公司' AS enterprise_name,
+con.execute(f'''COPY (SELECT uscc, '长沙' || (row_number() OVER () % 9973) || '号科技有限公司' AS enterprise_name,
                       CASE WHEN random() < 0.5 THEN '1' ELSE '2' END AS enterprise_status,
                       (random() * 10000)::DECIMAL(18,2) AS capital, (random() * 5000)::BIGINT AS staff,
                       DATE '2000-01-01' + (random() * 9000)::INTEGER AS founded FROM codes) TO '{out}' (FORMAT parquet)''')

@@ -801,7 +801,7 @@ def parser() -> argparse.ArgumentParser:
     grants.add_argument("--department")
     grants.add_argument("--dataset")
     grants.add_argument("--columns", help="comma-separated; all columns when omitted")
-    grants.add_argument("--row-filter", help="a DuckDB condition on the dataset's columns, e.g. division_code = '330106'")
+    grants.add_argument("--row-filter", help="a DuckDB condition on the dataset's columns, e.g. division_code = '430102'")
     grants.add_argument("--expires", help="ISO date or timestamp")
     grants.add_argument("--grant-id")
     grants.add_argument("--match", help="comma-separated masked columns the department may match values against "

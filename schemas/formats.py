@@ -4,7 +4,7 @@ Each rule is a name (used by ``format:`` in elements.yaml), a regular expression
 pandas can both evaluate, and an optional check-digit function. The demo city generates valid
 codes with the same functions, so generator and checks cannot drift apart.
 
->>> uscc_check_char("91330106MA2AXXXX0")  # doctest: +SKIP
+>>> uscc_check_char("91430102MA2AXXXX0")  # doctest: +SKIP
 """
 
 from __future__ import annotations
