@@ -140,6 +140,11 @@ def _tail(fd: int) -> tuple[dict[str, Any] | None, int]:
     return None, 0
 
 
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    """A file's identity and state: another writer's append (or a truncation, a rewrite) changes it."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 def _first_hash(fd: int) -> str:
     """The hash of the open log's first entry (it names the log in the anchor, with the key)."""
     buf, size = b"", 4096
@@ -297,6 +302,12 @@ class AuditLog:
         self.anchor_error: str | None = None
         self._dirty = threading.Event()
         self._sync_lock = threading.Lock()
+        self._lock_fd: int | None = None
+        self._lock_pid = 0
+        self._lock_guard = threading.Lock()
+        self._mark: tuple[tuple[int, ...], int, str] | None = None
+        """After this process's last append: the log's (device, inode, size, mtime, ctime) and that entry's seq
+        and hash. The same file, unchanged since, ends with that entry: its tail need not be read again."""
         if group_commit:
             threading.Thread(target=self._flusher, name="audit-fsync", daemon=True).start()
 
@@ -361,22 +372,51 @@ class AuditLog:
         log.warning("the audit log in %s was of the earlier unkeyed format: archived as audit.log.unkeyed-%s; "
                     "a keyed log begins", self.folder, stamp)
 
+    @contextlib.contextmanager
+    def _locked(self):
+        """The log's exclusive lock (``audit.lock``, shared by every process appending to the log), through a
+        descriptor kept open between appends (opening the file for each one cost more than the rest of the
+        append), and opened again when the file there is no longer the one it holds (a folder re-created)."""
+        with self._lock_guard:  # the threads of this process take turns on the one descriptor
+            if self._lock_pid != os.getpid():  # a forked child shares the parent's descriptor and its lock: its own
+                self._lock_fd, self._lock_pid = None, os.getpid()
+            while True:
+                if self._lock_fd is None:
+                    self.folder.mkdir(parents=True, exist_ok=True)
+                    self._lock_fd = os.open(self.folder / "audit.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+                try:
+                    same = os.path.samestat(os.fstat(self._lock_fd), os.stat(self.folder / "audit.lock"))
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    break
+                os.close(self._lock_fd)  # (closing it releases its lock)
+                self._lock_fd = None
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
     def append(self, **fields: Any) -> dict[str, Any]:
         body = json.loads(json.dumps(fields, ensure_ascii=False, default=str))  # as verify will read it
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / "audit.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with self._locked():
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
             try:
-                last, end = _tail(fd)
-                if last is not None and self._key is None and _unkeyed(last) and read_key(self.key_file) is None:
-                    os.close(fd)  # a log of the earlier, unkeyed format: kept as it is, and a keyed one begins
-                    self._archive_unkeyed()
-                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
-                    last, end = None, 0
-                seq, prev = (int(last["seq"]), str(last["hash"])) if last is not None else (0, GENESIS)
-                if end < os.fstat(fd).st_size:
-                    os.ftruncate(fd, end)  # a torn line left by a killed writer: never an entry
+                mark, self._mark = self._mark, None
+                st = os.fstat(fd)
+                if mark is not None and mark[0] == _identity(st):  # nobody wrote since our own last entry
+                    seq, prev = mark[1], mark[2]
+                else:
+                    last, end = _tail(fd)
+                    if last is not None and self._key is None and _unkeyed(last) and read_key(self.key_file) is None:
+                        os.close(fd)  # a log of the earlier, unkeyed format: kept as it is, and a keyed one begins
+                        self._archive_unkeyed()
+                        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+                        last, end = None, 0
+                    seq, prev = (int(last["seq"]), str(last["hash"])) if last is not None else (0, GENESIS)
+                    if end < os.fstat(fd).st_size:
+                        os.ftruncate(fd, end)  # a torn line left by a killed writer: never an entry
                 key = self._signing_key(seq)
                 entry = {"seq": seq + 1, "at": dt.datetime.now(dt.UTC).isoformat(), **body, "prev": prev}
                 entry["hash"] = _mac(key, entry)
@@ -394,10 +434,12 @@ class AuditLog:
                     except (AuditError, ValueError, KeyError, TypeError):  # verify names it; no anchoring
                         self._first = ((st.st_dev, st.st_ino), "")
                 self._last = head = (entry["seq"], entry["hash"], self._first[1])
+                self._mark = (_identity(st), entry["seq"], entry["hash"])
             finally:
                 os.close(fd)
         if self.group_commit:
-            self._dirty.set()
+            if not self._dirty.is_set():  # (setting an Event takes its lock and wakes its waiters)
+                self._dirty.set()
         else:
             with self._sync_lock:
                 self._advance(*head)
@@ -415,6 +457,10 @@ class AuditLog:
         self.sync()
         if self.anchor is not None:
             self.anchor.close()
+        with self._lock_guard:
+            if self._lock_fd is not None and self._lock_pid == os.getpid():
+                os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 @dataclass(frozen=True)

@@ -278,6 +278,28 @@ def test_several_processes_append_to_one_chain(settings):
     assert log.anchor.rows()[0].seq == 160
 
 
+def test_a_long_lived_log_reads_the_tail_again_after_another_writer(settings):
+    """A server's log skips reading the tail it wrote itself, and reads it again once another process (or a
+    killed writer's torn line) changed the file; its own threads append through one lock."""
+    import threading
+
+    served = AuditLog.of(settings, group_commit=0.05)
+    fill(served, 3)
+    assert appender(settings, 50, 0.0, count=4).wait(timeout=120) == 0
+    threads = [threading.Thread(target=fill, args=(served, 5)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with open(served.path, "ab") as fh:
+        fh.write(b'{"seq": 28, "at": "2026-')  # a writer killed mid-append
+    fill(served, 1)
+    served.close()
+    verdict = verify(served)
+    assert verdict.ok and verdict.entries == 28 and verdict.notes == (), verdict
+    assert [e["seq"] for e in served.entries()] == list(range(1, 29))
+
+
 @pytest.mark.parametrize("seed, rounds", [(0, 3), pytest.param(1, 10, marks=pytest.mark.slow),
                                           pytest.param(2, 10, marks=pytest.mark.slow)])
 def test_sigkill_at_random_points_never_breaks_the_chain(settings, seed, rounds):
