@@ -22,6 +22,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 
 import duckdb
@@ -317,22 +318,19 @@ class GovernedEngine:
             with self._lock:
                 if self._reaping is None:
                     self._reaping = threading.Event()
-                    threading.Thread(target=self._reap, args=(self._reaping,), name="slot-pins",
+                    threading.Thread(target=_reap, args=(weakref.ref(self), self._reaping), name="slot-pins",
                                      daemon=True).start()
 
-    def _reap(self, closed: threading.Event) -> None:
-        """An idle server holds no read transaction on the catalog: SQLite cannot checkpoint its whole
-        write-ahead log past a reader (tests/test_availability.py), so pins unused for PIN_IDLE end."""
-        while not closed.wait(PIN_IDLE / 2):
-            for number, pin in list(self._pins.items()):
-                if pin.stamp is None or time.monotonic() - pin.used < PIN_IDLE:
-                    continue
-                if pin.lock.acquire(blocking=False):  # a query holding it is using the pin: not idle
-                    try:
-                        if pin.stamp is not None and time.monotonic() - pin.used >= PIN_IDLE:
-                            pin.end(self._slots[number])
-                    finally:
-                        pin.lock.release()
+    def _end_idle_pins(self) -> None:
+        for number, pin in list(self._pins.items()):
+            if pin.stamp is None or time.monotonic() - pin.used < PIN_IDLE:
+                continue
+            if pin.lock.acquire(blocking=False):  # a query holding it is using the pin: not idle
+                try:
+                    if pin.stamp is not None and time.monotonic() - pin.used >= PIN_IDLE:
+                        pin.end(self._slots[number])
+                finally:
+                    pin.lock.release()
 
     def close(self) -> None:
         if self._reaping is not None:
@@ -602,6 +600,18 @@ def _bind(sql: str, params: list) -> str:
         return bind(sql, params)
     except ValueError as exc:
         raise QueryRefused(str(exc)) from exc
+
+
+def _reap(engine: weakref.ref, closed: threading.Event) -> None:
+    """An idle server holds no read transaction on the catalog: SQLite cannot checkpoint its whole write-ahead
+    log past a reader (tests/test_availability.py), so pins unused for PIN_IDLE end. The thread holds the
+    engine weakly: an engine dropped without close() is not kept alive by it."""
+    while not closed.wait(PIN_IDLE / 2):
+        live = engine()
+        if live is None:
+            return
+        live._end_idle_pins()  # noqa: SLF001 - the engine's own thread
+        del live
 
 
 _SHM_FDS: dict[tuple[str, int, int], int] = {}
