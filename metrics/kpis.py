@@ -31,7 +31,7 @@ import pyarrow as pa
 from lakehouse.lake import CATALOG, OPS, Lake
 from metrics.calendar import WorkCalendar
 from metrics.citytime import DEFAULT_CITY_TIMEZONE, deadline_day, midnight, to_local, to_utc, today
-from schemas.model import UPDATE_CYCLES, Dataset, Registry
+from schemas.model import UPDATE_CYCLES, Column, Dataset, Registry, authority_reference
 
 TARGETS = {"sharing_rate": 0.90, "duplicate_collection_rate": 0.10, "interconnection_rate": 0.80,
            "request_fulfilment_rate": 1.0}
@@ -379,14 +379,25 @@ def _reuse(registry: Registry, consumers: dict[str, set[str]]) -> list[Member]:
             for ds in registry.source_datasets if ds.name in authoritative]
 
 
+def collects(registry: Registry, ds: Dataset, col: Column) -> bool:
+    """Whether ``ds``'s department collects ``col``'s element through it (docs/kpis.md). Not collected: a
+    ``from_authority`` column (filled from the authority: consumed) and a column declared
+    ``references: authority`` that is the authority's key (the identifier through which the dataset
+    references the authority's record: 'one number' is how a department avoids collecting the facts
+    again, and it cannot reference the authority without it). An undeclared key column is collected."""
+    if not col.element or col.from_authority:
+        return False
+    return authority_reference(registry, ds, col) is None
+
+
 def _duplicates(registry: Registry) -> tuple[list[Member], list[dict]]:
-    """(department, element) pairs a department collects (a column of its own dataset holds the element
-    and is not ``from_authority``); a pair is duplicate when the department is not the authority's owner."""
+    """(department, element) pairs a department collects (:func:`collects`); a pair is duplicate when the
+    department is not the authority's owner."""
     authority = {e.name: registry.dataset(e.authority) for e in registry.elements}
     collected: dict[tuple[str, str], list[str]] = defaultdict(list)
     for ds in registry.source_datasets:
         for col in ds.columns:
-            if col.element and not col.from_authority:  # a referenced element is consumed, not collected
+            if collects(registry, ds, col):
                 collected[(ds.owner, col.element)].append(ds.name)
     out, pairs = [], []
     for (dept, element), names in sorted(collected.items()):

@@ -3,7 +3,8 @@
 * **Conformance**, per department: every element it collects although another department is the
   authority, the authoritative dataset it should take it from, and whether it already consumes that
   dataset (an allowed governed query on it, or a column filled ``from_authority``). A column declared
-  ``from_authority`` is consumed, not collected, and leaves the duplicate collection rate.
+  ``from_authority`` is consumed, not collected, and a key column declared ``references: authority``
+  names the authority's record: neither counts in the duplicate collection rate.
 * **Lineage**: element -> authoritative dataset -> the shared tables and derived products holding it
   (copies, references, the enterprise profile) -> the departments that consume each.
 """
@@ -13,7 +14,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 from lakehouse.lake import CATALOG, OPS, Lake
-from schemas.model import Registry
+from metrics.kpis import collects
+from schemas.model import Column, Dataset, Registry
 
 
 def consumers(lake: Lake) -> dict[str, set[str]]:
@@ -39,16 +41,27 @@ def conformance(registry: Registry, consumed: dict[str, set[str]], department: s
             if authority.owner == ds.owner:
                 continue
             reads = ds.owner in consumed.get(authority.name, set())
+            referenced = not collects(registry, ds, col)  # the duplicate collection rate's own reading
             rows.append({
                 "department": ds.owner, "dataset": ds.name, "column_name": col.name, "element": el.name,
                 "element_name": el.name_zh, "authority_department": authority.owner,
                 "authority_dataset": authority.name,
-                "status": "references" if col.from_authority else "collects",
-                "consumes_authority": bool(col.from_authority or reads),
-                "advice": ("once-only: filled from the authority" if col.from_authority else
-                           f"declare {col.name} from_authority (joined on the key) and stop collecting it"),
+                "status": "references" if referenced else "collects",
+                "consumes_authority": bool(referenced or reads),
+                "advice": _advice(registry, ds, col, authority),
             })
     return rows
+
+
+def _advice(registry: Registry, ds: Dataset, col: Column, authority: Dataset) -> str:
+    if col.from_authority:
+        return "once-only: filled from the authority"
+    if col.references:
+        return "once-only: the key naming the authority's record (references: authority)"
+    if len(authority.key) == 1 and authority.column(authority.key[0]).element == col.element:
+        # the key itself cannot be filled from the authority: it is what the join needs
+        return f"declare {col.name} references: authority (the key naming {authority.name}'s record)"
+    return f"declare {col.name} from_authority (joined on the key) and stop collecting it"
 
 
 def lineage(registry: Registry, consumed: dict[str, set[str]], element: str | None = None) -> list[dict]:

@@ -11,7 +11,17 @@ from collections.abc import Callable, Iterator
 
 from schemas.exceptions import Issue
 from schemas.formats import FORMAT_RULES
-from schemas.model import LOAD_MODES, OPEN_ATTRIBUTES, SHARE_TYPES, UPDATE_CYCLES, Registry, Where, authority_join
+from schemas.model import (
+    LOAD_MODES,
+    OPEN_ATTRIBUTES,
+    REFERENCE_TARGETS,
+    SHARE_TYPES,
+    UPDATE_CYCLES,
+    Registry,
+    Where,
+    authority_join,
+    authority_reference,
+)
 from schemas.versions import MODES
 
 Rule = Callable[[Registry], Iterator[Issue]]
@@ -123,6 +133,32 @@ def referenced_columns(reg: Registry) -> Iterator[Issue]:
                                      "the dataset needs a column of that dataset's key element")
 
 
+def reference_keys(reg: Registry) -> Iterator[Issue]:
+    """A column declared ``references: authority`` is the key of its element's authoritative dataset, held
+    by another dataset to name the authority's record: the duplicate collection rate does not count it as
+    collected, so a declaration that is not such a key is an error, never a quiet exemption."""
+    elements = {e.name: e for e in reg.elements}
+    datasets = {d.name: d for d in reg.datasets}
+    for ds in reg.datasets:
+        for col in ds.columns:
+            if col.references is None:
+                continue
+            where = f"dataset {ds.name!r} column {col.name!r}"
+            el = elements.get(col.element or "")
+            if col.references not in REFERENCE_TARGETS:
+                yield _at(col.where, f"{where}: references {col.references!r} is not one of {', '.join(REFERENCE_TARGETS)}")
+            elif col.from_authority:
+                yield _at(col.where, f"{where}: a from_authority column is filled by the join; it cannot also be "
+                                     "the key the join uses (drop 'references')")
+            elif el is None:
+                yield _at(col.where, f"{where}: references needs an 'element' (the authority's key element)")
+            elif el.authority == ds.name:
+                yield _at(col.where, f"{where}: the dataset is the authority of {el.name!r}; it references nothing")
+            elif el.authority in datasets and authority_reference(reg, ds, col) is None:
+                yield _at(col.where, f"{where}: {el.name!r} is not the single-column key of its authority "
+                                     f"{el.authority!r}, so this column cannot reference it")
+
+
 def share_conditions(reg: Registry) -> Iterator[Issue]:
     """not_shared needs its legal basis; conditional needs its conditions (KPIS.md share types)."""
     for ds in reg.datasets:
@@ -178,6 +214,7 @@ RULES: tuple[Rule, ...] = (
     share_conditions,
     one_authority_per_element,
     referenced_columns,
+    reference_keys,
     connector_settings,
     quality_columns,
 )

@@ -6,7 +6,8 @@ Layout of a registry folder::
     elements.yaml           elements: [{name, name_zh, name_en, type, authority, format?, code_list?,
                                         sensitivity?}]
                             code_lists: {NAME: {CODE: LABEL}}
-    datasets/**/*.yaml      one dataset per file (see README "Register a new source")
+    datasets/**/*.yaml      one dataset per file (see README "Register a new source"); a column may
+                            declare ``references: authority`` (schemas.model.Column.references)
 
 Loading never stops at the first problem: it gathers every :class:`~schemas.exceptions.Issue`,
 then :mod:`schemas.checks` adds the cross-reference checks.
@@ -235,6 +236,7 @@ def _columns(r: _Reader, node: LineDict, file: str, what: str, element_types: di
                 min=_bound(r, c, "min", file, cwhat),
                 max=_bound(r, c, "max", file, cwhat),
                 from_authority=bool(c.get("from_authority", False)),
+                references=r.field(c, "references", file, cwhat, default=None),
                 where=Where(file, c.line),
             )
         )

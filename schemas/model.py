@@ -158,6 +158,11 @@ class Column:
     from_authority: bool = False
     """Not collected: filled from the element's authoritative dataset, joined on the dataset's key
     (once only: the department consumes the element instead of collecting it again)."""
+    references: str | None = None
+    """``authority``: this column is the key through which the dataset references the element's
+    authoritative dataset (a credit code, a resident ID, a division code naming the authority's record).
+    The department holds the identifier in order to reference the authority, not to collect the fact
+    again, so the duplicate collection rate does not count it (schemas.checks verifies the declaration)."""
     where: Where | None = field(default=None, compare=False)
 
     @property
@@ -300,6 +305,26 @@ def authority_join(registry: Registry, ds: Dataset, col: Column) -> tuple[Datase
         return None
     mine = next((c for c in ds.columns if c.element == auth_key.element and not c.from_authority), None)
     return (authority, mine, auth_key) if mine else None
+
+
+REFERENCE_TARGETS = ("authority",)
+"""What a column's ``references`` may name: today only the authoritative dataset of its element."""
+
+
+def authority_reference(registry: Registry, ds: Dataset, col: Column) -> Dataset | None:
+    """The authoritative dataset ``col`` references by its key, when the column declares
+    ``references: authority`` and really is that key: it holds the element that is the single-column key
+    of the element's authoritative dataset, which is another dataset. None otherwise (an undeclared key
+    column is a copy like any other: no silent exemption)."""
+    if col.references != "authority" or not col.element:
+        return None
+    try:
+        authority = registry.dataset(registry.element(col.element).authority)
+    except KeyError:
+        return None
+    if authority.name == ds.name or len(authority.key) != 1:
+        return None
+    return authority if authority.column(authority.key[0]).element == col.element else None
 
 
 def _plain(value: Any) -> dict[str, Any]:

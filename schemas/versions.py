@@ -36,7 +36,9 @@ DEFAULT_MODE = "BACKWARD"
 
 def dataset_definition(ds: Dataset) -> dict:
     return {"columns": {c.name: {"type": c.type, "required": c.required, "element": c.element,
-                                 "from_authority": c.from_authority} for c in ds.columns},
+                                 "from_authority": c.from_authority,
+                                 # only when declared: a registry without references keeps its fingerprints
+                                 **({"references": c.references} if c.references else {})} for c in ds.columns},
             "key": list(ds.key)}
 
 

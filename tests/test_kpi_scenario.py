@@ -45,15 +45,16 @@ def _file(path: str) -> dict:
 
 
 def registry_entries() -> list[dict]:
-    """firms (amr, the authority of all three elements), taxpayers (tax: copies uscc and the name, takes
-    the status from_authority), moves (amr, not_shared), licences (amr's old system, monthly), permits
-    (hrss, weekly, re-collects uscc), hrss_people (hrss, daily, re-collects the enterprise name)."""
+    """firms (amr, the authority of all three elements), taxpayers (tax: its key uscc is declared the
+    reference to firms, copies the name, takes the status from_authority), moves (amr, not_shared),
+    licences (amr's old system, monthly), permits (hrss, weekly, its key uscc not declared a reference:
+    re-collected), hrss_people (hrss, daily, re-collects the enterprise name)."""
     uscc = {"name": "uscc", "source": "统一社会信用代码", "element": "uscc", "required": True}
     return [
         firms_dataset(connector=_file("amr/firms/*.csv")),
         firms_dataset(name="taxpayers", owner="tax", system="tax_core", share_type="conditional", conditions="稽查",
                       connector=_file("tax/*.csv"),
-                      columns=[uscc, {"name": "enterprise_name", "source": "企业名称", "element": "enterprise_name"},
+                      columns=[{**uscc, "references": "authority"}, {"name": "enterprise_name", "source": "企业名称", "element": "enterprise_name"},
                                {"name": "enterprise_status", "source": "登记状态", "element": "enterprise_status",
                                 "from_authority": True}]),
         firms_dataset(name="moves", share_type="not_shared", legal_basis="法规", connector=_file("amr/moves/*.csv"),
@@ -203,9 +204,13 @@ def test_every_kpi_of_march_worked_out_by_hand(march):
     # reuse: firms is the only authoritative dataset; tax and hrss read it in March (amr owns it, the
     # operator is no department) -> 2 / 1
     assert figure(result, "reuse_factor") == (2, 1, 2.0)
-    # duplicate collection: pairs (amr, uscc|enterprise_name|enterprise_status), (tax, uscc), (tax,
-    # enterprise_name), (hrss, uscc), (hrss, enterprise_name); taxpayers' status is from_authority -> 4/7
-    assert figure(result, "duplicate_collection_rate") == (4, 7, 0.5714)
+    # duplicate collection, (department, element) pairs collected: (amr, uscc|enterprise_name|
+    # enterprise_status) are the authority's own (3, none duplicate); (tax, enterprise_name) is a copy (1);
+    # taxpayers' uscc is its key, declared `references: authority` (the identifier through which it
+    # references firms): not collected, so (tax, uscc) is no pair at all; taxpayers' status is
+    # from_authority: no pair; permits' uscc is also its key but NOT declared a reference: (hrss, uscc)
+    # counts (1); (hrss, enterprise_name) from hrss_people (1) -> (1 + 1 + 1) / (3 + 1 + 1 + 1) = 3/6
+    assert figure(result, "duplicate_collection_rate") == (3, 6, 0.5)
     # requests due in March: R1 late, R2 on time, R3 late, R4 on time, R5 undecided -> 2/5
     assert figure(result, "request_fulfilment_rate") == (2, 5, 0.4)
     assert (result["approval_rate"]["city"]["numerator"], result["approval_rate"]["city"]["denominator"]) == (3, 4)

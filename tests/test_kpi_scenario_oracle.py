@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from lakehouse import Lake
 from metrics.kpis import KPI_NAMES, Period, compute
 from onesource.config import Settings
-from tests.test_kpi_scenario import OWNERS, write_scenario_registry
+from tests.helpers import ELEMENTS
+from tests.test_kpi_scenario import OWNERS, registry_entries, write_scenario_registry
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 CYCLE = {"firms": "daily", "taxpayers": "daily", "moves": "daily", "licences": "monthly", "permits": "weekly",
@@ -52,6 +53,27 @@ as_ofs = st.one_of(st.none(), moments)
 
 
 # -- the oracle ------------------------------------------------------------------------------------
+
+def duplicate_collection(entries, elements):
+    """(duplicate pairs, pairs) read from the registry's YAML entries as written. A department collects an
+    element through a column that holds it, unless the column is from_authority, or is declared
+    ``references: authority`` and is the single key column of the element's authoritative dataset (another
+    dataset): then it is the identifier through which the department references the authority."""
+    datasets = {ds["name"]: ds for ds in entries}
+    authority = {el["name"]: datasets[el["authority"]] for el in elements}
+    pairs = {}
+    for ds in entries:
+        for col in ds["columns"]:
+            element = col.get("element")
+            if not element or col.get("from_authority"):
+                continue
+            auth = authority[element]
+            auth_key = [c.get("element") for c in auth["columns"] if [c["name"]] == auth["key"]]
+            if col.get("references") == "authority" and auth is not ds and auth_key == [element]:
+                continue
+            pairs[(ds["owner"], element)] = auth["owner"] != ds["owner"]
+    return sum(pairs.values()), len(pairs)
+
 
 def last_delivered(loads, name, t):
     mine = [(at, status) for n, status, at, delivered in loads if n == name and delivered and at <= t]
@@ -96,7 +118,7 @@ def oracle(data, as_of):
                                       for d, n, dec, t in events)), 1)
     add("reuse_factor", len({d for d, n, dec, t in events if n == "firms" and dec == "allowed" and d in DEPTS
                              and d != "amr" and in_period(t)}), 1)
-    add("duplicate_collection_rate", 4, 7)  # the registry's pairs, worked out in test_kpi_scenario
+    add("duplicate_collection_rate", *duplicate_collection(registry_entries(), ELEMENTS["elements"]))
     for _name, _dept, req_at, due, status, decided_at, reason in reqs:
         if not (P_START <= due < P_END and due <= as_of and req_at <= as_of):
             continue

@@ -160,3 +160,29 @@ def test_cli_list_json(tiny, monkeypatch, capsys):
     assert listing["departments"] == [{"code": "amr", "name": "市场监督管理局"}, {"code": "tax", "name": "税务局"}]
     assert listing["datasets"] == [{"name": "firms", "owner": "amr", "share_type": "unconditional",
                                     "update_cycle": "daily", "table": "shared.firms"}]
+
+
+def test_references_authority_is_checked(tmp_path):
+    """``references: authority`` takes a column out of the duplicate collection rate, so only the
+    authority's own key, held by another dataset, may declare it; anything else is an error."""
+    def taxpayers(**column):
+        uscc = {"name": "uscc", "source": "代码", "element": "uscc", "required": True}
+        name = {"name": "enterprise_name", "source": "名称", "element": "enterprise_name"}
+        cols = [{**c, **column.get(c["name"], {})} for c in (uscc, name)]
+        return firms_dataset(name="taxpayers", owner="tax", system="tax_core", columns=cols)
+
+    def found(firms_uscc=None, **column):
+        firms = firms_dataset()
+        if firms_uscc:
+            firms["columns"][0].update(firms_uscc)
+        return issues_of(write_registry(tmp_path / f"r{len(list(tmp_path.iterdir()))}", [firms, taxpayers(**column)]))
+
+    assert found(uscc={"references": "authority"}) == []
+    registry = load_registry(write_registry(tmp_path / "ok", [firms_dataset(), taxpayers(uscc={"references": "authority"})]))
+    assert registry.dataset("taxpayers").column("uscc").references == "authority"
+    assert any("not the single-column key of its authority 'firms'" in f
+               for f in found(enterprise_name={"references": "authority"}))
+    assert any("references 'firms' is not one of authority" in f for f in found(uscc={"references": "firms"}))
+    assert any("the dataset is the authority of 'uscc'" in f for f in found(firms_uscc={"references": "authority"}))
+    assert any("cannot also be the key the join uses" in f
+               for f in found(uscc={"references": "authority"}, enterprise_name={"from_authority": True, "references": "authority"}))

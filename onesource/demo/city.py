@@ -181,6 +181,14 @@ def _e(element: str, **kw: Any) -> dict[str, Any]:
     return {"element": element, **kw}
 
 
+def _ref(element: str, **kw: Any) -> dict[str, Any]:
+    """A column holding the key of ``element``'s authoritative dataset (a credit code, a resident ID, a
+    division code) declared as the dataset's reference to that authority ('one number' identification):
+    the department holds it to name the authority's record, not to collect the fact again, so the
+    duplicate collection rate does not count it (docs/kpis.md)."""
+    return _e(element, references="authority", **kw)
+
+
 def _t(type_: str, **kw: Any) -> dict[str, Any]:
     return {"type": type_, **kw}
 
@@ -199,20 +207,20 @@ CORE_DATASETS: tuple[DemoDataset, ...] = (
         ("enterprise_address", "住所", _e("enterprise_address")),
         ("enterprise_status", "登记状态", _e("enterprise_status", required=True)),
         ("established_date", "成立日期", _e("established_date")),
-        ("division_code", "行政区划代码", _e("division_code")),
+        ("division_code", "行政区划代码", _ref("division_code")),
     ), ("uscc",)),
     DemoDataset("psb_resident_register", "常住人口户籍信息", "psb", "sqlite", "weekly", "conditional", (
         ("resident_id", "sfzh", _e("resident_id", required=True)),
         ("person_name", "xm", _e("person_name", required=True)),
         ("gender", "xb", _e("gender")),
         ("birth_date", "csrq", _e("birth_date")),
-        ("division_code", "hjqh", _e("division_code")),
+        ("division_code", "hjqh", _ref("division_code")),
         ("household_address", "hjdz", _e("household_address")),
         ("updated_at", "gxsj", _t("timestamp")),
     ), ("resident_id",), load_mode="upsert", conditions=COND_GOV, extra={"table": "rk_hjxx", "watermark": "gxsj"}),
     DemoDataset("psb_household_moves", "户籍迁移记录", "psb", "csv", "monthly", "not_shared", (
         ("move_id", "迁移编号", _t("string", required=True)),
-        ("resident_id", "公民身份号码", _e("resident_id")),
+        ("resident_id", "公民身份号码", _ref("resident_id")),
         ("from_division", "迁出地", _t("string")),
         ("to_division", "迁入地", _t("string")),
         ("move_date", "迁移日期", _t("date")),
@@ -224,29 +232,29 @@ CORE_DATASETS: tuple[DemoDataset, ...] = (
         ("level", "level", _t("integer")),
     ), ("division_code",)),
     DemoDataset("mca_subsistence_allowance", "最低生活保障对象", "mca", "json", "monthly", "conditional", (
-        ("resident_id", "idCard", _e("resident_id", required=True)),
+        ("resident_id", "idCard", _ref("resident_id", required=True)),
         ("person_name", "name", _e("person_name", from_authority=True)),
-        ("division_code", "area", _e("division_code")),
+        ("division_code", "area", _ref("division_code")),
         ("allowance_amount", "amount", _t("decimal")),
         ("start_date", "startDate", _t("date")),
     ), ("resident_id",), conditions=COND_GOV),
     DemoDataset("tax_taxpayer_register", "纳税人登记信息", "tax", "csv-gbk", "monthly", "conditional", (
-        ("uscc", "纳税人识别号", _e("uscc", required=True)),
+        ("uscc", "纳税人识别号", _ref("uscc", required=True)),
         ("enterprise_name", "纳税人名称", _e("enterprise_name")),
         ("taxpayer_type", "纳税人类型", _e("taxpayer_type")),
         ("tax_credit_rating", "纳税信用等级", _e("tax_credit_rating")),
         ("tax_registered_on", "登记日期", _t("date")),
     ), ("uscc",), load_mode="upsert", conditions=COND_GOV, quality=COPY_QUALITY),
     DemoDataset("hrss_enterprise_insurance", "单位参保信息", "hrss", "xlsx", "monthly", "conditional", (
-        ("uscc", "单位统一社会信用代码", _e("uscc", required=True)),
+        ("uscc", "单位统一社会信用代码", _ref("uscc", required=True)),
         ("enterprise_name", "单位名称", _e("enterprise_name", from_authority=True)),
         ("insured_employees", "参保人数", _e("insured_employees")),
         ("pay_month", "缴费月份", _t("string", required=True)),
     ), ("uscc", "pay_month"), conditions=COND_GOV),
     DemoDataset("hrss_person_insurance", "个人参保缴费信息", "hrss", "sqlite", "monthly", "conditional", (
-        ("resident_id", "aac002", _e("resident_id", required=True)),
+        ("resident_id", "aac002", _ref("resident_id", required=True)),
         ("person_name", "aac003", _e("person_name", from_authority=True)),
-        ("uscc", "aab998", _e("uscc")),
+        ("uscc", "aab998", _ref("uscc")),
         ("insurance_type", "aae140", _e("insurance_type", required=True)),
         ("contribution_base", "aic020", _e("contribution_base")),
         ("updated_at", "aae036", _t("timestamp")),
@@ -255,14 +263,14 @@ CORE_DATASETS: tuple[DemoDataset, ...] = (
     DemoDataset("health_medical_institutions", "医疗机构执业登记", "health", "csv", "monthly", "unconditional", (
         ("institution_code", "登记号", _t("string", required=True)),
         ("institution_name", "机构名称", _t("string", required=True)),
-        ("uscc", "统一社会信用代码", _e("uscc")),
+        ("uscc", "统一社会信用代码", _ref("uscc")),
         ("institution_level", "机构级别", _e("institution_level")),
         ("beds", "核定床位", _t("integer", min=0, max=5000)),
-        ("division_code", "所在区县", _e("division_code")),
+        ("division_code", "所在区县", _ref("division_code")),
     ), ("institution_code",)),
     DemoDataset("housing_construction_permits", "建筑工程施工许可", "housing", "ndjson", "weekly", "unconditional", (
         ("permit_no", "permit_no", _t("string", required=True)),
-        ("uscc", "builder_uscc", _e("uscc")),
+        ("uscc", "builder_uscc", _ref("uscc")),
         ("enterprise_name", "builder_name", _e("enterprise_name", from_authority=True)),
         ("project_name", "project_name", _t("string")),
         ("project_address", "project_address", _t("string")),
@@ -271,14 +279,14 @@ CORE_DATASETS: tuple[DemoDataset, ...] = (
     ), ("permit_no",), load_mode="upsert"),
     DemoDataset("nr_land_parcels", "土地使用权宗地信息", "nr", "parquet", "quarterly", "conditional", (
         ("parcel_id", "zddm", _t("string", required=True)),
-        ("division_code", "qhdm", _e("division_code")),
+        ("division_code", "qhdm", _ref("division_code")),
         ("land_use", "tdyt", _e("land_use")),
         ("area_sqm", "mj", _t("decimal")),
-        ("holder_uscc", "qlr_dm", _e("uscc")),
+        ("holder_uscc", "qlr_dm", _ref("uscc")),
     ), ("parcel_id",), conditions="仅限规划审批、不动产登记和税收征管使用"),
     DemoDataset("transport_operator_licenses", "道路运输经营许可", "transport", "csv-gbk", "monthly", "unconditional", (
         ("license_no", "许可证号", _t("string", required=True)),
-        ("uscc", "统一社会信用代码", _e("uscc")),
+        ("uscc", "统一社会信用代码", _ref("uscc")),
         ("enterprise_name", "业户名称", _e("enterprise_name")),
         ("legal_representative", "负责人", _e("legal_representative", from_authority=True)),
         ("vehicle_count", "车辆数", _t("integer")),
@@ -289,11 +297,11 @@ CORE_DATASETS: tuple[DemoDataset, ...] = (
         ("school_name", "学校名称", _t("string", required=True)),
         ("school_type", "办学类型", _t("string", code_list="school_type")),
         ("students", "在校生数", _t("integer", min=0, max=10000)),
-        ("division_code", "所在地区", _e("division_code")),
+        ("division_code", "所在地区", _ref("division_code")),
     ), ("school_code",)),
     DemoDataset("urban_enforcement_cases", "城市管理执法案件", "urban", "json", "daily", "conditional", (
         ("case_no", "caseNo", _t("string", required=True)),
-        ("uscc", "partyCode", _e("uscc")),
+        ("uscc", "partyCode", _ref("uscc")),
         ("violation_type", "violation", _t("string", code_list="violation_type")),
         ("fine_amount", "fine", _t("decimal")),
         ("case_date", "caseDate", _t("date")),
@@ -302,7 +310,7 @@ CORE_DATASETS: tuple[DemoDataset, ...] = (
         ("ticket_id", "ticket_id", _t("string", required=True)),
         ("created_at", "created_at", _t("timestamp", required=True)),
         ("category", "category", _t("string", code_list="ticket_category")),
-        ("division_code", "district", _e("division_code")),
+        ("division_code", "district", _ref("division_code")),
         ("caller_phone", "caller_phone", _e("caller_phone")),
         ("summary", "summary", _t("string")),
         ("handling_department", "handler", _t("string")),
@@ -315,7 +323,7 @@ def extra_dataset(code: str, name: str) -> DemoDataset:
     """The one dataset of a department beyond the core twelve: service records naming enterprises."""
     return DemoDataset(f"{code}_service_records", f"{name}业务办理记录", code, "csv", "monthly", "unconditional", (
         ("record_no", "办件编号", _t("string", required=True)),
-        ("uscc", "统一社会信用代码", _e("uscc")),
+        ("uscc", "统一社会信用代码", _ref("uscc")),
         ("enterprise_name", "单位名称", _e("enterprise_name")),
         ("service_item", "事项名称", _t("string")),
         ("handled_on", "办结日期", _t("date")),

@@ -246,8 +246,8 @@ def recollection_pairs(datasets: list[DemoDataset]) -> list[dict[str, str]]:
     for ds in datasets:
         for _, _, extra in ds.columns:
             el = extra.get("element")
-            if extra.get("from_authority"):
-                continue  # filled from the authority: consumed, not collected
+            if extra.get("from_authority") or extra.get("references"):
+                continue  # filled from the authority, or the declared key naming its record: not collected
             if el and authority.get(el) in owner_of and owner_of[authority[el]] != ds.owner:
                 pairs.add((ds.owner, el, authority[el]))
     return [{"department": d, "element": e, "authority": a} for d, e, a in sorted(pairs)]

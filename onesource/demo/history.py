@@ -21,7 +21,7 @@ import pyarrow as pa
 from lakehouse.lake import CATALOG, OPS, Lake, retrying
 from metrics.calendar import WorkCalendar
 from metrics.kpis import Period, slot_starts
-from schemas.model import Dataset, Registry
+from schemas.model import Column, Dataset, Registry
 
 PREFIX = "hist-"
 SOURCE = "demo history (simulated)"
@@ -44,26 +44,34 @@ def era_registry(registry: Registry, month: int, months: int) -> Registry:
     month on (the DAG's metrics task recomputes that month with today's registry).
 
     Two kinds of version change the figures: departments move their copied columns to
-    ``from_authority`` (today's registry says which), one department after another, so the duplicate
-    collection rate falls with the registry; and a few conditional datasets were not_shared at the
-    baseline and change share type. Systems coming online are the loads' story (``_online_dates``)."""
+    ``from_authority`` and declare their identifier columns (credit codes, resident IDs, division codes)
+    as ``references: authority`` (today's registry says which), one department after another, so the
+    duplicate collection rate falls with the registry; and a few conditional datasets were not_shared at
+    the baseline and change share type. Systems coming online are the loads' story (``_online_dates``)."""
     if month >= months - 1:
         return registry
     steps = max(1, months - 1)
-    referencing = sorted({ds.owner for ds in registry.source_datasets if any(c.from_authority for c in ds.columns)})
+    referencing = sorted({ds.owner for ds in registry.source_datasets if any(_references(c) for c in ds.columns)})
     # department k of n moves its copies in month 1 + k * (steps - 1) // n: all of them by the last month
     moved = {dept for k, dept in enumerate(referencing) if month >= 1 + k * (steps - 1) // max(1, len(referencing))}
     opened = {ds.name: 1 + k * (steps - 1) // len(OPENED_LATER) for k, ds in enumerate(_opened_later(registry))}
     datasets = []
     for ds in registry.datasets:
-        if ds.owner not in moved and any(c.from_authority for c in ds.columns):
-            ds = dataclasses.replace(ds, columns=tuple(dataclasses.replace(c, from_authority=False)
+        if ds.owner not in moved and any(_references(c) for c in ds.columns):
+            # before its move the department still typed these in from its own extract
+            ds = dataclasses.replace(ds, columns=tuple(dataclasses.replace(c, from_authority=False, references=None)
                                                        for c in ds.columns))
         if month < opened.get(ds.name, 0):
             ds = dataclasses.replace(ds, share_type="not_shared",
                                      legal_basis="（模拟）尚未完成共享属性评估，暂不予共享")
         datasets.append(ds)
     return dataclasses.replace(registry, datasets=tuple(datasets))
+
+
+def _references(col: Column) -> bool:
+    """A column through which today's registry has its dataset refer to an authority instead of
+    collecting: filled from it, or the declared key naming the authority's record."""
+    return col.from_authority or col.references is not None
 
 
 def _opened_later(registry: Registry) -> list[Dataset]:
