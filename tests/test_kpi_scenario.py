@@ -265,3 +265,25 @@ def test_status_and_metrics_count_the_same_shared_datasets(march, monkeypatch, c
     assert main(["metrics", "--json"]) == 0
     current = json.loads(capsys.readouterr().out)["city"]["sharing_rate"]
     assert current["numerator"] == sum(shown.values())  # months later everything is overdue: 0 of 6 both ways
+
+
+def test_a_declared_reference_excuses_only_its_own_column(tmp_path):
+    """The pair is per department: permits declaring its credit code a reference takes (hrss, uscc) out only
+    while no other hrss dataset holds the code undeclared; a second hrss dataset's undeclared key puts it back."""
+    from metrics.kpis import _duplicates
+
+    def rate(entries):
+        root = write_registry(tmp_path / f"r{len(entries)}", entries, elements=ELEMENTS, departments=DEPARTMENTS)
+        members, _ = _duplicates(load_registry(root))
+        return sum(m.numerator for m in members), sum(m.denominator for m in members)
+
+    entries = registry_entries()
+    permits = next(e for e in entries if e["name"] == "permits")
+    permits["columns"][0] = {**permits["columns"][0], "references": "authority"}
+    # March's 3/6 without (hrss, uscc): amr's 3 own pairs, (tax, name), (hrss, name) -> 2/5
+    assert rate(entries) == (2, 5)
+    uscc = {"name": "uscc", "source": "统一社会信用代码", "element": "uscc", "required": True}
+    grants = firms_dataset(name="grants", owner="hrss", system="hrss_sys", connector=_file("hrss/grants/*.csv"),
+                           columns=[uscc])
+    # grants (hrss) holds the code as its key, undeclared: (hrss, uscc) is a duplicate pair again -> 3/6
+    assert rate([*entries, grants]) == (3, 6)
