@@ -263,6 +263,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         statuses = dataset_statuses(lake, registry)
         shared = sharing_statuses(lake, registry, tz=settings.city_timezone)  # what the sharing rate counts
     damaged = 1 if any(s.damaged for s in statuses) else 0  # a table whose data files are gone fails the check
+    for s in statuses:  # the ledger cannot know that files went missing since: queries of it fail, it is not shared
+        if s.damaged and s.dataset in shared:
+            shared[s.dataset] = f"damaged: {len(s.missing_files)} data file(s) missing"
     if args.json:
         print(json.dumps([{**asdict(s), "damaged": s.damaged, "counted_shared": shared[s.dataset] is None,
                            "sharing_reason": shared[s.dataset]} for s in statuses],

@@ -276,6 +276,7 @@ def test_status_reports_a_table_whose_files_are_gone_as_damaged(loaded, capsys):
     assert main(["status", "--json"]) == 1
     [status] = json.loads(capsys.readouterr().out)
     assert status["damaged"] and status["missing_files"] == [str(gone)]
+    assert not status["counted_shared"] and status["sharing_reason"].startswith("damaged")
     assert main(["status"]) == 1
     out = " ".join(capsys.readouterr().out.split())
     assert "damaged" in out and gone.name in out and "onesource restore" in out and "0/1 datasets shared" in out

@@ -93,8 +93,9 @@ def test_planning_is_stopped_at_the_deadline_and_the_thread_goes_on(home):
         with pytest.raises(QueryStopped, match=r"(was planned|ran) longer than its time limit of 1 s"):
             engine.query("tax", heavy)
         # the stop lands between Python bytecodes: a long C call of the planner (the tokenizer, DuckDB's parser in
-        # the verify step) holds it; seen 8 s for this 1 s limit on a CI host running two test workers
-        assert time.monotonic() - started < 15
+        # the verify step) holds it; seen 8 s for this 1 s limit on a CI host running two test workers, 16 s on a
+        # host running a dozen test processes: the bound is what an operator would call hung, not the deadline
+        assert time.monotonic() - started < 30
         assert engine.audit.entries()[-1]["decision"] == "failed"
         time.sleep(0.2)  # nothing raised later into this thread
         assert engine.query("tax", SMALL).rows == [(3,)]
