@@ -38,6 +38,11 @@ def _month_start(day: dt.date, back: int) -> dt.datetime:
     return dt.datetime(m // 12, m % 12 + 1, 1)
 
 
+BASELINE_MOVED = 0.6
+"""Share of the departments whose datasets already referred to the authorities at the baseline (the rest
+move during the simulated months): it puts the first month's duplicate collection near CITY.md's 30%."""
+
+
 def era_registry(registry: Registry, month: int, months: int) -> Registry:
     """The registry as it stood in simulated month ``month`` (0: the oldest of ``months``): the city's
     baseline, versioned month by month into today's registry, which it equals from the last simulated
@@ -52,8 +57,13 @@ def era_registry(registry: Registry, month: int, months: int) -> Registry:
         return registry
     steps = max(1, months - 1)
     referencing = sorted({ds.owner for ds in registry.source_datasets if any(_references(c) for c in ds.columns)})
-    # department k of n moves its copies in month 1 + k * (steps - 1) // n: all of them by the last month
-    moved = {dept for k, dept in enumerate(referencing) if month >= 1 + k * (steps - 1) // max(1, len(referencing))}
+    # the city's 30% duplicate collection is what remains after its first 'one number' projects: BASELINE_MOVED
+    # of the departments referred to the authorities already at the baseline; the others move one after
+    # another, department k of the remaining r in month 1 + k * (steps - 1) // r: all of them by the last month
+    first = round(BASELINE_MOVED * len(referencing))
+    later = max(1, len(referencing) - first)
+    moved = {dept for k, dept in enumerate(referencing)
+             if k < first or month >= 1 + (k - first) * (steps - 1) // later}
     opened = {ds.name: 1 + k * (steps - 1) // len(OPENED_LATER) for k, ds in enumerate(_opened_later(registry))}
     datasets = []
     for ds in registry.datasets:
