@@ -22,6 +22,7 @@ import socketserver
 import ssl
 import struct
 import threading
+import time
 from dataclasses import dataclass
 
 from onesource.errors import OneSourceError
@@ -43,7 +44,12 @@ AUTH_OK, AUTH_SASL, AUTH_SASL_CONTINUE, AUTH_SASL_FINAL = 0, 10, 11, 12
 STARTUP_BYTES = 10_000
 """Largest startup or sign-in message accepted (PostgreSQL's own limit for the startup packet)."""
 SIGN_IN_SECONDS = 60.0
-"""A connection that has not signed in after this long is hung up on (nobody holds a thread for free)."""
+"""A connection that has not signed in after this long is hung up on (nobody holds a thread for free): a
+deadline for the whole sign-in, as PostgreSQL's authentication_timeout, not for each read (a client
+trickling a byte a minute would otherwise hold its thread for ever)."""
+MAX_SIGNING_IN = 64
+"""Connections allowed at once on their way in (startup, TLS handshake, SCRAM); any more are refused with
+PostgreSQL's 53300 at once, so that clients that never finish signing in cannot take every thread."""
 SEND_BYTES = 256 * 1024
 """Output is sent once this much is buffered, and always when the client waits for an answer."""
 _I, _H = struct.Struct("!i"), struct.Struct("!h")
@@ -57,12 +63,22 @@ class Hangup(Exception):  # noqa: N818 - the end of a connection, not an error
 class Reader:
     """Whole messages from a socket, through one receive buffer."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, deadline: float | None = None):
         self.sock = sock
         self.buf = bytearray()
+        self.deadline = deadline
+        """time.monotonic() by which the wanted bytes must have come (sign-in), None: no limit."""
+
+    def _wait(self) -> None:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the client did not sign in in time")
+            self.sock.settimeout(left)
 
     def exact(self, n: int) -> bytes:
         while len(self.buf) < n:
+            self._wait()
             chunk = self.sock.recv(max(65_536, n - len(self.buf)))
             if not chunk:
                 raise Hangup("the client closed the connection")
@@ -78,6 +94,7 @@ class Reader:
             del self.buf[:take]
             n -= take
             if n:
+                self._wait()
                 chunk = self.sock.recv(min(n, 1 << 20))
                 if not chunk:
                     raise Hangup("the client closed the connection")
@@ -175,15 +192,26 @@ class Connection:
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     def serve(self) -> None:
+        admitted = False
         try:
+            admitted = self.server.admit()
+            if not admitted:
+                self.fatal("53300", "sorry, too many clients already (connections signing in)")
+            self.reader.deadline = time.monotonic() + SIGN_IN_SECONDS
             self.sock.settimeout(SIGN_IN_SECONDS)
-            if not self.startup():
+            signed_in = self.startup()
+            self.server.admitted()
+            admitted = False
+            if not signed_in:
                 return
+            self.reader.deadline = None
             self.sock.settimeout(None)
             self.loop()
         except (Hangup, ConnectionError, TimeoutError, ssl.SSLError, OSError) as exc:
             log.debug("postgres-wire connection from %s ended: %s", self.address, exc)
         finally:
+            if admitted:
+                self.server.admitted()
             self.session.canceller.cancel()
             self.server.forget(self.process_id)
             try:
@@ -232,8 +260,9 @@ class Connection:
         if self.reader.buf:  # bytes sent before the handshake would be read as if they had been encrypted
             raise Hangup("data received before the TLS handshake")
         self.sock.sendall(b"S")
+        self.reader._wait()  # noqa: SLF001 - the handshake too is bound by the sign-in deadline
         self.sock = context.wrap_socket(self.sock, server_side=True)
-        self.reader = Reader(self.sock)
+        self.reader = Reader(self.sock, self.reader.deadline)
         self.tls = True
 
     # --- sign-in (SCRAM-SHA-256) -------------------------------------------------------------------------
@@ -669,6 +698,21 @@ class GovernedPgServer(socketserver.ThreadingTCPServer):
         self.message_bytes = max(limits.request_bytes, 2 * limits.sql_bytes)
         self._sessions: dict[int, Connection] = {}
         self._lock = threading.Lock()
+        self.max_signing_in = MAX_SIGNING_IN
+        self._signing_in = 0
+
+    def admit(self) -> bool:
+        """A connection may start signing in (False: too many are already)."""
+        with self._lock:
+            if self._signing_in >= self.max_signing_in:
+                return False
+            self._signing_in += 1
+            return True
+
+    def admitted(self) -> None:
+        """A connection is through sign-in (or gone): it no longer counts against MAX_SIGNING_IN."""
+        with self._lock:
+            self._signing_in -= 1
 
     def parameters(self, user: str) -> dict[str, str]:
         return {"server_version": "14.0 (OneSource governed)", "server_encoding": "UTF8", "client_encoding": "UTF8",
