@@ -62,6 +62,8 @@ DATABASE = "onesource"
 """What ``current_database()`` answers: the database name clients connect to."""
 RESERVED = "__os_"
 """Prefix of the names the planner makes (CTE renames, match columns): refused in a department's SQL."""
+SCAN = f"{RESERVED}scan"
+"""Alias of the lake table inside a policy relation: every column the relation reads is qualified with it."""
 
 ALLOWED_FUNCTIONS = frozenset("""
 count sum avg min max median mode stddev stddev_samp stddev_pop variance var_samp var_pop approx_distinct
@@ -263,8 +265,17 @@ def relation(ds: Dataset, acc: Access, *, when: exp.Expression | None = None,
         for alias, literal in pairs:  # match columns: whether the raw value equals the supplied one, nothing else
             equal = exp.EQ(this=exp.column(column, quoted=True), expression=exp.Literal.string(literal))
             projections.append(exp.alias_(guarded(equal, column), alias, quoted=True))
+    # Every column of the relation is qualified with the scan's own alias: a name the scan lacks (a snapshot
+    # read with time travel from before the column was added, a registry ahead of the data) is then an
+    # error, never a correlated reference to a column of the department's query of the same name (DuckDB
+    # binds an unknown name to an outer or lateral column, so ``(SELECT 'A' AS district) o, t AT (...)``
+    # would decide the row filter ``district = 'A'`` itself).
+    for part in [*projections, *([cond] if cond is not None else [])]:
+        for col in part.find_all(exp.Column):
+            col.set("table", exp.to_identifier(SCAN, quoted=True))
     scan = exp.Table(this=exp.to_identifier(ds.name, quoted=True), db=exp.to_identifier(SCHEMA, quoted=True),
-                     catalog=exp.to_identifier(CATALOG, quoted=True))
+                     catalog=exp.to_identifier(CATALOG, quoted=True),
+                     alias=exp.TableAlias(this=exp.to_identifier(SCAN, quoted=True)))
     if when is not None:
         scan.set("when", when)
     if version is not None:
