@@ -72,7 +72,11 @@ def literal(value: Any) -> exp.Expression:
     if isinstance(value, float):
         return _cast(repr(value), "DOUBLE")  # a bare 0.1 would be a DECIMAL in DuckDB (and PostgreSQL)
     if isinstance(value, decimal.Decimal):
-        return exp.Literal.number(format(value, "f")) if value.is_finite() else _cast(str(value), "DOUBLE")
+        if value.is_finite() and -1000 <= value.as_tuple().exponent and value.adjusted() < 1000:
+            return exp.Literal.number(format(value, "f"))
+        # written out in full, 1e999999999 would be a billion digits: DuckDB reads so long a number as a
+        # DOUBLE anyway (its DECIMAL holds 38 digits), so the short form is cast to one
+        return _cast(str(value), "DOUBLE")
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
             return _cast(value.astimezone(dt.UTC).isoformat(sep=" "), "TIMESTAMPTZ")

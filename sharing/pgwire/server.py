@@ -102,7 +102,9 @@ class Reader:
 
 
 def _cstr(data: bytes, pos: int) -> tuple[str, int]:
-    end = data.index(b"\x00", pos)
+    end = data.find(b"\x00", pos)
+    if end == -1:  # a message cut short: reported as a malformed message (08P01), as a struct.error is
+        raise struct.error("a string without its terminating NUL byte")
     return data[pos:end].decode("utf-8"), end + 1
 
 
@@ -234,6 +236,8 @@ class Connection:
                 self.sock.sendall(b"N")  # no GSS encryption here: the client goes on with TLS or in clear
                 continue
             if code == CANCEL_REQUEST:
+                if len(body) != 12:  # a short one raised struct.error out of the connection's thread
+                    raise Hangup(f"cancel request of {length} bytes")
                 process_id, key = struct.unpack("!ii", body[4:12])
                 self.server.cancel(process_id, key, self.address)
                 return False  # PostgreSQL answers a cancel request with nothing, and hangs up
@@ -374,6 +378,10 @@ class Connection:
                 handler(body)
             except (ConnectionError, ssl.SSLError, Hangup):
                 raise
+            except struct.error as exc:  # a message cut short, or counts that do not add up: the client's fault
+                self._failed(kind, _wire("08P01", f"invalid {kind.decode('ascii', 'replace')!r} message: {exc}"))
+            except UnicodeDecodeError as exc:
+                self._failed(kind, _wire("22021", f"invalid byte sequence for encoding UTF8: {exc}"))
             except BaseException as exc:  # noqa: BLE001 - every error goes to the client; Stopped too
                 self._failed(kind, exc)
 
@@ -438,6 +446,8 @@ class Connection:
         for i in range(nparams):
             (size,) = _I.unpack_from(body, pos)
             pos += 4
+            if size > len(body) - pos:
+                raise struct.error(f"parameter ${i + 1} of {size} bytes is longer than the rest of the message")
             data = None if size < 0 else body[pos:pos + size]
             pos += max(size, 0)
             params.append(t.decode_parameter(oids[i], t.format_of(formats, i), data))

@@ -69,6 +69,18 @@ class BadParameter(QueryRefused):
     sqlstate = "22P02"  # invalid_text_representation
 
 
+NUMERIC_DIGITS = 1000
+"""Most digits a numeric parameter may have before or after its point (PostgreSQL's declared numeric
+precision tops out at 1000; DuckDB's DECIMAL at 38). A bound value becomes a literal written out in full:
+'1e999999999', ten bytes on the wire, was a billion-digit literal (gigabytes of SQL, the server killed)."""
+
+
+def _numeric_bounded(value: decimal.Decimal) -> decimal.Decimal:
+    if value.is_finite() and (value.adjusted() >= NUMERIC_DIGITS or value.as_tuple().exponent < -NUMERIC_DIGITS):
+        raise ValueError(f"numeric value out of range: more than {NUMERIC_DIGITS} digits before or after the point")
+    return value
+
+
 class Json(str):
     """A json parameter's text: the binder casts it to JSON (a plain str would be a string literal)."""
 
@@ -289,6 +301,8 @@ def numeric_recv(data: bytes) -> decimal.Decimal:
         return decimal.Decimal("NaN")
     if sign in (0xD000, 0xF000):
         return decimal.Decimal("Infinity" if sign == 0xD000 else "-Infinity")
+    if scale > NUMERIC_DIGITS or abs(weight) * 4 > NUMERIC_DIGITS + 4:  # before the digits are spelt out
+        raise ValueError(f"numeric value out of range: more than {NUMERIC_DIGITS} digits before or after the point")
     groups = struct.unpack_from(f"!{count}H", data, 8)
     value = 0
     for g in groups:
@@ -472,7 +486,7 @@ def parse_array(text: str, element: Callable[[str], Any]) -> list:
 def _text_decoder(oid: int) -> Callable[[str], Any]:
     simple: dict[int, Callable[[str], Any]] = {
         BOOL: _parse_bool, INT2: int, INT4: int, INT8: int, OID: int, FLOAT4: float, FLOAT8: float,
-        NUMERIC: decimal.Decimal, DATE: lambda t: _parse_date_time(t, zone=False).date(),
+        NUMERIC: lambda t: _numeric_bounded(decimal.Decimal(t)), DATE: lambda t: _parse_date_time(t, zone=False).date(),
         TIME: lambda t: dt.time.fromisoformat(re.sub(r"[+-]\d\d(:?\d\d)?$|Z$", "", t.strip())),
         TIMESTAMP: lambda t: _parse_date_time(t, zone=False), TIMESTAMPTZ: _parse_tz,
         UUID: uuid.UUID, BYTEA: _parse_bytea, JSON: Json, JSONB: Json,
