@@ -255,13 +255,60 @@ def rewrite(text: str, tables: set[str], user: str) -> tuple[str, set[str]]:
         return node
 
     tree = _bottom_up(tree, visit)
+    _written_back_safely(tree)
     for f in tree.find_all(exp.Func):
         name = _function_name(f)
         if not isinstance(f, exp.Connector) and name not in _ALLOWED and f.key.lower() not in _ALLOWED:
             raise QueryFailed(f"function {name}() does not exist in the catalogue")
         if name in MACROS:
             relations.add(f"fn:{name}")  # made before the question runs, or DuckDB's own would answer
-    return tree.sql(dialect="duckdb"), relations
+    duck_sql = tree.sql(dialect="duckdb")
+    _verify(duck_sql, ctes)
+    return duck_sql, relations
+
+
+def _verify(duck_sql: str, ctes: set[str]) -> None:
+    """DuckDB's own parse of the question as the sandbox will run it: one SELECT, reading only the shims, the
+    department's empty tables, its CTEs and the allowed table functions (the text is checked, not only the
+    tree it was written from, as sharing.policy.verify does for governed queries)."""
+    from sharing.policy import _duckdb_tree, _objects
+
+    unsafe = QueryRefused("the catalogue question could not be rewritten safely; ask it more plainly")
+    tree = _duckdb_tree(duck_sql)
+    if tree.get("error") or len(tree.get("statements") or ()) != 1:
+        raise unsafe
+    for ref in (o for o in _objects(tree) if o.get("type") in ("BASE_TABLE", "TABLE_FUNCTION")):
+        if ref["type"] == "TABLE_FUNCTION":
+            if (ref.get("function") or {}).get("function_name", "").lower() not in TABLE_FUNCTIONS:
+                raise unsafe
+            continue
+        schema, table = ref.get("schema_name", "").lower(), ref.get("table_name", "").lower()
+        if ref.get("catalog_name") or not (schema in (SCHEMA, PG, INFO) or (not schema and table in ctes)):
+            raise unsafe
+
+
+def _written_back_safely(tree: exp.Expression) -> None:
+    """The checks of the governed planner on nodes sqlglot writes back as bare text (sharing.policy.safe_text):
+    a quoted EXTRACT unit, a ``date_part`` string or a type parameter would otherwise come back unquoted as
+    SQL of the sandbox's own (``date_part('year FROM ...) AS y, * FROM duckdb_settings() --', d)``: DuckDB's
+    catalogue, further statements that redefine the department's shims for its other users)."""
+    from sharing.policy import safe_text
+
+    for node in list(tree.walk()):
+        if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.USERDEFINED:
+            # clients name PostgreSQL's types by schema (``::pg_catalog.int4``): a plain word, unqualified, is
+            # DuckDB's type of that name or DuckDB's error; anything else would be written back as SQL
+            name = _type_name(node)
+            if not _PLAIN_WORD.fullmatch(name):
+                raise QueryRefused(f"the catalogue question was refused: type {node.sql()} is not a type name")
+            node.replace(exp.DataType(this=exp.DataType.Type.USERDEFINED, kind=exp.to_identifier(name)))
+    try:
+        safe_text(tree, user_types=True)
+    except QueryRefused as exc:
+        raise QueryRefused(f"the catalogue question was refused: {exc}") from exc
+
+
+_PLAIN_WORD = re.compile(r"[a-z_][a-z0-9_]*")
 
 
 def _bottom_up(node: exp.Expression, fun) -> exp.Expression:

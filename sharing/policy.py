@@ -143,16 +143,17 @@ def _refuse(reason: str) -> QueryRefused:
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def safe_text(root: exp.Expression) -> None:
+def safe_text(root: exp.Expression, *, user_types: bool = False) -> None:
     """Nodes that sqlglot writes back as bare text must be bare words: a quoted identifier or a string that
     becomes an ``exp.Var`` (EXTRACT's unit, date_part's in postgres, a type parameter) would otherwise turn
-    into SQL in the rewritten query, after every check ran on the tree."""
+    into SQL in the rewritten query, after every check ran on the tree. ``user_types``: a type that is not
+    built in is let through (the catalogue sandbox, which has made each such type's name a plain word)."""
     for node in root.walk():
         if isinstance(node, exp.Var) and not _WORD.fullmatch(node.name):
             raise _refuse(f"{node.name!r} is not allowed here: units and type parameters are plain words")
         if isinstance(node, exp.Operator):
             raise _refuse("OPERATOR(...) is not allowed in governed queries; write the operator itself")
-        if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.USERDEFINED:
+        if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.USERDEFINED and not user_types:
             raise _refuse(f"type {node.sql()} is not a built-in type")
         if isinstance(node, exp.DataTypeParam) and not isinstance(node.this, exp.Literal | exp.DataType):
             raise _refuse(f"type parameter {node.sql()} is not a number")

@@ -7,6 +7,13 @@ while its hole was open.
    (an implicit lateral reference): ``SELECT p.* FROM (SELECT 'A' AS district) o, people AT (VERSION => 1) p``
    decided the row filter itself and read every row of that snapshot. The relation's columns are now
    qualified with the scan's alias, so a missing column is an error.
+2. Catalogue SQL injection (BYPASS of the sandbox's rewriter): the catalogue rewriter did not apply the
+   planner's ``safe_text``, so a quoted EXTRACT unit, a ``date_part`` string or a DECIMAL parameter came back
+   unquoted as SQL in the sandbox (so did a schema-qualified type, ``1::pg_catalog."int4) AS y, ... --"``): ``SELECT date_part('year FROM DATE ''2020-01-01'') AS y, name, value FROM
+   duckdb_settings() --', d)`` read DuckDB's own catalogue (duckdb_settings(), duckdb_databases(), the sandbox's
+   fact tables), and further statements could redefine the department's shims for its other users. The
+   rewritten text is now checked as the planner's is: bare words only, and DuckDB's parse of it is one SELECT
+   reading the shims, the department's empty tables, its CTEs and the allowed table functions.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from schemas import load_registry
 from sharing.engine import GovernedEngine
 from sharing.exceptions import QueryFailed, QueryRefused
 from sharing.grants import add_grant
+from sharing.catalog import rewrite
 from tests.helpers import dump, write_registry
 from tests.test_standard_sql import DEPARTMENTS, ELEMENTS, dataset
 
@@ -85,3 +93,43 @@ def test_time_travel_to_the_current_snapshot_still_reads_the_relation(evolved):
         now = lake.con.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0]
     assert engine.query("tax", f"SELECT id, mobile FROM people AT (VERSION => {now})").rows == [(3, "*******0003")]
     assert engine.query("tax", "SELECT p.id FROM (SELECT 'B' AS district) o, people p").rows == [(3,)]
+
+
+PROBES = ["name, value FROM duckdb_settings()", "database_name, path FROM duckdb_databases()",
+          "* FROM os_facts.tables", "* FROM duckdb_tables()", "* FROM read_csv('/etc/passwd')",
+          "1; CREATE OR REPLACE MACRO os_pg_catalog.version() AS 'poisoned'; SELECT 1",
+          "1; CREATE TABLE shared.planted AS SELECT 42 AS x; SELECT 1"]
+CARRIERS = ["SELECT EXTRACT(\"{unit} FROM DATE '2020-01-01') AS y, {probe} --\" FROM DATE '2020-01-01')",
+            "SELECT date_part('{unit} FROM DATE ''2020-01-01'') AS y, {probe_q} --', DATE '2020-01-01')",
+            "SELECT CAST(1 AS DECIMAL(\"10, 2)) AS d, {probe} --\"))",
+            "SELECT 1::pg_catalog.\"int4) AS y, {probe} --\"",
+            "SELECT relname FROM pg_class WHERE relnatts > EXTRACT(\"{unit} FROM DATE '2020-01-01')) OR 1 IN "
+            "(SELECT 1 FROM (SELECT {probe}) x) --\" FROM DATE '2020-01-01')"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(carrier=st.sampled_from(CARRIERS), probe=st.sampled_from(PROBES), unit=st.sampled_from(["year", "epoch"]))
+def test_a_catalogue_question_cannot_smuggle_sql_into_the_sandbox(evolved, carrier, probe, unit):
+    engine, _ = evolved
+    sql = carrier.format(unit=unit, probe=probe, probe_q=probe.replace("'", "''"))
+    try:
+        result = engine.catalog("tax", sql, user="mallory")
+    except (QueryRefused, QueryFailed):
+        result = None
+    if result is not None:  # oracle: what the question asks of the catalogue, one column of the unit or a name
+        assert len(result.columns) == 1 and not {"name", "value", "path", "oid", "x"} & set(result.columns), \
+            (sql, result.columns)
+    # nothing was planted for the department's other users either
+    assert engine.catalog("tax", "SELECT version()", user="bob").rows[0][0].startswith("PostgreSQL")
+    assert engine.catalog("tax", "SELECT count(*) FROM pg_class WHERE relname = 'planted'", user="bob").rows == [(0,)]
+
+
+def test_the_rewritten_catalogue_question_is_one_select_of_the_shims():
+    for sql in ("SELECT * FROM pg_class", "SELECT * FROM information_schema.columns",
+                "WITH t AS (SELECT 1 AS a) SELECT * FROM t, generate_series(1, 2)", "SELECT 1"):
+        rewrite(sql, {"people"}, "bob")
+    for sql, cast in (("SELECT 1::pg_catalog.int4", "CAST(1 AS int4)"), ("SELECT 't'::pg_catalog.bool", "CAST('t' AS bool)")):
+        assert cast in rewrite(sql, set(), "bob")[0]  # clients' schema-qualified types stay types
+    with pytest.raises(QueryRefused, match="plain words"):
+        rewrite("SELECT EXTRACT(\"year FROM DATE '2020-01-01') AS y, * FROM duckdb_settings() --\" "
+                "FROM DATE '2020-01-01')", set(), "bob")
