@@ -113,6 +113,9 @@ class Cursor:
     rows: Iterator[tuple]
     hold: bool
     in_block: bool
+    query: str = ""
+    params: list | None = None
+    """The declared query and its values: each FETCH plans it again (no row asked) through the engine."""
 
 
 @dataclass
@@ -272,7 +275,8 @@ class GovernedSession:
         result = self.query(found.group(4), params)
         assert result.columns is not None and result.oids is not None and result.rows is not None
         self.cursors[name] = Cursor(result.columns, result.oids, result.rows,
-                                    hold=(found.group(3) or "").upper() == "WITH", in_block=self.status == "T")
+                                    hold=(found.group(3) or "").upper() == "WITH", in_block=self.status == "T",
+                                    query=found.group(4), params=params)
         return Result("DECLARE CURSOR")
 
     def cursor(self, name: str) -> Cursor:
@@ -287,6 +291,9 @@ class GovernedSession:
             raise WireError("42601", "FETCH: expected FETCH [FORWARD] [n | ALL | NEXT] FROM name")
         verb, direction, name = found.group(1).upper(), (found.group(2) or "NEXT").upper(), _unquote(found.group(3))
         cursor = self.cursor(name)
+        # the rows were planned when the cursor was declared: a grant revoked or a user disabled since (a
+        # WITH HOLD cursor lives as long as the session) must stop them, as it stops any new query
+        self.query(binding.no_rows(cursor.query), cursor.params)
         words = direction.split()
         if words[0] in ("NEXT", "FORWARD") and len(words) == 1:
             count: int | None = 1
