@@ -311,3 +311,18 @@ def test_fetch_from_a_held_cursor_stops_when_the_grant_is_revoked(city):
         assert any("42501" in e and "not granted" in e for e in errors(answer)), answer
     finally:
         r.close()
+
+
+def test_a_parameter_number_cannot_size_the_servers_memory(city):
+    """Defect: Parse listed one type per parameter up to the highest $n in the text: 'SELECT $2000000000'
+    (a 30-byte message from any signed-in user) built a list of two billion entries (16 GB: the server
+    killed). PostgreSQL's own limit is 65535 parameters; beyond, 42P02 (and $0 never existed)."""
+    r = Raw(city["port"])
+    r.sign_in(city["password"])
+    for sql in (b"SELECT $2000000000 AS v", b"SELECT $65536 AS v", b"SELECT $0 AS v"):
+        answer = _sync_answer(r, (b"P", b"\0" + sql + b"\0" + struct.pack("!h", 0)))
+        assert answer[-1] == (b"Z", b"I") and any("42P02" in e for e in errors(answer)), answer
+    ok = _sync_answer(r, (b"P", b"\0SELECT $2::int AS v, $1::text AS w\0" + struct.pack("!h", 0)), (b"D", b"S\0"))
+    assert (b"t", struct.pack("!hII", 2, 25, 23)) in ok  # control: $2 alone sizes the list to two
+    r.close()
+    still_serving(city)

@@ -14,7 +14,17 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
+from sharing.exceptions import QueryRefused
 from sharing.pgwire import types as t
+
+MAX_PARAMETERS = 65_535
+"""PostgreSQL's limit on a statement's parameters (Bind counts them in 16 bits)."""
+
+
+class NoSuchParameter(QueryRefused):
+    """``$n`` beyond what a statement can be bound with."""
+
+    sqlstate = "42P02"  # undefined_parameter
 
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Like, exp.ILike, exp.Is, exp.NullSafeEQ,
                 exp.NullSafeNEQ)
@@ -144,6 +154,8 @@ def parameter_types(sql: str, declared: list[int], column_type: Callable[[str | 
             index = _index(node)
             if index is None:
                 continue
+            if not 0 <= index < MAX_PARAMETERS:  # the list of types below has $n entries: $2000000000 was 16 GB
+                raise NoSuchParameter(f"there is no parameter ${index + 1} (at most ${MAX_PARAMETERS})")
             count = max(count, index + 1)
             guess = _infer(node, tables, column_type)
             if guess is not None:
