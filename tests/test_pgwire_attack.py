@@ -326,3 +326,69 @@ def test_a_parameter_number_cannot_size_the_servers_memory(city):
     assert (b"t", struct.pack("!hII", 2, 25, 23)) in ok  # control: $2 alone sizes the list to two
     r.close()
     still_serving(city)
+
+
+# --- a parameter never becomes SQL --------------------------------------------------------------------------------
+_NASTY = st.one_of(
+    st.sampled_from(["'", "''", "\\", "\\'", "$$", "$a$", "E'\\x27'", "--", "/*", "*/", ";", "\x00", "\u202e", "中",
+                     "' OR '1'='1", "'); SELECT * FROM shared.firm_secrets; --", "$1", "\"", "\\N"]),
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=6),
+)
+
+
+def _value_of(answer) -> list[bytes | None]:
+    out = []
+    for kind, body in answer:
+        if kind == b"D":
+            (size,) = struct.unpack_from("!i", body, 2)
+            out.append(None if size < 0 else body[6:6 + size])
+    return out
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(parts=st.lists(_NASTY, min_size=1, max_size=5))
+def test_a_text_parameter_comes_back_as_the_same_value_never_as_sql(city, parts):
+    """Oracle: quotes, backslashes, dollar quotes, E'' strings, comments, unicode: a text parameter selected
+    comes back byte for byte, and compared with a shared column it matches exactly the rows whose value is
+    equal to it (never every row, never a second statement). Defect: a NUL in a text parameter reached
+    DuckDB inside the rewritten statement, which DuckDB reads as a C string: the statement was cut there
+    (an error about 'the rewritten query'); now refused with 22021, as PostgreSQL does."""
+    value = "".join(parts).encode()
+    r = _INJECTED.pop("conn", None)
+    if r is None:
+        r = Raw(city["port"], timeout=15)
+        r.sign_in(city["password"])
+    bind = b"\0\0" + struct.pack("!hhh", 1, 0, 1) + struct.pack("!i", len(value)) + value + struct.pack("!h", 0)
+    execute = (b"E", b"\0" + struct.pack("!i", 0))
+    answer = _sync_answer(r, (b"P", b"\0SELECT $1::text AS v\0" + struct.pack("!h", 0)), (b"B", bind), execute)
+    _INJECTED["conn"] = r
+    if b"\0" in value:  # text never holds NUL: refused as PostgreSQL does, for what it is
+        assert [e for e in errors(answer) if "22021" in e] and _value_of(answer) == [], answer
+        return
+    assert not errors(answer) and _value_of(answer) == [value], answer
+    answer = _sync_answer(r, (b"P", b"\0SELECT count(*) AS n FROM shared.firms WHERE enterprise_name = $1\0"
+                              + struct.pack("!h", 0)), (b"B", bind), execute)
+    assert not errors(answer) and _value_of(answer) == [b"0"], answer  # no firm has such a name
+
+
+_INJECTED: dict[str, Raw] = {}
+
+
+def test_the_injection_connection_closes(city):
+    if "conn" in _INJECTED:
+        _INJECTED.pop("conn").close()
+    still_serving(city)
+
+
+def test_a_query_with_a_nul_inside_is_refused_as_such(city):
+    """A NUL inside a simple Query reached the planner and then DuckDB, which reads a statement as a C
+    string (a NUL in a line comment there cuts the rest of the statement off: the planner drops comments, so
+    no predicate was lost, but the wire must not depend on it). PostgreSQL refuses the message: so do we."""
+    r = Raw(city["port"])
+    r.sign_in(city["password"])
+    for sql in (b"SELECT uscc FROM shared.firms -- \x00\n WHERE false", b"SELECT 'a\x00' AS v"):
+        r.send(b"Q", sql + b"\0")
+        answer = r.until()
+        assert answer[-1] == (b"Z", b"I") and not _value_of(answer), answer
+        assert any("08P01" in e and "NUL" in e for e in errors(answer)), answer
+    r.close()

@@ -400,6 +400,8 @@ class Connection:
     # --- simple query --------------------------------------------------------------------------------------
     def on_query(self, body: bytes) -> None:
         sql = body[:-1].decode("utf-8")
+        if "\x00" in sql:  # the query is a C string: PostgreSQL refuses one with a NUL inside it too
+            raise _wire("08P01", "invalid string in message: the query holds a NUL byte")
         statements = split_statements(sql)
         if not statements:
             self.send(message(b"I"))

@@ -69,6 +69,10 @@ class BadParameter(QueryRefused):
     sqlstate = "22P02"  # invalid_text_representation
 
 
+class NulInText(BadParameter):
+    sqlstate = "22021"  # character_not_in_repertoire, as PostgreSQL answers a NUL in text
+
+
 NUMERIC_DIGITS = 1000
 """Most digits a numeric parameter may have before or after its point (PostgreSQL's declared numeric
 precision tops out at 1000; DuckDB's DECIMAL at 38). A bound value becomes a literal written out in full:
@@ -558,6 +562,10 @@ def decode_parameter(oid: int, fmt: int, data: bytes | None) -> Any:
     """A Bind parameter as a Python value (None: NULL)."""
     if data is None:
         return None
+    if b"\x00" in data and (fmt != 1 or oid in (TEXT, VARCHAR, NAME, BPCHAR, UNKNOWN, JSON, JSONB)):
+        # PostgreSQL's text never holds NUL; DuckDB reads a statement as a C string, so a NUL inside a
+        # bound literal cut the statement short there (an error about the rewritten query, not the value)
+        raise NulInText(f"invalid byte sequence for encoding \"UTF8\": 0x00 (parameter of type {oid})")
     try:
         if fmt == 1:
             return _binary_decoder(oid)(data)
