@@ -392,3 +392,28 @@ def test_a_query_with_a_nul_inside_is_refused_as_such(city):
         assert answer[-1] == (b"Z", b"I") and not _value_of(answer), answer
         assert any("08P01" in e and "NUL" in e for e in errors(answer)), answer
     r.close()
+
+
+def test_a_suspended_portal_stops_when_the_grant_is_revoked(city):
+    """Defect: a portal suspended by Execute's row limit (PgJDBC's fetch size) lives until the transaction
+    block ends, and BEGIN is only chatter here: resumed after the department's grant was revoked, it went on
+    handing out the dataset's rows."""
+    engine = city["engine"]
+    with Lake(engine.settings.lake) as lake:
+        grant = add_grant(lake, engine.registry, "tax", "firm_secrets")
+    r = Raw(city["port"])
+    r.sign_in(city["password"])
+    try:
+        r.send(b"Q", b"BEGIN\0")
+        assert r.until()[-1] == (b"Z", b"T")
+        one = (b"E", b"p\0" + struct.pack("!i", 1))
+        answer = _sync_answer(r, (b"P", b"\0SELECT uscc FROM shared.firm_secrets\0" + struct.pack("!h", 0)),
+                              (b"B", b"p\0\0" + struct.pack("!hhh", 0, 0, 0)), one)
+        assert not errors(answer) and len(_value_of(answer)) == 1 and (b"s", b"") in answer, answer  # control
+        with Lake(engine.settings.lake) as lake:
+            revoke_grant(lake, grant)
+        answer = _sync_answer(r, (b"E", b"p\0" + struct.pack("!i", 0)))
+        assert _value_of(answer) == [], "a suspended portal read rows of a revoked grant"
+        assert any("42501" in e and "not granted" in e for e in errors(answer)), answer
+    finally:
+        r.close()

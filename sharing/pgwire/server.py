@@ -30,6 +30,7 @@ from onesource.logsafe import guarded
 from sharing.engine import GovernedEngine
 from sharing.exceptions import QueryFailed, QueryRefused
 from sharing.pgwire import types as t
+from sharing.pgwire.params import no_rows
 from sharing.pgwire.session import GovernedSession, Portal, Prepared, Result, describe, prepare
 from sharing.scram import MECHANISM, ProofRejected, ScramError, ServerExchange, Verifier, mock_verifier
 from sharing.signin import LockedOut, SignInGuard
@@ -499,6 +500,11 @@ class Connection:
         if portal.done:  # PostgreSQL answers an exhausted portal with an empty completion
             self.send(message(b"C", _tag(portal.result, portal.sent)))
             return
+        if portal.result is not None and portal.prepared.kind == "query":
+            # a suspended portal resumed: it lives as long as the transaction block (BEGIN ... never COMMIT),
+            # so, as a cursor's FETCH, its query is planned again (no row asked): a grant revoked, a user
+            # disabled since the first Execute stops its rows
+            self.session.query(no_rows(portal.prepared.sql), portal.params)
         result = self.run(portal)
         if result.tag == "" and result.columns is None:
             self.send(message(b"I"))
