@@ -417,3 +417,39 @@ def test_a_suspended_portal_stops_when_the_grant_is_revoked(city):
         assert any("42501" in e and "not granted" in e for e in errors(answer)), answer
     finally:
         r.close()
+
+
+def test_a_flood_of_cancel_requests_with_guessed_keys_cancels_nothing(city):
+    """Unauthenticated cancel requests (guessed keys, another session's process id with a wrong key, in
+    parallel): each is a clean close; the session they aim at keeps working; the server keeps serving and
+    every connection slot they took is given back."""
+    victim = Raw(city["port"])
+    victim.sign_in(city["password"])
+    server = city["server"]
+    [pid] = list(server._sessions)[-1:]  # noqa: SLF001 - the attacker guessed the process id right
+
+    def flood(seed: int) -> None:
+        import random
+
+        rnd = random.Random(seed)
+        for _ in range(25):
+            r = Raw(city["port"])
+            target = pid if rnd.random() < 0.5 else rnd.randrange(2**31)
+            r.sock.sendall(struct.pack("!iiii", 16, 80877102, target, rnd.randrange(-2**31, 2**31)))
+            r.until()
+            r.close()
+
+    threads = [threading.Thread(target=flood, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    victim.send(b"Q", b"SELECT count(*) FROM shared.firms\0")
+    answer = victim.until()
+    assert not errors(answer) and _value_of(answer) and answer[-1] == (b"Z", b"I"), answer
+    victim.close()
+    deadline = time.monotonic() + 10
+    while server._signing_in and time.monotonic() < deadline:  # noqa: SLF001
+        time.sleep(0.05)
+    assert server._signing_in == 0 and city["crashed"] == []  # noqa: SLF001
+    still_serving(city)
