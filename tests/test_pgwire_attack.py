@@ -453,3 +453,25 @@ def test_a_flood_of_cancel_requests_with_guessed_keys_cancels_nothing(city):
         time.sleep(0.05)
     assert server._signing_in == 0 and city["crashed"] == []  # noqa: SLF001
     still_serving(city)
+
+
+def test_a_session_holds_a_bounded_number_of_cursors(city):
+    """Defect: every cursor holds its whole answer (fetched at DECLARE, up to the engine's result_bytes) until
+    closed, and a session could declare any number of them: memory without bound from one user."""
+    from sharing.pgwire.session import MAX_CURSORS
+
+    r = Raw(city["port"])
+    r.sign_in(city["password"])
+    try:
+        declares = "".join(f"DECLARE c{i} CURSOR WITH HOLD FOR SELECT uscc FROM shared.firms;"
+                           for i in range(MAX_CURSORS))
+        r.send(b"Q", declares.encode() + b"\0")
+        assert not errors(r.until())
+        r.send(b"Q", b"DECLARE one_more CURSOR WITH HOLD FOR SELECT uscc FROM shared.firms\0")
+        assert any("54000" in e for e in errors(r.until()))
+        r.send(b"Q", b"CLOSE c0; DECLARE one_more CURSOR WITH HOLD FOR SELECT uscc FROM shared.firms; "
+                     b"FETCH 1 FROM one_more\0")
+        answer = r.until()
+        assert not errors(answer) and len(_value_of(answer)) == 1, answer  # control: closing one frees a place
+    finally:
+        r.close()

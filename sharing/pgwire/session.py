@@ -45,6 +45,10 @@ _SET_TIMEOUT = re.compile(r"\s*SET\s+(?:SESSION\s+|LOCAL\s+)?statement_timeout\s
                           re.I | re.S)
 _RESET_TIMEOUT = re.compile(r"\s*RESET\s+(statement_timeout|ALL)\b", re.I)
 _SHOW_TIMEOUT = re.compile(r"\s*SHOW\s+statement_timeout[\s;]*$", re.I)
+MAX_CURSORS = 32
+"""Cursors a session may hold open at once. A cursor's answer is fetched whole at DECLARE (up to the engine's
+result_bytes) and held until closed: without a bound, one session declaring cursor after cursor held answer
+after answer, until the server ran out of memory."""
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 _NAME = r'("(?:[^"]|"")+"|[A-Za-z_][\w$]*)'
 _DECLARE = re.compile(r"\s*DECLARE\s+" + _NAME + r"\s+((?:BINARY|INSENSITIVE|ASENSITIVE|NO\s+SCROLL|SCROLL)\s+)*"
@@ -270,6 +274,8 @@ class GovernedSession:
         name = _unquote(found.group(1))
         if name in self.cursors:
             raise WireError("42P03", f'cursor "{name}" already exists')
+        if len(self.cursors) >= MAX_CURSORS:
+            raise WireError("54000", f"too many open cursors: at most {MAX_CURSORS} a session; CLOSE one first")
         if found.group(2) and "SCROLL" in found.group(2).upper() and "NO" not in found.group(2).upper():
             raise WireError("0A000", "SCROLL cursors are not supported: cursors here scan forward only")
         result = self.query(found.group(4), params)
