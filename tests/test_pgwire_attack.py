@@ -475,3 +475,27 @@ def test_a_session_holds_a_bounded_number_of_cursors(city):
         assert not errors(answer) and len(_value_of(answer)) == 1, answer  # control: closing one frees a place
     finally:
         r.close()
+
+
+def test_a_session_holds_a_bounded_number_of_portals(city):
+    """Defect: named portals executed inside a transaction block each hold their answer until the block ends,
+    and a block never has to end: any number of them, memory without bound."""
+    r = Raw(city["port"])
+    r.sign_in(city["password"])
+    try:
+        r.send(b"Q", b"BEGIN\0")
+        r.until()
+        messages = [(b"P", b"\0SELECT uscc FROM shared.firms\0" + struct.pack("!h", 0))]
+        for i in range(wire.MAX_PORTALS):
+            name = f"p{i}".encode() + b"\0"
+            messages += [(b"B", name + b"\0" + struct.pack("!hhh", 0, 0, 0)), (b"E", name + struct.pack("!i", 1))]
+        assert not errors(_sync_answer(r, *messages))
+        answer = _sync_answer(r, (b"B", b"extra\0\0" + struct.pack("!hhh", 0, 0, 0)))
+        assert any("54000" in e for e in errors(answer)), answer
+        r.send(b"Q", b"ROLLBACK\0")
+        r.until()
+        answer = _sync_answer(r, (b"B", b"extra\0\0" + struct.pack("!hhh", 0, 0, 0)),
+                              (b"E", b"extra\0" + struct.pack("!i", 0)))
+        assert not errors(answer) and _value_of(answer), answer  # control: the block's end frees them
+    finally:
+        r.close()

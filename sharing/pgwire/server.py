@@ -51,6 +51,9 @@ trickling a byte a minute would otherwise hold its thread for ever)."""
 MAX_SIGNING_IN = 64
 """Connections allowed at once on their way in (startup, TLS handshake, SCRAM); any more are refused with
 PostgreSQL's 53300 at once, so that clients that never finish signing in cannot take every thread."""
+MAX_PORTALS = 64
+"""Portals a session may hold at once. A portal executed holds its whole answer until the transaction block
+ends (a block here can last for ever): as cursors (sharing.pgwire.session.MAX_CURSORS), they are bounded."""
 SEND_BYTES = 256 * 1024
 """Output is sent once this much is buffered, and always when the client waits for an answer."""
 _I, _H = struct.Struct("!i"), struct.Struct("!h")
@@ -458,6 +461,8 @@ class Connection:
         results = list(struct.unpack_from(f"!{nresults}h", body, pos + 2))
         if portal_name and portal_name in self.session.portals:
             raise _wire("42P03", f'portal "{portal_name}" already exists')
+        if portal_name not in self.session.portals and len(self.session.portals) >= MAX_PORTALS:
+            raise _wire("54000", f"too many open portals: at most {MAX_PORTALS} in a transaction block")
         self.session.portals[portal_name] = Portal(prepared, params, results)
         self.send(message(b"2"))
 
