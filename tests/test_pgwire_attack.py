@@ -166,23 +166,24 @@ def test_connections_that_never_sign_in_are_capped(city):
     """Defect: no cap on connections signing in: a flood of connections that never send a startup packet
     each held a thread (for SIGN_IN_SECONDS each, then again), starving real clients."""
     server = city["server"]
-    before = server.max_signing_in
-    server.max_signing_in = 3
-    idle = [Raw(city["port"]) for _ in range(3)]
-    try:
-        time.sleep(0.3)  # the three are counted
-        extra = Raw(city["port"])
-        answer = extra.until(b"E")
-        extra.close()
-        assert answer and answer[-1][0] == b"E" and b"53300" in answer[-1][1], answer
-    finally:
-        for r in idle:
-            r.close()
-        deadline = time.monotonic() + 10
-        while server._signing_in and time.monotonic() < deadline:  # noqa: SLF001 - the closed ones leave
-            time.sleep(0.05)
-        server.max_signing_in = before
-    assert server._signing_in == 0  # noqa: SLF001
+    before = server.max_signing_in, server.max_signing_in_per_address
+    for total, per_address in ((3, 100), (100, 3)):  # the server's cap, then one address's
+        server.max_signing_in, server.max_signing_in_per_address = total, per_address
+        idle = [Raw(city["port"]) for _ in range(3)]
+        try:
+            time.sleep(0.3)  # the three are counted
+            extra = Raw(city["port"])
+            answer = extra.until(b"E")
+            extra.close()
+            assert answer and answer[-1][0] == b"E" and b"53300" in answer[-1][1], answer
+        finally:
+            for r in idle:
+                r.close()
+            deadline = time.monotonic() + 10
+            while server._signing_in and time.monotonic() < deadline:  # noqa: SLF001 - the closed ones leave
+                time.sleep(0.05)
+            server.max_signing_in, server.max_signing_in_per_address = before
+        assert server._signing_in == 0 and not server._signing_in_from  # noqa: SLF001
     still_serving(city)
 
 

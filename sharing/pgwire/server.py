@@ -48,9 +48,12 @@ SIGN_IN_SECONDS = 60.0
 """A connection that has not signed in after this long is hung up on (nobody holds a thread for free): a
 deadline for the whole sign-in, as PostgreSQL's authentication_timeout, not for each read (a client
 trickling a byte a minute would otherwise hold its thread for ever)."""
-MAX_SIGNING_IN = 64
+MAX_SIGNING_IN = 128
 """Connections allowed at once on their way in (startup, TLS handshake, SCRAM); any more are refused with
 PostgreSQL's 53300 at once, so that clients that never finish signing in cannot take every thread."""
+MAX_SIGNING_IN_PER_ADDRESS = 32
+"""Of those, from one client address: one host holding its share open cannot lock everybody else out (an
+application server's pool opening its connections at once stays well under it)."""
 MAX_PORTALS = 64
 """Portals a session may hold at once. A portal executed holds its whole answer until the transaction block
 ends (a block here can last for ever): as cursors (sharing.pgwire.session.MAX_CURSORS), they are bounded."""
@@ -200,13 +203,13 @@ class Connection:
     def serve(self) -> None:
         admitted = False
         try:
-            admitted = self.server.admit()
+            admitted = self.server.admit(self.address)
             if not admitted:
                 self.fatal("53300", "sorry, too many clients already (connections signing in)")
             self.reader.deadline = time.monotonic() + SIGN_IN_SECONDS
             self.sock.settimeout(SIGN_IN_SECONDS)
             signed_in = self.startup()
-            self.server.admitted()
+            self.server.admitted(self.address)
             admitted = False
             if not signed_in:
                 return
@@ -217,7 +220,7 @@ class Connection:
             log.debug("postgres-wire connection from %s ended: %s", self.address, exc)
         finally:
             if admitted:
-                self.server.admitted()
+                self.server.admitted(self.address)
             self.session.canceller.cancel()
             self.server.forget(self.process_id)
             try:
@@ -721,21 +724,27 @@ class GovernedPgServer(socketserver.ThreadingTCPServer):
         self.message_bytes = max(limits.request_bytes, 2 * limits.sql_bytes)
         self._sessions: dict[int, Connection] = {}
         self._lock = threading.Lock()
-        self.max_signing_in = MAX_SIGNING_IN
+        self.max_signing_in, self.max_signing_in_per_address = MAX_SIGNING_IN, MAX_SIGNING_IN_PER_ADDRESS
         self._signing_in = 0
+        self._signing_in_from: dict[str, int] = {}
 
-    def admit(self) -> bool:
-        """A connection may start signing in (False: too many are already)."""
+    def admit(self, address: str) -> bool:
+        """A connection from ``address`` may start signing in (False: too many are already, or from there)."""
         with self._lock:
-            if self._signing_in >= self.max_signing_in:
+            mine = self._signing_in_from.get(address, 0)
+            if self._signing_in >= self.max_signing_in or mine >= self.max_signing_in_per_address:
                 return False
             self._signing_in += 1
+            self._signing_in_from[address] = mine + 1
             return True
 
-    def admitted(self) -> None:
+    def admitted(self, address: str) -> None:
         """A connection is through sign-in (or gone): it no longer counts against MAX_SIGNING_IN."""
         with self._lock:
             self._signing_in -= 1
+            left = self._signing_in_from.pop(address, 1) - 1
+            if left:
+                self._signing_in_from[address] = left
 
     def parameters(self, user: str) -> dict[str, str]:
         return {"server_version": "14.0 (OneSource governed)", "server_encoding": "UTF8", "client_encoding": "UTF8",
