@@ -500,3 +500,41 @@ def test_a_session_holds_a_bounded_number_of_portals(city):
         assert not errors(answer) and _value_of(answer), answer  # control: the block's end frees them
     finally:
         r.close()
+
+
+@pytest.mark.parametrize("sql", [
+    "CREATE TABLE t AS SELECT 1", "ATTACH '/tmp/x.db' AS x", "INSTALL httpfs", "LOAD httpfs", "PRAGMA database_list",
+    "CALL pragma_version()", "EXPORT DATABASE '/tmp/exported'", "COPY shared.firms TO '/tmp/firms.csv'",
+    "COPY shared.firms FROM STDIN", "COPY (SELECT 1) TO PROGRAM 'id'", "SELECT * FROM read_csv('/etc/passwd')",
+    "DETACH lake", "USE lake", "CHECKPOINT", "SELECT * FROM duckdb_settings()", "UPDATE shared.firms SET staff = 0",
+    "DROP TABLE shared.firms", "SELECT * FROM lake.main.firm_secrets", "PREPARE p AS SELECT * FROM shared.firm_secrets",
+    "EXPLAIN ANALYZE SELECT * FROM shared.firm_secrets", "COPY (SELECT * FROM shared.firm_secrets) TO STDOUT",
+    "DECLARE c CURSOR FOR SELECT * FROM shared.firm_secrets",
+])
+def test_what_is_not_a_governed_read_is_refused_in_both_protocols(city, sql):
+    """Every statement goes through the governed engine (or the wire's own refusals): writes, files,
+    extensions, settings of the engine, ungranted tables, over the simple and the extended protocol."""
+    r = _REFUSED.pop("conn", None)
+    if r is None:  # one signed-in connection for all of them
+        r = Raw(city["port"])
+        r.sign_in(city["password"])
+    try:
+        r.send(b"Q", sql.encode() + b"\0")
+        simple = r.until()
+        extended = _sync_answer(r, (b"P", b"\0" + sql.encode() + b"\0" + struct.pack("!h", 0)),
+                                (b"B", b"\0\0" + struct.pack("!hhh", 0, 0, 0)), (b"E", b"\0" + struct.pack("!i", 0)))
+        for answer in (simple, extended):
+            assert answer[-1] == (b"Z", b"I") and not _value_of(answer), answer
+            assert any("42501" in e or "42601" in e for e in errors(answer)), answer
+    finally:
+        _REFUSED["conn"] = r
+
+
+_REFUSED: dict[str, Raw] = {}
+
+
+def test_the_refused_connection_closes(city):
+    if "conn" in _REFUSED:
+        _REFUSED.pop("conn").close()
+    still_serving(city)
+    assert city["crashed"] == []
