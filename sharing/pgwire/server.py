@@ -508,7 +508,8 @@ class Connection:
         if portal.done:  # PostgreSQL answers an exhausted portal with an empty completion
             self.send(message(b"C", _tag(portal.result, portal.sent)))
             return
-        if portal.result is not None and portal.prepared.kind == "query":
+        if portal.sent and portal.prepared.kind == "query":  # rows went out before: a resume, not the first
+            # Execute (whose result Describe may already hold: planning it again cost every query twice)
             # a suspended portal resumed: it lives as long as the transaction block (BEGIN ... never COMMIT),
             # so, as a cursor's FETCH, its query is planned again (no row asked): a grant revoked, a user
             # disabled since the first Execute stops its rows
