@@ -101,3 +101,12 @@ def test_result_types_from_duckdb_names():
                                        "STRUCT(a INTEGER)", "UUID", "HUGEINT")] == \
         [t.INT4, t.NUMERIC, 1015, t.TIMESTAMPTZ, t.TEXT, t.UUID, t.NUMERIC]
     assert t.oid_of_value(decimal.Decimal(1)) == t.NUMERIC and t.oid_of_value(uuid.uuid4()) == t.UUID
+
+
+def test_an_unquoted_array_element_keeps_what_postgresql_keeps():
+    """PostgreSQL's array input skips only its own six blanks around an unquoted element: a control
+    character such as \\x1f (a blank to Python's str.strip) is part of the value."""
+    from sharing.pgwire.types import parse_array
+
+    assert parse_array("{\x1f, a ,\x1c\tb}", str) == ["\x1f", "a", "\x1c\tb"]
+    assert parse_array("{ \r\n x \v\f}", str) == ["x"]

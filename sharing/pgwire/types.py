@@ -443,6 +443,10 @@ def _parse_tz(text: str) -> dt.datetime:
     return _parse_date_time(text, zone=True)
 
 
+_ARRAY_SPACE = " \t\n\r\v\f"
+"""What PostgreSQL's array input skips around an unquoted element (array_isspace)."""
+
+
 def parse_array(text: str, element: Callable[[str], Any]) -> list:
     """PostgreSQL's array text form (``{1,2,NULL}``, ``{"a b","c\\"d"}``, nested) as a list."""
     pos = 0
@@ -458,7 +462,7 @@ def parse_array(text: str, element: Callable[[str], Any]) -> list:
             if ch == "}":
                 pos += 1
                 return out
-            if ch in ", \t\n":
+            if ch == "," or ch in _ARRAY_SPACE:
                 pos += 1
             elif ch == "{":
                 out.append(parse())
@@ -476,7 +480,7 @@ def parse_array(text: str, element: Callable[[str], Any]) -> list:
                 end = pos
                 while text[end] not in ",}":
                     end += 1
-                raw = text[pos:end].strip()
+                raw = text[pos:end].strip(_ARRAY_SPACE)  # PostgreSQL's array_isspace, not Python's (\x1c-\x1f)
                 out.append(None if raw.upper() == "NULL" else element(raw))
                 pos = end
         raise QueryRefused(f'malformed array literal: "{text}"')
