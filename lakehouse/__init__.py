@@ -9,8 +9,9 @@ the loading stage (connectors, Great Expectations' suites), which a query never 
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from onesource.lazy import lazy_names
 
 if TYPE_CHECKING:
     from lakehouse.lake import Lake
@@ -19,10 +20,4 @@ if TYPE_CHECKING:
 __all__ = ["Lake", "LoadResult", "run_dataset"]
 _HOME = {"Lake": "lakehouse.lake", "LoadResult": "lakehouse.load", "run_dataset": "lakehouse.load"}
 
-
-def __getattr__(name: str):
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOME[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _HOME)

@@ -8,8 +8,9 @@ governed engine, its exceptions) costs only what that module needs.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from onesource.lazy import lazy_names
 
 if TYPE_CHECKING:
     from sharing.exceptions import QueryFailed, QueryRefused
@@ -19,10 +20,4 @@ __all__ = ["QueryFailed", "QueryRefused", "QueryResult", "run_sql"]
 _HOME = {"QueryFailed": "sharing.exceptions", "QueryRefused": "sharing.exceptions", "QueryResult": "sharing.sql",
          "run_sql": "sharing.sql"}
 
-
-def __getattr__(name: str):
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOME[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _HOME)

@@ -26,7 +26,7 @@ import sqlglot
 from sqlglot import exp
 
 from schemas.model import Registry
-from sharing import pgcatalog
+from sharing import pgcatalog, pgnames
 from sharing.exceptions import QueryFailed, QueryRefused
 from sharing.grants import Access
 from sharing.limits import Watch
@@ -232,7 +232,7 @@ def rewrite(text: str, tables: set[str], user: str) -> tuple[str, set[str]]:
     if len(statements) != 1 or not isinstance(statements[0], exp.Query):
         raise QueryRefused("a catalogue question is one SELECT query")
     tree = statements[0]
-    name_outputs(tree)
+    name_outputs(tree, _unoperator(text))
     ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
     relations: set[str] = set()
 
@@ -444,74 +444,15 @@ def _allowed() -> frozenset[str]:
 _ALLOWED = _allowed()
 
 
-# -- PostgreSQL's names for output columns (FigureColname in its parser) -----------------------------------
+# -- PostgreSQL's names for output columns: sharing.pgnames (FigureColname), as for governed queries ---------
 
-_PG_TYPE_NAMES = {"int": "int4", "integer": "int4", "bigint": "int8", "smallint": "int2", "boolean": "bool",
-                  "real": "float4", "double": "float8", "decimal": "numeric", "character varying": "varchar"}
-
-
-def pg_output_name(node: exp.Expression) -> tuple[str | None, int]:
-    """The name PostgreSQL gives an unnamed output column, and how sure (2: a column or function's name;
-    1: a type, CASE, ...; 0: none, PostgreSQL then says ``?column?``)."""
-    if isinstance(node, exp.Alias):
-        return node.alias, 2
-    if isinstance(node, exp.Column):
-        return (None, 0) if isinstance(node.this, exp.Star) else (node.name, 2)
-    if isinstance(node, exp.Paren):
-        return pg_output_name(node.this)
-    if isinstance(node, exp.Cast | exp.TryCast):
-        name, strength = pg_output_name(node.this)
-        if strength == 2:
-            return name, strength
-        to = node.args["to"]
-        kind = _type_name(to) or (to.sql(dialect="postgres").split("(")[0].lower() if to else "")
-        return _PG_TYPE_NAMES.get(kind, kind) or None, 1
-    if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):
-        return pg_output_name(node.expression)
-    if isinstance(node, exp.Bracket):
-        return pg_output_name(node.this)
-    if isinstance(node, exp.Case):
-        return "case", 1
-    if isinstance(node, exp.Exists):
-        return "exists", 2
-    if isinstance(node, exp.Array):
-        return "array", 2
-    if isinstance(node, exp.Subquery):
-        inner = node.this
-        if isinstance(inner, exp.Select) and inner.expressions:
-            return pg_output_name(inner.expressions[0])
-        return None, 0
-    if isinstance(node, exp.Func) and not isinstance(node, exp.Connector | exp.Binary | exp.Unary):
-        for kind, name in _SESSION_NAMES.items():
-            if isinstance(node, kind):
-                return name, 2
-        if isinstance(node, exp.Anonymous):
-            return str(node.this).lower(), 2
-        if isinstance(node, exp.If):
-            return "case", 1
-        return node.sql_name().lower(), 2
-    return None, 0
-
-
-_SESSION_NAMES = {exp.CurrentUser: "current_user", exp.SessionUser: "session_user",
-                  exp.CurrentDatabase: "current_database", exp.CurrentCatalog: "current_catalog",
-                  exp.CurrentSchema: "current_schema", exp.CurrentVersion: "version", exp.Count: "count",
-                  exp.CurrentDate: "current_date", exp.CurrentTimestamp: "current_timestamp"}
-
-
-def name_outputs(tree: exp.Expression) -> None:
-    """Name every unnamed output column of every SELECT in ``tree`` as PostgreSQL would (DuckDB names them
-    by their text: ``count_star()``, ``CURRENT_USER``): clients read columns by those names."""
+def name_outputs(tree: exp.Query, text: str) -> None:
+    """Name every unnamed output column as PostgreSQL would (DuckDB names them by their text:
+    ``count_star()``, ``CURRENT_USER``): clients read columns by those names. ``user`` and ``current_role``
+    are bare words that become the signed-in user's name: they keep their own name as an alias."""
     for select in list(tree.find_all(exp.Select)):
-        named = []
-        for projection in select.expressions:
-            if isinstance(projection, exp.Alias | exp.Star):
-                named.append(projection)
-            elif isinstance(projection, exp.Column):
-                session = (not projection.table and not projection.this.quoted
-                           and projection.name.lower() in SESSION_WORDS)
-                named.append(exp.alias_(projection, projection.name.lower(), quoted=True) if session else projection)
-            else:
-                name, strength = pg_output_name(projection)
-                named.append(exp.alias_(projection, name if strength else "?column?", quoted=True))
-        select.set("expressions", named)
+        select.set("expressions", [
+            exp.alias_(p, p.name.lower(), quoted=True)
+            if isinstance(p, exp.Column) and not p.table and not p.this.quoted and p.name.lower() in SESSION_WORDS
+            else p for p in select.expressions])
+    pgnames.name_outputs(tree, pgnames.Namer(text, "postgres", tree))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +137,30 @@ def wait_for_port(port: int, proc=None, seconds: float = 120) -> None:
     import pytest
 
     pytest.fail(f"nothing listens on port {port}: " + (proc.stdout.read() if proc and proc.stdout else ""))
+
+
+class WireClient:
+    """A hand-written Postgres-wire client: the protocol messages (and the mistakes) real clients will not send."""
+
+    def __init__(self, port: int, timeout: float = 10):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+    def startup(self, user: str = "tax_analyst") -> None:
+        params = b"user\0" + user.encode() + b"\0database\0onesource\0\0"
+        self.sock.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
+
+    def exact(self, n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            chunk = self.sock.recv(n - len(out))
+            if not chunk:
+                raise ConnectionError("closed")
+            out += chunk
+        return out
+
+    def read(self) -> tuple[bytes, bytes]:
+        head = self.exact(5)
+        return head[:1], self.exact(struct.unpack("!i", head[1:])[0] - 4)
+
+    def send(self, kind: bytes, body: bytes) -> None:
+        self.sock.sendall(kind + struct.pack("!i", len(body) + 4) + body)

@@ -11,7 +11,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import struct
 import subprocess
 import threading
@@ -31,7 +30,7 @@ from sharing.scram import ProofRejected, ScramError, ServerExchange, Verifier, m
 from sharing.signin import LockedOut, SignInGuard
 from sharing.users import create_user, scram_verifier
 from tests.conftest import free_port
-from tests.helpers import write_registry
+from tests.helpers import WireClient, write_registry
 
 THROTTLE = SignInSettings(max_failures=3, max_failures_per_address=5, window_minutes=15, lockout_minutes=15,
                           delay_seconds=0.5, max_delay_seconds=1.0)
@@ -86,27 +85,10 @@ def wire(city):
 
 
 # --- a hand-written client: the protocol messages real clients will not send ---------------------------------
-class RawClient:
+class RawClient(WireClient):
     def __init__(self, port: int, user: str):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        params = b"user\0" + user.encode() + b"\0database\0onesource\0\0"
-        self.sock.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
-
-    def _exact(self, n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            chunk = self.sock.recv(n - len(out))
-            if not chunk:
-                raise ConnectionError("closed")
-            out += chunk
-        return out
-
-    def read(self) -> tuple[bytes, bytes]:
-        head = self._exact(5)
-        return head[:1], self._exact(struct.unpack("!i", head[1:])[0] - 4)
-
-    def send(self, kind: bytes, body: bytes) -> None:
-        self.sock.sendall(kind + struct.pack("!i", len(body) + 4) + body)
+        super().__init__(port)
+        self.startup(user)
 
     def closed(self) -> bool:
         try:

@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import os
 import select
-import socket
 import struct
 import sys
 import threading
@@ -34,7 +33,7 @@ from sharing.pgwire import server as wire
 from sharing.scram import saslprep
 from sharing.users import create_user
 from tests.conftest import free_port
-from tests.helpers import drop, firms_dataset, load, write_registry
+from tests.helpers import WireClient, drop, firms_dataset, load, write_registry
 from tests.test_ingest_files import csv_text
 
 SECRETS = firms_dataset(name="firm_secrets", share_type="conditional", conditions="稽查",
@@ -74,30 +73,7 @@ def still_serving(city) -> None:
 
 
 # --- a hand-written client --------------------------------------------------------------------------------------
-class Raw:
-    def __init__(self, port: int, timeout: float = 10):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-
-    def startup(self, user: str = "tax_analyst") -> None:
-        params = b"user\0" + user.encode() + b"\0database\0onesource\0\0"
-        self.sock.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
-
-    def exact(self, n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            chunk = self.sock.recv(n - len(out))
-            if not chunk:
-                raise ConnectionError("closed")
-            out += chunk
-        return out
-
-    def read(self) -> tuple[bytes, bytes]:
-        head = self.exact(5)
-        return head[:1], self.exact(struct.unpack("!i", head[1:])[0] - 4)
-
-    def send(self, kind: bytes, body: bytes) -> None:
-        self.sock.sendall(kind + struct.pack("!i", len(body) + 4) + body)
-
+class Raw(WireClient):
     def until(self, kinds: bytes = b"Z") -> list[tuple[bytes, bytes]]:
         """Messages up to one of ``kinds`` (or the close), a clean close being the end of the list."""
         out = []
