@@ -170,8 +170,9 @@ class Namer:
         """(offset, lower-cased name) of every ``name(`` in the query text, from its tokens."""
         if self._calls is None:
             tokens = Dialect.get_or_raise(self.dialect).tokenize(self.sql)
+            # a word before "(": an opening parenthesis before another, string_agg((s), ','), names nothing
             self._calls = [(a.start, a.text.lower()) for a, b in zip(tokens, tokens[1:], strict=False)
-                           if b.token_type == TokenType.L_PAREN]
+                           if b.token_type == TokenType.L_PAREN and a.token_type != TokenType.L_PAREN]
         return self._calls
 
     def spans(self) -> list[tuple[int, int, exp.Expression]]:
