@@ -42,6 +42,7 @@ from schemas.model import Dataset, Registry, authority_join
 log = guarded("onesource.load")
 
 PUBLISHED, QUARANTINED, FAILED, UNCHANGED = "published", "quarantined", "failed", "unchanged"
+LOAD_STATUSES = (PUBLISHED, QUARANTINED, FAILED, UNCHANGED)
 
 
 @dataclass(frozen=True)

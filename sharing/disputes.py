@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from sharing.grants import Access
 
 OPEN, CORRECTED, REJECTED = "open", "corrected", "rejected"
+DISPUTE_STATUSES = (OPEN, CORRECTED, REJECTED)
 _COLUMNS = ("dispute_id", "dataset", "owner", "key_value", "column_name", "description", "department", "reported_by",
             "reported_at", "status", "resolved_by", "resolved_at", "resolution")
 

@@ -26,6 +26,7 @@ SLA_WORKING_DAYS = 5
 MAX_PERIOD_DAYS = 3 * 366
 """The longest access a request may ask for (days): beyond it, ask again (a grant never lasts forever)."""
 PENDING, APPROVED, REFUSED, REVOKED = "pending", "approved", "refused", "revoked"
+REQUEST_STATUSES = (PENDING, APPROVED, REFUSED, REVOKED)
 _COLUMNS = ("request_id", "department", "dataset", "owner", "share_type", "columns", "row_filter", "purpose",
             "period_days", "status", "requested_by", "requested_at", "due_at", "decided_at", "decided_by", "reason",
             "grant_id")
