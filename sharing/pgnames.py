@@ -155,7 +155,10 @@ class Namer:
             inside = {id(n) for n in node.walk()}
             before = min(starts)
             after = max((end for _, end, n in self.spans() if end < before and id(n) not in inside), default=-1)
-            name = next((text for at, text in reversed(self.calls()) if after < at < before), None)
+            # the nearest spelling of this kind: a call inside it may come first and have no offsets of its
+            # own (substring((trim(s)) from 1 for 2): trim( lies between substring( and s)
+            name = next((text for at, text in reversed(self.calls()) if after < at < before and text in spellings),
+                        None)
         else:  # nothing inside has offsets (EXTRACT(year FROM current_date)): the query's one spelling of it
             written = {text for _, text in self.calls() if text in spellings}
             name = written.pop() if len(written) == 1 else None

@@ -252,6 +252,8 @@ POSTGRES_NAMES = [  # (expression, the column name PostgreSQL 15 gives `SELECT <
     ("date_part('year', d)", 'date_part'),
     ("date_trunc('month', d)", 'date_trunc'),
     ("string_agg(s, ',')", 'string_agg'),
+    ("string_agg((s), ',')", 'string_agg'),  # found by the generated test: the first ( named nothing
+    ('substring((trim(s)) from 1 for 2)', 'substring'),  # found by it too: trim( lies before s
     ('array_agg(x)', 'array_agg'),
     ('coalesce(x,y)', 'coalesce'),
     ('nullif(x,y)', 'nullif'),
