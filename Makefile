@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 UV     := $(BIN)/uv
 STAMP  := $(VENV)/.installed
+WEBPKG := web/node_modules/.package-lock.json
 PYTEST := $(BIN)/python -m pytest
 
 .DEFAULT_GOAL := help
@@ -21,20 +22,25 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m compileall -q -j 0 onesource connectors schemas quality lakehouse sharing metrics portal bench
 	touch $(STAMP)
 
-setup: $(STAMP) ## create .venv and install every pinned dependency
+# Swagger UI, ReDoc and the scripts of GX's Data Docs, served and copied from here: no page needs a CDN.
+$(WEBPKG): web/package.json web/package-lock.json
+	cd web && npm ci --silent
+	touch $(WEBPKG)
 
-demo: $(STAMP) ## build the demo city (12 departments) and load it through Airflow, end to end
+setup: $(STAMP) $(WEBPKG) ## create .venv and install every pinned dependency (Python from PyPI, browser assets from npm)
+
+demo: $(STAMP) $(WEBPKG) ## build the demo city (12 departments) and load it through Airflow, end to end
 	$(BIN)/onesource demo $(ARGS)
 
-test: $(STAMP) ## every test: fast ones, then slow ones (real Airflow, PostgreSQL, MariaDB, psql, PgJDBC, chromium)
+test: $(STAMP) $(WEBPKG) ## every test: fast ones, then slow ones (real Airflow, PostgreSQL, MariaDB, psql, PgJDBC, chromium)
 	$(PYTEST) -n 2 -m "not slow" tests
 	scripts/system-deps.sh
 	$(PYTEST) -m slow tests
 
-test-fast: $(STAMP) ## the fast tier only (no Airflow runs, no database servers)
+test-fast: $(STAMP) $(WEBPKG) ## the fast tier only (no Airflow runs, no database servers)
 	$(PYTEST) -n 2 -m "not slow" tests
 
-test-slow: $(STAMP) ## the slow tier only
+test-slow: $(STAMP) $(WEBPKG) ## the slow tier only
 	scripts/system-deps.sh
 	$(PYTEST) -m slow tests
 
@@ -47,5 +53,5 @@ lint: $(STAMP) ## ruff
 constraints: ## re-pin constraints.txt from the current .venv
 	{ head -2 constraints.txt; $(UV) pip freeze --python $(BIN)/python | grep -v -E '^(-e |onesource|pip==|setuptools==|wheel==)'; } > constraints.new && mv constraints.new constraints.txt
 
-clean: ## remove .venv and the default home (.onesource/)
-	rm -rf $(VENV) .onesource
+clean: ## remove .venv, web/node_modules and the default home (.onesource/)
+	rm -rf $(VENV) web/node_modules .onesource

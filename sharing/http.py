@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from sharing.docs import mount_docs
 from sharing.engine import GovernedEngine
 from sharing.exceptions import LimitExceeded, QueryFailed, QueryRefused
 from sharing.export import MEDIA_TYPES, chunks
@@ -73,7 +74,9 @@ class DisputeIn(BaseModel):
 
 def create_app(engine: GovernedEngine, guard: SignInGuard | None = None) -> FastAPI:
     """The API and the portal's pages; ``guard`` throttles the portal's sign-ins (share the wire endpoint's)."""
-    app = FastAPI(title="OneSource", version="1", description="Governed access to the city's shared data.")
+    app = FastAPI(title="OneSource", version="1", description="Governed access to the city's shared data.",
+                  docs_url=None, redoc_url=None)  # mount_docs serves them without a CDN
+    mount_docs(app)
     limits = engine.settings.limits  # 413 before a body is read; a worker thread for every query in flight, and 40 more
     app.add_middleware(BodyLimit, max_bytes=limits.request_bytes, threads=limits.concurrent + limits.queued + 40)
     def current_user(authorization: str = Header(default="")) -> User:
