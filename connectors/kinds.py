@@ -5,7 +5,7 @@ Kept free of heavy imports: the registry check and the DAG files import it at pa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 FILE_FORMATS = ("csv", "xlsx", "json", "ndjson", "parquet")
@@ -20,6 +20,8 @@ class KindSpec:
     optional: tuple[str, ...]
     choices: tuple[tuple[str, tuple[str, ...]], ...] = ()
     doc: str = ""
+    settings_doc: dict[str, str] = field(default_factory=dict)
+    """setting -> what it means (the registry's JSON Schema and docs/registry.md show it)."""
 
 
 KINDS: dict[str, KindSpec] = {
@@ -31,6 +33,15 @@ KINDS: dict[str, KindSpec] = {
             optional=("format", "encoding", "delimiter", "sheet", "skip_rows"),
             choices=(("format", FILE_FORMATS), ("encoding", ENCODINGS)),
             doc="files a department drops (glob under the home's sources/ folder); each new file (by sha256) is one load",
+            settings_doc={
+                "path": "glob of the department's files, relative to $ONESOURCE_HOME/sources/ (e.g. "
+                        "tax/tax_taxpayer_register/*.csv) or absolute; each new file (by sha256) is one load",
+                "format": "the files' format (by their extension when left out)",
+                "encoding": "text encoding of CSV files (gbk and gb2312 are read as gb18030, their superset)",
+                "delimiter": "CSV field separator (detected when left out)",
+                "sheet": "XLSX: name of the worksheet to read (the first when left out)",
+                "skip_rows": "CSV: lines to skip before the header",
+            },
         ),
         KindSpec(
             "database",
@@ -38,12 +49,32 @@ KINDS: dict[str, KindSpec] = {
             optional=("table", "query", "watermark"),
             choices=(("driver", DB_DRIVERS),),
             doc="a table or query in a department database; incremental by a watermark column",
+            settings_doc={
+                "driver": "the database's kind",
+                "dsn": "connection string; secrets as ${ENV_VAR}, never a literal password; a sqlite path is "
+                       "relative to $ONESOURCE_HOME/sources/",
+                "table": "[schema.]table to read (or give a query)",
+                "query": "a SELECT to read (or give a table)",
+                "watermark": "column whose highest value loaded is remembered: each load reads only newer rows",
+            },
         ),
         KindSpec(
             "http",
             required=("url",),
             optional=("items", "page_param", "size_param", "page_size", "since_param", "watermark", "timeout", "token_env"),
             doc="a paginated JSON API; incremental by a watermark field",
+            settings_doc={
+                "url": "the endpoint, fetched with ?page=N&page_size=M",
+                "items": "key of the list of records in each page's JSON object (items by default); a page that is a "
+                         "JSON list is the list",
+                "page_param": "name of the page number parameter (page by default)",
+                "size_param": "name of the page size parameter (page_size by default)",
+                "page_size": "records asked per page (500 by default); a shorter page ends the load",
+                "since_param": "parameter that passes the last watermark, so the API sends only newer records",
+                "watermark": "field whose highest value loaded is remembered: each load keeps only newer records",
+                "timeout": "seconds to wait for a page (30 by default)",
+                "token_env": "environment variable holding the API's bearer token (never the token itself)",
+            },
         ),
         KindSpec(
             "platform",
@@ -53,6 +84,7 @@ KINDS: dict[str, KindSpec] = {
                                   "registry_conformance",
                                   "registry_lineage", "data_catalogue", "enterprise_profile")),),
             doc="a table OneSource computes itself (the sharing KPIs), published by the metrics DAG",
+            settings_doc={"product": "which of OneSource's own tables this is"},
         ),
     )
 }

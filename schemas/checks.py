@@ -15,6 +15,7 @@ from schemas.model import (
     LOAD_MODES,
     OPEN_ATTRIBUTES,
     REFERENCE_TARGETS,
+    SCHEMA_DRIFTS,
     SHARE_TYPES,
     UPDATE_CYCLES,
     Registry,
@@ -106,8 +107,8 @@ def dataset_enums(reg: Registry) -> Iterator[Issue]:
             yield _at(ds.where, f"dataset {ds.name!r}: load_mode {ds.load_mode!r} is not one of {', '.join(LOAD_MODES)}")
         if ds.compatibility not in MODES:
             yield _at(ds.where, f"dataset {ds.name!r}: compatibility {ds.compatibility!r} is not one of {', '.join(MODES)}")
-        if ds.schema_drift not in ("evolve", "fail"):
-            yield _at(ds.where, f"dataset {ds.name!r}: schema_drift {ds.schema_drift!r} is not evolve or fail")
+        if ds.schema_drift not in SCHEMA_DRIFTS:
+            yield _at(ds.where, f"dataset {ds.name!r}: schema_drift {ds.schema_drift!r} is not one of {', '.join(SCHEMA_DRIFTS)}")
         if ds.open_attribute not in OPEN_ATTRIBUTES:
             yield _at(ds.where, f"dataset {ds.name!r}: open_attribute {ds.open_attribute!r} is not one of "
                                 f"{', '.join(OPEN_ATTRIBUTES)}")

@@ -9,14 +9,17 @@ from onesource.errors import TerminalError
 
 @dataclass(frozen=True)
 class Issue:
-    """One problem in the registry, located by file and line."""
+    """One problem in the registry, located by file, line and (for a key) column."""
 
     file: str
     line: int
     message: str
+    column: int = 0
+    """1-based column of the offending key or value, when known (0: the line only)."""
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
+        at = f"{self.file}:{self.line}:{self.column}" if self.column else f"{self.file}:{self.line}"
+        return f"{at}: {self.message}"
 
 
 class RegistryError(TerminalError):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.exceptions import Issue, RegistryError
+from schemas.shape import FILES, connector_keys, known_keys, unknown_key_message
 from schemas.model import (
     ELEMENT_TYPES,
     RULE_KINDS,
@@ -45,6 +46,7 @@ class LineDict(dict):
 
     line: int = 0
     key_lines: dict[str, int]
+    key_cols: dict[str, int]
 
 
 @functools.cache
@@ -59,6 +61,9 @@ def _line_loader() -> type:
             mapping.line = node.start_mark.line + 1
             mapping.key_lines = {
                 str(k.value): k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)
+            }
+            mapping.key_cols = {
+                str(k.value): k.start_mark.column + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)
             }
             seen: set[str] = set()
             for k, _ in node.value:
@@ -99,8 +104,17 @@ class _Reader:
             self.issues.append(Issue(self.rel(path), 1, f"cannot read: {exc}"))
         return None
 
-    def issue(self, file: str, line: int, message: str) -> None:
-        self.issues.append(Issue(file, line, message))
+    def issue(self, file: str, line: int, message: str, column: int = 0) -> None:
+        self.issues.append(Issue(file, line, message, column))
+
+    def closed(self, node: LineDict, known: tuple[str, ...], file: str, what: str, noun: str = "key") -> list[str]:
+        """Report every key of ``node`` that is not in ``known`` (with file:line:column and a "did you
+        mean"); returns them. A misspelt optional key would otherwise be ignored: its default applies."""
+        unknown = [k for k in node if str(k) not in known]
+        for k in unknown:
+            self.issue(file, node.key_lines.get(str(k), node.line), f"{what}: {unknown_key_message(k, known, noun)}",
+                       getattr(node, "key_cols", {}).get(str(k), 0))
+        return unknown
 
     def field(self, node: LineDict, key: str, file: str, what: str, *, default: Any = ..., kind: type = str) -> Any:
         if key not in node or node[key] is None or node[key] == "":
@@ -132,20 +146,23 @@ def _departments(r: _Reader, path: Path) -> list[Department]:
         if doc is not None or path.exists():
             r.issue(file, 1, "expected a mapping with a 'departments' list")
         return []
+    r.closed(doc, FILES["departments.yaml"], file, path.name)
     out = []
     for node in r.mappings(doc.get("departments"), file, doc.line, "departments"):
         code = r.field(node, "code", file, "department")
         what = f"department {code!r}"
-        systems = tuple(
-            System(code=r.field(s, "code", file, f"{what} system"), name=r.field(s, "name", file, f"{what} system"))
-            for s in r.mappings(node.get("systems"), file, node.line, f"{what} systems")
-        )
+        r.closed(node, known_keys(Department), file, what)
+        systems = []
+        for s in r.mappings(node.get("systems"), file, node.line, f"{what} systems"):
+            r.closed(s, known_keys(System), file, f"{what} system")
+            systems.append(System(code=r.field(s, "code", file, f"{what} system"),
+                                  name=r.field(s, "name", file, f"{what} system")))
         out.append(
             Department(
                 code=code,
                 name=r.field(node, "name", file, what),
                 name_en=r.field(node, "name_en", file, what, default=""),
-                systems=systems,
+                systems=tuple(systems),
                 where=Where(file, node.line),
             )
         )
@@ -159,10 +176,12 @@ def _elements(r: _Reader, path: Path) -> tuple[list[Element], list[CodeList]]:
         if doc is not None:
             r.issue(file, 1, "expected a mapping with 'elements' and 'code_lists'")
         return [], []
+    r.closed(doc, FILES["elements.yaml"], file, path.name)
     elements = []
     for node in r.mappings(doc.get("elements"), file, doc.line, "elements"):
         name = r.field(node, "name", file, "element")
         what = f"element {name!r}"
+        r.closed(node, known_keys(Element), file, what)
         authority = node.get("authority")
         if isinstance(authority, list):
             r.issue(
@@ -212,6 +231,7 @@ def _columns(r: _Reader, node: LineDict, file: str, what: str, element_types: di
     for c in r.mappings(node.get("columns"), file, node.key_lines.get("columns", node.line), f"{what} columns"):
         name = r.field(c, "name", file, f"{what} column")
         cwhat = f"{what} column {name!r}"
+        r.closed(c, known_keys(Column), file, cwhat)
         element = r.field(c, "element", file, cwhat, default=None)
         ctype = r.field(c, "type", file, cwhat, default=None)
         if ctype is None:
@@ -266,20 +286,22 @@ def _quality(r: _Reader, node: LineDict, file: str, what: str) -> QualitySpec:
         r.issue(file, line, f"{what}: 'quality' must be a mapping (severity, volume_tolerance, freshness_column, "
                             "expectations)")
         return QualitySpec()
+    r.closed(q, known_keys(QualitySpec), file, f"{what} quality")
     severity = q.get("severity") or {}
     if not isinstance(severity, dict):
         r.issue(file, q.key_lines.get("severity", q.line), f"{what}: quality.severity must map rule kinds to "
                                                             "blocking or warning")
         severity = {}
+    if isinstance(severity, LineDict):
+        r.closed(severity, tuple(RULE_KINDS), file, f"{what} quality.severity", noun="rule kind")
     for rule, level in severity.items():
         sline = severity.key_lines.get(rule, q.line) if isinstance(severity, LineDict) else q.line
-        if rule not in RULE_KINDS:
-            r.issue(file, sline, f"{what}: unknown rule kind {rule!r} in quality.severity; one of {', '.join(RULE_KINDS)}")
         if level not in SEVERITIES:
             r.issue(file, sline, f"{what}: severity of {rule!r} must be blocking or warning, not {level!r}")
     custom = []
     for e in r.mappings(q.get("expectations"), file, q.key_lines.get("expectations", q.line), f"{what} expectations"):
         etype = r.field(e, "type", file, f"{what} expectation")
+        r.closed(e, known_keys(CustomExpectation), file, f"{what} expectation {etype!r}")
         kwargs = e.get("kwargs") or {}
         if etype and not re.fullmatch(r"Expect[A-Za-z]+", str(etype)):
             r.issue(file, e.line, f"{what}: expectation type {etype!r} is not a GX expectation class name")
@@ -306,12 +328,15 @@ def _dataset(r: _Reader, path: Path, element_types: dict[str, str]) -> Dataset |
         return None
     name = r.field(node, "name", file, "dataset")
     what = f"dataset {name!r}"
+    r.closed(node, known_keys(Dataset), file, what)
     conn = node.get("connector")
     if not isinstance(conn, LineDict):
         r.issue(file, node.key_lines.get("connector", node.line), f"{what}: missing 'connector' mapping (kind and settings)")
         connector = ConnectorSpec(kind="", settings={}, where=Where(file, node.line))
     else:
-        settings = {k: v for k, v in conn.items() if k != "kind"}
+        # reported here with its column; the kind's own check (connectors.kinds) sees only known settings
+        unknown = r.closed(conn, connector_keys(conn.get("kind")), file, f"{what} connector", noun="setting")
+        settings = {k: v for k, v in conn.items() if k != "kind" and k not in unknown}
         connector = ConnectorSpec(kind=str(conn.get("kind") or ""), settings=settings, where=Where(file, conn.line))
     key = node.get("key")
     key = (key,) if isinstance(key, str) else tuple(key or ())
@@ -365,7 +390,7 @@ def check_registry(root: Path) -> tuple[Registry, list[Issue]]:
         # Cross-references are only meaningful once every file parsed: a dataset lost to a
         # syntax error would otherwise show up again as "not registered" everywhere.
         issues = issues + run_checks(registry)
-    return registry, sorted(issues, key=lambda i: (i.file, i.line, i.message))
+    return registry, sorted(issues, key=lambda i: (i.file, i.line, i.column, i.message))
 
 
 def load_registry(root: Path, cache_dir: Path | None = None) -> Registry:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from functools import cached_property
 from typing import Any
+
+from schemas.formats import FORMAT_RULES
 
 # Element type -> DuckDB type. Decimal precision is fixed so every department's amounts compare.
 ELEMENT_TYPES: dict[str, str] = {
@@ -24,7 +26,12 @@ ELEMENT_TYPES: dict[str, str] = {
     "boolean": "BOOLEAN",
 }
 
-SHARE_TYPES = ("unconditional", "conditional", "not_shared")
+SHARE_TYPE_MEANINGS: dict[str, str] = {
+    "unconditional": "every department may query it (无条件共享)",
+    "conditional": "a department queries it once the owner grants a request; state the `conditions` (有条件共享)",
+    "not_shared": "no department may query it; state the `legal_basis` (不予共享)",
+}
+SHARE_TYPES = tuple(SHARE_TYPE_MEANINGS)
 
 # Update cycle -> (Airflow schedule, how long a load stays fresh).
 UPDATE_CYCLES: dict[str, tuple[str, dt.timedelta]] = {
@@ -36,13 +43,57 @@ UPDATE_CYCLES: dict[str, tuple[str, dt.timedelta]] = {
     "yearly": ("@yearly", dt.timedelta(days=366)),
 }
 
-LOAD_MODES = ("snapshot", "upsert", "append")
-"""snapshot: each batch is the whole table; upsert: rows replace rows with the same key; append: insert."""
+def _span(delta: dt.timedelta) -> str:
+    days, hours = delta.days, delta.seconds // 3600
+    return f"{days} day{'s' * (days != 1)}" if days else f"{hours} hour{'s' * (hours != 1)}"
 
-SENSITIVITY_LEVELS = (1, 2, 3, 4)
-"""1 public, 2 internal, 3 sensitive (masked for consumers), 4 highly sensitive (encrypted at rest)."""
+
+LOAD_MODE_MEANINGS: dict[str, str] = {
+    "snapshot": "each batch is the whole table",
+    "upsert": "a batch's rows replace the rows with the same key, and the others are added",
+    "append": "a batch's rows are added",
+}
+LOAD_MODES = tuple(LOAD_MODE_MEANINGS)
+
+SENSITIVITY_MEANINGS: dict[int, str] = {
+    1: "public",
+    2: "internal",
+    3: "sensitive: masked for consuming departments",
+    4: "highly sensitive: its datasets load only into an encrypted lake",
+}
+SENSITIVITY_LEVELS = tuple(SENSITIVITY_MEANINGS)
 ENCRYPTED_LEVEL = 4
 """A dataset with a column at this level loads only into an encrypted lake."""
+
+
+SCHEMA_DRIFTS: dict[str, str] = {
+    "evolve": "load when only optional columns are missing or unknown ones were added, reporting each",
+    "fail": "any difference between the extract's columns and the registry fails the load",
+}
+COMPATIBILITY_MODES: dict[str, str] = {  # Confluent Schema Registry's meanings (schemas.versions)
+    "BACKWARD": "the new schema reads data written with the previous one (delete a column, add an optional one)",
+    "BACKWARD_TRANSITIVE": "BACKWARD against every earlier version",
+    "FORWARD": "data written with the new schema is readable with the previous one (add columns, delete optional ones)",
+    "FORWARD_TRANSITIVE": "FORWARD against every earlier version",
+    "FULL": "both BACKWARD and FORWARD",
+    "FULL_TRANSITIVE": "FULL against every earlier version",
+    "NONE": "any change is accepted",
+}
+OPEN_ATTRIBUTES = ("无条件开放", "有条件开放", "不予开放")
+REFERENCE_TARGETS = ("authority",)
+"""What a column's ``references`` may name: today only the authoritative dataset of its element."""
+
+
+def spec(default: Any = MISSING, *, factory: Any = MISSING, choices: Any = (), keys: Any = (),
+         optional: bool = False) -> Any:
+    """A model field plus what the registry's schema needs beyond its type (read by schemas.shape):
+    ``choices`` the values it takes (a mapping gives each value's meaning), ``keys`` the keys a mapping
+    field takes, ``optional`` a key a registry file may leave out although the value always has one (the
+    loader fills it in). Each field's description is the docstring under it."""
+    meta = {"choices": choices, "keys": keys, "optional": optional}
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -58,22 +109,36 @@ class Where:
 
 @dataclass(frozen=True)
 class System:
+    """A department's source system: each dataset names the system its extracts come from."""
+
     code: str
+    """Code of the system, unique across departments (a dataset's ``system``)."""
     name: str
+    """Name of the system (e.g. 登记系统)."""
 
 
 @dataclass(frozen=True)
 class Department:
+    """A department that owns datasets and consumes others' (``departments.yaml``)."""
+
     code: str
+    """Short code of the department (e.g. ``amr``): a dataset's ``owner``, and the folder of its dataset files
+    and of its drop folder under ``sources/``."""
     name: str
-    name_en: str
+    """Name of the department in Chinese (e.g. 市场监督管理局)."""
+    name_en: str = spec("", optional=True)
+    """Name of the department in English."""
     systems: tuple[System, ...] = ()
+    """The department's source systems."""
     where: Where | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class CodeList:
+    """A code list (``code_lists`` in ``elements.yaml``): ``NAME: {CODE: LABEL}``."""
+
     name: str
+    """Name of the code list: an element's or a column's ``code_list``."""
     codes: dict[str, str]
     """code -> label (labels are accepted on input and mapped to their code)."""
     where: Where | None = field(default=None, compare=False)
@@ -84,14 +149,22 @@ class Element:
     """A data element: one fact with exactly one authoritative dataset."""
 
     name: str
+    """Name of the element (e.g. ``uscc``): the ``element`` of the columns that hold it."""
     name_zh: str
+    """Name of the element in Chinese (e.g. 统一社会信用代码)."""
     name_en: str
-    type: str
+    """Name of the element in English."""
+    type: str = spec(choices=ELEMENT_TYPES)
+    """Type of the element's values; a column of this element takes it unless the column says otherwise."""
     authority: str
-    """The dataset that is the one source of this element."""
-    format: str | None = None
+    """The dataset that is the one source of this element (exactly one: the others reference it)."""
+    format: str | None = spec(None, choices={k: r.description for k, r in FORMAT_RULES.items()})
+    """Format rule every value must match (with its check digit where the standard has one)."""
     code_list: str | None = None
-    sensitivity: int = 1
+    """Code list (in ``code_lists``) every value must come from; a label is accepted and stored as its code."""
+    sensitivity: int = spec(1, choices=SENSITIVITY_MEANINGS)
+    """1 public, 2 internal, 3 sensitive (masked for consuming departments), 4 highly sensitive (its datasets
+    load only into an encrypted lake)."""
     where: Where | None = field(default=None, compare=False)
 
 
@@ -110,6 +183,8 @@ RULE_KINDS: dict[str, bool] = {
     "custom": False,
 }
 SEVERITIES = ("blocking", "warning")
+SEVERITY_MEANINGS = {"blocking": "a failing row quarantines the whole batch: nothing is published",
+                     "warning": "failures are reported, the batch is published"}
 
 
 @dataclass(frozen=True)
@@ -117,8 +192,11 @@ class CustomExpectation:
     """An extra GX expectation a dataset declares: class name, its arguments, blocking or not."""
 
     type: str
-    kwargs: dict[str, Any]
+    """Great Expectations class name of the expectation (e.g. ``ExpectColumnValuesToBeBetween``)."""
+    kwargs: dict[str, Any] = spec(optional=True)
+    """The expectation's arguments, as GX names them (e.g. ``{column: staff, min_value: 0}``)."""
     blocking: bool = False
+    """Whether a failure quarantines the batch (true) or is only reported (false)."""
     where: Where | None = field(default=None, compare=False)
 
 
@@ -126,13 +204,16 @@ class CustomExpectation:
 class QualitySpec:
     """Per-dataset quality settings (all optional)."""
 
-    severity: dict[str, str] = field(default_factory=dict)
-    """rule kind -> blocking | warning, overriding RULE_KINDS."""
+    severity: dict[str, str] = spec(factory=dict, choices=SEVERITY_MEANINGS,
+                                    keys={k: "blocking by default" if v else "a warning by default"
+                                          for k, v in RULE_KINDS.items()})
+    """Rule kind -> ``blocking`` or ``warning``, overriding the rule's default."""
     volume_tolerance: float = 0.5
     """A snapshot load whose row count moves more than this fraction from the last load is flagged."""
     freshness_column: str | None = None
     """A date/timestamp column whose newest value must be within the update cycle."""
     expectations: tuple[CustomExpectation, ...] = ()
+    """Extra Great Expectations expectations, beyond those derived from the columns."""
 
     def blocking(self, rule: str) -> bool:
         if rule in self.severity:
@@ -145,24 +226,32 @@ class Column:
     """A column of a dataset's shared table, read from a column of the department's extract."""
 
     name: str
-    source: str
-    """Header (or field) name in the department's extract."""
-    type: str
+    """Name of the column in the shared table."""
+    source: str = spec(optional=True)
+    """Header (or field) name in the department's extract; the column's ``name`` when left out."""
+    type: str = spec(choices=ELEMENT_TYPES, optional=True)
+    """Type of the column; the element's type when left out (a column without an element needs one)."""
     element: str | None = None
+    """The data element the column holds (``elements.yaml``): its type, format, code list and sensitivity
+    apply, and the once-only KPIs count it."""
     required: bool = False
+    """Every row must have a value (a blocking check unless ``quality.severity`` says otherwise)."""
     code_list: str | None = None
-    format: str | None = None
+    """Code list every value must come from (beyond the element's own)."""
+    format: str | None = spec(None, choices={k: r.description for k, r in FORMAT_RULES.items()})
+    """Format rule every value must match (beyond the element's own); a format also decides masking."""
     min: Any = None
     """Smallest allowed value (a number, or an ISO date for date columns): the range check."""
     max: Any = None
+    """Largest allowed value (a number, or an ISO date for date columns): the range check."""
     from_authority: bool = False
     """Not collected: filled from the element's authoritative dataset, joined on the dataset's key
     (once only: the department consumes the element instead of collecting it again)."""
-    references: str | None = None
+    references: str | None = spec(None, choices=REFERENCE_TARGETS)
     """``authority``: this column is the key through which the dataset references the element's
     authoritative dataset (a credit code, a resident ID, a division code naming the authority's record).
     The department holds the identifier in order to reference the authority, not to collect the fact
-    again, so the duplicate collection rate does not count it (schemas.checks verifies the declaration)."""
+    again, so the duplicate collection rate does not count it (the registry check verifies the declaration)."""
     where: Where | None = field(default=None, compare=False)
 
     @property
@@ -175,32 +264,49 @@ class ConnectorSpec:
     """Connector kind plus its kind-specific settings (validated by the kind in ``connectors``)."""
 
     kind: str
+    """How OneSource reaches the department's data: its other keys depend on the kind."""
     settings: dict[str, Any]
+    """The kind's settings, written beside ``kind`` in the registry file (connectors.kinds)."""
     where: Where | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class Dataset:
+    """A dataset a department shares: where its extracts come from, its columns, key, schedule and share type."""
+
     name: str
-    title: str
+    """Name of the dataset: its shared table is ``shared.<name>``; unique in the registry."""
+    title: str = spec(optional=True)
+    """Title shown in the catalogue (the name when left out)."""
     owner: str
+    """Code of the department that owns the dataset (``departments.yaml``)."""
     system: str
+    """Code of the owner's source system the extracts come from."""
     connector: ConnectorSpec
+    """Where the department's extracts come from: ``kind`` and that kind's settings."""
     columns: tuple[Column, ...]
+    """The columns of the shared table, each read from a column of the extract."""
     key: tuple[str, ...]
-    update_cycle: str
-    share_type: str
-    load_mode: str = "snapshot"
+    """The column (or list of columns) that identifies a record: unique in every load."""
+    update_cycle: str = spec(choices={k: f"scheduled {v[0]}, fresh for {_span(v[1])}" for k, v in UPDATE_CYCLES.items()})
+    """How often the department updates it: the Airflow schedule and how long a load stays fresh."""
+    share_type: str = spec(choices=SHARE_TYPE_MEANINGS)
+    """Who may query the dataset."""
+    load_mode: str = spec("snapshot", choices=LOAD_MODE_MEANINGS)
+    """How a batch changes the shared table."""
     conditions: str | None = None
+    """Conditional datasets: who may use it and for what (shown to requesting departments)."""
     legal_basis: str | None = None
+    """Datasets not shared: the law or regulation that forbids sharing."""
     description: str = ""
+    """What the dataset holds, shown in the catalogue."""
     quality: QualitySpec = field(default_factory=QualitySpec)
-    compatibility: str = "BACKWARD"
-    """How a new version of this dataset's schema must relate to earlier ones (schemas.versions)."""
-    schema_drift: str = "evolve"
-    """An extract whose columns differ from the registry: ``evolve`` (load when only optional columns are
-    missing or unknown ones were added, reporting each) or ``fail`` (any difference fails the load)."""
-    open_attribute: str = "不予开放"
+    """Quality settings beyond what the columns imply (severities, volume, freshness, extra expectations)."""
+    compatibility: str = spec("BACKWARD", choices=COMPATIBILITY_MODES)
+    """How a new version of this dataset's schema must relate to earlier ones (upper or lower case)."""
+    schema_drift: str = spec("evolve", choices=SCHEMA_DRIFTS)
+    """What a load does with an extract whose columns differ from the registry."""
+    open_attribute: str = spec("不予开放", choices=OPEN_ATTRIBUTES)
     """开放属性 of the national catalogue (GB/T 21063.3): 无条件开放, 有条件开放 or 不予开放 to the public."""
     where: Where | None = field(default=None, compare=False)
 
@@ -232,10 +338,16 @@ class Dataset:
 
 @dataclass(frozen=True)
 class Registry:
+    """Everything the registry folder declares."""
+
     departments: tuple[Department, ...]
+    """The departments (``departments.yaml``)."""
     elements: tuple[Element, ...]
+    """The data elements, each with its one authoritative dataset (``elements.yaml``)."""
     code_lists: tuple[CodeList, ...]
+    """The code lists, ``NAME: {CODE: LABEL}`` (``elements.yaml``)."""
     datasets: tuple[Dataset, ...]
+    """The datasets, one file each (``datasets/<owner>/<name>.yaml``)."""
 
     # Lookups by name are indexed once per registry (a city has thousands of datasets; the DAG factory
     # and the KPIs look names up tens of thousands of times). cached_property writes the instance's
@@ -250,8 +362,7 @@ class Registry:
         if found is None:
             from schemas.exceptions import UnknownNameError
 
-            known = ", ".join(sorted(self._index[what])[:20])
-            raise UnknownNameError(f"unknown {what} {name!r}; known: {known}")
+            raise UnknownNameError(unknown_name_message(what, name, self._index[what]))
         return found
 
     def department(self, code: str) -> Department:
@@ -288,9 +399,6 @@ class Registry:
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-OPEN_ATTRIBUTES = ("无条件开放", "有条件开放", "不予开放")
-
-
 def authority_join(registry: Registry, ds: Dataset, col: Column) -> tuple[Dataset, Column, Column] | None:
     """For a ``from_authority`` column: (authority dataset, this dataset's join column, the authority's key
     column), joining on the authority's single-column key element; None when no such join exists."""
@@ -300,15 +408,12 @@ def authority_join(registry: Registry, ds: Dataset, col: Column) -> tuple[Datase
         return None
     if len(authority.key) != 1:
         return None
-    auth_key = authority.column(authority.key[0])
-    if not auth_key.element:
+    # a key that is not one of the authority's columns is the registry check's to report, not a KeyError here
+    auth_key = next((c for c in authority.columns if c.name == authority.key[0]), None)
+    if auth_key is None or not auth_key.element:
         return None
     mine = next((c for c in ds.columns if c.element == auth_key.element and not c.from_authority), None)
     return (authority, mine, auth_key) if mine else None
-
-
-REFERENCE_TARGETS = ("authority",)
-"""What a column's ``references`` may name: today only the authoritative dataset of its element."""
 
 
 def authority_reference(registry: Registry, ds: Dataset, col: Column) -> Dataset | None:
@@ -324,7 +429,8 @@ def authority_reference(registry: Registry, ds: Dataset, col: Column) -> Dataset
         return None
     if authority.name == ds.name or len(authority.key) != 1:
         return None
-    return authority if authority.column(authority.key[0]).element == col.element else None
+    auth_key = next((c for c in authority.columns if c.name == authority.key[0]), None)
+    return authority if auth_key is not None and auth_key.element == col.element else None
 
 
 def _plain(value: Any) -> dict[str, Any]:
@@ -341,3 +447,25 @@ def _drop_where(data: Any) -> None:
     elif isinstance(data, list | tuple):
         for v in data:
             _drop_where(v)
+
+
+KNOWN_SHOWN = 30
+"""Names an unknown-name error lists; beyond that it says how many more there are and where to see them."""
+_WHERE_LISTED = {"dataset": "onesource registry list", "department": "onesource registry list --json",
+                 "data element": "elements.yaml in the registry", "code list": "elements.yaml in the registry"}
+
+
+def unknown_name_message(what: str, name: str, names) -> str:
+    """``unknown dataset 'firm'; did you mean 'firms'? known (3): firms, people, taxes``: the close
+    matches first, every name up to :data:`KNOWN_SHOWN`, past that how many more and where they are listed."""
+    import difflib
+
+    known = sorted(names)
+    close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+    guess = f" did you mean {close[0]!r}?" if close else ""
+    if not known:
+        return f"unknown {what} {name!r}; none is registered yet"
+    shown = ", ".join(known[:KNOWN_SHOWN])
+    more = (f", and {len(known) - KNOWN_SHOWN} more (all of them: {_WHERE_LISTED.get(what, 'the registry')})"
+            if len(known) > KNOWN_SHOWN else "")
+    return f"unknown {what} {name!r};{guess} known ({len(known)}): {shown}{more}"

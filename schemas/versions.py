@@ -28,9 +28,9 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from schemas.model import Dataset, Department, Element, Registry
+from schemas.model import COMPATIBILITY_MODES, Dataset, Department, Element, Registry
 
-MODES = ("BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE", "NONE")
+MODES = tuple(COMPATIBILITY_MODES)
 DEFAULT_MODE = "BACKWARD"
 
 

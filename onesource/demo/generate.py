@@ -34,9 +34,15 @@ from onesource.demo.data import City, DemoConfig
 EXTENSIONS = {"csv": "csv", "csv-gbk": "csv", "xlsx": "xlsx", "json": "json", "ndjson": "ndjson", "parquet": "parquet"}
 
 
-def _dump(path: Path, data: Any) -> None:
+SCHEMA_FILE = "registry.schema.json"
+"""The registry's JSON Schema, beside its files: each names it in its first line, so an editor with a YAML
+language server (VS Code's YAML extension) completes and underlines them (docs/registry.md)."""
+
+
+def _dump(path: Path, data: Any, schema: str | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=120), encoding="utf-8")
+    head = f"# yaml-language-server: $schema={schema}\n" if schema else ""
+    path.write_text(head + yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=120), encoding="utf-8")
 
 
 def connector_settings(ds: DemoDataset, config: DemoConfig) -> dict[str, Any]:
@@ -55,9 +61,13 @@ def write_registry(root: Path, config: DemoConfig) -> None:
     departments = [*city_departments(config.departments), BUREAU]
     datasets = city_datasets(config.departments)
     names = {d.name for d in datasets}
+    from schemas.reference import schema_text
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / SCHEMA_FILE).write_text(schema_text(), encoding="utf-8")
     _dump(root / "departments.yaml", {"departments": [
         {"code": c, "name": n, "name_en": en, "systems": [{"code": sc, "name": sn}]} for c, n, en, sc, sn in departments
-    ]})
+    ]}, SCHEMA_FILE)
     elements = [e for e in ELEMENTS if e[4] in names]
     used_lists = {e[6] for e in elements if e[6]} | {
         extra["code_list"] for d in datasets for _, _, extra in d.columns if "code_list" in extra}
@@ -68,7 +78,7 @@ def write_registry(root: Path, config: DemoConfig) -> None:
             for n, zh, en, t, auth, fmt, cl, sens in elements
         ],
         "code_lists": {k: v for k, v in CODE_LISTS.items() if k in used_lists},
-    })
+    }, SCHEMA_FILE)
     systems = {c: sc for c, _, _, sc, _ in departments}
     for ds in datasets:
         entry: dict[str, Any] = {
@@ -85,9 +95,9 @@ def write_registry(root: Path, config: DemoConfig) -> None:
         entry["columns"] = [{"name": n, "source": src, **extra} for n, src, extra in ds.columns]
         if ds.quality:
             entry["quality"] = ds.quality
-        _dump(root / "datasets" / ds.owner / f"{ds.name}.yaml", entry)
+        _dump(root / "datasets" / ds.owner / f"{ds.name}.yaml", entry, f"../../{SCHEMA_FILE}")
     for entry in platform_dataset_entries({e[0] for e in elements}):
-        _dump(root / "datasets" / entry["owner"] / f"{entry['name']}.yaml", entry)
+        _dump(root / "datasets" / entry["owner"] / f"{entry['name']}.yaml", entry, f"../../{SCHEMA_FILE}")
 
 
 # -- extract writers, one per form a department sends ----------------------------------------
