@@ -9,8 +9,11 @@ Layout of a registry folder::
     datasets/**/*.yaml      one dataset per file (see README "Register a new source"); a column may
                             declare ``references: authority`` (schemas.model.Column.references)
 
-Loading never stops at the first problem: it gathers every :class:`~schemas.exceptions.Issue`,
-then :mod:`schemas.checks` adds the cross-reference checks.
+Every key of every mapping is one of the model's fields (:mod:`schemas.shape`; docs/registry.md lists them):
+another is refused with its file:line:column and the key it most likely misspells, since a misspelt optional
+key would otherwise leave its default silently in force. Code list names and codes, and an expectation's
+``kwargs``, are data. Loading never stops at the first problem: it gathers every
+:class:`~schemas.exceptions.Issue`, then :mod:`schemas.checks` adds the cross-reference checks.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from schemas.exceptions import Issue, RegistryError
-from schemas.shape import FILES, connector_keys, known_keys, unknown_key_message
 from schemas.model import (
     ELEMENT_TYPES,
     RULE_KINDS,
@@ -39,6 +41,7 @@ from schemas.model import (
     System,
     Where,
 )
+from schemas.shape import FILES, connector_keys, known_keys, unknown_key_message
 
 
 class LineDict(dict):
