@@ -12,7 +12,18 @@ from pathlib import Path
 from onesource.config import Settings
 from onesource.errors import OneSourceError
 
-_FINAL_STATE = re.compile(r"new_state=(success|failed|skipped|up_for_retry|upstream_failed)")
+_TASK_END = re.compile(r"\[DAG TEST\] end task task_id=(\S+) map_index=(-?\d+)")
+"""``airflow dags test`` logs this once per attempt of a task, whatever its outcome (a retry ends again)."""
+
+
+def task_ended(line: str) -> str | None:
+    """The task (``id``, or ``id[n]`` for a mapped one) whose attempt this line of ``airflow dags test``
+    ends, else None."""
+    match = _TASK_END.search(line)
+    if not match:
+        return None
+    task_id, index = match.groups()
+    return task_id if index == "-1" else f"{task_id}[{index}]"
 
 
 class AirflowRunError(OneSourceError):
@@ -89,13 +100,13 @@ def dags_test(settings: Settings, dag_id: str, log: Path, on_task_done: Callable
     """``airflow dags test DAG_ID``: a real DAG run, tasks executed in this one process.
 
     Exit code 1 means a task failed (a quarantined batch does that on purpose); the caller reads
-    the outcome of each load from the loads ledger.
+    the outcome of each load from the loads ledger. ``on_task_done`` gets the task's id (``id[n]`` for a
+    mapped one) each time an attempt of it ends: a retried task comes again under the same id.
     """
 
     def on_line(line: str) -> None:
-        match = _FINAL_STATE.search(line)
-        if match and on_task_done:
-            on_task_done(match.group(1))
+        if on_task_done and (task := task_ended(line)):
+            on_task_done(task)
 
     code = run([airflow_bin(), "dags", "test", dag_id], settings, log, on_line, secrets)
     text = log.read_text(encoding="utf-8", errors="replace")

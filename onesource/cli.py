@@ -167,9 +167,12 @@ def _registry_lake_action(args: argparse.Namespace, settings: Settings, registry
         if args.action == "export":
             from metrics.catalogue import export
 
-            path = Path(args.output or f"catalogue.{args.format}")
-            export(path.with_suffix(f".{args.format}"), registry, lake)
-            console.print(f"wrote the catalogue ({len(registry.datasets)} resources) to {path.with_suffix('.' + args.format)}")
+            # by default into the home's reports, never the current folder (often the repository itself)
+            path = Path(args.output or settings.reports_dir / "catalogue").with_suffix(f".{args.format}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            export(path, registry, lake)
+            console.print(f"wrote the catalogue ({len(registry.datasets)} resources) to {path}"
+                          + ("" if args.output else " (--output FILE to write it elsewhere)"), highlight=False)
             return 0
         from metrics.once_only import conformance, consumers, lineage
 
@@ -235,13 +238,15 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     if not names:
         err.print("name one or more datasets, or --all")
         return 2
-    bad = 0
+    bad, statuses = 0, {}
     for name in names:
         with console.status(f"loading {name}"):
             results = run_dataset(settings, registry, name, os.environ)
         for r in results:
             colour = {"published": "green", "unchanged": "dim", "quarantined": "yellow"}.get(r.status, "red")
-            console.print(f"[{colour}]{r.status:11}[/] {r.dataset} {r.rows:,} rows" + ("" if r.ok else f"\n{r.message}"),
+            said = (f": {_unchanged(settings, registry, r.dataset, statuses)}" if r.status == "unchanged"
+                    else f" {r.rows:,} rows" if r.status in ("published", "quarantined") else "")
+            console.print(f"[{colour}]{r.status:11}[/] {r.dataset}{said}" + ("" if r.ok else f"\n{r.message}"),
                           highlight=False)
             bad += not r.ok
     from quality import build_data_docs
@@ -249,6 +254,22 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     with console.status("rendering the Data Docs"):
         console.print(f"Data Docs: {build_data_docs(settings.gx_project_root)}", highlight=False)
     return 1 if bad else 0
+
+
+def _unchanged(settings: Settings, registry, dataset: str, statuses: dict) -> str:
+    """What an ingest that found nothing new says: the last load, and what is shared now (not "0 rows").
+    ``statuses`` is filled on the first call: a dataset with nothing new is not changed by the others' loads."""
+    from lakehouse import Lake
+    from metrics import dataset_statuses
+
+    if not statuses:
+        with Lake(settings.lake, read_only=True) as lake:
+            statuses.update((s.dataset, s) for s in dataset_statuses(lake, registry, check_files=False))
+    s = statuses[dataset]
+    shared = "nothing shared yet" if s.rows is None else f"{s.rows:,} rows shared"
+    last = (f"last load {s.last_load_at:%Y-%m-%d %H:%M} UTC, {s.last_status}" if s.last_load_at
+            else "never loaded")
+    return f"no new extract ({last}; {shared})"
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -445,7 +466,7 @@ def _print_result(result, fmt: str, max_rows: int | None) -> int:
         print(json.dumps([dict(zip(result.columns, row, strict=True)) for row in rows], ensure_ascii=False,
                          indent=2, default=str))
     elif fmt == "csv":
-        writer = csv.writer(sys.stdout)
+        writer = csv.writer(sys.stdout, lineterminator="\n")  # LF as psql and DuckDB print it (csv's default: CRLF)
         writer.writerow(result.columns)
         writer.writerows(rows)
     else:
@@ -483,13 +504,27 @@ def cmd_grants(args: argparse.Namespace, settings: Settings) -> int:
             revoke_grant(lake, args.grant_id)
             console.print(f"revoked {args.grant_id}")
         else:
-            cur = lake.con.execute("SELECT * FROM lake.ops.grants ORDER BY granted_at")
-            table = Table()
-            for d in cur.description:
-                table.add_column(d[0])
-            for row in cur.fetchall():
-                table.add_row(*("" if v is None else str(v) for v in row))
-            console.print(table)
+            from onesource.output import cell, print_json, print_table, records_of
+
+            cur = lake.con.execute("SELECT * FROM lake.ops.grants ORDER BY granted_at, grant_id")
+            found = records_of([d[0] for d in cur.description], cur.fetchall())
+            matches: dict[str, list] = {}
+            for grant_id, column, quota in lake.con.execute(
+                    "SELECT grant_id, column_name, daily_quota FROM lake.ops.grant_matches ORDER BY 1, 2").fetchall():
+                matches.setdefault(grant_id, []).append({"column": column, "daily_quota": quota})
+            for g in found:
+                g["match"] = matches.get(g["grant_id"], [])
+            if args.json:
+                print_json(found)
+                return 0
+            if not found:
+                console.print("no grants yet: onesource grants add --department D --dataset DS")
+                return 0
+            print_table(console, list(found[0]),
+                        ([cell(v) if k != "match" else ", ".join(f"{m['column']} ({m['daily_quota']}/day)" for m in v)
+                          for k, v in g.items()] for g in found),
+                        title=f"{len(found)} grant(s); revoke one with: onesource grants revoke --grant-id ID",
+                        whole=("grant_id", "row_filter"))
     return 0
 
 
@@ -535,20 +570,21 @@ def cmd_requests(args: argparse.Namespace, settings: Settings) -> int:
                            f"{deadline_day(req.due_at, settings.city_timezone)} ({settings.city_timezone})"
                            if req.status == "pending" else ""))
         elif args.action == "list":
+            from onesource.output import print_json, print_table, record
+
             now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-            table = Table()
             found = requests.listing(lake, department=args.department, owner=args.owner, status=args.status)
-            for col in ("request", "department", "dataset", "owner", "columns", "row filter", "status", "requested",
-                        "due", "reason"):
-                # the row filter is what the owner decides on: never folded mid-expression
-                table.add_column(col, overflow="fold", min_width=max([len(r.row_filter or "") for r in found] + [1])
-                                 if col == "row filter" else None)
-            for r in found:
-                status = "[red]overdue[/]" if r.overdue(now) else r.status
-                table.add_row(r.request_id, r.department, r.dataset, r.owner, ", ".join(r.columns or ["*"]),
-                              escape(r.row_filter or "—"), status, f"{r.requested_at:%Y-%m-%d}",
-                              f"{r.due_at:%Y-%m-%d}", escape(r.reason or ""))
-            console.print(table)
+            if args.json:
+                print_json({**record(r), "overdue": r.overdue(now)} for r in found)
+                return 0
+            # IDs to copy into approve/refuse and the row filter the owner decides on: never folded
+            print_table(console, ("request", "department", "dataset", "owner", "columns", "row filter", "status",
+                                  "requested", "due", "reason"),
+                        ([escape(r.request_id), escape(r.department), escape(r.dataset), escape(r.owner),
+                          escape(", ".join(r.columns or ["*"])), escape(r.row_filter or "—"),
+                          "[red]overdue[/]" if r.overdue(now) else escape(r.status), f"{r.requested_at:%Y-%m-%d}",
+                          f"{r.due_at:%Y-%m-%d}", escape(r.reason or "")] for r in found),
+                        whole=("request", "row filter"), markup=True)
         else:
             if not (args.request_id and args.owner):
                 err.print("--request-id and --owner (the owning department deciding) are required")
@@ -648,25 +684,29 @@ def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
         figures.pop("datasets"), figures.pop("duplicate_pairs"), figures.pop("members")
         print(json.dumps(figures, ensure_ascii=False, indent=2, default=str))
         return 0
-    table = Table(title=f"OneSource KPIs, {figures['period']} (as of {figures['as_of']})")
-    table.add_column("KPI")
-    table.add_column("city", justify="right")
-    table.add_column("target", justify="right")
-    for d in figures["departments"]:
-        table.add_column(d["code"], justify="right")
+    from metrics.kpis import LOWER_IS_BETTER
+    from onesource.output import percent, print_table, target_text
+
+    def count(x: float) -> str:
+        return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.2f}"
 
     def cell(f: dict, kpi: str) -> str:
+        # one decimal, and never rounded across its target: 99.95% against 100% shows 99.9%, not 100.0%
         if f["value"] is None:
             return "-"
         if kpi == "reuse_factor":
             return f"{f['value']:.2f}"
-        return f"{f['value']:.0%} ({f['numerator']:g}/{f['denominator']:g})"
+        return (f"{percent(f['value'], f.get('target'), kpi in LOWER_IS_BETTER)} "
+                f"({count(f['numerator'])}/{count(f['denominator'])})")
 
-    for kpi in KPI_NAMES:
-        city = figures["city"][kpi]
-        target = "-" if city["target"] is None else f"{city['target']:.0%}"
-        table.add_row(kpi, cell(city, kpi), target, *(cell(d[kpi], kpi) for d in figures["departments"]))
-    console.print(table)
+    # a row per department (87 in a big city), a column per KPI: every cell whole, wrapped if need be
+    city = figures["city"]
+    rows = [["target", *(target_text(city[k]["target"], k in LOWER_IS_BETTER) for k in KPI_NAMES)],
+            ["city", *(cell(city[k], k) for k in KPI_NAMES)],
+            *([d["code"], *(cell(d[k], k) for k in KPI_NAMES)] for d in figures["departments"])]
+    print_table(console, ["department", *(k.replace("_", " ") for k in KPI_NAMES)], rows,
+                title=f"OneSource KPIs, {figures['period']} (as of {figures['as_of']})",
+                right=[k.replace("_", " ") for k in KPI_NAMES])
     return 0
 
 
@@ -733,7 +773,7 @@ def parser() -> argparse.ArgumentParser:
     reg.add_argument("--json", action="store_true")
     reg.add_argument("--department", help="conformance: one department")
     reg.add_argument("--format", choices=["xlsx", "csv"], default="xlsx", help="export: the catalogue's format")
-    reg.add_argument("--output", help="export: the file to write")
+    reg.add_argument("--output", help="export: the file to write (default: reports/catalogue.FORMAT in the home)")
     pre = sub.add_parser("prefill", help="pre-fill an enterprise's annual report from authoritative sources")
     pre.add_argument("form", choices=["annual-report"])
     pre.add_argument("uscc", nargs="?", help="the enterprise's unified social credit code (omit for the rates)")
@@ -811,6 +851,7 @@ def parser() -> argparse.ArgumentParser:
                                         "(match_value(col, 'value') in SQL), e.g. resident_id")
     grants.add_argument("--match-quota", type=int, default=1000,
                         help="distinct values a day the department may match per column (default 1000)")
+    grants.add_argument("--json", action="store_true", help="list: a JSON array of every grant, all fields")
     grants.set_defaults(fn=cmd_grants)
 
     req = sub.add_parser("requests", help="access requests: create, list, approve, refuse (with a reason), revoke")
@@ -826,6 +867,7 @@ def parser() -> argparse.ArgumentParser:
     req.add_argument("--status")
     req.add_argument("--reason", help="mandatory when refusing")
     req.add_argument("--user", help="who acts (default: $USER)")
+    req.add_argument("--json", action="store_true", help="list: a JSON array of the requests, all fields")
     req.set_defaults(fn=cmd_requests)
 
     users = sub.add_parser("users", help="reset a user's password and token (also: a password stored before SCRAM), "

@@ -115,7 +115,7 @@ def _slices(result: QueryResult) -> Iterator[list[tuple[Any, ...]]]:
 
 def csv_text(result: QueryResult) -> Iterator[bytes]:
     buf = io.StringIO()
-    writer = csv.writer(buf)
+    writer = csv.writer(buf, lineterminator="\n")  # LF, as psql and DuckDB write it; quoting stays RFC 4180
     writer.writerow(result.columns)
     for rows in _slices(result):
         writer.writerows(rows)

@@ -35,7 +35,7 @@ from onesource.demo.city import city_datasets
 from onesource.demo.data import DemoConfig
 from onesource.demo.generate import generate_city
 from onesource.demo.history import publish_history, simulate
-from onesource.errors import OneSourceError
+from onesource.errors import ConfigurationError
 from quality.consistency import latest_rates
 from schemas import load_registry
 
@@ -63,6 +63,34 @@ class DemoSummary:
     """KPI -> (first period, its value, this period's value, target), city-wide: baseline -> now."""
 
 
+def all_dag_tasks(registry) -> int:
+    """Tasks of the ``onesource_ingest_all`` DAG (onesource.dagfactory): a load per source dataset, then
+    consistency and metrics. Counted here so the demo needs no Airflow import; a test checks it against the
+    DAG itself."""
+    return len(registry.source_datasets) + 2
+
+
+class TaskCount:
+    """Tasks of a DAG run that have ended, each counted once however many attempts it took (a retried
+    task ends again under the same id); the total grows if the run shows more tasks than expected, so the
+    progress never reads "17/15"."""
+
+    def __init__(self, expected: int):
+        self.expected = expected
+        self.ended: set[str] = set()
+
+    def done(self, task_id: str) -> None:
+        self.ended.add(task_id)
+
+    @property
+    def completed(self) -> int:
+        return len(self.ended)
+
+    @property
+    def total(self) -> int:
+        return max(self.expected, self.completed)
+
+
 def _progress(console: Console) -> Progress:
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=console, transient=False)
@@ -70,6 +98,7 @@ def _progress(console: Console) -> Progress:
 
 def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSummary:
     started, t0 = dt.datetime.now(dt.UTC).replace(tzinfo=None), time.monotonic()
+    check_api_port(config)
     datasets = city_datasets(config.departments)
     with _progress(console) as progress:
         gen = progress.add_task(f"[1/4] demo city: {config.departments} departments, {len(datasets)} extracts",
@@ -96,9 +125,17 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
             migrated = airflow_cli.ensure_db(settings, reports / "airflow-db-migrate.log")
         console.print(f"[3/4] Airflow home {settings.airflow_home} " + ("created" if migrated else "ready"))
         with _progress(console) as progress:
-            task = progress.add_task(f"[4/4] Airflow DAG run {ALL_DAG_ID}", total=len(registry.source_datasets))
+            tasks = TaskCount(all_dag_tasks(registry))
+            task = progress.add_task(f"[4/4] Airflow DAG run {ALL_DAG_ID}", total=tasks.total)
+
+            def task_done(task_id: str) -> None:
+                tasks.done(task_id)
+                progress.update(task, total=tasks.total, completed=tasks.completed)
+
             code = airflow_cli.dags_test(settings, ALL_DAG_ID, reports / f"airflow-{ALL_DAG_ID}.log",
-                                         on_task_done=lambda _: progress.advance(task), secrets={TOKEN_ENV: token})
+                                         on_task_done=task_done, secrets={TOKEN_ENV: token})
+            # the run is over: tasks it never started (after a failed upstream) are done too
+            progress.update(task, completed=tasks.total)
     finally:
         if server is not None:
             server.shutdown()
@@ -224,18 +261,54 @@ def _demo_requests(settings: Settings, registry) -> None:
                             requested_by="hrss_analyst", columns=["resident_id", "person_name"], period_days=365)
 
 
-def _start_api(settings: Settings, config: DemoConfig, token: str):
+def _api_address(config: DemoConfig) -> tuple[str, int]:
     from urllib.parse import urlparse
 
+    url = urlparse(config.api_url)
+    return url.hostname or "127.0.0.1", url.port or 80
+
+
+def check_api_port(config: DemoConfig) -> None:
+    """Refuse at once, before minutes of work, a port the hotline API cannot listen on."""
+    import socket
+
+    host, port = _api_address(config)
+    try:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server's own bind does
+            probe.bind((host, port))
+    except OSError as exc:
+        raise ApiPortError(host, port, exc) from exc
+
+
+class ApiPortError(ConfigurationError):
+    """The demo's hotline API cannot listen where the demo was told to start it."""
+
+    def __init__(self, host: str, port: int, exc: OSError):
+        import errno
+        import socket
+
+        with socket.socket() as spare:  # a port that is free now, to offer
+            spare.bind((host, 0))
+            free = spare.getsockname()[1]
+        why = {errno.EADDRINUSE: "the port is already in use",
+               errno.EACCES: "permission denied (ports below 1024 need root)"}.get(exc.errno, exc.strerror or str(exc))
+        super().__init__(
+            f"cannot start the demo's hotline API (the fake 12345-hotline ticket service the demo's connector "
+            f"calls) on {host}:{port}: {why}. Stop whatever holds the port (an earlier `make demo` still "
+            f"running?), or give the demo another port: make demo ARGS=\"--api-port {free}\" "
+            f"(or: onesource demo --api-port {free})")
+
+
+def _start_api(settings: Settings, config: DemoConfig, token: str):
     data = settings.sources_dir / "hotline" / "tickets.json"
     if not data.exists():
         return None
-    url = urlparse(config.api_url)
+    host, port = _api_address(config)
     try:
-        return serve(data, url.hostname or "127.0.0.1", url.port or 80, token)
-    except OSError as exc:
-        raise OneSourceError(f"cannot start the demo hotline API on {url.netloc}: {exc}; "
-                             "stop whatever holds that port (an earlier demo?) and run again") from exc
+        return serve(data, host, port, token)
+    except OSError as exc:  # taken since the check at the start
+        raise ApiPortError(host, port, exc) from exc
 
 
 def _write_report(path: Path, summary: DemoSummary) -> None:
@@ -292,13 +365,17 @@ def print_summary(console: Console, summary: DemoSummary, settings: Settings) ->
         "Serve HTTP + Postgres wire:  .venv/bin/onesource serve  (users and passwords: demo-credentials.json)"
     )
     if summary.kpis:
-        def pct(v):
-            return "-" if v is None else f"{v:.0%}"
+        from metrics.kpis import LOWER_IS_BETTER
+        from onesource.output import percent, target_text
+
+        def pct(v, kpi=None, target=None):  # one decimal, never rounded across the KPI's target
+            return percent(v, target, kpi in LOWER_IS_BETTER)
 
         shown = ("sharing_rate", "duplicate_collection_rate", "interconnection_rate", "request_fulfilment_rate",
                  "quality_pass_rate", "timeliness")
         console.print("[bold]KPIs this month[/] (city; target): " + ", ".join(
-            f"{k} {pct(summary.kpis[k][0])}" + (f" ({pct(summary.kpis[k][1])})" if summary.kpis[k][1] else "")
+            f"{k} {pct(summary.kpis[k][0], k, summary.kpis[k][1])}"
+            + (f" ({target_text(summary.kpis[k][1], k in LOWER_IS_BETTER)})" if summary.kpis[k][1] else "")
             for k in shown if k in summary.kpis))
         if summary.redelivered:
             console.print("Corrected and sent again by their owners: " + ", ".join(summary.redelivered))
@@ -307,8 +384,8 @@ def print_summary(console: Console, summary: DemoSummary, settings: Settings) ->
                 first, then, now, target = summary.story[kpi]
                 met = now is not None and target is not None and (
                     now <= target if kpi == "duplicate_collection_rate" else now >= target)
-                console.print(f"KPI {kpi}: {pct(then)} ({first}, baseline) -> {pct(now)} now; target "
-                              f"{'<=' if kpi == 'duplicate_collection_rate' else '>='} {pct(target)}: "
+                console.print(f"KPI {kpi}: {pct(then, kpi, target)} ({first}, baseline) -> {pct(now, kpi, target)} "
+                              f"now; target {target_text(target, kpi in LOWER_IS_BETTER)}: "
                               f"{'[green]met[/]' if met else '[red]not met[/]'}")
         console.print("Dashboard:  .venv/bin/onesource serve, then http://127.0.0.1:8765/dashboard "
                       "(sign in as dsj_analyst; months before this one are simulated history)")
