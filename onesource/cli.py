@@ -5,6 +5,7 @@
     onesource registry diff|apply|history X   schema versions and compatibility (Confluent's modes)
     onesource registry conformance|lineage    once-only: who re-collects what; where each element goes
     onesource registry export --format xlsx   the catalogue (GB/T 21063.3 core fields)
+    onesource registry schema [--out FILE]    JSON Schema of the registry files, for editors (docs/registry.md)
     onesource prefill annual-report USCC      an enterprise's annual report, pre-filled from authorities
     onesource ingest DATASET... | --all       load datasets now, without Airflow (backfills, debugging)
     onesource status                          every dataset: rows shared, last load and why (damaged tables too)
@@ -94,6 +95,8 @@ def escape(text: str) -> str:
 def cmd_registry(args: argparse.Namespace, settings: Settings) -> int:
     from schemas import check_registry
 
+    if args.action == "schema":
+        return _registry_schema(args.out)
     registry, issues = check_registry(settings.registry_dir)
     if args.action == "check":
         if issues:
@@ -124,6 +127,24 @@ def cmd_registry(args: argparse.Namespace, settings: Settings) -> int:
     for d in listing["datasets"]:
         table.add_row(d["name"], d["owner"], d["share_type"], d["update_cycle"], d["table"])
     console.print(table)
+    return 0
+
+
+def _registry_schema(out: str | None) -> int:
+    """The registry files' JSON Schema (from schemas.model), for editors: stdout, or ``--out FILE``."""
+    from schemas.reference import schema_text
+
+    if out is None:
+        sys.stdout.write(schema_text())
+        return 0
+    path = Path(out).expanduser()
+    try:
+        path.write_text(schema_text(), encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write the registry's JSON Schema to {path}: {exc.strerror or exc}; "
+                                 "name a writable file with --out") from None
+    console.print(f"wrote the registry's JSON Schema to {path}; a registry file uses it with the first line "
+                  f"`# yaml-language-server: $schema={path.resolve()}` (docs/registry.md)", highlight=False, soft_wrap=True)
     return 0
 
 
@@ -768,12 +789,13 @@ def parser() -> argparse.ArgumentParser:
 
     reg = sub.add_parser("registry", help="check, list, version and explore the registry")
     reg.add_argument("action", choices=["check", "list", "diff", "apply", "history", "conformance", "lineage",
-                                        "export"])
+                                        "export", "schema"])
     reg.add_argument("subject", nargs="?", help="history: a dataset or element; lineage: an element")
     reg.add_argument("--json", action="store_true")
     reg.add_argument("--department", help="conformance: one department")
     reg.add_argument("--format", choices=["xlsx", "csv"], default="xlsx", help="export: the catalogue's format")
     reg.add_argument("--output", help="export: the file to write (default: reports/catalogue.FORMAT in the home)")
+    reg.add_argument("--out", help="schema: the file to write the JSON Schema to (stdout without it)")
     pre = sub.add_parser("prefill", help="pre-fill an enterprise's annual report from authoritative sources")
     pre.add_argument("form", choices=["annual-report"])
     pre.add_argument("uscc", nargs="?", help="the enterprise's unified social credit code (omit for the rates)")
@@ -953,10 +975,11 @@ NEEDS_NO_HOME = ("demo", "restore", "doctor")
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = Settings.from_env()
+    homeless = args.command == "registry" and args.action == "schema"  # writes what the code knows: no home
     try:
-        if args.command not in NEEDS_NO_HOME and (missing := damage.missing_home(settings)):
+        if args.command not in NEEDS_NO_HOME and not homeless and (missing := damage.missing_home(settings)):
             raise ConfigurationError(missing)  # never silently a new, empty home in its place
-        if args.command != "doctor":  # doctor only reads, and reports the home as it finds it
+        if args.command != "doctor" and not homeless:  # doctor only reads, and reports the home as it finds it
             # at rest: the home 0700 and everything this process (and Airflow, its child) writes there private
             secure_home(settings)
         with _one_query() if args.command == "sql" else contextlib.nullcontext():
