@@ -25,7 +25,8 @@
     onesource backup DEST                     a consistent copy of the home while it runs: catalog, data,
                                               landing zone, audit log and its key (outside the home)
     onesource restore SRC [--home PATH]       verify a backup and restore it into an empty home
-    onesource airflow ARGS...                 the Airflow CLI on this home (e.g. `standalone`)
+    onesource airflow ARGS...                 the Airflow CLI on this home (e.g. `dags list`)
+    onesource airflow standalone [--api-port N]  Airflow's UI and scheduler; Ctrl-C stops every process
 """
 
 from __future__ import annotations
@@ -770,8 +771,10 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
-    from onesource.airflow_cli import airflow_bin, airflow_env
+    from onesource.airflow_cli import airflow_bin, airflow_env, standalone
 
+    if args.args[:1] == ["standalone"]:  # supervised: the port follows settings, a stop leaves no orphans
+        return standalone(settings, args.args[1:])
     os.execvpe(airflow_bin(), [airflow_bin(), *args.args], airflow_env(settings))
     return 0  # pragma: no cover - exec does not return
 

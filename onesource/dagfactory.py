@@ -8,6 +8,9 @@ Each DAG's schedule is its cycle (``@daily``, ``@weekly``, ...). Tasks are group
 department and each declares its shared table as an outlet Asset (``onesource://shared/<name>``),
 so a publish triggers the DAGs that consume it. Nothing heavy is imported here: DAG files are
 parsed continually by the scheduler; the work is imported inside the task.
+
+Every DAG's ``doc_md`` (the UI's "Docs") lists its datasets: title, owner department, share type,
+source connector and schedule; every task's says what its stage does (:func:`dataset_docs`).
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from schemas.loader import load_registry
-from schemas.model import UPDATE_CYCLES, Dataset
+from schemas.model import UPDATE_CYCLES, Dataset, Registry
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 ALL_DAG_ID = "onesource_ingest_all"
@@ -27,6 +31,19 @@ METRICS_CRON = "0 2 * * *"  # daily at 02:00 city time, besides every change of 
 MAINTENANCE_DAG_ID = "onesource_maintenance"
 MAINTENANCE_CRON = "0 3 * * 0"  # Sundays at 03:00 city time
 
+LOAD_DOC = ("**Stage: load.** Extracts the delivery through its connector into the landing zone (the raw file "
+            "kept, named by its sha256), standardizes it to the registry's columns, validates it with the "
+            "dataset's quality suite, then publishes `{table}` in one commit (an Asset event for the DAGs that "
+            "consume it) or quarantines the batch and fails with what to fix. Nothing new: skipped.")
+CONSISTENCY_DOC = ("**Stage: 多元校核 (consistency).** Compares every copy of a data element in the shared zone "
+                   "with its authoritative dataset and records the equal rate per element; renders the "
+                   "quality Data Docs.")
+METRICS_DOC = ("**Stage: KPIs.** Copies the audit log's new entries into the lake and publishes this month's and "
+               "last month's sharing KPIs into the shared KPI tables.")
+MAINTENANCE_DOC = ("**Stage: lake maintenance.** Merges small files, expires snapshots past the retention, deletes "
+                   "unreferenced files and the staging entries of killed loads; refuses (fails) when the catalog "
+                   "looks new or lost next to the data files.")
+
 
 def asset_uri(dataset: str) -> str:
     return f"onesource://shared/{dataset}"
@@ -34,6 +51,38 @@ def asset_uri(dataset: str) -> str:
 
 def dag_id_for(cycle: str) -> str:
     return f"onesource_ingest_{cycle}"
+
+
+def connector_doc(registry: Registry, ds: Dataset) -> str:
+    """``file`` (csv, tax/x/*.csv) from 税收征管系统: the kind, the format or driver, where it reads, and the
+    department's system. Never a DSN, which may carry credentials; a URL without user or query."""
+    opts = ds.connector.settings
+    url = urlsplit(str(opts["url"])) if opts.get("url") else None
+    where = opts.get("path") or opts.get("table") or (f"{url.scheme}://{url.hostname}{url.path}" if url else None)
+    detail = ", ".join(str(x) for x in (opts.get("format") or opts.get("driver"), where) if x)
+    dept = registry.department(ds.owner)
+    system = next((s.name for s in dept.systems if s.code == ds.system), ds.system)
+    return f"`{ds.connector.kind}`" + (f" ({detail})" if detail else "") + f" from {system}"
+
+
+def dataset_docs(registry: Registry, datasets: list[Dataset]) -> str:
+    """A Markdown table: each dataset's title, owner department, share type, source connector and schedule."""
+    lines = ["| dataset | title | owner department | share type | source connector | schedule |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for ds in sorted(datasets, key=lambda d: (d.owner, d.name)):
+        dept = registry.department(ds.owner)
+        lines.append(f"| `{ds.name}` | {ds.title} | {dept.name} ({dept.name_en}, `{ds.owner}`) | `{ds.share_type}` "
+                     f"| {connector_doc(registry, ds)} | {ds.update_cycle} (`{ds.schedule}`) |")
+    return "\n".join(lines)
+
+
+def load_doc(registry: Registry, ds: Dataset) -> str:
+    dept = registry.department(ds.owner)
+    return "\n\n".join([
+        f"### {ds.title} (`{ds.name}`)", LOAD_DOC.format(table=ds.table),
+        f"- owner department: {dept.name} ({dept.name_en}, `{ds.owner}`)\n- share type: `{ds.share_type}`\n"
+        f"- source connector: {connector_doc(registry, ds)}\n- schedule: {ds.update_cycle} (`{ds.schedule}`)"
+        + (f"\n\n{ds.description}" if ds.description else "")])
 
 
 def build_dags(registry_dir: Path, cache_dir: Path | None = None) -> dict:
@@ -49,7 +98,7 @@ def build_dags(registry_dir: Path, cache_dir: Path | None = None) -> dict:
 
         return load_dataset(dataset)
 
-    @task(trigger_rule="all_done")
+    @task(trigger_rule="all_done", doc_md=CONSISTENCY_DOC)
     def consistency() -> list[dict]:
         from onesource.tasks import check_consistency
 
@@ -58,17 +107,24 @@ def build_dags(registry_dir: Path, cache_dir: Path | None = None) -> dict:
     kpi_assets = [Asset(name=d.name, uri=asset_uri(d.name), group="onesource") for d in registry.datasets
                   if d.platform]
 
-    @task(trigger_rule="all_done", outlets=kpi_assets, retries=2, retry_delay=dt.timedelta(minutes=1))
+    @task(trigger_rule="all_done", outlets=kpi_assets, retries=2, retry_delay=dt.timedelta(minutes=1),
+          doc_md=METRICS_DOC)
     def metrics() -> dict:
         from onesource.tasks import publish_metrics
 
         return publish_metrics()
 
+    def docs(doc: str, schedule: str, datasets: list[Dataset]) -> str:
+        return (f"{doc}\n\n**Schedule:** {schedule}. Generated from the registry (version {registry.version}); "
+                f"do not edit.\n\n" + dataset_docs(registry, datasets))
+
     def dag(dag_id: str, schedule: str | None, datasets: list[Dataset], tags: list[str], doc: str,
             with_consistency: bool = False):
         with DAG(dag_id=dag_id, schedule=schedule, start_date=START, catchup=False, max_active_runs=1,
                  tags=["onesource", "ingest", *tags],
-                 doc_md=f"{doc} Generated from the registry (version {registry.version}); do not edit.") as d:
+                 # new DAGs start paused (airflow_cli); this one runs only when triggered, as the demo does
+                 is_paused_upon_creation=False if schedule is None else None,
+                 doc_md=docs(doc, f"`{schedule}`" if schedule else "none: run by hand (trigger)", datasets)) as d:
             by_owner: dict[str, list[Dataset]] = defaultdict(list)
             for ds in datasets:
                 by_owner[ds.owner].append(ds)
@@ -79,7 +135,7 @@ def build_dags(registry_dir: Path, cache_dir: Path | None = None) -> dict:
                         tasks[ds.name] = load.override(
                             task_id=ds.name,
                             outlets=[Asset(name=ds.name, uri=asset_uri(ds.name), group="onesource")],
-                            doc_md=f"{ds.title} ({ds.connector.kind}, {ds.share_type}) -> `{ds.table}`",
+                            doc_md=load_doc(registry, ds),
                             # after its authorities (reference checks), even when one of them failed
                             trigger_rule="all_done",
                         )(ds.name)
@@ -107,7 +163,9 @@ def build_dags(registry_dir: Path, cache_dir: Path | None = None) -> dict:
                  schedule=AssetAny(*(Asset(name=d.name, uri=asset_uri(d.name), group="onesource")
                                      for d in registry.source_datasets)),
                  tags=["onesource", "quality"],
-                 doc_md="多元校核: compares copies of data elements with their authoritative dataset.") as cdag:
+                 doc_md=docs("多元校核: compares copies of data elements with their authoritative dataset.",
+                             "whenever one of these shared tables changes (Assets)",
+                             list(registry.source_datasets))) as cdag:
             consistency()
         dags[CONSISTENCY_DAG_ID] = cdag
         # The KPIs: whenever a shared table changes (a load decides the sharing rate), and daily, since
@@ -118,11 +176,13 @@ def build_dags(registry_dir: Path, cache_dir: Path | None = None) -> dict:
                      assets=AssetAny(*(Asset(name=d.name, uri=asset_uri(d.name), group="onesource")
                                        for d in registry.source_datasets))),
                  tags=["onesource", "metrics"],
-                 doc_md="The sharing KPIs of this month and the last, published to the shared KPI tables.") as mdag:
+                 doc_md=docs("The sharing KPIs of this month and the last, published to the shared KPI tables.",
+                             f"`{METRICS_CRON}` (Asia/Shanghai) and whenever one of these shared tables changes",
+                             list(registry.source_datasets))) as mdag:
             metrics()
         dags[METRICS_DAG_ID] = mdag
 
-    @task
+    @task(doc_md=MAINTENANCE_DOC)
     def maintenance() -> dict:
         from onesource.tasks import maintain_lake
 
@@ -130,7 +190,8 @@ def build_dags(registry_dir: Path, cache_dir: Path | None = None) -> dict:
 
     with DAG(dag_id=MAINTENANCE_DAG_ID, start_date=START, catchup=False, max_active_runs=1,
              schedule=CronTriggerTimetable(MAINTENANCE_CRON, timezone="Asia/Shanghai"), tags=["onesource", "lake"],
-             doc_md="Merges small files, expires snapshots past the retention, deletes unreferenced files.") as ldag:
+             doc_md=docs("Merges small files, expires snapshots past the retention, deletes unreferenced files.",
+                         f"`{MAINTENANCE_CRON}` (Asia/Shanghai)", list(registry.datasets))) as ldag:
         maintenance()
     dags[MAINTENANCE_DAG_ID] = ldag
     return dags
