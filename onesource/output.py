@@ -144,10 +144,10 @@ def percent(value: float | None, target: float | None = None, lower_is_better: b
     if value is None:
         return "-"
     unit = decimal.Decimal(1).scaleb(-digits)
-    exact = decimal.Decimal(repr(value)) * 100  # repr: the shortest decimal that is this float
+    exact = decimal.Decimal(str(value)) * 100  # str: the shortest decimal that is this float (or the Decimal itself)
     shown = exact.quantize(unit, rounding=decimal.ROUND_HALF_EVEN)
     if target is not None:
-        goal = decimal.Decimal(repr(target)) * 100
+        goal = decimal.Decimal(str(target)) * 100
         meets = exact <= goal if lower_is_better else exact >= goal
         looks = shown <= goal if lower_is_better else shown >= goal
         if looks != meets:  # one unit back across the target: the rounding moved it at most half a unit
@@ -159,7 +159,7 @@ def target_text(target: float | None, lower_is_better: bool = False) -> str:
     """A target as it is, to the digit: ">= 90%", "<= 10%", ">= 92.5%"."""
     if target is None:
         return "-"
-    exact = (decimal.Decimal(repr(target)) * 100).normalize()
+    exact = (decimal.Decimal(str(target)) * 100).normalize()
     return f"{'<=' if lower_is_better else '>='} {exact:f}%"
 
 

@@ -182,6 +182,7 @@ def test_a_shown_percentage_reaches_its_target_only_when_the_value_does(value, t
 def test_percent_examples():
     assert percent(0.995) == "99.5%" and percent(0.9995, 1.0) == "99.9%" and percent(0.10004, 0.1, True) == "10.1%"
     assert target_text(0.9) == ">= 90%" and target_text(0.1, True) == "<= 10%" and target_text(0.925) == ">= 92.5%"
+    assert percent(Decimal("0.8995"), Decimal("0.9")) == "89.9%" and percent(None) == "-"  # a DECIMAL column's value
 
 
 def test_metrics_table_shows_one_decimal_and_cuts_nothing(loaded, capsys):
