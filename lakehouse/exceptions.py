@@ -22,6 +22,10 @@ class CatalogLostError(LakeCatalogError):
     files as orphans. The remedy is to restore the home (or the catalog) from a backup."""
 
 
+class SnapshotNotFound(TerminalError):
+    """Time travel (``--as-of``) to a snapshot the lake does not have: before its first, or past its last."""
+
+
 class BackupError(TerminalError):
     """A backup that cannot be taken or restored as asked (a damaged backup: the file is named); nothing
     was written."""

@@ -28,7 +28,7 @@ from typing import TypeVar
 import duckdb
 
 from lakehouse import guard
-from lakehouse.exceptions import CatalogBusyError
+from lakehouse.exceptions import CatalogBusyError, SnapshotNotFound
 from onesource.config import LakeSettings
 from onesource.duck import connect, literal, load
 
@@ -234,11 +234,17 @@ class Lake:
             options.append(f"SNAPSHOT_VERSION {as_of}")
         elif as_of is not None:
             options.append(f"SNAPSHOT_TIME {literal(as_of.isoformat(sep=' '))}")
-        retrying(
-            lambda: self.con.execute(f"ATTACH {literal('ducklake:' + settings.catalog)} AS {CATALOG} ({', '.join(options)})"),
-            settings.commit_retries,
-            "attaching the lake",
-        )
+        try:
+            retrying(
+                lambda: self.con.execute(f"ATTACH {literal('ducklake:' + settings.catalog)} AS {CATALOG} ({', '.join(options)})"),
+                settings.commit_retries,
+                "attaching the lake",
+            )
+        except duckdb.InvalidInputException as exc:  # time travel to before the lake, or past its last snapshot
+            self.close()
+            if as_of is None or "No snapshot found" not in str(exc):
+                raise
+            raise SnapshotNotFound(_no_snapshot(settings, as_of)) from exc
         self.con.execute(f"USE {CATALOG}")
         if self.encrypted and "httpfs" not in _extensions(settings):
             # attached without ONESOURCE_ENCRYPT: the catalog says encrypted, writes need httpfs's crypto
@@ -340,3 +346,19 @@ class Lake:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _no_snapshot(settings: LakeSettings, as_of: int | dt.datetime) -> str:
+    """What to ask for instead of a snapshot the lake does not have: its first and last ones."""
+    try:
+        with Lake(settings, read_only=True) as lake:
+            first, first_at, last, last_at = lake.con.execute(
+                "SELECT min(snapshot_id), min(snapshot_time), max(snapshot_id), max(snapshot_time) "
+                f"FROM {CATALOG}.snapshots()").fetchone()
+        span = (f"it holds snapshots {first} ({first_at:%Y-%m-%d %H:%M:%S} UTC) to {last} "
+                f"({last_at:%Y-%m-%d %H:%M:%S} UTC)")
+    except Exception:  # noqa: BLE001 - the message is still right without the span
+        span = "ask for a later time or an existing snapshot id"
+    asked = f"{as_of}" if isinstance(as_of, int) else f"at {as_of:%Y-%m-%d %H:%M:%S} UTC"
+    return (f"the lake has no snapshot {asked}: {span}. Give --as-of a time or snapshot id in that range "
+            f"(SELECT snapshot_id, snapshot_time FROM lake.snapshots() lists them)")

@@ -418,10 +418,34 @@ def _print_failing_rows(report, dataset: str) -> None:
 
 
 def _as_of(text: str | None):
-    """``--as-of``: a snapshot id (digits) or an ISO timestamp (UTC)."""
+    """``--as-of``: a snapshot id (digits) or an ISO timestamp (UTC); argparse's message when it is neither."""
     if not text:
         return None
-    return int(text) if text.isdigit() else dt.datetime.fromisoformat(text)
+    if text.isdigit():
+        return int(text)
+    return _timestamp(text)
+
+
+def _timestamp(text: str) -> dt.datetime:
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time: write an ISO date or timestamp such as 2026-11-01 "
+                                         "or 2026-11-01T08:30 (--as-of also takes a snapshot id)") from None
+
+
+def _month(text: str) -> str:
+    try:
+        dt.datetime.strptime(text, "%Y-%m")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a month: write YYYY-MM, e.g. 2026-11") from None
+    return text
+
+
+def _as_of_text(text: str) -> str:
+    """metrics' ``--as-of`` stays text (a time without a zone is the city's): only checked here."""
+    _as_of(text)
+    return text
 
 
 TABLE_ROWS = 1_000
@@ -441,6 +465,9 @@ def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
     if fmt in ("parquet", "arrow") and not args.output:
         print(f"error: --format {fmt} writes a file: add --output FILE", file=sys.stderr)
         return 2
+    if args.output and not Path(args.output).absolute().parent.is_dir():  # before the query runs, not after
+        raise ConfigurationError(f"cannot write {args.output}: the folder {Path(args.output).absolute().parent} "
+                                 "does not exist; create it first, or name a file in an existing folder")
     arrow = fmt in ("parquet", "arrow")  # fetched as Arrow batches; otherwise Python values (no pyarrow import)
     if args.department:
         from schemas import load_registry
@@ -448,13 +475,13 @@ def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
 
         engine = GovernedEngine(settings, load_registry(settings.registry_dir, settings.cache_dir),
                                 Limits(rows=settings.limits.rows, seconds=args.timeout or settings.limits.seconds),
-                                as_of=_as_of(args.as_of))
+                                as_of=args.as_of)
         engine.arrow = arrow
         result = engine.query(args.department, args.query, user=args.user, purpose=args.purpose, dialect=args.dialect)
     else:
         from sharing import run_sql
 
-        result = run_sql(settings, args.query, as_of=_as_of(args.as_of), user=args.user, purpose=args.purpose,
+        result = run_sql(settings, args.query, as_of=args.as_of, user=args.user, purpose=args.purpose,
                          arrow=arrow)
     if args.output:
         return _write_result(result, Path(args.output), fmt)
@@ -518,7 +545,7 @@ def cmd_grants(args: argparse.Namespace, settings: Settings) -> int:
                 return 2
             grant_id = add_grant(lake, registry, args.department, args.dataset,
                                  columns=args.columns.split(",") if args.columns else None, row_filter=args.row_filter,
-                                 expires_at=dt.datetime.fromisoformat(args.expires) if args.expires else None,
+                                 expires_at=args.expires,
                                  match=args.match.split(",") if args.match else None,
                                  match_quota=args.match_quota)
             console.print(f"granted {args.dataset} to {args.department}: grant {grant_id}")
@@ -657,6 +684,8 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.home:
         settings = Settings.from_env({**os.environ, "ONESOURCE_HOME": str(Path(args.home).expanduser())})
+    if not Path(args.src).is_dir():  # checked before the home is made: a typo must not leave an empty home
+        raise ConfigurationError(f"{args.src} is not a folder: name the backup folder `onesource backup DEST` wrote")
     secure_home(settings)
     with console.status(f"verifying {args.src} and restoring it into {settings.home}"):
         report = restore(Path(args.src), settings, log=lambda text: console.print(text, highlight=False))
@@ -743,20 +772,69 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from sharing.pgwire import GovernedPgServer
     from sharing.signin import SignInGuard
 
+    # both ports are bound before anything is announced: a busy one is named with the flag that moves it
+    http = _bound(args.host, args.http_port, "--http-port", "the HTTP API")
+    try:  # the wire's port is bound for good below, once the engine is open: checked now, to fail at once
+        _bound(args.host, args.pg_port, "--pg-port", "the Postgres-wire endpoint").close()
+    except BaseException:
+        http.close()
+        raise
     engine = GovernedEngine(settings, load_registry(settings.registry_dir, settings.cache_dir), persistent=True)
-    engine.open_slots()  # one DuckDB instance per running query (its memory limit), ready before we listen
-    guard = SignInGuard(settings.signin)  # one count of failed sign-ins for the wire and the portal
-    pg = GovernedPgServer((args.host, args.pg_port), engine, guard)
+    try:
+        engine.open_slots()  # one DuckDB instance per running query (its memory limit), ready before we listen
+        guard = SignInGuard(settings.signin)  # one count of failed sign-ins for the wire and the portal
+        try:
+            pg = GovernedPgServer((args.host, args.pg_port), engine, guard)
+        except OSError as exc:
+            raise _busy(args.host, args.pg_port, "--pg-port", "the Postgres-wire endpoint", exc) from exc
+    except BaseException:
+        http.close()
+        engine.close()
+        raise
     threading.Thread(target=pg.serve_forever, name="pgwire", daemon=True).start()
     console.print(f"Postgres wire: psql 'host={args.host} port={args.pg_port} user=<dept>_analyst dbname=onesource'\n"
                   f"HTTP: http://{args.host}:{args.http_port}/docs  (credentials: $ONESOURCE_HOME/demo-credentials.json)")
     try:
-        uvicorn.run(create_app(engine, guard), host=args.host, port=args.http_port, log_level="warning")
+        config = uvicorn.Config(create_app(engine, guard), log_level="warning")
+        uvicorn.Server(config).run(sockets=[http])
     finally:
+        http.close()
         pg.shutdown()
         pg.server_close()
         engine.close()
     return 0
+
+
+def _bound(host: str, port: int, flag: str, what: str):
+    """A listening socket on ``host:port`` (what uvicorn would open), or the reason it cannot be one."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise _busy(host, port, flag, what, exc) from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise _busy(host, port, flag, what, exc) from exc
+    return sock
+
+
+def _busy(host: str, port: int, flag: str, what: str, exc: OSError) -> ConfigurationError:
+    import errno
+
+    if exc.errno == errno.EADDRINUSE:
+        why = f"port {port} on {host} is already in use (another `onesource serve`, or another program)"
+    elif exc.errno == errno.EACCES:
+        why = f"port {port} on {host} is reserved for the system (ports below 1024 need privileges)"
+    else:
+        why = f"cannot listen on {host}:{port} ({exc.strerror or exc})"
+    return ConfigurationError(f"{what} cannot start: {why}. Stop what holds it, or choose another port: "
+                              f"onesource serve {flag} N (`ss -ltnp 'sport = :{port}'` shows who listens)")
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -781,6 +859,8 @@ def cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="onesource", description="OneSource: one source, many uses.")
+    p.add_argument("--debug", action="store_true",
+                   help="show the Python traceback behind an error message (the same as ONESOURCE_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="build the demo city and load it through Airflow")
@@ -844,14 +924,14 @@ def parser() -> argparse.ArgumentParser:
     sql.add_argument("--dialect", default="postgres", choices=["postgres", "mysql", "duckdb"])
     sql.add_argument("--timeout", type=float, default=None,
                      help="seconds before a governed query is stopped (default: ONESOURCE_QUERY_SECONDS, 30)")
-    sql.add_argument("--as-of", help="read the lake as it was: a snapshot id or an ISO timestamp (UTC)")
+    sql.add_argument("--as-of", type=_as_of, help="read the lake as it was: a snapshot id or an ISO timestamp (UTC)")
     sql.set_defaults(fn=cmd_sql)
 
     met = sub.add_parser("metrics", help="the sharing KPIs per department and city-wide, against the targets")
-    met.add_argument("--period", help="YYYY-MM, a month of the city's calendar (default: this month)")
+    met.add_argument("--period", type=_month, help="YYYY-MM, a month of the city's calendar (default: this month)")
     met.add_argument("--department")
     met.add_argument("--json", action="store_true")
-    met.add_argument("--as-of", help="a timestamp (2026-11-01T00:00, city time unless it names a zone) or a lake "
+    met.add_argument("--as-of", type=_as_of_text, help="a timestamp (2026-11-01T00:00, city time unless it names a zone) or a lake "
                                      "snapshot id: the KPIs as they were")
     met.add_argument("--publish", action="store_true", help="also write the period into the shared KPI tables")
     met.add_argument("--export", metavar="FILE", help="write the published KPI table to FILE (.xlsx or .csv)")
@@ -870,7 +950,7 @@ def parser() -> argparse.ArgumentParser:
     grants.add_argument("--dataset")
     grants.add_argument("--columns", help="comma-separated; all columns when omitted")
     grants.add_argument("--row-filter", help="a DuckDB condition on the dataset's columns, e.g. division_code = '430102'")
-    grants.add_argument("--expires", help="ISO date or timestamp")
+    grants.add_argument("--expires", type=_timestamp, help="ISO date or timestamp")
     grants.add_argument("--grant-id")
     grants.add_argument("--match", help="comma-separated masked columns the department may match values against "
                                         "(match_value(col, 'value') in SQL), e.g. resident_id")
@@ -975,19 +1055,54 @@ NEEDS_NO_HOME = ("demo", "restore", "doctor")
 """Commands that run where the home is not (yet) there: every other one refuses a missing home."""
 
 
+def _traceback_if_debugging() -> None:
+    if os.environ.get("ONESOURCE_DEBUG"):
+        import traceback
+
+        traceback.print_exc()
+
+
+def _unwritable_home(exc: BaseException, settings: Settings, command: str) -> str | None:
+    """One paragraph when the home cannot be written (a read-only file system, no permission, a full disk)."""
+    import errno
+
+    chain = [e for e in (exc, exc.__cause__, exc.__context__) if e is not None]
+    codes = {e.errno for e in chain if isinstance(e, OSError)}
+    try:
+        read_only = bool(os.statvfs(settings.home).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    where = next((e.filename for e in chain if isinstance(e, OSError) and e.filename), None) or settings.home
+    move = (f"point ONESOURCE_HOME at a writable folder (e.g. ONESOURCE_HOME=$HOME/onesource onesource "
+            f"{command})")
+    if errno.EROFS in codes or read_only:
+        return (f"the home {settings.home} is on a read-only file system, so {where} cannot be written; nothing "
+                f"was changed. Remount it read-write, or {move}")
+    if errno.ENOSPC in codes:
+        return f"the disk holding the home {settings.home} is full ({where}): free some space, or {move}"
+    if codes & {errno.EACCES, errno.EPERM} and str(where).startswith(str(settings.home)):
+        return (f"{where} cannot be written: permission denied. The home {settings.home} must be writable by this "
+                f"user: fix its owner or mode, or {move}")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.debug:  # the same switch as ONESOURCE_DEBUG=1, for this process and what it starts
+        os.environ["ONESOURCE_DEBUG"] = "1"
     settings = Settings.from_env()
     homeless = args.command == "registry" and args.action == "schema"  # writes what the code knows: no home
     try:
         if args.command not in NEEDS_NO_HOME and not homeless and (missing := damage.missing_home(settings)):
             raise ConfigurationError(missing)  # never silently a new, empty home in its place
-        if args.command != "doctor" and not homeless:  # doctor only reads, and reports the home as it finds it
+        # doctor only reads, and reports the home as it finds it; restore makes (and secures) its target itself
+        if args.command not in ("doctor", "restore") and not homeless:
             # at rest: the home 0700 and everything this process (and Airflow, its child) writes there private
             secure_home(settings)
         with _one_query() if args.command == "sql" else contextlib.nullcontext():
             return args.fn(args, settings)
     except OneSourceError as exc:
+        _traceback_if_debugging()
         # a query that met a deleted data file says so in DuckDB's words: name the table and the remedy
         err.print(f"[red]error:[/] {damage.missing_data_file(str(exc), settings) or exc}", highlight=False,
                   soft_wrap=True)
@@ -996,12 +1111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print("interrupted")
         return 130
     except Exception as exc:  # damage surfaces as DuckDB or OS errors: one paragraph, never a raw traceback
-        if os.environ.get("ONESOURCE_DEBUG"):
-            import traceback
-
-            traceback.print_exc()
-        err.print(f"[red]error:[/] {escape(damage.explain(exc, settings) or damage.unexpected(exc))}",
-                  highlight=False, soft_wrap=True)
+        _traceback_if_debugging()
+        text = _unwritable_home(exc, settings, args.command) or damage.explain(exc, settings) or damage.unexpected(exc)
+        err.print(f"[red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
         return 1
 
 

@@ -94,5 +94,5 @@ def explain(exc: BaseException, settings: Settings) -> str | None:
 
 def unexpected(exc: BaseException) -> str:
     """The paragraph for an error nobody foresaw: what it was, and how to see more."""
-    return (f"unexpected {type(exc).__name__}: {_first_line(exc)}. Run the command again with ONESOURCE_DEBUG=1 to "
+    return (f"unexpected {type(exc).__name__}: {_first_line(exc)}. Run the command again as `onesource --debug ...` to "
             "see where it came from, and `onesource doctor` to check the home")

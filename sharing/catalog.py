@@ -27,7 +27,7 @@ from sqlglot import exp
 
 from schemas.model import Registry
 from sharing import pgcatalog, pgnames
-from sharing.exceptions import QueryFailed, QueryRefused
+from sharing.exceptions import InvalidSQL, QueryFailed, QueryRefused
 from sharing.grants import Access
 from sharing.limits import Watch
 from sharing.pgcatalog import DATABASE, INFO, PG, SCHEMA, VERSION
@@ -228,7 +228,7 @@ def rewrite(text: str, tables: set[str], user: str) -> tuple[str, set[str]]:
     try:
         statements = [s for s in sqlglot.parse(_unoperator(text), read="postgres") if s is not None]
     except (sqlglot.errors.ParseError, sqlglot.errors.TokenError) as exc:
-        raise QueryRefused(f"the catalogue question cannot be parsed: {str(exc).splitlines()[0]}") from exc
+        raise InvalidSQL.of(exc, "the catalogue question") from exc
     if len(statements) != 1 or not isinstance(statements[0], exp.Query):
         raise QueryRefused("a catalogue question is one SELECT query")
     tree = statements[0]

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from sharing.docs import mount_docs
 from sharing.engine import GovernedEngine
-from sharing.exceptions import LimitExceeded, QueryFailed, QueryRefused
+from sharing.exceptions import InvalidSQL, QueryFailed, QueryRefused
 from sharing.export import MEDIA_TYPES, chunks
 from sharing.limits import BodyLimit
 from sharing.signin import SignInGuard
@@ -107,18 +107,18 @@ def create_app(engine: GovernedEngine, guard: SignInGuard | None = None) -> Fast
               responses={403: {"model": Refusal}, 400: {"model": Refusal}, 413: {"model": Refusal},
                          429: {"model": Refusal}},
               summary="run one governed SELECT; every row is answered, streamed as JSON, CSV, Arrow IPC or "
-                      "Parquet (the format field, or the Accept header); 413: the SQL is too long, 429: too "
-                      "many of this user's queries in flight, 400: failed (a result beyond the size limits "
-                      "too, nothing sent)")
+                      "Parquet (the format field, or the Accept header); 400: the SQL cannot be parsed ('invalid') "
+                      "or failed (a result beyond the size limits too, nothing sent), 403: refused by policy, "
+                      "413: the SQL is too long, 429: too many of this user's queries in flight")
     def query(body: QueryIn, request: Request, user: User = Depends(current_user)):
         try:
             result = engine.query(user.department, body.sql, user=user.name, purpose=body.purpose,
                                   dialect=body.dialect)
-        except LimitExceeded as exc:
+        except InvalidSQL as exc:  # the sender's SQL to correct (400), not a refusal by policy (403)
+            return JSONResponse(status_code=exc.http_status, content={"error": "invalid", "reason": str(exc)})
+        except QueryRefused as exc:  # by policy (403), or at a limit (LimitExceeded: 400, 413, 429)
             return JSONResponse(status_code=exc.http_status, content={"error": "refused", "reason": str(exc)},
                                 headers={"Retry-After": "1"} if exc.http_status == 429 else None)
-        except QueryRefused as exc:
-            return JSONResponse(status_code=403, content={"error": "refused", "reason": str(exc)})
         except QueryFailed as exc:
             return JSONResponse(status_code=400, content={"error": "failed", "reason": str(exc)})
         fmt = body.format or _accepted(request.headers.get("accept", ""))

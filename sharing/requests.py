@@ -96,12 +96,12 @@ def create(lake: Lake, registry: Registry, department: str, dataset: str, *, pur
 def _row_filter(text: str | None, ds) -> str | None:
     """A requested row filter, validated and normalised now: the owner decides on exactly what will run."""
     from sharing.exceptions import QueryRefused
-    from sharing.policy import normalise_row_filter
+    from sharing.grants import checked_row_filter
 
     if not (text or "").strip():
         return None
     try:
-        return normalise_row_filter(text, ds)
+        return checked_row_filter(text, ds)
     except QueryRefused as exc:
         raise RequestError(str(exc)) from exc
 

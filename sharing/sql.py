@@ -25,7 +25,7 @@ from sqlglot import exp
 
 from lakehouse.lake import Lake
 from onesource.config import Settings
-from sharing.exceptions import QueryFailed, QueryRefused, ResultTooLarge
+from sharing.exceptions import InvalidSQL, QueryFailed, QueryRefused, ResultTooLarge
 
 READ_STATEMENTS = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Describe, exp.Show, exp.Pivot)
 INSPECT_COMMANDS = ("SHOW", "DESCRIBE", "SUMMARIZE")
@@ -238,8 +238,10 @@ def _duckdb_error(message: str) -> duckdb.Error:
 def _one_statement(sql: str) -> None:
     try:
         statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
-    except sqlglot.errors.ParseError as exc:
-        raise QueryRefused(f"cannot parse the query: {str(exc).splitlines()[0]}") from exc
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError) as exc:
+        raise InvalidSQL.of(exc, dialect="duckdb") from exc
+    if not statements:
+        raise InvalidSQL("the query is empty: give one SELECT")
     if len(statements) != 1:
         raise QueryRefused(f"one statement at a time, please ({len(statements)} given)")
     stmt = statements[0]
@@ -339,8 +341,10 @@ def run_sql(settings: Settings, sql: str, as_of=None, *, user: str | None = None
             try:
                 result = fetch(lake.con.execute(sql), arrow=arrow)
             except duckdb.Error as exc:
-                raise QueryFailed(str(exc).split("\n")[0] + " (tables are named shared.<dataset>; "
-                                  "`onesource registry list` shows them)") from exc
+                hint = ("(tables are named shared.<dataset>; `onesource registry list` shows them)" if as_of is None
+                        else f"(as of {as_of}, the table may not have been loaded yet: ask for a later time or "
+                             "snapshot; `onesource status` shows each dataset's loads)")
+                raise QueryFailed(str(exc).split("\n")[0] + " " + hint) from exc
     except Exception as exc:
         audit("failed", str(exc).split("\n")[0], relations=_relations(sql))
         raise

@@ -125,13 +125,12 @@ def error_body(severity: str, sqlstate: str, text: str) -> bytes:
 
 
 def sqlstate_of(exc: BaseException) -> str:
-    """PostgreSQL's SQLSTATE for an error: the one it carries (limits), else by its kind and DuckDB's words."""
-    own = getattr(exc, "sqlstate", None)
+    """PostgreSQL's SQLSTATE for an error: the one it carries (refusals, invalid SQL, limits), else by DuckDB's
+    words."""
+    own = getattr(exc, "sqlstate", None)  # QueryRefused's: 42501 refused by policy, 42601 invalid SQL
     if own:
         return own
     text = str(exc)
-    if isinstance(exc, QueryRefused):
-        return "42601" if text.startswith("cannot parse") else "42501"
     if isinstance(exc, QueryFailed):
         for words, state in (("Catalog Error: Table", "42P01"), ("Catalog Error: Scalar Function", "42883"),
                              ("Catalog Error", "42704"), ("Binder Error", "42703"), ("Parser Error", "42601"),
