@@ -34,6 +34,7 @@ from onesource.logsafe import guarded
 from schemas.model import Registry
 from sharing.audit import AuditLog
 from sharing.exceptions import AccountDisabled, OutOfMemory, QueryFailed, QueryRefused, QueryTooLarge
+from sharing.filescan import FileScans
 from sharing.grants import active_grants, visible
 from sharing.limits import Admission, Canceller, Stopped, Watch, clip, sql_bytes
 from sharing.match import MatchLedger
@@ -61,10 +62,6 @@ def slot_threads(concurrent: int) -> int:
     with 2 threads as with 1 (a point lookup on 1M rows: 22.6 against 11.5 ms), which the server took from the
     loads publishing beside it (bench/publish.py)."""
     return max(1, (os.cpu_count() or 1) // max(1, concurrent))
-
-
-_NOT_YET = ("(as of {}, a table of the query was not loaded yet: ask for a later time or snapshot; "
-            "`onesource status` shows each dataset's loads)")
 
 
 class GovernedEngine:
@@ -102,6 +99,7 @@ class GovernedEngine:
         self._slot_lakes: list[Lake] = []
         self._slot_locks: dict[int, threading.Lock] = {}
         self._pins: dict[int, _Pin] = {}
+        self._files = FileScans(settings.lake.data_path)
         self._reaping: threading.Event | None = None
         if persistent:
             self._lake = Lake(settings.lake, read_only=True)
@@ -215,16 +213,18 @@ class GovernedEngine:
             self._matches = MatchLedger(self.settings.home / "sharing" / "matches.sqlite")
         return self._matches
 
-    def _plan(self, sql: str, access: dict, department: str, dialect: str, user: str | None = None) -> Plan:
+    def _plan(self, sql: str, access: dict, department: str, dialect: str, user: str | None = None,
+              files=None) -> Plan:
         """Plans are cached per (access, SQL text): BI tools and dashboards send the same queries again and
         again. The access object is replaced whenever grants or the catalog change, so a stale plan
         is never reused; refusals are not cached (each is planned, refused and audited anew). ``user``: in
-        the key, since ``current_user`` is planned as the user's name."""
+        the key, since ``current_user`` is planned as the user's name. ``files``: the stamp's file lists
+        (sharing.filescan); an access object lives within one stamp, so a cached plan's files are its own."""
         key = (id(access), department, user, dialect, sql)
         hit = self._plans.get(key)
         if hit is not None and hit[0] is access:
             return hit[1]
-        planned = plan(sql, access, self._registry, department, dialect=dialect, user=user)
+        planned = plan(sql, access, self._registry, department, dialect=dialect, user=user, files=files)
         if len(self._plans) > 1024:
             self._plans.clear()
         self._plans[key] = (access, planned)
@@ -421,8 +421,7 @@ class GovernedEngine:
             self._record(record, started, decision="refused", reason=str(exc), plan=state["plan"])
             raise
         except QueryFailed as exc:
-            refusal = (self._ungranted(str(exc), state["plan"], department, state["access"])
-                       or self._unbindable_filter(state["plan"], department, state["access"]))
+            refusal = self._ungranted(str(exc), state["plan"], department, state["access"])
             if refusal is not None:
                 self._record(record, started, decision="refused", reason=str(refusal), plan=state["plan"])
                 raise refusal from exc
@@ -452,12 +451,14 @@ class GovernedEngine:
         """Authorise, tell a catalogue question from a query (the wire), plan, charge, run: on a server's
         slot connection, or (``on`` a Lake) the CLI's own connection."""
         limits = self.settings.limits
+        files = None
         if isinstance(on, Lake):  # the CLI: no cache to keep fresh, nothing to share
             con = on.con
             access = visible(self._registry, active_grants(on, department), department)
         else:
             con = on
             access = self._access(con, department, state.get("stamp"))
+            files = self._files.resolver(con, self._fresh(con, state.get("stamp")))
         state["access"] = access
         if signed_in and user and not self._active(con, user, state.get("stamp")):
             raise AccountDisabled(f"user {user} has been disabled since signing in; no query is answered for it")
@@ -474,7 +475,7 @@ class GovernedEngine:
                 record.pop("sql_sent_sha256", None)
                 record.update(clip("sql_sent", sql, limits.audit_sql_bytes))
         with watch.planning():
-            planned = self._plan(sql, access, department, dialect, user)
+            planned = self._plan(sql, access, department, dialect, user, files)
         state["plan"] = planned
         self._charge(department, access, planned)
         if self.as_of is None:
@@ -487,12 +488,7 @@ class GovernedEngine:
             then = Lake(self.settings.lake, as_of=self.as_of)
         with then:
             lock_down(then.con, self.settings.lake.data_path, memory_limit=limits.memory, threads=limits.threads)
-            try:
-                return "query", self._answer(then.con, planned, watch)
-            except QueryFailed as exc:
-                if "Catalog Error: Table" not in str(exc):
-                    raise
-                raise QueryFailed(f"{exc} {_NOT_YET.format(self.as_of)}") from exc
+            return "query", self._answer(then.con, planned, watch)
 
     def _catalogue(self, department: str, access: dict, sql: str, params: list | None, watch: Watch, *,
                    user: str | None = None) -> QueryResult:
@@ -529,21 +525,6 @@ class GovernedEngine:
                for t in planned.tables):
             return QueryRefused(f"column '{name}' could not be resolved: it is not granted to {department} "
                                 "(request it with onesource requests create)")
-        return None
-
-    def _unbindable_filter(self, planned: Plan | None, department: str, access: dict) -> QueryRefused | None:
-        """A failed query read through a grant's row filter that DuckDB cannot apply (one stored before grants
-        were checked with the columns' types): the refusal names the filter and the remedy, not DuckDB's
-        error about SQL the department never wrote. Checked only after a failure, so it costs nothing else."""
-        from sharing.grants import unbindable
-
-        for name in planned.filtered if planned else ():
-            acc, ds = access[name], self.registry.dataset(name)
-            for normal in dict.fromkeys([*acc.row_filters, *(f for fs in acc.column_filters.values() for f in fs)]):
-                if reason := unbindable(normal, ds):
-                    return QueryRefused(f"shared.{name}: the row filter {normal} of a grant to {department} cannot "
-                                        f"be applied ({reason}); ask {ds.owner} to revoke that grant (`onesource "
-                                        "grants list` shows its id) and grant again with a valid filter")
         return None
 
     def _charge(self, department: str, access: dict, planned: Plan) -> None:

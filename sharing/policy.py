@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import duckdb
@@ -52,7 +53,7 @@ from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
 
 from schemas.model import Dataset, Registry
-from sharing.exceptions import InvalidSQL, QueryRefused
+from sharing.exceptions import QueryRefused
 from sharing.grants import Access
 from sharing.pgnames import Namer, name_outputs
 
@@ -163,9 +164,7 @@ def one_select(sql: str, dialect: str) -> exp.Query:
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except (ParseError, TokenError) as exc:
-        raise InvalidSQL.of(exc, dialect=dialect) from exc
-    if not statements:
-        raise InvalidSQL("the query is empty: send one SELECT")
+        raise _refuse(f"the query cannot be parsed as {dialect} SQL: {str(exc).splitlines()[0]}") from exc
     if len(statements) != 1:
         raise _refuse(f"one statement at a time: {len(statements)} statements were sent")
     stmt = statements[0]
@@ -245,8 +244,9 @@ def _masked_expression(rule: str, column: str, duck_type: str) -> exp.Expression
 
 def relation(ds: Dataset, acc: Access, *, when: exp.Expression | None = None,
              version: exp.Expression | None = None, matches: dict[str, list[tuple[str, str]]] | None = None,
-             row_filters: tuple[str, ...] = ()) -> exp.Select:
-    """The department's view of one dataset: granted columns, masks applied, row filter applied."""
+             row_filters: tuple[str, ...] = (), files: tuple[str, ...] | None = None) -> exp.Select:
+    """The department's view of one dataset: granted columns, masks applied, row filter applied. ``files``:
+    the table's Parquet files, read directly (sharing.filescan) instead of through DuckLake."""
     def either(filters: tuple[str, ...]) -> exp.Expression | None:
         return exp.or_(*(exp.paren(sqlglot.parse_one(f, read="duckdb")) for f in filters)) if filters else None
 
@@ -276,9 +276,14 @@ def relation(ds: Dataset, acc: Access, *, when: exp.Expression | None = None,
     for part in [*projections, *([cond] if cond is not None else [])]:
         for col in part.find_all(exp.Column):
             col.set("table", exp.to_identifier(SCAN, quoted=True))
-    scan = exp.Table(this=exp.to_identifier(ds.name, quoted=True), db=exp.to_identifier(SCHEMA, quoted=True),
-                     catalog=exp.to_identifier(CATALOG, quoted=True),
-                     alias=exp.TableAlias(this=exp.to_identifier(SCAN, quoted=True)))
+    if files is not None and when is None and version is None:
+        scan = exp.Table(this=exp.ReadParquet(expressions=[exp.Array(expressions=[
+                             exp.Literal.string(f) for f in files])]),
+                         alias=exp.TableAlias(this=exp.to_identifier(SCAN, quoted=True)))
+    else:
+        scan = exp.Table(this=exp.to_identifier(ds.name, quoted=True), db=exp.to_identifier(SCHEMA, quoted=True),
+                         catalog=exp.to_identifier(CATALOG, quoted=True),
+                         alias=exp.TableAlias(this=exp.to_identifier(SCAN, quoted=True)))
     if when is not None:
         scan.set("when", when)
     if version is not None:
@@ -317,11 +322,13 @@ def _matches(root: exp.Query, tables: list[exp.Table], access: dict[str, Access]
 
 
 def plan(sql: str, access: dict[str, Access], registry: Registry, department: str, *, dialect: str = "postgres",
-         user: str | None = None, row_limit: int | None = None) -> Plan:
+         user: str | None = None, row_limit: int | None = None,
+         files: Callable[[str], tuple[str, ...] | None] | None = None) -> Plan:
     """The governed query for ``sql``; ``user``: who asks (``current_user``; the department by default);
-    ``row_limit``: a LIMIT on the answer (None: every row; the engine bounds results as it fetches them)."""
+    ``row_limit``: a LIMIT on the answer (None: every row; the engine bounds results as it fetches them);
+    ``files``: a dataset's Parquet files to scan directly, when they are the whole table (sharing.filescan)."""
     target = explained_query(sql, dialect)
-    if target is not None:
+    if target is not None:  # a plan shows the table, not the server's file paths
         inner = plan(target, access, registry, department, dialect=dialect, user=user)
         if inner.explain:
             raise _refuse("EXPLAIN takes a query, not another EXPLAIN")
@@ -339,10 +346,14 @@ def plan(sql: str, access: dict[str, Access], registry: Registry, department: st
             col.set("db", None)
             col.set("catalog", None)
     columns, masked, filtered, charged = set(), set(), set(), []
+    scans: dict[str, tuple[str, ...]] = {}
     for t in tables:
         ds, acc = registry.dataset(t.name), access[t.name]
+        direct = files(t.name) if files is not None and not (t.args.get("when") or t.args.get("version")) else None
+        if direct is not None:
+            scans[t.name] = direct
         rel = relation(ds, acc, when=t.args.get("when"), version=t.args.get("version"),
-                       matches=matches.get(t.name), row_filters=acc.row_filters)
+                       matches=matches.get(t.name), row_filters=acc.row_filters, files=direct)
         alias = t.args.get("alias") or exp.TableAlias(this=exp.to_identifier(t.name, quoted=True))
         sub = exp.Subquery(this=rel, alias=alias)
         for arg in ("pivots", "sample", "joins", "laterals"):
@@ -359,7 +370,7 @@ def plan(sql: str, access: dict[str, Access], registry: Registry, department: st
                 charged += [Match(d, column, value) for _, value in pairs]
     sql_run = _limited(root, row_limit)
     read = {t.name for t in tables}
-    verify(sql_run, read)
+    verify(sql_run, read, scans)
     return Plan(sql_run, tuple(sorted(read)), tuple(sorted(columns)), tuple(sorted(masked)),
                 tuple(sorted(filtered)), tuple(dict.fromkeys(charged)))
 
@@ -535,12 +546,20 @@ _DENIED_AT_DUCKDB = re.compile(r"(read_|glob|getenv|current_setting|getvariable|
 """Function names DuckDB must never see in a governed query, whatever the allowlist above let through."""
 
 
-def verify(sql_run: str, datasets: set[str]) -> None:
-    """Refuse unless the SQL about to run is what the planner built (deny by default, at the text)."""
+def verify(sql_run: str, datasets: set[str], scans: dict[str, tuple[str, ...]] | None = None) -> None:
+    """Refuse unless the SQL about to run is what the planner built (deny by default, at the text).
+    ``scans``: the file lists (sharing.filescan) the planner put in place of those datasets' tables; a
+    ``read_parquet`` is admitted only with one of them, exactly, and nothing else in its call."""
     unsafe = _refuse("the query could not be rewritten safely (a construct the planner does not support); "
                      "simplify it or name the columns and tables plainly")
+    lists = {tuple(files) for name, files in (scans or {}).items() if name in datasets}
     try:
         again = sqlglot.parse_one(sql_run, read="duckdb")
+        for table in list(again.find_all(exp.Table)):
+            if isinstance(table.this, exp.Func):
+                if _scanned_files(table.this) not in lists:
+                    raise unsafe
+                table.set("this", exp.to_identifier(SCAN))  # checked: the rest is checked without it
         safe_functions(again)
         safe_text(again)
     except (ParseError, TokenError, QueryRefused) as exc:
@@ -548,11 +567,17 @@ def verify(sql_run: str, datasets: set[str]) -> None:
     tree = _duckdb_tree(sql_run)
     if tree.get("error"):
         raise _refuse(f"DuckDB cannot parse the rewritten query: {tree.get('error_message', '')}")
-    objects = list(_objects(tree))
+    admitted: set[int] = set()
+    for ref in _objects(tree):
+        if ref.get("type") == "TABLE_FUNCTION" and _duckdb_scan(ref) in lists:
+            admitted |= {id(o) for o in _objects(ref["function"])}
+    objects = [o for o in _objects(tree) if id(o) not in admitted]
     if any(o.get("class") == "FUNCTION" and _DENIED_AT_DUCKDB.match(str(o.get("function_name", ""))) for o in objects):
         raise unsafe
     for ref in (o for o in objects if o.get("type") in ("BASE_TABLE", "TABLE_FUNCTION")):
         if ref["type"] == "TABLE_FUNCTION":
+            if id(ref["function"]) in admitted:
+                continue
             if (ref.get("function") or {}).get("function_name", "").lower() != "unnest":
                 raise unsafe
             continue
@@ -562,6 +587,39 @@ def verify(sql_run: str, datasets: set[str]) -> None:
         if where[:2] == ("", "") and where[2].startswith(f"{RESERVED}cte_"):
             continue
         raise unsafe
+
+
+def _scanned_files(call: exp.Func) -> tuple[str, ...] | None:
+    """The files of ``read_parquet(['a', 'b'])`` as sqlglot reads it; None for any other call or form."""
+    if not isinstance(call, exp.ReadParquet) or len(call.expressions) != 1 or call.this is not None:
+        return None
+    [arg] = call.expressions
+    if not isinstance(arg, exp.Array) or not all(isinstance(e, exp.Literal) and e.is_string for e in arg.expressions):
+        return None
+    return tuple(e.this for e in arg.expressions)
+
+
+def _duckdb_scan(ref: dict) -> tuple[str, ...] | None:
+    """The files of a ``read_parquet(['a', 'b'])`` table function in DuckDB's parse tree; None for any other
+    call, an argument that is not a list of string constants, a named option, a column alias or a sample."""
+    call = ref.get("function") or {}
+    if (call.get("class") != "FUNCTION" or call.get("function_name") != "read_parquet" or call.get("schema")
+            or call.get("catalog") or call.get("filter") or call.get("distinct") or call.get("is_operator")
+            or (call.get("order_bys") or {}).get("orders") or ref.get("column_name_alias") or ref.get("sample")
+            or len(call.get("children") or []) != 1):
+        return None
+    [arg] = call["children"]
+    if (arg.get("class") != "FUNCTION" or arg.get("function_name") != "list_value" or arg.get("alias")
+            or arg.get("schema") not in ("", "main") or arg.get("catalog") or arg.get("filter")):
+        return None
+    values = []
+    for child in arg.get("children") or []:
+        value = child.get("value") or {}
+        if (child.get("class") != "CONSTANT" or child.get("alias") or value.get("is_null")
+                or (value.get("type") or {}).get("id") != "VARCHAR"):
+            return None
+        values.append(value.get("value"))
+    return tuple(values)
 
 
 def normalise_row_filter(text: str, ds: Dataset) -> str:
@@ -574,8 +632,7 @@ def normalise_row_filter(text: str, ds: Dataset) -> str:
     try:
         tree = sqlglot.parse_one(text, read="duckdb", into=exp.Condition)
     except (ParseError, TokenError) as exc:
-        raise InvalidSQL.of(exc, f"the row filter {text!r}", "duckdb",
-                            f"write one condition on the columns of {ds.name}, e.g. {ds.columns[0].name} = 'value'") from exc
+        raise _refuse(f"the row filter {text!r} cannot be parsed: {str(exc).splitlines()[0]}") from exc
     if tree is None:
         raise _refuse("the row filter is empty")
     for node in tree.walk():

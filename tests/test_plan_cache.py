@@ -92,7 +92,8 @@ class Uncached(GovernedEngine):
         return bool(cursor.execute("SELECT count(*) FROM lake.ops.users WHERE user_name = ? AND disabled_at IS NULL",
                                    [user]).fetchone()[0])
 
-    def _plan(self, sql, access, department, dialect, user=None):
+    def _plan(self, sql, access, department, dialect, user=None, files=None):
+        # through DuckLake's own scan: the cached engine reads the tables' Parquet files (sharing.filescan)
         return plan(sql, access, self._registry, department, dialect=dialect, user=user)
 
 
