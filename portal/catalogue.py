@@ -11,13 +11,18 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from lakehouse.lake import CATALOG, OPS, Lake
+from lakehouse.lake import CATALOG, OPS, SHARED, Lake, list_tables
+from lakehouse.load import FAILED, QUARANTINED
 from metrics.calendar import WorkCalendar
+from portal import charts
+from portal.labels import LABELS, code
+from schemas.model import SHARE_TYPES, UPDATE_CYCLES
 from sharing import disputes, requests
 from sharing.exceptions import QueryFailed, QueryRefused, RequestError
 from sharing.grants import MASKED_LEVEL
@@ -29,6 +34,29 @@ if TYPE_CHECKING:
 CONSOLE_ROWS = 500
 """Rows shown in the console; downloads carry up to the engine's row limit."""
 OWNER = "owner"
+PREVIEW_ROWS = 20
+QUALITY_RUNS = 30
+"""Quality runs shown in a dataset's trend, newest last."""
+HEALTH_CLASS = {"ok": "ok", "stale": "warn", "bad": "bad", "empty": "warn", "never": "bad"}
+"""A dataset's state -> its colour: green, amber for stale or empty, red for a failed or missing load."""
+
+
+def health(status: str | None, at: dt.datetime | None, rows: int | None, freshness: dt.timedelta) -> str:
+    """``ok``, ``stale``, ``bad`` (the last load was quarantined or failed), ``empty`` (published, no rows)
+    or ``never`` (nothing published): only ``ok`` and ``stale`` datasets hold rows a query can read."""
+    if status in (QUARANTINED, FAILED):
+        return "bad"
+    if rows is None:
+        return "never"
+    if rows == 0:
+        return "empty"
+    if at is not None and _now() - at > freshness:  # no load at all: a platform table, written by its job
+        return "stale"
+    return "ok"
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def register(app: FastAPI, site: Site) -> None:
@@ -58,11 +86,41 @@ def register(app: FastAPI, site: Site) -> None:
             f"""SELECT dataset, status, finished_at FROM {CATALOG}.{OPS}.loads WHERE sha256 IS NOT NULL
                 QUALIFY row_number() OVER (PARTITION BY dataset ORDER BY finished_at DESC) = 1""")}
 
+    def row_counts(names: list[str]) -> dict[str, int]:
+        """Rows of each published shared table (a count, not a read of the data: no grant needed)."""
+        with engine.cursor() as lake:
+            present = set(list_tables(lake.con, SHARED))
+            return {n: lake.con.execute(f"SELECT count(*) FROM {CATALOG}.{SHARED}.{_q(n)}").fetchone()[0]
+                    for n in names if n in present}
+
+    def preview(user: User, ds, acc, purpose: str = "dataset preview"):
+        """The first rows as the department reads them, through governed SQL (audited like any query):
+        ordered by the key where the department sees it, then by every column it sees unmasked."""
+        visible = [c.name for c in ds.columns if c.name in acc.columns]
+        plain = [c for c in visible if c not in acc.masked]
+        order = [k for k in ds.key if k in plain] + [c for c in plain if c not in ds.key]
+        sql = (f"SELECT {', '.join(_q(c) for c in visible)} FROM shared.{_q(ds.name)}"
+               + (f" ORDER BY {', '.join(_q(c) for c in order)}" if order else "") + f" LIMIT {PREVIEW_ROWS}")
+        return engine.query(user.department, sql, user=user.name, purpose=purpose)
+
+    def record_key(ds, acc, columns: list[str], row: tuple) -> tuple[str | None, int]:
+        """The real key of the one record among the department's rows whose unmasked visible values are
+        ``row``'s: (key, 1), or (None, how many records match) when it is not exactly one."""
+        plain = [(c, v) for c, v in zip(columns, row, strict=True) if c not in acc.masked]
+        where = [f"{_q(c)} IS NOT DISTINCT FROM ?" for c, _ in plain]
+        if acc.row_filters:
+            where.append("(" + " OR ".join(f"({f})" for f in acc.row_filters) + ")")
+        key = " || '|' || ".join(f"CAST({_q(k)} AS VARCHAR)" for k in ds.key)
+        found = ledger(f"SELECT DISTINCT {key} FROM {CATALOG}.{SHARED}.{_q(ds.name)} "
+                       f"WHERE {' AND '.join(where) or 'true'} LIMIT 2", [v for _, v in plain])
+        return (found[0][0], 1) if len(found) == 1 else (None, len(found))
+
     @app.get("/catalogue", include_in_schema=False)
     def catalogue(request: Request, q: str = "", department: str = "", element: str = "", share_type: str = "",
                   cycle: str = "") -> HTMLResponse:
         user = site.user(request)
         readable, last = access(user), last_loads()
+        counts = row_counts([d.name for d in engine.registry.datasets])
         needle = q.strip().lower()
         rows = []
         for ds in engine.registry.datasets:
@@ -74,30 +132,48 @@ def register(app: FastAPI, site: Site) -> None:
                     (cycle and ds.update_cycle != cycle) or (element and element not in {c.element for c in ds.columns}):
                 continue
             status, at = last.get(ds.name, (None, None))
+            state = health(status, at, counts.get(ds.name), ds.freshness)
             rows.append({"ds": ds, "owner": engine.registry.department(ds.owner).name, "readable": ds.name in readable,
-                         "status": status, "at": at, "fresh": at is not None and _now() - at <= ds.freshness})
+                         "status": status, "at": at, "health": state, "rows": counts.get(ds.name),
+                         "queryable": ds.name in readable and state in ("ok", "stale")})
         return site.page(request, "catalogue.html", user=user, rows=rows, q=q, department=department, element=element,
                          share_type=share_type, cycle=cycle, departments=engine.registry.departments,
-                         elements=engine.registry.elements, cycles=sorted({d.update_cycle for d in engine.registry.datasets}))
+                         elements=engine.registry.elements, share_types=SHARE_TYPES, health_class=HEALTH_CLASS,
+                         cycles=[c for c in UPDATE_CYCLES if any(d.update_cycle == c for d in engine.registry.datasets)])
 
     @app.get("/catalogue/{name}", include_in_schema=False)
     def dataset_page(request: Request, name: str, notice: str = "") -> HTMLResponse:
+        from portal.web import PageError
+
         user = site.user(request)
+        lang = site.lang(request)
         try:
             ds = engine.registry.dataset(name)
         except KeyError as exc:
-            raise HTTPException(status_code=404, detail=f"no dataset {name!r} in the catalogue") from exc
+            raise PageError(404, "no_dataset", name=name) from exc
         acc = access(user).get(name)
+        if acc is not None and acc.problem:
+            acc = None  # a grant that cannot be applied reads nothing
         columns = []
         for col in ds.columns:
             el = engine.registry.element(col.element) if col.element else None
             authority = engine.registry.dataset(el.authority) if el else None
             columns.append({"col": col, "element": el, "sensitive": bool(el and el.sensitivity >= MASKED_LEVEL),
-                            "masked": bool(acc and col.name in acc.masked), "visible": bool(acc and col.name in acc.columns),
-                            "authority": authority})
+                            "masked": bool(acc and col.name in acc.masked),
+                            "granted": bool(acc and col.name in acc.columns), "authority": authority})
         status, at = last_loads().get(name, (None, None))
-        quality = ledger(f"""SELECT passed, checks, blocking_failed, warnings, run_at FROM {CATALOG}.{OPS}.quality_runs
-                             WHERE dataset = ? ORDER BY run_at DESC LIMIT 1""", [name])
+        rows = row_counts([name]).get(name)
+        state = health(status, at, rows, ds.freshness)
+        runs = ledger(f"""SELECT run_at, passed, checks, blocking_failed, warnings, rows, load_id
+                          FROM {CATALOG}.{OPS}.quality_runs WHERE dataset = ? ORDER BY run_at DESC LIMIT ?""",
+                      [name, QUALITY_RUNS])[::-1]
+        failing = ledger(f"""SELECT check_name, column_name, blocking, unexpected_count FROM {CATALOG}.{OPS}.quality_results
+                             WHERE load_id = ? AND dataset = ? AND NOT success AND skipped IS NULL
+                             ORDER BY blocking DESC, check_name, column_name""",
+                         [runs[-1][6], name]) if runs else []
+        t = LABELS[lang]
+        trend = charts.runs([(f"{r[0]:%Y-%m-%d %H:%M}", bool(r[1]), t["checks_summary"].format(
+            checks=r[2], blocking=r[3], warnings=r[4])) for r in runs]) if runs else ""
         since = _now() - dt.timedelta(days=90)
         consumers = sorted({r[0] for r in ledger(
             f"""SELECT DISTINCT department FROM {CATALOG}.{OPS}.audit_events
@@ -112,12 +188,39 @@ def register(app: FastAPI, site: Site) -> None:
         open_disputes = visible_disputes(user, dataset=name, status=disputes.OPEN) if acc is not None else []
         with engine.cursor() as lake:
             mine = [r for r in requests.listing(lake, department=user.department) if r.dataset == name]
+        queryable = acc is not None and state in ("ok", "stale")
+        shown, refusal = None, None
+        if queryable:
+            try:
+                shown = preview(user, ds, acc)
+            except (QueryRefused, QueryFailed) as exc:
+                refusal = str(exc)
+        key_visible = acc is not None and all(k in acc.columns and k not in acc.masked for k in ds.key)
         return site.page(request, "dataset.html", user=user, ds=ds, owner=engine.registry.department(ds.owner),
-                         columns=columns, readable=acc is not None, row_filtered=bool(acc and acc.row_filters),
-                         status=status, at=at, fresh=at is not None and _now() - at <= ds.freshness,
-                         quality=quality[0] if quality else None, consumers=consumers, derived=derived,
-                         disputes=open_disputes, my_requests=mine, notice=notice,
+                         columns=columns, readable=acc is not None, queryable=queryable,
+                         row_filtered=bool(acc and acc.row_filters), status=status, at=at, rows=rows, health=state,
+                         health_class=HEALTH_CLASS[state], runs=runs, failing=failing, quality_trend=trend,
+                         history=schema_history(name), consumers=consumers, derived=derived,
+                         disputes=open_disputes, my_requests=mine, notice=notice, preview=shown, refusal=refusal,
+                         key_visible=key_visible,
                          can_request=ds.owner != user.department and ds.share_type != "not_shared" and acc is None)
+
+    def schema_history(name: str) -> list[dict]:
+        """The dataset's registered versions (schemas.versions), each with what changed from the one before."""
+        out, before = [], None
+        for version, definition, mode, at in ledger(
+                f"""SELECT version, definition, compatibility, registered_at FROM {CATALOG}.{OPS}.schema_versions
+                    WHERE kind = 'dataset' AND subject = ? ORDER BY version""", [name]):
+            now = json.loads(definition)
+            cols, old = now.get("columns", {}), (before or {}).get("columns", {})
+            out.append({"version": version, "at": at, "mode": mode, "first": before is None,
+                        "added": [f"{c} ({d.get('type')})" for c, d in cols.items() if c not in old] if before else [],
+                        "removed": [c for c in old if c not in cols],
+                        "changed": [c for c, d in cols.items() if c in old and old[c] != d],
+                        "key": before is not None and before.get("key") != now.get("key"),
+                        "columns": len(cols)})
+            before = now
+        return out[::-1]
 
     @app.post("/catalogue/{name}/request", include_in_schema=False)
     def request_access(request: Request, name: str, purpose: str = Form(""), columns: list[str] = Form(default=[]),
@@ -130,21 +233,43 @@ def register(app: FastAPI, site: Site) -> None:
                                       period_days=days, calendar=WorkCalendar.for_settings(engine.settings))
         except (RequestError, KeyError) as exc:
             return _back(f"/catalogue/{name}", str(exc))
-        return _back(f"/catalogue/{name}", f"request {req.request_id}: {req.status}")
+        lang = site.lang(request)
+        return _back(f"/catalogue/{name}", LABELS[lang]["request_done"].format(
+            id=req.request_id, status=code("request_status", req.status, lang)))
 
     @app.post("/catalogue/{name}/dispute", include_in_schema=False)
-    def flag_record(request: Request, name: str, key_value: str = Form(""), column: str = Form(""),
-                    description: str = Form("")) -> Response:
+    def flag_record(request: Request, name: str, key_value: str = Form(""), row: str = Form(""),
+                    column: str = Form(""), description: str = Form("")) -> Response:
+        """A record named by its key where the department sees the key, else picked by its row of the
+        governed preview: the server finds that row's record among the department's rows by the values it
+        sees unmasked (exactly one, or the pick is refused), so a masked key is never asked for."""
         user = site.user(request)
-        if name not in access(user):  # as the API: only a department that reads the dataset flags its records
+        t = LABELS[site.lang(request)]
+        acc = access(user).get(name)
+        if acc is None or acc.problem:  # as the API: only a department that reads the dataset flags its records
             return _back(f"/catalogue/{name}", f"{name} is not readable by {user.department}")
+        ds = engine.registry.dataset(name)
+        key_visible = all(k in acc.columns and k not in acc.masked for k in ds.key)
+        if not (key_visible and key_value.strip()):
+            if not row.isdigit():
+                return _back(f"/catalogue/{name}", t["no_row"])
+            try:
+                shown = preview(user, ds, acc, purpose="dispute: the picked record")
+            except (QueryRefused, QueryFailed) as exc:
+                return _back(f"/catalogue/{name}", str(exc))
+            if int(row) >= len(shown.rows):
+                return _back(f"/catalogue/{name}", t["row_gone"])
+            found, count = record_key(ds, acc, list(shown.columns), shown.rows[int(row)])
+            if found is None:
+                return _back(f"/catalogue/{name}", t["row_ambiguous"].format(n=count) if count else t["row_gone"])
+            key_value = found
         try:
             with writable() as lake:
                 d = disputes.flag(lake, engine.registry, user.department, name, key_value, description,
                                   reported_by=user.name, column=column or None)
         except RequestError as exc:
             return _back(f"/catalogue/{name}", str(exc))
-        return _back(f"/catalogue/{name}", f"dispute {d.dispute_id} recorded; {d.owner} will verify it")
+        return _back(f"/catalogue/{name}", t["dispute_done"].format(id=d.dispute_id, owner=d.owner))
 
     @app.get("/requests", include_in_schema=False)
     def request_list(request: Request, notice: str = "") -> HTMLResponse:
@@ -184,7 +309,9 @@ def register(app: FastAPI, site: Site) -> None:
                     raise HTTPException(status_code=404, detail=f"no action {action!r}")
         except RequestError as exc:
             return _back("/requests", str(exc))
-        return _back("/requests", f"request {request_id}: {action} done")
+        lang = site.lang(request)
+        return _back("/requests", LABELS[lang]["decided_notice"].format(id=request_id,
+                                                                        action=LABELS[lang][f"{action}_done"]))
 
     @app.post("/disputes/{dispute_id}/{action}", include_in_schema=False)
     def resolve(request: Request, dispute_id: str, action: str, resolution: str = Form("")) -> Response:
@@ -198,7 +325,9 @@ def register(app: FastAPI, site: Site) -> None:
                                  corrected=action == "corrected", resolution=resolution)
         except RequestError as exc:
             return _back("/requests", str(exc))
-        return _back("/requests", f"dispute {dispute_id}: {action}")
+        lang = site.lang(request)
+        return _back("/requests", LABELS[lang]["dispute_resolved"].format(
+            id=dispute_id, action=code("dispute_status", action, lang)))
 
     @app.get("/console", include_in_schema=False)
     def console_form(request: Request) -> HTMLResponse:

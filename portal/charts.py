@@ -7,6 +7,7 @@ from __future__ import annotations
 from html import escape
 
 INK, MUTED, GRID, ACCENT, TARGET, BAD, GOOD = "#1f2937", "#6b7280", "#e5e7eb", "#2563eb", "#dc2626", "#dc2626", "#16a34a"
+AMBER = "#d97706"
 
 
 def _pct(value: float | None) -> str:
@@ -57,9 +58,10 @@ def trend(points: list[tuple[str, float | None]], *, target: float | None = None
     return "".join(parts)
 
 
-def bars(rows: list[tuple[str, str, float | None]], *, target: float | None = None, width: int = 520,
-         row_height: int = 22) -> str:
-    """Horizontal bars, one per (link, label, value 0..1), in the order given; the target as a rule."""
+def bars(rows: list[tuple[str, str, float | None]], *, target: float | None = None, lower_is_better: bool = False,
+         width: int = 520, row_height: int = 22) -> str:
+    """Horizontal bars, one per (link, label, value 0..1), in the order given; the target as a rule. A bar
+    that meets the target is green, one behind it red (without a target: blue)."""
     label_w, pad = 170, 46
     w = width - label_w - pad
     height = row_height * len(rows) + 8
@@ -68,8 +70,10 @@ def bars(rows: list[tuple[str, str, float | None]], *, target: float | None = No
     for i, (href, label, value) in enumerate(rows):
         cy = 4 + i * row_height
         bar = 0 if value is None else w * max(0.0, min(1.0, value))
-        color = MUTED if value is None else (GOOD if target is not None and value >= target else ACCENT)
-        parts.append(f'<a href="{escape(href)}"><text x="{label_w - 6}" y="{cy + 14}" text-anchor="end" '
+        met = None if value is None or target is None else (value <= target if lower_is_better else value >= target)
+        color = MUTED if value is None else ACCENT if met is None else GOOD if met else BAD
+        state = "none" if met is None else "ontarget" if met else "behind"
+        parts.append(f'<a href="{escape(href)}" class="bar-{state}"><text x="{label_w - 6}" y="{cy + 14}" text-anchor="end" '
                      f'font-size="12" fill="{INK}">{escape(label)}</text></a>'
                      f'<rect x="{label_w}" y="{cy + 3}" width="{bar:.1f}" height="{row_height - 8}" fill="{color}" '
                      f'rx="2"><title>{escape(label)}: {_pct(value)}</title></rect>'
@@ -105,5 +109,20 @@ def matrix(rows: list[str], columns: list[str], cells: dict[tuple[str, str], str
             tip = f"{row} × {col}: {kind or 'not collected'}"
             parts.append(f'<rect x="{label_w + j * cell}" y="{cy}" width="{cell - 2}" height="{cell - 2}" '
                          f'fill="{color}" class="cell-{kind or "none"}"><title>{escape(tip)}</title></rect>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def runs(points: list[tuple[str, bool, str]], *, width: int = 520, height: int = 40) -> str:
+    """Quality runs as a strip of squares, oldest first: green passed, red failed; each (label, passed, tip)."""
+    size = 14
+    gap = max(2, min(8, (width - size * max(1, len(points))) // max(1, len(points))))
+    parts = [f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+             'aria-label="quality runs">']
+    for i, (label, passed, tip) in enumerate(points):
+        x = i * (size + gap)
+        parts.append(f'<rect class="run-{"passed" if passed else "failed"}" x="{x}" y="4" width="{size}" '
+                     f'height="{size}" rx="2" fill="{GOOD if passed else BAD}"><title>{escape(label)}: '
+                     f'{escape(tip)}</title></rect>')
     parts.append("</svg>")
     return "".join(parts)

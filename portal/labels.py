@@ -1,6 +1,18 @@
-"""Page labels in Chinese and English (``?lang=zh|en``, remembered in a cookie)."""
+"""Page labels in Chinese and English (``?lang=zh|en``, remembered in a cookie).
+
+A page never shows a raw code (a share type, an update cycle, a status, a check's rule kind): it shows
+:func:`code`'s label for it. The code sets come from the modules that define them, so a code added
+there without a label here fails tests/test_portal_finished.py.
+"""
 
 from __future__ import annotations
+
+import re
+
+from lakehouse.load import LOAD_STATUSES
+from schemas.model import RULE_KINDS, SEVERITIES, SHARE_TYPES, UPDATE_CYCLES
+from sharing.disputes import DISPUTE_STATUSES
+from sharing.requests import REQUEST_STATUSES
 
 KPI_LABELS = {
     "sharing_rate": ("数据共享率", "Sharing rate"),
@@ -48,6 +60,26 @@ LABELS = {
         "denominator": "分母", "note": "说明", "members_title": "指标明细：计入分子与分母的对象",
         "members_note": "每一行是一个数据集、系统、（部门，数据元）对、共享申请或副本字段，及其计入分子、分母的数量。",
         "definitions": "考核指标定义",
+        "not_found": "页面不存在", "forbidden": "无权操作", "bad_request": "请求有误", "no_dataset": "数据目录中没有数据集 {name}",
+        "no_department": "没有部门代码 {code}", "no_kpi": "没有指标 {kpi}", "no_page": "没有页面 {path}",
+        "bad_period": "考核期 {period} 无效：可选 {first} 至 {last}（格式 YYYY-MM）",
+        "no_periods": "考核期 {period} 无效：尚未发布任何考核期", "bad_form": "表单内容无效：{detail}",
+        "home": "返回数据目录", "row_count": "行数", "queryable": "可查询", "health": "数据状态",
+        "h_ok": "正常：已发布且在更新周期内", "h_stale": "已过期：超出更新周期未更新", "h_bad": "最近一次加载未发布",
+        "h_empty": "已发布但没有数据", "h_never": "尚未发布", "not_granted": "未授权",
+        "granted": "已授权", "masked": "脱敏", "preview": "数据预览（前 20 行，按本部门权限）",
+        "preview_none": "本部门无权查询，或尚无数据", "schema_history": "结构版本历史", "version": "版本",
+        "registered": "登记时间", "compatibility": "兼容模式", "changes": "变更", "first_version": "首个版本",
+        "added": "新增字段", "removed": "删除字段", "changed": "变更字段", "key_changed": "主键变更",
+        "quality_trend": "质量趋势（最近的检查）", "checks_summary": "{checks} 项检查，{blocking} 项阻断性未通过，{warnings} 项警告",
+        "failing_checks": "未通过的检查", "pick_row": "选择记录", "pick_row_note": "在上面的预览中选择有误的记录",
+        "key_masked_note": "主键对本部门脱敏：请在预览中选择记录", "description_none": "（无说明）",
+        "row_filter": "限定行范围", "yes": "是", "no": "否", "failed_short": "失败", "row": "行",
+        "request_done": "申请 {id}：{status}", "dispute_done": "异议 {id} 已记录，由 {owner} 核实",
+        "no_row": "请选择一条记录或填写主键值", "row_gone": "预览中的这条记录已不存在，请刷新后重选",
+        "row_ambiguous": "所选记录的可见字段对应 {n} 条记录，无法确定是哪一条；请填写主键值",
+        "decided_notice": "申请 {id}：已{action}", "dispute_resolved": "异议 {id}：{action}",
+        "approve_done": "批准", "refuse_done": "拒绝", "revoke_done": "撤销",
     },
     "en": {
         "title": "OneSource sharing KPIs", "sign_in": "Sign in", "sign_out": "Sign out", "user": "User",
@@ -70,11 +102,11 @@ LABELS = {
         "catalogue": "Catalogue", "requests": "Requests & disputes", "console": "SQL console", "dashboard": "Dashboard",
         "search": "Search", "all": "all", "share_type": "Share type", "cycle": "Update cycle", "owner": "Provider",
         "element": "Data element", "freshness": "Freshness", "fresh": "within its cycle", "stale": "overdue",
-        "readable": "readable", "request_access": "Request access", "purpose": "Purpose", "columns": "Columns",
+        "readable": "Readable", "request_access": "Request access", "purpose": "Purpose", "columns": "Columns",
         "row_scope": "Row scope (condition)", "days": "Period (days)", "submit": "Submit",
         "sensitive": "sensitive (masked)", "authority_of": "Authoritative source", "lineage": "Lineage",
-        "derived": "Datasets taking elements from this one", "quality": "Last quality check", "passed": "passed",
-        "failed": "failed", "consumers_list": "Consumers", "disputes": "Disputes", "flag_record": "Flag a wrong record",
+        "derived": "Datasets taking elements from this one", "quality": "Last quality check", "passed": "Passed",
+        "failed": "Failed", "consumers_list": "Consumers", "disputes": "Disputes", "flag_record": "Flag a wrong record",
         "key_value": "Record key", "description": "What is wrong", "my_requests": "Our requests",
         "to_decide": "Requests to decide", "overdue_all": "Overdue requests, city-wide", "approve": "Approve",
         "refuse": "Refuse", "revoke": "Revoke", "reason": "Reason", "due": "Due", "overdue": "overdue",
@@ -88,8 +120,118 @@ LABELS = {
         "members_note": "One row per dataset, system, (department, element) pair, access request or copied column, "
                         "with what it adds to the numerator and to the denominator.",
         "definitions": "KPI definitions",
+        "not_found": "Not found", "forbidden": "Not allowed", "bad_request": "Bad request", "no_dataset": "No dataset {name} in the catalogue",
+        "no_department": "No department with code {code}", "no_kpi": "No KPI {kpi}", "no_page": "No page {path}",
+        "bad_period": "Period {period} is not valid: choose one from {first} to {last} (as YYYY-MM)",
+        "no_periods": "Period {period} is not valid: no period is published yet", "bad_form": "The form is not valid: {detail}",
+        "home": "Back to the catalogue", "row_count": "Rows", "queryable": "Queryable", "health": "Data status",
+        "h_ok": "OK: up to date", "h_stale": "Stale: not updated within its cycle",
+        "h_bad": "Last load not published", "h_empty": "Published, but holds no rows", "h_never": "Never published",
+        "not_granted": "not granted", "granted": "granted", "masked": "masked",
+        "preview": "Preview (first 20 rows, as your department reads them)",
+        "preview_none": "Your department cannot query it, or it holds no data yet", "schema_history": "Schema history",
+        "version": "Version", "registered": "Registered", "compatibility": "Compatibility", "changes": "Changes",
+        "first_version": "first version", "added": "added", "removed": "removed", "changed": "changed",
+        "key_changed": "key changed", "quality_trend": "Quality trend (latest checks)",
+        "checks_summary": "{checks} checks, {blocking} blocking failed, {warnings} warnings",
+        "failing_checks": "Failing checks", "pick_row": "Pick", "pick_row_note": "pick the wrong record in the preview above",
+        "key_masked_note": "The key is masked for your department: pick the record in the preview",
+        "description_none": "(no description)", "row_filter": "row scope limited", "yes": "yes", "no": "no",
+        "failed_short": "Failed", "row": "row",
+        "request_done": "Request {id}: {status}", "dispute_done": "Dispute {id} recorded; {owner} will verify it",
+        "no_row": "Pick a record or give its key value", "row_gone": "That preview row is gone: reload the page and pick again",
+        "row_ambiguous": "The picked record's visible values match {n} records: give its key value instead",
+        "decided_notice": "Request {id}: {action} done", "dispute_resolved": "Dispute {id}: {action}",
+        "approve_done": "approve", "refuse_done": "refuse", "revoke_done": "revoke",
     },
 }
+
+
+CODES: dict[str, tuple[str, ...]] = {
+    "share_type": SHARE_TYPES, "cycle": tuple(UPDATE_CYCLES), "request_status": REQUEST_STATUSES,
+    "dispute_status": DISPUTE_STATUSES, "load_status": LOAD_STATUSES, "check": tuple(RULE_KINDS),
+    "severity": SEVERITIES,
+}
+"""Every code set a page shows, from the module that defines it."""
+
+CODE_LABELS: dict[str, dict[str, tuple[str, str]]] = {
+    "share_type": {"unconditional": ("无条件共享", "Unconditional"), "conditional": ("有条件共享", "Conditional"),
+                   "not_shared": ("不予共享", "Not shared")},
+    "cycle": {"hourly": ("每小时", "Hourly"), "daily": ("每日", "Daily"), "weekly": ("每周", "Weekly"),
+              "monthly": ("每月", "Monthly"), "quarterly": ("每季度", "Quarterly"), "yearly": ("每年", "Yearly")},
+    "request_status": {"pending": ("待审批", "Pending"), "approved": ("已批准", "Approved"),
+                       "refused": ("已拒绝", "Refused"), "revoked": ("已撤销", "Revoked")},
+    "dispute_status": {"open": ("待处理", "Open"), "corrected": ("已更正", "Corrected"),
+                       "rejected": ("已驳回", "Rejected")},
+    "load_status": {"published": ("已发布", "Published"), "quarantined": ("已隔离（未通过质量检查）", "Quarantined"),
+                    "failed": ("加载失败", "Failed"), "unchanged": ("无变化", "Unchanged")},
+    "check": {"key_unique": ("主键唯一", "Unique key"), "required": ("必填项", "Required values"),
+              "type": ("数据类型", "Data types"), "code_list": ("代码表取值", "Code list values"),
+              "format": ("格式", "Formats"), "check_digit": ("校验位", "Check digits"),
+              "range": ("取值范围", "Value ranges"), "reference": ("引用权威来源", "References to the authority"),
+              "volume": ("数据量变化", "Row volume"), "freshness": ("数据时效", "Data freshness"),
+              "custom": ("自定义检查", "Custom checks")},
+    "severity": {"blocking": ("阻断", "Blocking"), "warning": ("警告", "Warning")},
+}
+
+
+def code(kind: str, value: str | None, lang: str = "zh") -> str:
+    """The label of ``value`` of the code set ``kind`` in ``lang``; an unknown value is shown as it is."""
+    if value is None:
+        return "–"
+    pair = CODE_LABELS.get(kind, {}).get(value)
+    return value if pair is None else pair[lang != "zh"]
+
+
+# Notes the metrics write in English (metrics.kpis: sharing_reason and the members' notes), as ordered
+# (pattern, zh, en) rules; {cycle}/{status} groups are shown as their labels.
+NOTES: tuple[tuple[str, str, str], ...] = (
+    (r"not shared \((?P<x>.*)\)", "不予共享（{x}）", "Not shared ({x})"),
+    (r"unconditional: readable by every department", "无条件共享：所有部门均可查询",
+     "Unconditional: readable by every department"),
+    (r"revoked by (?P<x>\S+): (?P<y>.*)", "已由 {x} 撤销：{y}", "Revoked by {x}: {y}"),
+    (r"never loaded: no extract has arrived", "从未加载：尚未收到数据文件", "Never loaded: no extract has arrived"),
+    (r"last load failed its quality checks \(quarantined\)", "最近一次加载未通过质量检查（已隔离）",
+     "Last load failed its quality checks and was quarantined"),
+    (r"last load (?P<status>\w+)", "最近一次加载：{status}", "Last load: {status}"),
+    (r"overdue: last load (?P<x>.+), update cycle (?P<cycle>\w+)", "已过期：最近加载 {x}，更新周期 {cycle}",
+     "Overdue: last load {x}, update cycle {cycle}"),
+    (r"shared, but no other department used it while shared this period", "已共享，但本期无其他部门使用",
+     "Shared, but no other department used it while shared this period"),
+    (r"(?P<x>\S+) published (?P<y>.+) UTC", "{x} 于 {y}（UTC）发布", "{x} published {y} UTC"),
+    (r"no published load within its update cycle \((?P<x>.*)\)", "更新周期内没有发布的加载（{x}）",
+     "No published load within its update cycle ({x})"),
+    (r"(?P<n>\d+) load\(s\) failed a blocking check", "{n} 次加载未通过阻断性检查",
+     "{n} load(s) failed a blocking check"),
+    (r"(?P<x>\S+) against (?P<y>\S+): (?P<n>\d+) disagree", "{x} 与 {y} 比对：{n} 条不一致",
+     "{x} against {y}: {n} disagree"),
+    (r"missed (?P<n>\d+) window\(s\) beginning (?P<x>.+)", "错过 {n} 个更新窗口，起于 {x}",
+     "Missed {n} window(s) beginning {x}"),
+    (r"collected in (?P<x>.+); the authority is (?P<y>.+)", "在 {x} 中采集；权威来源为 {y}",
+     "Collected in {x}; the authority is {y}"),
+    (r"(?P<x>\S+) for (?P<y>\S+): decided (?P<d>[\d: -]+), due by the end of (?P<z>.+)",
+     "{x}（{y}）：{d} 办结，时限为 {z} 当日", "{x} for {y}: decided {d}, due by the end of {z}"),
+    (r"(?P<x>\S+) for (?P<y>\S+): refused without a reason, due by the end of (?P<z>.+)",
+     "{x}（{y}）：拒绝但未说明理由，时限为 {z} 当日", "{x} for {y}: refused without a reason, due by the end of {z}"),
+    (r"(?P<x>\S+) for (?P<y>\S+): not decided, due by the end of (?P<z>.+)",
+     "{x}（{y}）：未办结，时限为 {z} 当日", "{x} for {y}: not decided, due by the end of {z}"),
+)
+
+
+def note(text: str | None, lang: str = "zh") -> str:
+    """A metrics note in ``lang`` (a note no rule knows is shown as written)."""
+    if not text:
+        return ""
+    for pattern, zh, en in NOTES:
+        m = re.fullmatch(pattern, text)
+        if m:
+            parts = m.groupdict()
+            if "cycle" in parts:
+                parts["cycle"] = code("cycle", parts["cycle"], lang)
+            if "status" in parts:
+                parts["status"] = code("load_status", parts["status"], lang)
+            return (zh if lang == "zh" else en).format(**parts)
+    return text
 
 
 def kpi_label(kpi: str, lang: str = "zh") -> str:

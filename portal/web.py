@@ -24,13 +24,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Form, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from metrics.kpis import KPI_NAMES, LOWER_IS_BETTER
+from metrics.kpis import KPI_NAMES, LOWER_IS_BETTER, TARGETS
 from portal import charts
-from portal.labels import LABELS, kpi_label
+from portal.labels import LABELS, code, kpi_label, note
 from sharing.engine import GovernedEngine
 from sharing.exceptions import QueryFailed, QueryRefused
 from sharing.signin import LockedOut, SignInGuard
@@ -84,6 +87,49 @@ class _SignIn(Exception):
     """Raised by a page that needs a signed-in user: answered with a redirect to /login."""
 
 
+class PageError(HTTPException):
+    """A page's 404 or 400, its message a label of portal.labels (``key``) filled with ``values``:
+    answered with an HTML page in the reader's language (``/api/`` keeps its JSON errors)."""
+
+    def __init__(self, status_code: int, key: str, **values: Any):
+        super().__init__(status_code=status_code, detail=LABELS["en"][key].format(**values))
+        self.key, self.values = key, values
+
+    def message(self, lang: str) -> str:
+        return LABELS[lang][self.key].format(**self.values)
+
+
+PERIOD_FORM = r"\d{4}-(0[1-9]|1[0-2])"
+
+
+def chosen_period(period: str | None, periods: list[str]) -> str:
+    """The period a page shows: ``period`` when published, the latest when none is asked; an unknown or
+    malformed one is a 400 naming the valid range (a silent fallback showed another month's figures)."""
+    import re
+
+    if period is None or period == "":
+        return periods[-1] if periods else ""
+    if periods and re.fullmatch(PERIOD_FORM, period) and period in periods:
+        return period
+    if not periods:
+        raise PageError(400, "no_periods", period=period)
+    raise PageError(400, "bad_period", period=period, first=periods[0], last=periods[-1])
+
+
+def kpi_state(kpi: str, figure: dict | None) -> str:
+    """``ontarget``, ``behind`` or ``""`` (no value or no target): the colour of a KPI figure against the
+    city's target (metrics.kpis.TARGETS; LOWER_IS_BETTER KPIs meet it from below)."""
+    if not figure or figure.get("value") is None:
+        return ""
+    target = figure.get("target")
+    target = TARGETS.get(kpi) if target is None else target
+    if target is None:
+        return ""
+    value = figure["value"]
+    met = value <= target if kpi in LOWER_IS_BETTER else value >= target
+    return "ontarget" if met else "behind"
+
+
 class Site:
     """What every page needs: the engine, the sessions, the templates, and the signed-in user."""
 
@@ -92,7 +138,8 @@ class Site:
         self.sessions = sessions or Sessions()
         self.templates = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                                      autoescape=select_autoescape(["html"]))
-        self.templates.globals.update(kpi_label=kpi_label, pct=_pct, fmt=_fmt)
+        self.templates.globals.update(kpi_label=kpi_label, pct=_pct, fmt=_fmt, code=code, note=note,
+                                      kpi_state=kpi_state)
 
     @staticmethod
     def lang(request: Request) -> str:
@@ -224,6 +271,37 @@ def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None
     def _to_login(request: Request, _exc: _SignIn) -> RedirectResponse:
         return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
 
+    def _is_page(request: Request) -> bool:
+        return not request.url.path.startswith(("/api/", "/docs", "/redoc", "/openapi", "/healthz"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _error_page(request: Request, exc: StarletteHTTPException) -> Response:
+        """A page's error as a page in the reader's language; ``/api/`` keeps FastAPI's JSON."""
+        if not _is_page(request) or exc.status_code not in (400, 403, 404):
+            return await http_exception_handler(request, exc)
+        lang = site.lang(request)
+        if isinstance(exc, PageError):
+            message = exc.message(lang)
+        elif exc.status_code == 404 and exc.detail == "Not Found":  # no such route
+            message = LABELS[lang]["no_page"].format(path=request.url.path)
+        else:
+            message = str(exc.detail)
+        user = site.sessions.user(request.cookies.get(SESSION_COOKIE))
+        return site.page(request, "error.html", status_code=exc.status_code, user=user, message=message,
+                         heading=LABELS[lang][{404: "not_found", 403: "forbidden"}.get(exc.status_code, "bad_request")])
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_form(request: Request, exc: RequestValidationError) -> Response:
+        """A page's malformed query or form (``days=abc``) as a 400 page; ``/api/`` keeps its 422 JSON."""
+        if not _is_page(request):
+            return await request_validation_exception_handler(request, exc)
+        lang = site.lang(request)
+        detail = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg', '')}"
+                           for e in exc.errors())
+        user = site.sessions.user(request.cookies.get(SESSION_COOKIE))
+        return site.page(request, "error.html", status_code=400, user=user, heading=LABELS[lang]["bad_request"],
+                         message=LABELS[lang]["bad_form"].format(detail=detail))
+
     lang_of, page, signed_in, sql = site.lang, site.page, site.user, site.sql
 
     from portal import catalogue
@@ -274,9 +352,9 @@ def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None
     def dashboard(request: Request, period: str | None = None) -> HTMLResponse:
         user = signed_in(request)
         periods = [r[0] for r in sql(user, "SELECT DISTINCT period FROM shared.kpi_figures ORDER BY period")]
-        if not periods:
+        if not periods and not period:
             return page(request, "empty.html", user=user)
-        period = period if period in periods else periods[-1]
+        period = chosen_period(period, periods)
         figures = _figures(sql(user, "SELECT scope, scope_name, kpi, value, numerator, denominator, target "
                                      f"FROM shared.kpi_figures WHERE period = {_lit(period)}"))
         city = figures.pop("city", {"name": "", "kpis": {}})
@@ -292,7 +370,8 @@ def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None
         ranked = [(code, d) for code, d in ranking if d["kpis"].get("sharing_rate", {}).get("denominator")]
         bars = charts.bars([(f"/dashboard/departments/{code}?period={period}", d["name"],
                              d["kpis"]["sharing_rate"]["value"]) for code, d in ranked],
-                           target=city["kpis"].get("sharing_rate", {}).get("target"))
+                           target=city["kpis"].get("sharing_rate", {}).get("target") or TARGETS.get("sharing_rate"),
+                           lower_is_better="sharing_rate" in LOWER_IS_BETTER)
         return page(request, "dashboard.html", user=user, period=period, periods=periods, city=city["kpis"],
                     kpis=KPI_NAMES, trends=trends, ranking=bars, departments=ranked,
                     prefill=annual_report_prefill(site.engine.registry, lambda q: sql(user, q)),
@@ -304,9 +383,9 @@ def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None
         try:
             dept = engine.registry.department(code)
         except KeyError as exc:
-            raise HTTPException(status_code=404, detail=f"no department {code!r}") from exc
+            raise PageError(404, "no_department", code=code) from exc
         periods = [r[0] for r in sql(user, "SELECT DISTINCT period FROM shared.kpi_figures ORDER BY period")]
-        period = period if period in periods else (periods[-1] if periods else "")
+        period = chosen_period(period, periods)
         figures = _figures(sql(user, "SELECT scope, scope_name, kpi, value, numerator, denominator, target "
                                      f"FROM shared.kpi_figures WHERE period = {_lit(period)} "
                                      f"AND scope IN ('city', {_lit(code)})"))
@@ -321,8 +400,8 @@ def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None
         for p, kpi, value in sql(user, "SELECT period, kpi, value FROM shared.kpi_figures "
                                        f"WHERE scope = {_lit(code)} ORDER BY period"):
             history[kpi].append((p, value))
-        trend = charts.trend(history.get("sharing_rate", []), target=0.9, title=kpi_label("sharing_rate",
-                                                                                           lang_of(request)))
+        trend = charts.trend(history.get("sharing_rate", []), target=TARGETS.get("sharing_rate"),
+                             title=kpi_label("sharing_rate", lang_of(request)))
         return page(request, "department.html", user=user, dept=dept, period=period, periods=periods,
                     kpis=KPI_NAMES, mine=figures.get(code, {"kpis": {}})["kpis"],
                     city=figures.get("city", {"kpis": {}})["kpis"], datasets=datasets, duplicates=duplicates,
@@ -334,12 +413,12 @@ def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None
         """The items behind one figure: what each adds to its numerator and denominator (kpi_members)."""
         user = signed_in(request)
         if kpi not in KPI_NAMES:
-            raise HTTPException(status_code=404, detail=f"no KPI {kpi!r}")
+            raise PageError(404, "no_kpi", kpi=kpi)
         names = {d.code: d.name for d in engine.registry.departments}
         if department is not None and department not in names:
-            raise HTTPException(status_code=404, detail=f"no department {department!r}")
+            raise PageError(404, "no_department", code=department)
         periods = [r[0] for r in sql(user, "SELECT DISTINCT period FROM shared.kpi_members ORDER BY period")]
-        period = period if period in periods else (periods[-1] if periods else "")
+        period = chosen_period(period, periods)
         where = f"period = {_lit(period)} AND kpi = {_lit(kpi)}"
         if department:
             where += f" AND department = {_lit(department)}"
@@ -359,7 +438,7 @@ def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None
     def duplicates(request: Request, period: str | None = None) -> HTMLResponse:
         user = signed_in(request)
         periods = [r[0] for r in sql(user, "SELECT DISTINCT period FROM shared.kpi_duplicate_pairs ORDER BY period")]
-        period = period if period in periods else (periods[-1] if periods else "")
+        period = chosen_period(period, periods)
         pairs = sql(user, "SELECT department, element, element_name, duplicate FROM shared.kpi_duplicate_pairs "
                           f"WHERE period = {_lit(period)}")
         names = {d.code: d.name for d in engine.registry.departments}
@@ -379,6 +458,9 @@ def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None
         user = signed_in(request)
         if fmt not in ("xlsx", "csv"):
             raise HTTPException(status_code=404, detail="export as .xlsx or .csv")
+        if period:
+            chosen_period(period, [r[0] for r in sql(user, "SELECT DISTINCT period FROM shared.kpi_figures "
+                                                           "ORDER BY period")])
         where = f"WHERE period = {_lit(period)}" if period else ""
         rows = sql(user, f"SELECT {', '.join(EXPORT_COLUMNS)} FROM shared.kpi_figures {where} "
                          "ORDER BY period, scope, kpi")

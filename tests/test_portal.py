@@ -78,7 +78,7 @@ def test_request_approved_by_the_owner_then_queried_in_the_console(portal):
     r = client.post("/catalogue/psb_resident_register/request",
                     data={"purpose": "税务稽查核验", "columns": ["resident_id", "person_name", "division_code"],
                           "days": "30"})
-    assert r.status_code == 200 and "pending" in r.text
+    assert r.status_code == 200 and "待审批" in r.text  # pending, as a label
     refused = client.post("/console", data={"sql": "SELECT person_name FROM shared.psb_resident_register"})
     assert 'id="refusal"' in refused.text and "not granted to tax" in refused.text
     # an analyst cannot decide; the owner role of the owning department can
@@ -89,7 +89,7 @@ def test_request_approved_by_the_owner_then_queried_in_the_console(portal):
     sign_in(client, owners["psb"])
     assert rid in client.get("/requests").text
     done = client.post(f"/requests/{rid}/approve", data={"columns": ["resident_id", "division_code"]})
-    assert "approve done" in done.text
+    assert "已批准" in done.text
     sign_in(client, analysts["tax"])
     ok = client.post("/console", data={"sql": "SELECT resident_id, division_code FROM shared.psb_resident_register "
                                               "ORDER BY division_code LIMIT 5", "purpose": "稽查"})
@@ -130,7 +130,7 @@ def test_dispute_flags_the_record_until_the_owner_resolves_it(portal):
                                                 "LIMIT 1"}).text.split("<td>")[1].split("</td>")[0]
     r = client.post("/catalogue/amr_enterprise_register/dispute",
                     data={"key_value": uscc, "column": "enterprise_name", "description": "名称与营业执照不符"})
-    assert "recorded" in r.text and uscc in r.text
+    assert "已记录" in r.text
     flagged = client.post("/console", data={"sql": "SELECT uscc, enterprise_name FROM shared.amr_enterprise_register "
                                                    "ORDER BY uscc LIMIT 3"}).text
     assert flagged.count('class="flagged"') == 1  # the disputed record carries the flag
@@ -144,7 +144,7 @@ def test_dispute_flags_the_record_until_the_owner_resolves_it(portal):
     again = client.post("/console", data={"sql": "SELECT uscc FROM shared.amr_enterprise_register ORDER BY uscc "
                                                  "LIMIT 3"}).text
     assert 'class="flagged"' not in again
-    assert "corrected" in client.get("/requests").text
+    assert "已更正" in client.get("/requests").text
 
 
 def test_row_filters_are_refused_at_request_time_and_shown_normalised_to_the_owner(portal, capsys, monkeypatch):

@@ -212,3 +212,55 @@ def test_dashboard_sign_in_drill_down_and_export(site, browser, tmp_path):
     sheet = load_workbook(saved).active
     assert sheet.cell(1, 1).value == "period" and sheet.max_row > 1 + 9
     assert errors == []
+
+
+def non_blank(png: bytes) -> bool:
+    """A PNG that shows something: besides its background (white, or black once filtered to zeros), at least
+    0.2% of its filtered pixel bytes take other values (text, colours, charts). about:blank fails it."""
+    import struct
+    import zlib
+
+    assert png[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    data, at = b"", 8
+    while at < len(png):
+        length, kind = struct.unpack("!I4s", png[at:at + 8])
+        if kind == b"IDAT":
+            data += png[at + 8:at + 8 + length]
+        at += 12 + length
+    raw = zlib.decompress(data)
+    other = len(raw) - raw.count(0) - raw.count(255)
+    return other > 0.002 * len(raw)
+
+
+def test_screenshots_of_catalogue_dataset_and_dashboard_in_both_languages(site, browser, tmp_path):
+    """The acceptance's screenshots: the catalogue, a dataset page and the dashboard in zh and en, saved as
+    PNG into the test's folder (and into $ONESOURCE_ARTEFACTS when set), each checked not blank."""
+    base, creds, _ = site
+    errors: list[str] = []
+    page = new_page(browser, errors)
+    page.goto("about:blank")
+    assert not non_blank(page.screenshot(full_page=True))  # the check can fail
+    sign_in(page, base, creds["dsj"])
+    folders = [tmp_path / "screenshots"] + ([Path(os.environ["ONESOURCE_ARTEFACTS"])]
+                                            if os.environ.get("ONESOURCE_ARTEFACTS") else [])
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    shots = {}
+    for lang in ("zh", "en"):
+        for name, path, ready in (("catalogue", "/catalogue", "#datasets"),
+                                  ("dataset", "/catalogue/amr_enterprise_register", "#preview"),
+                                  ("dashboard", "/dashboard", "#kpi-cards")):
+            page.goto(f"{base}{path}?lang={lang}")
+            assert page.locator(ready).count() == 1, (lang, path)
+            assert page.locator("html").get_attribute("lang") == ("zh-CN" if lang == "zh" else "en")
+            png = page.screenshot(full_page=True)
+            assert non_blank(png), (lang, name)
+            for folder in folders:
+                (folder / f"portal-{name}-{lang}.png").write_bytes(png)
+            shots[(name, lang)] = png
+    assert len({hash(p) for p in shots.values()}) == 6  # six different pictures
+    # the dataset page: status in colour, a preview of 20 rows, the schema history
+    page.goto(f"{base}/catalogue/amr_enterprise_register?lang=en")
+    assert page.locator("#health").get_attribute("class") in ("ok", "warn")
+    assert page.locator("#preview tr").count() == 21 and page.locator("#schema-history tr").count() >= 2
+    assert errors == []
