@@ -206,6 +206,15 @@ _USER = f"getvariable('{USER_VARIABLE}')"
 _NAMESPACES = [(NS_PG_CATALOG, "pg_catalog"), (NS_SHARED, SCHEMA), (NS_INFORMATION_SCHEMA, "information_schema")]
 _TEXT_TYPES = "(1043, 25, 1042, 19)"
 _SELECT_PRIVILEGE = "upper(p) SIMILAR TO '.*(SELECT|USAGE|CONNECT|MEMBER).*'"
+_RELATION_MATCH = ("(x.{oid} = TRY_CAST(o AS BIGINT) OR x.{name} = regexp_replace(replace(CAST(o AS VARCHAR), '\"', ''), "
+                   "'^(pg_catalog|shared)\\.', ''))")
+_COLUMN_PRIVILEGE = (
+    f"CASE WHEN NOT ({_SELECT_PRIVILEGE}) THEN false "
+    f"WHEN EXISTS (SELECT 1 FROM {FACTS}.columns x WHERE {_RELATION_MATCH.format(oid='attrelid', name='relname')} "
+    "AND (x.name = CAST(c AS VARCHAR) OR CAST(x.attnum AS VARCHAR) = CAST(c AS VARCHAR))) THEN true "
+    f"WHEN EXISTS (SELECT 1 FROM {FACTS}.tables x WHERE {_RELATION_MATCH.format(oid='oid', name='name')}) THEN false "
+    f"ELSE EXISTS (SELECT 1 FROM {FACTS}.relations x WHERE {_RELATION_MATCH.format(oid='oid', name='name')}) END")
+"""has_column_privilege: true for a granted column (the catalogue holds no other) or a system relation's."""
 
 # The relations with rows: (FROM clause, column -> expression); a column not named is NULL, false or 0
 # as its type suggests (see _default). Everything here is derived from FACTS or constants.
@@ -449,8 +458,10 @@ def _macro_statements(settings: dict[str, str]) -> list[str]:
         *(f"CREATE MACRO {PG}.{f}(o, p) AS {_SELECT_PRIVILEGE}, (u, o, p) AS {_SELECT_PRIVILEGE}" for f in
           ("has_table_privilege", "has_schema_privilege", "has_database_privilege", "has_any_column_privilege",
            "has_sequence_privilege", "has_function_privilege", "has_tablespace_privilege", "has_type_privilege")),
-        f"CREATE MACRO {PG}.has_column_privilege(o, c, p) AS {_SELECT_PRIVILEGE}, "
-        f"(u, o, c, p) AS {_SELECT_PRIVILEGE}",
+        # a column: one of the department's granted columns (the only ones its catalogue has); any column of
+        # a system relation; an ungranted or unknown column of a shared table is not readable
+        f"CREATE MACRO {PG}.has_column_privilege(o, c, p) AS {_COLUMN_PRIVILEGE}, "
+        f"(u, o, c, p) AS {_COLUMN_PRIVILEGE}",
         f"CREATE MACRO {PG}.pg_has_role(r, p) AS r IN ({_USER}, {USER_OID}), (u, r, p) AS r IN ({_USER}, {USER_OID})",
         f"CREATE MACRO {PG}.current_schemas(implicit) AS CASE WHEN implicit THEN ['pg_catalog', '{SCHEMA}'] "
         f"ELSE ['{SCHEMA}'] END",

@@ -374,3 +374,29 @@ def test_postgresql_answers_the_same_questions_the_same_way(registry, postgres, 
             got, want = describe(ours, command, table), describe(theirs, command, table)
             assert [a for a in got[1:]] == [a for a in want[1:]], (command, table)
             assert [r[1:] for r in got[0]] == [r[1:] for r in want[0]]  # the oid itself differs
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_column_privileges_answer_the_grant_and_nothing_more(registry, data):
+    """has_column_privilege by name and by oid, by column name and number: true exactly for a granted column
+    (never for one the department was not given, nor for an unknown one), and for a system relation's."""
+    granted = data.draw(grants(registry))
+    box = sandbox(access(registry, granted), registry)
+    oids = dict(ask(box, "SELECT relname, oid FROM pg_catalog.pg_class WHERE relnamespace <> 11").rows)
+    for ds in registry.datasets:
+        for column in [c.name for c in ds.columns] + ["no_such_column"]:
+            readable = column in granted.get(ds.name, ())
+            for table in {f"shared.{ds.name}", ds.name, *([oids[ds.name]] if ds.name in oids else [])}:
+                for privilege in ("SELECT", "select, update"):
+                    [(got,)] = ask(box, "SELECT has_column_privilege(?, ?, ?)", [table, column, privilege]).rows
+                    assert got is readable, (table, column, privilege, granted)
+                [(upd,)] = ask(box, "SELECT has_column_privilege(?, ?, 'UPDATE')", [table, column]).rows
+                assert upd is False
+            if readable and ds.name in oids:
+                number = [c.name for c in ds.columns if c.name in granted[ds.name]].index(column) + 1
+                [(by_number,)] = ask(box, "SELECT has_column_privilege(?, CAST(? AS smallint), 'SELECT')",
+                                     [oids[ds.name], number]).rows
+                assert by_number is True
+    [(system,)] = ask(box, "SELECT has_column_privilege('pg_catalog.pg_class', 'relname', 'SELECT')").rows
+    assert system is True
