@@ -196,7 +196,7 @@ def test_the_portal_request_form_cannot_ask_for_a_grant_that_never_expires(city,
     r = client.post("/catalogue/psb_resident_register/request",
                     data={"purpose": "核验", "columns": ["division_code"], "days": "0", "csrf_token": token},
                     follow_redirects=False)
-    found = re.search(r"request%20([0-9a-f]{12})", r.headers.get("location", ""))
+    found = re.search(r"%20([0-9a-f]{12})", r.headers.get("location", ""))  # the notice: "申请 <id>：..."
     if found is None:
         return  # refused: fine
     decided = client.post(f"/api/v1/requests/{found.group(1)}/approve", json={},
