@@ -271,3 +271,33 @@ def test_cards_and_ranking_are_coloured_against_the_targets(portal):
     for state, name in bars:
         assert state == ("ontarget" if ranks[name] >= TARGETS["sharing_rate"] else "behind"), name
     assert {"ontarget", "behind"} >= {s for s, _ in bars}
+
+
+@pytest.fixture(scope="module")
+def firms(tmp_path_factory):
+    from schemas import load_registry
+    from tests.helpers import write_registry
+
+    return load_registry(write_registry(tmp_path_factory.mktemp("reg"))).dataset("firms")
+
+
+@given(share=st.sampled_from(sorted(CODE_LABELS["share_type"])), cycle=st.sampled_from(sorted(CODE_LABELS["cycle"])),
+       status=st.none() | st.sampled_from(sorted(CODE_LABELS["load_status"])), hours=st.integers(0, 24 * 400))
+@settings(max_examples=150, deadline=None)
+def test_every_reason_a_dataset_is_not_shared_reads_in_both_languages(firms, share, cycle, status, hours):
+    """metrics.kpis.sharing_reason, the reason the drill-down shows, for any share type, cycle, last load
+    and age: no raw code in either language, and the Chinese has no English words but times."""
+    import dataclasses
+    import datetime as dt
+
+    from metrics.kpis import sharing_reason
+    from portal.labels import note
+
+    ds = dataclasses.replace(firms, share_type=share, update_cycle=cycle, legal_basis="《条例》第十条")
+    now = dt.datetime(2026, 11, 29, 12)
+    reason = sharing_reason(ds, None if status is None else (status, now - dt.timedelta(hours=hours)), now)
+    if reason is None:
+        return
+    zh, en = note(reason, "zh"), note(reason, "en")
+    assert not re.search(r"[A-Za-z]", zh.replace("UTC", "")), (reason, zh)
+    assert not raw_codes(f"<p>{zh}</p>", "zh") and not raw_codes(f"<p>{en}</p>", "en"), (reason, en)
