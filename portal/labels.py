@@ -190,6 +190,12 @@ NOTES: tuple[tuple[str, str, str], ...] = (
     (r"unconditional: readable by every department", "无条件共享：所有部门均可查询",
      "Unconditional: readable by every department"),
     (r"revoked by (?P<x>\S+): (?P<y>.*)", "已由 {x} 撤销：{y}", "Revoked by {x}: {y}"),
+    (r"request (?P<x>\S+) is (?P<request>\w+) already", "申请 {x} 已是“{request}”状态", "Request {x} is {request} already"),
+    (r"request (?P<x>\S+) is (?P<request>\w+); only an approved grant can be revoked",
+     "申请 {x} 为“{request}”：只有已批准的授权可以撤销", "Request {x} is {request}: only an approved grant can be revoked"),
+    (r"dispute (?P<x>\S+) is (?P<dispute>\w+) already", "异议 {x} 已是“{dispute}”状态", "Dispute {x} is {dispute} already"),
+    (r"(?P<x>\S+) is not shared \((?P<y>.*)\); it cannot be requested", "{x} 不予共享（{y}），不能申请",
+     "{x} is not shared ({y}); it cannot be requested"),
     (r"never loaded: no extract has arrived", "从未加载：尚未收到数据文件", "Never loaded: no extract has arrived"),
     (r"last load failed its quality checks \(quarantined\)", "最近一次加载未通过质量检查（已隔离）",
      "Last load failed its quality checks and was quarantined"),
@@ -230,6 +236,9 @@ def note(text: str | None, lang: str = "zh") -> str:
                 parts["cycle"] = code("cycle", parts["cycle"], lang)
             if "status" in parts:
                 parts["status"] = code("load_status", parts["status"], lang)
+            for group, kind in (("request", "request_status"), ("dispute", "dispute_status")):
+                if group in parts:
+                    parts[group] = code(kind, parts[group], lang)
             return (zh if lang == "zh" else en).format(**parts)
     return text
 

@@ -148,6 +148,8 @@ class Site:
 
     def page(self, request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         lang = self.lang(request)
+        if context.get("notice"):  # a refusal of sharing.requests/disputes, in the reader's language
+            context["notice"] = note(context["notice"], lang)
         csrf = self.sessions.csrf(request.cookies.get(SESSION_COOKIE)) or ""
         html = self.templates.get_template(name).render(t=LABELS[lang], lang=lang, path=request.url.path,
                                                         csrf_field=CSRF_FIELD, csrf=csrf, **context)

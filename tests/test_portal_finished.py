@@ -51,7 +51,8 @@ def portal(tmp_path_factory):
             return requests.create(lake, registry, dept, "psb_resident_register", purpose="核验",
                                    requested_by=f"{dept}_analyst")
         requests.approve(lake, registry, ask("tax").request_id, owner="psb", decided_by="psb_owner", columns=GRANTED)
-        requests.refuse(lake, ask("edu").request_id, owner="psb", decided_by="psb_owner", reason="请使用学籍数据")
+        refused = ask("edu").request_id
+        requests.refuse(lake, refused, owner="psb", decided_by="psb_owner", reason="请使用学籍数据")
         gone = requests.approve(lake, registry, ask("hrss").request_id, owner="psb", decided_by="psb_owner")
         requests.revoke(lake, gone.request_id, owner="psb", decided_by="psb_owner", reason="期满")
         ask("housing")
@@ -60,6 +61,7 @@ def portal(tmp_path_factory):
     owners = json.loads((settings_.home / "demo-owner-credentials.json").read_text())
     engine = GovernedEngine(settings_, registry, persistent=True)
     with TestClient(create_app(engine)) as client:
+        client.refused = refused
         yield client, creds, owners, registry, settings_
     engine.close()
 
@@ -301,3 +303,15 @@ def test_every_reason_a_dataset_is_not_shared_reads_in_both_languages(firms, sha
     zh, en = note(reason, "zh"), note(reason, "en")
     assert not re.search(r"[A-Za-z]", zh.replace("UTC", "")), (reason, zh)
     assert not raw_codes(f"<p>{zh}</p>", "zh") and not raw_codes(f"<p>{en}</p>", "en"), (reason, en)
+
+
+def test_a_refused_decision_reads_in_the_readers_language(portal):
+    """sharing.requests' refusal of a second decision names the status: shown as its label, not the code."""
+    client, _, owners, _, _ = portal
+    sign_in(client, owners["psb"])
+    for lang, words in (("zh", "已是“已拒绝”状态"), ("en", "is Refused already")):
+        client.get("/requests", params={"lang": lang})
+        page = client.post(f"/requests/{client.refused}/approve", data={}).text
+        assert words in re.search(r'<p class="notice"[^>]*>(.*?)</p>', page).group(1)
+        assert not raw_codes(page, lang)
+    client.get("/requests", params={"lang": "zh"})
