@@ -84,6 +84,7 @@ CASES = [
     ("unknown-dataset-quality", ["quality", "report", "nosuch"], ["nosuch", "known", "firms"]),
     ("no-dataset-named", ["ingest"], ["name one or more datasets", "--all"]),
     ("unknown-department-sql", ["sql", "SELECT 1", "--as", "nosuch"], ["nosuch", "known", "amr, tax"]),
+    ("a-user-name-for-a-department", ["sql", "SELECT 1", "--as", "tax_analyst"], ["tax_analyst", "amr, tax"]),
     ("unknown-department-metrics", ["metrics", "--department", "nosuch"], ["nosuch", "known"]),
     ("unknown-department-grant", ["grants", "add", "--department", "nosuch", "--dataset", "firms"],
      ["nosuch", "known"]),
@@ -166,6 +167,16 @@ def test_a_registry_file_with_a_yaml_mistake(tmp_path):
     broken = settings.registry_dir / "datasets" / "amr" / "firms.yaml"
     broken.write_text(broken.read_text(encoding="utf-8") + "name: [firms\n", encoding="utf-8")
     assert_clean_refusal(run(settings, "ingest", "firms"), "firms.yaml", "registry check")
+
+
+def test_an_extract_of_no_known_format_names_the_file_and_the_setting(tmp_path):
+    settings = Settings(home=tmp_path / "home")
+    write_registry(settings.registry_dir, [firms_dataset(connector={"kind": "file", "path": "amr/firms/*"})])
+    drop(settings, "amr/firms/firms.dat", csv_text())
+    proc = run(settings, "ingest", "firms")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and not any(w in out for w in INTERNALS), out
+    assert "firms.dat" in out and "set 'format'" in out, out
 
 
 def test_a_stored_row_filter_that_cannot_apply_refuses_naming_the_grant(tmp_path):
