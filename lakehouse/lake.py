@@ -100,7 +100,7 @@ OPS_TABLES: dict[str, str] = {
     # users created before SCRAM-SHA-256 came; such users must have their password reset)
     "users": """user_name VARCHAR, department VARCHAR, role VARCHAR, password_scrypt VARCHAR,
         password_pg_md5 VARCHAR, token_sha256 VARCHAR, created_at TIMESTAMP, disabled_at TIMESTAMP,
-        password_scram VARCHAR""",
+        added_at TIMESTAMP, changed_at TIMESTAMP, changed_by VARCHAR, password_scram VARCHAR""",
 }
 
 # Messages of errors that a retry can cure: SQLite's lock, DuckLake's optimistic-commit conflicts, and

@@ -17,8 +17,8 @@
     onesource grants add|list|revoke          conditional datasets' grants
     onesource requests create|list|approve|refuse|revoke   access requests, decided within the SLA
     onesource serve                           HTTP API and Postgres-wire endpoint
-    onesource users reset USER                a new password and token for a user (shown once)
-    onesource users disable USER              refuse a user from its next request or query on
+    onesource users add USER --department D [--role R]   a new user; password and token shown once
+    onesource users list|disable|enable|reset-password|rotate-token [USER]   (reset: both at once)
     onesource metrics [--period YYYY-MM]      the sharing KPIs, per department and city-wide
                       [--publish] [--export F] (shared KPI tables; XLSX/CSV for the annual assessment)
     onesource audit verify                    check the audit log: keyed chain, anchor, key
@@ -578,21 +578,63 @@ def cmd_grants(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
+    """Users administration; every change is audited with who acted (``--by``, default $USER)."""
     from lakehouse import Lake
-    from sharing.users import disable_user, reset_user
+    from sharing import users
+    from sharing.audit import AuditLog
 
-    with Lake(settings.lake) as lake:
-        try:
-            if args.action == "disable":
-                disable_user(lake, args.user)
-                console.print(f"user {args.user} disabled: refused from its next request or query on")
-                return 0
-            password, token = reset_user(lake, args.user)
-        except KeyError as exc:
-            err.print(exc.args[0])
-            return 1
-    console.print(f"user {args.user}: new password and token (shown once, only their hashes are kept)\n"
-                  f"password: {password}\ntoken: {token}", markup=False, highlight=False)
+    action = args.action
+    if action != "list" and not args.user:
+        raise users.UserError(f"say which user: onesource users {action} USER")
+    if action == "add" and not args.department:
+        raise users.UserError("say which department the user belongs to: onesource users add USER --department CODE "
+                              "[--role analyst|steward|bureau|operator]")
+    audit = AuditLog.of(settings) if action != "list" else None
+    who = {"by": args.by or os.environ.get("USER", "cli"), "audit": audit}
+    shown: dict[str, str] = {}
+    with Lake(settings.lake, read_only=action == "list") as lake, contextlib.closing(audit) if audit else \
+            contextlib.nullcontext():
+        if action == "list":
+            found = users.accounts(lake, args.department)
+        elif action == "add":
+            from schemas import load_registry
+
+            codes = [d.code for d in load_registry(settings.registry_dir).departments]
+            shown["password"], shown["token"] = users.add_user(lake, codes, args.user, args.department,
+                                                               args.role or "analyst", **who)
+        elif action == "reset":  # the old command: both at once
+            shown["password"], shown["token"] = users.reset_user(lake, args.user, **who)
+        elif action == "reset-password":
+            shown["password"] = users.reset_password(lake, args.user, **who)
+        elif action == "rotate-token":
+            shown["token"] = users.rotate_token(lake, args.user, **who)
+        elif action == "disable":
+            users.disable_user(lake, args.user, **who)
+        else:
+            users.enable_user(lake, args.user, **who)
+    if action == "list":
+        from onesource.output import cell, print_json, print_table
+
+        rows = [{"user": a.name, "department": a.department, "role": a.role, "enabled": a.enabled,
+                 "created": a.created, "last_change": a.changed, "changed_by": a.changed_by} for a in found]
+        if args.json:
+            print_json(rows)
+            return 0
+        print_table(console, ("user", "department", "role", "enabled", "created", "last change", "by"),
+                    ([*(cell(r[k]) for k in ("user", "department", "role")), "yes" if r["enabled"] else "no",
+                      *(cell(r[k]) for k in ("created", "last_change", "changed_by"))] for r in rows),
+                    title=f"{len(rows)} user(s)", whole=("user",))
+        return 0
+    if args.json:
+        print(json.dumps({"user": args.user, "action": action, **shown}, ensure_ascii=False, indent=2))
+        return 0
+    if action in ("disable", "enable"):
+        console.print(f"user {args.user} {action}d" + (": refused from its next request or query on"
+                                                         if action == "disable" else ""))
+        return 0
+    what = " and ".join(f"new {k}" if action != "add" else k for k in shown)
+    console.print(f"user {args.user}: {what} (shown once, only hashes are kept)\n"
+                  + "\n".join(f"{k}: {v}" for k, v in shown.items()), markup=False, highlight=False)
     return 0
 
 
@@ -828,13 +870,15 @@ def _busy(host: str, port: int, flag: str, what: str, exc: OSError) -> Configura
     import errno
 
     if exc.errno == errno.EADDRINUSE:
-        why = f"port {port} on {host} is already in use (another `onesource serve`, or another program)"
+        why = (f"port {port} on {host} is already in use (another `onesource serve`, or another program). Stop "
+               f"what holds it, or choose another port: onesource serve {flag} N (`ss -ltnp 'sport = :{port}'` "
+               "shows who listens)")
     elif exc.errno == errno.EACCES:
-        why = f"port {port} on {host} is reserved for the system (ports below 1024 need privileges)"
+        why = f"port {port} needs privileges (ports below 1024); choose another: onesource serve {flag} N"
     else:
-        why = f"cannot listen on {host}:{port} ({exc.strerror or exc})"
-    return ConfigurationError(f"{what} cannot start: {why}. Stop what holds it, or choose another port: "
-                              f"onesource serve {flag} N (`ss -ltnp 'sport = :{port}'` shows who listens)")
+        why = (f"it cannot listen on {host}:{port} ({exc.strerror or exc}); give --host an address of this machine "
+               f"(127.0.0.1, or 0.0.0.0 for every interface) and {flag} a free port")
+    return ConfigurationError(f"{what} cannot start: {why}")
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -975,10 +1019,17 @@ def parser() -> argparse.ArgumentParser:
     req.add_argument("--json", action="store_true", help="list: a JSON array of the requests, all fields")
     req.set_defaults(fn=cmd_requests)
 
-    users = sub.add_parser("users", help="reset a user's password and token (also: a password stored before SCRAM), "
-                                          "or disable a user")
-    users.add_argument("action", choices=["reset", "disable"])
-    users.add_argument("user")
+    users = sub.add_parser("users", help="add, list, disable or enable users, give a new password or token "
+                                          "(shown once; every change audited)")
+    users.add_argument("action", choices=["add", "list", "disable", "enable", "reset-password", "rotate-token",
+                                          "reset"], help="reset: a new password and token at once (also: a "
+                                                         "password stored before SCRAM)")
+    users.add_argument("user", nargs="?")
+    users.add_argument("--department", help="add: the user's department (a code of the registry); list: only its users")
+    users.add_argument("--role", choices=["analyst", "steward", "bureau", "operator"],
+                       help="add: what the user may do (default analyst; see README, Users and roles)")
+    users.add_argument("--by", help="who acts, written in the audit log (default: $USER)")
+    users.add_argument("--json", action="store_true", help="a JSON answer (list: every user, all fields)")
     users.set_defaults(fn=cmd_users)
 
     audit = sub.add_parser("audit", help="verify the hash-chained audit log")

@@ -3,7 +3,7 @@
 Reads of the platform's own ledgers (loads, quality runs, requests, disputes) go through the
 engine's read-only lake connection; every read of shared data goes through governed SQL as the
 signed-in department. Writes (a request, a decision, a dispute) open the lake for one commit.
-Owner decisions need a user with the ``owner`` role in the owning department.
+Owner decisions need a user with the ``steward`` role (sharing.roles) in the owning department.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from schemas.model import SHARE_TYPES, UPDATE_CYCLES
 from sharing import disputes, requests
 from sharing.exceptions import QueryFailed, QueryRefused, RequestError
 from sharing.grants import MASKED_LEVEL
+from sharing.roles import STEWARD
 from sharing.users import User
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
 CONSOLE_ROWS = 500
 """Rows shown in the console; downloads carry up to the engine's row limit."""
-OWNER = "owner"
+OWNER = STEWARD  # the role that decides its department's requests and disputes (sharing.roles)
 PREVIEW_ROWS = 20
 QUALITY_RUNS = 30
 """Quality runs shown in a dataset's trend, newest last."""
@@ -119,6 +120,14 @@ def register(app: FastAPI, site: Site) -> None:
     def catalogue(request: Request, q: str = "", department: str = "", element: str = "", share_type: str = "",
                   cycle: str = "") -> HTMLResponse:
         user = site.user(request)
+        from portal.web import PageError
+
+        known = {"department": {d.code for d in engine.registry.departments}, "share_type": set(SHARE_TYPES),
+                 "cycle": set(UPDATE_CYCLES), "element": {e.name for e in engine.registry.elements}}
+        for field, value in (("department", department), ("share_type", share_type), ("cycle", cycle),
+                             ("element", element)):
+            if value and value not in known[field]:  # a typo in a link or a bookmark: not a silent empty list
+                raise PageError(400, "bad_filter", field=field, value=value)
         readable, last = access(user), last_loads()
         counts = row_counts([d.name for d in engine.registry.datasets])
         needle = q.strip().lower()
@@ -289,7 +298,7 @@ def register(app: FastAPI, site: Site) -> None:
 
     def owner_only(user: User) -> None:
         if user.role != OWNER:
-            raise HTTPException(status_code=403, detail="owner decisions need a user with the owner role")
+            raise HTTPException(status_code=403, detail="owner decisions need a user with the steward role")
 
     @app.post("/requests/{request_id}/{action}", include_in_schema=False)
     def decide(request: Request, request_id: str, action: str, reason: str = Form(""),

@@ -170,6 +170,9 @@ class Site:
         if not valid:
             self.sessions.end(token)
             raise _SignIn()
+        from portal.admin import authorise
+
+        authorise(request, user)  # the role's rights (sharing.roles): 403, or its own home for the landing page
         return user
 
     def sql(self, user: User, query: str, purpose: str = "dashboard") -> list[tuple]:
@@ -306,9 +309,10 @@ def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None
 
     lang_of, page, signed_in, sql = site.lang, site.page, site.user, site.sql
 
-    from portal import catalogue
+    from portal import admin, catalogue
 
     catalogue.register(app, site)
+    admin.register(app, site)  # users administration (portal/admin.py), and where a refused landing page goes
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

@@ -1,7 +1,8 @@
 """The HTTP API (FastAPI): the catalogue a department may see, and governed queries.
 
-Every request carries ``Authorization: Bearer <department token>``. Queries go through the same
-governed engine as the CLI and the Postgres-wire endpoint. Results come whole (never cut short: a result
+Every request carries ``Authorization: Bearer <department token>``; the user's role (sharing.roles)
+decides which calls it may make (403 otherwise, and for every role on a call no rule lists). Queries go
+through the same governed engine as the CLI and the Postgres-wire endpoint. Results come whole (never cut short: a result
 beyond the limits of onesource.config.QueryLimits is an error) and streamed, in the format the ``format``
 field names, or else the ``Accept`` header: JSON by default (``{"columns", "row_count", "rows"}``, streamed
 a slice of rows at a time, not paged), CSV (``text/csv``), Arrow IPC stream
@@ -18,6 +19,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from sharing import roles
 from sharing.docs import mount_docs
 from sharing.engine import GovernedEngine
 from sharing.exceptions import InvalidSQL, QueryFailed, QueryRefused
@@ -79,12 +81,17 @@ def create_app(engine: GovernedEngine, guard: SignInGuard | None = None) -> Fast
     mount_docs(app)
     limits = engine.settings.limits  # 413 before a body is read; a worker thread for every query in flight, and 40 more
     app.add_middleware(BodyLimit, max_bytes=limits.request_bytes, threads=limits.concurrent + limits.queued + 40)
-    def current_user(authorization: str = Header(default="")) -> User:
+    def current_user(request: Request, authorization: str = Header(default="")) -> User:
         token = authorization.removeprefix("Bearer ").strip() if authorization.startswith("Bearer ") else ""
         user = engine.user_by_token(token) if token else None  # cached per lake snapshot
         if user is None:
             raise HTTPException(status_code=401, detail="a valid department bearer token is required",
                                 headers={"WWW-Authenticate": "Bearer"})
+        route = request.scope.get("route")  # the role's rights (sharing.roles): refused by default
+        refusal = roles.check(user.role, user.department, request.method, getattr(route, "path", request.url.path),
+                              request.path_params)
+        if refusal is not None:
+            raise HTTPException(status_code=403, detail=refusal.reason)
         return user
 
     @app.get("/api/v1/catalogue", summary="datasets this department may query")
@@ -180,10 +187,10 @@ def _workflow_routes(app: FastAPI, engine: GovernedEngine, current_user) -> None
         return asdict(req)
 
     @app.post("/api/v1/requests/{request_id}/{action}", responses={409: {"model": Refusal}},
-              summary="approve (optionally narrowing), refuse (with a reason) or revoke: the owner role only")
+              summary="approve (optionally narrowing), refuse (with a reason) or revoke: the steward role only")
     def decide(request_id: str, action: str, body: DecisionIn, user: User = Depends(current_user)):
-        if user.role != "owner":
-            raise HTTPException(status_code=403, detail="owner decisions need a user with the owner role")
+        if user.role != roles.STEWARD:  # (roles.RULES says so too)
+            raise HTTPException(status_code=403, detail="owner decisions need a user with the steward role")
         if action not in ("approve", "refuse", "revoke"):
             raise HTTPException(status_code=404, detail=f"no action {action!r}")
         try:

@@ -1,12 +1,20 @@
-"""Department users: a password for the portal and the Postgres-wire endpoint, a bearer token for HTTP.
+"""Department users: a password for the portal and the Postgres-wire endpoint, a bearer token for HTTP,
+and a role (sharing.roles) saying which pages and calls they reach.
 
 Nothing is stored in clear. Tokens are random and kept as sha256. Passwords are kept as scrypt (the
 portal's sign-in page) and as PostgreSQL's own SCRAM-SHA-256 verifier (``password_scram``, see
-sharing.scram), which the wire endpoint's SCRAM exchange needs: neither logs in by itself.
+sharing.scram), which the wire endpoint's SCRAM exchange needs: neither logs in by itself. A new password
+or token is returned once, to be shown once.
 
 Users created before SCRAM have only an md5 verifier (``password_pg_md5``, which alone was enough to log
 in). It is no longer written nor accepted: such a user is told at sign-in to have the password reset
 (``onesource users reset NAME``), which stores a SCRAM verifier and drops the md5 one.
+
+``created_at`` is when the user's password was last set (or the user enabled again): a portal session or
+wire sign-in from before that is over. ``added_at`` is when the user was added, ``changed_at`` and
+``changed_by`` the last change. The administration functions (:func:`add_user`, :func:`disable_user`,
+:func:`enable_user`, :func:`reset_password`, :func:`rotate_token`, :func:`reset_user`) record who did
+what to whom in the audit log (sharing.audit) before they commit it: never the password or the token.
 """
 
 from __future__ import annotations
@@ -14,11 +22,26 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lakehouse.lake import CATALOG, OPS, Lake, retrying
+from onesource.errors import TerminalError
+from sharing.roles import ROLES, canonical
 from sharing.scram import make_verifier
+
+if TYPE_CHECKING:
+    from sharing.audit import AuditLog
+
+USER_NAME = re.compile(r"[a-z][a-z0-9_.-]{0,62}")
+"""A user name: it signs in on the wire endpoint and the portal, and is written in the audit log."""
+
+
+class UserError(TerminalError):
+    """A users administration step that cannot be taken: the message says what and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +51,22 @@ class User:
     role: str
     since: dt.datetime | None = None
     """When these credentials were set (a reset writes new ones): a session made before that is over."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "role", canonical(self.role))
+
+
+@dataclass(frozen=True)
+class Account:
+    """A user as ``onesource users list`` and the admin page show it (no hash)."""
+
+    name: str
+    department: str
+    role: str
+    enabled: bool
+    created: dt.datetime | None
+    changed: dt.datetime | None
+    changed_by: str | None
 
 
 def _scrypt(password: str, salt: bytes | None = None) -> str:
@@ -45,30 +84,176 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_user(lake: Lake, department: str, user: str, role: str = "analyst") -> tuple[str, str]:
-    """Create (or reset) a user; returns (password, token), shown once and never stored in clear."""
-    password, token = secrets.token_urlsafe(12), secrets.token_urlsafe(24)
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _new_password() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def _new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def _columns(lake: Lake) -> set[str]:
+    """The users table's columns (empty: no table yet); a lake not written since a column came lacks it
+    until Lake.ensure_zones adds it on the next write."""
+    return {r[0] for r in lake.con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_catalog = ? AND table_schema = ? "
+        "AND table_name = 'users'", [CATALOG, OPS]).fetchall()}
+
+
+def create_user(lake: Lake, department: str, user: str, role: str = "analyst", *, by: str | None = None,
+                by_department: str | None = None, audit: AuditLog | None = None) -> tuple[str, str]:
+    """Create (or replace) a user; returns (password, token), shown once and never stored in clear. No
+    check of the department (the demo and tests call it): :func:`add_user` is the checked way in."""
+    password, token = _new_password(), _new_token()
+    now = _now()
+    _audit(audit, "add", user, department, role, by, by_department)
 
     def write() -> None:
         with lake.transaction() as con:
             con.execute(f"DELETE FROM {CATALOG}.{OPS}.users WHERE user_name = ?", [user])
             con.execute(f"INSERT INTO {CATALOG}.{OPS}.users (user_name, department, role, password_scrypt, "
-                        "password_scram, token_sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [user, department, role, _scrypt(password), make_verifier(password), token_hash(token),
-                         dt.datetime.now(dt.UTC).replace(tzinfo=None)])
+                        "password_scram, token_sha256, created_at, added_at, changed_at, changed_by) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [user, department, canonical(role), _scrypt(password), make_verifier(password),
+                         token_hash(token), now, now, now, by])
             lake.commit_message(f"user {user} of {department}", {"user": user})
 
     retrying(write, lake.settings.commit_retries, f"creating user {user}")
     return password, token
 
 
-def reset_user(lake: Lake, user: str) -> tuple[str, str]:
-    """A new password and token for an existing user (same department and role); returns (password, token)."""
-    row = lake.con.execute(f"SELECT department, role FROM {CATALOG}.{OPS}.users WHERE user_name = ? "
-                           "AND disabled_at IS NULL", [user]).fetchone() if "users" in lake.tables(OPS) else None
+def add_user(lake: Lake, departments: Iterable[str], user: str, department: str, role: str, *, by: str,
+             by_department: str | None = None, audit: AuditLog | None) -> tuple[str, str]:
+    """Add a new user of ``department`` (one of ``departments``, the registry's) with ``role``; returns
+    (password, token), shown once. Refused for an unknown department or role, a malformed name, or a name
+    already taken (enabled or not)."""
+    known = sorted(departments)
+    if department not in known:
+        raise UserError(f"no department {department!r} in the registry (known: {', '.join(known) or 'none'}); "
+                        "register the department first (departments.yaml), or pick one of those")
+    if canonical(role) not in ROLES:
+        raise UserError(f"no role {role!r} (roles: {', '.join(ROLES)}); see sharing/roles.py for what each may do")
+    if not USER_NAME.fullmatch(user):
+        raise UserError(f"user name {user!r} is not allowed: lower-case letters, digits, '_', '.' or '-', "
+                        "starting with a letter, at most 63 characters (e.g. tax_analyst2)")
+    if _row(lake, user) is not None:
+        raise UserError(f"user {user!r} exists already; reset its password (users reset-password), rotate its "
+                        "token (users rotate-token) or enable it (users enable) instead")
+    return create_user(lake, department, user, role, by=by, by_department=by_department, audit=audit)
+
+
+def _row(lake: Lake, user: str) -> tuple | None:
+    """(department, role, disabled_at) of ``user``, None when there is no such user."""
+    if "users" not in lake.tables(OPS):
+        return None
+    return lake.con.execute(f"SELECT department, role, disabled_at FROM {CATALOG}.{OPS}.users WHERE user_name = ?",
+                            [user]).fetchone()
+
+
+def _active(lake: Lake, user: str) -> tuple:
+    row = _row(lake, user)
     if row is None:
-        raise KeyError(f"no user {user!r}")
-    return create_user(lake, row[0], user, role=row[1])
+        raise UserError(f"no user {user!r}; `onesource users list` shows them, `onesource users add` adds one")
+    if row[2] is not None:
+        raise UserError(f"user {user!r} is disabled; enable it first (`onesource users enable {user}`)")
+    return row
+
+
+def _update(lake: Lake, user: str, action: str, by: str | None, sets: dict, *, disabled: bool) -> None:
+    """Set ``sets`` on ``user`` if it is still ``disabled`` (or not) as it was when the step was checked."""
+    sets = {**sets, "changed_at": _now(), "changed_by": by}
+
+    def write() -> None:
+        with lake.transaction() as con:
+            con.execute(f"UPDATE {CATALOG}.{OPS}.users SET {', '.join(f'{k} = ?' for k in sets)} WHERE user_name = ? "
+                        f"AND disabled_at IS {'NOT ' if disabled else ''}NULL", [*sets.values(), user])
+            lake.commit_message(f"{action} user {user}", {"user": user, "by": by})
+
+    retrying(write, lake.settings.commit_retries, f"{action} user {user}")
+
+
+def reset_password(lake: Lake, user: str, *, by: str | None = None, by_department: str | None = None,
+                   audit: AuditLog | None = None) -> str:
+    """A new password (the token stays); returns it. The user's portal sessions end."""
+    department, role, _ = _active(lake, user)
+    _audit(audit, "reset-password", user, department, role, by, by_department)
+    password = _new_password()
+    _update(lake, user, "reset password of", by, {
+        "password_scrypt": _scrypt(password), "password_scram": make_verifier(password), "password_pg_md5": None,
+        "created_at": _now()}, disabled=False)
+    return password
+
+
+def rotate_token(lake: Lake, user: str, *, by: str | None = None, by_department: str | None = None,
+                 audit: AuditLog | None = None) -> str:
+    """A new bearer token (the password stays); returns it. The old token is refused from the next request."""
+    department, role, _ = _active(lake, user)
+    _audit(audit, "rotate-token", user, department, role, by, by_department)
+    token = _new_token()
+    _update(lake, user, "rotate token of", by, {"token_sha256": token_hash(token)}, disabled=False)
+    return token
+
+
+def reset_user(lake: Lake, user: str, *, by: str | None = None, by_department: str | None = None,
+               audit: AuditLog | None = None) -> tuple[str, str]:
+    """A new password and token for an existing user (same department and role); returns (password, token)."""
+    department, role, _ = _active(lake, user)
+    _audit(audit, "reset", user, department, role, by, by_department)
+    password, token = _new_password(), _new_token()
+    _update(lake, user, "reset", by, {
+        "password_scrypt": _scrypt(password), "password_scram": make_verifier(password), "password_pg_md5": None,
+        "token_sha256": token_hash(token), "created_at": _now()}, disabled=False)
+    return password, token
+
+
+def disable_user(lake: Lake, user: str, *, by: str | None = None, by_department: str | None = None,
+                 audit: AuditLog | None = None) -> None:
+    """Disable ``user`` (``onesource users disable``): its token, passwords and open sessions stop working
+    on the next request or query, in every running server."""
+    department, role, _ = _active(lake, user)
+    _audit(audit, "disable", user, department, role, by, by_department)
+    _update(lake, user, "disable", by, {"disabled_at": _now()}, disabled=False)
+
+
+def enable_user(lake: Lake, user: str, *, by: str | None = None, by_department: str | None = None,
+                audit: AuditLog | None = None) -> None:
+    """Enable a disabled user again, with the password and token it had; sessions from before stay over."""
+    row = _row(lake, user)
+    if row is None:
+        raise UserError(f"no user {user!r}; `onesource users list` shows them, `onesource users add` adds one")
+    if row[2] is None:
+        raise UserError(f"user {user!r} is enabled already")
+    _audit(audit, "enable", user, row[0], row[1], by, by_department)
+    _update(lake, user, "enable", by, {"disabled_at": None, "created_at": _now()}, disabled=True)
+
+
+def accounts(lake: Lake, department: str | None = None) -> list[Account]:
+    """Every user (``department``: of that one), by department and name."""
+    names = _columns(lake)
+    if not names:
+        return []
+    added = "coalesce(added_at, created_at)" if "added_at" in names else "created_at"
+    changed = "coalesce(changed_at, disabled_at, created_at)" if "changed_at" in names else \
+        "coalesce(disabled_at, created_at)"
+    by = "changed_by" if "changed_by" in names else "NULL"
+    rows = lake.con.execute(
+        f"SELECT user_name, department, role, disabled_at IS NULL, {added}, {changed}, {by} "
+        f"FROM {CATALOG}.{OPS}.users WHERE ? IS NULL OR department = ? ORDER BY department, user_name",
+        [department, department]).fetchall()
+    return [Account(r[0], r[1], canonical(r[2]), *r[3:]) for r in rows]
+
+
+def _audit(audit: AuditLog | None, action: str, user: str, department: str, role: str, by: str | None,
+           by_department: str | None = None) -> None:
+    """Record the change before it is made (a change never goes unrecorded; a failed one is seen as an
+    attempt): who did what to whom, never a secret."""
+    if audit is not None:
+        audit.append(kind="users", action=action, user=by or "unknown", department=by_department,
+                     subject=user, subject_department=department, role=canonical(role), decision="admin")
 
 
 def user_by_token(lake: Lake, token: str) -> User | None:
@@ -112,20 +297,3 @@ def authenticate(lake: Lake, user: str, password: str) -> User | None:
     if row is None or not check_password(row[3], password):
         return None
     return User(row[0], row[1], row[2], row[4])
-
-
-def disable_user(lake: Lake, user: str) -> None:
-    """Disable ``user`` (``onesource users disable``): its token, passwords and open sessions stop working
-    on the next request or query, in every running server."""
-    if "users" not in lake.tables(OPS) or lake.con.execute(
-            f"SELECT count(*) FROM {CATALOG}.{OPS}.users WHERE user_name = ? AND disabled_at IS NULL",
-            [user]).fetchone()[0] == 0:
-        raise KeyError(f"no active user {user!r}")
-
-    def write() -> None:
-        with lake.transaction() as con:
-            con.execute(f"UPDATE {CATALOG}.{OPS}.users SET disabled_at = ? WHERE user_name = ? AND disabled_at IS NULL",
-                        [dt.datetime.now(dt.UTC).replace(tzinfo=None), user])
-            lake.commit_message(f"disable user {user}", {"user": user})
-
-    retrying(write, lake.settings.commit_retries, f"disabling user {user}")

@@ -224,25 +224,39 @@ def _story(lake: Lake) -> dict[str, tuple]:
 
 
 def _demo_users(settings: Settings, registry) -> None:
-    """One analyst per department, credentials in demo-credentials.json (0600) so every endpoint can be
-    tried at once; and one owner (the data steward who decides access requests and disputes) in
-    demo-owner-credentials.json. Kept across reruns: existing files are not replaced."""
+    """Each department's accounts, made with its data: an analyst (the data bureau's own department: a user
+    of the ``bureau`` role, who sees every KPI) in demo-credentials.json (0600) so every endpoint can be
+    tried at once; a steward (who decides access requests and disputes) in demo-owner-credentials.json; and
+    the bureau's operator (users administration, /admin/users) in demo-operator-credentials.json. Kept
+    across reruns: a department with its accounts keeps them, one added since gets its own. Audited as
+    made by ``demo``."""
+    from sharing.audit import AuditLog
+    from sharing.roles import ANALYST, BUREAU, OPERATOR, STEWARD
     from sharing.users import create_user
 
-    path = settings.home / "demo-credentials.json"
-    owners_path = settings.home / "demo-owner-credentials.json"
-    if path.exists() and owners_path.exists():
+    files = {"analyst": settings.home / "demo-credentials.json", "steward": settings.home / "demo-owner-credentials.json",
+             "operator": settings.home / "demo-operator-credentials.json"}
+    held = {kind: json.loads(path.read_text()) if path.exists() else {} for kind, path in files.items()}
+    bureau = next((d.owner for d in registry.datasets if d.platform), None)
+    wanted = [(kind, dept.code, name, role) for dept in registry.departments for kind, name, role in (
+        ("analyst", f"{dept.code}_bureau", BUREAU) if dept.code == bureau else ("analyst", f"{dept.code}_analyst", ANALYST),
+        ("steward", f"{dept.code}_owner", STEWARD))]
+    if bureau:
+        wanted.append(("operator", bureau, f"{bureau}_operator", OPERATOR))
+    missing = [w for w in wanted if w[1] not in held[w[0]]]
+    if not missing:
         return
-    creds, owners = {}, {}
-    with Lake(settings.lake) as lake:
-        for dept in registry.departments:
-            for role, out in (("analyst", creds), ("owner", owners)):
-                user = f"{dept.code}_{role}"
-                password, token = create_user(lake, dept.code, user, role=role)
-                out[dept.code] = {"user": user, "password": password, "token": token}
-    for file, data in ((path, creds), (owners_path, owners)):
-        file.write_text(json.dumps(data, indent=2))
-        file.chmod(0o600)
+    audit = AuditLog.of(settings)
+    try:
+        with Lake(settings.lake) as lake:
+            for kind, code, user, role in missing:
+                password, token = create_user(lake, code, user, role=role, by="demo", audit=audit)
+                held[kind][code] = {"user": user, "password": password, "token": token}
+    finally:
+        audit.close()
+    for kind in {w[0] for w in missing}:
+        files[kind].write_text(json.dumps(held[kind], indent=2))
+        files[kind].chmod(0o600)
 
 
 def _demo_requests(settings: Settings, registry) -> None:
