@@ -225,6 +225,10 @@ def test_page_errors_are_pages_and_api_errors_stay_json(portal):
             assert r.status_code == 400 and "text/html" in r.headers["content-type"], (path, bad)
             message = re.search(r'id="error-message"[^>]*>(.*?)<', r.text).group(1)
             assert re.search(r"choose one from \d{4}-\d\d to \d{4}-\d\d", message), message
+    for field in ("department", "share_type", "cycle", "element"):
+        r = client.get("/catalogue", params={field: "nosuch"})
+        assert r.status_code == 400 and f"Filter {field}=nosuch is not valid" in r.text
+    assert client.get("/catalogue", params={"share_type": "conditional", "cycle": "daily"}).status_code == 200
     client.get("/catalogue", params={"lang": "zh"})
     assert "没有数据集 nosuch" in client.get("/catalogue/nosuch").text
     assert "可选" in client.get("/dashboard", params={"period": "2099-01"}).text
