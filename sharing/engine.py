@@ -441,6 +441,8 @@ class GovernedEngine:
         if outcome == "catalogue":
             self._record(record, started, decision="catalogue", reason=None, rows=result.row_count)
         else:
+            planned, access = state["plan"], state["access"]
+            result.policy = tuple((name, access.get(name)) for name in planned.tables)
             self._record(record, started, decision="allowed", reason=None, plan=state["plan"], rows=result.row_count,
                          result_columns=result.columns)
         return result

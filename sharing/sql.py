@@ -51,7 +51,7 @@ class QueryResult:
     month-day-nano, MAP as key-value pairs, BIT as bytes).
     """
 
-    __slots__ = ("columns", "types", "_rows", "_batches", "_schema")
+    __slots__ = ("columns", "types", "_rows", "_batches", "_schema", "policy")
 
     def __init__(self, columns: list[str], rows: list[tuple[Any, ...]] | None = None, *,
                  batches: Iterable | None = None, schema: Any = None, types: Iterable[str] = ()):
@@ -64,6 +64,9 @@ class QueryResult:
         self._rows = rows
         self._batches = None if batches is None else tuple(batches)
         self._schema = schema
+        self.policy: tuple | None = None
+        """What the department's grants gave of each dataset read, when the answer was planned (the engine
+        sets it): a cursor or portal that reads on compares it with its query planned again."""
 
     @property
     def row_count(self) -> int:

@@ -396,6 +396,61 @@ def test_a_suspended_portal_stops_when_the_grant_is_revoked(city):
         r.close()
 
 
+def _narrow(engine, grant, change: str, n: int):
+    """The department's grant changed while its cursor or portal is open; the grant in force afterwards."""
+    with Lake(engine.settings.lake) as lake:
+        if change == "unrelated":  # a commit that changes no grant (a new user): the rows may go on
+            create_user(lake, "tax", f"tax_clerk_{n}")
+            return grant
+        revoke_grant(lake, grant)
+        if change == "row_filter":
+            return add_grant(lake, engine.registry, "tax", "firm_secrets", row_filter="capital > 0")
+        return add_grant(lake, engine.registry, "tax", "firm_secrets", columns=["uscc", "capital", "staff"])
+
+
+_CHANGES = iter(range(1000))
+
+
+@pytest.mark.parametrize("change", ["row_filter", "columns", "unrelated"])
+@pytest.mark.parametrize("holder", ["cursor", "portal"])
+def test_rows_planned_under_a_grant_that_changed_since_are_not_sent(city, holder, change):
+    """Defect: a held cursor or a suspended portal planned its rows once; its query was planned again at
+    each FETCH or resume, which stopped it after a revoke, but a grant narrowed since (a row filter added,
+    columns taken away) let the rows read under the old grant go on out. A commit that changes no grant
+    (a new user) leaves it reading."""
+    engine = city["engine"]
+    with Lake(engine.settings.lake) as lake:
+        grant = add_grant(lake, engine.registry, "tax", "firm_secrets")
+    r = Raw(city["port"])
+    r.sign_in(city["password"])
+    try:
+        if holder == "cursor":
+            r.send(b"Q", b"BEGIN; DECLARE c CURSOR WITH HOLD FOR SELECT uscc, capital FROM shared.firm_secrets; "
+                         b"COMMIT; FETCH 1 FROM c\0")
+            answer = r.until()
+        else:
+            r.send(b"Q", b"BEGIN\0")
+            assert r.until()[-1] == (b"Z", b"T")
+            answer = _sync_answer(r, (b"P", b"\0SELECT uscc, capital FROM shared.firm_secrets\0" + struct.pack("!h", 0)),
+                                  (b"B", b"p\0\0" + struct.pack("!hhh", 0, 0, 0)), (b"E", b"p\0" + struct.pack("!i", 1)))
+        assert not errors(answer) and len(_value_of(answer)) == 1, answer  # control: granted, one row read
+        grant = _narrow(engine, grant, change, next(_CHANGES))
+        if holder == "cursor":
+            r.send(b"Q", b"FETCH 1 FROM c\0")
+            answer = r.until()
+        else:
+            answer = _sync_answer(r, (b"E", b"p\0" + struct.pack("!i", 1)))
+        if change == "unrelated":
+            assert not errors(answer) and len(_value_of(answer)) == 1, answer
+        else:
+            assert _value_of(answer) == [], f"a {holder} read on under a grant narrowed since ({change})"
+            assert any("42501" in e and "changed since" in e for e in errors(answer)), answer
+    finally:
+        r.close()
+        with Lake(engine.settings.lake) as lake:
+            revoke_grant(lake, grant)
+
+
 def test_a_flood_of_cancel_requests_with_guessed_keys_cancels_nothing(city):
     """Unauthenticated cancel requests (guessed keys, another session's process id with a wrong key, in
     parallel): each is a clean close; the session they aim at keeps working; the server keeps serving and

@@ -31,7 +31,7 @@ from sharing.engine import GovernedEngine
 from sharing.exceptions import QueryFailed, QueryRefused
 from sharing.pgwire import types as t
 from sharing.pgwire.params import no_rows
-from sharing.pgwire.session import GovernedSession, Portal, Prepared, Result, describe, prepare
+from sharing.pgwire.session import GovernedSession, Portal, Result, describe, prepare
 from sharing.scram import MECHANISM, ProofRejected, ScramError, ServerExchange, Verifier, mock_verifier
 from sharing.signin import LockedOut, SignInGuard
 from sharing.users import User, scram_verifier
@@ -496,6 +496,7 @@ class Connection:
     def run(self, portal: Portal) -> Result:
         if portal.result is None:
             portal.result = self.session.execute_sql(portal.prepared.sql, portal.params)
+            portal.extra["policy"] = self.session.policy  # the grants its rows were planned under
         return portal.result
 
     def on_execute(self, body: bytes) -> None:
@@ -513,6 +514,7 @@ class Connection:
             # so, as a cursor's FETCH, its query is planned again (no row asked): a grant revoked, a user
             # disabled since the first Execute stops its rows
             self.session.query(no_rows(portal.prepared.sql), portal.params)
+            self.session.still_granted(portal.extra.get("policy"), f'portal "{name}"')
         result = self.run(portal)
         if result.tag == "" and result.columns is None:
             self.send(message(b"I"))

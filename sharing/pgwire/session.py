@@ -120,6 +120,8 @@ class Cursor:
     query: str = ""
     params: list | None = None
     """The declared query and its values: each FETCH plans it again (no row asked) through the engine."""
+    policy: tuple | None = None
+    """The grants the rows were planned under (QueryResult.policy): a FETCH under other ones is refused."""
 
 
 @dataclass
@@ -175,6 +177,8 @@ class GovernedSession:
         self.cursors: dict[str, Cursor] = {}
         self.prepared: dict[str, Prepared] = {}
         self.portals: dict[str, Portal] = {}
+        self.policy: tuple | None = None
+        """The grants the last query was planned under (QueryResult.policy)."""
 
     # --- settings ----------------------------------------------------------------------------------------
     def effective_timeout(self) -> float:
@@ -225,8 +229,18 @@ class GovernedSession:
         assert self.user is not None
         answer = self.engine.statement(self.user.department, sql, list(params) if params else None,
                                        user=self.user.name, seconds=self.timeout, cancel=self.canceller)
+        self.policy = getattr(answer, "policy", None)
         head = head_of(sql)
         return rows_result(answer, "SELECT" if head not in ("EXPLAIN", "SHOW") else head, head not in ("EXPLAIN", "SHOW"))
+
+    def still_granted(self, policy: tuple | None, what: str) -> None:
+        """After its query was planned again (no row asked): refused unless the grants are those its rows were
+        planned under. A narrowed row filter, a column masked or taken away since must not let rows read
+        under the old grant out (a cursor lives as long as its session or transaction block)."""
+        if self.policy != policy:
+            raise WireError("42501", f"{what} was opened under grants that have changed since (a row filter, mask "
+                                     "or column of the department's access): its remaining rows are not sent; "
+                                     "run the query again to read under the current grants")
 
     def _chatter(self, sql: str) -> Result:
         head = head_of(sql)
@@ -282,7 +296,7 @@ class GovernedSession:
         assert result.columns is not None and result.oids is not None and result.rows is not None
         self.cursors[name] = Cursor(result.columns, result.oids, result.rows,
                                     hold=(found.group(3) or "").upper() == "WITH", in_block=self.status == "T",
-                                    query=found.group(4), params=params)
+                                    query=found.group(4), params=params, policy=self.policy)
         return Result("DECLARE CURSOR")
 
     def cursor(self, name: str) -> Cursor:
@@ -300,6 +314,7 @@ class GovernedSession:
         # the rows were planned when the cursor was declared: a grant revoked or a user disabled since (a
         # WITH HOLD cursor lives as long as the session) must stop them, as it stops any new query
         self.query(binding.no_rows(cursor.query), cursor.params)
+        self.still_granted(cursor.policy, f'cursor "{name}"')
         words = direction.split()
         if words[0] in ("NEXT", "FORWARD") and len(words) == 1:
             count: int | None = 1
