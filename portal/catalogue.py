@@ -87,9 +87,16 @@ def register(app: FastAPI, site: Site) -> None:
             f"""SELECT dataset, status, finished_at FROM {CATALOG}.{OPS}.loads WHERE sha256 IS NOT NULL
                 QUALIFY row_number() OVER (PARTITION BY dataset ORDER BY finished_at DESC) = 1""")}
 
-    def row_counts(names: list[str]) -> dict[str, int]:
-        """Rows of each published shared table (a count, not a read of the data: no grant needed)."""
+    def row_counts(names: list[str], exact: bool = True) -> dict[str, int]:
+        """Rows of each published shared table (a count, not a read of the data: no grant needed). Not
+        ``exact``: the catalog's own figure (duckdb_tables' estimated_size, DuckLake's record counts),
+        one metadata read for the whole list instead of a count per table (~10 ms each)."""
         with engine.cursor() as lake:
+            if not exact:
+                found = dict(lake.con.execute(
+                    "SELECT table_name, estimated_size FROM duckdb_tables() WHERE database_name = ? AND "
+                    "schema_name = ?", [CATALOG, SHARED]).fetchall())
+                return {n: found[n] for n in names if n in found}
             present = set(list_tables(lake.con, SHARED))
             return {n: lake.con.execute(f"SELECT count(*) FROM {CATALOG}.{SHARED}.{_q(n)}").fetchone()[0]
                     for n in names if n in present}
@@ -129,7 +136,7 @@ def register(app: FastAPI, site: Site) -> None:
             if value and value not in known[field]:  # a typo in a link or a bookmark: not a silent empty list
                 raise PageError(400, "bad_filter", field=field, value=value)
         readable, last = access(user), last_loads()
-        counts = row_counts([d.name for d in engine.registry.datasets])
+        counts = row_counts([d.name for d in engine.registry.datasets], exact=False)
         needle = q.strip().lower()
         rows = []
         for ds in engine.registry.datasets:

@@ -165,6 +165,8 @@ def test_dataset_page_status_columns_preview_history_and_trend(portal):
         versions = lake.con.execute("SELECT count(*) FROM lake.ops.schema_versions WHERE kind = 'dataset' "
                                     "AND subject = 'psb_resident_register'").fetchone()[0]
     assert cell(page, "row-count") == f"{total:,}"
+    listed = re.search(r'<a href="/catalogue/psb_resident_register">.*?<td class="num">([^<]*)</td>', catalogue, re.S)
+    assert listed.group(1) == f"{total:,}"  # the catalogue's figure (the catalog's record count) agrees
     assert 'class="ok" data-health="ok"' in page and "可查询 ✓" in cell(page, "queryable")
     granted = re.findall(r'<tr class="granted" data-column="(\w+)"', page)
     refused = re.findall(r'<tr class="not-granted" data-column="(\w+)"', page)
