@@ -804,6 +804,14 @@ def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    # both ports are bound before anything is announced (and before the servers' imports, so that a busy one
+    # is named at once, with the flag that moves it)
+    http = _bound(args.host, args.http_port, "--http-port", "the HTTP API")
+    try:  # the wire's port is bound for good below, once the engine is open: checked now, to fail at once
+        _bound(args.host, args.pg_port, "--pg-port", "the Postgres-wire endpoint").close()
+    except BaseException:
+        http.close()
+        raise
     import threading
 
     import uvicorn
@@ -814,13 +822,6 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from sharing.pgwire import GovernedPgServer
     from sharing.signin import SignInGuard
 
-    # both ports are bound before anything is announced: a busy one is named with the flag that moves it
-    http = _bound(args.host, args.http_port, "--http-port", "the HTTP API")
-    try:  # the wire's port is bound for good below, once the engine is open: checked now, to fail at once
-        _bound(args.host, args.pg_port, "--pg-port", "the Postgres-wire endpoint").close()
-    except BaseException:
-        http.close()
-        raise
     engine = GovernedEngine(settings, load_registry(settings.registry_dir, settings.cache_dir), persistent=True)
     try:
         engine.open_slots()  # one DuckDB instance per running query (its memory limit), ready before we listen

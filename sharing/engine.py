@@ -64,6 +64,10 @@ def slot_threads(concurrent: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, concurrent))
 
 
+_NOT_YET = ("(as of {}, a table of the query was not loaded yet: ask for a later time or snapshot; "
+            "`onesource status` shows each dataset's loads)")
+
+
 class GovernedEngine:
     """With ``persistent=True`` (the servers) one read-only, locked-down lake connection is opened once for
     the helpers (users, grants, the catalogue), and each running query has a slot of its own: a DuckDB
@@ -421,7 +425,8 @@ class GovernedEngine:
             self._record(record, started, decision="refused", reason=str(exc), plan=state["plan"])
             raise
         except QueryFailed as exc:
-            refusal = self._ungranted(str(exc), state["plan"], department, state["access"])
+            refusal = (self._ungranted(str(exc), state["plan"], department, state["access"])
+                       or self._unbindable_filter(state["plan"], department, state["access"]))
             if refusal is not None:
                 self._record(record, started, decision="refused", reason=str(refusal), plan=state["plan"])
                 raise refusal from exc
@@ -490,7 +495,12 @@ class GovernedEngine:
             then = Lake(self.settings.lake, as_of=self.as_of)
         with then:
             lock_down(then.con, self.settings.lake.data_path, memory_limit=limits.memory, threads=limits.threads)
-            return "query", self._answer(then.con, planned, watch)
+            try:
+                return "query", self._answer(then.con, planned, watch)
+            except QueryFailed as exc:
+                if "Catalog Error: Table" not in str(exc):
+                    raise
+                raise QueryFailed(f"{exc} {_NOT_YET.format(self.as_of)}") from exc
 
     def _catalogue(self, department: str, access: dict, sql: str, params: list | None, watch: Watch, *,
                    user: str | None = None) -> QueryResult:
@@ -527,6 +537,21 @@ class GovernedEngine:
                for t in planned.tables):
             return QueryRefused(f"column '{name}' could not be resolved: it is not granted to {department} "
                                 "(request it with onesource requests create)")
+        return None
+
+    def _unbindable_filter(self, planned: Plan | None, department: str, access: dict) -> QueryRefused | None:
+        """A failed query read through a grant's row filter that DuckDB cannot apply (one stored before grants
+        were checked with the columns' types): the refusal names the filter and the remedy, not DuckDB's
+        error about SQL the department never wrote. Checked only after a failure, so it costs nothing else."""
+        from sharing.grants import unbindable
+
+        for name in planned.filtered if planned else ():
+            acc, ds = access[name], self.registry.dataset(name)
+            for normal in dict.fromkeys([*acc.row_filters, *(f for fs in acc.column_filters.values() for f in fs)]):
+                if reason := unbindable(normal, ds):
+                    return QueryRefused(f"shared.{name}: the row filter {normal} of a grant to {department} cannot "
+                                        f"be applied ({reason}); ask {ds.owner} to revoke that grant (`onesource "
+                                        "grants list` shows its id) and grant again with a valid filter")
         return None
 
     def _charge(self, department: str, access: dict, planned: Plan) -> None:

@@ -53,7 +53,7 @@ from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
 
 from schemas.model import Dataset, Registry
-from sharing.exceptions import QueryRefused
+from sharing.exceptions import InvalidSQL, QueryRefused
 from sharing.grants import Access
 from sharing.pgnames import Namer, name_outputs
 
@@ -164,7 +164,9 @@ def one_select(sql: str, dialect: str) -> exp.Query:
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except (ParseError, TokenError) as exc:
-        raise _refuse(f"the query cannot be parsed as {dialect} SQL: {str(exc).splitlines()[0]}") from exc
+        raise InvalidSQL.of(exc, dialect=dialect) from exc
+    if not statements:
+        raise InvalidSQL("the query is empty: send one SELECT")
     if len(statements) != 1:
         raise _refuse(f"one statement at a time: {len(statements)} statements were sent")
     stmt = statements[0]
@@ -632,7 +634,8 @@ def normalise_row_filter(text: str, ds: Dataset) -> str:
     try:
         tree = sqlglot.parse_one(text, read="duckdb", into=exp.Condition)
     except (ParseError, TokenError) as exc:
-        raise _refuse(f"the row filter {text!r} cannot be parsed: {str(exc).splitlines()[0]}") from exc
+        raise InvalidSQL.of(exc, f"the row filter {text!r}", "duckdb",
+                            f"write one condition on the columns of {ds.name}, e.g. {ds.columns[0].name} = 'value'") from exc
     if tree is None:
         raise _refuse("the row filter is empty")
     for node in tree.walk():

@@ -262,6 +262,11 @@ def test_serve_names_a_busy_port_and_the_flag_before_announcing(home, flag):
         busy.close()
 
 
+def test_serve_names_a_host_it_cannot_listen_on(home):
+    assert_clean_refusal(run(home, "serve", "--host", "no-such-host.invalid", "--http-port", str(free_port())),
+                         "no-such-host.invalid", "--host")
+
+
 @pytest.fixture(scope="module")
 def inprocess(home):
     """The HTTP app (TestClient) and the Postgres-wire server, in this process, on the module's home."""
