@@ -569,3 +569,36 @@ def test_the_refused_connection_closes(city):
         _REFUSED.pop("conn").close()
     still_serving(city)
     assert city["crashed"] == []
+
+
+@pytest.mark.parametrize("cap", ["max_sessions_per_user", "max_sessions"])
+def test_signed_in_sessions_are_capped_and_given_back(city, cap):
+    """Defect: only connections on their way in were bounded; once signed in, one user's runaway pool could
+    open sessions (a thread each, with their cursors' answers) without end. Beyond the cap (all users, or one
+    user's), a sign-in is refused with 53300 and the reason; a session closed gives its place back."""
+    server = GovernedPgServer(("127.0.0.1", free_port()), city["engine"])  # its own: no other test's sessions
+    setattr(server, cap, 3)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    own = {**city, "port": server.server_address[1]}
+    held = [connect(own) for _ in range(3)]
+    try:
+        with pytest.raises(psycopg.OperationalError) as refused:
+            connect(own)
+        assert ("too many connections for role" if cap == "max_sessions_per_user" else "too many clients") \
+            in str(refused.value)
+        raw = Raw(own["port"])
+        with pytest.raises(AssertionError) as answered:  # the FATAL's SQLSTATE, which psycopg does not keep
+            raw.sign_in(city["password"])
+        raw.close()
+        assert "C53300" in str(answered.value)
+        held.pop().close()
+        deadline = time.monotonic() + 10
+        while len(server._sessions) > 2 and time.monotonic() < deadline:  # noqa: SLF001
+            time.sleep(0.05)  # the server's thread forgets the closed session
+        with connect(own) as again:
+            assert again.execute("SELECT count(*) FROM shared.firms").fetchone()[0] > 0
+    finally:
+        for c in held:
+            c.close()
+        server.shutdown()
+        server.server_close()

@@ -54,6 +54,13 @@ PostgreSQL's 53300 at once, so that clients that never finish signing in cannot 
 MAX_SIGNING_IN_PER_ADDRESS = 32
 """Of those, from one client address: one host holding its share open cannot lock everybody else out (an
 application server's pool opening its connections at once stays well under it)."""
+MAX_SESSIONS = 256
+"""Signed-in sessions at once, all users together (PostgreSQL's max_connections): each holds a thread and its
+cursors' and portals' answers; beyond, a new sign-in is refused with 53300 (the pooled applications of the
+departments stay far below it)."""
+MAX_SESSIONS_PER_USER = 64
+"""Of those, one user's (PostgreSQL's CONNECTION LIMIT of a role): one user's runaway pool cannot take every
+session from the others."""
 MAX_PORTALS = 64
 """Portals a session may hold at once. A portal executed holds its whole answer until the transaction block
 ends (a block here can last for ever): as cursors (sharing.pgwire.session.MAX_CURSORS), they are bounded."""
@@ -346,10 +353,14 @@ class Connection:
             self.session.sign_in_options(self.params.get("options", ""))
         except ValueError as exc:
             self.fatal("22023", str(exc))
+        registered = self.server.register(self)
+        if isinstance(registered, str):
+            log.warning("refused sign-in for user %r from %s over postgres-wire: %s", user_name, address, registered)
+            self.fatal("53300", registered)
+        self.process_id, self.secret_key = registered
         self.out += message(b"R", _I.pack(AUTH_OK))
         for name, value in self.server.parameters(user_name).items():
             self.out += message(b"S", name.encode() + b"\x00" + value.encode() + b"\x00")
-        self.process_id, self.secret_key = self.server.register(self)
         self.out += message(b"K", struct.pack("!ii", self.process_id, self.secret_key))
         self.ready()
 
@@ -727,6 +738,7 @@ class GovernedPgServer(socketserver.ThreadingTCPServer):
         self._sessions: dict[int, Connection] = {}
         self._lock = threading.Lock()
         self.max_signing_in, self.max_signing_in_per_address = MAX_SIGNING_IN, MAX_SIGNING_IN_PER_ADDRESS
+        self.max_sessions, self.max_sessions_per_user = MAX_SESSIONS, MAX_SESSIONS_PER_USER
         self._signing_in = 0
         self._signing_in_from: dict[str, int] = {}
 
@@ -754,9 +766,18 @@ class GovernedPgServer(socketserver.ThreadingTCPServer):
                 "standard_conforming_strings": "on", "is_superuser": "off", "session_authorization": user,
                 "application_name": ""}
 
-    def register(self, conn: Connection) -> tuple[int, int]:
-        """A process id and secret key for a signed-in connection (its cancel key)."""
+    def register(self, conn: Connection) -> tuple[int, int] | str:
+        """A process id and secret key for a signed-in connection (its cancel key); or why it is refused
+        (MAX_SESSIONS, MAX_SESSIONS_PER_USER)."""
         with self._lock:
+            if len(self._sessions) >= self.max_sessions:
+                return (f"sorry, too many clients already ({self.max_sessions} sessions are signed in): try again "
+                        "when one has closed")
+            name = conn.session.user.name if conn.session.user else None
+            if sum(1 for c in self._sessions.values() if c.session.user and c.session.user.name == name) \
+                    >= self.max_sessions_per_user:
+                return (f'too many connections for role "{name}" (at most {self.max_sessions_per_user} at once): '
+                        "close idle ones, or lower the connection pool's size")
             pid = secrets.randbits(31)
             while pid in self._sessions or pid == 0:
                 pid = secrets.randbits(31)
