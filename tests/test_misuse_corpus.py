@@ -169,6 +169,21 @@ def test_a_registry_file_with_a_yaml_mistake(tmp_path):
     assert_clean_refusal(run(settings, "ingest", "firms"), "firms.yaml", "registry check")
 
 
+def test_an_approval_with_a_row_filter_that_cannot_apply_is_refused(home):
+    """The owner narrows a request with a filter DuckDB cannot apply to the columns: refused at the approval,
+    with the reason, and the request stays pending (nothing was granted)."""
+    import re
+
+    created = run(home, "requests", "create", "--department", "tax", "--dataset", "firms", "--purpose", "audit")
+    assert created.returncode == 0, created.stderr
+    request_id = re.search(r"request (\w+): pending", created.stdout).group(1)
+    assert_clean_refusal(run(home, "requests", "approve", "--request-id", request_id, "--owner", "amr",
+                             "--row-filter", "founded > 5"), "row filter", "cannot be applied", "founded DATE")
+    with Lake(home.lake, read_only=True) as lake:
+        assert lake.con.execute("SELECT status FROM lake.ops.access_requests WHERE request_id = ?",
+                                [request_id]).fetchone()[0] == "pending"
+
+
 def test_an_extract_of_no_known_format_names_the_file_and_the_setting(tmp_path):
     settings = Settings(home=tmp_path / "home")
     write_registry(settings.registry_dir, [firms_dataset(connector={"kind": "file", "path": "amr/firms/*"})])
