@@ -33,7 +33,7 @@ from onesource.errors import OneSourceError
 from onesource.logsafe import guarded
 from schemas.model import Registry
 from sharing.audit import AuditLog
-from sharing.exceptions import AccountDisabled, OutOfMemory, QueryFailed, QueryRefused, QueryTooLarge
+from sharing.exceptions import AccountDisabled, InvalidSQL, OutOfMemory, QueryFailed, QueryRefused, QueryTooLarge
 from sharing.filescan import FileScans
 from sharing.grants import active_grants, visible
 from sharing.limits import Admission, Canceller, Stopped, Watch, clip, sql_bytes
@@ -255,6 +255,14 @@ class GovernedEngine:
             return tuple(stamps)
         return cursor.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0]
 
+    def stamp(self) -> object:
+        """The catalog's stamp now (changes with every commit: a grant, a revoke, a disabled user, a load);
+        a server compares it to tell whether an answer it holds may have been planned under other grants."""
+        if self.settings.lake.catalog.startswith("sqlite:"):
+            return self._catalog_stamp(None)
+        with self.cursor() as lake:
+            return self._catalog_stamp(lake.con)
+
     @contextlib.contextmanager
     def cursor(self):
         """A cursor on the persistent lake connection, as a Lake for helpers (users, grants)."""
@@ -394,6 +402,8 @@ class GovernedEngine:
         if cancel is not None:
             cancel.watch = watch
         try:
+            if "\x00" in sql:  # DuckDB reads a statement as a C string: it would check and run a prefix of it
+                raise InvalidSQL("the query holds a NUL character (\\0), which SQL text cannot hold; remove it")
             size = sql_bytes(sql)
             if size > limits.sql_bytes:
                 raise QueryTooLarge(f"the query is {size:,} bytes long; at most {limits.sql_bytes:,} are accepted "
