@@ -838,8 +838,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     console.print(f"Postgres wire: psql 'host={args.host} port={args.pg_port} user=<dept>_analyst dbname=onesource'\n"
                   f"HTTP: http://{args.host}:{args.http_port}/docs  (credentials: $ONESOURCE_HOME/demo-credentials.json)")
     try:
-        config = uvicorn.Config(create_app(engine, guard), log_level="warning")
-        uvicorn.Server(config).run(sockets=[http])
+        server = uvicorn.Server(uvicorn.Config(create_app(engine, guard), log_level="warning"))
+        server.run(sockets=[http])
+        if not server.started:  # as uvicorn.run does: its own startup failure, already logged above
+            raise ConfigurationError(f"the HTTP API on {args.host}:{args.http_port} did not start (the lines above "
+                                     "say why); run `onesource doctor` to check the home")
     finally:
         http.close()
         pg.shutdown()
