@@ -64,6 +64,9 @@ session from the others."""
 MAX_PORTALS = 64
 """Portals a session may hold at once. A portal executed holds its whole answer until the transaction block
 ends (a block here can last for ever): as cursors (sharing.pgwire.session.MAX_CURSORS), they are bounded."""
+RECHECK_SECONDS = 1.0
+"""A portal's held rows are sent without planning its query again only this soon after it ran, and only when
+no commit was made since (Connection.recheck)."""
 SEND_BYTES = 256 * 1024
 """Output is sent once this much is buffered, and always when the client waits for an answer."""
 _I, _H = struct.Struct("!i"), struct.Struct("!h")
@@ -506,9 +509,29 @@ class Connection:
 
     def run(self, portal: Portal) -> Result:
         if portal.result is None:
+            stamp, started = self.server.engine.stamp(), time.monotonic()  # before: the rows are at least as new
+            self.session.fetched = None
             portal.result = self.session.execute_sql(portal.prepared.sql, portal.params)
-            portal.extra["policy"] = self.session.policy  # the grants its rows were planned under
+            portal.extra.update(policy=self.session.policy, stamp=stamp, started=started,  # what its rows were
+                                cursor=self.session.fetched if portal.prepared.kind == "fetch" else None)
         return portal.result
+
+    def recheck(self, portal: Portal, name: str) -> None:
+        """Rows a portal holds from before this Execute (a suspended portal resumed, or one whose Describe ran
+        its query or FETCH) go out only under the grants they were planned under: a portal lives as long as
+        its transaction block, for ever if the client wishes. Its query (or its cursor's) is planned again,
+        no row asked, unless nothing was committed since it ran (the catalog's stamp) and that was under
+        RECHECK_SECONDS ago (a grant's expiry needs no commit): the Describe-then-Execute of every extended-
+        protocol query is not planned twice."""
+        extra = portal.extra
+        if (time.monotonic() - extra.get("started", 0.0) < RECHECK_SECONDS
+                and extra.get("stamp") is not None and self.server.engine.stamp() == extra["stamp"]):
+            return
+        if portal.prepared.kind == "query":
+            self.session.query(no_rows(portal.prepared.sql), portal.params)
+            self.session.still_granted(extra.get("policy"), f'portal "{name}"')
+        elif portal.prepared.kind == "fetch" and extra.get("cursor") is not None:
+            self.session.check_cursor(extra["cursor"][1], extra["cursor"][0])
 
     def on_execute(self, body: bytes) -> None:
         name, pos = _cstr(body, 0)
@@ -519,13 +542,8 @@ class Connection:
         if portal.done:  # PostgreSQL answers an exhausted portal with an empty completion
             self.send(message(b"C", _tag(portal.result, portal.sent)))
             return
-        if portal.sent and portal.prepared.kind == "query":  # rows went out before: a resume, not the first
-            # Execute (whose result Describe may already hold: planning it again cost every query twice)
-            # a suspended portal resumed: it lives as long as the transaction block (BEGIN ... never COMMIT),
-            # so, as a cursor's FETCH, its query is planned again (no row asked): a grant revoked, a user
-            # disabled since the first Execute stops its rows
-            self.session.query(no_rows(portal.prepared.sql), portal.params)
-            self.session.still_granted(portal.extra.get("policy"), f'portal "{name}"')
+        if portal.result is not None:  # rows held from a Describe or an earlier Execute
+            self.recheck(portal, name)
         result = self.run(portal)
         if result.tag == "" and result.columns is None:
             self.send(message(b"I"))

@@ -179,6 +179,8 @@ class GovernedSession:
         self.portals: dict[str, Portal] = {}
         self.policy: tuple | None = None
         """The grants the last query was planned under (QueryResult.policy)."""
+        self.fetched: tuple[str, Cursor] | None = None
+        """The cursor (and its name) the last FETCH read from: a FETCH portal's rows are that cursor's."""
 
     # --- settings ----------------------------------------------------------------------------------------
     def effective_timeout(self) -> float:
@@ -313,8 +315,8 @@ class GovernedSession:
         cursor = self.cursor(name)
         # the rows were planned when the cursor was declared: a grant revoked or a user disabled since (a
         # WITH HOLD cursor lives as long as the session) must stop them, as it stops any new query
-        self.query(binding.no_rows(cursor.query), cursor.params)
-        self.still_granted(cursor.policy, f'cursor "{name}"')
+        self.check_cursor(cursor, name)
+        self.fetched = (name, cursor)
         words = direction.split()
         if words[0] in ("NEXT", "FORWARD") and len(words) == 1:
             count: int | None = 1
@@ -329,6 +331,12 @@ class GovernedSession:
             moved = sum(1 for _ in rows)
             return Result(f"MOVE {moved}", counted=False)
         return Result("FETCH", cursor.columns, cursor.oids, iter(rows))
+
+    def check_cursor(self, cursor: Cursor, name: str) -> None:
+        """The cursor's query planned again (no row asked): refused unless under the grants it was declared
+        under (a FETCH, and a FETCH portal resumed or executed after Describe, whose rows are the cursor's)."""
+        self.query(binding.no_rows(cursor.query), cursor.params)
+        self.still_granted(cursor.policy, f'cursor "{name}"')
 
     def _close(self, sql: str) -> Result:
         found = _CLOSE.match(sql)
