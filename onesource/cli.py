@@ -1136,8 +1136,15 @@ def _unwritable_home(exc: BaseException, settings: Settings, command: str) -> st
     if errno.ENOSPC in codes:
         return f"the disk holding the home {settings.home} is full ({where}): free some space, or {move}"
     if codes & {errno.EACCES, errno.EPERM} and str(where).startswith(str(settings.home)):
-        return (f"{where} cannot be written: permission denied. The home {settings.home} must be writable by this "
-                f"user: fix its owner or mode, or {move}")
+        import getpass
+
+        try:
+            user = getpass.getuser()
+        except (OSError, KeyError):  # no name for this uid (a container)
+            user = str(os.getuid())
+        return (f"{where}: permission denied for this user ({user}). Everything in the home {settings.home} "
+                "(extracts dropped into it too) must be readable and writable by the user running onesource: fix "
+                f"the owner or mode (chown -R {user} {settings.home}), or {move}")
     return None
 
 

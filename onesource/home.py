@@ -11,6 +11,7 @@ the Airflow tasks (:mod:`onesource.tasks`, which every generated DAG's tasks cal
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -50,6 +51,10 @@ def ensure_private_dir(path: Path) -> Path:
         try:
             path.chmod(HOME_MODE)  # an older home (or one made by hand) was readable by others
         except OSError as exc:
+            if exc.errno == errno.EROFS:
+                raise ConfigurationError(f"the home {path} is on a read-only file system, so nothing can be written "
+                                         "there: remount it read-write, or point ONESOURCE_HOME at a writable "
+                                         "folder") from exc
             raise ConfigurationError(f"{path} is mode {oct(stat.S_IMODE(info.st_mode))} and cannot be made 0700 "
                                      f"({exc.strerror}); make it private by hand") from exc
     return path

@@ -253,6 +253,30 @@ def test_a_read_only_home_names_the_path_and_onesource_home(home, tmp_path, args
     assert_clean_refusal(proc, str(target), "read-only", "ONESOURCE_HOME")
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="an unreadable file needs another user to run as (root, with setpriv)")
+def test_an_unreadable_extract_names_the_file_and_the_owner_to_fix():
+    """A department drops an extract the platform's user cannot read (another owner, mode 0600): the command,
+    run as an unprivileged user over its own home, names the file and the fix."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="misuse-unreadable-", dir="/tmp"))
+    try:
+        root.chmod(0o755)
+        settings = Settings(home=root / "home")
+        write_registry(settings.registry_dir, [CONDITIONAL])
+        extract = drop(settings, "amr/firms/a.csv", csv_text())
+        (root / "config").mkdir()
+        subprocess.run(["chown", "-R", "65534:65534", str(root / "home"), str(root / "config")], check=True)
+        os.chown(extract, 0, 0)
+        extract.chmod(0o600)
+        proc = run(settings, "ingest", "firms", env={"XDG_CONFIG_HOME": str(root / "config"), "HOME": str(root)},
+                   prefix=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"))
+        assert_clean_refusal(proc, str(extract), "permission denied", "chown -R", "ONESOURCE_HOME")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 # --- servers: busy ports, probes, and malformed SQL over HTTP and the Postgres wire ------------------------------
 
 def _listening() -> socket.socket:
