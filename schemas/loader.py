@@ -77,7 +77,17 @@ def _line_loader() -> type:
                 seen.add(k.value)
             return mapping
 
+        def construct_yaml_timestamp(self, node):  # noqa: ANN001 - PyYAML's signature
+            # YAML reads 2000-13-01 as a date and PyYAML's datetime() raises a bare ValueError, with no line
+            try:
+                return super().construct_yaml_timestamp(node)
+            except ValueError as exc:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{node.value!r} is not a date ({exc}); write an existing date as YYYY-MM-DD, "
+                    "or quote it to keep it as text", node.start_mark) from exc
+
     LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, LineLoader.construct_mapping)
+    LineLoader.add_constructor("tag:yaml.org,2002:timestamp", LineLoader.construct_yaml_timestamp)
     return LineLoader
 
 
