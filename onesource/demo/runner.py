@@ -31,6 +31,7 @@ from onesource import airflow_cli
 from onesource.config import Settings
 from onesource.dagfactory import ALL_DAG_ID
 from onesource.demo.api import TOKEN_ENV, serve
+from onesource.demo.city import BUREAU as BUREAU_DEPARTMENT
 from onesource.demo.city import city_datasets
 from onesource.demo.data import DemoConfig
 from onesource.demo.generate import generate_city
@@ -402,7 +403,8 @@ def print_summary(console: Console, summary: DemoSummary, settings: Settings) ->
                               f"now; target {target_text(target, kpi in LOWER_IS_BETTER)}: "
                               f"{'[green]met[/]' if met else '[red]not met[/]'}")
         console.print("Dashboard:  .venv/bin/onesource serve, then http://127.0.0.1:8765/dashboard "
-                      "(sign in as dsj_analyst; months before this one are simulated history)")
+                      f"(sign in as {BUREAU_DEPARTMENT[0]}_bureau, demo-credentials.json: the bureau's user, who sees every "
+                      "department's KPIs; months before this one are simulated history)")
 
 
 def _first_lines(text: str, n: int) -> str:

@@ -1,0 +1,25 @@
+"""The demo's last lines name a user the demo made: the dashboard's sign-in is the data bureau's own user
+(`dsj_bureau`, of the bureau role, in demo-credentials.json), not a `dsj_analyst` nobody can sign in as."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from onesource.config import Settings
+from onesource.demo.data import DemoConfig
+from onesource.demo.generate import write_registry
+from onesource.demo.runner import DemoSummary, print_summary
+from schemas import load_registry
+
+
+def test_dashboard_line_names_the_bureau_user_the_demo_makes(tmp_path):
+    write_registry(tmp_path / "registry", DemoConfig(departments=3))
+    # _demo_users names the analyst of the department that owns the platform tables `<code>_bureau`
+    bureau = next(d.owner for d in load_registry(tmp_path / "registry").datasets if d.platform)
+    summary = DemoSummary(seconds=1.0, datasets=1, published_datasets=1, published_rows=1, loads_this_run={},
+                          statuses=[], airflow_exit=0, kpis={"sharing_rate": (0.9, 0.9)}, shared_datasets=1)
+    console = Console(record=True, width=400)
+    print_summary(console, summary, Settings(home=tmp_path / "home"))
+    text = console.export_text()
+    assert f"sign in as {bureau}_bureau" in text, text
+    assert "_analyst;" not in text and f"sign in as {bureau}_analyst" not in text
