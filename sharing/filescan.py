@@ -13,6 +13,8 @@ Resolved only when the files alone are the table, else ``None`` (DuckLake's own 
 * no delete files, no encrypted files, a local data folder, every file under it;
 * every file's columns (names, types, order) are the table's (a renamed or added column maps by field id
   in DuckLake, by name in ``read_parquet``);
+* every file's Parquet field ids are the table's column ids (a column dropped and added again by the same
+  name and type: DuckLake reads NULL from the older files, ``read_parquet`` the dropped values);
 * the files' row count is the table's (rows inlined in the catalog database are in no file).
 
 Data files are never rewritten in place (each has a unique name), so a file's schema is cached by path.
@@ -37,7 +39,7 @@ class FileScans:
         self.data_path = data_path
         self._lock = threading.Lock()
         self._tables: dict[str, tuple[object, tuple[str, ...] | None]] = {}
-        self._schemas: dict[str, tuple[tuple[str, str], ...]] = {}
+        self._schemas: dict[str, tuple] = {}
 
     def resolver(self, con: duckdb.DuckDBPyConnection, stamp: object):
         """``files(dataset)`` as of ``stamp``, read on ``con`` (the slot, in its pinned snapshot)."""
@@ -65,7 +67,8 @@ class FileScans:
                 return None
             table = tuple((r[0], r[1]) for r in con.execute(
                 f'DESCRIBE "{CATALOG}"."{SCHEMA}"."{dataset}"').fetchall())
-            if any(self._schema(con, f) != table for f in files):
+            ids = _column_ids(con, dataset)
+            if ids is None or any(self._schema(con, f) != (table, ids) for f in files):
                 return None
             expected = con.execute(f'SELECT count(*) FROM "{CATALOG}"."{SCHEMA}"."{dataset}"').fetchone()[0]
             counted = con.execute("SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata(?)",
@@ -74,12 +77,32 @@ class FileScans:
             return None  # whatever DuckLake can read, it reads itself
         return files if counted == expected else None
 
-    def _schema(self, con: duckdb.DuckDBPyConnection, path: str) -> tuple[tuple[str, str], ...]:
+    def _schema(self, con: duckdb.DuckDBPyConnection, path: str):
+        """A file's columns (names and types, in order) and their Parquet field ids."""
         hit = self._schemas.get(path)
         if hit is None:
-            hit = tuple((r[0], r[1]) for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [path]).fetchall())
+            columns = tuple((r[0], r[1]) for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [path]).fetchall())
+            ids = tuple((r[0], r[1]) for r in con.execute(
+                "SELECT name, field_id FROM parquet_schema(?) WHERE field_id IS NOT NULL", [path]).fetchall())
+            hit = (columns, ids)
             with self._lock:
                 if len(self._schemas) > 65536:
                     self._schemas.clear()
                 self._schemas[path] = hit
         return hit
+
+
+def _column_ids(con: duckdb.DuckDBPyConnection, dataset: str) -> tuple[tuple[str, int], ...] | None:
+    """The table's columns by name with DuckLake's column ids, in order (the Parquet field ids DuckLake maps a
+    file's columns by); None where a column is nested (its fields' ids are not compared here). A column
+    dropped and added again under the same name and type has a new id: DuckLake reads it as NULL from the
+    files written before, ``read_parquet`` by name would read the dropped column's values."""
+    meta = f"__ducklake_metadata_{CATALOG}"
+    rows = con.execute(
+        f"SELECT c.column_name, c.column_id, c.parent_column FROM {meta}.ducklake_column c "
+        f"JOIN {meta}.ducklake_table t USING (table_id) JOIN {meta}.ducklake_schema s USING (schema_id) "
+        "WHERE s.schema_name = ? AND t.table_name = ? AND s.end_snapshot IS NULL AND t.end_snapshot IS NULL "
+        "AND c.end_snapshot IS NULL ORDER BY c.column_order", [SCHEMA, dataset]).fetchall()
+    if not rows or any(parent is not None for _, _, parent in rows):
+        return None
+    return tuple((name, column_id) for name, column_id, _ in rows)

@@ -138,3 +138,46 @@ def test_a_fetch_portal_sends_no_rows_once_the_grant_narrowed(city, order):
         with Lake(engine.settings.lake) as lake:
             for g in lake.con.execute("SELECT grant_id FROM lake.ops.grants WHERE revoked_at IS NULL").fetchall():
                 revoke_grant(lake, g[0])
+
+
+# --- 2. file scans: the files must be the table, column ids included ---------------------------------------------
+@pytest.mark.parametrize("dropped", [1, 2, 3])
+def test_a_column_dropped_and_added_again_reads_as_ducklake_reads_it(tmp_path, dropped):
+    """Defect: the servers' file scan (sharing.filescan) compared a file's column names and types with the
+    table's, not their ids. A column dropped and added again under the same name and type (the last ones, so
+    the order is unchanged too) is a new column to DuckLake, NULL in the files written before; read_parquet
+    maps by name and answered the values of the dropped column: data an owner removed came back to every
+    department with a grant on the table."""
+    from tests.test_filescan import ThroughDuckLake, answer, direct, make_home
+
+    home = make_home(tmp_path)
+    columns = ["uscc", "enterprise_name", "enterprise_status", "capital", "staff", "founded"]
+    types = {"capital": "DECIMAL(18,2)", "staff": "BIGINT", "founded": "DATE", "enterprise_status": "VARCHAR"}
+    with Lake(home.lake) as lake:
+        for name in columns[-dropped:]:
+            lake.con.execute(f"ALTER TABLE lake.shared.firms DROP COLUMN {name}")
+        for name in columns[-dropped:]:
+            lake.con.execute(f"ALTER TABLE lake.shared.firms ADD COLUMN {name} {types[name]}")
+    fast = GovernedEngine(home, load_registry(home.registry_dir), persistent=True)
+    oracle = ThroughDuckLake(home, load_registry(home.registry_dir), persistent=True)
+    try:
+        sql = f"SELECT uscc, {', '.join(columns[-dropped:])} FROM shared.firms"
+        expected = answer(oracle, sql, "amr")
+        assert expected[0] != "refused" and all(v is None for row in expected[1] for v in row[1:]), expected
+        assert answer(fast, sql, "amr") == expected, "the file scan read the values of a dropped column"
+        assert not direct(fast, sql, "amr")
+    finally:
+        fast.close()
+        oracle.close()
+
+
+def test_a_table_whose_columns_keep_their_ids_is_still_read_from_its_files(tmp_path):
+    """The control: the id check does not turn the file scan off for an ordinary table."""
+    from tests.test_filescan import direct, make_home
+
+    home = make_home(tmp_path)
+    fast = GovernedEngine(home, load_registry(home.registry_dir), persistent=True)
+    try:
+        assert direct(fast, "SELECT uscc, founded FROM shared.firms", "amr")
+    finally:
+        fast.close()
