@@ -291,7 +291,12 @@ def _unchanged(settings: Settings, registry, dataset: str, statuses: dict) -> st
     shared = "nothing shared yet" if s.rows is None else f"{s.rows:,} rows shared"
     last = (f"last load {s.last_load_at:%Y-%m-%d %H:%M} UTC, {s.last_status}" if s.last_load_at
             else "never loaded")
-    return f"no new extract ({last}; {shared})"
+    # a file dropped one folder off is the usual reason: say where the extract is looked for
+    connector = registry.dataset(dataset).connector
+    where = ""
+    if connector.kind == "file":
+        where = f" in {settings.sources_dir / connector.settings['path']}"  # an absolute path stays itself
+    return f"no new extract{where} ({last}; {shared})"
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:

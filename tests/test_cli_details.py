@@ -220,8 +220,10 @@ def test_csv_is_lf_and_parses_back_to_the_same_rows(loaded, capsys, tmp_path, ro
 def test_ingest_without_a_new_extract_says_what_is_shared(loaded, capsys):
     assert main(["ingest", "firms"]) == 0
     out = capsys.readouterr().out
-    assert "firms: no new extract (last load " in out and "published; 3 rows shared)" in out
+    assert "firms: no new extract in " in out and "(last load " in out and "published; 3 rows shared)" in out
     assert "0 rows" not in out
+    # where the extract is looked for, so a file dropped one folder off is found (newcomer walkthrough)
+    assert str(loaded.sources_dir / firms_dataset()["connector"]["path"]) in "".join(out.split())  # rich wraps
 
 
 # -- registry export -----------------------------------------------------------------------------------------
