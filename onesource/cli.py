@@ -910,6 +910,13 @@ def cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
     return 0  # pragma: no cover - exec does not return
 
 
+def _tcp_port(raw: str) -> int:
+    """A port flag's value: 1-65535 (bind() raised OverflowError on 99999, shown as "unexpected")."""
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a TCP port: give a number from 1 to 65535")
+    return int(raw)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="onesource", description="OneSource: one source, many uses.")
     p.add_argument("--debug", action="store_true",
@@ -920,7 +927,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--departments", type=int, default=12, help="12 by default, up to 87")
     demo.add_argument("--seed", type=int, default=20261126)
     demo.add_argument("--scale", type=float, default=1.0, help="multiply the demo's row counts")
-    demo.add_argument("--api-port", type=int, default=18345, help="port of the demo hotline's HTTP API")
+    demo.add_argument("--api-port", type=_tcp_port, default=18345, help="port of the demo hotline's HTTP API")
     demo.set_defaults(fn=cmd_demo)
 
     reg = sub.add_parser("registry", help="check, list, version and explore the registry")
@@ -993,8 +1000,8 @@ def parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="the HTTP API and the Postgres-wire endpoint (loopback by default)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--http-port", type=int, default=8765)
-    serve.add_argument("--pg-port", type=int, default=5433)
+    serve.add_argument("--http-port", type=_tcp_port, default=8765)
+    serve.add_argument("--pg-port", type=_tcp_port, default=5433)
     serve.set_defaults(fn=cmd_serve)
 
     grants = sub.add_parser("grants", help="grant, list or revoke a department's access to a conditional dataset")
