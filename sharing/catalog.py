@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 import threading
 
 import duckdb
@@ -187,10 +188,11 @@ def _catalogue_relation(t: exp.Table, ctes: set[str]) -> bool:
 
 
 def answer(box: Sandbox, sql: str, params: list | None = None, *, user: str | None = None,
-           watch: Watch | None = None, max_rows: int | None = None) -> QueryResult:
+           watch: Watch | None = None, max_rows: int | None = None, max_bytes: int = 0) -> QueryResult:
     """Answer a catalogue question in the sandbox ``box`` for the signed-in ``user``; with ``watch``
     (sharing.limits) its rewriting and its run are under the query's deadline; more than ``max_rows`` rows
-    are refused."""
+    are refused, and an answer over ``max_bytes`` (result_bytes: a query reading no table is answered here,
+    ``SELECT repeat('x', 100000000) FROM (VALUES (1), (2), ...)``) is stopped as any other answer is."""
     text = sql.strip().rstrip(";").strip()
     if text.lower().startswith("show "):
         name = text[5:].strip().lower()
@@ -205,12 +207,32 @@ def answer(box: Sandbox, sql: str, params: list | None = None, *, user: str | No
             cur.execute(pgcatalog.SEARCH_PATH)  # a cursor is a new session: it does not inherit the sandbox's
             cur.execute(f"SET VARIABLE {pgcatalog.USER_VARIABLE} = {pgcatalog._q(user)}")
             cur.execute(duck_sql, params or None)
-            rows = cur.fetchmany(max_rows + 1) if max_rows else cur.fetchall()
+            rows = _fetch(cur, max_rows, max_bytes)
         if max_rows and len(rows) > max_rows:
             raise QueryRefused(f"the catalogue answer has more than {max_rows:,} rows; ask a narrower question")
         return QueryResult([d[0] for d in cur.description], rows, types=[str(d[1]) for d in cur.description])
     finally:
         cur.close()
+
+
+def _fetch(cur, max_rows: int | None, max_bytes: int) -> list[tuple]:
+    """The answer's rows (one more than ``max_rows`` at most), counted in bytes as they come, every value."""
+    if not max_bytes:
+        return cur.fetchmany(max_rows + 1) if max_rows else cur.fetchall()
+    from sharing.exceptions import ResultTooLarge
+    from sharing.sql import _shown
+
+    rows: list[tuple] = []
+    size = 0
+    while chunk := cur.fetchmany(1000 if not max_rows else min(1000, max_rows + 1 - len(rows))):
+        size += sum(sys.getsizeof(v) for row in chunk for v in row)
+        if size > max_bytes:
+            raise ResultTooLarge(f"the result is larger than {_shown(max_bytes)}, the most one answer may have "
+                                 "(ONESOURCE_QUERY_RESULT_BYTES); nothing was sent: ask for less")
+        rows.extend(chunk)
+        if max_rows and len(rows) > max_rows:
+            break
+    return rows
 
 
 # psql qualifies its operators and collations: OPERATOR(pg_catalog.~) and COLLATE pg_catalog.default

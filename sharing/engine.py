@@ -523,7 +523,7 @@ class GovernedEngine:
             self._sandboxes[department] = hit
         try:
             return answer(hit[1], sql, params, user=user or department, watch=watch,
-                          max_rows=max(limits.rows, CATALOGUE_ROWS))
+                          max_rows=max(limits.rows, CATALOGUE_ROWS), max_bytes=self._result_bytes)
         except duckdb.InterruptException as exc:
             raise watch.stopped("ran") from exc
         except duckdb.OutOfMemoryException as exc:

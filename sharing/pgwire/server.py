@@ -34,6 +34,7 @@ from sharing.pgwire.params import no_rows
 from sharing.pgwire.session import GovernedSession, Portal, Result, describe, prepare
 from sharing.scram import MECHANISM, ProofRejected, ScramError, ServerExchange, Verifier, mock_verifier
 from sharing.signin import LockedOut, SignInGuard
+from sharing.sql import size_bytes
 from sharing.users import User, scram_verifier
 
 log = guarded("onesource.pgwire")
@@ -172,6 +173,7 @@ class Connection:
         self.reader = Reader(sock)
         self.out = bytearray()
         self.session = GovernedSession(server.engine)
+        self.session.held = server.held.check
         self.params: dict[str, str] = {}
         self.tls = False
         self.process_id = 0
@@ -500,18 +502,21 @@ class Connection:
             return
         if portal is None:
             raise _wire("34000", f'portal "{name}" does not exist')
-        result = self.run(portal) if portal.prepared.kind in ("query", "fetch", "show_timeout", "types") else None
+        result = self.run(portal, name) if portal.prepared.kind in ("query", "fetch", "show_timeout", "types") else None
         if result is None or result.columns is None or result.copy is not None:
             self.send(message(b"n"))
         else:
             self.send(row_description(result.columns, result.oids or [], portal.formats))
         portal.described = True
 
-    def run(self, portal: Portal) -> Result:
+    def run(self, portal: Portal, name: str = "", holds: bool = True) -> Result:
         if portal.result is None:
             stamp, started = self.server.engine.stamp(), time.monotonic()  # before: the rows are at least as new
             self.session.fetched = None
-            portal.result = self.session.execute_sql(portal.prepared.sql, portal.params)
+            result = self.session.execute_sql(portal.prepared.sql, portal.params)
+            if holds:  # its rows outlive this message: bounded with the session's cursors (HeldAnswers)
+                self.server.held.check(self.session, result.nbytes, f'portal "{name}"')
+            portal.result = result
             portal.extra.update(policy=self.session.policy, stamp=stamp, started=started,  # what its rows were
                                 cursor=self.session.fetched if portal.prepared.kind == "fetch" else None)
         return portal.result
@@ -544,7 +549,7 @@ class Connection:
             return
         if portal.result is not None:  # rows held from a Describe or an earlier Execute
             self.recheck(portal, name)
-        result = self.run(portal)
+        result = self.run(portal, name, holds=max_rows > 0)
         if result.tag == "" and result.columns is None:
             self.send(message(b"I"))
             portal.done = True
@@ -733,6 +738,48 @@ def _dollar_tag(sql: str, i: int) -> str | None:
     return tag if all(c.isalnum() or c == "_" for c in tag[1:-1]) and not tag[1:2].isdigit() else None
 
 
+class HeldAnswers:
+    """A bound on the answers sessions hold between statements (open cursors, portals not sent in full): each
+    is fetched whole (up to result_bytes) and kept until closed, so without one a user's 64 sessions of 32
+    cursors and 64 portals each could keep thousands of answers in the server's memory for as long as they
+    stay connected. Per user at most ``per_user`` bytes, all sessions together ``total``; a new cursor or
+    portal beyond is refused (53200, out of memory) naming what to close, and what the others hold is
+    untouched. Counted on demand from the sessions themselves: nothing to release, nothing to drift."""
+
+    def __init__(self, server: GovernedPgServer, total: int, per_user: int):
+        self.server, self.total, self.per_user = server, total, per_user
+
+    def check(self, session: GovernedSession, nbytes: int, what: str) -> None:
+        """``session`` is about to hold ``nbytes`` more for ``what`` (a cursor or a portal)."""
+        if not nbytes:
+            return
+        with self.server._lock:  # noqa: SLF001 - the server's own table of sessions
+            sessions = [c.session for c in self.server._sessions.values()]  # noqa: SLF001
+        if session not in sessions:
+            sessions.append(session)
+        name = session.user.name if session.user else None
+        everyone = sum(s.held_bytes() for s in sessions) + nbytes
+        mine = sum(s.held_bytes() for s in sessions if s.user and s.user.name == name) + nbytes
+        if mine > self.per_user or everyone > self.total:
+            whose = (f"user {name}'s sessions hold {_mib(mine - nbytes)} of open cursors and unfinished portals, "
+                     f"{_mib(self.per_user)} at most" if mine > self.per_user else
+                     f"all sessions hold {_mib(everyone - nbytes)} of open cursors and unfinished portals, "
+                     f"{_mib(self.total)} at most")
+            raise _wire("53200", f"out of memory for {what}: its answer is {_mib(nbytes)}, and {whose}; CLOSE "
+                                 "cursors (or end the transaction block) that are no longer read, or fetch in "
+                                 "smaller parts")
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+HELD_ANSWERS_PER_USER = 1
+"""What one user's sessions may hold between statements, in answers of the largest size (result_bytes)."""
+HELD_ANSWERS = 4
+"""What all sessions together may hold between statements, in answers of the largest size."""
+
+
 class GovernedPgServer(socketserver.ThreadingTCPServer):
     """A threading TCP server speaking the Postgres protocol, governed by ``engine``; sign-ins are throttled
     by ``guard`` (share one with the portal, so that both count the same failures)."""
@@ -758,6 +805,8 @@ class GovernedPgServer(socketserver.ThreadingTCPServer):
         self.max_signing_in, self.max_signing_in_per_address = MAX_SIGNING_IN, MAX_SIGNING_IN_PER_ADDRESS
         self.max_sessions, self.max_sessions_per_user = MAX_SESSIONS, MAX_SESSIONS_PER_USER
         self._signing_in = 0
+        largest = size_bytes(limits.result_bytes)
+        self.held = HeldAnswers(self, HELD_ANSWERS * largest, HELD_ANSWERS_PER_USER * largest)
         self._signing_in_from: dict[str, int] = {}
 
     def admit(self, address: str) -> bool:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +109,8 @@ class Result:
     copy: Copy | None = None
     counted: bool = True
     """The tag ends with the number of rows sent (SELECT n, FETCH n, COPY n)."""
+    nbytes: int = 0
+    """The answer's size as fetched (its Arrow columns): what holding it costs (HeldAnswers)."""
 
 
 @dataclass
@@ -122,6 +125,8 @@ class Cursor:
     """The declared query and its values: each FETCH plans it again (no row asked) through the engine."""
     policy: tuple | None = None
     """The grants the rows were planned under (QueryResult.policy): a FETCH under other ones is refused."""
+    nbytes: int = 0
+    """The answer's size as fetched: held until the cursor is closed."""
 
 
 @dataclass
@@ -179,6 +184,8 @@ class GovernedSession:
         self.portals: dict[str, Portal] = {}
         self.policy: tuple | None = None
         """The grants the last query was planned under (QueryResult.policy)."""
+        self.held: Callable[[GovernedSession, int, str], None] | None = None
+        """The server's check of what this session's user and all sessions hold (HeldAnswers.check)."""
         self.fetched: tuple[str, Cursor] | None = None
         """The cursor (and its name) the last FETCH read from: a FETCH portal's rows are that cursor's."""
 
@@ -296,9 +303,11 @@ class GovernedSession:
             raise WireError("0A000", "SCROLL cursors are not supported: cursors here scan forward only")
         result = self.query(found.group(4), params)
         assert result.columns is not None and result.oids is not None and result.rows is not None
+        if self.held is not None:
+            self.held(self, result.nbytes, f'cursor "{name}"')
         self.cursors[name] = Cursor(result.columns, result.oids, result.rows,
                                     hold=(found.group(3) or "").upper() == "WITH", in_block=self.status == "T",
-                                    query=found.group(4), params=params, policy=self.policy)
+                                    query=found.group(4), params=params, policy=self.policy, nbytes=result.nbytes)
         return Result("DECLARE CURSOR")
 
     def cursor(self, name: str) -> Cursor:
@@ -331,6 +340,12 @@ class GovernedSession:
             moved = sum(1 for _ in rows)
             return Result(f"MOVE {moved}", counted=False)
         return Result("FETCH", cursor.columns, cursor.oids, iter(rows))
+
+    def held_bytes(self) -> int:
+        """What this session holds beyond the statement running: its open cursors' answers and its portals'
+        answers not sent in full."""
+        return (sum(c.nbytes for c in list(self.cursors.values()))
+                + sum(p.result.nbytes for p in list(self.portals.values()) if p.result is not None and not p.done))
 
     def check_cursor(self, cursor: Cursor, name: str) -> None:
         """The cursor's query planned again (no row asked): refused unless under the grants it was declared
@@ -410,13 +425,16 @@ def rows_result(answer: Any, tag: str, counted: bool = True) -> Result:
     columns = list(answer.columns)
     types = getattr(answer, "types", None)
     if types:
-        return Result(tag, columns, [t.oid_of_duck(str(x)) for x in types], _stream(answer), counted=counted)
+        batches = getattr(answer, "_batches", None) or ()
+        return Result(tag, columns, [t.oid_of_duck(str(x)) for x in types], _stream(answer), counted=counted,
+                      nbytes=sum(b.nbytes for b in batches))
     rows = answer.rows if isinstance(answer.rows, list) else list(answer.rows)
+    nbytes = sum(sys.getsizeof(v) for row in rows for v in row)  # a catalogue answer: at most 100,000 rows
     oids = []
     for i in range(len(columns)):
         first = next((r[i] for r in rows if r[i] is not None), None)
         oids.append(t.oid_of_value(first) if first is not None else t.TEXT)
-    return Result(tag, columns, oids, iter(rows), counted=counted)
+    return Result(tag, columns, oids, iter(rows), counted=counted, nbytes=nbytes)
 
 
 def _stream(answer: Any) -> Iterator[tuple]:
