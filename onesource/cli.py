@@ -177,6 +177,12 @@ def _registry_lake_action(args: argparse.Namespace, settings: Settings, registry
             for col in ("version", "registered", "registry", "compatibility", "definition"):
                 table.add_column(col)
             found = versions.history(lake, args.subject)
+            named = {d.name for d in registry.datasets} | {e.name for e in registry.elements}
+            if not found and args.subject not in named:  # a typo, not a dataset waiting for its first load
+                from schemas.exceptions import UnknownNameError
+                from schemas.model import unknown_name_message
+
+                raise UnknownNameError(unknown_name_message("dataset or element", args.subject, named))
             for v in found:
                 shown = (", ".join(f"{n}:{c['type']}{'!' if c['required'] else ''}"
                                    for n, c in v.definition["columns"].items())

@@ -274,3 +274,13 @@ def test_demo_on_a_busy_hotline_port_names_the_option_before_any_work(settings, 
     assert f"127.0.0.1:{port}: the port is already in use" in err
     assert re.search(r'make demo ARGS="--api-port \d+"', err) and "Traceback" not in err
     assert not settings.registry_dir.exists()  # refused before the city was written
+
+
+# -- registry history of a name the registry does not have ------------------------------------------------
+
+def test_registry_history_of_a_misspelt_name_is_an_error_with_a_guess(loaded, capsys):
+    assert main(["registry", "history", "firm"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown dataset or element 'firm'; did you mean 'firms'?" in err and "Traceback" not in err
+    assert main(["registry", "history", "firms"]) == 0  # a registered dataset still lists its versions
+    assert "versions of firms" in capsys.readouterr().out
