@@ -309,3 +309,31 @@ def test_an_answer_reading_no_table_is_bounded_as_any_other(city, sql):
         assert engine.statement("tax", "SELECT repeat('x', 1000) AS v", user="tax_analyst").rows == [("x" * 1000,)]
     finally:
         engine.close()
+
+
+def test_prepared_statements_one_session_keeps_are_bounded(city):
+    """Defect: a session kept every named prepared statement it parsed, each up to the message size (1 MiB),
+    without any bound: 1,000 Parse messages of a 1 MiB comment held a GiB of the server's memory for as long
+    as the session stayed (64 sessions a user). Now what a session's prepared statements hold is bounded
+    (PREPARED_BYTES, 54000 beyond, naming Close/DEALLOCATE); a statement closed gives its room back."""
+    from sharing.pgwire import server as wire
+
+    r = _signed_in(city)
+    try:
+        sql = b"SELECT 1 AS one -- " + b"x" * (city["engine"].settings.limits.sql_bytes - 40)
+        refused = None
+        for n in range(wire.PREPARED_BYTES // len(sql) + 2):
+            answer = _sync_answer(r, _parse(sql, b"s%d" % n))
+            if errors(answer):
+                refused = n
+                break
+        assert refused is not None and any("54000" in e and "DEALLOCATE" in e for e in errors(answer)), answer
+        assert refused * len(sql) <= wire.PREPARED_BYTES
+        answer = _sync_answer(r, (b"C", b"Ss0\0"), _parse(sql, b"again"))
+        assert not errors(answer), "a closed statement gave its room back"
+        r.send(b"Q", b"DEALLOCATE ALL\0")
+        r.until()
+        answer = _sync_answer(r, _parse(sql, b"s1"), _bind(b"", b"s1"), _execute(b""))
+        assert not errors(answer) and _value_of(answer) == [b"1"], answer
+    finally:
+        r.close()

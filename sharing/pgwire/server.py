@@ -68,6 +68,9 @@ ends (a block here can last for ever): as cursors (sharing.pgwire.session.MAX_CU
 RECHECK_SECONDS = 1.0
 """A portal's held rows are sent without planning its query again only this soon after it ran, and only when
 no commit was made since (Connection.recheck)."""
+PREPARED_BYTES = 16 * 1024 * 1024
+"""SQL a session's named prepared statements may hold together (a client's statement cache: psycopg keeps 100,
+PgJDBC 256 of a few KB each); without a bound, Parse after Parse of a 1 MiB text held memory without end."""
 SEND_BYTES = 256 * 1024
 """Output is sent once this much is buffered, and always when the client waits for an answer."""
 _I, _H = struct.Struct("!i"), struct.Struct("!h")
@@ -448,6 +451,10 @@ class Connection:
         declared = list(struct.unpack_from(f"!{count}I", body, pos + 2))
         if name and name in self.session.prepared:
             raise _wire("42P05", f'prepared statement "{name}" already exists')
+        kept = sum(len(p.sql) for k, p in self.session.prepared.items() if k != name)
+        if name and kept + len(sql) > PREPARED_BYTES:
+            raise _wire("54000", f"too many prepared statements: this session's hold {kept:,} characters of SQL, "
+                                 f"{PREPARED_BYTES:,} at most; Close (DEALLOCATE) the ones no longer used")
         self.session.prepared[name] = prepare(self.session, sql, declared)
         self.send(message(b"1"))
 
