@@ -237,7 +237,11 @@ def _source_columns(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: D
         else:
             mapping[col.name] = found
     used = {h.strip().lstrip("\ufeff").casefold() for h in mapping.values()}
-    extra = [h for h in headers if h.strip().lstrip("\ufeff").casefold() not in used
+    # the department may still send a column the registry fills from its authority: known, not read, no drift
+    taken = {c.source.strip().casefold(): c for c in dataset.columns if c.from_authority}
+    not_read = [(h, taken[k]) for h in headers if (k := h.strip().lstrip("\ufeff").casefold()) in taken
+                and k not in used]
+    extra = [h for h in headers if h.strip().lstrip("\ufeff").casefold() not in used | set(taken)
              and not h.startswith("column")]  # DuckDB names header-less columns column0, column1, ...
     notes = [f"column {c.source!r} ({c.name}{', required' if c.required else ''}) is missing" for c in missing]
     notes += [f"unknown column {h!r} (not in the registry)" for h in extra]
@@ -254,6 +258,8 @@ def _source_columns(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: D
             + "; ".join(notes) + f". The file has {', '.join(map(repr, headers))}. Either the department changed "
             "its export (update the dataset in the registry: a new version) or the extract is incomplete",
         )
+    notes += [f"column {h!r} is not read: {c.name} is filled from its authority (from_authority)"
+              for h, c in not_read]
     return mapping, notes
 
 
