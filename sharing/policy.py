@@ -210,8 +210,8 @@ def resolve_tables(root: exp.Query, access: dict[str, Access], department: str) 
     ctes = _cte_names(root)
     datasets = []
     for t in list(root.find_all(exp.Table)):
-        if not isinstance(t.this, exp.Identifier):
-            raise _refuse(f"table functions are not allowed ({t.this.sql()}); query shared tables by name")
+        if not isinstance(t.this, exp.Identifier):  # a call, or none at all (ROWS FROM (f(...), ...))
+            raise _refuse(f"table functions are not allowed ({(t.this or t).sql()}); query shared tables by name")
         name = t.name
         if t.catalog or (t.db and t.db.lower() != SCHEMA) or "/" in name or "." in name:
             raise _refuse(f"{t.sql()} is not a shared table; shared tables are named {SCHEMA}.<dataset>")

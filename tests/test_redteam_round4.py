@@ -337,3 +337,16 @@ def test_prepared_statements_one_session_keeps_are_bounded(city):
         assert not errors(answer) and _value_of(answer) == [b"1"], answer
     finally:
         r.close()
+
+
+@pytest.mark.parametrize("sql", ["SELECT * FROM ROWS FROM (read_parquet('x.parquet'))",
+                                 "SELECT * FROM ROWS FROM (unnest(ARRAY[1]), read_csv('y.csv')) AS t(a, b)",
+                                 "SELECT * FROM ROWS FROM (generate_series(1, 3)) AS g, shared.firms"])
+def test_rows_from_is_refused_as_a_table_function(city, sql):
+    """Defect: PostgreSQL's ROWS FROM (f(...)) is a table with no name (sqlglot: Table(this=None)); the
+    planner's refusal of table functions read the name and failed itself: an 'internal error' (XX000), logged
+    as a planner defect, instead of the refusal (42501) naming the table function."""
+    from sharing.exceptions import QueryRefused
+
+    with pytest.raises(QueryRefused, match="table functions are not allowed"):
+        city["engine"].query("tax", sql)
