@@ -55,6 +55,9 @@ def tuning(cpus: int | None = None) -> dict[str, str]:
         # runs its last interval the moment the scheduler starts. onesource_ingest_all, which has no
         # schedule and is what the demo runs, is created unpaused (dagfactory), so it runs when triggered.
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        # The UI and API on loopback, as `onesource serve`: Airflow's own default is every interface, with
+        # the generated admin password in a plain file (AIRFLOW__API__HOST=0.0.0.0 opens it on purpose)
+        "AIRFLOW__API__HOST": "127.0.0.1",
     }
 
 
