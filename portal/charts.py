@@ -61,7 +61,8 @@ def trend(points: list[tuple[str, float | None]], *, target: float | None = None
 def bars(rows: list[tuple[str, str, float | None]], *, target: float | None = None, lower_is_better: bool = False,
          width: int = 520, row_height: int = 22) -> str:
     """Horizontal bars, one per (link, label, value 0..1), in the order given; the target as a rule. A bar
-    that meets the target is green, one behind it red (without a target: blue)."""
+    that meets the target is green, one behind it red (without a target: blue). A row without a link (a page
+    the reader may not open) names its label without one."""
     label_w, pad = 170, 46
     w = width - label_w - pad
     height = row_height * len(rows) + 8
@@ -73,8 +74,10 @@ def bars(rows: list[tuple[str, str, float | None]], *, target: float | None = No
         met = None if value is None or target is None else (value <= target if lower_is_better else value >= target)
         color = MUTED if value is None else ACCENT if met is None else GOOD if met else BAD
         state = "none" if met is None else "ontarget" if met else "behind"
-        parts.append(f'<a href="{escape(href)}" class="bar-{state}"><text x="{label_w - 6}" y="{cy + 14}" text-anchor="end" '
-                     f'font-size="12" fill="{INK}">{escape(label)}</text></a>'
+        opened, closed = (f'<a href="{escape(href)}" class="bar-{state}">', "</a>") if href else \
+            (f'<g class="bar-{state}">', "</g>")
+        parts.append(f'{opened}<text x="{label_w - 6}" y="{cy + 14}" text-anchor="end" '
+                     f'font-size="12" fill="{INK}">{escape(label)}</text>{closed}'
                      f'<rect x="{label_w}" y="{cy + 3}" width="{bar:.1f}" height="{row_height - 8}" fill="{color}" '
                      f'rx="2"><title>{escape(label)}: {_pct(value)}</title></rect>'
                      f'<text x="{label_w + bar + 4:.1f}" y="{cy + 14}" font-size="11" fill="{MUTED}">'

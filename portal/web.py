@@ -45,6 +45,20 @@ CSRF_FIELD, CSRF_HEADER = "csrf_token", "x-csrf-token"
 PERCENT_KPIS = tuple(k for k in KPI_NAMES if k != "reuse_factor")
 
 
+NAV = (("/catalogue", "catalogue"), ("/requests", "requests"), ("/console", "console"), ("/dashboard", "dashboard"),
+       ("/admin/users", "admin_users"))
+"""The portal's top links, each shown to the roles that may open it."""
+
+
+def may(user: User, href: str) -> bool:
+    """Whether ``user``'s role may open the page at ``href`` (a path, its department code in the path)."""
+    from sharing.roles import check
+
+    path = href.split("?")[0]
+    code = path.rsplit("/", 1)[-1] if path.startswith("/dashboard/departments/") else None
+    return check(user.role, user.department, "GET", path, {"code": code} if code else None) is None
+
+
 class Sessions:
     """Signed-in users by session token, each with its own CSRF token (the synchroniser token its forms carry)."""
 
@@ -151,6 +165,12 @@ class Site:
         if context.get("notice"):  # a refusal of sharing.requests/disputes, in the reader's language
             context["notice"] = note(context["notice"], lang)
         csrf = self.sessions.csrf(request.cookies.get(SESSION_COOKIE)) or ""
+        user = context.get("user")
+        # links a page shows are the ones its reader's role may open (sharing.roles): an operator sees user
+        # administration, an analyst its own department's figures and no one else's
+        context.setdefault("nav", [(href, key) for href, key in NAV if user is None and key != "admin_users"
+                                   or user is not None and may(user, href)])
+        context.setdefault("may", (lambda href: may(user, href)) if user is not None else (lambda href: True))
         html = self.templates.get_template(name).render(t=LABELS[lang], lang=lang, path=request.url.path,
                                                         csrf_field=CSRF_FIELD, csrf=csrf, **context)
         response = HTMLResponse(html, status_code=status_code)
@@ -374,7 +394,8 @@ def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None
         ranking = sorted(figures.items(), key=lambda kv: (kv[1]["kpis"].get("sharing_rate", {}).get("value") is None,
                                                           -(kv[1]["kpis"].get("sharing_rate", {}).get("value") or 0)))
         ranked = [(code, d) for code, d in ranking if d["kpis"].get("sharing_rate", {}).get("denominator")]
-        bars = charts.bars([(f"/dashboard/departments/{code}?period={period}", d["name"],
+        bars = charts.bars([(f"/dashboard/departments/{code}?period={period}"
+                             if may(user, f"/dashboard/departments/{code}") else None, d["name"],
                              d["kpis"]["sharing_rate"]["value"]) for code, d in ranked],
                            target=city["kpis"].get("sharing_rate", {}).get("target") or TARGETS.get("sharing_rate"),
                            lower_is_better="sharing_rate" in LOWER_IS_BETTER)

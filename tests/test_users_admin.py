@@ -438,3 +438,31 @@ def test_admin_page_in_chromium_adds_then_disables_and_sign_in_is_refused(home, 
         proc.terminate()
         proc.wait(timeout=30)
     assert errors == []
+
+
+@pytest.mark.parametrize("role", roles.ROLES)
+def test_every_link_a_role_is_shown_opens_for_it(app, role):
+    """Crawl the portal as each role from its home page: every in-site link on every page it reaches opens
+    (never a 403 for a link the page itself offered); the top links are the role's own (an operator sees
+    user administration, an analyst no other department's figures)."""
+    application, creds, _ = app
+    client = signed_in(application, creds[role])
+    seen, queue, shown = set(), [roles.HOME[roles.canonical(role)], "/catalogue", "/dashboard"], set()
+    while queue and len(seen) < 60:
+        href = queue.pop(0)
+        if href in seen:
+            continue
+        seen.add(href)
+        r = client.get(href, follow_redirects=True)
+        assert r.status_code != 403, f"{role}: {href} was linked but refused: {r.text[:200]}"
+        if "text/html" not in r.headers.get("content-type", ""):
+            continue
+        for link in re.findall(r'href="(/[^"#]*)"', r.text):
+            link = link.replace("&amp;", "&")
+            if link.startswith(("/dashboard", "/catalogue", "/requests", "/console", "/admin")) \
+                    and "export." not in link and "lang=" not in link:
+                shown.add(link.split("?")[0])
+                queue.append(link)
+    assert ("/admin/users" in shown) == (role == roles.OPERATOR)
+    others = {s for s in shown if s.startswith("/dashboard/departments/") and not s.endswith(f"/{DEPARTMENT}")}
+    assert not others or role == roles.BUREAU, others

@@ -193,6 +193,30 @@ def _t(type_: str, **kw: Any) -> dict[str, Any]:
     return {"type": type_, **kw}
 
 
+DESCRIPTIONS = {  # what each demo dataset holds, as its owner describes it in the catalogue
+    "amr_enterprise_register": "长沙市市场主体登记信息：统一社会信用代码、名称、法定代表人、注册资本、住所、登记状态、成立日期与"
+                               "所在区划；市场监管局是企业身份的权威来源。",
+    "psb_resident_register": "常住人口户籍信息：公民身份号码、姓名、性别、出生日期、户籍地址与所在区划；公安局是居民身份的"
+                             "权威来源，有条件共享，按用途审批。",
+    "psb_household_moves": "户籍迁入迁出记录（迁出地、迁入地、迁移日期），依法不予共享，仅供公安机关内部使用。",
+    "mca_admin_divisions": "长沙市行政区划代码（4301xx 区县市及其下级），各部门引用的统一区划编码。",
+    "mca_subsistence_allowance": "城乡最低生活保障对象：身份号码、姓名、所在区划、保障金额与起始日期；有条件共享。",
+    "tax_taxpayer_register": "纳税人登记信息：统一社会信用代码、名称、纳税人类型、纳税信用等级与税务登记日期；GBK 编码报送。",
+    "hrss_enterprise_insurance": "用人单位社会保险参保信息：统一社会信用代码、单位名称、参保职工人数与缴费月份。",
+    "hrss_person_insurance": "个人社会保险参保信息：身份号码、姓名、参保单位、险种与缴费基数；涉及个人信息，有条件共享。",
+    "health_medical_institutions": "医疗机构执业登记：机构代码、名称、统一社会信用代码、医院等级、床位数与所在区划。",
+    "housing_construction_permits": "建筑工程施工许可证：许可证号、建设单位、项目名称与地址、建筑面积与发证日期。",
+    "nr_land_parcels": "土地使用权宗地信息：宗地编号、所在区划、土地用途、面积与权利人统一社会信用代码。",
+    "transport_operator_licenses": "道路运输经营许可：许可证号、经营者、法定代表人、车辆数与有效期；GBK 编码报送。",
+    "edu_schools": "学校基本信息：学校代码、名称、办学类型、在校生数与所在区划。",
+    "urban_enforcement_cases": "城市管理综合执法案件：案件编号、当事单位、违法类型、罚款金额与立案日期。",
+    "hotline_tickets": "12345 政务服务便民热线工单：受理时间、诉求类别、所在区划、来电号码（脱敏）、诉求摘要与承办部门，"
+                       "经 HTTP 接口汇聚。",
+}
+SERVICE_DESCRIPTION = "{title}：办件编号、服务企业的统一社会信用代码与名称、服务事项与办理日期。"
+"""The departments' own service records (generated for each department of the city beyond the fifteen above)."""
+
+
 COND_GOV = "仅限政府部门履行法定职责使用，不得向第三方提供；使用部门须说明用途并接受审计"
 # Datasets that hold copies of another department's codes: a mistyped code is flagged and kept out
 # of nothing else; it does not stop the department's whole delivery.

@@ -23,7 +23,9 @@ from onesource.demo.api import TOKEN_ENV
 from onesource.demo.city import (
     BUREAU,
     CODE_LISTS,
+    DESCRIPTIONS,
     ELEMENTS,
+    SERVICE_DESCRIPTION,
     DemoDataset,
     city_datasets,
     city_departments,
@@ -85,6 +87,7 @@ def write_registry(root: Path, config: DemoConfig) -> None:
             "name": ds.name, "title": ds.title, "owner": ds.owner, "system": systems[ds.owner],
             "update_cycle": ds.update_cycle, "share_type": ds.share_type,
         }
+        entry["description"] = DESCRIPTIONS.get(ds.name) or SERVICE_DESCRIPTION.format(title=ds.title)
         if ds.conditions:
             entry["conditions"] = ds.conditions
         if ds.legal_basis:
