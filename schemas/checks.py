@@ -28,7 +28,10 @@ from schemas.versions import MODES
 Rule = Callable[[Registry], Iterator[Issue]]
 
 
-def _at(where: Where | None, message: str) -> Issue:
+def _at(where: Where | None, message: str, key: str | None = None) -> Issue:
+    """An issue at ``where``: at the line of its ``key`` when the entry wrote that key."""
+    if where is not None and key:
+        where = where.of(key)
     return Issue(where.file if where else "?", where.line if where else 0, message)
 
 
@@ -68,10 +71,10 @@ def dataset_owner_and_system(reg: Registry) -> Iterator[Issue]:
     for ds in reg.datasets:
         dept = departments.get(ds.owner)
         if ds.owner and dept is None:
-            yield _at(ds.where, f"dataset {ds.name!r}: unknown owner department {ds.owner!r}")
+            yield _at(ds.where, f"dataset {ds.name!r}: unknown owner department {ds.owner!r}", key="owner")
         elif dept and ds.system and ds.system not in {s.code for s in dept.systems}:
             known = ", ".join(s.code for s in dept.systems) or "none registered"
-            yield _at(ds.where, f"dataset {ds.name!r}: system {ds.system!r} is not one of {ds.owner}'s systems ({known})")
+            yield _at(ds.where, f"dataset {ds.name!r}: system {ds.system!r} is not one of {ds.owner}'s systems ({known})", key="system")
 
 
 def dataset_columns_and_key(reg: Registry) -> Iterator[Issue]:
@@ -93,25 +96,25 @@ def dataset_columns_and_key(reg: Registry) -> Iterator[Issue]:
         names = {c.name for c in ds.columns}
         for k in ds.key:
             if k not in names:
-                yield _at(ds.where, f"dataset {ds.name!r}: key column {k!r} is not one of its columns")
+                yield _at(ds.where, f"dataset {ds.name!r}: key column {k!r} is not one of its columns", key="key")
 
 
 def dataset_enums(reg: Registry) -> Iterator[Issue]:
     """Share type, update cycle and load mode take their listed values."""
     for ds in reg.datasets:
         if ds.share_type and ds.share_type not in SHARE_TYPES:
-            yield _at(ds.where, f"dataset {ds.name!r}: share_type {ds.share_type!r} is not one of {', '.join(SHARE_TYPES)}")
+            yield _at(ds.where, f"dataset {ds.name!r}: share_type {ds.share_type!r} is not one of {', '.join(SHARE_TYPES)}", key="share_type")
         if ds.update_cycle and ds.update_cycle not in UPDATE_CYCLES:
-            yield _at(ds.where, f"dataset {ds.name!r}: update_cycle {ds.update_cycle!r} is not one of {', '.join(UPDATE_CYCLES)}")
+            yield _at(ds.where, f"dataset {ds.name!r}: update_cycle {ds.update_cycle!r} is not one of {', '.join(UPDATE_CYCLES)}", key="update_cycle")
         if ds.load_mode not in LOAD_MODES:
-            yield _at(ds.where, f"dataset {ds.name!r}: load_mode {ds.load_mode!r} is not one of {', '.join(LOAD_MODES)}")
+            yield _at(ds.where, f"dataset {ds.name!r}: load_mode {ds.load_mode!r} is not one of {', '.join(LOAD_MODES)}", key="load_mode")
         if ds.compatibility not in MODES:
-            yield _at(ds.where, f"dataset {ds.name!r}: compatibility {ds.compatibility!r} is not one of {', '.join(MODES)}")
+            yield _at(ds.where, f"dataset {ds.name!r}: compatibility {ds.compatibility!r} is not one of {', '.join(MODES)}", key="compatibility")
         if ds.schema_drift not in SCHEMA_DRIFTS:
-            yield _at(ds.where, f"dataset {ds.name!r}: schema_drift {ds.schema_drift!r} is not one of {', '.join(SCHEMA_DRIFTS)}")
+            yield _at(ds.where, f"dataset {ds.name!r}: schema_drift {ds.schema_drift!r} is not one of {', '.join(SCHEMA_DRIFTS)}", key="schema_drift")
         if ds.open_attribute not in OPEN_ATTRIBUTES:
             yield _at(ds.where, f"dataset {ds.name!r}: open_attribute {ds.open_attribute!r} is not one of "
-                                f"{', '.join(OPEN_ATTRIBUTES)}")
+                                f"{', '.join(OPEN_ATTRIBUTES)}", key="open_attribute")
 
 
 def referenced_columns(reg: Registry) -> Iterator[Issue]:

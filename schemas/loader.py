@@ -371,7 +371,7 @@ def _dataset(r: _Reader, path: Path, element_types: dict[str, str]) -> Dataset |
         compatibility=str(r.field(node, "compatibility", file, what, default="BACKWARD")).upper(),
         schema_drift=r.field(node, "schema_drift", file, what, default="evolve"),
         open_attribute=r.field(node, "open_attribute", file, what, default="不予开放"),
-        where=Where(file, node.line),
+        where=Where(file, node.line, tuple(node.key_lines.items())),
     )
 
 

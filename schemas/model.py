@@ -102,9 +102,15 @@ class Where:
 
     file: str
     line: int
+    keys: tuple[tuple[str, int], ...] = field(default=(), compare=False)
+    """The line of each key of the entry's mapping, so an error about one value names that value's line."""
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}"
+
+    def of(self, key: str) -> Where:
+        """Where ``key`` of this entry was written (the entry's own line when it was left out)."""
+        return Where(self.file, dict(self.keys).get(key, self.line))
 
 
 @dataclass(frozen=True)
