@@ -330,7 +330,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     published = [s for s in statuses if s.rows is not None and not s.damaged]
     print_summary(console, DemoSummary(0, len(statuses), len(published), sum(s.rows or 0 for s in published), {},
                                        statuses, 0, shared_datasets=sum(r is None for r in shared.values())),
-                  settings)
+                  settings, status=True)
     return damaged
 
 

@@ -23,3 +23,19 @@ def test_dashboard_line_names_the_bureau_user_the_demo_makes(tmp_path):
     text = console.export_text()
     assert f"sign in as {bureau}_bureau" in text, text
     assert "_analyst;" not in text and f"sign in as {bureau}_analyst" not in text
+
+
+def test_status_reads_back_without_the_demos_run(tmp_path):
+    """`onesource status` shares the summary but ran no demo: no "demo" title, no "loads this run ... took 0 s"."""
+    summary = DemoSummary(seconds=0, datasets=2, published_datasets=1, published_rows=5, loads_this_run={},
+                          statuses=[], airflow_exit=0, shared_datasets=1)
+    outputs = {}
+    for status in (False, True):
+        console = Console(record=True, width=400)
+        print_summary(console, summary, Settings(home=tmp_path / "home"), status=status)
+        outputs[status] = console.export_text()
+    assert "OneSource demo: the shared zone" in outputs[False] and "loads this run: none" in outputs[False]
+    assert "1 tables with 5 rows published; loads this run" in outputs[False]
+    assert "OneSource: the shared zone" in outputs[True] and "demo:" not in outputs[True]
+    assert "loads this run" not in outputs[True] and "took" not in outputs[True]
+    assert "1/2 datasets shared" in outputs[True] and "1 tables with 5 rows published." in outputs[True]

@@ -331,8 +331,11 @@ def _write_report(path: Path, summary: DemoSummary) -> None:
     path.write_text(json.dumps(asdict(summary), ensure_ascii=False, indent=2, default=str), encoding="utf-8")
 
 
-def print_summary(console: Console, summary: DemoSummary, settings: Settings) -> None:
-    table = Table(title="OneSource demo: the shared zone", title_justify="left")
+def print_summary(console: Console, summary: DemoSummary, settings: Settings, status: bool = False) -> None:
+    """The demo's closing summary; ``status``: the same read-back for `onesource status`, which ran no demo
+    and loaded nothing (no "demo" title, no "loads this run ... took 0 s")."""
+    title = "OneSource: the shared zone" if status else "OneSource demo: the shared zone"
+    table = Table(title=title, title_justify="left")
     for col in ("dataset", "owner", "share type", "rows shared", "last load"):
         table.add_column(col, justify="right" if col == "rows shared" else "left")
     for s in summary.statuses:
@@ -368,9 +371,8 @@ def print_summary(console: Console, summary: DemoSummary, settings: Settings) ->
     console.print(
         f"\n[bold]{summary.shared_datasets}/{summary.datasets} datasets shared[/] (as the sharing rate counts: "
         f"published, last load passed, within the update cycle; not_shared never), "
-        f"[bold]{summary.published_datasets} tables with {summary.published_rows:,} rows published[/]; "
-        f"loads this run: {runs}; "
-        f"took {summary.seconds:.0f} s.\n"
+        f"[bold]{summary.published_datasets} tables with {summary.published_rows:,} rows published[/]"
+        + ("." if status else f"; loads this run: {runs}; took {summary.seconds:.0f} s.") + "\n"
         f"Home: {settings.home}  (lake: lake/, raw files: landing/, quarantine: quarantine/, "
         f"Data Docs: gx/uncommitted/data_docs/local_site/index.html, "
         f"Airflow logs: reports/airflow-{ALL_DAG_ID}.log)\n"
