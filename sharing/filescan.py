@@ -98,11 +98,14 @@ def _column_ids(con: duckdb.DuckDBPyConnection, dataset: str) -> tuple[tuple[str
     dropped and added again under the same name and type has a new id: DuckLake reads it as NULL from the
     files written before, ``read_parquet`` by name would read the dropped column's values."""
     meta = f"__ducklake_metadata_{CATALOG}"
+    [snapshot] = con.execute(f"SELECT id FROM {CATALOG}.current_snapshot()").fetchone()  # the one ``con`` reads
+    live = " AND ".join(f"{x}.begin_snapshot <= $s AND ({x}.end_snapshot IS NULL OR {x}.end_snapshot > $s)"
+                        for x in ("c", "t", "s"))
     rows = con.execute(
         f"SELECT c.column_name, c.column_id, c.parent_column FROM {meta}.ducklake_column c "
         f"JOIN {meta}.ducklake_table t USING (table_id) JOIN {meta}.ducklake_schema s USING (schema_id) "
-        "WHERE s.schema_name = ? AND t.table_name = ? AND s.end_snapshot IS NULL AND t.end_snapshot IS NULL "
-        "AND c.end_snapshot IS NULL ORDER BY c.column_order", [SCHEMA, dataset]).fetchall()
+        f"WHERE s.schema_name = $schema AND t.table_name = $table AND {live} ORDER BY c.column_order",
+        {"schema": SCHEMA, "table": dataset, "s": snapshot}).fetchall()
     if not rows or any(parent is not None for _, _, parent in rows):
         return None
     return tuple((name, column_id) for name, column_id, _ in rows)

@@ -350,3 +350,26 @@ def test_rows_from_is_refused_as_a_table_function(city, sql):
 
     with pytest.raises(QueryRefused, match="table functions are not allowed"):
         city["engine"].query("tax", sql)
+
+
+def test_a_table_dropped_and_made_again_is_read_as_it_is_now(tmp_path):
+    """A running server reading a table from its files: the table dropped and created again by the next load
+    (new table, column ids starting over, new files) is read as DuckLake reads it, at once, never the files
+    or columns of the table that was dropped."""
+    from tests.test_filescan import ThroughDuckLake, answer, direct, extract, make_home
+
+    home = make_home(tmp_path)
+    fast = GovernedEngine(home, load_registry(home.registry_dir), persistent=True)
+    oracle = ThroughDuckLake(home, load_registry(home.registry_dir), persistent=True)
+    try:
+        sql = "SELECT count(*) AS n, sum(staff) AS s, max(founded) AS f FROM shared.firms"
+        assert answer(fast, sql, "amr") == answer(oracle, sql, "amr") and direct(fast, sql, "amr")
+        with Lake(home.lake) as lake:
+            lake.con.execute("DROP TABLE lake.shared.firms")
+        drop(home, "amr/firms/b.csv", extract(range(100, 130)))
+        assert [r.status for r in load(home)] == ["published"]
+        got = answer(fast, sql, "amr")
+        assert got == answer(oracle, sql, "amr") and got[1] == [(30, sum(range(100, 130)), got[1][0][2])], got
+    finally:
+        fast.close()
+        oracle.close()
