@@ -170,6 +170,11 @@ def one_select(sql: str, dialect: str) -> exp.Query:
     if len(statements) != 1:
         raise _refuse(f"one statement at a time: {len(statements)} statements were sent")
     stmt = statements[0]
+    if isinstance(stmt, exp.Condition | exp.Star):  # "A", "1+1": an expression is no statement at all
+        word = (sql.strip().split() or ["?"])[0]
+        raise InvalidSQL(f'the query cannot be parsed as {dialect} SQL: no statement starts at or near '
+                         f'"{word[:40]}" (a query begins with SELECT, WITH, VALUES or TABLE); correct the SQL there '
+                         "and send it again")
     if not isinstance(stmt, exp.Query):
         kind = (sql.strip().split() or ["?"])[0].upper()
         raise _refuse(f"only SELECT queries are allowed; {kind} was refused")
