@@ -11,6 +11,8 @@ import sys
 import threading
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lakehouse import Lake
 from onesource.config import Settings
@@ -373,3 +375,74 @@ def test_a_table_dropped_and_made_again_is_read_as_it_is_now(tmp_path):
     finally:
         fast.close()
         oracle.close()
+
+
+# --- 4. the class: whatever holds rows, however they are asked for, none planned under an old grant goes out ------
+_HOLDERS = ("cursor", "cursor_hold", "portal", "portal_described", "portal_suspended", "fetch_portal_suspended",
+            "fetch_portal_described")
+_READS = ("fetch_simple", "fetch_all_simple", "move_then_fetch", "execute", "execute_one", "fetch_extended",
+          "copy_cursor_query")
+
+
+def _read(r: Raw, holder: str, how: str) -> list:
+    """Ask for the held rows one way; every message the server answered."""
+    if holder.startswith("cursor") or (how in ("fetch_simple", "fetch_all_simple", "move_then_fetch",
+                                              "fetch_extended") and holder.startswith("fetch_portal")):
+        sql = {"fetch_simple": b"FETCH 2 FROM c", "fetch_all_simple": b"FETCH ALL FROM c",
+               "move_then_fetch": b"MOVE 1 FROM c; FETCH ALL FROM c", "execute": b"FETCH ALL FROM c",
+               "execute_one": b"FETCH 1 FROM c", "fetch_extended": b"FETCH ALL FROM c",
+               "copy_cursor_query": b"COPY (SELECT uscc, capital FROM shared.firm_secrets) TO STDOUT"}[how]
+        if how in ("execute", "execute_one", "fetch_extended"):
+            return _sync_answer(r, _parse(sql), _bind(b"x"), _execute(b"x", 1 if how == "execute_one" else 0))
+        r.send(b"Q", sql + b"\0")
+        return r.until()
+    if how == "copy_cursor_query":
+        r.send(b"Q", b"COPY (SELECT uscc, capital FROM shared.firm_secrets) TO STDOUT\0")
+        return r.until()
+    return _sync_answer(r, _execute(b"p", 1 if how in ("execute_one", "fetch_simple") else 0))
+
+
+def _hold(r: Raw, holder: str) -> list:
+    query = b"SELECT uscc, capital FROM shared.firm_secrets"
+    if holder.startswith("cursor"):
+        hold = b" WITH HOLD" if holder == "cursor_hold" else b""
+        r.send(b"Q", b"DECLARE c CURSOR" + hold + b" FOR " + query + b"; FETCH 1 FROM c\0")
+        return r.until()
+    if holder.startswith("fetch_portal"):
+        r.send(b"Q", b"DECLARE c CURSOR FOR " + query + b"\0")
+        r.until()
+        query = b"FETCH ALL FROM c"
+    steps = [_parse(query), _bind(b"p")]
+    if holder.endswith("described"):
+        steps.append((b"D", b"Pp\0"))
+    if holder.endswith("suspended"):
+        steps.append(_execute(b"p", 1))
+    return _sync_answer(r, *steps)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(holder=st.sampled_from(_HOLDERS), how=st.sampled_from(_READS), change=st.sampled_from(["row_filter", "columns"]))
+def test_no_row_planned_under_a_narrowed_grant_goes_out_whatever_holds_it(city, holder, how, change):
+    """Generated: a cursor (in a block or WITH HOLD) or a portal (bound, described, suspended; of a query or of
+    a FETCH) holds rows of firm_secrets; the owner narrows the grant so that no identifying value (uscc) is
+    readable any more (a row filter no row passes, or the column taken away); then the rows are asked for by
+    FETCH, MOVE then FETCH, Execute, a FETCH portal, or COPY. Oracle: no message after the change carries a
+    uscc of the table."""
+    engine = city["engine"]
+    with Lake(engine.settings.lake) as lake:
+        grant = add_grant(lake, engine.registry, "tax", "firm_secrets")
+        usccs = [row[0].encode() for row in lake.con.execute("SELECT uscc FROM lake.shared.firm_secrets").fetchall()]
+    r = _signed_in(city)
+    try:
+        r.send(b"Q", b"BEGIN\0")
+        assert r.until()[-1] == (b"Z", b"T")
+        held = _hold(r, holder)
+        assert not errors(held), held
+        grant = _narrow(engine, grant, change)
+        answer = _read(r, holder, how)
+        leaked = [body for kind, body in answer if kind in (b"D", b"d") and any(u in body for u in usccs)]
+        assert not leaked, f"{holder} read by {how} after the grant narrowed ({change}): {answer}"
+    finally:
+        r.close()
+        with Lake(engine.settings.lake) as lake:
+            revoke_grant(lake, grant)
