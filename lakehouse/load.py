@@ -75,10 +75,18 @@ def new_load_id(sha256: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 def source_state(lake: Lake, ds: Dataset, registry_version: str) -> SourceState:
-    """Raw files already handled and the watermark reached, from ``ops.loads``."""
+    """Raw files already handled and the watermark reached, from ``ops.loads``.
+
+    A quarantined file is tried again under a new registry version (the fix may have been the registry's),
+    except, for a dataset whose batches replace what was there (snapshot, upsert), once a later delivery has
+    been published: loading the older file then would put older data over newer (and a demo run after any
+    registry change quarantined its defective deliveries again over their corrected ones)."""
+    superseded = "" if ds.load_mode == "append" else (
+        f" OR EXISTS (SELECT 1 FROM {CATALOG}.{OPS}.loads p WHERE p.dataset = q.dataset AND p.status = 'published' "
+        "AND p.finished_at > q.finished_at)")
     seen = lake.con.execute(
-        f"SELECT DISTINCT sha256 FROM {CATALOG}.{OPS}.loads WHERE dataset = ? AND sha256 IS NOT NULL AND "
-        "(status = 'published' OR (status = 'quarantined' AND registry_version = ?))",
+        f"SELECT DISTINCT sha256 FROM {CATALOG}.{OPS}.loads q WHERE dataset = ? AND sha256 IS NOT NULL AND "
+        f"(status = 'published' OR (status = 'quarantined' AND (registry_version = ?{superseded})))",
         [ds.name, registry_version],
     ).fetchall()
     wm = lake.con.execute(
