@@ -41,10 +41,40 @@ SCHEMA_FILE = "registry.schema.json"
 language server (VS Code's YAML extension) completes and underlines them (docs/registry.md)."""
 
 
-def _dump(path: Path, data: Any, schema: str | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    head = f"# yaml-language-server: $schema={schema}\n" if schema else ""
-    path.write_text(head + yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=120), encoding="utf-8")
+WRITTEN = ".demo-written.json"
+"""In the registry folder: the sha256 of each file as the demo last wrote it, to tell a file edited by hand."""
+KEPT_SUFFIX = ".demo"
+"""Beside a registry file edited by hand, the demo's own version of it (the edited file is kept)."""
+
+
+class _RegistryFiles:
+    """Writes the demo's registry files, except one edited by hand since the demo wrote it (a newcomer's new
+    department or element): that one is kept, and the demo's version written beside it (``<file>.demo``), as a
+    package manager keeps an edited configuration file. A folder the demo never recorded is all the demo's."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.record_path = root / WRITTEN
+        self.recorded = json.loads(self.record_path.read_text()) if self.record_path.exists() else None
+        self.written: dict[str, str] = dict(self.recorded or {})
+        self.kept: list[Path] = []
+
+    def dump(self, path: Path, data: Any, schema: str | None = None) -> None:
+        head = f"# yaml-language-server: $schema={schema}\n" if schema else ""
+        text = head + yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=120)
+        digest, name = hashlib.sha256(text.encode()).hexdigest(), path.relative_to(self.root).as_posix()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if self.recorded is not None and path.exists():
+            current = hashlib.sha256(path.read_bytes()).hexdigest()
+            if current not in (digest, self.recorded.get(name)):
+                path.with_name(path.name + KEPT_SUFFIX).write_text(text, encoding="utf-8")
+                self.kept.append(path)
+                return
+        path.write_text(text, encoding="utf-8")
+        self.written[name] = digest
+
+    def close(self) -> None:
+        self.record_path.write_text(json.dumps(self.written, indent=1, sort_keys=True), encoding="utf-8")
 
 
 def connector_settings(ds: DemoDataset, config: DemoConfig) -> dict[str, Any]:
@@ -59,7 +89,8 @@ def connector_settings(ds: DemoDataset, config: DemoConfig) -> dict[str, Any]:
     return settings
 
 
-def write_registry(root: Path, config: DemoConfig) -> None:
+def write_registry(root: Path, config: DemoConfig) -> list[Path]:
+    """The demo city's registry under ``root``; the files kept because they were edited by hand."""
     departments = [*city_departments(config.departments), BUREAU]
     datasets = city_datasets(config.departments)
     names = {d.name for d in datasets}
@@ -67,13 +98,14 @@ def write_registry(root: Path, config: DemoConfig) -> None:
 
     root.mkdir(parents=True, exist_ok=True)
     (root / SCHEMA_FILE).write_text(schema_text(), encoding="utf-8")
-    _dump(root / "departments.yaml", {"departments": [
+    files = _RegistryFiles(root)
+    files.dump(root / "departments.yaml", {"departments": [
         {"code": c, "name": n, "name_en": en, "systems": [{"code": sc, "name": sn}]} for c, n, en, sc, sn in departments
     ]}, SCHEMA_FILE)
     elements = [e for e in ELEMENTS if e[4] in names]
     used_lists = {e[6] for e in elements if e[6]} | {
         extra["code_list"] for d in datasets for _, _, extra in d.columns if "code_list" in extra}
-    _dump(root / "elements.yaml", {
+    files.dump(root / "elements.yaml", {
         "elements": [
             {"name": n, "name_zh": zh, "name_en": en, "type": t, "authority": auth,
              **({"format": fmt} if fmt else {}), **({"code_list": cl} if cl else {}), "sensitivity": sens}
@@ -98,9 +130,11 @@ def write_registry(root: Path, config: DemoConfig) -> None:
         entry["columns"] = [{"name": n, "source": src, **extra} for n, src, extra in ds.columns]
         if ds.quality:
             entry["quality"] = ds.quality
-        _dump(root / "datasets" / ds.owner / f"{ds.name}.yaml", entry, f"../../{SCHEMA_FILE}")
+        files.dump(root / "datasets" / ds.owner / f"{ds.name}.yaml", entry, f"../../{SCHEMA_FILE}")
     for entry in platform_dataset_entries({e[0] for e in elements}):
-        _dump(root / "datasets" / entry["owner"] / f"{entry['name']}.yaml", entry, f"../../{SCHEMA_FILE}")
+        files.dump(root / "datasets" / entry["owner"] / f"{entry['name']}.yaml", entry, f"../../{SCHEMA_FILE}")
+    files.close()
+    return files.kept
 
 
 # -- extract writers, one per form a department sends ----------------------------------------
@@ -186,7 +220,7 @@ def generate_city(settings: Settings, config: DemoConfig, progress=None) -> dict
     digest = config_digest(config)
     if stamp.exists() and manifest_path.exists() and json.loads(stamp.read_text())["digest"] == digest:
         return json.loads(manifest_path.read_text(encoding="utf-8"))
-    write_registry(settings.registry_dir, config)
+    kept = write_registry(settings.registry_dir, config)
     city = City(config)
     datasets = city_datasets(config.departments)
     manifest: dict[str, Any] = {"config": asdict(config), "datasets": {}}
@@ -203,7 +237,7 @@ def generate_city(settings: Settings, config: DemoConfig, progress=None) -> dict
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
     stamp.write_text(json.dumps({"digest": digest}))
-    return manifest
+    return {**manifest, "registry_kept": [str(p) for p in kept]}
 
 
 # -- the manifest names no one ------------------------------------------------------------------

@@ -104,8 +104,11 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
     with _progress(console) as progress:
         gen = progress.add_task(f"[1/4] demo city: {config.departments} departments, {len(datasets)} extracts",
                                 total=len(datasets))
-        generate_city(settings, config, progress=lambda _: progress.advance(gen))
+        kept = generate_city(settings, config, progress=lambda _: progress.advance(gen)).get("registry_kept", [])
         progress.update(gen, completed=len(datasets))
+    for path in kept:
+        console.print(f"[yellow]kept your edited {path}[/]: the demo's version is beside it ({Path(path).name}"
+                      ".demo); merge what you need of it, or delete your file to take the demo's", highlight=False)
     registry = load_registry(settings.registry_dir, settings.cache_dir)
     console.print(f"[2/4] registry OK: {len(registry.departments)} departments, {len(registry.elements)} data "
                   f"elements, {len(registry.datasets)} datasets (version {registry.version})")
