@@ -43,8 +43,8 @@ HEALTH_CLASS = {"ok": "ok", "stale": "warn", "bad": "bad", "empty": "warn", "nev
 
 
 def health(status: str | None, at: dt.datetime | None, rows: int | None, freshness: dt.timedelta) -> str:
-    """``ok``, ``stale``, ``bad`` (the last load was quarantined or failed), ``empty`` (published, no rows)
-    or ``never`` (nothing published): only ``ok`` and ``stale`` datasets hold rows a query can read."""
+    """``ok``, ``stale``, ``bad`` (the last load was quarantined or failed: the last good snapshot, if any, is
+    still what queries read), ``empty`` (published, no rows) or ``never`` (nothing published)."""
     if status in (QUARANTINED, FAILED):
         return "bad"
     if rows is None:
@@ -151,7 +151,7 @@ def register(app: FastAPI, site: Site) -> None:
             state = health(status, at, counts.get(ds.name), ds.freshness)
             rows.append({"ds": ds, "owner": engine.registry.department(ds.owner).name, "readable": ds.name in readable,
                          "status": status, "at": at, "health": state, "rows": counts.get(ds.name),
-                         "queryable": ds.name in readable and state in ("ok", "stale")})
+                         "queryable": ds.name in readable and bool(counts.get(ds.name))})
         return site.page(request, "catalogue.html", user=user, rows=rows, q=q, department=department, element=element,
                          share_type=share_type, cycle=cycle, departments=engine.registry.departments,
                          elements=engine.registry.elements, share_types=SHARE_TYPES, health_class=HEALTH_CLASS,
@@ -204,7 +204,8 @@ def register(app: FastAPI, site: Site) -> None:
         open_disputes = visible_disputes(user, dataset=name, status=disputes.OPEN) if acc is not None else []
         with engine.cursor() as lake:
             mine = [r for r in requests.listing(lake, department=user.department) if r.dataset == name]
-        queryable = acc is not None and state in ("ok", "stale")
+        # a quarantined or failed delivery leaves the last good snapshot shared: its rows are still read
+        queryable = acc is not None and bool(rows)
         shown, refusal = None, None
         if queryable:
             try:
