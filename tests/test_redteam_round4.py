@@ -378,7 +378,7 @@ def test_a_table_dropped_and_made_again_is_read_as_it_is_now(tmp_path):
 
 
 # --- 4. the class: whatever holds rows, however they are asked for, none planned under an old grant goes out ------
-_HOLDERS = ("cursor", "cursor_hold", "portal", "portal_described", "portal_suspended", "fetch_portal_suspended",
+_HOLDERS = ("cursor", "cursor_hold", "cursor_extended", "portal", "portal_described", "portal_suspended", "fetch_portal_suspended",
             "fetch_portal_described")
 _READS = ("fetch_simple", "fetch_all_simple", "move_then_fetch", "execute", "execute_one", "fetch_extended",
           "copy_cursor_query")
@@ -404,6 +404,9 @@ def _read(r: Raw, holder: str, how: str) -> list:
 
 def _hold(r: Raw, holder: str) -> list:
     query = b"SELECT uscc, capital FROM shared.firm_secrets"
+    if holder == "cursor_extended":  # declared through the extended protocol, as psycopg's named cursors do
+        answer = _sync_answer(r, _parse(b"DECLARE c CURSOR FOR " + query), _bind(b""), _execute(b""))
+        return answer + _sync_answer(r, _parse(b"FETCH 1 FROM c"), _bind(b""), (b"D", b"P\0"), _execute(b""))
     if holder.startswith("cursor"):
         hold = b" WITH HOLD" if holder == "cursor_hold" else b""
         r.send(b"Q", b"DECLARE c CURSOR" + hold + b" FOR " + query + b"; FETCH 1 FROM c\0")
