@@ -274,7 +274,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             colour = {"published": "green", "unchanged": "dim", "quarantined": "yellow"}.get(r.status, "red")
             said = (f": {_unchanged(settings, registry, r.dataset, statuses)}" if r.status == "unchanged"
                     else f" {r.rows:,} rows" if r.status in ("published", "quarantined") else "")
-            console.print(f"[{colour}]{r.status:11}[/] {r.dataset}{said}" + ("" if r.ok else f"\n{r.message}"),
+            notes = f"\n  {r.message}" if r.status == "published" and r.message else ""  # checks, drift, warnings
+            console.print(f"[{colour}]{r.status:11}[/] {r.dataset}{said}" + ("" if r.ok else f"\n{r.message}") + notes,
                           highlight=False)
             bad += not r.ok
     from quality import build_data_docs
@@ -1166,10 +1167,26 @@ def _unwritable_home(exc: BaseException, settings: Settings, command: str) -> st
     return None
 
 
+SERVER_COMMANDS = ("serve", "airflow")
+"""Commands that run until stopped: their log (sign-ins refused, loads of the scheduler) is the operator's."""
+
+
+def _logging(command: str) -> None:
+    """A server logs to stderr with the time; any other command prints its own outcome (a load's notes, a
+    refusal), so the platform's log records would only say it twice: they are shown with --debug only."""
+    import logging
+
+    if command in SERVER_COMMANDS or os.environ.get("ONESOURCE_DEBUG"):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    else:
+        logging.getLogger("onesource").addHandler(logging.NullHandler())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.debug:  # the same switch as ONESOURCE_DEBUG=1, for this process and what it starts
         os.environ["ONESOURCE_DEBUG"] = "1"
+    _logging(args.command)
     settings = Settings.from_env()
     homeless = args.command == "registry" and args.action == "schema"  # writes what the code knows: no home
     try:

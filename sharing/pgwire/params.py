@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import math
 import uuid
 from collections.abc import Callable
 from typing import Any
