@@ -73,7 +73,7 @@ def dataset_owner_and_system(reg: Registry) -> Iterator[Issue]:
         if ds.owner and dept is None:
             yield _at(ds.where, f"dataset {ds.name!r}: unknown owner department {ds.owner!r}", key="owner")
         elif dept and ds.system and ds.system not in {s.code for s in dept.systems}:
-            known = ", ".join(s.code for s in dept.systems) or "none registered"
+            known = ", ".join(s.code for s in dept.systems if s.code) or "none registered"
             yield _at(ds.where, f"dataset {ds.name!r}: system {ds.system!r} is not one of {ds.owner}'s systems ({known})", key="system")
 
 
@@ -224,5 +224,15 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def run_checks(reg: Registry) -> list[Issue]:
-    return [issue for rule in RULES for issue in rule(reg)]
+def run_checks(reg: Registry, *, after_errors: bool = False) -> list[Issue]:
+    """Every cross-check's issues. ``after_errors``: the files already had errors (a required key misspelt
+    leaves its field empty in the model), so a check that cannot read such an entry is skipped: its issue
+    would be a consequence of one already reported, and the user fixes those first."""
+    issues: list[Issue] = []
+    for rule in RULES:
+        try:
+            issues += list(rule(reg))
+        except (TypeError, AttributeError, KeyError, ValueError):
+            if not after_errors:
+                raise
+    return issues

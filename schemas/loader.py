@@ -402,7 +402,7 @@ def check_registry(root: Path) -> tuple[Registry, list[Issue]]:
     if not any(i.message.startswith(("YAML syntax", "cannot read")) for i in issues):
         # Cross-references are only meaningful once every file parsed: a dataset lost to a
         # syntax error would otherwise show up again as "not registered" everywhere.
-        issues = issues + run_checks(registry)
+        issues = issues + run_checks(registry, after_errors=bool(issues))
     return registry, sorted(issues, key=lambda i: (i.file, i.line, i.column, i.message))
 
 

@@ -271,3 +271,19 @@ def test_cli_check_refuses_a_typo_without_a_traceback(tmp_path):
     assert f"registry/datasets/amr/firms_rich.yaml:{line}:1:" in proc.stderr
     assert "did you mean `load_mode`?" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout and "registry OK" not in proc.stdout
+
+
+@pytest.mark.parametrize("required", ["code: amr_reg", "code: amr", "name: 市场监督管理局", "name: 登记系统"])
+def test_a_misspelt_required_key_is_reported_not_a_crash_of_a_later_check(tmp_path, required):
+    """Found by the generated test on CI: a department system's `code` misspelt left the system without a code,
+    and the owner/system cross-check crashed (TypeError in a join) instead of listing the unknown key. A check
+    that cannot read an entry the files already got wrong is skipped; the typo itself is reported."""
+    root = write_registry(tmp_path / "registry", [firms_dataset()])
+    departments = root / "departments.yaml"
+    text = departments.read_text(encoding="utf-8")
+    key, value = required.split(": ")
+    typo = key[0] + key[2:]  # one letter dropped
+    assert f"{key}: {value}" in text, text
+    departments.write_text(text.replace(f"{key}: {value}", f"{typo}: {value}", 1), encoding="utf-8")
+    _, issues = check_registry(root)
+    assert any(f"unknown key '{typo}'" in i.message and f"did you mean `{key}`" in i.message for i in issues), issues
