@@ -620,6 +620,12 @@ def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
             shown["password"] = users.reset_password(lake, args.user, **who)
         elif action == "rotate-token":
             shown["token"] = users.rotate_token(lake, args.user, **who)
+        elif action == "set-role":
+            if not args.role:
+                raise users.UserError(f"say which role: onesource users set-role {args.user} --role "
+                                      "analyst|steward|bureau|operator")
+            shown["was"] = users.set_role(lake, args.user, args.role, **who)
+            shown["role"] = args.role
         elif action == "disable":
             users.disable_user(lake, args.user, **who)
         else:
@@ -639,6 +645,10 @@ def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.json:
         print(json.dumps({"user": args.user, "action": action, **shown}, ensure_ascii=False, indent=2))
+        return 0
+    if action == "set-role":
+        console.print(f"user {args.user}: role {shown['was']} -> {shown['role']} (its portal sessions ended)",
+                      highlight=False)
         return 0
     if action in ("disable", "enable"):
         console.print(f"user {args.user} {action}d" + (": refused from its next request or query on"
@@ -1045,12 +1055,12 @@ def parser() -> argparse.ArgumentParser:
     users = sub.add_parser("users", help="add, list, disable or enable users, give a new password or token "
                                           "(shown once; every change audited)")
     users.add_argument("action", choices=["add", "list", "disable", "enable", "reset-password", "rotate-token",
-                                          "reset"], help="reset: a new password and token at once (also: a "
+                                          "set-role", "reset"], help="reset: a new password and token at once (also: a "
                                                          "password stored before SCRAM)")
     users.add_argument("user", nargs="?")
     users.add_argument("--department", help="add: the user's department (a code of the registry); list: only its users")
     users.add_argument("--role", choices=["analyst", "steward", "bureau", "operator"],
-                       help="add: what the user may do (default analyst; see README, Users and roles)")
+                       help="add, set-role: what the user may do (default analyst; see README, Users and roles)")
     users.add_argument("--by", help="who acts, written in the audit log (default: $USER)")
     users.add_argument("--json", action="store_true", help="a JSON answer (list: every user, all fields)")
     users.set_defaults(fn=cmd_users)

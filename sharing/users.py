@@ -231,6 +231,23 @@ def enable_user(lake: Lake, user: str, *, by: str | None = None, by_department: 
     _update(lake, user, "enable", by, {"disabled_at": None, "created_at": _now()}, disabled=True)
 
 
+def set_role(lake: Lake, user: str, role: str, *, by: str | None = None, by_department: str | None = None,
+             audit: AuditLog | None = None) -> str:
+    """Give ``user`` another role (sharing.roles); returns the one it had. Its portal sessions end, so that
+    the next page is read with the new role; its token and wire sessions read within the same grants."""
+    if role not in ROLES:
+        raise UserError(f"no role {role!r}: one of {', '.join(ROLES)} (README, Users and roles)")
+    row = _row(lake, user)
+    if row is None:
+        raise UserError(f"no user {user!r}; `onesource users list` shows them, `onesource users add` adds one")
+    before = canonical(row[1])
+    if before == role:
+        raise UserError(f"user {user!r} has the role {role} already")
+    _audit(audit, f"set-role (was {before})", user, row[0], role, by, by_department)
+    _update(lake, user, "set role of", by, {"role": role, "created_at": _now()}, disabled=row[2] is not None)
+    return before
+
+
 def accounts(lake: Lake, department: str | None = None) -> list[Account]:
     """Every user (``department``: of that one), by department and name."""
     names = _columns(lake)

@@ -33,6 +33,7 @@ from sharing.users import (
     enable_user,
     reset_password,
     rotate_token,
+    still_valid,
     user_by_token,
 )
 from tests.helpers import write_registry
@@ -466,3 +467,29 @@ def test_every_link_a_role_is_shown_opens_for_it(app, role):
     assert ("/admin/users" in shown) == (role == roles.OPERATOR)
     others = {s for s in shown if s.startswith("/dashboard/departments/") and not s.endswith(f"/{DEPARTMENT}")}
     assert not others or role == roles.BUREAU, others
+
+
+def test_set_role_changes_what_the_user_may_do_ends_its_portal_sessions_and_is_audited(tmp_path, monkeypatch,
+                                                                                       capsys):
+    """An operator gives a user another role (a demo home's dsj_analyst made bureau, say): the token reads with
+    the new role at once, a portal session from before ends, the change is in the audit log; no secret changes."""
+    settings = Settings(home=tmp_path / "home")
+    write_registry(settings.registry_dir)
+    code, out, _ = cli_run(settings, monkeypatch, capsys, "add", "tax_a", "--department", "tax", "--json")
+    made = json.loads(out)
+    with Lake(settings.lake, read_only=True) as lake:
+        before = authenticate(lake, "tax_a", made["password"])
+    code, out, err = cli_run(settings, monkeypatch, capsys, "set-role", "tax_a", "--role", "bureau", "--by", "ops_wang")
+    assert code == 0 and "analyst -> bureau" in out, err
+    with Lake(settings.lake, read_only=True) as lake:
+        assert user_by_token(lake, made["token"]).role == "bureau"
+        assert authenticate(lake, "tax_a", made["password"]).role == "bureau"  # the password is unchanged
+        assert not still_valid(lake, before)  # the portal session signed in as an analyst is over
+    for argv, message in ((("set-role", "tax_a", "--role", "bureau"), "has the role bureau already"),
+                          (("set-role", "nobody", "--role", "steward"), "no user 'nobody'"),
+                          (("set-role", "tax_a"), "say which role")):
+        code, _, err = cli_run(settings, monkeypatch, capsys, *argv)
+        assert code == 1 and message in err and "Traceback" not in err, err
+    entries = [e for e in AuditLog.of(settings).entries() if e.get("kind") == "users" and e.get("subject") == "tax_a"]
+    assert entries[-1]["action"] == "set-role (was analyst)" and entries[-1]["role"] == "bureau"
+    assert entries[-1]["user"] == "ops_wang" and "password" not in json.dumps(entries[-1])
