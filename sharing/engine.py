@@ -474,8 +474,9 @@ class GovernedEngine:
             access = visible(self._registry, active_grants(on, department), department)
         else:
             con = on
-            access = self._access(con, department, state.get("stamp"))
-            files = self._files.resolver(con, self._fresh(con, state.get("stamp")))
+            stamp = self._fresh(con, state.get("stamp"))  # read once: the grants and the file lists share it
+            access = self._access(con, department, stamp)
+            files = self._files.resolver(con, stamp)
         state["access"] = access
         if signed_in and user and not self._active(con, user, state.get("stamp")):
             raise AccountDisabled(f"user {user} has been disabled since signing in; no query is answered for it")

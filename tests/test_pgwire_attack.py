@@ -42,7 +42,13 @@ SECRETS = firms_dataset(name="firm_secrets", share_type="conditional", condition
 
 @pytest.fixture(scope="module")
 def city(tmp_path_factory):
-    settings_ = Settings(home=tmp_path_factory.mktemp("pgwire-attack") / "home")
+    yield from serve_city(tmp_path_factory.mktemp("pgwire-attack"))
+
+
+def serve_city(root):
+    """A lake with firms (open) and firm_secrets (conditional), a tax analyst, and the wire server on it
+    (in this process, so that tests can reach into it); ``crashed`` collects exceptions out of its threads."""
+    settings_ = Settings(home=root / "home")
     write_registry(settings_.registry_dir, [firms_dataset(), SECRETS])
     drop(settings_, "amr/firms/a.csv", csv_text())
     drop(settings_, "amr/secrets/a.csv", csv_text())

@@ -7,49 +7,28 @@ from __future__ import annotations
 
 import itertools
 import struct
-import sys
-import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lakehouse import Lake
-from onesource.config import Settings
 from schemas import load_registry
 from sharing.engine import GovernedEngine
 from sharing.grants import add_grant, revoke_grant
-from sharing.pgwire import GovernedPgServer
 from sharing.users import create_user
-from tests.conftest import free_port
-from tests.helpers import drop, firms_dataset, load, write_registry
-from tests.test_ingest_files import csv_text
-from tests.test_pgwire_attack import Raw, _sync_answer, _value_of, errors
-
-SECRETS = firms_dataset(name="firm_secrets", share_type="conditional", conditions="稽查",
-                        connector={"kind": "file", "path": "amr/secrets/*.csv", "format": "csv", "encoding": "utf-8"})
+from tests.helpers import drop, load
+from tests.test_pgwire_attack import Raw, _sync_answer, _value_of, errors, serve_city
 
 
 @pytest.fixture(scope="module")
 def city(tmp_path_factory):
-    settings_ = Settings(home=tmp_path_factory.mktemp("redteam4") / "home")
-    write_registry(settings_.registry_dir, [firms_dataset(), SECRETS])
-    drop(settings_, "amr/firms/a.csv", csv_text())
-    drop(settings_, "amr/secrets/a.csv", csv_text())
-    assert [r.status for r in load(settings_)] == ["published"]
-    assert [r.status for r in load(settings_, "firm_secrets")] == ["published"]
-    with Lake(settings_.lake) as lake:
-        password, _ = create_user(lake, "tax", "tax_analyst")
-    engine = GovernedEngine(settings_, load_registry(settings_.registry_dir), persistent=True)
-    server = GovernedPgServer(("127.0.0.1", free_port()), engine)
-    crashed: list[tuple] = []
-    server.handle_error = lambda request, address: crashed.append((address, sys.exc_info()[1]))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield {"engine": engine, "server": server, "port": server.server_address[1], "password": password,
-           "crashed": crashed}
-    server.shutdown()
-    server.server_close()
-    engine.close()
+    """test_pgwire_attack's city; no exception may escape the server's threads meanwhile."""
+    serving = serve_city(tmp_path_factory.mktemp("redteam4"))
+    city = next(serving)
+    yield city
+    crashed = list(city["crashed"])
+    next(serving, None)  # the server and engine closed
     assert not crashed, crashed
 
 
