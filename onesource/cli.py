@@ -1079,6 +1079,9 @@ def parser() -> argparse.ArgumentParser:
     rs.add_argument("--home", help="restore into this folder instead of ONESOURCE_HOME (another path or machine)")
     rs.set_defaults(fn=cmd_restore)
 
+    from sharing.security.cli import add_parser as add_security
+    add_security(sub)
+
     af = sub.add_parser("airflow", help="the Airflow CLI on this home, e.g. `onesource airflow standalone`")
     af.add_argument("args", nargs=argparse.REMAINDER)
     af.set_defaults(fn=cmd_airflow)
