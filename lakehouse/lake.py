@@ -96,6 +96,15 @@ OPS_TABLES: dict[str, str] = {
     "audit_events": """seq BIGINT, event_at TIMESTAMP, department VARCHAR, user_name VARCHAR, decision VARCHAR,
         tables VARCHAR[], rows BIGINT""",
     "audit_sync": "byte_offset BIGINT, seq BIGINT, synced_at TIMESTAMP",
+    # 数据回流 (sharing.subscriptions): a department's user subscribes to a dataset under a grant; the target's
+    # settings are JSON without secrets (a DSN names its password as ${VARIABLE}, resolved at delivery)
+    "subscriptions": """subscription_id VARCHAR, department VARCHAR, user_name VARCHAR, dataset VARCHAR,
+        target_kind VARCHAR, target VARCHAR, mode VARCHAR, created_by VARCHAR, created_at TIMESTAMP,
+        cancelled_at TIMESTAMP, cancelled_by VARCHAR""",
+    # the delivery ledger: every delivery tried, delivered or not, with the lake snapshot and load it carried
+    "deliveries": """delivery_id VARCHAR, subscription_id VARCHAR, dataset VARCHAR, department VARCHAR,
+        snapshot_id BIGINT, load_id VARCHAR, kind VARCHAR, rows BIGINT, deleted BIGINT, status VARCHAR,
+        attempts INTEGER, error VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP""",
     # department users; only hashes (sharing.users). password_pg_md5: no longer written (md5 verifiers of
     # users created before SCRAM-SHA-256 came; such users must have their password reset)
     "users": """user_name VARCHAR, department VARCHAR, role VARCHAR, password_scrypt VARCHAR,
