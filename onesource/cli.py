@@ -7,6 +7,7 @@
     onesource registry export --format xlsx   the catalogue (GB/T 21063.3 core fields)
     onesource registry schema [--out FILE]    JSON Schema of the registry files, for editors (docs/registry.md)
     onesource prefill annual-report USCC      an enterprise's annual report, pre-filled from authorities
+    onesource forms list | fill FORM ...      a registry form filled from the lake as XLSX (--as DEPT)
     onesource ingest DATASET... | --all       load datasets now, without Airflow (backfills, debugging)
     onesource status                          every dataset: rows shared, last load and why (damaged tables too)
     onesource doctor [--full]                 check the home end to end, one line per check
@@ -1081,6 +1082,8 @@ def parser() -> argparse.ArgumentParser:
 
     from sharing.security.cli import add_parser as add_security
     add_security(sub)
+    from metrics.forms_cli import add_parser as add_forms
+    add_forms(sub)
 
     af = sub.add_parser("airflow", help="the Airflow CLI on this home, e.g. `onesource airflow standalone`")
     af.add_argument("args", nargs=argparse.REMAINDER)

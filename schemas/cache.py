@@ -34,6 +34,9 @@ from schemas.model import (
     Dataset,
     Department,
     Element,
+    Form,
+    FormField,
+    FormLayout,
     QualitySpec,
     Registry,
     System,
@@ -46,7 +49,8 @@ KEEP = 4
 """Cache files kept per folder (the newest): older registries' entries are removed on write."""
 
 _CLASSES: dict[str, type] = {c.__name__: c for c in (Where, System, Department, CodeList, Element, CustomExpectation,
-                                                     QualitySpec, Column, ConnectorSpec, Dataset, Registry)}
+                                                     QualitySpec, Column, ConnectorSpec, Dataset, FormField,
+                                                     FormLayout, Form, Registry)}
 _FIELDS: dict[type, tuple[str, ...]] = {c: tuple(f.name for f in fields(c)) for c in _CLASSES.values()}
 _SCALARS = (str, bool, int, float, type(None))
 

@@ -12,12 +12,16 @@ from collections.abc import Callable, Iterator
 from schemas.exceptions import Issue
 from schemas.formats import FORMAT_RULES
 from schemas.model import (
+    EXCEL_SHEET_FORBIDDEN,
     LOAD_MODES,
     OPEN_ATTRIBUTES,
     REFERENCE_TARGETS,
     SCHEMA_DRIFTS,
     SHARE_TYPES,
+    SUBJECT_KINDS,
     UPDATE_CYCLES,
+    Form,
+    FormField,
     Registry,
     Where,
     authority_join,
@@ -210,6 +214,78 @@ def quality_columns(reg: Registry) -> Iterator[Issue]:
                 yield _at(col.where, f"dataset {ds.name!r} column {col.name!r}: min/max need a number or date column")
 
 
+def forms(reg: Registry) -> Iterator[Issue]:
+    """A form names its subject kind, a known key element and a subjects dataset holding it; each field is
+    either typed or bound to an element and a dataset that is the element's authority (or fills that column
+    ``from_authority``) and holds the key element, so the field's row can be found; its sheet name is one Excel
+    accepts. Codes are unique."""
+    first: dict[str, Where | None] = {}
+    for form in reg.forms:
+        if form.code in first:
+            yield _at(form.where, f"duplicate form {form.code!r} (first declared at {first[form.code]})", key="code")
+        first.setdefault(form.code, form.where)
+        yield from _form_head(reg, form)
+        labels: set[str] = set()
+        for f in form.fields:
+            if f.label in labels:
+                yield _at(f.where, f"form {form.code!r}: field {f.label!r} appears twice; each column has its own title")
+            labels.add(f.label)
+            yield from _form_field(reg, form, f)
+
+
+def _form_head(reg: Registry, form: Form) -> Iterator[Issue]:
+    what = f"form {form.code!r}"
+    if form.subject and form.subject not in SUBJECT_KINDS:
+        yield _at(form.where, f"{what}: subject {form.subject!r} is not one of {', '.join(SUBJECT_KINDS)}", key="subject")
+    elements = {e.name for e in reg.elements}
+    if form.key and form.key not in elements:
+        yield _at(form.where, f"{what}: key {form.key!r} is not a data element (elements.yaml)", key="key")
+    datasets = {d.name: d for d in reg.datasets}
+    subjects = datasets.get(form.subjects or "")
+    if form.subjects and subjects is None:
+        yield _at(form.where, f"{what}: subjects dataset {form.subjects!r} is not registered", key="subjects")
+    elif subjects is not None and form.key and not any(c.element == form.key for c in subjects.columns):
+        yield _at(form.where, f"{what}: subjects dataset {form.subjects!r} has no column of the key element "
+                              f"{form.key!r}, so it cannot list the form's subjects", key="subjects")
+    if not form.fields:
+        yield _at(form.where, f"{what} has no fields")
+    sheet = form.layout.sheet
+    if len(sheet) > 31 or any(ch in EXCEL_SHEET_FORBIDDEN for ch in sheet):
+        yield _at(form.layout.where or form.where, f"{what}: layout.sheet {sheet!r} is not a sheet name Excel "
+                  f"accepts (at most 31 characters, none of {EXCEL_SHEET_FORBIDDEN})", key="sheet")
+
+
+def _form_field(reg: Registry, form: Form, f: FormField) -> Iterator[Issue]:
+    what = f"form {form.code!r} field {f.label!r}"
+    if f.typed:
+        if f.element or f.dataset:
+            yield _at(f.where, f"{what}: a typed field is not read from a dataset; drop 'element' and 'dataset', "
+                               "or 'typed'", key="typed")
+        return
+    if not f.element or not f.dataset:
+        yield _at(f.where, f"{what}: bind it to an 'element' and the 'dataset' that is its authority, or mark it "
+                           "'typed: true' (the person filing the form types it)")
+        return
+    elements, datasets = {e.name: e for e in reg.elements}, {d.name: d for d in reg.datasets}
+    el, ds = elements.get(f.element), datasets.get(f.dataset)
+    if el is None:
+        yield _at(f.where, f"{what}: unknown element {f.element!r}", key="element")
+        return
+    if ds is None:
+        yield _at(f.where, f"{what}: dataset {f.dataset!r} is not registered", key="dataset")
+        return
+    col = next((c for c in ds.columns if c.element == f.element), None)
+    if col is None:
+        yield _at(f.where, f"{what}: dataset {f.dataset!r} holds no column of element {f.element!r}", key="dataset")
+    elif el.authority != ds.name and not col.from_authority:
+        yield _at(f.where, f"{what}: dataset {f.dataset!r} is not the authority of {f.element!r} (that is "
+                           f"{el.authority!r}) and its column {col.name!r} is not filled from_authority; bind the "
+                           f"field to {el.authority!r}", key="dataset")
+    elif form.key and not any(c.element == form.key for c in ds.columns):
+        yield _at(f.where, f"{what}: dataset {f.dataset!r} has no column of the form's key element {form.key!r}, "
+                           "so no row of it can be found for a subject", key="dataset")
+
+
 RULES: tuple[Rule, ...] = (
     duplicate_names,
     dataset_owner_and_system,
@@ -221,6 +297,7 @@ RULES: tuple[Rule, ...] = (
     reference_keys,
     connector_settings,
     quality_columns,
+    forms,
 )
 
 

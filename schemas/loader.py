@@ -8,6 +8,8 @@ Layout of a registry folder::
                             code_lists: {NAME: {CODE: LABEL}}
     datasets/**/*.yaml      one dataset per file (see README "Register a new source"); a column may
                             declare ``references: authority`` (schemas.model.Column.references)
+    forms/*.yaml            one form per file: code, name, subject, key, subjects, fields, layout
+                            (schemas.model.Form; filled by metrics.forms)
 
 Every key of every mapping is one of the model's fields (:mod:`schemas.shape`; docs/registry.md lists them):
 another is refused with its file:line:column and the key it most likely misspells, since a misspelt optional
@@ -36,6 +38,9 @@ from schemas.model import (
     Dataset,
     Department,
     Element,
+    Form,
+    FormField,
+    FormLayout,
     QualitySpec,
     Registry,
     System,
@@ -375,6 +380,63 @@ def _dataset(r: _Reader, path: Path, element_types: dict[str, str]) -> Dataset |
     )
 
 
+def _form(r: _Reader, path: Path) -> Form | None:
+    node = r.parse(path)
+    file = r.rel(path)
+    if node is None:
+        return None
+    if not isinstance(node, LineDict):
+        r.issue(file, 1, "a form file holds one mapping (code, name, subject, key, subjects, fields, layout)")
+        return None
+    code = r.field(node, "code", file, "form")
+    what = f"form {code!r}"
+    r.closed(node, known_keys(Form), file, what)
+    fields = []
+    for f in r.mappings(node.get("fields"), file, node.key_lines.get("fields", node.line), f"{what} fields"):
+        label = r.field(f, "label", file, f"{what} field")
+        fwhat = f"{what} field {label!r}"
+        r.closed(f, known_keys(FormField), file, fwhat)
+        width = f.get("width")
+        if width is not None and (isinstance(width, bool) or not isinstance(width, int | float) or width <= 0):
+            r.issue(file, f.key_lines.get("width", f.line), f"{fwhat}: width must be a number > 0 (Excel's "
+                                                              "character units)")
+            width = None
+        typed = f.get("typed", False)
+        if not isinstance(typed, bool):
+            r.issue(file, f.key_lines.get("typed", f.line), f"{fwhat}: typed must be true or false")
+            typed = False
+        fields.append(FormField(label=label, element=r.field(f, "element", file, fwhat, default=None),
+                                dataset=r.field(f, "dataset", file, fwhat, default=None), typed=typed,
+                                width=float(width) if width is not None else None,
+                                where=Where(file, f.line, tuple(f.key_lines.items()))))
+    return Form(code=code, name=r.field(node, "name", file, what), name_en=r.field(node, "name_en", file, what, default=""),
+                subject=r.field(node, "subject", file, what), key=r.field(node, "key", file, what),
+                subjects=r.field(node, "subjects", file, what), fields=tuple(fields),
+                layout=_layout(r, node, file, what), where=Where(file, node.line, tuple(node.key_lines.items())))
+
+
+def _layout(r: _Reader, node: LineDict, file: str, what: str) -> FormLayout:
+    lay = node.get("layout")
+    if lay is None:
+        return FormLayout()
+    if not isinstance(lay, LineDict):
+        r.issue(file, node.key_lines.get("layout", node.line), f"{what}: 'layout' must be a mapping (sheet, "
+                                                                "header_rows, serial)")
+        return FormLayout()
+    r.closed(lay, known_keys(FormLayout), file, f"{what} layout")
+    rows = lay.get("header_rows") or []
+    if isinstance(rows, str):
+        rows = [rows]
+    if not isinstance(rows, list) or not all(isinstance(x, str | int | float) for x in rows):
+        r.issue(file, lay.key_lines.get("header_rows", lay.line), f"{what}: layout.header_rows must be a list of "
+                                                                    "lines of text")
+        rows = []
+    return FormLayout(sheet=r.field(lay, "sheet", file, f"{what} layout", default=""),
+                      header_rows=tuple(str(x) for x in rows),
+                      serial=r.field(lay, "serial", file, f"{what} layout", default=None),
+                      where=Where(file, lay.line, tuple(lay.key_lines.items())))
+
+
 def read_registry(root: Path) -> tuple[Registry, list[Issue]]:
     """Read every registry file below ``root``; return what could be read and all issues found."""
     root = Path(root)
@@ -390,7 +452,8 @@ def read_registry(root: Path) -> tuple[Registry, list[Issue]]:
         ds = _dataset(r, path, element_types)
         if ds is not None:
             datasets.append(ds)
-    registry = Registry(tuple(departments), tuple(elements), tuple(code_lists), tuple(datasets))
+    forms = [f for f in (_form(r, path) for path in sorted((root / "forms").glob("*.y*ml"))) if f is not None]
+    registry = Registry(tuple(departments), tuple(elements), tuple(code_lists), tuple(datasets), tuple(forms))
     return registry, r.issues
 
 

@@ -342,6 +342,78 @@ class Dataset:
         raise KeyError(name)
 
 
+SUBJECT_KINDS: dict[str, str] = {
+    "resident": "one person, identified by a resident ID",
+    "enterprise": "one enterprise, identified by its unified social credit code",
+    "household": "one household, identified by its household number",
+    "street": "one street office or community, identified by its division code",
+}
+"""What a form is about: one form is filled per subject (forms in ``forms/*.yaml``)."""
+EXCEL_SHEET_FORBIDDEN = "[]:*?/\\"
+"""Characters Excel refuses in a sheet name (which is also at most 31 characters long)."""
+
+
+@dataclass(frozen=True)
+class FormField:
+    """A field of a form (an item of its ``fields``): filled from the dataset that is its element's authority,
+    or ``typed`` by the person who files the form."""
+
+    label: str
+    """Title of the field's column, as the office's own form writes it (e.g. 公民身份号码)."""
+    element: str | None = None
+    """The data element that answers the field (``elements.yaml``); with ``dataset``."""
+    dataset: str | None = None
+    """The dataset the field is read from: the element's authority, or a dataset whose column of the element
+    declares ``from_authority`` (filled from that authority); it holds a column of the form's ``key`` element."""
+    typed: bool = False
+    """No dataset holds it: the person filing the form types it (counted as not prefilled)."""
+    width: float | None = None
+    """Width of the field's column in the exported sheet, in Excel's character units."""
+    where: Where | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class FormLayout:
+    """How the office files the form as a spreadsheet (``layout``)."""
+
+    sheet: str = spec("", optional=True)
+    """Name of the sheet (at most 31 characters, none of ``[]:*?/\\``); the form's name when left out."""
+    header_rows: tuple[str, ...] = ()
+    """Lines above the column titles (the form's title, the filing office), each merged across the columns;
+    ``{form}``, ``{scope}`` (the jurisdiction's or subject's code) and ``{date}`` (the day it is filled) are
+    replaced."""
+    serial: str | None = None
+    """Title of a numbering column before the fields (e.g. 序号); no such column when left out."""
+    where: Where | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Form:
+    """A recurring form an office files (``forms/<code>.yaml``), filled from the lake for one subject or for
+    every subject in a jurisdiction (``onesource forms fill``)."""
+
+    code: str
+    """Code of the form, unique in the registry (e.g. ``dibao_roster``): ``onesource forms fill CODE``."""
+    name: str
+    """Name of the form in Chinese (e.g. 最低生活保障对象月度花名册)."""
+    subject: str = spec(choices=SUBJECT_KINDS)
+    """What one filled row is about."""
+    key: str
+    """The data element that identifies a subject (``resident_id``, ``uscc``, ...): every bound dataset holds a
+    column of it, through which the field's row is found."""
+    subjects: str
+    """The dataset whose rows are the form's subjects (one per key value); its division column places a subject
+    in a jurisdiction."""
+    fields: tuple[FormField, ...]
+    """The form's fields, in the order of its columns."""
+    name_en: str = spec("", optional=True)
+    """Name of the form in English."""
+    layout: FormLayout = spec(factory=FormLayout, optional=True)
+    """The sheet's name, the rows above the column titles, a numbering column; each column's width is its
+    field's."""
+    where: Where | None = field(default=None, compare=False)
+
+
 @dataclass(frozen=True)
 class Registry:
     """Everything the registry folder declares."""
@@ -354,6 +426,8 @@ class Registry:
     """The code lists, ``NAME: {CODE: LABEL}`` (``elements.yaml``)."""
     datasets: tuple[Dataset, ...]
     """The datasets, one file each (``datasets/<owner>/<name>.yaml``)."""
+    forms: tuple[Form, ...] = ()
+    """The forms filled from the lake, one file each (``forms/<code>.yaml``)."""
 
     # Lookups by name are indexed once per registry (a city has thousands of datasets; the DAG factory
     # and the KPIs look names up tens of thousands of times). cached_property writes the instance's
@@ -361,7 +435,8 @@ class Registry:
     @cached_property
     def _index(self) -> dict[str, dict[str, Any]]:
         return {"department": {d.code: d for d in self.departments}, "data element": {e.name: e for e in self.elements},
-                "code list": {c.name: c for c in self.code_lists}, "dataset": {d.name: d for d in self.datasets}}
+                "code list": {c.name: c for c in self.code_lists}, "dataset": {d.name: d for d in self.datasets},
+                "form": {f.code: f for f in self.forms}}
 
     def _lookup(self, what: str, name: str) -> Any:
         found = self._index[what].get(name)
@@ -383,6 +458,9 @@ class Registry:
     def dataset(self, name: str) -> Dataset:
         return self._lookup("dataset", name)
 
+    def form(self, code: str) -> Form:
+        return self._lookup("form", code)
+
     @cached_property
     def source_datasets(self) -> tuple[Dataset, ...]:
         """The departments' own datasets: what is ingested, and what the sharing KPIs count."""
@@ -395,7 +473,8 @@ class Registry:
 
     @cached_property
     def version(self) -> str:
-        """Content hash of the registry: the same registry always gets the same version."""
+        """Content hash of the registry: the same registry always gets the same version. Forms are not part
+        of it: a form changes no load and no share, and a new version is registered again with the lake."""
         payload = json.dumps(
             [[_plain(x) for x in group] for group in (self.departments, self.elements, self.code_lists, self.datasets)],
             sort_keys=True,
@@ -458,7 +537,8 @@ def _drop_where(data: Any) -> None:
 KNOWN_SHOWN = 30
 """Names an unknown-name error lists; beyond that it says how many more there are and where to see them."""
 _WHERE_LISTED = {"dataset": "onesource registry list", "department": "onesource registry list --json",
-                 "data element": "elements.yaml in the registry", "code list": "elements.yaml in the registry"}
+                 "data element": "elements.yaml in the registry", "code list": "elements.yaml in the registry",
+                 "form": "onesource forms list"}
 
 
 def unknown_name_message(what: str, name: str, names) -> str:
