@@ -305,7 +305,16 @@ class GovernedEngine:
         query (grants, users) are cached under. A query that fails ends the pin (DuckDB aborts an explicit
         transaction on an error), and so does a pin unused for PIN_IDLE seconds (the reaper)."""
         if not self.settings.lake.catalog.startswith("sqlite:"):
-            yield  # another catalog's stamp is a query on the catalog itself: nothing to pin it against
+            # another catalog's stamp is a query on the catalog itself (its snapshot id): nothing to pin it
+            # against, but read in the query's own transaction it is the very snapshot the query reads, for
+            # the same one catalog query (the audit records it: sharing.security.replay)
+            _Pin.begin(con)
+            try:
+                state["stamp"] = state["snapshot"] = self._catalog_stamp(con)
+                yield
+            finally:
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
             return
         pin = self._pins.get(number)
         if pin is None:
@@ -318,7 +327,7 @@ class GovernedEngine:
             if pin.stamp is None:
                 pin.begin(con)
                 pin.stamp, pin.since = stamp, now
-            state["stamp"] = stamp
+            state["stamp"], state["pin"] = stamp, pin
             try:
                 yield
             except BaseException:
@@ -495,16 +504,18 @@ class GovernedEngine:
         with watch.planning():
             planned = self._plan(sql, access, department, dialect, user, files)
         state["plan"] = planned
+        if self.as_of is None and isinstance(on, Lake):
+            return "query", self._cli_answer(con, department, access, planned, record, watch)
+        if self.as_of is None:
+            record["snapshot"] = self._snapshot(con, state)
         self._charge(department, access, planned)
         if self.as_of is None:
-            if isinstance(on, Lake):  # QueryLimits.threads 0: the CLI's query has every core
-                lock_down(con, self.settings.lake.data_path, memory_limit=limits.memory,
-                          threads=limits.threads or os.cpu_count() or 1)
             return "query", self._answer(con, planned, watch)
         record["as_of"] = str(self.as_of)
         with watch.paused():
             then = Lake(self.settings.lake, as_of=self.as_of)
         with then:
+            record["snapshot"] = _current_snapshot(then.con)
             lock_down(then.con, self.settings.lake.data_path, memory_limit=limits.memory, threads=limits.threads)
             try:
                 return "query", self._answer(then.con, planned, watch)
@@ -512,6 +523,35 @@ class GovernedEngine:
                 if "Catalog Error: Table" not in str(exc):
                     raise
                 raise QueryFailed(f"{exc} {_NOT_YET.format(self.as_of)}") from exc
+
+    def _cli_answer(self, con: duckdb.DuckDBPyConnection, department: str, access: dict, planned: Plan,
+                    record: dict, watch: Watch) -> QueryResult:
+        """The CLI's query, in one transaction with the read of the snapshot it reads (the audit records it)."""
+        limits = self.settings.limits
+        # QueryLimits.threads 0: the CLI's query has every core
+        lock_down(con, self.settings.lake.data_path, memory_limit=limits.memory,
+                  threads=limits.threads or os.cpu_count() or 1)
+        _Pin.begin(con)
+        try:
+            record["snapshot"] = _current_snapshot(con)
+            self._charge(department, access, planned)
+            return self._answer(con, planned, watch)
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+
+    def _snapshot(self, con: duckdb.DuckDBPyConnection, state: dict) -> int | None:
+        """The DuckLake snapshot a server's query reads: its slot's pinned transaction's, read once per pin (a
+        catalog query, kept on the pin), or the one a catalog without pins read as the stamp."""
+        if "snapshot" in state:
+            return state["snapshot"]
+        pin = state.get("pin")
+        if pin is not None and pin.snapshot is not None:
+            return pin.snapshot
+        snapshot = _current_snapshot(con)
+        if pin is not None:
+            pin.snapshot = snapshot
+        return snapshot
 
     def _catalogue(self, department: str, access: dict, sql: str, params: list | None, watch: Watch, *,
                    user: str | None = None) -> QueryResult:
@@ -607,13 +647,23 @@ class GovernedEngine:
         matched = {}
         for m in plan.matches if plan else ():
             matched[f"{m.dataset}.{m.column}"] = matched.get(f"{m.dataset}.{m.column}", 0) + 1
+        lake_form = clip("sql_lake", plan.sql_lake, self.settings.limits.audit_sql_bytes) if plan and plan.sql_lake \
+            else {}  # the replayable form, where sql_run read files (sharing.security.replay)
         self.audit.append(**record, **clip("sql_run", plan.sql_run if plan else None,
-                                           self.settings.limits.audit_sql_bytes),
+                                           self.settings.limits.audit_sql_bytes), **lake_form,
                           tables=list(plan.tables) if plan else [], columns=list(plan.columns) if plan else [],
                           masked=list(plan.masked) if plan else [], filtered=list(plan.filtered) if plan else [],
                           matched=matched, result_columns=result_columns, rows=rows,
                           duration_ms=round((time.perf_counter() - started) * 1000, 2), decision=decision,
                           reason=reason)
+
+
+def _current_snapshot(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The DuckLake snapshot ``con`` reads (in a transaction: the transaction's own)."""
+    try:
+        return con.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0]
+    except duckdb.Error:  # recorded as unknown: the query itself is not failed for it
+        return None
 
 
 CATALOGUE_ROWS = 100_000
@@ -704,6 +754,7 @@ class _Pin:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.stamp: object = None  # the catalog's stamp when the transaction began (None: no transaction)
+        self.snapshot: int | None = None  # the transaction's DuckLake snapshot, once a query asked for it
         self.since = 0.0
         self.used = 0.0
 
@@ -718,7 +769,7 @@ class _Pin:
     def end(self, con: duckdb.DuckDBPyConnection) -> None:
         """Roll the transaction back (it only read); one a failed query aborted, or none, is fine too."""
         if self.stamp is not None:
-            self.stamp = None
+            self.stamp = self.snapshot = None
             with contextlib.suppress(duckdb.Error):
                 con.execute("ROLLBACK")
 
