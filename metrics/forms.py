@@ -57,7 +57,8 @@ class FilledForm:
     subjects: tuple[str, ...]
     rows: tuple[tuple[Any, ...], ...]
     prefilled: tuple[tuple[bool, ...], ...]
-    """Per row and field: the value was read from the field's dataset (False: typed, withheld or not held)."""
+    """Per row and field: a value was read from the field's dataset (False: typed, withheld, or not held: NULL or
+    blank text)."""
     withheld: dict[str, str] = field(default_factory=dict)
     """Field label -> why the requester could not read it (not granted, masked, refused)."""
     filled_on: dt.date = field(default_factory=dt.date.today)
@@ -179,7 +180,7 @@ def fill(registry: Registry, form: Form, query: Query, *, subject: str | None = 
     for key in subjects:
         row = tuple(values[f.label].get(key) for f in form.fields)
         rows.append(row)
-        prefilled.append(tuple(not f.typed and f.label not in withheld and v is not None
+        prefilled.append(tuple(not f.typed and f.label not in withheld and v is not None and v != ""
                                for f, v in zip(form.fields, row, strict=True)))
     return FilledForm(form, str(subject if subject is not None else jurisdiction), tuple(subjects), tuple(rows),
                       tuple(prefilled), withheld, today or dt.date.today())
@@ -300,7 +301,7 @@ def write_xlsx(filled: FilledForm, path: Path) -> Path:
     column titles (frozen below them), one row per subject, the fields' widths. Written beside ``path`` and
     moved into place, so a half-written file is never left under the name."""
     from openpyxl import Workbook
-    from openpyxl.styles import Alignment, Font
+    from openpyxl.styles import Alignment, Border, Font, Side
     from openpyxl.utils import get_column_letter
 
     form = filled.form
@@ -319,11 +320,18 @@ def write_xlsx(filled: FilledForm, path: Path) -> Path:
         cell.font = Font(bold=True)
         cell.alignment = Alignment(horizontal="center", wrap_text=True)
     serial = 1 if form.layout.serial else 0
+    line = Side(style="thin")
+    grid = Border(left=line, right=line, top=line, bottom=line)
     for n, row in enumerate(filled.rows, start=1):
         if serial:
             ws.cell(row=top + n, column=1, value=n)
         for j, value in enumerate(row, start=1 + serial):
             ws.cell(row=top + n, column=j, value=_cell(value))
+    # the form's grid, as printed: every cell of the table is ruled, so a row left blank for the person to type
+    # (all of it typed or not held) is still a row of the sheet
+    for r in range(top, top + len(filled.rows) + 1):
+        for j in range(1, len(cols) + 1):
+            ws.cell(row=r, column=j).border = grid
     if serial:
         ws.column_dimensions["A"].width = 6
     for j, f in enumerate(form.fields, start=1 + serial):
@@ -342,7 +350,7 @@ def _cell(value: Any) -> Any:
 
     if isinstance(value, Decimal):
         return float(value)
-    return value
+    return None if value == "" else value  # a blank, as the sheet reads it back
 
 
 # -- the requester ---------------------------------------------------------------------------------------
