@@ -1082,6 +1082,8 @@ def parser() -> argparse.ArgumentParser:
 
     from sharing.security.cli import add_parser as add_security
     add_security(sub)
+    from sharing.subscriptions.cli import add_parser as add_subscriptions
+    add_subscriptions(sub)
     from metrics.forms_cli import add_parser as add_forms
     add_forms(sub)
 

@@ -148,6 +148,9 @@ def create_app(engine: GovernedEngine, guard: SignInGuard | None = None) -> Fast
         return JSONResponse(body, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
 
     _workflow_routes(app, engine, current_user)
+    from sharing.subscriptions.links import add_routes as add_delivery_links
+
+    add_delivery_links(app, engine, current_user)  # a webhook delivery's rows, by its signed link
 
     from portal.web import mount_portal
 

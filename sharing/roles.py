@@ -50,6 +50,7 @@ RULES: tuple[tuple[str, str, str], ...] = (
     ("GET POST", "/api/v1/requests", "request"),
     ("POST", "/api/v1/requests/*", "decide"),
     ("GET POST", "/api/v1/disputes", "request"),
+    ("GET", "/api/v1/deliveries", "read"),  # a subscription's webhook delivery (sharing.subscriptions.links)
     ("POST", "/catalogue/*/request", "request"),
     ("POST", "/catalogue/*/dispute", "request"),
     ("GET", "/catalogue", "read"),

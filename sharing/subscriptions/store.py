@@ -1,0 +1,220 @@
+"""``ops.subscriptions`` and the delivery ledger ``ops.deliveries``.
+
+A subscription names the subscriber (a department and one of its users: whose policy view is delivered), the
+dataset, the target (its kind and settings, as JSON without secrets) and the mode: ``snapshot`` (the target
+table or file is replaced by the whole view at each publish) or ``changes`` (only the rows that changed since
+the target's last delivery; needs the dataset's key). Rows are never updated but to cancel.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+
+import duckdb
+
+from lakehouse.lake import CATALOG, OPS, Lake, retrying
+from onesource.errors import TerminalError
+from schemas.model import Registry
+
+MODES = ("snapshot", "changes")
+TARGET_KINDS = ("postgres", "mysql", "files", "webhook")
+STATUSES = ("delivered", "refused", "failed")
+"""A ledger row's status: delivered (the target holds the snapshot), refused (no grant, frozen, user disabled:
+nothing was sent), failed (every attempt failed: the reason is in ``error``, the next run tries again)."""
+
+
+class SubscriptionError(TerminalError):
+    """A subscription cannot be made, found or delivered as asked: the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Subscription:
+    subscription_id: str
+    department: str
+    user: str
+    dataset: str
+    target_kind: str
+    target: dict = field(hash=False, compare=False)
+    mode: str = "snapshot"
+    created_at: dt.datetime | None = None
+    cancelled_at: dt.datetime | None = None
+
+    @property
+    def purpose(self) -> str:
+        """The audit log's purpose of this subscription's governed queries."""
+        return f"subscription:{self.subscription_id}"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One row of the ledger."""
+
+    delivery_id: str
+    subscription_id: str
+    dataset: str
+    department: str
+    snapshot_id: int | None
+    load_id: str | None
+    kind: str | None
+    """What was sent: ``snapshot`` (the whole view) or ``changes`` (the rows that changed); None: nothing."""
+    rows: int
+    deleted: int
+    status: str
+    attempts: int
+    error: str | None
+    started_at: dt.datetime
+    finished_at: dt.datetime
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+_CLEAR_SECRET = re.compile(r"(?i)\b(password|passwd|pwd|secret)\s*=\s*(?!'?\$\{)")
+
+
+def check_secrets(target: dict) -> None:
+    """Refuse a target whose settings hold a password in clear: the lake is read by the whole platform,
+    so a secret is named there as ``${VARIABLE}`` and taken from the environment at delivery."""
+    for key, value in target.items():
+        text = str(value)
+        if _CLEAR_SECRET.search(text) or (key in ("password", "secret") and not text.startswith("${")):
+            raise SubscriptionError(
+                f"the target's {key} holds a secret in clear; write it as ${{VARIABLE}} (e.g. password=${{SUB_PG_PASSWORD}}) "
+                "and export that variable where deliveries run (the Airflow worker, the CLI): it is never stored")
+
+
+def add(lake: Lake, registry: Registry, *, department: str, user: str, dataset: str, target_kind: str,
+        target: dict, mode: str = "snapshot", by: str = "operator") -> Subscription:
+    """Record a new subscription, after the checks a delivery repeats (sharing.subscriptions.deliver.refusal):
+    the user is an active user of the department, the dataset is registered and the department may read it
+    (a grant, or the dataset is open to every department), and nothing of it is frozen."""
+    from sharing.subscriptions.deliver import refusal
+
+    if mode not in MODES:
+        raise SubscriptionError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    if target_kind not in TARGET_KINDS:
+        raise SubscriptionError(f"target {target_kind!r} is not one of {', '.join(TARGET_KINDS)}")
+    ds = registry.dataset(dataset)
+    if mode == "changes" and not ds.key:
+        raise SubscriptionError(f"dataset {dataset} declares no key, so its changes cannot be told row by row; "
+                                "subscribe with --mode snapshot")
+    check_secrets(target)
+    from sharing.subscriptions.targets import target_for
+
+    target_for(target_kind, target)  # its settings are complete (a table name, a folder, a URL)
+    sub = Subscription(uuid.uuid4().hex[:12], department, user, dataset, target_kind, target, mode)
+    reason = refusal(lake, registry, sub)
+    if reason:
+        raise SubscriptionError(f"cannot subscribe {department}/{user} to {dataset}: {reason}")
+    if mode == "changes":
+        from sharing.subscriptions.deliver import key_problem
+
+        problem = key_problem(lake, registry, sub)
+        if problem:
+            raise SubscriptionError(f"cannot subscribe {department}/{user} to the changes of {dataset}: {problem}; "
+                                    "subscribe with --mode snapshot")
+    created = now()
+
+    def write() -> None:
+        with lake.transaction() as con:
+            con.execute(f"INSERT INTO {CATALOG}.{OPS}.subscriptions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
+                        [sub.subscription_id, department, user, dataset, target_kind,
+                         json.dumps(target, ensure_ascii=False, sort_keys=True), mode, by, created])
+            lake.commit_message(f"subscribe {department}/{user} to {dataset}",
+                                {"subscription_id": sub.subscription_id})
+
+    retrying(write, lake.settings.commit_retries, "recording a subscription")
+    return Subscription(sub.subscription_id, department, user, dataset, target_kind, target, mode, created)
+
+
+def _of(row: tuple) -> Subscription:
+    sid, dept, user, ds, kind, target, mode, created, cancelled = row
+    return Subscription(sid, dept, user, ds, kind, json.loads(target or "{}"), mode, created, cancelled)
+
+
+_COLUMNS = "subscription_id, department, user_name, dataset, target_kind, target, mode, created_at, cancelled_at"
+
+
+def subscriptions(lake: Lake, *, dataset: str | None = None, department: str | None = None,
+                  active: bool = True) -> list[Subscription]:
+    """Subscriptions, oldest first; ``active``: only those not cancelled."""
+    where, params = ["TRUE"], []
+    if active:
+        where.append("cancelled_at IS NULL")
+    if dataset:
+        where.append("dataset = ?")
+        params.append(dataset)
+    if department:
+        where.append("department = ?")
+        params.append(department)
+    try:
+        rows = lake.con.execute(f"SELECT {_COLUMNS} FROM {CATALOG}.{OPS}.subscriptions WHERE {' AND '.join(where)} "
+                                "ORDER BY created_at, subscription_id", params).fetchall()
+    except duckdb.CatalogException:  # a lake from before subscriptions
+        return []
+    return [_of(r) for r in rows]
+
+
+def subscription(lake: Lake, subscription_id: str) -> Subscription:
+    try:
+        row = lake.con.execute(f"SELECT {_COLUMNS} FROM {CATALOG}.{OPS}.subscriptions WHERE subscription_id = ?",
+                               [subscription_id]).fetchone()
+    except duckdb.CatalogException:
+        row = None
+    if row is None:
+        raise SubscriptionError(f"no subscription {subscription_id!r}; `onesource subscriptions list` shows them")
+    return _of(row)
+
+
+def cancel(lake: Lake, subscription_id: str, *, by: str = "operator") -> None:
+    """Cancel a subscription: no further delivery. What its target holds stays there (the subscriber's)."""
+    sub = subscription(lake, subscription_id)
+    if sub.cancelled_at is not None:
+        raise SubscriptionError(f"subscription {subscription_id} was cancelled already ({sub.cancelled_at:%Y-%m-%d %H:%M} UTC)")
+
+    def write() -> None:
+        with lake.transaction() as con:
+            con.execute(f"UPDATE {CATALOG}.{OPS}.subscriptions SET cancelled_at = ?, cancelled_by = ? "
+                        "WHERE subscription_id = ? AND cancelled_at IS NULL", [now(), by, subscription_id])
+            lake.commit_message(f"cancel subscription {subscription_id}", {"subscription_id": subscription_id})
+
+    retrying(write, lake.settings.commit_retries, "cancelling a subscription")
+
+
+def record(lake: Lake, delivery: Delivery) -> None:
+    """One ledger row, its own commit (retried on catalog contention)."""
+    d = delivery
+
+    def write() -> None:
+        with lake.transaction() as con:
+            con.execute(f"INSERT INTO {CATALOG}.{OPS}.deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [d.delivery_id, d.subscription_id, d.dataset, d.department, d.snapshot_id, d.load_id, d.kind,
+                         d.rows, d.deleted, d.status, d.attempts, d.error, d.started_at, d.finished_at])
+            lake.commit_message(f"{d.status} delivery of {d.dataset} to {d.department}",
+                                {"delivery_id": d.delivery_id, "subscription_id": d.subscription_id})
+
+    retrying(write, lake.settings.commit_retries, f"recording delivery {d.delivery_id}")
+
+
+def deliveries(lake: Lake, subscription_id: str | None = None) -> list[Delivery]:
+    """The ledger, oldest first (of one subscription, or all)."""
+    where, params = ("WHERE subscription_id = ?", [subscription_id]) if subscription_id else ("", [])
+    try:
+        rows = lake.con.execute(f"SELECT * FROM {CATALOG}.{OPS}.deliveries {where} ORDER BY finished_at, delivery_id",
+                                params).fetchall()
+    except duckdb.CatalogException:
+        return []
+    return [Delivery(*r) for r in rows]
+
+
+def delivered(lake: Lake, delivery_id: str) -> bool:
+    try:
+        return bool(lake.con.execute(f"SELECT count(*) FROM {CATALOG}.{OPS}.deliveries WHERE delivery_id = ? "
+                                     "AND status = 'delivered'", [delivery_id]).fetchone()[0])
+    except duckdb.CatalogException:
+        return False

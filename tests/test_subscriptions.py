@@ -1,0 +1,161 @@
+"""Subscriptions (数据回流), fast tier: the change computation against an oracle, secrets and signed links, and
+a drop-folder subscription following publishes (the database targets are in test_subscriptions_servers.py)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from lakehouse import Lake
+from schemas import load_registry
+from sharing.engine import GovernedEngine
+from sharing.subscriptions import store
+from sharing.subscriptions.deliver import changes, deliver
+from sharing.subscriptions.links import check, signed_link
+from sharing.subscriptions.store import SubscriptionError, check_secrets
+from sharing.subscriptions.targets import Change, target_for
+from sharing.users import add_user
+from tests.helpers import HEADER, USCC, drop, firms_dataset, load, write_registry
+
+ROW = st.tuples(st.integers(0, 12), st.sampled_from(["a", "b", "", None, "甲"]), st.one_of(st.none(), st.integers(0, 3)))
+
+
+def _table(rows: dict) -> pa.Table:
+    return pa.table({"k": pa.array(list(rows), pa.int64()), "name": pa.array([r[0] for r in rows.values()], pa.string()),
+                     "n": pa.array([r[1] for r in rows.values()], pa.int64())})
+
+
+@hsettings(max_examples=30, deadline=None)
+@given(old=st.lists(ROW, max_size=12), new=st.lists(ROW, max_size=12))
+def test_changes_applied_to_the_old_view_give_the_new_one(old, new):
+    """Oracle: upserting the changed rows and deleting the gone keys (as a table target does) turns the old
+    view into the new one, whatever was added, removed, changed, or left alone (NULLs and '' included)."""
+    before = {k: (name, n) for k, name, n in old}
+    after = {k: (name, n) for k, name, n in new}
+    upserts, gone = changes(_table(after), _table(before), ["k"])
+    change = Change("changes", [("k", "BIGINT"), ("name", "VARCHAR"), ("n", "BIGINT")], ["k"], upserts, gone)
+    applied = dict(before)
+    for key in change.stale_keys():
+        applied.pop(key["k"], None)
+    for row in upserts.to_pylist():
+        applied[row["k"]] = (row["name"], row["n"])
+    assert applied == after
+    # only what changed is sent
+    assert {r["k"] for r in upserts.to_pylist()} == {k for k in after if before.get(k, object()) != after[k]}
+    assert {r["k"] for r in gone.to_pylist()} == set(before) - set(after)
+
+
+@pytest.mark.parametrize("target", [
+    {"dsn": "host=x dbname=y user=u password=hunter2", "table": "t"},
+    {"dsn": "host=x dbname=y user=u PASSWORD = 'x'", "table": "t"},
+    {"url": "https://x", "api_url": "https://y", "secret": "plain"},
+])
+def test_a_secret_in_clear_is_refused(target):
+    with pytest.raises(SubscriptionError, match=r"in clear.*\$\{VARIABLE\}"):
+        check_secrets(target)
+
+
+def test_a_secret_by_variable_is_taken_from_the_environment():
+    check_secrets({"dsn": "host=x user=u password=${SUB_PW}", "table": "t"})
+    target = target_for("postgres", {"dsn": "host=x user=u password=${SUB_PW}", "table": "s.t"}, environ={})
+    with pytest.raises(SubscriptionError, match="SUB_PW"):
+        target._connect()
+    assert "password" not in target.where() and target.where().startswith("postgres://x:5432/")
+
+
+@pytest.mark.parametrize("kind, settings, words", [
+    ("postgres", {"dsn": "host=x", "table": "a;drop"}, "plain [schema.]table"),
+    ("mysql", {"dsn": "", "table": "t"}, "needs dsn"),
+    ("files", {"folder": "relative/dir"}, "absolute path"),
+    ("files", {"folder": "/tmp/x", "format": "pdf"}, "csv, xlsx"),
+    ("webhook", {"url": "ftp://x"}, "http(s)"),
+])
+def test_target_settings_are_checked(kind, settings, words):
+    with pytest.raises(SubscriptionError, match=words.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+                       .replace("]", r"\]").replace(".", r"\.")):
+        target_for(kind, settings)
+
+
+def test_signed_links(tmp_path):
+    from onesource.config import Settings
+
+    s = Settings(home=tmp_path / "home")
+    link, expires = signed_link(s, "http://api", "0123456789ab-42", dt.timedelta(hours=1))
+    query = dict(p.split("=") for p in link.split("?")[1].split("&"))
+    assert query["delivery"] == "0123456789ab-42"
+    assert check(s, "0123456789ab-42", int(query["expires"]), query["signature"]) is None
+    assert "signature" in check(s, "0123456789ab-43", int(query["expires"]), query["signature"])  # another delivery
+    assert "signature" in check(s, "0123456789ab-42", int(query["expires"]) + 3600, query["signature"])  # extended
+    assert "expired" in check(s, "0123456789ab-42", int(query["expires"]), query["signature"],
+                              now=int(query["expires"]) + 1)
+    assert check(s, "../../etc/passwd", 1, "x") == "no such delivery"
+
+
+def _firms_csv(rows: list[tuple]) -> str:
+    return HEADER + "".join(",".join(str(v) for v in r) + "\n" for r in rows)
+
+
+@pytest.mark.slow  # two loads and seven deliveries: ~15 s on a quiet machine
+def test_a_drop_folder_follows_publishes(settings, tmp_path):
+    """An upsert dataset, subscribed by another department in changes mode (CSV) and snapshot mode (XLSX):
+    after each publish, the snapshot file is the governed view, and the change files replayed over the
+    first snapshot give it too; a rerun sends nothing; the ledger and the audit say what happened."""
+    write_registry(settings.registry_dir, [firms_dataset(load_mode="upsert")])
+    registry = load_registry(settings.registry_dir)
+    first = [(USCC[0], "甲公司", 1, 100, 5, "2020-01-01"), (USCC[1], "乙公司", 1, 200, 6, "2021-01-01")]
+    drop(settings, "amr/firms/a.csv", _firms_csv(first))
+    assert [r.status for r in load(settings)] == ["published"]
+    with Lake(settings.lake) as lake:
+        add_user(lake, ["amr", "tax"], "tax_clerk", "tax", "analyst", by="test", audit=None)
+        changed = store.add(lake, registry, department="tax", user="tax_clerk", dataset="firms", target_kind="files",
+                            target={"folder": str(tmp_path / "drop")}, mode="changes")
+        whole = store.add(lake, registry, department="tax", user="tax_clerk", dataset="firms", target_kind="files",
+                          target={"folder": str(tmp_path / "xlsx"), "format": "xlsx"})
+    engine = GovernedEngine(settings, registry)
+
+    def view() -> dict:
+        result = engine.query("tax", "SELECT * FROM shared.firms", user="tax_clerk")
+        return {r[0]: tuple("" if v is None else str(v) for v in r) for r in result.rows}
+
+    replayed: dict = {}
+    for step, batch in enumerate([None, [(USCC[1], "乙公司（更名）", 2, 200, 6, "2021-01-01"),
+                                         (USCC[2], "丙公司", 1, 300, 7, "2022-01-01")]]):
+        if batch:
+            drop(settings, f"amr/firms/{step}.csv", _firms_csv(batch))
+            assert [r.status for r in load(settings)] == ["published"]
+        outcome = deliver(settings, registry, changed)
+        assert outcome.status == "delivered" and outcome.kind == ("snapshot" if step == 0 else "changes")
+        assert outcome.rows == 2  # the first: the whole view; then one changed and one new row, not the third
+        assert deliver(settings, registry, whole).status == "delivered"
+        name = (tmp_path / "drop" / f".onesource-{changed.subscription_id}.json").read_text(encoding="utf-8")
+        latest = tmp_path / "drop" / __import__("json").loads(name)["file"]
+        for row in csv.DictReader(io.StringIO(latest.read_text(encoding="utf-8"))):
+            if row.pop("_change", "upsert") == "delete":
+                replayed.pop(row["uscc"], None)
+            else:
+                replayed[row["uscc"]] = tuple(row.values())
+        assert replayed == view()
+        from openpyxl import load_workbook
+
+        [xlsx] = sorted((tmp_path / "xlsx").glob("firms-*-snapshot.xlsx"), key=lambda p: p.stat().st_mtime)[-1:]
+        sheet = load_workbook(xlsx, read_only=True).active
+        cells = [tuple("" if v is None else str(v) for v in r) for r in sheet.iter_rows(values_only=True)][1:]
+        assert {c[0]: c for c in cells}.keys() == view().keys()
+        assert deliver(settings, registry, changed).status == "unchanged"  # a rerun sends nothing
+    with Lake(settings.lake, read_only=True) as lake:
+        ledger = store.deliveries(lake, changed.subscription_id)
+    assert [(d.status, d.kind, d.rows) for d in ledger] == [("delivered", "snapshot", 2), ("delivered", "changes", 2)]
+    from sharing.audit import AuditLog
+
+    audited = [e for e in AuditLog.of(settings).entries() if e.get("purpose") == f"subscription:{changed.subscription_id}"]
+    # each delivery is the subscriber's governed query (the second also read the view it had, to diff)
+    assert {(e["department"], e["user"], e["decision"], tuple(e["tables"])) for e in audited} == \
+        {("tax", "tax_clerk", "allowed", ("firms",))}
+    assert len(audited) == 3
