@@ -110,6 +110,10 @@ OPS_TABLES: dict[str, str] = {
     "users": """user_name VARCHAR, department VARCHAR, role VARCHAR, password_scrypt VARCHAR,
         password_pg_md5 VARCHAR, token_sha256 VARCHAR, created_at TIMESTAMP, disabled_at TIMESTAMP,
         added_at TIMESTAMP, changed_at TIMESTAMP, changed_by VARCHAR, password_scram VARCHAR""",
+    # 应急响应: users, departments and datasets the data bureau froze (sharing.security.freeze); a row is
+    # never removed: unfreezing fills in unfrozen_*
+    "security_freezes": """freeze_id VARCHAR, kind VARCHAR, subject VARCHAR, reason VARCHAR, frozen_by VARCHAR,
+        frozen_at TIMESTAMP, unfrozen_by VARCHAR, unfrozen_at TIMESTAMP, unfreeze_reason VARCHAR""",
 }
 
 # Messages of errors that a retry can cure: SQLite's lock, DuckLake's optimistic-commit conflicts, and

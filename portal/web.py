@@ -187,6 +187,8 @@ class Site:
             raise _SignIn()
         with self.engine.cursor() as lake:  # disabled, or credentials reset since: the session is over
             valid = still_valid(lake, user)
+        if valid and self.engine.freezes().stopping(user.name, user.department) is not None:
+            valid = False  # frozen by the data bureau (sharing.security.freeze): the session is over
         if not valid:
             self.sessions.end(token)
             raise _SignIn()
@@ -362,6 +364,10 @@ def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None
                 return page(request, "login.html", status_code=429, next=_local(next), user=None,
                             error=f"{labels['bad_login']}. {labels['locked'].format(minutes=locked.minutes)}")
             return page(request, "login.html", next=_local(next), error=labels["bad_login"], user=None)
+        frozen = engine.freezes().stopping(user.name, user.department)
+        if frozen is not None:  # signed in right, but frozen by the data bureau: no session
+            return page(request, "login.html", status_code=403, next=_local(next), user=None,
+                        error=str(frozen.refusal(user.name)))
         response = RedirectResponse(_local(next), status_code=303)
         response.set_cookie(SESSION_COOKIE, sessions.start(user), httponly=True, samesite="strict",
                             max_age=int(sessions.ttl.total_seconds()))

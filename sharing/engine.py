@@ -39,6 +39,7 @@ from sharing.grants import active_grants, visible
 from sharing.limits import Admission, Canceller, Stopped, Watch, clip, sql_bytes
 from sharing.match import MatchLedger
 from sharing.policy import Plan, explained, plan
+from sharing.security.freeze import Freezes, active_freezes
 from sharing.sql import QueryResult, fetch, lock_down, size_bytes
 
 log = guarded("onesource.engine")
@@ -94,6 +95,7 @@ class GovernedEngine:
         self._registered_mark: object = None
         self._cache: dict[str, tuple[object, float, dict]] = {}
         self._users: dict[str, tuple[object, bool]] = {}
+        self._frozen: tuple[object, Freezes] | None = None
         self._tokens: dict[str, tuple[object, object]] = {}
         self._plans: dict[tuple, tuple[dict, Plan]] = {}
         self._sandboxes: dict[str, tuple[dict, duckdb.DuckDBPyConnection]] = {}
@@ -189,6 +191,22 @@ class GovernedEngine:
             active = False
         self._users[user] = (stamp, active)
         return active
+
+    def _freezes(self, cursor: duckdb.DuckDBPyConnection, stamp: object = None) -> Freezes:
+        """The data bureau's freezes in force (sharing.security.freeze), cached per lake snapshot: a freeze or
+        an unfreeze is a commit, so it is seen by the next query."""
+        stamp = self._fresh(cursor, stamp)
+        hit = self._frozen
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        found = active_freezes(CursorLake(self._lake, cursor))
+        self._frozen = (stamp, found)
+        return found
+
+    def freezes(self) -> Freezes:
+        """The freezes in force now (a server's sign-ins, its watcher of live sessions, the portal's pages)."""
+        with self.cursor() as lake:
+            return self._freezes(lake.con)
 
     def user_by_token(self, token: str):
         """The active user holding ``token`` (sharing.users), cached per lake snapshot: a reset, a disable or
@@ -489,6 +507,9 @@ class GovernedEngine:
         state["access"] = access
         if signed_in and user and not self._active(con, user, state.get("stamp")):
             raise AccountDisabled(f"user {user} has been disabled since signing in; no query is answered for it")
+        freezes = active_freezes(on) if isinstance(on, Lake) else self._freezes(con, state.get("stamp"))
+        if freezes and (frozen := freezes.stopping(user, department)) is not None:
+            raise frozen.refusal(user)
         if kind != "query":
             with watch.planning():
                 catalogue = kind == "catalogue" or _is_catalogue(sql)
@@ -504,6 +525,8 @@ class GovernedEngine:
         with watch.planning():
             planned = self._plan(sql, access, department, dialect, user, files)
         state["plan"] = planned
+        if freezes and (frozen := freezes.reading(planned.tables)) is not None:
+            raise frozen.refusal(user)
         if self.as_of is None and isinstance(on, Lake):
             return "query", self._cli_answer(con, department, access, planned, record, watch)
         if self.as_of is None:

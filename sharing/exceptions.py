@@ -103,6 +103,19 @@ class AccountDisabled(QueryRefused):
     sqlstate = "28000"  # invalid_authorization_specification
 
 
+class Frozen(QueryRefused):
+    """The data bureau froze the user, its department or a dataset the query reads (sharing.security.freeze).
+    ``ends_session``: a user or department freeze, on which the Postgres wire closes the connection (FATAL)."""
+
+    http_status = 403
+    sqlstate = "42501"  # insufficient_privilege: refused by policy, as every refusal
+
+    def __init__(self, message: str, *, kind: str = "user"):
+        super().__init__(message)
+        self.kind = kind
+        self.ends_session = kind in ("user", "department")
+
+
 class ResultTooLarge(QueryStopped):
     """A result beyond the rows or bytes one answer may have (QueryLimits.rows, QueryLimits.result_bytes):
     stopped with the reason, never sent cut short."""

@@ -71,6 +71,8 @@ no commit was made since (Connection.recheck)."""
 PREPARED_BYTES = 16 * 1024 * 1024
 """SQL a session's named prepared statements may hold together (a client's statement cache: psycopg keeps 100,
 PgJDBC 256 of a few KB each); without a bound, Parse after Parse of a 1 MiB text held memory without end."""
+FREEZE_WATCH = 1.0
+"""Seconds between two looks at the catalog's stamp for freezes that end live sessions (GovernedPgServer)."""
 SEND_BYTES = 256 * 1024
 """Output is sent once this much is buffered, and always when the client waits for an answer."""
 _I, _H = struct.Struct("!i"), struct.Struct("!h")
@@ -183,6 +185,9 @@ class Connection:
         self.secret_key = 0
         self.skipping = False
         """After an error in the extended protocol: messages are ignored until Sync."""
+        self.ended: str | None = None
+        """Set by the server's watcher when the data bureau froze this session's user or department: the
+        FATAL message the connection ends with (:meth:`GovernedPgServer.end_frozen`)."""
 
     # --- output ------------------------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
@@ -202,6 +207,10 @@ class Connection:
         raise Hangup(text)
 
     def error(self, exc: BaseException) -> None:
+        if self.ended:  # frozen while the statement ran (sharing.security.freeze): the session ends
+            self.fatal("57P01", self.ended)
+        if getattr(exc, "ends_session", False):  # the user or its department is frozen: no next statement either
+            self.fatal(exc.sqlstate, str(exc))  # type: ignore[attr-defined]
         if not isinstance(exc, OneSourceError | ValueError | PermissionError):
             log.exception("postgres-wire: unexpected error for %s", self.address)
             text = f"internal error ({type(exc).__name__}); it was logged"
@@ -356,6 +365,11 @@ class Connection:
             log.warning("SCRAM exchange with %s for user %r broken off: %s", address, user_name, exc)
             self.fatal("08P01", str(exc))
         self._auth(AUTH_SASL_FINAL, final)
+        frozen = self.server.engine.freezes().stopping(pending.user.name, pending.user.department)
+        if frozen is not None:
+            log.warning("refused sign-in for user %r from %s over postgres-wire: frozen (%s)", user_name, address,
+                        frozen.freeze_id)
+            self.fatal("42501", str(frozen.refusal(user_name)))
         self.session.user = pending.user
         try:
             self.session.sign_in_options(self.params.get("options", ""))
@@ -378,7 +392,14 @@ class Connection:
                     b"E": self.on_execute, b"S": self.on_sync, b"H": self.on_flush, b"C": self.on_close}
         limit = self.server.message_bytes
         while True:
-            head = self.reader.exact(5)
+            if self.ended:
+                self.fatal("57P01", self.ended)
+            try:
+                head = self.reader.exact(5)
+            except (Hangup, OSError):
+                if self.ended:  # the watcher shut the socket's reading side: say why before hanging up
+                    self.fatal("57P01", self.ended)
+                raise
             kind, length = head[:1], _I.unpack(head[1:])[0]
             if kind == b"X":
                 return
@@ -815,6 +836,8 @@ class GovernedPgServer(socketserver.ThreadingTCPServer):
         largest = size_bytes(limits.result_bytes)
         self.held = HeldAnswers(self, HELD_ANSWERS * largest, HELD_ANSWERS_PER_USER * largest)
         self._signing_in_from: dict[str, int] = {}
+        self._watching = threading.Event()
+        threading.Thread(target=self._watch_freezes, name="pgwire-freezes", daemon=True).start()
 
     def admit(self, address: str) -> bool:
         """A connection from ``address`` may start signing in (False: too many are already, or from there)."""
@@ -857,6 +880,49 @@ class GovernedPgServer(socketserver.ThreadingTCPServer):
                 pid = secrets.randbits(31)
             self._sessions[pid] = conn
         return pid, secrets.randbits(31)
+
+    def _watch_freezes(self) -> None:
+        """End the sessions of frozen users within FREEZE_WATCH seconds, idle or not: a freeze is a lake commit,
+        so the catalog's stamp (a stat of its files, for SQLite) tells when to read the freezes again."""
+        seen: object = None
+        while not self._watching.wait(FREEZE_WATCH):
+            try:
+                stamp = self.engine.stamp()
+                if stamp == seen:
+                    continue
+                self.end_frozen()
+                seen = stamp
+            except Exception as exc:  # noqa: BLE001 - tried again next time; each query checks the freezes anyway
+                log.warning("postgres-wire: could not read the freezes: %s", exc)
+
+    def end_frozen(self) -> int:
+        """Close every session whose user or department is frozen (FATAL 57P01 with the refusal, as PostgreSQL's
+        pg_terminate_backend); returns how many. The connection's own thread sends the message: this one stops
+        its running query and shuts the socket's reading side, which wakes it."""
+        freezes = self.engine.freezes()
+        if not freezes:
+            return 0
+        with self._lock:
+            conns = list(self._sessions.values())
+        ended = 0
+        for conn in conns:
+            user = conn.session.user
+            frozen = freezes.stopping(user.name, user.department) if user is not None else None
+            if frozen is None or conn.ended:
+                continue
+            conn.ended = f"terminating connection: {frozen.refusal(user.name)}"
+            conn.session.canceller.cancel()
+            try:
+                socket.socket.shutdown(conn.sock, socket.SHUT_RD)  # the plain socket's: TLS keeps its writing side
+            except OSError:
+                pass
+            ended += 1
+            log.warning("postgres-wire: ended the session of frozen user %s (freeze %s)", user.name, frozen.freeze_id)
+        return ended
+
+    def server_close(self) -> None:
+        self._watching.set()
+        super().server_close()
 
     def forget(self, pid: int) -> None:
         with self._lock:
