@@ -75,9 +75,11 @@ OPS_TABLES: dict[str, str] = {
     "consistency_mismatches": """run_id VARCHAR, checked_at TIMESTAMP, dataset VARCHAR, owner VARCHAR,
         element VARCHAR, column_name VARCHAR, key_value VARCHAR, value VARCHAR, authority VARCHAR,
         authority_value VARCHAR""",
-    # departments' access to conditional datasets (sharing.grants)
+    # departments' access to conditional datasets (sharing.grants); scope: 'all' (NULL in older rows) or
+    # 'jurisdiction' (each user sees the rows under its organisation's division code)
     "grants": """grant_id VARCHAR, department VARCHAR, dataset VARCHAR, columns VARCHAR[], row_filter VARCHAR,
-        expires_at TIMESTAMP, granted_by VARCHAR, granted_at TIMESTAMP, revoked_at TIMESTAMP, purpose VARCHAR""",
+        expires_at TIMESTAMP, granted_by VARCHAR, granted_at TIMESTAMP, revoked_at TIMESTAMP, purpose VARCHAR,
+        scope VARCHAR""",
     # masked columns a grant allows the department to match values against, with a daily quota each
     "grant_matches": "grant_id VARCHAR, column_name VARCHAR, daily_quota INTEGER",
     # registry versions (schemas.versions): one immutable row per version of a dataset or element
@@ -105,11 +107,13 @@ OPS_TABLES: dict[str, str] = {
     "deliveries": """delivery_id VARCHAR, subscription_id VARCHAR, dataset VARCHAR, department VARCHAR,
         snapshot_id BIGINT, load_id VARCHAR, kind VARCHAR, rows BIGINT, deleted BIGINT, status VARCHAR,
         attempts INTEGER, error VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP""",
-    # department users; only hashes (sharing.users). password_pg_md5: no longer written (md5 verifiers of
+    # department users; only hashes (sharing.users); organisation: a division code (organisations.yaml), NULL
+    # for the whole city. password_pg_md5: no longer written (md5 verifiers of
     # users created before SCRAM-SHA-256 came; such users must have their password reset)
     "users": """user_name VARCHAR, department VARCHAR, role VARCHAR, password_scrypt VARCHAR,
         password_pg_md5 VARCHAR, token_sha256 VARCHAR, created_at TIMESTAMP, disabled_at TIMESTAMP,
-        added_at TIMESTAMP, changed_at TIMESTAMP, changed_by VARCHAR, password_scram VARCHAR""",
+        added_at TIMESTAMP, changed_at TIMESTAMP, changed_by VARCHAR, password_scram VARCHAR,
+        organisation VARCHAR""",
     # 应急响应: users, departments and datasets the data bureau froze (sharing.security.freeze); a row is
     # never removed: unfreezing fills in unfrozen_*
     "security_freezes": """freeze_id VARCHAR, kind VARCHAR, subject VARCHAR, reason VARCHAR, frozen_by VARCHAR,

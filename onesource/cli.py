@@ -560,8 +560,10 @@ def cmd_grants(args: argparse.Namespace, settings: Settings) -> int:
                                  columns=args.columns.split(",") if args.columns else None, row_filter=args.row_filter,
                                  expires_at=args.expires,
                                  match=args.match.split(",") if args.match else None,
-                                 match_quota=args.match_quota)
-            console.print(f"granted {args.dataset} to {args.department}: grant {grant_id}")
+                                 match_quota=args.match_quota, scope=args.scope)
+            console.print(f"granted {args.dataset} to {args.department}: grant {grant_id}"
+                          + (" (each user: the rows of its organisation's jurisdiction)"
+                             if args.scope == "jurisdiction" else ""))
         elif args.action == "revoke":
             revoke_grant(lake, args.grant_id)
             console.print(f"revoked {args.grant_id}")
@@ -612,9 +614,11 @@ def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
         elif action == "add":
             from schemas import load_registry
 
-            codes = [d.code for d in load_registry(settings.registry_dir).departments]
-            shown["password"], shown["token"] = users.add_user(lake, codes, args.user, args.department,
-                                                               args.role or "analyst", **who)
+            registry = load_registry(settings.registry_dir)
+            codes = [d.code for d in registry.departments]
+            shown["password"], shown["token"] = users.add_user(
+                lake, codes, args.user, args.department, args.role or "analyst", **who,
+                organisation=args.organisation, organisations=[o.code for o in registry.organisations])
         elif action == "reset":  # the old command: both at once
             shown["password"], shown["token"] = users.reset_user(lake, args.user, **who)
         elif action == "reset-password":
@@ -634,13 +638,15 @@ def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
     if action == "list":
         from onesource.output import cell, print_json, print_table
 
-        rows = [{"user": a.name, "department": a.department, "role": a.role, "enabled": a.enabled,
-                 "created": a.created, "last_change": a.changed, "changed_by": a.changed_by} for a in found]
+        rows = [{"user": a.name, "department": a.department, "organisation": a.organisation, "role": a.role,
+                 "enabled": a.enabled, "created": a.created, "last_change": a.changed, "changed_by": a.changed_by}
+                for a in found]
         if args.json:
             print_json(rows)
             return 0
-        print_table(console, ("user", "department", "role", "enabled", "created", "last change", "by"),
-                    ([*(cell(r[k]) for k in ("user", "department", "role")), "yes" if r["enabled"] else "no",
+        print_table(console, ("user", "department", "organisation", "role", "enabled", "created", "last change", "by"),
+                    ([*(cell(r[k]) for k in ("user", "department")), r["organisation"] or "city",
+                      cell(r["role"]), "yes" if r["enabled"] else "no",
                       *(cell(r[k]) for k in ("created", "last_change", "changed_by"))] for r in rows),
                     title=f"{len(rows)} user(s)", whole=("user",))
         return 0
@@ -1034,6 +1040,9 @@ def parser() -> argparse.ArgumentParser:
                                         "(match_value(col, 'value') in SQL), e.g. resident_id")
     grants.add_argument("--match-quota", type=int, default=1000,
                         help="distinct values a day the department may match per column (default 1000)")
+    grants.add_argument("--scope", choices=["all", "jurisdiction"], default="all",
+                        help="add: all (every row the filter admits) or jurisdiction (each user reads only the rows "
+                             "under its organisation's division code: the dataset's division_column)")
     grants.add_argument("--json", action="store_true", help="list: a JSON array of every grant, all fields")
     grants.set_defaults(fn=cmd_grants)
 
@@ -1062,6 +1071,9 @@ def parser() -> argparse.ArgumentParser:
     users.add_argument("--department", help="add: the user's department (a code of the registry); list: only its users")
     users.add_argument("--role", choices=["analyst", "steward", "bureau", "operator"],
                        help="add, set-role: what the user may do (default analyst; see README, Users and roles)")
+    users.add_argument("--organisation", metavar="CODE",
+                       help="add: the division code of the user's organisation (organisations.yaml: a district's "
+                            "430104, a street's 430104001); left out: the whole city")
     users.add_argument("--by", help="who acts, written in the audit log (default: $USER)")
     users.add_argument("--json", action="store_true", help="a JSON answer (list: every user, all fields)")
     users.set_defaults(fn=cmd_users)

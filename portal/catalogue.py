@@ -69,12 +69,12 @@ def register(app: FastAPI, site: Site) -> None:
 
     def access(user: User) -> dict:
         with engine.cursor() as lake:
-            return engine._access(lake.con, user.department)
+            return engine._access(lake.con, user.department, user=user.name)
 
     def visible_disputes(user: User, **filters) -> list[disputes.Dispute]:
         """Disputes as the user's department may see them: of datasets it reads, keys masked as it reads them."""
         with engine.cursor() as lake:
-            readable = engine._access(lake.con, user.department)
+            readable = engine._access(lake.con, user.department, user=user.name)
             found = disputes.listing(lake, **filters)
             return disputes.for_department(found, engine.registry, readable, user.department,
                                            disputes.rows_checker(lake.con))

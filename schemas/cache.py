@@ -37,6 +37,7 @@ from schemas.model import (
     Form,
     FormField,
     FormLayout,
+    Organisation,
     QualitySpec,
     Registry,
     System,
@@ -50,7 +51,7 @@ KEEP = 4
 
 _CLASSES: dict[str, type] = {c.__name__: c for c in (Where, System, Department, CodeList, Element, CustomExpectation,
                                                      QualitySpec, Column, ConnectorSpec, Dataset, FormField,
-                                                     FormLayout, Form, Registry)}
+                                                     FormLayout, Form, Organisation, Registry)}
 _FIELDS: dict[type, tuple[str, ...]] = {c: tuple(f.name for f in fields(c)) for c in _CLASSES.values()}
 _SCALARS = (str, bool, int, float, type(None))
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from schemas.exceptions import Issue
 from schemas.formats import FORMAT_RULES
 from schemas.model import (
+    DIVISION_LEVELS,
     EXCEL_SHEET_FORBIDDEN,
     LOAD_MODES,
     OPEN_ATTRIBUTES,
@@ -167,6 +168,54 @@ def reference_keys(reg: Registry) -> Iterator[Issue]:
                                      f"{el.authority!r}, so this column cannot reference it")
 
 
+def organisation_tree(reg: Registry) -> Iterator[Issue]:
+    """Organisations form one tree by division code: codes are unique, only the city has no parent, a parent
+    is a known organisation of a higher level, and a code lies under its parent's (starts with the parent's
+    significant digits: 430104001 under 430104, 430104 under 430100)."""
+    known = {o.code: o for o in reg.organisations}
+    first: dict[str, Where | None] = {}
+    order = tuple(DIVISION_LEVELS)
+    for org in reg.organisations:
+        what = f"organisation {org.code!r} ({org.name})"
+        if org.code in first:
+            yield _at(org.where, f"duplicate organisation {org.code!r} (first declared at {first[org.code]})",
+                      key="code")
+            continue
+        first[org.code] = org.where
+        if org.level is None:
+            continue  # its code's form was reported when it was read
+        if org.parent is None:
+            if org.level != "city":
+                yield _at(org.where, f"{what}: only the city has no parent; name the {order[order.index(org.level) - 1]} "
+                                     "it belongs to with 'parent: CODE'")
+            continue
+        parent = known.get(org.parent)
+        if parent is None:
+            yield _at(org.where, f"{what}: unknown parent {org.parent!r}; declare it in organisations.yaml first "
+                                 f"(known: {', '.join(sorted(known)[:12]) or 'none'})", key="parent")
+        elif parent.level is not None and (order.index(parent.level) >= order.index(org.level)
+                                           or not org.code.startswith(parent.prefix)):
+            yield _at(org.where, f"{what}: its code is not under its parent {parent.code} ({parent.name}): a "
+                                 f"{org.level}'s code starts with its parent's significant digits {parent.prefix}",
+                      key="parent")
+
+
+def division_columns(reg: Registry) -> Iterator[Issue]:
+    """A dataset's ``division_column`` is one of its text columns (the division codes its rows are under)."""
+    for ds in reg.datasets:
+        name = ds.division_column
+        if not name:
+            continue
+        col = next((c for c in ds.columns if c.name == name), None)
+        if col is None:
+            yield _at(ds.where, f"dataset {ds.name!r}: division_column {name!r} is not one of its columns "
+                                f"({', '.join(c.name for c in ds.columns)})", key="division_column")
+        elif col.type != "string":
+            yield _at(ds.where, f"dataset {ds.name!r}: division_column {name!r} is a {col.type} column; division "
+                                "codes are text (a code's leading digits place it), so declare the column as a "
+                                "string", key="division_column")
+
+
 def share_conditions(reg: Registry) -> Iterator[Issue]:
     """not_shared needs its legal basis; conditional needs its conditions (KPIS.md share types)."""
     for ds in reg.datasets:
@@ -297,6 +346,8 @@ RULES: tuple[Rule, ...] = (
     reference_keys,
     connector_settings,
     quality_columns,
+    organisation_tree,
+    division_columns,
     forms,
 )
 

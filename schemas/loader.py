@@ -6,6 +6,8 @@ Layout of a registry folder::
     elements.yaml           elements: [{name, name_zh, name_en, type, authority, format?, code_list?,
                                         sensitivity?}]
                             code_lists: {NAME: {CODE: LABEL}}
+    organisations.yaml      organisations: [{code, name, name_en, parent}]: the city, its districts, their
+                            street offices, by division code (optional)
     datasets/**/*.yaml      one dataset per file (see README "Register a new source"); a column may
                             declare ``references: authority`` (schemas.model.Column.references)
     forms/*.yaml            one form per file: code, name, subject, key, subjects, fields, layout
@@ -41,10 +43,12 @@ from schemas.model import (
     Form,
     FormField,
     FormLayout,
+    Organisation,
     QualitySpec,
     Registry,
     System,
     Where,
+    division_level,
 )
 from schemas.shape import FILES, connector_keys, known_keys, unknown_key_message
 
@@ -184,6 +188,34 @@ def _departments(r: _Reader, path: Path) -> list[Department]:
                 where=Where(file, node.line),
             )
         )
+    return out
+
+
+def _organisations(r: _Reader, path: Path) -> list[Organisation]:
+    """``organisations.yaml`` (optional: a registry without it knows only city departments)."""
+    if not path.exists():
+        return []
+    doc = r.parse(path)
+    file = r.rel(path)
+    if not isinstance(doc, LineDict):
+        if doc is not None:
+            r.issue(file, 1, "expected a mapping with an 'organisations' list")
+        return []
+    r.closed(doc, FILES["organisations.yaml"], file, path.name)
+    out = []
+    for node in r.mappings(doc.get("organisations"), file, doc.line, "organisations"):
+        code = r.field(node, "code", file, "organisation")
+        what = f"organisation {code!r}"
+        r.closed(node, known_keys(Organisation), file, what)
+        if code is not None and division_level(code) is None:
+            r.issue(file, node.key_lines.get("code", node.line),
+                    f"{what}: a division code has 6 digits (GB/T 2260: the city 430100, a district 430104), 9 (a "
+                    "street office: its district's 6 and 3 more, 430104001) or 12 (a community); quote it if it "
+                    "starts with 0")
+        out.append(Organisation(code=code, name=r.field(node, "name", file, what),
+                                name_en=r.field(node, "name_en", file, what, default=""),
+                                parent=r.field(node, "parent", file, what, default=None),
+                                where=Where(file, node.line, tuple(node.key_lines.items()))))
     return out
 
 
@@ -376,6 +408,7 @@ def _dataset(r: _Reader, path: Path, element_types: dict[str, str]) -> Dataset |
         compatibility=str(r.field(node, "compatibility", file, what, default="BACKWARD")).upper(),
         schema_drift=r.field(node, "schema_drift", file, what, default="evolve"),
         open_attribute=r.field(node, "open_attribute", file, what, default="不予开放"),
+        division_column=r.field(node, "division_column", file, what, default=None),
         where=Where(file, node.line, tuple(node.key_lines.items())),
     )
 
@@ -446,6 +479,7 @@ def read_registry(root: Path) -> tuple[Registry, list[Issue]]:
         return Registry((), (), (), ()), r.issues
     departments = _departments(r, root / "departments.yaml")
     elements, code_lists = _elements(r, root / "elements.yaml")
+    organisations = _organisations(r, root / "organisations.yaml")
     element_types = {e.name: e.type for e in elements if e.name and e.type}
     datasets = []
     for path in sorted((root / "datasets").rglob("*.y*ml")):
@@ -453,7 +487,8 @@ def read_registry(root: Path) -> tuple[Registry, list[Issue]]:
         if ds is not None:
             datasets.append(ds)
     forms = [f for f in (_form(r, path) for path in sorted((root / "forms").glob("*.y*ml"))) if f is not None]
-    registry = Registry(tuple(departments), tuple(elements), tuple(code_lists), tuple(datasets), tuple(forms))
+    registry = Registry(tuple(departments), tuple(elements), tuple(code_lists), tuple(datasets), tuple(forms),
+                        organisations=tuple(organisations))
     return registry, r.issues
 
 

@@ -139,6 +139,70 @@ class Department:
     where: Where | None = field(default=None, compare=False)
 
 
+DIVISION_LEVELS: dict[str, str] = {
+    "city": "the city (a 6-digit GB/T 2260 code ending in 00, e.g. 430100): sees every row",
+    "district": "a district, county or county-level city (6 digits, GB/T 2260, e.g. 430104)",
+    "street": "a street office, town or township (9 digits: its district's code and 3 more, e.g. 430104001)",
+    "community": "a community or village (12 digits: its street's code and 3 more)",
+}
+
+
+def division_level(code: str) -> str | None:
+    """The level of a division code by its form (:data:`DIVISION_LEVELS`); None when it is not one.
+
+    >>> division_level("430100"), division_level("430104"), division_level("430104001")
+    ('city', 'district', 'street')
+    """
+    if not isinstance(code, str) or not code.isascii() or not code.isdigit() or code[:2] == "00":
+        return None
+    if len(code) == 6:
+        return None if code.endswith("0000") else "city" if code.endswith("00") else "district"
+    return {9: "street", 12: "community"}.get(len(code))
+
+
+def division_prefix(code: str) -> str:
+    """The significant digits of a division code: every code under it starts with them, and no other does.
+    Trailing zero groups of a longer code are dropped (430104000 is the district 430104), then a 6-digit
+    code's trailing ``00`` pairs (the city 430100 -> 4301).
+
+    >>> division_prefix("430100"), division_prefix("430104"), division_prefix("430104001")
+    ('4301', '430104', '430104001')
+    """
+    while len(code) > 6 and code.endswith("000"):
+        code = code[:-3]
+    while len(code) in (4, 6) and code.endswith("00"):
+        code = code[:-2]
+    return code
+
+
+@dataclass(frozen=True)
+class Organisation:
+    """An organisation of the city's hierarchy (``organisations.yaml``): the city, a district or county, a
+    street office. Users belong to one; a grant scoped to the jurisdiction shows each user the rows under it."""
+
+    code: str
+    """Division code of the organisation's jurisdiction: GB/T 2260 6 digits for the city and its districts
+    (430100, 430104), 9 digits for a street office (430104001), 12 for a community."""
+    name: str
+    """Name in Chinese (e.g. 岳麓区, 望月湖街道)."""
+    name_en: str = spec("", optional=True)
+    """Name in English."""
+    parent: str | None = None
+    """Code of the organisation it belongs to (a street's district, a district's city); none for the city.
+    A code lies under its parent's: it starts with the parent's significant digits."""
+    where: Where | None = field(default=None, compare=False)
+
+    @property
+    def level(self) -> str | None:
+        """city, district, street or community (:data:`DIVISION_LEVELS`), by the form of its code."""
+        return division_level(self.code)
+
+    @property
+    def prefix(self) -> str:
+        """The significant digits of its code: the rows under its jurisdiction start with them."""
+        return division_prefix(self.code)
+
+
 @dataclass(frozen=True)
 class CodeList:
     """A code list (``code_lists`` in ``elements.yaml``): ``NAME: {CODE: LABEL}``."""
@@ -314,6 +378,9 @@ class Dataset:
     """What a load does with an extract whose columns differ from the registry."""
     open_attribute: str = spec("不予开放", choices=OPEN_ATTRIBUTES)
     """开放属性 of the national catalogue (GB/T 21063.3): 无条件开放, 有条件开放 or 不予开放 to the public."""
+    division_column: str | None = None
+    """The text column holding each row's division code (a district's 6 digits, a street's 9, a community's
+    12): a grant scoped to the jurisdiction shows a user of a district or street only the rows under its code."""
     where: Where | None = field(default=None, compare=False)
 
     @property
@@ -428,6 +495,8 @@ class Registry:
     """The datasets, one file each (``datasets/<owner>/<name>.yaml``)."""
     forms: tuple[Form, ...] = ()
     """The forms filled from the lake, one file each (``forms/<code>.yaml``)."""
+    organisations: tuple[Organisation, ...] = ()
+    """The city, its districts and its street offices (``organisations.yaml``), each under its parent."""
 
     # Lookups by name are indexed once per registry (a city has thousands of datasets; the DAG factory
     # and the KPIs look names up tens of thousands of times). cached_property writes the instance's
@@ -436,6 +505,7 @@ class Registry:
     def _index(self) -> dict[str, dict[str, Any]]:
         return {"department": {d.code: d for d in self.departments}, "data element": {e.name: e for e in self.elements},
                 "code list": {c.name: c for c in self.code_lists}, "dataset": {d.name: d for d in self.datasets},
+                "organisation": {o.code: o for o in self.organisations},
                 "form": {f.code: f for f in self.forms}}
 
     def _lookup(self, what: str, name: str) -> Any:
@@ -458,6 +528,9 @@ class Registry:
     def dataset(self, name: str) -> Dataset:
         return self._lookup("dataset", name)
 
+    def organisation(self, code: str) -> Organisation:
+        return self._lookup("organisation", code)
+
     def form(self, code: str) -> Form:
         return self._lookup("form", code)
 
@@ -476,7 +549,9 @@ class Registry:
         """Content hash of the registry: the same registry always gets the same version. Forms are not part
         of it: a form changes no load and no share, and a new version is registered again with the lake."""
         payload = json.dumps(
-            [[_plain(x) for x in group] for group in (self.departments, self.elements, self.code_lists, self.datasets)],
+            [[_plain(x) for x in group] for group in (self.departments, self.elements, self.code_lists, self.datasets)]
+            # only when declared: a registry without organisations keeps its version
+            + ([[_plain(o) for o in self.organisations]] if self.organisations else []),
             sort_keys=True,
             ensure_ascii=False,
             default=str,
@@ -527,6 +602,8 @@ def _plain(value: Any) -> dict[str, Any]:
 def _drop_where(data: Any) -> None:
     if isinstance(data, dict):
         data.pop("where", None)
+        if "division_column" in data and data["division_column"] is None:
+            del data["division_column"]  # only when declared: a registry without it keeps its version
         for v in data.values():
             _drop_where(v)
     elif isinstance(data, list | tuple):
@@ -537,6 +614,7 @@ def _drop_where(data: Any) -> None:
 KNOWN_SHOWN = 30
 """Names an unknown-name error lists; beyond that it says how many more there are and where to see them."""
 _WHERE_LISTED = {"dataset": "onesource registry list", "department": "onesource registry list --json",
+                 "organisation": "organisations.yaml in the registry",
                  "data element": "elements.yaml in the registry", "code list": "elements.yaml in the registry",
                  "form": "onesource forms list"}
 

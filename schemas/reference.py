@@ -31,6 +31,7 @@ from schemas.model import (
     Form,
     FormField,
     FormLayout,
+    Organisation,
     QualitySpec,
     Registry,
     System,
@@ -49,6 +50,7 @@ DEFS: dict[type, tuple[str, str]] = {
     Department: ("department", "Department (an item of `departments` in `departments.yaml`)"),
     System: ("system", "System (an item of a department's `systems`)"),
     Element: ("element", "Data element (an item of `elements` in `elements.yaml`)"),
+    Organisation: ("organisation", "Organisation (an item of `organisations` in `organisations.yaml`)"),
     Form: ("form", "Form file (`forms/<code>.yaml`)"),
     FormField: ("form_field", "Form field (an item of a form's `fields`)"),
     FormLayout: ("form_layout", "Form layout (a form's `layout`)"),
@@ -210,6 +212,8 @@ def json_schema() -> dict[str, Any]:
     defs["connector"] = _connector()
     defs["departments_file"] = _file(FILES["departments.yaml"], "departments.yaml: the departments")
     defs["elements_file"] = _file(FILES["elements.yaml"], "elements.yaml: the data elements and code lists")
+    defs["organisations_file"] = _file(FILES["organisations.yaml"],
+                                       "organisations.yaml: the city, its districts and their street offices")
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "OneSource registry file",
@@ -217,12 +221,13 @@ def json_schema() -> dict[str, Any]:
                        "datasets/ or one form under forms/ (docs/registry.md).",
         "if": {"type": "object", "required": ["departments"]},
         "then": {"$ref": "#/$defs/departments_file"},
-        "else": {
+        "else": {"if": {"type": "object", "required": ["organisations"]},
+                 "then": {"$ref": "#/$defs/organisations_file"}, "else": {
             "if": {"type": "object", "anyOf": [{"required": ["elements"]}, {"required": ["code_lists"]}]},
             "then": {"$ref": "#/$defs/elements_file"},
             "else": {"if": {"type": "object", "required": ["fields"]}, "then": {"$ref": "#/$defs/form"},
                      "else": {"$ref": "#/$defs/dataset"}},
-        },
+        }},
         "$defs": defs,
     }
 
@@ -303,7 +308,7 @@ def markdown() -> str:
                 out += [f"#### `kind: {kind}`", "", spec.doc[0].upper() + spec.doc[1:] + ".", "",
                         *_table({**branch, "properties": {k: v for k, v in branch["properties"].items() if k != "kind"}}),
                         ""]
-    for name in ("departments_file", "elements_file"):
+    for name in ("departments_file", "elements_file", "organisations_file"):
         out += [f"### {defs[name]['description']}", "", *_table(defs[name]), ""]
     return "\n".join(out).rstrip() + "\n"
 

@@ -19,6 +19,7 @@ from schemas.model import Dataset  # noqa: F401 - the doctest's
 FILES: dict[str, tuple[str, ...]] = {
     "departments.yaml": ("departments",),
     "elements.yaml": ("elements", "code_lists"),
+    "organisations.yaml": ("organisations",),
 }
 """Top-level keys of the two shared files (each a field of schemas.model.Registry); every file under
 ``datasets/`` is one :class:`~schemas.model.Dataset`."""

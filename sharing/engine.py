@@ -93,7 +93,8 @@ class GovernedEngine:
         self._fresh_lock = threading.Lock()
         self._stamp: object = None
         self._registered_mark: object = None
-        self._cache: dict[str, tuple[object, float, dict]] = {}
+        self._cache: dict[tuple[str, str | None], tuple[object, float, dict]] = {}
+        self._organisations: dict[str, tuple[object, str | None]] = {}
         self._users: dict[str, tuple[object, bool]] = {}
         self._frozen: tuple[object, Freezes] | None = None
         self._tokens: dict[str, tuple[object, object]] = {}
@@ -163,20 +164,38 @@ class GovernedEngine:
         log.info("registry re-read from %s (%d datasets)", self.settings.registry_dir, len(registry.datasets))
         return True
 
-    def _access(self, cursor: duckdb.DuckDBPyConnection, department: str, stamp: object = None):
-        """What ``department`` may read, cached per lake snapshot: a grant, revocation or expiry changes
-        the answer on the very next query (a grant or revocation is a new snapshot; expiry is timed)."""
+    def _access(self, cursor: duckdb.DuckDBPyConnection, department: str, stamp: object = None, *,
+                user: str | None = None):
+        """What ``department``'s ``user`` may read, cached per lake snapshot and per (department, the user's
+        organisation): a grant, revocation or expiry changes the answer on the very next query (a grant or
+        revocation is a new snapshot; expiry is timed), and a grant scoped to the jurisdiction gives each
+        organisation its own rows (sharing.grants). No ``user``: the department as a whole (the city)."""
         snapshot = self._fresh(cursor, stamp)
+        organisation = self._organisation(cursor, user, snapshot) if user else None
         now = time.time()
-        hit = self._cache.get(department)
+        hit = self._cache.get((department, organisation))
         if hit and hit[0] == snapshot and now < hit[1]:
             return hit[2]
         registry = self._registry
         grants = active_grants(CursorLake(self._lake, cursor), department)
         expiry = min([g.expires_at.replace(tzinfo=dt.UTC).timestamp() for g in grants if g.expires_at] + [now + 60])
-        access = visible(registry, grants, department)
-        self._cache[department] = (snapshot, expiry, access)
+        access = visible(registry, grants, department, organisation)
+        self._cache[(department, organisation)] = (snapshot, expiry, access)
         return access
+
+    def _organisation(self, cursor: duckdb.DuckDBPyConnection, user: str, stamp: object) -> str | None:
+        """The division code of ``user``'s organisation (None: the city), cached per lake snapshot like
+        :meth:`_active`: a user moved to another organisation reads as such from the next commit on."""
+        from sharing.users import organisation_of
+
+        hit = self._organisations.get(user)
+        if hit and hit[0] == stamp:
+            return hit[1]
+        organisation = organisation_of(cursor, user)
+        if len(self._organisations) > 10_000:
+            self._organisations.clear()
+        self._organisations[user] = (stamp, organisation)
+        return organisation
 
     def _active(self, cursor: duckdb.DuckDBPyConnection, user: str, stamp: object = None) -> bool:
         """Whether ``user`` is still an active user (not disabled nor removed), cached per lake snapshot."""
@@ -497,12 +516,15 @@ class GovernedEngine:
         limits = self.settings.limits
         files = None
         if isinstance(on, Lake):  # the CLI: no cache to keep fresh, nothing to share
+            from sharing.users import organisation_of
+
             con = on.con
-            access = visible(self._registry, active_grants(on, department), department)
+            access = visible(self._registry, active_grants(on, department), department,
+                             organisation_of(con, user) if user else None)
         else:
             con = on
             stamp = self._fresh(con, state.get("stamp"))  # read once: the grants and the file lists share it
-            access = self._access(con, department, stamp)
+            access = self._access(con, department, stamp, user=user)
             files = self._files.resolver(con, stamp)
         state["access"] = access
         if signed_in and user and not self._active(con, user, state.get("stamp")):

@@ -4,6 +4,14 @@
 * ``conditional`` datasets: only with an active grant (its columns, its row filter, until it expires);
 * ``not_shared`` datasets: nobody but the owner;
 * the owner always reads its own datasets in full;
+* a grant may be scoped to the **jurisdiction** (``scope='jurisdiction'``): each user of the department then
+  reads only the rows whose division code (the dataset's ``division_column``) lies under the division code of
+  the user's organisation (a district's 430104, a street's 430104001). The filter is made here, never written
+  by hand, and combines with the grant's own row filter (both hold). Deny by default: a user of an organisation
+  the registry does not list, or a dataset without a division column, gets no row through such a grant; a user
+  with no organisation (and a query naming no user: the CLI's operator) is the city's and reads every row.
+  The owner's own users of a district or street likewise read only their jurisdiction's rows of the owner's
+  datasets that declare a division column; unconditional datasets stay whole for everyone;
 * a grant may also allow **matching** a masked column (``match_value(resident_id, '...')`` in SQL): equality
   against values the department supplies, within a daily quota per column (sharing.match).
 
@@ -30,6 +38,14 @@ MASKED_LEVEL = 3
 """Elements at this sensitivity level or above are masked for every department but the owner."""
 DEFAULT_MATCH_QUOTA = 1000
 """Distinct values a day a department may match against one masked column, unless the grant says."""
+SCOPES: dict[str, str] = {
+    "all": "every row the grant's row filter admits, to every user of the department",
+    "jurisdiction": "each user reads only the rows under its organisation's division code (the dataset's "
+                    "division_column); a user with no organisation is the city's",
+}
+"""What rows a grant gives, by the requester's organisation (``ops.grants.scope``)."""
+NOTHING = "false"
+"""The row filter of a jurisdiction grant for a requester under which no row can lie: no row at all."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,8 @@ class Grant:
     expires_at: dt.datetime | None
     match: dict[str, int] = field(default_factory=dict)
     """column -> how many distinct values a day the department may match against it."""
+    scope: str = "all"
+    """``all`` or ``jurisdiction`` (:data:`SCOPES`)."""
 
 
 @dataclass(frozen=True)
@@ -71,11 +89,13 @@ def _now() -> dt.datetime:
 def add_grant(lake: Lake, registry: Registry, department: str, dataset: str, *, columns: list[str] | None = None,
               row_filter: str | None = None, expires_at: dt.datetime | None = None, granted_by: str = "owner",
               purpose: str | None = None, match: list[str] | None = None,
-              match_quota: int = DEFAULT_MATCH_QUOTA) -> str:
+              match_quota: int = DEFAULT_MATCH_QUOTA, scope: str = "all") -> str:
     """Grant ``department`` access; the row filter is validated and stored normalised, ``match`` names the
-    masked columns it may match values against (``match_quota`` distinct values a day each)."""
+    masked columns it may match values against (``match_quota`` distinct values a day each), ``scope``
+    ``jurisdiction`` gives each user only the rows under its organisation (:data:`SCOPES`)."""
     ds = registry.dataset(dataset)
     registry.department(department)
+    checked_scope(scope, ds)
     if ds.share_type == "not_shared":
         raise QueryRefused(f"{dataset} is not_shared ({ds.legal_basis}); it cannot be granted")
     unknown = sorted(set(columns or ()) - {c.name for c in ds.columns})
@@ -95,8 +115,11 @@ def add_grant(lake: Lake, registry: Registry, department: str, dataset: str, *, 
 
     def write() -> None:
         with lake.transaction() as con:
-            con.execute(f"INSERT INTO {CATALOG}.{OPS}.grants VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
-                        [grant_id, department, dataset, columns, row_filter, expires_at, granted_by, _now(), purpose])
+            con.execute(f"INSERT INTO {CATALOG}.{OPS}.grants (grant_id, department, dataset, columns, row_filter, "
+                        "expires_at, granted_by, granted_at, revoked_at, purpose, scope) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+                        [grant_id, department, dataset, columns, row_filter, expires_at, granted_by, _now(), purpose,
+                         scope])
             for column in match or ():
                 con.execute(f"INSERT INTO {CATALOG}.{OPS}.grant_matches VALUES (?, ?, ?)",
                             [grant_id, column, match_quota])
@@ -104,6 +127,43 @@ def add_grant(lake: Lake, registry: Registry, department: str, dataset: str, *, 
 
     retrying(write, lake.settings.commit_retries, "recording a grant")
     return grant_id
+
+
+def checked_scope(scope: str, ds: Dataset) -> None:
+    """``scope`` is one of :data:`SCOPES`, and a jurisdiction scope is on a dataset that says where its rows are."""
+    if scope not in SCOPES:
+        raise QueryRefused(f"no grant scope {scope!r}: one of {', '.join(SCOPES)} ("
+                           + "; ".join(f"{k}: {v}" for k, v in SCOPES.items()) + ")")
+    if scope == "jurisdiction" and not ds.division_column:
+        raise QueryRefused(f"{ds.name} declares no division_column, so its rows cannot be placed in a jurisdiction; "
+                           f"its owner ({ds.owner}) adds 'division_column: <the column of division codes>' to the "
+                           "dataset's registry file first")
+
+
+def jurisdiction(registry: Registry, organisation: str | None) -> str | None:
+    """The significant digits of the requester's jurisdiction: None for the whole city (no organisation, or
+    the city itself), :data:`NOTHING` for an organisation the registry does not list (deny by default)."""
+    if organisation is None:
+        return None
+    org = next((o for o in registry.organisations if o.code == organisation), None)
+    if org is None or org.level is None:
+        return NOTHING
+    return None if org.level == "city" else org.prefix
+
+
+def jurisdiction_filter(ds: Dataset, prefix: str | None) -> str | None:
+    """The row filter a jurisdiction grant adds for a requester of ``prefix`` (:func:`jurisdiction`), in its
+    normal form: rows whose division code is a well-formed code (6, 9 or 12 digits) starting with the prefix,
+    so that a malformed code (430104001 with a digit too many) is nobody's but the city's. None: every row."""
+    if prefix is None:
+        return None
+    if prefix == NOTHING or not ds.division_column or not prefix.isdigit() or len(prefix) > 12:
+        return NOTHING
+    from sqlglot import exp
+
+    rest = f"\\d{{{6 - len(prefix)}}}(\\d{{3}}){{0,2}}" if len(prefix) < 6 else f"(\\d{{3}}){{0,{(12 - len(prefix)) // 3}}}"
+    return exp.func("regexp_matches", exp.column(ds.division_column, quoted=True),
+                    exp.Literal.string(f"^{prefix}{rest}$")).sql(dialect="duckdb")
 
 
 def checked_row_filter(text: str, ds: Dataset) -> str:
@@ -163,9 +223,14 @@ def active_grants(lake: Lake, department: str, at: dt.datetime | None = None) ->
     at = at or _now()
     try:
         rows = lake.con.execute(
+            f"SELECT grant_id, department, dataset, columns, row_filter, expires_at, coalesce(scope, 'all') "
+            f"FROM {CATALOG}.{OPS}.grants WHERE department = ? AND revoked_at IS NULL "
+            "AND (expires_at IS NULL OR expires_at > ?)", [department, at]).fetchall()
+    except duckdb.BinderException:  # a lake not written since grant scopes came: every grant is for all rows
+        rows = [(*r, "all") for r in lake.con.execute(
             f"SELECT grant_id, department, dataset, columns, row_filter, expires_at FROM {CATALOG}.{OPS}.grants "
-            "WHERE department = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)", [department, at]
-        ).fetchall()
+            "WHERE department = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+            [department, at]).fetchall()]
     except duckdb.CatalogException:  # a lake nothing was written to yet: no grants table, no grant
         return []
     matches: dict[str, dict[str, int]] = {}
@@ -177,8 +242,8 @@ def active_grants(lake: Lake, department: str, at: dt.datetime | None = None) ->
             found = []
         for grant_id, column, quota in found:
             matches.setdefault(grant_id, {})[column] = quota
-    return [Grant(g, d, ds, tuple(c) if c is not None else None, f, e, matches.get(g, {}))
-            for g, d, ds, c, f, e in rows]
+    return [Grant(g, d, ds, tuple(c) if c is not None else None, f, e, matches.get(g, {}), s)
+            for g, d, ds, c, f, e, s in rows]
 
 
 def _masks(ds: Dataset, registry: Registry) -> dict[str, str]:
@@ -194,11 +259,15 @@ def _masks(ds: Dataset, registry: Registry) -> dict[str, str]:
     return out
 
 
-def visible(registry: Registry, grants: list[Grant], department: str) -> dict[str, Access]:
-    """dataset -> Access, for every dataset the department may read now; absent means refused."""
+def visible(registry: Registry, grants: list[Grant], department: str,
+            organisation: str | None = None) -> dict[str, Access]:
+    """dataset -> Access, for every dataset the department may read now; absent means refused.
+    ``organisation``: the requesting user's (a division code; None: the city), which a grant scoped to the
+    jurisdiction turns into a row filter of its own (:func:`jurisdiction_filter`)."""
     from sharing.policy import normalise_row_filter
 
     registry.department(department)
+    prefix = jurisdiction(registry, organisation)
     by_dataset: dict[str, list[Grant]] = {}
     for g in grants:
         by_dataset.setdefault(g.dataset, []).append(g)
@@ -206,7 +275,9 @@ def visible(registry: Registry, grants: list[Grant], department: str) -> dict[st
     for ds in registry.datasets:
         every = tuple(c.name for c in ds.columns)
         if ds.owner == department:
-            out[ds.name] = Access(ds.name, every)
+            # a district's or street's user of the owner reads its own department's rows of its jurisdiction
+            place = jurisdiction_filter(ds, prefix) if ds.division_column else None
+            out[ds.name] = Access(ds.name, every, (place,) if place else ())
         elif ds.share_type == "unconditional":
             masks = _masks(ds, registry)
             out[ds.name] = Access(ds.name, every, masked=masks,
@@ -217,7 +288,9 @@ def visible(registry: Registry, grants: list[Grant], department: str) -> dict[st
                 c for c in every if any(c in g.columns for g in gs))
             problem, per_column = None, {}
             try:
-                normal = {g.grant_id: normalise_row_filter(g.row_filter, ds) if g.row_filter else None for g in gs}
+                normal = {g.grant_id: _scoped(normalise_row_filter(g.row_filter, ds) if g.row_filter else None,
+                                              jurisdiction_filter(ds, prefix) if g.scope != "all" else None)
+                          for g in gs}
                 filters = () if None in normal.values() else tuple(dict.fromkeys(normal.values()))
                 for c in cols:
                     giving = [normal[g.grant_id] for g in gs if g.columns is None or c in g.columns]
@@ -232,6 +305,15 @@ def visible(registry: Registry, grants: list[Grant], department: str) -> dict[st
             masks = {k: v for k, v in _masks(ds, registry).items() if k in cols}
             out[ds.name] = Access(ds.name, cols, filters, masks, _match(gs, masks), problem, per_column)
     return out
+
+
+def _scoped(own: str | None, place: str | None) -> str | None:
+    """A grant's row filter within its jurisdiction: both must hold (either alone when the other is None)."""
+    if own is None or place is None:
+        return own if place is None else place
+    if place == NOTHING:
+        return NOTHING
+    return f"({own}) AND ({place})"
 
 
 def _invalid(row_filter: str, ds: Dataset) -> bool:

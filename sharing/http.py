@@ -97,7 +97,7 @@ def create_app(engine: GovernedEngine, guard: SignInGuard | None = None) -> Fast
     @app.get("/api/v1/catalogue", summary="datasets this department may query")
     def catalogue(user: User = Depends(current_user)) -> list[dict[str, Any]]:
         with engine.cursor() as lake:
-            access = engine._access(lake.con, user.department)
+            access = engine._access(lake.con, user.department, user=user.name)
         out = []
         for ds in engine.registry.datasets:
             acc = access.get(ds.name)
@@ -216,7 +216,8 @@ def _workflow_routes(app: FastAPI, engine: GovernedEngine, current_user) -> None
     def list_disputes(user: User = Depends(current_user)) -> list[dict[str, Any]]:
         with engine.cursor() as lake:
             mine = [d for d in disputes.listing(lake) if user.department in (d.department, d.owner)]
-            shown = disputes.for_department(mine, engine.registry, engine._access(lake.con, user.department),
+            shown = disputes.for_department(mine, engine.registry, engine._access(lake.con, user.department,
+                                                                                user=user.name),
                                             user.department, disputes.rows_checker(lake.con))
         return [asdict(d) for d in shown]
 
@@ -224,7 +225,7 @@ def _workflow_routes(app: FastAPI, engine: GovernedEngine, current_user) -> None
               summary="flag a record of a dataset this department may read as wrong")
     def flag(body: DisputeIn, user: User = Depends(current_user)):
         with engine.cursor() as lake:
-            readable = body.dataset in engine._access(lake.con, user.department)
+            readable = body.dataset in engine._access(lake.con, user.department, user=user.name)
         if not readable:
             return refused(RequestError(f"{body.dataset} is not readable by {user.department}"))
         try:

@@ -10,6 +10,11 @@ Users created before SCRAM have only an md5 verifier (``password_pg_md5``, which
 in). It is no longer written nor accepted: such a user is told at sign-in to have the password reset
 (``onesource users reset NAME``), which stores a SCRAM verifier and drops the md5 one.
 
+A user belongs to a department (whose grants it reads through) and may belong to an ``organisation``: a
+division code of ``organisations.yaml`` (a district's office, a street office). NULL is the whole city (every
+user from before organisations). A grant scoped to the jurisdiction shows the user only the rows under that
+code (sharing.grants); the engine reads the organisation once per catalog stamp (sharing.engine).
+
 ``created_at`` is when the user's password was last set (or the user enabled again): a portal session or
 wire sign-in from before that is over. ``added_at`` is when the user was added, ``changed_at`` and
 ``changed_by`` the last change. The administration functions (:func:`add_user`, :func:`disable_user`,
@@ -67,6 +72,8 @@ class Account:
     created: dt.datetime | None
     changed: dt.datetime | None
     changed_by: str | None
+    organisation: str | None = None
+    """Division code of the user's organisation; None: the whole city."""
 
 
 def _scrypt(password: str, salt: bytes | None = None) -> str:
@@ -105,7 +112,8 @@ def _columns(lake: Lake) -> set[str]:
 
 
 def create_user(lake: Lake, department: str, user: str, role: str = "analyst", *, by: str | None = None,
-                by_department: str | None = None, audit: AuditLog | None = None) -> tuple[str, str]:
+                by_department: str | None = None, audit: AuditLog | None = None,
+                organisation: str | None = None) -> tuple[str, str]:
     """Create (or replace) a user; returns (password, token), shown once and never stored in clear. No
     check of the department (the demo and tests call it): :func:`add_user` is the checked way in."""
     password, token = _new_password(), _new_token()
@@ -116,10 +124,10 @@ def create_user(lake: Lake, department: str, user: str, role: str = "analyst", *
         with lake.transaction() as con:
             con.execute(f"DELETE FROM {CATALOG}.{OPS}.users WHERE user_name = ?", [user])
             con.execute(f"INSERT INTO {CATALOG}.{OPS}.users (user_name, department, role, password_scrypt, "
-                        "password_scram, token_sha256, created_at, added_at, changed_at, changed_by) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "password_scram, token_sha256, created_at, added_at, changed_at, changed_by, organisation) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [user, department, canonical(role), _scrypt(password), make_verifier(password),
-                         token_hash(token), now, now, now, by])
+                         token_hash(token), now, now, now, by, organisation])
             lake.commit_message(f"user {user} of {department}", {"user": user})
 
     retrying(write, lake.settings.commit_retries, f"creating user {user}")
@@ -127,10 +135,18 @@ def create_user(lake: Lake, department: str, user: str, role: str = "analyst", *
 
 
 def add_user(lake: Lake, departments: Iterable[str], user: str, department: str, role: str, *, by: str,
-             by_department: str | None = None, audit: AuditLog | None) -> tuple[str, str]:
-    """Add a new user of ``department`` (one of ``departments``, the registry's) with ``role``; returns
-    (password, token), shown once. Refused for an unknown department or role, a malformed name, or a name
-    already taken (enabled or not)."""
+             by_department: str | None = None, audit: AuditLog | None, organisation: str | None = None,
+             organisations: Iterable[str] = ()) -> tuple[str, str]:
+    """Add a new user of ``department`` (one of ``departments``, the registry's) with ``role``, of
+    ``organisation`` (one of ``organisations``, the registry's division codes; None: the whole city); returns
+    (password, token), shown once. Refused for an unknown department, organisation or role, a malformed name,
+    or a name already taken (enabled or not)."""
+    if organisation is not None:
+        codes = sorted(organisations)
+        if organisation not in codes:
+            raise UserError(f"no organisation {organisation!r} in the registry (known: {', '.join(codes[:20]) or 'none'}"
+                            f"{', ...' if len(codes) > 20 else ''}); declare it in organisations.yaml first, or leave "
+                            "--organisation out for a user of the whole city")
     known = sorted(departments)
     if department not in known:
         raise UserError(f"no department {department!r} in the registry (known: {', '.join(known) or 'none'}); "
@@ -143,7 +159,8 @@ def add_user(lake: Lake, departments: Iterable[str], user: str, department: str,
     if _row(lake, user) is not None:
         raise UserError(f"user {user!r} exists already; reset its password (users reset-password), rotate its "
                         "token (users rotate-token) or enable it (users enable) instead")
-    return create_user(lake, department, user, role, by=by, by_department=by_department, audit=audit)
+    return create_user(lake, department, user, role, by=by, by_department=by_department, audit=audit,
+                       organisation=organisation)
 
 
 def _row(lake: Lake, user: str) -> tuple | None:
@@ -257,11 +274,25 @@ def accounts(lake: Lake, department: str | None = None) -> list[Account]:
     changed = "coalesce(changed_at, disabled_at, created_at)" if "changed_at" in names else \
         "coalesce(disabled_at, created_at)"
     by = "changed_by" if "changed_by" in names else "NULL"
+    organisation = "organisation" if "organisation" in names else "NULL"
     rows = lake.con.execute(
-        f"SELECT user_name, department, role, disabled_at IS NULL, {added}, {changed}, {by} "
+        f"SELECT user_name, department, role, disabled_at IS NULL, {added}, {changed}, {by}, {organisation} "
         f"FROM {CATALOG}.{OPS}.users WHERE ? IS NULL OR department = ? ORDER BY department, user_name",
         [department, department]).fetchall()
     return [Account(r[0], r[1], canonical(r[2]), *r[3:]) for r in rows]
+
+
+def organisation_of(con, user: str) -> str | None:
+    """The division code of ``user``'s organisation (``con``: a cursor on the lake); None for the whole city:
+    no organisation, or no such user (a name only the CLI's ``--user`` gives, or a lake from before
+    organisations)."""
+    import duckdb
+
+    try:
+        row = con.execute(f"SELECT organisation FROM {CATALOG}.{OPS}.users WHERE user_name = ?", [user]).fetchone()
+    except (duckdb.CatalogException, duckdb.BinderException):  # no users table, or none with the column yet
+        return None
+    return row[0] if row else None
 
 
 def _audit(audit: AuditLog | None, action: str, user: str, department: str, role: str, by: str | None,

@@ -51,7 +51,8 @@ def test_dagbag_has_no_import_errors_and_one_task_per_dataset(settings, demo_reg
     sources = demo_registry.source_datasets  # the KPI tables are the platform's own: no ingestion task
     cycles = sorted({d.update_cycle for d in sources})
     assert set(bag["dags"]) == {f"onesource_ingest_{c}" for c in cycles} | {
-        "onesource_ingest_all", "onesource_consistency", "onesource_metrics", "onesource_maintenance"}
+        "onesource_ingest_all", "onesource_consistency", "onesource_metrics", "onesource_maintenance",
+        "onesource_subscriptions"}
     every = bag["dags"]["onesource_ingest_all"]
     assert every["tasks"] == sorted([f"{d.owner}.{d.name}" for d in sources] + ["consistency", "metrics"])
     # authorities load first, so reference checks see them; consistency runs after every load

@@ -159,3 +159,20 @@ def test_a_drop_folder_follows_publishes(settings, tmp_path):
     assert {(e["department"], e["user"], e["decision"], tuple(e["tables"])) for e in audited} == \
         {("tax", "tax_clerk", "allowed", ("firms",))}
     assert len(audited) == 3
+
+
+@pytest.mark.slow  # parses every DAG with Airflow (a subprocess): ~15 s
+def test_the_subscriptions_dag_runs_on_every_published_dataset(settings):
+    from onesource.demo.data import DemoConfig
+    from onesource.demo.generate import write_registry as write_demo_registry
+    from tests.test_dags import dagbag
+
+    write_demo_registry(settings.registry_dir, DemoConfig())
+    registry = load_registry(settings.registry_dir)
+    bag = dagbag(settings)
+    assert bag["errors"] == {}
+    dag = bag["dags"]["onesource_subscriptions"]
+    assert dag["tasks"] == ["deliver"]
+    assert "AssetAny" in dag["schedule"]
+    for ds in registry.source_datasets:  # every dataset a load publishes (its task's outlet) triggers it
+        assert f"onesource://shared/{ds.name}" in dag["schedule"], ds.name

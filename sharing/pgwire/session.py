@@ -526,7 +526,8 @@ def _column_types(session: GovernedSession):
         if access is None:
             try:
                 with session.engine.cursor() as lake:
-                    access = session.engine._access(lake.con, session.user.department)  # noqa: SLF001
+                    access = session.engine._access(lake.con, session.user.department,  # noqa: SLF001
+                                                    user=session.user.name)
             except (OneSourceError, AssertionError, AttributeError):
                 access = {}
         granted = access.get(table or "")
