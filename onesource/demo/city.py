@@ -153,6 +153,9 @@ ELEMENTS: tuple[tuple[str, str, str, str, str, str | None, str | None, int], ...
     ("institution_level", "医疗机构级别", "Medical institution level", "string", "health_medical_institutions", None, "institution_level", 1),
     ("land_use", "土地用途", "Land use", "string", "nr_land_parcels", None, "land_use", 1),
     ("caller_phone", "来电号码", "Caller phone number", "string", "hotline_tickets", "mobile", None, 3),
+    ("allowance_amount", "保障金额（元）", "Subsistence allowance (CNY a month)", "decimal", "mca_subsistence_allowance",
+     None, None, 2),
+    ("allowance_start_date", "保障起始日期", "Allowance start date", "date", "mca_subsistence_allowance", None, None, 2),
 )
 
 
@@ -259,8 +262,8 @@ CORE_DATASETS: tuple[DemoDataset, ...] = (
         ("resident_id", "idCard", _ref("resident_id", required=True)),
         ("person_name", "name", _e("person_name", from_authority=True)),
         ("division_code", "area", _ref("division_code")),
-        ("allowance_amount", "amount", _t("decimal")),
-        ("start_date", "startDate", _t("date")),
+        ("allowance_amount", "amount", _e("allowance_amount")),
+        ("start_date", "startDate", _e("allowance_start_date")),
     ), ("resident_id",), conditions=COND_GOV),
     DemoDataset("tax_taxpayer_register", "纳税人登记信息", "tax", "csv-gbk", "monthly", "conditional", (
         ("uscc", "纳税人识别号", _ref("uscc", required=True)),
@@ -427,3 +430,45 @@ def platform_dataset_entries(elements: set[str] | None = None) -> list[dict[str,
                     "columns": [{"name": c[0], "source": c[0], "type": c[1], **({"element": c[2]} if len(c) > 2 else {})}
                                 for c in kept]})
     return out
+
+
+# The grassroots forms of the demo city (forms/<code>.yaml): each field names the element and its authority, or is
+# typed by the street's staff. Filled with `onesource forms fill CODE --jurisdiction CODE --as DEPT --out F.xlsx`.
+FORMS: tuple[dict[str, Any], ...] = (
+    {"code": "dibao_roster", "name": "城乡最低生活保障对象月度花名册", "name_en": "Monthly subsistence allowance roster",
+     "subject": "resident", "key": "resident_id", "subjects": "mca_subsistence_allowance",
+     "layout": {"sheet": "低保花名册", "header_rows": ["{form}", "填报单位（区划代码）：{scope}　　填报日期：{date}"],
+                "serial": "序号"},
+     "fields": [
+         {"label": "姓名", "element": "person_name", "dataset": "psb_resident_register", "width": 10},
+         {"label": "公民身份号码", "element": "resident_id", "dataset": "psb_resident_register", "width": 22},
+         {"label": "性别", "element": "gender", "dataset": "psb_resident_register", "width": 6},
+         {"label": "户籍地址", "element": "household_address", "dataset": "psb_resident_register", "width": 36},
+         {"label": "保障金额（元）", "element": "allowance_amount", "dataset": "mca_subsistence_allowance", "width": 14},
+         {"label": "保障起始日期", "element": "allowance_start_date", "dataset": "mca_subsistence_allowance",
+          "width": 14},
+         {"label": "家庭人口数", "typed": True, "width": 10},
+         {"label": "联系电话", "typed": True, "width": 14},
+         {"label": "备注", "typed": True, "width": 16}]},
+    {"code": "enterprise_census", "name": "社区企业基本情况普查表", "name_en": "Community enterprise census sheet",
+     "subject": "enterprise", "key": "uscc", "subjects": "amr_enterprise_register",
+     "layout": {"sheet": "企业普查表", "header_rows": ["{form}", "社区（区划代码）：{scope}　　填报日期：{date}"],
+                "serial": "序号"},
+     "fields": [
+         {"label": "统一社会信用代码", "element": "uscc", "dataset": "amr_enterprise_register", "width": 22},
+         {"label": "企业名称", "element": "enterprise_name", "dataset": "amr_enterprise_register", "width": 30},
+         {"label": "法定代表人", "element": "legal_representative", "dataset": "amr_enterprise_register", "width": 10},
+         {"label": "企业住所", "element": "enterprise_address", "dataset": "amr_enterprise_register", "width": 36},
+         {"label": "登记状态", "element": "enterprise_status", "dataset": "amr_enterprise_register", "width": 8},
+         {"label": "纳税人类型", "element": "taxpayer_type", "dataset": "tax_taxpayer_register", "width": 12},
+         {"label": "纳税信用等级", "element": "tax_credit_rating", "dataset": "tax_taxpayer_register", "width": 12},
+         {"label": "参保职工人数", "element": "insured_employees", "dataset": "hrss_enterprise_insurance", "width": 12},
+         {"label": "联系电话", "typed": True, "width": 14},
+         {"label": "主营业务", "typed": True, "width": 20}]},
+)
+
+
+def city_forms(datasets: set[str]) -> list[dict[str, Any]]:
+    """The demo forms whose datasets the city has (a smaller city leaves out a form it cannot fill)."""
+    return [f for f in FORMS if f["subjects"] in datasets
+            and all(x.get("typed") or x["dataset"] in datasets for x in f["fields"])]

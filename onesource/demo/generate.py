@@ -29,6 +29,7 @@ from onesource.demo.city import (
     DemoDataset,
     city_datasets,
     city_departments,
+    city_forms,
     platform_dataset_entries,
 )
 from onesource.demo.data import City, DemoConfig
@@ -133,6 +134,8 @@ def write_registry(root: Path, config: DemoConfig) -> list[Path]:
         files.dump(root / "datasets" / ds.owner / f"{ds.name}.yaml", entry, f"../../{SCHEMA_FILE}")
     for entry in platform_dataset_entries({e[0] for e in elements}):
         files.dump(root / "datasets" / entry["owner"] / f"{entry['name']}.yaml", entry, f"../../{SCHEMA_FILE}")
+    for form in city_forms(names):
+        files.dump(root / "forms" / f"{form['code']}.yaml", form, f"../{SCHEMA_FILE}")
     files.close()
     return files.kept
 

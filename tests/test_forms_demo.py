@@ -1,0 +1,89 @@
+"""The demo city's forms filled through the real governed engine (slow: a small demo home with real loads).
+
+A street's (here a district's, the demo's finest division code) subsistence-allowance roster, filled as civil
+affairs with a grant on the resident register that masks IDs and addresses but lets it match resident IDs,
+equals the roster computed by hand from the lake's own rows with the masks applied; the XLSX written by
+`onesource forms fill` holds it in the office's layout; every read was audited as civil affairs'."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lakehouse.lake import Lake
+from metrics.forms import division_prefix
+from onesource.cli import main
+from sharing.grants import add_grant
+from tests.helpers import demo_home
+
+pytestmark = pytest.mark.slow
+
+
+def _mask_id(v):
+    return None if v is None else v[:6] + "********" + v[-4:]
+
+
+def test_a_roster_exported_for_a_division_equals_the_hand_computed_one(tmp_path, capsys, monkeypatch):
+    from openpyxl import load_workbook
+
+    settings, registry = demo_home(tmp_path / "home", ("psb_resident_register", "mca_subsistence_allowance"))
+    monkeypatch.setenv("ONESOURCE_HOME", str(settings.home))
+    with Lake(settings.lake) as lake:
+        add_grant(lake, registry, "mca", "psb_resident_register", match=["resident_id"], purpose="低保核查")
+        allowance = lake.con.execute(
+            "SELECT resident_id, division_code, allowance_amount, start_date FROM lake.shared.mca_subsistence_allowance"
+        ).fetchall()
+        people = {r[0]: r[1:] for r in lake.con.execute(
+            "SELECT resident_id, person_name, gender, household_address FROM lake.shared.psb_resident_register"
+        ).fetchall()}
+    code = max({r[1] for r in allowance}, key=lambda c: sum(1 for r in allowance if r[1] == c))
+    mine = sorted((r for r in allowance if r[1].startswith(division_prefix(code))), key=lambda r: r[0])
+    assert mine
+    # by hand: psb's name and gender as they are, its ID and address masked for mca; mca's own amount and date
+    expected = []
+    for rid, _, amount, start in mine:
+        name, gender, _address = people.get(rid, (None, None, None))
+        held = rid in people
+        expected.append([name, _mask_id(rid) if held else None, gender, "***" if held else None,
+                         float(amount) if amount is not None else None, start, None, None, None])
+
+    out = tmp_path / "roster.xlsx"
+    assert main(["forms", "fill", "dibao_roster", "--jurisdiction", code, "--out", str(out), "--as", "mca",
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["subjects"] == len(mine)
+    assert set(summary["withheld"]) == {"公民身份号码", "户籍地址"}  # masked for mca: the street still types them
+    filled = sum(sum(v is not None for v in (row[0], row[2], row[4], row[5])) for row in expected)
+    assert summary["prefilled"] == filled and summary["cells"] == 9 * len(mine)
+    assert summary["prefill_rate"] == round(filled / (9 * len(mine)), 4)
+
+    ws = load_workbook(out).active
+    assert ws.title == "低保花名册"
+    got = [list(r) for r in ws.iter_rows(values_only=True)]
+    assert got[0][0] == "城乡最低生活保障对象月度花名册"
+    assert got[1][0].startswith(f"填报单位（区划代码）：{code}")
+    assert got[2] == ["序号", "姓名", "公民身份号码", "性别", "户籍地址", "保障金额（元）", "保障起始日期", "家庭人口数",
+                      "联系电话", "备注"]
+    body = [[row[0], *row[1:6], row[6].date() if row[6] is not None else None, *row[7:]] for row in got[3:]]
+    assert body == [[n, *e] for n, e in enumerate(expected, 1)]
+
+    from sharing.audit import AuditLog  # every read audited as mca's, none refused
+
+    entries = [e for e in AuditLog.of(settings).entries() if (e.get("purpose") or "") == "form dibao_roster"]
+    assert entries and all(e["department"] == "mca" and e["decision"] == "allowed" for e in entries)
+
+
+def test_a_department_without_a_grant_gets_its_fields_withheld_with_the_reason(tmp_path, capsys, monkeypatch):
+    settings, _ = demo_home(tmp_path / "home", ("amr_enterprise_register", "tax_taxpayer_register"))
+    monkeypatch.setenv("ONESOURCE_HOME", str(settings.home))
+    with Lake(settings.lake, read_only=True) as lake:
+        uscc = lake.con.execute("SELECT min(uscc) FROM lake.shared.amr_enterprise_register").fetchone()[0]
+    out = tmp_path / "census.xlsx"
+    assert main(["forms", "fill", "enterprise_census", "--subject", uscc, "--out", str(out), "--as", "housing",
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["subjects"] == 1
+    assert {"纳税人类型", "纳税信用等级", "参保职工人数"} <= set(summary["withheld"])
+    assert "tax_taxpayer_register" in summary["withheld"]["纳税人类型"]
+    assert summary["prefilled"] == 5  # market regulation's five fields, unconditional
