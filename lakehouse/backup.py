@@ -57,6 +57,8 @@ from onesource.duck import connect, literal
 MANIFEST = "MANIFEST.json"
 FORMAT = 1
 KEY = "keys/audit.key"
+KEYRING = "keys/audit.keyring"
+"""The keys the audit log was signed with before its key's rotations (sharing.audit.keyring_file)."""
 CATALOG = "lake/catalog.sqlite"
 ANCHOR = "lake/catalog.audit-anchor.sqlite"
 DATA = "lake/data"
@@ -256,6 +258,10 @@ def backup(settings: Settings, dest: Path, *, log=lambda text: None) -> Report:
         if key.exists():
             add(KEY, *_copy(key, work / KEY))
             report.key = str(key)
+        from sharing.audit import keyring_file
+
+        if keyring_file(key).exists():  # after a rotation: without it the entries before cannot be checked
+            add(KEYRING, *_copy(keyring_file(key), work / KEYRING))
         elif "audit/audit.log" in files:
             report.notes.append(f"the audit key {key} does not exist: the backed-up audit log cannot be verified")
         manifest = {"format": FORMAT, "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -361,7 +367,7 @@ def restore(src: Path, settings: Settings, *, log=lambda text: None) -> Report:
     shutil.rmtree(work, ignore_errors=True)
     try:
         for rel, meta in manifest["files"].items():
-            if rel == KEY:
+            if rel in (KEY, KEYRING):
                 continue
             sha, size = _copy(src / rel, work / rel)
             if sha != meta["sha256"] or size != meta["bytes"]:  # changed since it was verified
@@ -393,6 +399,18 @@ def restore(src: Path, settings: Settings, *, log=lambda text: None) -> Report:
                 fh.flush()
                 os.fsync(fh.fileno())
         report.key = str(key)
+    if KEYRING in manifest["files"]:
+        from sharing.audit import keyring_file
+
+        ring = keyring_file(key)
+        if not ring.exists():
+            fd = os.open(ring, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write((src / KEYRING).read_bytes())
+                fh.flush()
+                os.fsync(fh.fileno())
+        elif ring.read_bytes() != (src / KEYRING).read_bytes():
+            report.notes.append(f"the audit keyring {ring} exists and is not the backup's: kept as it was")
     _check_restored(settings, report)
     report.seconds = time.perf_counter() - started
     return report

@@ -10,6 +10,11 @@ keyed with a secret kept outside the home (:attr:`Settings.audit_key_file`). So:
   per log with the last seq and hash made durable, advanced after every fsync of the log (every
   append from the CLI, every group-commit flush on the servers). A truncated tail, a deleted log or a
   log replaced by another is caught against it, and so is a key that went missing;
+* the key can be rotated (:meth:`AuditLog.rotate_key`, ``onesource security rotate-keys``): the old key
+  signs an entry naming the new key's fingerprint (``next_key``), every later entry is signed with the new
+  key, and each key ever used is kept in a keyring next to the key file (``<key file>.keyring``), so
+  :func:`verify` follows the chain across rotations; a process still holding an old key sees the rotation
+  (the log's tail, the key file replaced) before its next append;
 * the log itself is the source of truth for the last seq and hash: an append reads the file's tail
   under the lock (``audit.lock``), so a process killed at any point never leaves a duplicate seq. A
   killed process may leave a torn last line (a partial write, without its newline): it is not an
@@ -103,6 +108,82 @@ def _create_key(path: Path) -> bytes:
         fh.flush()
         os.fsync(fh.fileno())
     return key
+
+
+ROTATION = "rotate-audit-key"
+"""The ``action`` of the entry that hands the chain over to a new key (its ``next_key``)."""
+
+
+def fingerprint(key: bytes) -> str:
+    """A key's public name (the rotation entry names the next key by it): not the key, nor its anchor id."""
+    return hashlib.sha256(b"onesource audit key\n" + key).hexdigest()[:16]
+
+
+def keyring_file(key_file: Path) -> Path:
+    """Where the keys a log was ever signed with are kept: next to the key file, as private as it."""
+    key_file = Path(key_file)
+    return key_file.with_name(key_file.name + ".keyring")
+
+
+def read_keyring(key_file: Path) -> dict[str, bytes]:
+    """Fingerprint -> key, oldest first (empty: never rotated). A damaged line is an error, never skipped."""
+    try:
+        lines = keyring_file(key_file).read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    ring: dict[str, bytes] = {}
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            name, hexkey = line.split()
+            key = bytes.fromhex(hexkey)
+        except ValueError:
+            key, name = b"", ""
+        if len(key) < 32 or fingerprint(key) != name:
+            raise AuditError(f"line {n} of the audit keyring {keyring_file(key_file)} is not a key: restore the "
+                             "keyring from a backup (without it entries signed before a rotation cannot be checked)")
+        ring[name] = key
+    return ring
+
+
+def _add_to_keyring(key_file: Path, keys: list[bytes]) -> None:
+    """Append the keys the ring lacks (fsync-ed before the rotation entry names them)."""
+    ring = read_keyring(key_file)
+    new = [k for k in dict.fromkeys(keys) if fingerprint(k) not in ring]
+    if not new:
+        return
+    path = keyring_file(key_file)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("".join(f"{fingerprint(k)} {k.hex()}\n" for k in new))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(path, 0o600)
+
+
+def _install_key(path: Path, key: bytes) -> None:
+    """Replace the key file with ``key`` at once (a new file renamed over it: readers see one or the other)."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.new")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key.hex() + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(partial, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def _file_id(path: Path) -> tuple[int, ...] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _unkeyed(entry: dict[str, Any]) -> bool:
@@ -296,6 +377,8 @@ class AuditLog:
         self.anchor = anchor
         self.group_commit = group_commit
         self._key: bytes | None = None
+        self._key_file_id: tuple[int, ...] | None = None
+        """The key file's identity when ``_key`` was read: a rotation by another process replaces the file."""
         self._last: tuple[int, str, str] | None = None  # this process's last append: seq, hash, first hash
         self._first: tuple[tuple[int, int], str] | None = None  # (device, inode) of the log -> first hash
         self._anchored = ("", 0)  # (first hash, seq) this process last anchored
@@ -353,8 +436,29 @@ class AuditLog:
                 log.warning("could not anchor the audit log in %s: %s", self.anchor.where, exc)
             self.anchor_error = str(exc)
 
+    def _follow(self, last: dict[str, Any] | None) -> None:
+        """Before appending after another writer: the key the chain now wants. After a rotation entry, the key
+        it names (from the key file, or from the keyring when the rotation was cut short before the key file
+        was replaced, which this completes); otherwise the key file's, read again when the file was replaced."""
+        wanted = last.get("next_key") if last is not None and last.get("action") == ROTATION else None
+        if wanted is None:
+            if self._key is not None and _file_id(self.key_file) != self._key_file_id:
+                self._key = None  # rotated by another process: read the new key
+            return
+        if self._key is not None and fingerprint(self._key) == wanted:
+            return
+        key = read_key(self.key_file)
+        if key is None or fingerprint(key) != wanted:
+            key = read_keyring(self.key_file).get(wanted)
+            if key is None:
+                raise AuditError(f"the audit log's last rotation names key {wanted}, which is neither the key "
+                                 f"{self.key_file} nor in its keyring: restore them from a backup")
+            _install_key(self.key_file, key)
+        self._key, self._key_file_id = key, _file_id(self.key_file)
+
     def _signing_key(self, entries: int) -> bytes:
         if self._key is None:
+            self._key_file_id = _file_id(self.key_file)
             key = read_key(self.key_file)
             if key is None:
                 if entries:
@@ -417,6 +521,7 @@ class AuditLog:
                     seq, prev = (int(last["seq"]), str(last["hash"])) if last is not None else (0, GENESIS)
                     if end < os.fstat(fd).st_size:
                         os.ftruncate(fd, end)  # a torn line left by a killed writer: never an entry
+                    self._follow(last)  # another writer may have rotated the key
                 key = self._signing_key(seq)
                 entry = {"seq": seq + 1, "at": dt.datetime.now(dt.UTC).isoformat(), **body, "prev": prev}
                 entry["hash"] = _mac(key, entry)
@@ -444,6 +549,44 @@ class AuditLog:
             with self._sync_lock:
                 self._advance(*head)
         return entry
+
+    def rotate_key(self, **fields: Any) -> tuple[str, str]:
+        """A new key for the log; returns the (old, new) fingerprints. Under the log's lock: both keys are
+        put in the keyring first, then the old key signs the entry naming the new one (with ``fields``: who,
+        why), then the key file is replaced. A crash between the last two steps is completed by the next
+        append (:meth:`_follow`); one before, leaves the old key in use and an unused key in the ring."""
+        body = json.loads(json.dumps(fields, ensure_ascii=False, default=str))
+        with self._locked():
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+            try:
+                self._mark = None
+                last, end = _tail(fd)
+                if end < os.fstat(fd).st_size:
+                    os.ftruncate(fd, end)
+                seq, prev = (int(last["seq"]), str(last["hash"])) if last is not None else (0, GENESIS)
+                self._follow(last)
+                old = self._signing_key(seq)
+                new = secrets.token_bytes(32)
+                _add_to_keyring(self.key_file, [old, new])
+                entry = {"seq": seq + 1, "at": dt.datetime.now(dt.UTC).isoformat(), **body, "action": ROTATION,
+                         "key": fingerprint(old), "next_key": fingerprint(new), "prev": prev}
+                entry["hash"] = _mac(old, entry)
+                data = (json.dumps(entry, ensure_ascii=False) + "\n").encode()
+                while data:
+                    data = data[os.write(fd, data):]
+                os.fsync(fd)
+                st = os.fstat(fd)
+                first = entry["hash"] if entry["seq"] == 1 else _first_hash(fd)
+                self._first = ((st.st_dev, st.st_ino), first)
+                self._last = (entry["seq"], entry["hash"], first)
+                with self._sync_lock:  # anchored with the old key, which signed it
+                    self._advance(*self._last)
+                _install_key(self.key_file, new)
+                self._key, self._key_file_id = new, _file_id(self.key_file)
+                self._mark = (_identity(st), entry["seq"], entry["hash"])
+            finally:
+                os.close(fd)
+        return fingerprint(old), fingerprint(new)
 
     def entries(self) -> list[dict[str, Any]]:
         """The committed entries (a torn last line is not one)."""
@@ -479,9 +622,14 @@ ANCHOR_GRACE = dt.timedelta(seconds=60)
 
 
 def verify(log: AuditLog) -> Verdict:
-    """Check every entry's HMAC, seq and link, then the log against its anchor. Never creates a key."""
+    """Check every entry's HMAC, seq and link, then the log against its anchor. Never creates a key. Across a
+    key rotation the chain goes on with the key its rotation entry names (from the keyring)."""
     notes: list[str] = []
     key = read_key(log.key_file)
+    try:
+        ring = read_keyring(log.key_file)
+    except AuditError as exc:
+        return Verdict(False, 0, None, str(exc))
     if key is not None and log.key_file.resolve().is_relative_to(log.folder.resolve().parent):
         notes.append(f"the key {log.key_file} lies inside the home: whoever can rewrite the log can re-sign it")
     where = log.anchor.where if log.anchor is not None else ""
@@ -517,15 +665,18 @@ def verify(log: AuditLog) -> Verdict:
                                         f"(anchored {r.at}): the log was deleted")
         return Verdict(True, 0, notes=tuple(notes))
 
-    log_id = _log_id(key)
+    keys = {**ring, fingerprint(key): key}  # every key of the chain, the key file's last
+    by_id = {_log_id(k): k for k in keys.values()}
     mine: dict[str, AnchorRow] = {}
     for r in anchored:
-        if r.log_id != log_id:
+        if r.log_id not in by_id:
             continue
-        if not hmac.compare_digest(r.mac or "", _row_mac(key, r.log_id, r.first_hash, r.seq, r.hash)):
+        if not hmac.compare_digest(r.mac or "", _row_mac(by_id[r.log_id], r.log_id, r.first_hash, r.seq, r.hash)):
             return Verdict(False, 0, None, f"the anchor row for this log in {where} (seq {r.seq}, {r.at}) was "
                                            "forged: its HMAC does not match")
-        mine[r.first_hash] = r
+        if r.first_hash not in mine or r.seq > mine[r.first_hash].seq:  # one row per key: the furthest counts
+            mine[r.first_hash] = r
+    signing = key
     prev, n, first, first_at = GENESIS, 0, None, None
     for n, raw in enumerate(lines, start=1):
         try:
@@ -534,7 +685,9 @@ def verify(log: AuditLog) -> Verdict:
                 raise ValueError
         except ValueError:
             return Verdict(False, n - 1, n, f"line {n} is not a JSON entry")
-        if entry.get("hash") != _mac(key, entry):
+        if n == 1 and entry.get("hash") != _mac(signing, entry):  # a log begun before a rotation
+            signing = next((k for k in keys.values() if entry.get("hash") == _mac(k, entry)), signing)
+        if entry.get("hash") != _mac(signing, entry):
             if _unkeyed(entry):
                 why = ("is an unkeyed (sha256) entry of the earlier format, which anyone can recompute "
                        "(the next append archives such a log when no key exists yet)")
@@ -551,6 +704,12 @@ def verify(log: AuditLog) -> Verdict:
                                             "the chain was broken")
         if n == 1:
             first, first_at = entry["hash"], entry.get("at")
+        if entry.get("action") == ROTATION and entry.get("next_key"):
+            signing = keys.get(str(entry["next_key"]))  # type: ignore[assignment]
+            if signing is None:
+                return Verdict(False, n, n + 1, f"entry seq {n} (line {n}) hands the log over to key "
+                                                f"{entry['next_key']}, which is neither {log.key_file} nor in its "
+                                                f"keyring {keyring_file(log.key_file)}: restore them from a backup")
         r = mine.get(first or "")
         if r is not None and r.seq == n and r.hash != entry["hash"]:
             return Verdict(False, n - 1, n, f"entry seq {n} (line {n}) is not the one anchored in {where} "
@@ -570,7 +729,13 @@ def verify(log: AuditLog) -> Verdict:
     if current is not None and current.seq > n:
         return Verdict(False, n, n + 1, f"the log ends at entry {n} but the anchor in {where} records "
                                         f"{current.seq} (anchored {current.at}): entries were removed from the end")
-    foreign = [r for r in here if r.log_id != log_id]
+    if n and signing != key:
+        if not (lines and json.loads(lines[-1]).get("action") == ROTATION):
+            return Verdict(False, n, None, f"the key {log.key_file} is not the key the log's last rotation named "
+                                           f"({fingerprint(signing)}): it was replaced; restore it from a backup")
+        notes.append(f"a key rotation was cut short before {log.key_file} was replaced: the next append completes "
+                     "it (the new key is in the keyring)")
+    foreign = [r for r in here if r.log_id not in by_id]
     if foreign:
         r = max(foreign, key=lambda r: r.seq)
         return Verdict(False, n, 1, f"the anchor in {where} records a log of {r.seq} entries for {folder} signed "
