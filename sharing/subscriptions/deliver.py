@@ -71,25 +71,26 @@ def _frozen(lake: Lake, sub: Subscription) -> str | None:
     """The freeze on the subscription's user, department or dataset, if any (sharing.security.freeze)."""
     try:
         from sharing.security.freeze import active_freezes
-    except ImportError:  # the emergency-response module is not there yet: nothing can be frozen
+    except ImportError:  # a tree without the emergency-response module: nothing can be frozen
         return None
-    wanted = {("user", sub.user), ("department", sub.department), ("dataset", sub.dataset)}
-    for freeze in active_freezes(lake):
-        if isinstance(freeze, Mapping):
-            kind, subject = freeze.get("kind"), freeze.get("subject")
-        elif isinstance(freeze, tuple) and not hasattr(freeze, "kind"):
-            kind, subject = freeze[0], freeze[1]
-        else:
-            kind, subject = getattr(freeze, "kind", None), getattr(freeze, "subject", None)
-        if (kind, subject) in wanted:
-            return f"the {kind} {subject} is frozen (`onesource security freezes` shows why)"
-    return None
+    freezes = active_freezes(lake)
+    found = freezes.of_user(sub.user) or freezes.of_department(sub.department) or freezes.of_dataset(sub.dataset)
+    if found is None:
+        return None
+    return (f"the {found.kind} {found.subject} is frozen (freeze {found.freeze_id}; "
+            "`onesource security freezes` lists them)")
 
 
-def _access(lake: Lake, registry: Registry, department: str):
+def _access(lake: Lake, registry: Registry, sub: Subscription):
+    """What the subscriber may read, as the engine decides it (a grant scoped to the jurisdiction: the rows
+    under the user's organisation)."""
     from sharing.grants import active_grants, visible
 
-    return visible(registry, active_grants(lake, department), department)
+    try:
+        from sharing.users import organisation_of
+    except ImportError:  # a tree without jurisdictions
+        return visible(registry, active_grants(lake, sub.department), sub.department)
+    return visible(registry, active_grants(lake, sub.department), sub.department, organisation_of(lake.con, sub.user))
 
 
 def refusal(lake: Lake, registry: Registry, sub: Subscription) -> str | None:
@@ -113,7 +114,7 @@ def refusal(lake: Lake, registry: Registry, sub: Subscription) -> str | None:
     if frozen:
         return frozen
     try:
-        access = _access(lake, registry, sub.department)
+        access = _access(lake, registry, sub)
     except OneSourceError as exc:
         return str(exc)
     if sub.dataset not in access:
@@ -130,7 +131,7 @@ def key_problem(lake: Lake, registry: Registry, sub: Subscription) -> str | None
     ds = registry.dataset(sub.dataset)
     if not ds.key:
         return f"dataset {ds.name} declares no key"
-    acc = _access(lake, registry, sub.department).get(ds.name)
+    acc = _access(lake, registry, sub).get(ds.name)
     if acc is None:
         return f"{sub.department} may not read {ds.name}"
     missing = [k for k in ds.key if k not in acc.columns]
@@ -144,7 +145,7 @@ def key_problem(lake: Lake, registry: Registry, sub: Subscription) -> str | None
 def policy_fingerprint(lake: Lake, registry: Registry, sub: Subscription) -> str:
     """Changes whenever what the subscriber may see of the dataset changes (columns, masks, row filters,
     scope) or the dataset's registered version does: a changes delivery then sends the whole view."""
-    acc = _access(lake, registry, sub.department).get(sub.dataset)
+    acc = _access(lake, registry, sub).get(sub.dataset)
     ds = registry.dataset(sub.dataset)
     text = repr((sub.user, acc, [(c.name, c.duck_type) for c in ds.columns]))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
