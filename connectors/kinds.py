@@ -82,7 +82,7 @@ KINDS: dict[str, KindSpec] = {
             optional=(),
             choices=(("product", ("kpi_figures", "kpi_members", "kpi_dataset_status", "kpi_duplicate_pairs",
                                   "registry_conformance",
-                                  "registry_lineage", "data_catalogue", "enterprise_profile")),),
+                                  "registry_lineage", "data_catalogue", "enterprise_profile", "form_prefill")),),
             doc="a table OneSource computes itself (the sharing KPIs), published by the metrics DAG",
             settings_doc={"product": "which of OneSource's own tables this is"},
         ),

@@ -153,10 +153,10 @@ def _policy(result: Any, dataset: str) -> Any:
 # -- filling --------------------------------------------------------------------------------------------
 
 def fill(registry: Registry, form: Form, query: Query, *, subject: str | None = None,
-         jurisdiction: str | None = None, today: dt.date | None = None) -> FilledForm:
-    """``form`` filled for one ``subject`` (its key value) or every subject in ``jurisdiction`` (a division code),
-    reading through ``query`` (the requester's governed queries)."""
-    if (subject is None) == (jurisdiction is None):
+         jurisdiction: str | None = None, everyone: bool = False, today: dt.date | None = None) -> FilledForm:
+    """``form`` filled for one ``subject`` (its key value), every subject in ``jurisdiction`` (a division code),
+    or (``everyone``: the platform's city-wide figure) every subject, reading through ``query``."""
+    if (subject is not None) + (jurisdiction is not None) + everyone != 1:
         raise FormError(f"form {form.code!r}: fill it for one subject (--subject KEY) or for a jurisdiction "
                         "(--jurisdiction CODE), not both or neither")
     subjects = _subjects(registry, form, query, subject=subject, jurisdiction=jurisdiction)
@@ -182,7 +182,8 @@ def fill(registry: Registry, form: Form, query: Query, *, subject: str | None = 
         rows.append(row)
         prefilled.append(tuple(not f.typed and f.label not in withheld and v is not None and v != ""
                                for f, v in zip(form.fields, row, strict=True)))
-    return FilledForm(form, str(subject if subject is not None else jurisdiction), tuple(subjects), tuple(rows),
+    scope = subject if subject is not None else jurisdiction if jurisdiction is not None else "*"
+    return FilledForm(form, str(scope), tuple(subjects), tuple(rows),
                       tuple(prefilled), withheld, today or dt.date.today())
 
 
@@ -194,6 +195,8 @@ def _subjects(registry: Registry, form: Form, query: Query, *, subject: str | No
         raise FormError(f"form {form.code!r}: subjects dataset {ds.name!r} has no column of {form.key!r}")
     if subject is not None:
         where = f"{_ident(key.name)} = {_lit(subject)}"
+    elif jurisdiction is None:
+        where = f"{_ident(key.name)} IS NOT NULL"
     else:
         where = f"starts_with(CAST({_ident(division_column(ds))} AS VARCHAR), {_lit(division_prefix(jurisdiction))})"
     result = query(f"SELECT DISTINCT {_ident(key.name)} FROM shared.{_ident(ds.name)} WHERE {where} "
@@ -272,6 +275,34 @@ def _take(got: dict[str, dict[str, Any]], names: list[str], rows: Iterable[tuple
 def _batches(values: list[str], size: int) -> Iterable[list[str]]:
     for i in range(0, len(values), size):
         yield values[i:i + size]
+
+
+# -- the city's figure --------------------------------------------------------------------------------
+
+def prefill_rows(lake: Any, registry: Registry) -> list[dict[str, Any]]:
+    """Per form and field, over every subject of the form in the lake: how many subjects it is prefilled for
+    (``filled``; ``subjects`` - ``filled`` still type it). Computed from the lake alone, as the KPIs are, since
+    it is the city's figure and no department's view: only counts leave it, never a value. A form whose datasets
+    are not all published yet has no rows (no partial figure)."""
+    from sharing.sql import QueryResult
+
+    published = set(lake.tables("shared"))
+
+    def query(sql: str) -> QueryResult:
+        cur = lake.con.execute(sql)
+        return QueryResult([d[0] for d in cur.description], cur.fetchall())
+
+    out = []
+    for form in registry.forms:
+        needed = {form.subjects} | {f.dataset for f in form.fields if not f.typed and f.dataset}
+        if not needed <= published:
+            continue
+        filled = fill(registry, form, query, everyone=True)
+        for i, f in enumerate(form.fields):
+            out.append({"form": form.code, "form_name": form.name, "position": i + 1, "field": f.label,
+                        "element": f.element, "dataset": f.dataset, "typed": f.typed,
+                        "subjects": len(filled.subjects), "filled": sum(1 for r in filled.prefilled if r[i])})
+    return out
 
 
 # -- the office's spreadsheet ---------------------------------------------------------------------------

@@ -61,6 +61,10 @@ def product_rows(product: str, result: dict, computed_at: dt.datetime, lake: Lak
         return once_only.lineage(registry, consumed or {})
     if product == "data_catalogue":
         return catalogue.rows(registry, lake)
+    if product == "form_prefill":  # the forms' prefill over every subject (metrics.forms)
+        from metrics.forms import prefill_rows
+
+        return prefill_rows(lake, registry)
     raise ValueError(f"unknown platform product {product!r}")
 
 

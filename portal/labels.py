@@ -42,6 +42,9 @@ LABELS = {
         "simulated": "演示数据：本月之前的月份为模拟历史。",
         "prefill": "企业年报预填率",
         "prefill_detail": "每份年报 {fields} 项中 {per:.0f} 项由权威来源自动填写：{enterprises} 家企业共 {total} 项无需再填",
+        "forms_prefill": "基层表单预填率", "form": "表单", "form_fields": "权威来源字段/字段",
+        "form_subjects": "填报对象", "form_untyped": "无需再填的项",
+        "forms_detail": "{forms} 张基层表单共 {cells} 项，其中 {total} 项由权威来源自动填写，无需再填",
         "catalogue": "数据目录", "requests": "申请与异议", "console": "SQL 查询", "dashboard": "考核看板",
         "search": "搜索", "all": "全部", "share_type": "共享类型", "cycle": "更新周期", "owner": "提供部门",
         "element": "数据元", "freshness": "时效", "fresh": "在更新周期内", "stale": "已过期", "readable": "可查询",
@@ -99,6 +102,10 @@ LABELS = {
         "prefill": "Enterprise annual report prefill rate",
         "prefill_detail": "{per:.0f} of the {fields} fields of each report filled from authoritative sources: "
                           "{total} fields {enterprises} enterprises no longer type",
+        "forms_prefill": "Grassroots forms prefill rate", "form": "Form", "form_fields": "Fields from authorities",
+        "form_subjects": "Subjects", "form_untyped": "Fields no longer typed",
+        "forms_detail": "{forms} forms, {cells} fields in all: {total} filled from authoritative sources, no longer "
+                        "typed",
         "catalogue": "Catalogue", "requests": "Requests & disputes", "console": "SQL console", "dashboard": "Dashboard",
         "search": "Search", "all": "all", "share_type": "Share type", "cycle": "Update cycle", "owner": "Provider",
         "element": "Data element", "freshness": "Freshness", "fresh": "within its cycle", "stale": "overdue",

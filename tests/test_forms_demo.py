@@ -87,3 +87,53 @@ def test_a_department_without_a_grant_gets_its_fields_withheld_with_the_reason(t
     assert {"纳税人类型", "纳税信用等级", "参保职工人数"} <= set(summary["withheld"])
     assert "tax_taxpayer_register" in summary["withheld"]["纳税人类型"]
     assert summary["prefilled"] == 5  # market regulation's five fields, unconditional
+
+
+def test_the_dashboard_shows_the_city_prefill_and_the_fields_no_longer_typed(tmp_path):
+    """The census sheet's city-wide figure, published by the KPI run (metrics.publish) into form_prefill and shown
+    on the bureau's dashboard, equals a fill of every enterprise counted by hand."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from metrics.forms import fill
+    from metrics.kpis import Period
+    from metrics.publish import publish_periods
+    from sharing.engine import GovernedEngine
+    from sharing.http import create_app
+    from sharing.sql import QueryResult
+    from tests.test_portal import sign_in
+
+    settings, registry = demo_home(tmp_path / "home", ("amr_enterprise_register", "tax_taxpayer_register",
+                                                       "hrss_enterprise_insurance"), users=True)
+    with Lake(settings.lake) as lake:
+        publish_periods(lake, registry, [Period.month(tz=settings.city_timezone)])
+
+        def raw(sql):
+            cur = lake.con.execute(sql)
+            return QueryResult([d[0] for d in cur.description], cur.fetchall())
+
+        census = fill(registry, registry.form("enterprise_census"), raw, everyone=True)
+        published = lake.con.execute("SELECT field, subjects, filled FROM lake.shared.form_prefill "
+                                     "WHERE form = 'enterprise_census' ORDER BY position").fetchall()
+    # by hand: per field, the enterprises whose value was read (typed fields: none)
+    assert published == [(f.label, len(census.subjects), sum(1 for r in census.prefilled if r[i]))
+                         for i, f in enumerate(census.form.fields)]
+    assert len(census.subjects) > 0 and 0 < census.filled < census.cells
+    # the roster's datasets are not loaded here: no partial figure for it
+    assert {r[0] for r in published} and "dibao_roster" not in {
+        r[0] for r in Lake(settings.lake, read_only=True).con.execute(
+            "SELECT DISTINCT form FROM lake.shared.form_prefill").fetchall()}
+
+    bureau = json.loads((settings.home / "demo-credentials.json").read_text())["dsj"]
+    engine = GovernedEngine(settings, registry, persistent=True)
+    try:
+        with TestClient(create_app(engine)) as client:
+            sign_in(client, bureau)
+            page = client.get("/dashboard").text
+    finally:
+        engine.close()
+    card = re.search(r'data-kpi="form_prefill_rate" data-filled="(\d+)" data-cells="(\d+)"', page)
+    assert card and (int(card[1]), int(card[2])) == (census.filled, census.cells)
+    assert f"{census.filled / census.cells * 100:.1f}%" in page
+    assert 'data-form="enterprise_census"' in page and "<svg" in page.split('id="forms-chart"')[1]

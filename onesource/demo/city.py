@@ -412,6 +412,10 @@ PLATFORM_DATASETS: tuple[tuple[str, str, tuple[str, ...], tuple[tuple[str, ...],
         ("enterprise_address", "string", "enterprise_address"), ("enterprise_status", "string", "enterprise_status"),
         ("established_date", "date", "established_date"), ("taxpayer_type", "string", "taxpayer_type"),
         ("tax_credit_rating", "string", "tax_credit_rating"), ("insured_employees", "integer", "insured_employees"))),
+    ("form_prefill", "表单预填情况", ("form", "field"), (
+        ("form", "string"), ("form_name", "string"), ("position", "integer"), ("field", "string"),
+        ("element", "string"), ("dataset", "string"), ("typed", "boolean"), ("subjects", "integer"),
+        ("filled", "integer"))),
 )
 
 
