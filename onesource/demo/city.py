@@ -114,10 +114,59 @@ DIVISIONS: dict[str, str] = {
     "430112": "望城区", "430121": "长沙县", "430181": "浏阳市", "430182": "宁乡市",
 }
 CITY_CODE, CITY_NAME, PROVINCE_CODE = "430100", "长沙市", "430000"
+CITY_NAME_EN = "Changsha"
+DIVISIONS_EN: dict[str, str] = {
+    "430102": "Furong District", "430103": "Tianxin District", "430104": "Yuelu District", "430105": "Kaifu District",
+    "430111": "Yuhua District", "430112": "Wangcheng District", "430121": "Changsha County", "430181": "Liuyang",
+    "430182": "Ningxiang",
+}
+# A few street offices (街道) of each district: 9-digit codes, the district's 6 and 3 more (organisations.yaml).
+# Residents and enterprises of the demo city live in one of their district's streets.
+STREETS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "430102": (("430102001", "文艺路街道", "Wenyilu Subdistrict"), ("430102002", "朝阳街道", "Chaoyang Subdistrict"),
+               ("430102005", "五里牌街道", "Wulipai Subdistrict")),
+    "430103": (("430103001", "坡子街街道", "Pozijie Subdistrict"), ("430103002", "城南路街道", "Chengnanlu Subdistrict"),
+               ("430103004", "金盆岭街道", "Jinpenling Subdistrict")),
+    "430104": (("430104001", "望月湖街道", "Wangyuehu Subdistrict"), ("430104002", "岳麓街道", "Yuelu Subdistrict"),
+               ("430104003", "橘子洲街道", "Juzizhou Subdistrict")),
+    "430105": (("430105001", "东风路街道", "Dongfenglu Subdistrict"), ("430105003", "望麓园街道", "Wangluyuan Subdistrict")),
+    "430111": (("430111001", "侯家塘街道", "Houjiatang Subdistrict"), ("430111003", "左家塘街道", "Zuojiatang Subdistrict")),
+    "430112": (("430112001", "高塘岭街道", "Gaotangling Subdistrict"), ("430112004", "白沙洲街道", "Baishazhou Subdistrict")),
+    "430121": (("430121001", "星沙街道", "Xingsha Subdistrict"), ("430121002", "湘龙街道", "Xianglong Subdistrict")),
+    "430181": (("430181001", "淮川街道", "Huaichuan Subdistrict"), ("430181002", "集里街道", "Jili Subdistrict")),
+    "430182": (("430182001", "玉潭街道", "Yutan Subdistrict"), ("430182002", "白马桥街道", "Baimaqiao Subdistrict")),
+}
+
+
+def street_of(key: str, division: str) -> str:
+    """The street a resident or an enterprise (``key``: its ID or credit code) lives in, within its district:
+    a fixed function of the key, so that adding streets draws nothing from the city's random source."""
+    import zlib
+
+    streets = STREETS[division]
+    return streets[zlib.crc32(key.encode()) % len(streets)][0]
+
+
+def organisation_entries() -> list[dict[str, str]]:
+    """``organisations.yaml`` of the demo city: the city, its districts, their streets."""
+    out = [{"code": CITY_CODE, "name": CITY_NAME, "name_en": CITY_NAME_EN}]
+    for code, name in DIVISIONS.items():
+        out.append({"code": code, "name": name, "name_en": DIVISIONS_EN[code], "parent": CITY_CODE})
+        out += [{"code": s, "name": n, "name_en": en, "parent": code} for s, n, en in STREETS[code]]
+    return out
+
+
+# The demo's jurisdiction: civil affairs reads the resident register under a grant scoped to each user's
+# jurisdiction; its users in a district's and two streets' offices each read their own residents only.
+JURISDICTION_GRANT = ("mca", "psb_resident_register", "街道、区县民政办：辖区低保对象身份与户籍核查")
+JURISDICTION_USERS: tuple[tuple[str, str, str], ...] = (
+    ("mca_yuelu", "mca", "430104"), ("mca_wangyuehu", "mca", "430104001"), ("mca_yuelujd", "mca", "430104002"))
+"""(user, department, organisation) of the demo's district and street users."""
 
 CODE_LISTS: dict[str, dict[str, str]] = {
     "division": {CITY_CODE: CITY_NAME, **DIVISIONS},
     "gender": {"1": "男", "2": "女"},
+    "street": {code: name for streets in STREETS.values() for code, name, _ in streets},
     "enterprise_status": {"1": "存续", "2": "在业", "3": "吊销", "4": "注销", "5": "迁出"},
     "taxpayer_type": {"1": "一般纳税人", "2": "小规模纳税人"},
     "tax_credit_rating": {"A": "A", "B": "B", "M": "M", "C": "C", "D": "D"},
@@ -178,6 +227,8 @@ class DemoDataset:
     legal_basis: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, Any] = field(default_factory=dict)
+    division_column: str | None = None
+    """The column of division codes a grant scoped to the jurisdiction filters on (registry ``division_column``)."""
 
 
 def _e(element: str, **kw: Any) -> dict[str, Any]:
@@ -235,7 +286,8 @@ CORE_DATASETS: tuple[DemoDataset, ...] = (
         ("enterprise_status", "登记状态", _e("enterprise_status", required=True)),
         ("established_date", "成立日期", _e("established_date")),
         ("division_code", "行政区划代码", _ref("division_code")),
-    ), ("uscc",)),
+        ("street_code", "所属街道", _t("string", code_list="street")),
+    ), ("uscc",), division_column="street_code"),
     DemoDataset("psb_resident_register", "常住人口户籍信息", "psb", "sqlite", "weekly", "conditional", (
         ("resident_id", "sfzh", _e("resident_id", required=True)),
         ("person_name", "xm", _e("person_name", required=True)),
@@ -244,7 +296,9 @@ CORE_DATASETS: tuple[DemoDataset, ...] = (
         ("division_code", "hjqh", _ref("division_code")),
         ("household_address", "hjdz", _e("household_address")),
         ("updated_at", "gxsj", _t("timestamp")),
-    ), ("resident_id",), load_mode="upsert", conditions=COND_GOV, extra={"table": "rk_hjxx", "watermark": "gxsj"}),
+        ("street_code", "jdqh", _t("string", code_list="street")),
+    ), ("resident_id",), load_mode="upsert", conditions=COND_GOV, extra={"table": "rk_hjxx", "watermark": "gxsj"},
+        division_column="street_code"),
     DemoDataset("psb_household_moves", "户籍迁移记录", "psb", "csv", "monthly", "not_shared", (
         ("move_id", "迁移编号", _t("string", required=True)),
         ("resident_id", "公民身份号码", _ref("resident_id")),
@@ -264,7 +318,8 @@ CORE_DATASETS: tuple[DemoDataset, ...] = (
         ("division_code", "area", _ref("division_code")),
         ("allowance_amount", "amount", _e("allowance_amount")),
         ("start_date", "startDate", _e("allowance_start_date")),
-    ), ("resident_id",), conditions=COND_GOV),
+        ("street_code", "street", _t("string", code_list="street")),
+    ), ("resident_id",), conditions=COND_GOV, division_column="street_code"),
     DemoDataset("tax_taxpayer_register", "纳税人登记信息", "tax", "csv-gbk", "monthly", "conditional", (
         ("uscc", "纳税人识别号", _ref("uscc", required=True)),
         ("enterprise_name", "纳税人名称", _e("enterprise_name")),
@@ -294,7 +349,7 @@ CORE_DATASETS: tuple[DemoDataset, ...] = (
         ("institution_level", "机构级别", _e("institution_level")),
         ("beds", "核定床位", _t("integer", min=0, max=5000)),
         ("division_code", "所在区县", _ref("division_code")),
-    ), ("institution_code",)),
+    ), ("institution_code",), division_column="division_code"),
     DemoDataset("housing_construction_permits", "建筑工程施工许可", "housing", "ndjson", "weekly", "unconditional", (
         ("permit_no", "permit_no", _t("string", required=True)),
         ("uscc", "builder_uscc", _ref("uscc")),
@@ -310,7 +365,7 @@ CORE_DATASETS: tuple[DemoDataset, ...] = (
         ("land_use", "tdyt", _e("land_use")),
         ("area_sqm", "mj", _t("decimal")),
         ("holder_uscc", "qlr_dm", _ref("uscc")),
-    ), ("parcel_id",), conditions="仅限规划审批、不动产登记和税收征管使用"),
+    ), ("parcel_id",), conditions="仅限规划审批、不动产登记和税收征管使用", division_column="division_code"),
     DemoDataset("transport_operator_licenses", "道路运输经营许可", "transport", "csv-gbk", "monthly", "unconditional", (
         ("license_no", "许可证号", _t("string", required=True)),
         ("uscc", "统一社会信用代码", _ref("uscc")),
@@ -325,7 +380,7 @@ CORE_DATASETS: tuple[DemoDataset, ...] = (
         ("school_type", "办学类型", _t("string", code_list="school_type")),
         ("students", "在校生数", _t("integer", min=0, max=10000)),
         ("division_code", "所在地区", _ref("division_code")),
-    ), ("school_code",)),
+    ), ("school_code",), division_column="division_code"),
     DemoDataset("urban_enforcement_cases", "城市管理执法案件", "urban", "json", "daily", "conditional", (
         ("case_no", "caseNo", _t("string", required=True)),
         ("uscc", "partyCode", _ref("uscc")),
@@ -342,7 +397,7 @@ CORE_DATASETS: tuple[DemoDataset, ...] = (
         ("summary", "summary", _t("string")),
         ("handling_department", "handler", _t("string")),
     ), ("ticket_id",), load_mode="upsert", conditions="工单明细仅限承办部门和数据主管部门使用；来电号码脱敏",
-        extra={"watermark": "created_at", "since_param": "since", "page_size": 200}),
+        extra={"watermark": "created_at", "since_param": "since", "page_size": 200}, division_column="division_code"),
 )
 
 

@@ -14,7 +14,15 @@ from typing import Any
 
 from faker import Faker
 
-from onesource.demo.city import CITY_CODE, CITY_NAME, CODE_LISTS, DIVISIONS, PROVINCE_CODE, DemoDataset
+from onesource.demo.city import (
+    CITY_CODE,
+    CITY_NAME,
+    CODE_LISTS,
+    DIVISIONS,
+    PROVINCE_CODE,
+    DemoDataset,
+    street_of,
+)
 from schemas.formats import USCC_ALPHABET, org_code_check_char, resident_id_check_char, uscc_check_char
 
 AS_OF = dt.date(2026, 11, 1)
@@ -161,13 +169,15 @@ class City:
             out.append({"统一社会信用代码": e.uscc, "企业名称": e.name, "法定代表人": e.legal_rep,
                         "注册资本(万元)": f"{e.capital:,.2f}", "住所": e.address,
                         "登记状态": status[e.status] if i % 2 else e.status,  # labels and codes both arrive
-                        "成立日期": e.established.strftime(date_fmt), "行政区划代码": e.division})
+                        "成立日期": e.established.strftime(date_fmt), "行政区划代码": e.division,
+                        "所属街道": street_of(e.uscc, e.division)})
         return out
 
     def _rows_psb_resident_register(self, ds: DemoDataset) -> list[dict]:
         return [{"sfzh": r.resident_id, "xm": r.name, "xb": r.gender, "csrq": r.birth.strftime("%Y%m%d"),
                  "hjqh": r.division, "hjdz": r.address,
-                 "gxsj": f"{AS_OF - dt.timedelta(days=i % 90)} 0{i % 10}:00:00"} for i, r in enumerate(self.residents)]
+                 "gxsj": f"{AS_OF - dt.timedelta(days=i % 90)} 0{i % 10}:00:00",
+                 "jdqh": street_of(r.resident_id, r.division)} for i, r in enumerate(self.residents)]
 
     def _rows_psb_household_moves(self, ds: DemoDataset) -> list[dict]:
         people = self.rng.sample(self.residents, min(len(self.residents), self.config.n(200)))
@@ -182,7 +192,8 @@ class City:
     def _rows_mca_subsistence_allowance(self, ds: DemoDataset) -> list[dict]:
         people = self.rng.sample(self.residents, min(len(self.residents), self.config.n(300)))
         return [{"idCard": r.resident_id, "name": r.name, "area": r.division,
-                 "amount": round(self.rng.uniform(600, 1200), 2), "startDate": str(self._date(dt.date(2020, 1, 1), AS_OF))}
+                 "amount": round(self.rng.uniform(600, 1200), 2), "startDate": str(self._date(dt.date(2020, 1, 1), AS_OF)),
+                 "street": street_of(r.resident_id, r.division)}
                 for r in people]
 
     def _rows_tax_taxpayer_register(self, ds: DemoDataset) -> list[dict]:

@@ -30,6 +30,7 @@ from onesource.demo.city import (
     city_datasets,
     city_departments,
     city_forms,
+    organisation_entries,
     platform_dataset_entries,
 )
 from onesource.demo.data import City, DemoConfig
@@ -114,6 +115,7 @@ def write_registry(root: Path, config: DemoConfig) -> list[Path]:
         ],
         "code_lists": {k: v for k, v in CODE_LISTS.items() if k in used_lists},
     }, SCHEMA_FILE)
+    files.dump(root / "organisations.yaml", {"organisations": organisation_entries()}, SCHEMA_FILE)
     systems = {c: sc for c, _, _, sc, _ in departments}
     for ds in datasets:
         entry: dict[str, Any] = {
@@ -131,6 +133,8 @@ def write_registry(root: Path, config: DemoConfig) -> list[Path]:
         entry["columns"] = [{"name": n, "source": src, **extra} for n, src, extra in ds.columns]
         if ds.quality:
             entry["quality"] = ds.quality
+        if ds.division_column:
+            entry["division_column"] = ds.division_column
         files.dump(root / "datasets" / ds.owner / f"{ds.name}.yaml", entry, f"../../{SCHEMA_FILE}")
     for entry in platform_dataset_entries({e[0] for e in elements}):
         files.dump(root / "datasets" / entry["owner"] / f"{entry['name']}.yaml", entry, f"../../{SCHEMA_FILE}")

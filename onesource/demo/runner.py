@@ -62,6 +62,9 @@ class DemoSummary:
     """Datasets quarantined for the demo's injected blocking defects, corrected and sent again."""
     story: dict[str, tuple] = field(default_factory=dict)
     """KPI -> (first period, its value, this period's value, target), city-wide: baseline -> now."""
+    jurisdictions: list[tuple] = field(default_factory=list)
+    """(user, organisation code, its name, rows of the jurisdiction grant's dataset it reads) of the demo's
+    district and street users."""
 
 
 def all_dag_tasks(registry) -> int:
@@ -145,6 +148,7 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
             server.shutdown()
             server.server_close()
     _demo_users(settings, registry)
+    jurisdictions = _demo_jurisdictions(settings, registry)
     _demo_requests(settings, registry)
     redelivered = _redeliver_corrected(settings, config, registry)
     with Lake(settings.lake, read_only=True) as lake:
@@ -182,6 +186,7 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
         shared_datasets=sum(reason is None for reason in shared.values()),
         redelivered=redelivered,
         story=story,
+        jurisdictions=jurisdictions,
     )
     _write_report(reports / "demo-summary.json", summary)
     return summary
@@ -261,6 +266,56 @@ def _demo_users(settings: Settings, registry) -> None:
     for kind in {w[0] for w in missing}:
         files[kind].write_text(json.dumps(held[kind], indent=2))
         files[kind].chmod(0o600)
+
+
+JURISDICTION_CREDENTIALS = "demo-jurisdiction-credentials.json"
+"""In the home (0600): the district's and streets' users (onesource.demo.city.JURISDICTION_USERS)."""
+
+
+def _demo_jurisdictions(settings: Settings, registry) -> list[tuple]:
+    """A district's and two streets' users of civil affairs (each of its organisation), and civil affairs'
+    grant of the resident register scoped to the jurisdiction; returns (user, organisation, name, rows it
+    reads) as each reads it through the governed engine. Kept across reruns: users and the grant made once."""
+    from onesource.demo.city import JURISDICTION_GRANT, JURISDICTION_USERS
+    from sharing.audit import AuditLog
+    from sharing.engine import GovernedEngine
+    from sharing.grants import active_grants, add_grant
+    from sharing.users import accounts, create_user
+
+    department, dataset, purpose = JURISDICTION_GRANT
+    names = {d.name for d in registry.datasets}
+    codes = {o.code: o for o in registry.organisations}
+    wanted = [u for u in JURISDICTION_USERS if u[1] in {d.code for d in registry.departments} and u[2] in codes]
+    if dataset not in names or not wanted:
+        return []
+    path = settings.home / JURISDICTION_CREDENTIALS
+    held = json.loads(path.read_text()) if path.exists() else {}
+    audit = AuditLog.of(settings)
+    try:
+        with Lake(settings.lake) as lake:
+            existing = {a.name for a in accounts(lake)}
+            for user, dept, organisation in wanted:
+                if user not in held or user not in existing:
+                    password, token = create_user(lake, dept, user, by="demo", audit=audit, organisation=organisation)
+                    held[user] = {"department": dept, "organisation": organisation, "password": password,
+                                  "token": token}
+            if not any(g.dataset == dataset and g.scope == "jurisdiction" for g in active_grants(lake, department)):
+                add_grant(lake, registry, department, dataset, granted_by="demo", purpose=purpose,
+                          scope="jurisdiction")
+    finally:
+        audit.close()
+    path.write_text(json.dumps(held, indent=2, ensure_ascii=False))
+    path.chmod(0o600)
+    engine = GovernedEngine(settings, registry)
+    out = []
+    for user, dept, organisation in wanted:
+        try:
+            rows = engine.query(dept, f"SELECT count(*) FROM shared.{dataset}", user=user,
+                                purpose="demo: rows of the user's jurisdiction").rows[0][0]
+        except Exception:  # noqa: BLE001 - a dataset not loaded (quarantined): the summary says so
+            rows = None
+        out.append((user, organisation, codes[organisation].name, rows))
+    return out
 
 
 def _demo_requests(settings: Settings, registry) -> None:
@@ -399,6 +454,15 @@ def print_summary(console: Console, summary: DemoSummary, settings: Settings, st
             for k in shown if k in summary.kpis))
         if summary.redelivered:
             console.print("Corrected and sent again by their owners: " + ", ".join(summary.redelivered))
+        if summary.jurisdictions:
+            from onesource.demo.city import JURISDICTION_GRANT
+
+            console.print(
+                f"Jurisdictions: {JURISDICTION_GRANT[0]} reads {JURISDICTION_GRANT[1]} under a grant scoped to each "
+                "user's jurisdiction (organisations.yaml: the city, 9 districts, their streets): "
+                + "; ".join(f"{u} ({name} {code}) reads {'?' if n is None else n} rows"
+                            for u, code, name, n in summary.jurisdictions)
+                + f" ({JURISDICTION_CREDENTIALS})", highlight=False)
         for kpi in STORY_KPIS:
             if kpi in summary.story:
                 first, then, now, target = summary.story[kpi]
