@@ -97,23 +97,29 @@ def bound_fields(form: Form) -> int:
 # -- where subjects and fields are read --------------------------------------------------------------------
 
 def division_prefix(code: str) -> str:
-    """What every division code under ``code`` starts with (GB/T 2260 and the street codes): a province's or
-    city's 6-digit code loses its trailing ``00`` pairs, a 12-digit street code its trailing ``000``.
+    """What every division code under ``code`` starts with (schemas.model.division_prefix: the city's 430100 ->
+    4301, a district's 430102 itself, a street's 430102001 or 430102001000 -> 430102001), once ``code`` is one.
 
     >>> division_prefix("430100"), division_prefix("430102"), division_prefix("430102001000")
     ('4301', '430102', '430102001')
     """
+    from schemas.model import division_prefix as significant
+
     text = str(code).strip()
-    if not text.isdigit() or len(text) not in (6, 9, 12):
+    if not text.isascii() or not text.isdigit() or len(text) not in (6, 9, 12):
         raise FormError(f"{code!r} is not a division code: a district has 6 digits (GB/T 2260, e.g. 430102), a "
                         "street 9 or 12 (e.g. 430102001); give the jurisdiction's code")
-    if len(text) == 12 and text.endswith("000"):
-        text = text[:9]
-    if len(text) == 6:
-        for _ in range(2):
-            if text.endswith("00") and len(text) > 2:
-                text = text[:-2]
-    return text
+    return significant(text)
+
+
+def _known_jurisdiction(registry: Registry, code: str) -> None:
+    """A registry that declares its organisations (organisations.yaml) fills forms for those only."""
+    organisations = getattr(registry, "organisations", ())
+    if organisations and code not in {o.code for o in organisations}:
+        from schemas.model import unknown_name_message
+
+        raise FormError(unknown_name_message("organisation", code, {o.code for o in organisations})
+                        + " (organisations.yaml)")
 
 
 def key_column(ds: Dataset, element: str) -> Column | None:
@@ -198,6 +204,7 @@ def _subjects(registry: Registry, form: Form, query: Query, *, subject: str | No
     elif jurisdiction is None:
         where = f"{_ident(key.name)} IS NOT NULL"
     else:
+        _known_jurisdiction(registry, jurisdiction)
         where = f"starts_with(CAST({_ident(division_column(ds))} AS VARCHAR), {_lit(division_prefix(jurisdiction))})"
     result = query(f"SELECT DISTINCT {_ident(key.name)} FROM shared.{_ident(ds.name)} WHERE {where} "
                    f"ORDER BY {_ident(key.name)}")

@@ -186,3 +186,17 @@ def _small():
     form = Form(code="f", name="表", subject="resident", key="pid", subjects="people",
                 fields=(FormField("编号", element="pid", dataset="people"),))
     return Registry((), elements, (), (people,), (form,)), form, {"people": (["pid", "area"], [("A", "430102")])}, {}
+
+
+def test_a_registry_with_organisations_fills_only_for_one_of_them():
+    from dataclasses import replace
+
+    from schemas.model import Organisation
+
+    registry, form, tables, _ = _small()
+    registry = replace(registry, organisations=(Organisation("430100", "长沙市"),
+                                                Organisation("430102", "芙蓉区", parent="430100")))
+    query = lake_query(tables)
+    assert fill(registry, form, query, jurisdiction="430102").subjects == ("A",)
+    with pytest.raises(FormError, match="unknown organisation '430103'"):
+        fill(registry, form, query, jurisdiction="430103")
