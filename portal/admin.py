@@ -34,6 +34,7 @@ ADMIN_LABELS = {
         "admin_users": "用户管理", "admin_add": "新增用户", "admin_add_button": "新增", "admin_role": "角色",
         "admin_enabled": "状态", "admin_on": "启用", "admin_off": "已停用", "admin_created": "创建时间",
         "admin_changed": "最近变更", "admin_by": "操作人", "admin_actions": "操作",
+        "admin_organisation": "所属机构（辖区）", "admin_city": "全市",
         "admin_disable": "停用", "admin_enable": "启用", "admin_reset": "重置密码", "admin_rotate": "更换令牌",
         "admin_once": "以下凭据只显示这一次，系统只保存其哈希值：请现在交给用户。",
         "admin_token": "令牌（HTTP API）", "admin_password": "密码（门户与 PostgreSQL 接口）",
@@ -51,6 +52,7 @@ ADMIN_LABELS = {
         "admin_users": "Users", "admin_add": "Add a user", "admin_add_button": "Add", "admin_role": "Role",
         "admin_enabled": "State", "admin_on": "enabled", "admin_off": "disabled", "admin_created": "Created",
         "admin_changed": "Last change", "admin_by": "By", "admin_actions": "Actions",
+        "admin_organisation": "Organisation (jurisdiction)", "admin_city": "the whole city",
         "admin_disable": "Disable", "admin_enable": "Enable", "admin_reset": "Reset password",
         "admin_rotate": "Rotate token",
         "admin_once": "These credentials are shown this once; only their hashes are kept: hand them over now.",
@@ -112,8 +114,10 @@ def register(app: FastAPI, site: Site) -> None:
             found = users.accounts(lake)
         en = site.lang(request) == "en"
         names = {d.code: (d.name_en or d.name) if en else d.name for d in engine.registry.departments}
+        organisations = {o.code: (o.name_en or o.name) if en else o.name for o in engine.registry.organisations}
         response = site.page(request, "admin_users.html", status_code=status_code, user=user, accounts=found,
-                             departments=names, roles=roles.ROLES, notice=notice, error=error, shown=shown)
+                             departments=names, organisations=organisations, roles=roles.ROLES, notice=notice,
+                             error=error, shown=shown)
         if shown:
             response.headers["Cache-Control"] = "no-store"
         return response
@@ -129,14 +133,15 @@ def register(app: FastAPI, site: Site) -> None:
 
     @app.post("/admin/users", include_in_schema=False)
     def add(request: Request, name: str = Form(...), department: str = Form(...),
-            role: str = Form(roles.ANALYST)) -> Response:
+            role: str = Form(roles.ANALYST), organisation: str = Form("")) -> Response:
         user = site.user(request)
         name = name.strip()
         try:
             with Lake(engine.settings.lake) as lake:
                 password, token = users.add_user(lake, [d.code for d in engine.registry.departments], name,
                                                  department, role, by=user.name, by_department=user.department,
-                                                 audit=engine.audit)
+                                                 audit=engine.audit, organisation=organisation.strip() or None,
+                                                 organisations=[o.code for o in engine.registry.organisations])
         except users.UserError as exc:
             return listing(request, user, error=str(exc), status_code=400)
         return listing(request, user, shown={"user": name, "password": password, "token": token})

@@ -357,3 +357,64 @@ def test_registry_files_round_trip_through_yaml(tmp_path):
     registry, issues = check_registry(root)
     assert not issues, messages(issues)
     assert registry.organisation("430104001").name == "望月湖街道"
+
+
+# --- administration: the CLI and the operators' page -------------------------------------------------------
+
+@pytest.mark.slow  # a lake opened by each of eight commands, then a server's engine: some 17 s
+def test_users_and_grants_carry_the_organisation_and_the_scope(tmp_path, monkeypatch, capsys):
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from lakehouse import Lake
+    from onesource import cli
+    from onesource.config import Settings
+    from sharing.engine import GovernedEngine
+    from sharing.grants import active_grants
+    from sharing.http import create_app
+    from sharing.roles import OPERATOR
+    from sharing.users import create_user
+
+    settings = Settings(home=tmp_path / "home")
+    registry_at(settings.registry_dir)
+    monkeypatch.setenv("ONESOURCE_HOME", str(settings.home))
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = cli.main(list(argv))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    code, _, err = run("users", "add", "tax_moon", "--department", "tax", "--organisation", "430104009")
+    assert code == 1 and "no organisation '430104009'" in err and "430104001" in err and "Traceback" not in err
+    assert run("users", "add", "tax_moon", "--department", "tax", "--organisation", "430104001", "--json")[0] == 0
+    assert run("users", "add", "tax_city", "--department", "tax")[0] == 0
+    code, out, _ = run("users", "list", "--json")
+    assert {u["user"]: u["organisation"] for u in json.loads(out)} == {"tax_moon": "430104001", "tax_city": None}
+    code, out, _ = run("users", "list")
+    assert code == 0 and "430104001" in out and "city" in out
+    code, out, _ = run("grants", "add", "--department", "tax", "--dataset", "places", "--scope", "jurisdiction")
+    assert code == 0 and "its organisation's jurisdiction" in out
+    with Lake(settings.lake, read_only=True) as lake:
+        assert [g.scope for g in active_grants(lake, "tax")] == ["jurisdiction"]
+    code, out, _ = run("grants", "list", "--json")
+    assert [g["scope"] for g in json.loads(out)] == ["jurisdiction"]
+
+    with Lake(settings.lake) as lake:
+        password, _ = create_user(lake, "amr", "amr_ops", OPERATOR)
+    engine = GovernedEngine(settings, load_registry(settings.registry_dir), persistent=True)
+    try:
+        client = TestClient(create_app(engine))
+        assert client.post("/login", data={"username": "amr_ops", "password": password, "next": "/admin/users"},
+                           follow_redirects=False).status_code == 303
+        page = client.get("/admin/users?lang=zh").text
+        assert "望月湖街道 (430104001)" in page and "全市" in page and '<option value="430104">岳麓区' in page
+        client.headers["X-CSRF-Token"] = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        added = client.post("/admin/users", data={"name": "tax_district", "department": "tax", "role": "analyst",
+                                                  "organisation": "430104"})
+        assert added.status_code == 200 and "岳麓区 (430104)" in added.text
+        refused = client.post("/admin/users", data={"name": "tax_x", "department": "tax", "role": "analyst",
+                                                     "organisation": "430199"})
+        assert refused.status_code == 400 and "no organisation &#39;430199&#39;" in refused.text
+    finally:
+        engine.close()
