@@ -1,9 +1,515 @@
-"""(being written: see sharing/security/__init__.py)"""
+"""Who saw a record: audited queries replayed at the snapshot they read, under the policy they ran under.
+
+``onesource security who-saw --element resident_id --value V [--since T] [--until T]`` answers the question
+every incident ends with: whose result held that person's (or enterprise's) record. The datasets are those
+with a column holding the element (the registry's schemas); the record is their rows whose element column
+equals ``V``. Each allowed query of the (verified) audit log that read one of them is replayed from what the
+engine recorded (sharing.engine ``_record``): ``sql_lake`` (or ``sql_run`` where the servers read no file
+lists) is the governed SQL that ran, every shared table already replaced by the department's policy
+relation with its masks and row filters inlined, so the replay runs under the policy of that day, not
+today's grants; ``snapshot`` is the DuckLake snapshot the query read, and every table reference is read
+``AT (VERSION => snapshot)`` (a query's own time travel keeps its ``AT``).
+
+The rule (exact, and independent of the query's shape). For each reference to a dataset of the element in
+the query (a self-join has two), let Q be the query at its snapshot, Q_r the same query with that reference's
+scan restricted to the record's rows (inside the policy relation, before masks and row filter: the record
+is found by its raw value even where the department saw it masked), Q_m with the record's rows removed from
+that scan. The result held the record iff some row of Q_r occurs more often in Q than in Q_m: a row that is
+there because of the record. So a row of the record itself, masked or not, projected or joined, is held; an
+aggregate over many records is not (``count(*)`` of a district changes with the record, but the count Q_r
+gives, over the record alone, is not a row of Q); an aggregate whose group is the record alone, or whose
+value is the record's own (a ``max`` it sets), is. Q_r runs first, on a tiny temporary table of the record's
+rows at that snapshot: empty means no, and most queries stop there. Only then Q and Q_m run, as one query
+(``(Q EXCEPT ALL Q_m) INTERSECT Q_r``, non-empty iff held).
+
+Bounded by what was recorded and what the lake keeps: an entry from before snapshots were recorded, one whose
+SQL was clipped in the log (over QueryLimits.audit_sql_bytes), one whose snapshot maintenance expired, or one
+whose replay fails is counted and reported, never silently taken for "not seen". A query whose result depended
+on row order beyond its ORDER BY (LIMIT over ties) is replayed as DuckDB orders it now.
+
+``who-saw --dataset X --since T``: per recipient (department, user), from the audit alone: queries, rows that
+left, and sensitive values that left (rows times the columns of X with an element of sensitivity >= 3 that the
+query returned unmasked; an estimate by column name: the audit records names, not lineage).
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from onesource.errors import OneSourceError
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from onesource.config import Settings
+    from schemas.model import Registry
+
+SENSITIVE = 3
+"""An element of this sensitivity or more counts as a sensitive value in ``--dataset`` reports."""
+
+# A DuckLake scan of a policy relation as the planner writes it (sharing.policy._lake_scan), optionally with
+# the query's own time travel; string literals and quoted identifiers are matched as wholes, so a scan's text
+# inside a literal is never taken for a scan.
+_TOKENS = re.compile(r'(?P<scan>"lake"\."shared"\."(?P<ds>[a-z0-9_]+)" AS "__os_scan"(?P<at> AT \()?)'
+                     r"|'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+
+
+class ReplayError(OneSourceError):
+    """who-saw cannot answer: an unknown element or dataset, or an audit log that does not verify."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """An audited query whose result held the record."""
+
+    seq: int
+    at: str
+    user: str
+    department: str
+    purpose: str | None
+    dialect: str | None
+    snapshot: int | None
+    datasets: tuple[str, ...]
+    columns: tuple[str, ...]
+    """``dataset.column`` of the record's datasets the query's policy relations exposed."""
+    masked: tuple[str, ...]
+    """Those of them the department saw masked."""
+    rows: int | None
+    sql_sent: str | None
+
+
+@dataclass
+class Report:
+    element: str
+    value: str
+    datasets: tuple[str, ...]
+    hits: list[Hit] = field(default_factory=list)
+    examined: int = 0
+    """Allowed queries that read one of the datasets within the window."""
+    replayed: int = 0
+    """Distinct (governed SQL, snapshot) pairs replayed."""
+    unreplayed: dict[str, list[int]] = field(default_factory=dict)
+    """Why a query could not be replayed -> the seqs of those queries."""
+    notes: list[str] = field(default_factory=list)
+
+
+NO_SNAPSHOT = "no snapshot recorded (a query from before snapshots were recorded)"
+CLIPPED = "governed SQL clipped in the audit log (longer than QueryLimits.audit_sql_bytes)"
+EXPIRED = "snapshot expired by maintenance (no longer in the lake)"
+PLAN_ONLY = "EXPLAIN: only a plan left, no rows"
+
+
+def _parse_time(text: str | None, tz: str) -> dt.datetime | None:
+    if not text:
+        return None
+    from metrics.citytime import parse_local
+
+    try:
+        return parse_local(text, tz).replace(tzinfo=dt.UTC)
+    except ValueError as exc:
+        raise ReplayError(f"{text!r} is not a time: write 2026-03-31 or 2026-03-31T18:00 (the city's time "
+                          "unless a zone is given)") from exc
+
+
+def element_datasets(registry: Registry, element: str) -> dict[str, tuple[str, ...]]:
+    """Dataset -> its columns holding ``element``."""
+    registry.element(element)  # an unknown one: UnknownNameError, naming the closest
+    found: dict[str, tuple[str, ...]] = {}
+    for ds in registry.datasets:
+        columns = tuple(c.name for c in ds.columns if c.element == element)
+        if columns:
+            found[ds.name] = columns
+    return found
+
+
+def verified_entries(settings: Settings) -> tuple[list[dict[str, Any]], list[str]]:
+    """The audit log's entries that verify (its whole chain, or the part before the first bad entry), with
+    notes on what was left out."""
+    from sharing.audit import AuditLog, verify
+
+    log = AuditLog.of(settings)
+    try:
+        verdict = verify(log)
+        entries = log.entries()
+    finally:
+        if log.anchor is not None:
+            log.anchor.close()
+    if verdict.ok:
+        return entries, list(verdict.notes)
+    if verdict.first_bad is None or verdict.first_bad <= 1:
+        raise ReplayError(f"the audit log does not verify ({verdict.reason}); nothing in it can be trusted to "
+                          "replay: `onesource audit verify` says more")
+    kept = entries[: verdict.first_bad - 1]
+    return kept, [f"the audit log does not verify from line {verdict.first_bad} ({verdict.reason}): only the "
+                  f"{len(kept)} entries before it were read"]
+
+
+def _within(entry: dict, since: dt.datetime | None, until: dt.datetime | None) -> bool:
+    if since is None and until is None:
+        return True
+    at = dt.datetime.fromisoformat(entry["at"])
+    return (since is None or at >= since) and (until is None or at < until)
+
+
+def _governed_sql(entry: dict) -> tuple[str | None, str | None]:
+    """The replayable governed SQL of an entry, or why there is none."""
+    if entry.get("sql_lake"):
+        sql, clipped = entry["sql_lake"], "sql_lake_bytes" in entry
+    else:
+        sql, clipped = entry.get("sql_run"), "sql_run_bytes" in entry
+    if not sql:
+        return None, "no governed SQL recorded"
+    if clipped:
+        return None, CLIPPED
+    if sql.startswith("EXPLAIN "):
+        return None, PLAN_ONLY
+    if entry.get("snapshot") is None:
+        return None, NO_SNAPSHOT
+    return sql, None
+
+
+@dataclass(frozen=True)
+class _Scan:
+    start: int
+    end: int
+    dataset: str
+    at: str | None
+    """The query's own time travel (``VERSION => 3``), or None: the query read the recorded snapshot."""
+
+
+def scans(sql: str) -> list[_Scan]:
+    """Every DuckLake scan of a policy relation in ``sql``, in order."""
+    found = []
+    for m in _TOKENS.finditer(sql):
+        if m.group("scan") is None:
+            continue
+        end, at = m.end(), None
+        if m.group("at"):
+            close = _closing(sql, end)
+            at, end = sql[end:close], close + 1
+        found.append(_Scan(m.start(), end, m.group("ds"), at))
+    return found
+
+
+def _closing(sql: str, i: int) -> int:
+    """The index of the parenthesis closing the one opened just before ``i`` (literals skipped)."""
+    depth = 1
+    while i < len(sql):
+        ch = sql[i]
+        if ch == "'":
+            i = sql.index("'", i + 1)
+            while sql.startswith("'", i + 1):
+                i = sql.index("'", i + 2)
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    raise ValueError("unbalanced AT clause")
+
+
+MATERIALISE_ROWS = 2_000_000
+"""A table version of at most this many rows is read from the lake once and replayed from memory (a temporary
+table): a DuckLake scan ``AT (VERSION => n)`` reads the catalog's metadata anew each time (10 to 30 ms on a
+2-core host), more than the replayed query itself. A larger table is read from the lake by every replay."""
+
+
+class Replayer:
+    """Replays audited queries on one read-only connection to the lake, in one read transaction. Each table
+    is read once per *data version* (the last snapshot at or before the query's that changed it: a grant, a
+    user or any other table's commit makes a snapshot that leaves it as it was) into a temporary table, and so
+    are the record's rows of it."""
+
+    def __init__(self, settings: Settings, record: dict[str, tuple[str, ...]], value: str,
+                 materialise_rows: int = MATERIALISE_ROWS):
+        from lakehouse.lake import Lake
+        from sharing.sql import lock_down
+
+        self.record = record
+        self.value = value
+        self.materialise_rows = materialise_rows
+        self._literal = "'" + value.replace("'", "''") + "'"
+        self._lake = Lake(settings.lake, read_only=True)
+        self.con: duckdb.DuckDBPyConnection = self._lake.con
+        # one thread: replays are many small queries (a second thread cost more CPU than it saved, bench/security.py);
+        # no per-query memory limit: the operator's own tool, its tables bounded by MATERIALISE_ROWS
+        lock_down(self.con, settings.lake.data_path, threads=1)
+        self.begin()
+        self.snapshots = {r[0] for r in self.con.execute("SELECT snapshot_id FROM lake.snapshots()").fetchall()}
+        self._changes = self._changed()
+        self._ids = self.con.execute(
+            "SELECT t.table_name, t.table_id, t.begin_snapshot, t.end_snapshot FROM "
+            "__ducklake_metadata_lake.ducklake_table t JOIN __ducklake_metadata_lake.ducklake_schema s "
+            "USING (schema_id) WHERE s.schema_name = 'shared'").fetchall()
+
+    def begin(self) -> None:
+        """A read transaction (again after an error aborted one: its temporary tables went with it)."""
+        import duckdb
+
+        try:
+            self.con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
+        self.con.execute("BEGIN TRANSACTION")
+        self._sources: dict[tuple[str, str], str] = {}
+        self._records: dict[tuple[str, str], str] = {}
+
+    def close(self) -> None:
+        import duckdb
+
+        try:
+            self.con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
+        self._lake.close()
+
+    def _changed(self) -> dict[str, list[int]]:
+        """Table id or ``shared.<name>`` -> the snapshots that changed it (DuckLake's ``changes`` of each)."""
+        out: dict[str, list[int]] = {}
+        for snapshot, changes in self.con.execute("SELECT snapshot_id, changes FROM lake.snapshots() "
+                                                  "ORDER BY snapshot_id").fetchall():
+            for names in (changes or {}).values():
+                for name in names or ():
+                    out.setdefault(str(name), []).append(snapshot)
+        return out
+
+    def _version(self, dataset: str, at: str) -> str:
+        """The data version of ``dataset`` that ``at`` (``VERSION => n``) reads: the last snapshot up to n that
+        changed it. Another time travel (``TIMESTAMP => ...``) is its own version."""
+        m = re.fullmatch(r"VERSION => (\d+)", at)
+        if m is None:
+            return at
+        snapshot = int(m.group(1))
+        ids = [str(i) for name, i, begin, end in self._ids
+               if name == dataset and begin <= snapshot and (end is None or end > snapshot)]
+        marks = [s for key in [*ids, f"shared.{dataset}"] for s in self._changes.get(key, ()) if s <= snapshot]
+        return f"VERSION => {max(marks)}" if marks else at
+
+    def _source(self, dataset: str, at: str) -> str:
+        """Where a replay reads ``dataset`` as of ``at`` from: a temporary table of that version, or the lake."""
+        at = self._version(dataset, at)
+        key = (dataset, at)
+        name = self._sources.get(key)
+        if name is None:
+            lake = f'"lake"."shared"."{dataset}" AT ({at})'
+            [rows] = self.con.execute(f"SELECT count(*) FROM {lake}").fetchone()
+            name = lake
+            if rows <= self.materialise_rows:
+                name = f"__os_table_{len(self._sources)}"
+                self.con.execute(f"CREATE TEMPORARY TABLE {name} AS SELECT * FROM {lake}")
+            self._sources[key] = name
+        return name
+
+    def _condition(self, dataset: str) -> str:
+        return " OR ".join(f'CAST("{c}" AS VARCHAR) = {self._literal}' for c in self.record[dataset])
+
+    def _record_table(self, dataset: str, at: str) -> str:
+        """A temporary table of the record's rows of ``dataset`` as of ``at`` (every column, raw)."""
+        source = self._source(dataset, at)
+        name = self._records.get((dataset, source))
+        if name is None:
+            name = f"__os_record_{len(self._records)}"
+            self.con.execute(f"CREATE TEMPORARY TABLE {name} AS SELECT * FROM {source} WHERE {self._condition(dataset)}")
+            self._records[(dataset, source)] = name
+        return name
+
+    def held(self, sql: str, snapshot: int) -> bool:
+        """Whether the result of ``sql`` (governed, DuckLake scans) read at ``snapshot`` held the record."""
+        found = scans(sql)
+        at = f"VERSION => {int(snapshot)}"
+
+        def text(restrict: int | None, how: str) -> str:
+            parts, last = [], 0
+            for n, s in enumerate(found):
+                when = s.at or at
+                if n != restrict:
+                    scan = f'(SELECT * FROM {self._source(s.dataset, when)}) AS "__os_scan"'
+                elif how == "record":
+                    scan = f'(SELECT * FROM {self._record_table(s.dataset, when)}) AS "__os_scan"'
+                else:
+                    scan = (f"(SELECT * FROM {self._source(s.dataset, when)} WHERE NOT coalesce("
+                            f'{self._condition(s.dataset)}, false)) AS "__os_scan"')
+                parts += [sql[last:s.start], scan]
+                last = s.end
+            return "".join(parts) + sql[last:]
+
+        for n, s in enumerate(found):
+            if s.dataset not in self.record:
+                continue
+            restricted = text(n, "record")
+            if self.con.execute(f"SELECT 1 FROM ({restricted}) AS __os_q LIMIT 1").fetchone() is None:
+                continue
+            combined = (f"WITH __os_all AS ({text(None, '')}), __os_rest AS ({text(n, 'rest')}), "
+                        f"__os_rec AS ({restricted}) SELECT 1 FROM (SELECT * FROM (SELECT * FROM __os_all EXCEPT ALL "
+                        "SELECT * FROM __os_rest) INTERSECT SELECT * FROM __os_rec) LIMIT 1")
+            if self.con.execute(combined).fetchone() is not None:
+                return True
+        return False
+
+
+def who_saw(settings: Settings, registry: Registry, element: str, value: str, *, since: dt.datetime | None = None,
+            until: dt.datetime | None = None, entries: Iterable[dict] | None = None) -> Report:
+    """Every allowed query, within [since, until), whose result held the record of ``element`` = ``value``.
+    ``entries``: the audit entries to read (default: the home's verified log)."""
+    import duckdb
+
+    record = element_datasets(registry, element)
+    report = Report(element, value, tuple(sorted(record)))
+    if not record:
+        report.notes.append(f"no dataset has a column holding {element}: nobody can have seen such a record")
+        return report
+    if entries is None:
+        entries, notes = verified_entries(settings)
+        report.notes += notes
+    chosen = [e for e in entries if e.get("decision") == "allowed" and set(e.get("tables") or ()) & set(record)
+              and _within(e, since, until)]
+    report.examined = len(chosen)
+    if not chosen:
+        return report
+    replayer = Replayer(settings, record, value)
+    decided: dict[tuple[str, int], bool | str] = {}
+    try:
+        for e in chosen:
+            sql, why = _governed_sql(e)
+            if sql is not None and e["snapshot"] not in replayer.snapshots:
+                why = EXPIRED
+            if why is not None:
+                report.unreplayed.setdefault(why, []).append(e["seq"])
+                continue
+            key = (sql, e["snapshot"])
+            outcome = decided.get(key)
+            if outcome is None:
+                try:
+                    outcome = replayer.held(sql, e["snapshot"])
+                except (duckdb.Error, ValueError) as exc:
+                    outcome = f"replay failed: {str(exc).splitlines()[0][:300]}"
+                    replayer.begin()  # an error aborts the transaction: begin another
+                decided[key] = outcome
+            if isinstance(outcome, str):
+                report.unreplayed.setdefault(outcome, []).append(e["seq"])
+            elif outcome:
+                report.hits.append(_hit(e, record))
+    finally:
+        replayer.close()
+    report.replayed = len(decided)
+    return report
+
+
+def _hit(e: dict, record: dict[str, tuple[str, ...]]) -> Hit:
+    read = tuple(sorted(set(e.get("tables") or ()) & set(record)))
+    columns = tuple(c for c in e.get("columns") or () if c.split(".", 1)[0] in read)
+    masked = tuple(c for c in e.get("masked") or () if c.split(".", 1)[0] in read)
+    return Hit(e["seq"], e["at"], e.get("user") or "", e.get("department") or "", e.get("purpose"),
+               e.get("dialect"), e.get("snapshot"), read, columns, masked, e.get("rows"), e.get("sql_sent"))
+
+
+@dataclass(frozen=True)
+class Recipient:
+    department: str
+    user: str
+    queries: int
+    rows: int
+    sensitive_values: int
+    sensitive_columns: tuple[str, ...]
+    """Sensitive columns of the dataset that left unmasked in at least one query."""
+
+
+def recipients(settings: Settings, registry: Registry, dataset: str, *, since: dt.datetime | None = None,
+               until: dt.datetime | None = None, entries: Iterable[dict] | None = None) -> tuple[list[Recipient],
+                                                                                              list[str]]:
+    """Per (department, user): the allowed queries that read ``dataset`` within [since, until), the rows they
+    returned, and the sensitive values they returned unmasked (rows x such columns among the result's)."""
+    ds = registry.dataset(dataset)  # an unknown one: UnknownNameError, naming the closest
+    elements = {e.name: e for e in registry.elements}
+    sensitive = {c.name for c in ds.columns if c.element in elements and elements[c.element].sensitivity >= SENSITIVE}
+    notes: list[str] = []
+    if entries is None:
+        entries, notes = verified_entries(settings)
+    per: dict[tuple[str, str], list] = {}
+    for e in entries:
+        if e.get("decision") != "allowed" or dataset not in (e.get("tables") or ()) or not _within(e, since, until):
+            continue
+        exposed = {c.split(".", 1)[1] for c in e.get("columns") or () if c.split(".", 1)[0] == dataset}
+        masked = {c.split(".", 1)[1] for c in e.get("masked") or () if c.split(".", 1)[0] == dataset}
+        returned = set(e.get("result_columns") or ())
+        unmasked = sorted((exposed - masked) & sensitive & returned)
+        rows = int(e.get("rows") or 0)
+        acc = per.setdefault((e.get("department") or "", e.get("user") or ""), [0, 0, 0, set()])
+        acc[0] += 1
+        acc[1] += rows
+        acc[2] += rows * len(unmasked)
+        acc[3] |= set(unmasked)
+    out = [Recipient(d, u, q, r, s, tuple(sorted(cols))) for (d, u), (q, r, s, cols) in per.items()]
+    out.sort(key=lambda r: (-r.sensitive_values, -r.rows, r.department, r.user))
+    return out, notes
 
 
 def add_commands(actions: argparse._SubParsersAction) -> None:
     """Adds this module's `onesource security` actions (each sets ``security_fn``)."""
+    p = actions.add_parser("who-saw", help="who saw a record (--element E --value V), or what left of a dataset "
+                                           "(--dataset X) per recipient, replaying the audit log")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--element", help="a data element of the registry (elements.yaml), e.g. resident_id")
+    what.add_argument("--dataset", help="a dataset: per recipient, the rows and sensitive values that left")
+    p.add_argument("--value", help="with --element: the record's value (a resident ID, a credit code, ...)")
+    p.add_argument("--since", help="from this time (the city's time unless a zone is given), e.g. 2026-03-01")
+    p.add_argument("--until", help="before this time")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(security_fn=cmd_who_saw)
+
+
+def cmd_who_saw(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas import load_registry
+
+    if args.element and not args.value:
+        raise ReplayError("--element needs --value: the record's value, e.g. --value 430102199001011234")
+    if args.dataset and args.value:
+        raise ReplayError("--value goes with --element; --dataset reports what left of the whole dataset")
+    since, until = (_parse_time(t, settings.city_timezone) for t in (args.since, args.until))
+    registry = load_registry(settings.registry_dir, settings.cache_dir)
+    if args.dataset:
+        found, notes = recipients(settings, registry, args.dataset, since=since, until=until)
+        if args.json:
+            print(json.dumps({"dataset": args.dataset, "recipients": [asdict(r) for r in found], "notes": notes},
+                             ensure_ascii=False, indent=2))
+            return 0
+        print(f"shared.{args.dataset}: {len(found)} recipients" + (f" since {args.since}" if args.since else ""))
+        for r in found:
+            cols = f" ({', '.join(r.sensitive_columns)})" if r.sensitive_columns else ""
+            print(f"  {r.department} / {r.user}: {r.queries} queries, {r.rows} rows, "
+                  f"{r.sensitive_values} sensitive values{cols}")
+        for note in notes:
+            print(f"note: {note}")
+        return 0
+    report = who_saw(settings, registry, args.element, args.value, since=since, until=until)
+    if args.json:
+        print(json.dumps(asdict(report), ensure_ascii=False, indent=2))
+        return 0
+    print(_text(report))
+    return 0
+
+
+def _text(report: Report) -> str:
+    lines = [f"{report.element} = {report.value}: read through {', '.join(report.datasets) or 'no dataset'}; "
+             f"{report.examined} allowed queries read them, {len(report.hits)} held the record"]
+    for h in report.hits:
+        seen = ", ".join(c + (" (masked)" if c in h.masked else "") for c in h.columns)
+        lines.append(f"  seq {h.seq}  {h.at}  {h.department} / {h.user}  purpose: {h.purpose or '-'}  "
+                     f"dialect: {h.dialect or '-'}  snapshot {h.snapshot}  rows {h.rows}")
+        lines.append(f"      columns: {seen}")
+    missed = sum(len(v) for v in report.unreplayed.values())
+    if missed:
+        lines.append(f"could not replay {missed} queries:")
+        for why, seqs in sorted(report.unreplayed.items(), key=lambda kv: -len(kv[1])):
+            shown = ", ".join(map(str, seqs[:10])) + (" ..." if len(seqs) > 10 else "")
+            lines.append(f"  {len(seqs)}: {why} (seq {shown})")
+    lines += [f"note: {n}" for n in report.notes]
+    return "\n".join(lines)
