@@ -68,6 +68,20 @@ def test_a_roster_exported_for_a_division_equals_the_hand_computed_one(tmp_path,
     body = [[row[0], *row[1:6], row[6].date() if row[6] is not None else None, *row[7:]] for row in got[3:]]
     assert body == [[n, *e] for n, e in enumerate(expected, 1)]
 
+    # the same roster filled for the whole city by a civil-affairs user of that division holds that division's
+    # rows only: the user's jurisdiction applies to every read of the fill (sharing.grants)
+    from sharing.users import create_user
+
+    with Lake(settings.lake) as lake:
+        create_user(lake, "mca", "mca_local", organisation=code, by="test")
+    city = tmp_path / "city.xlsx"
+    assert main(["forms", "fill", "dibao_roster", "--jurisdiction", "430100", "--out", str(city), "--as", "mca",
+                 "--user", "mca_local", "--json"]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert local["subjects"] == len(mine) and local["prefilled"] == summary["prefilled"]
+    assert [list(r)[1:] for r in load_workbook(city).active.iter_rows(min_row=4, values_only=True)] == \
+        [list(r)[1:] for r in ws.iter_rows(min_row=4, values_only=True)]
+
     from sharing.audit import AuditLog  # every read audited as mca's, none refused
 
     entries = [e for e in AuditLog.of(settings).entries() if (e.get("purpose") or "") == "form dibao_roster"]
