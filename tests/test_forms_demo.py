@@ -145,9 +145,11 @@ def test_the_dashboard_shows_the_city_prefill_and_the_fields_no_longer_typed(tmp
         with TestClient(create_app(engine)) as client:
             sign_in(client, bureau)
             page = client.get("/dashboard").text
+            definitions = client.get("/dashboard/definitions").text
     finally:
         engine.close()
     card = re.search(r'data-kpi="form_prefill_rate" data-filled="(\d+)" data-cells="(\d+)"', page)
     assert card and (int(card[1]), int(card[2])) == (census.filled, census.cells)
     assert f"{census.filled / census.cells * 100:.1f}%" in page
     assert 'data-form="enterprise_census"' in page and "<svg" in page.split('id="forms-chart"')[1]
+    assert 'href="/dashboard/definitions#form_prefill_rate"' in page and 'id="form_prefill_rate"' in definitions
