@@ -42,7 +42,7 @@ def test_changes_applied_to_the_old_view_give_the_new_one(old, new):
     upserts, gone = changes(_table(after), _table(before), ["k"])
     change = Change("changes", [("k", "BIGINT"), ("name", "VARCHAR"), ("n", "BIGINT")], ["k"], upserts, gone)
     applied = dict(before)
-    for key in change.stale_keys():
+    for key in change.stale_keys().to_pylist():
         applied.pop(key["k"], None)
     for row in upserts.to_pylist():
         applied[row["k"]] = (row["name"], row["n"])

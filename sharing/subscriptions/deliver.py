@@ -93,8 +93,9 @@ def _access(lake: Lake, registry: Registry, sub: Subscription):
     return visible(registry, active_grants(lake, sub.department), sub.department, organisation_of(lake.con, sub.user))
 
 
-def refusal(lake: Lake, registry: Registry, sub: Subscription) -> str | None:
-    """Why ``sub`` may not be delivered now (None: it may): deny by default."""
+def refusal(lake: Lake, registry: Registry, sub: Subscription, access: dict | None = None) -> str | None:
+    """Why ``sub`` may not be delivered now (None: it may): deny by default. ``access``: the subscriber's, if
+    already read (:func:`_access`)."""
     try:
         registry.dataset(sub.dataset)
     except OneSourceError:
@@ -114,7 +115,7 @@ def refusal(lake: Lake, registry: Registry, sub: Subscription) -> str | None:
     if frozen:
         return frozen
     try:
-        access = _access(lake, registry, sub)
+        access = _access(lake, registry, sub) if access is None else access
     except OneSourceError as exc:
         return str(exc)
     if sub.dataset not in access:
@@ -125,13 +126,13 @@ def refusal(lake: Lake, registry: Registry, sub: Subscription) -> str | None:
     return None
 
 
-def key_problem(lake: Lake, registry: Registry, sub: Subscription) -> str | None:
+def key_problem(lake: Lake, registry: Registry, sub: Subscription, access: dict | None = None) -> str | None:
     """Why the changes of ``sub``'s view cannot be told by key (None: they can): every key column must be
     in the view and unmasked, or rows could not be matched."""
     ds = registry.dataset(sub.dataset)
     if not ds.key:
         return f"dataset {ds.name} declares no key"
-    acc = _access(lake, registry, sub).get(ds.name)
+    acc = (_access(lake, registry, sub) if access is None else access).get(ds.name)
     if acc is None:
         return f"{sub.department} may not read {ds.name}"
     missing = [k for k in ds.key if k not in acc.columns]
@@ -142,10 +143,10 @@ def key_problem(lake: Lake, registry: Registry, sub: Subscription) -> str | None
     return None
 
 
-def policy_fingerprint(lake: Lake, registry: Registry, sub: Subscription) -> str:
+def policy_fingerprint(lake: Lake, registry: Registry, sub: Subscription, access: dict | None = None) -> str:
     """Changes whenever what the subscriber may see of the dataset changes (columns, masks, row filters,
     scope) or the dataset's registered version does: a changes delivery then sends the whole view."""
-    acc = _access(lake, registry, sub).get(sub.dataset)
+    acc = (_access(lake, registry, sub) if access is None else access).get(sub.dataset)
     ds = registry.dataset(sub.dataset)
     text = repr((sub.user, acc, [(c.name, c.duck_type) for c in ds.columns]))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -202,7 +203,7 @@ def changes(new: pa.Table, old: pa.Table, key: list[str]) -> tuple[pa.Table, pa.
 
 
 def _change(settings: Settings, registry: Registry, lake: Lake, sub: Subscription, snapshot: int,
-            mark: Mark | None, policy: str) -> Change:
+            mark: Mark | None, policy: str, access: dict) -> Change:
     from onesource.duck import connect
 
     ds = registry.dataset(sub.dataset)
@@ -213,7 +214,7 @@ def _change(settings: Settings, registry: Registry, lake: Lake, sub: Subscriptio
         columns = _duck_types(con, "new_view")
     finally:
         con.close()
-    if sub.mode == "changes" and mark is not None and mark.policy == policy and not key_problem(lake, registry, sub):
+    if sub.mode == "changes" and mark is not None and mark.policy == policy and not key_problem(lake, registry, sub, access):
         from lakehouse.exceptions import SnapshotNotFound
         from sharing.exceptions import QueryFailed
 
@@ -288,13 +289,17 @@ def _deliver(settings: Settings, registry: Registry, lake: Lake, sub: Subscripti
                                     kind, rows, deleted, status, tries, error, started, store.now()))
         return Outcome(sub.subscription_id, status, delivery_id, kind, rows, deleted, error or "")
 
-    reason = refusal(lake, registry, sub)
+    try:  # read once for the checks, the policy's fingerprint and the key's
+        access = _access(lake, registry, sub)
+    except OneSourceError as exc:
+        return ledger("refused", error=str(exc))
+    reason = refusal(lake, registry, sub, access)
     if reason:
         return ledger("refused", error=reason)
     if load_id is None:
         return Outcome(sub.subscription_id, "unchanged", message=f"{sub.dataset} has no published load yet")
     target = target_for(sub.target_kind, sub.target, environ, settings)
-    policy = policy_fingerprint(lake, registry, sub)
+    policy = policy_fingerprint(lake, registry, sub, access)
     try:
         mark = _with_retries(lambda: target.mark(sub), attempts, backoff)[0]
     except OneSourceError as exc:
@@ -307,7 +312,7 @@ def _deliver(settings: Settings, registry: Registry, lake: Lake, sub: Subscripti
         return Outcome(sub.subscription_id, "unchanged", mark.delivery_id,
                        message=f"{target.where()} holds load {load_id} already")
     try:
-        change = _change(settings, registry, lake, sub, snapshot, mark, policy)
+        change = _change(settings, registry, lake, sub, snapshot, mark, policy, access)
     except OneSourceError as exc:  # refused by the engine (a grant revoked meanwhile) or failed: audited there
         return ledger("failed", error=str(exc))
     new_mark = Mark(delivery_id, snapshot, load_id, policy, change.row_count, store.now().isoformat(sep=" "))

@@ -80,11 +80,14 @@ class Change:
     def deleted_count(self) -> int:
         return self.deleted.num_rows if self.deleted is not None else 0
 
-    def stale_keys(self) -> list[dict]:
+    def stale_keys(self) -> pa.Table:
         """Keys a table target removes before inserting ``rows``: rows gone, and the old version of rows changed."""
-        if self.deleted is None:
-            return []
-        return self.deleted.to_pylist() + self.rows.select(self.key).to_pylist()
+        import pyarrow as pa
+
+        changed = self.rows.select(self.key)
+        if self.deleted is None or not self.deleted.num_rows:
+            return changed
+        return pa.concat_tables([self.deleted.select(self.key).cast(changed.schema), changed])
 
     def with_change_column(self) -> pa.Table:
         """The rows for a file or a webhook: changes carry ``_change`` (upsert, or delete with only the key)."""
@@ -121,8 +124,6 @@ class DatabaseTarget:
     """A table in the subscriber's PostgreSQL (``kind = 'postgres'``) or MySQL/MariaDB (``'mysql'``)."""
 
     EXTENSIONS = {"postgres": ("postgres_scanner", "postgres"), "mysql": ("mysql_scanner", "mysql")}
-    KEY_CHUNK = 1000
-    """Keys removed per DELETE statement (a changes delivery): a few thousand keep each statement small."""
 
     def __init__(self, kind: str, settings: dict, environ: Mapping[str, str] | None = None):
         self.kind = kind
@@ -225,6 +226,8 @@ class DatabaseTarget:
                 raise SubscriptionError(f"the table {self.where()} has columns {have}, not the delivered {wanted}: "
                                         "it was altered; drop it and the next delivery recreates it whole")
             con.register("delivery_rows", change.rows)
+            if change.kind == "changes":
+                self._stage(con, sub, change)
             con.execute("BEGIN TRANSACTION")
             if have is not None and have != wanted:  # the policy's columns changed: the table is made anew
                 self._execute(con, f"DROP TABLE {self._native(self.table)}")
@@ -234,7 +237,7 @@ class DatabaseTarget:
             elif change.kind == "snapshot":
                 self._execute(con, f"DELETE FROM {self._native(self.table)}")
             if change.kind == "changes":
-                self._delete_keys(con, change)
+                self._delete_keys(con, sub, change)
             cols = ", ".join(f'"{n}"' for n in wanted)
             if change.rows.num_rows:
                 con.execute(f"INSERT INTO {self._duck(self.table)} ({cols}) SELECT {cols} FROM delivery_rows")
@@ -245,6 +248,8 @@ class DatabaseTarget:
                                    sub.subscription_id, sub.dataset, mark.delivery_id, mark.snapshot_id,
                                    mark.load_id, mark.policy, mark.rows, mark.delivered_at)) + ")")
             con.execute("COMMIT")
+            if change.kind == "changes":
+                self._execute(con, f"DROP TABLE IF EXISTS {self._native(self._stage_name(sub))}")
         except duckdb.Error as exc:
             raise self._failure(exc, "writing the delivery") from exc
         finally:
@@ -266,15 +271,35 @@ class DatabaseTarget:
         self._execute(con, f"CREATE INDEX {self._q(self.table[:40] + '_onesource_key')} "
                            f"ON {self._native(self.table)} ({parts})")
 
-    def _delete_keys(self, con: duckdb.DuckDBPyConnection, change: Change) -> None:
+    def _stage_name(self, sub: Subscription) -> str:
+        return f"onesource_stage_{sub.subscription_id}"
+
+    def _stage(self, con: duckdb.DuckDBPyConnection, sub: Subscription, change: Change) -> None:
+        """The staging table for the keys a changes delivery removes, made empty before the transaction
+        (MySQL commits at any CREATE TABLE) and dropped after it; one a killed run left is made anew."""
+        stage = self._stage_name(sub)
+        types = dict(change.columns)
+        self._execute(con, f"DROP TABLE IF EXISTS {self._native(stage)}")
+        con.execute("CALL pg_clear_cache()" if self.kind == "postgres" else "CALL mysql_clear_cache()")
+        con.execute(f"CREATE TABLE {self._duck(stage)} ("
+                    + ", ".join(f'"{k}" {_portable(types[k])}' for k in change.key) + ")")
+
+    def _delete_keys(self, con: duckdb.DuckDBPyConnection, sub: Subscription, change: Change) -> None:
+        """Remove the rows of the keys gone or changed: the keys go to the staging table through the
+        scanner's bulk insert (PostgreSQL's binary COPY), then one DELETE joins them in the target (a list of
+        literals cost ~0.4 s per 1,000 keys on PostgreSQL; the join, one index lookup per key)."""
         keys = change.stale_keys()
-        names = list(change.key)
-        left = (self._q(names[0]) if len(names) == 1 else "(" + ", ".join(self._q(k) for k in names) + ")")
-        for start in range(0, len(keys), self.KEY_CHUNK):
-            chunk = keys[start:start + self.KEY_CHUNK]
-            values = ", ".join(self._literal(r[names[0]]) if len(names) == 1
-                               else "(" + ", ".join(self._literal(r[k]) for k in names) + ")" for r in chunk)
-            self._execute(con, f"DELETE FROM {self._native(self.table)} WHERE {left} IN ({values})")
+        if not keys.num_rows:
+            return
+        stage = self._stage_name(sub)
+        con.register("delivery_keys", keys)
+        names = ", ".join(f'"{k}"' for k in change.key)
+        con.execute(f"INSERT INTO {self._duck(stage)} ({names}) SELECT {names} FROM delivery_keys")
+        match = " AND ".join(f"t.{self._q(k)} = s.{self._q(k)}" for k in change.key)
+        if self.kind == "postgres":
+            self._execute(con, f"DELETE FROM {self._native(self.table)} t USING {self._native(stage)} s WHERE {match}")
+        else:
+            self._execute(con, f"DELETE t FROM {self._native(self.table)} t JOIN {self._native(stage)} s ON {match}")
 
     def _literal(self, value: Any) -> str:
         if value is None:
