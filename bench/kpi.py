@@ -68,7 +68,9 @@ with Lake(settings.lake) as lake:
               FROM range({n_ds}) r(d), range(0, 58) s(day) WHERE random() < 0.9) WHERE ts < TIMESTAMP '{now}' ''')
     con.execute('''INSERT INTO lake.ops.quality_runs SELECT load_id, dataset, owner, finished_at, 'quality', 1000,
                    status = 'published', 12, (status <> 'published')::INT, 0, 0, 'v', 'v' FROM lake.ops.loads''')
-    con.execute(f'''INSERT INTO lake.ops.access_requests
+    con.execute(f'''INSERT INTO lake.ops.access_requests (request_id, department, dataset, owner, share_type, columns,
+            row_filter, purpose, period_days, status, requested_by, requested_at, due_at, decided_at, decided_by,
+            reason, grant_id)
         SELECT 'r' || i, 'd' || lpad(((i * 7) % {n_dept})::VARCHAR, 2, '0'), 'ds' || lpad(((i * 13) % {n_ds})::VARCHAR, 4, '0'),
                'd' || lpad((((i * 13) % {n_ds}) % {n_dept})::VARCHAR, 2, '0'), 'conditional', NULL, NULL, 'bench', 365,
                CASE WHEN i % 5 = 0 THEN 'refused' ELSE 'approved' END, 'u',

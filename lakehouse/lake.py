@@ -89,7 +89,7 @@ OPS_TABLES: dict[str, str] = {
     "access_requests": """request_id VARCHAR, department VARCHAR, dataset VARCHAR, owner VARCHAR, share_type VARCHAR,
         columns VARCHAR[], row_filter VARCHAR, purpose VARCHAR, period_days INTEGER, status VARCHAR,
         requested_by VARCHAR, requested_at TIMESTAMP, due_at TIMESTAMP, decided_at TIMESTAMP, decided_by VARCHAR,
-        reason VARCHAR, grant_id VARCHAR""",
+        reason VARCHAR, grant_id VARCHAR, scope VARCHAR""",
     # 异议处理: a consumer flags a record as wrong; the owner corrects it at the source or rejects the flag
     "disputes": """dispute_id VARCHAR, dataset VARCHAR, owner VARCHAR, key_value VARCHAR, column_name VARCHAR,
         description VARCHAR, department VARCHAR, reported_by VARCHAR, reported_at TIMESTAMP, status VARCHAR,

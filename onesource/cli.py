@@ -684,7 +684,7 @@ def cmd_requests(args: argparse.Namespace, settings: Settings) -> int:
             req = requests.create(lake, registry, args.department, args.dataset, purpose=args.purpose,
                                   requested_by=user, columns=args.columns.split(",") if args.columns else None,
                                   row_filter=args.row_filter, period_days=args.days,
-                                  calendar=WorkCalendar.for_settings(settings))
+                                  calendar=WorkCalendar.for_settings(settings), scope=args.scope or "all")
             console.print(f"request {req.request_id}: {req.status}" +
                           (f", the owner ({req.owner}) decides by the end of "
                            f"{deadline_day(req.due_at, settings.city_timezone)} ({settings.city_timezone})"
@@ -712,7 +712,7 @@ def cmd_requests(args: argparse.Namespace, settings: Settings) -> int:
             if args.action == "approve":
                 req = requests.approve(lake, registry, args.request_id, owner=args.owner, decided_by=user,
                                        columns=args.columns.split(",") if args.columns else None,
-                                       row_filter=args.row_filter, reason=args.reason)
+                                       row_filter=args.row_filter, reason=args.reason, scope=args.scope)
             elif args.action == "refuse":
                 req = requests.refuse(lake, args.request_id, owner=args.owner, decided_by=user, reason=args.reason or "")
             else:
@@ -1058,6 +1058,9 @@ def parser() -> argparse.ArgumentParser:
     req.add_argument("--owner", help="the owning department, deciding")
     req.add_argument("--status")
     req.add_argument("--reason", help="mandatory when refusing")
+    req.add_argument("--scope", choices=["all", "jurisdiction"],
+                     help="create: the grant asked for gives all rows (default) or each user's jurisdiction only; "
+                          "approve: scope it to the jurisdiction (a jurisdiction request is never widened)")
     req.add_argument("--user", help="who acts (default: $USER)")
     req.add_argument("--json", action="store_true", help="list: a JSON array of the requests, all fields")
     req.set_defaults(fn=cmd_requests)

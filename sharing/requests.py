@@ -30,6 +30,8 @@ REQUEST_STATUSES = (PENDING, APPROVED, REFUSED, REVOKED)
 _COLUMNS = ("request_id", "department", "dataset", "owner", "share_type", "columns", "row_filter", "purpose",
             "period_days", "status", "requested_by", "requested_at", "due_at", "decided_at", "decided_by", "reason",
             "grant_id")
+_SCOPED = (*_COLUMNS, "scope")
+"""With the grant's scope (sharing.grants.SCOPES), a column lakes written before it came lack until their next write."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class AccessRequest:
     decided_by: str | None
     reason: str | None
     grant_id: str | None
+    scope: str = "all"
+    """The grant's scope asked for (and, once approved, given): ``all`` or ``jurisdiction``."""
 
     def overdue(self, now: dt.datetime) -> bool:
         return self.status == PENDING and now >= self.due_at
@@ -62,10 +66,12 @@ def _now() -> dt.datetime:
 
 def create(lake: Lake, registry: Registry, department: str, dataset: str, *, purpose: str, requested_by: str,
            columns: list[str] | None = None, row_filter: str | None = None, period_days: int | None = None,
-           calendar: WorkCalendar | None = None, now: dt.datetime | None = None) -> AccessRequest:
-    """Record a request; an unconditional dataset's is approved at once (no grant needed)."""
+           calendar: WorkCalendar | None = None, now: dt.datetime | None = None, scope: str = "all") -> AccessRequest:
+    """Record a request; an unconditional dataset's is approved at once (no grant needed). ``scope``
+    ``jurisdiction``: each user of the department would read only the rows of its organisation's jurisdiction."""
     ds = registry.dataset(dataset)
     registry.department(department)
+    _scope(scope, ds)
     if not purpose.strip():
         raise RequestError("state the purpose of the request (it is shown to the owner and audited)")
     if ds.owner == department:
@@ -86,11 +92,33 @@ def create(lake: Lake, registry: Registry, department: str, dataset: str, *, pur
                         tuple(columns) if columns else None, row_filter, purpose, period_days,
                         APPROVED if at_once else PENDING, requested_by, now, due, now if at_once else None,
                         "platform" if at_once else None, "unconditional: readable by every department" if at_once
-                        else None, None)
+                        else None, None, scope)
     lake.write(f"request {dataset} for {department}",
-           f"INSERT INTO {CATALOG}.{OPS}.access_requests VALUES ({', '.join('?' * len(_COLUMNS))})",
-           [_value(req, c) for c in _COLUMNS])
+           f"INSERT INTO {CATALOG}.{OPS}.access_requests ({', '.join(_SCOPED)}) VALUES ({', '.join('?' * len(_SCOPED))})",
+           [_value(req, c) for c in _SCOPED])
     return req
+
+
+def _scope(scope: str, ds) -> None:
+    from sharing.exceptions import QueryRefused
+    from sharing.grants import checked_scope
+
+    try:
+        checked_scope(scope, ds)
+    except QueryRefused as exc:
+        raise RequestError(str(exc)) from exc
+
+
+def _select(lake: Lake, where: str, params: list) -> list[tuple]:
+    """The requests' rows, with the scope (``all`` in a lake not written since scopes came)."""
+    import duckdb
+
+    try:
+        return lake.con.execute(f"SELECT {', '.join(_COLUMNS)}, coalesce(scope, 'all') FROM {CATALOG}.{OPS}."
+                                f"access_requests {where}", params).fetchall()
+    except duckdb.BinderException:
+        return [(*r, "all") for r in lake.con.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM {CATALOG}.{OPS}.access_requests {where}", params).fetchall()]
 
 
 def _row_filter(text: str | None, ds) -> str | None:
@@ -112,15 +140,15 @@ def _value(req: AccessRequest, column: str):
 
 
 def get(lake: Lake, request_id: str) -> AccessRequest:
-    row = lake.con.execute(f"SELECT {', '.join(_COLUMNS)} FROM {CATALOG}.{OPS}.access_requests WHERE request_id = ?",
-                           [request_id]).fetchone()
+    found = _select(lake, "WHERE request_id = ?", [request_id])
+    row = found[0] if found else None
     if row is None:
         raise RequestError(f"no access request {request_id!r}; `onesource requests list` shows them")
     return _row(row)
 
 
 def _row(row: tuple) -> AccessRequest:
-    values = dict(zip(_COLUMNS, row, strict=True))
+    values = dict(zip(_SCOPED, row, strict=True))
     values["columns"] = tuple(values["columns"]) if values["columns"] is not None else None
     return AccessRequest(**values)
 
@@ -132,10 +160,8 @@ def listing(lake: Lake, *, department: str | None = None, owner: str | None = No
         if value:
             where.append(f"{column} = ?")
             params.append(value)
-    sql = f"SELECT {', '.join(_COLUMNS)} FROM {CATALOG}.{OPS}.access_requests"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    return [_row(r) for r in lake.con.execute(sql + " ORDER BY requested_at", params).fetchall()]
+    sql = " WHERE " + " AND ".join(where) if where else ""
+    return [_row(r) for r in _select(lake, sql + " ORDER BY requested_at", params)]
 
 
 def _pending(lake: Lake, request_id: str, owner: str) -> AccessRequest:
@@ -149,9 +175,15 @@ def _pending(lake: Lake, request_id: str, owner: str) -> AccessRequest:
 
 def approve(lake: Lake, registry: Registry, request_id: str, *, owner: str, decided_by: str,
             columns: list[str] | None = None, row_filter: str | None = None, reason: str | None = None,
-            now: dt.datetime | None = None) -> AccessRequest:
-    """Approve, optionally narrowing the requested columns or rows; writes the grant."""
+            now: dt.datetime | None = None, scope: str | None = None) -> AccessRequest:
+    """Approve, optionally narrowing the requested columns or rows, or scoping it to each user's jurisdiction
+    (``scope``; a request for the jurisdiction is never approved for all rows); writes the grant."""
     req = _pending(lake, request_id, owner)
+    scope = scope or req.scope
+    if req.scope == "jurisdiction" and scope != "jurisdiction":
+        raise RequestError(f"request {request_id} asks for each user's jurisdiction only; an approval may narrow a "
+                           "request, not widen it to every row")
+    _scope(scope, registry.dataset(req.dataset))
     cols = columns or (list(req.columns) if req.columns else None)
     if req.columns and columns and set(columns) - set(req.columns):
         raise RequestError(f"an approval may narrow the request, not widen it: {sorted(set(columns) - set(req.columns))}"
@@ -161,11 +193,11 @@ def approve(lake: Lake, registry: Registry, request_id: str, *, owner: str, deci
     expires = now + dt.timedelta(days=req.period_days) if req.period_days else None
     grant_id = add_grant(lake, registry, req.department, req.dataset, columns=cols,
                          row_filter=row_filter or req.row_filter, expires_at=expires, granted_by=decided_by,
-                         purpose=req.purpose)
+                         purpose=req.purpose, scope=scope)
     lake.write(f"approve request {request_id}",
            f"UPDATE {CATALOG}.{OPS}.access_requests SET status = ?, decided_at = ?, decided_by = ?, reason = ?, "
-           "grant_id = ?, columns = ?, row_filter = ? WHERE request_id = ?",
-           [APPROVED, now, decided_by, reason, grant_id, cols, row_filter or req.row_filter, request_id])
+           "grant_id = ?, columns = ?, row_filter = ?, scope = ? WHERE request_id = ?",
+           [APPROVED, now, decided_by, reason, grant_id, cols, row_filter or req.row_filter, scope, request_id])
     return get(lake, request_id)
 
 

@@ -418,3 +418,29 @@ def test_users_and_grants_carry_the_organisation_and_the_scope(tmp_path, monkeyp
         assert refused.status_code == 400 and "no organisation &#39;430199&#39;" in refused.text
     finally:
         engine.close()
+
+
+@pytest.mark.slow  # a lake of its own: some 5 s
+def test_an_access_request_carries_the_scope_and_is_never_widened(tmp_path):
+    from lakehouse import Lake
+    from onesource.config import Settings
+    from sharing import requests
+    from sharing.grants import active_grants
+
+    settings = Settings(home=tmp_path / "home")
+    registry, _ = registry_at(settings.registry_dir)
+    with Lake(settings.lake) as lake:
+        with pytest.raises(requests.RequestError, match="firms declares no division_column"):
+            requests.create(lake, registry, "tax", "firms", purpose="核查", requested_by="t", scope="jurisdiction")
+        req = requests.create(lake, registry, "tax", "places", purpose="辖区核查", requested_by="t",
+                              scope="jurisdiction")
+        assert requests.get(lake, req.request_id).scope == "jurisdiction"
+        with pytest.raises(requests.RequestError, match="not widen it to every row"):
+            requests.approve(lake, registry, req.request_id, owner="amr", decided_by="o", scope="all")
+        done = requests.approve(lake, registry, req.request_id, owner="amr", decided_by="o")
+        assert done.status == "approved" and done.scope == "jurisdiction"
+        narrowed = requests.create(lake, registry, "tax", "places", purpose="全市", requested_by="t")
+        assert requests.approve(lake, registry, narrowed.request_id, owner="amr", decided_by="o",
+                                scope="jurisdiction").scope == "jurisdiction"  # an owner may narrow
+        assert [g.scope for g in active_grants(lake, "tax")] == ["jurisdiction", "jurisdiction"]
+        assert {r.scope for r in requests.listing(lake)} == {"jurisdiction"}

@@ -207,8 +207,10 @@ def test_row_filters_are_governed_expressions(world):
     assert stored == f"\"division_code\" = '{DISTRICT}' OR FALSE"  # normalised: quoted, one spelling
     # a raw filter written into the lake behind the planner's back never runs: the grant is unusable
     with Lake(settings.lake) as lake:
-        lake.con.execute("INSERT INTO lake.ops.grants VALUES ('evil', 'transport', 'psb_resident_register', NULL, "
-                         "'(SELECT count(*) FROM lake.ops.users) >= 0', NULL, 'x', now(), NULL, NULL)")
+        lake.con.execute("INSERT INTO lake.ops.grants (grant_id, department, dataset, columns, row_filter, expires_at, "
+                         "granted_by, granted_at, revoked_at, purpose) VALUES ('evil', 'transport', "
+                         "'psb_resident_register', NULL, '(SELECT count(*) FROM lake.ops.users) >= 0', NULL, 'x', now(), "
+                         "NULL, NULL)")
     with pytest.raises(QueryRefused, match="row filter cannot be applied"):
         engine.query("transport", f"SELECT count(*) FROM {RESIDENTS}")
 
