@@ -176,3 +176,51 @@ def test_the_subscriptions_dag_runs_on_every_published_dataset(settings):
     assert "AssetAny" in dag["schedule"]
     for ds in registry.source_datasets:  # every dataset a load publishes (its task's outlet) triggers it
         assert f"onesource://shared/{ds.name}" in dag["schedule"], ds.name
+
+
+@pytest.mark.slow  # a lake of its own, two loads and six deliveries
+def test_a_street_subscriber_gets_only_its_streets_rows(settings, tmp_path):
+    """A grant scoped to the jurisdiction (sharing.grants, helper D's organisations): each street's user, and
+    the district's, receive in every delivery exactly the rows under their organisation's code, also when a
+    row moves from one street to the other (a delete for one, an upsert for the other)."""
+    from sharing.grants import add_grant
+    from sharing.users import create_user
+    from tests.test_jurisdictions import registry_at
+
+    registry, issues = registry_at(settings.registry_dir)
+    assert not issues
+    rows = [("e1", "430104001001", 1, "x"), ("e2", "430104002003", 2, "y"), ("e3", "430102001001", 3, "z"),
+            ("e4", "430104001002", 4, "w")]
+    drop(settings, "amr/places/1.csv", "id,division,n,secret\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
+    assert [r.status for r in load(settings, "places")] == ["published"]
+    people = {"moon": "430104001", "yuelu": "430104002", "district": "430104"}
+    subs = {}
+    with Lake(settings.lake) as lake:
+        add_grant(lake, registry, "tax", "places", columns=["id", "division", "n"], scope="jurisdiction")
+        for name, code in people.items():
+            create_user(lake, "tax", f"tax_{name}", organisation=code)
+            subs[name] = store.add(lake, registry, department="tax", user=f"tax_{name}", dataset="places",
+                                   target_kind="files", target={"folder": str(tmp_path / name)}, mode="changes")
+    held: dict[str, dict] = {name: {} for name in people}
+    for step in range(2):
+        if step:  # e1 moves from 望月湖 to 岳麓街道, e4 is gone, e5 is new in 望月湖
+            moved = [("e1", "430104002009", 1, "x"), ("e2", "430104002003", 2, "y"), ("e3", "430102001001", 3, "z"),
+                     ("e5", "430104001007", 5, "v")]
+            drop(settings, "amr/places/2.csv",
+                 "id,division,n,secret\n" + "".join(",".join(map(str, r)) + "\n" for r in moved))
+            assert [r.status for r in load(settings, "places")] == ["published"]
+            rows = moved
+        for name, code in people.items():
+            outcome = deliver(settings, registry, subs[name])
+            assert outcome.status == "delivered", outcome
+            manifest = __import__("json").loads(
+                (tmp_path / name / f".onesource-{subs[name].subscription_id}.json").read_text(encoding="utf-8"))
+            for row in csv.DictReader(io.StringIO((tmp_path / name / manifest["file"]).read_text(encoding="utf-8"))):
+                assert "secret" not in row
+                if row.pop("_change", "upsert") == "delete":
+                    held[name].pop(row["id"])
+                else:
+                    held[name][row["id"]] = (row["division"], row["n"])
+            expected = {r[0]: (r[1], str(r[2])) for r in rows if r[1].startswith(code)}
+            assert held[name] == expected, (name, step)
+    assert set(held["moon"]) == {"e5"} and set(held["yuelu"]) == {"e1", "e2"} and set(held["district"]) == {"e1", "e2", "e5"}

@@ -163,7 +163,8 @@ def test_postgres_and_mariadb_tables_follow_three_publishes_exactly(city, pg, ma
             expected = governed(settings, registry, dataset, snapshot)
             assert target_rows() == expected, (name, step)
             assert len(expected[0]) == len(GRANTED)  # the capital never reaches the subscriber
-            assert deliver(settings, registry, sub).status == "unchanged"
+            if step == 2:  # a rerun sends nothing (checked once: each costs a delivery's checks)
+                assert deliver(settings, registry, sub).status == "unchanged"
     assert all(k == ["snapshot", "changes", "changes"] for k in kinds.values()), kinds
     # the target's mark and the lake's ledger agree on the snapshot held
     mark = conn.execute(f"SELECT delivery_id, row_count FROM {schema}.onesource_deliveries WHERE subscription_id = %s",
