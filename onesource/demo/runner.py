@@ -65,6 +65,8 @@ class DemoSummary:
     jurisdictions: list[tuple] = field(default_factory=list)
     """(user, organisation code, its name, rows of the jurisdiction grant's dataset it reads) of the demo's
     district and street users."""
+    subscription: dict | None = None
+    """数据回流: the street user's subscription and its delivery (sharing.subscriptions.demo), or why skipped."""
 
 
 def all_dag_tasks(registry) -> int:
@@ -151,6 +153,7 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
     jurisdictions = _demo_jurisdictions(settings, registry)
     _demo_requests(settings, registry)
     redelivered = _redeliver_corrected(settings, config, registry)
+    subscription = _demo_subscription(settings, registry)
     with Lake(settings.lake, read_only=True) as lake:
         statuses = dataset_statuses(lake, registry)
         shared = sharing_statuses(lake, registry, tz=settings.city_timezone)
@@ -187,6 +190,7 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
         redelivered=redelivered,
         story=story,
         jurisdictions=jurisdictions,
+        subscription=subscription,
     )
     _write_report(reports / "demo-summary.json", summary)
     return summary
@@ -270,6 +274,16 @@ def _demo_users(settings: Settings, registry) -> None:
 
 JURISDICTION_CREDENTIALS = "demo-jurisdiction-credentials.json"
 """In the home (0600): the district's and streets' users (onesource.demo.city.JURISDICTION_USERS)."""
+
+
+def _demo_subscription(settings: Settings, registry) -> dict | None:
+    """The street user's subscription into the machine's PostgreSQL (or MariaDB), delivered now."""
+    from dataclasses import asdict as as_dict
+
+    from sharing.subscriptions.demo import demo_subscription
+
+    found = demo_subscription(settings, registry)
+    return as_dict(found) if found else None
 
 
 def _demo_jurisdictions(settings: Settings, registry) -> list[tuple]:
@@ -463,6 +477,13 @@ def print_summary(console: Console, summary: DemoSummary, settings: Settings, st
                 + "; ".join(f"{u} ({name} {code}) reads {'?' if n is None else n} rows"
                             for u, code, name, n in summary.jurisdictions)
                 + f" ({JURISDICTION_CREDENTIALS})", highlight=False)
+        if summary.subscription:
+            sub = summary.subscription
+            console.print(
+                f"数据回流: {sub['user']} ({sub['organisation']}) subscribes to {sub['dataset']}: "
+                + (f"{sub['status']}, {sub['rows']} row(s) into {sub['where']} ({sub['message']}); every publish "
+                   "delivers again (DAG onesource_subscriptions, or `onesource subscriptions deliver`)"
+                   if sub["status"] != "skipped" else f"skipped: {sub['message']}"), highlight=False)
         for kpi in STORY_KPIS:
             if kpi in summary.story:
                 first, then, now, target = summary.story[kpi]
