@@ -311,8 +311,8 @@ def _lake_scan(dataset: str) -> exp.Table:
 
 def lake_form(sql_run: str, scans: dict[str, tuple[str, ...]]) -> str | None:
     """``sql_run`` with each dataset's file scan, exactly as the planner wrote it, replaced by its DuckLake table
-    (a string substitution: about a microsecond per scan, where writing the tree out again costs a
-    millisecond; bench/security.py). None when no table is read from its files."""
+    (a string substitution: 0.14 ms of CPU with one file, 0.7 ms with 100, once per plan, against 8 to 17 ms
+    of planning; plans are cached). None when no table is read from its files."""
     if not scans:
         return None
     for name, files in scans.items():

@@ -95,8 +95,9 @@ def csv(header: str, rows: list[tuple]) -> str:
     return header + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows)
 
 
-def make_home(root, people=None, visits=None) -> Settings:
-    home = Settings(home=root / "home")
+def make_home(root, people=None, visits=None, lake=None) -> Settings:
+    """``lake``: LakeSettings (another catalog); the home's own by default."""
+    home = Settings(home=root / "home") if lake is None else Settings(home=root / "home", lake=lake)
     dump(home.registry_dir / "departments.yaml", DEPARTMENTS)
     dump(home.registry_dir / "elements.yaml", ELEMENTS)
     dump(home.registry_dir / "datasets" / "psb" / "people.yaml", PEOPLE)

@@ -129,3 +129,40 @@ def test_who_saw_over_http_and_the_wire_before_and_after_a_load(tmp_path):
     first_before = next(e["seq"] for e in entries if e["sql_sent"] == before)
     assert first_before in expected and entries[-3]["sql_sent"] == before and entries[-3]["seq"] not in expected
     assert all(e.get("sql_lake") for e in entries)  # the servers read files; the audit keeps the table form
+
+
+def test_who_saw_on_a_postgresql_catalog(tmp_path):
+    """A PostgreSQL catalog has no pinned transactions: each server query runs in a transaction of its own, and
+    the snapshot id it read as the catalog's stamp is the one recorded."""
+    import uuid
+
+    from onesource.config import LakeSettings
+    from sharing.engine import GovernedEngine
+    from sharing.security.replay import who_saw
+
+    name = f"onesource_{uuid.uuid4().hex[:8]}"
+    psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"]
+    subprocess.run([*psql, f"CREATE DATABASE {name}"], check=True, capture_output=True)
+    try:
+        lake = LakeSettings(catalog=f"postgres:dbname={name} host=127.0.0.1 port=5432 user=postgres",
+                            data_path=str(tmp_path / "data") + "/")
+        home = make_home(tmp_path, lake=lake)
+        registry = load_registry(home.registry_dir)
+        engine = GovernedEngine(home, registry, persistent=True)
+        try:
+            sql = "SELECT rid, age FROM shared.people WHERE district = 'A' AND age < 40"
+            assert RECORD in [r[0] for r in engine.query("psb", sql, user="li").rows]
+            later = people_rows(range(1, 13), age_of=lambda n: 61 if n == RECORD else 20 + 3 * n)
+            drop(home, "psb/people/2.csv", csv("rid,pid,name,district,age", later))
+            assert [r.status for r in load(home, "people")] == ["published"]
+            assert RECORD not in [r[0] for r in engine.query("psb", sql, user="li").rows]
+            assert RECORD in [r[0] for r in engine.query("psb", "SELECT rid FROM shared.people WHERE age > 60",
+                                                         user="li").rows]
+        finally:
+            engine.close()
+        entries = [e for e in engine.audit.entries() if e.get("user") == "li"]
+        assert entries[0]["snapshot"] < entries[1]["snapshot"] == entries[2]["snapshot"]
+        report = who_saw(home, registry, "person_id", VALUE)
+        assert [h.seq for h in report.hits] == [entries[0]["seq"], entries[2]["seq"]] and not report.unreplayed
+    finally:
+        subprocess.run([*psql, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True)

@@ -20,7 +20,14 @@ aggregate over many records is not (``count(*)`` of a district changes with the 
 gives, over the record alone, is not a row of Q); an aggregate whose group is the record alone, or whose
 value is the record's own (a ``max`` it sets), is. Q_r runs first, on a tiny temporary table of the record's
 rows at that snapshot: empty means no, and most queries stop there. Only then Q and Q_m run, as one query
-(``(Q EXCEPT ALL Q_m) INTERSECT Q_r``, non-empty iff held).
+(``(Q EXCEPT ALL Q_m) INTERSECT Q_r``, non-empty iff held). Each table is read from the lake once per data
+version (the last snapshot up to the query's that changed it) into a temporary table (up to
+MATERIALISE_ROWS rows), and a query text is replayed once per data version of the tables it read.
+
+Where the rule and "a row of the result came from the record" part: with LIMIT, a row of the record that
+another row, equal in every column returned, would have taken the place of is not reported (the result is
+the same without the record); a query that returns a column identifying the person (the element, masked or
+not, or a row id) has no such twin.
 
 Bounded by what was recorded and what the lake keeps: an entry from before snapshots were recorded, one whose
 SQL was clipped in the log (over QueryLimits.audit_sql_bytes), one whose snapshot maintenance expired, or one
@@ -93,7 +100,7 @@ class Report:
     examined: int = 0
     """Allowed queries that read one of the datasets within the window."""
     replayed: int = 0
-    """Distinct (governed SQL, snapshot) pairs replayed."""
+    """Distinct replays: (governed SQL, data version of each table it read)."""
     unreplayed: dict[str, list[int]] = field(default_factory=dict)
     """Why a query could not be replayed -> the seqs of those queries."""
     notes: list[str] = field(default_factory=list)
@@ -293,6 +300,12 @@ class Replayer:
         marks = [s for key in [*ids, f"shared.{dataset}"] for s in self._changes.get(key, ()) if s <= snapshot]
         return f"VERSION => {max(marks)}" if marks else at
 
+    def key(self, sql: str, snapshot: int) -> tuple:
+        """What decides a replay's answer: the SQL and the data version of each table it reads (queries of one
+        text across snapshots that changed none of its tables are replayed once)."""
+        at = f"VERSION => {int(snapshot)}"
+        return (sql, *(self._version(s.dataset, s.at or at) for s in scans(sql)))
+
     def _source(self, dataset: str, at: str) -> str:
         """Where a replay reads ``dataset`` as of ``at`` from: a temporary table of that version, or the lake."""
         at = self._version(dataset, at)
@@ -375,7 +388,7 @@ def who_saw(settings: Settings, registry: Registry, element: str, value: str, *,
     if not chosen:
         return report
     replayer = Replayer(settings, record, value)
-    decided: dict[tuple[str, int], bool | str] = {}
+    decided: dict[tuple, bool | str] = {}
     try:
         for e in chosen:
             sql, why = _governed_sql(e)
@@ -384,7 +397,7 @@ def who_saw(settings: Settings, registry: Registry, element: str, value: str, *,
             if why is not None:
                 report.unreplayed.setdefault(why, []).append(e["seq"])
                 continue
-            key = (sql, e["snapshot"])
+            key = replayer.key(sql, e["snapshot"])
             outcome = decided.get(key)
             if outcome is None:
                 try:
