@@ -330,3 +330,26 @@ def test_webhook_with_a_signed_link_and_deliveries_count_as_use(settings, monkey
     finally:
         engine.close()
     assert usage() == (1, 1)  # the delivery is tax's use of amr's dataset
+
+
+def test_the_demo_street_subscription_delivers_its_streets_rows_or_says_why_not(tmp_path, monkeypatch, pg):
+    from onesource.demo.runner import _demo_jurisdictions, _demo_subscription
+    from sharing.subscriptions.demo import DSN_ENV
+    from tests.helpers import demo_home
+
+    conn, _ = pg
+    settings, registry = demo_home(tmp_path / "demo", ("mca_admin_divisions", "psb_resident_register"))
+    street = {u: (code, n) for u, code, _, n in _demo_jurisdictions(settings, registry)}["mca_wangyuehu"]
+    monkeypatch.setenv(DSN_ENV, "host=127.0.0.1 port=1 dbname=test user=postgres connect_timeout=2")
+    skipped = _demo_subscription(settings, registry)
+    assert skipped["status"] == "skipped" and DSN_ENV in skipped["message"] and "postgres" in skipped["message"]
+    monkeypatch.setenv(DSN_ENV, PG_DSN)
+    conn.execute("DROP SCHEMA IF EXISTS street_430104001 CASCADE")
+    try:
+        sub = _demo_subscription(settings, registry)
+        assert (sub["status"], sub["rows"], sub["organisation"]) == ("delivered", street[1], street[0]), sub
+        held = conn.execute("SELECT street_code FROM street_430104001.residents").fetchall()
+        assert len(held) == street[1] and {s for (s,) in held} == {street[0]}  # its street's residents only
+        assert _demo_subscription(settings, registry)["status"] == "unchanged"  # a rerun: the same subscription
+    finally:
+        conn.execute("DROP SCHEMA IF EXISTS street_430104001 CASCADE")
