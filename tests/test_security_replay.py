@@ -28,7 +28,7 @@ from schemas import load_registry
 from schemas.formats import resident_id_check_char
 from sharing.engine import GovernedEngine
 from sharing.grants import add_grant, revoke_grant
-from sharing.security.replay import CLIPPED, NO_SNAPSHOT, recipients, scans, who_saw
+from sharing.security.replay import CLIPPED, EXPIRED, NO_SNAPSHOT, recipients, scans, who_saw
 from tests.helpers import drop, dump, load
 
 DEPARTMENTS = {"departments": [
@@ -259,6 +259,11 @@ def test_entries_that_cannot_be_replayed_are_counted_with_the_reason(home):
     report = who_saw(home, registry, "person_id", VALUE, entries=mine)
     assert [h.seq for h in report.hits] == [entry["seq"]] and report.hits[0].user == "cli"
     assert report.unreplayed == {NO_SNAPSHOT: [entry["seq"] + 1], CLIPPED: [entry["seq"] + 2]}
+    with Lake(home.lake) as lake:  # maintenance expires the snapshot the query read (a later one exists)
+        revoke_grant(lake, add_grant(lake, registry, "tax", "visits"))
+        lake.con.execute("CALL ducklake_expire_snapshots('lake', versions => [?])", [entry["snapshot"]])
+    report = who_saw(home, registry, "person_id", VALUE, entries=mine)
+    assert report.hits == [] and report.unreplayed[EXPIRED] == [entry["seq"]]
     assert who_saw(home, registry, "person_id", person_id(99)).hits == []  # nobody's record: nobody saw it
 
 

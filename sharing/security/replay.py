@@ -298,7 +298,9 @@ class Replayer:
         ids = [str(i) for name, i, begin, end in self._ids
                if name == dataset and begin <= snapshot and (end is None or end > snapshot)]
         marks = [s for key in [*ids, f"shared.{dataset}"] for s in self._changes.get(key, ()) if s <= snapshot]
-        return f"VERSION => {max(marks)}" if marks else at
+        if not marks or max(marks) not in self.snapshots:  # that change's own snapshot expired: read at the query's
+            return at
+        return f"VERSION => {max(marks)}"
 
     def key(self, sql: str, snapshot: int) -> tuple:
         """What decides a replay's answer: the SQL and the data version of each table it reads (queries of one
