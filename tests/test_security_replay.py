@@ -14,6 +14,7 @@ the record's). who-saw, run once over the whole audit, must list exactly the use
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections import Counter
 
@@ -265,6 +266,9 @@ def test_entries_that_cannot_be_replayed_are_counted_with_the_reason(home):
     report = who_saw(home, registry, "person_id", VALUE, entries=mine)
     assert report.hits == [] and report.unreplayed[EXPIRED] == [entry["seq"]]
     assert who_saw(home, registry, "person_id", person_id(99)).hits == []  # nobody's record: nobody saw it
+    after = dt.datetime.fromisoformat(entry["at"]) + dt.timedelta(microseconds=1)
+    assert who_saw(home, registry, "person_id", VALUE, entries=mine, until=after).examined == 1
+    assert who_saw(home, registry, "person_id", VALUE, entries=mine, since=after).examined == 2
 
 
 def test_cli_who_saw_and_dataset_recipients(home, monkeypatch, capsys):
