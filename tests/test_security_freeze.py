@@ -162,14 +162,21 @@ def test_a_freeze_revokes_tokens_for_good_and_every_action_is_audited(town, caps
     assert verify(AuditLog.of(settings)).ok
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--user", "nobody", "--reason", "x"], "no user 'nobody'"),
-    (["--department", "xyz", "--reason", "x"], "no department 'xyz' (known: amr, tax)"),
-    (["--dataset", "shared.nope", "--reason", "x"], "no dataset 'nope' (known: firms, ledger)"),
-    (["--user", "tax_a", "--reason", "  "], "say why: --reason TEXT"),
+@pytest.mark.parametrize(("kind", "subject", "reason", "message"), [
+    ("user", "nobody", "x", "no user 'nobody'"),
+    ("department", "xyz", "x", "no department 'xyz' (known: amr, tax)"),
+    ("dataset", "shared.nope", "x", "no dataset 'nope' (known: firms, ledger)"),
+    ("user", "tax_a", "  ", "say why: --reason TEXT"),
 ])
-def test_bad_input_is_a_clear_error(town, capsys, monkeypatch, argv, message):
+def test_bad_input_is_a_clear_error(town, kind, subject, reason, message):
+    settings, registry, _ = town
+    with Lake(settings.lake) as lake, pytest.raises(FreezeError) as refused:
+        freeze(lake, registry, kind, subject, reason, by="op", audit=None)
+    assert message in str(refused.value)
+
+
+def test_the_cli_says_what_is_wrong(town, capsys, monkeypatch):
     settings, _, _ = town
     monkeypatch.setenv("ONESOURCE_HOME", str(settings.home))
-    assert main(["security", "freeze", *argv]) != 0
-    assert message in capsys.readouterr().err
+    assert main(["security", "unfreeze", "--dataset", "firms", "--reason", "x"]) == 1
+    assert "firms is not frozen; `onesource security freezes` lists the freezes" in capsys.readouterr().err

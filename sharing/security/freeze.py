@@ -323,8 +323,10 @@ def cmd_freeze(args: argparse.Namespace, settings: Settings) -> int:
                "`onesource users rotate-token USER`)") if users else ""
     _print(args, {"action": "freeze", "freeze_id": made.freeze_id, "kind": made.kind, "subject": made.subject,
                   "frozen_at": made.frozen_at, "tokens_revoked": users},
-           f"{made.what()} frozen (freeze {made.freeze_id}): refused from its next query in every server and "
-           f"endpoint; wire connections and portal sessions end{revoked}")
+           f"{made.what()} frozen (freeze {made.freeze_id}): " + (
+               "every query reading it is refused, in every server and endpoint" if made.kind == "dataset" else
+               "refused from its next query in every server and endpoint; wire connections and portal sessions "
+               f"end{revoked}"))
     return 0
 
 
