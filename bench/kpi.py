@@ -76,7 +76,7 @@ with Lake(settings.lake) as lake:
                CASE WHEN i % 5 = 0 THEN 'refused' ELSE 'approved' END, 'u',
                req_at, req_at + INTERVAL 7 DAY, req_at + INTERVAL (i % 9) DAY, 'o', CASE WHEN i % 5 = 0 THEN '理由' END, NULL
         FROM (SELECT i, TIMESTAMP '{start:%Y-%m-%d}' + INTERVAL (i % 55) DAY AS req_at FROM range(5000) r(i))''')
-    con.execute(f'''INSERT INTO lake.ops.audit_events
+    con.execute(f'''INSERT INTO lake.ops.audit_events (seq, event_at, department, user_name, decision, tables, rows)
         SELECT i, TIMESTAMP '{start:%Y-%m-%d}' + INTERVAL (i % (58 * 86400)) SECOND,
                'd' || lpad(((i * 31) % {n_dept})::VARCHAR, 2, '0'), 'u',
                CASE WHEN i % 10 = 0 THEN 'refused' ELSE 'allowed' END,

@@ -95,8 +95,11 @@ OPS_TABLES: dict[str, str] = {
         description VARCHAR, department VARCHAR, reported_by VARCHAR, reported_at TIMESTAMP, status VARCHAR,
         resolved_by VARCHAR, resolved_at TIMESTAMP, resolution VARCHAR""",
     # the audit log's entries, copied into the lake for the usage KPIs (sharing.audit.sync_to_lake)
+    # (kind: NULL for a governed query, 'signin' for a failed sign-in, 'users' for user administration;
+    # exposed: dataset.column the query's policy relations exposed unmasked; reason: a refusal's, clipped)
     "audit_events": """seq BIGINT, event_at TIMESTAMP, department VARCHAR, user_name VARCHAR, decision VARCHAR,
-        tables VARCHAR[], rows BIGINT""",
+        tables VARCHAR[], rows BIGINT, kind VARCHAR, purpose VARCHAR, reason VARCHAR, exposed VARCHAR[],
+        address VARCHAR, channel VARCHAR""",
     "audit_sync": "byte_offset BIGINT, seq BIGINT, synced_at TIMESTAMP",
     # 数据回流 (sharing.subscriptions): a department's user subscribes to a dataset under a grant; the target's
     # settings are JSON without secrets (a DSN names its password as ${VARIABLE}, resolved at delivery)
@@ -107,6 +110,11 @@ OPS_TABLES: dict[str, str] = {
     "deliveries": """delivery_id VARCHAR, subscription_id VARCHAR, dataset VARCHAR, department VARCHAR,
         snapshot_id BIGINT, load_id VARCHAR, kind VARCHAR, rows BIGINT, deleted BIGINT, status VARCHAR,
         attempts INTEGER, error VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP""",
+    # 应急响应: misuse alerts (sharing.security.alerts); alert_id is derived from the rule, the subject and
+    # the window, so a rescan never raises one twice; evidence: JSON with the audit seqs behind it
+    "security_alerts": """alert_id VARCHAR, kind VARCHAR, severity VARCHAR, user_name VARCHAR, department VARCHAR,
+        window_start TIMESTAMP, window_end TIMESTAMP, observed DOUBLE, baseline DOUBLE, threshold DOUBLE,
+        evidence VARCHAR, raised_at TIMESTAMP, status VARCHAR""",
     # department users; only hashes (sharing.users); organisation: a division code (organisations.yaml), NULL
     # for the whole city. password_pg_md5: no longer written (md5 verifiers of
     # users created before SCRAM-SHA-256 came; such users must have their password reset)

@@ -854,7 +854,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     engine = GovernedEngine(settings, load_registry(settings.registry_dir, settings.cache_dir), persistent=True)
     try:
         engine.open_slots()  # one DuckDB instance per running query (its memory limit), ready before we listen
-        guard = SignInGuard(settings.signin)  # one count of failed sign-ins for the wire and the portal
+        # one count of failed sign-ins for the wire and the portal, each failure audited
+        guard = SignInGuard(settings.signin, audit=engine.audit)
         try:
             pg = GovernedPgServer((args.host, args.pg_port), engine, guard)
         except OSError as exc:

@@ -152,6 +152,70 @@ class WireSettings:
 
 
 @dataclass(frozen=True)
+class SecuritySettings:
+    """Thresholds of the misuse alerts (sharing.security.alerts): each rule compares a user's use in one
+    window with a floor and with the usual use of the user and its department (the baseline: the
+    ``baseline_days`` whole city days before the window's day, so a burst today never raises its own bar).
+
+    Each figure has an environment variable ``ONESOURCE_SECURITY_<NAME>`` (``ONESOURCE_SECURITY_WINDOW_MINUTES=10``)."""
+
+    window_minutes: int = 15
+    """Length of the windows use is counted in (aligned on the hour: 15 -> :00, :15, :30, :45)."""
+    baseline_days: int = 14
+    """How many whole city days before a window's day make the baseline it is compared with."""
+    lookback_hours: float = 24
+    """How far back a scan evaluates windows (more than the scan's schedule: a missed run is caught up)."""
+    refusal_burst: int = 10
+    """Refused queries of one user in one window that raise ``refusal_burst`` (probing the policy)..."""
+    refusal_factor: float = 3
+    """...or this many times the user's usual refusals per window, whichever is higher."""
+    sensitive_rows_floor: int = 1000
+    """Sensitive rows one user may get in one window before ``sensitive_rows`` is raised whatever the
+    baseline (a new user with no history is compared with its department, and with this floor)..."""
+    sensitive_rows_factor: float = 5
+    """...or this many times the usual (the higher of the user's and its department's), whichever is higher."""
+    match_quota_refusals: int = 1
+    """Queries of one user refused in one window because a match quota was exhausted (``match_quota``)."""
+    work_start: int = 8
+    """First working hour, city time (8: from 08:00)."""
+    work_end: int = 20
+    """First hour after work, city time (20: until 19:59). A query outside these hours and outside the
+    hours the user queried in during its baseline is at an unusual hour."""
+    unusual_hours_queries: int = 1
+    """Queries at unusual hours by one user in one city day that raise ``unusual_hours``."""
+    signin_failures: int = 5
+    """Failed (or locked-out) sign-ins for one user name in one window that raise ``signin_failures``."""
+    signin_failures_per_address: int = 20
+    """The same from one client address, whatever the user names tried (password spraying)."""
+
+    def __post_init__(self) -> None:
+        from onesource.errors import ConfigurationError
+
+        for name in self.__dataclass_fields__:
+            if getattr(self, name) < 0 or (getattr(self, name) == 0 and name in ("window_minutes", "lookback_hours")):
+                raise ConfigurationError(f"ONESOURCE_SECURITY_{name.upper()}={getattr(self, name)} cannot be "
+                                         "negative (nor 0 for a length of time): set a positive number")
+        if not 0 <= self.work_start < self.work_end <= 24:
+            raise ConfigurationError(f"working hours {self.work_start}-{self.work_end} are not hours of one day: set "
+                                     "ONESOURCE_SECURITY_WORK_START and _WORK_END with 0 <= start < end <= 24")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SecuritySettings:
+        from onesource.errors import ConfigurationError
+
+        values: dict[str, object] = {}
+        for name, f in cls.__dataclass_fields__.items():
+            var = f"ONESOURCE_SECURITY_{name.upper()}"
+            raw = env.get(var)
+            if raw:
+                try:
+                    values[name] = (int if str(f.type) == "int" else float)(raw)
+                except ValueError:
+                    raise ConfigurationError(f"{var}={raw!r} is not a number") from None
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class Settings:
     """One OneSource home: registry, source drops, landing, lake, Airflow home, reports."""
 
@@ -167,6 +231,8 @@ class Settings:
     """Sign-in throttling and lockout (``ONESOURCE_SIGNIN_*``, see :class:`SignInSettings`)."""
     limits: QueryLimits = field(default_factory=QueryLimits)
     """What one query and one user may use (``ONESOURCE_QUERY_*``, see :class:`QueryLimits`)."""
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    """Thresholds of the misuse alerts (``ONESOURCE_SECURITY_*``, see :class:`SecuritySettings`)."""
     audit_key_file: Path = field(default=None)  # type: ignore[assignment]
     """The secret key that signs the audit log (HMAC-SHA256), kept outside the home so that whoever can
     rewrite the log cannot re-sign it. Created (0600, in a 0700 folder) on the first append to a new log,
@@ -245,7 +311,7 @@ class Settings:
         key = env.get("ONESOURCE_AUDIT_KEY")
         settings = cls(home=home, snapshot_retention_days=int(env.get("ONESOURCE_SNAPSHOT_RETENTION_DAYS") or 180),
                        signin=SignInSettings.from_env(env), wire=WireSettings.from_env(env),
-                       limits=QueryLimits.from_env(env),
+                       limits=QueryLimits.from_env(env), security=SecuritySettings.from_env(env),
                        audit_key_file=Path(key) if key else default_audit_key_file(home, env))
         catalog = env.get("ONESOURCE_CATALOG")
         data_path = env.get("ONESOURCE_DATA_PATH")
@@ -257,6 +323,7 @@ class Settings:
                 signin=settings.signin,
                 wire=settings.wire,
                 limits=settings.limits,
+                security=settings.security,
                 audit_key_file=settings.audit_key_file,
                 lake=LakeSettings(
                     catalog=catalog or settings.lake.catalog,

@@ -291,7 +291,7 @@ def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None
     """The portal's pages on ``app``; ``guard`` throttles sign-ins (share one with the wire endpoint)."""
     site = Site(engine, sessions)
     sessions = site.sessions
-    guard = guard or SignInGuard(engine.settings.signin)
+    guard = guard or SignInGuard(engine.settings.signin, audit=engine.audit)
     app.add_middleware(CsrfGuard, sessions=sessions)
 
     @app.exception_handler(_SignIn)
@@ -350,7 +350,7 @@ def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None
         address = request.client.host if request.client else ""
         labels = LABELS[lang_of(request)]
         try:
-            with guard.attempt(username, address):
+            with guard.attempt(username, address, "portal"):
                 with engine.cursor() as lake:
                     user = authenticate(lake, username, password)
                 locked = guard.failed(username, address, "portal") if user is None else None

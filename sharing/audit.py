@@ -771,6 +771,20 @@ def _resume_at(fh, offset: int, last_seq: int) -> int:
         return 0
 
 
+REASON_CHARS = 500
+"""How much of a refusal's reason ops.audit_events keeps (the log keeps it whole)."""
+
+
+def _text(value: Any, chars: int) -> str | None:
+    return None if value is None else str(value)[:chars]
+
+
+def _exposed(entry: dict[str, Any]) -> list[str]:
+    """``dataset.column`` the query's policy relations exposed unmasked (its ``columns`` less ``masked``)."""
+    masked = set(entry.get("masked") or ())
+    return [c for c in entry.get("columns") or () if c not in masked]
+
+
 def sync_to_lake(lake, log: AuditLog) -> int:
     """Copy the entries appended since the last sync into ``ops.audit_events`` (the usage KPIs read
     them there, as a table, instead of re-reading the whole log). Returns how many were copied.
@@ -802,12 +816,20 @@ def sync_to_lake(lake, log: AuditLog) -> int:
         "decision": [e.get("decision") for e in entries],
         "tables": pa.array([e.get("tables") or [] for e in entries], pa.list_(pa.string())),
         "rows": pa.array([e.get("rows") for e in entries], pa.int64()),
+        # what the misuse alerts read (sharing.security.alerts): the entry's kind, why a query was refused,
+        # which columns it exposed unmasked, where a sign-in came from (never a password: none is logged)
+        "kind": [e.get("kind") for e in entries],
+        "purpose": [_text(e.get("purpose"), 200) for e in entries],
+        "reason": [_text(e.get("reason"), REASON_CHARS) for e in entries],
+        "exposed": pa.array([_exposed(e) for e in entries], pa.list_(pa.string())),
+        "address": [_text(e.get("address"), 200) for e in entries],
+        "channel": [_text(e.get("channel"), 50) for e in entries],
     })
 
     def write() -> None:
         with lake.transaction() as con:
             con.register("new_audit_events", table)
-            con.execute(f"INSERT INTO {CATALOG}.{OPS}.audit_events SELECT * FROM new_audit_events")
+            con.execute(f"INSERT INTO {CATALOG}.{OPS}.audit_events BY NAME SELECT * FROM new_audit_events")
             con.execute(f"INSERT INTO {CATALOG}.{OPS}.audit_sync VALUES (?, ?, ?)",
                         [offset + len(chunk), entries[-1]["seq"], dt.datetime.now(dt.UTC).replace(tzinfo=None)])
             con.unregister("new_audit_events")

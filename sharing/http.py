@@ -79,12 +79,15 @@ def create_app(engine: GovernedEngine, guard: SignInGuard | None = None) -> Fast
     app = FastAPI(title="OneSource", version="1", description="Governed access to the city's shared data.",
                   docs_url=None, redoc_url=None)  # mount_docs serves them without a CDN
     mount_docs(app)
+    guard = guard or SignInGuard(engine.settings.signin, audit=engine.audit)
     limits = engine.settings.limits  # 413 before a body is read; a worker thread for every query in flight, and 40 more
     app.add_middleware(BodyLimit, max_bytes=limits.request_bytes, threads=limits.concurrent + limits.queued + 40)
     def current_user(request: Request, authorization: str = Header(default="")) -> User:
         token = authorization.removeprefix("Bearer ").strip() if authorization.startswith("Bearer ") else ""
         user = engine.user_by_token(token) if token else None  # cached per lake snapshot
         if user is None:
+            if token:  # a token that is no one's (revoked, mistyped, guessed): audited, for the misuse alerts
+                guard.rejected(request.client.host if request.client else "", "http", "unknown bearer token")
             raise HTTPException(status_code=401, detail="a valid department bearer token is required",
                                 headers={"WWW-Authenticate": "Bearer"})
         route = request.scope.get("route")  # the role's rights (sharing.roles): refused by default

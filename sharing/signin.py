@@ -6,6 +6,11 @@ is refused for ``lockout_minutes``, right password or not. Each failure is answe
 grows with the failures so far, and logged (user name, address, channel: never the password). A
 successful sign-in forgets the user name's failures. Settings: :class:`onesource.config.SignInSettings`.
 
+With an ``audit`` log, every failed sign-in and every sign-in refused by a lockout is also an audit entry
+(``kind="signin"``, ``decision`` failed or refused, user name, address, channel, reason; never a password):
+the misuse alerts count them (sharing.security.alerts). :meth:`SignInGuard.rejected` records the HTTP API's
+unknown bearer tokens the same way (without throttling them: a token is not guessable).
+
 The state is kept in this process's memory: a restart forgets it, and two servers count apart. Everything
 goes through :class:`SignInGuard`'s methods, so the state can move to a shared store unchanged.
 """
@@ -17,6 +22,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from onesource.config import SignInSettings
 from onesource.logsafe import guarded
@@ -38,8 +44,10 @@ class SignInGuard:
     """Counts failed sign-ins per user name and per client address; refuses locked ones."""
 
     def __init__(self, settings: SignInSettings | None = None, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, audit: Any = None):
         self.settings = settings or SignInSettings()
+        self.audit = audit
+        """Where failed and refused sign-ins are recorded (a sharing.audit.AuditLog); None: only logged."""
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
         self._failures: dict[tuple[str, str], list[tuple[float, str, str]]] = {}  # key -> [(at, user, address)]
@@ -48,7 +56,7 @@ class SignInGuard:
         self._attempts: dict[str, threading.Lock] = {}
 
     @contextlib.contextmanager
-    def attempt(self, user: str, address: str) -> Iterator[None]:
+    def attempt(self, user: str, address: str, channel: str = "") -> Iterator[None]:
         """Hold the user name's turn while its password is checked and the outcome recorded: concurrent
         attempts (several connections opened ahead, parallel form posts) are taken one at a time, each
         after the check, so N connections never buy N guesses past the lockout."""
@@ -58,14 +66,14 @@ class SignInGuard:
                 for name in [n for n, t in self._attempts.items() if n != user and not t.locked()][:5_000]:
                     del self._attempts[name]
         with turn:
-            self.check(user, address)
+            self.check(user, address, channel)
             yield
 
     def _limits(self) -> dict[str, int]:
         return {"user": self.settings.max_failures, "address": self.settings.max_failures_per_address}
 
-    def check(self, user: str, address: str) -> None:
-        """Raise :class:`LockedOut` when ``user`` or ``address`` may not try to sign in now."""
+    def check(self, user: str, address: str, channel: str = "") -> None:
+        """Raise :class:`LockedOut` when ``user`` or ``address`` may not try to sign in now (audited)."""
         now = self._clock()
         with self._lock:
             for key in (("user", user), ("address", address)):
@@ -73,9 +81,14 @@ class SignInGuard:
                 if until is None:
                     continue
                 if until > now:
-                    raise LockedOut(until - now)
+                    locked = LockedOut(until - now)
+                    break
                 del self._locked[key]  # served its time: a fresh start
                 self._failures.pop(key, None)
+            else:
+                return
+        self.record(user, address, channel, "refused", f"locked out ({key[0]}): {locked}")
+        raise locked
 
     def failed(self, user: str, address: str, channel: str) -> LockedOut | None:
         """Record a failed sign-in, wait the growing delay, and return the lockout it caused (if it did)."""
@@ -99,8 +112,25 @@ class SignInGuard:
                     "in %g minutes)%s", user, address, channel, counts["user"], s.max_failures, counts["address"],
                     s.max_failures_per_address, s.window_minutes,
                     f"; locked for {s.lockout_minutes:g} minutes" if locked else "")
+        self.record(user, address, channel, "failed", "wrong user name or password" + (
+            f"; locked for {s.lockout_minutes:g} minutes" if locked else ""), failures=counts["user"])
         self._sleep(min(s.delay_seconds * max(counts.values()), s.max_delay_seconds))
         return locked
+
+    def rejected(self, address: str, channel: str, reason: str) -> None:
+        """A credential refused without throttling (the HTTP API's unknown bearer token): audited only."""
+        self.record(None, address, channel, "failed", reason)
+
+    def record(self, user: str | None, address: str, channel: str, decision: str, reason: str, **more: Any) -> None:
+        """One audit entry for a sign-in that did not succeed. A log that cannot be appended to is logged,
+        not raised: the sign-in is refused either way."""
+        if self.audit is None:
+            return
+        try:
+            self.audit.append(kind="signin", department=None, user=None if user is None else user[:200],
+                              decision=decision, reason=reason, address=address, channel=channel or None, **more)
+        except Exception as exc:
+            log.error("could not audit a %s sign-in for user %r from %s: %s", decision, user, address, exc)
 
     def succeeded(self, user: str, address: str) -> None:
         """A right password: the user name's failures are forgotten (from any address)."""

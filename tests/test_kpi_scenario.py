@@ -101,7 +101,8 @@ def insert_versions(lake: Lake, registered: dict[str, dt.datetime]) -> None:
 def insert_events(lake: Lake, events: list[tuple[str, str, str, dt.datetime]]) -> None:
     """(department, dataset, decision, event_at) -> ops.audit_events."""
     for seq, (dept, name, decision, at) in enumerate(events):
-        lake.con.execute("INSERT INTO lake.ops.audit_events VALUES (?, ?, ?, 'u', ?, ?, 1)",
+        lake.con.execute("INSERT INTO lake.ops.audit_events (seq, event_at, department, user_name, decision, tables, "
+                         "rows) VALUES (?, ?, ?, 'u', ?, ?, 1)",
                          [seq, at, dept, decision, [name]])
 
 

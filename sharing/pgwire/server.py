@@ -318,7 +318,7 @@ class Connection:
         user_name, address = self.params.get("user", ""), self.address
         guard: SignInGuard = self.server.guard
         try:
-            guard.check(user_name, address)
+            guard.check(user_name, address, "postgres-wire")
         except LockedOut as exc:
             log.warning("refused sign-in for user %r from %s over postgres-wire: %s", user_name, address, exc)
             self.fatal("28000", str(exc))
@@ -350,7 +350,7 @@ class Connection:
             proof = self._read_password()
             # the lockout is checked again when the proof arrives (a connection opened before the lockout
             # must not buy a guess after it), with the user name's turn held while the outcome is recorded
-            with guard.attempt(user_name, address):
+            with guard.attempt(user_name, address, "postgres-wire"):
                 try:
                     final = pending.exchange.final(proof)
                 except ProofRejected:
@@ -818,7 +818,7 @@ class GovernedPgServer(socketserver.ThreadingTCPServer):
     def __init__(self, address: tuple[str, int], engine: GovernedEngine, guard: SignInGuard | None = None):
         super().__init__(address, _Handler)
         self.engine = engine
-        self.guard = guard or SignInGuard(engine.settings.signin)
+        self.guard = guard or SignInGuard(engine.settings.signin, audit=engine.audit)
         self.mock_secret = secrets.token_bytes(32)  # salts of unknown users, stable for this server's life
         wire = getattr(engine.settings, "wire", None)
         self.tls = tls_context(wire.tls_cert, wire.tls_key) if wire is not None and wire.tls_cert else None

@@ -1,9 +1,506 @@
-"""(being written: see sharing/security/__init__.py)"""
+"""Misuse alerts: baselines of governed use from the audit trail, and alerts when use departs from them.
+
+The audit log (sharing.audit) is copied into ``ops.audit_events``; a scan reads it back and evaluates five
+rules, each over fixed windows (``window_minutes`` long, aligned on the hour) or, for the hours, over the
+city's day. Thresholds are :class:`onesource.config.SecuritySettings` (``ONESOURCE_SECURITY_*``).
+
+==================  =====================================================================================
+rule (``kind``)     raised for one user and one window when
+==================  =====================================================================================
+refusal_burst       its refused queries >= max(refusal_burst, refusal_factor x its usual refusals)
+                    (probing the policy: ungranted tables, columns, datasets)
+sensitive_rows      its sensitive rows > max(sensitive_rows_floor, sensitive_rows_factor x usual), the
+                    usual being the higher of the user's own and its department's
+match_quota         its queries refused for an exhausted match quota >= match_quota_refusals
+unusual_hours       (per city day) its queries at hours outside working hours (work_start..work_end) and
+                    outside the hours it queried in during its baseline >= unusual_hours_queries
+signin_failures     failed or locked-out sign-ins of the user name >= signin_failures; and per client
+                    address (whatever names were tried) >= signin_failures_per_address
+==================  =====================================================================================
+
+**Baseline.** A window is compared with the ``baseline_days`` whole city days before the window's own day
+(never the day being scanned: a burst this morning does not raise its own bar). "Usual" is the 95th
+percentile (nearest rank) of the value over the windows in which the subject was active (had a governed
+query): for a user, its windows; for a department, every window of each of its users. No history: 0, so
+the floor decides.
+
+**Sensitive rows.** An allowed query's rows count as sensitive when a table it read exposed, unmasked, a
+column whose registry element has sensitivity >= 3 (:data:`SENSITIVE_LEVEL`): ``columns`` less ``masked``
+of its audit entry, i.e. what the policy relations let through, not which columns the answer kept. This is
+an upper bound on purpose: an alias (``SELECT resident_id AS x``) cannot hide a read, while an aggregate
+over a sensitive table counts its few result rows only. Sensitivity is the registry's at the scan.
+
+**Alerts** are rows of ``ops.security_alerts``. The id is derived from the rule, the subject and the
+window, so a rescan (or the DAG every 10 minutes over a 24-hour lookback) never raises one twice; an
+alert raised while its window was still open keeps what was observed when it was raised. ``evidence``
+is JSON with the audit seqs behind the alert (the first 200) and what else explains it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import hashlib
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from onesource.config import SecuritySettings, Settings
+
+SENSITIVE_LEVEL = 3
+"""Registry sensitivity from which an element counts as sensitive (schemas.model.SENSITIVITY_MEANINGS)."""
+SEVERITY = {"refusal_burst": "high", "sensitive_rows": "high", "match_quota": "medium", "unusual_hours": "medium",
+            "signin_failures": "high"}
+KINDS = tuple(SEVERITY)
+QUERY_DECISIONS = frozenset({"allowed", "refused", "failed"})
+MATCH_QUOTA_REASON = "the match quota on "
+"""How sharing.match words a refusal for an exhausted quota."""
+EVIDENCE_SEQS = 200
+EPOCH = dt.datetime(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One audit entry as the rules read it (a row of ``ops.audit_events``); ``at`` naive UTC."""
+
+    seq: int
+    at: dt.datetime
+    user: str | None
+    department: str | None
+    decision: str | None
+    kind: str | None = None
+    rows: int | None = None
+    reason: str | None = None
+    exposed: tuple[str, ...] = ()
+    address: str | None = None
+    channel: str | None = None
+    tables: tuple[str, ...] = ()
+
+    @property
+    def query(self) -> bool:
+        """A governed query (catalogue questions and administration entries are not)."""
+        return self.kind in (None, "query") and self.decision in QUERY_DECISIONS
+
+    @property
+    def refused(self) -> bool:
+        return self.query and self.decision == "refused"
+
+    @property
+    def quota(self) -> bool:
+        return self.refused and (self.reason or "").startswith(MATCH_QUOTA_REASON)
+
+    @property
+    def signin_failed(self) -> bool:
+        return self.kind == "signin" and self.decision in ("failed", "refused")
+
+    def sensitive_rows(self, sensitive: frozenset[str]) -> int:
+        if self.decision != "allowed" or not self.query or not any(c in sensitive for c in self.exposed):
+            return 0
+        return int(self.rows or 0)
+
+
+@dataclass(frozen=True)
+class Alert:
+    kind: str
+    user: str | None
+    department: str | None
+    window_start: dt.datetime
+    window_end: dt.datetime
+    observed: float
+    baseline: float
+    threshold: float
+    evidence: dict[str, Any] = field(default_factory=dict, compare=False)
+    subject: str = ""
+    """What the alert is about when it is not a user (a client address)."""
+
+    @property
+    def severity(self) -> str:
+        return SEVERITY[self.kind]
+
+    @property
+    def alert_id(self) -> str:
+        key = f"{self.kind}\n{self.subject or self.user}\n{self.window_start.isoformat()}"
+        return "al-" + hashlib.sha256(key.encode()).hexdigest()[:20]
+
+    def row(self, raised_at: dt.datetime) -> dict[str, Any]:
+        return {"alert_id": self.alert_id, "kind": self.kind, "severity": self.severity, "user_name": self.user,
+                "department": self.department, "window_start": self.window_start, "window_end": self.window_end,
+                "observed": float(self.observed), "baseline": float(self.baseline), "threshold": float(self.threshold),
+                "evidence": json.dumps(self.evidence, ensure_ascii=False, sort_keys=True, default=str),
+                "raised_at": raised_at, "status": "open"}
+
+
+def sensitive_columns(registry) -> frozenset[str]:
+    """``dataset.column`` of every column whose element is sensitive (level >= 3)."""
+    levels = {e.name: e.sensitivity for e in registry.elements}
+    return frozenset(f"{ds.name}.{c.name}" for ds in registry.datasets for c in ds.columns
+                     if c.element and levels.get(c.element, 0) >= SENSITIVE_LEVEL)
+
+
+def window_of(at: dt.datetime, minutes: int) -> dt.datetime:
+    """The start of the window holding ``at`` (naive UTC, windows aligned on the epoch: on the hour)."""
+    size = minutes * 60
+    return EPOCH + dt.timedelta(seconds=(int((at - EPOCH).total_seconds()) // size) * size)
+
+
+def usual(values: Iterable[float]) -> float:
+    """The 95th percentile by nearest rank (0 without values)."""
+    ordered = sorted(values)
+    return float(ordered[math.ceil(0.95 * len(ordered)) - 1]) if ordered else 0.0
+
+
+class _Days:
+    """City days and their midnights (naive UTC), cached: every event asks."""
+
+    def __init__(self, tz: str):
+        from metrics.citytime import local_date, midnight, to_local
+
+        self.tz, self._date, self._midnight, self._local = tz, local_date, midnight, to_local
+        self._cache: dict[dt.date, dt.datetime] = {}
+
+    def day(self, at: dt.datetime) -> dt.date:
+        return self._date(at, self.tz)
+
+    def hour(self, at: dt.datetime) -> int:
+        return self._local(at, self.tz).hour
+
+    def start(self, day: dt.date) -> dt.datetime:
+        if day not in self._cache:
+            self._cache[day] = self._midnight(day, self.tz)
+        return self._cache[day]
+
+
+def evaluate(events: list[Event], sensitive: frozenset[str], settings: SecuritySettings, now: dt.datetime, *,
+             tz: str = "Asia/Shanghai", departments: dict[str, str] | None = None) -> list[Alert]:
+    """Every alert the rules raise over the windows that end after ``now - lookback_hours`` and begin at or
+    before ``now``. ``events`` must reach back ``baseline_days`` before the first such window's day;
+    ``departments``: user name -> department, for sign-ins (their entries carry none)."""
+    s, days = settings, _Days(tz)
+    first = window_of(now - dt.timedelta(hours=s.lookback_hours), s.window_minutes)
+    step = dt.timedelta(minutes=s.window_minutes)
+    if first + step <= now - dt.timedelta(hours=s.lookback_hours):
+        first += step
+    dept_of = dict(departments or {})
+    for e in sorted(events, key=lambda e: e.seq):  # a user's department: the one its queries ran as
+        if e.query and e.user and e.department:
+            dept_of[e.user] = e.department
+
+    # per (user, window) sums, for every event (baseline and scanned alike)
+    per: dict[tuple[str, dt.datetime], dict[str, Any]] = defaultdict(
+        lambda: {"queries": 0, "refused": 0, "quota": 0, "sensitive": 0, "seqs": defaultdict(list)})
+    signins: dict[tuple[str, str, dt.datetime], list[Event]] = defaultdict(list)
+    for e in events:
+        w = window_of(e.at, s.window_minutes)
+        if e.signin_failed:
+            if e.user is not None:
+                signins["user", e.user, w].append(e)
+            if e.address:
+                signins["address", e.address, w].append(e)
+        if not e.query or not e.user:
+            continue
+        p = per[e.user, w]
+        p["queries"] += 1
+        if e.refused:
+            p["refused"] += 1
+            p["seqs"]["refused"].append(e.seq)
+        if e.quota:
+            p["quota"] += 1
+            p["seqs"]["quota"].append(e.seq)
+        rows = e.sensitive_rows(sensitive)
+        if rows:
+            p["sensitive"] += rows
+            p["seqs"]["sensitive"].append(e.seq)
+
+    def baseline_windows(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+        return days.start(day - dt.timedelta(days=s.baseline_days)), days.start(day)
+
+    by_user_windows: dict[str, list[dt.datetime]] = defaultdict(list)
+    for user, w in per:
+        by_user_windows[user].append(w)
+    stats: dict[tuple[str, str, dt.date], float] = {}
+
+    def usual_of(user: str, metric: str, day: dt.date) -> tuple[float, float]:
+        """(the user's usual, its department's usual) of ``metric`` per active window before ``day``."""
+        key = (user, metric, day)
+        if key not in stats:
+            lo, hi = baseline_windows(day)
+            stats[key] = usual(per[user, w][metric] for w in by_user_windows[user] if lo <= w < hi)
+        dept = dept_of.get(user)
+        dkey = ("dept:" + (dept or ""), metric, day)
+        if dkey not in stats:
+            lo, hi = baseline_windows(day)
+            stats[dkey] = usual(per[u, w][metric] for u in by_user_windows if dept is not None and dept_of.get(u) == dept
+                                for w in by_user_windows[u] if lo <= w < hi)
+        return stats[key], stats[dkey] if dept is not None else 0.0
+
+    alerts: list[Alert] = []
+    for (user, w), p in sorted(per.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        if not first <= w <= now:
+            continue
+        day, end = days.day(w), w + step
+        if p["refused"]:
+            mine, _ = usual_of(user, "refused", day)
+            threshold = max(s.refusal_burst, s.refusal_factor * mine)
+            if p["refused"] >= threshold:
+                alerts.append(Alert("refusal_burst", user, dept_of.get(user), w, end, p["refused"], mine, threshold,
+                                    _evidence(p["seqs"]["refused"], rule=f"refused queries >= {threshold:g}")))
+        if p["sensitive"]:
+            mine, theirs = usual_of(user, "sensitive", day)
+            threshold = max(s.sensitive_rows_floor, s.sensitive_rows_factor * max(mine, theirs))
+            if p["sensitive"] > threshold:
+                alerts.append(Alert("sensitive_rows", user, dept_of.get(user), w, end, p["sensitive"], max(mine, theirs),
+                                    threshold, _evidence(p["seqs"]["sensitive"], user_usual=mine, department_usual=theirs,
+                                                         rule=f"sensitive rows > {threshold:g}")))
+        if p["quota"] and p["quota"] >= s.match_quota_refusals:
+            alerts.append(Alert("match_quota", user, dept_of.get(user), w, end, p["quota"], 0, s.match_quota_refusals,
+                                _evidence(p["seqs"]["quota"], rule=f"match-quota refusals >= {s.match_quota_refusals}")))
+    alerts += _unusual_hours(events, s, days, now, first, dept_of)
+    for (what, who, w), found in sorted(signins.items(), key=lambda kv: (kv[0][2], kv[0][0], kv[0][1])):
+        limit = s.signin_failures if what == "user" else s.signin_failures_per_address
+        if first <= w <= now and len(found) >= limit:
+            user = who if what == "user" else None
+            alerts.append(Alert("signin_failures", user, dept_of.get(who) if user else None, w, w + step,
+                                len(found), 0, limit,
+                                _evidence([e.seq for e in found], rule=f"failed sign-ins per {what} >= {limit}",
+                                          addresses=sorted({e.address or "" for e in found}),
+                                          users=sorted({e.user or "" for e in found}),
+                                          channels=sorted({e.channel or "" for e in found})),
+                                subject="" if user else f"address:{who}"))
+    return alerts
+
+
+def _unusual_hours(events: list[Event], s: SecuritySettings, days: _Days, now: dt.datetime, first: dt.datetime,
+                   dept_of: dict[str, str]) -> list[Alert]:
+    """Per user and city day: queries outside working hours and outside the user's baseline hours."""
+    hours: dict[str, list[tuple[dt.datetime, int, int]]] = defaultdict(list)  # user -> (at, city hour, seq)
+    for e in events:
+        if e.query and e.user:
+            hours[e.user].append((e.at, days.hour(e.at), e.seq))
+    alerts = []
+    for user in sorted(hours):
+        by_day: dict[dt.date, list[tuple[dt.datetime, int, int]]] = defaultdict(list)
+        for item in hours[user]:
+            by_day[days.day(item[0])].append(item)
+        for day in sorted(by_day):
+            start, end = days.start(day), days.start(day + dt.timedelta(days=1))
+            if end <= first or start > now:
+                continue
+            lo = days.start(day - dt.timedelta(days=s.baseline_days))
+            known = {h for at, h, _ in hours[user] if lo <= at < start}
+            odd = sorted((seq, h) for _at, h, seq in by_day[day]
+                         if not s.work_start <= h < s.work_end and h not in known)
+            if odd and len(odd) >= s.unusual_hours_queries:
+                alerts.append(Alert("unusual_hours", user, dept_of.get(user), start, end, len(odd), len(known),
+                                    s.unusual_hours_queries,
+                                    _evidence([q for q, _ in odd], hours=sorted({h for _, h in odd}),
+                                              usual_hours=sorted(known), work_hours=[s.work_start, s.work_end],
+                                              rule=f"queries at unusual hours >= {s.unusual_hours_queries}")))
+    return alerts
+
+
+def _evidence(seqs: list[int], **more: Any) -> dict[str, Any]:
+    ordered = sorted(seqs)
+    return {"seqs": ordered[:EVIDENCE_SEQS], "count": len(ordered), **more}
+
+
+# ---- the lake: events in, alerts out ----
+
+EVENT_COLUMNS = "seq, event_at, user_name, department, decision, kind, rows, reason, exposed, address, channel, tables"
+
+
+def read_events(con, since: dt.datetime, until: dt.datetime) -> list[Event]:
+    from lakehouse.lake import CATALOG, OPS
+
+    rows = con.execute(f"SELECT {EVENT_COLUMNS} FROM {CATALOG}.{OPS}.audit_events WHERE event_at >= ? AND event_at <= ?",
+                       [since, until]).fetchall()
+    return [Event(seq, at, user, dept, decision, kind, n, reason, tuple(exposed or ()), address, channel,
+                  tuple(tables or ()))
+            for seq, at, user, dept, decision, kind, n, reason, exposed, address, channel, tables in rows]
+
+
+def user_departments(con) -> dict[str, str]:
+    from lakehouse.lake import CATALOG, OPS
+
+    return dict(con.execute(f"SELECT user_name, any_value(department) FROM {CATALOG}.{OPS}.users GROUP BY 1").fetchall())
+
+
+def write_alerts(lake, alerts: list[Alert], raised_at: dt.datetime) -> list[Alert]:
+    """Insert the alerts not raised before (by id); returns the new ones."""
+    import pyarrow as pa
+
+    from lakehouse.lake import CATALOG, OPS, retrying
+
+    if not alerts:
+        return []
+    new: list[Alert] = []
+
+    def write() -> None:
+        new.clear()
+        with lake.transaction() as con:
+            ids = [a.alert_id for a in alerts]
+            known = {r[0] for r in con.execute(f"SELECT alert_id FROM {CATALOG}.{OPS}.security_alerts "
+                                               "WHERE alert_id IN (SELECT unnest(?))", [ids]).fetchall()}
+            new.extend(a for a in dict((a.alert_id, a) for a in alerts).values() if a.alert_id not in known)
+            if new:
+                con.register("new_security_alerts", pa.Table.from_pylist([a.row(raised_at) for a in new]))
+                con.execute(f"INSERT INTO {CATALOG}.{OPS}.security_alerts BY NAME SELECT * FROM new_security_alerts")
+                con.unregister("new_security_alerts")
+                lake.commit_message("security alerts", {"alerts": len(new)})
+
+    retrying(write, lake.settings.commit_retries, "writing security alerts")
+    return new
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    copied: int
+    """Audit entries copied into the lake by this scan."""
+    evaluated: int
+    """Audit events the rules read (the lookback and its baseline)."""
+    raised: list[Alert]
+    """Alerts new in this scan."""
+    found: int
+    """Alerts the rules found, new or raised before."""
+
+
+def scan(settings: Settings, now: dt.datetime | None = None, registry=None) -> ScanResult:
+    """Copy the audit log's new entries into the lake, evaluate the rules, write the new alerts."""
+    from lakehouse import Lake
+    from schemas import load_registry
+    from sharing.audit import AuditLog, sync_to_lake
+
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    s = settings.security
+    registry = registry or load_registry(settings.registry_dir, settings.cache_dir)
+    days = _Days(settings.city_timezone)
+    since = days.start(days.day(now - dt.timedelta(hours=s.lookback_hours)) - dt.timedelta(days=s.baseline_days))
+    with Lake(settings.lake) as lake:
+        log = AuditLog.of(settings)
+        try:
+            copied = sync_to_lake(lake, log)
+        finally:
+            log.close()
+        events = read_events(lake.con, since, now)
+        found = evaluate(events, sensitive_columns(registry), s, now, tz=settings.city_timezone,
+                         departments=user_departments(lake.con))
+        raised = write_alerts(lake, found, dt.datetime.now(dt.UTC).replace(tzinfo=None))
+    return ScanResult(copied, len(events), raised, len(found))
+
+
+ALERT_COLUMNS = ("alert_id", "kind", "severity", "user_name", "department", "window_start", "window_end", "observed",
+                 "baseline", "threshold", "evidence", "raised_at", "status")
+
+
+def list_alerts(con, *, since: dt.datetime | None = None, kind: str | None = None, status: str | None = None,
+                limit: int | None = None) -> list[dict[str, Any]]:
+    """Alerts, newest window first (``since``: windows ending after it). An older lake without the table: none."""
+    import duckdb
+
+    from lakehouse.lake import CATALOG, OPS
+
+    where, params = ["TRUE"], []
+    for clause, value in (("window_end > ?", since), ("kind = ?", kind), ("status = ?", status)):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    sql = (f"SELECT {', '.join(ALERT_COLUMNS)} FROM {CATALOG}.{OPS}.security_alerts WHERE {' AND '.join(where)} "
+           f"ORDER BY window_start DESC, kind, user_name{f' LIMIT {int(limit)}' if limit else ''}")
+    try:
+        rows = con.execute(sql, params).fetchall()
+    except duckdb.CatalogException:
+        return []
+    return [{**dict(zip(ALERT_COLUMNS, r, strict=True)), "evidence": json.loads(r[10] or "{}")} for r in rows]
+
+
+def per_day(alerts: list[dict[str, Any]], tz: str, days: int = 14,
+            today: dt.date | None = None) -> tuple[list[str], dict[str, list[int]]]:
+    """Alerts per city day (of their window's start) and kind, for the last ``days`` days: (days, kind -> counts)."""
+    from metrics.citytime import local_date
+
+    last = today or local_date(dt.datetime.now(dt.UTC), tz)
+    labels = [(last - dt.timedelta(days=days - 1 - i)).isoformat() for i in range(days)]
+    index = {d: i for i, d in enumerate(labels)}
+    counts = {k: [0] * days for k in KINDS}
+    for a in alerts:
+        i = index.get(local_date(a["window_start"], tz).isoformat())
+        if i is not None and a["kind"] in counts:
+            counts[a["kind"]][i] += 1
+    return labels, counts
+
+
+# ---- onesource security scan | alerts ----
 
 def add_commands(actions: argparse._SubParsersAction) -> None:
     """Adds this module's `onesource security` actions (each sets ``security_fn``)."""
+    p = actions.add_parser("scan", help="copy the audit log into the lake, evaluate the misuse rules over the "
+                                        "last ONESOURCE_SECURITY_LOOKBACK_HOURS, and raise new alerts")
+    p.add_argument("--now", help="evaluate as of this time (city time unless a zone is given; default: now)")
+    p.add_argument("--json", action="store_true", help="print the new alerts as JSON")
+    p.set_defaults(security_fn=cmd_scan)
+    p = actions.add_parser("alerts", help="list misuse alerts (ops.security_alerts)")
+    p.add_argument("--since", help="alerts whose window ends after this: a time (city time) or 24h, 7d")
+    p.add_argument("--kind", choices=KINDS, help="only this rule's alerts")
+    p.add_argument("--status", default=None, help="only alerts with this status (open)")
+    p.add_argument("--json", action="store_true", help="JSON, one object per alert, with its evidence")
+    p.set_defaults(security_fn=cmd_alerts)
+
+
+def _when(text: str, tz: str) -> dt.datetime:
+    import re
+
+    from metrics.citytime import parse_local
+    from onesource.errors import ConfigurationError
+
+    found = re.fullmatch(r"(\d+)([hd])", text.strip())
+    if found:
+        n = int(found.group(1))
+        return dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(**{"hours" if found.group(2) == "h" else "days": n})
+    try:
+        return parse_local(text, tz)
+    except ValueError:
+        raise ConfigurationError(f"{text!r} is not a time: write 2026-03-31T18:00 (city time), or 24h, 7d") from None
+
+
+def _line(a: dict[str, Any] | Alert, tz: str) -> str:
+    from metrics.citytime import to_local
+
+    d = {**a.row(dt.datetime.now(dt.UTC)), "evidence": a.evidence} if isinstance(a, Alert) else a
+    who = d["user_name"] or "address " + ", ".join(d["evidence"].get("addresses", []))
+    start = to_local(d["window_start"], tz)
+    return (f"{d['alert_id']}  {d['severity']:<6} {d['kind']:<16} {who} ({d['department'] or '-'})  "
+            f"{start:%Y-%m-%d %H:%M} city time  observed {d['observed']:g}, usual {d['baseline']:g}, "
+            f"threshold {d['threshold']:g}")
+
+
+def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
+    now = _when(args.now, settings.city_timezone) if args.now else None
+    result = scan(settings, now)
+    if args.json:
+        print(json.dumps([{**a.row(dt.datetime.now(dt.UTC)), "evidence": a.evidence} for a in result.raised],
+                         ensure_ascii=False, default=str, indent=1))
+        return 0
+    for a in result.raised:
+        print(_line(a, settings.city_timezone))
+    print(f"security scan: {result.copied} audit entries copied, {result.evaluated} events read, "
+          f"{len(result.raised)} new alert(s) ({result.found - len(result.raised)} raised before)")
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
+    from lakehouse import Lake
+
+    since = _when(args.since, settings.city_timezone) if args.since else None
+    with Lake(settings.lake, read_only=True) as lake:
+        found = list_alerts(lake.con, since=since, kind=args.kind, status=args.status)
+    if args.json:
+        print(json.dumps(found, ensure_ascii=False, default=str, indent=1))
+        return 0
+    for a in found:
+        print(_line(a, settings.city_timezone))
+    if not found:
+        print("no alerts" + (f" since {args.since}" if args.since else ""))
+    return 0
