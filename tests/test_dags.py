@@ -52,7 +52,9 @@ def test_dagbag_has_no_import_errors_and_one_task_per_dataset(settings, demo_reg
     cycles = sorted({d.update_cycle for d in sources})
     assert set(bag["dags"]) == {f"onesource_ingest_{c}" for c in cycles} | {
         "onesource_ingest_all", "onesource_consistency", "onesource_metrics", "onesource_maintenance",
-        "onesource_subscriptions"}
+        "onesource_subscriptions", "onesource_security"}
+    assert bag["dags"]["onesource_security"]["tasks"] == ["scan"]  # the misuse alerts' scan, every 10 minutes
+    assert "*/10 * * * *" in bag["dags"]["onesource_security"]["schedule"]
     every = bag["dags"]["onesource_ingest_all"]
     assert every["tasks"] == sorted([f"{d.owner}.{d.name}" for d in sources] + ["consistency", "metrics"])
     # authorities load first, so reference checks see them; consistency runs after every load

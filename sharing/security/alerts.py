@@ -391,6 +391,18 @@ def scan(settings: Settings, now: dt.datetime | None = None, registry=None) -> S
     return ScanResult(copied, len(events), raised, len(found))
 
 
+def scan_task() -> dict:
+    """The Airflow task of dags/onesource_security.py: a scan, its new alerts printed to the task's log."""
+    from onesource.tasks import _settings
+
+    settings = _settings()
+    result = scan(settings)
+    for a in result.raised:
+        print(_line(a, settings.city_timezone))
+    return {"audit_entries_copied": result.copied, "events": result.evaluated,
+            "raised": [a.alert_id for a in result.raised], "found": result.found}
+
+
 ALERT_COLUMNS = ("alert_id", "kind", "severity", "user_name", "department", "window_start", "window_end", "observed",
                  "baseline", "threshold", "evidence", "raised_at", "status")
 
