@@ -99,7 +99,7 @@ class GovernedEngine:
         self._frozen: tuple[object, Freezes] | None = None
         self._tokens: dict[str, tuple[object, object]] = {}
         self._plans: dict[tuple, tuple[dict, Plan]] = {}
-        self._sandboxes: dict[str, tuple[dict, duckdb.DuckDBPyConnection]] = {}
+        self._sandboxes: dict[tuple[str, int], tuple[dict, duckdb.DuckDBPyConnection]] = {}
         self._matches: MatchLedger | None = None
         self.admission: Admission | None = None
         self._slots: dict[int, duckdb.DuckDBPyConnection] = {}
@@ -603,10 +603,16 @@ class GovernedEngine:
         from sharing.catalog import answer, sandbox
 
         limits = self.settings.limits
-        hit = self._sandboxes.get(department)
+        # one per access object: a department's users of different organisations (each its own access) asking
+        # catalogue questions in turn keep their sandboxes instead of rebuilding them each time
+        key = (department, id(access))
+        hit = self._sandboxes.get(key)
         if hit is None or hit[0] is not access:
             hit = (access, sandbox(access, self._registry, memory_limit=limits.memory, threads=limits.threads))
-            self._sandboxes[department] = hit
+            live = {id(cached[2]) for cached in list(self._cache.values())}  # the others were planned under old grants
+            for stale in [k for k, v in list(self._sandboxes.items()) if id(v[0]) not in live]:
+                self._sandboxes.pop(stale, None)
+            self._sandboxes[key] = hit
         try:
             return answer(hit[1], sql, params, user=user or department, watch=watch,
                           max_rows=max(limits.rows, CATALOGUE_ROWS), max_bytes=self._result_bytes)

@@ -83,9 +83,12 @@ class Uncached(GovernedEngine):
     def _pinned(self, number, con, state):
         return contextlib.nullcontext()
 
-    def _access(self, cursor, department, stamp=None):
+    def _access(self, cursor, department, stamp=None, *, user=None):
+        from sharing.users import organisation_of
+
         self._fresh(cursor)
-        return visible(self._registry, active_grants(CursorLake(self._lake, cursor), department), department)
+        return visible(self._registry, active_grants(CursorLake(self._lake, cursor), department), department,
+                       organisation_of(cursor, user) if user else None)
 
     def _active(self, cursor, user, stamp=None):
         self._fresh(cursor)
