@@ -23,6 +23,7 @@ from sharing.users import create_user
 from tests.conftest import free_port
 from tests.helpers import drop, firms_dataset, load, write_registry
 from tests.test_ingest_files import csv_text
+from tests.test_pg_clients import self_signed
 from tests.test_security_freeze import LEDGER
 
 pytestmark = pytest.mark.slow
@@ -42,9 +43,12 @@ def live(tmp_path_factory):
         for user, dept in USERS.items():
             creds[user] = create_user(lake, dept, user)
     http_port, pg_port = free_port(), free_port()
-    env = {**os.environ, "ONESOURCE_HOME": str(settings.home)}
+    cert, key = self_signed(settings.home)  # TLS offered, not required: connections of both kinds are ended
+    env = {**os.environ, "ONESOURCE_HOME": str(settings.home), "ONESOURCE_PG_TLS_CERT": str(cert),
+           "ONESOURCE_PG_TLS_KEY": str(key)}
+    server_env = env
     proc = subprocess.Popen([sys.executable, "-m", "onesource.cli", "serve", "--http-port", str(http_port),
-                             "--pg-port", str(pg_port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             "--pg-port", str(pg_port)], env=server_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -57,6 +61,7 @@ def live(tmp_path_factory):
     else:
         proc.kill()
         pytest.fail("onesource serve did not start: " + (proc.stdout.read() if proc.stdout else ""))
+    env = {k: v for k, v in env.items() if not k.startswith("ONESOURCE_PG_TLS")}
     yield settings, creds, http_port, pg_port, env
     proc.terminate()
     proc.wait(timeout=30)
@@ -70,9 +75,9 @@ def security(env: dict, *args: str) -> str:
     return done.stdout
 
 
-def wire(pg_port: int, user: str, password: str) -> psycopg.Connection:
+def wire(pg_port: int, user: str, password: str, sslmode: str = "disable") -> psycopg.Connection:
     return psycopg.connect(host="127.0.0.1", port=pg_port, user=user, password=password, dbname="onesource",
-                           autocommit=True, connect_timeout=10)
+                           autocommit=True, connect_timeout=10, sslmode=sslmode)
 
 
 def count(conn: psycopg.Connection, table: str) -> int:
@@ -106,8 +111,9 @@ def closed_within(conn: psycopg.Connection, seconds: float) -> float | None:
 def test_a_user_freeze_stops_wire_http_and_portal_at_once_and_the_token_for_good(live):
     settings, creds, http_port, pg_port, env = live
     password, token = creds["amr_a"]
-    busy, idle, other = wire(pg_port, "amr_a", password), wire(pg_port, "amr_a", password), \
+    busy, idle, other = wire(pg_port, "amr_a", password), wire(pg_port, "amr_a", password, "require"), \
         wire(pg_port, "tax_a", creds["tax_a"][0])
+    assert idle.pgconn.ssl_in_use and not busy.pgconn.ssl_in_use
     assert count(busy, "firms") == 3 and count(idle, "ledger") == 2
     api = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30)
     assert http_query(api, token, "firms").status_code == 200
@@ -116,7 +122,7 @@ def test_a_user_freeze_stops_wire_http_and_portal_at_once_and_the_token_for_good
 
     out = security(env, "freeze", "--user", "amr_a", "--reason", "suspected stolen account")
     assert "frozen" in out and "amr_a" in out
-    # the idle connection: closed by the server's watcher within a couple of seconds, FATAL with the reason why
+    # the idle connection (over TLS): closed by the server's watcher within a couple of seconds, FATAL saying why
     waited = closed_within(idle, 5)
     assert waited is not None and waited < 3, waited
     with pytest.raises(psycopg.OperationalError, match="frozen by the data bureau"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import itertools
 import secrets
+import select
 import socket
 import socketserver
 import ssl
@@ -73,6 +74,8 @@ PREPARED_BYTES = 16 * 1024 * 1024
 PgJDBC 256 of a few KB each); without a bound, Parse after Parse of a 1 MiB text held memory without end."""
 FREEZE_WATCH = 1.0
 """Seconds between two looks at the catalog's stamp for freezes that end live sessions (GovernedPgServer)."""
+IDLE_LOOK = 0.5
+"""Seconds an idle connection waits for its client before it looks whether its session was ended (a freeze)."""
 SEND_BYTES = 256 * 1024
 """Output is sent once this much is buffered, and always when the client waits for an answer."""
 _I, _H = struct.Struct("!i"), struct.Struct("!h")
@@ -392,14 +395,8 @@ class Connection:
                     b"E": self.on_execute, b"S": self.on_sync, b"H": self.on_flush, b"C": self.on_close}
         limit = self.server.message_bytes
         while True:
-            if self.ended:
-                self.fatal("57P01", self.ended)
-            try:
-                head = self.reader.exact(5)
-            except (Hangup, OSError):
-                if self.ended:  # the watcher shut the socket's reading side: say why before hanging up
-                    self.fatal("57P01", self.ended)
-                raise
+            self.idle()
+            head = self.reader.exact(5)
             kind, length = head[:1], _I.unpack(head[1:])[0]
             if kind == b"X":
                 return
@@ -430,6 +427,23 @@ class Connection:
                 self._failed(kind, _wire("22021", f"invalid byte sequence for encoding UTF8: {exc}"))
             except BaseException as exc:  # noqa: BLE001 - every error goes to the client; Stopped too
                 self._failed(kind, exc)
+
+    def idle(self) -> None:
+        """Wait for the client's next message, looking every IDLE_LOOK seconds whether the session was ended
+        (a freeze: GovernedPgServer.end_frozen sets ``ended``); if so, FATAL and hang up. Only this thread
+        touches the socket, which a TLS connection needs (an SSL object is not for two threads at once)."""
+        while True:
+            if self.ended:
+                self.fatal("57P01", self.ended)
+            if self.reader.buf or getattr(self.sock, "pending", lambda: 0)():  # bytes already here (or decrypted)
+                return
+            poll = select.poll()  # (not select.select: it cannot wait on descriptors numbered 1024 and above)
+            try:
+                poll.register(self.sock, select.POLLIN | select.POLLPRI)
+            except ValueError as exc:  # the socket was closed
+                raise Hangup("the connection was closed") from exc
+            if poll.poll(IDLE_LOOK * 1000):
+                return
 
     def _failed(self, kind: bytes, exc: BaseException) -> None:
         """An error in a message: the rest of an extended-protocol batch is skipped up to Sync. The error is
@@ -897,8 +911,8 @@ class GovernedPgServer(socketserver.ThreadingTCPServer):
 
     def end_frozen(self) -> int:
         """Close every session whose user or department is frozen (FATAL 57P01 with the refusal, as PostgreSQL's
-        pg_terminate_backend); returns how many. The connection's own thread sends the message: this one stops
-        its running query and shuts the socket's reading side, which wakes it."""
+        pg_terminate_backend); returns how many. The connection's own thread sends the message and hangs up
+        (Connection.idle looks every IDLE_LOOK seconds); this one marks it and stops its running query."""
         freezes = self.engine.freezes()
         if not freezes:
             return 0
@@ -911,11 +925,7 @@ class GovernedPgServer(socketserver.ThreadingTCPServer):
             if frozen is None or conn.ended:
                 continue
             conn.ended = f"terminating connection: {frozen.refusal(user.name)}"
-            conn.session.canceller.cancel()
-            try:
-                socket.socket.shutdown(conn.sock, socket.SHUT_RD)  # the plain socket's: TLS keeps its writing side
-            except OSError:
-                pass
+            conn.session.canceller.cancel()  # a query running now stops; the connection's thread says why
             ended += 1
             log.warning("postgres-wire: ended the session of frozen user %s (freeze %s)", user.name, frozen.freeze_id)
         return ended
