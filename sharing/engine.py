@@ -529,7 +529,8 @@ class GovernedEngine:
         state["access"] = access
         if signed_in and user and not self._active(con, user, state.get("stamp")):
             raise AccountDisabled(f"user {user} has been disabled since signing in; no query is answered for it")
-        freezes = active_freezes(on) if isinstance(on, Lake) else self._freezes(con, state.get("stamp"))
+        # the server's stamp read above (a catalog query on a non-SQLite catalog: once per query, not twice)
+        freezes = active_freezes(on) if isinstance(on, Lake) else self._freezes(con, stamp)
         if freezes and (frozen := freezes.stopping(user, department)) is not None:
             raise frozen.refusal(user)
         if kind != "query":
