@@ -183,3 +183,36 @@ def test_a_dataset_freeze_refuses_queries_reading_it_and_nothing_else(live):
     security(env, "unfreeze", "--dataset", "ledger", "--reason", "corrected")
     assert count(conn, "ledger") == 2
     conn.close()
+
+
+def test_the_next_statement_of_a_frozen_user_ends_its_connection_without_the_watcher(live, monkeypatch):
+    """Without the watcher (its period made an hour), the engine's refusal of the next statement itself ends
+    the connection: FATAL 42501 with the freeze's message, the connection closed."""
+    import threading
+
+    from schemas import load_registry
+    from sharing.engine import GovernedEngine
+    from sharing.pgwire import server as wire_server
+    from sharing.security.freeze import freeze, unfreeze
+
+    settings, creds, _, _, _ = live
+    monkeypatch.setattr(wire_server, "FREEZE_WATCH", 3600.0)
+    registry = load_registry(settings.registry_dir)
+    engine = GovernedEngine(settings, registry, persistent=True)
+    port = free_port()
+    pg = wire_server.GovernedPgServer(("127.0.0.1", port), engine)
+    threading.Thread(target=pg.serve_forever, daemon=True).start()
+    try:
+        conn = wire(port, "amr_b", creds["amr_b"][0])
+        assert count(conn, "firms") == 3
+        with Lake(settings.lake) as lake:
+            freeze(lake, registry, "user", "amr_b", "drill", by="op", audit=None)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="user amr_b is frozen by the data bureau"):
+            count(conn, "firms")
+        assert conn.closed or conn.broken
+        with Lake(settings.lake) as lake:
+            unfreeze(lake, registry, "user", "amr_b", "drill over", by="op", audit=None)
+    finally:
+        pg.shutdown()
+        pg.server_close()
+        engine.close()
