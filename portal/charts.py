@@ -129,3 +129,41 @@ def runs(points: list[tuple[str, bool, str]], *, width: int = 520, height: int =
                      f'{escape(tip)}</title></rect>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+KIND_COLORS = ("#dc2626", "#d97706", "#7c3aed", "#2563eb", "#0891b2", "#6b7280")
+
+
+def stacked(labels: list[str], series: dict[str, list[int]], *, title: str = "", width: int = 520,
+            height: int = 160) -> str:
+    """Counts per day as stacked columns, one colour per series (the security alerts per day and kind),
+    with a legend; a day without any count is an empty slot."""
+    left, right, top, bottom = 30, 8, 10, 44
+    w, h = width - left - right, height - top - bottom
+    totals = [sum(values[i] for values in series.values()) for i in range(len(labels))]
+    peak = max([*totals, 1])
+    slot = w / max(1, len(labels))
+    parts = [f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+             f'aria-label="{escape(title)}"><title>{escape(title)}</title>',
+             f'<line x1="{left}" x2="{width - right}" y1="{top + h}" y2="{top + h}" stroke="{GRID}"/>'
+             f'<text x="{left - 4}" y="{top + 8}" text-anchor="end" font-size="10" fill="{MUTED}">{peak}</text>']
+    for i, label in enumerate(labels):
+        base = top + h
+        for j, (name, values) in enumerate(series.items()):
+            if not values[i]:
+                continue
+            bar = h * values[i] / peak
+            base -= bar
+            parts.append(f'<rect class="alerts-{escape(name)}" x="{left + i * slot + 1:.1f}" y="{base:.1f}" '
+                         f'width="{max(1.0, slot - 2):.1f}" height="{bar:.1f}" fill="{KIND_COLORS[j % len(KIND_COLORS)]}">'
+                         f'<title>{escape(label)} {escape(name)}: {values[i]}</title></rect>')
+        if i % max(1, len(labels) // 7) == 0 or i == len(labels) - 1:
+            parts.append(f'<text x="{left + i * slot + slot / 2:.1f}" y="{top + h + 12}" text-anchor="middle" '
+                         f'font-size="10" fill="{MUTED}">{escape(label[5:])}</text>')
+    x = left
+    for j, name in enumerate(series):
+        parts.append(f'<rect x="{x}" y="{height - 14}" width="9" height="9" fill="{KIND_COLORS[j % len(KIND_COLORS)]}"/>'
+                     f'<text x="{x + 12}" y="{height - 6}" font-size="10" fill="{INK}">{escape(name)}</text>')
+        x += 14 + 6.2 * len(name)
+    parts.append("</svg>")
+    return "".join(parts)

@@ -36,6 +36,7 @@ from portal import charts
 from portal.labels import LABELS, code, kpi_label, note
 from sharing.engine import GovernedEngine
 from sharing.exceptions import QueryFailed, QueryRefused
+from sharing.roles import BUREAU
 from sharing.signin import LockedOut, SignInGuard
 from sharing.users import User, authenticate, still_valid
 
@@ -383,9 +384,15 @@ def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None
     @app.get("/dashboard", include_in_schema=False)
     def dashboard(request: Request, period: str | None = None) -> HTMLResponse:
         user = signed_in(request)
-        periods = [r[0] for r in sql(user, "SELECT DISTINCT period FROM shared.kpi_figures ORDER BY period")]
+        security = _security(site.engine, lang_of(request)) if user.role == BUREAU else None
+        try:
+            periods = [r[0] for r in sql(user, "SELECT DISTINCT period FROM shared.kpi_figures ORDER BY period")]
+        except HTTPException:
+            if security is None:
+                raise
+            periods = []  # a registry without the KPI tables: the bureau still sees its security alerts
         if not periods and not period:
-            return page(request, "empty.html", user=user)
+            return page(request, "empty.html", user=user, security=security)
         period = chosen_period(period, periods)
         figures = _figures(sql(user, "SELECT scope, scope_name, kpi, value, numerator, denominator, target "
                                      f"FROM shared.kpi_figures WHERE period = {_lit(period)}"))
@@ -409,7 +416,7 @@ def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None
                     kpis=KPI_NAMES, trends=trends, ranking=bars, departments=ranked,
                     prefill=annual_report_prefill(site.engine.registry, lambda q: sql(user, q)),
                     forms=forms_prefill(site.engine.registry, lambda q: sql(user, q)),
-                    lower_is_better=LOWER_IS_BETTER, percent_kpis=PERCENT_KPIS)
+                    lower_is_better=LOWER_IS_BETTER, percent_kpis=PERCENT_KPIS, security=security)
 
     @app.get("/dashboard/departments/{code}", include_in_schema=False)
     def department(request: Request, code: str, period: str | None = None) -> HTMLResponse:
@@ -512,6 +519,24 @@ def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None
 
 
 DEFINITIONS = Path(__file__).resolve().parents[1] / "docs" / "kpis.md"
+
+
+def _security(engine: GovernedEngine, lang: str) -> dict:
+    """The bureau's security panel: open alerts (newest 50) and the alerts of the last 14 days per day and
+    kind (sharing.security.alerts), read from the lake's ops tables, not through governed SQL (they are not
+    a dataset any department is granted)."""
+    from metrics.citytime import to_local
+    from sharing.security.alerts import list_alerts, per_day
+
+    tz = engine.settings.city_timezone
+    since = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=15)
+    with engine.cursor() as lake:
+        recent = list_alerts(lake.con, since=since)
+        opened = list_alerts(lake.con, status="open", limit=50)
+    labels, counts = per_day(recent, tz)
+    title = "每日安全告警（按规则）" if lang == "zh" else "Security alerts per day, by rule"
+    return {"open": [{**a, "local_start": f"{to_local(a['window_start'], tz):%Y-%m-%d %H:%M}"} for a in opened],
+            "chart": charts.stacked(labels, counts, title=title)}
 
 
 def _definitions_html() -> str:
