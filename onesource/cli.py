@@ -16,6 +16,7 @@
     onesource sql "SELECT ..." [--as-of T]    query the lake (read-only, for engineers; audited), as of a snapshot
     onesource sql --as DEPT "SELECT ..."      a department's governed query (grants, masking, audit)
     onesource grants add|list|revoke          conditional datasets' grants
+    onesource subscriptions add|list|deliver|cancel   数据回流: a department's view delivered on every publish
     onesource requests create|list|approve|refuse|revoke   access requests, decided within the SLA
     onesource serve                           HTTP API and Postgres-wire endpoint
     onesource users add USER --department D [--role R]   a new user; password and token shown once

@@ -224,3 +224,28 @@ def test_a_street_subscriber_gets_only_its_streets_rows(settings, tmp_path):
             expected = {r[0]: (r[1], str(r[2])) for r in rows if r[1].startswith(code)}
             assert held[name] == expected, (name, step)
     assert set(held["moon"]) == {"e5"} and set(held["yuelu"]) == {"e1", "e2"} and set(held["district"]) == {"e1", "e2", "e5"}
+
+
+def test_the_cli_refuses_with_the_reason(tiny, monkeypatch, capsys):
+    """`onesource subscriptions add` says what is wrong: a password in clear, a dataset not registered, a user
+    that does not exist; nothing is recorded, and list says there is nothing yet."""
+    from onesource.cli import main
+
+    monkeypatch.setenv("ONESOURCE_HOME", str(tiny.home))
+
+    def run(*argv: str) -> tuple[int, str]:
+        code = main(["subscriptions", *argv])
+        out = capsys.readouterr()
+        return code, out.out + out.err
+
+    base = ["add", "firms", "--department", "tax", "--user", "tax_clerk", "--target", "postgres", "--table", "t"]
+    code, text = run(*base, "--dsn", "host=x user=u password=hunter2")
+    assert code == 1 and "in clear" in text and "hunter2" not in text and "Traceback" not in text
+    code, text = run(*base, "--dsn", "host=x user=u password=${PW}")
+    assert code == 1 and "no user tax_clerk" in text
+    code, text = run("add", "nope", "--department", "tax", "--user", "u", "--target", "files", "--folder", "/tmp/x")
+    assert code == 1 and "nope" in text and "Traceback" not in text
+    code, text = run("list")
+    assert code == 0 and "no subscriptions yet" in text
+    code, text = run("cancel", "abc")
+    assert code == 1 and "no subscription 'abc'" in text

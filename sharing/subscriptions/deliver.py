@@ -38,7 +38,7 @@ from onesource.errors import OneSourceError, TransientError
 from schemas.model import Registry
 from sharing.subscriptions import store
 from sharing.subscriptions.store import Delivery, Subscription, SubscriptionError
-from sharing.subscriptions.targets import Change, Mark, target_for
+from sharing.subscriptions.targets import Change, DatabaseTarget, Mark, target_for
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -299,29 +299,33 @@ def _deliver(settings: Settings, registry: Registry, lake: Lake, sub: Subscripti
     if load_id is None:
         return Outcome(sub.subscription_id, "unchanged", message=f"{sub.dataset} has no published load yet")
     target = target_for(sub.target_kind, sub.target, environ, settings)
-    policy = policy_fingerprint(lake, registry, sub, access)
     try:
-        mark = _with_retries(lambda: target.mark(sub), attempts, backoff)[0]
-    except OneSourceError as exc:
-        return ledger("failed", tries=attempts, error=str(exc))
-    if mark is not None and mark.load_id == load_id and mark.policy == policy:
-        if not store.delivered(lake, mark.delivery_id):  # the target committed, then the run died
-            delivery_id, snapshot = mark.delivery_id, int(mark.snapshot_id)
-            return ledger("delivered", kind="recovered", rows=int(mark.rows or 0),
-                          error="the target held this delivery already (a run stopped before recording it)")
-        return Outcome(sub.subscription_id, "unchanged", mark.delivery_id,
-                       message=f"{target.where()} holds load {load_id} already")
-    try:
-        change = _change(settings, registry, lake, sub, snapshot, mark, policy, access)
-    except OneSourceError as exc:  # refused by the engine (a grant revoked meanwhile) or failed: audited there
-        return ledger("failed", error=str(exc))
-    new_mark = Mark(delivery_id, snapshot, load_id, policy, change.row_count, store.now().isoformat(sep=" "))
-    try:
-        tries = _with_retries(lambda: target.write(sub, change, new_mark), attempts, backoff)[1]
-    except OneSourceError as exc:
-        return ledger("failed", change=change, tries=attempts if isinstance(exc, TransientError) else 1,
-                      error=str(exc))
-    return ledger("delivered", change=change, tries=tries)
+        policy = policy_fingerprint(lake, registry, sub, access)
+        try:
+            mark = _with_retries(lambda: target.mark(sub), attempts, backoff)[0]
+        except OneSourceError as exc:
+            return ledger("failed", tries=attempts, error=str(exc))
+        if mark is not None and mark.load_id == load_id and mark.policy == policy:
+            if not store.delivered(lake, mark.delivery_id):  # the target committed, then the run died
+                delivery_id, snapshot = mark.delivery_id, int(mark.snapshot_id)
+                return ledger("delivered", kind="recovered", rows=int(mark.rows or 0),
+                              error="the target held this delivery already (a run stopped before recording it)")
+            return Outcome(sub.subscription_id, "unchanged", mark.delivery_id,
+                           message=f"{target.where()} holds load {load_id} already")
+        try:
+            change = _change(settings, registry, lake, sub, snapshot, mark, policy, access)
+        except OneSourceError as exc:  # refused by the engine (a grant revoked meanwhile) or failed: audited there
+            return ledger("failed", error=str(exc))
+        new_mark = Mark(delivery_id, snapshot, load_id, policy, change.row_count, store.now().isoformat(sep=" "))
+        try:
+            tries = _with_retries(lambda: target.write(sub, change, new_mark), attempts, backoff)[1]
+        except OneSourceError as exc:
+            return ledger("failed", change=change, tries=attempts if isinstance(exc, TransientError) else 1,
+                          error=str(exc))
+        return ledger("delivered", change=change, tries=tries)
+    finally:
+        if isinstance(target, DatabaseTarget):
+            target.close()
 
 
 def _with_retries(fn, attempts: int, backoff: float):
