@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import bulk, cli, dagbag, delivery, ingest, kpi, publish, quality, sql, tpch
+from bench import bulk, cli, dagbag, delivery, ingest, kpi, publish, quality, security, sql, tpch
 from bench.common import hardware, write_results
 from onesource.config import Settings
 
@@ -23,8 +23,9 @@ def main() -> None:
     p.add_argument("--tpch-sf", type=float, default=1.0, help="TPC-H scale factor (generated once, then cached)")
     p.add_argument("--tpch-runs", type=int, default=3, help="runs of each TPC-H query per side")
     p.add_argument("--delivery-runs", type=int, default=5, help="runs of a 1%% change of 1M rows delivered to PostgreSQL")
+    p.add_argument("--security-runs", type=int, default=3, help="who-saw runs over 10,000 audited queries")
     p.add_argument("--only", choices=["ingest", "quality", "sql", "tpch", "publish", "kpi", "dagbag", "cli", "bulk",
-                                      "delivery"], default=None)
+                                      "delivery", "security"], default=None)
     args = p.parse_args()
     settings = Settings.from_env()
     print(f"OneSource benchmarks on {hardware()}")
@@ -66,6 +67,9 @@ def main() -> None:
     if args.only in (None, "delivery"):
         print("subscriptions: a 1% change of a 1M-row dataset delivered to a PostgreSQL subscriber, vs psycopg COPY")
         figures.update(delivery.run(work, runs=args.delivery_runs))
+    if args.only in (None, "security"):
+        print("security: who saw one resident's record, replaying 10,000 audited queries of its dataset")
+        figures.update(security.run(work, runs=args.security_runs))
     path = write_results(settings.home, figures)
     print(json.dumps({k: {"median": v["median"], "unit": v["unit"]} for k, v in figures.items()}, indent=1))
     print(f"results: {path}")
