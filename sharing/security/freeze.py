@@ -251,8 +251,9 @@ def unfreeze(lake: Lake, registry: Registry, kind: str, subject: str, reason: st
 
     def write() -> None:
         with lake.transaction() as con:
+            # every active freeze of the subject (two operators freezing it at once made two)
             con.execute(f"UPDATE {CATALOG}.{OPS}.{TABLE} SET unfrozen_by = ?, unfrozen_at = ?, unfreeze_reason = ? "
-                        "WHERE freeze_id = ? AND unfrozen_at IS NULL", [by, now, reason, found.freeze_id])
+                        "WHERE kind = ? AND subject = ? AND unfrozen_at IS NULL", [by, now, reason, kind, subject])
             lake.commit_message(f"unfreeze {found.what()}", {"freeze_id": found.freeze_id, "by": by})
 
     retrying(write, lake.settings.commit_retries, f"unfreezing {found.what()}")
