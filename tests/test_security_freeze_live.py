@@ -5,6 +5,7 @@ dataset freeze likewise, and nobody else is stopped."""
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import socket
@@ -216,3 +217,23 @@ def test_the_next_statement_of_a_frozen_user_ends_its_connection_without_the_wat
         pg.shutdown()
         pg.server_close()
         engine.close()
+
+
+def test_rotate_keys_while_the_server_runs_keeps_the_audit_chain_verifiable(live):
+    """The server holds the old audit key: its next entries, after `security rotate-keys` from another process,
+    are signed with the new one (it follows the rotation), and `onesource audit verify` passes."""
+    settings, creds, http_port, pg_port, env = live
+    conn = wire(pg_port, "amr_b", creds["amr_b"][0])
+    assert count(conn, "firms") == 3
+    out = security(env, "rotate-keys", "--reason", "drill")
+    assert "audit key rotated" in out and "not encrypted" in out
+    for _ in range(3):
+        assert count(conn, "firms") == 3
+    conn.close()
+    time.sleep(0.5)  # the server's group commit anchors within 0.2 s
+    verified = subprocess.run([sys.executable, "-m", "onesource.cli", "audit", "verify"], env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    entries = [json.loads(line) for line in (settings.home / "audit" / "audit.log").read_text().splitlines()]
+    rotation = max(i for i, e in enumerate(entries) if e.get("action") == "rotate-audit-key")
+    assert [e.get("user") for e in entries[rotation + 1:]].count("amr_b") >= 3  # the server's, after it
