@@ -249,3 +249,27 @@ def test_the_cli_refuses_with_the_reason(tiny, monkeypatch, capsys):
     assert code == 0 and "no subscriptions yet" in text
     code, text = run("cancel", "abc")
     assert code == 1 and "no subscription 'abc'" in text
+
+
+def test_one_process_delivers_a_subscription_at_a_time(settings):
+    """A second run (a DAG task beside a CLI run) finds the subscription busy and leaves it; the lock is the
+    kernel's (flock), so a killed run never leaves it held."""
+    import subprocess
+    import sys
+
+    from sharing.subscriptions.deliver import _locked
+
+    sub = store.Subscription("0123456789ab", "tax", "u", "firms", "files", {"folder": "/tmp/x"})
+    with _locked(settings, sub) as first:
+        assert first
+        with _locked(settings, sub) as second:
+            assert not second
+        other = store.Subscription("ba9876543210", "tax", "u", "firms", "files", {"folder": "/tmp/x"})
+        with _locked(settings, other) as third:
+            assert third  # another subscription is not held up
+    code = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX); "
+            "os.kill(os.getpid(), 9)")
+    lock = settings.home / "subscriptions" / f"{sub.subscription_id}.lock"
+    assert subprocess.run([sys.executable, "-c", code, str(lock)]).returncode == -9
+    with _locked(settings, sub) as after_a_kill:
+        assert after_a_kill

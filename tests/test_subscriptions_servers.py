@@ -244,6 +244,10 @@ def test_revocation_stops_deliveries(city, pg):
     settings, registry, grants = city
     conn, schema = pg
     table = f"{schema}.firms"
+    down = subscribe(settings, registry, "firms", "postgres", {"dsn": "host=127.0.0.1 port=1 dbname=test user=postgres "
+                                                                  "password=${NOT_SET_HERE}", "table": table})
+    failed = deliver(settings, registry, down, attempts=2, backoff=0.01, environ={"NOT_SET_HERE": "pw0"})
+    assert failed.status == "failed" and "postgres://127.0.0.1:1/test" in failed.message and "pw0" not in failed.message
     sub = subscribe(settings, registry, "firms", "postgres", {"dsn": PG_DSN, "table": table})
     assert deliver(settings, registry, sub).status == "delivered"
     before = pg_rows(conn, table)
@@ -262,12 +266,15 @@ def test_revocation_stops_deliveries(city, pg):
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
+    """A subscriber's webhook that is down (503) for its first ``failing`` calls, then takes them."""
+
     got: list[tuple[dict, bytes]] = []
+    failing = 0
 
     def do_POST(self):  # noqa: N802 - http.server's name
         body = self.rfile.read(int(self.headers["Content-Length"]))
         Receiver.got.append((dict(self.headers), body))
-        self.send_response(204)
+        self.send_response(503 if len(Receiver.got) <= Receiver.failing else 204)
         self.end_headers()
 
     def log_message(self, *args):
@@ -305,10 +312,14 @@ def test_webhook_with_a_signed_link_and_deliveries_count_as_use(settings, monkey
                     {"url": f"http://127.0.0.1:{server.server_port}/hook", "api_url": "http://api.test",
                      "secret": "${TAX_HOOK_SECRET}"}, mode="snapshot")
     Receiver.got.clear()
-    outcome = deliver(settings, registry, sub)
+    Receiver.failing = 2
+    outcome = deliver(settings, registry, sub, backoff=0.05)  # down twice: retried, the same delivery each time
     server.shutdown()
     assert outcome.status == "delivered" and outcome.rows == 3
-    [(headers, body)] = Receiver.got
+    assert len(Receiver.got) == 3 and {h["X-OneSource-Delivery"] for h, _ in Receiver.got} == {outcome.delivery_id}
+    with Lake(settings.lake, read_only=True) as lake:
+        assert [(d.status, d.attempts) for d in store.deliveries(lake, sub.subscription_id)] == [("delivered", 3)]
+    headers, body = Receiver.got[-1]
     assert headers["X-OneSource-Signature"] == "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
     note = json.loads(body)
     assert (note["delivery_id"], note["rows"], note["kind"]) == (outcome.delivery_id, 3, "snapshot")
