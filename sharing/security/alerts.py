@@ -154,19 +154,29 @@ def usual(values: Iterable[float]) -> float:
 
 
 class _Days:
-    """City days and their midnights (naive UTC), cached: every event asks."""
+    """City days, hours and midnights (naive UTC), cached: every event asks. The city's hour and day are
+    the same throughout a quarter of an hour of UTC (zones' offsets and their changes fall on quarter hours)."""
 
     def __init__(self, tz: str):
-        from metrics.citytime import local_date, midnight, to_local
+        from metrics.citytime import midnight, to_local
 
-        self.tz, self._date, self._midnight, self._local = tz, local_date, midnight, to_local
+        self.tz, self._midnight, self._local = tz, midnight, to_local
         self._cache: dict[dt.date, dt.datetime] = {}
+        self._quarters: dict[dt.datetime, tuple[dt.date, int]] = {}
+
+    def _quarter(self, at: dt.datetime) -> tuple[dt.date, int]:
+        key = at.replace(minute=at.minute - at.minute % 15, second=0, microsecond=0)
+        found = self._quarters.get(key)
+        if found is None:
+            local = self._local(key, self.tz)
+            found = self._quarters[key] = (local.date(), local.hour)
+        return found
 
     def day(self, at: dt.datetime) -> dt.date:
-        return self._date(at, self.tz)
+        return self._quarter(at)[0]
 
     def hour(self, at: dt.datetime) -> int:
-        return self._local(at, self.tz).hour
+        return self._quarter(at)[1]
 
     def start(self, day: dt.date) -> dt.datetime:
         if day not in self._cache:
@@ -219,8 +229,11 @@ def evaluate(events: list[Event], sensitive: frozenset[str], settings: SecurityS
         return days.start(day - dt.timedelta(days=s.baseline_days)), days.start(day)
 
     by_user_windows: dict[str, list[dt.datetime]] = defaultdict(list)
+    by_dept_windows: dict[str, list[tuple[str, dt.datetime]]] = defaultdict(list)
     for user, w in per:
         by_user_windows[user].append(w)
+        if user in dept_of:
+            by_dept_windows[dept_of[user]].append((user, w))
     stats: dict[tuple[str, str, dt.date], float] = {}
 
     def usual_of(user: str, metric: str, day: dt.date) -> tuple[float, float]:
@@ -233,8 +246,7 @@ def evaluate(events: list[Event], sensitive: frozenset[str], settings: SecurityS
         dkey = ("dept:" + (dept or ""), metric, day)
         if dkey not in stats:
             lo, hi = baseline_windows(day)
-            stats[dkey] = usual(per[u, w][metric] for u in by_user_windows if dept is not None and dept_of.get(u) == dept
-                                for w in by_user_windows[u] if lo <= w < hi)
+            stats[dkey] = usual(per[u, w][metric] for u, w in by_dept_windows.get(dept or "", ()) if lo <= w < hi)
         return stats[key], stats[dkey] if dept is not None else 0.0
 
     alerts: list[Alert] = []
