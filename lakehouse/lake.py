@@ -111,10 +111,12 @@ OPS_TABLES: dict[str, str] = {
         snapshot_id BIGINT, load_id VARCHAR, kind VARCHAR, rows BIGINT, deleted BIGINT, status VARCHAR,
         attempts INTEGER, error VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP""",
     # 应急响应: misuse alerts (sharing.security.alerts); alert_id is derived from the rule, the subject and
-    # the window, so a rescan never raises one twice; evidence: JSON with the audit seqs behind it
+    # the window, so a rescan never raises one twice; evidence: JSON with the audit seqs behind it; status open,
+    # or closed (onesource security close) with who closed it, when and why
     "security_alerts": """alert_id VARCHAR, kind VARCHAR, severity VARCHAR, user_name VARCHAR, department VARCHAR,
         window_start TIMESTAMP, window_end TIMESTAMP, observed DOUBLE, baseline DOUBLE, threshold DOUBLE,
-        evidence VARCHAR, raised_at TIMESTAMP, status VARCHAR""",
+        evidence VARCHAR, raised_at TIMESTAMP, status VARCHAR, closed_by VARCHAR, closed_at TIMESTAMP,
+        close_reason VARCHAR""",
     # department users; only hashes (sharing.users); organisation: a division code (organisations.yaml), NULL
     # for the whole city. password_pg_md5: no longer written (md5 verifiers of
     # users created before SCRAM-SHA-256 came; such users must have their password reset)

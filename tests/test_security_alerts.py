@@ -18,7 +18,7 @@ from lakehouse import Lake
 from onesource.config import SecuritySettings, Settings
 from onesource.errors import ConfigurationError
 from sharing.audit import AuditLog, sync_to_lake
-from sharing.security.alerts import Event, cmd_alerts, evaluate, list_alerts, scan, usual, window_of
+from sharing.security.alerts import Event, close_alerts, cmd_alerts, evaluate, list_alerts, scan, usual, window_of
 from sharing.signin import LockedOut, SignInGuard
 from tests.helpers import ELEMENTS, write_registry
 
@@ -308,3 +308,18 @@ def test_a_scan_raises_each_alert_once_and_the_command_lists_it(settings, capsys
     assert shown["user_name"] == "amr_thief" and shown["evidence"]["seqs"] == [11] and shown["observed"] == 5000
     with Lake(settings.lake, read_only=True) as lake:
         assert len(list_alerts(lake.con, status="open")) == 2
+    # closed once looked into: audited, kept with its reason, and a rescan does not raise it again
+    [thief] = [a.alert_id for a in first.raised if a.user == "amr_thief"]
+    with pytest.raises(ConfigurationError, match="not an open alert: al-nope"):
+        close_alerts(settings, [thief, "al-nope"], "checked", "bureau_ops")
+    assert close_alerts(settings, [thief], "a migration job, agreed with amr", "bureau_ops") == [thief]
+    with pytest.raises(ConfigurationError, match=f"not an open alert: {thief}"):
+        close_alerts(settings, [thief], "again", "bureau_ops")
+    assert scan(settings).raised == []
+    with Lake(settings.lake, read_only=True) as lake:
+        [closed] = list_alerts(lake.con, status="closed")
+    assert (closed["alert_id"], closed["closed_by"], closed["close_reason"]) == \
+        (thief, "bureau_ops", "a migration job, agreed with amr")
+    entry = AuditLog.of(settings).entries()[-1]
+    assert (entry["kind"], entry["action"], entry["alerts"], entry["user"]) == \
+        ("security", "close-alerts", [thief], "bureau_ops")

@@ -416,7 +416,7 @@ def scan_task() -> dict:
 
 
 ALERT_COLUMNS = ("alert_id", "kind", "severity", "user_name", "department", "window_start", "window_end", "observed",
-                 "baseline", "threshold", "evidence", "raised_at", "status")
+                 "baseline", "threshold", "evidence", "raised_at", "status", "closed_by", "closed_at", "close_reason")
 
 
 def list_alerts(con, *, since: dt.datetime | None = None, kind: str | None = None, status: str | None = None,
@@ -438,6 +438,42 @@ def list_alerts(con, *, since: dt.datetime | None = None, kind: str | None = Non
     except duckdb.CatalogException:
         return []
     return [{**dict(zip(ALERT_COLUMNS, r, strict=True)), "evidence": json.loads(r[10] or "{}")} for r in rows]
+
+
+def close_alerts(settings: Settings, ids: list[str], reason: str, by: str) -> list[str]:
+    """Close open alerts (audited first: who, which, why); returns the ids closed. An id that is not an open
+    alert is an error naming it, and nothing is closed."""
+    from lakehouse import Lake
+    from lakehouse.lake import CATALOG, OPS, retrying
+    from onesource.errors import ConfigurationError
+    from sharing.audit import AuditLog
+
+    if not reason.strip():
+        raise ConfigurationError("say why the alerts are closed: --reason 'checked with the department: ...'")
+    with Lake(settings.lake) as lake:
+        table = f"{CATALOG}.{OPS}.security_alerts"
+        found = {r[0]: r[1] for r in lake.con.execute(f"SELECT alert_id, status FROM {table} WHERE alert_id IN "
+                                                      "(SELECT unnest(?))", [ids]).fetchall()}
+        wrong = [i for i in ids if found.get(i) != "open"]
+        if wrong:
+            raise ConfigurationError(f"not an open alert: {', '.join(wrong)} (`onesource security alerts --status open` "
+                                     "lists them)")
+        log = AuditLog.of(settings)
+        try:
+            log.append(kind="security", action="close-alerts", user=by, department=None, alerts=ids, reason=reason,
+                       decision="admin")
+        finally:
+            log.close()
+
+        def write() -> None:
+            with lake.transaction() as con:
+                con.execute(f"UPDATE {table} SET status = 'closed', closed_by = ?, closed_at = ?, close_reason = ? "
+                            "WHERE alert_id IN (SELECT unnest(?)) AND status = 'open'",
+                            [by, dt.datetime.now(dt.UTC).replace(tzinfo=None), reason, ids])
+                lake.commit_message("security alerts closed", {"alerts": len(ids)})
+
+        retrying(write, lake.settings.commit_retries, "closing security alerts")
+    return ids
 
 
 def per_day(alerts: list[dict[str, Any]], tz: str, days: int = 14,
@@ -468,9 +504,14 @@ def add_commands(actions: argparse._SubParsersAction) -> None:
     p = actions.add_parser("alerts", help="list misuse alerts (ops.security_alerts)")
     p.add_argument("--since", help="alerts whose window ends after this: a time (city time) or 24h, 7d")
     p.add_argument("--kind", choices=KINDS, help="only this rule's alerts")
-    p.add_argument("--status", default=None, help="only alerts with this status (open)")
+    p.add_argument("--status", choices=("open", "closed"), help="only alerts with this status")
     p.add_argument("--json", action="store_true", help="JSON, one object per alert, with its evidence")
     p.set_defaults(security_fn=cmd_alerts)
+    p = actions.add_parser("close", help="close open alerts once looked into (audited, with the reason)")
+    p.add_argument("alert_ids", nargs="+", metavar="ALERT_ID")
+    p.add_argument("--reason", required=True, help="what was found (kept with the alert and in the audit log)")
+    p.add_argument("--by", help="who closes them (default: $USER)")
+    p.set_defaults(security_fn=cmd_close)
 
 
 def _when(text: str, tz: str) -> dt.datetime:
@@ -511,6 +552,15 @@ def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
         print(_line(a, settings.city_timezone))
     print(f"security scan: {result.copied} audit entries copied, {result.evaluated} events read, "
           f"{len(result.raised)} new alert(s) ({result.found - len(result.raised)} raised before)")
+    return 0
+
+
+def cmd_close(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    closed = close_alerts(settings, list(dict.fromkeys(args.alert_ids)), args.reason,
+                          args.by or os.environ.get("USER") or "cli")
+    print(f"closed {len(closed)} alert(s): {', '.join(closed)}")
     return 0
 
 
