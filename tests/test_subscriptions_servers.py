@@ -364,3 +364,23 @@ def test_the_demo_street_subscription_delivers_its_streets_rows_or_says_why_not(
         assert _demo_subscription(settings, registry)["status"] == "unchanged"  # a rerun: the same subscription
     finally:
         conn.execute("DROP SCHEMA IF EXISTS street_430104001 CASCADE")
+
+
+def test_the_subscriptions_dag_delivers_in_airflow(settings, tmp_path):
+    """`airflow dags test onesource_subscriptions` (triggered by hand: every subscription) runs the real task:
+    the subscriber's drop folder gets the view, the ledger says delivered, the task log says so."""
+    from onesource import airflow_cli
+
+    write_registry(settings.registry_dir)
+    registry = load_registry(settings.registry_dir)
+    publish(settings, "firms", 0, SNAPSHOTS[0])
+    with Lake(settings.lake) as lake:
+        add_user(lake, ["amr", "tax"], "tax_clerk", "tax", "analyst", by="test", audit=None)
+    sub = subscribe(settings, registry, "firms", "files", {"folder": str(tmp_path / "drop")}, mode="snapshot")
+    airflow_cli.ensure_db(settings, settings.reports_dir / "migrate.log")
+    log = settings.reports_dir / "subscriptions.log"
+    assert airflow_cli.dags_test(settings, "onesource_subscriptions", log) == 0, log.read_text(encoding="utf-8")[-3000:]
+    assert f"subscription {sub.subscription_id}: delivered snapshot 3 row(s)" in log.read_text(encoding="utf-8")
+    with Lake(settings.lake, read_only=True) as lake:
+        assert [(d.status, d.rows) for d in store.deliveries(lake, sub.subscription_id)] == [("delivered", 3)]
+    assert len(list((tmp_path / "drop").glob("firms-*-snapshot.csv"))) == 1
