@@ -273,3 +273,16 @@ def test_one_process_delivers_a_subscription_at_a_time(settings):
     assert subprocess.run([sys.executable, "-c", code, str(lock)]).returncode == -9
     with _locked(settings, sub) as after_a_kill:
         assert after_a_kill
+
+
+def test_an_encrypted_lake_takes_no_webhook_subscription(tmp_path):
+    """A webhook's rows would wait in the home in clear: refused on a lake that encrypts (level-4 data)."""
+    from onesource.config import LakeSettings, Settings
+
+    home = tmp_path / "home"
+    s = Settings(home=home, lake=LakeSettings(catalog=f"sqlite:{home / 'lake' / 'catalog.sqlite'}",
+                                              data_path=f"{home / 'lake' / 'data'}/", encrypted=True))
+    write_registry(s.registry_dir)
+    with Lake(s.lake) as lake, pytest.raises(SubscriptionError, match="encrypted.*postgres, mysql or files"):
+        store.add(lake, load_registry(s.registry_dir), department="tax", user="u", dataset="firms",
+                  target_kind="webhook", target={"url": "https://x", "api_url": "https://y"})

@@ -263,6 +263,15 @@ def test_revocation_stops_deliveries(city, pg):
             store.add(lake, registry, department="tax", user="tax_clerk", dataset="firms", target_kind="files",
                       target={"folder": "/tmp/x"})
     assert (last.status, last.rows) == ("refused", 0) and "revoked" in last.error
+    # granted again, narrower: the policy changed, so the whole view is sent and the table made anew
+    with Lake(settings.lake) as lake:
+        add_grant(lake, registry, "tax", "firms", columns=["uscc", "enterprise_name"], row_filter="staff >= 5")
+    again = deliver(settings, registry, sub)
+    assert (again.status, again.kind) == ("delivered", "snapshot")
+    assert [c for (c,) in conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
+                                       "AND table_name = 'firms' ORDER BY ordinal_position", [schema]).fetchall()] \
+        == ["uscc", "enterprise_name"]
+    assert pg_rows(conn, table) == governed(settings, registry, "firms", int(again.delivery_id.rsplit("-", 1)[1]))
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):

@@ -104,6 +104,9 @@ def add(lake: Lake, registry: Registry, *, department: str, user: str, dataset: 
         raise SubscriptionError(f"dataset {dataset} declares no key, so its changes cannot be told row by row; "
                                 "subscribe with --mode snapshot")
     check_secrets(target)
+    if target_kind == "webhook" and lake.encrypted:
+        raise SubscriptionError("this lake is encrypted, and a webhook delivery's rows wait in the home, in clear, "
+                                "until their link is fetched; deliver to a postgres, mysql or files target instead")
     from sharing.subscriptions.targets import target_for
 
     target_for(target_kind, target)  # its settings are complete (a table name, a folder, a URL)

@@ -441,6 +441,16 @@ class WebhookTarget:
         assert self.settings is not None
         return self.settings.home / "subscriptions" / f"{sub.subscription_id}.webhook.json"
 
+    def _expire(self, sub: Subscription, keep: Path) -> None:
+        """Remove this subscription's earlier deliveries whose links have expired: rows wait in the home no
+        longer than a link may fetch them."""
+        import time
+
+        limit = time.time() - self.hours * 3600
+        for old in keep.parent.glob(f"{sub.subscription_id}-*.csv"):
+            if old != keep and old.stat().st_mtime < limit:
+                old.unlink(missing_ok=True)
+
     def mark(self, sub: Subscription) -> Mark | None:
         try:
             data = json.loads(self._state(sub).read_text(encoding="utf-8"))
@@ -460,6 +470,7 @@ class WebhookTarget:
         write_table(change.with_change_column(), temp, "csv")
         os.chmod(temp, 0o600)
         os.replace(temp, path)
+        self._expire(sub, path)
         link, expires = signed_link(self.settings, self.api, mark.delivery_id, dt.timedelta(hours=self.hours))
         body = json.dumps({"subscription_id": sub.subscription_id, "dataset": sub.dataset,
                            "delivery_id": mark.delivery_id, "snapshot_id": mark.snapshot_id, "load_id": mark.load_id,
