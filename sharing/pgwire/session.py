@@ -369,8 +369,10 @@ class GovernedSession:
     def _copy(self, sql: str, params: list | None) -> Result:
         found = _COPY.match(sql.strip().rstrip(";"))
         if not found or found.group(2).upper() != "TO" or not found.group(3).upper().startswith("STDOUT"):
-            raise WireError("42501", "only COPY (query) TO STDOUT is accepted here: the lake is read-only to "
-                                     "departments and the server writes no files (psql: \\copy (query) to 'file')")
+            refusal = WireError("42501", "only COPY (query) TO STDOUT is accepted here: the lake is read-only to "
+                                         "departments and the server writes no files (psql: \\copy (query) to 'file')")
+            self._audit_refusal(sql, refusal)
+            raise refusal
         source, rest = found.group(1).strip(), ""
         target = re.match(r"(.*?)\s+TO\s+STDOUT\b(.*)$", sql.strip().rstrip(";"), re.I | re.S)
         rest = target.group(2) if target else ""
@@ -385,6 +387,16 @@ class GovernedSession:
         result = self.query(query, params)
         result.tag, result.copy = "COPY", options
         return result
+
+
+    def _audit_refusal(self, sql: str, refusal: WireError) -> None:
+        """A statement the wire refuses itself, before the engine sees it (COPY to a file or a program), is
+        audited as the engine audits its refusals: a probe of the policy is counted (sharing.security.alerts)."""
+        from sharing.limits import clip
+
+        self.engine.audit.append(department=self.user.department, user=self.user.name, purpose="postgres-wire",
+                                 **clip("sql_sent", sql, self.engine.settings.limits.audit_sql_bytes),
+                                 dialect="postgres", tables=[], decision="refused", reason=str(refusal))
 
 
 def _copy_options(text: str) -> Copy:
