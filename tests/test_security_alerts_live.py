@@ -172,3 +172,24 @@ def test_a_stolen_account_raises_exactly_the_expected_alerts(served):
     assert analyst.post("/login", data={"username": "tax_analyst", "password": colleague["password"],
                                         "next": "/dashboard"}, follow_redirects=False).status_code == 303
     assert "security-alerts" not in analyst.get("/dashboard").text
+
+
+def test_the_security_dag_scans_in_airflow(settings):
+    """`airflow dags test onesource_security` runs the real scan: the refusals audited before it raise their
+    alert, which the task's log prints and ops.security_alerts holds."""
+    from onesource import airflow_cli
+    from sharing.audit import AuditLog
+    from sharing.security.alerts import list_alerts
+
+    write_registry(settings.registry_dir)
+    log = AuditLog.of(settings)
+    for _ in range(settings.security.refusal_burst):
+        log.append(department="tax", user="tax_prober", decision="refused", tables=[], reason="not granted")
+    log.close()
+    airflow_cli.ensure_db(settings, settings.reports_dir / "migrate.log")
+    out = settings.reports_dir / "security.log"
+    assert airflow_cli.dags_test(settings, "onesource_security", out) == 0, out.read_text(encoding="utf-8")[-3000:]
+    with Lake(settings.lake, read_only=True) as lake:
+        [alert] = list_alerts(lake.con)
+    assert (alert["kind"], alert["user_name"], alert["observed"]) == ("refusal_burst", "tax_prober", 10)
+    assert alert["alert_id"] in out.read_text(encoding="utf-8")
