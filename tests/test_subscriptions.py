@@ -176,6 +176,18 @@ def test_the_subscriptions_dag_runs_on_every_published_dataset(settings):
     assert "AssetAny" in dag["schedule"]
     for ds in registry.source_datasets:  # every dataset a load publishes (its task's outlet) triggers it
         assert f"onesource://shared/{ds.name}" in dag["schedule"], ds.name
+    # a thin DAG file: parsing it imports nothing heavy (the scheduler parses it every few seconds)
+    import subprocess
+    import sys
+
+    from onesource.config import REPO_ROOT
+
+    code = (f"import runpy, sys; runpy.run_path({str(REPO_ROOT / 'dags' / 'onesource_subscriptions.py')!r}); "
+            "print('HEAVY', sorted(m for m in ('duckdb', 'great_expectations', 'pandas', 'pyarrow', 'faker') "
+            "if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], env={**settings.environ(), "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=300)
+    assert "HEAVY []" in proc.stdout, proc.stdout[-1000:] + proc.stderr[-2000:]
 
 
 @pytest.mark.slow  # a lake of its own, two loads and six deliveries
