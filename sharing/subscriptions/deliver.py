@@ -195,8 +195,8 @@ def changes(new: pa.Table, old: pa.Table, key: list[str]) -> tuple[pa.Table, pa.
         con.register("new_view", new)
         con.register("old_view", old)
         keys = ", ".join(f'"{k}"' for k in key)
-        upserts = con.execute("SELECT * FROM new_view EXCEPT SELECT * FROM old_view").fetch_arrow_table()
-        gone = con.execute(f"SELECT {keys} FROM old_view EXCEPT SELECT {keys} FROM new_view").fetch_arrow_table()
+        upserts = con.execute("SELECT * FROM new_view EXCEPT SELECT * FROM old_view").to_arrow_table()
+        gone = con.execute(f"SELECT {keys} FROM old_view EXCEPT SELECT {keys} FROM new_view").to_arrow_table()
     finally:
         con.close()
     return upserts, gone
