@@ -2,8 +2,9 @@
 
 Every figure on a page is read with governed SQL as the signed-in department (the KPI tables are
 shared datasets like any other), so page views are audited like any query. Sessions are random
-tokens kept in the server's memory, sent as an HttpOnly, SameSite=Strict cookie, and expire after
-:data:`SESSION_HOURS` (restarting the server signs everyone out).
+tokens kept in the server's memory (in the catalog database with a PostgreSQL catalog, shared by every
+server: sharing.shared_state), sent as an HttpOnly, SameSite=Strict cookie, and expire after
+:data:`SESSION_HOURS` (restarting a server that keeps them in memory signs everyone out).
 
 Cross-site request forgery: every POST to a page (not to ``/api/``, whose bearer tokens a browser does not
 send by itself) must come from this site: a foreign ``Origin`` (or, without one, ``Referer``) is refused
@@ -20,7 +21,7 @@ import secrets
 import threading
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Form, HTTPException, Request
@@ -39,6 +40,9 @@ from sharing.exceptions import QueryFailed, QueryRefused
 from sharing.roles import BUREAU
 from sharing.signin import LockedOut, SignInGuard
 from sharing.users import User, authenticate, still_valid
+
+if TYPE_CHECKING:
+    from sharing.shared_state import SessionStore
 
 SESSION_COOKIE = "onesource_session"
 SESSION_HOURS = 8
@@ -61,20 +65,38 @@ def may(user: User, href: str) -> bool:
 
 
 class Sessions:
-    """Signed-in users by session token, each with its own CSRF token (the synchroniser token its forms carry)."""
+    """Signed-in users by session token, each with its own CSRF token (the synchroniser token its forms carry).
 
-    def __init__(self, hours: float = SESSION_HOURS):
+    ``store``: the catalog database's session table (sharing.shared_state.SessionStore), shared by every server
+    on a PostgreSQL catalog, so a session begun on one works on the others and a sign-out on one ends it on
+    all; None: this process's memory (one server)."""
+
+    def __init__(self, hours: float = SESSION_HOURS, store: SessionStore | None = None):
         self.ttl = dt.timedelta(hours=hours)
+        self.store = store
         self._lock = threading.Lock()
         self._by_token: dict[str, tuple[User, dt.datetime, str]] = {}
 
+    @classmethod
+    def of(cls, engine: GovernedEngine) -> Sessions:
+        """In the catalog database when the engine's audit chain is shared there, else in memory."""
+        from sharing.shared_state import SessionStore
+
+        dsn = getattr(engine.audit, "shared", None)
+        return cls(store=SessionStore(dsn) if dsn else None)
+
     def start(self, user: User) -> str:
-        token = secrets.token_urlsafe(32)
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        if self.store is not None:
+            self.store.put(token, user, csrf, self.ttl)
+            return token
         with self._lock:
-            self._by_token[token] = (user, dt.datetime.now(dt.UTC) + self.ttl, secrets.token_urlsafe(32))
+            self._by_token[token] = (user, dt.datetime.now(dt.UTC) + self.ttl, csrf)
         return token
 
     def _live(self, token: str | None) -> tuple[User, dt.datetime, str] | None:
+        if self.store is not None:
+            return self.store.get(token) if token else None
         with self._lock:
             hit = self._by_token.get(token or "")
             if hit is None:
@@ -94,6 +116,10 @@ class Sessions:
         return hit[2] if hit else None
 
     def end(self, token: str | None) -> None:
+        if self.store is not None:
+            if token:
+                self.store.end(token)
+            return
         with self._lock:
             self._by_token.pop(token or "", None)
 
@@ -150,7 +176,7 @@ class Site:
 
     def __init__(self, engine: GovernedEngine, sessions: Sessions | None = None):
         self.engine = engine
-        self.sessions = sessions or Sessions()
+        self.sessions = sessions or Sessions.of(engine)
         self.templates = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                                      autoescape=select_autoescape(["html"]))
         self.templates.globals.update(kpi_label=kpi_label, pct=_pct, fmt=_fmt, code=code, note=note,

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from onesource.config import default_audit_key_file
 from onesource.errors import TerminalError
+from sharing.shared_state import ChainStore, shared_catalog
 
 if TYPE_CHECKING:
     from onesource.config import Settings
@@ -370,9 +371,13 @@ class AuditLog:
     from the settings."""
 
     def __init__(self, folder: Path, group_commit: float | None = None, *, key_file: Path | None = None,
-                 anchor: Anchor | None = None):
+                 anchor: Anchor | None = None, store: ChainStore | None = None):
         self.folder = Path(folder)
         self.path = self.folder / "audit.log"
+        self.store = store
+        """Where the chain lives when several servers share it (a PostgreSQL catalog); None: :attr:`path`."""
+        self._store_guard = threading.Lock()
+        self._store_mark: tuple[int, str] | None = None  # this process's last entry in the store: seq, hash
         self.key_file = Path(key_file) if key_file is not None else default_audit_key_file(self.folder.parent)
         self.anchor = anchor
         self.group_commit = group_commit
@@ -397,8 +402,15 @@ class AuditLog:
     @classmethod
     def of(cls, settings: Settings, group_commit: float | None = None) -> AuditLog:
         """The home's audit log, with its key and its anchor in the lake's catalog database."""
+        dsn = shared_catalog(settings.lake.catalog)
+        store = ChainStore(dsn, synchronous=not group_commit) if dsn is not None else None
         return cls(settings.home / "audit", group_commit, key_file=settings.audit_key_file,
-                   anchor=Anchor.of(settings.lake.catalog))
+                   anchor=Anchor.of(settings.lake.catalog), store=store)
+
+    @property
+    def shared(self) -> str | None:
+        """The catalog database several servers share their state in (sessions, sign-ins); None: none."""
+        return self.store.dsn if self.store is not None else None
 
     def _flusher(self) -> None:
         while True:
@@ -414,6 +426,10 @@ class AuditLog:
         """fsync the log now, then anchor what this process appended (also called on shutdown)."""
         with self._sync_lock:
             last = self._last
+            if self.store is not None:  # committed to the database already; the anchor's commit flushes its WAL
+                if last is not None:
+                    self._advance(*last)
+                return
             if not self.path.exists():
                 return
             fd = os.open(self.path, os.O_RDONLY)
@@ -504,6 +520,8 @@ class AuditLog:
 
     def append(self, **fields: Any) -> dict[str, Any]:
         body = json.loads(json.dumps(fields, ensure_ascii=False, default=str))  # as verify will read it
+        if self.store is not None:
+            return self._append_to_store(body)
         with self._locked():
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
             try:
@@ -550,12 +568,118 @@ class AuditLog:
                 self._advance(*head)
         return entry
 
+    def _adopt_file(self) -> None:
+        """A home whose log began as the JSONL file (before its catalog moved to PostgreSQL, or before the
+        chain did): its entries become the store's first ones, unchanged (their seqs, hashes and anchor row
+        hold), once, by whichever server comes first; the file is renamed ``audit.log.in-catalog-<stamp>``."""
+        if not self.path.exists():
+            return
+        with self._locked(), self.store.locked() as conn:  # type: ignore[union-attr]
+            if not self.path.exists() or self.store.last(conn) is not None:  # type: ignore[union-attr]
+                return
+            data = self.path.read_bytes()
+            for raw in data[: data.rfind(b"\n") + 1].decode("utf-8").splitlines():
+                if raw.strip():
+                    entry = json.loads(raw)
+                    self.store.insert(int(entry["seq"]), str(entry["prev"]), str(entry["hash"]), raw, conn)  # type: ignore[union-attr]
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+            os.rename(self.path, self.folder / f"audit.log.in-catalog-{stamp}")
+            log.warning("the audit log %s now continues in %s (the file is kept as audit.log.in-catalog-%s)",
+                        self.path, self.store.where, stamp)  # type: ignore[union-attr]
+
+    def _append_to_store(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Append to the shared chain: entry ``seq + 1`` after the last one known (this process's own last, at
+        first), written only if nobody wrote that seq first (its primary key); otherwise the tail is read again,
+        with the key it wants (another server may have rotated it), and the entry made anew. One round trip
+        to the database per entry while one server writes alone."""
+        store = self.store
+        assert store is not None
+        with self._store_guard:
+            if self._store_mark is None:
+                self._adopt_file()
+            mark, self._store_mark = self._store_mark, None
+            for attempt in range(200):
+                if mark is not None and attempt == 0:
+                    seq, prev = mark
+                    self._follow(None)  # the key file replaced by a rotation elsewhere: read it again
+                else:
+                    line = store.last()
+                    last = json.loads(line) if line is not None else None
+                    seq, prev = (int(last["seq"]), str(last["hash"])) if last is not None else (0, GENESIS)
+                    self._follow(last)
+                key = self._signing_key(seq)
+                entry = {"seq": seq + 1, "at": dt.datetime.now(dt.UTC).isoformat(), **body, "prev": prev}
+                entry["hash"] = _mac(key, entry)
+                if store.insert(entry["seq"], prev, entry["hash"], json.dumps(entry, ensure_ascii=False)):
+                    break
+                if attempt >= 3:
+                    time.sleep(min(0.001 * attempt, 0.02))  # many servers at once: let the others through
+            else:
+                raise AuditError(f"could not append to the audit chain in {store.where}: 200 tries lost to other "
+                                 "writers")
+            if entry["seq"] == 1:
+                self._first = ((0, 0), entry["hash"])
+            elif self._first is None:
+                self._first = ((0, 0), store.first_hash() or "")
+            self._store_mark = (entry["seq"], entry["hash"])
+            self._last = head = (entry["seq"], entry["hash"], self._first[1])
+        if self.group_commit:
+            if not self._dirty.is_set():
+                self._dirty.set()
+        else:
+            with self._sync_lock:
+                self._advance(*head)
+        return entry
+
+    def _rotate_in_store(self, body: dict[str, Any]) -> tuple[str, str]:
+        """:meth:`rotate_key` for the shared chain: under the chain's advisory lock and this home's lock."""
+        store = self.store
+        assert store is not None
+        with self._store_guard:
+            self._store_mark = None
+            self._adopt_file()
+            with store.locked() as conn:
+                line = store.last(conn)
+                last = json.loads(line) if line is not None else None
+                seq, prev = (int(last["seq"]), str(last["hash"])) if last is not None else (0, GENESIS)
+                self._follow(last)
+                old = self._signing_key(seq)
+                new = secrets.token_bytes(32)
+                _add_to_keyring(self.key_file, [old, new])
+                entry = {"seq": seq + 1, "at": dt.datetime.now(dt.UTC).isoformat(), **body, "action": ROTATION,
+                         "key": fingerprint(old), "next_key": fingerprint(new), "prev": prev}
+                entry["hash"] = _mac(old, entry)
+                if not store.insert(entry["seq"], prev, entry["hash"], json.dumps(entry, ensure_ascii=False), conn):
+                    raise AuditError("the audit chain moved during the key rotation: run it again")
+            first = entry["hash"] if entry["seq"] == 1 else (store.first_hash() or "")
+            self._first = ((0, 0), first)
+            self._last = (entry["seq"], entry["hash"], first)
+            with self._sync_lock:  # anchored with the old key, which signed it
+                self._advance(*self._last)
+            _install_key(self.key_file, new)
+            self._key, self._key_file_id = new, _file_id(self.key_file)
+            self._store_mark = (entry["seq"], entry["hash"])
+        return fingerprint(old), fingerprint(new)
+
+    def committed(self) -> bytes:
+        """The committed entries, one JSON line each (from the shared chain, or the file's whole lines)."""
+        if self.store is not None:
+            lines = self.store.lines()
+            if lines or not self.path.exists():
+                return "".join(f"{line}\n" for line in lines).encode()
+        if not self.path.exists():
+            return b""
+        data = self.path.read_bytes()
+        return data[: data.rfind(b"\n") + 1]
+
     def rotate_key(self, **fields: Any) -> tuple[str, str]:
         """A new key for the log; returns the (old, new) fingerprints. Under the log's lock: both keys are
         put in the keyring first, then the old key signs the entry naming the new one (with ``fields``: who,
         why), then the key file is replaced. A crash between the last two steps is completed by the next
         append (:meth:`_follow`); one before, leaves the old key in use and an unused key in the ring."""
         body = json.loads(json.dumps(fields, ensure_ascii=False, default=str))
+        if self.store is not None:
+            return self._rotate_in_store(body)
         with self._locked():
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
             try:
@@ -590,16 +714,14 @@ class AuditLog:
 
     def entries(self) -> list[dict[str, Any]]:
         """The committed entries (a torn last line is not one)."""
-        if not self.path.exists():
-            return []
-        data = self.path.read_bytes()
-        data = data[: data.rfind(b"\n") + 1]
-        return [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+        return [json.loads(line) for line in self.committed().decode("utf-8").splitlines() if line.strip()]
 
     def close(self) -> None:
         self.sync()
         if self.anchor is not None:
             self.anchor.close()
+        if self.store is not None:
+            self.store.close()
         with self._lock_guard:
             if self._lock_fd is not None and self._lock_pid == os.getpid():
                 os.close(self._lock_fd)
@@ -640,8 +762,14 @@ def verify(log: AuditLog) -> Verdict:
     folder, host = str(log.folder.resolve()), socket.gethostname()
     notes += [f"{p.name} is a log of the earlier unkeyed format, kept but not checked"
               for p in sorted(log.folder.glob("audit.log.unkeyed-*"))]
-    data = log.path.read_bytes() if log.path.exists() else b""
-    committed = data[: data.rfind(b"\n") + 1]
+    if log.store is not None:
+        try:
+            data = committed = log.committed()
+        except Exception as exc:
+            return Verdict(False, 0, None, f"cannot read the audit chain in {log.store.where}: {exc}")
+    else:
+        data = log.path.read_bytes() if log.path.exists() else b""
+        committed = data[: data.rfind(b"\n") + 1]
     if len(committed) < len(data):
         notes.append(f"the last {len(data) - len(committed)} bytes are a torn line (a writer killed mid-append): "
                      "not an entry; the next append cuts them off")
@@ -789,17 +917,31 @@ def sync_to_lake(lake, log: AuditLog) -> int:
     """Copy the entries appended since the last sync into ``ops.audit_events`` (the usage KPIs read
     them there, as a table, instead of re-reading the whole log). Returns how many were copied.
 
-    The byte offset reached is stored with the rows in one commit, so a crash copies nothing twice."""
-    import pyarrow as pa
+    The byte offset (the seq, for the chain in a PostgreSQL catalog) reached is stored with the rows in one
+    commit, so a crash copies nothing twice."""
+    from lakehouse.lake import CATALOG, OPS
 
-    from lakehouse.lake import CATALOG, OPS, retrying
-
-    if not log.path.exists():
+    dsn = shared_catalog(lake.settings.catalog)
+    if dsn is None and not log.path.exists():
         return 0
     offset, last_seq = lake.con.execute(
         f"SELECT coalesce(arg_max(byte_offset, synced_at), 0), coalesce(arg_max(seq, synced_at), 0) "
         f"FROM {CATALOG}.{OPS}.audit_sync"
     ).fetchone()
+    if dsn is None:
+        return _sync_file(lake, log, offset, last_seq)
+    store = log.store or ChainStore(dsn)  # (the callers' logs need no key: built without the settings)
+    try:
+        entries = [json.loads(line) for line in store.lines(after=last_seq)]
+    finally:
+        if store is not log.store:
+            store.close()
+    if not entries and log.path.exists():  # not adopted by the store yet: the file is still the log
+        return _sync_file(lake, log, offset, last_seq)
+    return _write_events(lake, entries, 0) if entries else 0
+
+
+def _sync_file(lake, log: AuditLog, offset: int, last_seq: int) -> int:
     with open(log.path, "rb") as fh:
         offset = _resume_at(fh, offset, last_seq)
         fh.seek(offset)
@@ -808,6 +950,15 @@ def sync_to_lake(lake, log: AuditLog) -> int:
     if not chunk:
         return 0
     entries = [json.loads(line) for line in chunk.decode("utf-8").splitlines() if line.strip()]
+    return _write_events(lake, entries, offset + len(chunk))
+
+
+def _write_events(lake, entries: list[dict[str, Any]], reached: int) -> int:
+    """``entries`` into ``ops.audit_events``, with the offset (or 0 for the shared chain) and seq reached."""
+    import pyarrow as pa
+
+    from lakehouse.lake import CATALOG, OPS, retrying
+
     table = pa.table({
         "seq": pa.array([e["seq"] for e in entries], pa.int64()),
         "event_at": pa.array([dt.datetime.fromisoformat(e["at"]).replace(tzinfo=None) for e in entries], pa.timestamp("us")),
@@ -831,7 +982,7 @@ def sync_to_lake(lake, log: AuditLog) -> int:
             con.register("new_audit_events", table)
             con.execute(f"INSERT INTO {CATALOG}.{OPS}.audit_events BY NAME SELECT * FROM new_audit_events")
             con.execute(f"INSERT INTO {CATALOG}.{OPS}.audit_sync VALUES (?, ?, ?)",
-                        [offset + len(chunk), entries[-1]["seq"], dt.datetime.now(dt.UTC).replace(tzinfo=None)])
+                        [reached, entries[-1]["seq"], dt.datetime.now(dt.UTC).replace(tzinfo=None)])
             con.unregister("new_audit_events")
             lake.commit_message("audit events", {"entries": len(entries)})
 

@@ -11,8 +11,9 @@ With an ``audit`` log, every failed sign-in and every sign-in refused by a locko
 the misuse alerts count them (sharing.security.alerts). :meth:`SignInGuard.rejected` records the HTTP API's
 unknown bearer tokens the same way (without throttling them: a token is not guessable).
 
-The state is kept in this process's memory: a restart forgets it, and two servers count apart. Everything
-goes through :class:`SignInGuard`'s methods, so the state can move to a shared store unchanged.
+The state is kept in this process's memory (a restart forgets it), or, when the audit log's chain lives in a
+PostgreSQL catalog (several servers on one lake), in that database (sharing.shared_state.SignInStore), with
+its clock: a lockout earned through one server holds on every other, and a restart forgets nothing.
 """
 
 from __future__ import annotations
@@ -44,10 +45,17 @@ class SignInGuard:
     """Counts failed sign-ins per user name and per client address; refuses locked ones."""
 
     def __init__(self, settings: SignInSettings | None = None, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, audit: Any = None):
+                 sleep: Callable[[float], None] = time.sleep, audit: Any = None, store: Any = None):
         self.settings = settings or SignInSettings()
         self.audit = audit
         """Where failed and refused sign-ins are recorded (a sharing.audit.AuditLog); None: only logged."""
+        if store is None and getattr(audit, "shared", None):
+            from sharing.shared_state import SignInStore
+
+            store = SignInStore(audit.shared)
+        self.store = store
+        """The shared failures and lockouts (sharing.shared_state.SignInStore; ``clock`` is then the database's);
+        None: this process's memory."""
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
         self._failures: dict[tuple[str, str], list[tuple[float, str, str]]] = {}  # key -> [(at, user, address)]
@@ -74,6 +82,13 @@ class SignInGuard:
 
     def check(self, user: str, address: str, channel: str = "") -> None:
         """Raise :class:`LockedOut` when ``user`` or ``address`` may not try to sign in now (audited)."""
+        if self.store is not None:
+            hit = self.store.locked([("user", user), ("address", address)])
+            if hit is None:
+                return
+            key, locked = hit[0], LockedOut(hit[1])
+            self.record(user, address, channel, "refused", f"locked out ({key[0]}): {locked}")
+            raise locked
         now = self._clock()
         with self._lock:
             for key in (("user", user), ("address", address)):
@@ -96,6 +111,25 @@ class SignInGuard:
         now = self._clock()
         window = s.window_minutes * 60
         locked = None
+        if self.store is not None:
+            counts, over = self.store.failed(user, address, self._limits(), window, s.lockout_minutes * 60)
+            locked = LockedOut(s.lockout_minutes * 60) if over else None
+        else:
+            counts = self._count(user, address, now, window)
+            locked = LockedOut(s.lockout_minutes * 60) if counts.pop("locked") else None
+        log.warning("failed sign-in for user %r from %s over %s (%d of %d for the user, %d of %d from the address, "
+                    "in %g minutes)%s", user, address, channel, counts["user"], s.max_failures, counts["address"],
+                    s.max_failures_per_address, s.window_minutes,
+                    f"; locked for {s.lockout_minutes:g} minutes" if locked else "")
+        self.record(user, address, channel, "failed", "wrong user name or password" + (
+            f"; locked for {s.lockout_minutes:g} minutes" if locked else ""), failures=counts["user"])
+        self._sleep(min(s.delay_seconds * max(counts.values()), s.max_delay_seconds))
+        return locked
+
+    def _count(self, user: str, address: str, now: float, window: float) -> dict[str, int]:
+        """In memory: one more failure for the user name and the address; their counts, ``locked`` 1 when one
+        reached its limit."""
+        locked = 0
         with self._lock:
             self._prune(now, window)
             counts = {}
@@ -106,16 +140,9 @@ class SignInGuard:
                 self._failures[key] = recent
                 counts[kind] = len(recent)
                 if len(recent) >= limit:
-                    self._locked[key] = now + s.lockout_minutes * 60
-                    locked = LockedOut(s.lockout_minutes * 60)
-        log.warning("failed sign-in for user %r from %s over %s (%d of %d for the user, %d of %d from the address, "
-                    "in %g minutes)%s", user, address, channel, counts["user"], s.max_failures, counts["address"],
-                    s.max_failures_per_address, s.window_minutes,
-                    f"; locked for {s.lockout_minutes:g} minutes" if locked else "")
-        self.record(user, address, channel, "failed", "wrong user name or password" + (
-            f"; locked for {s.lockout_minutes:g} minutes" if locked else ""), failures=counts["user"])
-        self._sleep(min(s.delay_seconds * max(counts.values()), s.max_delay_seconds))
-        return locked
+                    self._locked[key] = now + self.settings.lockout_minutes * 60
+                    locked = 1
+        return {**counts, "locked": locked}
 
     def rejected(self, address: str, channel: str, reason: str) -> None:
         """A credential refused without throttling (the HTTP API's unknown bearer token): audited only."""
@@ -134,6 +161,9 @@ class SignInGuard:
 
     def succeeded(self, user: str, address: str) -> None:
         """A right password: the user name's failures are forgotten (from any address)."""
+        if self.store is not None:
+            self.store.succeeded(user, address)
+            return
         with self._lock:
             self._failures.pop(("user", user), None)
             key = ("address", address)
