@@ -298,3 +298,31 @@ def test_an_encrypted_lake_takes_no_webhook_subscription(tmp_path):
     with Lake(s.lake) as lake, pytest.raises(SubscriptionError, match="encrypted.*postgres, mysql or files"):
         store.add(lake, load_registry(s.registry_dir), department="tax", user="u", dataset="firms",
                   target_kind="webhook", target={"url": "https://x", "api_url": "https://y"})
+
+
+@pytest.mark.slow  # a lake of its own: a load and a few deliveries
+def test_a_frozen_user_department_or_dataset_gets_no_delivery(settings, tmp_path):
+    """Each freeze (sharing.security.freeze) stops the subscription: refused in the ledger with the freeze,
+    nothing written to the drop folder; once unfrozen, the next delivery sends the view."""
+    from sharing.security.freeze import freeze, unfreeze
+
+    write_registry(settings.registry_dir)
+    registry = load_registry(settings.registry_dir)
+    drop(settings, "amr/firms/a.csv", _firms_csv([(USCC[0], "甲公司", 1, 100, 5, "2020-01-01")]))
+    assert [r.status for r in load(settings)] == ["published"]
+    with Lake(settings.lake) as lake:
+        add_user(lake, ["amr", "tax"], "tax_clerk", "tax", "analyst", by="test", audit=None)
+        sub = store.add(lake, registry, department="tax", user="tax_clerk", dataset="firms", target_kind="files",
+                        target={"folder": str(tmp_path / "drop")})
+    for kind, subject in (("user", "tax_clerk"), ("department", "tax"), ("dataset", "firms")):
+        with Lake(settings.lake) as lake:
+            frozen, _ = freeze(lake, registry, kind, subject, "test: suspected misuse", by="test", audit=None)
+        outcome = deliver(settings, registry, sub)
+        assert outcome.status == "refused" and f"the {kind} {subject} is frozen" in outcome.message, outcome
+        assert frozen.freeze_id in outcome.message and "misuse" not in outcome.message  # never the reason
+        assert not (tmp_path / "drop").exists() or not list((tmp_path / "drop").iterdir())
+        with Lake(settings.lake) as lake:
+            unfreeze(lake, registry, kind, subject, "test: cleared", by="test", audit=None)
+    assert deliver(settings, registry, sub).status == "delivered"
+    with Lake(settings.lake, read_only=True) as lake:
+        assert [d.status for d in store.deliveries(lake, sub.subscription_id)] == ["refused"] * 3 + ["delivered"]
