@@ -23,6 +23,7 @@ from schemas.model import (
     UPDATE_CYCLES,
     Form,
     FormField,
+    Organisation,
     Registry,
     Where,
     authority_join,
@@ -169,12 +170,13 @@ def reference_keys(reg: Registry) -> Iterator[Issue]:
 
 
 def organisation_tree(reg: Registry) -> Iterator[Issue]:
-    """Organisations form one tree by division code: codes are unique, only the city has no parent, a parent
+    """Organisations form one tree by division code: codes are unique, one city and only it has no parent, a parent
     is a known organisation of a higher level, and a code lies under its parent's (starts with the parent's
     significant digits: 430104001 under 430104, 430104 under 430100)."""
     known = {o.code: o for o in reg.organisations}
     first: dict[str, Where | None] = {}
     order = tuple(DIVISION_LEVELS)
+    city: Organisation | None = None
     for org in reg.organisations:
         what = f"organisation {org.code!r} ({org.name})"
         if org.code in first:
@@ -184,10 +186,24 @@ def organisation_tree(reg: Registry) -> Iterator[Issue]:
         first[org.code] = org.where
         if org.level is None:
             continue  # its code's form was reported when it was read
+        if org.level in ("street", "community") and len(org.prefix) != len(org.code):
+            # 430104000 reads as 430104: its users would read every row of the district (a street's code
+            # ending in 000 is its district's own code, written with a zero group)
+            yield _at(org.where, f"{what}: a {org.level}'s code does not end in 000 (that is the code of the "
+                                 f"organisation above it, {org.prefix}, whose rows its users would read); give the "
+                                 f"{org.level}'s own code", key="code")
+            continue
         if org.parent is None:
             if org.level != "city":
                 yield _at(org.where, f"{what}: only the city has no parent; name the {order[order.index(org.level) - 1]} "
                                      "it belongs to with 'parent: CODE'")
+            elif city is not None:
+                # a user of any city-level organisation reads every row of the lake: one city only
+                yield _at(org.where, f"{what}: a second city (the city is {city.code}, {city.name}); one "
+                                     "organisations.yaml holds one city, its districts and their streets",
+                          key="code")
+            else:
+                city = org
             continue
         parent = known.get(org.parent)
         if parent is None:

@@ -3,8 +3,9 @@
 A webhook delivery keeps its rows (CSV, 0600) in ``<home>/subscriptions/outbox/`` and sends the subscriber a
 link ``<api>/api/v1/deliveries?delivery=<delivery_id>&expires=<unix time>&signature=<hex>``: the signature is an
 HMAC-SHA256 of the delivery id and the expiry under a key kept outside the home (beside the audit key), so a
-link cannot be forged, extended or pointed at another delivery. The link is fetched with a token of a user of the
-subscribing department (deny by default: a link that leaks is not enough), and answers only while the
+link cannot be forged, extended or pointed at another delivery. The link is fetched with a token of the
+subscriber, or of a user of its department whose jurisdiction contains the subscriber's (deny by default: a link
+that leaks is not enough, even to a neighbouring street's user of the same department), and answers only while the
 subscription is active and may be delivered (a grant revoked or a freeze since stops it at once).
 """
 
@@ -82,6 +83,22 @@ def check(settings: Settings, delivery_id: str, expires: int, signature: str, no
     return None
 
 
+def _covers(lake, registry, fetcher: str, subscriber: str) -> bool:
+    """Whether ``fetcher`` may read every row ``subscriber``'s deliveries hold: the same user, or one of the
+    same department whose jurisdiction contains the subscriber's (the city's contains every one). A
+    neighbouring street's user of the same department, holding a leaked link, reads nothing through it."""
+    from sharing.grants import NOTHING, jurisdiction
+    from sharing.users import organisation_of
+
+    if fetcher == subscriber:
+        return True
+    mine = jurisdiction(registry, organisation_of(lake.con, fetcher))
+    theirs = jurisdiction(registry, organisation_of(lake.con, subscriber))
+    if mine is None:
+        return True
+    return mine != NOTHING and theirs is not None and theirs != NOTHING and theirs.startswith(mine)
+
+
 def add_routes(app: FastAPI, engine: GovernedEngine, current_user) -> None:
     """``GET /api/v1/deliveries?delivery=&expires=&signature=``: a webhook delivery's rows as CSV, for its
     valid link and a user of the subscribing department (the link alone is not enough: deny by default)."""
@@ -109,7 +126,7 @@ def add_routes(app: FastAPI, engine: GovernedEngine, current_user) -> None:
                 sub = store.subscription(lake, delivery.split("-")[0])
             except store.SubscriptionError:
                 return refused(404, "no such delivery")
-            if sub.department != user.department:
+            if sub.department != user.department or not _covers(lake, engine.registry, user.name, sub.user):
                 return refused(404, "no such delivery")
             reason = "the subscription was cancelled" if sub.cancelled_at is not None else \
                 refusal(lake, engine.registry, sub)

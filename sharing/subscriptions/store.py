@@ -75,6 +75,8 @@ def now() -> dt.datetime:
 
 
 _CLEAR_SECRET = re.compile(r"(?i)\b(password|passwd|pwd|secret)\s*=\s*(?!'?\$\{)")
+_URI_SECRET = re.compile(r"://[^/@\s:]*:(?!\$\{)[^/@\s]+@")
+"""A URI's ``user:password@`` (postgresql://onesource:pw@host/db), unless the password is ``${VARIABLE}``."""
 
 
 def check_secrets(target: dict) -> None:
@@ -82,7 +84,8 @@ def check_secrets(target: dict) -> None:
     so a secret is named there as ``${VARIABLE}`` and taken from the environment at delivery."""
     for key, value in target.items():
         text = str(value)
-        if _CLEAR_SECRET.search(text) or (key in ("password", "secret") and not text.startswith("${")):
+        if _CLEAR_SECRET.search(text) or _URI_SECRET.search(text) or (
+                key in ("password", "secret") and not text.startswith("${")):
             raise SubscriptionError(
                 f"the target's {key} holds a secret in clear; write it as ${{VARIABLE}} (e.g. password=${{SUB_PG_PASSWORD}}) "
                 "and export that variable where deliveries run (the Airflow worker, the CLI): it is never stored")
@@ -110,6 +113,12 @@ def add(lake: Lake, registry: Registry, *, department: str, user: str, dataset: 
     from sharing.subscriptions.targets import target_for
 
     target_for(target_kind, target)  # its settings are complete (a table name, a folder, a URL)
+    taken = _same_place(lake, target_kind, target)
+    if taken is not None:
+        raise SubscriptionError(
+            f"subscription {taken.subscription_id} ({taken.department}/{taken.user}, {taken.dataset}) already "
+            "delivers there: two subscriptions in one table or drop folder overwrite each other's rows (one "
+            "subscriber's view would reach the other); give this one its own table or folder, or cancel that one")
     sub = Subscription(uuid.uuid4().hex[:12], department, user, dataset, target_kind, target, mode)
     reason = refusal(lake, registry, sub)
     if reason:
@@ -133,6 +142,30 @@ def add(lake: Lake, registry: Registry, *, department: str, user: str, dataset: 
 
     retrying(write, lake.settings.commit_retries, "recording a subscription")
     return Subscription(sub.subscription_id, department, user, dataset, target_kind, target, mode, created)
+
+
+def _place(kind: str, target: dict) -> tuple | None:
+    """Where a target writes, for telling two subscriptions apart: a database's table, a drop folder (a
+    webhook's rows wait under its own delivery ids: none)."""
+    import os
+
+    if kind in ("postgres", "mysql"):
+        table = str(target.get("table") or "")
+        parts = table.lower().split(".")
+        if kind == "postgres" and len(parts) == 1:
+            parts = ["public", *parts]
+        return kind, " ".join(str(target.get("dsn") or "").split()), tuple(parts)
+    if kind == "files":
+        return kind, os.path.realpath(str(target.get("folder") or ""))
+    return None
+
+
+def _same_place(lake: Lake, kind: str, target: dict) -> Subscription | None:
+    """An active subscription that writes where ``target`` would (:func:`_place`), if any."""
+    place = _place(kind, target)
+    if place is None:
+        return None
+    return next((s for s in subscriptions(lake) if _place(s.target_kind, s.target) == place), None)
 
 
 def _of(row: tuple) -> Subscription:

@@ -1,0 +1,238 @@
+"""Red team, round 5 (issue 24): a street's user reaching a neighbour's or its district's rows, and a careless
+operator's organisations.yaml and subscriptions.
+
+Each test is a finding, failing before its fix:
+* a webhook delivery's signed link was served to any user of the subscribing department, so a neighbouring
+  street's clerk of the same department holding the link read the other street's rows (sharing.subscriptions.links);
+* two subscriptions could write into one drop folder (or one database table): the same file name for the same
+  dataset and snapshot, so one street's file held the other street's rows (sharing.subscriptions.store);
+* a DSN written as a URI with its password (postgresql://user:pw@host/db) was stored in the lake in clear;
+* organisations.yaml: a street's code ending in 000 (430104000) is its district's code, so its users read the
+  whole district; a second parentless city-level organisation read the whole lake (schemas.checks).
+"""
+
+from __future__ import annotations
+
+import csv
+import http.server
+import io
+import json
+import re
+import threading
+
+import pytest
+
+from lakehouse import Lake
+from schemas.model import division_prefix
+from sharing.grants import add_grant, jurisdiction
+from sharing.subscriptions import store
+from sharing.subscriptions.deliver import deliver
+from sharing.subscriptions.store import SubscriptionError, check_secrets
+from sharing.users import create_user
+from tests.helpers import drop, load
+from tests.test_jurisdictions import CITY, TREE, messages, organisations, registry_at
+
+ROWS = [("e1", "430104001001", 1, "x"), ("e2", "430104002003", 2, "y"), ("e3", "430102001001", 3, "z"),
+        ("e4", "430104001002", 4, "w")]
+PEOPLE = {"moon": "430104001", "yuelu": "430104002", "district": "430104", "city": None}
+
+
+def _street_city(settings):
+    """The places dataset published with ROWS, a grant to tax scoped to the jurisdiction, and tax's users of two
+    streets, their district and the city; returns (registry, user -> token)."""
+    registry, issues = registry_at(settings.registry_dir)
+    assert not issues, messages(issues)
+    drop(settings, "amr/places/1.csv", "id,division,n,secret\n" + "".join(",".join(map(str, r)) + "\n" for r in ROWS))
+    assert [r.status for r in load(settings, "places")] == ["published"]
+    tokens = {}
+    with Lake(settings.lake) as lake:
+        add_grant(lake, registry, "tax", "places", columns=["id", "division", "n"], scope="jurisdiction")
+        for name, code in PEOPLE.items():
+            _, tokens[name] = create_user(lake, "tax", f"tax_{name}", organisation=code)
+    return registry, tokens
+
+
+def _ids_under(code: str | None) -> set[str]:
+    return {r[0] for r in ROWS if code is None or r[1].startswith(code)}
+
+
+# --- subscriptions ----------------------------------------------------------------------------------------------
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    got: list[dict] = []
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        _Hook.got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.slow  # a load, a delivery through a local webhook receiver, the HTTP API in process (~10 s)
+def test_a_webhook_link_serves_no_neighbouring_streets_user_of_the_same_department(settings):
+    """望月湖's clerk subscribes by webhook; the link, leaked to 岳麓街道's clerk of the same department, gave
+    望月湖's rows to a user whose governed queries never show them. Now: the subscriber and the users whose
+    jurisdiction contains its street (the district's, the city's) fetch it; the neighbour gets a 404."""
+    from fastapi.testclient import TestClient
+
+    from sharing.engine import GovernedEngine
+    from sharing.http import create_app
+
+    registry, tokens = _street_city(settings)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with Lake(settings.lake) as lake:
+            sub = store.add(lake, registry, department="tax", user="tax_moon", dataset="places", target_kind="webhook",
+                            target={"url": f"http://127.0.0.1:{server.server_port}/hook", "api_url": "http://api.test"},
+                            mode="snapshot")
+        _Hook.got.clear()
+        outcome = deliver(settings, registry, sub, backoff=0.05)
+    finally:
+        server.shutdown()
+    assert (outcome.status, outcome.rows) == ("delivered", len(_ids_under(PEOPLE["moon"])))
+    path = _Hook.got[-1]["link"].removeprefix("http://api.test")
+    engine = GovernedEngine(settings, registry, persistent=True)
+    try:
+        client = TestClient(create_app(engine))
+
+        def fetched(name: str):
+            answer = client.get(path, headers={"Authorization": f"Bearer {tokens[name]}"})
+            if answer.status_code != 200:
+                return answer.status_code
+            return {row["id"] for row in csv.DictReader(io.StringIO(answer.text))}
+
+        def governed(name: str) -> set[str]:
+            return {r[0] for r in engine.query("tax", "SELECT id FROM shared.places", user=f"tax_{name}").rows}
+
+        assert fetched("moon") == governed("moon") == _ids_under("430104001")
+        assert fetched("district") == _ids_under("430104001")  # the district reads them anyway
+        assert fetched("city") == _ids_under("430104001")
+        assert not governed("yuelu") & _ids_under("430104001")
+        assert fetched("yuelu") == 404  # was 200 with e1 and e4: 望月湖's residents, to 岳麓街道
+    finally:
+        engine.close()
+
+
+@pytest.mark.slow  # a load and two deliveries into drop folders (~8 s)
+def test_two_streets_subscriptions_never_share_a_drop_folder(settings, tmp_path):
+    """Both streets' subscriptions pointed at one drop folder (an operator's copy and paste): the file of a
+    delivery is named by dataset and snapshot only: 望月湖's office found 岳麓街道's rows in its folder (and two
+    deliveries at one lake snapshot, a DAG run beside a manual one, wrote the same file: the last one's rows
+    under both manifests). The second subscription is refused now; whatever is allowed, every file in a
+    subscriber's folder holds only its own street's rows."""
+    registry, _ = _street_city(settings)
+    folder = tmp_path / "district_share"
+    subs = {}
+    refused = []
+    for name in ("moon", "yuelu"):
+        with Lake(settings.lake) as lake:
+            try:
+                subs[name] = store.add(lake, registry, department="tax", user=f"tax_{name}", dataset="places",
+                                       target_kind="files", target={"folder": str(folder)}, mode="snapshot")
+            except SubscriptionError as exc:
+                refused.append((name, str(exc)))
+    for sub in subs.values():
+        assert deliver(settings, registry, sub).status == "delivered"
+    for name, sub in subs.items():
+        manifest = json.loads((folder / f".onesource-{sub.subscription_id}.json").read_text(encoding="utf-8"))
+        ids = {r["id"] for r in csv.DictReader(io.StringIO((folder / manifest["file"]).read_text(encoding="utf-8")))}
+        assert ids == _ids_under(PEOPLE[name]), (name, ids)
+        for path in sorted(folder.glob("places-*.csv")):  # what the street's office finds in its drop folder
+            held = {r["id"] for r in csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))}
+            assert held <= _ids_under(PEOPLE[name]), (name, path.name, held)
+    assert [n for n, _ in refused] == ["yuelu"]
+    assert subs["moon"].subscription_id in refused[0][1] and "own table or folder" in refused[0][1]
+
+
+def test_a_second_subscription_into_the_same_table_or_folder_is_refused(tiny, tmp_path):
+    """Two subscriptions in one database table: each snapshot delivery empties the table of the other's rows
+    (one subscriber's view in the other's database). The same table written another way (schema left out,
+    other case, spaced DSN) is the same table; a cancelled subscription's table may be taken again."""
+    from schemas import load_registry
+    from sharing.users import add_user
+
+    registry = load_registry(tiny.registry_dir)
+    dsn = "host=127.0.0.1 port=5432 dbname=test user=postgres"
+    with Lake(tiny.lake) as lake:
+        add_user(lake, ["amr", "tax"], "tax_a", "tax", "analyst", by="test", audit=None)
+        add_user(lake, ["amr", "tax"], "tax_b", "tax", "analyst", by="test", audit=None)
+        first = store.add(lake, registry, department="tax", user="tax_a", dataset="firms", target_kind="postgres",
+                          target={"dsn": dsn, "table": "street.firms"})
+        for table, spelled in (("street.firms", dsn), ("STREET.firms", "host=127.0.0.1  port=5432 dbname=test "
+                                                                         "user=postgres")):
+            with pytest.raises(SubscriptionError, match=first.subscription_id):
+                store.add(lake, registry, department="tax", user="tax_b", dataset="firms", target_kind="postgres",
+                          target={"dsn": spelled, "table": table})
+        plain = store.add(lake, registry, department="tax", user="tax_a", dataset="firms", target_kind="postgres",
+                          target={"dsn": dsn, "table": "firms"})
+        with pytest.raises(SubscriptionError, match=plain.subscription_id):
+            store.add(lake, registry, department="tax", user="tax_b", dataset="firms", target_kind="postgres",
+                      target={"dsn": dsn, "table": "public.firms"})
+        (tmp_path / "drop").mkdir()
+        files = store.add(lake, registry, department="tax", user="tax_a", dataset="firms", target_kind="files",
+                          target={"folder": str(tmp_path / "drop")})
+        with pytest.raises(SubscriptionError, match=files.subscription_id):
+            store.add(lake, registry, department="tax", user="tax_b", dataset="firms", target_kind="files",
+                      target={"folder": str(tmp_path / "x" / ".." / "drop")})
+        store.cancel(lake, first.subscription_id)
+        store.add(lake, registry, department="tax", user="tax_b", dataset="firms", target_kind="postgres",
+                  target={"dsn": dsn, "table": "street.firms"})
+
+
+@pytest.mark.parametrize("dsn", ["postgresql://onesource:hunter2@127.0.0.1:5432/x", "postgres://u:hunter2@db/x",
+                                 "mysql://root:hunter2@127.0.0.1:3306/test"])
+def test_a_password_in_a_dsn_uri_is_refused(dsn):
+    """libpq's URI form carries the password in its userinfo: it was stored in ops.subscriptions in clear."""
+    with pytest.raises(SubscriptionError, match=r"in clear.*\$\{VARIABLE\}"):
+        check_secrets({"dsn": dsn, "table": "t"})
+
+
+@pytest.mark.parametrize("dsn", ["postgresql://onesource:${SUB_PG_PASSWORD}@127.0.0.1:5432/x",
+                                 "postgresql://onesource@127.0.0.1:5432/x", "postgresql://127.0.0.1/x",
+                                 "host=h port=5432 dbname=x user=u password=${P}"])
+def test_a_dsn_uri_without_a_password_in_clear_is_taken(dsn):
+    check_secrets({"dsn": dsn, "table": "t"})
+
+
+# --- organisations.yaml -------------------------------------------------------------------------------------
+
+STREET_AS_DISTRICT = organisations((CITY, "长沙市", None), ("430104", "岳麓区", CITY),
+                                   ("430104001", "望月湖街道", "430104"), ("430104002", "岳麓街道", "430104"),
+                                   ("430104000", "某街道", "430104"))
+COMMUNITY_AS_STREET = organisations((CITY, "长沙市", None), ("430104", "岳麓区", CITY),
+                                    ("430104001", "望月湖街道", "430104"), ("430104001000", "某社区", "430104001"))
+TWO_CITIES = organisations((CITY, "长沙市", None), ("430104", "岳麓区", CITY), ("430200", "株洲市", None))
+
+
+@pytest.mark.parametrize(("orgs", "code", "expected"), [
+    (STREET_AS_DISTRICT, "430104000", r"organisation '430104000' \(某街道\): a street's code does not end in 000"
+                                      r".*430104"),
+    (COMMUNITY_AS_STREET, "430104001000", r"organisation '430104001000' \(某社区\): a community's code does not end "
+                                          r"in 000.*430104001"),
+    (TWO_CITIES, "430200", r"organisation '430200' \(株洲市\): a second city \(the city is 430100"),
+])
+def test_an_organisation_reading_more_than_its_own_rows_is_refused(tmp_path, orgs, code, expected):
+    """Each of these loaded, and a user of the organisation read rows beyond its own: 430104000 is the district
+    430104 (both streets' rows), 430104001000 the street 430104001, and a second city the whole lake (the
+    rows of 长沙 to 株洲's users). The registry refuses them now, naming the line and the fix."""
+    registry, issues = registry_at(tmp_path / "registry", orgs)
+    # the harm, had the registry been taken: the organisation's jurisdiction is wider than its own code
+    assert jurisdiction(registry, code) in (None, division_prefix(code)) and (
+        jurisdiction(registry, code) is None or len(division_prefix(code)) < len(code))
+    assert re.search(expected, messages(issues)), messages(issues)
+
+
+def test_the_demo_city_and_the_tests_tree_pass_the_new_checks(tmp_path):
+    from onesource.demo.data import DemoConfig
+    from onesource.demo.generate import write_registry as write_demo_registry
+    from schemas import check_registry
+
+    _, issues = registry_at(tmp_path / "registry", TREE)
+    assert not issues, messages(issues)
+    write_demo_registry(tmp_path / "demo", DemoConfig())
+    _, issues = check_registry(tmp_path / "demo")
+    assert not issues, messages(issues)
+
