@@ -124,6 +124,67 @@ def distributed_env(settings: Settings, metadata_url: str, api_port: int, parall
     }
 
 
+DEFAULT_QUEUE = "default"
+"""Airflow's ``[operators] default_queue``: every load goes to it, and every worker serves it."""
+
+WORKER_HOSTNAME_ENV = "ONESOURCE_WORKER_HOSTNAME"
+
+
+def celery_env(settings: Settings, metadata_url: str, api_port: int, broker_url: str, parallelism: int = 4,
+               queue: str = DEFAULT_QUEUE, execution_api_url: str | None = None) -> dict[str, str]:
+    """:func:`distributed_env` with the CeleryExecutor: the same environment for every machine's services
+    (``api-server``, ``scheduler``, ``dag-processor``) and its workers (:func:`celery_worker`).
+
+    ``broker_url`` is Redis, ``redis://host:6379/N``. Task states go back through the metadata database
+    (Celery's result backend ``db+`` + ``metadata_url``), so there is no second store to run. Loads go to
+    ``queue`` (Airflow's default queue). ``execution_api_url`` is the api-server's execution API as the
+    workers reach it (``http://airflow-api.internal:8080/execution/``) when they run on other machines;
+    by default the loopback URL of :func:`api_env`. Every machine must get the same
+    ``AIRFLOW__API_AUTH__JWT_SECRET``: set it in the environment, or pass this one dict to each process."""
+    env = distributed_env(settings, metadata_url, api_port, parallelism)
+    env.update({
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": broker_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{metadata_url}",
+        "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
+        # Sending a task to Redis is given 1 s by default: on a busy 2-core scheduler that fails now and then,
+        # and the task waits for the executor's next try
+        "AIRFLOW__CELERY__OPERATION_TIMEOUT": "10",
+    })
+    if execution_api_url:
+        env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = execution_api_url
+    return env
+
+
+def celery_worker(env: Mapping[str, str], name: str, concurrency: int = 1, queues: tuple[str, ...] = (),
+                  hostname: str | None = None, log_server_port: int | None = None) -> tuple[list[str], dict[str, str]]:
+    """``airflow celery worker`` for one worker: its command and environment (``env`` from :func:`celery_env`).
+
+    The worker serves ``queues`` (by default the environment's default queue) with ``concurrency`` loads at
+    once (one per core: a load is CPU-bound DuckDB work) under the Celery node name ``name@<host>``.
+    Several workers on one machine need two more things a worker per machine has anyway: a ``hostname``
+    for Airflow to record on the task instances it runs (the UI's and the metadata database's only clue
+    to where a task ran; by default the machine's FQDN, the same for all of them) and a
+    ``log_server_port`` each (every worker serves its task logs on 8793 by default)."""
+    queue = ",".join(queues) or env.get("AIRFLOW__OPERATORS__DEFAULT_QUEUE") or DEFAULT_QUEUE
+    cmd = [airflow_bin(), "celery", "worker", "--queues", queue, "--concurrency", str(concurrency),
+           "--celery-hostname", f"{name}@%h"]
+    worker = dict(env)
+    if hostname:
+        worker[WORKER_HOSTNAME_ENV] = hostname
+        worker["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = f"{__name__}.worker_hostname"
+    if log_server_port:
+        worker["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(log_server_port)
+    return cmd, worker
+
+
+def worker_hostname() -> str:
+    """Airflow's ``[core] hostname_callable`` for a worker given a hostname by :func:`celery_worker`: that
+    name, else the machine's FQDN (Airflow's own default). Airflow calls it without arguments in the task's
+    process, so the name comes through that process's environment."""
+    return os.environ.get(WORKER_HOSTNAME_ENV) or socket.getfqdn()
+
+
 def airflow_bin() -> str:
     candidate = Path(sys.executable).with_name("airflow")
     return str(candidate) if candidate.exists() else "airflow"
