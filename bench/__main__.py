@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import bulk, cli, dagbag, delivery, ingest, kpi, publish, quality, security, sql, tpch
+from bench import bulk, cli, dagbag, delivery, ingest, kpi, publish, quality, scale_sim, security, sql, tpch
 from bench.common import hardware, write_results
 from onesource.config import Settings
 
@@ -25,15 +25,23 @@ def main() -> None:
     p.add_argument("--delivery-runs", type=int, default=5, help="runs of a 1%% change of 1M rows delivered to PostgreSQL")
     p.add_argument("--security-runs", type=int, default=3, help="who-saw runs over 10,000 audited queries")
     p.add_argument("--only", choices=["ingest", "quality", "sql", "tpch", "publish", "kpi", "dagbag", "cli", "bulk",
-                                      "delivery", "security"], default=None)
+                                      "delivery", "security", "scale", "cityday"], default=None,
+                   help="one benchmark; `scale` (the 5 PB catalog simulation on PostgreSQL) runs only when named")
+    p.add_argument("--scale-steps", default="0.01,0.03,0.1", help="fractions of the 5 PB lake the simulation builds")
+    p.add_argument("--cityday-datasets", type=int, default=2000,
+                   help="datasets of the city's day (87 departments; the full city is 2,000)")
+    p.add_argument("--cityday-large", type=int, default=5, help="datasets of millions of rows in that day")
+    p.add_argument("--cityday-large-rows", type=int, default=2_000_000)
+    p.add_argument("--cityday-parallelism", type=int, default=2, help="loads at once (one per core)")
     args = p.parse_args()
     settings = Settings.from_env()
     print(f"OneSource benchmarks on {hardware()}")
     work = settings.home / "bench" / "work"
     figures = {}
     if args.only in (None, "ingest"):
-        print("ingest: CSV -> land -> standardize -> validate (GX) -> publish (DuckLake), vs raw DuckDB COPY to Parquet")
-        figures.update(ingest.run(args.rows, args.runs, work))
+        print("ingest: CSV -> land -> standardize -> validate (GX) -> publish (DuckLake), vs raw DuckDB COPY to Parquet"
+              " and vs pandas read_csv + GX's pandas engine + pyarrow Parquet (the peer)")
+        figures.update(ingest.run(args.rows, args.runs, work, peer=True))
     if args.only in (None, "sql"):
         print("governed SQL: the governance layer vs the same final SQL on DuckDB; Postgres-wire throughput")
         csv = work / "firms_1000000.csv"
@@ -70,6 +78,17 @@ def main() -> None:
     if args.only in (None, "security"):
         print("security: who saw one resident's record, replaying 10,000 audited queries of its dataset")
         figures.update(security.run(work, runs=args.security_runs))
+    if args.only == "scale":
+        print("catalog at scale: a 5 PB lake's DuckLake catalog on PostgreSQL, the platform's queries through DuckDB")
+        figures.update(scale_sim.figures(scale_sim.run([float(x) for x in args.scale_steps.split(",")]),
+                                         settings.home / "bench" / "scale_sim.json"))
+    if args.only in (None, "cityday"):
+        from bench import cityday
+
+        print("a city's day: every dataset of a city loaded once by its daily DAG under a real Airflow scheduler"
+              " (LocalExecutor, PostgreSQL metadata and catalog)")
+        figures.update(cityday.run(work, args.cityday_datasets, args.cityday_large, args.cityday_large_rows,
+                                   parallelism=args.cityday_parallelism))
     path = write_results(settings.home, figures)
     print(json.dumps({k: {"median": v["median"], "unit": v["unit"]} for k, v in figures.items()}, indent=1))
     print(f"results: {path}")

@@ -71,6 +71,58 @@ print("RESULT" + json.dumps({{"seconds": seconds, "cpu_seconds": cpu, "stages": 
                              "peak_rss_mb": peak}}))
 """
 
+# The peer: the same extract and checks the way a team without OneSource would run them. pandas reads the
+# CSV (text columns as strings, stripped; code-list labels mapped to their codes; dates parsed), GX 1.x's
+# pandas engine validates it with the suite the registry generates for the dataset (quality.suite, the
+# custom national-code expectations in their pandas form; the DuckDB storage-type check becomes GX's
+# ExpectColumnValuesToBeOfType with the pandas dtype) through a real ValidationDefinition, and pyarrow
+# writes the Parquet file. GX's context is made before the clock, as OneSource's warm_up does.
+PEER = f"""
+import dataclasses, json, logging, sys, time
+from pathlib import Path
+import great_expectations as gx, pandas as pd, pyarrow
+from great_expectations.data_context.types.base import ProgressBarsConfig
+import quality.expectations  # registers the custom expectations (their pandas forms run here)
+from onesource.config import Settings
+from quality.suite import build_suite, suite_specs
+from schemas import load_registry
+logging.getLogger("great_expectations").setLevel(logging.ERROR)
+context = gx.get_context(mode="ephemeral")
+context.variables.progress_bars = ProgressBarsConfig(globally=False)
+home, out = Path(sys.argv[1]), sys.argv[2]
+PANDAS_TYPES = {{"VARCHAR": "str", "BIGINT": "int64", "DECIMAL(18,2)": "float64", "DATE": "datetime64[ns]"}}
+t, cpu = time.perf_counter(), time.process_time()
+registry = load_registry(Settings(home=home).registry_dir)
+ds = registry.dataset("firms")
+specs = [dataclasses.replace(s, expectation="ExpectColumnValuesToBeOfType",
+                             kwargs={{"column": s.kwargs["column"], "type_": PANDAS_TYPES[s.kwargs["type_"]]}})
+         if s.expectation == "ExpectColumnValuesToHaveStorageType" else s for s in suite_specs(ds, registry)]
+csv = ds.connector.settings["path"]
+df = pd.read_csv(csv, dtype={{c.source: str for c in ds.columns if c.duck_type == "VARCHAR"}})
+df = df.rename(columns={{c.source: c.name for c in ds.columns}})
+for c in ds.columns:
+    if c.duck_type == "VARCHAR":
+        df[c.name] = df[c.name].str.strip()
+    code_list = c.code_list or (c.element and registry.element(c.element).code_list)
+    if code_list:
+        df[c.name] = df[c.name].replace({{label: code for code, label in registry.code_list(code_list).codes.items()}})
+    if c.duck_type == "DATE":
+        df[c.name] = pd.to_datetime(df[c.name], format="%Y-%m-%d")
+read = time.perf_counter() - t
+suite = context.suites.add(build_suite(ds, specs))
+batch = context.data_sources.add_pandas("peer").add_dataframe_asset("firms").add_batch_definition_whole_dataframe("all")
+definition = context.validation_definitions.add(gx.ValidationDefinition(name="firms", data=batch, suite=suite))
+result = definition.run(batch_parameters={{"dataframe": df}})
+failed = [r.expectation_config.type for r in result.results if not r.success]
+assert result.success and len(result.results) == len(specs), failed
+validate = time.perf_counter() - t - read
+df.to_parquet(out, engine="pyarrow", index=False)
+seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+{PEAK_RSS}
+print("RESULT" + json.dumps({{"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak, "checks": len(specs),
+                             "stages": {{"read": read, "validate": validate, "write": seconds - read - validate}}}}))
+"""
+
 
 def _home(root: Path, csv: Path) -> Path:
     from tests.helpers import firms_dataset, write_registry
@@ -81,7 +133,9 @@ def _home(root: Path, csv: Path) -> Path:
     return home
 
 
-def run(rows: int, runs: int, workdir: Path, log=print) -> dict:
+def run(rows: int, runs: int, workdir: Path, log=print, peer: bool = False) -> dict:
+    """``peer``: also time the pandas + GX + pyarrow way in each run (ingest_peer_ratio); the SQL
+    benchmark only needs the extract written."""
     workdir.mkdir(parents=True, exist_ok=True)
     csv = workdir / f"firms_{rows}.csv"
     if not csv.exists():
@@ -90,12 +144,22 @@ def run(rows: int, runs: int, workdir: Path, log=print) -> dict:
     size_mb = csv.stat().st_size / 2**20
     raw, full, stages, raw_rss, full_rss = [], [], [], 0.0, 0.0
     raw_cpu, full_cpu = [], []
+    peers: list[dict] = []
     for i in range(runs):
         out = workdir / "raw.parquet"
         r = run_child(RAW, str(csv), str(out))
         out.unlink(missing_ok=True)
         home = _home(workdir, csv)
         f = run_child(FULL, str(home))
+        if peer:
+            out = workdir / "peer.parquet"
+            peer_home = _home(workdir, csv)
+            peers.append(run_child(PEER, str(peer_home), str(out)))
+            out.unlink(missing_ok=True)
+            shutil.rmtree(peer_home, ignore_errors=True)
+            log(f"  run {i + 1}/{runs}: pandas + GX + pyarrow {peers[-1]['seconds']:.2f} s "
+                f"({peers[-1]['cpu_seconds']:.2f} CPU s, peak {peers[-1]['peak_rss_mb']:.0f} MB) "
+                f"({', '.join(f'{k} {v:.2f}' for k, v in peers[-1]['stages'].items())})")
         shutil.rmtree(home, ignore_errors=True)
         raw.append(r["seconds"])
         full.append(f["seconds"])
@@ -118,7 +182,26 @@ def run(rows: int, runs: int, workdir: Path, log=print) -> dict:
         f"{statistics.median(full):.2f} s -> ratio {statistics.median(ratios):.2f}x  (per stage: {per_stage}); "
         f"CPU seconds {statistics.median(full_cpu):.2f} vs {statistics.median(raw_cpu):.2f} -> "
         f"{statistics.median(cpu_ratios):.2f}x")
+    peer_figures = {}
+    if peers:
+        peer_s = [p["seconds"] for p in peers]
+        peer_ratios = [p / f for p, f in zip(peer_s, full, strict=True)]  # how many times OneSource is faster
+        # CPU seconds too: on a host shared at load 10-20 the wall figures swing several-fold
+        peer_cpu_ratios = [p["cpu_seconds"] / f for p, f in zip(peers, full_cpu, strict=True)]
+        peer_rss = max(p["peak_rss_mb"] for p in peers)
+        log(f"  pandas + GX ({peers[0]['checks']} checks) + pyarrow median {statistics.median(peer_s):.2f} s "
+            f"-> OneSource {statistics.median(peer_ratios):.2f}x faster (target 4x); CPU seconds "
+            f"{statistics.median(p['cpu_seconds'] for p in peers):.2f} -> {statistics.median(peer_cpu_ratios):.2f}x; "
+            f"peak RSS {peer_rss:.0f} MB")
+        peer_figures = {
+            "ingest_peer_ratio": figure(peer_ratios, "x: pandas + GX + pyarrow seconds / OneSource's", full_rss),
+            "ingest_peer_cpu_ratio": figure(peer_cpu_ratios, "x: pandas + GX + pyarrow CPU seconds / OneSource's",
+                                            full_rss),
+            "ingest_peer_seconds": {**figure(peer_s, "s", peer_rss), "rows": rows, "stages_median": {
+                k: round(statistics.median(p["stages"][k] for p in peers), 3) for k in peers[0]["stages"]}},
+        }
     return {
+        **peer_figures,
         "ingest_ratio": figure(ratios, "x raw DuckDB COPY", full_rss),
         "ingest_cpu_ratio": figure(cpu_ratios, "x raw DuckDB COPY's CPU seconds", full_rss),
         "ingest_seconds": {**figure(full, "s", full_rss), "rows": rows, "stages_median": per_stage},
