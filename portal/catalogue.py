@@ -77,7 +77,7 @@ def register(app: FastAPI, site: Site) -> None:
             readable = engine._access(lake.con, user.department, user=user.name)
             found = disputes.listing(lake, **filters)
             return disputes.for_department(found, engine.registry, readable, user.department,
-                                           disputes.rows_checker(lake.con))
+                                           disputes.rows_checker(lake.con), user=disputes.narrowed(lake.con, user.name))
 
     def writable() -> Lake:
         return Lake(engine.settings.lake)

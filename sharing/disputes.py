@@ -135,7 +135,7 @@ RowCheck = Callable[[Dataset, "Access", list[str]], set[str]]
 
 
 def for_department(found: list[Dispute], registry: Registry, access: Mapping[str, Access], department: str,
-                   in_rows: RowCheck | None = None) -> list[Dispute]:
+                   in_rows: RowCheck | None = None, *, user: str | None = None) -> list[Dispute]:
     """The disputes ``department`` may see, as it may see them.
 
     ``access`` is the department's readable datasets (``GovernedEngine._access``): a dispute of a dataset
@@ -143,8 +143,15 @@ def for_department(found: list[Dispute], registry: Registry, access: Mapping[str
     key is shown as the key column is (:func:`shown_key`); with a row filter, a dispute is shown only when
     its record is among the department's rows (``in_rows``; without it, only the department's own
     disputes), or the department raised it. Where the access masks anything, descriptions and
-    resolutions have resident IDs and phone numbers masked too (onesource.logsafe)."""
+    resolutions have resident IDs and phone numbers masked too (onesource.logsafe). ``user``: the user asking,
+    when its rows are narrower than its department's (a district's or street's user, whose access is its
+    jurisdiction's): then only the disputes it raised itself are shown outside its rows, not every one its
+    department raised (a neighbouring street's dispute names a record of the other street, and says what is
+    wrong with it)."""
     from onesource.logsafe import redact
+
+    def own(d: Dispute) -> bool:
+        return d.department == department and (user is None or d.reported_by == user)
 
     readable: dict[str, tuple[Dataset, Access]] = {}
     for name in {d.dataset for d in found}:
@@ -158,20 +165,28 @@ def for_department(found: list[Dispute], registry: Registry, access: Mapping[str
     inside: dict[str, set[str]] = {}  # row-filtered datasets: the disputed keys among the department's rows
     for name, (ds, acc) in readable.items():
         if acc.row_filters:
-            keys = sorted({d.key_value for d in found if d.dataset == name and d.department != department})
+            keys = sorted({d.key_value for d in found if d.dataset == name and not own(d)})
             inside[name] = in_rows(ds, acc, keys) if in_rows and keys else set()
     shown: list[Dispute] = []
     for d in found:
         if d.dataset not in readable:
             continue
         ds, acc = readable[d.dataset]
-        if d.dataset in inside and d.department != department and d.key_value not in inside[d.dataset]:
+        if d.dataset in inside and not own(d) and d.key_value not in inside[d.dataset]:
             continue
         if acc.masked:
             d = dataclasses.replace(d, description=redact(d.description),
                                     resolution=redact(d.resolution) if d.resolution else d.resolution)
         shown.append(dataclasses.replace(d, key_value=shown_key(d, ds, acc)))
     return shown
+
+
+def narrowed(con: duckdb.DuckDBPyConnection, user: str) -> str | None:
+    """``user`` when it belongs to an organisation (a district's or street's user: its rows are its
+    jurisdiction's, narrower than its department's), else None (:func:`for_department`'s ``user``)."""
+    from sharing.users import organisation_of
+
+    return user if organisation_of(con, user) is not None else None
 
 
 def rows_checker(con: duckdb.DuckDBPyConnection) -> RowCheck:

@@ -221,7 +221,8 @@ def _workflow_routes(app: FastAPI, engine: GovernedEngine, current_user) -> None
             mine = [d for d in disputes.listing(lake) if user.department in (d.department, d.owner)]
             shown = disputes.for_department(mine, engine.registry, engine._access(lake.con, user.department,
                                                                                 user=user.name),
-                                            user.department, disputes.rows_checker(lake.con))
+                                            user.department, disputes.rows_checker(lake.con),
+                                            user=disputes.narrowed(lake.con, user.name))
         return [asdict(d) for d in shown]
 
     @app.post("/api/v1/disputes", status_code=201, responses={409: {"model": Refusal}},

@@ -236,3 +236,41 @@ def test_the_demo_city_and_the_tests_tree_pass_the_new_checks(tmp_path):
     _, issues = check_registry(tmp_path / "demo")
     assert not issues, messages(issues)
 
+
+
+@pytest.mark.slow  # a load, then the HTTP API in process (~8 s)
+def test_a_neighbouring_streets_dispute_is_not_shown_to_a_street_user(settings):
+    """A dispute raised by 望月湖's clerk names a record of 望月湖 and says what is wrong with it; every user of
+    the same department was shown it (a department's own disputes skipped the row check), so 岳麓街道's clerk
+    read 望月湖's record key and the complaint. Now a street's user sees its own disputes and those on its rows;
+    the district's and the city's users see it, as the owner does."""
+    from fastapi.testclient import TestClient
+
+    from sharing.engine import GovernedEngine
+    from sharing.http import create_app
+
+    registry, tokens = _street_city(settings)
+    engine = GovernedEngine(settings, registry, persistent=True)
+    try:
+        client = TestClient(create_app(engine))
+
+        def auth(name: str) -> dict:
+            return {"Authorization": f"Bearer {tokens[name]}"}
+
+        made = client.post("/api/v1/disputes", headers=auth("moon"),
+                           json={"dataset": "places", "key_value": "e1", "description": "户主已迁出，人数应为 0"})
+        assert made.status_code == 201, made.text
+        mine = client.post("/api/v1/disputes", headers=auth("yuelu"),
+                           json={"dataset": "places", "key_value": "e2", "description": "人数有误"})
+        assert mine.status_code == 201, mine.text
+
+        def seen(name: str) -> set[str]:
+            answer = client.get("/api/v1/disputes", headers=auth(name))
+            assert answer.status_code == 200, answer.text
+            return {d["key_value"] for d in answer.json()}
+
+        assert seen("moon") == {"e1"}
+        assert seen("yuelu") == {"e2"}  # was {"e1", "e2"}: 望月湖's record and its complaint
+        assert seen("district") == seen("city") == {"e1", "e2"}
+    finally:
+        engine.close()
