@@ -126,6 +126,20 @@ class ChainStore:
                 return False
         return True
 
+    def insert_many(self, rows: list[tuple[int, str, str, str]]) -> bool:
+        """Write consecutive entries (seq, prev, hash, line) in one statement: all, or none when another writer
+        wrote one of those seqs first."""
+        import psycopg
+
+        values = ", ".join(["(%s, %s, %s, %s)"] * len(rows))
+        with self._db.conn() as c:
+            try:
+                c.execute(f"INSERT INTO {CHAIN_TABLE} (seq, prev, hash, entry) VALUES {values}",
+                          [v for row in rows for v in row])
+            except psycopg.errors.UniqueViolation:
+                return False
+        return True
+
     @contextlib.contextmanager
     def locked(self) -> Iterator[Any]:
         """A transaction holding the chain's advisory lock (adopting a JSONL log, rotating the key)."""
