@@ -172,8 +172,9 @@ def _embedded(settings: Settings) -> None:
             f"`onesource backup` copies a home with the embedded lake (catalog and data folder under the home); this "
             f"one's catalog is {settings.lake.catalog.split('password=')[0]} with data at {settings.lake.data_path}. "
             "Back up a PostgreSQL catalog with PostgreSQL's point-in-time recovery (pg_basebackup and WAL "
-            "archiving) and object storage with the bucket's versioning, the landing zone and the audit log and "
-            "its key with the home's volume (docs/deploy.md, \"Backup and restore\")")
+            "archiving; the audit chain, its anchor, portal sessions and sign-in lockouts are tables of that "
+            "database and come with it) and object storage with the bucket's versioning, the landing zone and the "
+            "audit key with the home's volume (docs/deploy.md, \"Backup and restore\")")
 
 
 def backup(settings: Settings, dest: Path, *, log=lambda text: None) -> Report:
