@@ -281,7 +281,7 @@ def rewrite(text: str, tables: set[str], user: str) -> tuple[str, set[str]]:
     for f in tree.find_all(exp.Func):
         name = _function_name(f)
         if not isinstance(f, exp.Connector) and name not in _ALLOWED and f.key.lower() not in _ALLOWED:
-            raise QueryFailed(f"function {name}() does not exist in the catalogue")
+            raise _not_allowed(f"{name}()")
         if name in MACROS:
             relations.add(f"fn:{name}")  # made before the question runs, or DuckDB's own would answer
     duck_sql = tree.sql(dialect="duckdb")
@@ -346,6 +346,14 @@ def _bottom_up(node: exp.Expression, fun) -> exp.Expression:
     return fun(node)
 
 
+def _not_allowed(function: str) -> QueryRefused:
+    """A function neither the catalogue nor a governed query may call (``getenv``, ``pg_read_file``): refused
+    as the governed planner refuses it, so that it is audited as a refusal (a probe of the policy the misuse
+    alerts count) and the client gets 42501, not a failure (XX000) the alerts never see."""
+    return QueryRefused(f"function {function} is not allowed: neither a catalogue function nor one governed "
+                        "queries may use")
+
+
 def _relation(t: exp.Table, tables: set[str], ctes: set[str], relations: set[str]) -> exp.Table:
     """A table of a catalogue question, pointed at its shim (or the department's own empty table)."""
     if t.catalog and t.catalog.lower() != DATABASE:
@@ -354,7 +362,7 @@ def _relation(t: exp.Table, tables: set[str], ctes: set[str], relations: set[str
         t.set("catalog", None)
     if not isinstance(t.this, exp.Identifier):
         if not isinstance(t.this, exp.Func) or _function_name(t.this) not in TABLE_FUNCTIONS:
-            raise QueryFailed(f"function {t.this.sql(dialect='postgres')} does not exist in the catalogue")
+            raise _not_allowed(t.this.sql(dialect="postgres"))
         t.set("db", None)
         return t
     schema, name = t.db.lower(), t.name

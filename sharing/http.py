@@ -30,6 +30,8 @@ from sharing.users import User
 
 ARROW = MEDIA_TYPES["arrow"]
 PARQUET = MEDIA_TYPES["parquet"]
+QUERY_PATH = "/api/v1/query"
+"""The governed query's route: the engine itself refuses a frozen user there (and audits it)."""
 ACCEPTED = (("text/csv", "csv"), (ARROW, "arrow"), (PARQUET, "parquet"), ("application/x-parquet", "parquet"))
 """Accept header media types and the format each asks for (anything else: JSON)."""
 
@@ -91,8 +93,13 @@ def create_app(engine: GovernedEngine, guard: SignInGuard | None = None) -> Fast
             raise HTTPException(status_code=401, detail="a valid department bearer token is required",
                                 headers={"WWW-Authenticate": "Bearer"})
         route = request.scope.get("route")  # the role's rights (sharing.roles): refused by default
-        refusal = roles.check(user.role, user.department, request.method, getattr(route, "path", request.url.path),
-                              request.path_params)
+        path = getattr(route, "path", request.url.path)
+        # A freeze (sharing.security.freeze) revokes the tokens the user held then, not one issued during it (a
+        # user added to a frozen department, a token rotated before the unfreeze): every route but the query's
+        # (the engine refuses that one under the stamp it reads) checks the freezes, cached per catalog stamp.
+        if path != QUERY_PATH and (frozen := engine.freezes().stopping(user.name, user.department)) is not None:
+            raise HTTPException(status_code=403, detail=str(frozen.refusal(user.name)))
+        refusal = roles.check(user.role, user.department, request.method, path, request.path_params)
         if refusal is not None:
             raise HTTPException(status_code=403, detail=refusal.reason)
         return user
@@ -113,7 +120,7 @@ def create_app(engine: GovernedEngine, guard: SignInGuard | None = None) -> Fast
                         "row_filtered": bool(acc.row_filters)})
         return out
 
-    @app.post("/api/v1/query", response_model=QueryOut,
+    @app.post(QUERY_PATH, response_model=QueryOut,
               responses={403: {"model": Refusal}, 400: {"model": Refusal}, 413: {"model": Refusal},
                          429: {"model": Refusal}},
               summary="run one governed SELECT; every row is answered, streamed as JSON, CSV, Arrow IPC or "
