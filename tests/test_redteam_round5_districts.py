@@ -274,3 +274,64 @@ def test_a_neighbouring_streets_dispute_is_not_shown_to_a_street_user(settings):
         assert seen("district") == seen("city") == {"e1", "e2"}
     finally:
         engine.close()
+
+
+@pytest.mark.slow  # a load, a webhook delivery, the HTTP API in process (~12 s)
+def test_a_webhook_link_stops_when_the_subscribers_policy_changes(settings):
+    """A link works for its hours (24 by default, as long as link_hours says). 望月湖's clerk moved to 岳麓街道
+    (its organisation changed) still fetched 望月湖's rows with the old link, and after the owner narrowed the
+    grant (revoked, granted again without the column n) the old delivery still served n: only a revocation
+    with no grant left, or a freeze, stopped it. Now the link serves the rows only under the policy they were
+    cut under."""
+    from fastapi.testclient import TestClient
+
+    from lakehouse.lake import CATALOG, OPS
+    from sharing.engine import GovernedEngine
+    from sharing.grants import revoke_grant
+    from sharing.http import create_app
+
+    registry, tokens = _street_city(settings)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with Lake(settings.lake) as lake:
+            sub = store.add(lake, registry, department="tax", user="tax_moon", dataset="places", target_kind="webhook",
+                            target={"url": f"http://127.0.0.1:{server.server_port}/hook", "api_url": "http://api.test",
+                                    "link_hours": 720}, mode="snapshot")
+        _Hook.got.clear()
+        assert deliver(settings, registry, sub, backoff=0.05).status == "delivered"
+    finally:
+        server.shutdown()
+    path = _Hook.got[-1]["link"].removeprefix("http://api.test")
+
+    def move(code: str) -> None:
+        with Lake(settings.lake) as lake:
+            lake.write("move tax_moon", f"UPDATE {CATALOG}.{OPS}.users SET organisation = ? WHERE user_name = ?",
+                       [code, "tax_moon"])
+
+    engine = GovernedEngine(settings, registry, persistent=True)
+    try:
+        client = TestClient(create_app(engine))
+
+        def fetch():
+            answer = client.get(path, headers={"Authorization": f"Bearer {tokens['moon']}"})
+            return answer.status_code, answer.text
+
+        status, text = fetch()
+        assert status == 200 and {r["id"] for r in csv.DictReader(io.StringIO(text))} == {"e1", "e4"}
+        move("430104002")
+        assert {r[0] for r in engine.query("tax", "SELECT id FROM shared.places", user="tax_moon").rows} == {"e2"}
+        status, text = fetch()
+        assert status == 403 and "changed since this delivery" in text, text  # was 200: e1 and e4
+        move("430104001")
+        assert fetch()[0] == 200  # the same policy again: the rows it may read anyway
+        with Lake(settings.lake) as lake:
+            [grant] = [g for (g,) in lake.con.execute(
+                f"SELECT grant_id FROM {CATALOG}.{OPS}.grants WHERE department = 'tax' AND revoked_at IS NULL").fetchall()]
+            revoke_grant(lake, grant)
+            add_grant(lake, registry, "tax", "places", columns=["id", "division"], scope="jurisdiction")
+        assert engine.query("tax", "SELECT * FROM shared.places", user="tax_moon").columns == ["id", "division"]
+        status, text = fetch()
+        assert status == 403, text  # was 200 with the column n, no longer granted
+    finally:
+        engine.close()

@@ -6,7 +6,9 @@ HMAC-SHA256 of the delivery id and the expiry under a key kept outside the home 
 link cannot be forged, extended or pointed at another delivery. The link is fetched with a token of the
 subscriber, or of a user of its department whose jurisdiction contains the subscriber's (deny by default: a link
 that leaks is not enough, even to a neighbouring street's user of the same department), and answers only while the
-subscription is active and may be delivered (a grant revoked or a freeze since stops it at once).
+subscription is active and may be delivered (a grant revoked or a freeze since stops it at once), and the
+subscriber's policy is the one the rows were cut under (a grant narrowed, or the user moved to another
+organisation, stops it too).
 """
 
 from __future__ import annotations
@@ -99,6 +101,19 @@ def _covers(lake, registry, fetcher: str, subscriber: str) -> bool:
     return mine != NOTHING and theirs is not None and theirs != NOTHING and theirs.startswith(mine)
 
 
+def _same_policy(lake, registry, sub, path: Path) -> bool:
+    """Whether the delivery at ``path`` was cut under the subscriber's policy of now (deny by default: a
+    delivery whose policy is not known is not served)."""
+    from sharing.subscriptions.deliver import policy_fingerprint
+    from sharing.subscriptions.targets import policy_of
+
+    try:
+        held = policy_of(path).read_text().strip()
+    except OSError:
+        return False
+    return hmac.compare_digest(held, policy_fingerprint(lake, registry, sub))
+
+
 def add_routes(app: FastAPI, engine: GovernedEngine, current_user) -> None:
     """``GET /api/v1/deliveries?delivery=&expires=&signature=``: a webhook delivery's rows as CSV, for its
     valid link and a user of the subscribing department (the link alone is not enough: deny by default)."""
@@ -130,6 +145,10 @@ def add_routes(app: FastAPI, engine: GovernedEngine, current_user) -> None:
                 return refused(404, "no such delivery")
             reason = "the subscription was cancelled" if sub.cancelled_at is not None else \
                 refusal(lake, engine.registry, sub)
+            if reason is None and not _same_policy(lake, engine.registry, sub, outbox_path(settings, delivery)):
+                reason = ("what the subscriber may see changed since this delivery (its grant, its organisation or "
+                          "the dataset's version): its rows are no longer served; the next delivery sends the "
+                          "current view")
         if reason is not None:
             return refused(403, reason)
         path = outbox_path(settings, delivery)

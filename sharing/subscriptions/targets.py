@@ -450,6 +450,7 @@ class WebhookTarget:
         for old in keep.parent.glob(f"{sub.subscription_id}-*.csv"):
             if old != keep and old.stat().st_mtime < limit:
                 old.unlink(missing_ok=True)
+                policy_of(old).unlink(missing_ok=True)
 
     def mark(self, sub: Subscription) -> Mark | None:
         try:
@@ -469,6 +470,9 @@ class WebhookTarget:
         temp = path.with_name(f".{path.name}.tmp")
         write_table(change.with_change_column(), temp, "csv")
         os.chmod(temp, 0o600)
+        # the policy the rows were cut under: the link serves them only while the subscriber's policy is the same
+        # (sharing.subscriptions.links), so a grant narrowed or a user moved to another street stops it at once
+        policy_of(path).write_text(str(mark.policy))
         os.replace(temp, path)
         self._expire(sub, path)
         link, expires = signed_link(self.settings, self.api, mark.delivery_id, dt.timedelta(hours=self.hours))
@@ -491,6 +495,11 @@ class WebhookTarget:
                                     f"{answer.text[:200]}")
         self._state(sub).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         _write_json(self._state(sub), asdict(mark))
+
+
+def policy_of(outbox: Path) -> Path:
+    """The file beside a webhook delivery's rows holding the policy fingerprint they were cut under."""
+    return outbox.with_suffix(".policy")
 
 
 def target_for(kind: str, settings: dict, environ: Mapping[str, str] | None = None,
