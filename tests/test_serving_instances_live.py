@@ -154,6 +154,15 @@ def test_two_instances_act_as_one(two):
                            ("tax_wang", "failed", "portal")], signins
     assert signins[3:] == [("tax_wang", "refused", "portal")] * 2 + [("tax_wang", "refused", "postgres-wire")] * 2, signins
     assert not (root / "a" / "audit" / "audit.log").exists() and not (root / "b" / "audit" / "audit.log").exists()
+    # the usage KPIs' copy (metrics, the Airflow task: a log built without the settings) reads the same chain
+    from sharing.audit import sync_to_lake
+
+    settings = Settings.from_env(env)
+    with Lake(settings.lake) as lake:
+        assert sync_to_lake(lake, AuditLog(settings.home / "audit")) == len(entries)
+        assert sync_to_lake(lake, AuditLog(settings.home / "audit")) == 0  # nothing twice
+        copied = lake.con.execute("SELECT seq FROM lake.ops.audit_events ORDER BY seq").fetchall()
+    assert [r[0] for r in copied] == [e["seq"] for e in entries]
     for _, _, env, _ in servers:
         done = subprocess.run([sys.executable, "-m", "onesource.cli", "audit", "verify"], env=env, cwd=REPO_ROOT,
                               capture_output=True, text=True, timeout=120)
