@@ -236,3 +236,27 @@ def test_a_token_issued_while_the_department_is_frozen_opens_no_route_over_http(
         _cli(env, "security", "unfreeze", "--department", "psb", "--reason", "test over", "--by", "op")
     listed = httpx.get(f"{base}/api/v1/requests", headers=steward, timeout=30)  # unfrozen: the token works
     assert listed.status_code == 200 and request_id in {r["request_id"] for r in listed.json()["to_decide"]}
+
+
+# --- alerts: a burst of refusals split by a window's edge -------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="refusal_burst counts refusals per user in fixed windows aligned on the "
+                                       "quarter hour (sharing.security.alerts.evaluate): 18 probes in two minutes "
+                                       "astride :15 are 9 + 9, under the threshold of 10 in each; needs a sliding "
+                                       "window (or windows at two alignments) in the rule")
+@settings(max_examples=10, deadline=None)
+@given(probes=st.integers(min_value=11, max_value=18), spread=st.integers(min_value=30, max_value=110))
+def test_a_burst_of_refusals_astride_a_window_edge_raises_refusal_burst(probes, spread):
+    from onesource.config import SecuritySettings
+    from sharing.security.alerts import Event, evaluate
+
+    rules = SecuritySettings()
+    edge = dt.datetime(2026, 11, 20, 2, 15)  # a quarter hour (UTC), at night in the city
+    half = min(rules.refusal_burst - 1, probes // 2)  # each window's share stays under the threshold
+    times = [edge - dt.timedelta(seconds=spread * (k + 1) / half) for k in range(half)] + \
+            [edge + dt.timedelta(seconds=spread * k / (probes - half)) for k in range(probes - half)]
+    assert probes >= rules.refusal_burst and probes - half < rules.refusal_burst
+    events = [Event(seq, at, "thief", "tax", "refused", reason="table shared.people does not exist or is not granted")
+              for seq, at in enumerate(sorted(times), start=1)]
+    found = evaluate(events, frozenset(), rules, edge + dt.timedelta(minutes=20), departments={"thief": "tax"})
+    assert any(a.kind == "refusal_burst" and a.user == "thief" for a in found), found
