@@ -236,6 +236,22 @@ class SignInStore:
     def __init__(self, dsn: str):
         self._db = _Database(dsn, self.DDL)
 
+    @contextlib.contextmanager
+    def turn(self, user: str) -> Iterator[None]:
+        """The user name's turn across every server: an advisory lock on a connection of its own, held while
+        the password is checked and the outcome recorded (ended with the connection, also by a crash)."""
+        import psycopg
+
+        try:
+            conn = psycopg.connect(self._db.dsn, autocommit=True, connect_timeout=10)
+        except Exception as exc:
+            raise SharedStateError(f"cannot reach the catalog database for sign-in throttling: {exc}") from exc
+        try:
+            conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", ("onesource signin " + user,))
+            yield
+        finally:
+            conn.close()
+
     def locked(self, keys: list[tuple[str, str]]) -> tuple[tuple[str, str], float] | None:
         """The first of ``keys`` locked now and the seconds left; locks served are dropped with their failures."""
         with self._db.conn() as c, c.transaction():

@@ -67,13 +67,14 @@ class SignInGuard:
     def attempt(self, user: str, address: str, channel: str = "") -> Iterator[None]:
         """Hold the user name's turn while its password is checked and the outcome recorded: concurrent
         attempts (several connections opened ahead, parallel form posts) are taken one at a time, each
-        after the check, so N connections never buy N guesses past the lockout."""
+        after the check, so N connections never buy N guesses past the lockout; with a shared store, one at a
+        time over every server."""
         with self._lock:
             turn = self._attempts.setdefault(user, threading.Lock())
             if len(self._attempts) > 10_000:  # bounded: idle names' turns are dropped
                 for name in [n for n, t in self._attempts.items() if n != user and not t.locked()][:5_000]:
                     del self._attempts[name]
-        with turn:
+        with turn, self.store.turn(user) if self.store is not None else contextlib.nullcontext():
             self.check(user, address, channel)
             yield
 

@@ -269,3 +269,32 @@ def test_a_server_s_concurrent_appends_are_written_together_and_stay_one_chain(t
     finally:
         for log in logs:
             log.close()
+
+
+def test_concurrent_attempts_on_two_servers_never_buy_guesses_past_the_lockout(db):
+    """Six wrong passwords for one name at once, three through each of two servers, each taking 0.2 s to
+    check: the name's turn is taken one at a time over both, so exactly three are checked and fail, and the
+    other three are refused by the lockout unchecked."""
+    import threading
+    import time
+
+    rules = SignInSettings(max_failures=3, max_failures_per_address=100, window_minutes=1, lockout_minutes=1,
+                           delay_seconds=0)
+    guards = [SignInGuard(rules, sleep=lambda s: None, store=SignInStore(db)) for _ in range(2)]
+    outcomes: list[str] = []
+
+    def guess(guard: SignInGuard, n: int) -> None:
+        try:
+            with guard.attempt("li", f"10.0.0.{n}", "portal"):
+                time.sleep(0.2)  # the password's check (scrypt)
+                guard.failed("li", f"10.0.0.{n}", "portal")
+                outcomes.append("checked")
+        except LockedOut:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=guess, args=(guards[n % 2], n)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["checked"] * 3 + ["refused"] * 3
