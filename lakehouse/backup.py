@@ -206,7 +206,18 @@ def backup(settings: Settings, dest: Path, *, log=lambda text: None) -> Report:
         add(CATALOG, *_hash(work / CATALOG))
         report.snapshot = _snapshot(work / CATALOG)
         log(f"catalog: snapshot {report.snapshot}")
-        # 2. the audit anchor, then the log (so the log copy holds every entry the anchor records)
+        # 2. the audit anchor, then the log (so the log copy holds every entry the anchor records). The audit
+        #    key (outside the home) is copied before the log and its keyring after it: a rotation meanwhile
+        #    (keyring, then the entry naming the new key, then the key file) leaves the copy either wholly before
+        #    it or with its entry and both keys; _settle_key then installs the key the entry names, as the next
+        #    append would. (Copied log first, key last, the restored log ended before the rotation with the new
+        #    key in place: it did not verify, and the next append broke the chain for good.)
+        from sharing.audit import keyring_file
+
+        key = settings.audit_key_file
+        if key.exists():
+            add(KEY, *_copy(key, work / KEY))
+            report.key = str(key)
         anchor = catalog.with_name(catalog.stem + ".audit-anchor.sqlite")
         if anchor.exists() and anchor.stat().st_size:
             _sqlite_copy(anchor, work / ANCHOR)
@@ -217,6 +228,10 @@ def backup(settings: Settings, dest: Path, *, log=lambda text: None) -> Report:
                 add(rel, *_copy_log(path, work / rel))
             else:
                 add(rel, *_copy(path, work / rel))
+        if keyring_file(key).exists():  # after a rotation: without it the entries before cannot be checked
+            add(KEYRING, *_copy(keyring_file(key), work / KEYRING))
+        if report.key and (work / "audit" / "audit.log").exists():
+            _settle_key(work, add)
         # 3. the data files the copied catalog references (every snapshot it keeps), each whole: a file written
         #    after the catalog was copied is not in it (it would be an orphan of the restored lake)
         missing = []
@@ -254,16 +269,8 @@ def backup(settings: Settings, dest: Path, *, log=lambda text: None) -> Report:
                         add(rel, *_copy(path, work / rel), mode=stat.S_IMODE(path.stat().st_mode))
                 except FileNotFoundError:
                     continue
-        # 5. the audit key, which lives outside the home
-        key = settings.audit_key_file
-        if key.exists():
-            add(KEY, *_copy(key, work / KEY))
-            report.key = str(key)
-        from sharing.audit import keyring_file
-
-        if keyring_file(key).exists():  # after a rotation: without it the entries before cannot be checked
-            add(KEYRING, *_copy(keyring_file(key), work / KEYRING))
-        elif "audit/audit.log" in files:
+        # 5. the audit key, which lives outside the home: copied with the log (step 2)
+        if not report.key and "audit/audit.log" in files:
             report.notes.append(f"the audit key {key} does not exist: the backed-up audit log cannot be verified")
         manifest = {"format": FORMAT, "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                     "host": socket.gethostname(), "home": str(home), "snapshot_id": report.snapshot,
@@ -284,6 +291,29 @@ def backup(settings: Settings, dest: Path, *, log=lambda text: None) -> Report:
     report.bytes = sum(f["bytes"] for f in files.values())
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _settle_key(work: Path, add) -> None:
+    """The copied key is the one the copied log's last rotation names (a rotation that ran while the log was
+    copied): else that key, from the copied keyring, replaces it, as the next append would do
+    (sharing.audit.AuditLog._follow). Without a rotation in the log, or with the key already right, nothing."""
+    from sharing.audit import ROTATION, fingerprint, read_key, read_keyring
+
+    wanted = None
+    with open(work / "audit" / "audit.log", "rb") as fh:
+        for line in fh:
+            if ROTATION.encode() in line:  # cheap test first; the entry itself says
+                entry = json.loads(line)
+                if entry.get("action") == ROTATION:
+                    wanted = entry.get("next_key")
+    have = read_key(work / KEY)
+    if wanted is None or have is None or fingerprint(have) == wanted:
+        return
+    ring = read_keyring((work / KEYRING).with_suffix(""))  # the file whose keyring is KEYRING; {} if none
+    if wanted in ring:  # (not there: the restored log says so when verified; nothing to guess)
+        (work / KEY).write_text(ring[wanted].hex() + "\n")  # the format sharing.audit writes
+        os.chmod(work / KEY, 0o600)
+        add(KEY, *_hash(work / KEY))
 
 
 def _copy_log(src: Path, dst: Path) -> tuple[str, int]:

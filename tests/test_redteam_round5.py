@@ -260,3 +260,53 @@ def test_a_burst_of_refusals_astride_a_window_edge_raises_refusal_burst(probes, 
               for seq, at in enumerate(sorted(times), start=1)]
     found = evaluate(events, frozenset(), rules, edge + dt.timedelta(minutes=20), departments={"thief": "tax"})
     assert any(a.kind == "refusal_burst" and a.user == "thief" for a in found), found
+
+
+# --- keys: a backup taken while the audit key rotates -----------------------------------------------------------
+
+@pytest.mark.parametrize("when", ["after the log is copied", "before the log is copied"])
+def test_a_backup_taken_while_the_audit_key_rotates_restores_a_log_that_verifies_and_goes_on(
+        tiny, tmp_path, monkeypatch, when):
+    """The backup copied the audit log early and the key last: a rotation in between (another operator's
+    `security rotate-keys`) gave a backup whose log ended before the rotation with the new key beside it. The
+    restored log did not verify, and its next append, signed with that key and no rotation entry, broke the
+    chain for good ("entry edited"). Now the key is copied before the log and the keyring after it, and a
+    rotation the copied log holds has its key installed in the copy."""
+    from lakehouse import backup as backup_module
+    from lakehouse.backup import backup, restore
+    from onesource.config import Settings
+    from sharing.audit import AuditLog, verify
+    from tests.helpers import drop, load
+    from tests.test_ingest_files import csv_text
+
+    drop(tiny, "amr/firms/a.csv", csv_text())
+    assert [r.status for r in load(tiny)] == ["published"]
+    log = AuditLog.of(tiny)
+    log.append(kind="test", n=1)
+    log.close()
+    copy_log = backup_module._copy_log
+
+    def rotating(src, dst):  # the real rotation, by another AuditLog (another operator), at that moment
+        def rotate():
+            other = AuditLog.of(tiny)
+            other.rotate_key(kind="security", user="op", decision="admin", reason="drill")
+            other.append(kind="test", n=2)  # signed with the new key
+            other.close()
+
+        if when == "before the log is copied":
+            rotate()
+        copied = copy_log(src, dst)
+        if when == "after the log is copied":
+            rotate()
+        return copied
+
+    monkeypatch.setattr(backup_module, "_copy_log", rotating)
+    backup(tiny, tmp_path / "bk")
+    other = Settings(home=tmp_path / "restored" / "home")
+    report = restore(tmp_path / "bk", other)
+    assert any(note.startswith("audit log verified") for note in report.notes), report.notes
+    restored = AuditLog.of(other)
+    restored.append(kind="test", n=3)  # the restored platform goes on appending
+    restored.close()
+    verdict = verify(AuditLog.of(other))
+    assert verdict.ok, verdict
