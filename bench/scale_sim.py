@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
 import tempfile
 import time
@@ -78,6 +79,11 @@ def _psql(dbname: str):
     import psycopg
 
     return psycopg.connect(f"{SERVER} dbname={dbname}", autocommit=True)
+
+
+def drop_database() -> None:
+    with _psql("postgres") as pg:
+        pg.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
 
 
 def _fresh_database() -> None:
@@ -315,7 +321,10 @@ def step(plan: Plan, fraction: float, runs: int, log=print) -> dict[str, object]
     log(f"    built in {sum(build.values()):.0f} s ({build})")
     size = catalog_size()
     log(f"    catalog {size['database_bytes'] / 2**30:.2f} GiB ({', '.join(f'{k} {v / 2**20:.0f} MiB' for k, v in size.items() if k != 'database_bytes')})")
-    figures = measure(plan, fraction, data_path, runs, last_id, template, log)
+    try:
+        figures = measure(plan, fraction, data_path, runs, last_id, template, log)
+    finally:
+        shutil.rmtree(data_path, ignore_errors=True)  # the template table's one real file
     log(f"    {json.dumps(figures)}")
     return {"fraction": fraction, "counts": c, "build_s": build, "size": size, "queries": figures,
             "load": _load()}
@@ -323,16 +332,20 @@ def step(plan: Plan, fraction: float, runs: int, log=print) -> dict[str, object]
 
 def _load() -> str:
     try:
-        return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
+        return ", ".join(Path("/proc/loadavg").read_text().split(" ", 3)[:3])
     except OSError:
         return "?"
 
 
-def run(steps: list[float], runs: int = 3, log=print, plan: Plan | None = None) -> dict:
+def run(steps: list[float], runs: int = 3, log=print, plan: Plan | None = None, indexes: bool = True) -> dict:
+    """Each step on a fresh database; ``indexes``: then the largest step again with :data:`INDEXES`."""
     plan = plan or Plan()
     log(f"  plan: {json.dumps(asdict(plan))}; full lake: {plan.live_files:,} live files, {plan.counts(1.0)}")
     results = [step(plan, f, runs, log) for f in steps]
-    return {"scale_sim": {"plan": asdict(plan), "steps": results}}
+    out = {"plan": asdict(plan), "steps": results}
+    if indexes:
+        out["indexed"] = {"fraction": steps[-1], **with_indexes(plan, steps[-1], runs, log)}
+    return {"scale_sim": out}
 
 
 def figures(result: dict, path: Path) -> dict[str, dict]:
@@ -350,17 +363,103 @@ def figures(result: dict, path: Path) -> dict[str, dict]:
     return out
 
 
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS onesource_data_file_table ON ducklake_data_file (table_id, begin_snapshot)",
+    "CREATE INDEX IF NOT EXISTS onesource_file_column_stats_file ON ducklake_file_column_stats (data_file_id)",
+    "CREATE INDEX IF NOT EXISTS onesource_file_column_stats_table ON ducklake_file_column_stats (table_id, column_id)",
+)
+"""What DuckLake does not create on a PostgreSQL catalog (it makes primary keys only) and a catalog past a
+few hundred thousand files needs: a table's files, a file's statistics, a table's statistics by column."""
+
+
+def with_indexes(plan: Plan, fraction: float, runs: int = 3, log=print) -> dict[str, object]:
+    """On the catalog a step left (after its expiry), add :data:`INDEXES` and time again a table's file list,
+    the pruned scan and one more expiry of the same span (the next ``expired_days`` of snapshots)."""
+    c = plan.counts(fraction)
+    build = {}
+    with _psql(DATABASE) as pg:
+        for sql in INDEXES:
+            t0 = time.perf_counter()
+            pg.execute(sql)
+            build[sql.split()[5]] = round(time.perf_counter() - t0, 2)
+        pg.execute("ANALYZE")
+        tid = pg.execute("SELECT min(table_id) FROM ducklake_table").fetchone()[0]
+        back = pg.execute("SELECT max(snapshot_id) FROM ducklake_snapshot").fetchone()[0] - \
+            (plan.retention_days // 2) * c["tables"]
+        some_file = pg.execute("SELECT min(data_file_id) FROM ducklake_data_file WHERE table_id = %s AND "
+                               "end_snapshot IS NULL", [tid + c["tables"] // 2]).fetchone()[0]
+    mid_table, mid_schema = f"t{(c['tables'] // 2):05d}", f"d{((c['tables'] // 2) % plan.departments):02d}"
+    con = _connect()
+    _attach(con, tempfile.gettempdir(), read_only=True)
+    pruned = f"SELECT count(*) FROM lake.{mid_schema}.{mid_table} WHERE c00 = {some_file * 1000 + 500}"
+    figures: dict[str, object] = {"index_build_s": build}
+    figures["table_file_list_s"] = _timed(lambda: con.execute(
+        f"SELECT count(*) FROM ducklake_list_files('lake', '{mid_table}', schema => '{mid_schema}')").fetchall(), runs)
+    figures["pruned_scan_s"] = _timed(lambda: con.execute(pruned).fetchall(), runs)
+    figures["time_travel_pruned_scan_s"] = _timed(lambda: con.execute(
+        pruned.replace(" WHERE", f" AT (VERSION => {back}) WHERE")).fetchall(), runs)
+    con.close()
+    con = _connect()
+    _attach(con, tempfile.gettempdir())
+    t0 = time.perf_counter()
+    expired = con.execute("CALL ducklake_expire_snapshots('lake', older_than => now() - INTERVAL "
+                          f"{plan.retention_days - plan.expired_days} DAYS)").fetchall()
+    figures["expire_s"] = round(time.perf_counter() - t0, 4)
+    figures["expired_snapshots"] = len(expired)
+    con.close()
+    figures["size"] = catalog_size()
+    log(f"    with indexes: {json.dumps(figures)}")
+    return figures
+
+
+ROWS = (("catalog size (PostgreSQL database)", lambda s: f"{s['size']['database_bytes'] / 2**30:.2f} GiB"),
+        ("build (INSERT ... SELECT)", lambda s: f"{sum(s['build_s'].values()):.0f} s"),
+        ("ATTACH", lambda s: f"{s['queries']['attach_s']:.2f} s"),
+        ("first query of a process (table listing)", lambda s: f"{s['queries']['first_table_listing_s']:.2f} s"))
+QUERIES = (("table listing, warm", "table_listing_s"), ("current snapshot", "current_snapshot_s"),
+           ("snapshot by time (ducklake_snapshots)", "snapshot_list_s"), ("a table's file list", "table_file_list_s"),
+           ("its file list 45 days back", "time_travel_file_list_s"), ("filtered scan, pruned per file", "pruned_scan_s"),
+           ("the same 45 days back", "time_travel_pruned_scan_s"), ("expire snapshots (dry run)", "expire_dry_run_s"),
+           ("expire snapshots", "expire_s"), ("clean-up of old files (dry run)", "cleanup_dry_run_s"))
+
+
+def markdown(result: dict) -> str:
+    """The steps side by side, as docs/scale.md shows them (medians; one run for maintenance)."""
+    steps = result["scale_sim"]["steps"]
+    def cell(v):
+        return f"{(v['median'] if isinstance(v, dict) else v):.3f} s"
+    lines = ["| | " + " | ".join(f"{s['fraction'] * 100:g}%: {s['counts']['tables']:,} tables, "
+                                 f"{s['counts']['data_files']:,} files" for s in steps) + " |",
+             "| --- |" + " --- |" * len(steps)]
+    lines += [f"| {label} | " + " | ".join(fn(s) for s in steps) + " |" for label, fn in ROWS]
+    lines += [f"| {label} | " + " | ".join(cell(s["queries"][key]) for s in steps) + " |" for label, key in QUERIES]
+    if "indexed" in result["scale_sim"]:
+        ix = result["scale_sim"]["indexed"]
+        lines.append(f"| with INDEXES, at {ix['fraction'] * 100:g}%: file list / pruned scan / 45 days back / expire | "
+                     + " | ".join("" for _ in steps[:-1]) + ("| " if len(steps) > 1 else "")
+                     + " / ".join(cell(ix[k]) for k in ("table_file_list_s", "pruned_scan_s", "time_travel_pruned_scan_s",
+                                                         "expire_s")) + " |")
+    lines.append("| host load (1, 5, 15 min) | " + " | ".join(str(s["load"]) for s in steps) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--steps", default="0.01,0.03,0.1", help="fractions of the 5 PB lake, in order")
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--indexes-only", type=float, default=None,
+                   help="only add the indexes to the catalog a step of this fraction left, and time again")
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = p.parse_args()
+    if args.indexes_only:
+        print(json.dumps(with_indexes(Plan(), args.indexes_only, args.runs), indent=1))
+        return
     out = run([float(s) for s in args.steps.split(",")], args.runs)
     text = json.dumps(out, indent=1, default=str)
     if args.out:
         args.out.write_text(text)
     print(text)
+    print(markdown(out))
 
 
 if __name__ == "__main__":
