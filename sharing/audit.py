@@ -624,8 +624,9 @@ class AuditLog:
         mark, self._store_mark = self._store_mark, None
         for attempt in range(200):
             if mark is not None and attempt == 0:
+                # this process's key: a rotation since put its entry at mark + 1, so this insert fails and the
+                # tail (read next) names the key to follow
                 seq, prev = mark
-                self._follow(None)  # the key file replaced by a rotation elsewhere: read it again
             else:
                 line = store.last()
                 last = json.loads(line) if line is not None else None
