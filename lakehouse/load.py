@@ -435,10 +435,12 @@ def _load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registr
         return _quarantine(settings, lake, ds, registry, ex, load_id, started, staged, "standardize", str(exc),
                            {"problems": problems, "problem_count": exc.total})
     context = gather(lake, ds, registry, keys)
+    seconds["references"] = round(time.perf_counter() - clock, 4)  # part of "validate", as gx_context is
     report = validate_batch(ds, registry, staged, context, docs_root=settings.gx_project_root,
                             run_name=load_id)
     shutil.rmtree(keys, ignore_errors=True)  # the authorities' keys: not a moment longer than needed
     lap("validate")
+    seconds.update(report.seconds)
     if problem := landed.problem():
         return _landed_changed(settings, lake, ds, registry, ex, load_id, started, problem)
     lap("recheck")
@@ -535,14 +537,18 @@ def _run_dataset(settings: Settings, registry: Registry, name: str, environ: Map
                     gone.load_id, gone.age)
     if prefetch := getattr(connector, "prefetch", None):
         prefetch(ds)  # e.g. hash new files on a thread while the lake opens
+    fixed, clock = {}, time.perf_counter()  # the load's fixed costs, for its breakdown (bench/cityday.py)
     with Lake(settings.lake) as lake:
+        fixed["lake_open"], clock = round(time.perf_counter() - clock, 4), time.perf_counter()
         try:
             apply_versions(lake, registry)  # every schema change is a version, compatible or refused
         except IncompatibleChangeError as exc:
             return [_failed(lake, ds, registry, "registry", str(exc))]
+        fixed["versions"], clock = round(time.perf_counter() - clock, 4), time.perf_counter()
         if refusal := _encryption_refusal(lake, ds, registry):
             return [_failed(lake, ds, registry, "registry", refusal)]
         state = source_state(lake, ds, registry.version)
+        fixed["ledger"] = round(time.perf_counter() - clock, 4)
         started, clock = _now(), time.perf_counter()
         try:
             extracts = connector.extract(ds, state)
@@ -558,4 +564,6 @@ def _run_dataset(settings: Settings, registry: Registry, name: str, environ: Map
         results = [load_extract(settings, lake, ds, registry, ex) for ex in extracts]
         for r in results:
             r.seconds.setdefault("extract", extract_seconds / len(results))
+            for k, v in fixed.items():
+                r.seconds.setdefault(k, v)
         return results

@@ -62,6 +62,9 @@ class QualityReport:
     marks: Any = field(default=None, compare=False, repr=False)
     """Every failing row with every check it failed, blocking and warning (quality.marks): a pyarrow
     table of ``_row`` (1-based) and ``_reasons``, or None when no row-level check failed."""
+    seconds: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
+    """Where the validation's time went: ``gx_context`` (waiting for GX's import and context, set up on
+    :func:`prepare`'s thread) and ``gx_setup`` (that set-up's own time), for the load's breakdown."""
 
     @property
     def row_reasons(self) -> dict[int, tuple[str, ...]]:
@@ -104,6 +107,9 @@ def _quiet(context) -> None:
 @functools.lru_cache(maxsize=1)
 def _ephemeral_context():
     """One in-memory GX context per process: importing and setting up GX costs seconds."""
+    from quality import gximport
+
+    gximport.defer()  # GX's imports for checks never run here: a third of its import (quality.gximport)
     import great_expectations as gx
 
     import quality.expectations  # noqa: F401 - registers the custom expectations
@@ -151,12 +157,22 @@ def _ready(docs_root: Path | None):
         return context
 
 
+_SETUP: dict[str, float] = {}
+"""How long this process's GX set-up took on :func:`prepare`'s thread (import, contexts, datasource)."""
+
+
+def _timed_ready(docs_root: Path | None) -> None:
+    started = time.perf_counter()
+    _ready(docs_root)
+    _SETUP.setdefault("gx_setup", round(time.perf_counter() - started, 4))
+
+
 def prepare(docs_root: Path | None = None) -> None:
     """Set GX up on a background thread: importing it, its contexts and the datasource's SQL engine
     cost a fresh process 0.2 s (seconds with the import, as in a new Airflow task), which a load's
     standardize stage (DuckDB, which releases the GIL) now hides. The next validation waits for it."""
     # not a daemon: on a fresh home it writes GX's project config, which must not be cut off at exit
-    threading.Thread(target=_ready, args=(docs_root,), name="onesource-gx-setup", daemon=False).start()
+    threading.Thread(target=_timed_ready, args=(docs_root,), name="onesource-gx-setup", daemon=False).start()
 
 
 DOCS_KEEP = 30
@@ -276,12 +292,17 @@ def validate_batch(dataset: Dataset, registry: Registry, batch_path: Path, conte
     results persist; :func:`build_data_docs` renders them
     (``<docs_root>/gx/uncommitted/data_docs/local_site/index.html``).
     """
+    waited = time.perf_counter()
     with _setting_up:
         _ephemeral_context()  # GX suites need an active context before expectations are added
+    waited = time.perf_counter() - waited
     with _one_at_a_time:
         fastpath.forget()  # the check-digit fast path holds one batch's failing values, never longer
         try:
-            return _validate(dataset, registry, batch_path, context, sample, docs_root, run_name)
+            report = _validate(dataset, registry, batch_path, context, sample, docs_root, run_name)
+            report.seconds["gx_context"] = round(report.seconds.get("gx_context", 0.0) + waited, 4)
+            report.seconds.update(_SETUP)
+            return report
         finally:
             fastpath.forget()
 
@@ -305,7 +326,9 @@ def _validate(dataset: Dataset, registry: Registry, batch_path: Path, context: S
     # first pass asks only pass/fail, for the whole suite (and stores it for Data Docs); the second asks for
     # counts, samples and every failing row, but only of the expectations that failed.
     verdict = {"result_format": "BOOLEAN_ONLY"}
+    waited = time.perf_counter()
     context = _ready(docs_root)
+    waited = time.perf_counter() - waited
     if docs_root is not None:
         with _docs_lock(docs_root):
             _prune_results(docs_root, suite.name, DOCS_KEEP - 1)  # the run below adds one
@@ -329,7 +352,8 @@ def _validate(dataset: Dataset, registry: Registry, batch_path: Path, context: S
             checks.append(CheckResult(check=spec.check, expectation=spec.expectation, column=spec.column,
                                       blocking=spec.blocking, success=True, skipped=spec.skipped))
     return QualityReport(dataset=dataset.name, rows=_row_count(batch_path), results=tuple(checks),
-                         suite_version=suite_version(specs), marks=found.table if found.counts else None)
+                         suite_version=suite_version(specs), marks=found.table if found.counts else None,
+                         seconds={"gx_context": round(waited, 4)})
 
 
 def _label(meta: dict, expectation: str) -> str:
