@@ -101,6 +101,24 @@ def authorise(request: Request, user: User) -> None:
         allowed=", ".join(t[f"role_{r}"] for r in allowed)))
 
 
+def outside_reach(lake: Lake, registry, operator: str, organisation: str | None) -> str | None:
+    """Why ``operator`` may not administer a user of ``organisation`` (None: it may). An operator of the whole
+    city administers anyone; one of a district or street only users of organisations under its own: never a
+    user of the whole city or of a neighbour's organisation, whose sign-in would read rows it cannot."""
+    from sharing.grants import NOTHING, jurisdiction
+
+    mine = users.organisation_of(lake.con, operator)
+    reach = jurisdiction(registry, mine)
+    if reach is None:
+        return None
+    theirs = jurisdiction(registry, organisation) if organisation else None
+    if reach != NOTHING and theirs not in (None, NOTHING) and theirs.startswith(reach):
+        return None
+    return (f"{operator} administers users of its organisation {mine} and the organisations under it, not "
+            f"{'the whole city' if not organisation else 'organisation ' + organisation}; an operator of the city "
+            "does that")
+
+
 def register(app: FastAPI, site: Site) -> None:
     engine = site.engine
 
@@ -138,6 +156,9 @@ def register(app: FastAPI, site: Site) -> None:
         name = name.strip()
         try:
             with Lake(engine.settings.lake) as lake:
+                refused = outside_reach(lake, engine.registry, user.name, organisation.strip() or None)
+                if refused:
+                    raise users.UserError(refused)
                 password, token = users.add_user(lake, [d.code for d in engine.registry.departments], name,
                                                  department, role, by=user.name, by_department=user.department,
                                                  audit=engine.audit, organisation=organisation.strip() or None,
@@ -157,6 +178,9 @@ def register(app: FastAPI, site: Site) -> None:
         who = {"by": user.name, "by_department": user.department, "audit": engine.audit}
         try:
             with Lake(engine.settings.lake) as lake:
+                refused = outside_reach(lake, engine.registry, user.name, users.organisation_of(lake.con, name))
+                if refused:
+                    raise users.UserError(refused)
                 if action == "disable":
                     users.disable_user(lake, name, **who)
                 elif action == "enable":

@@ -335,3 +335,48 @@ def test_a_webhook_link_stops_when_the_subscribers_policy_changes(settings):
         assert status == 403, text  # was 200 with the column n, no longer granted
     finally:
         engine.close()
+
+
+@pytest.mark.slow  # a load, then the portal in process, signing in (~10 s)
+def test_a_street_operator_cannot_make_or_take_over_a_wider_account(settings):
+    """An operator belongs to an organisation like any user. 望月湖's operator on /admin/users added a user of
+    its department with no organisation (the whole city), signed in as it and read every street's rows through
+    the jurisdiction grant; it could also reset the password of the district's user and take it over. Now an
+    operator of a street administers only users of its street (and below); the city's operator anyone."""
+    import html as htmlmod
+
+    from fastapi.testclient import TestClient
+
+    from sharing.engine import GovernedEngine
+    from sharing.http import create_app
+    from tests.test_users_admin import signed_in
+
+    registry, tokens = _street_city(settings)
+    with Lake(settings.lake) as lake:
+        password, _ = create_user(lake, "tax", "tax_moon_op", "operator", organisation="430104001")
+        city_password, _ = create_user(lake, "tax", "tax_city_op", "operator")
+    engine = GovernedEngine(settings, registry, persistent=True)
+    try:
+        app = create_app(engine)
+        op = signed_in(app, {"user": "tax_moon_op", "password": password})
+        wide = op.post("/admin/users", data={"name": "tax_wide", "department": "tax", "role": "analyst"})
+        assert wide.status_code == 400, "the street's operator made a user of the whole city"
+        assert "not the whole city" in htmlmod.unescape(wide.text)
+        other = op.post("/admin/users", data={"name": "tax_other", "department": "tax", "role": "analyst",
+                                              "organisation": "430104002"})
+        assert other.status_code == 400 and "not organisation 430104002" in htmlmod.unescape(other.text)
+        taken = op.post("/admin/users/tax_district/reset-password")
+        assert taken.status_code == 400 and "shown-password" not in taken.text  # the district's account stays
+        own = op.post("/admin/users", data={"name": "tax_moon2", "department": "tax", "role": "analyst",
+                                            "organisation": "430104001"})
+        assert own.status_code == 200 and "shown-password" in own.text
+        new = re.search(r'id="shown-token">([^<]+)<', own.text).group(1)
+        rows = TestClient(app).post("/api/v1/query", json={"sql": "SELECT id FROM shared.places ORDER BY id"},
+                                    headers={"Authorization": f"Bearer {new}"})
+        assert rows.status_code == 200 and [r[0] for r in rows.json()["rows"]] == ["e1", "e4"]
+        city = signed_in(app, {"user": "tax_city_op", "password": city_password})
+        assert city.post("/admin/users", data={"name": "tax_wide", "department": "tax", "role": "analyst"}
+                         ).status_code == 200  # the city's operator: anyone
+        assert city.post("/admin/users/tax_district/reset-password").status_code == 200
+    finally:
+        engine.close()
