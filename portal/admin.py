@@ -101,20 +101,25 @@ def authorise(request: Request, user: User) -> None:
         allowed=", ".join(t[f"role_{r}"] for r in allowed)))
 
 
-def outside_reach(lake: Lake, registry, operator: str, organisation: str | None) -> str | None:
-    """Why ``operator`` may not administer a user of ``organisation`` (None: it may). An operator of the whole
-    city administers anyone; one of a district or street only users of organisations under its own: never a
-    user of the whole city or of a neighbour's organisation, whose sign-in would read rows it cannot."""
+def outside_reach(lake: Lake, registry, operator: User, organisation: str | None,
+                  department: str | None) -> str | None:
+    """Why ``operator`` may not administer a user of ``organisation`` and ``department`` (None: it may). An
+    operator of the whole city administers anyone; one of a district or street only users of its own
+    department and of organisations under its own: never a user of the whole city, of a neighbour's
+    organisation or of another department, whose sign-in would read rows the operator cannot."""
     from sharing.grants import NOTHING, jurisdiction
 
-    mine = users.organisation_of(lake.con, operator)
+    mine = users.organisation_of(lake.con, operator.name)
     reach = jurisdiction(registry, mine)
     if reach is None:
         return None
+    if department != operator.department:
+        return (f"{operator.name} administers users of its own department {operator.department} (and its "
+                f"organisation {mine}), not of {department}; an operator of the city does that")
     theirs = jurisdiction(registry, organisation) if organisation else None
     if reach != NOTHING and theirs not in (None, NOTHING) and theirs.startswith(reach):
         return None
-    return (f"{operator} administers users of its organisation {mine} and the organisations under it, not "
+    return (f"{operator.name} administers users of its organisation {mine} and the organisations under it, not "
             f"{'the whole city' if not organisation else 'organisation ' + organisation}; an operator of the city "
             "does that")
 
@@ -156,7 +161,7 @@ def register(app: FastAPI, site: Site) -> None:
         name = name.strip()
         try:
             with Lake(engine.settings.lake) as lake:
-                refused = outside_reach(lake, engine.registry, user.name, organisation.strip() or None)
+                refused = outside_reach(lake, engine.registry, user, organisation.strip() or None, department)
                 if refused:
                     raise users.UserError(refused)
                 password, token = users.add_user(lake, [d.code for d in engine.registry.departments], name,
@@ -178,7 +183,9 @@ def register(app: FastAPI, site: Site) -> None:
         who = {"by": user.name, "by_department": user.department, "audit": engine.audit}
         try:
             with Lake(engine.settings.lake) as lake:
-                refused = outside_reach(lake, engine.registry, user.name, users.organisation_of(lake.con, name))
+                target = next((a for a in users.accounts(lake) if a.name == name), None)
+                refused = outside_reach(lake, engine.registry, user, target.organisation if target else None,
+                                        target.department if target else None)
                 if refused:
                     raise users.UserError(refused)
                 if action == "disable":

@@ -365,6 +365,9 @@ def test_a_street_operator_cannot_make_or_take_over_a_wider_account(settings):
         other = op.post("/admin/users", data={"name": "tax_other", "department": "tax", "role": "analyst",
                                               "organisation": "430104002"})
         assert other.status_code == 400 and "not organisation 430104002" in htmlmod.unescape(other.text)
+        elsewhere = op.post("/admin/users", data={"name": "amr_moon", "department": "amr", "role": "analyst",
+                                                  "organisation": "430104001"})
+        assert elsewhere.status_code == 400 and "not of amr" in htmlmod.unescape(elsewhere.text)
         taken = op.post("/admin/users/tax_district/reset-password")
         assert taken.status_code == 400 and "shown-password" not in taken.text  # the district's account stays
         own = op.post("/admin/users", data={"name": "tax_moon2", "department": "tax", "role": "analyst",
