@@ -147,8 +147,8 @@ def celery_env(settings: Settings, metadata_url: str, api_port: int, broker_url:
         "AIRFLOW__CELERY__BROKER_URL": broker_url,
         "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{metadata_url}",
         "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
-        # Sending a task to Redis is given 1 s by default: on a busy 2-core scheduler that fails now and then,
-        # and the task waits for the executor's next try
+        # Airflow gives each send of a task to Redis 1 s (under SIGALRM), sends a timed-out one 3 more times at
+        # its next heartbeats, then fails the task: little for a scheduler sharing two busy cores with loads
         "AIRFLOW__CELERY__OPERATION_TIMEOUT": "10",
     })
     if execution_api_url:
