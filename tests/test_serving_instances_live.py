@@ -1,8 +1,8 @@
 """Slow tier: two real `onesource serve` processes on one lake (a PostgreSQL catalog, each its own home, as two
 machines would have) act as one server behind any load balancer: requests alternate between them over the HTTP
 API, the portal and the Postgres wire; the audit chain is one, and `onesource audit verify` passes on it; a
-portal session started on one works on the other and a sign-out on one ends it on both; a lockout earned on
-one holds on the other."""
+portal session started on one works on the other and a sign-out on one ends it on both (and so does a freeze); a
+lockout earned on one holds on the other."""
 
 from __future__ import annotations
 
@@ -114,6 +114,19 @@ def test_two_instances_act_as_one(two):
         gone = httpx.get(f"{base}/catalogue", cookies=cookie, follow_redirects=False)
         assert gone.status_code == 303 and gone.headers["location"].startswith("/login"), base
 
+    # 2b. a freeze (an operator's command on any machine) ends a session begun on one instance, on both
+    again = httpx.post(f"{b}/login", data={"username": "amr_li", "password": li["password"], "next": "/catalogue"},
+                       headers={"Origin": b}, follow_redirects=False)
+    cookie = {"onesource_session": again.cookies["onesource_session"]}
+    assert httpx.get(f"{a}/catalogue", cookies=cookie, follow_redirects=False).status_code == 200
+    frozen = subprocess.run([sys.executable, "-m", "onesource.cli", "security", "freeze", "--user", "amr_li",
+                             "--reason", "a stolen laptop", "--by", "bureau_ops"], env=servers[0][2], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert frozen.returncode == 0, frozen.stdout + frozen.stderr
+    for base in (b, a):
+        gone = httpx.get(f"{base}/catalogue", cookies=cookie, follow_redirects=False)
+        assert gone.status_code == 303 and gone.headers["location"].startswith("/login"), base
+
     # 3. a lockout earned across both instances (3 failures: wire on one, portal on the other) holds on both
     with pytest.raises(psycopg.OperationalError):
         wire(servers[0][1], "tax_wang", "guess-1")
@@ -153,6 +166,7 @@ def test_two_instances_act_as_one(two):
     assert signins[:3] == [("tax_wang", "failed", "postgres-wire"), ("tax_wang", "failed", "portal"),
                            ("tax_wang", "failed", "portal")], signins
     assert signins[3:] == [("tax_wang", "refused", "portal")] * 2 + [("tax_wang", "refused", "postgres-wire")] * 2, signins
+    assert [e.get("action") for e in entries if e.get("kind") == "security"] == ["freeze"]  # the CLI's, same chain
     assert not (root / "a" / "audit" / "audit.log").exists() and not (root / "b" / "audit" / "audit.log").exists()
     # the usage KPIs' copy (metrics, the Airflow task: a log built without the settings) reads the same chain
     from sharing.audit import sync_to_lake
