@@ -174,9 +174,12 @@ def test_a_second_subscription_into_the_same_table_or_folder_is_refused(tiny, tm
         (tmp_path / "drop").mkdir()
         files = store.add(lake, registry, department="tax", user="tax_a", dataset="firms", target_kind="files",
                           target={"folder": str(tmp_path / "drop")})
-        with pytest.raises(SubscriptionError, match=files.subscription_id):
-            store.add(lake, registry, department="tax", user="tax_b", dataset="firms", target_kind="files",
-                      target={"folder": str(tmp_path / "x" / ".." / "drop")})
+        for folder in (tmp_path / "x" / ".." / "drop", tmp_path / "drop" / "b", tmp_path):  # same, inside, holding
+            with pytest.raises(SubscriptionError, match=files.subscription_id):
+                store.add(lake, registry, department="tax", user="tax_b", dataset="firms", target_kind="files",
+                          target={"folder": str(folder)})
+        store.add(lake, registry, department="tax", user="tax_b", dataset="firms", target_kind="files",
+                  target={"folder": str(tmp_path / "drop_b")})  # a sibling whose name starts the same: its own
         store.cancel(lake, first.subscription_id)
         store.add(lake, registry, department="tax", user="tax_b", dataset="firms", target_kind="postgres",
                   target={"dsn": dsn, "table": "street.firms"})
@@ -383,3 +386,18 @@ def test_a_street_operator_cannot_make_or_take_over_a_wider_account(settings):
         assert city.post("/admin/users/tax_district/reset-password").status_code == 200
     finally:
         engine.close()
+
+
+@pytest.mark.slow  # a load and a delivery (~8 s)
+def test_a_drop_folder_in_onesource_home_is_not_written(settings):
+    """A drop folder inside the home (here: where webhook deliveries of other subscribers wait, readable by the
+    office the folder is shared with) was written like any other. Now the delivery fails and says why, and
+    nothing is written there."""
+    registry, _ = _street_city(settings)
+    folder = settings.home / "subscriptions" / "outbox"
+    with Lake(settings.lake) as lake:
+        sub = store.add(lake, registry, department="tax", user="tax_moon", dataset="places", target_kind="files",
+                        target={"folder": str(folder)}, mode="snapshot")
+    outcome = deliver(settings, registry, sub)
+    assert outcome.status == "failed" and "in OneSource's home" in outcome.message, outcome
+    assert not list(folder.glob("places-*")) and not list(folder.glob(".onesource-*"))

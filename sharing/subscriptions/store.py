@@ -165,7 +165,18 @@ def _same_place(lake: Lake, kind: str, target: dict) -> Subscription | None:
     place = _place(kind, target)
     if place is None:
         return None
-    return next((s for s in subscriptions(lake) if _place(s.target_kind, s.target) == place), None)
+    return next((s for s in subscriptions(lake) if _overlap(_place(s.target_kind, s.target), place)), None)
+
+
+def _overlap(a: tuple | None, b: tuple) -> bool:
+    """The same table; or drop folders one of which lies in the other (its office would read the other's files)."""
+    if a is None or a[0] != b[0]:
+        return False
+    if a[0] != "files":
+        return a == b
+    from pathlib import Path
+
+    return Path(a[1]).is_relative_to(b[1]) or Path(b[1]).is_relative_to(a[1])
 
 
 def _of(row: tuple) -> Subscription:

@@ -353,7 +353,8 @@ class FilesTarget:
 
     FORMATS = ("csv", "xlsx")
 
-    def __init__(self, settings: dict):
+    def __init__(self, settings: dict, home: Settings | None = None):
+        self.home = home
         self.folder = Path(str(settings.get("folder") or ""))
         if not str(settings.get("folder") or "") or not self.folder.is_absolute():
             raise SubscriptionError("a files target needs folder: an absolute path of the drop folder")
@@ -380,7 +381,20 @@ class FilesTarget:
     def file_name(self, sub: Subscription, change: Change, mark: Mark) -> str:
         return f"{sub.dataset}-{mark.snapshot_id}-{change.kind}.{self.format}"
 
+    def _in_home(self) -> Path | None:
+        """OneSource's home when the drop folder lies in it or holds it: the subscriber's office, reading its
+        folder, would read the lake's files and other subscribers' webhook deliveries waiting there."""
+        if self.home is None:
+            return None
+        home, folder = Path(os.path.realpath(self.home.home)), Path(os.path.realpath(self.folder))
+        return home if folder.is_relative_to(home) or home.is_relative_to(folder) else None
+
     def write(self, sub: Subscription, change: Change, mark: Mark) -> None:
+        home = self._in_home()
+        if home is not None:
+            raise SubscriptionError(f"the drop folder {self.folder} is in OneSource's home {home} (or holds it), where "
+                                    "the lake and other subscribers' deliveries are: the subscriber would read them "
+                                    "there; give the subscription a folder outside it (cancel it and subscribe again)")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             final = self.folder / self.file_name(sub, change, mark)
@@ -508,7 +522,7 @@ def target_for(kind: str, settings: dict, environ: Mapping[str, str] | None = No
     if kind in DatabaseTarget.EXTENSIONS:
         return DatabaseTarget(kind, settings, environ)
     if kind == "files":
-        return FilesTarget(settings)
+        return FilesTarget(settings, home)
     if kind == "webhook":
         return WebhookTarget(settings, environ, home)
     raise SubscriptionError(f"no target kind {kind!r}")
