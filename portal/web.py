@@ -29,6 +29,7 @@ from fastapi.exception_handlers import http_exception_handler, request_validatio
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -257,7 +258,8 @@ class CsrfGuard:
         if scope["path"] in self.origin_only:  # the sign-in form: no session yet (login CSRF: the Origin check)
             await self.app(scope, receive, send)
             return
-        expected = self.sessions.csrf(request.cookies.get(SESSION_COOKIE))
+        # (in a worker thread: with several servers the session is a row of the catalog database)
+        expected = await run_in_threadpool(self.sessions.csrf, request.cookies.get(SESSION_COOKIE))
         if expected is None:  # no session: nothing runs; sign in first
             await RedirectResponse(f"/login?next={scope['path']}", status_code=303)(scope, receive, send)
             return

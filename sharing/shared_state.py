@@ -235,6 +235,7 @@ class SignInStore:
 
     def __init__(self, dsn: str):
         self._db = _Database(dsn, self.DDL)
+        self._pruned = 0.0
 
     @contextlib.contextmanager
     def turn(self, user: str) -> Iterator[None]:
@@ -273,6 +274,7 @@ class SignInStore:
         """Record one failure for the user name and the address; their counts within the window, and whether
         a key reached its limit (and is locked for ``lockout`` seconds)."""
         keys = {"user": user, "address": address}
+        self._prune(window)
         with self._db.conn() as c, c.transaction():
             c.execute(f"INSERT INTO {FAILURES_TABLE} (kind, subject, user_name, address) VALUES "
                       "('user', %s, %s, %s), ('address', %s, %s, %s)", (user, user, address, address, user, address))
@@ -295,6 +297,14 @@ class SignInStore:
             c.execute(f"DELETE FROM {FAILURES_TABLE} WHERE kind = 'user' AND subject = %s", (user,))
             c.execute(f"DELETE FROM {FAILURES_TABLE} WHERE kind = 'address' AND subject = %s AND user_name = %s",
                       (address, user))
+
+    def _prune(self, window: float) -> None:
+        """Every key's failures past the window and locks served are deleted, at most once a minute per server."""
+        import time
+
+        if time.monotonic() - self._pruned >= 60:
+            self._pruned = time.monotonic()
+            self.prune(window)
 
     def prune(self, window: float) -> None:
         with self._db.conn() as c:

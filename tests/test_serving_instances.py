@@ -233,6 +233,9 @@ def test_a_lockout_earned_on_one_server_holds_on_another(db):
     two.failed("li", "10.0.0.1", "portal")
     one.succeeded("li", "10.0.0.1")
     assert two.failed("li", "10.0.0.1", "portal") is None and two.failed("li", "10.0.0.1", "portal") is None
+    assert sql(db, "SELECT count(*) FROM onesource_signin_failures")[0][0] > 0
+    one.store.prune(0)  # nothing is kept past its window (a server prunes once a minute)
+    assert sql(db, "SELECT count(*) FROM onesource_signin_failures")[0][0] == 0
 
 
 def test_the_guard_and_sessions_use_the_shared_store_when_the_chain_is_shared(tmp_path, db):
