@@ -2,8 +2,10 @@
 
 Full path = land (sha256 + immutable copy), standardize (typed columns, full-width, dates, code
 lists), validate (the GX suite), publish (one DuckLake commit). Baseline = DuckDB's own
-``COPY (FROM read_csv(file)) TO 'out.parquet'``. Each run is a fresh process; imports are warmed up
-before the clock starts, so the figure is the work, not Python start-up.
+``COPY (FROM read_csv(file)) TO 'out.parquet'``. With ``peer``, also the way a team without OneSource
+would do the same load (``PEER``: pandas, GX's pandas engine with the registry's suite, pyarrow), for
+``ingest_peer_ratio``. Each run is a fresh process; imports are warmed up before the clock starts, so the
+figure is the work, not Python start-up.
 """
 
 from __future__ import annotations

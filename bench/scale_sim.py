@@ -92,9 +92,11 @@ def _fresh_database() -> None:
         pg.execute(f"CREATE DATABASE {DATABASE}")
 
 
-def _attach(con, data_path: str, read_only: bool = False) -> float:
+def _attach(con, data_path: str | None, read_only: bool = False) -> float:
+    """ATTACH the catalog as ``lake``; ``data_path`` None: the one the catalog records."""
     t = time.perf_counter()
-    opts = [f"DATA_PATH '{data_path}'", "DATA_INLINING_ROW_LIMIT 0"] + (["READ_ONLY"] if read_only else [])
+    opts = ([f"DATA_PATH '{data_path}'"] if data_path else []) + ["DATA_INLINING_ROW_LIMIT 0"] + \
+        (["READ_ONLY"] if read_only else [])
     con.execute(f"ATTACH 'ducklake:postgres:dbname={DATABASE} {SERVER}' AS lake ({', '.join(opts)})")
     return time.perf_counter() - t
 
@@ -222,6 +224,19 @@ def catalog_size() -> dict[str, int]:
     return {"database_bytes": total, **{name: size for name, size in rows[:6]}}
 
 
+def _first_schema_listing(schema: str, runs: int) -> dict[str, float]:
+    """The platform's listing (lakehouse.lake.list_tables: information_schema, one schema) as the first
+    query of a fresh connection, which is what every CLI command and Airflow task pays: DuckLake loads
+    the whole catalog at the snapshot then, with two statistics queries per table."""
+    def once():
+        con = _connect()
+        _attach(con, None, read_only=True)
+        con.execute("SELECT table_name FROM information_schema.tables WHERE table_catalog = 'lake' "
+                    f"AND table_schema = '{schema}'").fetchall()
+        con.close()
+    return _timed(once, runs)
+
+
 def measure(plan: Plan, fraction: float, data_path: str, runs: int, last_id: int, t: dict[str, int],
             log=print) -> dict[str, object]:
     """The platform's catalog queries, each on a fresh connection where its first call is what a
@@ -237,6 +252,7 @@ def measure(plan: Plan, fraction: float, data_path: str, runs: int, last_id: int
         con = _connect()
         return con, _attach(con, data_path, read_only=True)
 
+    figures["schema_listing_first_s"] = _first_schema_listing(mid_schema, runs)
     opens = []
     for _ in range(runs):
         con, seconds = fresh()
@@ -390,9 +406,10 @@ def with_indexes(plan: Plan, fraction: float, runs: int = 3, log=print) -> dict[
                                "end_snapshot IS NULL", [tid + c["tables"] // 2]).fetchone()[0]
     mid_table, mid_schema = f"t{(c['tables'] // 2):05d}", f"d{((c['tables'] // 2) % plan.departments):02d}"
     con = _connect()
-    _attach(con, tempfile.gettempdir(), read_only=True)
+    _attach(con, None, read_only=True)
     pruned = f"SELECT count(*) FROM lake.{mid_schema}.{mid_table} WHERE c00 = {some_file * 1000 + 500}"
-    figures: dict[str, object] = {"index_build_s": build}
+    figures: dict[str, object] = {"index_build_s": build,
+                                  "schema_listing_first_s": _first_schema_listing(mid_schema, runs)}
     figures["table_file_list_s"] = _timed(lambda: con.execute(
         f"SELECT count(*) FROM ducklake_list_files('lake', '{mid_table}', schema => '{mid_schema}')").fetchall(), runs)
     figures["pruned_scan_s"] = _timed(lambda: con.execute(pruned).fetchall(), runs)
@@ -400,7 +417,7 @@ def with_indexes(plan: Plan, fraction: float, runs: int = 3, log=print) -> dict[
         pruned.replace(" WHERE", f" AT (VERSION => {back}) WHERE")).fetchall(), runs)
     con.close()
     con = _connect()
-    _attach(con, tempfile.gettempdir())
+    _attach(con, None)
     t0 = time.perf_counter()
     expired = con.execute("CALL ducklake_expire_snapshots('lake', older_than => now() - INTERVAL "
                           f"{plan.retention_days - plan.expired_days} DAYS)").fetchall()
@@ -416,7 +433,8 @@ ROWS = (("catalog size (PostgreSQL database)", lambda s: f"{s['size']['database_
         ("build (INSERT ... SELECT)", lambda s: f"{sum(s['build_s'].values()):.0f} s"),
         ("ATTACH", lambda s: f"{s['queries']['attach_s']:.2f} s"),
         ("first query of a process (table listing)", lambda s: f"{s['queries']['first_table_listing_s']:.2f} s"))
-QUERIES = (("table listing, warm", "table_listing_s"), ("current snapshot", "current_snapshot_s"),
+QUERIES = (("a schema's tables, first query of a process", "schema_listing_first_s"),
+           ("table listing, warm", "table_listing_s"), ("current snapshot", "current_snapshot_s"),
            ("snapshot by time (ducklake_snapshots)", "snapshot_list_s"), ("a table's file list", "table_file_list_s"),
            ("its file list 45 days back", "time_travel_file_list_s"), ("filtered scan, pruned per file", "pruned_scan_s"),
            ("the same 45 days back", "time_travel_pruned_scan_s"), ("expire snapshots (dry run)", "expire_dry_run_s"),
@@ -427,12 +445,12 @@ def markdown(result: dict) -> str:
     """The steps side by side, as docs/scale.md shows them (medians; one run for maintenance)."""
     steps = result["scale_sim"]["steps"]
     def cell(v):
-        return f"{(v['median'] if isinstance(v, dict) else v):.3f} s"
+        return "—" if v is None else f"{(v['median'] if isinstance(v, dict) else v):.3f} s"
     lines = ["| | " + " | ".join(f"{s['fraction'] * 100:g}%: {s['counts']['tables']:,} tables, "
                                  f"{s['counts']['data_files']:,} files" for s in steps) + " |",
              "| --- |" + " --- |" * len(steps)]
     lines += [f"| {label} | " + " | ".join(fn(s) for s in steps) + " |" for label, fn in ROWS]
-    lines += [f"| {label} | " + " | ".join(cell(s["queries"][key]) for s in steps) + " |" for label, key in QUERIES]
+    lines += [f"| {label} | " + " | ".join(cell(s["queries"].get(key)) for s in steps) + " |" for label, key in QUERIES]
     if "indexed" in result["scale_sim"]:
         ix = result["scale_sim"]["indexed"]
         lines.append(f"| with INDEXES, at {ix['fraction'] * 100:g}%: file list / pruned scan / 45 days back / expire | "
