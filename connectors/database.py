@@ -37,6 +37,16 @@ def endpoint(driver: str, dsn: str) -> str:
     """Where a source database is, for messages: ``postgres://host:port/db``, never the password."""
     if driver == "sqlite":
         return f"sqlite:{Path(dsn).name}"
+    if "://" in dsn.split("?")[0]:  # libpq's URI form (postgresql://user:pw@host:port/db): not key=value pairs
+        from urllib.parse import urlsplit
+
+        uri = urlsplit(dsn.strip())
+        try:
+            port = uri.port
+        except ValueError:
+            port = None
+        return (f"{driver}://{uri.hostname or 'localhost'}:{port or ('5432' if driver == 'postgres' else '3306')}"
+                f"/{uri.path.lstrip('/')}")
     parts = {k.lower(): v.strip("'") for k, v in _DSN_PART.findall(dsn)}
     host = parts.get("host", "localhost")
     port = parts.get("port", "5432" if driver == "postgres" else "3306")

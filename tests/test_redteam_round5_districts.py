@@ -401,3 +401,16 @@ def test_a_drop_folder_in_onesource_home_is_not_written(settings):
     outcome = deliver(settings, registry, sub)
     assert outcome.status == "failed" and "in OneSource's home" in outcome.message, outcome
     assert not list(folder.glob("places-*")) and not list(folder.glob(".onesource-*"))
+
+
+@pytest.mark.parametrize(("dsn", "where"), [
+    ("postgresql://onesource:${PW}@db.yuelu.gov:6543/street", "postgres://db.yuelu.gov:6543/street"),
+    ("postgres://db.yuelu.gov/street?sslmode=require", "postgres://db.yuelu.gov:5432/street"),
+    ("host=db.yuelu.gov port=6543 dbname=street user=u password=${PW}", "postgres://db.yuelu.gov:6543/street"),
+])
+def test_a_uri_dsn_is_named_by_its_own_host_in_messages(dsn, where):
+    """Every failure of a delivery names the target (the ledger, the CLI, the task log): a URI DSN was named
+    postgres://localhost:5432/ whatever its host, sending whoever reads the ledger to the wrong server."""
+    from sharing.subscriptions.targets import target_for
+
+    assert target_for("postgres", {"dsn": dsn, "table": "t"}).where() == f"{where} table public.t"
