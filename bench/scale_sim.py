@@ -376,6 +376,10 @@ def figures(result: dict, path: Path) -> dict[str, dict]:
         if name.endswith("_s"):
             value = value if isinstance(value, dict) else {"median": value, "min": value, "max": value}
             out[f"scale_{name[:-2]}_seconds"] = {**value, "unit": f"s {at}"}
+    for name, value in result["scale_sim"].get("indexed", {}).items():
+        if name.endswith("_s") and name != "index_build_s":
+            value = value if isinstance(value, dict) else {"median": value, "min": value, "max": value}
+            out[f"scale_indexed_{name[:-2]}_seconds"] = {**value, "unit": f"s with INDEXES {at}"}
     return out
 
 
