@@ -54,16 +54,26 @@ def engine(home):
 # --- alerts: a probe the catalogue cannot answer was audited "failed", never counted as a refusal -----------
 
 def _refused_functions() -> list[str]:
-    """DuckDB's own scalar functions that neither the catalogue nor a governed query may call."""
+    """DuckDB's own scalar functions that neither the catalogue nor a governed query may call, among those
+    PostgreSQL's grammar reads as a call of that very name (``apply`` is not: InvalidSQL; ``current_schema``
+    is read as the catalogue's own). Every one of them, in each shape below, was checked refused (42501)."""
     import duckdb
+    import sqlglot
+
+    def a_call(name: str) -> bool:
+        try:
+            tree = sqlglot.parse_one(f"SELECT * FROM {name}('x') WHERE {name}('x') IS NULL", read="postgres")
+        except Exception:  # noqa: BLE001 - any failure to parse: not a name to draw
+            return False
+        return isinstance(tree.find(sqlglot.exp.Func), sqlglot.exp.Anonymous)  # not one sqlglot renames
 
     names = duckdb.connect().execute("SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type = "
                                      "'scalar' AND function_name SIMILAR TO '[a-z_]+' ORDER BY 1").fetchall()
-    return [n for (n,) in names if n not in _ALLOWED][:400]
+    return [n for (n,) in names if n not in _ALLOWED and a_call(n)][:400]
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(name=st.sampled_from(["getenv", "pg_read_file", "current_setting", *_refused_functions()]),
+@given(name=st.sampled_from(["getenv", "pg_read_file", *_refused_functions()]),
        shape=st.sampled_from(["SELECT {f}('x')", "SELECT 1 WHERE {f}('x') IS NULL", "SELECT * FROM {f}('x')",
                               "SELECT relname FROM pg_class WHERE relname = {f}('x')"]))
 def test_a_wire_statement_calling_a_function_nobody_may_call_is_a_refusal_the_alerts_count(engine, name, shape):
