@@ -13,7 +13,9 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -206,10 +208,13 @@ class Landing:
             tmp.unlink(missing_ok=True)
 
     def scratch(self, dataset: str, suffix: str) -> Path:
-        """A temporary path on the same file system as the landing zone."""
+        """A temporary path on the same file system as the landing zone, named after the host and process
+        writing it, so that the scratch files of extracts that were killed (a worker lost mid-load: they may
+        hold records in clear) are removed by the next extract of the dataset (:func:`sweep_scratch`)."""
         folder = self.root / dataset
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".extract-", suffix=suffix)
+        sweep_scratch(folder)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{SCRATCH}{_host()}-{os.getpid()}-", suffix=suffix)
         os.close(fd)
         return Path(tmp)
 
@@ -224,3 +229,42 @@ class Landing:
         }
         meta_path = dest.with_name(f"{sha}.meta.json")
         meta_path.write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
+
+
+SCRATCH = ".extract-"
+FOREIGN_SCRATCH_HOURS = 24
+"""A scratch file of another host (a shared landing zone) is taken as abandoned after this long: its
+writer's process cannot be checked from here, and no extract writes one file for a day."""
+
+
+def _host() -> str:
+    return socket.gethostname().replace("-", "_") or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def sweep_scratch(folder: Path) -> list[Path]:
+    """Remove the scratch files in ``folder`` whose writer is gone: this host's, when their process no longer
+    runs; another host's, after FOREIGN_SCRATCH_HOURS; unnamed ones (written before scratch names carried
+    host and process) after the same time. Returns what was removed."""
+    removed, host, now = [], _host(), time.time()
+    for path in folder.glob(f"{SCRATCH}*"):
+        parts = path.name[len(SCRATCH):].split("-")
+        try:
+            mine = parts[0] == host and len(parts) >= 3
+            stale = (not _alive(int(parts[1]))) if mine else now - path.stat().st_mtime > FOREIGN_SCRATCH_HOURS * 3600
+        except (ValueError, FileNotFoundError):
+            continue
+        if stale:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+

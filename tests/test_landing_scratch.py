@@ -1,0 +1,40 @@
+"""A killed extract's scratch file (records in clear, in the landing zone) is removed by the next extract."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from connectors.landing import FOREIGN_SCRATCH_HOURS, SCRATCH, Landing, _host
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_the_next_extract_removes_scratch_files_whose_writer_is_gone(tmp_path):
+    zone = Landing(tmp_path / "landing")
+    folder = tmp_path / "landing" / "amr_firms"
+    folder.mkdir(parents=True)
+    dead = folder / f"{SCRATCH}{_host()}-{_dead_pid()}-abc123.ndjson"
+    live = folder / f"{SCRATCH}{_host()}-{os.getpid()}-def456.ndjson"  # an extract of this process, running
+    foreign_old = folder / f"{SCRATCH}otherhost-12-ghi789.parquet"
+    foreign_new = folder / f"{SCRATCH}otherhost-13-jkl012.parquet"
+    unnamed_old = folder / f"{SCRATCH}mno345.parquet"  # the earlier naming: host and process unknown
+    for path in (dead, live, foreign_old, foreign_new, unnamed_old):
+        path.write_text('{"id": "430104199001011234"}\n')
+    old = time.time() - FOREIGN_SCRATCH_HOURS * 3600 - 60
+    for path in (foreign_old, unnamed_old):
+        os.utime(path, (old, old))
+    landed = folder / ("0" * 64 + ".csv")
+    landed.write_text("kept")
+
+    fresh = zone.scratch("amr_firms", ".ndjson")
+
+    assert fresh.exists() and fresh.name.startswith(f"{SCRATCH}{_host()}-{os.getpid()}-")
+    assert not dead.exists() and not foreign_old.exists() and not unnamed_old.exists()
+    assert live.exists() and foreign_new.exists() and landed.exists()
