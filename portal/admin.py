@@ -135,6 +135,9 @@ def register(app: FastAPI, site: Site) -> None:
                 status_code: int = 200) -> HTMLResponse:
         with engine.cursor() as lake:
             found = users.accounts(lake)
+            if users.organisation_of(lake.con, user.name) is not None:  # a district's or street's operator
+                found = [a for a in found if a.name == user.name
+                         or outside_reach(lake, engine.registry, user, a.organisation, a.department) is None]
         en = site.lang(request) == "en"
         names = {d.code: (d.name_en or d.name) if en else d.name for d in engine.registry.departments}
         organisations = {o.code: (o.name_en or o.name) if en else o.name for o in engine.registry.organisations}

@@ -147,6 +147,7 @@ def test_two_streets_subscriptions_never_share_a_drop_folder(settings, tmp_path)
     assert subs["moon"].subscription_id in refused[0][1] and "own table or folder" in refused[0][1]
 
 
+@pytest.mark.slow  # a lake made and six subscriptions recorded: 7 s at load 15
 def test_a_second_subscription_into_the_same_table_or_folder_is_refused(tiny, tmp_path):
     """Two subscriptions in one database table: each snapshot delivery empties the table of the other's rows
     (one subscriber's view in the other's database). The same table written another way (schema left out,
@@ -373,6 +374,8 @@ def test_a_street_operator_cannot_make_or_take_over_a_wider_account(settings):
         assert elsewhere.status_code == 400 and "not of amr" in htmlmod.unescape(elsewhere.text)
         taken = op.post("/admin/users/tax_district/reset-password")
         assert taken.status_code == 400 and "shown-password" not in taken.text  # the district's account stays
+        listed = set(re.findall(r'data-user="([^"]+)"', op.get("/admin/users").text))
+        assert listed == {"tax_moon", "tax_moon_op"}, listed  # not the city's, the district's or the neighbour's
         own = op.post("/admin/users", data={"name": "tax_moon2", "department": "tax", "role": "analyst",
                                             "organisation": "430104001"})
         assert own.status_code == 200 and "shown-password" in own.text
