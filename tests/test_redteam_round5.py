@@ -153,11 +153,6 @@ def test_who_saw_lists_a_result_that_held_the_record(replayed, name):
 
 
 @pytest.mark.parametrize("name", sorted(MISSED))
-@pytest.mark.xfail(strict=True, reason="who-saw's rule needs a row of Q restricted to the record in Q: a window "
-                                       "function's value (count/row_number/lag over all rows), an OFFSET (the "
-                                       "record alone is skipped), or an aggregate that carries every record's ID "
-                                       "(string_agg, list, to_json) gives a row that differs, so a result with the "
-                                       "person's ID in it is reported as not holding the record")
 def test_who_saw_lists_a_result_holding_the_record_through_a_window_offset_or_packed_aggregate(replayed, name):
     kept, hits, report = replayed
     assert _held(kept[name]), kept[name]  # the oracle: the person's ID was in the answer the user got

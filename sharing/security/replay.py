@@ -246,6 +246,7 @@ class Replayer:
         self._literal = "'" + value.replace("'", "''") + "'"
         self._lake = Lake(settings.lake, read_only=True)
         self.con: duckdb.DuckDBPyConnection = self._lake.con
+        self._aggregates: set[str] | None = None
         # one thread: replays are many small queries (a second thread cost more CPU than it saved, bench/security.py);
         # no per-query memory limit: the operator's own tool, its tables bounded by MATERIALISE_ROWS
         lock_down(self.con, settings.lake.data_path, threads=1)
@@ -268,6 +269,8 @@ class Replayer:
         self.con.execute("BEGIN TRANSACTION")
         self._sources: dict[tuple[str, str], str] = {}
         self._records: dict[tuple[str, str], str] = {}
+        self._described: dict[str, list[tuple[str, str]]] = {}
+        self._taint_cache: dict[str, list] = {}
 
     def close(self) -> None:
         import duckdb
@@ -336,12 +339,74 @@ class Replayer:
             self._records[(dataset, source)] = name
         return name
 
+    def _columns(self, source: str) -> list[tuple[str, str]]:
+        """(name, DuckDB type) of a source's columns."""
+        found = self._described.get(source)
+        if found is None:
+            found = [(r[0], r[1]) for r in self.con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
+            self._described[source] = found
+        return found
+
+    def _taints(self, dataset: str, at: str) -> list[tuple[str, str, list[tuple[Any, Any]]]]:
+        """For each column of ``dataset`` that can carry a sentinel: (column, the CASE that puts a sentinel in
+        place of each distinct value the record's rows hold in it, (sentinel, value) pairs including their mask
+        images). A sentinel is a string or integer that cannot occur in the lake (``SENTINEL``)."""
+        record = self._record_table(dataset, at)
+        found = self._taint_cache.get(record)
+        if found is not None:
+            return found
+        from sharing.policy import MASKS
+
+        found = []
+        for k, (column, kind) in enumerate(self._columns(record)):
+            values = [r[0] for r in self.con.execute(
+                f'SELECT DISTINCT "{column}" FROM {record} WHERE "{column}" IS NOT NULL LIMIT 50').fetchall()]
+            if not values or (kind != "VARCHAR" and kind not in _INTEGERS):
+                continue  # other types (dates, decimals, booleans) carry no sentinel: the first rule alone
+            pairs, whens = [], []
+            for j, value in enumerate(values):
+                sentinel: Any = (SENTINEL.format(k, j) if kind == "VARCHAR" else -SENTINEL_INT - 1000 * k - j)
+                literal = "'" + str(value).replace("'", "''") + "'" if kind == "VARCHAR" else str(int(value))
+                mark = "'" + sentinel + "'" if kind == "VARCHAR" else str(sentinel)
+                whens.append(f'WHEN "{column}" = {literal} THEN {mark}')
+                pairs.append((sentinel, value))
+                if kind == "VARCHAR":  # what a mask makes of each (a masked sentinel comes out masked)
+                    images = self.con.execute("SELECT " + ", ".join(
+                        f"{MASKS[rule].format(c=m, t='VARCHAR')}, {MASKS[rule].format(c=literal, t='VARCHAR')}"
+                        for rule in sorted(MASKS) for m in [mark])).fetchone()
+                    pairs += [(a, b) for a, b in zip(images[::2], images[1::2], strict=True)
+                              if a is not None and a != b]
+            case = (f"CASE WHEN NOT coalesce({self._condition(dataset)}, false) THEN \"{column}\" "
+                    f"{' '.join(whens)} ELSE \"{column}\" END AS \"{column}\"")
+            pairs.sort(key=lambda p: -len(str(p[0])))  # a longer image first: one may hold a shorter one
+            found.append((column, case, pairs))
+        self._taint_cache[record] = found
+        return found
+
+    def _tainted(self, dataset: str, at: str, column: str, case: str) -> str:
+        """``dataset``'s scan with the record's values of ``column`` replaced by sentinels (row order kept)."""
+        source = self._source(dataset, at)
+        select = ", ".join(case if name == column else f'"{name}"' for name, _ in self._columns(source))
+        return f'(SELECT {select} FROM {source}) AS "__os_scan"'
+
+    def reaches(self, sql: str) -> bool:
+        """Whether a query's result rows can depend on other rows than their own (windows, OFFSET, aggregates,
+        grouping): the shapes where the first rule (a row of Q restricted to the record is in Q) can miss a
+        result that carries the record's values. Literals and quoted names are not read."""
+        if self._aggregates is None:
+            self._aggregates = {r[0].lower() for r in self.con.execute(
+                "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type = 'aggregate'").fetchall()}
+        bare = _TOKENS.sub(" ", sql)
+        if _SHAPES.search(bare):
+            return True
+        return any(name.lower() in self._aggregates for name in _CALLS.findall(bare))
+
     def held(self, sql: str, snapshot: int) -> bool:
         """Whether the result of ``sql`` (governed, DuckLake scans) read at ``snapshot`` held the record."""
         found = scans(sql)
         at = f"VERSION => {int(snapshot)}"
 
-        def text(restrict: int | None, how: str) -> str:
+        def text(restrict: int | None, how: str, taint: tuple[str, str] | None = None) -> str:
             parts, last = [], 0
             for n, s in enumerate(found):
                 when = s.at or at
@@ -349,6 +414,8 @@ class Replayer:
                     scan = f'(SELECT * FROM {self._source(s.dataset, when)}) AS "__os_scan"'
                 elif how == "record":
                     scan = f'(SELECT * FROM {self._record_table(s.dataset, when)}) AS "__os_scan"'
+                elif how == "taint":
+                    scan = self._tainted(s.dataset, when, *taint)
                 else:
                     scan = (f"(SELECT * FROM {self._source(s.dataset, when)} WHERE NOT coalesce("
                             f'{self._condition(s.dataset)}, false)) AS "__os_scan"')
@@ -356,9 +423,8 @@ class Replayer:
                 last = s.end
             return "".join(parts) + sql[last:]
 
-        for n, s in enumerate(found):
-            if s.dataset not in self.record:
-                continue
+        mine = [n for n, s in enumerate(found) if s.dataset in self.record]
+        for n in mine:
             restricted = text(n, "record")
             if self.con.execute(f"SELECT 1 FROM ({restricted}) AS __os_q LIMIT 1").fetchone() is None:
                 continue
@@ -367,7 +433,64 @@ class Replayer:
                         "SELECT * FROM __os_rest) INTERSECT SELECT * FROM __os_rec) LIMIT 1")
             if self.con.execute(combined).fetchone() is not None:
                 return True
+        if not self.reaches(sql):
+            return False
+        # The second rule: the record's values reached the answer. Q_s is Q with the record's values of one
+        # column replaced by sentinels; held iff Q_s differs from Q exactly by sentinels standing where the
+        # record's values (or their masked images) stand in Q.
+        everything = text(None, "")
+        for n in mine:
+            s = found[n]
+            for column, case, pairs in self._taints(s.dataset, s.at or at):
+                tainted = text(n, "taint", (column, case))
+                if _explained(self.con, everything, tainted, pairs):
+                    return True
         return False
+
+
+_INTEGERS = frozenset(("INTEGER", "BIGINT", "HUGEINT"))
+SENTINEL = "\u2983os{0}\u00a7{1}\u00a7SENTINEL\u2984"
+"""A string sentinel (column k, value j): characters no loaded value holds, distinct prefix and suffix so that
+a mask keeping either end still tells it apart."""
+SENTINEL_INT = 987_654_321_000
+"""An integer sentinel is minus this, less 1000 k + j: far outside any count, age or amount."""
+DIFF_ROWS = 100_000
+"""At most this many rows of each side of a difference are compared (a larger difference is not explained)."""
+_SHAPES = re.compile(r"\b(?:OVER|OFFSET|GROUP\s+BY|QUALIFY|WINDOW|HAVING)\b", re.IGNORECASE)
+_CALLS = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\(")
+
+
+def _explained(con: duckdb.DuckDBPyConnection, everything: str, tainted: str, pairs: list[tuple[Any, Any]]) -> bool:
+    """Whether Q_s (``tainted``) differs from Q (``everything``) and putting the record's values back in place
+    of the sentinels in Q_s's differing rows gives exactly Q's differing rows."""
+    added = con.execute(f"SELECT * FROM (({tainted}) EXCEPT ALL ({everything})) LIMIT {DIFF_ROWS + 1}").fetchall()
+    if not added or len(added) > DIFF_ROWS:
+        return False
+    gone = con.execute(f"SELECT * FROM (({everything}) EXCEPT ALL ({tainted})) LIMIT {DIFF_ROWS + 1}").fetchall()
+    if len(gone) != len(added):
+        return False
+    from collections import Counter
+
+    back = Counter(repr(_restore(row, pairs)) for row in added)
+    return back == Counter(repr(row) for row in gone)
+
+
+def _restore(value: Any, pairs: list[tuple[Any, Any]]) -> Any:
+    """``value`` with every sentinel (a cell, an element of a list or struct, a part of a text) replaced by the
+    record's value it stands for."""
+    if isinstance(value, str):
+        for sentinel, real in pairs:
+            value = value.replace(str(sentinel), str(real))
+        return value
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return next((real for sentinel, real in pairs if sentinel == value), value)
+    if isinstance(value, tuple | list):
+        return type(value)(_restore(v, pairs) for v in value)
+    if isinstance(value, dict):
+        return {_restore(k, pairs): _restore(v, pairs) for k, v in value.items()}
+    return value
 
 
 def who_saw(settings: Settings, registry: Registry, element: str, value: str, *, since: dt.datetime | None = None,
