@@ -88,9 +88,25 @@ def load_doc(registry: Registry, ds: Dataset) -> str:
 def build_dags(registry_dir: Path, cache_dir: Path | None = None) -> dict:
     """``{dag_id: DAG}`` for the registry below ``registry_dir`` (cached in ``cache_dir``, see
     schemas.cache: the scheduler re-parses this every few seconds)."""
-    from airflow.sdk import DAG, Asset, AssetAny, AssetOrTimeSchedule, CronTriggerTimetable, TaskGroup, task
+    from airflow.sdk import (
+        DAG,
+        Asset,
+        AssetAny,
+        AssetOrTimeSchedule,
+        CronTriggerTimetable,
+        TaskGroup,
+        get_parsing_context,
+        task,
+    )
 
     registry = load_registry(registry_dir, cache_dir)
+    # A task's process parses this file to find its one DAG (Airflow's parsing context names it): building
+    # the others too cost each load ~1.3 s of CPU at 2,000 datasets (bench/cityday.py). The dag-processor
+    # and every other reader get them all.
+    wanted = get_parsing_context().dag_id
+
+    def want(dag_id: str) -> bool:
+        return wanted is None or wanted == dag_id
 
     @task(retries=3, retry_delay=dt.timedelta(minutes=2), retry_exponential_backoff=True)
     def load(dataset: str) -> list[dict]:
@@ -149,38 +165,41 @@ def build_dags(registry_dir: Path, cache_dir: Path | None = None) -> dict:
     for ds in registry.source_datasets:
         by_cycle[ds.update_cycle].append(ds)
     dags = {}
-    for cycle in (c for c in UPDATE_CYCLES if c in by_cycle):
+    for cycle in (c for c in UPDATE_CYCLES if c in by_cycle and want(dag_id_for(c))):
         dags[dag_id_for(cycle)] = dag(dag_id_for(cycle), UPDATE_CYCLES[cycle][0], by_cycle[cycle], [cycle],
                                       f"Loads the {len(by_cycle[cycle])} dataset(s) whose update cycle is **{cycle}**.")
     if registry.source_datasets:
         # Run by hand: the first load of a new city, or a catch-up after an outage (one run, every source).
-        dags[ALL_DAG_ID] = dag(ALL_DAG_ID, None, list(registry.source_datasets), ["backfill"],
-                               "Loads every registered dataset once (authorities first), then compares copies of "
-                               "elements with their authorities: initial loads and catch-ups after an outage.",
-                               with_consistency=True)
+        if want(ALL_DAG_ID):
+            dags[ALL_DAG_ID] = dag(ALL_DAG_ID, None, list(registry.source_datasets), ["backfill"],
+                                   "Loads every registered dataset once (authorities first), then compares copies "
+                                   "of elements with their authorities: initial loads and catch-ups after an outage.",
+                                   with_consistency=True)
         # Cross-source consistency runs whenever any shared table changes (data-aware, not on a clock).
-        with DAG(dag_id=CONSISTENCY_DAG_ID, start_date=START, catchup=False, max_active_runs=1,
-                 schedule=AssetAny(*(Asset(name=d.name, uri=asset_uri(d.name), group="onesource")
-                                     for d in registry.source_datasets)),
-                 tags=["onesource", "quality"],
-                 doc_md=docs("多元校核: compares copies of data elements with their authoritative dataset.",
-                             "whenever one of these shared tables changes (Assets)",
-                             list(registry.source_datasets))) as cdag:
-            consistency()
-        dags[CONSISTENCY_DAG_ID] = cdag
+        if want(CONSISTENCY_DAG_ID):
+            with DAG(dag_id=CONSISTENCY_DAG_ID, start_date=START, catchup=False, max_active_runs=1,
+                     schedule=AssetAny(*(Asset(name=d.name, uri=asset_uri(d.name), group="onesource")
+                                         for d in registry.source_datasets)),
+                     tags=["onesource", "quality"],
+                     doc_md=docs("多元校核: compares copies of data elements with their authoritative dataset.",
+                                 "whenever one of these shared tables changes (Assets)",
+                                 list(registry.source_datasets))) as cdag:
+                consistency()
+            dags[CONSISTENCY_DAG_ID] = cdag
         # The KPIs: whenever a shared table changes (a load decides the sharing rate), and daily, since
         # time alone makes datasets overdue and requests late.
-        with DAG(dag_id=METRICS_DAG_ID, start_date=START, catchup=False, max_active_runs=1,
-                 schedule=AssetOrTimeSchedule(
-                     timetable=CronTriggerTimetable(METRICS_CRON, timezone="Asia/Shanghai"),
-                     assets=AssetAny(*(Asset(name=d.name, uri=asset_uri(d.name), group="onesource")
-                                       for d in registry.source_datasets))),
-                 tags=["onesource", "metrics"],
-                 doc_md=docs("The sharing KPIs of this month and the last, published to the shared KPI tables.",
-                             f"`{METRICS_CRON}` (Asia/Shanghai) and whenever one of these shared tables changes",
-                             list(registry.source_datasets))) as mdag:
-            metrics()
-        dags[METRICS_DAG_ID] = mdag
+        if want(METRICS_DAG_ID):
+            with DAG(dag_id=METRICS_DAG_ID, start_date=START, catchup=False, max_active_runs=1,
+                     schedule=AssetOrTimeSchedule(
+                         timetable=CronTriggerTimetable(METRICS_CRON, timezone="Asia/Shanghai"),
+                         assets=AssetAny(*(Asset(name=d.name, uri=asset_uri(d.name), group="onesource")
+                                           for d in registry.source_datasets))),
+                     tags=["onesource", "metrics"],
+                     doc_md=docs("The sharing KPIs of this month and the last, published to the shared KPI tables.",
+                                 f"`{METRICS_CRON}` (Asia/Shanghai) and whenever one of these shared tables changes",
+                                 list(registry.source_datasets))) as mdag:
+                metrics()
+            dags[METRICS_DAG_ID] = mdag
 
     @task(doc_md=MAINTENANCE_DOC)
     def maintenance() -> dict:
@@ -188,12 +207,13 @@ def build_dags(registry_dir: Path, cache_dir: Path | None = None) -> dict:
 
         return maintain_lake()
 
-    with DAG(dag_id=MAINTENANCE_DAG_ID, start_date=START, catchup=False, max_active_runs=1,
-             schedule=CronTriggerTimetable(MAINTENANCE_CRON, timezone="Asia/Shanghai"), tags=["onesource", "lake"],
-             doc_md=docs("Merges small files, expires snapshots past the retention, deletes unreferenced files.",
-                         f"`{MAINTENANCE_CRON}` (Asia/Shanghai)", list(registry.datasets))) as ldag:
-        maintenance()
-    dags[MAINTENANCE_DAG_ID] = ldag
+    if want(MAINTENANCE_DAG_ID):
+        with DAG(dag_id=MAINTENANCE_DAG_ID, start_date=START, catchup=False, max_active_runs=1,
+                 schedule=CronTriggerTimetable(MAINTENANCE_CRON, timezone="Asia/Shanghai"), tags=["onesource", "lake"],
+                 doc_md=docs("Merges small files, expires snapshots past the retention, deletes unreferenced files.",
+                             f"`{MAINTENANCE_CRON}` (Asia/Shanghai)", list(registry.datasets))) as ldag:
+            maintenance()
+        dags[MAINTENANCE_DAG_ID] = ldag
     return dags
 
 

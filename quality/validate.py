@@ -123,9 +123,9 @@ def _ephemeral_context():
 @functools.lru_cache(maxsize=4)
 def _file_context(root: str):
     """A GX file context under the home: suites, validation results and Data Docs persist there."""
+    _ephemeral_context()  # first: GX imported its way (quality.gximport), custom expectations registered, GX patched
     import great_expectations as gx
 
-    _ephemeral_context()  # custom expectations registered, GX patched
     context = gx.get_context(mode="file", project_root_dir=root)
     _quiet(context)
     return context

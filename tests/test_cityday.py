@@ -50,9 +50,9 @@ def test_a_load_task_returns_where_its_time_went(tiny, monkeypatch):
 
 DEFERRED = r"""
 import sys
-from quality import gximport
-gximport.defer()
-import great_expectations, quality.expectations  # noqa
+from pathlib import Path
+from quality.validate import _ready
+_ready(Path(sys.argv[1]))  # what a load's set-up thread does: GX imported, its file context made
 loaded = [m for m in ("scipy.stats._stats_py", "altair.vegalite") if m in sys.modules]
 from great_expectations.expectations.core import expect_column_kl_divergence_to_be_less_than as kl
 from scipy import stats
@@ -72,12 +72,35 @@ print([], stats.entropy([0.5, 0.5], [0.9, 0.1]), stats.entropy([0.2, 0.8], [0.5,
 
 
 @pytest.mark.slow
-def test_gx_imports_without_scipy_stats_and_altair_until_they_are_used():
+def test_gx_imports_without_scipy_stats_and_altair_until_they_are_used(tmp_path):
     def last_line(code: str) -> str:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                             timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
         return out.stdout.strip().splitlines()[-1]
 
     deferred, real = last_line(DEFERRED), last_line(REAL)
     assert deferred.startswith("[] "), deferred  # neither was imported by GX's own import
     assert deferred == real  # the same answers from the stand-ins as from the modules
+
+
+def test_a_task_process_builds_only_its_own_dag_and_the_same_one(tiny, monkeypatch):
+    """Airflow's task runner names the DAG it parses for (the parsing context): build_dags builds only that
+    one, task for task and edge for edge the DAG the dag-processor serialized; no context, every DAG."""
+    from onesource.dagfactory import build_dags
+
+    monkeypatch.delenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", raising=False)
+    every = build_dags(tiny.registry_dir, tiny.cache_dir)
+    assert len(every) > 2
+
+    def shape(dag):
+        return {t.task_id: (sorted(t.upstream_task_ids), t.trigger_rule, [o.uri for o in t.outlets])
+                for t in dag.tasks}
+
+    for dag_id, dag in every.items():
+        monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", dag_id)
+        only = build_dags(tiny.registry_dir, tiny.cache_dir)
+        assert list(only) == [dag_id]
+        assert shape(only[dag_id]) == shape(dag)
+        assert only[dag_id].doc_md == dag.doc_md
+        assert type(only[dag_id].timetable) is type(dag.timetable)
