@@ -96,10 +96,11 @@ OPS_TABLES: dict[str, str] = {
         resolved_by VARCHAR, resolved_at TIMESTAMP, resolution VARCHAR""",
     # the audit log's entries, copied into the lake for the usage KPIs (sharing.audit.sync_to_lake)
     # (kind: NULL for a governed query, 'signin' for a failed sign-in, 'users' for user administration;
-    # exposed: dataset.column the query's policy relations exposed unmasked; reason: a refusal's, clipped)
+    # exposed: dataset.column the query's policy relations exposed unmasked; reason: a refusal's, clipped;
+    # result_values, result_text_bytes: list elements and text bytes of an allowed answer's fullest column)
     "audit_events": """seq BIGINT, event_at TIMESTAMP, department VARCHAR, user_name VARCHAR, decision VARCHAR,
         tables VARCHAR[], rows BIGINT, kind VARCHAR, purpose VARCHAR, reason VARCHAR, exposed VARCHAR[],
-        address VARCHAR, channel VARCHAR""",
+        address VARCHAR, channel VARCHAR, result_values BIGINT, result_text_bytes BIGINT""",
     "audit_sync": "byte_offset BIGINT, seq BIGINT, synced_at TIMESTAMP",
     # 数据回流 (sharing.subscriptions): a department's user subscribes to a dataset under a grant; the target's
     # settings are JSON without secrets (a DSN names its password as ${VARIABLE}, resolved at delivery)

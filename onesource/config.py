@@ -168,12 +168,20 @@ class SecuritySettings:
     refusal_burst: int = 10
     """Refused queries of one user in one window that raise ``refusal_burst`` (probing the policy)..."""
     refusal_factor: float = 3
-    """...or this many times the user's usual refusals per window, whichever is higher."""
+    """...or this many times the user's usual refusals per window, whichever is higher. Refusals are counted in
+    sliding windows (any ``window_minutes`` from a refusal on), so a burst astride a window's edge still counts whole."""
+    department_refusal_burst: int = 20
+    """Refused queries of the users of one department, at least two of them, in one sliding window that raise
+    ``department_refusals`` (probes spread over several accounts, each under ``refusal_burst``)... or
+    ``refusal_factor`` times the department's usual refusals per window, whichever is higher."""
     sensitive_rows_floor: int = 1000
     """Sensitive rows one user may get in one window before ``sensitive_rows`` is raised whatever the
     baseline (a new user with no history is compared with its department, and with this floor)..."""
     sensitive_rows_factor: float = 5
     """...or this many times the usual (the higher of the user's and its department's), whichever is higher."""
+    sensitive_value_bytes: int = 32
+    """An answer that packs many values into one column (``string_agg``, ``to_json(list(...))``) counts this many
+    bytes of that column's text as one sensitive row (a resident ID is 18, a name 6-30 bytes in UTF-8)."""
     match_quota_refusals: int = 1
     """Queries of one user refused in one window because a match quota was exhausted (``match_quota``)."""
     work_start: int = 8
@@ -192,9 +200,10 @@ class SecuritySettings:
         from onesource.errors import ConfigurationError
 
         for name in self.__dataclass_fields__:
-            if getattr(self, name) < 0 or (getattr(self, name) == 0 and name in ("window_minutes", "lookback_hours")):
+            positive = ("window_minutes", "lookback_hours", "sensitive_value_bytes")  # lengths, and a divisor
+            if getattr(self, name) < 0 or (getattr(self, name) == 0 and name in positive):
                 raise ConfigurationError(f"ONESOURCE_SECURITY_{name.upper()}={getattr(self, name)} cannot be "
-                                         "negative (nor 0 for a length of time): set a positive number")
+                                         "negative (nor 0 for a length of time or bytes): set a positive number")
         if not 0 <= self.work_start < self.work_end <= 24:
             raise ConfigurationError(f"working hours {self.work_start}-{self.work_end} are not hours of one day: set "
                                      "ONESOURCE_SECURITY_WORK_START and _WORK_END with 0 <= start < end <= 24")

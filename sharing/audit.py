@@ -1004,6 +1004,9 @@ def _write_events(lake, entries: list[dict[str, Any]], reached: int) -> int:
         "exposed": pa.array([_exposed(e) for e in entries], pa.list_(pa.string())),
         "address": [_text(e.get("address"), 200) for e in entries],
         "channel": [_text(e.get("channel"), 50) for e in entries],
+        # how much one column of an allowed answer packed (a register as one row: sharing.security.alerts)
+        "result_values": pa.array([e.get("values") for e in entries], pa.int64()),
+        "result_text_bytes": pa.array([e.get("text_bytes") for e in entries], pa.int64()),
     })
 
     def write() -> None:

@@ -505,7 +505,7 @@ class GovernedEngine:
             planned, access = state["plan"], state["access"]
             result.policy = tuple((name, access.get(name)) for name in planned.tables)
             self._record(record, started, decision="allowed", reason=None, plan=state["plan"], rows=result.row_count,
-                         result_columns=result.columns)
+                         result_columns=result.columns, result=result)
         return result
 
     def _steps(self, kind: str, on: Lake | duckdb.DuckDBPyConnection, department: str, sql: str,
@@ -693,9 +693,16 @@ class GovernedEngine:
         return message
 
     def _record(self, record: dict, started: float, *, decision: str, reason: str | None, plan: Plan | None = None,
-                rows: int | None = None, result_columns: list[str] | None = None) -> None:
+                rows: int | None = None, result_columns: list[str] | None = None,
+                result: QueryResult | None = None) -> None:
         """``columns`` and ``masked``: what the policy relations read exposed (masks already applied);
-        ``result_columns``: the columns the department got back; ``matched``: values matched per column."""
+        ``result_columns``: the columns the department got back; ``matched``: values matched per column;
+        ``values`` and ``text_bytes``: how many values one result column packed (list elements) and the
+        bytes of its text, so that a register taken as one row (``list(pid)``, ``string_agg``) counts as
+        what it carries (sharing.security.alerts.result_measure; O(columns), not O(rows), on Arrow)."""
+        from sharing.security.alerts import result_measure
+
+        packed = result_measure(result) if result is not None else {}
         matched = {}
         for m in plan.matches if plan else ():
             matched[f"{m.dataset}.{m.column}"] = matched.get(f"{m.dataset}.{m.column}", 0) + 1
@@ -705,7 +712,7 @@ class GovernedEngine:
                                            self.settings.limits.audit_sql_bytes), **lake_form,
                           tables=list(plan.tables) if plan else [], columns=list(plan.columns) if plan else [],
                           masked=list(plan.masked) if plan else [], filtered=list(plan.filtered) if plan else [],
-                          matched=matched, result_columns=result_columns, rows=rows,
+                          matched=matched, result_columns=result_columns, rows=rows, **packed,
                           duration_ms=round((time.perf_counter() - started) * 1000, 2), decision=decision,
                           reason=reason)
 

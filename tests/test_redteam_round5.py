@@ -89,10 +89,6 @@ def test_a_wire_statement_calling_a_function_nobody_may_call_is_a_refusal_the_al
 
 # --- alerts: the whole register in one row -------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="sensitive_rows counts the answer's rows: list()/string_agg() return a "
-                                       "whole register as one row (sharing.security.alerts Event.sensitive_rows); "
-                                       "needs the rows read (or values returned) recorded per query, a design "
-                                       "change of the audit entry")
 def test_the_register_taken_as_one_aggregated_row_raises_sensitive_rows_like_the_rows_themselves(home, engine):
     plain = set()
     for _ in range(3):
@@ -245,10 +241,6 @@ def test_a_token_issued_while_the_department_is_frozen_opens_no_route_over_http(
 
 # --- alerts: a burst of refusals split by a window's edge -------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="refusal_burst counts refusals per user in fixed windows aligned on the "
-                                       "quarter hour (sharing.security.alerts.evaluate): 18 probes in two minutes "
-                                       "astride :15 are 9 + 9, under the threshold of 10 in each; needs a sliding "
-                                       "window (or windows at two alignments) in the rule")
 @settings(max_examples=10, deadline=None)
 @given(probes=st.integers(min_value=11, max_value=18), spread=st.integers(min_value=30, max_value=110))
 def test_a_burst_of_refusals_astride_a_window_edge_raises_refusal_burst(probes, spread):

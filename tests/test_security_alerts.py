@@ -25,7 +25,8 @@ from tests.helpers import ELEMENTS, write_registry
 TZ = "Asia/Shanghai"
 SMALL = SecuritySettings(window_minutes=60, baseline_days=2, lookback_hours=24, refusal_burst=3, refusal_factor=2,
                          sensitive_rows_floor=10, sensitive_rows_factor=2, match_quota_refusals=2, work_start=8,
-                         work_end=20, unusual_hours_queries=2, signin_failures=3, signin_failures_per_address=4)
+                         work_end=20, unusual_hours_queries=2, signin_failures=3, signin_failures_per_address=4,
+                         department_refusal_burst=4, sensitive_value_bytes=8)
 NOW = dt.datetime(2026, 3, 10, 9, 30)  # naive UTC: 17:30 in the city
 SENSITIVE = frozenset({"people.resident_id"})
 USERS = {"u1": "d1", "u2": "d1", "u3": "d2"}
@@ -60,8 +61,10 @@ def oracle(events: list[Event], s: SecuritySettings, now: dt.datetime) -> dict[t
     def is_query(e: Event) -> bool:
         return e.kind is None and e.decision in ("allowed", "refused", "failed")
 
-    def sens(e: Event) -> int:
-        return (e.rows or 0) if e.decision == "allowed" and is_query(e) and set(e.exposed) & SENSITIVE else 0
+    def sens(e: Event) -> int:  # rows, or what a packed answer carried: list elements, text bytes / 8
+        if e.decision == "allowed" and is_query(e) and set(e.exposed) & SENSITIVE:
+            return max(e.rows or 0, e.values or 0, (e.text_bytes or 0) // s.sensitive_value_bytes)
+        return 0
 
     def quota(e: Event) -> bool:
         return is_query(e) and e.decision == "refused" and (e.reason or "").startswith("the match quota on ")
@@ -95,11 +98,6 @@ def oracle(events: list[Event], s: SecuritySettings, now: dt.datetime) -> dict[t
         day = city(w).date()
         for u, dept in USERS.items():
             mine = [e for e in events if e.user == u and is_query(e) and inside(e, w)]
-            refused = [e.seq for e in mine if e.decision == "refused"]
-            usual = p95(values([u], refusals, day))
-            if refused and len(refused) >= max(s.refusal_burst, s.refusal_factor * usual):
-                expected["refusal_burst", u, w] = (len(refused), usual, max(s.refusal_burst, s.refusal_factor * usual),
-                                                   sorted(refused))
             rows = sum(sens(e) for e in mine)
             mine_usual = p95(values([u], sens, day))
             dept_usual = p95(values([x for x, d in USERS.items() if d == dept], sens, day))
@@ -118,6 +116,44 @@ def oracle(events: list[Event], s: SecuritySettings, now: dt.datetime) -> dict[t
             if failed and len(failed) >= limit:
                 expected["signin_failures", who if by_user else f"address:{who}", w] = (len(failed), 0, limit,
                                                                                        sorted(failed))
+    # refusals in sliding windows: from each refusal in time order, the hour from it; a window that holds
+    # enough opens there and the next is looked for after it (per user; per department of two users or more)
+    def slide(subject: str, refused: list[Event], limit, several: bool, kind: str, usual_of) -> None:
+        refused = sorted(refused, key=lambda e: (e.at, e.seq))
+        i = 0
+        while i < len(refused):
+            start = refused[i].at
+            held = [e for e in refused if start <= e.at < start + size]
+            day = city(start).date()
+            limit_here = max(limit, s.refusal_factor * usual_of(day))
+            if len(held) >= limit_here and (not several or len({e.user for e in held}) >= 2):
+                if start + size > now - dt.timedelta(hours=s.lookback_hours) and start <= now:
+                    expected[kind, subject, start] = (len(held), usual_of(day), limit_here, sorted(e.seq for e in held))
+                i += len(held)
+            else:
+                i += 1
+
+    def refused_of(users) -> list[Event]:
+        return [e for e in events if e.user in users and is_query(e) and e.decision == "refused"]
+
+    for u in USERS:
+        slide(u, refused_of([u]), s.refusal_burst, False, "refusal_burst",
+              lambda day, u=u: p95(values([u], refusals, day)))
+    for dept in sorted(set(USERS.values())):
+        members = [x for x, d in USERS.items() if d == dept]
+
+        def dept_usual(day: dt.date, members=members) -> float:  # the department's sum per hour one was active
+            lo, hi = city_midnight(day - dt.timedelta(days=s.baseline_days)), city_midnight(day)
+            sums, w = [], lo.replace(minute=0, second=0, microsecond=0) - size
+            while w < hi:
+                active = [e for e in events if e.user in members and is_query(e) and inside(e, w)]
+                if w >= lo and active:
+                    sums.append(sum(refusals(e) for e in active))
+                w += size
+            return p95(sums)
+
+        slide(f"department:{dept}", refused_of(members), s.department_refusal_burst, True, "department_refusals",
+              dept_usual)
     # unusual hours: per user and city day touching the lookback
     for u in USERS:
         queries = [e for e in events if e.user == u and is_query(e)]
@@ -157,8 +193,14 @@ def histories(draw) -> list[Event]:
                                      st.sampled_from([*USERS, "ghost"])), max_size=10))
     scattered = draw(st.lists(st.tuples(recent | st.integers(0, span), st.sampled_from(KINDS_DRAWN),
                                         st.sampled_from([*USERS, "ghost"])), max_size=25))
-    drawn = [(minute + draw(st.integers(0, 59)), what, user) for minute, n, what, user in shapes for _ in range(n)]
+    # a burst spread over d1's two accounts (probes each under the user's threshold) now and then
+    drawn = [(minute + draw(st.integers(0, 59)), what, draw(st.sampled_from(["u1", "u2"])) if user == "ghost" and
+              what != "signin" else user) for minute, n, what, user in shapes for _ in range(n)]
     drawn += scattered
+    # probes spread over a department's accounts (d1: u1 and u2), within an hour, often astride its edge
+    for minute, n in draw(st.lists(st.tuples(recent, st.integers(2, 7)), max_size=2)):
+        drawn += [(minute + draw(st.integers(0, 59)), "refused", draw(st.sampled_from(["u1", "u2"])))
+                  for _ in range(n)]
     for seq, (minute, what, user) in enumerate(drawn, start=1):
         at = NOW - dt.timedelta(days=3, hours=12) + dt.timedelta(minutes=minute, seconds=draw(st.integers(0, 59)))
         user = user if what == "signin" or user != "ghost" else "u1"
@@ -170,7 +212,11 @@ def histories(draw) -> list[Event]:
             events.append(Event(seq, at, user, dept, "catalogue", rows=draw(st.integers(0, 50))))
         elif what in ("allowed", "sensitive"):
             exposed = ("people.resident_id", "people.name") if what == "sensitive" else ("people.name",)
-            events.append(Event(seq, at, user, dept, "allowed", rows=draw(st.integers(0, 40)), exposed=exposed))
+            # a packed answer (list(pid), string_agg) now and then: few rows carrying many values
+            packed = draw(st.sampled_from([{}, {}, {"values": draw(st.integers(0, 60))},
+                                           {"text_bytes": draw(st.integers(0, 400))}]))
+            events.append(Event(seq, at, user, dept, "allowed", rows=draw(st.integers(0, 40)), exposed=exposed,
+                                **packed))
         elif what == "quota":
             events.append(Event(seq, at, user, dept, "refused", reason="the match quota on people.resident_id is 3"))
         else:

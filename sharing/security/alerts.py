@@ -1,14 +1,19 @@
 """Misuse alerts: baselines of governed use from the audit trail, and alerts when use departs from them.
 
-The audit log (sharing.audit) is copied into ``ops.audit_events``; a scan reads it back and evaluates five
-rules, each over fixed windows (``window_minutes`` long, aligned on the hour) or, for the hours, over the
-city's day. Thresholds are :class:`onesource.config.SecuritySettings` (``ONESOURCE_SECURITY_*``).
+The audit log (sharing.audit) is copied into ``ops.audit_events``; a scan reads it back and evaluates six
+rules, each over windows ``window_minutes`` long or, for the hours, over the city's day. Refusals are
+counted in sliding windows (a window opens at a refusal that begins a burst: one astride a fixed window's edge
+still counts whole); the other rules, and every baseline, in fixed windows aligned on the hour. Thresholds are
+:class:`onesource.config.SecuritySettings` (``ONESOURCE_SECURITY_*``).
 
 ==================  =====================================================================================
 rule (``kind``)     raised for one user and one window when
 ==================  =====================================================================================
-refusal_burst       its refused queries >= max(refusal_burst, refusal_factor x its usual refusals)
-                    (probing the policy: ungranted tables, columns, datasets)
+refusal_burst       its refused queries in a sliding window >= max(refusal_burst, refusal_factor x its usual
+                    refusals) (probing the policy: ungranted tables, columns, datasets)
+department_refusals (per department) refused queries of its users, at least two of them, in a sliding window
+                    >= max(department_refusal_burst, refusal_factor x the department's usual refusals)
+                    (probes spread over several accounts, each under refusal_burst)
 sensitive_rows      its sensitive rows > max(sensitive_rows_floor, sensitive_rows_factor x usual), the
                     usual being the higher of the user's own and its department's
 match_quota         its queries refused for an exhausted match quota >= match_quota_refusals
@@ -29,9 +34,14 @@ column whose registry element has sensitivity >= 3 (:data:`SENSITIVE_LEVEL`): ``
 of its audit entry, i.e. what the policy relations let through, not which columns the answer kept. This is
 an upper bound on purpose: an alias (``SELECT resident_id AS x``) cannot hide a read, while an aggregate
 over a sensitive table counts its few result rows only. Sensitivity is the registry's at the scan.
+An answer that packs a register into few rows counts what it carries: its sensitive rows are the most of
+its rows, the list elements of its fullest list column (``list(pid)``), and the text bytes of its fullest
+text column over ``sensitive_value_bytes`` (``string_agg``, ``to_json``), which the engine records per
+query (:func:`result_measure`: ``values``, ``text_bytes``).
 
 **Alerts** are rows of ``ops.security_alerts``. The id is derived from the rule, the subject and the
-window, so a rescan (or the DAG every 10 minutes over a 24-hour lookback) never raises one twice; an
+window (for refusals, the window opened by the burst's first refusal: the same however often, or however
+late, it is scanned, since a window is opened only after the ones before it closed), so a rescan (or the DAG every 10 minutes over a 24-hour lookback) never raises one twice; an
 alert raised while its window was still open keeps what was observed when it was raised. ``evidence``
 is JSON with the audit seqs behind the alert (the first 200) and what else explains it.
 """
@@ -39,12 +49,13 @@ is JSON with the audit seqs behind the alert (the first 200) and what else expla
 from __future__ import annotations
 
 import argparse
+import bisect
 import datetime as dt
 import hashlib
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +64,7 @@ if TYPE_CHECKING:
 
 SENSITIVE_LEVEL = 3
 """Registry sensitivity from which an element counts as sensitive (schemas.model.SENSITIVITY_MEANINGS)."""
-SEVERITY = {"refusal_burst": "high", "sensitive_rows": "high", "match_quota": "medium", "unusual_hours": "medium",
+SEVERITY = {"refusal_burst": "high", "department_refusals": "high", "sensitive_rows": "high", "match_quota": "medium", "unusual_hours": "medium",
             "signin_failures": "high"}
 KINDS = tuple(SEVERITY)
 QUERY_DECISIONS = frozenset({"allowed", "refused", "failed"})
@@ -79,6 +90,10 @@ class Event:
     address: str | None = None
     channel: str | None = None
     tables: tuple[str, ...] = ()
+    values: int | None = None
+    """List elements in the answer's fullest list column (``result_measure``)."""
+    text_bytes: int | None = None
+    """Text bytes in the answer's fullest text column."""
 
     @property
     def query(self) -> bool:
@@ -97,10 +112,11 @@ class Event:
     def signin_failed(self) -> bool:
         return self.kind == "signin" and self.decision in ("failed", "refused")
 
-    def sensitive_rows(self, sensitive: frozenset[str]) -> int:
+    def sensitive_rows(self, sensitive: frozenset[str], value_bytes: int = 32) -> int:
+        """Rows, or what a packed answer carries (list elements, text bytes / ``value_bytes``), whichever is most."""
         if self.decision != "allowed" or not self.query or not any(c in sensitive for c in self.exposed):
             return 0
-        return int(self.rows or 0)
+        return max(int(self.rows or 0), int(self.values or 0), int(self.text_bytes or 0) // value_bytes)
 
 
 @dataclass(frozen=True)
@@ -139,6 +155,68 @@ def sensitive_columns(registry) -> frozenset[str]:
     levels = {e.name: e.sensitivity for e in registry.elements}
     return frozenset(f"{ds.name}.{c.name}" for ds in registry.datasets for c in ds.columns
                      if c.element and levels.get(c.element, 0) >= SENSITIVE_LEVEL)
+
+
+def result_measure(result) -> dict[str, int]:
+    """``values``: list elements (innermost, of a list or map column) in the answer's fullest such column;
+    ``text_bytes``: UTF-8 bytes in its fullest text or binary column; each omitted when 0. On Arrow batches
+    (the servers) it reads the offsets only: a few microseconds whatever the rows; on Python rows (the CLI) it
+    goes through the list and text columns named by their DuckDB types."""
+    rows = result._rows  # noqa: SLF001 - the form the result was built in: never convert it for this
+    values = text = 0
+    if rows is None:
+        import pyarrow as pa
+
+        batches = result._batches  # noqa: SLF001
+        for i, f in enumerate(result._schema or ()):  # noqa: SLF001
+            if _arrow_list(pa, f.type):
+                values = max(values, sum(_arrow_elements(pa, b.column(i)) for b in batches))
+            elif pa.types.is_string(f.type) or pa.types.is_binary(f.type):
+                text = max(text, sum(_arrow_span(b.column(i), 4) for b in batches))
+            elif pa.types.is_large_string(f.type) or pa.types.is_large_binary(f.type):
+                text = max(text, sum(_arrow_span(b.column(i), 8) for b in batches))
+            elif pa.types.is_string_view(f.type) or pa.types.is_binary_view(f.type):
+                text = max(text, sum(b.column(i).nbytes for b in batches))
+    else:
+        for i, kind in enumerate(result.types):
+            if kind.endswith("]") or kind.startswith("MAP"):
+                values = max(values, sum(_python_elements(r[i]) for r in rows))
+            elif kind in ("VARCHAR", "JSON", "BLOB") or kind.startswith("VARCHAR"):
+                text = max(text, sum(len(v.encode()) if isinstance(v, str) else len(v) for r in rows
+                                     if (v := r[i]) is not None))
+    return {k: v for k, v in (("values", values), ("text_bytes", text)) if v}
+
+
+def _arrow_list(pa, t) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_map(t)
+
+
+def _arrow_span(array, width: int) -> int:
+    """Bytes between a variable-length array's first and last offsets (its slice of the data buffer);
+    ``width``: of an offset (8 for large_string and large_binary)."""
+    if not len(array):
+        return 0
+    offsets = memoryview(array.buffers()[1]).cast("b")  # (StringArray has no .offsets accessor)
+    first, last = array.offset * width, (array.offset + len(array)) * width
+
+    def at(k: int) -> int:
+        return int.from_bytes(offsets[k:k + width], "little", signed=True)
+
+    return at(last) - at(first)
+
+
+def _arrow_elements(pa, array) -> int:
+    while _arrow_list(pa, array.type):  # to the innermost list: list(list(pid)) carries every pid
+        array = array.flatten()
+    return len(array)
+
+
+def _python_elements(value) -> int:
+    if isinstance(value, dict):  # a MAP
+        return len(value)
+    if isinstance(value, list | tuple):
+        return sum(_python_elements(v) if isinstance(v, list | tuple) else 1 for v in value)
+    return 0
 
 
 def window_of(at: dt.datetime, minutes: int) -> dt.datetime:
@@ -220,7 +298,7 @@ def evaluate(events: list[Event], sensitive: frozenset[str], settings: SecurityS
         if e.quota:
             p["quota"] += 1
             p["seqs"]["quota"].append(e.seq)
-        rows = e.sensitive_rows(sensitive)
+        rows = e.sensitive_rows(sensitive, s.sensitive_value_bytes)
         if rows:
             p["sensitive"] += rows
             p["seqs"]["sensitive"].append(e.seq)
@@ -249,17 +327,11 @@ def evaluate(events: list[Event], sensitive: frozenset[str], settings: SecurityS
             stats[dkey] = usual(per[u, w][metric] for u, w in by_dept_windows.get(dept or "", ()) if lo <= w < hi)
         return stats[key], stats[dkey] if dept is not None else 0.0
 
-    alerts: list[Alert] = []
+    alerts = _refusals(events, s, days, now, dept_of, per, usual_of)
     for (user, w), p in sorted(per.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         if not first <= w <= now:
             continue
         day, end = days.day(w), w + step
-        if p["refused"]:
-            mine, _ = usual_of(user, "refused", day)
-            threshold = max(s.refusal_burst, s.refusal_factor * mine)
-            if p["refused"] >= threshold:
-                alerts.append(Alert("refusal_burst", user, dept_of.get(user), w, end, p["refused"], mine, threshold,
-                                    _evidence(p["seqs"]["refused"], rule=f"refused queries >= {threshold:g}")))
         if p["sensitive"]:
             mine, theirs = usual_of(user, "sensitive", day)
             threshold = max(s.sensitive_rows_floor, s.sensitive_rows_factor * max(mine, theirs))
@@ -282,6 +354,84 @@ def evaluate(events: list[Event], sensitive: frozenset[str], settings: SecurityS
                                           users=sorted({e.user or "" for e in found}),
                                           channels=sorted({e.channel or "" for e in found})),
                                 subject="" if user else f"address:{who}"))
+    return alerts
+
+
+Refusal = tuple[dt.datetime, int, str]
+"""(at, seq, user) of a refused query."""
+
+
+def _bursts(refusals: list[Refusal], size: dt.timedelta,
+            enough: Callable[[list[Refusal]], bool]) -> list[list[Refusal]]:
+    """Sliding windows over time-ordered refusals: a window opens at the first refusal from which the
+    refusals within ``size`` are ``enough``, holds every refusal in [at, at + size), and the next window is
+    looked for from the first refusal after it. A window is thus decided by the refusals up to its end only:
+    a scan while it is open, or a later one, opens it at the same refusal (the alert's id)."""
+    found, i, ats = [], 0, [r[0] for r in refusals]
+    while i < len(refusals):
+        j = bisect.bisect_left(ats, ats[i] + size, lo=i)
+        if enough(refusals[i:j]):
+            found.append(refusals[i:j])
+            i = j
+        else:
+            i += 1
+    return found
+
+
+def _refusals(events: list[Event], s: SecuritySettings, days: _Days, now: dt.datetime, dept_of: dict[str, str],
+              per: dict, usual_of: Callable) -> list[Alert]:
+    """refusal_burst per user and department_refusals per department, in sliding windows. The usual refusals
+    are per fixed window (the baseline's, like every rule's): a department's, the sum of its users' in each
+    window in which one of them queried."""
+    size = dt.timedelta(minutes=s.window_minutes)
+    since = now - dt.timedelta(hours=s.lookback_hours)  # windows ending after it, beginning at or before now
+    by_user: dict[str, list[Refusal]] = defaultdict(list)
+    for e in sorted((e for e in events if e.refused and e.user), key=lambda e: (e.at, e.seq)):
+        by_user[e.user].append((e.at, e.seq, e.user))
+    alerts: list[Alert] = []
+    for user in sorted(by_user):
+        def threshold(at: dt.datetime, user: str = user) -> float:
+            return max(s.refusal_burst, s.refusal_factor * usual_of(user, "refused", days.day(at))[0])
+
+        for burst in _bursts(by_user[user], size, lambda b, t=threshold: len(b) >= t(b[0][0])):
+            start = burst[0][0]
+            if since < start + size and start <= now:
+                mine = usual_of(user, "refused", days.day(start))[0]
+                alerts.append(Alert("refusal_burst", user, dept_of.get(user), start, start + size, len(burst), mine,
+                                    threshold(start), _evidence([seq for _, seq, _ in burst],
+                                                                rule=f"refused queries >= {threshold(start):g}")))
+    by_dept: dict[str, list[Refusal]] = defaultdict(list)
+    for user, refused in by_user.items():
+        if user in dept_of:
+            by_dept[dept_of[user]].extend(refused)
+    dept_usual: dict[tuple[str, dt.date], float] = {}
+
+    def department_usual(dept: str, day: dt.date) -> float:
+        if (dept, day) not in dept_usual:
+            lo_w, hi_w = days.start(day - dt.timedelta(days=s.baseline_days)), days.start(day)
+            sums: dict[dt.datetime, int] = defaultdict(int)
+            for (u, w), p in per.items():
+                if dept_of.get(u) == dept and lo_w <= w < hi_w:
+                    sums[w] += p["refused"]
+            dept_usual[dept, day] = usual(sums.values())
+        return dept_usual[dept, day]
+
+    for dept in sorted(by_dept):
+        def threshold(at: dt.datetime, dept: str = dept) -> float:
+            return max(s.department_refusal_burst, s.refusal_factor * department_usual(dept, days.day(at)))
+
+        def enough(burst: list[Refusal], threshold=threshold) -> bool:  # several accounts: one alone is its own
+            return len(burst) >= threshold(burst[0][0]) and len({u for _, _, u in burst}) >= 2
+
+        for burst in _bursts(sorted(by_dept[dept]), size, enough):
+            start, users = burst[0][0], sorted({u for _, _, u in burst})
+            if since < start + size and start <= now:
+                limit = threshold(start)
+                alerts.append(Alert("department_refusals", None, dept, start, start + size, len(burst),
+                                    department_usual(dept, days.day(start)), limit,
+                                    _evidence([seq for _, seq, _ in burst], users=users,
+                                              rule=f"refused queries of the department's users >= {limit:g}"),
+                                    subject=f"department:{dept}"))
     return alerts
 
 
@@ -321,7 +471,8 @@ def _evidence(seqs: list[int], **more: Any) -> dict[str, Any]:
 
 # ---- the lake: events in, alerts out ----
 
-EVENT_COLUMNS = "seq, event_at, user_name, department, decision, kind, rows, reason, exposed, address, channel, tables"
+EVENT_COLUMNS = ("seq, event_at, user_name, department, decision, kind, rows, reason, exposed, address, channel, tables, "
+                 "result_values, result_text_bytes")
 
 
 def read_events(con, since: dt.datetime, until: dt.datetime) -> list[Event]:
@@ -330,8 +481,8 @@ def read_events(con, since: dt.datetime, until: dt.datetime) -> list[Event]:
     rows = con.execute(f"SELECT {EVENT_COLUMNS} FROM {CATALOG}.{OPS}.audit_events WHERE event_at >= ? AND event_at <= ?",
                        [since, until]).fetchall()
     return [Event(seq, at, user, dept, decision, kind, n, reason, tuple(exposed or ()), address, channel,
-                  tuple(tables or ()))
-            for seq, at, user, dept, decision, kind, n, reason, exposed, address, channel, tables in rows]
+                  tuple(tables or ()), values, text)
+            for seq, at, user, dept, decision, kind, n, reason, exposed, address, channel, tables, values, text in rows]
 
 
 def user_departments(con) -> dict[str, str]:
