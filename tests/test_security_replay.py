@@ -4,12 +4,14 @@ Two small datasets hold the element ``person_id``: ``people`` (one row a person)
 persons have two). Each row carries a row id ``rid`` that the grants always give and the generated queries
 may order by but need not select. Hypothesis draws grants (columns, row filters; the element is masked for
 the consuming department) and queries (projections, filters on other columns, joins and self-joins,
-aggregates, ORDER BY/LIMIT) as structures; each is rendered twice: the query a user sends, and the same
+aggregates, ORDER BY/LIMIT, OFFSET pages, window functions beside the rows, and aggregates that pack the
+element's values: list, string_agg, to_json(list)) as structures; each is rendered twice: the query a user sends, and the same
 query with lineage: the ``rid`` of every table reference (``list(rid)`` per group for aggregates). Both run
 through the real engine (a server's: file scans, pins). The oracle, from the kept lineage alone: a kept row
 of a projection or join came from the record when one of its rids is a record row's; a kept group held the
 record when every row of it, through some reference, is a record row (an aggregate over others too is not
-the record's). who-saw, run once over the whole audit, must list exactly the user queries the oracle says.
+the record's), and a group whose packed list holds the element of a record row held it too. who-saw, run once
+over the whole audit, must list exactly the user queries the oracle says.
 """
 
 from __future__ import annotations
@@ -149,25 +151,44 @@ def queries(draw, granted):
     conditions = [c.format(a=a) for a in aliases for c in CONDITIONS[TABLES[a]]
                   if c.split()[0].split(".")[1] in granted[TABLES[a]][0]]
     where = draw(st.lists(st.sampled_from(conditions), unique=True, max_size=2)) if conditions else []
-    kind = draw(st.sampled_from(["rows", "rows", "agg"]))
+    kind = draw(st.sampled_from(["rows", "rows", "agg", "window", "pack"]))
     limit = draw(st.none() | st.integers(1, 4))
-    chosen = draw(st.lists(st.sampled_from(cols), unique=True, min_size=1 if kind == "rows" else 0, max_size=3))
-    if kind == "rows" and limit is not None:  # LIMIT keeps rows that identify their person (see who-saw's doc)
-        chosen += [f"{a}.pid" for a in aliases if f"{a}.pid" in cols and f"{a}.pid" not in chosen]
-        if not any(c.endswith(".pid") for c in chosen):
+    chosen = draw(st.lists(st.sampled_from(cols), unique=True, min_size=1 if kind in ("rows", "window") else 0,
+                           max_size=3))
+    pids = [f"{a}.pid" for a in aliases if f"{a}.pid" in cols]
+    if kind == "pack" and not pids:
+        kind = "agg"
+    if kind == "window" and not pids:
+        kind = "rows"
+    if kind in ("rows", "window") and (limit is not None or kind == "window"):
+        # LIMIT and windows keep rows that identify their person (see who-saw's doc)
+        chosen += [c for c in pids if c not in chosen]
+        if not pids:
             limit = None
-    return {"shape": shape, "aliases": aliases, "where": where, "kind": kind, "cols": chosen, "limit": limit}
+    offset = draw(st.integers(1, 3)) if kind in ("rows", "window") and limit is not None and draw(st.booleans()) else None
+    window = draw(st.sampled_from(["count(*) OVER ()", "row_number() OVER (ORDER BY {rids})",
+                                   "sum(1) OVER (ORDER BY {rids} ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)"]))
+    pack = draw(st.sampled_from(pids)) if kind == "pack" else None
+    how = draw(st.sampled_from(["list({c})", "string_agg({c}, ',')", "to_json(list({c}))"]))
+    return {"shape": shape, "aliases": aliases, "where": where, "kind": kind, "cols": chosen, "limit": limit,
+            "offset": offset, "window": window, "pack": pack, "how": how}
 
 
 def render(q: dict, lineage: bool) -> str:
     cols, aliases = q["cols"], q["aliases"]
+    rids = ", ".join(f"{a}.rid" for a in aliases)
     where = f" WHERE {' AND '.join(q['where'])}" if q["where"] else ""
-    if q["kind"] == "rows":
-        select = list(cols) + ([f"{a}.rid AS lin_{a}" for a in aliases] if lineage else [])
+    if q["kind"] in ("rows", "window"):
+        select = list(cols) + ([q["window"].format(rids=rids) + " AS w"] if q["kind"] == "window" else [])
+        select += [f"{a}.rid AS lin_{a}" for a in aliases] if lineage else []
         order = [*cols, *(f"{a}.rid" for a in aliases)]  # total: LIMIT keeps the same rows in both renderings
+        if q["offset"]:  # paging through the rows in their ids' order (a page may skip the record's rows)
+            order = [*(f"{a}.rid" for a in aliases), *cols]
         tail = f" ORDER BY {', '.join(order)} LIMIT {q['limit']}" if q["limit"] else ""
+        tail += f" OFFSET {q['offset']}" if q["offset"] else ""
         return f"SELECT {', '.join(select)} FROM {FROMS[q['shape']]}{where}{tail}"
-    select = [*cols, "count(*) AS n"] + ([f"list({a}.rid) AS lin_{a}" for a in aliases] if lineage else [])
+    packed = [q["how"].format(c=q["pack"]) + " AS packed"] if q["kind"] == "pack" else []
+    select = [*cols, "count(*) AS n", *packed] + ([f"list({a}.rid) AS lin_{a}" for a in aliases] if lineage else [])
     group = f" GROUP BY {', '.join(cols)}" if cols else ""
     tail = f" ORDER BY {', '.join(cols)} LIMIT {q['limit']}" if cols and q["limit"] else ""
     return f"SELECT {', '.join(select)} FROM {FROMS[q['shape']]}{where}{group}{tail}"
@@ -180,10 +201,12 @@ def oracle(q: dict, result, record: dict[str, set[int]]) -> bool:
         for a in q["aliases"]:
             rids = row[at[f"lin_{a}"]]
             mine = record[TABLES[a]]
-            if q["kind"] == "rows" and rids in mine:
+            if q["kind"] in ("rows", "window") and rids in mine:
                 return True
-            if q["kind"] == "agg" and rids and all(r in mine for r in rids):
+            if q["kind"] in ("agg", "pack") and rids and all(r in mine for r in rids):
                 return True
+            if q["kind"] == "pack" and q["pack"] == f"{a}.pid" and any(r in mine for r in rids):
+                return True  # the record's ID (masked or not) is packed into the group's value
     return False
 
 
@@ -199,9 +222,10 @@ def test_who_saw_lists_exactly_the_queries_whose_kept_results_held_the_record(ho
     record = record_rids(home)
     assert len(record["people"]) == 1 and len(record["visits"]) == 2
     cases: list[tuple[int, bool, str]] = []
+    kinds: Counter = Counter()  # (kind, OFFSET or not, held) of the generated queries
     writer = Lake(home.lake)  # the owners' grants and revocations (one connection: opening one costs a second)
 
-    @settings(max_examples=10, deadline=None, derandomize=True,
+    @settings(max_examples=16, deadline=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
     @given(st.data())
     def run(data):
@@ -217,6 +241,7 @@ def test_who_saw_lists_exactly_the_queries_whose_kept_results_held_the_record(ho
                          for r in traced.rows]
                 assert Counter(map(repr, plain)) == Counter(map(repr, kept.rows)), render(q, False)
                 cases.append((seq, oracle(q, traced, record), render(q, False)))
+                kinds[(q["kind"], bool(q["offset"]), cases[-1][1])] += 1
         finally:
             for grant in ids:
                 revoke_grant(writer, grant)
@@ -232,6 +257,9 @@ def test_who_saw_lists_exactly_the_queries_whose_kept_results_held_the_record(ho
     wrong = [(seq, held, sql) for seq, held, sql in cases if (seq in found) != held]
     assert not wrong, wrong
     assert found == expected and 0 < len(expected) < len(cases)  # both answers occur
+    # windows and packed aggregates are among both answers, and OFFSET pages among the queries
+    assert all(kinds[(k, o, h)] for k in ("window", "pack") for h in (True, False) for o in [False]), kinds
+    assert any(o for _, o, _ in kinds), kinds
     assert report.unreplayed == {} and report.datasets == ("people", "visits")
     assert all(h.user == "oracle" or h.seq in expected for h in report.hits)
     assert all(set(h.masked) <= set(h.columns) for h in report.hits)

@@ -347,17 +347,18 @@ class Replayer:
             self._described[source] = found
         return found
 
-    def _taints(self, dataset: str, at: str) -> list[tuple[str, str, list[tuple[Any, Any]]]]:
-        """For each column of ``dataset`` that can carry a sentinel: (column, the CASE that puts a sentinel in
-        place of each distinct value the record's rows hold in it, (sentinel, value) pairs including their mask
-        images). A sentinel is a string or integer that cannot occur in the lake (``SENTINEL``)."""
+    def _taints(self, dataset: str, at: str) -> dict[str, tuple[str, list[tuple[Any, Any]]]]:
+        """Column of ``dataset`` that can carry a sentinel -> (the CASE that puts a sentinel in place of each value
+        the record's rows hold in it, the (sentinel, value) pairs, mask images included). A text value v becomes
+        v followed by ``SENTINEL`` (it sorts where v sorts, and joins on it where v joins when both sides carry
+        it), an integer becomes a negative number far outside any count or amount."""
         record = self._record_table(dataset, at)
         found = self._taint_cache.get(record)
         if found is not None:
             return found
         from sharing.policy import MASKS
 
-        found = []
+        found = {}
         for k, (column, kind) in enumerate(self._columns(record)):
             values = [r[0] for r in self.con.execute(
                 f'SELECT DISTINCT "{column}" FROM {record} WHERE "{column}" IS NOT NULL LIMIT 50').fetchall()]
@@ -365,28 +366,28 @@ class Replayer:
                 continue  # other types (dates, decimals, booleans) carry no sentinel: the first rule alone
             pairs, whens = [], []
             for j, value in enumerate(values):
-                sentinel: Any = (SENTINEL.format(k, j) if kind == "VARCHAR" else -SENTINEL_INT - 1000 * k - j)
                 literal = "'" + str(value).replace("'", "''") + "'" if kind == "VARCHAR" else str(int(value))
-                mark = "'" + sentinel + "'" if kind == "VARCHAR" else str(sentinel)
+                sentinel: Any = str(value) + SENTINEL if kind == "VARCHAR" else -SENTINEL_INT - 1000 * k - j
+                mark = "'" + sentinel.replace("'", "''") + "'" if kind == "VARCHAR" else str(sentinel)
                 whens.append(f'WHEN "{column}" = {literal} THEN {mark}')
                 pairs.append((sentinel, value))
                 if kind == "VARCHAR":  # what a mask makes of each (a masked sentinel comes out masked)
                     images = self.con.execute("SELECT " + ", ".join(
-                        f"{MASKS[rule].format(c=m, t='VARCHAR')}, {MASKS[rule].format(c=literal, t='VARCHAR')}"
-                        for rule in sorted(MASKS) for m in [mark])).fetchone()
-                    pairs += [(a, b) for a, b in zip(images[::2], images[1::2], strict=True)
-                              if a is not None and a != b]
-            case = (f"CASE WHEN NOT coalesce({self._condition(dataset)}, false) THEN \"{column}\" "
-                    f"{' '.join(whens)} ELSE \"{column}\" END AS \"{column}\"")
+                        f"{MASKS[rule].format(c=mark, t='VARCHAR')}, {MASKS[rule].format(c=literal, t='VARCHAR')}"
+                        for rule in sorted(MASKS))).fetchone()
+                    pairs += [(x, y) for x, y in zip(images[::2], images[1::2], strict=True)
+                              if x is not None and x != y]
+            case = (f'CASE WHEN NOT coalesce({self._condition(dataset)}, false) THEN "{column}" '
+                    f'{" ".join(whens)} ELSE "{column}" END AS "{column}"')
             pairs.sort(key=lambda p: -len(str(p[0])))  # a longer image first: one may hold a shorter one
-            found.append((column, case, pairs))
+            found[column] = (case, pairs)
         self._taint_cache[record] = found
         return found
 
-    def _tainted(self, dataset: str, at: str, column: str, case: str) -> str:
-        """``dataset``'s scan with the record's values of ``column`` replaced by sentinels (row order kept)."""
+    def _tainted(self, dataset: str, at: str, cases: dict[str, str]) -> str:
+        """``dataset``'s scan with the record's values of some columns replaced by sentinels (row order kept)."""
         source = self._source(dataset, at)
-        select = ", ".join(case if name == column else f'"{name}"' for name, _ in self._columns(source))
+        select = ", ".join(cases.get(name, f'"{name}"') for name, _ in self._columns(source))
         return f'(SELECT {select} FROM {source}) AS "__os_scan"'
 
     def reaches(self, sql: str) -> bool:
@@ -406,16 +407,16 @@ class Replayer:
         found = scans(sql)
         at = f"VERSION => {int(snapshot)}"
 
-        def text(restrict: int | None, how: str, taint: tuple[str, str] | None = None) -> str:
+        def text(restrict: int | None, how: str, taint: dict[int, dict[str, str]] | None = None) -> str:
             parts, last = [], 0
             for n, s in enumerate(found):
                 when = s.at or at
-                if n != restrict:
+                if taint is not None and n in taint:
+                    scan = self._tainted(s.dataset, when, taint[n])
+                elif n != restrict:
                     scan = f'(SELECT * FROM {self._source(s.dataset, when)}) AS "__os_scan"'
                 elif how == "record":
                     scan = f'(SELECT * FROM {self._record_table(s.dataset, when)}) AS "__os_scan"'
-                elif how == "taint":
-                    scan = self._tainted(s.dataset, when, *taint)
                 else:
                     scan = (f"(SELECT * FROM {self._source(s.dataset, when)} WHERE NOT coalesce("
                             f'{self._condition(s.dataset)}, false)) AS "__os_scan"')
@@ -435,23 +436,32 @@ class Replayer:
                 return True
         if not self.reaches(sql):
             return False
-        # The second rule: the record's values reached the answer. Q_s is Q with the record's values of one
-        # column replaced by sentinels; held iff Q_s differs from Q exactly by sentinels standing where the
-        # record's values (or their masked images) stand in Q.
+        # The second rule: the record's values reached the answer. Q_s is Q with the record's values replaced
+        # by sentinels: first its element columns in every scan at once (a join on the element still joins),
+        # then each other column of one scan at a time (a filter on one column drops the row only for that
+        # column's try). Held iff Q_s differs from Q exactly by sentinels standing where the record's values
+        # (or their masked images) stand in Q.
         everything = text(None, "")
+        taints = {n: self._taints(found[n].dataset, found[n].at or at) for n in mine}
+        tries: list[tuple[dict[int, dict[str, str]], list]] = []
+        element = {n: {c: taints[n][c][0] for c in self.record[found[n].dataset] if c in taints[n]} for n in mine}
+        if any(element.values()):
+            tries.append((element, [p for n in mine for c in element[n] for p in taints[n][c][1]]))
         for n in mine:
-            s = found[n]
-            for column, case, pairs in self._taints(s.dataset, s.at or at):
-                tainted = text(n, "taint", (column, case))
-                if _explained(self.con, everything, tainted, pairs):
-                    return True
+            for column, (case, pairs) in taints[n].items():
+                if column not in self.record[found[n].dataset]:
+                    tries.append(({n: {column: case}}, pairs))
+        for taint, pairs in tries:
+            pairs = sorted(set(pairs), key=lambda p: -len(str(p[0])))
+            if _explained(self.con, everything, text(None, "", taint), pairs):
+                return True
         return False
 
 
 _INTEGERS = frozenset(("INTEGER", "BIGINT", "HUGEINT"))
-SENTINEL = "\u2983os{0}\u00a7{1}\u00a7SENTINEL\u2984"
-"""A string sentinel (column k, value j): characters no loaded value holds, distinct prefix and suffix so that
-a mask keeping either end still tells it apart."""
+SENTINEL = "\u2983os\u00a7sentinel\u00a7\u2984"
+"""Appended to a text value to make its sentinel: characters no loaded value holds (a mask keeping the last
+characters still tells it apart)."""
 SENTINEL_INT = 987_654_321_000
 """An integer sentinel is minus this, less 1000 k + j: far outside any count, age or amount."""
 DIFF_ROWS = 100_000
