@@ -18,7 +18,17 @@ from lakehouse import Lake
 from onesource.config import SecuritySettings, Settings
 from onesource.errors import ConfigurationError
 from sharing.audit import AuditLog, sync_to_lake
-from sharing.security.alerts import Event, close_alerts, cmd_alerts, evaluate, list_alerts, scan, usual, window_of
+from sharing.security.alerts import (
+    Event,
+    close_alerts,
+    cmd_alerts,
+    evaluate,
+    list_alerts,
+    result_measure,
+    scan,
+    usual,
+    window_of,
+)
 from sharing.signin import LockedOut, SignInGuard
 from tests.helpers import ELEMENTS, write_registry
 
@@ -237,6 +247,104 @@ def test_the_alerts_raised_are_exactly_the_oracles(events):
     for kind, *_ in expected:
         event(kind)  # (hypothesis --hypothesis-show-statistics: how often each rule fires)
     assert all(a.department == USERS.get(a.user) for a in found if a.user)
+
+
+# ---- sliding windows: the same alerts however often and whenever a scan runs ----
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+           phases=(Phase.explicit, Phase.reuse, Phase.generate))
+@given(histories(), st.integers(1, 9))
+def test_scans_every_few_minutes_raise_no_refusal_alert_the_last_scan_does_not_hold(events, every):
+    """The DAG scans every 10 minutes over the last 24 hours: a refusal window found while it was open, or by
+    any earlier scan, is the same window (id) the last scan finds, so a rescan never raises a second alert
+    for a burst still going on."""
+    last = evaluate(events, SENSITIVE, SMALL, NOW, tz=TZ, departments=USERS)
+    final = {a.alert_id for a in last if a.kind in ("refusal_burst", "department_refusals")}
+    for k in range(1, 18):
+        then = NOW - dt.timedelta(minutes=every * k)
+        seen = [e for e in events if e.at <= then]  # what the log held at that scan
+        for a in evaluate(seen, SENSITIVE, SMALL, then, tz=TZ, departments=USERS):
+            if a.kind in ("refusal_burst", "department_refusals") and a.window_end > NOW - dt.timedelta(hours=24):
+                assert a.alert_id in final, (then, a)  # (one ended before the last scan's lookback: not its to find)
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(st.integers(3, 9), st.integers(0, 3599), st.integers(1, 1700))
+def test_one_burst_raises_one_alert_wherever_it_falls_against_the_hour(n, offset, spread):
+    """n >= refusal_burst refusals within half an hour, anywhere against the clock's hours: exactly one
+    refusal_burst, holding all of them, opened at the first."""
+    start = NOW - dt.timedelta(hours=3) + dt.timedelta(seconds=offset)
+    events = [ev(i + 1, start + dt.timedelta(seconds=spread * i / n)) for i in range(n)]
+    [alert] = [a for a in evaluate(events, SENSITIVE, SMALL, NOW, tz=TZ) if a.kind == "refusal_burst"]
+    assert (alert.observed, alert.window_start, alert.evidence["seqs"]) == (n, start, list(range(1, n + 1)))
+
+
+def test_probes_spread_over_a_departments_accounts_raise_department_refusals():
+    """Two accounts of d1, each under its own threshold (3), together over the department's (4); another
+    department's single account with as many raises its own refusal_burst, not a department alert."""
+    at = NOW - dt.timedelta(minutes=50)
+    spread = [ev(i, at + dt.timedelta(minutes=i), "u1" if i % 2 else "u2") for i in range(1, 5)]
+    alone = [ev(10 + i, at + dt.timedelta(minutes=i), "u3") for i in range(1, 6)]
+    found = evaluate(spread + alone, SENSITIVE, SMALL, NOW, tz=TZ, departments=USERS)
+    assert sorted((a.kind, a.subject or a.user, a.observed) for a in found) == \
+        [("department_refusals", "department:d1", 4), ("refusal_burst", "u3", 5)]
+    [dept] = [a for a in found if a.kind == "department_refusals"]
+    assert (dept.department, dept.user, dept.evidence["users"], dept.threshold) == ("d1", None, ["u1", "u2"], 4)
+    # against the department's usual: 3 refusals an hour two days ago make its bar 2 x 3 = 6
+    usual_day = [ev(100 + i, NOW - dt.timedelta(days=2) + dt.timedelta(minutes=i), "u1" if i % 2 else "u2")
+                 for i in range(3)]
+    assert not [a for a in evaluate(usual_day + spread, SENSITIVE, SMALL, NOW, tz=TZ, departments=USERS)
+                if a.kind == "department_refusals"]
+
+
+# ---- what a packed answer carries, measured on real DuckDB results in both forms ----
+
+SHAPES = {
+    "plain": "SELECT pid, name FROM people",
+    "list": "SELECT list(pid) AS p, list(name) AS n FROM people",
+    "nested": "SELECT list(ids) FROM (SELECT district, list(pid) AS ids FROM people GROUP BY district)",
+    "string_agg": "SELECT string_agg(pid || ' ' || name, ';') FROM people",
+    "json": "SELECT to_json(list(p)) FROM people p",
+    "grouped": "SELECT district, string_agg(name, ',') AS names, list(pid) AS ids FROM people GROUP BY district",
+    "count": "SELECT count(*), max(name) FROM people",
+}
+
+
+def by_hand(rows: list[tuple], types: list[str]) -> dict[str, int]:
+    """Elements of the fullest list column (innermost), UTF-8 bytes of the fullest text column."""
+    def leaves(v) -> int:
+        return sum(leaves(x) if isinstance(x, list) else 1 for x in v) if isinstance(v, list) else 0
+
+    values = max([sum(leaves(r[i]) for r in rows) for i, t in enumerate(types) if t.endswith("]")], default=0)
+    text = max([sum(len(r[i].encode()) for r in rows if r[i] is not None) for i, t in enumerate(types)
+                if t in ("VARCHAR", "JSON")], default=0)
+    return {k: v for k, v in (("values", values), ("text_bytes", text)) if v}
+
+
+@hsettings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.text("0123456789X", min_size=1, max_size=18), st.text(min_size=0, max_size=8),
+                          st.sampled_from(["东", "西", "north"])), max_size=30),
+       st.sampled_from(sorted(SHAPES)))
+def test_result_measure_counts_list_elements_and_text_bytes_alike_on_arrow_and_python_rows(people, shape):
+    import duckdb
+
+    from sharing.sql import fetch
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE people (pid VARCHAR, name VARCHAR, district VARCHAR)")
+    if people:
+        con.executemany("INSERT INTO people VALUES (?, ?, ?)", people)
+    python = fetch(con.execute(SHAPES[shape]), arrow=False)
+    arrow = fetch(con.execute(SHAPES[shape]), arrow=True)
+    expected = by_hand(python.rows, list(python.types))
+    assert result_measure(python) == expected
+    assert result_measure(arrow) == expected
+    for batch in arrow.batches():  # a slice of a batch (DuckDB hands sliced arrays over too)
+        if batch.num_rows > 1:
+            part = type(arrow)(arrow.columns, batches=[batch.slice(1)], schema=arrow.schema, types=arrow.types)
+            assert result_measure(part) == by_hand(part.rows, list(arrow.types))
+    if shape in ("list", "string_agg") and people:
+        assert max(result_measure(arrow).values()) >= len(people)  # the register in one row counts whole
 
 
 def ev(seq: int, at: dt.datetime, user: str = "u1", decision: str = "refused", **more) -> Event:
