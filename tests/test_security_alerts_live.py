@@ -35,9 +35,9 @@ pytestmark = pytest.mark.slow
 ENV = {"ONESOURCE_SECURITY_WINDOW_MINUTES": "1440", "ONESOURCE_SECURITY_WORK_START": "0",
        "ONESOURCE_SECURITY_WORK_END": "24", "ONESOURCE_SECURITY_SENSITIVE_ROWS_FLOOR": "20",
        "ONESOURCE_SIGNIN_DELAY_SECONDS": "0"}
-# (not getenv(): the wire reads a SELECT without a table as a catalogue question, which fails (XX000) rather than
-# being refused, and is audited as failed; COPY to a file: the engine refuses it on HTTP, the wire's session itself)
-PROBES = ["SELECT * FROM shared.no_such_register", "SELECT * FROM read_csv('/etc/passwd')",
+# (getenv(): a catalogue question calling a function nobody may call is refused 42501 over the wire too, and
+# audited refused (tests/test_redteam_round5.py); COPY to a file: the engine refuses it on HTTP, the wire's session)
+PROBES = ["SELECT * FROM shared.no_such_register", "SELECT * FROM read_csv('/etc/passwd')", "SELECT getenv('HOME')",
           "COPY shared.firms TO '/tmp/stolen.csv'",
           "SELECT * FROM information_schema.tables, shared.firms",
           "SELECT * FROM shared.firms, duckdb_settings()", "SELECT * FROM '/etc/passwd'"]

@@ -708,7 +708,9 @@ def _line(a: dict[str, Any] | Alert, tz: str) -> str:
     from metrics.citytime import to_local
 
     d = {**a.row(dt.datetime.now(dt.UTC)), "evidence": a.evidence} if isinstance(a, Alert) else a
-    who = d["user_name"] or "address " + ", ".join(d["evidence"].get("addresses", []))
+    who = d["user_name"] or ("accounts " + ", ".join(d["evidence"]["users"]) if "users" in d["evidence"] and
+                             not d["evidence"].get("addresses") else
+                             "address " + ", ".join(d["evidence"].get("addresses", [])))
     start = to_local(d["window_start"], tz)
     return (f"{d['alert_id']}  {d['severity']:<6} {d['kind']:<16} {who} ({d['department'] or '-'})  "
             f"{start:%Y-%m-%d %H:%M} city time  observed {d['observed']:g}, usual {d['baseline']:g}, "
