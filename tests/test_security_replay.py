@@ -326,3 +326,40 @@ def test_cli_who_saw_and_dataset_recipients(home, monkeypatch, capsys):
     assert "psb / li" in capsys.readouterr().out
     assert main(["security", "who-saw", "--element", "nothing", "--value", "x"]) == 1
     assert "nothing" in capsys.readouterr().err
+
+
+PLAIN_AGGREGATES = [  # over many records each (person 3 is one of district A's four, and of two clinics' visits)
+    "SELECT district, sum(age) AS s, avg(age) AS a, max(age) AS oldest, count(*) AS n FROM shared.people "
+    "GROUP BY district",
+    "SELECT count(DISTINCT pid) AS persons, sum(cost) AS s, stddev(cost) AS sd FROM shared.visits",
+    "SELECT clinic, count(*) AS n, avg(cost) AS a, list(cost > 15) AS dear FROM shared.visits GROUP BY clinic "
+    "HAVING count(*) > 2",
+    "SELECT district, n, sum(n) OVER () AS everyone FROM (SELECT district, count(*) AS n FROM shared.people "
+    "GROUP BY district) ORDER BY district LIMIT 2 OFFSET 0",
+    "SELECT list(DISTINCT district ORDER BY district) AS districts, string_agg(DISTINCT clinic, ',') AS clinics "
+    "FROM shared.people p, shared.visits v WHERE p.rid < 7 AND v.rid < 112",  # every value from others too
+    # (with p.rid < 4, district A is the record's alone: held, as SELECT DISTINCT district would be)
+]
+
+
+def test_plain_aggregates_over_many_records_are_not_reported(home):
+    """The second rule (sentinels) runs on these shapes (GROUP BY, HAVING, windows, OFFSET, list/string_agg):
+    none of them carries a value of the record alone, so none held it (people's owner; visits granted, its pid masked)."""
+    registry = load_registry(home.registry_dir)
+    with Lake(home.lake) as lake:
+        grant = add_grant(lake, registry, "psb", "visits")
+    engine = GovernedEngine(home, registry, persistent=True)
+    try:
+        seqs = {}
+        for n, sql in enumerate(PLAIN_AGGREGATES):
+            rows = engine.query("psb", sql, user=f"agg{n}").rows
+            assert rows and not any(VALUE in repr(r) or f"人{RECORD}'" in repr(r) for r in rows), rows
+            seqs[engine.audit.entries()[-1]["seq"]] = sql
+    finally:
+        engine.close()
+        with Lake(home.lake) as lake:
+            revoke_grant(lake, grant)
+    mine = [e for e in GovernedEngine(home, registry).audit.entries() if e["seq"] in seqs]
+    report = who_saw(home, registry, "person_id", VALUE, entries=mine)
+    assert report.examined == len(PLAIN_AGGREGATES) and report.unreplayed == {}
+    assert [seqs[h.seq] for h in report.hits] == []
