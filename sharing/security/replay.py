@@ -24,10 +24,29 @@ rows at that snapshot: empty means no, and most queries stop there. Only then Q 
 version (the last snapshot up to the query's that changed it) into a temporary table (up to
 MATERIALISE_ROWS rows), and a query text is replayed once per data version of the tables it read.
 
-Where the rule and "a row of the result came from the record" part: with LIMIT, a row of the record that
+The second rule (the record's values reached the answer). The first misses a result whose row carrying the
+record also depends on other rows: a window (``count(*) OVER ()``, ``row_number()``, ``lag``), an OFFSET (the
+record alone is skipped), an aggregate that packs values (``list``, ``string_agg``, ``to_json(list(p))``) or
+a group with other columns beside the record's value. So a query whose text (literals aside) has OVER,
+OFFSET, GROUP BY, HAVING, QUALIFY, WINDOW or a call of any DuckDB aggregate is also replayed as Q_s: Q with the
+record's values replaced by sentinels, the rows kept in place (a text value v becomes v followed by
+``SENTINEL``, so it sorts where v sorts; an integer a far negative number). First the element's columns in
+every scan at once (a join on the element still joins), then each other column of one scan at a time (a
+filter on one column drops the row only in that column's try). Held iff Q_s differs from Q and putting the
+record's values back in place of the sentinels (a cell, an element of a list or struct, a part of a text,
+or a sentinel's mask image: a masked sentinel comes out masked) in Q_s's differing rows gives exactly Q's
+differing rows: the record's values stand in Q's answer, and the difference is nothing else. A count, sum or
+average over many records is not held (the sentinel changes no cell, or changes the answer in another way,
+such as a group split off); a ``max`` the record sets is, as under the first rule.
+
+Where the rules and "a row of the result came from the record" part: with LIMIT, a row of the record that
 another row, equal in every column returned, would have taken the place of is not reported (the result is
 the same without the record); a query that returns a column identifying the person (the element, masked or
-not, or a row id) has no such twin.
+not, or a row id) has no such twin. The second rule cannot see a value the query also filters or groups on
+beside the window or pack (``WHERE age = 29``: the sentinel row is filtered out; ``list(district) GROUP BY
+district``: the group splits), a value masked to a constant (``***``: nothing of the record shows), a column
+of another type than text or integer, nor a row that an ORDER BY on a masked column moves (the masked
+sentinel sorts elsewhere) past a LIMIT/OFFSET.
 
 Bounded by what was recorded and what the lake keeps: an entry from before snapshots were recorded, one whose
 SQL was clipped in the log (over QueryLimits.audit_sql_bytes), one whose snapshot maintenance expired, or one
