@@ -203,7 +203,10 @@ def _arrow_span(array, width: int) -> int:
     ``width``: of an offset (8 for large_string and large_binary)."""
     if not len(array):
         return 0
-    return _offset(array, width, array.offset + len(array)) - _offset(array, width, array.offset)
+    offsets = memoryview(array.buffers()[1]).cast("b")
+    first, last = array.offset * width, (array.offset + len(array)) * width
+    return int.from_bytes(offsets[last:last + width], "little", signed=True) - \
+        int.from_bytes(offsets[first:first + width], "little", signed=True)
 
 
 def _arrow_elements(lists: frozenset[int], array) -> int:
