@@ -436,6 +436,27 @@ def test_the_lake_copy_keeps_the_kpis_columns_and_adds_what_the_alerts_read(tiny
                     (3, None, "tax_analyst", "failed", [], None, "signin", None, len("wrong user name or password"), [], "10.0.0.7", "portal")]
 
 
+def test_a_packed_answer_is_copied_with_what_it_carried_and_counted_by_the_scan(settings):
+    """The engine's ``values`` and ``text_bytes`` reach ops.audit_events and the rule: one row carrying 5,000
+    list elements raises sensitive_rows like 5,000 rows; 1,000 rows whose text is one value each do not."""
+    from sharing.security.alerts import read_events
+
+    sensitive_registry(settings)
+    log = AuditLog.of(settings)
+    packed = {"department": "amr", "decision": "allowed", "tables": ["firms"], "rows": 1,
+              "columns": ["firms.enterprise_name"], "masked": []}
+    log.append(user="amr_list", values=5000, **packed)
+    log.append(user="amr_agg", text_bytes=40 * settings.security.sensitive_value_bytes * 100, **packed)
+    log.append(user="amr_plain", **{**packed, "rows": 1000}, text_bytes=1000 * 20)  # names of 20 bytes
+    log.close()
+    found = {(a.kind, a.user): a.observed for a in scan(settings).raised}
+    assert found == {("sensitive_rows", "amr_list"): 5000, ("sensitive_rows", "amr_agg"): 4000}
+    with Lake(settings.lake, read_only=True) as lake:
+        events = read_events(lake.con, dt.datetime(2000, 1, 1), dt.datetime(2100, 1, 1))
+    assert [(e.user, e.rows, e.values, e.text_bytes) for e in events] == \
+        [("amr_list", 1, 5000, None), ("amr_agg", 1, None, 128000), ("amr_plain", 1000, None, 20000)]
+
+
 def sensitive_registry(settings: Settings) -> None:
     elements = json.loads(json.dumps(ELEMENTS))
     next(e for e in elements["elements"] if e["name"] == "enterprise_name")["sensitivity"] = 3
