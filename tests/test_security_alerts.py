@@ -307,6 +307,8 @@ SHAPES = {
     "json": "SELECT to_json(list(p)) FROM people p",
     "grouped": "SELECT district, string_agg(name, ',') AS names, list(pid) AS ids FROM people GROUP BY district",
     "count": "SELECT count(*), max(name) FROM people",
+    "struct": "SELECT {'ids': list(pid), 'names': string_agg(name, ','), 'n': count(*)} AS s FROM people",
+    "structs": "SELECT list({'pid': pid, 'name': name}) AS s, {'d': {'ids': list(pid)}} AS t FROM people",
 }
 
 
@@ -315,9 +317,17 @@ def by_hand(rows: list[tuple], types: list[str]) -> dict[str, int]:
     def leaves(v) -> int:
         return sum(leaves(x) if isinstance(x, list) else 1 for x in v) if isinstance(v, list) else 0
 
-    values = max([sum(leaves(r[i]) for r in rows) for i, t in enumerate(types) if t.endswith("]")], default=0)
-    text = max([sum(len(r[i].encode()) for r in rows if r[i] is not None) for i, t in enumerate(types)
-                if t in ("VARCHAR", "JSON")], default=0)
+    def fields(v) -> tuple[int, int]:  # a struct: its fields' elements and text, added up
+        if isinstance(v, dict):
+            parts = [fields(x) for x in v.values()]
+            return sum(p[0] for p in parts), sum(p[1] for p in parts)
+        return (leaves(v), 0) if isinstance(v, list) else (0, len(v.encode())) if isinstance(v, str) else (0, 0)
+
+    values = max([sum(leaves(r[i]) if t.endswith("]") else fields(r[i])[0] for r in rows)
+                  for i, t in enumerate(types) if t.endswith("]") or t.startswith("STRUCT")], default=0)
+    text = max([sum(len(r[i].encode()) if t in ("VARCHAR", "JSON") else fields(r[i])[1] for r in rows
+                    if r[i] is not None)
+                for i, t in enumerate(types) if t in ("VARCHAR", "JSON") or t.startswith("STRUCT")], default=0)
     return {k: v for k, v in (("values", values), ("text_bytes", text)) if v}
 
 

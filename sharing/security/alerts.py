@@ -166,36 +166,75 @@ def result_measure(result) -> dict[str, int]:
     rows = result._rows  # noqa: SLF001 - the form the result was built in: never convert it for this
     values = text = 0
     if rows is None:
-        lists, widths, views = _arrow_kinds()
+        kinds = _arrow_kinds()
         batches = result._batches  # noqa: SLF001
         for i, f in enumerate(result._schema or ()):  # noqa: SLF001
-            kind = f.type.id
-            if kind in lists:
-                values = max(values, sum(_arrow_elements(lists, b.column(i)) for b in batches))
-            elif kind in widths:
-                text = max(text, sum(_arrow_span(b.column(i), widths[kind]) for b in batches))
-            elif kind in views:
-                text = max(text, sum(b.column(i).nbytes for b in batches))
+            if f.type.id in kinds[4]:  # a plain number or date: nothing packed (most columns)
+                continue
+            v = t = 0
+            for b in batches:
+                more_v, more_t = _arrow_column(kinds, b.column(i))
+                v, t = v + more_v, t + more_t
+            values, text = max(values, v), max(text, t)
     else:
         for i, kind in enumerate(result.types):
-            if kind.endswith("]") or kind.startswith("MAP"):
-                values = max(values, sum(_python_elements(r[i]) for r in rows))
+            if kind.endswith("]") or kind.startswith(("MAP", "STRUCT")):
+                measured = [_python_cell(r[i]) for r in rows]
+                values = max(values, sum(m[0] for m in measured))
+                text = max(text, sum(m[1] for m in measured))
             elif kind in ("VARCHAR", "JSON", "BLOB") or kind.startswith("VARCHAR"):
                 text = max(text, sum(len(v.encode()) if isinstance(v, str) else len(v) for r in rows
                                      if (v := r[i]) is not None))
     return {k: v for k, v in (("values", values), ("text_bytes", text)) if v}
 
 
+def _arrow_column(kinds: tuple, array) -> tuple[int, int]:
+    """(list elements, text bytes) of one column; a struct's fields add up (``{'ids': list(pid)}`` carries
+    every pid as ``list(pid)`` does)."""
+    lists, widths, views, struct, _ = kinds
+    kind = array.type.id
+    if kind in lists:
+        return _arrow_elements(lists, array), 0
+    if kind in widths:
+        return 0, _arrow_span(array, widths[kind])
+    if kind in views:
+        return 0, array.nbytes
+    if kind == struct:
+        parts = [_arrow_column(kinds, child) for child in array.flatten()]
+        return sum(p[0] for p in parts), sum(p[1] for p in parts)
+    return 0, 0
+
+
+def _python_cell(value) -> tuple[int, int]:
+    """(list elements, text bytes) of one cell of a list, map or struct column, as :func:`_arrow_column`."""
+    if isinstance(value, list | tuple):
+        return _python_elements(value), 0
+    if isinstance(value, dict) and not ("key" in value and "value" in value and len(value) == 2
+                                        and isinstance(value["key"], list)):
+        parts = [_python_cell(v) if isinstance(v, list | tuple | dict) else
+                 (0, len(v.encode()) if isinstance(v, str) else len(v) if isinstance(v, bytes) else 0)
+                 for v in value.values()]
+        return sum(p[0] for p in parts), sum(p[1] for p in parts)
+    return (_python_elements(value), 0) if isinstance(value, dict) else (0, 0)
+
+
 @functools.cache
-def _arrow_kinds() -> tuple[frozenset[int], dict[int, int], frozenset[int]]:
-    """Arrow type ids: of lists (and maps), of text with its offsets' width, of text views (a per-query test of
-    the type by id: the ``pa.types.is_*`` calls cost more than the rest of the measure)."""
+def _arrow_kinds() -> tuple[frozenset[int], dict[int, int], frozenset[int], int, frozenset[int]]:
+    """Arrow type ids: of lists (and maps), of text with its offsets' width, of text views, of a struct, and
+    of every type that packs nothing (a per-query test of the type by id: the ``pa.types.is_*`` calls cost
+    more than the rest of the measure)."""
     import pyarrow as pa
 
     lists = frozenset(t.id for t in (pa.list_(pa.int8()), pa.large_list(pa.int8()), pa.list_(pa.int8(), 1),
                                      pa.map_(pa.int8(), pa.int8())))
     widths = {pa.string().id: 4, pa.binary().id: 4, pa.large_string().id: 8, pa.large_binary().id: 8}
-    return lists, widths, frozenset({pa.string_view().id, pa.binary_view().id})
+    views = frozenset({pa.string_view().id, pa.binary_view().id})
+    struct = pa.struct([("a", pa.int8())]).id
+    plain = frozenset(t.id for t in (pa.bool_(), pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(),
+                                     pa.uint16(), pa.uint32(), pa.uint64(), pa.float16(), pa.float32(), pa.float64(),
+                                     pa.decimal128(9, 2), pa.date32(), pa.date64(), pa.timestamp("us"),
+                                     pa.time64("us"), pa.null()))
+    return lists, widths, views, struct, plain
 
 
 def _arrow_span(array, width: int) -> int:
@@ -203,10 +242,11 @@ def _arrow_span(array, width: int) -> int:
     ``width``: of an offset (8 for large_string and large_binary)."""
     if not len(array):
         return 0
-    offsets = memoryview(array.buffers()[1]).cast("b")
-    first, last = array.offset * width, (array.offset + len(array)) * width
-    return int.from_bytes(offsets[last:last + width], "little", signed=True) - \
-        int.from_bytes(offsets[first:first + width], "little", signed=True)
+    import struct
+
+    fmt, offsets = "<q" if width == 8 else "<i", array.buffers()[1]
+    return struct.unpack_from(fmt, offsets, (array.offset + len(array)) * width)[0] - \
+        struct.unpack_from(fmt, offsets, array.offset * width)[0]
 
 
 def _arrow_elements(lists: frozenset[int], array) -> int:
@@ -232,9 +272,10 @@ def _large_list_id() -> int:
 
 def _offset(array, width: int, k: int) -> int:
     """The ``k``-th offset of a variable-length array (StringArray has no .offsets accessor)."""
-    if not len(array) and not array.buffers()[1]:
-        return 0
-    return int.from_bytes(memoryview(array.buffers()[1]).cast("b")[k * width:(k + 1) * width], "little", signed=True)
+    import struct
+
+    offsets = array.buffers()[1]
+    return struct.unpack_from("<q" if width == 8 else "<i", offsets, k * width)[0] if offsets else 0
 
 
 def _python_elements(value) -> int:
