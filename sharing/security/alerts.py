@@ -58,6 +58,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from struct import unpack_from
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -242,11 +243,9 @@ def _arrow_span(array, width: int) -> int:
     ``width``: of an offset (8 for large_string and large_binary)."""
     if not len(array):
         return 0
-    import struct
-
     fmt, offsets = "<q" if width == 8 else "<i", array.buffers()[1]
-    return struct.unpack_from(fmt, offsets, (array.offset + len(array)) * width)[0] - \
-        struct.unpack_from(fmt, offsets, array.offset * width)[0]
+    return unpack_from(fmt, offsets, (array.offset + len(array)) * width)[0] - \
+        unpack_from(fmt, offsets, array.offset * width)[0]
 
 
 def _arrow_elements(lists: frozenset[int], array) -> int:
@@ -272,10 +271,8 @@ def _large_list_id() -> int:
 
 def _offset(array, width: int, k: int) -> int:
     """The ``k``-th offset of a variable-length array (StringArray has no .offsets accessor)."""
-    import struct
-
     offsets = array.buffers()[1]
-    return struct.unpack_from("<q" if width == 8 else "<i", offsets, k * width)[0] if offsets else 0
+    return unpack_from("<q" if width == 8 else "<i", offsets, k * width)[0] if offsets else 0
 
 
 def _python_elements(value) -> int:
