@@ -7,7 +7,7 @@ still counts whole); the other rules, and every baseline, in fixed windows align
 :class:`onesource.config.SecuritySettings` (``ONESOURCE_SECURITY_*``).
 
 ==================  =====================================================================================
-rule (``kind``)     raised for one user and one window when
+rule (``kind``)     raised for one user (or department) and one window when
 ==================  =====================================================================================
 refusal_burst       its refused queries in a sliding window >= max(refusal_burst, refusal_factor x its usual
                     refusals) (probing the policy: ungranted tables, columns, datasets)
@@ -26,7 +26,8 @@ signin_failures     failed or locked-out sign-ins of the user name >= signin_fai
 **Baseline.** A window is compared with the ``baseline_days`` whole city days before the window's own day
 (never the day being scanned: a burst this morning does not raise its own bar). "Usual" is the 95th
 percentile (nearest rank) of the value over the windows in which the subject was active (had a governed
-query): for a user, its windows; for a department, every window of each of its users. No history: 0, so
+query): for a user, its windows; for a department, every window of each of its users (for
+department_refusals: the department's sum in each window one of its users was active). No history: 0, so
 the floor decides.
 
 **Sensitive rows.** An allowed query's rows count as sensitive when a table it read exposed, unmasked, a
@@ -41,8 +42,8 @@ query (:func:`result_measure`: ``values``, ``text_bytes``).
 
 **Alerts** are rows of ``ops.security_alerts``. The id is derived from the rule, the subject and the
 window (for refusals, the window opened by the burst's first refusal: the same however often, or however
-late, it is scanned, since a window is opened only after the ones before it closed), so a rescan (or the DAG every 10 minutes over a 24-hour lookback) never raises one twice; an
-alert raised while its window was still open keeps what was observed when it was raised. ``evidence``
+late, it is scanned, since a window is opened only after the ones before it closed), so a rescan (or the
+DAG every 10 minutes over a 24-hour lookback) never raises one twice; an alert raised while its window was still open keeps what was observed when it was raised. ``evidence``
 is JSON with the audit seqs behind the alert (the first 200) and what else explains it.
 """
 
