@@ -43,8 +43,9 @@ query (:func:`result_measure`: ``values``, ``text_bytes``).
 **Alerts** are rows of ``ops.security_alerts``. The id is derived from the rule, the subject and the
 window (for refusals, the window opened by the burst's first refusal: the same however often, or however
 late, it is scanned, since a window is opened only after the ones before it closed), so a rescan (or the
-DAG every 10 minutes over a 24-hour lookback) never raises one twice; an alert raised while its window was still open keeps what was observed when it was raised. ``evidence``
-is JSON with the audit seqs behind the alert (the first 200) and what else explains it.
+DAG every 10 minutes over a 24-hour lookback) never raises one twice; an alert raised while its window
+was still open keeps what was observed when it was raised. ``evidence`` is JSON with the audit seqs behind
+the alert (the first 200) and what else explains it.
 """
 
 from __future__ import annotations
