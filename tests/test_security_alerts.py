@@ -309,6 +309,7 @@ SHAPES = {
     "count": "SELECT count(*), max(name) FROM people",
     "struct": "SELECT {'ids': list(pid), 'names': string_agg(name, ','), 'n': count(*)} AS s FROM people",
     "structs": "SELECT list({'pid': pid, 'name': name}) AS s, {'d': {'ids': list(pid)}} AS t FROM people",
+    "map": "SELECT map(k, k) AS m FROM (SELECT list(DISTINCT pid) AS k FROM people)",
 }
 
 
@@ -323,15 +324,18 @@ def by_hand(rows: list[tuple], types: list[str]) -> dict[str, int]:
             return sum(p[0] for p in parts), sum(p[1] for p in parts)
         return (leaves(v), 0) if isinstance(v, list) else (0, len(v.encode())) if isinstance(v, str) else (0, 0)
 
-    values = max([sum(leaves(r[i]) if t.endswith("]") else fields(r[i])[0] for r in rows)
-                  for i, t in enumerate(types) if t.endswith("]") or t.startswith("STRUCT")], default=0)
+    def entries(v) -> int:  # a list's innermost elements, a map's entries
+        return len(v) if isinstance(v, dict) else leaves(v)
+
+    values = max([sum(entries(r[i]) if t.endswith("]") or t.startswith("MAP") else fields(r[i])[0] for r in rows)
+                  for i, t in enumerate(types) if t.endswith("]") or t.startswith(("STRUCT", "MAP"))], default=0)
     text = max([sum(len(r[i].encode()) if t in ("VARCHAR", "JSON") else fields(r[i])[1] for r in rows
                     if r[i] is not None)
                 for i, t in enumerate(types) if t in ("VARCHAR", "JSON") or t.startswith("STRUCT")], default=0)
     return {k: v for k, v in (("values", values), ("text_bytes", text)) if v}
 
 
-@hsettings(max_examples=25, deadline=None)
+@hsettings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.text("0123456789X", min_size=1, max_size=18), st.text(min_size=0, max_size=8),
                           st.sampled_from(["东", "西", "north"])), max_size=30),
        st.sampled_from(sorted(SHAPES)))

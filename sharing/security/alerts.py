@@ -181,7 +181,9 @@ def result_measure(result) -> dict[str, int]:
             values, text = max(values, v), max(text, t)
     else:
         for i, kind in enumerate(result.types):
-            if kind.endswith("]") or kind.startswith(("MAP", "STRUCT")):
+            if kind.endswith("]") or kind.startswith("MAP"):
+                values = max(values, sum(_python_elements(r[i]) for r in rows))
+            elif kind.startswith("STRUCT"):
                 measured = [_python_cell(r[i]) for r in rows]
                 values = max(values, sum(m[0] for m in measured))
                 text = max(text, sum(m[1] for m in measured))
@@ -209,16 +211,17 @@ def _arrow_column(kinds: tuple, array) -> tuple[int, int]:
 
 
 def _python_cell(value) -> tuple[int, int]:
-    """(list elements, text bytes) of one cell of a list, map or struct column, as :func:`_arrow_column`."""
+    """(list elements, text bytes) of one cell of a struct column (a dict of its fields, which are added up:
+    lists and maps by their elements, text by its bytes, structs likewise), as :func:`_arrow_column`.
+    (A map inside a struct is a dict too, and is read as a struct: its values, not its entries.)"""
     if isinstance(value, list | tuple):
         return _python_elements(value), 0
-    if isinstance(value, dict) and not ("key" in value and "value" in value and len(value) == 2
-                                        and isinstance(value["key"], list)):
-        parts = [_python_cell(v) if isinstance(v, list | tuple | dict) else
-                 (0, len(v.encode()) if isinstance(v, str) else len(v) if isinstance(v, bytes) else 0)
-                 for v in value.values()]
+    if isinstance(value, dict):
+        parts = [_python_cell(v) for v in value.values()]
         return sum(p[0] for p in parts), sum(p[1] for p in parts)
-    return (_python_elements(value), 0) if isinstance(value, dict) else (0, 0)
+    if isinstance(value, str):
+        return 0, len(value.encode())
+    return (0, len(value)) if isinstance(value, bytes) else (0, 0)
 
 
 @functools.cache
