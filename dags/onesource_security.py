@@ -14,7 +14,7 @@ SCAN_CRON = "*/10 * * * *"
 
 
 @task(retries=2, retry_delay=dt.timedelta(minutes=1),
-      doc_md="Copies the audit log's new entries into ops.audit_events, evaluates the misuse rules over the last "
+      doc_md="**Stage: security.** Copies the audit log's new entries into ops.audit_events, evaluates the misuse rules over the last "
              "ONESOURCE_SECURITY_LOOKBACK_HOURS and writes the new alerts to ops.security_alerts.")
 def scan() -> dict:
     from sharing.security.alerts import scan_task

@@ -70,7 +70,8 @@ def test_every_dag_documents_its_datasets_and_new_dags_start_paused(settings, de
 
     sources = demo_registry.source_datasets
     concerns = {ALL_DAG_ID: sources, "onesource_consistency": sources, "onesource_metrics": sources,
-                MAINTENANCE_DAG_ID: demo_registry.datasets, "onesource_subscriptions": sources}
+                MAINTENANCE_DAG_ID: demo_registry.datasets, "onesource_subscriptions": sources,
+                "onesource_security": []}  # the audit trail, no dataset
     for cycle in {d.update_cycle for d in sources}:
         concerns[f"onesource_ingest_{cycle}"] = [d for d in sources if d.update_cycle == cycle]
     assert set(concerns) == set(bag["dags"])
