@@ -1101,7 +1101,7 @@ def parser() -> argparse.ArgumentParser:
     add_security(sub)
     from sharing.subscriptions.cli import add_parser as add_subscriptions
     add_subscriptions(sub)
-    from metrics.forms_cli import add_parser as add_forms
+    from onesource.forms_cli import add_parser as add_forms
     add_forms(sub)
 
     af = sub.add_parser("airflow", help="the Airflow CLI on this home, e.g. `onesource airflow standalone`")

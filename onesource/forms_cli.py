@@ -4,7 +4,8 @@
     onesource forms fill dibao_roster --jurisdiction 430102001 --out roster.xlsx --as mca
     onesource forms fill enterprise_census --subject 91430102MA... --out census.xlsx --as amr --json
 
-Imports stay light here (no DuckDB, no openpyxl): every ``onesource`` command builds the whole parser.
+Imports stay light here (no DuckDB, no openpyxl, not even the ``metrics`` package, whose ``__init__`` loads the
+KPIs): every ``onesource`` command builds the whole parser, so this lives beside the CLI, not in ``metrics/``.
 """
 
 from __future__ import annotations
