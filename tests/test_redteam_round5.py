@@ -98,7 +98,8 @@ def test_the_register_taken_as_one_aggregated_row_raises_sensitive_rows_like_the
         engine.query("psb", "SELECT string_agg(pid || ' ' || name, ';') FROM shared.people", user="bulk_list")
     assert set(zip(packed[0][0], packed[0][1], strict=True)) == plain  # the same persons, names and IDs
     floor = 2 * len(plain)  # three plain reads pass it; the same data, aggregated, must too
-    tuned = dataclasses.replace(home, security=dataclasses.replace(home.security, sensitive_rows_floor=floor))
+    tuned = dataclasses.replace(home, security=dataclasses.replace(  # working hours all day: no unusual_hours
+        home.security, sensitive_rows_floor=floor, work_start=0, work_end=24))
     scan(tuned, now=dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(minutes=16))
     with Lake(home.lake) as lake:
         raised = {a["user_name"] for a in list_alerts(lake.con, kind="sensitive_rows")}
