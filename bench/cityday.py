@@ -23,8 +23,6 @@ Figures:
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -242,16 +240,7 @@ def day(datasets: int, large: int, large_rows: int, workdir: Path, parallelism: 
         found = _results(metadata_db, settings, sizes)
         found["load_average"] = load
     finally:
-        for proc in services:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for proc in services:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        airflow_cli.stop_groups(services)
         _drop(names)
     shutil.rmtree(home, ignore_errors=True)
     return found

@@ -334,6 +334,21 @@ def stop_tree(proc: subprocess.Popen, steps=STOP_STEPS) -> tuple[int, int]:
     return len(seen), killed
 
 
+def stop_groups(procs: list[subprocess.Popen], grace: float = 60.0) -> None:
+    """Stop services each started in its own process group (``start_new_session=True``): SIGTERM to every
+    group at once, then SIGKILL to a group whose leader has not exited after ``grace`` seconds. For services a
+    test or a benchmark starts side by side (scheduler, dag-processor, api-server, workers); :func:`stop_tree`
+    is for the one process tree a CLI command owns."""
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 def _name(p) -> str:
     try:
         return f"{' '.join(p.cmdline())[:60] or p.name()} ({p.pid})"

@@ -8,8 +8,6 @@ tables' Asset events then start the data-aware consistency DAG.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 import uuid
@@ -130,13 +128,4 @@ def test_scheduler_runs_the_daily_dag_with_parallel_department_loads(tmp_path, d
             metadata_db, "SELECT state FROM dag_run WHERE dag_id = 'onesource_consistency' AND state = 'success' "
                          "AND run_type = 'asset_triggered'"), logs)
     finally:
-        for proc in services:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for proc in services:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        airflow_cli.stop_groups(services)
