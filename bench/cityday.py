@@ -226,7 +226,7 @@ def day(datasets: int, large: int, large_rows: int, workdir: Path, parallelism: 
             raise RuntimeError(f"airflow db migrate failed:\n{migrate.stdout[-2000:]}{migrate.stderr[-2000:]}")
         settings.reports_dir.mkdir(parents=True, exist_ok=True)
         logs = {n: settings.reports_dir / f"airflow-{n}.log" for n in ("api-server", "scheduler", "dag-processor")}
-        services = [subprocess.Popen([airflow, n], env=env, stdout=open(p, "w"), stderr=subprocess.STDOUT,
+        services = [subprocess.Popen(airflow_cli.service(n), env=env, stdout=open(p, "w"), stderr=subprocess.STDOUT,
                                      start_new_session=True) for n, p in logs.items()]
         _wait("the dag-processor serializing the daily DAG", 900, lambda: _query(
             metadata_db, "SELECT 1 FROM dag WHERE dag_id = %s", [DAG_ID]), logs, services)

@@ -167,8 +167,8 @@ def celery_worker(env: Mapping[str, str], name: str, concurrency: int = 1, queue
     to where a task ran; by default the machine's FQDN, the same for all of them) and a
     ``log_server_port`` each (every worker serves its task logs on 8793 by default)."""
     queue = ",".join(queues) or env.get("AIRFLOW__OPERATORS__DEFAULT_QUEUE") or DEFAULT_QUEUE
-    cmd = [airflow_bin(), "celery", "worker", "--queues", queue, "--concurrency", str(concurrency),
-           "--celery-hostname", f"{name}@%h"]
+    cmd = service("celery", "worker", "--queues", queue, "--concurrency", str(concurrency),
+                  "--celery-hostname", f"{name}@%h")
     worker = dict(env)
     if hostname:
         worker[WORKER_HOSTNAME_ENV] = hostname
@@ -188,6 +188,28 @@ def worker_hostname() -> str:
 def airflow_bin() -> str:
     candidate = Path(sys.executable).with_name("airflow")
     return str(candidate) if candidate.exists() else "airflow"
+
+
+def service(*args: str) -> list[str]:
+    """The command for the Airflow service ``airflow <args>`` (``scheduler``, ``celery worker ...``): through
+    :mod:`onesource.preload`, which imports the load stack first in a process that forks task processes,
+    so each load does not import it again (seconds per small load)."""
+    return [sys.executable, "-m", "onesource.preload", *args]
+
+
+def _preloading_path(settings: Settings) -> Path:
+    """A folder holding an ``airflow`` that runs :mod:`onesource.preload`: first on PATH, it makes the
+    components ``airflow standalone`` starts by name (``airflow scheduler``) preload too."""
+    folder = settings.airflow_home / "bin"
+    folder.mkdir(parents=True, exist_ok=True)
+    shim = folder / "airflow"
+    text = f"#!{sys.executable}\nimport sys\nfrom onesource.preload import main\nsys.exit(main())\n"
+    if not shim.exists() or shim.read_text() != text:
+        tmp = folder / f".airflow.{os.getpid()}"
+        tmp.write_text(text)
+        tmp.chmod(0o700)
+        os.replace(tmp, shim)
+    return folder
 
 
 def ensure_db(settings: Settings, log: Path) -> bool:
@@ -255,6 +277,7 @@ def standalone(settings: Settings, argv: list[str]) -> int:
                         "or 8080); the tasks' execution API URL follows it")
     args = parser.parse_args(argv)
     env = airflow_env(settings, api_port=args.api_port)
+    env["PATH"] = f"{_preloading_path(settings)}{os.pathsep}{env['PATH']}"
     port = int(env["AIRFLOW__API__PORT"])
     _check_port_free(env.get("AIRFLOW__API__HOST") or "0.0.0.0", port)
     print(f"Airflow on http://localhost:{port}/ (home {settings.airflow_home}; new DAGs start paused: switch one on "
@@ -330,7 +353,17 @@ def stop_tree(proc: subprocess.Popen, steps=STOP_STEPS) -> tuple[int, int]:
             time.sleep(0.1)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
-    _reap_orphans(proc.pid)
+    # a process that exits last leaves its own exited children to this subreaper only then: collect every
+    # one before returning, or they outlive this process as zombies under an init that may never reap them
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        _reap_orphans(proc.pid)
+        try:
+            if not [p for p in me.children(recursive=True) if p.pid != proc.pid]:
+                break
+        except psutil.NoSuchProcess:
+            pass
+        time.sleep(0.1)
     return len(seen), killed
 
 

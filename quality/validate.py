@@ -105,16 +105,27 @@ def _quiet(context) -> None:
 
 
 @functools.lru_cache(maxsize=1)
-def _ephemeral_context():
-    """One in-memory GX context per process: importing and setting up GX costs seconds."""
+def preload_gx() -> None:
+    """Import GX the platform's way, once per process: its imports for checks never run here deferred (a
+    third of its import, quality.gximport), the custom expectations registered, GX patched for DuckDB.
+    Modules only, no context: safe before a fork (onesource.preload imports it in the process Airflow
+    forks task processes from, so a load does not pay seconds for it)."""
     from quality import gximport
 
-    gximport.defer()  # GX's imports for checks never run here: a third of its import (quality.gximport)
-    import great_expectations as gx
+    gximport.defer()
+    import great_expectations  # noqa: F401
 
     import quality.expectations  # noqa: F401 - registers the custom expectations
 
     patch_gx_for_duckdb()
+
+
+@functools.lru_cache(maxsize=1)
+def _ephemeral_context():
+    """One in-memory GX context per process: importing and setting up GX costs seconds."""
+    preload_gx()
+    import great_expectations as gx
+
     context = gx.get_context(mode="ephemeral")
     _quiet(context)
     return context

@@ -173,7 +173,7 @@ def test_celery_workers_share_the_daily_loads_and_a_lost_worker_s_load_is_publis
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     logs = {name: settings.reports_dir / f"airflow-{name}.log"
             for name in ("api-server", "scheduler", "dag-processor", "worker-a", "worker-b")}
-    commands = {name: ([airflow, name], env) for name in ("api-server", "scheduler", "dag-processor")}
+    commands = {name: (airflow_cli.service(name), env) for name in ("api-server", "scheduler", "dag-processor")}
     workers = {name: f"{name}.onesource.test" for name in ("worker-a", "worker-b")}
     for name, hostname in workers.items():
         commands[name] = airflow_cli.celery_worker(env, name, concurrency=1, hostname=hostname,

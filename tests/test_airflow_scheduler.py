@@ -96,7 +96,7 @@ def test_scheduler_runs_the_daily_dag_with_parallel_department_loads(tmp_path, d
 
     logs = {name: settings.reports_dir / f"airflow-{name}.log" for name in ("api-server", "scheduler", "dag-processor")}
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
-    services = [subprocess.Popen([airflow, name], env=env, stdout=open(path, "w"), stderr=subprocess.STDOUT,
+    services = [subprocess.Popen(airflow_cli.service(name), env=env, stdout=open(path, "w"), stderr=subprocess.STDOUT,
                                  start_new_session=True) for name, path in logs.items()]
     try:
         wait_for_port(port, services[0])

@@ -1,0 +1,76 @@
+"""Airflow's task-forking services, started with the load stack already imported.
+
+Airflow runs every task attempt in a new process forked from a long-lived one: the LocalExecutor's
+workers are forked from the scheduler, a Celery worker's pool from the worker, and each of them forks
+the task's own process (``airflow.sdk.execution_time.supervisor``). A forked process keeps every module
+its parent imported. Imported in the task, Great Expectations and the load stack cost a small load
+~3 CPU s of its ~5 (bench/cityday.py's breakdown: ``gx_context``); imported once here, in the process
+the tasks are forked from, they cost each task nothing.
+
+``python -m onesource.preload <airflow arguments>`` is ``airflow <arguments>``, with :data:`MODULES`
+imported first when the command forks tasks (:data:`FORKING`); any other command runs as it would.
+Only modules are imported: no connection, thread or GX context exists before the fork (DuckDB's and
+GX's are not fork-safe), so the task process sets those up as it always did.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+
+FORKING = (("scheduler",), ("celery", "worker"))
+"""The Airflow commands whose processes fork task processes (with the LocalExecutor and the CeleryExecutor)."""
+
+MODULES = (
+    "airflow.sdk",
+    "airflow.sdk.execution_time.task_runner",
+    "onesource.tasks",
+    "onesource.dagfactory",
+    "schemas",
+    "connectors",
+    "lakehouse.load",
+    "quality.validate",
+    "sqlalchemy.dialects.postgresql",
+    "duckdb_engine",
+)
+"""What a load task imports: the task runner's, the DAG file's and the load's modules."""
+
+
+def forks_tasks(argv: list[str]) -> bool:
+    """Whether ``airflow <argv>`` starts a process that forks task processes."""
+    words = [a for a in argv if not a.startswith("-")]
+    return any(tuple(words[:len(cmd)]) == cmd for cmd in FORKING)
+
+
+def preload() -> float:
+    """Import :data:`MODULES` and Great Expectations (as a validation would: :mod:`quality.gximport`, the
+    custom expectations, the DuckDB patches); return the seconds it took. A module that fails to import is
+    left to fail in the task, where its error is reported against the load."""
+    started = time.perf_counter()
+    for name in MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+    from quality.validate import preload_gx
+
+    preload_gx()
+    return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if forks_tasks(argv):
+        seconds = preload()
+        print(f"onesource: load stack imported in {seconds:.1f} s before Airflow forks its tasks", file=sys.stderr,
+              flush=True)
+    from airflow.__main__ import main as airflow_main
+
+    sys.argv = ["airflow", *argv]
+    airflow_main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
