@@ -16,7 +16,7 @@ from collections import defaultdict
 from lakehouse.lake import CATALOG, OPS, Lake, retrying
 from onesource.errors import TerminalError
 from schemas.model import Registry
-from schemas.versions import Change, Version, definitions, fingerprint, pending
+from schemas.versions import Change, Version, definitions, fingerprint, fingerprints, pending
 
 
 class IncompatibleChangeError(TerminalError):
@@ -44,6 +44,13 @@ def history(lake: Lake, subject: str) -> list[Version]:
 
 
 def diff(lake: Lake, registry: Registry) -> list[Change]:
+    # Most loads meet a registry the lake already has: the latest fingerprint per subject says so without
+    # reading and parsing every definition ever registered (~0.25 s a load at 2,000 datasets)
+    latest = dict(((kind, subject), fp) for kind, subject, fp in lake.con.execute(
+        f"SELECT kind, subject, fingerprint FROM {CATALOG}.{OPS}.schema_versions "
+        "QUALIFY row_number() OVER (PARTITION BY kind, subject ORDER BY version DESC) = 1").fetchall())
+    if all(latest.get(key) == fp for key, fp in fingerprints(registry).items()):
+        return []
     return pending(registry, load_versions(lake))
 
 

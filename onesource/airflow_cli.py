@@ -51,6 +51,11 @@ def tuning(cpus: int | None = None) -> dict[str, str]:
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": per_core,
         "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+        # The DAG files change only when the registry does. Airflow re-parses each every 30 s by default, and
+        # for a city of 2,000 datasets its dag-processor then spends ~50 CPU s (and up to 11 GB) writing the
+        # serialized DAGs back each time: a whole core, taken from the loads (bench/cityday.py). A registry
+        # change reaches Airflow within 5 minutes (`airflow dags reserialize` for at once).
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
         # A DAG seen for the first time waits for someone to switch it on: otherwise every cycle's DAG
         # runs its last interval the moment the scheduler starts. onesource_ingest_all, which has no
         # schedule and is what the demo runs, is created unpaused (dagfactory), so it runs when triggered.
