@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$$(grep '^uv==' constraints.txt)"
 	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -c constraints.txt -e '.[test]'
-	$(BIN)/python -m compileall -q -j 0 onesource connectors schemas quality lakehouse sharing metrics portal bench
+	$(BIN)/python -m compileall -q -j 0 core ingest onesource connectors schemas quality lakehouse sharing metrics portal bench
 	touch $(STAMP)
 
 # Swagger UI, ReDoc and the scripts of GX's Data Docs, served and copied from here: no page needs a CDN.
@@ -32,7 +32,7 @@ setup: $(STAMP) $(WEBPKG) ## create .venv and install every pinned dependency (P
 demo: $(STAMP) $(WEBPKG) ## build the demo city (12 departments) and load it through Airflow, end to end
 	$(BIN)/onesource demo $(ARGS)
 
-test: $(STAMP) $(WEBPKG) ## every test: fast ones, then slow ones (real Airflow, PostgreSQL, MariaDB, psql, PgJDBC, chromium)
+test: $(STAMP) $(WEBPKG) lint ## every test: lint, fast ones, then slow ones (real Airflow, PostgreSQL, MariaDB, psql, PgJDBC, chromium)
 	$(PYTEST) -n 2 -m "not slow" tests
 	scripts/system-deps.sh
 	$(PYTEST) -m slow tests
@@ -47,8 +47,9 @@ test-slow: $(STAMP) $(WEBPKG) ## the slow tier only
 bench: $(STAMP) ## benchmarks: ratios against raw DuckDB on the same data, median of several runs
 	$(BIN)/python -m bench $(ARGS)
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff, and the layer contract (imports run down: pyproject.toml [tool.importlinter])
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 constraints: ## re-pin constraints.txt from the current .venv
 	{ head -2 constraints.txt; $(UV) pip freeze --python $(BIN)/python | grep -v -E '^(-e |onesource|pip==|setuptools==|wheel==)'; } > constraints.new && mv constraints.new constraints.txt

@@ -7,7 +7,7 @@ import json
 
 from bench import bulk, cli, dagbag, delivery, ingest, kpi, publish, quality, scale_sim, security, sql, tpch
 from bench.common import hardware, write_results
-from onesource.config import Settings
+from core.config import Settings
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ SETUP = r"""
 import random, sys
 from pathlib import Path
 import duckdb, yaml
-from onesource.config import Settings
+from core.config import Settings
 home, n_dept, n_ds, n_el, n_large, large_rows = Path(sys.argv[1]), *map(int, sys.argv[2:7])
 settings = Settings(home=home)
 reg, src = settings.registry_dir, settings.sources_dir
@@ -199,8 +199,8 @@ def day(datasets: int, large: int, large_rows: int, workdir: Path, parallelism: 
     """One city's day: generate the city, run its daily DAG under a real scheduler, read the figures."""
     import shutil
 
+    from core.config import REPO_ROOT, LakeSettings, Settings
     from onesource import airflow_cli
-    from onesource.config import REPO_ROOT, LakeSettings, Settings
 
     home = workdir / f"cityday-{datasets}-{uuid.uuid4().hex[:6]}"
     clock = time.perf_counter()

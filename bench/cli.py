@@ -4,7 +4,7 @@
   run a fresh process of the installed console script (interpreter start, imports, settings, the registry,
   opening the lake, planning, running, the audit append, printing), on a lake prepared once; the median of
   ``runs`` after one warm-up run (the first open of a lake by a new installation has DuckDB check the
-  extensions' signatures, onesource.duck). Also reported: ``cli_query_cpu_seconds``, the CPU the same runs
+  extensions' signatures, core.duck). Also reported: ``cli_query_cpu_seconds``, the CPU the same runs
   used (user + system), steadier than wall time on a shared host.
 
 The phases are printed too, measured in one more fresh process that times the same command's steps by
@@ -89,8 +89,8 @@ print("RESULT" + json.dumps(phases))
 
 
 def _home(workdir: Path):
-    from lakehouse import run_dataset
-    from onesource.config import Settings
+    from core.config import Settings
+    from ingest import run_dataset
     from schemas import load_registry
     from tests.helpers import drop, write_registry
     from tests.test_ingest_files import csv_text

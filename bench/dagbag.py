@@ -16,7 +16,7 @@ from bench.common import PEAK_RSS, figure, run_child
 PARSE = f"""
 import glob, json, os, sys, time
 from airflow.dag_processing.dagbag import DagBag
-from onesource.config import Settings
+from core.config import Settings
 if sys.argv[2] == "cold":  # the registry cache (JSON under the home: schemas.cache) is emptied
     for path in glob.glob(str(Settings.from_env().cache_dir / "registry-*.json")):
         os.remove(path)
@@ -34,7 +34,7 @@ def run(runs: int, workdir: Path, log=print) -> dict:
     import os
 
     from bench import kpi
-    from onesource.config import REPO_ROOT
+    from core.config import REPO_ROOT
 
     home = workdir / "kpi-home"
     if not (home / "ready").exists():

@@ -31,8 +31,9 @@ def _home(workdir: Path):
     """A lake with amr's upsert dataset ``firms`` of 1M rows (bench/ingest.py's extract), tax's user, and
     tax's changes subscription into PostgreSQL, delivered once whole (not timed)."""
     from bench.ingest import MAKE_CSV
-    from lakehouse import Lake, run_dataset
-    from onesource.config import Settings
+    from core.config import Settings
+    from ingest import run_dataset
+    from lakehouse import Lake
     from schemas import load_registry
     from sharing.subscriptions import store
     from sharing.subscriptions.deliver import deliver
@@ -109,7 +110,7 @@ def _copy_seconds(rows: list[tuple], run: int) -> float:
 
 
 def run(workdir: Path, runs: int = 5, log=print) -> dict:
-    from lakehouse import run_dataset
+    from ingest import run_dataset
     from sharing.subscriptions.deliver import deliver
 
     settings, registry, sub, csv, changes, first = _home(workdir)

@@ -57,9 +57,9 @@ FULL = f"""
 import json, os, sys, time
 from pathlib import Path
 import great_expectations, pandas, pyarrow  # warm imports: the clock measures the load, not start-up
-from onesource.config import Settings
+from core.config import Settings
 from schemas import load_registry
-from lakehouse import run_dataset
+from ingest import run_dataset
 from quality.validate import warm_up
 warm_up()
 settings = Settings(home=Path(sys.argv[1]))
@@ -85,7 +85,7 @@ from pathlib import Path
 import great_expectations as gx, pandas as pd, pyarrow
 from great_expectations.data_context.types.base import ProgressBarsConfig
 import quality.expectations  # registers the custom expectations (their pandas forms run here)
-from onesource.config import Settings
+from core.config import Settings
 from quality.suite import build_suite, suite_specs
 from schemas import load_registry
 logging.getLogger("great_expectations").setLevel(logging.ERROR)

@@ -23,7 +23,7 @@ import datetime as dt, random, sys
 from pathlib import Path
 import yaml
 from lakehouse.lake import Lake
-from onesource.config import Settings
+from core.config import Settings
 home, n_dept, n_ds, n_el, n_events = Path(sys.argv[1]), *map(int, sys.argv[2:6])
 settings = Settings(home=home)
 reg = settings.registry_dir
@@ -92,7 +92,7 @@ import datetime as dt, json, sys, time
 from pathlib import Path
 from lakehouse.lake import Lake
 from metrics.kpis import Period, compute
-from onesource.config import Settings
+from core.config import Settings
 from schemas import load_registry
 settings = Settings(home=Path(sys.argv[1]))
 t = time.perf_counter()

@@ -62,8 +62,8 @@ def prepare(workdir: Path, csv: Path, clients: int = 32, name: str = "publish-ho
     user for each of ``clients`` (departments tax and amr in turn)."""
     import shutil
 
+    from core.config import Settings
     from lakehouse import Lake
-    from onesource.config import Settings
     from sharing.users import create_user
     from tests.helpers import firms_dataset, write_registry
 

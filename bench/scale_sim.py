@@ -102,7 +102,7 @@ def _attach(con, data_path: str | None, read_only: bool = False) -> float:
 
 
 def _connect():
-    from onesource.duck import connect
+    from core.duck import connect
 
     return connect(extensions=("postgres_scanner", "ducklake"))
 

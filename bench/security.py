@@ -56,8 +56,9 @@ def resident_id(n: int) -> str:
 
 def _home(workdir: Path):
     """The bench lake with its audit of QUERIES governed queries (made once, then kept)."""
-    from lakehouse import Lake, run_dataset
-    from onesource.config import Settings
+    from core.config import Settings
+    from ingest import run_dataset
+    from lakehouse import Lake
     from schemas import load_registry
     from sharing.engine import GovernedEngine
     from sharing.grants import add_grant, revoke_grant
@@ -132,7 +133,7 @@ def _query(rng: random.Random, ids: list[str], value: str) -> tuple[str, str]:
 CHILD = """
 import json, sys, time
 from pathlib import Path
-from onesource.config import Settings
+from core.config import Settings
 from schemas import load_registry
 from sharing.security.replay import who_saw
 settings = Settings(home=Path(sys.argv[1]))

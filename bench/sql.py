@@ -55,8 +55,8 @@ def _small_csv(workdir: Path, csv: Path) -> Path:
 
 
 def _home(workdir: Path, csv: Path, name: str = "sql-home"):
-    from lakehouse import run_dataset
-    from onesource.config import Settings
+    from core.config import Settings
+    from ingest import run_dataset
     from schemas import load_registry
     from tests.helpers import firms_dataset, write_registry
 
@@ -90,7 +90,7 @@ def run(csv: Path, workdir: Path, small_runs: int = 200, scan_runs: int = 15, pg
     registry = load_registry(settings.registry_dir)
     engine = GovernedEngine(settings, registry, persistent=True)
     cursor = engine._lake.con.cursor()
-    access = engine._access(cursor, "tax")
+    access = engine.access(cursor, "tax")
     assert "firms" in access  # the department reads it through its policy relation
     small_sql, scan_sql = (q.replace("shared.firms", "lake.shared.firms") for q in (SMALL, SCAN))
     engine.query("tax", SMALL)  # warm

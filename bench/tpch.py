@@ -59,9 +59,9 @@ def _registry_entries(con) -> tuple[dict, list[dict]]:
 def tpch_home(home: Path, sf: float):
     """A lake holding TPC-H at scale factor ``sf`` as eight shared datasets, ``TPCH_READER`` granted every
     column of each. Built once: a second call with the same home reuses it. Returns (settings, registry)."""
+    from core.config import Settings
+    from core.duck import extension_path, literal
     from lakehouse.lake import Lake
-    from onesource.config import Settings
-    from onesource.duck import extension_path, literal
     from schemas import load_registry
     from sharing.grants import add_grant
     from tests.helpers import dump, write_registry
@@ -106,7 +106,7 @@ def generated(home: Path, sf: float) -> float | None:
 
 def tpch_queries() -> list[tuple[int, str]]:
     """The 22 queries as DuckDB's tpch extension has them (bare table names, as an analyst writes them)."""
-    from onesource.duck import connect
+    from core.duck import connect
 
     con = connect(extensions=("tpch",))
     try:

@@ -15,7 +15,7 @@ from connectors.landing import Landing, sha256_file
 
 
 def connector_for(kind: str, sources_dir: Path, landing: Landing, environ: Mapping[str, str]) -> Connector:
-    """The connector object for a kind (connectors.kinds lists each kind's settings)."""
+    """The connector object for a kind (schemas.kinds lists each kind's settings)."""
     if kind == "file":
         from connectors.files import FileConnector
 

@@ -17,8 +17,8 @@ import duckdb
 from connectors.base import Extract, SourceState
 from connectors.exceptions import ExtractError, SourceUnavailableError
 from connectors.landing import Landing
-from onesource.duck import connect, literal
-from onesource.logsafe import redact
+from core.duck import connect, literal
+from core.logsafe import redact
 from schemas.model import Dataset
 
 # driver -> (DuckDB extension, ATTACH type)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from onesource.errors import TerminalError, TransientError
+from core.errors import TerminalError, TransientError
 
 
 class ExtractError(TerminalError):

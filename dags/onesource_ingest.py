@@ -4,7 +4,7 @@ Thin on purpose: wiring only (see onesource/dagfactory.py). The words "airflow" 
 stay in this file: Airflow's safe-mode discovery skips files that lack them.
 """
 
-from onesource.config import Settings
+from core.config import Settings
 from onesource.dagfactory import build_dags
 
 _settings = Settings.from_env()

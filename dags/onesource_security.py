@@ -17,9 +17,9 @@ SCAN_CRON = "*/10 * * * *"
       doc_md="**Stage: security.** Copies the audit log's new entries into ops.audit_events, evaluates the misuse rules over the last "
              "ONESOURCE_SECURITY_LOOKBACK_HOURS and writes the new alerts to ops.security_alerts.")
 def scan() -> dict:
-    from sharing.security.alerts import scan_task
+    from onesource.tasks import scan_security
 
-    return scan_task()
+    return scan_security()
 
 
 with DAG(dag_id=SECURITY_DAG_ID, start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), catchup=False, max_active_runs=1,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onesource.errors import TerminalError, TransientError
+from core.errors import TerminalError, TransientError
 
 
 class CatalogBusyError(TransientError):

@@ -34,9 +34,9 @@ from pathlib import Path
 
 import duckdb
 
+from core.config import LakeSettings
+from core.duck import literal
 from lakehouse.exceptions import CatalogLostError, LakeCatalogError
-from onesource.config import LakeSettings
-from onesource.duck import literal
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 PROBE = "__onesource_catalog_probe"

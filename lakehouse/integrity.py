@@ -15,8 +15,8 @@ import os
 
 import duckdb
 
+from core.duck import literal
 from lakehouse.lake import CATALOG, OPS, QUARANTINE, SHARED, Lake, list_tables
-from onesource.duck import literal
 
 REMEDY = ("Restore the home from its last backup (`onesource restore BACKUP --home NEW_FOLDER`, then point "
           "ONESOURCE_HOME at it; docs/deploy.md, \"Backup and restore\"); without one, ask the owning department to "

@@ -27,10 +27,10 @@ from typing import TypeVar
 
 import duckdb
 
+from core.config import LakeSettings
+from core.duck import connect, literal, load
 from lakehouse import guard
 from lakehouse.exceptions import CatalogBusyError, SnapshotNotFound
-from onesource.config import LakeSettings
-from onesource.duck import connect, literal, load
 
 T = TypeVar("T")
 CATALOG = "lake"
@@ -241,7 +241,7 @@ class Lake:
         DuckDB's threads (default: one per core)."""
         self.settings = settings
         self.read_only = read_only or as_of is not None
-        # read-only: DuckDB checks each extension file's signature once, not on every open (onesource.duck)
+        # read-only: DuckDB checks each extension file's signature once, not on every open (core.duck)
         self.con = connect(extensions=_extensions(settings) + extra_extensions, verified_once=self.read_only,
                            threads=threads)
         if settings.catalog.startswith("sqlite:"):

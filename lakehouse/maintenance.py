@@ -23,8 +23,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import TerminalError
 from lakehouse.lake import CATALOG, Lake, retrying
-from onesource.errors import TerminalError
 
 GRACE = dt.timedelta(days=1)
 """How old a file scheduled for deletion (or orphaned) must be before it is removed."""

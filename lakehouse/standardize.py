@@ -26,9 +26,9 @@ from pathlib import Path
 import duckdb
 
 from connectors.base import Extract
+from core.duck import literal as q
 from lakehouse.exceptions import CellProblem, StandardizeError
 from lakehouse.lake import PARQUET_WRITE
-from onesource.duck import literal as q
 from schemas.model import Column, Dataset, Registry
 
 FULL = "０１２３４５６７８９ＡＢＣＤＥＦＧＨＩＪＫＬＭＮＯＰＱＲＳＴＵＶＷＸＹＺａｂｃｄｅｆｇｈｉｊｋｌｍｎｏｐｑｒｓｔｕｖｗｘｙｚ\u3000"

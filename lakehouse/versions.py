@@ -13,8 +13,8 @@ import datetime as dt
 import json
 from collections import defaultdict
 
+from core.errors import TerminalError
 from lakehouse.lake import CATALOG, OPS, Lake, retrying
-from onesource.errors import TerminalError
 from schemas.model import Registry
 from schemas.versions import Change, Version, definitions, fingerprint, fingerprints, pending
 

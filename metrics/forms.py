@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onesource.errors import TerminalError
+from core.errors import TerminalError
 from schemas.model import Column, Dataset, Form, FormField, Registry
 
 Query = Callable[[str], Any]

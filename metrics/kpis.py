@@ -10,7 +10,7 @@ back and a figure can be checked by hand.
 with timestamps (loads, registry versions, quality runs, consistency runs, access requests and their
 decisions, audit events), so the figures as of T read only what had happened by T. Ledger times are
 naive UTC; every day boundary (the period, update-cycle windows, working days, deadlines) is the
-city's (``Period.tz``, metrics.citytime). The platform's own KPI tables (``connector: platform``) are
+city's (``Period.tz``, core.citytime). The platform's own KPI tables (``connector: platform``) are
 not department data and count nowhere.
 
 "Shared" is decided by one function, :func:`sharing_reason`, which ``onesource status``, the demo's
@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 
+from core.calendar import WorkCalendar
+from core.citytime import DEFAULT_CITY_TIMEZONE, deadline_day, midnight, to_local, to_utc, today
 from lakehouse.lake import CATALOG, OPS, Lake
-from metrics.calendar import WorkCalendar
-from metrics.citytime import DEFAULT_CITY_TIMEZONE, deadline_day, midnight, to_local, to_utc, today
 from schemas.model import UPDATE_CYCLES, Column, Dataset, Registry, authority_reference
 
 TARGETS = {"sharing_rate": 0.90, "duplicate_collection_rate": 0.10, "interconnection_rate": 0.80,
@@ -105,7 +105,7 @@ def snapshot_time(lake: Lake, snapshot: int) -> dt.datetime:
     row = lake.con.execute(f"SELECT snapshot_time FROM ducklake_snapshots('{CATALOG}') WHERE snapshot_id = ?",
                            [snapshot]).fetchone()
     if row is None:
-        from onesource.errors import ConfigurationError
+        from core.errors import ConfigurationError
 
         raise ConfigurationError(f"the lake has no snapshot {snapshot}; `onesource sql \"SELECT * FROM "
                                  f"ducklake_snapshots('{CATALOG}')\"` lists them")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from core.calendar import WorkCalendar
 from lakehouse.lake import CATALOG, SHARED, Lake, retrying
-from metrics.calendar import WorkCalendar
 from metrics.kpis import KPI_NAMES, Period, compute
 from schemas.model import Dataset, Registry
 

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from onesource.config import Settings
-from onesource.errors import OneSourceError
+from core.config import Settings
+from core.errors import OneSourceError
 
 _TASK_END = re.compile(r"\[DAG TEST\] end task task_id=(\S+) map_index=(-?\d+)")
 """``airflow dags test`` logs this once per attempt of a task, whatever its outcome (a retry ends again)."""

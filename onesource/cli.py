@@ -45,9 +45,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.config import Settings
+from core.errors import ConfigurationError, OneSourceError
 from onesource import damage
-from onesource.config import Settings
-from onesource.errors import ConfigurationError, OneSourceError
 from onesource.home import secure_home
 
 # Only what parsing the arguments needs is imported here: each command imports its stage itself, and rich on
@@ -260,7 +260,7 @@ def cmd_prefill(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from lakehouse import run_dataset
+    from ingest import run_dataset
     from schemas import load_registry
 
     registry = load_registry(settings.registry_dir, settings.cache_dir)
@@ -569,7 +569,7 @@ def cmd_grants(args: argparse.Namespace, settings: Settings) -> int:
             revoke_grant(lake, args.grant_id)
             console.print(f"revoked {args.grant_id}")
         else:
-            from onesource.output import cell, print_json, print_table, records_of
+            from core.output import cell, print_json, print_table, records_of
 
             cur = lake.con.execute("SELECT * FROM lake.ops.grants ORDER BY granted_at, grant_id")
             found = records_of([d[0] for d in cur.description], cur.fetchall())
@@ -637,7 +637,7 @@ def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
         else:
             users.enable_user(lake, args.user, **who)
     if action == "list":
-        from onesource.output import cell, print_json, print_table
+        from core.output import cell, print_json, print_table
 
         rows = [{"user": a.name, "department": a.department, "organisation": a.organisation, "role": a.role,
                  "enabled": a.enabled, "created": a.created, "last_change": a.changed, "changed_by": a.changed_by}
@@ -669,9 +669,9 @@ def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_requests(args: argparse.Namespace, settings: Settings) -> int:
+    from core.calendar import WorkCalendar
+    from core.citytime import deadline_day
     from lakehouse import Lake
-    from metrics.calendar import WorkCalendar
-    from metrics.citytime import deadline_day
     from schemas import load_registry
     from sharing import requests
 
@@ -691,7 +691,7 @@ def cmd_requests(args: argparse.Namespace, settings: Settings) -> int:
                            f"{deadline_day(req.due_at, settings.city_timezone)} ({settings.city_timezone})"
                            if req.status == "pending" else ""))
         elif args.action == "list":
-            from onesource.output import print_json, print_table, record
+            from core.output import print_json, print_table, record
 
             now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
             found = requests.listing(lake, department=args.department, owner=args.owner, status=args.status)
@@ -737,7 +737,7 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
-    from lakehouse.backup import backup
+    from onesource.backup import backup
 
     with console.status(f"backing up {settings.home}"):
         report = backup(settings, Path(args.dest), log=lambda text: console.print(text, highlight=False))
@@ -752,7 +752,7 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
-    from lakehouse.backup import restore
+    from onesource.backup import restore
 
     if args.home:
         settings = Settings.from_env({**os.environ, "ONESOURCE_HOME": str(Path(args.home).expanduser())})
@@ -773,9 +773,9 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
+    from core.calendar import WorkCalendar
+    from core.citytime import parse_local
     from lakehouse import Lake
-    from metrics.calendar import WorkCalendar
-    from metrics.citytime import parse_local
     from metrics.kpis import KPI_NAMES, Period, compute, snapshot_time
     from metrics.publish import export_rows, publish, write_csv, write_xlsx
     from schemas import load_registry
@@ -807,8 +807,8 @@ def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
         figures.pop("datasets"), figures.pop("duplicate_pairs"), figures.pop("members")
         print(json.dumps(figures, ensure_ascii=False, indent=2, default=str))
         return 0
+    from core.output import percent, print_table, target_text
     from metrics.kpis import LOWER_IS_BETTER
-    from onesource.output import percent, print_table, target_text
 
     def count(x: float) -> str:
         return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.2f}"
@@ -846,9 +846,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     import uvicorn
 
+    from onesource.serve import create_app
     from schemas import load_registry
     from sharing.engine import GovernedEngine
-    from sharing.http import create_app
     from sharing.pgwire import GovernedPgServer
     from sharing.signin import SignInGuard
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from onesource.config import Settings
+from core.config import Settings
 
 RESTORE = ("Restore the home from its last backup: `onesource restore BACKUP --home NEW_FOLDER`, then point "
            "ONESOURCE_HOME at it (docs/deploy.md, \"Backup and restore\")")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from onesource.config import Settings
+from core.config import Settings
 from onesource.damage import RESTORE, catalog_path, missing_home
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -141,10 +141,10 @@ def _data_files(settings: Settings) -> int | None:
 
 
 def check_catalog(doc: Doctor) -> Finding:
+    from core.errors import OneSourceError
     from lakehouse import Lake
     from lakehouse.maintenance import orphan_refusal
     from onesource.damage import explain
-    from onesource.errors import OneSourceError
 
     s = doc.settings
     path = catalog_path(s)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from onesource.config import Settings
+    from core.config import Settings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -62,8 +62,8 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_fill(args: argparse.Namespace, settings: Settings) -> int:
+    from core.errors import ConfigurationError
     from metrics.forms import engine_query, fill, write_xlsx
-    from onesource.errors import ConfigurationError
     from schemas import load_registry
     from sharing.engine import GovernedEngine
 

@@ -17,10 +17,10 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from onesource.errors import ConfigurationError
+from core.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from onesource.config import Settings
+    from core.config import Settings
 
 UMASK = 0o077
 """New folders 0700, new files 0600."""

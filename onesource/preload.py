@@ -29,7 +29,7 @@ MODULES = (
     "onesource.dagfactory",
     "schemas",
     "connectors",
-    "lakehouse.load",
+    "ingest.load",
     "quality.validate",
     "sqlalchemy.dialects.postgresql",
     "duckdb_engine",
@@ -65,7 +65,7 @@ def _registry() -> None:
     finds them in memory while the registry's files are unchanged (schemas.loader checks that each time),
     which at 2,000 datasets saves each load ~0.5 s. A registry with errors is left for the tasks to report."""
     try:
-        from onesource.config import Settings
+        from core.config import Settings
         from schemas import load_registry
         from schemas.versions import fingerprints
 

@@ -14,12 +14,12 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from onesource.config import Settings
+    from core.config import Settings
 
 
 def _settings() -> Settings:
     """This task's settings, after making its process's files private (the home 0700, umask 0o077)."""
-    from onesource.config import Settings
+    from core.config import Settings
     from onesource.home import secure_home
 
     settings = Settings.from_env()
@@ -43,7 +43,7 @@ def load_dataset(dataset: str) -> list[dict]:
     entered = clock = time.perf_counter()
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-    from lakehouse.load import run_dataset
+    from ingest.load import run_dataset
     from schemas import load_registry
 
     fixed["imports"], clock = time.perf_counter() - clock, time.perf_counter()
@@ -57,7 +57,7 @@ def load_dataset(dataset: str) -> list[dict]:
         r.seconds.update({k: round(v, 4) for k, v in fixed.items() if v is not None})
     bad = [r for r in results if not r.ok]
     if bad:  # the task log is for engineers: failing values are masked there (the ledger keeps them)
-        from onesource.logsafe import redact
+        from core.logsafe import redact
 
         raise AirflowFailException(redact("\n".join(r.message for r in bad)))
     if all(r.status == "unchanged" for r in results):
@@ -86,8 +86,8 @@ def check_consistency() -> list[dict]:
 def publish_metrics() -> dict:
     """The sharing KPIs of this month and the last (late loads and decisions still move it), published
     into the shared KPI tables. Copies the audit log's new entries into the lake first."""
+    from core.calendar import WorkCalendar
     from lakehouse import Lake
-    from metrics.calendar import WorkCalendar
     from metrics.kpis import Period
     from metrics.publish import publish_periods
     from schemas import load_registry
@@ -128,3 +128,16 @@ def maintain_lake() -> dict:
             raise AirflowFailException(str(exc)) from exc
     print(f"lake maintenance: {report}")
     return asdict(report)
+
+
+def scan_security() -> dict:
+    """dags/onesource_security.py's task: a misuse scan (sharing.security.alerts), its new alerts printed
+    to the task's log."""
+    from sharing.security.alerts import line, scan
+
+    settings = _settings()
+    result = scan(settings)
+    for a in result.raised:
+        print(line(a, settings.city_timezone))
+    return {"audit_entries_copied": result.copied, "events": result.evaluated,
+            "raised": [a.alert_id for a in result.raised], "found": result.found}

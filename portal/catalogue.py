@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from core.calendar import WorkCalendar
+from ingest.load import FAILED, QUARANTINED
 from lakehouse.lake import CATALOG, OPS, SHARED, Lake, list_tables
-from lakehouse.load import FAILED, QUARANTINED
-from metrics.calendar import WorkCalendar
 from portal import charts
 from portal.labels import LABELS, code
 from schemas.model import SHARE_TYPES, UPDATE_CYCLES
@@ -69,12 +69,12 @@ def register(app: FastAPI, site: Site) -> None:
 
     def access(user: User) -> dict:
         with engine.cursor() as lake:
-            return engine._access(lake.con, user.department, user=user.name)
+            return engine.access(lake.con, user.department, user=user.name)
 
     def visible_disputes(user: User, **filters) -> list[disputes.Dispute]:
         """Disputes as the user's department may see them: of datasets it reads, keys masked as it reads them."""
         with engine.cursor() as lake:
-            readable = engine._access(lake.con, user.department, user=user.name)
+            readable = engine.access(lake.con, user.department, user=user.name)
             found = disputes.listing(lake, **filters)
             return disputes.for_department(found, engine.registry, readable, user.department,
                                            disputes.rows_checker(lake.con), user=disputes.narrowed(lake.con, user.name))

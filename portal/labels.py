@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from lakehouse.load import LOAD_STATUSES
+from ingest.load import LOAD_STATUSES
 from schemas.model import RULE_KINDS, SEVERITIES, SHARE_TYPES, UPDATE_CYCLES
 from sharing.disputes import DISPUTE_STATUSES
 from sharing.requests import REQUEST_STATUSES

@@ -553,7 +553,7 @@ def _security(engine: GovernedEngine, lang: str) -> dict:
     """The bureau's security panel: open alerts (newest 50) and the alerts of the last 14 days per day and
     kind (sharing.security.alerts), read from the lake's ops tables, not through governed SQL (they are not
     a dataset any department is granted)."""
-    from metrics.citytime import to_local
+    from core.citytime import to_local
     from sharing.security.alerts import list_alerts, per_day
 
     tz = engine.settings.city_timezone

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.duck import literal
 from lakehouse.lake import CATALOG, OPS, SHARED, Lake
-from onesource.duck import literal
 from quality import scratch
 from quality.suite import SuiteContext, reference_key
 from schemas.model import Dataset, Registry

@@ -1,7 +1,7 @@
 """GX Data Docs without the internet. GX's page templates load Bootstrap, jQuery, bootstrap-table, Vega and
 Font Awesome from CDNs, and its logo from S3 with the project's id in the query: offline, the index's table
 (filled by bootstrap-table) stayed empty. After each build the site gets those files from the npm packages
-``web/package-lock.json`` pins (onesource.webassets), and the pages point at the copies."""
+``web/package-lock.json`` pins (core.webassets), and the pages point at the copies."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from onesource.webassets import WEB, AssetsMissing, package_dir
+from core.webassets import WEB, AssetsMissing, package_dir
 
 log = logging.getLogger(__name__)
 

@@ -51,7 +51,7 @@ from great_expectations.expectations.metrics.map_metric_provider import (
 from great_expectations.expectations.metrics.metric_provider import metric_value
 from great_expectations.validator.metric_configuration import MetricConfiguration
 
-from onesource.duck import literal
+from core.duck import literal
 from quality import fastcheck, fastpath
 from schemas.formats import (
     FORMAT_RULES,

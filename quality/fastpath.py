@@ -82,7 +82,7 @@ def start(query: str, column: str, family: Family, parts: list[Part], parquet: P
 
 def condition(column: str, answer: Answer) -> str:
     """SQL: the value is missing (another check owns that) or not one of the failing values."""
-    from onesource.duck import literal
+    from core.duck import literal
 
     return f"({column} IS NULL OR {column} NOT IN (SELECT v FROM read_parquet({literal(str(answer.path))})))"
 
@@ -113,7 +113,7 @@ def _write_failing(query: str, column: str, family: Family, parts: list[tuple[Pa
     import duckdb
     import pyarrow as pa
 
-    from onesource.duck import literal
+    from core.duck import literal
 
     con = duckdb.connect()
     try:

@@ -19,7 +19,7 @@ from typing import Any
 
 
 def literal(text: str) -> str:
-    """A SQL string literal (onesource.duck's, without importing DuckDB: the DAG files import quality)."""
+    """A SQL string literal (core.duck's, without importing DuckDB: the DAG files import quality)."""
     return "'" + text.replace("'", "''") + "'"
 
 

@@ -260,7 +260,7 @@ def one_authority_per_element(reg: Registry) -> Iterator[Issue]:
 
 def connector_settings(reg: Registry) -> Iterator[Issue]:
     """Each connector names a known kind and carries the settings that kind requires."""
-    from connectors.kinds import settings_problems
+    from schemas.kinds import settings_problems
 
     for ds in reg.datasets:
         for problem in settings_problems(ds.connector.kind, ds.connector.settings):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onesource.errors import TerminalError
+from core.errors import TerminalError
 
 
 @dataclass(frozen=True)

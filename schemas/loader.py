@@ -384,7 +384,7 @@ def _dataset(r: _Reader, path: Path, element_types: dict[str, str]) -> Dataset |
         r.issue(file, node.key_lines.get("connector", node.line), f"{what}: missing 'connector' mapping (kind and settings)")
         connector = ConnectorSpec(kind="", settings={}, where=Where(file, node.line))
     else:
-        # reported here with its column; the kind's own check (connectors.kinds) sees only known settings
+        # reported here with its column; the kind's own check (schemas.kinds) sees only known settings
         unknown = r.closed(conn, connector_keys(conn.get("kind")), file, f"{what} connector", noun="setting")
         settings = {k: v for k, v in conn.items() if k != "kind" and k not in unknown}
         connector = ConnectorSpec(kind=str(conn.get("kind") or ""), settings=settings, where=Where(file, conn.line))

@@ -336,7 +336,7 @@ class ConnectorSpec:
     kind: str
     """How OneSource reaches the department's data: its other keys depend on the kind."""
     settings: dict[str, Any]
-    """The kind's settings, written beside ``kind`` in the registry file (connectors.kinds)."""
+    """The kind's settings, written beside ``kind`` in the registry file (schemas.kinds)."""
     where: Where | None = field(default=None, compare=False)
 
 

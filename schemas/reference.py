@@ -1,7 +1,7 @@
 """The registry's JSON Schema and its reference page, written from :mod:`schemas.model`.
 
 Every key comes from a model field (``schemas.shape``), its description from the docstring under the field,
-its values from the field's ``spec(choices=...)``, and a connector's settings from ``connectors.kinds``: the
+its values from the field's ``spec(choices=...)``, and a connector's settings from ``schemas.kinds``: the
 schema, the page and the loader cannot disagree about which keys exist.
 
     onesource registry schema --out registry.schema.json      # for editors (VS Code's YAML extension)
@@ -91,7 +91,7 @@ def _strip_none(hint: Any) -> Any:
 
 _SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean"}
 _SETTING_TYPES = {"skip_rows": "integer", "page_size": "integer", "timeout": "number"}
-"""Connector settings that are not text (connectors.kinds declares names only)."""
+"""Connector settings that are not text (schemas.kinds declares names only)."""
 
 
 def _value_schema(cls: type, f: Any, hint: Any) -> dict[str, Any]:
@@ -168,7 +168,7 @@ def _object(cls: type) -> dict[str, Any]:
 
 def _connector() -> dict[str, Any]:
     """``kind`` first; each kind's settings only beside that kind (if/then), every kind's without one."""
-    from connectors.kinds import KINDS
+    from schemas.kinds import KINDS
 
     kind = {"enum": list(KINDS), "enumDescriptions": [s.doc for s in KINDS.values()],
             "description": describe(model.ConnectorSpec, "kind")}
@@ -292,7 +292,7 @@ def _table(schema: dict[str, Any]) -> list[str]:
 
 def markdown() -> str:
     """The generated part of docs/registry.md: one table per mapping, every key with its description."""
-    from connectors.kinds import KINDS
+    from schemas.kinds import KINDS
 
     schema = json_schema()
     defs = schema["$defs"]

@@ -33,7 +33,7 @@ def known_keys(cls: type) -> tuple[str, ...]:
 def connector_keys(kind: object) -> tuple[str, ...]:
     """The keys of a connector mapping of ``kind``: ``kind`` and that kind's settings (every kind's when the
     kind is missing or unknown, so a misspelt ``kind`` itself still gets its suggestion)."""
-    from connectors.kinds import KINDS
+    from schemas.kinds import KINDS
 
     specs = [KINDS[kind]] if isinstance(kind, str) and kind in KINDS else list(KINDS.values())
     keys = ["kind"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from onesource.lazy import lazy_names
+from core.lazy import lazy_names
 
 if TYPE_CHECKING:
     from sharing.exceptions import QueryFailed, QueryRefused

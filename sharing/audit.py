@@ -44,12 +44,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from onesource.config import default_audit_key_file
-from onesource.errors import TerminalError
+from core.config import default_audit_key_file
+from core.errors import TerminalError
 from sharing.shared_state import ChainStore, shared_catalog
 
 if TYPE_CHECKING:
-    from onesource.config import Settings
+    from core.config import Settings
 
 GENESIS = "0" * 64
 ANCHOR_TABLE = "onesource_audit_anchor"

@@ -138,17 +138,17 @@ def for_department(found: list[Dispute], registry: Registry, access: Mapping[str
                    in_rows: RowCheck | None = None, *, user: str | None = None) -> list[Dispute]:
     """The disputes ``department`` may see, as it may see them.
 
-    ``access`` is the department's readable datasets (``GovernedEngine._access``): a dispute of a dataset
+    ``access`` is the department's readable datasets (``GovernedEngine.access``): a dispute of a dataset
     it cannot read now is not shown, whoever raised it (a revoked grant takes the disputes with it). The
     key is shown as the key column is (:func:`shown_key`); with a row filter, a dispute is shown only when
     its record is among the department's rows (``in_rows``; without it, only the department's own
     disputes), or the department raised it. Where the access masks anything, descriptions and
-    resolutions have resident IDs and phone numbers masked too (onesource.logsafe). ``user``: the user asking,
+    resolutions have resident IDs and phone numbers masked too (core.logsafe). ``user``: the user asking,
     when its rows are narrower than its department's (a district's or street's user, whose access is its
     jurisdiction's): then only the disputes it raised itself are shown outside its rows, not every one its
     department raised (a neighbouring street's dispute names a record of the other street, and says what is
     wrong with it)."""
-    from onesource.logsafe import redact
+    from core.logsafe import redact
 
     def own(d: Dispute) -> bool:
         return d.department == department and (user is None or d.reported_by == user)

@@ -1,5 +1,5 @@
 """The API's documentation pages, /docs (Swagger UI) and /redoc, with their scripts and styles served by
-this server from npm packages (onesource.webassets): FastAPI's defaults load them from a CDN, and a city's
+this server from npm packages (core.webassets): FastAPI's defaults load them from a CDN, and a city's
 network often reaches none, which left /docs blank."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from onesource.webassets import WEB, AssetsMissing, package_dir
+from core.webassets import WEB, AssetsMissing, package_dir
 
 ASSETS = "/docs-assets"
 CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "

@@ -9,7 +9,7 @@ department may read is recomputed, and when the registry's registered versions c
 registry apply``, or a load, which applies it first) the registry is read again from its folder: a dataset
 made ``not_shared`` is refused, a new one becomes readable, without a restart.
 
-Limits (onesource.config.QueryLimits, sharing.limits): a size limit on the SQL text, one deadline for
+Limits (core.config.QueryLimits, sharing.limits): a size limit on the SQL text, one deadline for
 waiting, planning and running, running slots shared fairly between users, and a memory limit per query:
 each slot of a server is its own DuckDB instance on the lake, with its own ``memory_limit``.
 """
@@ -27,15 +27,15 @@ from dataclasses import dataclass
 
 import duckdb
 
+from core.config import Settings
+from core.errors import OneSourceError
+from core.logsafe import guarded
 from lakehouse.lake import Lake, list_tables
-from onesource.config import Settings
-from onesource.errors import OneSourceError
-from onesource.logsafe import guarded
 from schemas.model import Registry
 from sharing.audit import AuditLog
 from sharing.exceptions import AccountDisabled, InvalidSQL, OutOfMemory, QueryFailed, QueryRefused, QueryTooLarge
 from sharing.filescan import FileScans
-from sharing.grants import active_grants, visible
+from sharing.grants import Access, active_grants, visible
 from sharing.limits import Admission, Canceller, Stopped, Watch, clip, sql_bytes
 from sharing.match import MatchLedger
 from sharing.policy import Plan, explained, plan
@@ -164,8 +164,8 @@ class GovernedEngine:
         log.info("registry re-read from %s (%d datasets)", self.settings.registry_dir, len(registry.datasets))
         return True
 
-    def _access(self, cursor: duckdb.DuckDBPyConnection, department: str, stamp: object = None, *,
-                user: str | None = None):
+    def access(self, cursor: duckdb.DuckDBPyConnection, department: str, stamp: object = None, *,
+               user: str | None = None) -> dict[str, Access]:
         """What ``department``'s ``user`` may read, cached per lake snapshot and per (department, the user's
         organisation): a grant, revocation or expiry changes the answer on the very next query (a grant or
         revocation is a new snapshot; expiry is timed), and a grant scoped to the jurisdiction gives each
@@ -524,7 +524,7 @@ class GovernedEngine:
         else:
             con = on
             stamp = self._fresh(con, state.get("stamp"))  # read once: the grants and the file lists share it
-            access = self._access(con, department, stamp, user=user)
+            access = self.access(con, department, stamp, user=user)
             files = self._files.resolver(con, stamp)
         state["access"] = access
         if signed_in and user and not self._active(con, user, state.get("stamp")):

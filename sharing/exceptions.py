@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from onesource.errors import TerminalError
+from core.errors import TerminalError
 
 
 class QueryRefused(TerminalError):
@@ -69,7 +69,7 @@ class RequestError(TerminalError):
 
 
 class LimitExceeded(QueryRefused):
-    """A query refused at one of the limits a department cannot exceed (onesource.config.QueryLimits):
+    """A query refused at one of the limits a department cannot exceed (core.config.QueryLimits):
     ``http_status`` and ``sqlstate`` are what the HTTP and Postgres-wire endpoints answer with."""
 
     http_status = 400

@@ -3,7 +3,7 @@
 Every request carries ``Authorization: Bearer <department token>``; the user's role (sharing.roles)
 decides which calls it may make (403 otherwise, and for every role on a call no rule lists). Queries go
 through the same governed engine as the CLI and the Postgres-wire endpoint. Results come whole (never cut short: a result
-beyond the limits of onesource.config.QueryLimits is an error) and streamed, in the format the ``format``
+beyond the limits of core.config.QueryLimits is an error) and streamed, in the format the ``format``
 field names, or else the ``Accept`` header: JSON by default (``{"columns", "row_count", "rows"}``, streamed
 a slice of rows at a time, not paged), CSV (``text/csv``), Arrow IPC stream
 (``application/vnd.apache.arrow.stream``: the bulk path, a million rows to pandas or polars at close to
@@ -76,8 +76,9 @@ class DisputeIn(BaseModel):
     description: str
 
 
-def create_app(engine: GovernedEngine, guard: SignInGuard | None = None) -> FastAPI:
-    """The API and the portal's pages; ``guard`` throttles the portal's sign-ins (share the wire endpoint's)."""
+def create_api(engine: GovernedEngine, guard: SignInGuard | None = None) -> FastAPI:
+    """The HTTP API; ``guard`` records rejected bearer tokens (share the wire endpoint's and the portal's).
+    ``onesource serve`` serves it with its health check and the portal's pages (onesource.serve)."""
     app = FastAPI(title="OneSource", version="1", description="Governed access to the city's shared data.",
                   docs_url=None, redoc_url=None)  # mount_docs serves them without a CDN
     mount_docs(app)
@@ -107,7 +108,7 @@ def create_app(engine: GovernedEngine, guard: SignInGuard | None = None) -> Fast
     @app.get("/api/v1/catalogue", summary="datasets this department may query")
     def catalogue(user: User = Depends(current_user)) -> list[dict[str, Any]]:
         with engine.cursor() as lake:
-            access = engine._access(lake.con, user.department, user=user.name)
+            access = engine.access(lake.con, user.department, user=user.name)
         out = []
         for ds in engine.registry.datasets:
             acc = access.get(ds.name)
@@ -145,26 +146,10 @@ def create_app(engine: GovernedEngine, guard: SignInGuard | None = None) -> Fast
         # the result is fetched whole already (the slot is free); encoding it goes a batch at a time
         return StreamingResponse(chunks(result, fmt), media_type=MEDIA_TYPES[fmt], headers=headers)
 
-    @app.get("/healthz", include_in_schema=False)
-    def healthz() -> JSONResponse:
-        """200 when the home and the catalog are usable, 503 with the reason when not (no sign-in needed)."""
-        from onesource.doctor import health
-
-        def probe():
-            with engine.cursor() as lake:
-                return lake.con.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0]
-
-        ok, body = health(engine.settings, probe)
-        return JSONResponse(body, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
-
     _workflow_routes(app, engine, current_user)
     from sharing.subscriptions.links import add_routes as add_delivery_links
 
     add_delivery_links(app, engine, current_user)  # a webhook delivery's rows, by its signed link
-
-    from portal.web import mount_portal
-
-    mount_portal(app, engine, guard=guard)
     return app
 
 
@@ -172,8 +157,8 @@ def _workflow_routes(app: FastAPI, engine: GovernedEngine, current_user) -> None
     """Access requests and disputes over HTTP: the same workflow as the portal and the CLI."""
     from dataclasses import asdict
 
+    from core.calendar import WorkCalendar
     from lakehouse import Lake
-    from metrics.calendar import WorkCalendar
     from sharing import disputes, requests
     from sharing.exceptions import RequestError
 
@@ -226,7 +211,7 @@ def _workflow_routes(app: FastAPI, engine: GovernedEngine, current_user) -> None
     def list_disputes(user: User = Depends(current_user)) -> list[dict[str, Any]]:
         with engine.cursor() as lake:
             mine = [d for d in disputes.listing(lake) if user.department in (d.department, d.owner)]
-            shown = disputes.for_department(mine, engine.registry, engine._access(lake.con, user.department,
+            shown = disputes.for_department(mine, engine.registry, engine.access(lake.con, user.department,
                                                                                 user=user.name),
                                             user.department, disputes.rows_checker(lake.con),
                                             user=disputes.narrowed(lake.con, user.name))
@@ -236,7 +221,7 @@ def _workflow_routes(app: FastAPI, engine: GovernedEngine, current_user) -> None
               summary="flag a record of a dataset this department may read as wrong")
     def flag(body: DisputeIn, user: User = Depends(current_user)):
         with engine.cursor() as lake:
-            readable = body.dataset in engine._access(lake.con, user.department, user=user.name)
+            readable = body.dataset in engine.access(lake.con, user.department, user=user.name)
         if not readable:
             return refused(RequestError(f"{body.dataset} is not readable by {user.department}"))
         try:

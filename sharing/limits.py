@@ -1,6 +1,6 @@
 """Limits a department cannot exceed: one deadline for a whole query, slots for running queries, sizes.
 
-* :class:`Watch`: a query's deadline (onesource.config.QueryLimits.seconds, or lower: ``SET
+* :class:`Watch`: a query's deadline (core.config.QueryLimits.seconds, or lower: ``SET
   statement_timeout``) and its stop button (a Postgres cancel request). It covers the whole query: the wait
   for a slot, planning and running. Planning is pure Python (sqlglot), which nothing can interrupt from
   outside, so at the deadline the planning thread gets an exception raised into it
@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 
-from onesource.config import QueryLimits
+from core.config import QueryLimits
 from sharing.exceptions import QueryStopped, TooManyQueries
 
 NUDGE = 0.5

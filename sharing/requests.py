@@ -2,7 +2,7 @@
 
 * ``unconditional`` datasets are readable by everyone already: the request is approved at once;
 * ``conditional`` ones wait for the owner, who approves (possibly narrowing the columns or rows) or
-  refuses with a reason; the SLA is :data:`SLA_WORKING_DAYS` working days (metrics.calendar);
+  refuses with a reason; the SLA is :data:`SLA_WORKING_DAYS` working days (core.calendar);
 * ``not_shared`` ones cannot be requested (the refusal names the legal basis).
 
 An approval writes a grant (sharing.grants); a revocation revokes it, effective on the next query.
@@ -16,8 +16,8 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
+from core.calendar import WorkCalendar
 from lakehouse.lake import CATALOG, OPS, Lake
-from metrics.calendar import WorkCalendar
 from schemas.model import Registry
 from sharing.exceptions import RequestError
 from sharing.grants import add_grant, revoke_grant

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from onesource.errors import TerminalError
+from core.errors import TerminalError
 
 CHAIN_TABLE = "onesource_audit_chain"
 SESSIONS_TABLE = "onesource_portal_sessions"

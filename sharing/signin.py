@@ -4,7 +4,7 @@ After ``max_failures`` failed sign-ins for one user name within ``window_minutes
 ``max_failures_per_address`` from one client address, whatever the names tried), that name (or address)
 is refused for ``lockout_minutes``, right password or not. Each failure is answered after a delay that
 grows with the failures so far, and logged (user name, address, channel: never the password). A
-successful sign-in forgets the user name's failures. Settings: :class:`onesource.config.SignInSettings`.
+successful sign-in forgets the user name's failures. Settings: :class:`core.config.SignInSettings`.
 
 With an ``audit`` log, every failed sign-in and every sign-in refused by a lockout is also an audit entry
 (``kind="signin"``, ``decision`` failed or refused, user name, address, channel, reason; never a password):
@@ -25,8 +25,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from onesource.config import SignInSettings
-from onesource.logsafe import guarded
+from core.config import SignInSettings
+from core.logsafe import guarded
 
 log = guarded("onesource.signin")
 

@@ -23,8 +23,8 @@ import duckdb
 import sqlglot
 from sqlglot import exp
 
+from core.config import Settings
 from lakehouse.lake import Lake
-from onesource.config import Settings
 from sharing.exceptions import InvalidSQL, QueryFailed, QueryRefused, ResultTooLarge
 
 READ_STATEMENTS = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Describe, exp.Show, exp.Pivot)
@@ -45,7 +45,7 @@ class QueryResult:
     A result is built in one form (``QueryResult(columns, rows)`` or ``QueryResult(columns, batches=...,
     schema=...)``); the other is derived on first use and kept. ``row_count`` is known without converting
     anything (the audit records it). A result is never cut short: one beyond the integrity limits
-    (onesource.config.QueryLimits ``rows`` and ``result_bytes``) is an error (:class:`ResultTooLarge`).
+    (core.config.QueryLimits ``rows`` and ``result_bytes``) is an error (:class:`ResultTooLarge`).
     ``types``: DuckDB's type of each column (``cursor.description``), which keeps ``rows`` equal to what
     ``fetchall`` gives where DuckDB's Arrow export differs (HUGEINT as decimal128, UUID as text, INTERVAL as
     month-day-nano, MAP as key-value pairs, BIT as bytes).

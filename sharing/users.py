@@ -33,8 +33,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from core.errors import TerminalError
 from lakehouse.lake import CATALOG, OPS, Lake, retrying
-from onesource.errors import TerminalError
 from sharing.roles import ROLES, canonical
 from sharing.scram import make_verifier
 

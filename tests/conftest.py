@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from onesource.config import Settings
+from core.config import Settings
 from tests.helpers import write_registry
 
 

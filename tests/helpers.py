@@ -11,9 +11,9 @@ from typing import Any
 
 import yaml
 
-from lakehouse import run_dataset
+from core.config import Settings
+from ingest import run_dataset
 from lakehouse.lake import Lake
-from onesource.config import Settings
 from onesource.demo.city import CITY_CODE, DIVISIONS
 from schemas import load_registry
 

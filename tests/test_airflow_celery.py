@@ -26,9 +26,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from core.config import LakeSettings, Settings
 from lakehouse.lake import CATALOG, Lake
 from onesource import airflow_cli
-from onesource.config import LakeSettings, Settings
 from tests.conftest import free_port
 from tests.helpers import USCC, drop, firms_dataset, wait_for_port, write_registry
 from tests.test_airflow_scheduler import DAILY, _query, _wait, databases, plain_dataset  # noqa: F401 (fixture)

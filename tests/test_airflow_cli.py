@@ -21,8 +21,8 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from core.config import REPO_ROOT, Settings
 from onesource import airflow_cli
-from onesource.config import REPO_ROOT, Settings
 from onesource.dagfactory import ALL_DAG_ID, MAINTENANCE_DAG_ID
 from onesource.demo.data import DemoConfig
 from onesource.demo.generate import write_registry as write_demo_registry

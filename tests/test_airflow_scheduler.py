@@ -14,9 +14,9 @@ import uuid
 
 import pytest
 
+from core.config import LakeSettings, Settings
 from lakehouse.lake import Lake
 from onesource import airflow_cli
-from onesource.config import LakeSettings, Settings
 from tests.conftest import free_port
 from tests.helpers import drop, firms_dataset, wait_for_port, write_registry
 from tests.test_ingest_files import csv_text

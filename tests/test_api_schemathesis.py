@@ -9,8 +9,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
+from onesource.serve import create_app
 from sharing.engine import GovernedEngine
-from sharing.http import create_app
 from tests.helpers import demo_home
 
 TOKEN: dict[str, str] = {}

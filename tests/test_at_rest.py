@@ -18,8 +18,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from lakehouse import load as load_module
-from onesource.config import Settings
+from core.config import Settings
+from ingest import load as load_module
 from onesource.home import secure_home
 from schemas import cache, load_registry
 from schemas import loader as loader_module

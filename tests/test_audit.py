@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from core.config import REPO_ROOT, Settings, default_audit_key_file
 from lakehouse import Lake
 from onesource.cli import main
-from onesource.config import REPO_ROOT, Settings, default_audit_key_file
 from sharing import audit as audit_module
 from sharing.audit import AuditError, AuditLog, verify
 from sharing.exceptions import QueryRefused
@@ -409,7 +409,7 @@ def test_anchor_in_a_postgres_catalog_beside_ducklake(tmp_path):
     it, attaches and loads as usual, and the anchor catches a truncated log."""
     import uuid
 
-    from onesource.config import LakeSettings
+    from core.config import LakeSettings
 
     name = f"onesource_{uuid.uuid4().hex[:8]}"
     psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"]

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse import load as load_module
+from core.config import Settings
+from ingest import load as load_module
 from onesource.cli import main
-from onesource.config import Settings
 from sharing.audit import AuditLog, verify
 from tests.helpers import USCC, drop, load, rows
 from tests.test_ingest_files import ROWS, csv_text
@@ -126,7 +126,7 @@ def test_restore_refuses_a_home_that_is_not_empty_and_a_folder_that_is_no_backup
 WRITER = textwrap.dedent("""
     import sys, time
     from lakehouse import Lake
-    from onesource.config import Settings
+    from core.config import Settings
     from sharing.audit import AuditLog
     from sharing.users import create_user
     settings = Settings(home=sys.argv[1])

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from core.config import Settings
 from lakehouse import Lake
-from lakehouse import load as load_module
+from ingest import load as load_module
 from lakehouse.exceptions import CatalogLostError, LakeCatalogError
 from onesource.cli import main
-from onesource.config import Settings
 from tests.helpers import USCC, drop, load, rows, shared_count
 from tests.test_ingest_files import ROWS, csv_text
 
@@ -165,7 +165,7 @@ def test_an_empty_postgres_catalog_beside_a_data_path_with_files_is_refused(tiny
     import subprocess
     import uuid
 
-    from onesource.config import LakeSettings
+    from core.config import LakeSettings
 
     name = f"onesource_{uuid.uuid4().hex[:8]}"
     run = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"]

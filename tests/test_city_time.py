@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from metrics.calendar import WorkCalendar
-from metrics.citytime import deadline_day, local_date, parse_local, to_local, to_utc
+from core.calendar import WorkCalendar
+from core.citytime import deadline_day, local_date, parse_local, to_local, to_utc
+from core.config import DEFAULT_CITY_TIMEZONE, Settings
+from core.errors import ConfigurationError
 from metrics.kpis import Period, closing_windows
-from onesource.config import DEFAULT_CITY_TIMEZONE, Settings
-from onesource.errors import ConfigurationError
 
 WEEKDAYS = WorkCalendar(national=False)
 

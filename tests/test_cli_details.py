@@ -21,12 +21,12 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
+from core.config import Settings
+from core.output import json_array, percent, print_table, target_text
 from lakehouse import Lake
 from onesource import airflow_cli
 from onesource.cli import main
-from onesource.config import Settings
 from onesource.demo.runner import TaskCount, all_dag_tasks
-from onesource.output import json_array, percent, print_table, target_text
 from schemas import load_registry
 from schemas.model import KNOWN_SHOWN, unknown_name_message
 from sharing import requests

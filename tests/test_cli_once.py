@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from onesource.config import Settings
+from core.config import Settings
 from tests.helpers import drop, firms_dataset, write_registry
 from tests.test_superseded_quarantine import delivery
 

@@ -18,15 +18,15 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from core import duck
 from lakehouse.lake import Lake
-from onesource import duck
 from schemas import load_registry
 from tests.helpers import USCC
 
 # Never on the path of `onesource sql`: each costs from 0.05 to over 1 s of CPU to import.
 HEAVY = ("airflow", "great_expectations", "fastapi", "starlette", "uvicorn", "pydantic", "pandas", "numpy",
          "pyarrow", "matplotlib", "jinja2", "sqlalchemy", "openpyxl", "faker", "httpx", "psycopg", "buenavista",
-         "connectors", "quality", "metrics", "portal", "lakehouse.load")
+         "connectors", "quality", "metrics", "portal", "ingest.load")
 FIRMS = [(USCC[0], "杭州甲科技有限公司", "1", 1234.5, 12), (USCC[1], "杭州乙贸易有限公司", "2", 88.0, 3),
          (USCC[2], "杭州丙建设有限公司", "1", 1e6, 1024)]
 
@@ -124,7 +124,7 @@ def test_pandas_and_the_collector_are_left_as_they_were(lake_home, capsys, monke
     assert importlib.util.find_spec("pandas") is not None
 
 
-@pytest.mark.parametrize("package, names", [("lakehouse", ("Lake", "LoadResult", "run_dataset")),
+@pytest.mark.parametrize("package, names", [("lakehouse", ("Lake",)), ("ingest", ("LoadResult", "run_dataset")),
                                             ("sharing", ("QueryFailed", "QueryRefused", "QueryResult", "run_sql"))])
 def test_package_names_load_on_first_use(package, names):
     module = importlib.import_module(package)

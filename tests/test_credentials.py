@@ -20,11 +20,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 import lakehouse.lake as lake_module
+from core.config import Settings, SignInSettings
 from lakehouse.lake import CATALOG, OPS, Lake
-from onesource.config import Settings, SignInSettings
+from onesource.serve import create_app
 from schemas import load_registry
 from sharing.engine import GovernedEngine
-from sharing.http import create_app
 from sharing.pgwire import GovernedPgServer
 from sharing.scram import ProofRejected, ScramError, ServerExchange, Verifier, make_verifier, saslprep
 from sharing.signin import LockedOut, SignInGuard

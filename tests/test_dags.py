@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from onesource.config import REPO_ROOT
+from core.config import REPO_ROOT
 from onesource.demo.data import DemoConfig
 from onesource.demo.generate import write_registry as write_demo_registry
 from schemas import load_registry

@@ -44,7 +44,7 @@ def rewrite(path: Path, text: str) -> None:
 
 @pytest.mark.parametrize("when", ["before standardize", "while validating"])
 def test_landed_file_changed_after_landing_is_refused_and_the_delivery_loads_again(tiny, monkeypatch, when):
-    import lakehouse.load as load_module
+    import ingest.load as load_module
 
     delivered = csv_text()
     forged = delivered.replace("杭州", "伪造")  # the same shape, other bytes: standardize and GX accept it
@@ -82,7 +82,7 @@ def test_landed_file_changed_after_landing_is_refused_and_the_delivery_loads_aga
 
 def test_a_changed_file_that_fails_standardize_is_refused_not_quarantined(tiny, monkeypatch):
     """A quarantine would mark the delivered hash as handled, and the real file would never load."""
-    import lakehouse.load as load_module
+    import ingest.load as load_module
 
     drop(tiny, "amr/firms/a.csv", csv_text())
     real = load_module.standardize
@@ -229,7 +229,7 @@ def test_sweep_removes_what_dead_loads_left_and_never_a_live_loads_files(setting
 
 
 def test_each_load_sweeps_staging_first_and_holds_its_own_lock(tiny, monkeypatch):
-    import lakehouse.load as load_module
+    import ingest.load as load_module
 
     leftover = _dead_load(tiny, "firms", "20260101T000000000000-deadbeef")
     drop(tiny, "amr/firms/a.csv", csv_text())
@@ -337,9 +337,9 @@ def test_a_removed_home_is_refused_never_recreated(loaded, capsys):
 def test_healthz_answers_200_then_503_with_the_reason(loaded):
     from fastapi.testclient import TestClient
 
+    from onesource.serve import create_app
     from schemas import load_registry
     from sharing.engine import GovernedEngine
-    from sharing.http import create_app
 
     engine = GovernedEngine(loaded, load_registry(loaded.registry_dir), persistent=True)
     try:

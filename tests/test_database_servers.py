@@ -110,7 +110,7 @@ def test_postgres_drops_the_connection_mid_extract(settings, pg_table):
 
 
 def test_mariadb_source(settings):
-    from onesource.duck import connect
+    from core.duck import connect
 
     table = f"rk_{uuid.uuid4().hex[:8]}"
     con = connect(extensions=("mysql_scanner",))

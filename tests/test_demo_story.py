@@ -8,9 +8,9 @@ import datetime as dt
 
 import pytest
 
+from core.config import Settings
 from lakehouse.lake import CATALOG, Lake
 from metrics.kpis import TARGETS, compute
-from onesource.config import Settings
 from onesource.demo.city import DIVISIONS
 from onesource.demo.data import DemoConfig
 from onesource.demo.generate import generate_city

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse import Lake, run_dataset
+from core.config import Settings
+from ingest import run_dataset
+from lakehouse import Lake
 from metrics.kpis import Period
 from metrics.prefill import ANNUAL_REPORT, prefill_rates
 from metrics.publish import publish_periods
-from onesource.config import Settings
 from onesource.demo.data import DemoConfig
 from onesource.demo.generate import generate_city
 from onesource.demo.history import publish_history, simulate

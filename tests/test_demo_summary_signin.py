@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from onesource.config import Settings
+from core.config import Settings
 from onesource.demo.data import DemoConfig
 from onesource.demo.generate import write_registry
 from onesource.demo.runner import DemoSummary, print_summary

@@ -9,10 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lakehouse.lake import Lake
+from onesource.serve import create_app
 from sharing import disputes
 from sharing.engine import GovernedEngine
 from sharing.grants import Access, add_grant
-from sharing.http import create_app
 from tests.helpers import demo_home, rows
 from tests.test_portal import sign_in
 

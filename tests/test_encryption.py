@@ -7,14 +7,14 @@ import copy
 import dataclasses
 import sqlite3
 
+from core.config import Settings
 from lakehouse.lake import Lake
-from onesource.config import Settings
 from tests.helpers import ELEMENTS, USCC, drop, load, rows, write_registry
 from tests.test_ingest_files import csv_text
 
 
 def test_encrypted_lake_files_hold_no_plaintext(tmp_path, monkeypatch):
-    from lakehouse import load as load_module
+    from ingest import load as load_module
 
     monkeypatch.setattr(load_module, "ADOPT_ROWS", 1)  # a plain staged file must never be adopted here
     plain = Settings(home=tmp_path / "home")

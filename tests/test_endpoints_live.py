@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse import Lake, run_dataset
-from onesource.config import Settings
+from core.config import Settings
+from ingest import run_dataset
+from lakehouse import Lake
 from onesource.demo.data import DemoConfig
 from onesource.demo.generate import generate_city
 from onesource.demo.runner import _demo_users

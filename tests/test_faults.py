@@ -16,7 +16,7 @@ KILL_BEFORE_COMMIT = textwrap.dedent("""
     import os, signal, sys
     from lakehouse import lake as lakemod
     from tests.helpers import load
-    from onesource.config import Settings
+    from core.config import Settings
 
     original = lakemod.Lake.commit_message
 
@@ -45,7 +45,7 @@ def test_killed_mid_commit_publishes_nothing_and_rerun_publishes_once(tiny):
 
 
 def _load_in_process(home: str, name: str) -> list[tuple[str, int]]:
-    from onesource.config import Settings
+    from core.config import Settings
 
     return [(r.status, r.rows) for r in load(Settings(home=home), name)]
 

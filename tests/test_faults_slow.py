@@ -22,14 +22,14 @@ from tests.test_ingest_files import csv_text
 
 pytestmark = pytest.mark.slow
 
-LOAD = "import sys; from tests.helpers import load; from onesource.config import Settings; load(Settings(home=sys.argv[1]))"
+LOAD = "import sys; from tests.helpers import load; from core.config import Settings; load(Settings(home=sys.argv[1]))"
 
 
 def _load_seconds(tmp_path) -> float:
     """How long a whole load process takes on this host now (imports, GX, commit): the kills are spread over it,
     so that most land inside the load whatever the host's speed (a fixed window of 0.5-9 s mostly missed loads
     once the CLI's imports became lazy)."""
-    from onesource.config import Settings
+    from core.config import Settings
 
     scratch = Settings(home=tmp_path / "timing")
     write_registry(scratch.registry_dir)
@@ -89,7 +89,7 @@ FULL_DISK = textwrap.dedent("""
     import resource, signal, sys
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, like ENOSPC
     from tests.helpers import load
-    from onesource.config import Settings
+    from core.config import Settings
     settings = Settings(home=sys.argv[1])
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
     try:

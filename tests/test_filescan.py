@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.config import Settings
 from lakehouse import Lake
-from onesource.config import Settings
 from schemas import load_registry
 from schemas.formats import org_code_check_char, uscc_check_char
 from sharing.engine import GovernedEngine

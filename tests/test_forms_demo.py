@@ -113,8 +113,8 @@ def test_the_dashboard_shows_the_city_prefill_and_the_fields_no_longer_typed(tmp
     from metrics.forms import fill
     from metrics.kpis import Period
     from metrics.publish import publish_periods
+    from onesource.serve import create_app
     from sharing.engine import GovernedEngine
-    from sharing.http import create_app
     from sharing.sql import QueryResult
     from tests.test_portal import sign_in
 

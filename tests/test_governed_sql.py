@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from lakehouse import Lake, run_dataset
+from ingest import run_dataset
+from lakehouse import Lake
 from onesource.cli import main
 from onesource.demo.data import DemoConfig
 from onesource.demo.generate import generate_city
@@ -24,7 +25,7 @@ LOADED = ("mca_admin_divisions", "amr_enterprise_register", "psb_resident_regist
 
 @pytest.fixture(scope="module")
 def city(tmp_path_factory):
-    from onesource.config import Settings
+    from core.config import Settings
 
     settings = Settings(home=tmp_path_factory.mktemp("gov") / "home")
     generate_city(settings, DemoConfig(scale=0.05, api_url="http://127.0.0.1:9/none"))
@@ -196,7 +197,7 @@ def test_cli_exit_codes_and_audit_verify(city, monkeypatch, capsys):
 def http(city):
     from fastapi.testclient import TestClient
 
-    from sharing.http import create_app
+    from onesource.serve import create_app
     from sharing.users import create_user
 
     settings, registry = city

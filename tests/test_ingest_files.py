@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from openpyxl import Workbook
 
-from onesource.config import Settings
+from core.config import Settings
 from tests.helpers import HEADER, USCC, drop, firms_dataset, load, rows, shared_count, write_registry
 
 ROWS = [

@@ -107,8 +107,8 @@ def test_the_division_column_error_names_its_line(tmp_path):
 
 
 def test_a_jurisdiction_grant_needs_a_division_column(tmp_path):
+    from core.config import Settings
     from lakehouse import Lake
-    from onesource.config import Settings
 
     settings = Settings(home=tmp_path / "home")
     registry, issues = registry_at(settings.registry_dir, TREE, {k: v for k, v in PLACES.items()
@@ -367,12 +367,12 @@ def test_users_and_grants_carry_the_organisation_and_the_scope(tmp_path, monkeyp
 
     from fastapi.testclient import TestClient
 
+    from core.config import Settings
     from lakehouse import Lake
     from onesource import cli
-    from onesource.config import Settings
+    from onesource.serve import create_app
     from sharing.engine import GovernedEngine
     from sharing.grants import active_grants
-    from sharing.http import create_app
     from sharing.roles import OPERATOR
     from sharing.users import create_user
 
@@ -422,8 +422,8 @@ def test_users_and_grants_carry_the_organisation_and_the_scope(tmp_path, monkeyp
 
 @pytest.mark.slow  # a lake of its own: some 5 s
 def test_an_access_request_carries_the_scope_and_is_never_widened(tmp_path):
+    from core.config import Settings
     from lakehouse import Lake
-    from onesource.config import Settings
     from sharing import requests
     from sharing.grants import active_grants
 

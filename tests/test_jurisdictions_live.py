@@ -21,8 +21,8 @@ import httpx
 import psycopg
 import pytest
 
-from lakehouse import run_dataset
-from onesource.config import Settings
+from core.config import Settings
+from ingest import run_dataset
 from onesource.demo.data import DemoConfig
 from onesource.demo.generate import generate_city
 from onesource.demo.runner import JURISDICTION_CREDENTIALS, _demo_jurisdictions, _demo_users

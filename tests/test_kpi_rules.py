@@ -10,10 +10,10 @@ import datetime as dt
 import pytest
 from openpyxl import load_workbook
 
+from core.calendar import WorkCalendar
+from core.citytime import to_local
+from core.citytime import today as city_today
 from lakehouse import Lake
-from metrics.calendar import WorkCalendar
-from metrics.citytime import to_local
-from metrics.citytime import today as city_today
 from metrics.kpis import Period, closing_windows, compute, slot_starts
 from metrics.publish import export_rows, publish, write_csv, write_xlsx
 from onesource.demo.city import BUREAU, platform_dataset_entries

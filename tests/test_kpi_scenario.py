@@ -14,11 +14,11 @@ import json
 
 import pytest
 
+from core.calendar import WorkCalendar
+from core.config import Settings
 from lakehouse import Lake
-from metrics.calendar import WorkCalendar
 from metrics.kpis import Period, compute, sharing_statuses
 from onesource.cli import main
-from onesource.config import Settings
 from schemas import load_registry
 from sharing import requests
 from tests.helpers import ELEMENTS, firms_dataset, write_registry

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.config import Settings
 from lakehouse import Lake
 from metrics.kpis import KPI_NAMES, Period, compute
-from onesource.config import Settings
 from tests.helpers import ELEMENTS
 from tests.test_kpi_scenario import OWNERS, registry_entries, write_scenario_registry
 

@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 
+from core.config import LakeSettings, Settings
 from lakehouse import Lake
-from onesource.config import LakeSettings, Settings
 from onesource.demo.data import DemoConfig
 from onesource.demo.generate import generate_city
 from schemas import load_registry

@@ -13,9 +13,9 @@ import time
 import pytest
 import yaml
 
+from core.config import QueryLimits, Settings
 from lakehouse import Lake
 from lakehouse import versions as lake_versions
-from onesource.config import QueryLimits, Settings
 from schemas import load_registry
 from sharing.engine import GovernedEngine
 from sharing.exceptions import (
@@ -324,7 +324,7 @@ def test_an_unapplied_or_broken_registry_edit_does_not_reach_a_running_server(tm
 def test_http_request_bodies_over_the_limit_are_refused_with_413(home):
     from fastapi.testclient import TestClient
 
-    from sharing.http import create_app
+    from onesource.serve import create_app
 
     settings = limited(home, request_bytes=10_000, sql_bytes=5_000)
     with Lake(settings.lake) as lake:

@@ -22,8 +22,8 @@ import psycopg
 import pytest
 import yaml
 
+from core.config import REPO_ROOT, Settings
 from lakehouse import Lake
-from onesource.config import REPO_ROOT, Settings
 from sharing.users import create_user
 from tests.conftest import free_port
 from tests.helpers import drop, firms_dataset, load, wait_for_port, write_registry

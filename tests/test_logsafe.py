@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from onesource.logsafe import guarded, redact
+from core.logsafe import guarded, redact
 
 
 def test_secrets_and_sensitive_values_are_masked():

@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from core.config import Settings
 from lakehouse import Lake
-from onesource.config import Settings
 from schemas import load_registry
 from tests.conftest import free_port
 from tests.helpers import drop, firms_dataset, load, wait_for_port, write_registry
@@ -311,9 +311,9 @@ def inprocess(home):
     """The HTTP app (TestClient) and the Postgres-wire server, in this process, on the module's home."""
     from fastapi.testclient import TestClient
 
+    from onesource.serve import create_app
     from sharing.engine import GovernedEngine
     from sharing.grants import add_grant
-    from sharing.http import create_app
     from sharing.pgwire import GovernedPgServer
     from sharing.users import create_user
 

@@ -26,8 +26,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lakehouse import Lake, run_dataset
-from onesource.config import QueryLimits, Settings
+from core.config import QueryLimits, Settings
+from ingest import run_dataset
+from lakehouse import Lake
 from schemas import load_registry
 from schemas.formats import org_code_check_char, uscc_check_char
 from sharing import export, sql
@@ -300,7 +301,7 @@ def test_the_deadline_stops_an_answer_while_it_is_fetched(world):
 def http(world):
     from fastapi.testclient import TestClient
 
-    from sharing.http import create_app
+    from onesource.serve import create_app
 
     settings, _, engine = world
     tokens = {d: u["token"] for d, u in json.loads((settings.home / "users.json").read_text()).items()}

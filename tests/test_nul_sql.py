@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onesource.config import Settings
+from core.config import Settings
 from schemas import load_registry
 from sharing.engine import GovernedEngine
 from sharing.exceptions import InvalidSQL

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onesource.webassets import WEB, AssetsMissing, package_dir
+from core.webassets import WEB, AssetsMissing, package_dir
 from quality import docs_assets
 from sharing.docs import mount_docs
 from tests.conftest import free_port

@@ -12,12 +12,13 @@ import pytest
 import yaml
 from openpyxl import load_workbook
 
-from lakehouse import Lake, run_dataset
+from core.config import Settings
+from ingest import run_dataset
+from lakehouse import Lake
 from lakehouse import versions as lake_versions
 from metrics.kpis import Period, compute
 from metrics.publish import publish
 from onesource.cli import main
-from onesource.config import Settings
 from onesource.demo.data import DemoConfig
 from onesource.demo.generate import generate_city
 from schemas import load_registry

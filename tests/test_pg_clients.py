@@ -23,8 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.config import REPO_ROOT, Settings
 from lakehouse import Lake
-from onesource.config import REPO_ROOT, Settings
 from sharing.users import create_user
 from tests.conftest import free_port
 from tests.helpers import drop, firms_dataset, load, rows, wait_for_port, write_registry

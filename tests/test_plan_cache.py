@@ -24,9 +24,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.config import Settings
 from lakehouse import Lake
 from lakehouse import versions as lake_versions
-from onesource.config import Settings
 from schemas import load_registry
 from schemas.formats import org_code_check_char, uscc_check_char
 from sharing import engine as engine_module
@@ -83,7 +83,7 @@ class Uncached(GovernedEngine):
     def _pinned(self, number, con, state):
         return contextlib.nullcontext()
 
-    def _access(self, cursor, department, stamp=None, *, user=None):
+    def access(self, cursor, department, stamp=None, *, user=None):
         from sharing.users import organisation_of
 
         self._fresh(cursor)

@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from openpyxl import load_workbook
 
+from onesource.serve import create_app
 from sharing.engine import GovernedEngine
-from sharing.http import create_app
 from tests.helpers import DISTRICT, demo_home
 
 

@@ -23,14 +23,15 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lakehouse import Lake, run_dataset
+from ingest import run_dataset
+from lakehouse import Lake
 from metrics.kpis import KPI_NAMES, LOWER_IS_BETTER, TARGETS, Period
 from metrics.publish import publish_periods
+from onesource.serve import create_app
 from portal.labels import CODE_LABELS, CODES
 from portal.web import kpi_state
 from sharing import requests
 from sharing.engine import GovernedEngine
-from sharing.http import create_app
 from tests.helpers import demo_home
 from tests.test_portal import sign_in
 

@@ -11,11 +11,11 @@ import re
 
 from fastapi.testclient import TestClient
 
+from core.config import Settings
 from lakehouse.lake import Lake
-from onesource.config import Settings
+from onesource.serve import create_app
 from schemas import load_registry
 from sharing.engine import GovernedEngine
-from sharing.http import create_app
 from sharing.users import create_user
 from tests.helpers import drop, firms_dataset, load, write_registry
 from tests.test_superseded_quarantine import delivery

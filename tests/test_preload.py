@@ -40,7 +40,7 @@ import os, sys, threading
 from onesource.preload import preload
 preload()
 assert threading.active_count() == 1, [t.name for t in threading.enumerate()]
-assert "great_expectations" in sys.modules and "lakehouse.load" in sys.modules
+assert "great_expectations" in sys.modules and "ingest.load" in sys.modules
 import quality.validate as v
 assert v._ephemeral_context.cache_info().currsize == 0  # no GX context before the fork
 pid = os.fork()
@@ -62,7 +62,7 @@ def test_preloading_imports_modules_only_and_a_forked_task_sets_gx_up():
 
 
 def test_services_and_standalone_components_go_through_the_preload(tmp_path):
-    from onesource.config import Settings
+    from core.config import Settings
 
     assert airflow_cli.service("scheduler") == [sys.executable, "-m", "onesource.preload", "scheduler"]
     cmd, _ = airflow_cli.celery_worker({}, "w1")

@@ -8,7 +8,8 @@ from collections import Counter
 
 import pytest
 
-from lakehouse import Lake, run_dataset
+from ingest import run_dataset
+from lakehouse import Lake
 from onesource.dagfactory import authority_edges
 from onesource.demo.api import TOKEN_ENV, serve
 from onesource.demo.data import DemoConfig
@@ -33,7 +34,7 @@ def load_order(registry) -> list[str]:
 
 @pytest.fixture(scope="module")
 def city(tmp_path_factory):
-    from onesource.config import Settings
+    from core.config import Settings
 
     settings = Settings(home=tmp_path_factory.mktemp("city") / "home")
     port = free_port()

@@ -33,13 +33,13 @@ import threading
 import pytest
 from fastapi.testclient import TestClient
 
+from core.config import SignInSettings
 from lakehouse.lake import CATALOG, OPS, Lake
-from onesource.config import SignInSettings
+from onesource.serve import create_app
 from sharing.audit import Anchor, AuditLog, verify
 from sharing.engine import GovernedEngine
 from sharing.exceptions import QueryFailed, QueryRefused
 from sharing.grants import add_grant
-from sharing.http import create_app
 from sharing.pgwire import GovernedPgServer
 from sharing.scram import saslprep
 from sharing.signin import SignInGuard
@@ -178,7 +178,7 @@ def test_console_dispute_flags_do_not_confirm_keys_of_unreadable_datasets(city, 
                     headers={"Authorization": "Bearer " + analysts["psb"]["token"]})
     assert r.status_code == 201, r.text
     with engine.cursor() as lake:
-        assert "psb_resident_register" not in engine._access(lake.con, "edu")  # edu cannot read the register
+        assert "psb_resident_register" not in engine.access(lake.con, "edu")  # edu cannot read the register
     token = _sign_in(client, analysts["edu"])
     guess = "110101190001010000"
     sql = (f"(SELECT '{real_id}' AS resident_id FROM shared.amr_enterprise_register LIMIT 1) UNION ALL "

@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.config import Settings
 from lakehouse.lake import Lake
-from onesource.config import Settings
 from schemas import load_registry
 from sharing.catalog import rewrite
 from sharing.engine import GovernedEngine

@@ -245,7 +245,7 @@ def test_a_token_issued_while_the_department_is_frozen_opens_no_route_over_http(
 @settings(max_examples=10, deadline=None)
 @given(probes=st.integers(min_value=11, max_value=18), spread=st.integers(min_value=30, max_value=110))
 def test_a_burst_of_refusals_astride_a_window_edge_raises_refusal_burst(probes, spread):
-    from onesource.config import SecuritySettings
+    from core.config import SecuritySettings
     from sharing.security.alerts import Event, evaluate
 
     rules = SecuritySettings()
@@ -270,9 +270,9 @@ def test_a_backup_taken_while_the_audit_key_rotates_restores_a_log_that_verifies
     restored log did not verify, and its next append, signed with that key and no rotation entry, broke the
     chain for good ("entry edited"). Now the key is copied before the log and the keyring after it, and a
     rotation the copied log holds has its key installed in the copy."""
-    from lakehouse import backup as backup_module
-    from lakehouse.backup import backup, restore
-    from onesource.config import Settings
+    from core.config import Settings
+    from onesource import backup as backup_module
+    from onesource.backup import backup, restore
     from sharing.audit import AuditLog, verify
     from tests.helpers import drop, load
     from tests.test_ingest_files import csv_text

@@ -77,8 +77,8 @@ def test_a_webhook_link_serves_no_neighbouring_streets_user_of_the_same_departme
     jurisdiction contains its street (the district's, the city's) fetch it; the neighbour gets a 404."""
     from fastapi.testclient import TestClient
 
+    from onesource.serve import create_app
     from sharing.engine import GovernedEngine
-    from sharing.http import create_app
 
     registry, tokens = _street_city(settings)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
@@ -250,8 +250,8 @@ def test_a_neighbouring_streets_dispute_is_not_shown_to_a_street_user(settings):
     the district's and the city's users see it, as the owner does."""
     from fastapi.testclient import TestClient
 
+    from onesource.serve import create_app
     from sharing.engine import GovernedEngine
-    from sharing.http import create_app
 
     registry, tokens = _street_city(settings)
     engine = GovernedEngine(settings, registry, persistent=True)
@@ -290,9 +290,9 @@ def test_a_webhook_link_stops_when_the_subscribers_policy_changes(settings):
     from fastapi.testclient import TestClient
 
     from lakehouse.lake import CATALOG, OPS
+    from onesource.serve import create_app
     from sharing.engine import GovernedEngine
     from sharing.grants import revoke_grant
-    from sharing.http import create_app
 
     registry, tokens = _street_city(settings)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
@@ -351,8 +351,8 @@ def test_a_street_operator_cannot_make_or_take_over_a_wider_account(settings):
 
     from fastapi.testclient import TestClient
 
+    from onesource.serve import create_app
     from sharing.engine import GovernedEngine
-    from sharing.http import create_app
     from tests.test_users_admin import signed_in
 
     registry, tokens = _street_city(settings)

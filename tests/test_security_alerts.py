@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, Phase, event, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from core.config import SecuritySettings, Settings
+from core.errors import ConfigurationError
 from lakehouse import Lake
-from onesource.config import SecuritySettings, Settings
-from onesource.errors import ConfigurationError
 from sharing.audit import AuditLog, sync_to_lake
 from sharing.security.alerts import (
     Event,

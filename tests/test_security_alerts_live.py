@@ -21,8 +21,8 @@ import httpx
 import psycopg
 import pytest
 
+from core.config import REPO_ROOT, Settings
 from lakehouse import Lake
-from onesource.config import REPO_ROOT, Settings
 from sharing.users import create_user
 from tests.conftest import free_port
 from tests.helpers import ELEMENTS, drop, load, wait_for_port, write_registry

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from core.config import Settings
 from lakehouse.lake import Lake
 from onesource.cli import main
-from onesource.config import Settings
 from schemas import load_registry
 from sharing.audit import AuditLog, verify
 from sharing.engine import GovernedEngine

@@ -17,8 +17,8 @@ import httpx
 import psycopg
 import pytest
 
+from core.config import Settings
 from lakehouse.lake import Lake
-from onesource.config import Settings
 from portal.web import SESSION_COOKIE
 from sharing.users import create_user
 from tests.conftest import free_port

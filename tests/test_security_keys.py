@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from lakehouse.backup import backup, restore
+from core.config import Settings
 from lakehouse.lake import Lake
+from onesource.backup import backup, restore
 from onesource.cli import main
-from onesource.config import Settings
 from sharing import audit as audit_module
 from sharing.audit import ROTATION, Anchor, AuditLog, fingerprint, keyring_file, read_key, read_keyring, verify
 from sharing.security.keys import current_file_keys, rotate_lake_keys

@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.config import Settings
 from lakehouse import Lake
 from onesource.cli import main
-from onesource.config import Settings
 from schemas import load_registry
 from schemas.formats import resident_id_check_char
 from sharing.engine import GovernedEngine

@@ -140,7 +140,7 @@ def test_who_saw_on_a_postgresql_catalog(tmp_path):
     the snapshot id it read as the catalog's stamp is the one recorded."""
     import uuid
 
-    from onesource.config import LakeSettings
+    from core.config import LakeSettings
     from sharing.engine import GovernedEngine
     from sharing.security.replay import who_saw
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from onesource.config import LakeSettings, Settings, SignInSettings
+from core.config import LakeSettings, Settings, SignInSettings
 from portal.web import Sessions
 from sharing.audit import AuditLog, verify
 from sharing.shared_state import CHAIN_TABLE, SessionStore, SignInStore
@@ -115,7 +115,7 @@ def test_two_writers_interleaved_make_one_verifiable_chain(tmp_path_factory, db,
 WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from onesource.config import LakeSettings, Settings
+    from core.config import LakeSettings, Settings
     from sharing.audit import AuditLog
     s = Settings(home=Path(sys.argv[1]), lake=LakeSettings(catalog=sys.argv[2], data_path=sys.argv[3]),
                  audit_key_file=Path(sys.argv[6]))

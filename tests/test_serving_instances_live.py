@@ -17,8 +17,8 @@ import httpx
 import psycopg
 import pytest
 
+from core.config import REPO_ROOT, LakeSettings, Settings
 from lakehouse import Lake
-from onesource.config import REPO_ROOT, LakeSettings, Settings
 from sharing.users import create_user
 from tests.conftest import free_port
 from tests.helpers import drop, load, wait_for_port, write_registry

@@ -23,8 +23,8 @@ import sqlglot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.config import Settings
 from lakehouse.lake import Lake
-from onesource.config import Settings
 from schemas import load_registry
 from sharing.engine import GovernedEngine
 from sharing.exceptions import QueryRefused

@@ -84,7 +84,7 @@ def test_target_settings_are_checked(kind, settings, words):
 
 
 def test_signed_links(tmp_path):
-    from onesource.config import Settings
+    from core.config import Settings
 
     s = Settings(home=tmp_path / "home")
     link, expires = signed_link(s, "http://api", "0123456789ab-42", dt.timedelta(hours=1))
@@ -180,7 +180,7 @@ def test_the_subscriptions_dag_runs_on_every_published_dataset(settings):
     import subprocess
     import sys
 
-    from onesource.config import REPO_ROOT
+    from core.config import REPO_ROOT
 
     code = (f"import runpy, sys; runpy.run_path({str(REPO_ROOT / 'dags' / 'onesource_subscriptions.py')!r}); "
             "print('HEAVY', sorted(m for m in ('duckdb', 'great_expectations', 'pandas', 'pyarrow', 'faker') "
@@ -289,7 +289,7 @@ def test_one_process_delivers_a_subscription_at_a_time(settings):
 
 def test_an_encrypted_lake_takes_no_webhook_subscription(tmp_path):
     """A webhook's rows would wait in the home in clear: refused on a lake that encrypts (level-4 data)."""
-    from onesource.config import LakeSettings, Settings
+    from core.config import LakeSettings, Settings
 
     home = tmp_path / "home"
     s = Settings(home=home, lake=LakeSettings(catalog=f"sqlite:{home / 'lake' / 'catalog.sqlite'}",

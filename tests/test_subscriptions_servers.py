@@ -18,8 +18,8 @@ from decimal import Decimal
 
 import pytest
 
+from core.config import REPO_ROOT
 from lakehouse import Lake
-from onesource.config import REPO_ROOT
 from schemas import load_registry
 from sharing.engine import GovernedEngine
 from sharing.grants import add_grant, revoke_grant
@@ -88,7 +88,7 @@ def pg():
 
 @pytest.fixture
 def maria():
-    from onesource.duck import connect
+    from core.duck import connect
 
     con = connect(extensions=("mysql_scanner",))
     try:
@@ -177,7 +177,7 @@ def test_postgres_and_mariadb_tables_follow_three_publishes_exactly(city, pg, ma
 KILLER = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {repo!r})
-    from onesource.config import Settings
+    from core.config import Settings
     from schemas import load_registry
     from lakehouse import Lake
     from sharing.subscriptions import store, targets
@@ -297,8 +297,8 @@ def test_webhook_with_a_signed_link_and_deliveries_count_as_use(settings, monkey
     from fastapi.testclient import TestClient
 
     from metrics.kpis import Period, compute
+    from onesource.serve import create_app
     from sharing.audit import AuditLog, sync_to_lake
-    from sharing.http import create_app
 
     write_registry(settings.registry_dir)
     registry = load_registry(settings.registry_dir)
@@ -354,7 +354,7 @@ def test_webhook_with_a_signed_link_and_deliveries_count_as_use(settings, monkey
 
 def test_the_demo_street_subscription_delivers_its_streets_rows_or_says_why_not(tmp_path, monkeypatch, pg):
     from onesource.demo.runner import _demo_jurisdictions, _demo_subscription
-    from sharing.subscriptions.demo import DSN_ENV
+    from onesource.demo.subscriptions import DSN_ENV
     from tests.helpers import demo_home
 
     conn, _ = pg

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onesource.config import Settings
+from core.config import Settings
 from tests.helpers import HEADER, drop, firms_dataset, load, rows, shared_count, write_registry
 from tests.test_filescan import uscc
 

@@ -15,14 +15,14 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from core.config import Settings
 from lakehouse.lake import Lake
 from onesource import cli
-from onesource.config import Settings
+from onesource.serve import create_app
 from schemas import load_registry
 from sharing import roles
 from sharing.audit import AuditLog, verify
 from sharing.engine import GovernedEngine
-from sharing.http import create_app
 from sharing.users import (
     UserError,
     accounts,

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from onesource.config import Settings
+from core.config import Settings
 from onesource.demo.api import TOKEN_ENV
 from onesource.demo.city import (
     BUREAU,

@@ -18,8 +18,8 @@ import random
 
 import pyarrow as pa
 
+from core.calendar import WorkCalendar
 from lakehouse.lake import CATALOG, OPS, Lake, retrying
-from metrics.calendar import WorkCalendar
 from metrics.kpis import Period, slot_starts
 from schemas.model import Column, Dataset, Registry
 

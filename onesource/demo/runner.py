@@ -23,12 +23,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from core.config import Settings
+from core.errors import ConfigurationError
 from lakehouse.lake import CATALOG, OPS, Lake
 from metrics.kpis import Period, sharing_statuses
 from metrics.loads import DatasetStatus, dataset_statuses
 from metrics.publish import publish_periods
 from onesource import airflow_cli
-from onesource.config import Settings
 from onesource.dagfactory import ALL_DAG_ID
 from onesource.demo.api import TOKEN_ENV, serve
 from onesource.demo.city import BUREAU as BUREAU_DEPARTMENT
@@ -36,7 +37,6 @@ from onesource.demo.city import city_datasets
 from onesource.demo.data import DemoConfig
 from onesource.demo.generate import generate_city
 from onesource.demo.history import publish_history, simulate
-from onesource.errors import ConfigurationError
 from quality.consistency import latest_rates
 from schemas import load_registry
 
@@ -66,7 +66,7 @@ class DemoSummary:
     """(user, organisation code, its name, rows of the jurisdiction grant's dataset it reads) of the demo's
     district and street users."""
     subscription: dict | None = None
-    """数据回流: the street user's subscription and its delivery (sharing.subscriptions.demo), or why skipped."""
+    """数据回流: the street user's subscription and its delivery (onesource.demo.subscriptions), or why skipped."""
 
 
 def all_dag_tasks(registry) -> int:
@@ -206,7 +206,7 @@ def _redeliver_corrected(settings: Settings, config: DemoConfig, registry) -> li
     quarantined and sends nothing."""
     import dataclasses
 
-    from lakehouse.load import run_dataset
+    from ingest.load import run_dataset
     from onesource.demo.data import City
     from onesource.demo.generate import without_references, write_extract
 
@@ -280,7 +280,7 @@ def _demo_subscription(settings: Settings, registry) -> dict | None:
     """The street user's subscription into the machine's PostgreSQL (or MariaDB), delivered now."""
     from dataclasses import asdict as as_dict
 
-    from sharing.subscriptions.demo import demo_subscription
+    from onesource.demo.subscriptions import demo_subscription
 
     found = demo_subscription(settings, registry)
     return as_dict(found) if found else None
@@ -454,8 +454,8 @@ def print_summary(console: Console, summary: DemoSummary, settings: Settings, st
         "Serve HTTP + Postgres wire:  .venv/bin/onesource serve  (users and passwords: demo-credentials.json)"
     )
     if summary.kpis:
+        from core.output import percent, target_text
         from metrics.kpis import LOWER_IS_BETTER
-        from onesource.output import percent, target_text
 
         def pct(v, kpi=None, target=None):  # one decimal, never rounded across the KPI's target
             return percent(v, target, kpi in LOWER_IS_BETTER)

@@ -14,13 +14,13 @@ checks the client's proof against the verifier kept at rest, sharing.users): the
 and neither the verifier nor anything seen on the wire is enough to sign in. md5 is not offered; a user
 whose password predates SCRAM is told to have it reset. Failed sign-ins are throttled and lock the user
 name (or the client address) for a while (sharing.signin). Without TLS the session itself travels in
-clear: configure a certificate (onesource.config.WireSettings, docs/deploy.md) or keep the endpoint on
+clear: configure a certificate (core.config.WireSettings, docs/deploy.md) or keep the endpoint on
 loopback.
 
 A refusal comes back to the client as an ordinary Postgres error carrying the reason and PostgreSQL's
 SQLSTATE (42501 refused, 53300 too many queries in flight, 57014 cancelled or timed out, 53200 out of
 memory, 28000/28P01 sign-in). ``SET statement_timeout`` (also ``options=-c statement_timeout=...``)
-lowers the session's time limit, never above the server's (onesource.config.QueryLimits.seconds), and a
+lowers the session's time limit, never above the server's (core.config.QueryLimits.seconds), and a
 cancel request (psql's Ctrl-C, psycopg's ``cancel()``, JDBC's ``Statement.cancel``) with the session's
 key stops the query it is running.
 

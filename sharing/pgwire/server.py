@@ -7,7 +7,7 @@ once per result (sharing.pgwire.types), and go out while later ones are still be
 
 Sign-in: SCRAM-SHA-256 (sharing.scram; md5 is never offered), throttled and locked out by
 sharing.signin. TLS: an SSLRequest is answered 'S' when the settings name a certificate and key
-(onesource.config.WireSettings), else 'N'; with ``tls_required`` a clear-text startup is refused.
+(core.config.WireSettings), else 'N'; with ``tls_required`` a clear-text startup is refused.
 A cancel request with the session's key (drawn from ``secrets``, compared in constant time) stops the
 query that session is running.
 """
@@ -26,8 +26,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from onesource.errors import OneSourceError
-from onesource.logsafe import guarded
+from core.errors import OneSourceError
+from core.logsafe import guarded
 from sharing.engine import GovernedEngine
 from sharing.exceptions import QueryFailed, QueryRefused
 from sharing.pgwire import types as t

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from onesource.errors import OneSourceError
+from core.errors import OneSourceError
 from sharing.engine import GovernedEngine
 from sharing.exceptions import QueryRefused
 from sharing.limits import Canceller
@@ -538,8 +538,8 @@ def _column_types(session: GovernedSession):
         if access is None:
             try:
                 with session.engine.cursor() as lake:
-                    access = session.engine._access(lake.con, session.user.department,  # noqa: SLF001
-                                                    user=session.user.name)
+                    access = session.engine.access(lake.con, session.user.department,
+                                                   user=session.user.name)
             except (OneSourceError, AssertionError, AttributeError):
                 access = {}
         granted = access.get(table or "")

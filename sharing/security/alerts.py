@@ -4,7 +4,7 @@ The audit log (sharing.audit) is copied into ``ops.audit_events``; a scan reads 
 rules, each over windows ``window_minutes`` long or, for the hours, over the city's day. Refusals are
 counted in sliding windows (a window opens at a refusal that begins a burst: one astride a fixed window's edge
 still counts whole); the other rules, and every baseline, in fixed windows aligned on the hour. Thresholds are
-:class:`onesource.config.SecuritySettings` (``ONESOURCE_SECURITY_*``).
+:class:`core.config.SecuritySettings` (``ONESOURCE_SECURITY_*``).
 
 ==================  =====================================================================================
 rule (``kind``)     raised for one user (or department) and one window when
@@ -64,7 +64,7 @@ from struct import unpack_from
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from onesource.config import SecuritySettings, Settings
+    from core.config import SecuritySettings, Settings
 
 SENSITIVE_LEVEL = 3
 """Registry sensitivity from which an element counts as sensitive (schemas.model.SENSITIVITY_MEANINGS)."""
@@ -305,7 +305,7 @@ class _Days:
     the same throughout a quarter of an hour of UTC (zones' offsets and their changes fall on quarter hours)."""
 
     def __init__(self, tz: str):
-        from metrics.citytime import midnight, to_local
+        from core.citytime import midnight, to_local
 
         self.tz, self._midnight, self._local = tz, midnight, to_local
         self._cache: dict[dt.date, dt.datetime] = {}
@@ -623,18 +623,6 @@ def scan(settings: Settings, now: dt.datetime | None = None, registry=None) -> S
     return ScanResult(copied, len(events), raised, len(found))
 
 
-def scan_task() -> dict:
-    """The Airflow task of dags/onesource_security.py: a scan, its new alerts printed to the task's log."""
-    from onesource.tasks import _settings
-
-    settings = _settings()
-    result = scan(settings)
-    for a in result.raised:
-        print(_line(a, settings.city_timezone))
-    return {"audit_entries_copied": result.copied, "events": result.evaluated,
-            "raised": [a.alert_id for a in result.raised], "found": result.found}
-
-
 ALERT_COLUMNS = ("alert_id", "kind", "severity", "user_name", "department", "window_start", "window_end", "observed",
                  "baseline", "threshold", "evidence", "raised_at", "status", "closed_by", "closed_at", "close_reason")
 
@@ -663,9 +651,9 @@ def list_alerts(con, *, since: dt.datetime | None = None, kind: str | None = Non
 def close_alerts(settings: Settings, ids: list[str], reason: str, by: str) -> list[str]:
     """Close open alerts (audited first: who, which, why); returns the ids closed. An id that is not an open
     alert is an error naming it, and nothing is closed."""
+    from core.errors import ConfigurationError
     from lakehouse import Lake
     from lakehouse.lake import CATALOG, OPS, retrying
-    from onesource.errors import ConfigurationError
     from sharing.audit import AuditLog
 
     if not reason.strip():
@@ -699,7 +687,7 @@ def close_alerts(settings: Settings, ids: list[str], reason: str, by: str) -> li
 def per_day(alerts: list[dict[str, Any]], tz: str, days: int = 14,
             today: dt.date | None = None) -> tuple[list[str], dict[str, list[int]]]:
     """Alerts per city day (of their window's start) and kind, for the last ``days`` days: (days, kind -> counts)."""
-    from metrics.citytime import local_date
+    from core.citytime import local_date
 
     last = today or local_date(dt.datetime.now(dt.UTC), tz)
     labels = [(last - dt.timedelta(days=days - 1 - i)).isoformat() for i in range(days)]
@@ -737,8 +725,8 @@ def add_commands(actions: argparse._SubParsersAction) -> None:
 def _when(text: str, tz: str) -> dt.datetime:
     import re
 
-    from metrics.citytime import parse_local
-    from onesource.errors import ConfigurationError
+    from core.citytime import parse_local
+    from core.errors import ConfigurationError
 
     found = re.fullmatch(r"(\d+)([hd])", text.strip())
     if found:
@@ -750,8 +738,8 @@ def _when(text: str, tz: str) -> dt.datetime:
         raise ConfigurationError(f"{text!r} is not a time: write 2026-03-31T18:00 (city time), or 24h, 7d") from None
 
 
-def _line(a: dict[str, Any] | Alert, tz: str) -> str:
-    from metrics.citytime import to_local
+def line(a: dict[str, Any] | Alert, tz: str) -> str:
+    from core.citytime import to_local
 
     d = {**a.row(dt.datetime.now(dt.UTC)), "evidence": a.evidence} if isinstance(a, Alert) else a
     who = d["user_name"] or ("accounts " + ", ".join(d["evidence"]["users"]) if "users" in d["evidence"] and
@@ -771,7 +759,7 @@ def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
                          ensure_ascii=False, default=str, indent=1))
         return 0
     for a in result.raised:
-        print(_line(a, settings.city_timezone))
+        print(line(a, settings.city_timezone))
     print(f"security scan: {result.copied} audit entries copied, {result.evaluated} events read, "
           f"{len(result.raised)} new alert(s) ({result.found - len(result.raised)} raised before)")
     return 0
@@ -796,7 +784,7 @@ def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(found, ensure_ascii=False, default=str, indent=1))
         return 0
     for a in found:
-        print(_line(a, settings.city_timezone))
+        print(line(a, settings.city_timezone))
     if not found:
         print("no alerts" + (f" since {args.since}" if args.since else ""))
     return 0

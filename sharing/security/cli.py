@@ -10,7 +10,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from onesource.config import Settings
+    from core.config import Settings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -35,11 +35,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from onesource.errors import TerminalError
+from core.errors import TerminalError
 
 if TYPE_CHECKING:
+    from core.config import Settings
     from lakehouse.lake import Lake
-    from onesource.config import Settings
     from schemas.model import Registry
     from sharing.audit import AuditLog
     from sharing.exceptions import Frozen
@@ -358,7 +358,7 @@ def cmd_freezes(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     from rich.console import Console
 
-    from onesource.output import cell, print_table
+    from core.output import cell, print_table
 
     columns = ("freeze_id", "kind", "subject", "frozen_at", "frozen_by", "reason") + \
         (("unfrozen_at", "unfrozen_by", "unfreeze_reason") if args.all else ())

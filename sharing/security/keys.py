@@ -3,7 +3,7 @@
 * **The audit key** (:attr:`Settings.audit_key_file`, outside the home): :meth:`sharing.audit.AuditLog.rotate_key`.
   The old key signs an entry naming the new key's fingerprint; later entries are signed with the new key;
   every key ever used stays in the keyring next to the key file (``<key file>.keyring``), so ``onesource
-  audit verify`` checks the whole chain across rotations, and a backup (lakehouse.backup) carries the keyring
+  audit verify`` checks the whole chain across rotations, and a backup (onesource.backup) carries the keyring
   with the key. Running servers take the new key on their next append (they see the rotation in the log).
   Rotating does not make a leaked old key harmless for the entries it signed (whoever holds it could re-sign
   them), but any rewrite of them breaks the link to the first entry signed with the new key.
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from core.config import Settings
     from lakehouse.lake import Lake
-    from onesource.config import Settings
     from sharing.audit import AuditLog
 
 

@@ -68,12 +68,12 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from onesource.errors import OneSourceError
+from core.errors import OneSourceError
 
 if TYPE_CHECKING:
     import duckdb
 
-    from onesource.config import Settings
+    from core.config import Settings
     from schemas.model import Registry
 
 SENSITIVE = 3
@@ -134,7 +134,7 @@ PLAN_ONLY = "EXPLAIN: only a plan left, no rows"
 def _parse_time(text: str | None, tz: str) -> dt.datetime | None:
     if not text:
         return None
-    from metrics.citytime import parse_local
+    from core.citytime import parse_local
 
     try:
         return parse_local(text, tz).replace(tzinfo=dt.UTC)

@@ -6,7 +6,7 @@
 * :mod:`sharing.subscriptions.deliver`  one delivery: checks (grant, freezes, user), the governed query as the
                                         subscriber, the new snapshot or the changes since the target's last one
 * :mod:`sharing.subscriptions.links`    signed, expiring links to a webhook delivery's rows over the HTTP API
-* :mod:`sharing.subscriptions.dag`      the Airflow DAG that delivers whenever a dataset's Asset is updated
+* :mod:`onesource.subscriptions_dag`      the Airflow DAG that delivers whenever a dataset's Asset is updated
 * :mod:`sharing.subscriptions.cli`      ``onesource subscriptions add | list | cancel | deliver``
 
 What a subscriber receives is exactly what it would get from ``SELECT * FROM shared.<dataset>`` through the

@@ -11,7 +11,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from onesource.config import Settings
+    from core.config import Settings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -100,8 +100,8 @@ def _add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
+    from core.output import cell, print_json, print_table
     from lakehouse import Lake
-    from onesource.output import cell, print_json, print_table
     from sharing.subscriptions import store
 
     with Lake(settings.lake, read_only=True) as lake:
@@ -150,8 +150,8 @@ def _cancel(args: argparse.Namespace, settings: Settings) -> int:
 def _deliver(args: argparse.Namespace, settings: Settings) -> int:
     from dataclasses import asdict
 
+    from core.output import print_json
     from lakehouse import Lake
-    from onesource.output import print_json
     from schemas import load_registry
     from sharing.subscriptions import store
     from sharing.subscriptions.deliver import deliver, deliver_all
@@ -182,8 +182,8 @@ def _deliver(args: argparse.Namespace, settings: Settings) -> int:
 def _deliveries(args: argparse.Namespace, settings: Settings) -> int:
     from dataclasses import asdict
 
+    from core.output import cell, print_json, print_table
     from lakehouse import Lake
-    from onesource.output import cell, print_json, print_table
     from sharing.subscriptions import store
 
     with Lake(settings.lake, read_only=True) as lake:

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+from core.errors import OneSourceError, TransientError
 from lakehouse.lake import CATALOG, OPS, Lake
-from onesource.errors import OneSourceError, TransientError
 from schemas.model import Registry
 from sharing.subscriptions import store
 from sharing.subscriptions.store import Delivery, Subscription, SubscriptionError
@@ -43,7 +43,7 @@ from sharing.subscriptions.targets import Change, DatabaseTarget, Mark, target_f
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from onesource.config import Settings
+    from core.config import Settings
 
 ATTEMPTS = 4
 """Tries of one delivery's write while the target is unreachable (then ``failed``; the next run tries again)."""
@@ -188,7 +188,7 @@ def _duck_types(con: duckdb.DuckDBPyConnection, relation: str) -> list[tuple[str
 
 def changes(new: pa.Table, old: pa.Table, key: list[str]) -> tuple[pa.Table, pa.Table]:
     """(rows of ``new`` not in ``old`` as they are, keys of ``old`` no longer in ``new``): NULLs compare equal."""
-    from onesource.duck import connect
+    from core.duck import connect
 
     con = connect(threads=2)
     try:
@@ -204,7 +204,7 @@ def changes(new: pa.Table, old: pa.Table, key: list[str]) -> tuple[pa.Table, pa.
 
 def _change(settings: Settings, registry: Registry, lake: Lake, sub: Subscription, snapshot: int,
             mark: Mark | None, policy: str, access: dict) -> Change:
-    from onesource.duck import connect
+    from core.duck import connect
 
     ds = registry.dataset(sub.dataset)
     new, _ = view(settings, registry, sub, snapshot)

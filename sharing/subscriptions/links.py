@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from onesource.config import Settings
+    from core.config import Settings
     from sharing.engine import GovernedEngine
 
 _DELIVERY_ID = re.compile(r"^[0-9a-f]{12}-[0-9]{1,20}$")

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import duckdb
 
+from core.errors import TerminalError
 from lakehouse.lake import CATALOG, OPS, Lake, retrying
-from onesource.errors import TerminalError
 from schemas.model import Registry
 
 MODES = ("snapshot", "changes")

@@ -28,14 +28,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from onesource.errors import TransientError
+from core.errors import TransientError
 from sharing.subscriptions.store import Subscription, SubscriptionError
 
 if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
-    from onesource.config import Settings
+    from core.config import Settings
 
 LEDGER_TABLE = "onesource_deliveries"
 """The mark's table in a database target, beside the delivered table."""
@@ -162,8 +162,8 @@ class DatabaseTarget:
     def _connect(self) -> duckdb.DuckDBPyConnection:
         import duckdb
 
-        from onesource.duck import connect, literal
-        from onesource.logsafe import redact
+        from core.duck import connect, literal
+        from core.logsafe import redact
 
         extension, attach_type = self.EXTENSIONS[self.kind]
         con = connect(extensions=(extension,), threads=2)
@@ -178,7 +178,7 @@ class DatabaseTarget:
 
     def _execute(self, con: duckdb.DuckDBPyConnection, sql: str) -> None:
         """A statement in the target's own SQL, in the connection's current transaction."""
-        from onesource.duck import literal
+        from core.duck import literal
 
         con.execute(f"CALL {self.kind}_execute('tgt', {literal(sql)})")
 
@@ -328,7 +328,7 @@ class DatabaseTarget:
 
     def _failure(self, exc: Exception, doing: str) -> Exception:
         from connectors.database import connection_lost
-        from onesource.logsafe import redact
+        from core.logsafe import redact
 
         message = f"{doing} at {self.where()} failed: {redact(str(exc)).splitlines()[0]}"
         return TargetUnavailable(message) if connection_lost(exc) else SubscriptionError(message)
@@ -408,7 +408,7 @@ class FilesTarget:
 
 def write_table(table: pa.Table, path: Path, fmt: str) -> None:
     """``table`` as CSV (UTF-8, a header row) or XLSX (one sheet), through DuckDB."""
-    from onesource.duck import connect, literal
+    from core.duck import connect, literal
 
     con = connect(extensions=("excel",) if fmt == "xlsx" else (), threads=2)
     try:

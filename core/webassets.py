@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from onesource.errors import ConfigurationError
+from core.errors import ConfigurationError
 
 WEB = Path(__file__).resolve().parents[1] / "web"
 """The folder holding package.json, package-lock.json and, once installed, node_modules."""

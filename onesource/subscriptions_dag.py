@@ -23,8 +23,8 @@ def build_dag(registry_dir: Path, cache_dir: Path | None = None) -> dict:
     """``{DAG_ID: DAG}``, or ``{}`` when the registry cannot be read or has no source dataset."""
     from airflow.sdk import DAG, Asset, AssetAny, task
 
+    from core.errors import OneSourceError
     from onesource.dagfactory import START, asset_uri, dataset_docs
-    from onesource.errors import OneSourceError
     from schemas import load_registry
 
     try:

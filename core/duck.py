@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duckdb
 
-from onesource.errors import ConfigurationError
+from core.errors import ConfigurationError
 
 # Extension name -> the Python package that ships it.
 EXTENSION_PACKAGES = {

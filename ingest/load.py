@@ -23,6 +23,10 @@ from pathlib import Path
 
 from connectors import Extract, ExtractError, Landing, SourceState, SourceUnavailableError, connector_for
 from connectors.landing import Recheck
+from core.config import Settings
+from core.duck import extension_path
+from core.errors import ConfigurationError, OneSourceError
+from core.logsafe import guarded, redact
 from lakehouse.exceptions import CatalogBusyError, SchemaMismatchError, StandardizeError, StorageFullError
 from lakehouse.lake import CATALOG, OPS, PARQUET_WRITE, QUARANTINE, SHARED, Lake, retrying
 from lakehouse.staging import claim as claim_staging
@@ -30,10 +34,6 @@ from lakehouse.staging import sweep as sweep_staging
 from lakehouse.standardize import extensions_for, ident, q, standardize
 from lakehouse.versions import IncompatibleChangeError
 from lakehouse.versions import apply as apply_versions
-from onesource.config import Settings
-from onesource.duck import extension_path
-from onesource.errors import ConfigurationError, OneSourceError
-from onesource.logsafe import guarded, redact
 from quality.context import gather
 from quality.validate import QualityReport, validate_batch
 from quality.validate import prepare as prepare_validation

@@ -16,7 +16,7 @@ import datetime as dt
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from onesource.config import DEFAULT_CITY_TIMEZONE
+from core.config import DEFAULT_CITY_TIMEZONE
 
 __all__ = ["DEFAULT_CITY_TIMEZONE", "deadline_day", "local_date", "midnight", "parse_local", "to_local", "to_utc",
            "today", "zone"]
@@ -28,7 +28,7 @@ def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        from onesource.errors import ConfigurationError
+        from core.errors import ConfigurationError
 
         raise ConfigurationError(f"unknown city time zone {name!r} (ONESOURCE_CITY_TIMEZONE): use an IANA "
                                  "name such as Asia/Shanghai") from exc

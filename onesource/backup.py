@@ -49,10 +49,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.config import Settings
+from core.duck import connect, literal
 from lakehouse import guard
 from lakehouse.exceptions import BackupError
-from onesource.config import Settings
-from onesource.duck import connect, literal
 
 MANIFEST = "MANIFEST.json"
 FORMAT = 1

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from metrics.citytime import DEFAULT_CITY_TIMEZONE, local_date, midnight
+from core.citytime import DEFAULT_CITY_TIMEZONE, local_date, midnight
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from onesource.config import Settings
+    from core.config import Settings
 
 CANDIDATES = (("postgres", "host=127.0.0.1 port=5432 dbname=postgres user=postgres connect_timeout=3"),
               ("mysql", "host=127.0.0.1 port=3306 user=root database=test"))

@@ -197,7 +197,7 @@ class SecuritySettings:
     """The same from one client address, whatever the user names tried (password spraying)."""
 
     def __post_init__(self) -> None:
-        from onesource.errors import ConfigurationError
+        from core.errors import ConfigurationError
 
         for name in self.__dataclass_fields__:
             positive = ("window_minutes", "lookback_hours", "sensitive_value_bytes")  # lengths, and a divisor
@@ -210,7 +210,7 @@ class SecuritySettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SecuritySettings:
-        from onesource.errors import ConfigurationError
+        from core.errors import ConfigurationError
 
         values: dict[str, object] = {}
         for name, f in cls.__dataclass_fields__.items():
@@ -308,7 +308,7 @@ class Settings:
 
     @property
     def calendar_file(self) -> Path:
-        """The city's own holidays and make-up working days (metrics.calendar)."""
+        """The city's own holidays and make-up working days (core.calendar)."""
         return self.home / "calendar.yaml"
 
     @classmethod
