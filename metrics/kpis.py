@@ -1,4 +1,4 @@
-"""The sharing KPIs of shared/KPIS.md (docs/kpis.md has each definition, its reading and a worked example).
+"""The sharing KPIs of docs/kpi-definitions.md (docs/kpis.md has each definition, its reading and a worked example).
 
 Every figure is the sum of its **members**: one row per dataset, system, (department, element) pair,
 access request or copy, with what it adds to the numerator and to the denominator and why. The

@@ -4,7 +4,7 @@ A dataset that is not an element's authority but holds a copy of it (the tax reg
 name, say) is joined with the authority on the authority's key (the credit code) and each copied
 value is compared with the authoritative one. Every run stores, in one lake commit, its figures per
 (dataset, element) in ``ops.consistency_results`` and each disagreeing record in
-``ops.consistency_mismatches``. The consistency rate (shared/KPIS.md) is equal / compared, where
+``ops.consistency_mismatches``. The consistency rate (docs/kpi-definitions.md) is equal / compared, where
 compared counts the copied values (non-null) whose key the authority knows.
 """
 

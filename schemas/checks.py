@@ -233,7 +233,7 @@ def division_columns(reg: Registry) -> Iterator[Issue]:
 
 
 def share_conditions(reg: Registry) -> Iterator[Issue]:
-    """not_shared needs its legal basis; conditional needs its conditions (KPIS.md share types)."""
+    """not_shared needs its legal basis; conditional needs its conditions (kpi-definitions.md share types)."""
     for ds in reg.datasets:
         if ds.share_type == "not_shared" and not ds.legal_basis:
             yield _at(ds.where, f"dataset {ds.name!r} is not_shared without a legal_basis; state the law or regulation")

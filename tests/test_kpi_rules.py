@@ -1,4 +1,4 @@
-"""The rules of shared/KPIS.md that keep the figures honest, on scenarios whose values are known:
+"""The rules of docs/kpi-definitions.md that keep the figures honest, on scenarios whose values are known:
 working days and the SLA, refusals without a reason, timeliness windows, and the KPI tables
 published to the shared zone and read back with governed SQL."""
 

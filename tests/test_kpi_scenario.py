@@ -1,4 +1,4 @@
-"""Every KPI on a hand-built city, each figure worked out by hand from shared/KPIS.md (docs/kpis.md has the
+"""Every KPI on a hand-built city, each figure worked out by hand from docs/kpi-definitions.md (docs/kpis.md has the
 readings), in city time (Asia/Shanghai, UTC+8); and every KPI against a straightforward oracle over
 generated ledgers (test_kpi_scenario_oracle.py).
 

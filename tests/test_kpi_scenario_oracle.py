@@ -1,4 +1,4 @@
-"""Every KPI against a straightforward oracle written from shared/KPIS.md (the readings of docs/kpis.md),
+"""Every KPI against a straightforward oracle written from docs/kpi-definitions.md (the readings of docs/kpis.md),
 over generated ledgers of the hand-built city of test_kpi_scenario.py: loads with any outcome, registry
 versions, quality runs, consistency runs, access requests and audit events around March 2026, as of any
 moment. The oracle walks the city's calendar itself (zoneinfo, day by day) and shares no code with

@@ -1,4 +1,4 @@
-"""Sharing KPIs on a hand-built scenario where every figure is known in advance (shared/KPIS.md)."""
+"""Sharing KPIs on a hand-built scenario where every figure is known in advance (docs/kpi-definitions.md)."""
 
 from __future__ import annotations
 
