@@ -76,8 +76,40 @@ def _registry() -> None:
         pass
 
 
+def empty_executor_configs_unpickled_once() -> None:
+    """The scheduler reads every task instance of a running DAG run on each loop, and unpickles each one's
+    ``executor_config`` with dill: at 2,000 datasets a third of its CPU (py-spy), almost all of it for the
+    same few bytes, the pickled empty dict every OneSource task has. Bytes once unpickled to ``{}`` give a
+    new ``{}`` without dill from then on; any other value goes through Airflow's own processing."""
+    from airflow.utils.sqlalchemy import ExecutorConfigType
+
+    original = ExecutorConfigType.result_processor
+    if getattr(original, "onesource_empty_once", False):
+        return
+
+    def result_processor(self, dialect, coltype):
+        process = original(self, dialect, coltype)
+        empty: set[bytes] = set()
+
+        def fast(value):
+            raw = bytes(value) if isinstance(value, memoryview | bytearray) else value
+            if isinstance(raw, bytes) and raw in empty:
+                return {}
+            out = process(value)
+            if out == {} and type(out) is dict and isinstance(raw, bytes) and len(raw) <= 64:
+                empty.add(raw)
+            return out
+
+        return fast
+
+    result_processor.onesource_empty_once = True
+    ExecutorConfigType.result_processor = result_processor
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["scheduler"]:
+        empty_executor_configs_unpickled_once()
     if forks_tasks(argv):
         seconds = preload()
         print(f"onesource: load stack imported in {seconds:.1f} s before Airflow forks its tasks", file=sys.stderr,

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from core.config import LakeSettings, Settings
-from lakehouse import lake as lake_module
 from ingest import load as load_module
+from lakehouse import lake as lake_module
 from lakehouse.exceptions import CatalogBusyError
 from tests.helpers import drop, load, rows
 from tests.test_ingest_files import csv_text

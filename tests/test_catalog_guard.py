@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from core.config import Settings
-from lakehouse import Lake
 from ingest import load as load_module
+from lakehouse import Lake
 from lakehouse.exceptions import CatalogLostError, LakeCatalogError
 from onesource.cli import main
 from tests.helpers import USCC, drop, load, rows, shared_count

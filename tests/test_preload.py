@@ -72,3 +72,36 @@ def test_services_and_standalone_components_go_through_the_preload(tmp_path):
     assert os.access(shim, os.X_OK) and shim.stat().st_mode & 0o077 == 0
     out = subprocess.run([str(shim), "version"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().splitlines()[-1][:1].isdigit(), out.stderr[-2000:]
+
+
+def test_the_schedulers_empty_executor_configs_read_as_airflow_reads_them(monkeypatch):
+    """The scheduler's shortcut for executor_config (onesource.preload): every value, empty or not, reads back
+    as Airflow's own processing reads it, and each empty one is a dict of its own."""
+    from airflow.utils.sqlalchemy import ExecutorConfigType
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from sqlalchemy.dialects import postgresql
+
+    from onesource.preload import empty_executor_configs_unpickled_once
+
+    dialect = postgresql.dialect()
+    store = ExecutorConfigType().bind_processor(dialect)
+    airflow_reads = ExecutorConfigType().result_processor(dialect, None)
+    monkeypatch.setattr(ExecutorConfigType, "result_processor", ExecutorConfigType.result_processor)
+    empty_executor_configs_unpickled_once()
+    empty_executor_configs_unpickled_once()  # twice is once
+    ours = ExecutorConfigType().result_processor(dialect, None)
+    values = st.none() | st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5) | st.none(),
+                                         max_size=3)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(values, min_size=1, max_size=6))
+    def check(configs):
+        for config in configs:
+            raw = store(config)
+            for as_read in (raw, memoryview(raw) if raw is not None else None):
+                assert ours(as_read) == airflow_reads(raw)
+        first, second = ours(store({})), ours(store({}))
+        assert first == {} and second == {} and first is not second
+
+    check()

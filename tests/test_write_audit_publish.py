@@ -110,8 +110,8 @@ def test_every_data_file_is_parquet_2_with_zstd(settings, monkeypatch):
     before the options were chosen."""
     import duckdb
 
-    from lakehouse import lake as lake_module
     from ingest import load as load_module
+    from lakehouse import lake as lake_module
     from lakehouse.lake import CATALOG, Lake
     from tests.helpers import firms_dataset, write_registry
 
