@@ -45,7 +45,7 @@ SLICED = ("kpi_figures", "kpi_members", "kpi_dataset_status", "kpi_duplicate_pai
 
 def product_rows(product: str, result: dict, computed_at: dt.datetime, lake: Lake | None = None,
                  registry: Registry | None = None, consumed: dict | None = None) -> list[dict]:
-    from metrics import catalogue, once_only
+    from metrics import once_only, resource_catalogue
 
     if product == "kpi_figures":
         return figure_rows(result, computed_at)
@@ -60,7 +60,7 @@ def product_rows(product: str, result: dict, computed_at: dt.datetime, lake: Lak
     if product == "registry_lineage":
         return once_only.lineage(registry, consumed or {})
     if product == "data_catalogue":
-        return catalogue.rows(registry, lake)
+        return resource_catalogue.rows(registry, lake)
     if product == "form_prefill":  # the forms' prefill over every subject (metrics.forms)
         from metrics.forms import prefill_rows
 

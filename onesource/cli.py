@@ -195,7 +195,7 @@ def _registry_lake_action(args: argparse.Namespace, settings: Settings, registry
                                               "(`onesource registry apply`, or its first load, registers it)")
             return 0
         if args.action == "export":
-            from metrics.catalogue import export
+            from metrics.resource_catalogue import export
 
             # by default into the home's reports, never the current folder (often the repository itself)
             path = Path(args.output or settings.reports_dir / "catalogue").with_suffix(f".{args.format}")

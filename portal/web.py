@@ -360,9 +360,9 @@ def mount_portal(app: FastAPI, engine: GovernedEngine, sessions: Sessions | None
 
     lang_of, page, signed_in, sql = site.lang, site.page, site.user, site.sql
 
-    from portal import admin, catalogue
+    from portal import admin, analysts
 
-    catalogue.register(app, site)
+    analysts.register(app, site)
     admin.register(app, site)  # users administration (portal/admin.py), and where a refused landing page goes
 
     @app.get("/", include_in_schema=False)

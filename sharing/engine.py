@@ -410,7 +410,7 @@ class GovernedEngine:
                 seconds: float | None = None, cancel: Canceller | None = None,
                 signed_in: bool = False) -> QueryResult:
         """A catalogue question (pg_catalog, information_schema, SHOW, version()), answered from the
-        department's sandbox: only what it may read, and no rows (sharing.catalog)."""
+        department's sandbox: only what it may read, and no rows (sharing.visible_catalog)."""
         return self._governed("catalogue", department, sql, params, user=user, purpose="catalogue",
                               dialect="postgres", seconds=seconds, cancel=cancel, signed_in=signed_in)
 
@@ -601,7 +601,7 @@ class GovernedEngine:
 
     def _catalogue(self, department: str, access: dict, sql: str, params: list | None, watch: Watch, *,
                    user: str | None = None) -> QueryResult:
-        from sharing.catalog import answer, sandbox
+        from sharing.visible_catalog import answer, sandbox
 
         limits = self.settings.limits
         # one per access object: a department's users of different organisations (each its own access) asking
@@ -737,7 +737,7 @@ of CPU), asked of every wire statement; clients send the same few statements aga
 def _is_catalogue(sql: str) -> bool:
     hit = _CATALOGUE.get(sql)
     if hit is None:
-        from sharing.catalog import is_catalog_query
+        from sharing.visible_catalog import is_catalog_query
 
         hit = is_catalog_query(sql)
         if len(_CATALOGUE) >= 4096:

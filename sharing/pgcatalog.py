@@ -1,7 +1,7 @@
 """PostgreSQL 15's catalogue as a department sees it: built from what it may read, and nothing else.
 
 psql's ``\\d`` family, PgJDBC's DatabaseMetaData (DBeaver), SQLAlchemy's inspector (Superset, pandas) and
-``information_schema`` queries all ask ``pg_catalog``. In a department's sandbox (sharing.catalog) every
+``information_schema`` queries all ask ``pg_catalog``. In a department's sandbox (sharing.visible_catalog) every
 relation of PostgreSQL 15's ``pg_catalog`` and ``information_schema`` exists with PostgreSQL's own columns
 (sharing.pgcatalog_pg15), in schemas of their own (:data:`PG`, :data:`INFO`) that the catalogue rewriter
 points every catalogue table to. Most are empty: shared tables have no indexes, sequences, policies or

@@ -422,7 +422,7 @@ does not know them (``user``); a quoted name (``"user"``) stays a column."""
 def session_values(root: exp.Expression, user: str) -> None:
     """The session's values as literals: ``current_user`` is the signed-in user (DuckDB would say
     ``duckdb``), ``current_database()`` and ``current_catalog`` are ``onesource``, ``current_schema`` is
-    ``shared`` (the search path), ``version()`` the server's version string (sharing.catalog)."""
+    ``shared`` (the search path), ``version()`` the server's version string (sharing.visible_catalog)."""
     def value(node: exp.Expression) -> str | None:
         if isinstance(node, exp.CurrentUser | exp.SessionUser):
             return user
@@ -431,7 +431,7 @@ def session_values(root: exp.Expression, user: str) -> None:
         if isinstance(node, exp.CurrentSchema):
             return SCHEMA
         if isinstance(node, exp.CurrentVersion):
-            from sharing.catalog import VERSION
+            from sharing.visible_catalog import VERSION
 
             return VERSION
         if isinstance(node, exp.Column) and not node.table and not node.this.quoted:

@@ -247,7 +247,7 @@ def test_mysql_dialect(city, engine):
 
 
 def test_catalogue_questions_see_only_what_the_department_may_read(engine):
-    from sharing.catalog import is_catalog_query
+    from sharing.visible_catalog import is_catalog_query
 
     assert is_catalog_query("SELECT table_name FROM information_schema.tables")
     assert is_catalog_query("SHOW standard_conforming_strings") and is_catalog_query("select pg_catalog.version()")

@@ -1,4 +1,4 @@
-"""Fast tier: the Postgres catalogue a department sees (sharing.catalog, sharing.pgcatalog).
+"""Fast tier: the Postgres catalogue a department sees (sharing.visible_catalog, sharing.pgcatalog).
 
 The questions are the ones real clients send (tests/clients/pg_catalogue_queries.json: psql 15's meta-commands,
 PgJDBC's DatabaseMetaData as DBeaver calls it, SQLAlchemy's inspector), answered in a department's sandbox.
@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from schemas import load_registry
-from sharing.catalog import answer, is_catalog_query, sandbox
 from sharing.exceptions import QueryFailed, QueryRefused
 from sharing.grants import Access
 from sharing.pgcatalog import FIRST_OID, VERSION
+from sharing.visible_catalog import answer, is_catalog_query, sandbox
 from tests.helpers import ELEMENTS, firms_dataset, write_registry
 
 CORPUS = json.loads((Path(__file__).parent / "clients" / "pg_catalogue_queries.json").read_text(encoding="utf-8"))

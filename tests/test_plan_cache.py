@@ -328,7 +328,7 @@ def test_catalogue_questions_are_told_apart_once_per_text(home, engines, monkeyp
     seen: list[str] = []
     real = engine_module._is_catalogue.__globals__["_CATALOGUE"]
     real.clear()
-    from sharing import catalog
+    from sharing import visible_catalog as catalog
 
     original = catalog.is_catalog_query
     monkeypatch.setattr(catalog, "is_catalog_query", lambda sql: seen.append(sql) or original(sql))

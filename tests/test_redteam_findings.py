@@ -16,10 +16,10 @@ import re
 import pytest
 
 from lakehouse import Lake
-from sharing.catalog import is_catalog_query
 from sharing.engine import GovernedEngine
 from sharing.exceptions import QueryFailed, QueryRefused
 from sharing.grants import add_grant
+from sharing.visible_catalog import is_catalog_query
 from tests.helpers import DISTRICT, demo_home, rows
 
 FIRMS = "shared.amr_enterprise_register"

@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 from core.config import Settings
 from lakehouse.lake import Lake
 from schemas import load_registry
-from sharing.catalog import rewrite
 from sharing.engine import GovernedEngine
 from sharing.exceptions import QueryFailed, QueryRefused
 from sharing.grants import add_grant
+from sharing.visible_catalog import rewrite
 from tests.helpers import dump, write_registry
 from tests.test_standard_sql import DEPARTMENTS, ELEMENTS, dataset
 

@@ -24,12 +24,12 @@ from hypothesis import strategies as st
 
 from lakehouse import Lake
 from schemas import load_registry
-from sharing.catalog import _ALLOWED
 from sharing.engine import GovernedEngine
 from sharing.exceptions import QueryRefused
 from sharing.security.alerts import list_alerts, scan
 from sharing.security.replay import who_saw
 from sharing.users import create_user
+from sharing.visible_catalog import _ALLOWED
 from tests.conftest import free_port
 from tests.helpers import wait_for_port
 from tests.test_security_replay import VALUE, make_home
