@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from connectors import CONNECTORS, ExtractError, Landing, connector_for
-from connectors.base import Connector
 from schemas.kinds import KINDS
 
 
@@ -15,7 +14,7 @@ def test_the_registry_and_the_connectors_know_the_same_kinds(tmp_path):
     assert set(CONNECTORS) == set(KINDS) - {"platform"}  # a platform product is computed, never extracted
     for kind in CONNECTORS:
         connector = connector_for(kind, tmp_path / "sources", Landing(tmp_path / "landing"), {})
-        assert isinstance(connector, Connector), kind
+        assert callable(getattr(connector, "extract", None)), kind  # the Connector protocol's one method
 
 
 def test_an_unknown_kind_is_refused_with_the_kinds_there_are(tmp_path):
