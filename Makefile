@@ -47,9 +47,10 @@ test-slow: $(STAMP) $(WEBPKG) ## the slow tier only
 bench: $(STAMP) ## benchmarks: ratios against raw DuckDB on the same data, median of several runs
 	$(BIN)/python -m bench $(ARGS)
 
-lint: $(STAMP) ## ruff, and the layer contract (imports run down: pyproject.toml [tool.importlinter])
+lint: $(STAMP) ## ruff, the layer contract (imports run down: pyproject.toml [tool.importlinter]), mypy (strict on core/)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 constraints: ## re-pin constraints.txt from the current .venv
 	{ head -2 constraints.txt; $(UV) pip freeze --python $(BIN)/python | grep -v -E '^(-e |onesource|pip==|setuptools==|wheel==)'; } > constraints.new && mv constraints.new constraints.txt

@@ -15,12 +15,17 @@ city was made on Tuesday, although it is still Monday in UTC, and its deadline i
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from core.citytime import DEFAULT_CITY_TIMEZONE, local_date, midnight
+
+if TYPE_CHECKING:
+    from core.config import Settings
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ class WorkCalendar:
                    bool(data.get("national", True)), tz)
 
     @classmethod
-    def for_settings(cls, settings) -> WorkCalendar:
+    def for_settings(cls, settings: Settings) -> WorkCalendar:
         """The home's calendar file, in the home's city time zone."""
         return cls.load(settings.calendar_file, settings.city_timezone)
 
@@ -54,7 +59,7 @@ class WorkCalendar:
             import chinese_calendar
 
             try:
-                return chinese_calendar.is_workday(day)
+                return bool(chinese_calendar.is_workday(day))
             except NotImplementedError:  # a year the package does not cover yet
                 pass
         return day.weekday() < 5
@@ -71,5 +76,5 @@ class WorkCalendar:
         return midnight(day + dt.timedelta(days=1), self.tz)
 
 
-def _dates(values) -> list[dt.date]:
+def _dates(values: Iterable[object] | None) -> list[dt.date]:
     return [v if isinstance(v, dt.date) else dt.date.fromisoformat(str(v)) for v in values or []]

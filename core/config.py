@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = REPO_ROOT / ".onesource"
@@ -69,7 +70,7 @@ class SignInSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SignInSettings:
-        values = {}
+        values: dict[str, Any] = {}
         for name, f in cls.__dataclass_fields__.items():
             raw = env.get(f"ONESOURCE_SIGNIN_{name.upper()}")
             if raw:
@@ -124,7 +125,7 @@ class QueryLimits:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> QueryLimits:
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         for name, f in cls.__dataclass_fields__.items():
             raw = env.get(f"ONESOURCE_QUERY_{name.upper()}")
             if raw:
@@ -212,7 +213,7 @@ class SecuritySettings:
     def from_env(cls, env: Mapping[str, str]) -> SecuritySettings:
         from core.errors import ConfigurationError
 
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         for name, f in cls.__dataclass_fields__.items():
             var = f"ONESOURCE_SECURITY_{name.upper()}"
             raw = env.get(var)

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -64,7 +65,8 @@ def connect(database: str = ":memory:", extensions: tuple[str, ...] = (), *, thr
     when that passed. The connection itself then allows unsigned extensions, so every later LOAD on it goes
     through ``load`` (which verifies the same way), never a bare LOAD."""
     paths = [extension_path(name) for name in extensions]
-    config: dict[str, str | int | bool] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    config: dict[str, str | bool | int | float | list[str]] = {"autoinstall_known_extensions": False,
+                                                              "autoload_known_extensions": False}
     if verified_once and paths:
         _verify(paths)
         config["allow_unsigned_extensions"] = True
@@ -81,7 +83,8 @@ def connect(database: str = ":memory:", extensions: tuple[str, ...] = (), *, thr
 def load(con: duckdb.DuckDBPyConnection, name: str) -> None:
     """LOAD one more extension on ``con``: verified first when ``con`` would not check its signature."""
     path = extension_path(name)
-    if con.execute("SELECT current_setting('allow_unsigned_extensions')").fetchone()[0]:
+    allowed = con.execute("SELECT current_setting('allow_unsigned_extensions')").fetchone()
+    if allowed is None or allowed[0]:  # unknown is treated as allowed: verified first
         _verify([path])
     con.execute(f"LOAD {literal(str(path))}")
 
@@ -129,7 +132,7 @@ def _private(path: Path) -> bool:
         return False
 
 
-def _read_record(record: Path) -> dict:
+def _read_record(record: Path) -> dict[str, Any]:
     if not _private(record):
         return {}
     try:
@@ -139,7 +142,7 @@ def _read_record(record: Path) -> dict:
     return known if isinstance(known, dict) else {}
 
 
-def _write_record(record: Path, known: dict) -> None:
+def _write_record(record: Path, known: dict[str, Any]) -> None:
     """Best effort: a read-only cache folder only means DuckDB checks the files again next time."""
     try:
         record.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

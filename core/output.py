@@ -15,7 +15,11 @@ import decimal
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
 
 
 def record(obj: Any) -> dict[str, Any]:
@@ -55,7 +59,7 @@ def cell(value: Any) -> str:
     return str(value)
 
 
-def print_table(console, columns: Sequence[str], rows: Iterable[Sequence[str]], title: str | None = None,
+def print_table(console: Console, columns: Sequence[str], rows: Iterable[Sequence[str]], title: str | None = None,
                 right: Iterable[str] = (), whole: Iterable[str] = (), markup: bool = False) -> None:
     """Every cell whole: a table whose long cells wrap (at spaces, else folded) and whose ``whole`` columns
     (IDs to copy, row filters to read) stay on one line; or, when that cannot fit the terminal, one
@@ -68,29 +72,29 @@ def print_table(console, columns: Sequence[str], rows: Iterable[Sequence[str]], 
 
     right, whole = set(right), set(whole)
 
-    def text(value: str):
+    def text(value: str) -> Text:
         return Text.from_markup(value) if markup else Text(value)
 
-    rows = [[text(v) for v in r] for r in rows]
-    needs = [_need(col, [r[i] for r in rows], col in whole) for i, col in enumerate(columns)]
+    cells = [[text(v) for v in r] for r in rows]
+    needs = [_need(col, [r[i] for r in cells], col in whole) for i, col in enumerate(columns)]
     width = console.width
     room = width - 3 * len(columns) - 1  # each cell padded by one space a side, one rule between
     if sum(needs) <= room:
         table = Table(title=title, title_justify="left")
         # widths chosen here: rich's own narrowing ignores a column's minimum and then crops the row
-        widths = _widths(needs, [max([cell_len(col), *(r[i].cell_len for r in rows)]) for i, col in enumerate(columns)],
+        widths = _widths(needs, [max([cell_len(col), *(r[i].cell_len for r in cells)]) for i, col in enumerate(columns)],
                          room)
         for col, w in zip(columns, widths, strict=True):
             table.add_column(col, overflow="fold", justify="right" if col in right else "left", no_wrap=col in whole,
                              width=w)
-        for r in rows:
+        for r in cells:
             table.add_row(*r)
         console.print(table)
         return
     if title:
         console.print(title, highlight=False, markup=False)
     label = max(len(c) for c in columns)
-    for n, r in enumerate(rows, 1):
+    for n, r in enumerate(cells, 1):
         console.print(f"-[ {n} ]" + "-" * max(0, min(width, 40) - 6 - len(str(n))), highlight=False, markup=False)
         for col, v in zip(columns, r, strict=True):
             line = Text(f"{col:<{label}} | ")
@@ -102,7 +106,7 @@ FOLD_AT = 16
 """A word longer than this may be folded inside a wrapped cell (a long name, a Chinese phrase)."""
 
 
-def _need(header: str, cells: list, whole: bool) -> int:
+def _need(header: str, cells: list[Text], whole: bool) -> int:
     """The narrowest a column may be: its header's longest word, and each cell whole (``whole``) or its
     longest word up to :data:`FOLD_AT`."""
     from rich.cells import cell_len
