@@ -29,11 +29,11 @@ from core.errors import ConfigurationError, OneSourceError
 from core.logsafe import guarded, redact
 from lakehouse.exceptions import CatalogBusyError, SchemaMismatchError, StandardizeError, StorageFullError
 from lakehouse.lake import CATALOG, OPS, PARQUET_WRITE, QUARANTINE, SHARED, Lake, retrying
+from lakehouse.registered_versions import IncompatibleChangeError
+from lakehouse.registered_versions import apply as apply_versions
 from lakehouse.staging import claim as claim_staging
 from lakehouse.staging import sweep as sweep_staging
 from lakehouse.standardize import extensions_for, ident, q, standardize
-from lakehouse.versions import IncompatibleChangeError
-from lakehouse.versions import apply as apply_versions
 from quality.context import gather
 from quality.validate import QualityReport, validate_batch
 from quality.validate import prepare as prepare_validation

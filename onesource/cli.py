@@ -153,7 +153,8 @@ def _registry_schema(out: str | None) -> int:
 
 def _registry_lake_action(args: argparse.Namespace, settings: Settings, registry) -> int:
     """diff / apply / history / conformance / lineage / export: the registry against the lake."""
-    from lakehouse import Lake, versions
+    from lakehouse import Lake
+    from lakehouse import registered_versions as versions
 
     with Lake(settings.lake) as lake:
         if args.action in ("diff", "apply"):

@@ -2,7 +2,7 @@
 
 Each is a proper GX 1.x ColumnMapExpectation with its own metric, so its results (unexpected
 count, failing rows and values) look and render like GX's own. They run in DuckDB, through GX's
-SQL execution engine (see quality.engine), and in pandas. The check-digit arithmetic in SQL mirrors
+SQL execution engine (see quality.gx_duckdb), and in pandas. The check-digit arithmetic in SQL mirrors
 :mod:`schemas.formats`, the code the demo city generates valid codes with; the tests hold the two
 to the same answers.
 

@@ -10,7 +10,7 @@ one after another. Check digits in SQL cost ~12 ns per ``substr`` (2.2 s on 5M c
 2. the metric's condition is ``value IS NULL OR value NOT IN (the values in that file)``, returned
    at once;
 3. GX's queries that do not name the file (uniqueness, the other checks' aggregates) run meanwhile;
-   the one that names it waits for the worker first (:func:`wait_for`, called by quality.engine).
+   the one that names it waits for the worker first (:func:`wait_for`, called by quality.gx_duckdb).
 
 GX still counts, samples and names the failing rows itself, from its own query. If the worker cannot
 read the batch the vectorised way, it computes the failing values with the per-character SQL

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from quality import scratch
-from quality.engine import ROW
+from quality.gx_duckdb import ROW
 
 if TYPE_CHECKING:
     import pyarrow as pa

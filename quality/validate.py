@@ -1,7 +1,7 @@
 """Validate a staged batch with its GX suite, called directly in the load task.
 
 The suite runs through GX's SQL execution engine on DuckDB, reading the staged Parquet file where it
-lies (quality.engine explains the one GX fix this needs). With a ``docs_root`` the run goes through a
+lies (quality.gx_duckdb explains the one GX fix this needs). With a ``docs_root`` the run goes through a
 Checkpoint in a GX file context, so suites, results and Data Docs persist under the home.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from quality import docs_assets, fastpath, marks
-from quality.engine import ROW, batch_definition, batch_query, duckdb_source, patch_gx_for_duckdb
+from quality.gx_duckdb import ROW, batch_definition, batch_query, duckdb_source, patch_gx_for_duckdb
 from quality.suite import SuiteContext
 from schemas.model import Dataset, Registry
 

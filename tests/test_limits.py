@@ -15,7 +15,7 @@ import yaml
 
 from core.config import QueryLimits, Settings
 from lakehouse import Lake
-from lakehouse import versions as lake_versions
+from lakehouse import registered_versions as lake_versions
 from schemas import load_registry
 from sharing.engine import GovernedEngine
 from sharing.exceptions import (

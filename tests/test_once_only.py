@@ -15,7 +15,7 @@ from openpyxl import load_workbook
 from core.config import Settings
 from ingest import run_dataset
 from lakehouse import Lake
-from lakehouse import versions as lake_versions
+from lakehouse import registered_versions as lake_versions
 from metrics.kpis import Period, compute
 from metrics.publish import publish
 from onesource.cli import main

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from core.config import Settings
 from lakehouse import Lake
-from lakehouse import versions as lake_versions
+from lakehouse import registered_versions as lake_versions
 from schemas import load_registry
 from schemas.formats import org_code_check_char, uscc_check_char
 from sharing import engine as engine_module

@@ -220,7 +220,7 @@ def test_the_check_digit_worker_reads_the_same_values_from_the_file_or_through_d
     import duckdb
 
     import quality.fastpath as fastpath
-    from quality.engine import batch_query
+    from quality.gx_duckdb import batch_query
 
     batch = staged(tmp_path, GOOD + [(None, "丙", "1", 2.5, 4, None)])
     query = batch_query(str(batch))
