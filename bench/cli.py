@@ -92,8 +92,7 @@ def _home(workdir: Path):
     from core.config import Settings
     from ingest import run_dataset
     from schemas import load_registry
-    from tests.helpers import drop, write_registry
-    from tests.test_ingest_files import csv_text
+    from tests.helpers import csv_text, drop, write_registry
 
     settings = Settings(home=workdir / "cli-home")
     if not (settings.home / "ready").exists():

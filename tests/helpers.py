@@ -54,6 +54,18 @@ DISTRICT, OTHER_DISTRICT, THIRD_DISTRICT = sorted(DIVISIONS)[:3]
 CITY_PREFIX = CITY_CODE[:4]  # every division code, and so every demo resident ID, starts with it
 
 
+# The firms extract most ingestion tests drop: three rows in the shapes departments send (full-width
+# digits, thousands separators, Chinese dates, a code list's label, padded text).
+ROWS = [
+    (USCC[0], "杭州甲科技有限公司", "1", "1,234.50", "１２", "2019-03-05"),
+    (USCC[1], "杭州乙贸易有限公司", "注销", "88", "3", "2020/1/7"),
+    (USCC[2], "  杭州丙建设有限公司 ", "存续", "1000000.00", "1,024", "2021年12月31日"),
+]
+
+def csv_text(data: list[tuple[str, ...]] = ROWS) -> str:
+    return HEADER + "".join(",".join(f'"{v}"' for v in r) + "\n" for r in data)
+
+
 def dump(path: Path, data: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")

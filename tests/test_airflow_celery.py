@@ -30,9 +30,8 @@ from core.config import LakeSettings, Settings
 from lakehouse.lake import CATALOG, Lake
 from onesource import airflow_cli
 from tests.conftest import free_port
-from tests.helpers import USCC, drop, firms_dataset, wait_for_port, write_registry
+from tests.helpers import USCC, csv_text, drop, firms_dataset, wait_for_port, write_registry
 from tests.test_airflow_scheduler import DAILY, _query, _wait, databases, plain_dataset  # noqa: F401 (fixture)
-from tests.test_ingest_files import csv_text
 
 pytestmark = pytest.mark.slow
 

@@ -28,8 +28,7 @@ from onesource.demo.data import DemoConfig
 from onesource.demo.generate import write_registry as write_demo_registry
 from schemas import load_registry
 from tests.conftest import free_port
-from tests.helpers import drop, firms_dataset, write_registry
-from tests.test_ingest_files import csv_text
+from tests.helpers import csv_text, drop, firms_dataset, write_registry
 
 ONESOURCE = str(Path(sys.executable).with_name("onesource"))
 

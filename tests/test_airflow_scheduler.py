@@ -18,8 +18,7 @@ from core.config import LakeSettings, Settings
 from lakehouse.lake import Lake
 from onesource import airflow_cli
 from tests.conftest import free_port
-from tests.helpers import drop, firms_dataset, wait_for_port, write_registry
-from tests.test_ingest_files import csv_text
+from tests.helpers import csv_text, drop, firms_dataset, wait_for_port, write_registry
 
 pytestmark = pytest.mark.slow
 

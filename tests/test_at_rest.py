@@ -23,8 +23,7 @@ from ingest import load as load_module
 from onesource.home import secure_home
 from schemas import cache, load_registry
 from schemas import loader as loader_module
-from tests.helpers import USCC, demo_home, drop, firms_dataset, load, rows, write_registry
-from tests.test_ingest_files import ROWS, csv_text
+from tests.helpers import ROWS, USCC, csv_text, demo_home, drop, firms_dataset, load, rows, write_registry
 
 RESIDENT_ID = re.compile(r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])")
 USCC_CODE = re.compile(r"(?<![0-9A-Za-z])[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10}(?![0-9A-Za-z])")

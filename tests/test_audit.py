@@ -342,8 +342,7 @@ def test_a_serving_process_killed_under_load_leaves_a_log_that_verifies(tiny):
 
     from sharing.users import create_user
     from tests.conftest import free_port
-    from tests.helpers import drop, load, wait_for_port
-    from tests.test_ingest_files import csv_text
+    from tests.helpers import csv_text, drop, load, wait_for_port
 
     drop(tiny, "amr/firms/a.csv", csv_text())
     assert [r.status for r in load(tiny)] == ["published"]

@@ -22,8 +22,7 @@ from core.config import LakeSettings, Settings
 from ingest import load as load_module
 from lakehouse import lake as lake_module
 from lakehouse.exceptions import CatalogBusyError
-from tests.helpers import drop, load, rows
-from tests.test_ingest_files import csv_text
+from tests.helpers import csv_text, drop, load, rows
 
 HOLD = """
 import sqlite3, sys, time

@@ -19,8 +19,7 @@ from core.config import Settings
 from ingest import load as load_module
 from onesource.cli import main
 from sharing.audit import AuditLog, verify
-from tests.helpers import USCC, drop, load, rows
-from tests.test_ingest_files import ROWS, csv_text
+from tests.helpers import ROWS, USCC, csv_text, drop, load, rows
 
 QUERIES = ("SELECT * FROM shared.firms ORDER BY uscc",
            "SELECT load_id, status, sha256, rows_published FROM ops.loads ORDER BY load_id",

@@ -12,8 +12,7 @@ import json
 import pytest
 from openpyxl import Workbook
 
-from tests.helpers import HEADER, USCC, drop, firms_dataset, load, rows, write_registry
-from tests.test_ingest_files import ROWS, csv_text
+from tests.helpers import HEADER, ROWS, USCC, csv_text, drop, firms_dataset, load, rows, write_registry
 
 GOOD = csv_text()
 LINES = GOOD.splitlines()

@@ -18,8 +18,7 @@ from ingest import load as load_module
 from lakehouse import Lake
 from lakehouse.exceptions import CatalogLostError, LakeCatalogError
 from onesource.cli import main
-from tests.helpers import USCC, drop, load, rows, shared_count
-from tests.test_ingest_files import ROWS, csv_text
+from tests.helpers import ROWS, USCC, csv_text, drop, load, rows, shared_count
 
 
 @pytest.fixture

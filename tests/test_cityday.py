@@ -14,8 +14,7 @@ import sys
 import pytest
 
 from bench.cityday import STEPS, _breakdown
-from tests.helpers import drop, write_registry
-from tests.test_ingest_files import csv_text
+from tests.helpers import csv_text, drop, write_registry
 
 
 def test_the_breakdown_splits_validate_and_adds_the_task_end():

@@ -31,8 +31,7 @@ from schemas import load_registry
 from schemas.model import KNOWN_SHOWN, unknown_name_message
 from sharing import requests
 from sharing.grants import add_grant
-from tests.helpers import ELEMENTS, drop, firms_dataset, load, write_registry
-from tests.test_ingest_files import csv_text
+from tests.helpers import ELEMENTS, csv_text, drop, firms_dataset, load, write_registry
 
 FEW = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

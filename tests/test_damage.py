@@ -21,8 +21,7 @@ from lakehouse import Lake
 from lakehouse.maintenance import MaintenanceRefusedError, maintain
 from lakehouse.staging import claim, leftovers, sweep
 from onesource.cli import main
-from tests.helpers import drop, firms_dataset, load, rows, shared_count, write_registry
-from tests.test_ingest_files import csv_text
+from tests.helpers import csv_text, drop, firms_dataset, load, rows, shared_count, write_registry
 from tests.test_maintenance import extract
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
-from tests.helpers import drop, firms_dataset, load, rows, wait_for_port, write_registry
-from tests.test_ingest_files import csv_text
+from tests.helpers import csv_text, drop, firms_dataset, load, rows, wait_for_port, write_registry
 from tests.test_maintenance import extract
 
 pytestmark = pytest.mark.slow

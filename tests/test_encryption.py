@@ -9,8 +9,7 @@ import sqlite3
 
 from core.config import Settings
 from lakehouse.lake import Lake
-from tests.helpers import ELEMENTS, USCC, drop, load, rows, write_registry
-from tests.test_ingest_files import csv_text
+from tests.helpers import ELEMENTS, USCC, csv_text, drop, load, rows, write_registry
 
 
 def test_encrypted_lake_files_hold_no_plaintext(tmp_path, monkeypatch):

@@ -9,8 +9,7 @@ import sys
 import textwrap
 from concurrent.futures import ProcessPoolExecutor
 
-from tests.helpers import drop, firms_dataset, load, rows, shared_count, write_registry
-from tests.test_ingest_files import csv_text
+from tests.helpers import csv_text, drop, firms_dataset, load, rows, shared_count, write_registry
 
 KILL_BEFORE_COMMIT = textwrap.dedent("""
     import os, signal, sys

@@ -16,9 +16,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
-from tests.helpers import drop, firms_dataset, load, rows, shared_count, write_registry
+from tests.helpers import csv_text, drop, firms_dataset, load, rows, shared_count, write_registry
 from tests.test_faults import _load_in_process
-from tests.test_ingest_files import csv_text
 
 pytestmark = pytest.mark.slow
 

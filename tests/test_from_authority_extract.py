@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.helpers import drop, firms_dataset, load, rows, write_registry
-from tests.test_ingest_files import csv_text
+from tests.helpers import csv_text, drop, firms_dataset, load, rows, write_registry
 
 
 def _taxpayers(settings, drift: str) -> None:

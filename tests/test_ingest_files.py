@@ -13,23 +13,14 @@ import pytest
 from openpyxl import Workbook
 
 from core.config import Settings
-from tests.helpers import HEADER, USCC, drop, firms_dataset, load, rows, shared_count, write_registry
+from tests.helpers import HEADER, ROWS, USCC, csv_text, drop, firms_dataset, load, rows, shared_count, write_registry
 
-ROWS = [
-    (USCC[0], "杭州甲科技有限公司", "1", "1,234.50", "１２", "2019-03-05"),
-    (USCC[1], "杭州乙贸易有限公司", "注销", "88", "3", "2020/1/7"),
-    (USCC[2], "  杭州丙建设有限公司 ", "存续", "1000000.00", "1,024", "2021年12月31日"),
-]
 EXPECTED = [
     (USCC[0], "杭州甲科技有限公司", "1", Decimal("1234.50"), 12, dt.date(2019, 3, 5)),
     (USCC[1], "杭州乙贸易有限公司", "2", Decimal("88.00"), 3, dt.date(2020, 1, 7)),
     (USCC[2], "杭州丙建设有限公司", "1", Decimal("1000000.00"), 1024, dt.date(2021, 12, 31)),
 ]
 COLUMNS = HEADER.strip().split(",")
-
-
-def csv_text(data=ROWS) -> str:
-    return HEADER + "".join(",".join(f'"{v}"' for v in r) + "\n" for r in data)
 
 
 def published(settings):

@@ -21,8 +21,7 @@ from schemas import load_registry
 from sharing import requests
 from sharing.engine import GovernedEngine
 from sharing.exceptions import QueryRefused, RequestError
-from tests.helpers import DEPARTMENTS, drop, firms_dataset, load, write_registry
-from tests.test_ingest_files import csv_text
+from tests.helpers import DEPARTMENTS, csv_text, drop, firms_dataset, load, write_registry
 
 # Mondays to Fridays, with one city holiday: Monday 2 March 2026
 CALENDAR = WorkCalendar(holidays=frozenset({dt.date(2026, 3, 2)}), national=False)

@@ -13,8 +13,7 @@ from onesource.cli import main
 from schemas import load_registry
 from sharing.audit import AuditLog, sync_to_lake
 from sharing.engine import GovernedEngine
-from tests.helpers import drop, firms_dataset, load, write_registry
-from tests.test_ingest_files import csv_text
+from tests.helpers import csv_text, drop, firms_dataset, load, write_registry
 
 
 @pytest.fixture

@@ -29,8 +29,7 @@ from sharing.exceptions import (
 from sharing.grants import add_grant, revoke_grant
 from sharing.limits import Canceller, Watch
 from sharing.users import create_user, disable_user
-from tests.helpers import USCC, drop, firms_dataset, load, write_registry
-from tests.test_ingest_files import csv_text
+from tests.helpers import USCC, csv_text, drop, firms_dataset, load, write_registry
 
 SLOW = ("WITH RECURSIVE r(i) AS (SELECT count(*) FROM shared.firms UNION ALL SELECT i + 1 FROM r WHERE i < 100000000) "
         "SELECT count(*) AS n FROM r")

@@ -29,8 +29,7 @@ from core.config import Settings
 from lakehouse import Lake
 from schemas import load_registry
 from tests.conftest import free_port
-from tests.helpers import drop, firms_dataset, load, wait_for_port, write_registry
-from tests.test_ingest_files import csv_text
+from tests.helpers import csv_text, drop, firms_dataset, load, wait_for_port, write_registry
 
 ONESOURCE = str(Path(sys.executable).with_name("onesource"))
 INTERNALS = ("Traceback", "sqlglot", "<class", "TokenType", "ParseError", "TokenError", "Error tokenizing")

@@ -14,8 +14,7 @@ from core.config import Settings
 from schemas import load_registry
 from sharing.engine import GovernedEngine
 from sharing.exceptions import InvalidSQL
-from tests.helpers import drop, firms_dataset, load, write_registry
-from tests.test_ingest_files import csv_text
+from tests.helpers import csv_text, drop, firms_dataset, load, write_registry
 
 QUERIES = ["SELECT count(*) AS n FROM shared.firms WHERE uscc = 'a'",
            "SELECT uscc /* note */ FROM shared.firms -- trailing",

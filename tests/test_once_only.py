@@ -23,8 +23,7 @@ from onesource.demo.data import DemoConfig
 from onesource.demo.generate import generate_city
 from schemas import load_registry
 from schemas.versions import incompatibilities
-from tests.helpers import drop, firms_dataset, load, rows, write_registry
-from tests.test_ingest_files import csv_text
+from tests.helpers import csv_text, drop, firms_dataset, load, rows, write_registry
 
 OLD = {"columns": {"id": {"type": "string", "required": True, "element": None, "from_authority": False},
                    "name": {"type": "string", "required": False, "element": None, "from_authority": False}},

@@ -21,8 +21,7 @@ from core.config import REPO_ROOT, Settings
 from lakehouse import Lake
 from sharing.users import create_user
 from tests.conftest import free_port
-from tests.helpers import ELEMENTS, drop, firms_dataset, load, wait_for_port, write_registry
-from tests.test_ingest_files import csv_text
+from tests.helpers import ELEMENTS, csv_text, drop, firms_dataset, load, wait_for_port, write_registry
 from tests.test_pg_catalogue import TAXPAYERS
 
 pytestmark = pytest.mark.slow

@@ -27,8 +27,7 @@ from core.config import REPO_ROOT, Settings
 from lakehouse import Lake
 from sharing.users import create_user
 from tests.conftest import free_port
-from tests.helpers import drop, firms_dataset, load, rows, wait_for_port, write_registry
-from tests.test_ingest_files import csv_text
+from tests.helpers import csv_text, drop, firms_dataset, load, rows, wait_for_port, write_registry
 
 pytestmark = pytest.mark.slow
 

@@ -33,8 +33,7 @@ from sharing.pgwire import server as wire
 from sharing.scram import saslprep
 from sharing.users import create_user
 from tests.conftest import free_port
-from tests.helpers import WireClient, drop, firms_dataset, load, write_registry
-from tests.test_ingest_files import csv_text
+from tests.helpers import WireClient, csv_text, drop, firms_dataset, load, write_registry
 
 SECRETS = firms_dataset(name="firm_secrets", share_type="conditional", conditions="稽查",
                         connector={"kind": "file", "path": "amr/secrets/*.csv", "format": "csv", "encoding": "utf-8"})

@@ -274,8 +274,7 @@ def test_a_backup_taken_while_the_audit_key_rotates_restores_a_log_that_verifies
     from onesource import backup as backup_module
     from onesource.backup import backup, restore
     from sharing.audit import AuditLog, verify
-    from tests.helpers import drop, load
-    from tests.test_ingest_files import csv_text
+    from tests.helpers import csv_text, drop, load
 
     drop(tiny, "amr/firms/a.csv", csv_text())
     assert [r.status for r in load(tiny)] == ["published"]

@@ -25,8 +25,7 @@ from core.config import REPO_ROOT, Settings
 from lakehouse import Lake
 from sharing.users import create_user
 from tests.conftest import free_port
-from tests.helpers import ELEMENTS, drop, load, wait_for_port, write_registry
-from tests.test_ingest_files import ROWS, csv_text
+from tests.helpers import ELEMENTS, ROWS, csv_text, drop, load, wait_for_port, write_registry
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,7 @@ from sharing.engine import GovernedEngine
 from sharing.exceptions import Frozen
 from sharing.security.freeze import FreezeError, active_freezes, freeze, unfreeze
 from sharing.users import create_user, rotate_token, user_by_token
-from tests.helpers import drop, firms_dataset, load, write_registry
-from tests.test_ingest_files import csv_text
+from tests.helpers import csv_text, drop, firms_dataset, load, write_registry
 
 LEDGER = {"name": "ledger", "title": "台账", "owner": "tax", "system": "tax_core", "update_cycle": "daily",
           "share_type": "unconditional", "key": ["code"],

@@ -22,8 +22,7 @@ from lakehouse.lake import Lake
 from portal.web import SESSION_COOKIE
 from sharing.users import create_user
 from tests.conftest import free_port
-from tests.helpers import drop, firms_dataset, load, write_registry
-from tests.test_ingest_files import csv_text
+from tests.helpers import csv_text, drop, firms_dataset, load, write_registry
 from tests.test_pg_clients import self_signed
 from tests.test_security_freeze import LEDGER
 

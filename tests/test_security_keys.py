@@ -20,8 +20,7 @@ from onesource.cli import main
 from sharing import audit as audit_module
 from sharing.audit import ROTATION, Anchor, AuditLog, fingerprint, keyring_file, read_key, read_keyring, verify
 from sharing.security.keys import current_file_keys, rotate_lake_keys
-from tests.helpers import USCC, drop, load, rows, write_registry
-from tests.test_ingest_files import csv_text
+from tests.helpers import USCC, csv_text, drop, load, rows, write_registry
 
 
 def writer(folder: Path) -> AuditLog:

@@ -7,8 +7,7 @@ import json
 import pytest
 
 from onesource.cli import main
-from tests.helpers import drop, load
-from tests.test_ingest_files import csv_text
+from tests.helpers import csv_text, drop, load
 
 
 @pytest.fixture

@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from tests.helpers import USCC, drop, load, rows, shared_count
-from tests.test_ingest_files import ROWS, csv_text
+from tests.helpers import ROWS, USCC, csv_text, drop, load, rows, shared_count
 
 
 def test_blocking_failure_keeps_last_good_snapshot(tiny):
