@@ -27,6 +27,7 @@ from core.config import Settings
 from core.duck import extension_path
 from core.errors import ConfigurationError, OneSourceError
 from core.logsafe import guarded, redact
+from lakehouse import ledger
 from lakehouse.exceptions import CatalogBusyError, SchemaMismatchError, StandardizeError, StorageFullError
 from lakehouse.lake import CATALOG, OPS, PARQUET_WRITE, QUARANTINE, SHARED, Lake, retrying
 from lakehouse.registered_versions import IncompatibleChangeError
@@ -99,19 +100,24 @@ def source_state(lake: Lake, ds: Dataset, registry_version: str) -> SourceState:
 
 def _ledger_row(ds: Dataset, registry: Registry, ex: Extract | None, load_id: str, status: str, started: dt.datetime,
                 rows_in: int = 0, rows_published: int = 0, stage: str | None = None, error: str | None = None,
-                quarantine: str | None = None) -> list:
-    return [load_id, ds.name, ds.owner, status, ex.source if ex else None, str(ex.path) if ex else None,
-            ex.sha256 if ex else None, registry.version, rows_in, rows_published,
-            ex.watermark if ex and status == PUBLISHED else None, started, _now(), stage, error, quarantine]
+                quarantine: str | None = None) -> dict[str, object]:
+    """The load's ``ops.loads`` row."""
+    return {"load_id": load_id, "dataset": ds.name, "owner": ds.owner, "status": status,
+            "source": ex.source if ex else None, "landed_path": str(ex.path) if ex else None,
+            "sha256": ex.sha256 if ex else None, "registry_version": registry.version, "rows_in": rows_in,
+            "rows_published": rows_published, "watermark": ex.watermark if ex and status == PUBLISHED else None,
+            "started_at": started, "finished_at": _now(), "error_stage": stage, "error": error,
+            "quarantine_path": quarantine}
 
 
-def _record(lake: Lake, row: list) -> None:
+def _record(lake: Lake, row: dict[str, object]) -> None:
     def write() -> None:
         with lake.transaction() as con:
-            _insert(con, "loads", row)
-            lake.commit_message(f"record {row[3]} load of {row[1]}", {"load_id": row[0], "status": row[3]})
+            ledger.append(con, "loads", row)
+            lake.commit_message(f"record {row['status']} load of {row['dataset']}",
+                                {"load_id": row["load_id"], "status": row["status"]})
 
-    retrying(write, lake.settings.commit_retries, f"recording load {row[0]}")
+    retrying(write, lake.settings.commit_retries, f"recording load {row['load_id']}")
 
 
 FAILURE_RECORD_SECONDS = 120.0
@@ -168,28 +174,30 @@ def _ensure_table(lake: Lake, ds: Dataset, schema: str = SHARED, extra: tuple[tu
             )
 
 
-def _insert(con, table: str, row: list) -> None:
-    con.execute(f"INSERT INTO {CATALOG}.{OPS}.{table} VALUES ({', '.join('?' * len(row))})", row)
-
-
 def _record_quality(con, ds: Dataset, registry: Registry, load_id: str, stage: str, report: QualityReport | None,
                     problems: int = 0, error: str | None = None) -> None:
     """ops.quality_runs and ops.quality_results rows for one batch (in the caller's transaction)."""
     at = _now()
+    run = {"load_id": load_id, "dataset": ds.name, "owner": ds.owner, "run_at": at, "stage": stage,
+           "registry_version": registry.version}
     if report is None:  # standardize refused the batch: one failed blocking check of its own
-        _insert(con, "quality_runs", [load_id, ds.name, ds.owner, at, stage, 0, False, 1, 1, 0, 0, None,
-                                      registry.version])
-        _insert(con, "quality_results", [load_id, ds.name, at, "standardize", None, None, True, False, None, problems,
-                                         None, None, error])
+        ledger.append(con, "quality_runs", {**run, "rows": 0, "passed": False, "checks": 1, "blocking_failed": 1,
+                                            "warnings": 0, "skipped": 0, "suite_version": None})
+        ledger.append(con, "quality_results", {
+            "load_id": load_id, "dataset": ds.name, "run_at": at, "check_name": "standardize", "expectation": None,
+            "column_name": None, "blocking": True, "success": False, "skipped": None, "unexpected_count": problems,
+            "sample_rows": None, "sample_values": None, "error": error})
         return
-    _insert(con, "quality_runs", [load_id, ds.name, ds.owner, at, stage, report.rows, report.passed,
-                                  len(report.results), len(report.blocking_failures), len(report.warnings),
-                                  len(report.skipped), report.suite_version, registry.version])
-    for r in report.results:
-        _insert(con, "quality_results", [
-            load_id, ds.name, at, r.check, r.expectation, r.column, r.blocking, r.success, r.skipped,
-            r.unexpected_count, json.dumps(list(r.sample_rows)),
-            json.dumps([str(v) for v in r.sample_values], ensure_ascii=False), r.error])
+    ledger.append(con, "quality_runs", {
+        **run, "rows": report.rows, "passed": report.passed, "checks": len(report.results),
+        "blocking_failed": len(report.blocking_failures), "warnings": len(report.warnings),
+        "skipped": len(report.skipped), "suite_version": report.suite_version})
+    ledger.append(con, "quality_results", *({
+        "load_id": load_id, "dataset": ds.name, "run_at": at, "check_name": r.check, "expectation": r.expectation,
+        "column_name": r.column, "blocking": r.blocking, "success": r.success, "skipped": r.skipped,
+        "unexpected_count": r.unexpected_count, "sample_rows": json.dumps(list(r.sample_rows)),
+        "sample_values": json.dumps([str(v) for v in r.sample_values], ensure_ascii=False), "error": r.error}
+        for r in report.results))
 
 
 def publish(lake: Lake, ds: Dataset, registry: Registry, ex: Extract, staged: Path, rows: int, load_id: str,
@@ -221,7 +229,7 @@ def publish(lake: Lake, ds: Dataset, registry: Registry, ex: Extract, staged: Pa
                             f"schema => {q(SHARED)}, allow_missing => true)")
             else:
                 con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {batch}")
-            _insert(con, "loads", _ledger_row(ds, registry, ex, load_id, PUBLISHED, started, rows, rows))
+            ledger.append(con, "loads", _ledger_row(ds, registry, ex, load_id, PUBLISHED, started, rows, rows))
             _record_quality(con, ds, registry, load_id, "quality", report)
             _record_rows(lake, ds, load_id, report.marks, adopted or staged)
             if ds.name in lake.tables(QUARANTINE):  # a good batch releases the quarantined one
@@ -275,12 +283,12 @@ def _quarantine(settings: Settings, lake: Lake, ds: Dataset, registry: Registry,
                             "failing values in ops.quality_results")
     (folder / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
     batch = folder / "batch.parquet"
-    ledger = _ledger_row(ds, registry, ex, load_id, QUARANTINED, started, details.get("rows_in", 0), 0, stage,
-                         error, str(folder))
+    row = _ledger_row(ds, registry, ex, load_id, QUARANTINED, started, details.get("rows_in", 0), 0, stage,
+                      error, str(folder))
 
     def write() -> None:
         with lake.transaction() as con:
-            _insert(con, "loads", ledger)
+            ledger.append(con, "loads", row)
             _record_quality(con, ds, registry, load_id, stage, quality, details.get("problem_count", 0), error)
             if quality is not None and batch.exists():
                 _quarantine_rows(lake, ds, batch, load_id, quality.marks)
@@ -334,9 +342,10 @@ def _record_rows(lake: Lake, ds: Dataset, load_id: str, marks, batch: Path) -> N
     key = f"concat_ws('|', {key})" if len(ds.key) > 1 else (key or "NULL")
     lake.con.register("__marks", marks)
     try:
-        lake.con.execute(
-            f"INSERT INTO {CATALOG}.{OPS}.quality_rows SELECT ?, ?, m._row, m._reasons, b.key_value FROM __marks m "
-            f"LEFT JOIN (SELECT file_row_number + 1 AS __n, {key} AS key_value "
+        ledger.insert_select(
+            lake.con, "quality_rows",
+            "SELECT ? AS load_id, ? AS dataset, m._row AS _row, m._reasons AS _reasons, b.key_value AS key_value "
+            f"FROM __marks m LEFT JOIN (SELECT file_row_number + 1 AS __n, {key} AS key_value "
             f"FROM read_parquet({q(str(batch))}, file_row_number = true)) b ON b.__n = m._row", [load_id, ds.name])
     finally:
         lake.con.unregister("__marks")

@@ -14,6 +14,7 @@ import json
 from collections import defaultdict
 
 from core.errors import TerminalError
+from lakehouse import ledger
 from lakehouse.lake import CATALOG, OPS, Lake, retrying
 from schemas.model import Registry
 from schemas.versions import Change, Version, definitions, fingerprint, fingerprints, pending
@@ -67,17 +68,18 @@ def apply(lake: Lake, registry: Registry) -> list[Change]:
     rows = []
     for c in changes:
         definition, mode = defined[(c.kind, c.subject)]
-        rows.append([c.subject, c.kind, c.version, fingerprint(definition),
-                     json.dumps(definition, ensure_ascii=False, sort_keys=True), mode, registry.version, now])
+        rows.append({"subject": c.subject, "kind": c.kind, "version": c.version, "fingerprint": fingerprint(definition),
+                     "definition": json.dumps(definition, ensure_ascii=False, sort_keys=True), "compatibility": mode,
+                     "registry_version": registry.version, "registered_at": now})
 
     def write() -> None:
         with lake.transaction() as con:
             # another process may have registered the same change meanwhile: skip what exists
             have = {(s, k, v) for s, k, v in con.execute(
                 f"SELECT subject, kind, version FROM {CATALOG}.{OPS}.schema_versions").fetchall()}
-            fresh = [r for r in rows if (r[0], r[1], r[2]) not in have]
+            fresh = [r for r in rows if (r["subject"], r["kind"], r["version"]) not in have]
             if fresh:
-                con.executemany(f"INSERT INTO {CATALOG}.{OPS}.schema_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", fresh)
+                ledger.append(con, "schema_versions", *fresh)
                 lake.commit_message(f"registry {registry.version}", {"registry_version": registry.version,
                                                                      "versions": len(fresh)})
 

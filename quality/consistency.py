@@ -14,6 +14,7 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
+from lakehouse import ledger
 from lakehouse.lake import CATALOG, OPS, SHARED, Lake, retrying
 from quality.suite import reference_key
 from schemas.model import Registry
@@ -92,14 +93,16 @@ def run_consistency(lake: Lake, registry: Registry) -> tuple[str, list[Consisten
                 frm, differs = _sql(p)
                 compared, equal = con.execute(
                     f"SELECT count(*), count(*) FILTER (WHERE NOT ({differs})) FROM {frm}").fetchone()
-                con.execute(f"INSERT INTO {CATALOG}.{OPS}.consistency_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            [run_id, at, p.dataset, p.owner, p.element, p.column, p.authority, p.authority_owner,
-                             compared, equal])
-                con.execute(
-                    f"INSERT INTO {CATALOG}.{OPS}.consistency_mismatches "
-                    f"SELECT ?, ?, ?, ?, ?, ?, CAST(d.\"{p.join_column}\" AS VARCHAR), CAST(d.\"{p.column}\" AS VARCHAR), "
-                    f"?, CAST(a.\"{p.authority_column}\" AS VARCHAR) FROM {frm} AND {differs}",
-                    [run_id, at, p.dataset, p.owner, p.element, p.column, p.authority])
+                pair = {"run_id": run_id, "checked_at": at, "dataset": p.dataset, "owner": p.owner,
+                        "element": p.element, "column_name": p.column, "authority": p.authority}
+                ledger.append(con, "consistency_results", {**pair, "authority_owner": p.authority_owner,
+                                                           "compared": compared, "equal": equal})
+                ledger.insert_select(
+                    con, "consistency_mismatches",
+                    f"SELECT {', '.join(f'?::VARCHAR AS {k}' if k != 'checked_at' else '?::TIMESTAMP AS checked_at' for k in pair)}, "
+                    f"CAST(d.\"{p.join_column}\" AS VARCHAR) AS key_value, CAST(d.\"{p.column}\" AS VARCHAR) AS value, "
+                    f"CAST(a.\"{p.authority_column}\" AS VARCHAR) AS authority_value FROM {frm} AND {differs}",
+                    list(pair.values()))
                 rates.append(ConsistencyRate(p.owner, p.dataset, p.element, p.authority, compared, equal))
             lake.commit_message(f"consistency run {run_id}", {"run_id": run_id, "pairs": len(pairs)})
 

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.config import default_audit_key_file
 from core.errors import TerminalError
+from lakehouse import ledger
 from sharing.shared_state import ChainStore, shared_catalog
 
 if TYPE_CHECKING:
@@ -986,7 +987,7 @@ def _write_events(lake, entries: list[dict[str, Any]], reached: int) -> int:
     """``entries`` into ``ops.audit_events``, with the offset (or 0 for the shared chain) and seq reached."""
     import pyarrow as pa
 
-    from lakehouse.lake import CATALOG, OPS, retrying
+    from lakehouse.lake import retrying
 
     table = pa.table({
         "seq": pa.array([e["seq"] for e in entries], pa.int64()),
@@ -1012,9 +1013,9 @@ def _write_events(lake, entries: list[dict[str, Any]], reached: int) -> int:
     def write() -> None:
         with lake.transaction() as con:
             con.register("new_audit_events", table)
-            con.execute(f"INSERT INTO {CATALOG}.{OPS}.audit_events BY NAME SELECT * FROM new_audit_events")
-            con.execute(f"INSERT INTO {CATALOG}.{OPS}.audit_sync VALUES (?, ?, ?)",
-                        [reached, entries[-1]["seq"], dt.datetime.now(dt.UTC).replace(tzinfo=None)])
+            ledger.insert_select(con, "audit_events", "SELECT * FROM new_audit_events")
+            ledger.append(con, "audit_sync", {"byte_offset": reached, "seq": entries[-1]["seq"],
+                                              "synced_at": dt.datetime.now(dt.UTC).replace(tzinfo=None)})
             con.unregister("new_audit_events")
             lake.commit_message("audit events", {"entries": len(entries)})
 

@@ -63,8 +63,7 @@ def flag(lake: Lake, registry: Registry, department: str, dataset: str, key_valu
         raise RequestError(f"{dataset} has no column {column!r}")
     d = Dispute(uuid.uuid4().hex[:12], dataset, ds.owner, key_value.strip(), column or None, description.strip(),
                 department, reported_by, _now(), OPEN, None, None, None)
-    lake.write(f"dispute on {dataset}", f"INSERT INTO {CATALOG}.{OPS}.disputes VALUES "
-           f"({', '.join('?' * len(_COLUMNS))})", [getattr(d, c) for c in _COLUMNS])
+    lake.append(f"dispute on {dataset}", "disputes", {c: getattr(d, c) for c in _COLUMNS})
     return d
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
+from lakehouse import ledger
 from lakehouse.lake import CATALOG, OPS, Lake, retrying
 from schemas.model import Dataset, Registry
 from sharing.exceptions import QueryRefused
@@ -115,14 +116,12 @@ def add_grant(lake: Lake, registry: Registry, department: str, dataset: str, *, 
 
     def write() -> None:
         with lake.transaction() as con:
-            con.execute(f"INSERT INTO {CATALOG}.{OPS}.grants (grant_id, department, dataset, columns, row_filter, "
-                        "expires_at, granted_by, granted_at, revoked_at, purpose, scope) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
-                        [grant_id, department, dataset, columns, row_filter, expires_at, granted_by, _now(), purpose,
-                         scope])
-            for column in match or ():
-                con.execute(f"INSERT INTO {CATALOG}.{OPS}.grant_matches VALUES (?, ?, ?)",
-                            [grant_id, column, match_quota])
+            ledger.append(con, "grants", {
+                "grant_id": grant_id, "department": department, "dataset": dataset, "columns": columns,
+                "row_filter": row_filter, "expires_at": expires_at, "granted_by": granted_by, "granted_at": _now(),
+                "revoked_at": None, "purpose": purpose, "scope": scope})
+            ledger.append(con, "grant_matches", *({"grant_id": grant_id, "column_name": column,
+                                                   "daily_quota": match_quota} for column in match or ()))
             lake.commit_message(f"grant {dataset} to {department}", {"grant_id": grant_id})
 
     retrying(write, lake.settings.commit_retries, "recording a grant")

@@ -93,9 +93,7 @@ def create(lake: Lake, registry: Registry, department: str, dataset: str, *, pur
                         APPROVED if at_once else PENDING, requested_by, now, due, now if at_once else None,
                         "platform" if at_once else None, "unconditional: readable by every department" if at_once
                         else None, None, scope)
-    lake.write(f"request {dataset} for {department}",
-           f"INSERT INTO {CATALOG}.{OPS}.access_requests ({', '.join(_SCOPED)}) VALUES ({', '.join('?' * len(_SCOPED))})",
-           [_value(req, c) for c in _SCOPED])
+    lake.append(f"request {dataset} for {department}", "access_requests", {c: _value(req, c) for c in _SCOPED})
     return req
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from core.errors import TerminalError
+from lakehouse import ledger
 from lakehouse.lake import CATALOG, OPS, Lake, retrying
 from sharing.roles import ROLES, canonical
 from sharing.scram import make_verifier
@@ -123,11 +124,10 @@ def create_user(lake: Lake, department: str, user: str, role: str = "analyst", *
     def write() -> None:
         with lake.transaction() as con:
             con.execute(f"DELETE FROM {CATALOG}.{OPS}.users WHERE user_name = ?", [user])
-            con.execute(f"INSERT INTO {CATALOG}.{OPS}.users (user_name, department, role, password_scrypt, "
-                        "password_scram, token_sha256, created_at, added_at, changed_at, changed_by, organisation) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [user, department, canonical(role), _scrypt(password), make_verifier(password),
-                         token_hash(token), now, now, now, by, organisation])
+            ledger.append(con, "users", {
+                "user_name": user, "department": department, "role": canonical(role), "password_scrypt": _scrypt(password),
+                "password_scram": make_verifier(password), "token_sha256": token_hash(token), "created_at": now,
+                "added_at": now, "changed_at": now, "changed_by": by, "organisation": organisation})
             lake.commit_message(f"user {user} of {department}", {"user": user})
 
     retrying(write, lake.settings.commit_retries, f"creating user {user}")

@@ -19,6 +19,7 @@ import random
 import pyarrow as pa
 
 from core.calendar import WorkCalendar
+from lakehouse import ledger
 from lakehouse.lake import CATALOG, OPS, Lake, retrying
 from metrics.kpis import Period, slot_starts
 from schemas.model import Column, Dataset, Registry
@@ -126,7 +127,7 @@ def simulate(lake: Lake, registry: Registry, months: int = 6, today: dt.date | N
                                 ("audit_events", events)):
                 if rows.num_rows:
                     con.register("history_rows", rows)
-                    con.execute(f"INSERT INTO {CATALOG}.{OPS}.{table} BY NAME SELECT * FROM history_rows")
+                    ledger.insert_select(con, table, "SELECT * FROM history_rows")
                     con.unregister("history_rows")
             lake.commit_message("demo history (simulated)", {"months": months, "loads": loads.num_rows})
 

@@ -564,6 +564,7 @@ def write_alerts(lake, alerts: list[Alert], raised_at: dt.datetime) -> list[Aler
     """Insert the alerts not raised before (by id); returns the new ones."""
     import pyarrow as pa
 
+    from lakehouse import ledger
     from lakehouse.lake import CATALOG, OPS, retrying
 
     if not alerts:
@@ -579,7 +580,7 @@ def write_alerts(lake, alerts: list[Alert], raised_at: dt.datetime) -> list[Aler
             new.extend(a for a in dict((a.alert_id, a) for a in alerts).values() if a.alert_id not in known)
             if new:
                 con.register("new_security_alerts", pa.Table.from_pylist([a.row(raised_at) for a in new]))
-                con.execute(f"INSERT INTO {CATALOG}.{OPS}.security_alerts BY NAME SELECT * FROM new_security_alerts")
+                ledger.insert_select(con, "security_alerts", "SELECT * FROM new_security_alerts")
                 con.unregister("new_security_alerts")
                 lake.commit_message("security alerts", {"alerts": len(new)})
 

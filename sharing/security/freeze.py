@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from core.errors import TerminalError
+from lakehouse import ledger
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -217,8 +218,8 @@ def freeze(lake: Lake, registry: Registry, kind: str, subject: str, reason: str,
 
     def write() -> None:
         with lake.transaction() as con:
-            con.execute(f"INSERT INTO {CATALOG}.{OPS}.{TABLE} (freeze_id, kind, subject, reason, frozen_by, frozen_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?)", [made.freeze_id, kind, subject, reason, by, made.frozen_at])
+            ledger.append(con, TABLE, {"freeze_id": made.freeze_id, "kind": kind, "subject": subject, "reason": reason,
+                                       "frozen_by": by, "frozen_at": made.frozen_at})
             for user in users:  # a token nobody holds: the old one never works again; created_at: sessions end
                 con.execute(f"UPDATE {CATALOG}.{OPS}.users SET token_sha256 = ?, created_at = ?, changed_at = ?, "
                             "changed_by = ? WHERE user_name = ?",

@@ -8,6 +8,7 @@ the target's last delivery; needs the dataset's key). Rows are never updated but
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from core.errors import TerminalError
+from lakehouse import ledger
 from lakehouse.lake import CATALOG, OPS, Lake, retrying
 from schemas.model import Registry
 
@@ -134,9 +136,11 @@ def add(lake: Lake, registry: Registry, *, department: str, user: str, dataset: 
 
     def write() -> None:
         with lake.transaction() as con:
-            con.execute(f"INSERT INTO {CATALOG}.{OPS}.subscriptions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
-                        [sub.subscription_id, department, user, dataset, target_kind,
-                         json.dumps(target, ensure_ascii=False, sort_keys=True), mode, by, created])
+            ledger.append(con, "subscriptions", {
+                "subscription_id": sub.subscription_id, "department": department, "user_name": user,
+                "dataset": dataset, "target_kind": target_kind,
+                "target": json.dumps(target, ensure_ascii=False, sort_keys=True), "mode": mode, "created_by": by,
+                "created_at": created})
             lake.commit_message(f"subscribe {department}/{user} to {dataset}",
                                 {"subscription_id": sub.subscription_id})
 
@@ -239,9 +243,7 @@ def record(lake: Lake, delivery: Delivery) -> None:
 
     def write() -> None:
         with lake.transaction() as con:
-            con.execute(f"INSERT INTO {CATALOG}.{OPS}.deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [d.delivery_id, d.subscription_id, d.dataset, d.department, d.snapshot_id, d.load_id, d.kind,
-                         d.rows, d.deleted, d.status, d.attempts, d.error, d.started_at, d.finished_at])
+            ledger.append(con, "deliveries", dataclasses.asdict(d))
             lake.commit_message(f"{d.status} delivery of {d.dataset} to {d.department}",
                                 {"delivery_id": d.delivery_id, "subscription_id": d.subscription_id})
 
