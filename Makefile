@@ -47,7 +47,7 @@ test-slow: $(STAMP) $(WEBPKG) ## the slow tier only
 bench: $(STAMP) ## benchmarks: ratios against raw DuckDB on the same data, median of several runs
 	$(BIN)/python -m bench $(ARGS)
 
-lint: $(STAMP) ## ruff, the layer contract (imports run down: pyproject.toml [tool.importlinter]), mypy (strict on core/)
+lint: $(STAMP) ## ruff, the layer contract (imports run down: pyproject.toml [tool.importlinter]), mypy (strict on core/, connectors/, ingest/)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy

@@ -11,6 +11,7 @@ import re
 import string
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -98,12 +99,12 @@ class DatabaseConnector:
             tmp = self.landing.scratch(dataset.name, ".parquet")
             try:
                 con.execute(f"COPY ({query}) TO {literal(str(tmp))} (FORMAT parquet)", params)
-                rows = con.execute(f"SELECT count(*) FROM read_parquet({literal(str(tmp))})").fetchone()[0]
+                rows = _first(con.execute(f"SELECT count(*) FROM read_parquet({literal(str(tmp))})").fetchone())
                 watermark = None
                 if settings.get("watermark"):
-                    watermark = con.execute(
+                    watermark = _first(con.execute(
                         f"SELECT max({settings['watermark']})::VARCHAR FROM read_parquet({literal(str(tmp))})"
-                    ).fetchone()[0]
+                    ).fetchone())
             except duckdb.Error as exc:
                 tmp.unlink(missing_ok=True)  # a partial extract is never landed
                 if connection_lost(exc):
@@ -124,7 +125,7 @@ class DatabaseConnector:
         return [Extract(dataset=dataset.name, path=landed, sha256=sha, source=source, format="parquet",
                         watermark=watermark or state.watermark)]
 
-    def _query(self, dataset: Dataset, state: SourceState, con: duckdb.DuckDBPyConnection) -> tuple[str, list]:
+    def _query(self, dataset: Dataset, state: SourceState, con: duckdb.DuckDBPyConnection) -> tuple[str, list[Any]]:
         settings = dataset.connector.settings
         table = settings.get("table")
         if table and not _IDENT.match(str(table)):
@@ -143,3 +144,10 @@ class DatabaseConnector:
                                f"(columns: {', '.join(described)})")
         wm_type = described[wm]
         return f"SELECT * FROM ({query}) q WHERE {wm} > CAST($1 AS {wm_type}) ORDER BY {wm}", [state.watermark]
+
+
+def _first(row: tuple[Any, ...] | None) -> Any:
+    """The first value of a one-row answer (an aggregate always has its row)."""
+    if row is None:
+        raise AssertionError("an aggregate query returned no row")
+    return row[0]

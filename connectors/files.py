@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from connectors.base import Extract, SourceState
 from connectors.exceptions import ExtractError
@@ -25,7 +26,7 @@ class FileConnector:
     def __init__(self, sources_dir: Path, landing: Landing):
         self.sources_dir = Path(sources_dir)
         self.landing = landing
-        self._early: dict[Path, tuple[str, Future]] = {}
+        self._early: dict[Path, tuple[str, Future[str]]] = {}
 
     def prefetch(self, dataset: Dataset) -> None:
         """Start hashing the files no earlier run hashed, on a thread, and return at once: the load opens
@@ -84,7 +85,8 @@ class FileConnector:
             hashes.save()  # after each landed file, so a failure later in the run keeps what was learnt
             if sha in state.seen_sha256:
                 continue
-            options = {k: settings[k] for k in ("encoding", "delimiter", "sheet", "skip_rows") if k in settings}
+            options: dict[str, Any] = {k: settings[k] for k in ("encoding", "delimiter", "sheet", "skip_rows")
+                                       if k in settings}
             out.append(Extract(dataset=dataset.name, path=landed, sha256=sha, source=str(path), format=fmt,
                                read_options=options))
         return out

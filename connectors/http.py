@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 import httpx
 
@@ -71,7 +72,8 @@ class HttpConnector:
         return [Extract(dataset=dataset.name, path=landed, sha256=sha, source=url, format="ndjson", watermark=high)]
 
     @staticmethod
-    def _page(client: httpx.Client, dataset: str, url: str, params: dict, items_key: str) -> list[dict]:
+    def _page(client: httpx.Client, dataset: str, url: str, params: dict[str, Any],
+              items_key: str) -> list[dict[str, Any]]:
         where = f"dataset {dataset}: endpoint {url} page {params.get('page', '?')}"
         try:
             resp = client.get(url, params=params)

@@ -62,7 +62,7 @@ class Recheck:
     def __init__(self, path: Path, sha256: str):
         self.path, self.sha256 = Path(path), sha256
         self._before = self._stat()
-        self._hashing: Future | None = None
+        self._hashing: Future[str] | None = None
 
     def _stat(self) -> tuple[int, int, int] | None:
         try:

@@ -20,25 +20,32 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from connectors import Extract, ExtractError, Landing, SourceState, SourceUnavailableError, connector_for
 from connectors.landing import Recheck
 from core.config import Settings
 from core.duck import extension_path
+from core.duck import literal as q
 from core.errors import ConfigurationError, OneSourceError
 from core.logsafe import guarded, redact
 from lakehouse import ledger
 from lakehouse.exceptions import CatalogBusyError, SchemaMismatchError, StandardizeError, StorageFullError
-from lakehouse.lake import CATALOG, OPS, PARQUET_WRITE, QUARANTINE, SHARED, Lake, retrying
+from lakehouse.lake import PARQUET_WRITE, QUARANTINE, SHARED, Lake, retrying
+from lakehouse.ledger import CATALOG, OPS
 from lakehouse.registered_versions import IncompatibleChangeError
 from lakehouse.registered_versions import apply as apply_versions
 from lakehouse.staging import claim as claim_staging
 from lakehouse.staging import sweep as sweep_staging
-from lakehouse.standardize import extensions_for, ident, q, standardize
+from lakehouse.standardize import extensions_for, ident, standardize
 from quality.context import gather
 from quality.validate import QualityReport, validate_batch
 from quality.validate import prepare as prepare_validation
 from schemas.model import Dataset, Registry, authority_join
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
 
 log = guarded("onesource.load")
 
@@ -174,7 +181,7 @@ def _ensure_table(lake: Lake, ds: Dataset, schema: str = SHARED, extra: tuple[tu
             )
 
 
-def _record_quality(con, ds: Dataset, registry: Registry, load_id: str, stage: str, report: QualityReport | None,
+def _record_quality(con: duckdb.DuckDBPyConnection, ds: Dataset, registry: Registry, load_id: str, stage: str, report: QualityReport | None,
                     problems: int = 0, error: str | None = None) -> None:
     """ops.quality_runs and ops.quality_results rows for one batch (in the caller's transaction)."""
     at = _now()
@@ -267,7 +274,7 @@ def _adoptable_path(lake: Lake, ds: Dataset, load_id: str, rows: int) -> Path | 
 # ---------------------------------------------------------------------------------------------
 
 def _quarantine(settings: Settings, lake: Lake, ds: Dataset, registry: Registry, ex: Extract, load_id: str,
-                started: dt.datetime, staged: Path, stage: str, error: str, details: dict,
+                started: dt.datetime, staged: Path, stage: str, error: str, details: dict[str, Any],
                 quality: QualityReport | None = None) -> LoadResult:
     folder = settings.quarantine_dir / ds.name / load_id
     folder.mkdir(parents=True, exist_ok=True)
@@ -302,7 +309,7 @@ def _quarantine(settings: Settings, lake: Lake, ds: Dataset, registry: Registry,
     return LoadResult(ds.name, QUARANTINED, 0, load_id, ex.source, error)
 
 
-def _without_values(details: dict) -> dict:
+def _without_values(details: dict[str, Any]) -> dict[str, Any]:
     """A quarantine report's details without the values of cells (an encrypted lake's report file)."""
     out = dict(details)
     if "problems" in out:
@@ -312,7 +319,7 @@ def _without_values(details: dict) -> dict:
     return out
 
 
-def _quarantine_rows(lake: Lake, ds: Dataset, batch: Path, load_id: str, marks) -> None:
+def _quarantine_rows(lake: Lake, ds: Dataset, batch: Path, load_id: str, marks: pa.Table | None) -> None:
     """Keep the batch queryable as ``quarantine.<dataset>``: every row, with every check it failed
     (``marks``: the validation's pyarrow table of ``_row`` and ``_reasons``, or None)."""
     import pyarrow as pa
@@ -332,7 +339,7 @@ def _quarantine_rows(lake: Lake, ds: Dataset, batch: Path, load_id: str, marks) 
         lake.con.unregister("__failing")
 
 
-def _record_rows(lake: Lake, ds: Dataset, load_id: str, marks, batch: Path) -> None:
+def _record_rows(lake: Lake, ds: Dataset, load_id: str, marks: pa.Table | None, batch: Path) -> None:
     """``ops.quality_rows``: every failing row of the batch with its reasons and its key, published or
     quarantined (a published batch's warned rows are not in ``quarantine.<dataset>``, but the owner
     must still find every one of them: ``onesource quality report DATASET --all``)."""
