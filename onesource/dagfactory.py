@@ -107,7 +107,7 @@ def build_dags(registry_dir: Path, cache_dir: Path | None = None) -> dict:
     # ... and the one task it runs: a load's DAG holds every dataset of its cycle, and building the other
     # 1,999 tasks, their dependencies and the DAG's documentation cost each load ~0.5 s at 2,000 datasets.
     # The task runner needs only its own task (the scheduler, which parsed everything, decides what runs).
-    wanted_task = (get_parsing_context().task_id or "").rsplit(".", 1)[-1] or None
+    wanted_task = get_parsing_context().task_id  # a load's is "<owner>.<dataset>" (its department's TaskGroup)
 
     def want(dag_id: str) -> bool:
         return wanted is None or wanted == dag_id
@@ -140,7 +140,7 @@ def build_dags(registry_dir: Path, cache_dir: Path | None = None) -> dict:
 
     def dag(dag_id: str, schedule: str | None, datasets: list[Dataset], tags: list[str], doc: str,
             with_consistency: bool = False):
-        alone = [ds for ds in datasets if ds.name == wanted_task]
+        alone = [ds for ds in datasets if f"{ds.owner}.{ds.name}" == wanted_task]
         if alone:  # a load task's own process (above): its task, nothing else
             datasets, with_consistency, doc = alone, False, ""
         with DAG(dag_id=dag_id, schedule=schedule, start_date=START, catchup=False, max_active_runs=1,
