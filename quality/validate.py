@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from quality import docs_assets, fastpath, marks
-from quality.gx_duckdb import ROW, batch_definition, batch_query, duckdb_source, patch_gx_for_duckdb
+from quality.gx_duckdb import ROW, batch_definition, batch_query, duckdb_source, forget_assets, patch_gx_for_duckdb
 from quality.suite import SuiteContext
 from schemas.model import Dataset, Registry
 
@@ -161,10 +161,14 @@ def _ready(docs_root: Path | None):
     with _setting_up:
         if docs_root is None:
             context = _ephemeral_context()
+            duckdb_source(context)
         else:
             with _docs_lock(docs_root):  # on a fresh home, GX writes its project config
                 context = _file_context(str(docs_root))
-        duckdb_source(context)
+                source = duckdb_source(context)
+                # under the lock no validation runs, so any asset left is a dead one (homes from before
+                # assets were forgotten after their run kept one per dataset: see forget_assets)
+                forget_assets(source, [a.name for a in source.assets])
         return context
 
 
@@ -260,18 +264,22 @@ def _run(context, dataset: str, suite, batch_path: Path, run_name: str | None, r
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
 
-    definition = batch_definition(duckdb_source(context), dataset, str(batch_path))
-    if not docs:
-        return definition.get_batch().validate(suite, result_format=result_format)
-    suite = context.suites.add_or_update(suite)  # regenerated from the registry on every load
-    validation = context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=suite.name, data=definition, suite=suite))
-    # No UpdateDataDocsAction: rendering the site (its index lists every stored result) cost each load
-    # ~0.7 s. The result is stored here; build_data_docs renders the site once per ingest run.
-    checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
-        name=suite.name, validation_definitions=[validation], result_format=result_format, actions=[]))
-    run = checkpoint.run(run_id=RunIdentifier(run_name=run_name) if run_name else None)
-    return next(iter(run.run_results.values()))
+    source = duckdb_source(context)
+    definition = batch_definition(source, dataset, str(batch_path))
+    try:
+        if not docs:
+            return definition.get_batch().validate(suite, result_format=result_format)
+        suite = context.suites.add_or_update(suite)  # regenerated from the registry on every load
+        validation = context.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name=suite.name, data=definition, suite=suite))
+        # No UpdateDataDocsAction: rendering the site (its index lists every stored result) cost each load
+        # ~0.7 s. The result is stored here; build_data_docs renders the site once per ingest run.
+        checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
+            name=suite.name, validation_definitions=[validation], result_format=result_format, actions=[]))
+        run = checkpoint.run(run_id=RunIdentifier(run_name=run_name) if run_name else None)
+        return next(iter(run.run_results.values()))
+    finally:
+        forget_assets(source, [dataset])
 
 
 def _row_count(batch_path: Path) -> int:
