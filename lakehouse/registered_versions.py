@@ -17,7 +17,7 @@ from core.errors import TerminalError
 from lakehouse import ledger
 from lakehouse.lake import CATALOG, OPS, Lake, retrying
 from schemas.model import Registry
-from schemas.versions import Change, Version, definitions, fingerprint, fingerprints, pending
+from schemas.versions import Change, Version, definitions, fingerprints, pending
 
 
 class IncompatibleChangeError(TerminalError):
@@ -63,12 +63,13 @@ def apply(lake: Lake, registry: Registry) -> list[Change]:
         raise IncompatibleChangeError(broken)
     if not changes:
         return []
-    defined = definitions(registry)
+    defined, prints = definitions(registry), fingerprints(registry)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     rows = []
     for c in changes:
         definition, mode = defined[(c.kind, c.subject)]
-        rows.append({"subject": c.subject, "kind": c.kind, "version": c.version, "fingerprint": fingerprint(definition),
+        rows.append({"subject": c.subject, "kind": c.kind, "version": c.version,
+                     "fingerprint": prints[(c.kind, c.subject)],
                      "definition": json.dumps(definition, ensure_ascii=False, sort_keys=True), "compatibility": mode,
                      "registry_version": registry.version, "registered_at": now})
 
