@@ -50,6 +50,8 @@ from great_expectations.expectations.metrics.map_metric_provider import (
 )
 from great_expectations.expectations.metrics.metric_provider import metric_value
 from great_expectations.validator.metric_configuration import MetricConfiguration
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement
 
 from core.duck import literal
 from quality import fastcheck, fastpath
@@ -148,15 +150,31 @@ def _null_or(column, condition: str):
 
 # -- the fast path: check digits in numpy beside GX (quality.fastpath), the per-character SQL as reference
 
-FAST_PATH = True
-"""Tests switch it off to have GX evaluate the per-character SQL itself, the reference answer."""
+class _Answered(ColumnElement):
+    """``column`` is NULL or not among the failing values of a fast-path answer. Compiling it waits for
+    the answer's file: GX compiles each query just before it runs it, so the query that reads the file
+    waits for the worker, and GX's other queries run meanwhile."""
+
+    inherit_cache = False  # the answer is not in SQLAlchemy's cache key: never reuse a compiled form
+    type = sa.types.Boolean()
+
+    def __init__(self, column: str, answer: fastpath.Answer) -> None:
+        self.column, self.answer = column, answer
+
+
+@compiles(_Answered)
+def _compile_answered(element: _Answered, compiler, **kw) -> str:
+    path = literal(str(element.answer.ready()))
+    return f"({element.column} IS NULL OR {element.column} NOT IN (SELECT v FROM read_parquet({path})))"
 
 
 def _fast_or_sql(column, kwargs: dict, family, part: fastpath.Part):
     """The metric's condition: not one of the values that fail ``part`` of the vectorised ``family``,
-    found by quality.fastpath beside GX; or the part's SQL, evaluated per value by GX itself, when the
-    batch's query cannot be compiled on its own (GX's rows and counts come from its own query either way)."""
-    if not FAST_PATH:
+    found beside GX by the fast path of the validation running (quality.fastpath); or the part's SQL,
+    evaluated per value by GX itself, when no validation's fast path is active or the batch's query
+    cannot be compiled on its own (GX's rows and counts come from its own query either way)."""
+    fast = fastpath.active()
+    if fast is None:
         return _null_or(column, part.sql)
     try:
         query = str(kwargs["_table"].compile(dialect=kwargs["_execution_engine"].engine.dialect,
@@ -164,7 +182,7 @@ def _fast_or_sql(column, kwargs: dict, family, part: fastpath.Part):
     except Exception:  # noqa: BLE001 - any selectable GX builds that cannot be compiled alone
         return _null_or(column, part.sql)
     name = _name(column)
-    return sa.literal_column(fastpath.condition(name, fastpath.start(query, name, family, [part])[part.name]))
+    return _Answered(name, fast.start(query, name, family, [part])[part.name])
 
 
 def _format_sql(col: str, pattern: str) -> str:
@@ -182,13 +200,11 @@ def _fast_parts(expectation: str, kwargs: dict, col: str):
     return None
 
 
-def prefetch_fast_answers(query: str, specs: list, parquet: Path | None = None) -> None:
-    """Start the fast path for the checks of a suite (quality.suite.CheckSpec) on the batch ``query`` (as
-    GX compiles it) before GX asks: validate_batch calls this first, so the worker overlaps GX's setup
-    and queries. The checks of one column and family share one read. ``parquet``: the file the query
-    reads (see fastpath.start)."""
-    if not FAST_PATH:
-        return
+def prefetch_fast_answers(fast: fastpath.FastPath, query: str, specs: list, parquet: Path | None = None) -> None:
+    """Start ``fast`` on the checks of a suite (quality.suite.CheckSpec) on the batch ``query`` (as GX
+    compiles it) before GX asks: the validation calls this first, so the worker overlaps GX's setup and
+    queries. The checks of one column and family share one read. ``parquet``: the file the query reads
+    (see FastPath.start)."""
     jobs: dict[tuple[str, object], list] = {}
     for spec in specs:
         if not spec.column or spec.skipped:
@@ -198,7 +214,7 @@ def prefetch_fast_answers(query: str, specs: list, parquet: Path | None = None) 
         if found:
             jobs.setdefault((name, found[0]), []).append(found[1])
     for (name, family), parts in jobs.items():
-        fastpath.start(query, name, family, parts, parquet)
+        fast.start(query, name, family, parts, parquet)
 
 
 def _check_digits(column, kwargs: dict, expectation: str):

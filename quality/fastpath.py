@@ -1,30 +1,35 @@
-"""The check digits' fast path: computed beside GX, consulted by GX's own SQL.
+"""The check digits' fast path: one validation's answers, computed beside GX, read by GX's own SQL.
 
 GX asks every map metric for its SQL condition before it runs any query, and then runs its queries
 one after another. Check digits in SQL cost ~12 ns per ``substr`` (2.2 s on 5M codes); in numpy
-(:mod:`quality.fastcheck`) 0.5 s, but on one core while the other idles. So:
+(:mod:`quality.fastcheck`) 0.5 s, but on one core while the other idles. So a :class:`FastPath`,
+created by the validation for its batch and closed by it:
 
-1. :func:`start` (called by the validation before GX begins) reads the batch's column on a worker
-   thread, runs the vectorised checks (a family answers the format rule and the check digits in one
-   pass) and writes each check's distinct failing values to a small Parquet file;
-2. the metric's condition is ``value IS NULL OR value NOT IN (the values in that file)``, returned
-   at once;
-3. GX's queries that do not name the file (uniqueness, the other checks' aggregates) run meanwhile;
-   the one that names it waits for the worker first (:func:`wait_for`, called by quality.gx_duckdb).
+1. :meth:`FastPath.start` (called by the validation before GX begins) reads the batch's column on
+   its worker thread, runs the vectorised checks (a family answers the format rule and the check
+   digits in one pass) and writes each check's distinct failing values to a small Parquet file;
+2. the metric's condition is ``value IS NULL OR value NOT IN (the values in that file)``, returned at
+   once as a SQLAlchemy element that carries its :class:`Answer` (quality.expectations);
+3. GX's queries that do not hold that element (uniqueness, the other checks' aggregates) run
+   meanwhile; the one that holds it waits for its answer when SQLAlchemy compiles it (GX compiles a
+   query just before running it), so nothing searches SQL text for file names.
 
-GX still counts, samples and names the failing rows itself, from its own query. If the worker cannot
-read the batch the vectorised way, it computes the failing values with the per-character SQL
-instead, so the file is always right. Files live for one validation (:func:`forget`).
+GX calls the metric back with no argument of ours, so the validation hands its :class:`FastPath` over
+for its own duration through a context variable (:func:`active`): another thread, or GX run outside a
+validation, sees none and evaluates the per-character SQL itself. GX still counts, samples and names the
+failing rows itself, from its own query. If the worker cannot read the batch the vectorised way, it
+computes the failing values with the per-character SQL instead, so the file is always right. The files
+live in the object's own folder, removed when it closes.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
+import contextvars
 import shutil
 import tempfile
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,62 +55,79 @@ class Part:
 
 @dataclass(frozen=True)
 class Answer:
+    """The file of one check's failing values, and the worker's job that writes it."""
+
     path: Path
-    future: Future
+    future: Future[None]
+
+    def ready(self) -> Path:
+        """The file, once written (re-raising the worker's error, if any)."""
+        self.future.result()
+        return self.path
 
 
-_answers: dict[tuple[str, str, str, str], Answer] = {}
-_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onesource-checkdigits")
-_scratch: list[Path] = []
+class FastPath:
+    """One validation's check-digit answers for its batch: a worker thread, a scratch folder, and the
+    answers started so far, keyed by (batch query, column, family, check). Use as a context manager:
+    closing it waits for (or cancels) the worker and removes every file."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onesource-checkdigits")
+        self._folder = Path(tempfile.mkdtemp(prefix="onesource-checkdigits-"))
+        self._answers: dict[tuple[str, str, str, str], Answer] = {}
+
+    def __enter__(self) -> FastPath:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self, query: str, column: str, family: Family, parts: list[Part],
+              parquet: Path | None = None) -> dict[str, Answer]:
+        """The answers for ``parts`` of ``family`` on ``column`` (a quoted identifier) of the batch
+        ``query``; those not yet started start now, together, in one read of the column.
+        ``parquet``: the file ``query`` reads every row of, in order, when the caller knows it (the
+        worker then reads the column with pyarrow, ~3x faster than fetching it through DuckDB)."""
+        query = query.strip()
+        todo = [p for p in parts if (query, column, family.__name__, p.name) not in self._answers]
+        if todo:
+            paths = [self._folder / f"failing-{len(self._answers) + i}-{family.__name__}-{p.name}.parquet"
+                     for i, p in enumerate(todo)]
+            future = self._pool.submit(_write_failing, query, column, family, list(zip(todo, paths, strict=True)),
+                                       parquet)
+            for part, path in zip(todo, paths, strict=True):
+                self._answers[(query, column, family.__name__, part.name)] = Answer(path, future)
+        return {p.name: self._answers[(query, column, family.__name__, p.name)] for p in parts}
+
+    def close(self) -> None:
+        """Stop the worker (a job not yet begun is cancelled, a running one finishes: its file is never
+        deleted while being written) and remove every answer file."""
+        for answer in self._answers.values():
+            if not answer.future.cancel():
+                with contextlib.suppress(Exception):
+                    answer.future.result()
+        self._answers.clear()
+        self._pool.shutdown(wait=True)
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[FastPath]:
+        """Make this the fast path of the GX run inside the block, on this thread (see :func:`active`)."""
+        token = _ACTIVE.set(self)
+        try:
+            yield self
+        finally:
+            _ACTIVE.reset(token)
 
 
-def _folder() -> Path:
-    if not _scratch:
-        _scratch.append(Path(tempfile.mkdtemp(prefix="onesource-checkdigits-")))
-    return _scratch[0]
+_ACTIVE: contextvars.ContextVar[FastPath | None] = contextvars.ContextVar("onesource_fast_path", default=None)
+"""The validation in progress on this thread's fast path: how it reaches GX's metric callbacks, which take
+no argument of ours. Not shared state: each validation sets its own for its own duration."""
 
 
-def start(query: str, column: str, family: Family, parts: list[Part], parquet: Path | None = None) -> dict[str, Answer]:
-    """The answers for ``parts`` of ``family`` on ``column`` (a quoted identifier) of the batch
-    ``query``; those not yet started start now, together, in one read of the column.
-    ``parquet``: the file ``query`` reads every row of, in order, when the caller knows it (the
-    worker then reads the column with pyarrow, ~3x faster than fetching it through DuckDB)."""
-    query = query.strip()
-    todo = [p for p in parts if (query, column, family.__name__, p.name) not in _answers]
-    if todo:
-        paths = [_folder() / f"failing-{len(_answers) + i}-{family.__name__}-{p.name}.parquet" for i, p in enumerate(todo)]
-        future = _pool.submit(_write_failing, query, column, family, list(zip(todo, paths, strict=True)), parquet)
-        for part, path in zip(todo, paths, strict=True):
-            _answers[(query, column, family.__name__, part.name)] = Answer(path, future)
-    return {p.name: _answers[(query, column, family.__name__, p.name)] for p in parts}
-
-
-def condition(column: str, answer: Answer) -> str:
-    """SQL: the value is missing (another check owns that) or not one of the failing values."""
-    from core.duck import literal
-
-    return f"({column} IS NULL OR {column} NOT IN (SELECT v FROM read_parquet({literal(str(answer.path))})))"
-
-
-def wait_for(sql: str) -> None:
-    """Before GX runs ``sql``: finish every answer it reads (re-raising the worker's error, if any)."""
-    for answer in list(_answers.values()):
-        if not answer.future.done() and str(answer.path) in sql:
-            answer.future.result()
-
-
-def pending() -> bool:
-    return any(not a.future.done() for a in _answers.values())
-
-
-def forget() -> None:
-    """Drop every answer and its file (called before and after each validation: answers are per batch)."""
-    for answer in _answers.values():
-        if not answer.future.cancel():
-            with contextlib.suppress(Exception):
-                answer.future.result()  # never delete a file the worker is still writing
-        answer.path.unlink(missing_ok=True)
-    _answers.clear()
+def active() -> FastPath | None:
+    """The fast path of the validation running on this thread, or None (GX then evaluates the SQL)."""
+    return _ACTIVE.get()
 
 
 def _write_failing(query: str, column: str, family: Family, parts: list[tuple[Part, Path]],
@@ -174,14 +196,3 @@ def _vectorised(columns, family: Family, names: list[str]) -> dict:
         for values, verdicts in in_flight:
             collect(values, verdicts.result())
     return {name: pa.concat_arrays(f) if f else pa.array([], pa.string()) for name, f in failing.items()}
-
-
-def cleanup() -> None:
-    """Remove the scratch folder (at exit)."""
-    forget()
-    for folder in _scratch:
-        shutil.rmtree(folder, ignore_errors=True)
-    _scratch.clear()
-
-
-atexit.register(cleanup)

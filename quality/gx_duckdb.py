@@ -5,8 +5,7 @@ cause: ``SqlAlchemyExecutionEngine.execute_query`` returns the cursor result *af
 block has handed the connection back to the pool, and only then do callers ``fetchall()`` it.
 Drivers that buffer rows client-side hide this; DuckDB discards a cursor's pending rows when the
 connection is released, so GX reads zero rows. :func:`patch_gx_for_duckdb` fetches inside the
-block (``Result.freeze()``), which is what every other dialect gets implicitly. The same patch makes a
-query that reads a check-digit answer wait for it (see quality.fastpath).
+block (``Result.freeze()``), which is what every other dialect gets implicitly.
 
 The batch is a GX query asset over ``read_parquet(<staged batch>)`` on an in-memory DuckDB; a
 ``__row`` column (1-based file row) lets GX name failing rows.
@@ -16,7 +15,7 @@ from __future__ import annotations
 
 import functools
 
-from quality import fastpath, scratch
+from quality import scratch
 
 ROW = "__row"
 
@@ -26,8 +25,6 @@ def patch_gx_for_duckdb() -> None:
     from great_expectations.execution_engine.sqlalchemy_execution_engine import SqlAlchemyExecutionEngine
 
     def execute_query(self, query):
-        if fastpath.pending():  # a query reading a check-digit answer waits for it (quality.fastpath)
-            fastpath.wait_for(str(query.compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True})))
         with self.get_connection() as connection:
             scratch.install(connection)  # the key of an encrypted lake's scratch files (quality.scratch)
             result = self._execute_query_with_recovery(connection, query)

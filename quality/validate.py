@@ -304,8 +304,12 @@ def _missing(value: Any) -> bool:
 
 
 def validate_batch(dataset: Dataset, registry: Registry, batch_path: Path, context: SuiteContext | None = None,
-                   sample: int = 5, docs_root: Path | None = None, run_name: str | None = None) -> QualityReport:
+                   sample: int = 5, docs_root: Path | None = None, run_name: str | None = None,
+                   fast_path: bool = True) -> QualityReport:
     """Run the dataset's suite on a staged batch and say, per check, what failed and on which rows.
+
+    ``fast_path``: the check digits in numpy beside GX (quality.fastpath); without it GX evaluates their
+    per-character SQL itself (the reference answer: the same report, slower).
 
     With ``docs_root`` the run goes through a GX Checkpoint in a file context there, so suites and
     results persist; :func:`build_data_docs` renders them
@@ -315,30 +319,31 @@ def validate_batch(dataset: Dataset, registry: Registry, batch_path: Path, conte
     with _setting_up:
         _ephemeral_context()  # GX suites need an active context before expectations are added
     waited = time.perf_counter() - waited
-    with _one_at_a_time:
-        fastpath.forget()  # the check-digit fast path holds one batch's failing values, never longer
-        try:
-            report = _validate(dataset, registry, batch_path, context, sample, docs_root, run_name)
-            report.seconds["gx_context"] = round(report.seconds.get("gx_context", 0.0) + waited, 4)
-            report.seconds.update(_SETUP)
-            return report
-        finally:
-            fastpath.forget()
+    with _one_at_a_time, contextlib.ExitStack() as stack:
+        # the check digits' answers for this batch: made here, handed to GX's metrics for this run only,
+        # and removed with their files when it ends (quality.fastpath)
+        fast = stack.enter_context(fastpath.FastPath()) if fast_path else None
+        if fast is not None:
+            stack.enter_context(fast.active())
+        report = _validate(dataset, registry, batch_path, context, sample, docs_root, run_name, fast)
+        report.seconds["gx_context"] = round(report.seconds.get("gx_context", 0.0) + waited, 4)
+        report.seconds.update(_SETUP)
+        return report
 
 
 _one_at_a_time = threading.Lock()
-"""GX's contexts and the fast path's answers are per process: one validation at a time in a process
-(loads run in parallel as separate processes, as Airflow runs them)."""
+"""GX's contexts are per process and not thread-safe: one validation at a time in a process (loads run in
+parallel as separate processes, as Airflow runs them)."""
 
 
 def _validate(dataset: Dataset, registry: Registry, batch_path: Path, context: SuiteContext | None, sample: int,
-              docs_root: Path | None, run_name: str | None) -> QualityReport:
+              docs_root: Path | None, run_name: str | None, fast: fastpath.FastPath | None) -> QualityReport:
     from quality.expectations import prefetch_fast_answers
     from quality.suite import build_suite, suite_specs, suite_version
 
     specs = suite_specs(dataset, registry, context)
-    # the check digits start now, on another thread, while GX builds and stores the suite
-    prefetch_fast_answers(batch_query(str(batch_path)), specs, batch_path)
+    if fast is not None:  # the check digits start now, on another thread, while GX builds and stores the suite
+        prefetch_fast_answers(fast, batch_query(str(batch_path)), specs, batch_path)
     suite = build_suite(dataset, specs, verdict=True)
     # Two passes. GX asks every map expectation for its failing values and rows in queries of their
     # own, each scanning the batch and evaluating the check again (a check digit 5 times over). So the

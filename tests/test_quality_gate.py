@@ -7,6 +7,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from quality import SuiteContext, suite_specs, validate_batch
 from schemas import load_registry
@@ -30,11 +32,11 @@ def staged(tmp_path, rows: list[tuple]) -> str:
 GOOD = [(USCC[0], "甲", "1", 1.5, 3, dt.date(2020, 1, 1)), (USCC[1], "乙", "2", None, None, None)]
 
 
-def run(settings, rows, tmp_path, context=None, **dataset):
+def run(settings, rows, tmp_path, context=None, fast_path=True, **dataset):
     if dataset:
         write_registry(settings.registry_dir, [firms_dataset(**dataset)])
     reg = load_registry(settings.registry_dir)
-    return validate_batch(reg.dataset("firms"), reg, staged(tmp_path, rows), context)
+    return validate_batch(reg.dataset("firms"), reg, staged(tmp_path, rows), context, fast_path=fast_path)
 
 
 def failed(report):
@@ -182,11 +184,15 @@ def test_check_digit_fast_path_and_sql_give_the_same_report(tiny, tmp_path, monk
     """The vectorised checks beside GX (their failing values in files GX's query reads), the worker's
     own SQL fallback, and GX evaluating the per-value SQL itself report the same rows, values and
     counts, for the check digits and the format rule (answered in the same pass)."""
+    import tempfile
+
     import duckdb
 
-    import quality.expectations as expectations
     import quality.fastpath as fastpath
 
+    scratch = tmp_path / "scratch"  # where each validation's fast path keeps its answer files
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     bad_format = USCC[2][:10] + "I" + USCC[2][11:]
     rows = [GOOD[0], (BAD_CHECK, "乙", "1", None, None, None), (None, "丙", "1", None, None, None),
             (USCC[2], "丁", "1", None, None, None), (BAD_CHECK[:-2] + "AB", "戊", "1", None, None, None),
@@ -209,9 +215,35 @@ def test_check_digit_fast_path_and_sql_give_the_same_report(tiny, tmp_path, monk
 
     monkeypatch.setattr(fastpath, "_vectorised", unreadable)  # the worker's per-value SQL decides
     assert checks(run(tiny, rows, tmp_path)) == fast
-    monkeypatch.setattr(expectations, "FAST_PATH", False)  # GX evaluates the per-value SQL itself
-    assert checks(run(tiny, rows, tmp_path)) == fast
-    assert not list(fastpath._folder().iterdir()), "an answer file outlived its validation"
+    assert checks(run(tiny, rows, tmp_path, fast_path=False)) == fast  # GX evaluates the per-value SQL itself
+    assert not list(scratch.glob("onesource-checkdigits-*")), "an answer file outlived its validation"
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(delay=st.sampled_from([0.0, 0.05, 0.4]), broken=st.lists(st.booleans(), min_size=1, max_size=6))
+def test_a_slow_check_digit_worker_is_waited_for_by_the_query_that_reads_its_answer(tiny, tmp_path, monkeypatch,
+                                                                                    delay, broken):
+    """However late the worker finishes, GX's query that reads its answer waits for it (no other query
+    does), and the report is the per-value SQL's: the wait is tied to the answer, not found in SQL text."""
+    import threading
+    import time
+
+    import quality.fastpath as fastpath
+
+    real = fastpath._vectorised
+
+    def slow(*a):
+        time.sleep(delay)
+        return real(*a)
+
+    monkeypatch.setattr(fastpath, "_vectorised", slow)
+    rows = [(BAD_CHECK if bad else USCC[i % 3], f"企业{i}", "1", None, None, None) for i, bad in enumerate(broken)]
+    fast = run(tiny, rows, tmp_path)
+    reference = run(tiny, rows, tmp_path, fast_path=False)
+    assert failed(fast) == failed(reference)
+    assert any(r.check == "check_digit" and not r.success for r in fast.results) == any(broken)
+    assert fastpath.active() is None, "a validation's fast path outlived it"
+    assert not [t for t in threading.enumerate() if t.name.startswith("onesource-checkdigits")]
 
 
 def test_the_check_digit_worker_reads_the_same_values_from_the_file_or_through_duckdb(tmp_path):
