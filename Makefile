@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$$(grep '^uv==' constraints.txt)"
 	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -c constraints.txt -e '.[test]'
-	$(BIN)/python -m compileall -q -j 0 core ingest onesource connectors schemas quality lakehouse sharing metrics portal bench
+	$(BIN)/python -m compileall -q -j 0 examples core ingest onesource connectors schemas quality lakehouse sharing metrics portal bench
 	touch $(STAMP)
 
 # Swagger UI, ReDoc and the scripts of GX's Data Docs, served and copied from here: no page needs a CDN.
@@ -47,7 +47,7 @@ test-slow: $(STAMP) $(WEBPKG) ## the slow tier only
 bench: $(STAMP) ## benchmarks: ratios against raw DuckDB on the same data, median of several runs
 	$(BIN)/python -m bench $(ARGS)
 
-lint: $(STAMP) ## ruff, the layer contract (imports run down: pyproject.toml [tool.importlinter]), mypy (strict on core/, connectors/, ingest/)
+lint: $(STAMP) ## ruff, the layer contract (imports run down: pyproject.toml [tool.importlinter]), mypy (strict on core/, schemas/, connectors/, lakehouse/, ingest/, quality/)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy

@@ -138,6 +138,7 @@ def _breakdown(ti_seconds: float, stages: dict[str, float]) -> dict[str, float]:
 
 def _results(metadata_db: str, settings, sizes: dict[str, int]) -> dict:
     """The run's figures from the metadata database (dag_run, task_instance, xcom) and the lake's ledger."""
+    from lakehouse import ledger
     from lakehouse.lake import Lake
 
     [(run_id, run_start, run_end, state)] = _query(
@@ -163,10 +164,10 @@ def _results(metadata_db: str, settings, sizes: dict[str, int]) -> dict:
             for k, v in _breakdown(seconds, value[0]["seconds"]).items():
                 steps[k].append(v)
     with Lake(settings.lake, read_only=True) as lake:
-        ledger = lake.con.execute(
-            "SELECT dataset, status, rows_in, epoch(finished_at) - epoch(started_at) FROM lake.ops.loads").fetchall()
-    ledger_small = [s for _, status, rows, s in ledger if status == "published" and rows < SMALL_ROWS]
-    published = sum(1 for _, status, _, _ in ledger if status == "published")
+        loads = ledger.loads_since(lake.con)
+    ledger_small = [(load.finished_at - load.started_at).total_seconds() for load in loads
+                    if load.status == "published" and load.rows_in < SMALL_ROWS]
+    published = sum(1 for load in loads if load.status == "published")
     return {"state": state, "city_day_seconds": (run_end - run_start).total_seconds() if run_end else None,
             "task_states": states, "small": small, "large": large, "ledger_small": ledger_small, "cpu": cpu,
             "published": published, "steps": {k: round(statistics.median(v), 3) for k, v in steps.items() if v}}

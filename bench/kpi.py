@@ -15,6 +15,7 @@ import statistics
 from pathlib import Path
 
 from bench.common import PEAK_RSS, figure, run_child
+from lakehouse import ledger
 
 DEPARTMENTS, DATASETS, ELEMENTS, EVENTS = 87, 2000, 200, 10_000_000
 
@@ -22,6 +23,7 @@ SETUP = """
 import datetime as dt, random, sys
 from pathlib import Path
 import yaml
+from lakehouse import ledger
 from lakehouse.lake import Lake
 from core.config import Settings
 home, n_dept, n_ds, n_el, n_events = Path(sys.argv[1]), *map(int, sys.argv[2:6])
@@ -60,15 +62,19 @@ start = (now.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
 with Lake(settings.lake) as lake:
     con = lake.con
     con.execute("BEGIN")
-    con.execute(f'''INSERT INTO lake.ops.loads
-        SELECT 'b-' || d || '-' || day, 'ds' || lpad(d::VARCHAR, 4, '0'), 'd' || lpad((d % {n_dept})::VARCHAR, 2, '0'),
-               CASE WHEN random() < 0.93 THEN 'published' ELSE 'quarantined' END, 'bench', NULL, 'sha-' || d || '-' || day,
-               'v', 1000, 1000, NULL, ts - INTERVAL 1 MINUTE, ts, NULL, NULL, NULL
+    ledger.insert_select(con, "loads", f'''
+        SELECT 'b-' || d || '-' || day AS load_id, 'ds' || lpad(d::VARCHAR, 4, '0') AS dataset,
+               'd' || lpad((d % {n_dept})::VARCHAR, 2, '0') AS owner,
+               CASE WHEN random() < 0.93 THEN 'published' ELSE 'quarantined' END AS status, 'bench' AS source,
+               'sha-' || d || '-' || day AS sha256, 'v' AS registry_version, 1000 AS rows_in, 1000 AS rows_published,
+               ts - INTERVAL 1 MINUTE AS started_at, ts AS finished_at
         FROM (SELECT d, day, TIMESTAMP '{start:%Y-%m-%d}' + INTERVAL (day) DAY + INTERVAL (d % 360) MINUTE AS ts
               FROM range({n_ds}) r(d), range(0, 58) s(day) WHERE random() < 0.9) WHERE ts < TIMESTAMP '{now}' ''')
-    con.execute('''INSERT INTO lake.ops.quality_runs SELECT load_id, dataset, owner, finished_at, 'quality', 1000,
-                   status = 'published', 12, (status <> 'published')::INT, 0, 0, 'v', 'v' FROM lake.ops.loads''')
-    con.execute(f'''INSERT INTO lake.ops.access_requests (request_id, department, dataset, owner, share_type, columns,
+    ledger.insert_select(con, "quality_runs", f'''
+        SELECT load_id, dataset, owner, finished_at AS run_at, 'quality' AS stage, 1000 AS rows,
+               status = 'published' AS passed, 12 AS checks, (status <> 'published')::INT AS blocking_failed,
+               0 AS warnings, 0 AS skipped, 'v' AS suite_version, 'v' AS registry_version FROM {ledger.ref('loads')}''')
+    con.execute(f'''INSERT INTO {ledger.ref('access_requests')} (request_id, department, dataset, owner, share_type, columns,
             row_filter, purpose, period_days, status, requested_by, requested_at, due_at, decided_at, decided_by,
             reason, grant_id)
         SELECT 'r' || i, 'd' || lpad(((i * 7) % {n_dept})::VARCHAR, 2, '0'), 'ds' || lpad(((i * 13) % {n_ds})::VARCHAR, 4, '0'),
@@ -76,7 +82,7 @@ with Lake(settings.lake) as lake:
                CASE WHEN i % 5 = 0 THEN 'refused' ELSE 'approved' END, 'u',
                req_at, req_at + INTERVAL 7 DAY, req_at + INTERVAL (i % 9) DAY, 'o', CASE WHEN i % 5 = 0 THEN '理由' END, NULL
         FROM (SELECT i, TIMESTAMP '{start:%Y-%m-%d}' + INTERVAL (i % 55) DAY AS req_at FROM range(5000) r(i))''')
-    con.execute(f'''INSERT INTO lake.ops.audit_events (seq, event_at, department, user_name, decision, tables, rows)
+    con.execute(f'''INSERT INTO {ledger.ref('audit_events')} (seq, event_at, department, user_name, decision, tables, rows)
         SELECT i, TIMESTAMP '{start:%Y-%m-%d}' + INTERVAL (i % (58 * 86400)) SECOND,
                'd' || lpad(((i * 31) % {n_dept})::VARCHAR, 2, '0'), 'u',
                CASE WHEN i % 10 = 0 THEN 'refused' ELSE 'allowed' END,
@@ -105,7 +111,7 @@ with Lake(settings.lake, read_only=True) as lake:
     seconds = time.perf_counter() - t
     t = time.perf_counter()
     raw = lake.con.execute('''SELECT count(*) FROM (SELECT DISTINCT department, unnest(tables) AS dataset
-        FROM lake.ops.audit_events WHERE decision = 'allowed' AND event_at >= ? AND event_at < ?)''',
+        FROM {ledger.ref('audit_events')} WHERE decision = 'allowed' AND event_at >= ? AND event_at < ?)''',
         [period.start, period.end]).fetchone()
     raw_seconds = time.perf_counter() - t
 {PEAK_RSS}

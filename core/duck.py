@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 
-from core.errors import ConfigurationError
+from core.errors import ConfigurationError, OneSourceError
 
 # Extension name -> the Python package that ships it.
 EXTENSION_PACKAGES = {
@@ -35,6 +35,15 @@ EXTENSION_PACKAGES = {
 def literal(text: str) -> str:
     """A SQL string literal (DuckDB takes no bound parameters in ATTACH, COPY TO or table functions)."""
     return "'" + text.replace("'", "''") + "'"
+
+
+def one(con: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> tuple[Any, ...]:
+    """The row a query that always answers one (an aggregate, a ``SELECT`` of values) returned; raises
+    :class:`~core.errors.OneSourceError` when it returned none, where ``fetchone()[0]`` would fail on None."""
+    row = con.execute(sql, params).fetchone()
+    if row is None:
+        raise OneSourceError(f"expected one row, the query returned none: {sql[:200]}")
+    return row
 
 
 def extension_path(name: str) -> Path:

@@ -14,8 +14,8 @@ SCAN_CRON = "*/10 * * * *"
 
 
 @task(retries=2, retry_delay=dt.timedelta(minutes=1),
-      doc_md="**Stage: security.** Copies the audit log's new entries into ops.audit_events, evaluates the misuse rules over the last "
-             "ONESOURCE_SECURITY_LOOKBACK_HOURS and writes the new alerts to ops.security_alerts.")
+      doc_md="**Stage: security.** Copies the audit log's new entries into the lake's audit events, evaluates the misuse rules "
+             "over the last ONESOURCE_SECURITY_LOOKBACK_HOURS and writes the new alerts (`onesource security alerts`).")
 def scan() -> dict:
     from onesource.tasks import scan_security
 

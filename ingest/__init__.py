@@ -1,6 +1,6 @@
 """One load, in the order the data flows: extract (connectors) -> land (connectors.landing) -> standardize
 (lakehouse.standardize) -> validate (quality) -> publish (lakehouse: one DuckLake commit), with the ledger
-row of every load (``ops.loads``). The stage packages never call back up into this one.
+row of every load (the loads ledger, :mod:`lakehouse.ledger`). The stage packages never call back up into this one.
 
 >>> results = run_dataset(settings, registry, "amr_enterprise_register", os.environ)
 >>> [(r.status, r.rows) for r in results]

@@ -2,8 +2,8 @@
 
 * **write**: the extract lands as an immutable raw file; standardize writes a staged Parquet batch;
 * **audit**: the dataset's GX suite runs on the staged batch;
-* **publish**: one DuckLake commit replaces (or upserts into) the shared table *and* appends the
-  loads-ledger row, labelled with the load's metadata. It all lands, or none of it does.
+* **publish**: one DuckLake commit (:mod:`lakehouse.publish`) replaces (or upserts into) the shared table
+  *and* appends the loads-ledger row, labelled with the load's metadata. It all lands, or none of it does.
 
 A batch that fails standardize or a blocking check is moved to ``quarantine/`` with a report and
 a ledger row saying why; the shared table keeps its last good snapshot. The same raw file (by
@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from connectors import Extract, ExtractError, Landing, SourceState, SourceUnavailableError, connector_for
 from connectors.landing import Recheck
@@ -30,9 +30,10 @@ from core.duck import literal as q
 from core.errors import ConfigurationError, OneSourceError
 from core.logsafe import guarded, redact
 from lakehouse import ledger
-from lakehouse.exceptions import CatalogBusyError, SchemaMismatchError, StandardizeError, StorageFullError
-from lakehouse.lake import PARQUET_WRITE, QUARANTINE, SHARED, Lake, retrying
-from lakehouse.ledger import CATALOG, OPS
+from lakehouse.exceptions import CatalogBusyError, StandardizeError, StorageFullError
+from lakehouse.lake import PARQUET_WRITE, SHARED, Lake, retrying
+from lakehouse.ledger import CATALOG
+from lakehouse.publish import LedgerRows, publish_batch, quarantine_batch
 from lakehouse.registered_versions import IncompatibleChangeError
 from lakehouse.registered_versions import apply as apply_versions
 from lakehouse.staging import claim as claim_staging
@@ -42,10 +43,6 @@ from quality.context import gather
 from quality.validate import QualityReport, validate_batch
 from quality.validate import prepare as prepare_validation
 from schemas.model import Dataset, Registry, authority_join
-
-if TYPE_CHECKING:
-    import duckdb
-    import pyarrow as pa
 
 log = guarded("onesource.load")
 
@@ -83,32 +80,21 @@ def new_load_id(sha256: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 def source_state(lake: Lake, ds: Dataset, registry_version: str) -> SourceState:
-    """Raw files already handled and the watermark reached, from ``ops.loads``.
+    """Raw files already handled and the watermark reached, from the loads ledger (:mod:`lakehouse.ledger`).
 
     A quarantined file is tried again under a new registry version (the fix may have been the registry's),
     except, for a dataset whose batches replace what was there (snapshot, upsert), once a later delivery has
     been published: loading the older file then would put older data over newer (and a demo run after any
     registry change quarantined its defective deliveries again over their corrected ones)."""
-    superseded = "" if ds.load_mode == "append" else (
-        f" OR EXISTS (SELECT 1 FROM {CATALOG}.{OPS}.loads p WHERE p.dataset = q.dataset AND p.status = 'published' "
-        "AND p.finished_at > q.finished_at)")
-    seen = lake.con.execute(
-        f"SELECT DISTINCT sha256 FROM {CATALOG}.{OPS}.loads q WHERE dataset = ? AND sha256 IS NOT NULL AND "
-        f"(status = 'published' OR (status = 'quarantined' AND (registry_version = ?{superseded})))",
-        [ds.name, registry_version],
-    ).fetchall()
-    wm = lake.con.execute(
-        f"SELECT watermark FROM {CATALOG}.{OPS}.loads WHERE dataset = ? AND status = 'published' "
-        "AND watermark IS NOT NULL ORDER BY finished_at DESC LIMIT 1",
-        [ds.name],
-    ).fetchone()
-    return SourceState(seen_sha256=frozenset(r[0] for r in seen), watermark=wm[0] if wm else None)
+    seen = ledger.handled_sha256(lake.con, ds.name, registry_version,
+                                 superseded_by_publish=ds.load_mode != "append")
+    return SourceState(seen_sha256=seen, watermark=ledger.published_watermark(lake.con, ds.name))
 
 
 def _ledger_row(ds: Dataset, registry: Registry, ex: Extract | None, load_id: str, status: str, started: dt.datetime,
                 rows_in: int = 0, rows_published: int = 0, stage: str | None = None, error: str | None = None,
                 quarantine: str | None = None) -> dict[str, object]:
-    """The load's ``ops.loads`` row."""
+    """The load's row of the loads ledger."""
     return {"load_id": load_id, "dataset": ds.name, "owner": ds.owner, "status": status,
             "source": ex.source if ex else None, "landed_path": str(ex.path) if ex else None,
             "sha256": ex.sha256 if ex else None, "registry_version": registry.version, "rows_in": rows_in,
@@ -134,7 +120,7 @@ lock or conflict that made the load fail may refuse its row at first too."""
 
 def _record_failure(lake: Lake, ds: Dataset, registry: Registry, ex: Extract, load_id: str, started: dt.datetime,
                     exc: Exception) -> None:
-    """``ops.loads`` row of a load that raised (the catalog stayed locked at publish, a full disk, a defect):
+    """The loads-ledger row of a load that raised (the catalog stayed locked at publish, a full disk, a defect):
     every load is in the ledger, published or not, with its reason. If even the row cannot be written, that
     is logged and the load's own error is raised (the retry of the load records again)."""
     stage = "publish" if "publishing" in str(exc) else getattr(exc, "stage", None) or "load"
@@ -147,126 +133,55 @@ def _record_failure(lake: Lake, ds: Dataset, registry: Registry, ex: Extract, lo
             return
         except Exception as again:  # the load's own error is the one raised
             if not isinstance(again, CatalogBusyError) or time.monotonic() + pause > deadline:
-                log.error("could not record failed %s load %s in ops.loads (%s); it failed with: %s", ds.name,
-                          load_id, again, error)
+                log.error("could not record failed %s load %s in %s (%s); it failed with: %s", ds.name,
+                          load_id, ledger.ref("loads"), again, error)
                 return
             time.sleep(pause)
             pause = min(pause * 2, 10.0)
 
 
 # ---------------------------------------------------------------------------------------------
-# Publish.
+# Publish: the load's rows for the ledger; the commit itself is lakehouse.publish's.
 # ---------------------------------------------------------------------------------------------
 
-QUARANTINE_EXTRA = (("_load_id", "VARCHAR"), ("_row", "BIGINT"), ("_reasons", "VARCHAR[]"))
-
-
-def _ensure_table(lake: Lake, ds: Dataset, schema: str = SHARED, extra: tuple[tuple[str, str], ...] = ()) -> None:
-    """Create the dataset's table in ``schema``, or add columns the registry gained (DuckLake adds them
-    in place, without rewriting data)."""
-    wanted = [(c.name, c.duck_type) for c in ds.columns] + list(extra)
-    existing = lake.table_columns(schema, ds.name)
-    table = f"{CATALOG}.{schema}.{ident(ds.name)}"
-    if not existing:
-        lake.con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(f'{ident(n)} {t}' for n, t in wanted)})")
-        return
-    for name, duck_type in wanted:
-        have = existing.get(name)
-        if have is None:
-            lake.con.execute(f"ALTER TABLE {table} ADD COLUMN {ident(name)} {duck_type}")
-        elif have.replace(" ", "") != duck_type.replace(" ", ""):
-            raise SchemaMismatchError(
-                f"dataset {ds.name}: column {name} of {schema}.{ds.name} is {have} in the lake but {duck_type} in the "
-                "registry; a type change needs a new dataset version (see `onesource registry`)"
-            )
-
-
-def _record_quality(con: duckdb.DuckDBPyConnection, ds: Dataset, registry: Registry, load_id: str, stage: str, report: QualityReport | None,
-                    problems: int = 0, error: str | None = None) -> None:
-    """ops.quality_runs and ops.quality_results rows for one batch (in the caller's transaction)."""
+def _quality_rows(ds: Dataset, registry: Registry, load_id: str, stage: str, report: QualityReport | None,
+                  problems: int = 0, error: str | None = None) -> dict[str, list[dict[str, object]]]:
+    """The ledger's quality_runs and quality_results rows for one batch."""
     at = _now()
-    run = {"load_id": load_id, "dataset": ds.name, "owner": ds.owner, "run_at": at, "stage": stage,
-           "registry_version": registry.version}
+    run: dict[str, object] = {"load_id": load_id, "dataset": ds.name, "owner": ds.owner, "run_at": at,
+                              "stage": stage, "registry_version": registry.version}
     if report is None:  # standardize refused the batch: one failed blocking check of its own
-        ledger.append(con, "quality_runs", {**run, "rows": 0, "passed": False, "checks": 1, "blocking_failed": 1,
-                                            "warnings": 0, "skipped": 0, "suite_version": None})
-        ledger.append(con, "quality_results", {
-            "load_id": load_id, "dataset": ds.name, "run_at": at, "check_name": "standardize", "expectation": None,
-            "column_name": None, "blocking": True, "success": False, "skipped": None, "unexpected_count": problems,
-            "sample_rows": None, "sample_values": None, "error": error})
-        return
-    ledger.append(con, "quality_runs", {
-        **run, "rows": report.rows, "passed": report.passed, "checks": len(report.results),
-        "blocking_failed": len(report.blocking_failures), "warnings": len(report.warnings),
-        "skipped": len(report.skipped), "suite_version": report.suite_version})
-    ledger.append(con, "quality_results", *({
-        "load_id": load_id, "dataset": ds.name, "run_at": at, "check_name": r.check, "expectation": r.expectation,
-        "column_name": r.column, "blocking": r.blocking, "success": r.success, "skipped": r.skipped,
-        "unexpected_count": r.unexpected_count, "sample_rows": json.dumps(list(r.sample_rows)),
-        "sample_values": json.dumps([str(v) for v in r.sample_values], ensure_ascii=False), "error": r.error}
-        for r in report.results))
+        return {
+            "quality_runs": [{**run, "rows": 0, "passed": False, "checks": 1, "blocking_failed": 1, "warnings": 0,
+                              "skipped": 0, "suite_version": None}],
+            "quality_results": [{
+                "load_id": load_id, "dataset": ds.name, "run_at": at, "check_name": "standardize", "expectation": None,
+                "column_name": None, "blocking": True, "success": False, "skipped": None, "unexpected_count": problems,
+                "sample_rows": None, "sample_values": None, "error": error}]}
+    return {
+        "quality_runs": [{
+            **run, "rows": report.rows, "passed": report.passed, "checks": len(report.results),
+            "blocking_failed": len(report.blocking_failures), "warnings": len(report.warnings),
+            "skipped": len(report.skipped), "suite_version": report.suite_version}],
+        "quality_results": [{
+            "load_id": load_id, "dataset": ds.name, "run_at": at, "check_name": r.check, "expectation": r.expectation,
+            "column_name": r.column, "blocking": r.blocking, "success": r.success, "skipped": r.skipped,
+            "unexpected_count": r.unexpected_count, "sample_rows": json.dumps(list(r.sample_rows)),
+            "sample_values": json.dumps([str(v) for v in r.sample_values], ensure_ascii=False), "error": r.error}
+            for r in report.results]}
 
 
 def publish(lake: Lake, ds: Dataset, registry: Registry, ex: Extract, staged: Path, rows: int, load_id: str,
             started: dt.datetime, report: QualityReport) -> None:
-    table = f"{CATALOG}.{SHARED}.{ident(ds.name)}"
-    cols = ", ".join(ident(c.name) for c in ds.columns)
-    batch = f"read_parquet({q(str(staged))})"
+    """Publish the validated batch with its loads-ledger and quality rows, in one commit (lakehouse.publish)."""
     extra = {"dataset": ds.name, "load_id": load_id, "source": ex.source, "sha256": ex.sha256,
              "registry_version": registry.version, "rows": rows, "warnings": len(report.warnings)}
 
-    adopted = _adoptable_path(lake, ds, load_id, rows)
-    if adopted:
-        adopted.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            staged.replace(adopted)
-        except OSError:  # another file system (EXDEV): copy the rows instead
-            adopted = None
+    def ledger_rows() -> LedgerRows:
+        return {"loads": [_ledger_row(ds, registry, ex, load_id, PUBLISHED, started, rows, rows)],
+                **_quality_rows(ds, registry, load_id, "quality", report)}
 
-    def attempt() -> None:
-        with lake.transaction() as con:
-            _ensure_table(lake, ds)
-            if ds.load_mode == "snapshot":
-                con.execute(f"DELETE FROM {table}")
-            elif ds.load_mode == "upsert":
-                match = " AND ".join(f"b.{ident(k)} = t.{ident(k)}" for k in ds.key)
-                con.execute(f"DELETE FROM {table} t WHERE EXISTS (SELECT 1 FROM {batch} b WHERE {match})")
-            if adopted:
-                con.execute(f"CALL ducklake_add_data_files({q(CATALOG)}, {q(ds.name)}, {q(str(adopted))}, "
-                            f"schema => {q(SHARED)}, allow_missing => true)")
-            else:
-                con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {batch}")
-            ledger.append(con, "loads", _ledger_row(ds, registry, ex, load_id, PUBLISHED, started, rows, rows))
-            _record_quality(con, ds, registry, load_id, "quality", report)
-            _record_rows(lake, ds, load_id, report.marks, adopted or staged)
-            if ds.name in lake.tables(QUARANTINE):  # a good batch releases the quarantined one
-                con.execute(f"DELETE FROM {CATALOG}.{QUARANTINE}.{ident(ds.name)}")
-            lake.commit_message(f"publish {ds.name} load {load_id}", extra)
-
-    try:
-        retrying(attempt, lake.settings.commit_retries, f"publishing {ds.name}")
-    except BaseException:
-        if adopted and adopted.exists():
-            adopted.replace(staged)  # not published: the batch goes back to staging, the data folder stays clean
-        raise
-
-
-ADOPT_ROWS = 100_000
-"""Batches this large are published by handing the staged Parquet file to DuckLake as it is, not copied."""
-
-
-def _adoptable_path(lake: Lake, ds: Dataset, load_id: str, rows: int) -> Path | None:
-    """Where the staged file goes when DuckLake can adopt it (``ducklake_add_data_files``), else None.
-
-    Rewriting a validated batch through INSERT costs about half of raw DuckDB's CSV-to-Parquet time
-    again (0.8 s on 5M rows); adopting the staged file costs a rename and a catalog row. Only where
-    that is sound: a local data folder on the staging area's file system (the rename), a lake that
-    does not encrypt (the staged file is plain Parquet), whole-batch modes (an upsert must delete
-    matching rows first anyway), and large batches (small ones are better inlined or copied)."""
-    data = lake.settings.data_path
-    if "://" in data or lake.encrypted or ds.load_mode == "upsert" or rows < ADOPT_ROWS:
-        return None
-    return Path(data) / SHARED / ds.name / f"onesource-{load_id}.parquet"
+    publish_batch(lake, ds, staged, rows, load_id, ledger_rows, report.marks, extra)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,22 +202,16 @@ def _quarantine(settings: Settings, lake: Lake, ds: Dataset, registry: Registry,
               **(_without_values(details) if encrypted else details)}
     if encrypted:
         report["values"] = (f"not in this file (the lake is encrypted): the rows are in quarantine.{ds.name}, the "
-                            "failing values in ops.quality_results")
+                            f"failing values in {ledger.ref('quality_results')}")
     (folder / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
     batch = folder / "batch.parquet"
     row = _ledger_row(ds, registry, ex, load_id, QUARANTINED, started, details.get("rows_in", 0), 0, stage,
                       error, str(folder))
-
-    def write() -> None:
-        with lake.transaction() as con:
-            ledger.append(con, "loads", row)
-            _record_quality(con, ds, registry, load_id, stage, quality, details.get("problem_count", 0), error)
-            if quality is not None and batch.exists():
-                _quarantine_rows(lake, ds, batch, load_id, quality.marks)
-                _record_rows(lake, ds, load_id, quality.marks, batch)
-            lake.commit_message(f"quarantine {ds.name} load {load_id}", {"load_id": load_id, "stage": stage})
-
-    retrying(write, lake.settings.commit_retries, f"recording quarantined load {load_id}")
+    quarantine_batch(lake, ds, load_id, stage,
+                     lambda: {"loads": [row], **_quality_rows(ds, registry, load_id, stage, quality,
+                                                              details.get("problem_count", 0), error)},
+                     batch if quality is not None and batch.exists() else None,
+                     quality.marks if quality is not None else None)
     if encrypted:  # the batch is plain Parquet: its rows are in quarantine.<dataset> now, encrypted like the lake
         batch.unlink(missing_ok=True)
     log.warning("quarantined %s load %s at %s: %s", ds.name, load_id, stage, error)
@@ -317,45 +226,6 @@ def _without_values(details: dict[str, Any]) -> dict[str, Any]:
     if "checks" in out:
         out["checks"] = [{k: v for k, v in c.items() if k != "sample_values"} for c in out["checks"]]
     return out
-
-
-def _quarantine_rows(lake: Lake, ds: Dataset, batch: Path, load_id: str, marks: pa.Table | None) -> None:
-    """Keep the batch queryable as ``quarantine.<dataset>``: every row, with every check it failed
-    (``marks``: the validation's pyarrow table of ``_row`` and ``_reasons``, or None)."""
-    import pyarrow as pa
-
-    _ensure_table(lake, ds, QUARANTINE, QUARANTINE_EXTRA)
-    failing = marks if marks is not None else pa.table(
-        {"_row": pa.array([], pa.int64()), "_reasons": pa.array([], pa.list_(pa.string()))})
-    lake.con.register("__failing", failing)
-    try:
-        cols = ", ".join(ident(c.name) for c in ds.columns)
-        lake.con.execute(
-            f"INSERT INTO {CATALOG}.{QUARANTINE}.{ident(ds.name)} ({cols}, _load_id, _row, _reasons) "
-            f"SELECT {', '.join('b.' + ident(c.name) for c in ds.columns)}, ?, b.__n, f._reasons "
-            f"FROM (SELECT *, row_number() OVER () AS __n FROM read_parquet({q(str(batch))})) b "
-            "LEFT JOIN __failing f ON f._row = b.__n", [load_id])
-    finally:
-        lake.con.unregister("__failing")
-
-
-def _record_rows(lake: Lake, ds: Dataset, load_id: str, marks: pa.Table | None, batch: Path) -> None:
-    """``ops.quality_rows``: every failing row of the batch with its reasons and its key, published or
-    quarantined (a published batch's warned rows are not in ``quarantine.<dataset>``, but the owner
-    must still find every one of them: ``onesource quality report DATASET --all``)."""
-    if marks is None or marks.num_rows == 0:
-        return
-    key = ", ".join(f"{ident(k)}::VARCHAR" for k in ds.key)
-    key = f"concat_ws('|', {key})" if len(ds.key) > 1 else (key or "NULL")
-    lake.con.register("__marks", marks)
-    try:
-        ledger.insert_select(
-            lake.con, "quality_rows",
-            "SELECT ? AS load_id, ? AS dataset, m._row AS _row, m._reasons AS _reasons, b.key_value AS key_value "
-            f"FROM __marks m LEFT JOIN (SELECT file_row_number + 1 AS __n, {key} AS key_value "
-            f"FROM read_parquet({q(str(batch))}, file_row_number = true)) b ON b.__n = m._row", [load_id, ds.name])
-    finally:
-        lake.con.unregister("__marks")
 
 
 def fill_from_authorities(lake: Lake, ds: Dataset, registry: Registry, staged: Path) -> list[str]:

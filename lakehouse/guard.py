@@ -35,7 +35,7 @@ from pathlib import Path
 import duckdb
 
 from core.config import LakeSettings
-from core.duck import literal
+from core.duck import literal, one
 from lakehouse.exceptions import CatalogLostError, LakeCatalogError
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -278,8 +278,8 @@ def _check_contents(settings: LakeSettings, con: duckdb.DuckDBPyConnection, path
         data = local_data(settings)
         if data is None:
             return
-        ever = con.execute(f"SELECT (SELECT count(*) FROM {PROBE}.ducklake_data_file) + "
-                           f"(SELECT count(*) FROM {PROBE}.ducklake_files_scheduled_for_deletion)").fetchone()[0]
+        ever = one(con, f"SELECT (SELECT count(*) FROM {PROBE}.ducklake_data_file) + "
+                        f"(SELECT count(*) FROM {PROBE}.ducklake_files_scheduled_for_deletion)")[0]
         on_disk = _first_file(data)
         if ever == 0 and on_disk is not None and _first_file(data / "shared") is not None:
             raise _refuse(settings, where, "is a new catalog that never held a data file (it replaced the lake's "
@@ -297,7 +297,7 @@ def _check_contents(settings: LakeSettings, con: duckdb.DuckDBPyConnection, path
         con.execute(f"DETACH {PROBE}")
 
 
-def _resolve(data: Path, row: tuple) -> Path:
+def _resolve(data: Path, row: tuple[str, bool, str, bool, str, bool]) -> Path:
     """A data file's path from its schema, table and file paths (each relative to the one before, or absolute)."""
     schema, schema_rel, table, table_rel, file, file_rel = row
     if not file_rel:

@@ -16,7 +16,7 @@ import os
 import duckdb
 
 from core.duck import literal
-from lakehouse.lake import CATALOG, OPS, QUARANTINE, SHARED, Lake, list_tables
+from lakehouse.lake import CATALOG, SHARED, Lake, list_tables
 
 REMEDY = ("Restore the home from its last backup (`onesource restore BACKUP --home NEW_FOLDER`, then point "
           "ONESOURCE_HOME at it; docs/deploy.md, \"Backup and restore\"); without one, ask the owning department to "
@@ -25,7 +25,12 @@ REMEDY = ("Restore the home from its last backup (`onesource restore BACKUP --ho
 """What to do about a table whose files are gone (one sentence, for every message that names such a table)."""
 
 
-ALL_SCHEMAS = (SHARED, QUARANTINE, OPS)
+def all_schemas(con: duckdb.DuckDBPyConnection) -> tuple[str, ...]:
+    """Every schema of the lake, as its catalog lists them: the zones (``shared``, ``quarantine``) and the
+    ledger's (lakehouse.ledger)."""
+    rows = con.execute("SELECT schema_name FROM information_schema.schemata WHERE catalog_name = ? ORDER BY 1",
+                       [CATALOG]).fetchall()
+    return tuple(name for (name,) in rows)
 
 
 def checks_files(lake: Lake) -> bool:

@@ -3,9 +3,8 @@
 Zones inside the lake (catalog ``lake``):
 
 * ``shared.<dataset>``  the shared zone: one table per dataset, one snapshot per load.
-* ``ops.loads``         the loads ledger: every load, published or not, with its reason.
-* ``ops.quality_*``     every validation run and each expectation's result.
-* ``ops.consistency_*`` copies of elements compared with their authority (多元校核).
+* the ledger (:mod:`lakehouse.ledger`, its own schema): every load, published or not, with its reason,
+  every validation run and each expectation's result, the consistency checks, the audit and the grants.
 * ``quarantine.<dataset>`` batches that failed a blocking check, row by row with the reasons.
 
 Raw extracts stay as files in the landing zone; staged batches are Parquet files in ``staging/``
@@ -19,7 +18,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -28,11 +27,10 @@ from typing import Any, TypeVar
 import duckdb
 
 from core.config import LakeSettings
-from core.duck import connect, literal, load
+from core.duck import connect, literal, load, one
 from lakehouse import guard, ledger
 from lakehouse.exceptions import CatalogBusyError, SnapshotNotFound
-from lakehouse.ledger import CATALOG, OPS, column_specs
-from lakehouse.ledger import TABLES as OPS_TABLES
+from lakehouse.ledger import CATALOG as CATALOG  # re-exported: the layers above name the catalog from here
 
 T = TypeVar("T")
 SHARED = "shared"
@@ -76,7 +74,7 @@ def _object_store(path: str) -> bool:
     return path.startswith(("s3://", "r2://", "gs://"))
 
 
-def _s3_secret(env) -> str:
+def _s3_secret(env: Mapping[str, str]) -> str:
     """A DuckDB secret for the lake's object storage, from the environment only (never from files):
     the standard ``AWS_*`` variables, and ``ONESOURCE_S3_ENDPOINT`` (host:port) for an S3-compatible
     service (MinIO, Ceph, the test's moto server), with ``ONESOURCE_S3_USE_SSL=0`` for plain HTTP."""
@@ -205,27 +203,16 @@ class Lake:
         def create() -> None:
             exists = {r[0] for r in self.con.execute(
                 "SELECT schema_name FROM information_schema.schemata WHERE catalog_name = ?", [CATALOG]).fetchall()}
-            found: dict[str, set[str]] = {}
-            for table, column in self.con.execute(
-                    "SELECT table_name, column_name FROM information_schema.columns "
-                    "WHERE table_catalog = ? AND table_schema = ?", [CATALOG, OPS]).fetchall():
-                found.setdefault(table, set()).add(column)
-            missing = {name: [(c, t) for c, t in column_specs(spec) if c not in found[name]]
-                       for name, spec in OPS_TABLES.items() if name in found}
-            missing = {name: cols for name, cols in missing.items() if cols}
+            gap = ledger.schema_gap(self.con)
             have = dict(self.con.execute(
                 f"SELECT option_name, value FROM {CATALOG}.options() WHERE scope = 'GLOBAL'").fetchall())
             options = {name: value for name, (value, shown) in FILE_OPTIONS.items() if have.get(name) != shown}
-            if {SHARED, OPS, QUARANTINE} <= exists and set(OPS_TABLES) <= set(found) and not missing and not options:
+            if {SHARED, QUARANTINE} <= exists and not gap and not options:
                 return
             with self.transaction():
-                for schema in (SHARED, OPS, QUARANTINE):
+                for schema in (SHARED, QUARANTINE):
                     self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {CATALOG}.{schema}")
-                for name, columns in OPS_TABLES.items():
-                    self.con.execute(f"CREATE TABLE IF NOT EXISTS {CATALOG}.{OPS}.{name} ({columns})")
-                for name, cols in missing.items():
-                    for column, type_ in cols:  # older rows read NULL
-                        self.con.execute(f"ALTER TABLE {CATALOG}.{OPS}.{name} ADD COLUMN IF NOT EXISTS {column} {type_}")
+                ledger.close_gap(self.con, gap)
                 for name, value in options.items():
                     self.con.execute(f"CALL {CATALOG}.set_option({literal(name)}, {value})")
 
@@ -244,14 +231,14 @@ class Lake:
             raise
         self.con.execute("COMMIT")
 
-    def commit_message(self, message: str, extra: dict) -> None:
+    def commit_message(self, message: str, extra: dict[str, Any]) -> None:
         """Label the current transaction's snapshot (shown by ``lake.snapshots()``)."""
         self.con.execute(
             f"CALL {CATALOG}.set_commit_message('onesource', ?, extra_info => ?)",
             [message, json.dumps(extra, ensure_ascii=False, default=str)],
         )
 
-    def write(self, what: str, sql: str, params: list) -> None:
+    def write(self, what: str, sql: str, params: Sequence[object]) -> None:
         """One statement as its own commit, labelled ``what``, retried on catalog contention."""
         def go() -> None:
             with self.transaction() as con:
@@ -296,9 +283,9 @@ def _no_snapshot(settings: LakeSettings, as_of: int | dt.datetime) -> str:
     """What to ask for instead of a snapshot the lake does not have: its first and last ones."""
     try:
         with Lake(settings, read_only=True) as lake:
-            first, first_at, last, last_at = lake.con.execute(
-                "SELECT min(snapshot_id), min(snapshot_time), max(snapshot_id), max(snapshot_time) "
-                f"FROM {CATALOG}.snapshots()").fetchone()
+            first, first_at, last, last_at = one(
+                lake.con, "SELECT min(snapshot_id), min(snapshot_time), max(snapshot_id), max(snapshot_time) "
+                f"FROM {CATALOG}.snapshots()")
         span = (f"it holds snapshots {first} ({first_at:%Y-%m-%d %H:%M:%S} UTC) to {last} "
                 f"({last_at:%Y-%m-%d %H:%M:%S} UTC)")
     except Exception:  # noqa: BLE001 - the message is still right without the span

@@ -6,15 +6,27 @@ out is NULL, and a name the table does not have is refused here, before any SQL 
 table (at its end: :data:`TABLES`) never shifts another writer's values. The tables themselves are created,
 and their new columns added, by :meth:`lakehouse.lake.Lake.ensure_zones`.
 
+This module is also the only one that names the tables: SQL elsewhere reads one by :func:`ref` (its owner's
+joins and filters, such as the KPIs'), and the reads that recur are typed readers here (:func:`last_published_load`,
+:func:`loads_since`, :func:`last_delivered_loads`, :func:`quality_runs`, :func:`user`), each row a frozen
+dataclass named by column. ``tests/test_ledger_owner.py`` fails on any other module that spells ``ops.``.
+
 >>> append(con, "grant_matches", {"grant_id": g, "column_name": "phone", "daily_quota": 100})
 >>> insert_select(con, "quality_rows", "SELECT ? AS load_id, ? AS dataset, m._row AS _row, ... FROM m", [...])
+>>> con.execute(f"SELECT dataset, count(*) FROM {ref('loads')} WHERE status = 'failed' GROUP BY dataset")
+>>> last_published_load(con, "firms").rows_in
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import duckdb
 
 CATALOG, OPS = "lake", "ops"
 
@@ -122,6 +134,77 @@ def columns(table: str) -> dict[str, str]:
     return dict(column_specs(" ".join(TABLES[table].split())))
 
 
+def ref(table: str) -> str:
+    """``lake.ops.<table>``: the name SQL reads (or updates) a ledger table by, wherever the SQL is the caller's
+    own (the KPIs' joins, a listing's filters); a table not declared in :data:`TABLES` is refused here, before
+    any SQL runs, rather than by DuckDB as a missing table in the middle of a request.
+
+    >>> ref("loads")
+    'lake.ops.loads'
+    """
+    if table not in TABLES:
+        raise ValueError(f"{table!r} is not a ledger table; the ledger's tables are {', '.join(TABLES)} "
+                         "(lakehouse.ledger.TABLES: declare a new one there, at the end)")
+    return f"{CATALOG}.{OPS}.{table}"
+
+
+def exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Whether the lake on ``con`` has ``ops.<table>`` yet: a lake last written before the table was declared
+    lacks it until it is next opened for writing (:meth:`lakehouse.lake.Lake.ensure_zones`)."""
+    ref(table)
+    found: list[tuple[int]] = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ? "
+        "AND table_name = ?", [CATALOG, OPS, table]).fetchall()
+    return bool(found[0][0])
+
+
+def columns_in(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    """The columns ``ops.<table>`` has in the lake on ``con``: none when it has no such table yet, and not a
+    column declared since the lake was last opened for writing (a read-only reader of an older lake)."""
+    ref(table)
+    found: list[tuple[str]] = con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_catalog = ? AND table_schema = ? "
+        "AND table_name = ?", [CATALOG, OPS, table]).fetchall()
+    return {name for (name,) in found}
+
+
+@dataclass(frozen=True)
+class SchemaGap:
+    """What the lake on a connection lacks of the ledger as declared: its tables, or columns added since."""
+
+    tables: tuple[str, ...]
+    columns: dict[str, list[tuple[str, str]]]
+
+    def __bool__(self) -> bool:
+        return bool(self.tables or self.columns)
+
+
+def schema_gap(con: duckdb.DuckDBPyConnection) -> SchemaGap:
+    """The ledger's tables (and their columns) that the lake on ``con`` does not have yet: all of them in a new
+    lake, the columns declared since in an older one."""
+    found: dict[str, set[str]] = {}
+    rows: list[tuple[str, str]] = con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_catalog = ? AND table_schema = ?",
+        [CATALOG, OPS]).fetchall()
+    for table, column in rows:
+        found.setdefault(table, set()).add(column)
+    missing = {name: [(c, t) for c, t in column_specs(spec) if c not in found[name]]
+               for name, spec in TABLES.items() if name in found}
+    return SchemaGap(tables=tuple(name for name in TABLES if name not in found),
+                     columns={name: cols for name, cols in missing.items() if cols})
+
+
+def close_gap(con: duckdb.DuckDBPyConnection, gap: SchemaGap) -> None:
+    """Create the ledger's schema and the tables ``gap`` names, and add its columns (older rows read NULL), in
+    the caller's transaction (:meth:`lakehouse.lake.Lake.ensure_zones`)."""
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {CATALOG}.{OPS}")
+    for name in gap.tables:
+        con.execute(f"CREATE TABLE IF NOT EXISTS {ref(name)} ({TABLES[name]})")
+    for name, cols in gap.columns.items():
+        for column, type_ in cols:
+            con.execute(f"ALTER TABLE {ref(name)} ADD COLUMN IF NOT EXISTS {column} {type_}")
+
+
 def _checked(table: str, names: Sequence[str]) -> dict[str, str]:
     known = columns(table)
     unknown = [n for n in names if n not in known]
@@ -141,7 +224,7 @@ def append(con: Any, table: str, *rows: Mapping[str, Any]) -> None:
     for names, values in groups.items():
         types = columns(table)
         select = ", ".join(f'CAST(? AS {types[n]}) AS "{n}"' for n in names)
-        sql = f"INSERT INTO {CATALOG}.{OPS}.{table} BY NAME SELECT {select}"
+        sql = f"INSERT INTO {ref(table)} BY NAME SELECT {select}"
         if len(values) == 1:
             con.execute(sql, values[0])
         else:
@@ -151,4 +234,143 @@ def append(con: Any, table: str, *rows: Mapping[str, Any]) -> None:
 def insert_select(con: Any, table: str, select: str, params: Sequence[Any] = ()) -> None:
     """Write the rows of ``select`` to ``ops.<table>``, each column of the select (``... AS name``) to the
     table's column of that name."""
-    con.execute(f"INSERT INTO {CATALOG}.{OPS}.{table} BY NAME {select}", list(params))
+    sql = f"INSERT INTO {ref(table)} BY NAME {select}"  # an undeclared table is refused before any SQL runs
+    con.execute(sql, list(params))
+
+
+# -- the reads that recur: each row as a frozen dataclass whose fields are the table's columns, by name
+
+@dataclass(frozen=True)
+class Load:
+    """A row of ``ops.loads``: one load of a dataset, published or not, with its reason."""
+
+    load_id: str
+    dataset: str
+    owner: str | None
+    status: str
+    """``published``, ``quarantined`` (a blocking check failed) or ``failed`` (``error_stage``, ``error``)."""
+    source: str | None
+    landed_path: str | None
+    sha256: str | None
+    """The raw file's; None when no extract arrived (the source could not be read): the load delivered nothing."""
+    registry_version: str | None
+    rows_in: int | None
+    rows_published: int | None
+    watermark: str | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    error_stage: str | None
+    error: str | None
+    quarantine_path: str | None
+
+
+@dataclass(frozen=True)
+class QualityRun:
+    """A row of ``ops.quality_runs``: one validated batch (published or quarantined) and its suite's verdict."""
+
+    load_id: str
+    dataset: str
+    owner: str | None
+    run_at: dt.datetime
+    stage: str | None
+    rows: int | None
+    passed: bool
+    """Every blocking expectation held."""
+    checks: int | None
+    blocking_failed: int | None
+    warnings: int | None
+    skipped: int | None
+    suite_version: str | None
+    registry_version: str | None
+
+
+@dataclass(frozen=True)
+class UserRow:
+    """Who ``ops.users`` says a department user is (never its hashes)."""
+
+    user_name: str
+    department: str
+    role: str
+    disabled_at: dt.datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.disabled_at is None
+
+
+def _select(row: type[Any]) -> str:
+    return ", ".join(f.name for f in fields(row))
+
+
+def last_published_load(con: duckdb.DuckDBPyConnection, dataset: str) -> Load | None:
+    """``dataset``'s latest published load (by when it finished); None when none was published."""
+    found = con.execute(f"SELECT {_select(Load)} FROM {ref('loads')} WHERE dataset = ? AND status = 'published' "
+                        "ORDER BY finished_at DESC, load_id DESC LIMIT 1", [dataset]).fetchone()
+    return None if found is None else Load(*found)
+
+
+def loads_since(con: duckdb.DuckDBPyConnection, since: dt.datetime | None = None) -> list[Load]:
+    """Every load started at or after ``since`` (naive UTC; None: every load), in the order they started."""
+    rows = con.execute(f"SELECT {_select(Load)} FROM {ref('loads')} WHERE ? IS NULL OR started_at >= ? "
+                       "ORDER BY started_at, load_id", [since, since]).fetchall()
+    return [Load(*r) for r in rows]
+
+
+def last_delivered_loads(con: duckdb.DuckDBPyConnection, as_of: dt.datetime | None = None) -> dict[str, Load]:
+    """dataset -> its last load that delivered data (an extract arrived: published, quarantined, or failed after
+    it landed), among those finished by ``as_of`` (naive UTC; None: all). What "shared" is decided on
+    (metrics.kpis.sharing_reason) and what the catalogue shows as a dataset's state."""
+    rows = con.execute(
+        f"""SELECT {_select(Load)} FROM {ref('loads')} WHERE sha256 IS NOT NULL AND (? IS NULL OR finished_at <= ?)
+            QUALIFY row_number() OVER (PARTITION BY dataset ORDER BY finished_at DESC, load_id DESC) = 1""",
+        [as_of, as_of]).fetchall()
+    return {load.dataset: load for load in (Load(*r) for r in rows)}
+
+
+def quality_runs(con: duckdb.DuckDBPyConnection, dataset: str, limit: int | None = None) -> list[QualityRun]:
+    """``dataset``'s validation runs, newest first; ``limit``: only the newest that many."""
+    rows = con.execute(f"SELECT {_select(QualityRun)} FROM {ref('quality_runs')} WHERE dataset = ? "
+                       "ORDER BY run_at DESC, load_id DESC LIMIT ?", [dataset, limit]).fetchall()
+    return [QualityRun(*r) for r in rows]
+
+
+def user(con: duckdb.DuckDBPyConnection, user_name: str) -> UserRow | None:
+    """``user_name``'s row of ``ops.users``, disabled or not; None when there is no such user (also in a lake
+    that has no users table yet)."""
+    import duckdb  # loaded already: ``con`` is one of its connections
+
+    try:
+        found = con.execute(f"SELECT {_select(UserRow)} FROM {ref('users')} WHERE user_name = ?",
+                            [user_name]).fetchone()
+    except duckdb.CatalogException:
+        return None
+    return None if found is None else UserRow(*found)
+
+
+# -- readers used by the load (ingest)
+
+def handled_sha256(con: duckdb.DuckDBPyConnection, dataset: str, registry_version: str, *,
+                   superseded_by_publish: bool) -> frozenset[str]:
+    """The sha256 of every raw file of ``dataset`` that the loads ledger counts as handled (never loaded again):
+    each one published, and each one quarantined under ``registry_version`` (under another version it is tried
+    again: the fix may have been the registry's). With ``superseded_by_publish`` (a dataset whose batches replace
+    what was there: snapshot, upsert) a file quarantined before a later load was published counts as handled too:
+    loading it then would put older data over newer."""
+    superseded = (f" OR EXISTS (SELECT 1 FROM {ref('loads')} p WHERE p.dataset = q.dataset "
+                  "AND p.status = 'published' AND p.finished_at > q.finished_at)") if superseded_by_publish else ""
+    found: list[tuple[str]] = con.execute(
+        f"SELECT DISTINCT sha256 FROM {ref('loads')} q WHERE dataset = ? AND sha256 IS NOT NULL AND "
+        f"(status = 'published' OR (status = 'quarantined' AND (registry_version = ?{superseded})))",
+        [dataset, registry_version],
+    ).fetchall()
+    return frozenset(sha256 for (sha256,) in found)
+
+
+def published_watermark(con: duckdb.DuckDBPyConnection, dataset: str) -> str | None:
+    """The watermark of ``dataset``'s latest published load that reached one, or None (no incremental load yet)."""
+    found: tuple[str] | None = con.execute(
+        f"SELECT watermark FROM {ref('loads')} WHERE dataset = ? AND status = 'published' "
+        "AND watermark IS NOT NULL ORDER BY finished_at DESC LIMIT 1",
+        [dataset],
+    ).fetchone()
+    return None if found is None else found[0]

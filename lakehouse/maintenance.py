@@ -22,7 +22,9 @@ import datetime as dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from core.duck import one
 from core.errors import TerminalError
 from lakehouse.lake import CATALOG, Lake, retrying
 
@@ -74,7 +76,7 @@ def orphan_refusal(lake: Lake, older_than: dt.datetime | None = None) -> str | N
     already scheduled for deletion) against the files DuckLake would delete as orphans, and looks at the
     orphans' age (local data paths)."""
     meta = _metadata(lake)
-    known = sum(lake.con.execute(f"SELECT count(*) FROM {meta}.{t}").fetchone()[0]
+    known = sum(one(lake.con, f"SELECT count(*) FROM {meta}.{t}")[0]
                 for t in ("ducklake_data_file", "ducklake_delete_file", "ducklake_files_scheduled_for_deletion"))
     if lake.read_only:  # DuckLake's dry run needs a writable lake (doctor opens it read-only)
         orphans = _unreferenced_on_disk(lake, older_than)
@@ -96,8 +98,8 @@ def orphan_refusal(lake: Lake, older_than: dt.datetime | None = None) -> str | N
         return (f"the catalog references no data file, but the data path {where} holds {len(orphans)}: the "
                 f"catalog looks new or lost, and every one of those files would be deleted as an orphan. "
                 f"{remedy(orphans[0])}")
-    oldest, first = lake.con.execute(f"SELECT min(snapshot_time), epoch(min(snapshot_time)) "
-                                     f"FROM ducklake_snapshots('{CATALOG}')").fetchone()
+    oldest, first = one(lake.con, f"SELECT min(snapshot_time), epoch(min(snapshot_time)) "
+                                  f"FROM ducklake_snapshots('{CATALOG}')")
     if first is not None and "://" not in where:
         older = [o for o in orphans if (mtime := _mtime(o)) is not None and mtime < first - 60]
         if older:
@@ -146,7 +148,7 @@ def maintain(lake: Lake, retention: dt.timedelta, now: dt.datetime | None = None
     Raises :class:`MaintenanceRefusedError` (and does nothing) when the catalog looks new or lost."""
     now = now or dt.datetime.now(dt.UTC)
 
-    def call(sql: str, params: list | None = None) -> list[tuple]:
+    def call(sql: str, params: list[object] | None = None) -> list[tuple[Any, ...]]:
         return retrying(lambda: lake.con.execute(sql, params or []).fetchall(), lake.settings.commit_retries, sql)
 
     if refusal := retrying(lambda: orphan_refusal(lake, now - grace), lake.settings.commit_retries,

@@ -15,7 +15,7 @@ from collections import defaultdict
 
 from core.errors import TerminalError
 from lakehouse import ledger
-from lakehouse.lake import CATALOG, OPS, Lake, retrying
+from lakehouse.lake import Lake, retrying
 from schemas.model import Registry
 from schemas.versions import Change, Version, definitions, fingerprints, pending
 
@@ -34,7 +34,7 @@ class IncompatibleChangeError(TerminalError):
 def load_versions(lake: Lake) -> dict[tuple[str, str], list[Version]]:
     out: dict[tuple[str, str], list[Version]] = defaultdict(list)
     for subject, kind, version, fp, definition, mode, reg, at in lake.con.execute(
-            f"SELECT * FROM {CATALOG}.{OPS}.schema_versions ORDER BY subject, kind, version").fetchall():
+            f"SELECT * FROM {ledger.ref('schema_versions')} ORDER BY subject, kind, version").fetchall():
         out[(kind, subject)].append(Version(subject, kind, version, fp, json.loads(definition), mode, reg, at))
     return out
 
@@ -48,7 +48,7 @@ def diff(lake: Lake, registry: Registry) -> list[Change]:
     # Most loads meet a registry the lake already has: the latest fingerprint per subject says so without
     # reading and parsing every definition ever registered (~0.25 s a load at 2,000 datasets)
     latest = dict(((kind, subject), fp) for kind, subject, fp in lake.con.execute(
-        f"SELECT kind, subject, fingerprint FROM {CATALOG}.{OPS}.schema_versions "
+        f"SELECT kind, subject, fingerprint FROM {ledger.ref('schema_versions')} "
         "QUALIFY row_number() OVER (PARTITION BY kind, subject ORDER BY version DESC) = 1").fetchall())
     if all(latest.get(key) == fp for key, fp in fingerprints(registry).items()):
         return []
@@ -77,7 +77,7 @@ def apply(lake: Lake, registry: Registry) -> list[Change]:
         with lake.transaction() as con:
             # another process may have registered the same change meanwhile: skip what exists
             have = {(s, k, v) for s, k, v in con.execute(
-                f"SELECT subject, kind, version FROM {CATALOG}.{OPS}.schema_versions").fetchall()}
+                f"SELECT subject, kind, version FROM {ledger.ref('schema_versions')}").fetchall()}
             fresh = [r for r in rows if (r["subject"], r["kind"], r["version"]) not in have]
             if fresh:
                 ledger.append(con, "schema_versions", *fresh)

@@ -27,6 +27,7 @@ import duckdb
 
 from connectors.base import Extract
 from core.duck import literal as q
+from core.duck import one
 from lakehouse.exceptions import CellProblem, StandardizeError
 from lakehouse.lake import PARQUET_WRITE
 from schemas.model import Column, Dataset, Registry
@@ -325,7 +326,7 @@ def _diagnose(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: Dataset
     if not checks:
         return [], 0
     union = " UNION ALL ".join(checks)
-    total = con.execute(f"SELECT count(*) FROM ({union})").fetchone()[0]
+    total = one(con, f"SELECT count(*) FROM ({union})")[0]
     rows = con.execute(f"SELECT * FROM ({union}) ORDER BY __row, col LIMIT {limit}").fetchall()
     types = {c.name: c.type for c in dataset.columns}
     return [CellProblem(row=r, column=c, value=v, reason=f"not a valid {types[c]}") for r, c, v in rows], total
@@ -375,7 +376,7 @@ def standardize(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: Datas
     out.parent.mkdir(parents=True, exist_ok=True)
     if not _typed_csv(con, extract, dataset, registry, mapping, out):
         _general(con, extract, dataset, registry, mapping, out)
-    rows = con.execute(f"SELECT count(*) FROM read_parquet({q(str(out))})").fetchone()[0]
+    rows = one(con, f"SELECT count(*) FROM read_parquet({q(str(out))})")[0]
     return StagedBatch(path=out, rows=rows, drift=tuple(drift))
 
 

@@ -30,7 +30,8 @@ import pyarrow as pa
 
 from core.calendar import WorkCalendar
 from core.citytime import DEFAULT_CITY_TIMEZONE, deadline_day, midnight, to_local, to_utc, today
-from lakehouse.lake import CATALOG, OPS, Lake
+from lakehouse.lake import CATALOG, Lake
+from lakehouse.ledger import last_delivered_loads, ref
 from schemas.model import UPDATE_CYCLES, Column, Dataset, Registry, authority_reference
 
 TARGETS = {"sharing_rate": 0.90, "duplicate_collection_rate": 0.10, "interconnection_rate": 0.80,
@@ -128,22 +129,18 @@ class Ledger:
 
 def read_ledger(lake: Lake, as_of: dt.datetime) -> Ledger:
     ledger = Ledger(as_of)
-    for name, status, at in lake.con.execute(
-            f"""SELECT dataset, status, finished_at FROM {CATALOG}.{OPS}.loads
-                WHERE finished_at <= ? AND sha256 IS NOT NULL
-                QUALIFY row_number() OVER (PARTITION BY dataset ORDER BY finished_at DESC, load_id DESC) = 1""",
-            [as_of]).fetchall():
-        ledger.last[name] = (status, at)
+    ledger.last = {name: (load.status, load.finished_at) for name, load in last_delivered_loads(lake.con, as_of).items()
+                   if load.finished_at is not None}
     ledger.last_published = dict(lake.con.execute(
-        f"""SELECT dataset, max(finished_at) FROM {CATALOG}.{OPS}.loads
+        f"""SELECT dataset, max(finished_at) FROM {ref('loads')}
             WHERE finished_at <= ? AND status = '{PUBLISHED}' GROUP BY dataset""", [as_of]).fetchall())
     # a load proves the dataset was registered by then, even when its version row came later
     ledger.registered = dict(lake.con.execute(
         f"""SELECT dataset, min(seen_at) FROM (
-                SELECT subject AS dataset, registered_at AS seen_at FROM {CATALOG}.{OPS}.schema_versions
+                SELECT subject AS dataset, registered_at AS seen_at FROM {ref('schema_versions')}
                 WHERE kind = 'dataset'
                 UNION ALL
-                SELECT dataset, coalesce(started_at, finished_at) FROM {CATALOG}.{OPS}.loads)
+                SELECT dataset, coalesce(started_at, finished_at) FROM {ref('loads')})
             WHERE seen_at <= ? GROUP BY dataset""", [as_of]).fetchall())
     return ledger
 
@@ -283,7 +280,7 @@ def _reads(lake: Lake, registry: Registry, period: Period, as_of: dt.datetime, s
         return lake.con.execute(
             f"""WITH reads AS (
                     SELECT t.dataset, t.department, t.event_at FROM (
-                        SELECT department, event_at, unnest(tables) AS dataset FROM {CATALOG}.{OPS}.audit_events
+                        SELECT department, event_at, unnest(tables) AS dataset FROM {ref('audit_events')}
                         WHERE decision = 'allowed' AND event_at >= ? AND event_at < ? AND event_at <= ?) t
                     JOIN kpi_dataset_owners o ON o.dataset = t.dataset AND o.owner <> t.department)
                 {sql}""", [period.start, period.end, as_of]).fetchall()
@@ -335,7 +332,7 @@ def _unshared_spans(lake: Lake, datasets: list[Dataset], as_of: dt.datetime) -> 
         lake.con.register("kpi_shared_names", pa.table({"dataset": list(freshness)}))
         try:
             for name, status, at in lake.con.execute(
-                    f"""SELECT l.dataset, l.status, l.finished_at FROM {CATALOG}.{OPS}.loads l
+                    f"""SELECT l.dataset, l.status, l.finished_at FROM {ref('loads')} l
                         JOIN kpi_shared_names USING (dataset)
                         WHERE l.sha256 IS NOT NULL AND l.finished_at <= ?
                         ORDER BY l.dataset, l.finished_at, l.load_id""", [as_of]).fetchall():
@@ -363,7 +360,7 @@ def _consumers(lake: Lake, registry: Registry, period: Period, as_of: dt.datetim
     consumers: dict[str, set[str]] = defaultdict(set)
     # the distinct pairs first, then the owners in Python: joining millions of reads costs twice as much
     for name, dept in lake.con.execute(
-            f"""SELECT DISTINCT unnest(tables) AS dataset, department FROM {CATALOG}.{OPS}.audit_events
+            f"""SELECT DISTINCT unnest(tables) AS dataset, department FROM {ref('audit_events')}
                 WHERE decision = 'allowed' AND event_at >= ? AND event_at < ? AND event_at <= ?""",
             [period.start, period.end, as_of]).fetchall():
         if dept in departments and owners.get(name, dept) != dept:
@@ -418,7 +415,7 @@ def _request_rows(lake: Lake, period: Period, as_of: dt.datetime) -> list[tuple]
     """Requests due in the period and by ``as_of`` (made by then too)."""
     return lake.con.execute(
         f"""SELECT request_id, department, dataset, owner, status, due_at, decided_at, reason
-            FROM {CATALOG}.{OPS}.access_requests
+            FROM {ref('access_requests')}
             WHERE due_at >= ? AND due_at < ? AND due_at <= ? AND requested_at <= ? ORDER BY request_id""",
         [period.start, period.end, as_of, as_of]).fetchall()
 
@@ -494,7 +491,7 @@ def _quality(lake: Lake, registry: Registry, period: Period, as_of: dt.datetime)
                    f"{runs - passed} load(s) failed a blocking check" if runs - passed else None)
             for name, owner, passed, runs in lake.con.execute(
                 f"""SELECT dataset, any_value(owner), count(*) FILTER (WHERE passed), count(*)
-                    FROM {CATALOG}.{OPS}.quality_runs WHERE run_at >= ? AND run_at < ? AND run_at <= ?
+                    FROM {ref('quality_runs')} WHERE run_at >= ? AND run_at < ? AND run_at <= ?
                     GROUP BY dataset ORDER BY dataset""", [period.start, period.end, as_of]).fetchall()]
 
 
@@ -506,8 +503,8 @@ def _consistency(lake: Lake, registry: Registry, as_of: dt.datetime) -> list[Mem
     out = []
     for name, owner, column, element, authority, compared, equal in lake.con.execute(
             f"""SELECT dataset, owner, column_name, element, authority, compared, equal
-                FROM {CATALOG}.{OPS}.consistency_results
-                WHERE run_id = (SELECT max(run_id) FROM {CATALOG}.{OPS}.consistency_results WHERE checked_at <= ?)
+                FROM {ref('consistency_results')}
+                WHERE run_id = (SELECT max(run_id) FROM {ref('consistency_results')} WHERE checked_at <= ?)
                 ORDER BY dataset, column_name""", [as_of]).fetchall():
         if (name, column) in referenced:
             continue
@@ -585,7 +582,7 @@ def _timeliness(lake: Lake, registry: Registry, period: Period, ledger: Ledger) 
     arrivals: dict[str, list[dt.datetime]] = defaultdict(list)
     earliest = period.start - max(d for _, d in UPDATE_CYCLES.values())
     for name, at in lake.con.execute(
-            f"""SELECT dataset, finished_at FROM {CATALOG}.{OPS}.loads
+            f"""SELECT dataset, finished_at FROM {ref('loads')}
                 WHERE sha256 IS NOT NULL AND finished_at >= ? AND finished_at < ? AND finished_at <= ?
                 ORDER BY finished_at""", [earliest, period.end, ledger.as_of]).fetchall():
         arrivals[name].append(at)

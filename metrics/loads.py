@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import duckdb
 
+from lakehouse import ledger
 from lakehouse.integrity import missing_files
-from lakehouse.lake import CATALOG, OPS, SHARED, Lake
+from lakehouse.lake import CATALOG, SHARED, Lake
 from schemas.model import Registry
 
 
@@ -44,7 +45,7 @@ def dataset_statuses(lake: Lake, registry: Registry, since: dt.datetime | None =
         r[0]: r[1:]
         for r in lake.con.execute(
             f"""SELECT dataset, status, finished_at, error, count(*) OVER (PARTITION BY dataset)
-                FROM {CATALOG}.{OPS}.loads WHERE finished_at >= ?
+                FROM {ledger.ref('loads')} WHERE finished_at >= ?
                 QUALIFY row_number() OVER (PARTITION BY dataset ORDER BY finished_at DESC) = 1""",
             [since or dt.datetime(1970, 1, 1)],
         ).fetchall()

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from lakehouse.lake import CATALOG, OPS, Lake
+from lakehouse import ledger
+from lakehouse.lake import Lake
 from metrics.kpis import collects
 from schemas.model import Column, Dataset, Registry
 
@@ -22,7 +23,7 @@ def consumers(lake: Lake) -> dict[str, set[str]]:
     """dataset -> departments other than its owner that ever read it with an allowed governed query."""
     out: dict[str, set[str]] = defaultdict(set)
     for dataset, department in lake.con.execute(
-            f"""SELECT DISTINCT unnest(tables), department FROM {CATALOG}.{OPS}.audit_events
+            f"""SELECT DISTINCT unnest(tables), department FROM {ledger.ref('audit_events')}
                 WHERE decision = 'allowed'""").fetchall():
         out[dataset].add(department)
     return out

@@ -7,7 +7,8 @@ import csv
 import datetime as dt
 from pathlib import Path
 
-from lakehouse.lake import CATALOG, OPS, Lake
+from lakehouse import ledger
+from lakehouse.lake import Lake
 from schemas.model import Dataset, Registry
 
 # (column, 中文字段名) in the standard's order
@@ -49,7 +50,7 @@ def rows(registry: Registry, lake: Lake | None = None) -> list[dict]:
     published: dict[str, dt.datetime] = {}
     if lake is not None:
         published = dict(lake.con.execute(
-            f"SELECT dataset, min(finished_at) FROM {CATALOG}.{OPS}.loads WHERE status = 'published' "
+            f"SELECT dataset, min(finished_at) FROM {ledger.ref('loads')} WHERE status = 'published' "
             "AND load_id NOT LIKE 'hist-%' GROUP BY dataset").fetchall())
     code = codes(registry)
     out = []

@@ -1,6 +1,7 @@
 """The `onesource` command: one way in to every stage.
 
-    onesource demo [--departments N]          build the demo city and load it through Airflow
+    onesource demo [--departments N]          build the demo city and load it through Airflow (a plugin:
+                                              examples/changsha, through the onesource.commands entry point)
     onesource registry check|list [--json]    validate / list the registry
     onesource registry diff|apply|history X   schema versions and compatibility (Confluent's modes)
     onesource registry conformance|lineage    once-only: who re-collects what; where each element goes
@@ -329,12 +330,12 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                            "sharing_reason": shared[s.dataset]} for s in statuses],
                          ensure_ascii=False, indent=2, default=str))
         return damaged
-    from onesource.demo.runner import DemoSummary, print_summary
+    from onesource.summary import SharedZone, print_shared_zone
 
     published = [s for s in statuses if s.rows is not None and not s.damaged]
-    print_summary(console, DemoSummary(0, len(statuses), len(published), sum(s.rows or 0 for s in published), {},
-                                       statuses, 0, shared_datasets=sum(r is None for r in shared.values())),
-                  settings, status=True)
+    print_shared_zone(console, SharedZone(len(statuses), len(published), sum(s.rows or 0 for s in published),
+                                          statuses, shared_datasets=sum(r is None for r in shared.values())),
+                      settings)
     return damaged
 
 
@@ -356,7 +357,7 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
     from dataclasses import asdict
 
-    from lakehouse import Lake
+    from lakehouse import Lake, ledger
     from schemas import load_registry
 
     registry = load_registry(settings.registry_dir, settings.cache_dir)
@@ -376,7 +377,7 @@ def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
             table.add_row(r.owner, r.dataset, r.element, r.authority, f"{r.compared:,}", f"{r.equal:,}",
                           "-" if r.rate is None else f"{r.rate:.2%}")
         console.print(table)
-        console.print("mismatching records: SELECT * FROM ops.consistency_mismatches WHERE run_id = "
+        console.print(f"mismatching records: SELECT * FROM {ledger.ref('consistency_mismatches')} WHERE run_id = "
                       f"'{run_id}'", highlight=False)
         return 0
     from quality.report import dataset_quality
@@ -412,8 +413,10 @@ def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
 
 def _print_failing_rows(report, dataset: str) -> None:
     """Every failing row with all its reasons under ``--all``; else the first few and how to see the rest."""
+    from lakehouse import ledger
+
     where = (f"SELECT * FROM quarantine.{dataset} WHERE _reasons IS NOT NULL" if "key_value" not in report.failing_rows[0]
-             else f"SELECT * FROM ops.quality_rows WHERE load_id = '{report.load_id}'")
+             else f"SELECT * FROM {ledger.ref('quality_rows')} WHERE load_id = '{report.load_id}'")
     shown = len(report.failing_rows)
     more = "" if shown == report.failing_total else f", the first {shown}; --all prints every one"
     console.print(f"\n{report.failing_total:,} failing row(s){more} ({where}):", highlight=False)
@@ -548,7 +551,7 @@ def _print_result(result, fmt: str, max_rows: int | None) -> int:
 
 
 def cmd_grants(args: argparse.Namespace, settings: Settings) -> int:
-    from lakehouse import Lake
+    from lakehouse import Lake, ledger
     from schemas import load_registry
     from sharing.grants import add_grant, revoke_grant
 
@@ -572,11 +575,11 @@ def cmd_grants(args: argparse.Namespace, settings: Settings) -> int:
         else:
             from core.output import cell, print_json, print_table, records_of
 
-            cur = lake.con.execute("SELECT * FROM lake.ops.grants ORDER BY granted_at, grant_id")
+            cur = lake.con.execute(f"SELECT * FROM {ledger.ref('grants')} ORDER BY granted_at, grant_id")
             found = records_of([d[0] for d in cur.description], cur.fetchall())
             matches: dict[str, list] = {}
             for grant_id, column, quota in lake.con.execute(
-                    "SELECT grant_id, column_name, daily_quota FROM lake.ops.grant_matches ORDER BY 1, 2").fetchall():
+                    f"SELECT grant_id, column_name, daily_quota FROM {ledger.ref('grant_matches')} ORDER BY 1, 2").fetchall():
                 matches.setdefault(grant_id, []).append({"column": column, "daily_quota": quota})
             for g in found:
                 g["match"] = matches.get(g["grant_id"], [])
@@ -917,17 +920,6 @@ def _busy(host: str, port: int, flag: str, what: str, exc: OSError) -> Configura
     return ConfigurationError(f"{what} cannot start: {why}")
 
 
-def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from onesource.demo.data import DemoConfig
-    from onesource.demo.runner import print_summary, run_demo
-
-    config = DemoConfig(departments=args.departments, seed=args.seed, scale=args.scale,
-                        api_url=f"http://127.0.0.1:{args.api_port}/api/v1/tickets")
-    summary = run_demo(settings, config, console)
-    print_summary(console, summary, settings)
-    return 0
-
-
 def cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
     from onesource.airflow_cli import airflow_bin, airflow_env, standalone
 
@@ -937,25 +929,56 @@ def cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
     return 0  # pragma: no cover - exec does not return
 
 
-def _tcp_port(raw: str) -> int:
+def tcp_port(raw: str) -> int:
     """A port flag's value: 1-65535 (bind() raised OverflowError on 99999, shown as "unexpected")."""
     if not raw.isdigit() or not 1 <= int(raw) <= 65535:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a TCP port: give a number from 1 to 65535")
     return int(raw)
 
 
-def parser() -> argparse.ArgumentParser:
+COMMANDS_GROUP = "onesource.commands"
+"""The entry-point group of commands contributed by installed packages (the demo city's ``demo``:
+pyproject.toml). Each names a ``register(subparsers)`` that adds its commands, as ``add_parser`` does for the
+platform's own; a command sets ``fn(args, settings) -> int``, and ``needs_home=False`` if it runs where no
+home is yet (as NEEDS_NO_HOME)."""
+
+
+def add_plugin_commands(sub: argparse._SubParsersAction) -> None:
+    """Every command of the ``onesource.commands`` entry points. One that fails to load is named on stderr
+    and left out: the platform's commands still run."""
+    from importlib.metadata import entry_points
+
+    seen = set(sub.choices)
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        if ep.name in seen:  # the same distribution found twice on the path, or a name the platform has
+            continue
+        seen.add(ep.name)
+        try:
+            ep.load()(sub)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin costs its own commands, not the CLI
+            print(f"onesource: command {ep.name!r} ({ep.value}) did not load: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
+
+
+def _builtin_command(argv: Sequence[str] | None, builtins) -> bool:
+    """Whether ``argv`` runs a command of the platform's own (``--debug`` at most before it): its parse needs
+    no plugin, so the CLI skips the entry points' scan (importlib.metadata and every installed package's
+    metadata: about 30 ms of CPU, a 15th of a small `onesource sql`). Help, an unknown or a plugin's command
+    builds the whole parser."""
+    if argv is None:
+        return False
+    args = list(argv)
+    word = next((i for i, a in enumerate(args) if not a.startswith("-")), None)
+    return word is not None and args[word] in builtins and all(a == "--debug" for a in args[:word])
+
+
+def parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``onesource`` command's parser: the platform's commands, then the plugins' (COMMANDS_GROUP), which
+    ``argv`` naming one of the platform's commands leaves out."""
     p = argparse.ArgumentParser(prog="onesource", description="OneSource: one source, many uses.")
     p.add_argument("--debug", action="store_true",
                    help="show the Python traceback behind an error message (the same as ONESOURCE_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser("demo", help="build the demo city and load it through Airflow")
-    demo.add_argument("--departments", type=int, default=12, help="12 by default, up to 87")
-    demo.add_argument("--seed", type=int, default=20261126)
-    demo.add_argument("--scale", type=float, default=1.0, help="multiply the demo's row counts")
-    demo.add_argument("--api-port", type=_tcp_port, default=18345, help="port of the demo hotline's HTTP API")
-    demo.set_defaults(fn=cmd_demo)
 
     reg = sub.add_parser("registry", help="check, list, version and explore the registry")
     reg.add_argument("action", choices=["check", "list", "diff", "apply", "history", "conformance", "lineage",
@@ -1027,8 +1050,8 @@ def parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="the HTTP API and the Postgres-wire endpoint (loopback by default)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--http-port", type=_tcp_port, default=8765)
-    serve.add_argument("--pg-port", type=_tcp_port, default=5433)
+    serve.add_argument("--http-port", type=tcp_port, default=8765)
+    serve.add_argument("--pg-port", type=tcp_port, default=5433)
     serve.set_defaults(fn=cmd_serve)
 
     grants = sub.add_parser("grants", help="grant, list or revoke a department's access to a conditional dataset")
@@ -1108,6 +1131,8 @@ def parser() -> argparse.ArgumentParser:
     af = sub.add_parser("airflow", help="the Airflow CLI on this home, e.g. `onesource airflow standalone`")
     af.add_argument("args", nargs=argparse.REMAINDER)
     af.set_defaults(fn=cmd_airflow)
+    if not _builtin_command(argv, sub.choices):
+        add_plugin_commands(sub)
     return p
 
 
@@ -1161,8 +1186,9 @@ def _one_query():
         yield
 
 
-NEEDS_NO_HOME = ("demo", "restore", "doctor")
-"""Commands that run where the home is not (yet) there: every other one refuses a missing home."""
+NEEDS_NO_HOME = ("restore", "doctor")
+"""Commands that run where the home is not (yet) there (and a plugin's that sets ``needs_home=False``, as
+the demo's): every other one refuses a missing home."""
 
 
 def _traceback_if_debugging() -> None:
@@ -1219,14 +1245,16 @@ def _logging(command: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser(argv).parse_args(argv)
     if args.debug:  # the same switch as ONESOURCE_DEBUG=1, for this process and what it starts
         os.environ["ONESOURCE_DEBUG"] = "1"
     _logging(args.command)
     settings = Settings.from_env()
     homeless = args.command == "registry" and args.action == "schema"  # writes what the code knows: no home
     try:
-        if args.command not in NEEDS_NO_HOME and not homeless and (missing := damage.missing_home(settings)):
+        needs_home = args.command not in NEEDS_NO_HOME and getattr(args, "needs_home", True)
+        if needs_home and not homeless and (missing := damage.missing_home(settings)):
             raise ConfigurationError(missing)  # never silently a new, empty home in its place
         # doctor only reads, and reports the home as it finds it; restore makes (and secures) its target itself
         if args.command not in ("doctor", "restore") and not homeless:

@@ -176,7 +176,7 @@ def check_catalog(doc: Doctor) -> Finding:
 
 
 def check_tables(doc: Doctor) -> Finding:
-    from lakehouse.integrity import ALL_SCHEMAS, REMEDY, checks_files, missing_files
+    from lakehouse.integrity import REMEDY, all_schemas, checks_files, missing_files
 
     if doc.lake is None:
         if doc.lake_error == "no lake yet":
@@ -184,7 +184,8 @@ def check_tables(doc: Doctor) -> Finding:
         return Finding("tables", FAIL, f"not checked: {doc.lake_error or 'the lake did not open'}")
     if not checks_files(doc.lake):
         return Finding("tables", OK, "not checked: the data files are on object storage")
-    missing = missing_files(doc.lake, ALL_SCHEMAS)
+    schemas = all_schemas(doc.lake.con)
+    missing = missing_files(doc.lake, schemas)
     if missing:
         named = ", ".join(f"{t} ({len(f)})" for t, f in sorted(missing.items()))
         first = next(iter(missing.values()))[0]
@@ -192,7 +193,7 @@ def check_tables(doc: Doctor) -> Finding:
                                        f"They are damaged, not published as they stand. {REMEDY}")
     from lakehouse.lake import list_tables
 
-    n = sum(len(list_tables(doc.lake.con, schema)) for schema in ALL_SCHEMAS)
+    n = sum(len(list_tables(doc.lake.con, schema)) for schema in schemas)
     return Finding("tables", OK, f"every data file of {n} tables exists")
 
 

@@ -15,7 +15,7 @@ DAG_ID = "onesource_subscriptions"
 DELIVER_DOC = """**Stage: deliver.** 数据回流: each active subscription of a dataset that was just published gets
 what is new (sharing.subscriptions.deliver): the subscriber's governed view, whole or its changes, into its
 PostgreSQL/MySQL table, drop folder or webhook; refused (grant revoked, frozen) and failed deliveries are in
-`ops.deliveries` with the reason. A failed delivery fails the task, which Airflow retries with backoff; the
+the delivery ledger with the reason (`onesource subscriptions deliveries`). A failed delivery fails the task, which Airflow retries with backoff; the
 same can be run by hand: `onesource subscriptions deliver`."""
 
 

@@ -19,7 +19,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from core.calendar import WorkCalendar
 from ingest.load import FAILED, QUARANTINED
-from lakehouse.lake import CATALOG, OPS, SHARED, Lake, list_tables
+from lakehouse.lake import CATALOG, SHARED, Lake, list_tables
+from lakehouse.ledger import last_delivered_loads, quality_runs, ref
 from portal import charts
 from portal.labels import LABELS, code
 from schemas.model import SHARE_TYPES, UPDATE_CYCLES
@@ -83,9 +84,9 @@ def register(app: FastAPI, site: Site) -> None:
         return Lake(engine.settings.lake)
 
     def last_loads() -> dict[str, tuple]:
-        return {r[0]: r[1:] for r in ledger(
-            f"""SELECT dataset, status, finished_at FROM {CATALOG}.{OPS}.loads WHERE sha256 IS NOT NULL
-                QUALIFY row_number() OVER (PARTITION BY dataset ORDER BY finished_at DESC) = 1""")}
+        """dataset -> (status, finished_at) of its last load that delivered data."""
+        with engine.cursor() as lake:
+            return {name: (load.status, load.finished_at) for name, load in last_delivered_loads(lake.con).items()}
 
     def row_counts(names: list[str], exact: bool = True) -> dict[str, int]:
         """Rows of each published shared table (a count, not a read of the data: no grant needed). Not
@@ -180,22 +181,21 @@ def register(app: FastAPI, site: Site) -> None:
         status, at = last_loads().get(name, (None, None))
         rows = row_counts([name]).get(name)
         state = health(status, at, rows, ds.freshness)
-        runs = ledger(f"""SELECT run_at, passed, checks, blocking_failed, warnings, rows, load_id
-                          FROM {CATALOG}.{OPS}.quality_runs WHERE dataset = ? ORDER BY run_at DESC LIMIT ?""",
-                      [name, QUALITY_RUNS])[::-1]
-        failing = ledger(f"""SELECT check_name, column_name, blocking, unexpected_count FROM {CATALOG}.{OPS}.quality_results
+        with engine.cursor() as lake:
+            runs = quality_runs(lake.con, name, QUALITY_RUNS)[::-1]
+        failing = ledger(f"""SELECT check_name, column_name, blocking, unexpected_count FROM {ref('quality_results')}
                              WHERE load_id = ? AND dataset = ? AND NOT success AND skipped IS NULL
                              ORDER BY blocking DESC, check_name, column_name""",
-                         [runs[-1][6], name]) if runs else []
+                         [runs[-1].load_id, name]) if runs else []
         t = LABELS[lang]
-        trend = charts.runs([(f"{r[0]:%Y-%m-%d %H:%M}", bool(r[1]), t["checks_summary"].format(
-            checks=r[2], blocking=r[3], warnings=r[4])) for r in runs]) if runs else ""
+        trend = charts.runs([(f"{r.run_at:%Y-%m-%d %H:%M}", bool(r.passed), t["checks_summary"].format(
+            checks=r.checks, blocking=r.blocking_failed, warnings=r.warnings)) for r in runs]) if runs else ""
         since = _now() - dt.timedelta(days=90)
         consumers = sorted({r[0] for r in ledger(
-            f"""SELECT DISTINCT department FROM {CATALOG}.{OPS}.audit_events
+            f"""SELECT DISTINCT department FROM {ref('audit_events')}
                 WHERE decision = 'allowed' AND list_contains(tables, ?) AND department <> ? AND event_at >= ?""",
             [name, ds.owner, since])} | {r[0] for r in ledger(
-            f"""SELECT DISTINCT department FROM {CATALOG}.{OPS}.grants WHERE dataset = ? AND revoked_at IS NULL
+            f"""SELECT DISTINCT department FROM {ref('grants')} WHERE dataset = ? AND revoked_at IS NULL
                 AND (expires_at IS NULL OR expires_at > ?)""", [name, _now()])})
         # lineage: which authorities this dataset's elements come from, and which datasets take elements from it
         derived = sorted({d.name for d in engine.registry.datasets for c in d.columns
@@ -226,7 +226,7 @@ def register(app: FastAPI, site: Site) -> None:
         """The dataset's registered versions (schemas.versions), each with what changed from the one before."""
         out, before = [], None
         for version, definition, mode, at in ledger(
-                f"""SELECT version, definition, compatibility, registered_at FROM {CATALOG}.{OPS}.schema_versions
+                f"""SELECT version, definition, compatibility, registered_at FROM {ref('schema_versions')}
                     WHERE kind = 'dataset' AND subject = ? ORDER BY version""", [name]):
             now = json.loads(definition)
             cols, old = now.get("columns", {}), (before or {}).get("columns", {})

@@ -14,8 +14,9 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
+from core.duck import one
 from lakehouse import ledger
-from lakehouse.lake import CATALOG, OPS, SHARED, Lake, retrying
+from lakehouse.lake import CATALOG, SHARED, Lake, retrying
 from quality.suite import reference_key
 from schemas.model import Registry
 
@@ -53,7 +54,7 @@ def copy_pairs(registry: Registry) -> list[CopyPair]:
     """Every (dataset, element) copy that can be checked: the dataset also holds the authority's key."""
     pairs = []
     for ds in registry.source_datasets:
-        joins = {}
+        joins: dict[str, tuple[str, str]] = {}  # authority -> (the column here holding its key, its key column)
         for col in ds.columns:
             ref = reference_key(registry, col, ds)
             if ref:
@@ -84,15 +85,14 @@ def run_consistency(lake: Lake, registry: Registry) -> tuple[str, list[Consisten
     at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     published = set(lake.tables(SHARED))
     pairs = [p for p in copy_pairs(registry) if p.dataset in published and p.authority in published]
-    rates = []
+    rates: list[ConsistencyRate] = []
 
     def write() -> None:
         rates.clear()
         with lake.transaction() as con:
             for p in pairs:
                 frm, differs = _sql(p)
-                compared, equal = con.execute(
-                    f"SELECT count(*), count(*) FILTER (WHERE NOT ({differs})) FROM {frm}").fetchone()
+                compared, equal = one(con, f"SELECT count(*), count(*) FILTER (WHERE NOT ({differs})) FROM {frm}")
                 pair = {"run_id": run_id, "checked_at": at, "dataset": p.dataset, "owner": p.owner,
                         "element": p.element, "column_name": p.column, "authority": p.authority}
                 ledger.append(con, "consistency_results", {**pair, "authority_owner": p.authority_owner,
@@ -113,7 +113,7 @@ def run_consistency(lake: Lake, registry: Registry) -> tuple[str, list[Consisten
 def latest_rates(lake: Lake) -> list[ConsistencyRate]:
     """The last run's figures, per dataset and element."""
     rows = lake.con.execute(
-        f"""SELECT owner, dataset, element, authority, compared, equal FROM {CATALOG}.{OPS}.consistency_results
-            WHERE run_id = (SELECT max(run_id) FROM {CATALOG}.{OPS}.consistency_results)
+        f"""SELECT owner, dataset, element, authority, compared, equal FROM {ledger.ref('consistency_results')}
+            WHERE run_id = (SELECT max(run_id) FROM {ledger.ref('consistency_results')})
             ORDER BY owner, dataset, element""").fetchall()
     return [ConsistencyRate(*r) for r in rows]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.duck import literal
-from lakehouse.lake import CATALOG, OPS, SHARED, Lake
+from lakehouse import ledger
+from lakehouse.lake import CATALOG, SHARED, Lake
 from quality import scratch
 from quality.suite import SuiteContext, reference_key
 from schemas.model import Dataset, Registry
@@ -41,7 +42,5 @@ def gather(lake: Lake, ds: Dataset, registry: Registry, folder: Path) -> SuiteCo
             continue
         authority, key = ref
         refs[authority.name] = _keys_file(lake, authority.name, key, folder) if authority.name in published else None
-    prev = lake.con.execute(
-        f"SELECT rows_in FROM {CATALOG}.{OPS}.loads WHERE dataset = ? AND status = 'published' "
-        "ORDER BY finished_at DESC LIMIT 1", [ds.name]).fetchone()
-    return SuiteContext(references=refs, previous_rows=prev[0] if prev else None)
+    prev = ledger.last_published_load(lake.con, ds.name)
+    return SuiteContext(references=refs, previous_rows=prev.rows_in if prev else None)

@@ -103,7 +103,8 @@ def localize(site: Path, since: float | None = None, web: Path = WEB) -> list[st
 
 
 def _version(folder: Path) -> str:
-    return json.loads((folder / "package.json").read_text(encoding="utf-8"))["version"]
+    version: str = json.loads((folder / "package.json").read_text(encoding="utf-8"))["version"]
+    return version
 
 
 def _copy(vendor: Path, web: Path) -> None:
@@ -131,15 +132,15 @@ def _rewrite(page: Path, site: Path) -> list[str]:
         name = url.removeprefix(GX_IMAGES).split("?")[0] if url.startswith(GX_IMAGES) else None
         return f"{up}/static/images/{IMAGES[name]}" if name in IMAGES else None
 
-    def tag(match: re.Match) -> str:
+    def tag(match: re.Match[str]) -> str:
         found = URL_ATTR.search(match[0])
         target = local(found[3]) if found else None
-        if target is None:  # GX's favicon link on a validation page climbs one folder short (a 404)
+        if found is None or target is None:  # GX's favicon link on a validation page climbs one folder short (a 404)
             return STATIC_ATTR.sub(lambda m: f"{m[1]}={m[2]}{up}/static/", match[0])
         # integrity and crossorigin make a file:// page refuse the script (a CORS fetch between files)
         return SRI.sub("", match[0].replace(found[0], f"{found[1]}={found[2]}{target}{found[2]}"))
 
-    def css(match: re.Match) -> str:
+    def css(match: re.Match[str]) -> str:
         target = local(match[2])
         return match[0] if target is None else f"url({match[1]}{target}{match[1]})"
 

@@ -32,10 +32,17 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+# SQLAlchemy itself: GX's compatibility shim (great_expectations.compatibility.sqlalchemy) hands out this
+# same module whenever SQLAlchemy is installed, which the imports from it below require anyway.
+import sqlalchemy as sa
 from great_expectations.core.metric_domain_types import MetricDomainTypes
 from great_expectations.core.metric_function_types import SummarizationMetricNameSuffixes
-from great_expectations.execution_engine import PandasExecutionEngine, SqlAlchemyExecutionEngine
+
+# GX's classes from the modules that define them (its packages re-export them implicitly)
+from great_expectations.execution_engine.pandas_execution_engine import PandasExecutionEngine
+from great_expectations.execution_engine.sqlalchemy_execution_engine import SqlAlchemyExecutionEngine
 from great_expectations.expectations.core.expect_column_proportion_of_unique_values_to_be_between import (
     ExpectColumnProportionOfUniqueValuesToBeBetween,
 )
@@ -44,82 +51,37 @@ from great_expectations.expectations.metrics.column_aggregate_metric_provider im
     ColumnAggregateMetricProvider,
     column_aggregate_value,
 )
-from great_expectations.expectations.metrics.map_metric_provider import (
-    ColumnMapMetricProvider,
+from great_expectations.expectations.metrics.map_metric_provider.column_condition_partial import (
     column_condition_partial,
+)
+from great_expectations.expectations.metrics.map_metric_provider.column_map_metric_provider import (
+    ColumnMapMetricProvider,
 )
 from great_expectations.expectations.metrics.metric_provider import metric_value
 from great_expectations.validator.metric_configuration import MetricConfiguration
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ColumnElement
 
 from core.duck import literal
-from quality import fastcheck, fastpath
+from quality import checkdigits, fastpath
+from quality.checkdigits import org_code_full_sql, resident_id_sql, uscc_sql
 from schemas.formats import (
     FORMAT_RULES,
-    ID_CHECK,
-    ID_WEIGHTS,
-    ORG_WEIGHTS,
-    USCC_ALPHABET,
-    USCC_WEIGHTS,
     is_valid_org_code,
     is_valid_resident_id,
     is_valid_uscc,
 )
 
-try:  # GX's compatibility shim for SQLAlchemy
-    from great_expectations.compatibility.sqlalchemy import sqlalchemy as sa
-except ImportError:  # pragma: no cover
-    import sqlalchemy as sa
+if TYPE_CHECKING:
+    import pandas as pd
+    from great_expectations.execution_engine.execution_engine import ExecutionEngine
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
+    from quality.suite import CheckSpec
 
-# -- the check digits in DuckDB SQL ---------------------------------------------------------------
-
-def _char(col: str, pos: int) -> str:
-    return f"substr({col}, {pos}, 1)"
-
-
-def _b36(col: str, pos: int) -> str:
-    """Value of a digit or capital letter (0-9, A=10 .. Z=35), as GB 11714 counts it."""
-    c = _char(col, pos)
-    return f"(CASE WHEN {c} BETWEEN '0' AND '9' THEN ascii({c}) - 48 ELSE ascii({c}) - 55 END)"
-
-
-def org_code_sql(col: str, start: int = 1) -> str:
-    """SQL true when the 9 characters from ``start`` are an organisation code with a valid check character."""
-    total = " + ".join(f"{_b36(col, start + i)} * {w}" for i, w in enumerate(ORG_WEIGHTS))
-    check = f"(11 - ({total}) % 11)"
-    expected = f"(CASE {check} WHEN 10 THEN 'X' WHEN 11 THEN '0' ELSE CAST({check} AS VARCHAR) END)"
-    return f"({_char(col, start + 8)} = {expected})"
-
-
-def _all(*conditions: str) -> str:
-    """Every condition true. Written as a sum, not an AND chain: DuckDB then evaluates each part as
-    one vectorised pass (measured 2.7x faster than `regex AND digits AND org` on 2M codes); the parts
-    must therefore be safe on any input (TRY_CAST, no errors)."""
-    return "(" + " + ".join(f"coalesce(({c})::INTEGER, 0)" for c in conditions) + f" = {len(conditions)})"
-
-
-def uscc_sql(col: str) -> str:
-    total = " + ".join(f"(instr('{USCC_ALPHABET}', {_char(col, i + 1)}) - 1) * {w}" for i, w in enumerate(USCC_WEIGHTS))
-    return _all(f"regexp_full_match({col}, '[0-9A-HJ-NPQRTUWXY]{{2}}[0-9]{{6}}[0-9A-HJ-NPQRTUWXY]{{10}}')",
-                f"{_char(col, 18)} = substr('{USCC_ALPHABET}', ((31 - ({total}) % 31) % 31) + 1, 1)",
-                org_code_sql(col, 9))
-
-
-def resident_id_sql(col: str, today: dt.date | None = None) -> str:
-    total = " + ".join(f"TRY_CAST({_char(col, i + 1)} AS INTEGER) * {w}" for i, w in enumerate(ID_WEIGHTS))
-    born = f"try_strptime(substr({col}, 7, 8), '%Y%m%d')"
-    limit = (today or dt.date.today()).isoformat()
-    return _all(f"regexp_full_match({col}, '[0-9]{{17}}[0-9X]')",
-                f"{_char(col, 18)} = substr('{ID_CHECK}', (({total}) % 11) + 1, 1)",
-                f"{born} BETWEEN TIMESTAMP '1900-01-01' AND TIMESTAMP '{limit} 23:59:59'")
-
-
-def org_code_full_sql(col: str) -> str:
-    """An organisation code, with or without the hyphen before its check character."""
-    bare = f"replace({col}, '-', '')"
-    return _all(f"regexp_full_match({bare}, '[0-9A-Z]{{8}}[0-9X]')", org_code_sql(bare))
+Condition = ColumnElement[Any]
+"""A metric's SQL condition on a column, as GX's SQL engine takes it (True: the value passes)."""
 
 
 def valid_birth_date(code: str, today: dt.date | None = None) -> bool:
@@ -135,11 +97,11 @@ def resident_id_ok(code: str) -> bool:
     return is_valid_resident_id(code) and valid_birth_date(code)
 
 
-def _name(column) -> str:
+def _name(column: sa.ColumnClause[Any]) -> str:
     return '"' + str(column.name).replace('"', '""') + '"'
 
 
-def _null_or(column, condition: str):
+def _null_or(column: sa.ColumnClause[Any], condition: str) -> Condition:
     """True for NULL (another check owns missing values) or when ``condition`` holds.
 
     The check-digit metrics set ``filter_column_isnull = False`` and skip NULLs here instead: GX's
@@ -150,7 +112,7 @@ def _null_or(column, condition: str):
 
 # -- the fast path: check digits in numpy beside GX (quality.fastpath), the per-character SQL as reference
 
-class _Answered(ColumnElement):
+class _Answered(ColumnElement[bool]):
     """``column`` is NULL or not among the failing values of a fast-path answer. Compiling it waits for
     the answer's file: GX compiles each query just before it runs it, so the query that reads the file
     waits for the worker, and GX's other queries run meanwhile."""
@@ -163,12 +125,13 @@ class _Answered(ColumnElement):
 
 
 @compiles(_Answered)
-def _compile_answered(element: _Answered, compiler, **kw) -> str:
+def _compile_answered(element: _Answered, compiler: SQLCompiler, **kw: Any) -> str:
     path = literal(str(element.answer.ready()))
     return f"({element.column} IS NULL OR {element.column} NOT IN (SELECT v FROM read_parquet({path})))"
 
 
-def _fast_or_sql(column, kwargs: dict, family, part: fastpath.Part):
+def _fast_or_sql(column: sa.ColumnClause[Any], kwargs: dict[str, Any], family: checkdigits.Family,
+                 part: fastpath.Part) -> Condition:
     """The metric's condition: not one of the values that fail ``part`` of the vectorised ``family``,
     found beside GX by the fast path of the validation running (quality.fastpath); or the part's SQL,
     evaluated per value by GX itself, when no validation's fast path is active or the batch's query
@@ -189,8 +152,8 @@ def _format_sql(col: str, pattern: str) -> str:
     return f"regexp_full_match({col}, {literal(pattern.removeprefix('^').removesuffix('$'))})"
 
 
-def _fast_parts(expectation: str, kwargs: dict, col: str):
-    """(family, part) of quality.fastcheck that answers this expectation on ``col``, or None."""
+def _fast_parts(expectation: str, kwargs: dict[str, Any], col: str) -> tuple[checkdigits.Family, fastpath.Part] | None:
+    """(family, part) of quality.checkdigits that answers this expectation on ``col``, or None."""
     for rule, code in NATIONAL_CODES.items():
         if expectation == code.expectation.__name__:
             return code.family, fastpath.Part("check_digit", code.sql(col))
@@ -200,12 +163,13 @@ def _fast_parts(expectation: str, kwargs: dict, col: str):
     return None
 
 
-def prefetch_fast_answers(fast: fastpath.FastPath, query: str, specs: list, parquet: Path | None = None) -> None:
+def prefetch_fast_answers(fast: fastpath.FastPath, query: str, specs: list[CheckSpec],
+                          parquet: Path | None = None) -> None:
     """Start ``fast`` on the checks of a suite (quality.suite.CheckSpec) on the batch ``query`` (as GX
     compiles it) before GX asks: the validation calls this first, so the worker overlaps GX's setup and
     queries. The checks of one column and family share one read. ``parquet``: the file the query reads
     (see FastPath.start)."""
-    jobs: dict[tuple[str, object], list] = {}
+    jobs: dict[tuple[str, checkdigits.Family], list[fastpath.Part]] = {}
     for spec in specs:
         if not spec.column or spec.skipped:
             continue
@@ -217,8 +181,10 @@ def prefetch_fast_answers(fast: fastpath.FastPath, query: str, specs: list, parq
         fast.start(query, name, family, parts, parquet)
 
 
-def _check_digits(column, kwargs: dict, expectation: str):
-    return _fast_or_sql(column, kwargs, *_fast_parts(expectation, {}, _name(column)))
+def _check_digits(column: sa.ColumnClause[Any], kwargs: dict[str, Any], expectation: str) -> Condition:
+    found = _fast_parts(expectation, {}, _name(column))
+    assert found is not None, expectation  # only the national codes' own expectations call this
+    return _fast_or_sql(column, kwargs, *found)
 
 
 # -- metrics --------------------------------------------------------------------------------------
@@ -228,11 +194,11 @@ class ColumnValuesValidUscc(ColumnMapMetricProvider):
     filter_column_isnull = False
 
     @column_condition_partial(engine=PandasExecutionEngine)
-    def _pandas(cls, column, **kwargs):
+    def _pandas(cls, column: pd.Series, **kwargs: Any) -> pd.Series:
         return column.isna() | column.map(lambda v: is_valid_uscc(str(v)))
 
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
-    def _sqlalchemy(cls, column, **kwargs):
+    def _sqlalchemy(cls, column: sa.ColumnClause[Any], **kwargs: Any) -> Condition:
         return _check_digits(column, kwargs, "ExpectColumnValuesToBeValidUscc")
 
 
@@ -241,11 +207,11 @@ class ColumnValuesValidResidentId(ColumnMapMetricProvider):
     filter_column_isnull = False
 
     @column_condition_partial(engine=PandasExecutionEngine)
-    def _pandas(cls, column, **kwargs):
+    def _pandas(cls, column: pd.Series, **kwargs: Any) -> pd.Series:
         return column.isna() | column.map(lambda v: resident_id_ok(str(v)))
 
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
-    def _sqlalchemy(cls, column, **kwargs):
+    def _sqlalchemy(cls, column: sa.ColumnClause[Any], **kwargs: Any) -> Condition:
         return _check_digits(column, kwargs, "ExpectColumnValuesToBeValidResidentId")
 
 
@@ -254,11 +220,11 @@ class ColumnValuesValidOrgCode(ColumnMapMetricProvider):
     filter_column_isnull = False
 
     @column_condition_partial(engine=PandasExecutionEngine)
-    def _pandas(cls, column, **kwargs):
+    def _pandas(cls, column: pd.Series, **kwargs: Any) -> pd.Series:
         return column.isna() | column.map(lambda v: is_valid_org_code(str(v)))
 
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
-    def _sqlalchemy(cls, column, **kwargs):
+    def _sqlalchemy(cls, column: sa.ColumnClause[Any], **kwargs: Any) -> Condition:
         return _check_digits(column, kwargs, "ExpectColumnValuesToBeValidOrgCode")
 
 
@@ -267,11 +233,11 @@ class ColumnValuesMatchFormat(ColumnMapMetricProvider):
     condition_value_keys = ("pattern",)
 
     @column_condition_partial(engine=PandasExecutionEngine)
-    def _pandas(cls, column, pattern, **kwargs):
+    def _pandas(cls, column: pd.Series, pattern: str, **kwargs: Any) -> pd.Series:
         return column.astype(str).str.fullmatch(pattern.removeprefix("^").removesuffix("$"))
 
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
-    def _sqlalchemy(cls, column, pattern, **kwargs):
+    def _sqlalchemy(cls, column: sa.ColumnClause[Any], pattern: str, **kwargs: Any) -> Condition:
         # a national code's format is answered in the same pass as its check digits
         if found := _fast_parts("ExpectColumnValuesToMatchFormat", {"pattern": pattern}, _name(column)):
             return _fast_or_sql(column, kwargs, *found)
@@ -283,7 +249,7 @@ class ColumnValuesStorageType(ColumnMapMetricProvider):
     condition_value_keys = ("type_",)
 
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
-    def _sqlalchemy(cls, column, type_, **kwargs):
+    def _sqlalchemy(cls, column: sa.ColumnClause[Any], type_: str, **kwargs: Any) -> Condition:
         return sa.func.typeof(column) == type_
 
 
@@ -292,13 +258,13 @@ class ColumnValuesExistInAuthority(ColumnMapMetricProvider):
     condition_value_keys = ("keys_path",)
 
     @column_condition_partial(engine=PandasExecutionEngine)
-    def _pandas(cls, column, keys_path, **kwargs):
+    def _pandas(cls, column: pd.Series, keys_path: str, **kwargs: Any) -> pd.Series:
         from quality import scratch
 
         return column.isin(set(scratch.first_column(keys_path)))
 
     @column_condition_partial(engine=SqlAlchemyExecutionEngine)
-    def _sqlalchemy(cls, column, keys_path, **kwargs):
+    def _sqlalchemy(cls, column: sa.ColumnClause[Any], keys_path: str, **kwargs: Any) -> Condition:
         from quality import scratch  # the file is encrypted in an encrypted lake: its reader names the key
 
         return column.in_(sa.select(sa.literal_column("key")).select_from(sa.text(scratch.reader(str(keys_path)))))
@@ -311,23 +277,26 @@ class ColumnDistinctHashesCount(ColumnAggregateMetricProvider):
     metric_name = "column.distinct_hashes.count"
 
     @column_aggregate_value(engine=PandasExecutionEngine)
-    def _pandas(cls, column, **kwargs):
-        return column.dropna().map(hash).nunique()
+    def _pandas(cls, column: pd.Series, **kwargs: Any) -> int:
+        distinct: int = column.dropna().map(hash).nunique()
+        return distinct
 
     @metric_value(engine=SqlAlchemyExecutionEngine)
-    def _sqlalchemy(cls, execution_engine, metric_domain_kwargs, **kwargs):
+    def _sqlalchemy(cls, execution_engine: SqlAlchemyExecutionEngine, metric_domain_kwargs: dict[str, Any],
+                    **kwargs: Any) -> int:
         """The non-null values less those whose hash equals the one before it in sorted order. DuckDB
         sorts 5M hashes in 0.66 CPU seconds; ``count(DISTINCT hash)``'s hash table took 1.07 (its own
         query either way: this is a value metric, not a partial of GX's bundled aggregate)."""
         selectable, _, accessor = execution_engine.get_compute_domain(metric_domain_kwargs, MetricDomainTypes.COLUMN)
-        column = sa.column(accessor["column"])
+        column: sa.ColumnClause[Any] = sa.column(accessor["column"])
         hashes = sa.select(_hashed(column).label("h")).select_from(selectable).where(column.is_not(None)).subquery()
         ordered = sa.select(hashes.c.h, sa.func.lag(hashes.c.h).over(order_by=hashes.c.h).label("before")).subquery()
         query = sa.select(sa.func.count() - sa.func.count().filter(ordered.c.h == ordered.c.before))
-        return execution_engine.execute_query(query).scalar()
+        count: int = execution_engine.execute_query(query).scalar()
+        return count
 
 
-def _hashed(column):
+def _hashed(column: sa.ColumnClause[Any]) -> sa.Function[Any]:
     """DuckDB's 64-bit hash of a value (a function of its own, so a test can force a collision)."""
     return sa.func.hash(column)
 
@@ -335,9 +304,10 @@ def _hashed(column):
 _NULLS = f"column_values.nonnull.{SummarizationMetricNameSuffixes.UNEXPECTED_COUNT.value}"
 
 
-def _hash_proportion(metrics: dict) -> float:
+def _hash_proportion(metrics: dict[str, Any]) -> float:
     rows, nulls = metrics["table.row_count"], metrics[_NULLS]
-    return metrics["column.distinct_hashes.count"] / (rows - nulls) if rows > nulls else 0
+    proportion: float = metrics["column.distinct_hashes.count"] / (rows - nulls) if rows > nulls else 0
+    return proportion
 
 
 class ColumnUniqueProportionByHash(ColumnAggregateMetricProvider):
@@ -346,17 +316,20 @@ class ColumnUniqueProportionByHash(ColumnAggregateMetricProvider):
     metric_name = "column.unique_proportion_by_hash"
 
     @metric_value(engine=PandasExecutionEngine)
-    def _pandas(*args, metrics, **kwargs):
+    def _pandas(*args: Any, metrics: dict[str, Any], **kwargs: Any) -> float:
         return _hash_proportion(metrics)
 
     @metric_value(engine=SqlAlchemyExecutionEngine)
-    def _sqlalchemy(*args, metrics, **kwargs):
+    def _sqlalchemy(*args: Any, metrics: dict[str, Any], **kwargs: Any) -> float:
         return _hash_proportion(metrics)
 
     @classmethod
-    def _get_evaluation_dependencies(cls, metric, configuration=None, execution_engine=None,
-                                     runtime_configuration=None):
-        deps = super()._get_evaluation_dependencies(metric=metric, configuration=configuration,
+    def _get_evaluation_dependencies(cls, metric: MetricConfiguration,
+                                     configuration: ExpectationConfiguration | None = None,
+                                     execution_engine: ExecutionEngine[Any] | None = None,
+                                     runtime_configuration: dict[str, Any] | None = None,
+                                     ) -> dict[str, MetricConfiguration]:
+        deps: dict[str, MetricConfiguration] = super()._get_evaluation_dependencies(metric=metric, configuration=configuration,
                                                     execution_engine=execution_engine,
                                                     runtime_configuration=runtime_configuration)
         for name in ("column.distinct_hashes.count", _NULLS):
@@ -436,7 +409,8 @@ class ExpectColumnValuesToBeUniqueByHash(ExpectColumnProportionOfUniqueValuesToB
     metric_dependencies = ("column.unique_proportion_by_hash",)
     library_metadata = {"tags": ["onesource"], "contributors": ["onesource"]}
 
-    def _validate(self, metrics, runtime_configuration=None, execution_engine=None):
+    def _validate(self, metrics: dict[str, Any], runtime_configuration: dict[str, Any] | None = None,
+                  execution_engine: ExecutionEngine[Any] | None = None) -> dict[str, bool | dict[str, Any]]:
         return self._validate_metric_value_between(metric_name="column.unique_proportion_by_hash", metrics=metrics,
                                                    runtime_configuration=runtime_configuration,
                                                    execution_engine=execution_engine)
@@ -445,17 +419,17 @@ class ExpectColumnValuesToBeUniqueByHash(ExpectColumnProportionOfUniqueValuesToB
 @dataclass(frozen=True)
 class NationalCode:
     """A format rule with check digits: the expectation that proves them, the vectorised family of
-    quality.fastcheck that answers it (and the format rule too, when ``answers_format``), and the
+    quality.checkdigits that answers it (and the format rule too, when ``answers_format``), and the
     per-character SQL (GX's reference and the fast path's fallback)."""
 
-    expectation: type
-    family: Callable
+    expectation: type[ColumnMapExpectation]
+    family: checkdigits.Family
     sql: Callable[[str], str]
     answers_format: bool
 
 
 NATIONAL_CODES = {
-    "uscc": NationalCode(ExpectColumnValuesToBeValidUscc, fastcheck.uscc, uscc_sql, True),
-    "resident_id": NationalCode(ExpectColumnValuesToBeValidResidentId, fastcheck.resident_id, resident_id_sql, True),
-    "org_code": NationalCode(ExpectColumnValuesToBeValidOrgCode, fastcheck.org_code, org_code_full_sql, False),
+    "uscc": NationalCode(ExpectColumnValuesToBeValidUscc, checkdigits.uscc, uscc_sql, True),
+    "resident_id": NationalCode(ExpectColumnValuesToBeValidResidentId, checkdigits.resident_id, resident_id_sql, True),
+    "org_code": NationalCode(ExpectColumnValuesToBeValidOrgCode, checkdigits.org_code, org_code_full_sql, False),
 }

@@ -14,23 +14,38 @@ The batch is a GX query asset over ``read_parquet(<staged batch>)`` on an in-mem
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING, Any, cast
 
 from quality import scratch
 
+if TYPE_CHECKING:  # GX is imported where it is used (this module is on the validation's light top level)
+    import sqlalchemy as sa
+    from great_expectations.core.batch_definition import BatchDefinition
+    from great_expectations.data_context.data_context.abstract_data_context import AbstractDataContext
+    from great_expectations.datasource.fluent.sql_datasource import SQLDatasource
+    from great_expectations.execution_engine.sqlalchemy_execution_engine import SqlAlchemyExecutionEngine
+
 ROW = "__row"
+
+
+def _replace(owner: object, name: str, value: object) -> None:
+    """Monkeypatch ``owner.name`` with ``value``: GX's fixes below replace what its own declarations call
+    a method or a module's private import, on purpose."""
+    setattr(owner, name, value)
 
 
 @functools.cache
 def patch_gx_for_duckdb() -> None:
     from great_expectations.execution_engine.sqlalchemy_execution_engine import SqlAlchemyExecutionEngine
 
-    def execute_query(self, query):
+    def execute_query(self: SqlAlchemyExecutionEngine, query: sa.Selectable | sa.TextClause) -> sa.Result[Any]:
         with self.get_connection() as connection:
             scratch.install(connection)  # the key of an encrypted lake's scratch files (quality.scratch)
             result = self._execute_query_with_recovery(connection, query)
-            return result.freeze()()  # rows fetched while the connection is still ours
+            rows: sa.Result[Any] = result.freeze()()  # rows fetched while the connection is still ours
+            return rows
 
-    SqlAlchemyExecutionEngine.execute_query = execute_query
+    _replace(SqlAlchemyExecutionEngine, "execute_query", execute_query)
     _literal_index_queries()
 
 
@@ -41,17 +56,18 @@ def _literal_index_queries() -> None:
     takes every literal SQLAlchemy renders, so the query is compiled with ``literal_binds``."""
     from great_expectations.expectations.metrics.column_map_metrics import column_values_unique
     from great_expectations.expectations.metrics.map_metric_provider import map_condition_auxilliary_methods
+    from great_expectations.expectations.metrics.util import sqlalchemy_select_to_sql_string as original
 
-    original = map_condition_auxilliary_methods.sqlalchemy_select_to_sql_string
+    # both modules import GX's function from metrics.util: their copies are replaced, the original kept
 
-    def to_sql(engine, select_statement) -> str:
+    def to_sql(engine: SqlAlchemyExecutionEngine, select_statement: sa.Select[Any]) -> str:
         try:
             return str(select_statement.compile(engine.engine, compile_kwargs={"literal_binds": True})) + ";"
         except Exception:  # noqa: BLE001 - a value SQLAlchemy cannot render literally: GX's own way
             return original(engine, select_statement)
 
     for module in (map_condition_auxilliary_methods, column_values_unique):
-        module.sqlalchemy_select_to_sql_string = to_sql
+        _replace(module, "sqlalchemy_select_to_sql_string", to_sql)
 
 
 def batch_query(path: str) -> str:
@@ -60,15 +76,15 @@ def batch_query(path: str) -> str:
             f"FROM read_parquet('{quoted}', file_row_number = true)")
 
 
-def duckdb_source(context, name: str = "onesource_duckdb"):
+def duckdb_source(context: AbstractDataContext, name: str = "onesource_duckdb") -> SQLDatasource:
     """The context's DuckDB SQL datasource (created once; GX's duckdb:// URL needs duckdb-engine)."""
     try:
-        return context.data_sources.get(name)
+        return cast("SQLDatasource", context.data_sources.get(name))  # the one add_sql made below
     except (KeyError, ValueError, LookupError):
         return context.data_sources.add_sql(name, connection_string="duckdb:///:memory:")
 
 
-def forget_assets(source, names: list[str]) -> None:
+def forget_assets(source: SQLDatasource, names: list[str]) -> None:
     """Remove these query assets from the datasource. Each load adds its dataset's asset (pointing at its
     staged batch) and must remove it after its run: a file context writes every asset into its
     ``great_expectations.yml`` and GX re-reads that file dozens of times a validation, so with one asset
@@ -81,7 +97,7 @@ def forget_assets(source, names: list[str]) -> None:
             pass
 
 
-def batch_definition(source, asset_name: str, path: str):
+def batch_definition(source: SQLDatasource, asset_name: str, path: str) -> BatchDefinition[Any]:
     """A whole-table batch of the staged Parquet file, re-pointed at this batch on every load."""
     try:
         source.delete_asset(asset_name)

@@ -18,6 +18,7 @@ import importlib.util
 import sys
 import threading
 import types
+from typing import Any
 
 DEFERRED = ("scipy.stats", "altair")
 """Imported by GX at its import only for expectations and renderers OneSource's suites never use."""
@@ -33,7 +34,7 @@ class _Deferred(types.ModuleType):
     plain attribute reads. ``__path__`` is left out on purpose: importing a submodule asks for it, which
     imports the real package first (its ``__init__`` runs before any submodule)."""
 
-    def __getattr__(self, attr: str):
+    def __getattr__(self, attr: str) -> Any:
         real = _real(self)
         return getattr(real, attr)
 

@@ -19,6 +19,7 @@ from quality import scratch
 from quality.gx_duckdb import ROW
 
 if TYPE_CHECKING:
+    import duckdb
     import pyarrow as pa
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def _hits(queries: list[RowQuery]) -> str:
         for q in queries)
 
 
-def _runnable(con, queries: list[RowQuery]) -> list[RowQuery]:
+def _runnable(con: duckdb.DuckDBPyConnection, queries: list[RowQuery]) -> list[RowQuery]:
     """Each query that DuckDB cannot run is replaced by its fallback, loudly: its check's marks are
     then only the rows GX named."""
     import duckdb

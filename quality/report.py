@@ -6,7 +6,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from lakehouse.lake import CATALOG, OPS, QUARANTINE, Lake
+from core.duck import one
+from lakehouse import ledger
+from lakehouse.lake import CATALOG, QUARANTINE, Lake
 
 
 @dataclass(frozen=True)
@@ -14,7 +16,7 @@ class DatasetQuality:
     dataset: str
     load_id: str | None
     run_at: Any = None
-    rows: int = 0
+    rows: int | None = 0
     passed: bool | None = None
     stage: str | None = None
     suite_version: str | None = None
@@ -29,16 +31,15 @@ class DatasetQuality:
 
 def dataset_quality(lake: Lake, dataset: str, sample: int | None = 10) -> DatasetQuality:
     """The last validation of ``dataset``; ``sample``: how many failing rows to return (None: all)."""
-    run = lake.con.execute(
-        f"SELECT load_id, run_at, rows, passed, stage, suite_version FROM {CATALOG}.{OPS}.quality_runs "
-        "WHERE dataset = ? ORDER BY run_at DESC LIMIT 1", [dataset]).fetchone()
-    if run is None:
+    runs = ledger.quality_runs(lake.con, dataset, limit=1)
+    if not runs:
         return DatasetQuality(dataset, None)
-    load_id = run[0]
+    run = runs[0]
+    load_id = run.load_id
     cur = lake.con.execute(
         f"""SELECT check_name, column_name, blocking, success, skipped, unexpected_count, sample_rows, sample_values,
                    error, expectation
-            FROM {CATALOG}.{OPS}.quality_results WHERE load_id = ?
+            FROM {ledger.ref('quality_results')} WHERE load_id = ?
             ORDER BY success, NOT blocking, check_name, column_name""", [load_id])
     names = [d[0] for d in cur.description]
     checks = []
@@ -48,7 +49,8 @@ def dataset_quality(lake: Lake, dataset: str, sample: int | None = 10) -> Datase
             item[key] = json.loads(item[key]) if item[key] else []
         checks.append(item)
     failing, total = _failing_rows(lake, dataset, load_id, sample)
-    return DatasetQuality(dataset, load_id, run[1], run[2], run[3], run[4], run[5], checks, failing, total)
+    return DatasetQuality(dataset, load_id, run.run_at, run.rows, run.passed, run.stage, run.suite_version, checks,
+                          failing, total)
 
 
 def _failing_rows(lake: Lake, dataset: str, load_id: str, sample: int | None) -> tuple[list[dict[str, Any]], int]:
@@ -57,16 +59,16 @@ def _failing_rows(lake: Lake, dataset: str, load_id: str, sample: int | None) ->
     limit = "" if sample is None else f" LIMIT {int(sample)}"
     where = "_load_id = ? AND _reasons IS NOT NULL"
     source = f'{CATALOG}.{QUARANTINE}."{dataset}"' if dataset in lake.tables(QUARANTINE) else None
-    if source is None or not lake.con.execute(f"SELECT count(*) FROM {source} WHERE {where}", [load_id]).fetchone()[0]:
-        if "quality_rows" not in lake.tables(OPS):  # a lake written before the table existed
+    if source is None or not one(lake.con, f"SELECT count(*) FROM {source} WHERE {where}", [load_id])[0]:
+        if not ledger.exists(lake.con, "quality_rows"):  # a lake written before the table existed
             return [], 0
-        source, where = f"{CATALOG}.{OPS}.quality_rows", "load_id = ? AND dataset = ?"
+        source, where = ledger.ref("quality_rows"), "load_id = ? AND dataset = ?"
         select = f"SELECT _row, key_value, _reasons FROM {source} WHERE {where}"
         params = [load_id, dataset]
     else:
         select = f"SELECT * EXCLUDE (_load_id) FROM {source} WHERE {where}"
         params = [load_id]
-    total = lake.con.execute(f"SELECT count(*) FROM ({select})", params).fetchone()[0]
+    total = one(lake.con, f"SELECT count(*) FROM ({select})", params)[0]
     cur = lake.con.execute(f"{select} ORDER BY _row{limit}", params)
     cols = [d[0] for d in cur.description]
     return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()], total

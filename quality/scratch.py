@@ -74,12 +74,13 @@ def install(connection: Any) -> None:
     connection.info[KEY_NAME] = _key
 
 
-def first_column(path: str) -> list:
+def first_column(path: str) -> list[Any]:
     """The first column's values of a scratch file (the pandas engine's path)."""
     if not is_encrypted(path):
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).column(0).to_pylist()
+        values: list[Any] = pq.read_table(path).column(0).to_pylist()
+        return values
     import duckdb
 
     con = duckdb.connect()

@@ -17,11 +17,14 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas.exceptions import UnknownNameError
 from schemas.formats import FORMAT_RULES
 from schemas.model import Column, Dataset, Registry
+
+if TYPE_CHECKING:  # GX is imported lazily (see build_suite)
+    from great_expectations.core.expectation_suite import ExpectationSuite
 
 CHECK_DIGIT_FORMATS = ("uscc", "resident_id", "org_code")
 
@@ -186,7 +189,7 @@ def suite_specs(ds: Dataset, reg: Registry, ctx: SuiteContext | None = None) -> 
 
 def suite_version(specs: list[CheckSpec]) -> str:
     """Hash of the checks (reference value sets summarised by size), to tell suites apart in results."""
-    def plain(s: CheckSpec) -> dict:
+    def plain(s: CheckSpec) -> dict[str, Any]:
         kwargs = {k: v for k, v in s.kwargs.items() if k != "keys_path"}  # the keys file changes per snapshot
         return {"check": s.check, "expectation": s.expectation, "kwargs": kwargs, "blocking": s.blocking}
 
@@ -198,13 +201,14 @@ def suite_version(specs: list[CheckSpec]) -> str:
 # keys); counting equal neighbours among the sorted 64-bit hashes costs 0.35 s, and a collision can
 # only make it report a duplicate that the second pass then clears.
 # The second pass, for failures only, uses the original form, which names the duplicated rows.
-VERDICT_FORMS: dict[str, tuple[str, Callable[[dict], dict]]] = {
+VERDICT_FORMS: dict[str, tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
     "ExpectColumnValuesToBeUnique": ("ExpectColumnValuesToBeUniqueByHash",
                                      lambda kw: {"column": kw["column"], "min_value": 1.0}),
 }
 
 
-def build_suite(ds: Dataset, specs: list[CheckSpec], *, verdict: bool = False, only: set[int] | None = None):
+def build_suite(ds: Dataset, specs: list[CheckSpec], *, verdict: bool = False,
+                only: set[int] | None = None) -> ExpectationSuite:
     """The GX suite of ``specs`` (each expectation's meta "n" is its index); ``verdict`` uses the
     verdict forms, ``only`` keeps those indexes. Returns a gx.ExpectationSuite (GX is imported lazily)."""
     import great_expectations as gx

@@ -14,14 +14,23 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from quality import docs_assets, fastpath, marks
 from quality.gx_duckdb import ROW, batch_definition, batch_query, duckdb_source, forget_assets, patch_gx_for_duckdb
 from quality.suite import SuiteContext
 from schemas.model import Dataset, Registry
+
+if TYPE_CHECKING:  # GX is imported only under _setting_up (see there)
+    from great_expectations.core.expectation_suite import ExpectationSuite
+    from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
+    from great_expectations.data_context.data_context.abstract_data_context import AbstractDataContext
+    from great_expectations.data_context.data_context.ephemeral_data_context import EphemeralDataContext
+    from great_expectations.data_context.data_context.file_data_context import FileDataContext
+    from great_expectations.data_context.types.resource_identifiers import ValidationResultIdentifier
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +106,7 @@ class QualityReport:
         return "; ".join(r.describe() for r in failed)
 
 
-def _quiet(context) -> None:
+def _quiet(context: AbstractDataContext) -> None:
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
@@ -121,7 +130,7 @@ def preload_gx() -> None:
 
 
 @functools.lru_cache(maxsize=1)
-def _ephemeral_context():
+def _ephemeral_context() -> EphemeralDataContext:
     """One in-memory GX context per process: importing and setting up GX costs seconds."""
     preload_gx()
     import great_expectations as gx
@@ -132,7 +141,7 @@ def _ephemeral_context():
 
 
 @functools.lru_cache(maxsize=4)
-def _file_context(root: str):
+def _file_context(root: str) -> FileDataContext:
     """A GX file context under the home: suites, validation results and Data Docs persist there."""
     _ephemeral_context()  # first: GX imported its way (quality.gximport), custom expectations registered, GX patched
     import great_expectations as gx
@@ -154,11 +163,12 @@ in this module imports a GX module before :func:`_ephemeral_context` has run und
 meet :func:`prepare`'s thread halfway through the same imports (Python's import locks then deadlock)."""
 
 
-def _ready(docs_root: Path | None):
+def _ready(docs_root: Path | None) -> AbstractDataContext:
     """The context a validation runs in, with its DuckDB datasource (and SQL engine) created. (Not
     called under :func:`_docs_lock`: it takes that lock itself, and a second flock in one process
     waits for the first.)"""
     with _setting_up:
+        context: AbstractDataContext
         if docs_root is None:
             context = _ephemeral_context()
             duckdb_source(context)
@@ -220,7 +230,7 @@ def _prune_results(root: Path, suite_name: str, keep: int) -> None:
 
 
 @contextlib.contextmanager
-def _docs_lock(root: Path):
+def _docs_lock(root: Path) -> Iterator[None]:
     """GX's file stores and Data Docs index are not safe for concurrent writers: one load at a time."""
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".gx.lock", "w") as fh:
@@ -244,23 +254,29 @@ def build_data_docs(root: Path) -> Path:
     from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
     with _docs_lock(root):
         since = marker.read_text().strip() if marker.exists() else ""
-        new = [k for k in context.validation_results_store.list_keys() if _run_time(k) > since]
+        # the validation results store's keys (GX declares them as any store's keys)
+        keys = cast("list[ValidationResultIdentifier]", context.validation_results_store.list_keys())
+        new = [k for k in keys if _run_time(k) > since]
         started = time.time()
         if new or not since:
             suites = {k.expectation_suite_identifier.name for k in new}
-            context.build_data_docs(resource_identifiers=new + [ExpectationSuiteIdentifier(name=n) for n in suites])
+            identifiers = [*new, *(ExpectationSuiteIdentifier(name=n) for n in suites)]
+            # GX declares a list of one kind of key; its site builder takes results and their suites together
+            context.build_data_docs(resource_identifiers=identifiers)  # type: ignore[arg-type]
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(max((_run_time(k) for k in new), default=since or "0"))
         docs_assets.localize(_site(root), since=started - 2)  # the scripts GX loads from CDNs, from packages
     return _site(root) / "index.html"
 
 
-def _run_time(key) -> str:
+def _run_time(key: ValidationResultIdentifier) -> str:
     """A stored result's run time as sortable text (GX names run folders by it)."""
-    return key.run_id.to_tuple()[1]
+    run_time: str = key.run_id.to_tuple()[1]
+    return run_time
 
 
-def _run(context, dataset: str, suite, batch_path: Path, run_name: str | None, result_format: dict, docs: bool):
+def _run(context: AbstractDataContext, dataset: str, suite: ExpectationSuite, batch_path: Path, run_name: str | None,
+         result_format: dict[str, Any], docs: bool) -> ExpectationSuiteValidationResult:
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
 
@@ -285,10 +301,11 @@ def _run(context, dataset: str, suite, batch_path: Path, run_name: str | None, r
 def _row_count(batch_path: Path) -> int:
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(batch_path).metadata.num_rows
+    rows: int = pq.ParquetFile(batch_path).metadata.num_rows
+    return rows
 
 
-def _rows_of(indexes: list) -> list[int]:
+def _rows_of(indexes: list[Any]) -> list[int]:
     """GX names failing rows by the batch's ``__row`` column (1-based)."""
     out = []
     for i in indexes:
@@ -351,15 +368,16 @@ def _validate(dataset: Dataset, registry: Registry, batch_path: Path, context: S
     # counts, samples and every failing row, but only of the expectations that failed.
     verdict = {"result_format": "BOOLEAN_ONLY"}
     waited = time.perf_counter()
-    context = _ready(docs_root)
+    gx_context = _ready(docs_root)
     waited = time.perf_counter() - waited
     if docs_root is not None:
         with _docs_lock(docs_root):
             _prune_results(docs_root, suite.name, DOCS_KEEP - 1)  # the run below adds one
-            first = _run(context, dataset.name, suite, batch_path, run_name, verdict, True)
+            first = _run(gx_context, dataset.name, suite, batch_path, run_name, verdict, True)
     else:
-        first = _run(context, dataset.name, suite, batch_path, run_name, verdict, False)
-    results = list(first.results)  # GX orders results its own way: match them by meta "n"
+        first = _run(gx_context, dataset.name, suite, batch_path, run_name, verdict, False)
+    # GX's ExpectationValidationResult declares expectation_config Optional; a validation always sets it
+    results: list[Any] = list(first.results)  # GX orders results its own way: match them by meta "n"
     failed = [r for r in results if not r.success]
     if failed:
         detail = build_suite(dataset, specs, only={r.expectation_config.meta["n"] for r in failed})
@@ -367,7 +385,8 @@ def _validate(dataset: Dataset, registry: Registry, batch_path: Path, context: S
         summary = {"result_format": "SUMMARY", "partial_unexpected_count": sample,
                    "unexpected_index_column_names": [ROW], "return_unexpected_index_query": True}
         second = _run(_ephemeral_context(), dataset.name, detail, batch_path, None, summary, False)
-        by_n = {r.expectation_config.meta["n"]: r for r in second.results}
+        second_results: list[Any] = second.results  # (expectation_config: as above)
+        by_n = {r.expectation_config.meta["n"]: r for r in second_results}
         results = [by_n.get((r.expectation_config.meta or {}).get("n"), r) for r in results]
     found = _marks(results, batch_path, sample)
     checks = [_check_result(r, found, sample) for r in results]
@@ -380,13 +399,13 @@ def _validate(dataset: Dataset, registry: Registry, batch_path: Path, context: S
                          seconds={"gx_context": round(waited, 4)})
 
 
-def _label(meta: dict, expectation: str) -> str:
+def _label(meta: dict[str, Any], expectation: str) -> str:
     """A row's reason: ``check:column`` (``check`` alone for a check of several columns or none)."""
     check, column = meta.get("check", expectation), meta.get("column")
     return f"{check}:{column}" if column else check
 
 
-def _marks(results: list, batch_path: Path, sample: int) -> marks.Marks:
+def _marks(results: list[Any], batch_path: Path, sample: int) -> marks.Marks:
     """Every failing row of the failed row-level checks, from GX's own index queries. A check GX gave
     no query for keeps the rows GX named (its first few), and says so in the log."""
     queries = []
@@ -407,7 +426,7 @@ def _marks(results: list, batch_path: Path, sample: int) -> marks.Marks:
     return marks.collect(queries, sample)
 
 
-def _check_result(r, found: marks.Marks, sample: int) -> CheckResult:
+def _check_result(r: Any, found: marks.Marks, sample: int) -> CheckResult:
     meta = r.expectation_config.meta or {}
     res = r.result or {}
     n = meta.get("n", -1)

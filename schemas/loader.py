@@ -53,7 +53,7 @@ from schemas.model import (
 from schemas.shape import FILES, connector_keys, known_keys, unknown_key_message
 
 
-class LineDict(dict):
+class LineDict(dict[Any, Any]):
     """A YAML mapping that remembers the line of itself and of each key."""
 
     line: int = 0
@@ -68,7 +68,7 @@ def _line_loader() -> type:
     import yaml
 
     class LineLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-        def construct_mapping(self, node, deep=False):  # noqa: ANN001 - PyYAML's signature
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LineDict:
             mapping = LineDict(super().construct_mapping(node, deep=deep))
             mapping.line = node.start_mark.line + 1
             mapping.key_lines = {
@@ -86,10 +86,11 @@ def _line_loader() -> type:
                 seen.add(k.value)
             return mapping
 
-        def construct_yaml_timestamp(self, node):  # noqa: ANN001 - PyYAML's signature
+        def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> dt.date:
             # YAML reads 2000-13-01 as a date and PyYAML's datetime() raises a bare ValueError, with no line
             try:
-                return super().construct_yaml_timestamp(node)
+                stamp: dt.date = super().construct_yaml_timestamp(node)  # a date or a datetime (a date too)
+                return stamp
             except ValueError as exc:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"{node.value!r} is not a date ({exc}); write an existing date as YYYY-MM-DD, "
@@ -232,7 +233,7 @@ def _elements(r: _Reader, path: Path) -> tuple[list[Element], list[CodeList]]:
         name = r.field(node, "name", file, "element")
         what = f"element {name!r}"
         r.closed(node, known_keys(Element), file, what)
-        authority = node.get("authority")
+        authority: Any = node.get("authority")  # as written (None or a list are reported), like r.field's values
         if isinstance(authority, list):
             r.issue(
                 file,

@@ -9,9 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import MISSING, asdict, dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypedDict, TypeVar, dataclass_transform
 
 from schemas.formats import FORMAT_RULES
 
@@ -84,19 +85,30 @@ REFERENCE_TARGETS = ("authority",)
 """What a column's ``references`` may name: today only the authoritative dataset of its element."""
 
 
-def spec(default: Any = MISSING, *, factory: Any = MISSING, choices: Any = (), keys: Any = (),
+def spec(*, default: Any = MISSING, factory: Any = MISSING, choices: Any = (), keys: Any = (),
          optional: bool = False) -> Any:
     """A model field plus what the registry's schema needs beyond its type (read by schemas.shape):
     ``choices`` the values it takes (a mapping gives each value's meaning), ``keys`` the keys a mapping
     field takes, ``optional`` a key a registry file may leave out although the value always has one (the
-    loader fills it in). Each field's description is the docstring under it."""
+    loader fills it in). Each field's description is the docstring under it. Keyword arguments only, as
+    ``field``'s: a type checker reads ``default`` and ``factory`` by name (see :func:`registry_value`)."""
     meta = {"choices": choices, "keys": keys, "optional": optional}
     if factory is not MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
 
 
-@dataclass(frozen=True)
+_Value = TypeVar("_Value")
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(field, spec))
+def registry_value(cls: type[_Value]) -> type[_Value]:
+    """``@dataclass(frozen=True)``, and it tells type checkers that :func:`spec` declares a field, as ``field``
+    does: a field is required unless its ``spec`` gives a ``default`` or a ``factory``."""
+    return dataclass(frozen=True)(cls)
+
+
+@registry_value
 class Where:
     """Where a registry entry was declared, so every error can name file and line."""
 
@@ -113,7 +125,7 @@ class Where:
         return Where(self.file, dict(self.keys).get(key, self.line))
 
 
-@dataclass(frozen=True)
+@registry_value
 class System:
     """A department's source system: each dataset names the system its extracts come from."""
 
@@ -123,7 +135,7 @@ class System:
     """Name of the system (e.g. 登记系统)."""
 
 
-@dataclass(frozen=True)
+@registry_value
 class Department:
     """A department that owns datasets and consumes others' (``departments.yaml``)."""
 
@@ -132,7 +144,7 @@ class Department:
     and of its drop folder under ``sources/``."""
     name: str
     """Name of the department in Chinese (e.g. 市场监督管理局)."""
-    name_en: str = spec("", optional=True)
+    name_en: str = spec(default="", optional=True)
     """Name of the department in English."""
     systems: tuple[System, ...] = ()
     """The department's source systems."""
@@ -175,7 +187,7 @@ def division_prefix(code: str) -> str:
     return code
 
 
-@dataclass(frozen=True)
+@registry_value
 class Organisation:
     """An organisation of the city's hierarchy (``organisations.yaml``): the city, a district or county, a
     street office. Users belong to one; a grant scoped to the jurisdiction shows each user the rows under it."""
@@ -185,7 +197,7 @@ class Organisation:
     (430100, 430104), 9 digits for a street office (430104001), 12 for a community."""
     name: str
     """Name in Chinese (e.g. 岳麓区, 望月湖街道)."""
-    name_en: str = spec("", optional=True)
+    name_en: str = spec(default="", optional=True)
     """Name in English."""
     parent: str | None = None
     """Code of the organisation it belongs to (a street's district, a district's city); none for the city.
@@ -203,7 +215,7 @@ class Organisation:
         return division_prefix(self.code)
 
 
-@dataclass(frozen=True)
+@registry_value
 class CodeList:
     """A code list (``code_lists`` in ``elements.yaml``): ``NAME: {CODE: LABEL}``."""
 
@@ -214,7 +226,7 @@ class CodeList:
     where: Where | None = field(default=None, compare=False)
 
 
-@dataclass(frozen=True)
+@registry_value
 class Element:
     """A data element: one fact with exactly one authoritative dataset."""
 
@@ -228,11 +240,11 @@ class Element:
     """Type of the element's values; a column of this element takes it unless the column says otherwise."""
     authority: str
     """The dataset that is the one source of this element (exactly one: the others reference it)."""
-    format: str | None = spec(None, choices={k: r.description for k, r in FORMAT_RULES.items()})
+    format: str | None = spec(default=None, choices={k: r.description for k, r in FORMAT_RULES.items()})
     """Format rule every value must match (with its check digit where the standard has one)."""
     code_list: str | None = None
     """Code list (in ``code_lists``) every value must come from; a label is accepted and stored as its code."""
-    sensitivity: int = spec(1, choices=SENSITIVITY_MEANINGS)
+    sensitivity: int = spec(default=1, choices=SENSITIVITY_MEANINGS)
     """1 public, 2 internal, 3 sensitive (masked for consuming departments), 4 highly sensitive (its datasets
     load only into an encrypted lake)."""
     where: Where | None = field(default=None, compare=False)
@@ -257,7 +269,7 @@ SEVERITY_MEANINGS = {"blocking": "a failing row quarantines the whole batch: not
                      "warning": "failures are reported, the batch is published"}
 
 
-@dataclass(frozen=True)
+@registry_value
 class CustomExpectation:
     """An extra GX expectation a dataset declares: class name, its arguments, blocking or not."""
 
@@ -270,7 +282,7 @@ class CustomExpectation:
     where: Where | None = field(default=None, compare=False)
 
 
-@dataclass(frozen=True)
+@registry_value
 class QualitySpec:
     """Per-dataset quality settings (all optional)."""
 
@@ -291,7 +303,7 @@ class QualitySpec:
         return RULE_KINDS.get(rule, True)
 
 
-@dataclass(frozen=True)
+@registry_value
 class Column:
     """A column of a dataset's shared table, read from a column of the department's extract."""
 
@@ -308,7 +320,7 @@ class Column:
     """Every row must have a value (a blocking check unless ``quality.severity`` says otherwise)."""
     code_list: str | None = None
     """Code list every value must come from (beyond the element's own)."""
-    format: str | None = spec(None, choices={k: r.description for k, r in FORMAT_RULES.items()})
+    format: str | None = spec(default=None, choices={k: r.description for k, r in FORMAT_RULES.items()})
     """Format rule every value must match (beyond the element's own); a format also decides masking."""
     min: Any = None
     """Smallest allowed value (a number, or an ISO date for date columns): the range check."""
@@ -317,7 +329,7 @@ class Column:
     from_authority: bool = False
     """Not collected: filled from the element's authoritative dataset, joined on the dataset's key
     (once only: the department consumes the element instead of collecting it again)."""
-    references: str | None = spec(None, choices=REFERENCE_TARGETS)
+    references: str | None = spec(default=None, choices=REFERENCE_TARGETS)
     """``authority``: this column is the key through which the dataset references the element's
     authoritative dataset (a credit code, a resident ID, a division code naming the authority's record).
     The department holds the identifier in order to reference the authority, not to collect the fact
@@ -329,7 +341,7 @@ class Column:
         return ELEMENT_TYPES[self.type]
 
 
-@dataclass(frozen=True)
+@registry_value
 class ConnectorSpec:
     """Connector kind plus its kind-specific settings (validated by the kind in ``connectors``)."""
 
@@ -340,7 +352,7 @@ class ConnectorSpec:
     where: Where | None = field(default=None, compare=False)
 
 
-@dataclass(frozen=True)
+@registry_value
 class Dataset:
     """A dataset a department shares: where its extracts come from, its columns, key, schedule and share type."""
 
@@ -362,7 +374,7 @@ class Dataset:
     """How often the department updates it: the Airflow schedule and how long a load stays fresh."""
     share_type: str = spec(choices=SHARE_TYPE_MEANINGS)
     """Who may query the dataset."""
-    load_mode: str = spec("snapshot", choices=LOAD_MODE_MEANINGS)
+    load_mode: str = spec(default="snapshot", choices=LOAD_MODE_MEANINGS)
     """How a batch changes the shared table."""
     conditions: str | None = None
     """Conditional datasets: who may use it and for what (shown to requesting departments)."""
@@ -372,11 +384,11 @@ class Dataset:
     """What the dataset holds, shown in the catalogue."""
     quality: QualitySpec = field(default_factory=QualitySpec)
     """Quality settings beyond what the columns imply (severities, volume, freshness, extra expectations)."""
-    compatibility: str = spec("BACKWARD", choices=COMPATIBILITY_MODES)
+    compatibility: str = spec(default="BACKWARD", choices=COMPATIBILITY_MODES)
     """How a new version of this dataset's schema must relate to earlier ones (upper or lower case)."""
-    schema_drift: str = spec("evolve", choices=SCHEMA_DRIFTS)
+    schema_drift: str = spec(default="evolve", choices=SCHEMA_DRIFTS)
     """What a load does with an extract whose columns differ from the registry."""
-    open_attribute: str = spec("不予开放", choices=OPEN_ATTRIBUTES)
+    open_attribute: str = spec(default="不予开放", choices=OPEN_ATTRIBUTES)
     """开放属性 of the national catalogue (GB/T 21063.3): 无条件开放, 有条件开放 or 不予开放 to the public."""
     division_column: str | None = None
     """The text column holding each row's division code (a district's 6 digits, a street's 9, a community's
@@ -420,7 +432,7 @@ EXCEL_SHEET_FORBIDDEN = "[]:*?/\\"
 """Characters Excel refuses in a sheet name (which is also at most 31 characters long)."""
 
 
-@dataclass(frozen=True)
+@registry_value
 class FormField:
     """A field of a form (an item of its ``fields``): filled from the dataset that is its element's authority,
     or ``typed`` by the person who files the form."""
@@ -439,11 +451,11 @@ class FormField:
     where: Where | None = field(default=None, compare=False)
 
 
-@dataclass(frozen=True)
+@registry_value
 class FormLayout:
     """How the office files the form as a spreadsheet (``layout``)."""
 
-    sheet: str = spec("", optional=True)
+    sheet: str = spec(default="", optional=True)
     """Name of the sheet (at most 31 characters, none of ``[]:*?/\\``); the form's name when left out."""
     header_rows: tuple[str, ...] = ()
     """Lines above the column titles (the form's title, the filing office), each merged across the columns;
@@ -454,7 +466,7 @@ class FormLayout:
     where: Where | None = field(default=None, compare=False)
 
 
-@dataclass(frozen=True)
+@registry_value
 class Form:
     """A recurring form an office files (``forms/<code>.yaml``), filled from the lake for one subject or for
     every subject in a jurisdiction (``onesource forms fill``)."""
@@ -473,7 +485,7 @@ class Form:
     in a jurisdiction."""
     fields: tuple[FormField, ...]
     """The form's fields, in the order of its columns."""
-    name_en: str = spec("", optional=True)
+    name_en: str = spec(default="", optional=True)
     """Name of the form in English."""
     layout: FormLayout = spec(factory=FormLayout, optional=True)
     """The sheet's name, the rows above the column titles, a numbering column; each column's width is its
@@ -481,7 +493,13 @@ class Form:
     where: Where | None = field(default=None, compare=False)
 
 
-@dataclass(frozen=True)
+_Index = TypedDict("_Index", {"department": dict[str, Department], "data element": dict[str, Element],
+                             "code list": dict[str, CodeList], "dataset": dict[str, Dataset],
+                             "organisation": dict[str, Organisation], "form": dict[str, Form]})
+"""What :class:`Registry` looks up by name, name -> value for each kind of entry (its unknown-name errors' nouns)."""
+
+
+@registry_value
 class Registry:
     """Everything the registry folder declares."""
 
@@ -502,37 +520,38 @@ class Registry:
     # and the KPIs look names up tens of thousands of times). cached_property writes the instance's
     # __dict__ directly, which a frozen dataclass allows.
     @cached_property
-    def _index(self) -> dict[str, dict[str, Any]]:
+    def _index(self) -> _Index:
         return {"department": {d.code: d for d in self.departments}, "data element": {e.name: e for e in self.elements},
                 "code list": {c.name: c for c in self.code_lists}, "dataset": {d.name: d for d in self.datasets},
                 "organisation": {o.code: o for o in self.organisations},
                 "form": {f.code: f for f in self.forms}}
 
-    def _lookup(self, what: str, name: str) -> Any:
-        found = self._index[what].get(name)
+    @staticmethod
+    def _lookup(what: str, index: dict[str, _Value], name: str) -> _Value:
+        found = index.get(name)
         if found is None:
             from schemas.exceptions import UnknownNameError
 
-            raise UnknownNameError(unknown_name_message(what, name, self._index[what]))
+            raise UnknownNameError(unknown_name_message(what, name, index))
         return found
 
     def department(self, code: str) -> Department:
-        return self._lookup("department", code)
+        return self._lookup("department", self._index["department"], code)
 
     def element(self, name: str) -> Element:
-        return self._lookup("data element", name)
+        return self._lookup("data element", self._index["data element"], name)
 
     def code_list(self, name: str) -> CodeList:
-        return self._lookup("code list", name)
+        return self._lookup("code list", self._index["code list"], name)
 
     def dataset(self, name: str) -> Dataset:
-        return self._lookup("dataset", name)
+        return self._lookup("dataset", self._index["dataset"], name)
 
     def organisation(self, code: str) -> Organisation:
-        return self._lookup("organisation", code)
+        return self._lookup("organisation", self._index["organisation"], code)
 
     def form(self, code: str) -> Form:
-        return self._lookup("form", code)
+        return self._lookup("form", self._index["form"], code)
 
     @cached_property
     def source_datasets(self) -> tuple[Dataset, ...]:
@@ -619,7 +638,7 @@ _WHERE_LISTED = {"dataset": "onesource registry list", "department": "onesource 
                  "form": "onesource forms list"}
 
 
-def unknown_name_message(what: str, name: str, names) -> str:
+def unknown_name_message(what: str, name: str, names: Iterable[str]) -> str:
     """``unknown dataset 'firm'; did you mean 'firms'? known (3): firms, people, taxes``: the close
     matches first, every name up to :data:`KNOWN_SHOWN`, past that how many more and where they are listed."""
     import difflib

@@ -103,13 +103,13 @@ def _value_schema(cls: type, f: Any, hint: Any) -> dict[str, Any]:
         return {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
     if hint is Any:  # min/max: a number, or an ISO date for date columns
         return {"type": ["number", "string"]}
-    if is_dataclass(hint):
+    if isinstance(hint, type) and is_dataclass(hint):
         return {"$ref": f"#/$defs/{DEFS[hint][0]}"}
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is tuple:
         item = args[0]
-        return {"type": "array", "items": {"$ref": f"#/$defs/{DEFS[item][0]}"} if is_dataclass(item)
-                else {"type": _SCALARS[item]}}
+        return {"type": "array", "items": {"$ref": f"#/$defs/{DEFS[item][0]}"}
+                if isinstance(item, type) and is_dataclass(item) else {"type": _SCALARS[item]}}
     if origin is dict:
         keys = f.metadata.get("keys") or {}
         if not keys:
@@ -260,7 +260,7 @@ def _type_label(prop: dict[str, Any]) -> str:
         return "number or ISO date"
     if isinstance(kind, list):
         return " or ".join(kind)
-    return {"object": "mapping"}.get(kind, kind)
+    return "mapping" if kind == "object" else str(kind)
 
 
 def _values(prop: dict[str, Any]) -> str:
@@ -269,8 +269,12 @@ def _values(prop: dict[str, Any]) -> str:
         return ""
     meanings = prop.get("enumDescriptions") or [""] * len(enum)
     seen: set[str] = set()
-    parts = [f"`{v}`" + (f" ({m})" if m else "") for v, m in zip(enum, meanings, strict=True)
-             if not (str(v).lower() in seen or seen.add(str(v).lower()))]  # compatibility's lower-case forms
+    parts = []
+    for v, m in zip(enum, meanings, strict=True):
+        if str(v).lower() in seen:  # compatibility's lower-case forms
+            continue
+        seen.add(str(v).lower())
+        parts.append(f"`{v}`" + (f" ({m})" if m else ""))
     return " One of: " + "; ".join(parts) + "."
 
 

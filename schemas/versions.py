@@ -27,14 +27,19 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from schemas.model import COMPATIBILITY_MODES, Dataset, Department, Element, Registry
+
+Definition = dict[str, Any]
+"""A subject's definition: the JSON object fingerprinted and kept in ``ops.schema_versions`` (read back with
+``json.loads``); its keys depend on the kind of subject (the ``*_definition`` functions below)."""
 
 MODES = tuple(COMPATIBILITY_MODES)
 DEFAULT_MODE = "BACKWARD"
 
 
-def dataset_definition(ds: Dataset) -> dict:
+def dataset_definition(ds: Dataset) -> Definition:
     return {"columns": {c.name: {"type": c.type, "required": c.required, "element": c.element,
                                  "from_authority": c.from_authority,
                                  # only when declared: a registry without references keeps its fingerprints
@@ -42,24 +47,24 @@ def dataset_definition(ds: Dataset) -> dict:
             "key": list(ds.key)}
 
 
-def element_definition(el: Element) -> dict:
+def element_definition(el: Element) -> Definition:
     return {"type": el.type, "authority": el.authority, "format": el.format, "code_list": el.code_list,
             "sensitivity": el.sensitivity, "name_zh": el.name_zh, "name_en": el.name_en}
 
 
-def sharing_definition(ds: Dataset) -> dict:
+def sharing_definition(ds: Dataset) -> Definition:
     """Who may read a dataset, and how: its share type, its owner, its columns' formats (masking)."""
     return {"share_type": ds.share_type, "owner": ds.owner,
             "formats": {c.name: c.format for c in ds.columns if c.format}}
 
 
-def department_definition(department: Department) -> dict:
+def department_definition(department: Department) -> Definition:
     return {"name": department.name, "name_en": department.name_en}
 
 
-def definitions(registry: Registry) -> dict[tuple[str, str], tuple[dict, str | None]]:
+def definitions(registry: Registry) -> dict[tuple[str, str], tuple[Definition, str | None]]:
     """(kind, subject) -> (definition, compatibility mode) of every subject the registry defines."""
-    out: dict[tuple[str, str], tuple[dict, str | None]] = {
+    out: dict[tuple[str, str], tuple[Definition, str | None]] = {
         ("dataset", d.name): (dataset_definition(d), d.compatibility) for d in registry.datasets}
     out |= {("element", e.name): (element_definition(e), None) for e in registry.elements}
     out |= {("sharing", d.name): (sharing_definition(d), None) for d in registry.datasets}
@@ -67,7 +72,7 @@ def definitions(registry: Registry) -> dict[tuple[str, str], tuple[dict, str | N
     return out
 
 
-def fingerprint(definition: dict) -> str:
+def fingerprint(definition: Definition) -> str:
     return hashlib.sha256(json.dumps(definition, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
@@ -88,7 +93,7 @@ def fingerprints(registry: Registry) -> dict[tuple[str, str], str]:
     return known
 
 
-def _backward(new: dict, old: dict) -> list[str]:
+def _backward(new: Definition, old: Definition) -> list[str]:
     """Reasons the new schema cannot read data written with the old one."""
     out = []
     for name, col in new["columns"].items():
@@ -107,7 +112,7 @@ def _backward(new: dict, old: dict) -> list[str]:
     return out
 
 
-def _forward(new: dict, old: dict) -> list[str]:
+def _forward(new: Definition, old: Definition) -> list[str]:
     """Reasons data written with the new schema cannot be read with the old one."""
     out = []
     for name, before in old["columns"].items():
@@ -125,7 +130,7 @@ def _forward(new: dict, old: dict) -> list[str]:
     return out
 
 
-def incompatibilities(mode: str, new: dict, history: list[dict]) -> list[str]:
+def incompatibilities(mode: str, new: Definition, history: list[Definition]) -> list[str]:
     """Field-level reasons ``new`` breaks ``mode`` against ``history`` (oldest first); empty if compatible."""
     if mode == "NONE" or not history:
         return []
@@ -140,7 +145,7 @@ def incompatibilities(mode: str, new: dict, history: list[dict]) -> list[str]:
     return reasons
 
 
-def element_incompatibilities(new: dict, old: dict) -> list[str]:
+def element_incompatibilities(new: Definition, old: Definition) -> list[str]:
     return [f"{field} changed from {old[field]!r} to {new[field]!r}: every dataset using the element would break "
             "(register a new element instead)" for field in ("type", "authority") if new[field] != old[field]]
 
@@ -151,7 +156,7 @@ class Version:
     kind: str
     version: int
     fingerprint: str
-    definition: dict
+    definition: Definition
     compatibility: str | None
     registry_version: str
     registered_at: dt.datetime
@@ -169,7 +174,7 @@ class Change:
     """Why it is incompatible (empty: it may be registered)."""
 
 
-def describe(new: dict, old: dict | None, kind: str) -> list[str]:
+def describe(new: Definition, old: Definition | None, kind: str) -> list[str]:
     if old is None:
         return ["new subject"]
     if kind != "dataset":

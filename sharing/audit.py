@@ -949,14 +949,12 @@ def sync_to_lake(lake, log: AuditLog) -> int:
 
     The byte offset (the seq, for the chain in a PostgreSQL catalog) reached is stored with the rows in one
     commit, so a crash copies nothing twice."""
-    from lakehouse.lake import CATALOG, OPS
-
     dsn = shared_catalog(lake.settings.catalog)
     if dsn is None and not log.path.exists():
         return 0
     offset, last_seq = lake.con.execute(
         f"SELECT coalesce(arg_max(byte_offset, synced_at), 0), coalesce(arg_max(seq, synced_at), 0) "
-        f"FROM {CATALOG}.{OPS}.audit_sync"
+        f"FROM {ledger.ref('audit_sync')}"
     ).fetchone()
     if dsn is None:
         return _sync_file(lake, log, offset, last_seq)

@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lakehouse.lake import CATALOG, OPS, SHARED, Lake
+from lakehouse import ledger
+from lakehouse.lake import CATALOG, SHARED, Lake
 from schemas.model import Dataset, Registry
 from sharing.exceptions import RequestError
 
@@ -75,7 +76,7 @@ def listing(lake: Lake, *, dataset: str | None = None, owner: str | None = None,
         if value:
             where.append(f"{column} = ?")
             params.append(value)
-    sql = f"SELECT {', '.join(_COLUMNS)} FROM {CATALOG}.{OPS}.disputes"
+    sql = f"SELECT {', '.join(_COLUMNS)} FROM {ledger.ref('disputes')}"
     if where:
         sql += " WHERE " + " AND ".join(where)
     return [Dispute(*r) for r in lake.con.execute(sql + " ORDER BY reported_at", params).fetchall()]
@@ -94,7 +95,7 @@ def resolve(lake: Lake, dispute_id: str, *, owner: str, resolved_by: str, correc
     if not corrected and not resolution.strip():
         raise RequestError("rejecting a dispute needs a reason: the reporting department sees it")
     lake.write(f"resolve dispute {dispute_id}",
-           f"UPDATE {CATALOG}.{OPS}.disputes SET status = ?, resolved_by = ?, resolved_at = ?, resolution = ? "
+           f"UPDATE {ledger.ref('disputes')} SET status = ?, resolved_by = ?, resolved_at = ?, resolution = ? "
            "WHERE dispute_id = ?", [CORRECTED if corrected else REJECTED, resolved_by, _now(), resolution.strip(),
                                     dispute_id])
     return listing(lake, dispute_id=dispute_id)[0]

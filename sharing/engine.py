@@ -30,6 +30,7 @@ import duckdb
 from core.config import Settings
 from core.errors import OneSourceError
 from core.logsafe import guarded
+from lakehouse import ledger
 from lakehouse.lake import Lake, list_tables
 from schemas.model import Registry
 from sharing.audit import AuditLog
@@ -143,7 +144,7 @@ class GovernedEngine:
     def _registered(self, cursor: duckdb.DuckDBPyConnection) -> object:
         """What changes whenever a registry version is registered (rows are never updated nor removed)."""
         try:
-            return cursor.execute("SELECT count(*), max(registered_at) FROM lake.ops.schema_versions").fetchone()
+            return cursor.execute(f"SELECT count(*), max(registered_at) FROM {ledger.ref('schema_versions')}").fetchone()
         except duckdb.Error:
             return None
 
@@ -204,10 +205,10 @@ class GovernedEngine:
         if hit and hit[0] == stamp:
             return hit[1]
         try:
-            active = bool(cursor.execute("SELECT count(*) FROM lake.ops.users WHERE user_name = ? "
-                                         "AND disabled_at IS NULL", [user]).fetchone()[0])
+            found = ledger.user(cursor, user)
         except duckdb.Error:
-            active = False
+            found = None
+        active = found is not None and found.active
         self._users[user] = (stamp, active)
         return active
 

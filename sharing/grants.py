@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from lakehouse import ledger
-from lakehouse.lake import CATALOG, OPS, Lake, retrying
+from lakehouse.lake import Lake, retrying
 from schemas.model import Dataset, Registry
 from sharing.exceptions import QueryRefused
 
@@ -202,7 +202,7 @@ def revoke_grant(lake: Lake, grant_id: str) -> None:
     """Revoke an active grant; an unknown or already revoked ``grant_id`` is refused with the reason."""
     if not grant_id:
         raise QueryRefused("name the grant to revoke: --grant-id ID (`onesource grants list` shows them)")
-    found = lake.con.execute(f"SELECT revoked_at FROM {CATALOG}.{OPS}.grants WHERE grant_id = ?", [grant_id]).fetchall()
+    found = lake.con.execute(f"SELECT revoked_at FROM {ledger.ref('grants')} WHERE grant_id = ?", [grant_id]).fetchall()
     if not found:
         raise QueryRefused(f"no grant {grant_id!r}; `onesource grants list` shows every grant and its id")
     if found[0][0] is not None:
@@ -210,7 +210,7 @@ def revoke_grant(lake: Lake, grant_id: str) -> None:
 
     def write() -> None:
         with lake.transaction() as con:
-            con.execute(f"UPDATE {CATALOG}.{OPS}.grants SET revoked_at = ? WHERE grant_id = ?", [_now(), grant_id])
+            con.execute(f"UPDATE {ledger.ref('grants')} SET revoked_at = ? WHERE grant_id = ?", [_now(), grant_id])
             lake.commit_message(f"revoke grant {grant_id}", {"grant_id": grant_id})
 
     retrying(write, lake.settings.commit_retries, "revoking a grant")
@@ -223,11 +223,11 @@ def active_grants(lake: Lake, department: str, at: dt.datetime | None = None) ->
     try:
         rows = lake.con.execute(
             f"SELECT grant_id, department, dataset, columns, row_filter, expires_at, coalesce(scope, 'all') "
-            f"FROM {CATALOG}.{OPS}.grants WHERE department = ? AND revoked_at IS NULL "
+            f"FROM {ledger.ref('grants')} WHERE department = ? AND revoked_at IS NULL "
             "AND (expires_at IS NULL OR expires_at > ?)", [department, at]).fetchall()
     except duckdb.BinderException:  # a lake not written since grant scopes came: every grant is for all rows
         rows = [(*r, "all") for r in lake.con.execute(
-            f"SELECT grant_id, department, dataset, columns, row_filter, expires_at FROM {CATALOG}.{OPS}.grants "
+            f"SELECT grant_id, department, dataset, columns, row_filter, expires_at FROM {ledger.ref('grants')} "
             "WHERE department = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
             [department, at]).fetchall()]
     except duckdb.CatalogException:  # a lake nothing was written to yet: no grants table, no grant
@@ -235,7 +235,7 @@ def active_grants(lake: Lake, department: str, at: dt.datetime | None = None) ->
     matches: dict[str, dict[str, int]] = {}
     if rows:
         try:
-            found = lake.con.execute(f"SELECT grant_id, column_name, daily_quota FROM {CATALOG}.{OPS}.grant_matches "
+            found = lake.con.execute(f"SELECT grant_id, column_name, daily_quota FROM {ledger.ref('grant_matches')} "
                                      "WHERE list_contains(?, grant_id)", [[r[0] for r in rows]]).fetchall()
         except duckdb.CatalogException:  # a lake from before match grants
             found = []

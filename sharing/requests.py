@@ -17,7 +17,8 @@ import uuid
 from dataclasses import dataclass
 
 from core.calendar import WorkCalendar
-from lakehouse.lake import CATALOG, OPS, Lake
+from lakehouse import ledger
+from lakehouse.lake import Lake
 from schemas.model import Registry
 from sharing.exceptions import RequestError
 from sharing.grants import add_grant, revoke_grant
@@ -112,11 +113,11 @@ def _select(lake: Lake, where: str, params: list) -> list[tuple]:
     import duckdb
 
     try:
-        return lake.con.execute(f"SELECT {', '.join(_COLUMNS)}, coalesce(scope, 'all') FROM {CATALOG}.{OPS}."
-                                f"access_requests {where}", params).fetchall()
+        return lake.con.execute(f"SELECT {', '.join(_COLUMNS)}, coalesce(scope, 'all') "
+                                f"FROM {ledger.ref('access_requests')} {where}", params).fetchall()
     except duckdb.BinderException:
         return [(*r, "all") for r in lake.con.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM {CATALOG}.{OPS}.access_requests {where}", params).fetchall()]
+            f"SELECT {', '.join(_COLUMNS)} FROM {ledger.ref('access_requests')} {where}", params).fetchall()]
 
 
 def _row_filter(text: str | None, ds) -> str | None:
@@ -193,7 +194,7 @@ def approve(lake: Lake, registry: Registry, request_id: str, *, owner: str, deci
                          row_filter=row_filter or req.row_filter, expires_at=expires, granted_by=decided_by,
                          purpose=req.purpose, scope=scope)
     lake.write(f"approve request {request_id}",
-           f"UPDATE {CATALOG}.{OPS}.access_requests SET status = ?, decided_at = ?, decided_by = ?, reason = ?, "
+           f"UPDATE {ledger.ref('access_requests')} SET status = ?, decided_at = ?, decided_by = ?, reason = ?, "
            "grant_id = ?, columns = ?, row_filter = ?, scope = ? WHERE request_id = ?",
            [APPROVED, now, decided_by, reason, grant_id, cols, row_filter or req.row_filter, scope, request_id])
     return get(lake, request_id)
@@ -206,7 +207,7 @@ def refuse(lake: Lake, request_id: str, *, owner: str, decided_by: str, reason: 
         raise RequestError("a refusal needs a reason: the requesting department and the data bureau see it")
     _pending(lake, request_id, owner)
     lake.write(f"refuse request {request_id}",
-           f"UPDATE {CATALOG}.{OPS}.access_requests SET status = ?, decided_at = ?, decided_by = ?, reason = ? "
+           f"UPDATE {ledger.ref('access_requests')} SET status = ?, decided_at = ?, decided_by = ?, reason = ? "
            "WHERE request_id = ?", [REFUSED, now or _now(), decided_by, reason.strip(), request_id])
     return get(lake, request_id)
 
@@ -219,6 +220,6 @@ def revoke(lake: Lake, request_id: str, *, owner: str, decided_by: str, reason: 
         raise RequestError(f"request {request_id} is {req.status}; only an approved grant can be revoked")
     revoke_grant(lake, req.grant_id)
     lake.write(f"revoke request {request_id}",
-           f"UPDATE {CATALOG}.{OPS}.access_requests SET status = ?, reason = ? WHERE request_id = ?",
+           f"UPDATE {ledger.ref('access_requests')} SET status = ?, reason = ? WHERE request_id = ?",
            [REVOKED, f"revoked by {decided_by}: {reason}", request_id])
     return get(lake, request_id)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from core.errors import TerminalError
 from lakehouse import ledger
-from lakehouse.lake import CATALOG, OPS, Lake, retrying
+from lakehouse.lake import Lake, retrying
 from sharing.roles import ROLES, canonical
 from sharing.scram import make_verifier
 
@@ -104,14 +104,6 @@ def _new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-def _columns(lake: Lake) -> set[str]:
-    """The users table's columns (empty: no table yet); a lake not written since a column came lacks it
-    until Lake.ensure_zones adds it on the next write."""
-    return {r[0] for r in lake.con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_catalog = ? AND table_schema = ? "
-        "AND table_name = 'users'", [CATALOG, OPS]).fetchall()}
-
-
 def create_user(lake: Lake, department: str, user: str, role: str = "analyst", *, by: str | None = None,
                 by_department: str | None = None, audit: AuditLog | None = None,
                 organisation: str | None = None) -> tuple[str, str]:
@@ -123,7 +115,7 @@ def create_user(lake: Lake, department: str, user: str, role: str = "analyst", *
 
     def write() -> None:
         with lake.transaction() as con:
-            con.execute(f"DELETE FROM {CATALOG}.{OPS}.users WHERE user_name = ?", [user])
+            con.execute(f"DELETE FROM {ledger.ref('users')} WHERE user_name = ?", [user])
             ledger.append(con, "users", {
                 "user_name": user, "department": department, "role": canonical(role), "password_scrypt": _scrypt(password),
                 "password_scram": make_verifier(password), "token_sha256": token_hash(token), "created_at": now,
@@ -156,26 +148,23 @@ def add_user(lake: Lake, departments: Iterable[str], user: str, department: str,
     if not USER_NAME.fullmatch(user):
         raise UserError(f"user name {user!r} is not allowed: lower-case letters, digits, '_', '.' or '-', "
                         "starting with a letter, at most 63 characters (e.g. tax_analyst2)")
-    if _row(lake, user) is not None:
+    if ledger.user(lake.con, user) is not None:
         raise UserError(f"user {user!r} exists already; reset its password (users reset-password), rotate its "
                         "token (users rotate-token) or enable it (users enable) instead")
     return create_user(lake, department, user, role, by=by, by_department=by_department, audit=audit,
                        organisation=organisation)
 
 
-def _row(lake: Lake, user: str) -> tuple | None:
-    """(department, role, disabled_at) of ``user``, None when there is no such user."""
-    if "users" not in lake.tables(OPS):
-        return None
-    return lake.con.execute(f"SELECT department, role, disabled_at FROM {CATALOG}.{OPS}.users WHERE user_name = ?",
-                            [user]).fetchone()
-
-
-def _active(lake: Lake, user: str) -> tuple:
-    row = _row(lake, user)
+def _known(lake: Lake, user: str) -> ledger.UserRow:
+    row = ledger.user(lake.con, user)
     if row is None:
         raise UserError(f"no user {user!r}; `onesource users list` shows them, `onesource users add` adds one")
-    if row[2] is not None:
+    return row
+
+
+def _active(lake: Lake, user: str) -> ledger.UserRow:
+    row = _known(lake, user)
+    if not row.active:
         raise UserError(f"user {user!r} is disabled; enable it first (`onesource users enable {user}`)")
     return row
 
@@ -186,7 +175,7 @@ def _update(lake: Lake, user: str, action: str, by: str | None, sets: dict, *, d
 
     def write() -> None:
         with lake.transaction() as con:
-            con.execute(f"UPDATE {CATALOG}.{OPS}.users SET {', '.join(f'{k} = ?' for k in sets)} WHERE user_name = ? "
+            con.execute(f"UPDATE {ledger.ref('users')} SET {', '.join(f'{k} = ?' for k in sets)} WHERE user_name = ? "
                         f"AND disabled_at IS {'NOT ' if disabled else ''}NULL", [*sets.values(), user])
             lake.commit_message(f"{action} user {user}", {"user": user, "by": by})
 
@@ -196,8 +185,8 @@ def _update(lake: Lake, user: str, action: str, by: str | None, sets: dict, *, d
 def reset_password(lake: Lake, user: str, *, by: str | None = None, by_department: str | None = None,
                    audit: AuditLog | None = None) -> str:
     """A new password (the token stays); returns it. The user's portal sessions end."""
-    department, role, _ = _active(lake, user)
-    _audit(audit, "reset-password", user, department, role, by, by_department)
+    row = _active(lake, user)
+    _audit(audit, "reset-password", user, row.department, row.role, by, by_department)
     password = _new_password()
     _update(lake, user, "reset password of", by, {
         "password_scrypt": _scrypt(password), "password_scram": make_verifier(password), "password_pg_md5": None,
@@ -208,8 +197,8 @@ def reset_password(lake: Lake, user: str, *, by: str | None = None, by_departmen
 def rotate_token(lake: Lake, user: str, *, by: str | None = None, by_department: str | None = None,
                  audit: AuditLog | None = None) -> str:
     """A new bearer token (the password stays); returns it. The old token is refused from the next request."""
-    department, role, _ = _active(lake, user)
-    _audit(audit, "rotate-token", user, department, role, by, by_department)
+    row = _active(lake, user)
+    _audit(audit, "rotate-token", user, row.department, row.role, by, by_department)
     token = _new_token()
     _update(lake, user, "rotate token of", by, {"token_sha256": token_hash(token)}, disabled=False)
     return token
@@ -218,8 +207,8 @@ def rotate_token(lake: Lake, user: str, *, by: str | None = None, by_department:
 def reset_user(lake: Lake, user: str, *, by: str | None = None, by_department: str | None = None,
                audit: AuditLog | None = None) -> tuple[str, str]:
     """A new password and token for an existing user (same department and role); returns (password, token)."""
-    department, role, _ = _active(lake, user)
-    _audit(audit, "reset", user, department, role, by, by_department)
+    row = _active(lake, user)
+    _audit(audit, "reset", user, row.department, row.role, by, by_department)
     password, token = _new_password(), _new_token()
     _update(lake, user, "reset", by, {
         "password_scrypt": _scrypt(password), "password_scram": make_verifier(password), "password_pg_md5": None,
@@ -231,20 +220,18 @@ def disable_user(lake: Lake, user: str, *, by: str | None = None, by_department:
                  audit: AuditLog | None = None) -> None:
     """Disable ``user`` (``onesource users disable``): its token, passwords and open sessions stop working
     on the next request or query, in every running server."""
-    department, role, _ = _active(lake, user)
-    _audit(audit, "disable", user, department, role, by, by_department)
+    row = _active(lake, user)
+    _audit(audit, "disable", user, row.department, row.role, by, by_department)
     _update(lake, user, "disable", by, {"disabled_at": _now()}, disabled=False)
 
 
 def enable_user(lake: Lake, user: str, *, by: str | None = None, by_department: str | None = None,
                 audit: AuditLog | None = None) -> None:
     """Enable a disabled user again, with the password and token it had; sessions from before stay over."""
-    row = _row(lake, user)
-    if row is None:
-        raise UserError(f"no user {user!r}; `onesource users list` shows them, `onesource users add` adds one")
-    if row[2] is None:
+    row = _known(lake, user)
+    if row.active:
         raise UserError(f"user {user!r} is enabled already")
-    _audit(audit, "enable", user, row[0], row[1], by, by_department)
+    _audit(audit, "enable", user, row.department, row.role, by, by_department)
     _update(lake, user, "enable", by, {"disabled_at": None, "created_at": _now()}, disabled=True)
 
 
@@ -254,20 +241,18 @@ def set_role(lake: Lake, user: str, role: str, *, by: str | None = None, by_depa
     the next page is read with the new role; its token and wire sessions read within the same grants."""
     if role not in ROLES:
         raise UserError(f"no role {role!r}: one of {', '.join(ROLES)} (README, Users and roles)")
-    row = _row(lake, user)
-    if row is None:
-        raise UserError(f"no user {user!r}; `onesource users list` shows them, `onesource users add` adds one")
-    before = canonical(row[1])
+    row = _known(lake, user)
+    before = canonical(row.role)
     if before == role:
         raise UserError(f"user {user!r} has the role {role} already")
-    _audit(audit, f"set-role (was {before})", user, row[0], role, by, by_department)
-    _update(lake, user, "set role of", by, {"role": role, "created_at": _now()}, disabled=row[2] is not None)
+    _audit(audit, f"set-role (was {before})", user, row.department, role, by, by_department)
+    _update(lake, user, "set role of", by, {"role": role, "created_at": _now()}, disabled=not row.active)
     return before
 
 
 def accounts(lake: Lake, department: str | None = None) -> list[Account]:
     """Every user (``department``: of that one), by department and name."""
-    names = _columns(lake)
+    names = ledger.columns_in(lake.con, "users")  # a lake not written since a column came lacks it
     if not names:
         return []
     added = "coalesce(added_at, created_at)" if "added_at" in names else "created_at"
@@ -277,7 +262,7 @@ def accounts(lake: Lake, department: str | None = None) -> list[Account]:
     organisation = "organisation" if "organisation" in names else "NULL"
     rows = lake.con.execute(
         f"SELECT user_name, department, role, disabled_at IS NULL, {added}, {changed}, {by}, {organisation} "
-        f"FROM {CATALOG}.{OPS}.users WHERE ? IS NULL OR department = ? ORDER BY department, user_name",
+        f"FROM {ledger.ref('users')} WHERE ? IS NULL OR department = ? ORDER BY department, user_name",
         [department, department]).fetchall()
     return [Account(r[0], r[1], canonical(r[2]), *r[3:]) for r in rows]
 
@@ -289,7 +274,7 @@ def organisation_of(con, user: str) -> str | None:
     import duckdb
 
     try:
-        row = con.execute(f"SELECT organisation FROM {CATALOG}.{OPS}.users WHERE user_name = ?", [user]).fetchone()
+        row = con.execute(f"SELECT organisation FROM {ledger.ref('users')} WHERE user_name = ?", [user]).fetchone()
     except (duckdb.CatalogException, duckdb.BinderException):  # no users table, or none with the column yet
         return None
     return row[0] if row else None
@@ -305,18 +290,18 @@ def _audit(audit: AuditLog | None, action: str, user: str, department: str, role
 
 
 def user_by_token(lake: Lake, token: str) -> User | None:
-    if "users" not in lake.tables(OPS):
+    if not ledger.exists(lake.con, "users"):
         return None
-    row = lake.con.execute(f"SELECT user_name, department, role, created_at FROM {CATALOG}.{OPS}.users "
+    row = lake.con.execute(f"SELECT user_name, department, role, created_at FROM {ledger.ref('users')} "
                            "WHERE token_sha256 = ? AND disabled_at IS NULL", [token_hash(token)]).fetchone()
     return User(*row) if row else None
 
 
 def still_valid(lake: Lake, user: User) -> bool:
     """Whether ``user``'s sign-in still holds: not disabled, credentials not reset since it was made."""
-    if "users" not in lake.tables(OPS):
+    if not ledger.exists(lake.con, "users"):
         return False
-    row = lake.con.execute(f"SELECT created_at FROM {CATALOG}.{OPS}.users WHERE user_name = ? "
+    row = lake.con.execute(f"SELECT created_at FROM {ledger.ref('users')} WHERE user_name = ? "
                            "AND disabled_at IS NULL", [user.name]).fetchone()
     return row is not None and (user.since is None or row[0] == user.since)
 
@@ -324,23 +309,22 @@ def still_valid(lake: Lake, user: User) -> bool:
 def scram_verifier(lake: Lake, user: str) -> tuple[User, str | None] | None:
     """The user and their SCRAM-SHA-256 verifier (the wire endpoint's sign-in); None for an unknown user, and
     a None verifier for a user whose password predates SCRAM (it must be reset)."""
-    if "users" not in lake.tables(OPS):
+    names = ledger.columns_in(lake.con, "users")
+    if not names:
         return None
     # a lake not written since SCRAM came may lack the column (Lake.ensure_zones adds it on the next write)
-    scram = "password_scram" if lake.con.execute(
-        "SELECT count(*) FROM information_schema.columns WHERE table_catalog = ? AND table_schema = ? "
-        "AND table_name = 'users' AND column_name = 'password_scram'", [CATALOG, OPS]).fetchone()[0] else "NULL"
-    row = lake.con.execute(f"SELECT user_name, department, role, {scram}, created_at FROM {CATALOG}.{OPS}.users "
+    scram = "password_scram" if "password_scram" in names else "NULL"
+    row = lake.con.execute(f"SELECT user_name, department, role, {scram}, created_at FROM {ledger.ref('users')} "
                            "WHERE user_name = ? AND disabled_at IS NULL", [user]).fetchone()
     return (User(row[0], row[1], row[2], row[4]), row[3]) if row else None
 
 
 def authenticate(lake: Lake, user: str, password: str) -> User | None:
     """The user, when ``password`` is theirs (the portal's sign-in); None otherwise."""
-    if "users" not in lake.tables(OPS):
+    if not ledger.exists(lake.con, "users"):
         return None
     row = lake.con.execute(
-        f"SELECT user_name, department, role, password_scrypt, created_at FROM {CATALOG}.{OPS}.users "
+        f"SELECT user_name, department, role, password_scrypt, created_at FROM {ledger.ref('users')} "
         "WHERE user_name = ? AND disabled_at IS NULL", [user]).fetchone()
     if row is None or not check_password(row[3], password):
         return None

@@ -10,6 +10,9 @@ import pytest
 from core.config import Settings
 from tests.helpers import write_registry
 
+# The helpers the test files share (tests/support/) assert as the tests do: pytest rewrites their asserts too.
+pytest.register_assert_rewrite("tests.support")
+
 
 def free_port() -> int:
     with socket.socket() as s:

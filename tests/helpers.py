@@ -12,9 +12,9 @@ from typing import Any
 import yaml
 
 from core.config import Settings
+from examples.changsha.city import CITY_CODE, DIVISIONS
 from ingest import run_dataset
 from lakehouse.lake import Lake
-from onesource.demo.city import CITY_CODE, DIVISIONS
 from schemas import load_registry
 
 DEPARTMENTS = {"departments": [
@@ -117,9 +117,9 @@ def shared_count(settings: Settings, table: str) -> int | None:
 def demo_home(home: Path, loads: tuple[str, ...], users: bool = False) -> tuple[Settings, object]:
     """A small demo city (5% scale, no hotline API) with ``loads`` published in order, and with
     ``users`` its analysts and owners (demo-credentials.json, demo-owner-credentials.json)."""
-    from onesource.demo.data import DemoConfig
-    from onesource.demo.generate import generate_city
-    from onesource.demo.runner import _demo_users
+    from examples.changsha.data import DemoConfig
+    from examples.changsha.generate import generate_city
+    from examples.changsha.runner import _demo_users
 
     settings = Settings(home=home)
     generate_city(settings, DemoConfig(scale=0.05, api_url="http://127.0.0.1:9/none"))

@@ -31,7 +31,7 @@ from lakehouse.lake import CATALOG, Lake
 from onesource import airflow_cli
 from tests.conftest import free_port
 from tests.helpers import USCC, csv_text, drop, firms_dataset, wait_for_port, write_registry
-from tests.test_airflow_scheduler import DAILY, _query, _wait, databases, plain_dataset  # noqa: F401 (fixture)
+from tests.support.airflow import DAILY, databases, plain_dataset, query, wait  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -181,22 +181,22 @@ def test_celery_workers_share_the_daily_loads_and_a_lost_worker_s_load_is_publis
                                     start_new_session=True) for name, (cmd, cmd_env) in commands.items()}
     try:
         wait_for_port(port, procs["api-server"])
-        _wait("the dag-processor serializing the generated DAGs", 180,
-              lambda: _query(metadata_db, "SELECT dag_id FROM dag WHERE dag_id = %s", [DAILY]), logs)
+        wait("the dag-processor serializing the generated DAGs", 180,
+             lambda: query(metadata_db, "SELECT dag_id FROM dag WHERE dag_id = %s", [DAILY]), logs)
         # switched on while the workers start (the CLI takes ~10 s to import): until both are ready the
         # loads wait in Redis, and each worker takes one at a time (concurrency 1, no prefetch)
         unpause = subprocess.Popen([airflow, "dags", "unpause", DAILY], env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)
         for name in workers:
-            _wait(f"Celery {name} ready", 180, lambda name=name: " ready." in logs[name].read_text(errors="replace"),
-                  logs)
+            wait(f"Celery {name} ready", 180, lambda name=name: " ready." in logs[name].read_text(errors="replace"),
+                 logs)
         assert unpause.wait(timeout=300) == 0, unpause.stdout.read()[-2000:]
         lap("services up")
 
         # the payments load is on page 2, held: its worker is lost with everything running on it
-        _wait("the payments load reaching its held page", 240, api.held.is_set, logs)
+        wait("the payments load reaching its held page", 240, api.held.is_set, logs)
         lap("payments load held")
-        [(killed_host, state, first_try)] = _query(
+        [(killed_host, state, first_try)] = query(
             metadata_db, "SELECT hostname, state, try_number FROM task_instance WHERE dag_id = %s AND task_id = %s",
             [DAILY, f"tax.{HELD}"])
         assert state == "running" and killed_host in workers.values(), (killed_host, state)
@@ -207,23 +207,23 @@ def test_celery_workers_share_the_daily_loads_and_a_lost_worker_s_load_is_publis
         api.release.set()
         lap("worker killed")
 
-        state = _wait("the daily run finishing on the surviving worker", 240, lambda: [s for (s,) in _query(
+        state = wait("the daily run finishing on the surviving worker", 240, lambda: [s for (s,) in query(
             metadata_db, "SELECT state FROM dag_run WHERE dag_id = %s", [DAILY]) if s in ("success", "failed")],
             logs)
         lap("run finished")
-        tasks = {t: (s, h, n) for t, s, h, n in _query(
+        tasks = {t: (s, h, n) for t, s, h, n in query(
             metadata_db, "SELECT task_id, state, hostname, try_number FROM task_instance WHERE dag_id = %s", [DAILY])}
         assert state == ["success"], tasks
         assert {t: s for t, (s, _, _) in tasks.items()} == dict.fromkeys([*FILE_LOADS, f"tax.{HELD}"], "success")
         # the loads ran on both workers, as each task instance's hostname says
         assert {h for _, h, _ in tasks.values()} == set(workers.values()), tasks
         # the held load: its first try on the lost worker, failed for want of a heartbeat; the retry on the other
-        history = _query(metadata_db, "SELECT try_number, hostname, state FROM task_instance_history "
-                                      "WHERE dag_id = %s AND task_id = %s ORDER BY try_number", [DAILY, f"tax.{HELD}"])
+        history = query(metadata_db, "SELECT try_number, hostname, state FROM task_instance_history "
+                                     "WHERE dag_id = %s AND task_id = %s ORDER BY try_number", [DAILY, f"tax.{HELD}"])
         assert history == [(first_try, killed_host, "failed")], history
         assert tasks[f"tax.{HELD}"][1:] == (workers[survivor], first_try + 1), tasks
-        assert _query(metadata_db, "SELECT count(*) FROM log WHERE event = 'heartbeat timeout' AND task_id = %s",
-                      [f"tax.{HELD}"]) == [(1,)]
+        assert query(metadata_db, "SELECT count(*) FROM log WHERE event = 'heartbeat timeout' AND task_id = %s",
+                     [f"tax.{HELD}"]) == [(1,)]
         # each attempt read the API from page 1: the lost attempt's page 1 was not kept
         assert api.requests == [1, 2, 1, 2, 3], api.requests
 

@@ -22,10 +22,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from core.config import REPO_ROOT, Settings
+from examples.changsha.data import DemoConfig
+from examples.changsha.generate import write_registry as write_demo_registry
 from onesource import airflow_cli
 from onesource.dagfactory import ALL_DAG_ID, MAINTENANCE_DAG_ID
-from onesource.demo.data import DemoConfig
-from onesource.demo.generate import write_registry as write_demo_registry
 from schemas import load_registry
 from tests.conftest import free_port
 from tests.helpers import csv_text, drop, firms_dataset, write_registry

@@ -10,11 +10,11 @@ import sys
 
 import pytest
 
+from examples.changsha.api import TOKEN_ENV
+from examples.changsha.data import DemoConfig
+from examples.changsha.generate import generate_city
 from lakehouse.lake import Lake
 from onesource import airflow_cli
-from onesource.demo.api import TOKEN_ENV
-from onesource.demo.data import DemoConfig
-from onesource.demo.generate import generate_city
 from tests.conftest import free_port
 from tests.helpers import rows, shared_count
 

@@ -9,8 +9,6 @@ tables' Asset events then start the data-aware consistency DAG.
 from __future__ import annotations
 
 import subprocess
-import time
-import uuid
 
 import pytest
 
@@ -19,59 +17,14 @@ from lakehouse.lake import Lake
 from onesource import airflow_cli
 from tests.conftest import free_port
 from tests.helpers import csv_text, drop, firms_dataset, wait_for_port, write_registry
+from tests.support.airflow import DAILY, PG, databases, plain_dataset, query, wait  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
 
-PG = "host=127.0.0.1 port=5432 user=postgres"
-DAILY = "onesource_ingest_daily"
 LOADS = {"amr.firms": 3, "amr.amr_branches": 4000, "tax.tax_returns": 5000, "tax.tax_arrears": 3000}
 
 
-def plain_dataset(name: str, owner: str) -> dict:
-    """A dataset with no data elements: no authority edges, so its load can run beside the others."""
-    return {"name": name, "title": name, "owner": owner, "system": "amr_reg" if owner == "amr" else "tax_core",
-            "update_cycle": "daily", "share_type": "unconditional", "key": ["code"],
-            "connector": {"kind": "file", "path": f"{owner}/{name}/*.csv", "format": "csv"},
-            "columns": [{"name": "code", "source": "编码", "type": "string", "required": True},
-                        {"name": "amount", "source": "金额", "type": "decimal"}]}
-
-
-@pytest.fixture
-def databases():
-    """Two fresh PostgreSQL databases: Airflow's metadata and the lake's catalog."""
-    psycopg = pytest.importorskip("psycopg")
-    names = [f"onesource_af_{uuid.uuid4().hex[:8]}", f"onesource_lk_{uuid.uuid4().hex[:8]}"]
-    try:
-        admin = psycopg.connect(f"{PG} dbname=postgres", autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not running on 127.0.0.1:5432 ({exc}); .ci/run shows how to start it")
-    for name in names:
-        admin.execute(f"CREATE DATABASE {name}")
-    yield names
-    for name in names:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
-
-
-def _query(db: str, sql: str, params=()) -> list[tuple]:
-    import psycopg
-
-    with psycopg.connect(f"{PG} dbname={db}") as conn:
-        return conn.execute(sql, params).fetchall()
-
-
-def _wait(what: str, seconds: float, probe, logs: dict):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(1)
-    tails = "\n".join(f"--- {name}\n{path.read_text(errors='replace')[-2500:]}" for name, path in logs.items())
-    pytest.fail(f"{what} did not happen within {seconds:.0f} s\n{tails}")
-
-
-def test_scheduler_runs_the_daily_dag_with_parallel_department_loads(tmp_path, databases):
+def test_scheduler_runs_the_daily_dag_with_parallel_department_loads(tmp_path, databases):  # noqa: F811 (the fixture imported above)
     metadata_db, catalog_db = databases
     home = tmp_path / "home"
     settings = Settings(home=home, lake=LakeSettings(catalog=f"postgres:dbname={catalog_db} {PG}",
@@ -99,20 +52,20 @@ def test_scheduler_runs_the_daily_dag_with_parallel_department_loads(tmp_path, d
                                  start_new_session=True) for name, path in logs.items()]
     try:
         wait_for_port(port, services[0])
-        _wait("the dag-processor serializing the generated DAGs", 180,
-              lambda: _query(metadata_db, "SELECT dag_id FROM dag WHERE dag_id = %s", [DAILY]), logs)
+        wait("the dag-processor serializing the generated DAGs", 180,
+             lambda: query(metadata_db, "SELECT dag_id FROM dag WHERE dag_id = %s", [DAILY]), logs)
         for dag_id in (DAILY, "onesource_consistency"):
             out = subprocess.run([airflow, "dags", "unpause", dag_id], env=env, capture_output=True, text=True,
                                  timeout=300)
             assert out.returncode == 0, out.stderr[-2000:]
         # the scheduler creates the run itself (the last daily interval) and runs it
-        state = _wait("the scheduled daily run finishing", 600, lambda: [s for (s,) in _query(
+        state = wait("the scheduled daily run finishing", 600, lambda: [s for (s,) in query(
             metadata_db, "SELECT state FROM dag_run WHERE dag_id = %s", [DAILY]) if s in ("success", "failed")], logs)
-        tasks = _query(metadata_db, "SELECT task_id, state, start_date, end_date FROM task_instance "
-                                    "WHERE dag_id = %s", [DAILY])
+        tasks = query(metadata_db, "SELECT task_id, state, start_date, end_date FROM task_instance "
+                                   "WHERE dag_id = %s", [DAILY])
         assert state == ["success"], tasks
         assert {t: s for t, s, _, _ in tasks} == dict.fromkeys(LOADS, "success")
-        run_type = _query(metadata_db, "SELECT run_type FROM dag_run WHERE dag_id = %s", [DAILY])
+        run_type = query(metadata_db, "SELECT run_type FROM dag_run WHERE dag_id = %s", [DAILY])
         assert run_type == [("scheduled",)]
         # several department loads ran at the same time (LocalExecutor, parallelism 4)
         spans = sorted((start, end) for _, _, start, end in tasks)
@@ -123,7 +76,7 @@ def test_scheduler_runs_the_daily_dag_with_parallel_department_loads(tmp_path, d
                 table = task.split(".")[1]
                 assert lake.con.execute(f"SELECT count(*) FROM shared.{table}").fetchone()[0] == rows
         # the shared tables' Asset events trigger the data-aware consistency DAG
-        _wait("the consistency DAG, triggered by the loads' Asset events", 300, lambda: _query(
+        wait("the consistency DAG, triggered by the loads' Asset events", 300, lambda: query(
             metadata_db, "SELECT state FROM dag_run WHERE dag_id = 'onesource_consistency' AND state = 'success' "
                          "AND run_type = 'asset_triggered'"), logs)
     finally:

@@ -211,9 +211,9 @@ def test_an_encrypted_lake_keeps_no_quarantined_batch_in_clear(tmp_path):
 
 
 def test_demo_manifest_names_no_one(tmp_path):
-    from onesource.demo.city import city_datasets
-    from onesource.demo.data import City, DemoConfig
-    from onesource.demo.generate import generate_city, key_digest
+    from examples.changsha.city import city_datasets
+    from examples.changsha.data import City, DemoConfig
+    from examples.changsha.generate import generate_city, key_digest
 
     settings = Settings(home=tmp_path / "home")
     config = DemoConfig(scale=0.05, api_url="http://127.0.0.1:9/none")

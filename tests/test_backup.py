@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from core.config import Settings
-from ingest import load as load_module
+from lakehouse import publish as publish_module
 from onesource.cli import main
 from sharing.audit import AuditLog, verify
 from tests.helpers import ROWS, USCC, csv_text, drop, load, rows
@@ -30,7 +30,7 @@ QUERIES = ("SELECT * FROM shared.firms ORDER BY uscc",
 @pytest.fixture
 def home(tiny: Settings, monkeypatch) -> Settings:
     """A home with two loads (the batches adopted as files, as large ones are), a user, and audited queries."""
-    monkeypatch.setattr(load_module, "ADOPT_ROWS", 1)
+    monkeypatch.setattr(publish_module, "ADOPT_ROWS", 1)
     drop(tiny, "amr/firms/1.csv", csv_text())
     assert [r.status for r in load(tiny)] == ["published"]
     drop(tiny, "amr/firms/2.csv", csv_text([*ROWS[:2], (USCC[2], "新企业", "1", "1", "1", "2021-01-01")]))

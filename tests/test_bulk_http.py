@@ -24,7 +24,7 @@ from polars.testing import assert_frame_equal as assert_polars_equal
 
 from tests.conftest import free_port
 from tests.helpers import wait_for_port
-from tests.test_no_truncation import ORDER, big_home, policy_relation, raw
+from tests.support.no_truncation import ORDER, big_home, policy_relation, raw
 
 pytestmark = pytest.mark.slow
 

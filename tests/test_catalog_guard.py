@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from core.config import Settings
-from ingest import load as load_module
 from lakehouse import Lake
+from lakehouse import publish as publish_module
 from lakehouse.exceptions import CatalogLostError, LakeCatalogError
 from onesource.cli import main
 from tests.helpers import ROWS, USCC, csv_text, drop, load, rows, shared_count
@@ -23,7 +23,7 @@ from tests.helpers import ROWS, USCC, csv_text, drop, load, rows, shared_count
 
 @pytest.fixture
 def loaded(tiny: Settings, monkeypatch) -> Settings:
-    monkeypatch.setattr(load_module, "ADOPT_ROWS", 1)  # the batch is adopted as a file, as large loads are
+    monkeypatch.setattr(publish_module, "ADOPT_ROWS", 1)  # the batch is adopted as a file, as large loads are
     drop(tiny, "amr/firms/1.csv", csv_text())
     assert [r.status for r in load(tiny)] == ["published"]
     return tiny
@@ -170,7 +170,7 @@ def test_an_empty_postgres_catalog_beside_a_data_path_with_files_is_refused(tiny
     run = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"]
     subprocess.run([*run, f"CREATE DATABASE {name}"], check=True, capture_output=True)
     try:
-        monkeypatch.setattr(load_module, "ADOPT_ROWS", 1)  # a file in the data path, not rows inlined
+        monkeypatch.setattr(publish_module, "ADOPT_ROWS", 1)  # a file in the data path, not rows inlined
         settings = Settings(home=tiny.home, audit_key_file=tiny.audit_key_file, lake=LakeSettings(
             catalog=f"postgres:dbname={name} host=127.0.0.1 port=5432 user=postgres", data_path=f"{tmp_path}/data/"))
         drop(settings, "amr/firms/1.csv", csv_text())

@@ -23,10 +23,10 @@ from rich.console import Console
 
 from core.config import Settings
 from core.output import json_array, percent, print_table, target_text
+from examples.changsha.runner import TaskCount, all_dag_tasks
 from lakehouse import Lake
 from onesource import airflow_cli
 from onesource.cli import main
-from onesource.demo.runner import TaskCount, all_dag_tasks
 from schemas import load_registry
 from schemas.model import KNOWN_SHOWN, unknown_name_message
 from sharing import requests
@@ -75,8 +75,8 @@ def test_each_task_of_a_dag_run_is_counted_once_against_the_dags_own_task_count(
     assert [airflow_cli.task_ended(line) for line in LOG.splitlines()] == [
         None, "mca.mca_admin_divisions", None, "hotline.hotline_tickets", "consistency", "metrics[3]"]
     # the total is the DAG's: a load per source dataset, then consistency and metrics (it was the loads only)
-    from onesource.demo.data import DemoConfig
-    from onesource.demo.generate import write_registry as write_demo_registry
+    from examples.changsha.data import DemoConfig
+    from examples.changsha.generate import write_registry as write_demo_registry
 
     write_demo_registry(settings.registry_dir, DemoConfig())
     registry = load_registry(settings.registry_dir)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core.config import Settings
 from tests.helpers import drop, firms_dataset, write_registry
-from tests.test_superseded_quarantine import delivery
+from tests.support.quarantine import delivery
 
 ONESOURCE = str(Path(sys.executable).with_name("onesource"))
 

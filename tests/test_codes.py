@@ -146,17 +146,17 @@ def test_the_organisation_codes_of_the_issue_are_one_key(reg):
 
 
 def test_check_digit_verdicts_agree_with_the_python_oracle():
-    """The vectorised and SQL check digits (quality.fastcheck, quality.expectations) against schemas.formats,
+    """The vectorised and SQL check digits (quality.checkdigits) against schemas.formats,
     on canonical codes and on each with one character changed."""
     import pyarrow as pa
 
-    from quality import fastcheck
-    from quality.expectations import org_code_full_sql, resident_id_sql, uscc_sql
+    from quality import checkdigits
+    from quality.checkdigits import org_code_full_sql, resident_id_sql, uscc_sql
 
     rng = random.Random(11)
-    families = {"org_code": (fastcheck.org_code, org_code_full_sql, is_valid_org_code, "0123456789X"),
-                "uscc": (fastcheck.uscc, uscc_sql, is_valid_uscc, USCC_ALPHABET),
-                "resident_id": (fastcheck.resident_id, resident_id_sql, is_valid_resident_id, ID_CHECK)}
+    families = {"org_code": (checkdigits.org_code, org_code_full_sql, is_valid_org_code, "0123456789X"),
+                "uscc": (checkdigits.uscc, uscc_sql, is_valid_uscc, USCC_ALPHABET),
+                "resident_id": (checkdigits.resident_id, resident_id_sql, is_valid_resident_id, ID_CHECK)}
     for kind, (family, sql, oracle, alphabet) in families.items():
         good = [_example(kind, rng) for _ in range(300)]
         bad = [c[:-1] + rng.choice(alphabet.replace(c[-1], "")) for c in good]

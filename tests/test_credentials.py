@@ -19,9 +19,10 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-import lakehouse.lake as lake_module
+import lakehouse.ledger as ledger_module
 from core.config import Settings, SignInSettings
-from lakehouse.lake import CATALOG, OPS, Lake
+from lakehouse.lake import CATALOG, Lake
+from lakehouse.ledger import OPS
 from onesource.serve import create_app
 from schemas import load_registry
 from sharing.engine import GovernedEngine
@@ -284,11 +285,11 @@ def test_guard_locks_an_address_whatever_the_names():
 def test_an_older_lake_gains_the_column_and_its_md5_users_are_told_to_reset(tmp_path, monkeypatch, caplog):
     settings = Settings(home=tmp_path / "home")
     write_registry(settings.registry_dir)
-    old = dict(lake_module.OPS_TABLES, users="""user_name VARCHAR, department VARCHAR, role VARCHAR,
+    old = dict(ledger_module.TABLES, users="""user_name VARCHAR, department VARCHAR, role VARCHAR,
         password_scrypt VARCHAR, password_pg_md5 VARCHAR, token_sha256 VARCHAR, created_at TIMESTAMP,
         disabled_at TIMESTAMP""")
     with monkeypatch.context() as m:
-        m.setattr(lake_module, "OPS_TABLES", old)
+        m.setattr(ledger_module, "TABLES", old)
         with Lake(settings.lake) as lake:
             md5 = "md5" + hashlib.md5(b"old-passwordlegacy").hexdigest()  # noqa: S324 - what the old code stored
             lake.con.execute(f"INSERT INTO {CATALOG}.{OPS}.users VALUES ('legacy', 'tax', 'analyst', 'scrypt$00$00', "
@@ -305,7 +306,7 @@ def test_an_older_lake_gains_the_column_and_its_md5_users_are_told_to_reset(tmp_
         with Lake(settings.lake) as lake:  # the next write adds the column; the old row reads NULL
             columns = lake.table_columns(OPS, "users")
             # every column added since that lake was made (password_scram, organisation, ...) is there
-            assert list(columns)[8:] == [c for c, _ in lake_module.column_specs(lake_module.OPS_TABLES["users"])][8:]
+            assert list(columns)[8:] == [c for c, _ in ledger_module.column_specs(ledger_module.TABLES["users"])][8:]
             assert "password_scram" in columns and "password_pg_md5" in columns
             assert scram_verifier(lake, "legacy")[1] is None
         with pytest.raises(psycopg.OperationalError, match="must be reset"):

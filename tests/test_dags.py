@@ -10,33 +10,10 @@ import time
 import pytest
 
 from core.config import REPO_ROOT
-from onesource.demo.data import DemoConfig
-from onesource.demo.generate import write_registry as write_demo_registry
+from examples.changsha.data import DemoConfig
+from examples.changsha.generate import write_registry as write_demo_registry
 from schemas import load_registry
-
-DAGBAG = textwrap.dedent("""
-    import json, sys, time
-    t = time.perf_counter()
-    from airflow.dag_processing.dagbag import DagBag
-    bag = DagBag(dag_folder=sys.argv[1])
-    out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "seconds": time.perf_counter() - t,
-           "dags": {d.dag_id: {"schedule": str(d.schedule), "tasks": sorted(d.task_ids),
-                               "outlets": sorted(o.uri for t in d.tasks for o in t.outlets),
-                               "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in d.tasks}}
-                    for d in bag.dags.values()}}
-    print("RESULT" + json.dumps(out))
-""")
-
-
-def dagbag(settings) -> dict:
-    import json
-
-    env = {**settings.environ(), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-c", DAGBAG, str(REPO_ROOT / "dags")], env=env, capture_output=True,
-                          text=True, timeout=300)
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT")), None)
-    assert line, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return json.loads(line.removeprefix("RESULT"))
+from tests.support.airflow import dagbag
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from lakehouse.maintenance import MaintenanceRefusedError, maintain
 from lakehouse.staging import claim, leftovers, sweep
 from onesource.cli import main
 from tests.helpers import csv_text, drop, firms_dataset, load, rows, shared_count, write_registry
-from tests.test_maintenance import extract
+from tests.support.maintenance import extract
 
 REPO = Path(__file__).resolve().parents[1]
 

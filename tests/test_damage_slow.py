@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.helpers import csv_text, drop, firms_dataset, load, rows, wait_for_port, write_registry
-from tests.test_maintenance import extract
+from tests.support.maintenance import extract
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from onesource.demo.city import city_datasets
-from onesource.demo.generate import DemoConfig
-from onesource.demo.generate import write_registry as write_demo_registry
+from examples.changsha.city import city_datasets
+from examples.changsha.generate import DemoConfig
+from examples.changsha.generate import write_registry as write_demo_registry
 from schemas import load_registry
 
 
@@ -25,7 +25,7 @@ def test_a_demo_rerun_keeps_registry_files_edited_by_hand(tmp_path):
     demo wrote it is kept, the demo's version written beside it; untouched files follow the demo."""
     import yaml
 
-    from onesource.demo.generate import KEPT_SUFFIX
+    from examples.changsha.generate import KEPT_SUFFIX
 
     root = tmp_path / "registry"
     assert write_demo_registry(root, DemoConfig()) == []

@@ -9,12 +9,12 @@ import datetime as dt
 import pytest
 
 from core.config import Settings
+from examples.changsha.city import DIVISIONS
+from examples.changsha.data import DemoConfig
+from examples.changsha.generate import generate_city
+from examples.changsha.history import era_registry, publish_history, simulate
 from lakehouse.lake import CATALOG, Lake
 from metrics.kpis import TARGETS, compute
-from onesource.demo.city import DIVISIONS
-from onesource.demo.data import DemoConfig
-from onesource.demo.generate import generate_city
-from onesource.demo.history import era_registry, publish_history, simulate
 from schemas import load_registry
 
 MONTHS = 6

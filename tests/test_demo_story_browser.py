@@ -18,19 +18,19 @@ from pathlib import Path
 import pytest
 
 from core.config import Settings
+from examples.changsha.data import DemoConfig
+from examples.changsha.generate import generate_city
+from examples.changsha.history import publish_history, simulate
+from examples.changsha.runner import _demo_users
 from ingest import run_dataset
 from lakehouse import Lake
 from metrics.kpis import Period
 from metrics.prefill import ANNUAL_REPORT, prefill_rates
 from metrics.publish import publish_periods
-from onesource.demo.data import DemoConfig
-from onesource.demo.generate import generate_city
-from onesource.demo.history import publish_history, simulate
-from onesource.demo.runner import _demo_users
 from schemas import load_registry
 from tests.conftest import free_port
 from tests.helpers import wait_for_port
-from tests.test_portal_browser import CHROMIUM, SHOTS, browser, new_page, sign_in  # noqa: F401 - fixture
+from tests.support.browser import CHROMIUM, SHOTS, browser, new_page, sign_in  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
 LOADED = ("mca_admin_divisions", "amr_enterprise_register", "tax_taxpayer_register", "hrss_enterprise_insurance")

@@ -14,7 +14,7 @@ from sharing import disputes
 from sharing.engine import GovernedEngine
 from sharing.grants import Access, add_grant
 from tests.helpers import demo_home, rows
-from tests.test_portal import sign_in
+from tests.support.portal import sign_in
 
 
 def masked(resident_id: str) -> str:

@@ -13,9 +13,9 @@ from tests.helpers import ELEMENTS, USCC, csv_text, drop, load, rows, write_regi
 
 
 def test_encrypted_lake_files_hold_no_plaintext(tmp_path, monkeypatch):
-    from ingest import load as load_module
+    from lakehouse import publish as publish_module
 
-    monkeypatch.setattr(load_module, "ADOPT_ROWS", 1)  # a plain staged file must never be adopted here
+    monkeypatch.setattr(publish_module, "ADOPT_ROWS", 1)  # a plain staged file must never be adopted here
     plain = Settings(home=tmp_path / "home")
     settings = dataclasses.replace(plain, lake=dataclasses.replace(plain.lake, encrypted=True))
     assert Settings.from_env({"ONESOURCE_HOME": str(tmp_path / "home"), "ONESOURCE_ENCRYPT": "1"}).lake.encrypted

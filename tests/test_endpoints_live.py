@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from core.config import Settings
+from examples.changsha.data import DemoConfig
+from examples.changsha.generate import generate_city
+from examples.changsha.runner import _demo_users
 from ingest import run_dataset
 from lakehouse import Lake
-from onesource.demo.data import DemoConfig
-from onesource.demo.generate import generate_city
-from onesource.demo.runner import _demo_users
 from schemas import load_registry
 from tests.conftest import free_port
 from tests.helpers import rows
@@ -176,7 +176,7 @@ def test_sqlalchemy_reflects_granted_columns_like_superset_does(server):
 def test_pgjdbc_as_dbeaver_uses_it(server):
     """DBeaver talks to PostgreSQL through PgJDBC: its metadata calls list and describe only what the
     department may read, with PostgreSQL type names, and a prepared query runs governed."""
-    from tests.test_pg_catalogue_live import JARS
+    from tests.support.pg_catalogue import JARS
 
     jar = next((j for j in JARS if j.exists()), None)
     if not shutil.which("java") or jar is None:

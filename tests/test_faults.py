@@ -10,6 +10,7 @@ import textwrap
 from concurrent.futures import ProcessPoolExecutor
 
 from tests.helpers import csv_text, drop, firms_dataset, load, rows, shared_count, write_registry
+from tests.support.faults import load_in_process
 
 KILL_BEFORE_COMMIT = textwrap.dedent("""
     import os, signal, sys
@@ -43,12 +44,6 @@ def test_killed_mid_commit_publishes_nothing_and_rerun_publishes_once(tiny):
     assert rows(tiny, "SELECT status, count(*) FROM ops.loads GROUP BY ALL") == [("published", 1)]
 
 
-def _load_in_process(home: str, name: str) -> list[tuple[str, int]]:
-    from core.config import Settings
-
-    return [(r.status, r.rows) for r in load(Settings(home=home), name)]
-
-
 def test_parallel_loads_from_separate_processes_all_publish(settings):
     names = [f"firms_{i}" for i in range(4)]
     datasets = [firms_dataset()] + [
@@ -61,7 +56,7 @@ def test_parallel_loads_from_separate_processes_all_publish(settings):
     Lake(settings.lake).close()  # the lake exists; the four loads then race to create their tables
     # spawned, not forked: a fork inherits DuckDB's and Arrow's thread pools mid-state (see test_faults_slow)
     with ProcessPoolExecutor(max_workers=4, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = list(pool.map(_load_in_process, [str(settings.home)] * 4, names))
+        results = list(pool.map(load_in_process, [str(settings.home)] * 4, names))
     assert results == [[("published", 3)]] * 4
     for n in names:
         assert shared_count(settings, n) == 3

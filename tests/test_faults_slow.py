@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 
 from tests.helpers import csv_text, drop, firms_dataset, load, rows, shared_count, write_registry
-from tests.test_faults import _load_in_process
+from tests.support.faults import load_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +76,7 @@ def test_eight_concurrent_loads_all_publish_exactly_once(settings):
     # whatever state earlier tests left them (a forked worker segfaulted in CI), and real loads are
     # separate processes anyway
     with ProcessPoolExecutor(max_workers=8, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = list(pool.map(_load_in_process, [str(settings.home)] * 8, names))
+        results = list(pool.map(load_in_process, [str(settings.home)] * 8, names))
     assert results == [[("published", 3)]] * 8
     assert rows(settings, "SELECT dataset, count(*) FROM ops.loads WHERE status = 'published' GROUP BY ALL "
                           "ORDER BY 1") == [(n, 1) for n in names]

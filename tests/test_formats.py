@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onesource.demo.data import City, DemoConfig
+from examples.changsha.data import City, DemoConfig
 from schemas.formats import FORMAT_RULES, is_valid_org_code, is_valid_resident_id, is_valid_uscc
 
 
@@ -58,7 +58,8 @@ def test_sql_check_digits_agree_with_python():
     """The DuckDB SQL the GX expectations run and the Python the generator uses give the same answers."""
     import duckdb
 
-    from quality.expectations import org_code_sql, resident_id_ok, resident_id_sql, uscc_sql
+    from quality.checkdigits import org_code_sql, resident_id_sql, uscc_sql
+    from quality.expectations import resident_id_ok
 
     city = City(DemoConfig(scale=0.1))
     usccs = [e.uscc for e in city.enterprises]
@@ -76,7 +77,7 @@ def test_sql_check_digits_agree_with_python():
 
 
 def check_digits(family):
-    """One family of quality.fastcheck as a single check: its check-digit answers."""
+    """One family of quality.checkdigits as a single check: its check-digit answers."""
     return lambda arr: family(arr)["check_digit"]
 
 
@@ -88,7 +89,7 @@ def _numpy_answers(check, values):
 
 def test_numpy_check_digits_agree_with_python():
     """The vectorised checks (GX's fast path) give the Python answers on valid, broken and odd values."""
-    from quality import fastcheck
+    from quality import checkdigits
     from quality.expectations import resident_id_ok
 
     city = City(DemoConfig(scale=0.1))
@@ -100,38 +101,54 @@ def test_numpy_check_digits_agree_with_python():
     broken_ids = [c[:-1] + ("0" if c[-1] != "0" else "1") for c in ids] + [c[:6] + "20990101" + c[14:] for c in ids]
     broken_ids += [c[:6] + "19000229" + c[14:] for c in ids] + [c[:6] + "20000229" + c[14:] for c in ids]
     orgs = [c[8:17] for c in usccs] + ["710930318", "71093031X", "71093031-8", "7109303a8"]
-    for check, python, values in ((check_digits(fastcheck.uscc), is_valid_uscc, usccs + broken_usccs + odd),
-                                  (check_digits(fastcheck.resident_id), resident_id_ok, ids + broken_ids + odd),
-                                  (check_digits(fastcheck.org_code), is_valid_org_code, orgs + odd)):
+    for check, python, values in ((check_digits(checkdigits.uscc), is_valid_uscc, usccs + broken_usccs + odd),
+                                  (check_digits(checkdigits.resident_id), resident_id_ok, ids + broken_ids + odd),
+                                  (check_digits(checkdigits.org_code), is_valid_org_code, orgs + odd)):
         got = _numpy_answers(check, values)
         want = {v: bool(re.fullmatch(r"[\x00-\x7f]*", v)) and python(v) for v in values}  # ASCII, as in SQL
         assert got == want, [v for v in values if got[v] != want[v]][:5]
         assert any(got.values()) and not all(got.values())
-    assert check_digits(fastcheck.uscc)(pa.array([None, usccs[0]], pa.string())).tolist() == [True, True]  # NULL: not ours
+    assert check_digits(checkdigits.uscc)(pa.array([None, usccs[0]], pa.string())).tolist() == [True, True]  # NULL: not ours
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-X", min_size=8, max_size=19))
 def test_numpy_check_digits_agree_on_any_code(text):
-    from quality import fastcheck
+    from quality import checkdigits
     from quality.expectations import resident_id_ok
 
-    for check, python in ((check_digits(fastcheck.uscc), is_valid_uscc), (check_digits(fastcheck.org_code), is_valid_org_code),
-                          (check_digits(fastcheck.resident_id), resident_id_ok)):
+    for check, python in ((check_digits(checkdigits.uscc), is_valid_uscc), (check_digits(checkdigits.org_code), is_valid_org_code),
+                          (check_digits(checkdigits.resident_id), resident_id_ok)):
         assert _numpy_answers(check, [text]) == {text: python(text)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-X", min_size=8, max_size=19))
+def test_sql_check_digits_agree_on_any_code(text):
+    """The SQL forms, like the numpy ones, give schemas.formats' answers on any text (the definition is
+    there once; quality.checkdigits builds both forms from its constants)."""
+    import duckdb
+
+    from quality.checkdigits import org_code_full_sql, resident_id_sql, uscc_sql
+    from quality.expectations import resident_id_ok
+
+    for sql, python in ((uscc_sql("v"), is_valid_uscc), (org_code_full_sql("v"), is_valid_org_code),
+                        (resident_id_sql("v"), resident_id_ok)):
+        [(got,)] = duckdb.execute(f"SELECT coalesce({sql}, false) FROM (SELECT ?::VARCHAR AS v)", [text]).fetchall()
+        assert got == python(text), (text, sql[:40])
 
 
 def test_numpy_check_digits_in_chunks(monkeypatch):
     """Large columns are checked in steps; the answers do not depend on where a step ends."""
-    from quality import fastcheck
+    from quality import checkdigits
 
     city = City(DemoConfig(scale=0.1))
     values = [e.uscc for e in city.enterprises][:50]
     values[7] = values[7][:-1] + ("0" if values[7][-1] != "0" else "1")
     values[31] = None
-    whole = check_digits(fastcheck.uscc)(pa.array(values, pa.string())).tolist()
-    monkeypatch.setattr(fastcheck, "CHUNK", 8)
-    assert check_digits(fastcheck.uscc)(pa.array(values, pa.string())).tolist() == whole
+    whole = check_digits(checkdigits.uscc)(pa.array(values, pa.string())).tolist()
+    monkeypatch.setattr(checkdigits, "CHUNK", 8)
+    assert check_digits(checkdigits.uscc)(pa.array(values, pa.string())).tolist() == whole
     assert whole.count(False) == 1 and whole[31] is True
 
 
@@ -143,10 +160,10 @@ def test_numpy_format_rules_agree_with_the_regular_expressions(text):
     in DuckDB (RE2: ASCII classes, whole value)."""
     import duckdb
 
-    from quality import fastcheck
+    from quality import checkdigits
     from schemas.formats import FORMAT_RULES
 
-    for family, rule in ((fastcheck.uscc, "uscc"), (fastcheck.resident_id, "resident_id")):
+    for family, rule in ((checkdigits.uscc, "uscc"), (checkdigits.resident_id, "resident_id")):
         [got] = family(pa.array([text], pa.string()))["format"].tolist()
         pattern = FORMAT_RULES[rule].pattern.removeprefix("^").removesuffix("$")
         [(want,)] = duckdb.execute("SELECT regexp_full_match(?, ?)", [text, pattern]).fetchall()
@@ -154,12 +171,12 @@ def test_numpy_format_rules_agree_with_the_regular_expressions(text):
 
 
 def test_numpy_format_rules_on_real_codes():
-    from quality import fastcheck
+    from quality import checkdigits
 
     city = City(DemoConfig(scale=0.1))
     usccs = [e.uscc for e in city.enterprises][:200]
     ids = [r.resident_id for r in city.residents][:200]
-    assert all(fastcheck.uscc(pa.array(usccs, pa.string()))["format"])
-    assert all(fastcheck.resident_id(pa.array(ids, pa.string()))["format"])
+    assert all(checkdigits.uscc(pa.array(usccs, pa.string()))["format"])
+    assert all(checkdigits.resident_id(pa.array(ids, pa.string()))["format"])
     bad = [usccs[0][:10] + "I" + usccs[0][11:], usccs[0] + "1", "91ABCDEF" + "1" * 10, None]
-    assert fastcheck.uscc(pa.array(bad, pa.string()))["format"].tolist() == [False, False, False, True]
+    assert checkdigits.uscc(pa.array(bad, pa.string()))["format"].tolist() == [False, False, False, True]

@@ -116,7 +116,7 @@ def test_the_dashboard_shows_the_city_prefill_and_the_fields_no_longer_typed(tmp
     from onesource.serve import create_app
     from sharing.engine import GovernedEngine
     from sharing.sql import QueryResult
-    from tests.test_portal import sign_in
+    from tests.support.portal import sign_in
 
     settings, registry = demo_home(tmp_path / "home", ("amr_enterprise_register", "tax_taxpayer_register",
                                                        "hrss_enterprise_insurance"), users=True)

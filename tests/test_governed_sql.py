@@ -8,11 +8,11 @@ import os
 
 import pytest
 
+from examples.changsha.data import DemoConfig
+from examples.changsha.generate import generate_city
 from ingest import run_dataset
 from lakehouse import Lake
 from onesource.cli import main
-from onesource.demo.data import DemoConfig
-from onesource.demo.generate import generate_city
 from schemas import load_registry
 from sharing.audit import AuditLog, verify
 from sharing.engine import GovernedEngine

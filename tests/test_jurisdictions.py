@@ -19,42 +19,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onesource.demo.city import DIVISIONS
+from examples.changsha.city import DIVISIONS
 from schemas import check_registry, load_registry
 from schemas.model import division_level, division_prefix
 from sharing.exceptions import QueryFailed, QueryRefused
 from sharing.grants import Grant, add_grant, visible
 from sharing.policy import plan
 from tests.helpers import DEPARTMENTS, ELEMENTS, dump, firms_dataset, write_registry
-
-CITY = "430100"
-PLACES = {
-    "name": "places", "title": "网格事件", "owner": "amr", "system": "amr_reg", "update_cycle": "daily",
-    "share_type": "conditional", "conditions": "测试", "key": ["id"], "division_column": "division",
-    "connector": {"kind": "file", "path": "amr/places/*.csv", "format": "csv"},
-    "columns": [{"name": "id", "type": "string", "required": True}, {"name": "division", "type": "string"},
-                {"name": "n", "type": "integer"}, {"name": "secret", "type": "string"}],
-}
-
-
-def organisations(*items: tuple[str, str, str | None]) -> dict:
-    return {"organisations": [{"code": c, "name": n, **({"parent": p} if p else {})} for c, n, p in items]}
-
-
-TREE = organisations((CITY, "长沙市", None), ("430104", "岳麓区", CITY), ("430104001", "望月湖街道", "430104"),
-                     ("430104002", "岳麓街道", "430104"), ("430102", "芙蓉区", CITY))
-
-
-def registry_at(root: Path, orgs: dict | None = TREE, places: dict | None = None):
-    write_registry(root, [firms_dataset(), places or PLACES])
-    if orgs is not None:
-        dump(root / "organisations.yaml", orgs)
-    return check_registry(root)
-
-
-def messages(issues) -> str:
-    return "\n".join(f"{i.file}:{i.line}: {i.message}" for i in issues)
-
+from tests.support.jurisdictions import CITY, PLACES, TREE, messages, organisations, registry_at
 
 # --- the registry -------------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Slow tier: a street's user sees only its street's rows through every endpoint of a real `onesource serve`.
 
-The demo city's jurisdiction (onesource.demo.runner._demo_jurisdictions): civil affairs reads the resident
+The demo city's jurisdiction (examples.changsha.runner._demo_jurisdictions): civil affairs reads the resident
 register under a grant scoped to each user's jurisdiction, and owns the subsistence-allowance roster; its users
 in 岳麓区 (430104) and two of its streets (望月湖街道 430104001, 岳麓街道 430104002) ask over HTTP (bearer
 token), the Postgres wire (psycopg), the portal's console (signed in, CSV download) and the CLI
@@ -22,10 +22,10 @@ import psycopg
 import pytest
 
 from core.config import Settings
+from examples.changsha.data import DemoConfig
+from examples.changsha.generate import generate_city
+from examples.changsha.runner import JURISDICTION_CREDENTIALS, _demo_jurisdictions, _demo_users
 from ingest import run_dataset
-from onesource.demo.data import DemoConfig
-from onesource.demo.generate import generate_city
-from onesource.demo.runner import JURISDICTION_CREDENTIALS, _demo_jurisdictions, _demo_users
 from schemas import load_registry
 from tests.conftest import free_port
 from tests.helpers import rows, wait_for_port

@@ -13,10 +13,10 @@ from openpyxl import load_workbook
 from core.calendar import WorkCalendar
 from core.citytime import to_local
 from core.citytime import today as city_today
+from examples.changsha.city import BUREAU, platform_dataset_entries
 from lakehouse import Lake
 from metrics.kpis import Period, closing_windows, compute, slot_starts
 from metrics.publish import export_rows, publish, write_csv, write_xlsx
-from onesource.demo.city import BUREAU, platform_dataset_entries
 from schemas import load_registry
 from sharing import requests
 from sharing.engine import GovernedEngine

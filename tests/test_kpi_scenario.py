@@ -22,61 +22,15 @@ from onesource.cli import main
 from schemas import load_registry
 from sharing import requests
 from tests.helpers import ELEMENTS, firms_dataset, write_registry
+from tests.support.kpi_scenario import DEPARTMENTS, OWNERS, file, registry_entries, write_scenario_registry
 
 TZ = dt.timezone(dt.timedelta(hours=8))  # Asia/Shanghai has no daylight saving time
 WEEKDAYS = WorkCalendar(national=False)  # Mondays to Fridays (no holiday in March 2026 by this calendar)
-
-DEPARTMENTS = {"departments": [
-    {"code": "amr", "name": "市场监督管理局", "name_en": "Market Regulation",
-     "systems": [{"code": "amr_reg", "name": "登记系统"}, {"code": "amr_old", "name": "旧许可系统"}]},
-    {"code": "tax", "name": "税务局", "name_en": "Tax", "systems": [{"code": "tax_core", "name": "征管系统"}]},
-    {"code": "hrss", "name": "人社局", "name_en": "HR and Social Security",
-     "systems": [{"code": "hrss_sys", "name": "人社系统"}]},
-]}
 
 
 def city(month: int, day: int, hour: int = 0, minute: int = 0) -> dt.datetime:
     """A 2026 city wall-clock time as the naive UTC instant the ledgers store."""
     return dt.datetime(2026, month, day, hour, minute, tzinfo=TZ).astimezone(dt.UTC).replace(tzinfo=None)
-
-
-def _file(path: str) -> dict:
-    return {"kind": "file", "path": path, "format": "csv"}
-
-
-def registry_entries() -> list[dict]:
-    """firms (amr, the authority of all three elements), taxpayers (tax: its key uscc is declared the
-    reference to firms, copies the name, takes the status from_authority), moves (amr, not_shared),
-    licences (amr's old system, monthly), permits (hrss, weekly, its key uscc not declared a reference:
-    re-collected), hrss_people (hrss, daily, re-collects the enterprise name)."""
-    uscc = {"name": "uscc", "source": "统一社会信用代码", "element": "uscc", "required": True}
-    return [
-        firms_dataset(connector=_file("amr/firms/*.csv")),
-        firms_dataset(name="taxpayers", owner="tax", system="tax_core", share_type="conditional", conditions="稽查",
-                      connector=_file("tax/*.csv"),
-                      columns=[{**uscc, "references": "authority"}, {"name": "enterprise_name", "source": "企业名称", "element": "enterprise_name"},
-                               {"name": "enterprise_status", "source": "登记状态", "element": "enterprise_status",
-                                "from_authority": True}]),
-        firms_dataset(name="moves", share_type="not_shared", legal_basis="法规", connector=_file("amr/moves/*.csv"),
-                      columns=[uscc]),
-        firms_dataset(name="licences", system="amr_old", update_cycle="monthly", connector=_file("amr/lic/*.csv"),
-                      columns=[uscc, {"name": "licence_no", "source": "许可证号", "type": "string"}]),
-        firms_dataset(name="permits", owner="hrss", system="hrss_sys", update_cycle="weekly",
-                      connector=_file("hrss/permits/*.csv"), columns=[uscc, {"name": "permit_no", "source": "编号", "type": "string"}]),
-        firms_dataset(name="hrss_people", owner="hrss", system="hrss_sys", share_type="conditional", conditions="核验",
-                      key=["pid"], connector=_file("hrss/people/*.csv"),
-                      columns=[{"name": "pid", "source": "编号", "type": "string", "required": True},
-                               {"name": "enterprise_name", "source": "单位名称", "element": "enterprise_name"}]),
-    ]
-
-
-def write_scenario_registry(settings) -> object:
-    write_registry(settings.registry_dir, registry_entries(), elements=ELEMENTS, departments=DEPARTMENTS)
-    return load_registry(settings.registry_dir)
-
-
-OWNERS = {"firms": "amr", "taxpayers": "tax", "moves": "amr", "licences": "amr", "permits": "hrss",
-          "hrss_people": "hrss"}
 
 
 def insert_loads(lake: Lake, loads: list[tuple[str, str, dt.datetime, bool]]) -> None:
@@ -284,7 +238,7 @@ def test_a_declared_reference_excuses_only_its_own_column(tmp_path):
     # March's 3/6 without (hrss, uscc): amr's 3 own pairs, (tax, name), (hrss, name) -> 2/5
     assert rate(entries) == (2, 5)
     uscc = {"name": "uscc", "source": "统一社会信用代码", "element": "uscc", "required": True}
-    grants = firms_dataset(name="grants", owner="hrss", system="hrss_sys", connector=_file("hrss/grants/*.csv"),
+    grants = firms_dataset(name="grants", owner="hrss", system="hrss_sys", connector=file("hrss/grants/*.csv"),
                            columns=[uscc])
     # grants (hrss) holds the code as its key, undeclared: (hrss, uscc) is a duplicate pair again -> 3/6
     assert rate([*entries, grants]) == (3, 6)

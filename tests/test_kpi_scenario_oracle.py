@@ -18,7 +18,7 @@ from core.config import Settings
 from lakehouse import Lake
 from metrics.kpis import KPI_NAMES, Period, compute
 from tests.helpers import ELEMENTS
-from tests.test_kpi_scenario import OWNERS, registry_entries, write_scenario_registry
+from tests.support.kpi_scenario import OWNERS, registry_entries, write_scenario_registry
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 CYCLE = {"firms": "daily", "taxpayers": "daily", "moves": "daily", "licences": "monthly", "permits": "weekly",

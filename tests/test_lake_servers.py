@@ -12,9 +12,9 @@ import uuid
 import pytest
 
 from core.config import LakeSettings, Settings
+from examples.changsha.data import DemoConfig
+from examples.changsha.generate import generate_city
 from lakehouse import Lake
-from onesource.demo.data import DemoConfig
-from onesource.demo.generate import generate_city
 from schemas import load_registry
 from sharing.engine import GovernedEngine
 from tests.conftest import free_port

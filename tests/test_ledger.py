@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from core.config import Settings
 from lakehouse import ledger
-from lakehouse.lake import CATALOG, OPS, Lake
+from lakehouse.lake import CATALOG, Lake
+from lakehouse.ledger import OPS
 
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
 VALUES = {
@@ -66,3 +67,76 @@ def test_a_name_the_table_lacks_is_refused_and_nothing_is_written(lake):
         assert con.execute(f"SELECT count(*) FROM {CATALOG}.{OPS}.grant_matches").fetchone()[0] == before
     with pytest.raises(ValueError, match="not a ledger table"):
         ledger.columns("no_such_table")
+
+
+# -- the names and the readers (issue 22: the ledger is the one module that names its tables)
+
+def test_ref_names_a_declared_table_and_refuses_any_other():
+    assert ledger.ref("loads") == f"{CATALOG}.{OPS}.loads"
+    with pytest.raises(ValueError, match="'load' is not a ledger table; the ledger's tables are loads, quality_runs"):
+        ledger.ref("load")
+    with pytest.raises(ValueError, match="not a ledger table"):
+        ledger.insert_select(None, "grant", "SELECT 1 AS grant_id")  # refused before any SQL runs: no connection
+
+
+def test_each_reader_row_has_its_tables_columns_by_name():
+    from dataclasses import fields
+
+    assert [f.name for f in fields(ledger.Load)] == list(ledger.columns("loads"))
+    assert [f.name for f in fields(ledger.QualityRun)] == list(ledger.columns("quality_runs"))
+    assert {f.name for f in fields(ledger.UserRow)} <= set(ledger.columns("users"))
+
+
+def _load(load_id, status, finished_at, *, dataset="firms", sha256="s", rows_in=1):
+    return {"load_id": load_id, "dataset": dataset, "status": status, "sha256": sha256, "rows_in": rows_in,
+            "started_at": finished_at - dt.timedelta(minutes=1), "finished_at": finished_at}
+
+
+def test_the_load_readers(settings):
+    t = dt.datetime(2026, 3, 1, 8)
+    with Lake(settings.lake) as lake:
+        lake.append("loads", "loads",
+                    _load("l1", "published", t, rows_in=10),
+                    _load("l2", "quarantined", t + dt.timedelta(hours=1), rows_in=11),
+                    _load("l3", "published", t + dt.timedelta(hours=2), rows_in=12),
+                    _load("l4", "failed", t + dt.timedelta(hours=3), sha256=None),  # no extract arrived
+                    _load("m1", "quarantined", t + dt.timedelta(hours=4), dataset="people"))
+        con = lake.con
+        last = ledger.last_published_load(con, "firms")
+        assert (last.load_id, last.rows_in, last.status, last.finished_at) == ("l3", 12, "published", t + dt.timedelta(hours=2))
+        assert ledger.last_published_load(con, "people") is None
+        assert ledger.last_published_load(con, "nobody") is None
+        assert [x.load_id for x in ledger.loads_since(con)] == ["l1", "l2", "l3", "l4", "m1"]
+        assert [x.load_id for x in ledger.loads_since(con, t + dt.timedelta(minutes=90))] == ["l3", "l4", "m1"]
+        delivered = ledger.last_delivered_loads(con)
+        assert {k: v.load_id for k, v in delivered.items()} == {"firms": "l3", "people": "m1"}  # l4 delivered nothing
+        earlier = ledger.last_delivered_loads(con, as_of=t + dt.timedelta(minutes=90))
+        assert {k: (v.load_id, v.status) for k, v in earlier.items()} == {"firms": ("l2", "quarantined")}
+
+
+def test_the_quality_and_user_readers(settings):
+    t = dt.datetime(2026, 3, 1, 8)
+    with Lake(settings.lake) as lake:
+        lake.append("runs", "quality_runs", *({"load_id": f"l{i}", "dataset": "firms", "run_at": t + dt.timedelta(hours=i),
+                                                "passed": i != 1, "checks": 5, "blocking_failed": int(i == 1)}
+                                               for i in range(3)))
+        lake.append("users", "users", {"user_name": "ana", "department": "tax", "role": "analyst"},
+                    {"user_name": "bo", "department": "tax", "role": "steward", "disabled_at": t})
+        runs = ledger.quality_runs(lake.con, "firms")
+        assert [(r.load_id, r.passed, r.blocking_failed) for r in runs] == [("l2", True, 0), ("l1", False, 1), ("l0", True, 0)]
+        assert [r.load_id for r in ledger.quality_runs(lake.con, "firms", limit=1)] == ["l2"]
+        assert ledger.quality_runs(lake.con, "people") == []
+        ana, bo = ledger.user(lake.con, "ana"), ledger.user(lake.con, "bo")
+        assert (ana.department, ana.role, ana.active) == ("tax", "analyst", True)
+        assert (bo.role, bo.active, bo.disabled_at) == ("steward", False, t)
+        assert ledger.user(lake.con, "cy") is None
+        assert ledger.exists(lake.con, "users") and "organisation" in ledger.columns_in(lake.con, "users")
+
+
+def test_a_lake_without_the_ledger_has_no_table_and_no_user():
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(f"ATTACH ':memory:' AS {CATALOG}")  # a catalog named like the lake, without the ledger's tables
+    assert not ledger.exists(con, "users") and ledger.columns_in(con, "users") == set()
+    assert ledger.user(con, "ana") is None

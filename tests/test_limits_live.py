@@ -27,7 +27,7 @@ from lakehouse import Lake
 from sharing.users import create_user
 from tests.conftest import free_port
 from tests.helpers import csv_text, drop, firms_dataset, load, wait_for_port, write_registry
-from tests.test_limits import SLOW, SMALL, branches
+from tests.support.limits import SLOW, SMALL, branches
 
 pytestmark = pytest.mark.slow
 

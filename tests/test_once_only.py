@@ -13,14 +13,14 @@ import yaml
 from openpyxl import load_workbook
 
 from core.config import Settings
+from examples.changsha.data import DemoConfig
+from examples.changsha.generate import generate_city
 from ingest import run_dataset
 from lakehouse import Lake
 from lakehouse import registered_versions as lake_versions
 from metrics.kpis import Period, compute
 from metrics.publish import publish
 from onesource.cli import main
-from onesource.demo.data import DemoConfig
-from onesource.demo.generate import generate_city
 from schemas import load_registry
 from schemas.versions import incompatibilities
 from tests.helpers import csv_text, drop, firms_dataset, load, rows, write_registry

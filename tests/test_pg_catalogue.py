@@ -26,22 +26,11 @@ from sharing.grants import Access
 from sharing.pgcatalog import FIRST_OID, VERSION
 from sharing.visible_catalog import answer, is_catalog_query, sandbox
 from tests.helpers import ELEMENTS, firms_dataset, write_registry
+from tests.support.pg_catalogue import TAXPAYERS
 
 CORPUS = json.loads((Path(__file__).parent / "clients" / "pg_catalogue_queries.json").read_text(encoding="utf-8"))
 USER = "tax_analyst"
 PG_DSN = os.environ.get("ONESOURCE_TEST_PG", "host=127.0.0.1 port=5432 user=postgres")
-
-TAXPAYERS = {
-    "name": "taxpayers", "title": "纳税人登记", "owner": "tax", "system": "tax_core", "update_cycle": "daily",
-    "share_type": "conditional", "conditions": "依法履职", "key": ["taxpayer_id"],
-    "connector": {"kind": "file", "path": "tax/*.csv", "format": "csv", "encoding": "utf-8"},
-    "columns": [{"name": "taxpayer_id", "source": "nsrsbh", "type": "string", "required": True},
-                {"name": "taxpayer_status", "source": "状态", "element": "taxpayer_status"},
-                {"name": "enterprise_name", "source": "纳税人名称", "type": "string"},
-                {"name": "revenue", "source": "营业收入", "type": "number"},
-                {"name": "registered_at", "source": "登记时间", "type": "timestamp"},
-                {"name": "active", "source": "有效", "type": "boolean"}],
-}
 
 
 @pytest.fixture(scope="module")

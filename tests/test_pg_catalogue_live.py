@@ -22,12 +22,10 @@ from lakehouse import Lake
 from sharing.users import create_user
 from tests.conftest import free_port
 from tests.helpers import ELEMENTS, csv_text, drop, firms_dataset, load, wait_for_port, write_registry
-from tests.test_pg_catalogue import TAXPAYERS
+from tests.support.pg_catalogue import JARS, TAXPAYERS
 
 pytestmark = pytest.mark.slow
 
-JARS = (Path("/root/.m2/repository/org/postgresql/postgresql/42.7.13/postgresql-42.7.13.jar"),
-        Path("/usr/share/java/postgresql.jar"))
 INTERNAL = ("os_pg_catalog", "os_information_schema", "os_facts", "pg_shim", "duckdb", "memory")
 """Names of the sandbox's own making (or DuckDB's): never in an answer."""
 

@@ -7,14 +7,9 @@ engine's governance."""
 
 from __future__ import annotations
 
-import base64
 import decimal
-import hashlib
-import hmac
-import os
 import select
 import struct
-import sys
 import threading
 import time
 
@@ -23,48 +18,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.config import Settings
 from lakehouse import Lake
-from schemas import load_registry
-from sharing.engine import GovernedEngine
 from sharing.grants import add_grant, revoke_grant
 from sharing.pgwire import GovernedPgServer
 from sharing.pgwire import server as wire
-from sharing.scram import saslprep
 from sharing.users import create_user
 from tests.conftest import free_port
-from tests.helpers import WireClient, csv_text, drop, firms_dataset, load, write_registry
-
-SECRETS = firms_dataset(name="firm_secrets", share_type="conditional", conditions="稽查",
-                        connector={"kind": "file", "path": "amr/secrets/*.csv", "format": "csv", "encoding": "utf-8"})
+from tests.support.pgwire import Raw, errors, serve_city, sync_answer, value_of
 
 
 @pytest.fixture(scope="module")
 def city(tmp_path_factory):
     yield from serve_city(tmp_path_factory.mktemp("pgwire-attack"))
-
-
-def serve_city(root):
-    """A lake with firms (open) and firm_secrets (conditional), a tax analyst, and the wire server on it
-    (in this process, so that tests can reach into it); ``crashed`` collects exceptions out of its threads."""
-    settings_ = Settings(home=root / "home")
-    write_registry(settings_.registry_dir, [firms_dataset(), SECRETS])
-    drop(settings_, "amr/firms/a.csv", csv_text())
-    drop(settings_, "amr/secrets/a.csv", csv_text())
-    assert [r.status for r in load(settings_)] == ["published"]
-    assert [r.status for r in load(settings_, "firm_secrets")] == ["published"]
-    with Lake(settings_.lake) as lake:
-        password, _ = create_user(lake, "tax", "tax_analyst")
-    engine = GovernedEngine(settings_, load_registry(settings_.registry_dir), persistent=True)
-    server = GovernedPgServer(("127.0.0.1", free_port()), engine)
-    crashed: list[tuple] = []  # an exception out of a connection's thread (socketserver prints it, nobody answers)
-    server.handle_error = lambda request, address: crashed.append((address, sys.exc_info()[1]))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield {"engine": engine, "server": server, "port": server.server_address[1], "password": password,
-           "crashed": crashed}
-    server.shutdown()
-    server.server_close()
-    engine.close()
 
 
 def connect(city) -> psycopg.Connection:
@@ -78,45 +43,6 @@ def still_serving(city) -> None:
 
 
 # --- a hand-written client --------------------------------------------------------------------------------------
-class Raw(WireClient):
-    def until(self, kinds: bytes = b"Z") -> list[tuple[bytes, bytes]]:
-        """Messages up to one of ``kinds`` (or the close), a clean close being the end of the list."""
-        out = []
-        try:
-            while True:
-                kind, body = self.read()
-                out.append((kind, body))
-                if kind in kinds:
-                    return out
-        except (ConnectionError, OSError):
-            return out
-
-    def sign_in(self, password: str, user: str = "tax_analyst") -> None:
-        self.startup(user)
-        kind, _ = self.read()
-        assert kind == b"R"
-        client_first = "n=,r=" + base64.b64encode(os.urandom(18)).decode()
-        msg = ("n,," + client_first).encode()
-        self.send(b"p", b"SCRAM-SHA-256\0" + struct.pack("!i", len(msg)) + msg)
-        _, body = self.read()
-        server_first = body[4:].decode()
-        attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
-        without_proof = f"c={base64.b64encode(b'n,,').decode()},r={attrs['r']}"
-        auth = f"{client_first},{server_first},{without_proof}".encode()
-        salted = hashlib.pbkdf2_hmac("sha256", saslprep(password), base64.b64decode(attrs["s"]), int(attrs["i"]))
-        client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-        signature = hmac.new(hashlib.sha256(client_key).digest(), auth, hashlib.sha256).digest()
-        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
-        self.send(b"p", f"{without_proof},p={base64.b64encode(proof).decode()}".encode())
-        answer = self.until(b"ZE")
-        assert answer[-1][0] == b"Z", answer
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def errors(messages) -> list[str]:
-    return [body.decode("utf-8", "replace") for kind, body in messages if kind == b"E"]
 
 
 # --- unauthenticated clients: slowloris and connection floods -----------------------------------------------------
@@ -182,13 +108,6 @@ def test_a_short_cancel_request_is_a_clean_close(city):
     still_serving(city)
 
 
-def _sync_answer(r: Raw, *messages: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
-    for kind, body in messages:
-        r.send(kind, body)
-    r.send(b"S", b"")
-    return r.until()
-
-
 def test_a_tiny_numeric_parameter_cannot_become_gigabytes_of_sql(city):
     """Defect: a numeric parameter was written out in full as a literal: '1e999999999' (11 bytes on the wire)
     became a billion-digit statement (gigabytes of memory: the whole server killed); so did a binary numeric
@@ -200,10 +119,10 @@ def test_a_tiny_numeric_parameter_cannot_become_gigabytes_of_sql(city):
                        (1, struct.pack("!hhHHH", 1, 32767, 0, 0, 9999))):
         bind = (b"B", b"\0\0" + struct.pack("!hhh", 1, fmt, 1) + struct.pack("!i", len(value)) + value
                 + struct.pack("!h", 0))
-        answer = _sync_answer(r, parse, bind, (b"E", b"\0" + struct.pack("!i", 0)), (b"C", b"S\0"))
+        answer = sync_answer(r, parse, bind, (b"E", b"\0" + struct.pack("!i", 0)), (b"C", b"S\0"))
         assert answer[-1] == (b"Z", b"I") and any("out of range" in e for e in errors(answer)), answer
-    ok = _sync_answer(r, parse, (b"B", b"\0\0" + struct.pack("!hhh", 1, 0, 1) + struct.pack("!i", 5) + b"12.50"
-                                 + struct.pack("!h", 0)), (b"E", b"\0" + struct.pack("!i", 0)))
+    ok = sync_answer(r, parse, (b"B", b"\0\0" + struct.pack("!hhh", 1, 0, 1) + struct.pack("!i", 5) + b"12.50"
+                                + struct.pack("!h", 0)), (b"E", b"\0" + struct.pack("!i", 0)))
     [row] = [body for kind, body in ok if kind == b"D"]
     assert decimal.Decimal(row[6:].decode()) == decimal.Decimal("12.5")  # control: a sane numeric binds
     r.close()
@@ -248,8 +167,8 @@ def test_malformed_extended_messages_get_an_error_never_an_internal_one(city, oi
     if r is None:  # one signed-in connection for the examples while it stays idle and open (sign-in costs)
         r = Raw(city["port"], timeout=15)
         r.sign_in(city["password"])
-    answer = _sync_answer(r, (b"P", b"\0SELECT $1 AS v\0" + struct.pack("!hI", 1, oid)),
-                          *messages, (b"C", b"S\0"))
+    answer = sync_answer(r, (b"P", b"\0SELECT $1 AS v\0" + struct.pack("!hI", 1, oid)),
+                         *messages, (b"C", b"S\0"))
     assert answer, "the server closed the connection without a word"
     assert answer[-1][0] in b"ZE", answer[-3:]
     assert not [e for e in errors(answer) if "XX000" in e or "internal error" in e], errors(answer)
@@ -302,9 +221,9 @@ def test_a_parameter_number_cannot_size_the_servers_memory(city):
     r = Raw(city["port"])
     r.sign_in(city["password"])
     for sql in (b"SELECT $2000000000 AS v", b"SELECT $65536 AS v", b"SELECT $0 AS v"):
-        answer = _sync_answer(r, (b"P", b"\0" + sql + b"\0" + struct.pack("!h", 0)))
+        answer = sync_answer(r, (b"P", b"\0" + sql + b"\0" + struct.pack("!h", 0)))
         assert answer[-1] == (b"Z", b"I") and any("42P02" in e for e in errors(answer)), answer
-    ok = _sync_answer(r, (b"P", b"\0SELECT $2::int AS v, $1::text AS w\0" + struct.pack("!h", 0)), (b"D", b"S\0"))
+    ok = sync_answer(r, (b"P", b"\0SELECT $2::int AS v, $1::text AS w\0" + struct.pack("!h", 0)), (b"D", b"S\0"))
     assert (b"t", struct.pack("!hII", 2, 25, 23)) in ok  # control: $2 alone sizes the list to two
     r.close()
     still_serving(city)
@@ -316,15 +235,6 @@ _NASTY = st.one_of(
                      "' OR '1'='1", "'); SELECT * FROM shared.firm_secrets; --", "$1", "\"", "\\N"]),
     st.text(st.characters(blacklist_categories=("Cs",)), max_size=6),
 )
-
-
-def _value_of(answer) -> list[bytes | None]:
-    out = []
-    for kind, body in answer:
-        if kind == b"D":
-            (size,) = struct.unpack_from("!i", body, 2)
-            out.append(None if size < 0 else body[6:6 + size])
-    return out
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
@@ -342,15 +252,15 @@ def test_a_text_parameter_comes_back_as_the_same_value_never_as_sql(city, parts)
         r.sign_in(city["password"])
     bind = b"\0\0" + struct.pack("!hhh", 1, 0, 1) + struct.pack("!i", len(value)) + value + struct.pack("!h", 0)
     execute = (b"E", b"\0" + struct.pack("!i", 0))
-    answer = _sync_answer(r, (b"P", b"\0SELECT $1::text AS v\0" + struct.pack("!h", 0)), (b"B", bind), execute)
+    answer = sync_answer(r, (b"P", b"\0SELECT $1::text AS v\0" + struct.pack("!h", 0)), (b"B", bind), execute)
     _INJECTED["conn"] = r
     if b"\0" in value:  # text never holds NUL: refused as PostgreSQL does, for what it is
-        assert [e for e in errors(answer) if "22021" in e] and _value_of(answer) == [], answer
+        assert [e for e in errors(answer) if "22021" in e] and value_of(answer) == [], answer
         return
-    assert not errors(answer) and _value_of(answer) == [value], answer
-    answer = _sync_answer(r, (b"P", b"\0SELECT count(*) AS n FROM shared.firms WHERE enterprise_name = $1\0"
-                              + struct.pack("!h", 0)), (b"B", bind), execute)
-    assert not errors(answer) and _value_of(answer) == [b"0"], answer  # no firm has such a name
+    assert not errors(answer) and value_of(answer) == [value], answer
+    answer = sync_answer(r, (b"P", b"\0SELECT count(*) AS n FROM shared.firms WHERE enterprise_name = $1\0"
+                             + struct.pack("!h", 0)), (b"B", bind), execute)
+    assert not errors(answer) and value_of(answer) == [b"0"], answer  # no firm has such a name
 
 
 _INJECTED: dict[str, Raw] = {}
@@ -371,7 +281,7 @@ def test_a_query_with_a_nul_inside_is_refused_as_such(city):
     for sql in (b"SELECT uscc FROM shared.firms -- \x00\n WHERE false", b"SELECT 'a\x00' AS v"):
         r.send(b"Q", sql + b"\0")
         answer = r.until()
-        assert answer[-1] == (b"Z", b"I") and not _value_of(answer), answer
+        assert answer[-1] == (b"Z", b"I") and not value_of(answer), answer
         assert any("08P01" in e and "NUL" in e for e in errors(answer)), answer
     r.close()
 
@@ -389,13 +299,13 @@ def test_a_suspended_portal_stops_when_the_grant_is_revoked(city):
         r.send(b"Q", b"BEGIN\0")
         assert r.until()[-1] == (b"Z", b"T")
         one = (b"E", b"p\0" + struct.pack("!i", 1))
-        answer = _sync_answer(r, (b"P", b"\0SELECT uscc FROM shared.firm_secrets\0" + struct.pack("!h", 0)),
-                              (b"B", b"p\0\0" + struct.pack("!hhh", 0, 0, 0)), one)
-        assert not errors(answer) and len(_value_of(answer)) == 1 and (b"s", b"") in answer, answer  # control
+        answer = sync_answer(r, (b"P", b"\0SELECT uscc FROM shared.firm_secrets\0" + struct.pack("!h", 0)),
+                             (b"B", b"p\0\0" + struct.pack("!hhh", 0, 0, 0)), one)
+        assert not errors(answer) and len(value_of(answer)) == 1 and (b"s", b"") in answer, answer  # control
         with Lake(engine.settings.lake) as lake:
             revoke_grant(lake, grant)
-        answer = _sync_answer(r, (b"E", b"p\0" + struct.pack("!i", 0)))
-        assert _value_of(answer) == [], "a suspended portal read rows of a revoked grant"
+        answer = sync_answer(r, (b"E", b"p\0" + struct.pack("!i", 0)))
+        assert value_of(answer) == [], "a suspended portal read rows of a revoked grant"
         assert any("42501" in e and "not granted" in e for e in errors(answer)), answer
     finally:
         r.close()
@@ -436,19 +346,19 @@ def test_rows_planned_under_a_grant_that_changed_since_are_not_sent(city, holder
         else:
             r.send(b"Q", b"BEGIN\0")
             assert r.until()[-1] == (b"Z", b"T")
-            answer = _sync_answer(r, (b"P", b"\0SELECT uscc, capital FROM shared.firm_secrets\0" + struct.pack("!h", 0)),
-                                  (b"B", b"p\0\0" + struct.pack("!hhh", 0, 0, 0)), (b"E", b"p\0" + struct.pack("!i", 1)))
-        assert not errors(answer) and len(_value_of(answer)) == 1, answer  # control: granted, one row read
+            answer = sync_answer(r, (b"P", b"\0SELECT uscc, capital FROM shared.firm_secrets\0" + struct.pack("!h", 0)),
+                                 (b"B", b"p\0\0" + struct.pack("!hhh", 0, 0, 0)), (b"E", b"p\0" + struct.pack("!i", 1)))
+        assert not errors(answer) and len(value_of(answer)) == 1, answer  # control: granted, one row read
         grant = _narrow(engine, grant, change, next(_CHANGES))
         if holder == "cursor":
             r.send(b"Q", b"FETCH 1 FROM c\0")
             answer = r.until()
         else:
-            answer = _sync_answer(r, (b"E", b"p\0" + struct.pack("!i", 1)))
+            answer = sync_answer(r, (b"E", b"p\0" + struct.pack("!i", 1)))
         if change == "unrelated":
-            assert not errors(answer) and len(_value_of(answer)) == 1, answer
+            assert not errors(answer) and len(value_of(answer)) == 1, answer
         else:
-            assert _value_of(answer) == [], f"a {holder} read on under a grant narrowed since ({change})"
+            assert value_of(answer) == [], f"a {holder} read on under a grant narrowed since ({change})"
             assert any("42501" in e and "changed since" in e for e in errors(answer)), answer
     finally:
         r.close()
@@ -483,7 +393,7 @@ def test_a_flood_of_cancel_requests_with_guessed_keys_cancels_nothing(city):
         th.join(60)
     victim.send(b"Q", b"SELECT count(*) FROM shared.firms\0")
     answer = victim.until()
-    assert not errors(answer) and _value_of(answer) and answer[-1] == (b"Z", b"I"), answer
+    assert not errors(answer) and value_of(answer) and answer[-1] == (b"Z", b"I"), answer
     victim.close()
     deadline = time.monotonic() + 10
     while server._signing_in and time.monotonic() < deadline:  # noqa: SLF001
@@ -509,7 +419,7 @@ def test_a_session_holds_a_bounded_number_of_cursors(city):
         r.send(b"Q", b"CLOSE c0; DECLARE one_more CURSOR WITH HOLD FOR SELECT uscc FROM shared.firms; "
                      b"FETCH 1 FROM one_more\0")
         answer = r.until()
-        assert not errors(answer) and len(_value_of(answer)) == 1, answer  # control: closing one frees a place
+        assert not errors(answer) and len(value_of(answer)) == 1, answer  # control: closing one frees a place
     finally:
         r.close()
 
@@ -526,14 +436,14 @@ def test_a_session_holds_a_bounded_number_of_portals(city):
         for i in range(wire.MAX_PORTALS):
             name = f"p{i}".encode() + b"\0"
             messages += [(b"B", name + b"\0" + struct.pack("!hhh", 0, 0, 0)), (b"E", name + struct.pack("!i", 1))]
-        assert not errors(_sync_answer(r, *messages))
-        answer = _sync_answer(r, (b"B", b"extra\0\0" + struct.pack("!hhh", 0, 0, 0)))
+        assert not errors(sync_answer(r, *messages))
+        answer = sync_answer(r, (b"B", b"extra\0\0" + struct.pack("!hhh", 0, 0, 0)))
         assert any("54000" in e for e in errors(answer)), answer
         r.send(b"Q", b"ROLLBACK\0")
         r.until()
-        answer = _sync_answer(r, (b"B", b"extra\0\0" + struct.pack("!hhh", 0, 0, 0)),
-                              (b"E", b"extra\0" + struct.pack("!i", 0)))
-        assert not errors(answer) and _value_of(answer), answer  # control: the block's end frees them
+        answer = sync_answer(r, (b"B", b"extra\0\0" + struct.pack("!hhh", 0, 0, 0)),
+                             (b"E", b"extra\0" + struct.pack("!i", 0)))
+        assert not errors(answer) and value_of(answer), answer  # control: the block's end frees them
     finally:
         r.close()
 
@@ -557,10 +467,10 @@ def test_what_is_not_a_governed_read_is_refused_in_both_protocols(city, sql):
     try:
         r.send(b"Q", sql.encode() + b"\0")
         simple = r.until()
-        extended = _sync_answer(r, (b"P", b"\0" + sql.encode() + b"\0" + struct.pack("!h", 0)),
-                                (b"B", b"\0\0" + struct.pack("!hhh", 0, 0, 0)), (b"E", b"\0" + struct.pack("!i", 0)))
+        extended = sync_answer(r, (b"P", b"\0" + sql.encode() + b"\0" + struct.pack("!h", 0)),
+                               (b"B", b"\0\0" + struct.pack("!hhh", 0, 0, 0)), (b"E", b"\0" + struct.pack("!i", 0)))
         for answer in (simple, extended):
-            assert answer[-1] == (b"Z", b"I") and not _value_of(answer), answer
+            assert answer[-1] == (b"Z", b"I") and not value_of(answer), answer
             assert any("42501" in e or "42601" in e for e in errors(answer)), answer
     finally:
         _REFUSED["conn"] = r

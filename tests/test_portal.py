@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,6 +14,7 @@ from openpyxl import load_workbook
 from onesource.serve import create_app
 from sharing.engine import GovernedEngine
 from tests.helpers import DISTRICT, demo_home
+from tests.support.portal import sign_in
 
 
 @pytest.fixture(scope="module")
@@ -29,20 +29,6 @@ def portal(tmp_path_factory):
         client.onesource_settings = settings
         yield client, analysts, owners
     engine.close()
-
-
-def sign_in(client, creds) -> None:
-    """Sign in, then send the session's CSRF token (as every page's forms do) with each later request."""
-    client.cookies.clear()
-    client.headers.pop("X-CSRF-Token", None)
-    r = client.post("/login", data={"username": creds["user"], "password": creds["password"], "next": "/catalogue"},
-                    follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"] == "/catalogue"
-    client.headers["X-CSRF-Token"] = csrf_token(client.get("/console").text)
-
-
-def csrf_token(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
 
 def test_pages_need_a_session_and_a_right_password(portal):

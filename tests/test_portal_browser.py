@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,21 +18,20 @@ from pathlib import Path
 import pytest
 
 from core.config import Settings
+from examples.changsha.data import DemoConfig
+from examples.changsha.generate import generate_city
+from examples.changsha.history import simulate
+from examples.changsha.runner import _demo_users
 from ingest import run_dataset
 from lakehouse import Lake
 from metrics.kpis import Period
 from metrics.publish import publish_periods
-from onesource.demo.data import DemoConfig
-from onesource.demo.generate import generate_city
-from onesource.demo.history import simulate
-from onesource.demo.runner import _demo_users
 from schemas import load_registry
 from tests.conftest import free_port
 from tests.helpers import wait_for_port
+from tests.support.browser import CHROMIUM, SHOTS, browser, new_page, sign_in  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SHOTS = Path(os.environ.get("ONESOURCE_SCREENSHOTS", "/tmp/onesource-screenshots"))
 
 
 @pytest.fixture(scope="module")
@@ -63,36 +61,7 @@ def site(tmp_path_factory):
     proc.wait(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        yield b
-        b.close()
-
-
-def new_page(browser, errors: list[str]):
-    page = browser.new_page(viewport={"width": 1366, "height": 900}, accept_downloads=True)
-    page.on("console", lambda m: errors.append(f"{page.url}: {m.text}") if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(f"{page.url}: {e}"))
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    return page
-
-
-def sign_in(page, base: str, who: dict) -> None:
-    page.context.clear_cookies()
-    page.goto(f"{base}/login")
-    page.fill("input[name=username]", who["user"])
-    page.fill("input[name=password]", who["password"])
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/dashboard")
-
-
-def test_request_approve_query_and_download_in_the_browser(site, browser, tmp_path):
+def test_request_approve_query_and_download_in_the_browser(site, browser, tmp_path):  # noqa: F811 (the fixture imported above)
     base, creds, _ = site
     errors: list[str] = []
     page = new_page(browser, errors)
@@ -159,7 +128,7 @@ def test_request_approve_query_and_download_in_the_browser(site, browser, tmp_pa
     assert errors == []
 
 
-def test_dashboard_sign_in_drill_down_and_export(site, browser, tmp_path):
+def test_dashboard_sign_in_drill_down_and_export(site, browser, tmp_path):  # noqa: F811 (the fixture imported above)
     base, creds, periods = site
     errors: list[str] = []
     page = new_page(browser, errors)
@@ -233,7 +202,7 @@ def non_blank(png: bytes) -> bool:
     return other > 0.002 * len(raw)
 
 
-def test_screenshots_of_catalogue_dataset_and_dashboard_in_both_languages(site, browser, tmp_path):
+def test_screenshots_of_catalogue_dataset_and_dashboard_in_both_languages(site, browser, tmp_path):  # noqa: F811 (the fixture imported above)
     """The acceptance's screenshots: the catalogue, a dataset page and the dashboard in zh and en, saved as
     PNG into the test's folder (and into $ONESOURCE_ARTEFACTS when set), each checked not blank."""
     base, creds, _ = site

@@ -33,7 +33,7 @@ from portal.web import kpi_state
 from sharing import requests
 from sharing.engine import GovernedEngine
 from tests.helpers import demo_home
-from tests.test_portal import sign_in
+from tests.support.portal import sign_in
 
 QUARANTINED_DS = "health_medical_institutions"  # the demo injects nameless institutions: a blocking failure
 GRANTED = ["resident_id", "person_name", "division_code"]  # tax's grant on the resident register: three columns

@@ -18,7 +18,7 @@ from schemas import load_registry
 from sharing.engine import GovernedEngine
 from sharing.users import create_user
 from tests.helpers import drop, firms_dataset, load, write_registry
-from tests.test_superseded_quarantine import delivery
+from tests.support.quarantine import delivery
 
 
 def test_a_quarantined_delivery_leaves_the_last_good_snapshot_queryable_and_shown(tmp_path):

@@ -8,12 +8,12 @@ from collections import Counter
 
 import pytest
 
+from examples.changsha.api import TOKEN_ENV, serve
+from examples.changsha.data import DemoConfig
+from examples.changsha.generate import generate_city, key_digest
 from ingest import run_dataset
 from lakehouse import Lake
 from onesource.dagfactory import authority_edges
-from onesource.demo.api import TOKEN_ENV, serve
-from onesource.demo.data import DemoConfig
-from onesource.demo.generate import generate_city, key_digest
 from quality.consistency import run_consistency
 from schemas import load_registry
 from tests.conftest import free_port

@@ -34,7 +34,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core.config import SignInSettings
-from lakehouse.lake import CATALOG, OPS, Lake
+from lakehouse.lake import CATALOG, Lake
+from lakehouse.ledger import OPS
 from onesource.serve import create_app
 from sharing.audit import Anchor, AuditLog, verify
 from sharing.engine import GovernedEngine

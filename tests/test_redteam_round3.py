@@ -30,7 +30,7 @@ from sharing.exceptions import QueryFailed, QueryRefused
 from sharing.grants import add_grant
 from sharing.visible_catalog import rewrite
 from tests.helpers import dump, write_registry
-from tests.test_standard_sql import DEPARTMENTS, ELEMENTS, dataset
+from tests.support.standard_sql import DEPARTMENTS, ELEMENTS, dataset
 
 PEOPLE = dataset("people", "人员", "id", [
     {"name": "id", "source": "编号", "type": "integer", "required": True},

@@ -18,7 +18,7 @@ from sharing.engine import GovernedEngine
 from sharing.grants import add_grant, revoke_grant
 from sharing.users import create_user
 from tests.helpers import drop, load
-from tests.test_pgwire_attack import Raw, _sync_answer, _value_of, errors, serve_city
+from tests.support.pgwire import Raw, errors, serve_city, sync_answer, value_of
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def _execute(portal: bytes, max_rows: int = 0) -> tuple[bytes, bytes]:
 
 def _refused(answer) -> bool:
     """No row, and refused by policy: the grants changed since, or a column no longer granted at all."""
-    return _value_of(answer) == [] and any("42501" in e for e in errors(answer))
+    return value_of(answer) == [] and any("42501" in e for e in errors(answer))
 
 
 # --- 1. held answers: every way rows planned under an old grant could still go out -------------------------------
@@ -81,11 +81,11 @@ def test_a_portal_described_before_the_grant_narrowed_sends_no_rows(city, change
     try:
         r.send(b"Q", b"BEGIN\0")
         assert r.until()[-1] == (b"Z", b"T")
-        answer = _sync_answer(r, _parse(b"SELECT uscc, capital FROM shared.firm_secrets"), _bind(b"p"),
-                              (b"D", b"Pp\0"))
+        answer = sync_answer(r, _parse(b"SELECT uscc, capital FROM shared.firm_secrets"), _bind(b"p"),
+                             (b"D", b"Pp\0"))
         assert not errors(answer) and any(k == b"T" for k, _ in answer), answer  # described: rows held
         grant = _narrow(engine, grant, change)
-        answer = _sync_answer(r, _execute(b"p"))
+        answer = sync_answer(r, _execute(b"p"))
         assert _refused(answer), f"a described portal sent rows of a grant narrowed since ({change}): {answer}"
     finally:
         r.close()
@@ -106,13 +106,13 @@ def test_a_fetch_portal_sends_no_rows_once_the_grant_narrowed(city, order):
         r.send(b"Q", b"BEGIN; DECLARE c CURSOR FOR SELECT uscc, capital FROM shared.firm_secrets\0")
         assert r.until()[-1] == (b"Z", b"T")
         if order == "suspended":
-            answer = _sync_answer(r, _parse(b"FETCH ALL FROM c"), _bind(b"f"), _execute(b"f", 1))
-            assert not errors(answer) and len(_value_of(answer)) == 1 and (b"s", b"") in answer, answer
+            answer = sync_answer(r, _parse(b"FETCH ALL FROM c"), _bind(b"f"), _execute(b"f", 1))
+            assert not errors(answer) and len(value_of(answer)) == 1 and (b"s", b"") in answer, answer
         else:
-            answer = _sync_answer(r, _parse(b"FETCH ALL FROM c"), _bind(b"f"), (b"D", b"Pf\0"))
+            answer = sync_answer(r, _parse(b"FETCH ALL FROM c"), _bind(b"f"), (b"D", b"Pf\0"))
             assert not errors(answer), answer
         _narrow(engine, grant, "row_filter")
-        answer = _sync_answer(r, _execute(b"f"))
+        answer = sync_answer(r, _execute(b"f"))
         assert _refused(answer), f"a FETCH portal sent the cursor's rows under a narrowed grant ({order}): {answer}"
     finally:
         r.close()
@@ -129,7 +129,7 @@ def test_a_column_dropped_and_added_again_reads_as_ducklake_reads_it(tmp_path, d
     the order is unchanged too) is a new column to DuckLake, NULL in the files written before; read_parquet
     maps by name and answered the values of the dropped column: data an owner removed came back to every
     department with a grant on the table."""
-    from tests.test_filescan import ThroughDuckLake, answer, direct, make_home
+    from tests.support.filescan import ThroughDuckLake, answer, direct, make_home
 
     home = make_home(tmp_path)
     columns = ["uscc", "enterprise_name", "enterprise_status", "capital", "staff", "founded"]
@@ -154,7 +154,7 @@ def test_a_column_dropped_and_added_again_reads_as_ducklake_reads_it(tmp_path, d
 
 def test_a_table_whose_columns_keep_their_ids_is_still_read_from_its_files(tmp_path):
     """The control: the id check does not turn the file scan off for an ordinary table."""
-    from tests.test_filescan import direct, make_home
+    from tests.support.filescan import direct, make_home
 
     home = make_home(tmp_path)
     fast = GovernedEngine(home, load_registry(home.registry_dir), persistent=True)
@@ -208,7 +208,7 @@ def test_cursors_held_by_one_user_are_bounded(city, budget):
         other.send(b"Q", b"DECLARE c CURSOR WITH HOLD FOR " + sql.encode() + b"\0")
         assert _ok(other.until()), "a closed cursor gave its room back"
         other.send(b"Q", b"FETCH ALL FROM c\0")
-        assert [len(v) for v in _value_of(other.until())] == [3000000] * 3
+        assert [len(v) for v in value_of(other.until())] == [3000000] * 3
     finally:
         r.close()
         other.close()
@@ -225,18 +225,18 @@ def test_portals_held_in_a_transaction_block_are_bounded(city, budget):
     try:
         r.send(b"Q", b"BEGIN\0")
         assert r.until()[-1] == (b"Z", b"T")
-        answer = _sync_answer(r, _parse(sql, b"s"), _bind(b"p1", b"s"), _execute(b"p1", 1),
-                              _bind(b"p2", b"s"), _execute(b"p2", 1))
+        answer = sync_answer(r, _parse(sql, b"s"), _bind(b"p1", b"s"), _execute(b"p1", 1),
+                             _bind(b"p2", b"s"), _execute(b"p2", 1))
         assert not errors(answer) and answer.count((b"s", b"")) == 2, answer
-        answer = _sync_answer(r, _bind(b"p3", b"s"), _execute(b"p3", 1))
-        assert any("53200" in e for e in errors(answer)) and not _value_of(answer), answer
-        answer = _sync_answer(r, _bind(b"p4", b"s"), _execute(b"p4", 0))
-        assert not errors(answer) and len(_value_of(answer)) == 3, "an answer sent in full is not held"
+        answer = sync_answer(r, _bind(b"p3", b"s"), _execute(b"p3", 1))
+        assert any("53200" in e for e in errors(answer)) and not value_of(answer), answer
+        answer = sync_answer(r, _bind(b"p4", b"s"), _execute(b"p4", 0))
+        assert not errors(answer) and len(value_of(answer)) == 3, "an answer sent in full is not held"
         r.send(b"Q", b"COMMIT\0")
         assert _ok(r.until())
         r.send(b"Q", b"BEGIN\0")
         r.until()
-        answer = _sync_answer(r, _parse(sql, b"t"), _bind(b"q1", b"t"), _execute(b"q1", 1))
+        answer = sync_answer(r, _parse(sql, b"t"), _bind(b"q1", b"t"), _execute(b"q1", 1))
         assert not errors(answer), "the block's end gave the portals' room back"
         r.send(b"Q", b"COMMIT\0")
         r.until()
@@ -262,7 +262,7 @@ def test_what_all_users_hold_together_is_bounded(city, budget):
         other.send(b"Q", b"DECLARE b CURSOR WITH HOLD FOR " + sql.encode() + b"\0")
         assert any("53200" in e and "all sessions" in e for e in errors(other.until()))
         r.send(b"Q", b"FETCH ALL FROM a\0")
-        assert [len(v) for v in _value_of(r.until())] == [3000000] * 3
+        assert [len(v) for v in value_of(r.until())] == [3000000] * 3
     finally:
         r.close()
         other.close()
@@ -304,18 +304,18 @@ def test_prepared_statements_one_session_keeps_are_bounded(city):
         sql = b"SELECT 1 AS one -- " + b"x" * (city["engine"].settings.limits.sql_bytes - 40)
         refused = None
         for n in range(wire.PREPARED_BYTES // len(sql) + 2):
-            answer = _sync_answer(r, _parse(sql, b"s%d" % n))
+            answer = sync_answer(r, _parse(sql, b"s%d" % n))
             if errors(answer):
                 refused = n
                 break
         assert refused is not None and any("54000" in e and "DEALLOCATE" in e for e in errors(answer)), answer
         assert refused * len(sql) <= wire.PREPARED_BYTES
-        answer = _sync_answer(r, (b"C", b"Ss0\0"), _parse(sql, b"again"))
+        answer = sync_answer(r, (b"C", b"Ss0\0"), _parse(sql, b"again"))
         assert not errors(answer), "a closed statement gave its room back"
         r.send(b"Q", b"DEALLOCATE ALL\0")
         r.until()
-        answer = _sync_answer(r, _parse(sql, b"s1"), _bind(b"", b"s1"), _execute(b""))
-        assert not errors(answer) and _value_of(answer) == [b"1"], answer
+        answer = sync_answer(r, _parse(sql, b"s1"), _bind(b"", b"s1"), _execute(b""))
+        assert not errors(answer) and value_of(answer) == [b"1"], answer
     finally:
         r.close()
 
@@ -337,7 +337,7 @@ def test_a_table_dropped_and_made_again_is_read_as_it_is_now(tmp_path):
     """A running server reading a table from its files: the table dropped and created again by the next load
     (new table, column ids starting over, new files) is read as DuckLake reads it, at once, never the files
     or columns of the table that was dropped."""
-    from tests.test_filescan import ThroughDuckLake, answer, direct, extract, make_home
+    from tests.support.filescan import ThroughDuckLake, answer, direct, extract, make_home
 
     home = make_home(tmp_path)
     fast = GovernedEngine(home, load_registry(home.registry_dir), persistent=True)
@@ -372,20 +372,20 @@ def _read(r: Raw, holder: str, how: str) -> list:
                "execute_one": b"FETCH 1 FROM c", "fetch_extended": b"FETCH ALL FROM c",
                "copy_cursor_query": b"COPY (SELECT uscc, capital FROM shared.firm_secrets) TO STDOUT"}[how]
         if how in ("execute", "execute_one", "fetch_extended"):
-            return _sync_answer(r, _parse(sql), _bind(b"x"), _execute(b"x", 1 if how == "execute_one" else 0))
+            return sync_answer(r, _parse(sql), _bind(b"x"), _execute(b"x", 1 if how == "execute_one" else 0))
         r.send(b"Q", sql + b"\0")
         return r.until()
     if how == "copy_cursor_query":
         r.send(b"Q", b"COPY (SELECT uscc, capital FROM shared.firm_secrets) TO STDOUT\0")
         return r.until()
-    return _sync_answer(r, _execute(b"p", 1 if how in ("execute_one", "fetch_simple") else 0))
+    return sync_answer(r, _execute(b"p", 1 if how in ("execute_one", "fetch_simple") else 0))
 
 
 def _hold(r: Raw, holder: str) -> list:
     query = b"SELECT uscc, capital FROM shared.firm_secrets"
     if holder == "cursor_extended":  # declared through the extended protocol, as psycopg's named cursors do
-        answer = _sync_answer(r, _parse(b"DECLARE c CURSOR FOR " + query), _bind(b""), _execute(b""))
-        return answer + _sync_answer(r, _parse(b"FETCH 1 FROM c"), _bind(b""), (b"D", b"P\0"), _execute(b""))
+        answer = sync_answer(r, _parse(b"DECLARE c CURSOR FOR " + query), _bind(b""), _execute(b""))
+        return answer + sync_answer(r, _parse(b"FETCH 1 FROM c"), _bind(b""), (b"D", b"P\0"), _execute(b""))
     if holder.startswith("cursor"):
         hold = b" WITH HOLD" if holder == "cursor_hold" else b""
         r.send(b"Q", b"DECLARE c CURSOR" + hold + b" FOR " + query + b"; FETCH 1 FROM c\0")
@@ -399,7 +399,7 @@ def _hold(r: Raw, holder: str) -> list:
         steps.append((b"D", b"Pp\0"))
     if holder.endswith("suspended"):
         steps.append(_execute(b"p", 1))
-    return _sync_answer(r, *steps)
+    return sync_answer(r, *steps)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))

@@ -32,7 +32,7 @@ from sharing.users import create_user
 from sharing.visible_catalog import _ALLOWED
 from tests.conftest import free_port
 from tests.helpers import wait_for_port
-from tests.test_security_replay import VALUE, make_home
+from tests.support.replay import VALUE, make_home
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from sharing.subscriptions.deliver import deliver
 from sharing.subscriptions.store import SubscriptionError, check_secrets
 from sharing.users import create_user
 from tests.helpers import drop, load
-from tests.test_jurisdictions import CITY, TREE, messages, organisations, registry_at
+from tests.support.jurisdictions import CITY, TREE, messages, organisations, registry_at
 
 ROWS = [("e1", "430104001001", 1, "x"), ("e2", "430104002003", 2, "y"), ("e3", "430102001001", 3, "z"),
         ("e4", "430104001002", 4, "w")]
@@ -230,8 +230,8 @@ def test_an_organisation_reading_more_than_its_own_rows_is_refused(tmp_path, org
 
 
 def test_the_demo_city_and_the_tests_tree_pass_the_new_checks(tmp_path):
-    from onesource.demo.data import DemoConfig
-    from onesource.demo.generate import write_registry as write_demo_registry
+    from examples.changsha.data import DemoConfig
+    from examples.changsha.generate import write_registry as write_demo_registry
     from schemas import check_registry
 
     _, issues = registry_at(tmp_path / "registry", TREE)
@@ -289,7 +289,8 @@ def test_a_webhook_link_stops_when_the_subscribers_policy_changes(settings):
     cut under."""
     from fastapi.testclient import TestClient
 
-    from lakehouse.lake import CATALOG, OPS
+    from lakehouse.lake import CATALOG
+    from lakehouse.ledger import OPS
     from onesource.serve import create_app
     from sharing.engine import GovernedEngine
     from sharing.grants import revoke_grant
@@ -353,7 +354,7 @@ def test_a_street_operator_cannot_make_or_take_over_a_wider_account(settings):
 
     from onesource.serve import create_app
     from sharing.engine import GovernedEngine
-    from tests.test_users_admin import signed_in
+    from tests.support.portal import signed_in
 
     registry, tokens = _street_city(settings)
     with Lake(settings.lake) as lake:

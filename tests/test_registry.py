@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from examples.changsha.data import DemoConfig
+from examples.changsha.generate import write_registry as write_demo_registry
 from onesource.cli import main
-from onesource.demo.data import DemoConfig
-from onesource.demo.generate import write_registry as write_demo_registry
 from schemas import RegistryError, check_registry, load_registry
 from tests.helpers import ELEMENTS, dump, firms_dataset, write_registry
 

@@ -16,9 +16,9 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from examples.changsha.data import DemoConfig
+from examples.changsha.generate import write_registry as write_demo_registry
 from onesource.cli import main
-from onesource.demo.data import DemoConfig
-from onesource.demo.generate import write_registry as write_demo_registry
 from schemas import check_registry
 from schemas.reference import generated_part, json_schema, markdown, schema_text
 from tests.helpers import firms_dataset, write_registry

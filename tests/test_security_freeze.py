@@ -20,12 +20,8 @@ from sharing.exceptions import Frozen
 from sharing.security.freeze import FreezeError, active_freezes, freeze, unfreeze
 from sharing.users import create_user, rotate_token, user_by_token
 from tests.helpers import csv_text, drop, firms_dataset, load, write_registry
+from tests.support.freeze import LEDGER
 
-LEDGER = {"name": "ledger", "title": "台账", "owner": "tax", "system": "tax_core", "update_cycle": "daily",
-          "share_type": "unconditional", "key": ["code"],
-          "connector": {"kind": "file", "path": "tax/ledger/*.csv", "format": "csv", "encoding": "utf-8"},
-          "columns": [{"name": "code", "source": "代码", "type": "string", "required": True},
-                      {"name": "n", "source": "数", "type": "integer"}]}
 USERS = {"amr_a": "amr", "amr_b": "amr", "tax_a": "tax"}
 DATASETS = ("firms", "ledger")
 

@@ -23,8 +23,8 @@ from portal.web import SESSION_COOKIE
 from sharing.users import create_user
 from tests.conftest import free_port
 from tests.helpers import csv_text, drop, firms_dataset, load, write_registry
-from tests.test_pg_clients import self_signed
-from tests.test_security_freeze import LEDGER
+from tests.support.freeze import LEDGER
+from tests.support.tls import self_signed
 
 pytestmark = pytest.mark.slow
 USERS = {"amr_a": "amr", "amr_b": "amr", "tax_a": "tax"}

@@ -24,7 +24,7 @@ from sharing.grants import add_grant
 from sharing.users import create_user
 from tests.conftest import free_port
 from tests.helpers import drop, load, rows, wait_for_port
-from tests.test_security_replay import RECORD, VALUE, csv, make_home, people_rows
+from tests.support.replay import RECORD, VALUE, csv, make_home, people_rows
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from connectors import SourceUnavailableError
-from onesource.demo.api import serve
+from examples.changsha.api import serve
 from tests.conftest import free_port
 from tests.helpers import USCC, firms_dataset, load, rows, write_registry
 

@@ -31,22 +31,7 @@ from sharing.exceptions import QueryRefused
 from sharing.grants import add_grant
 from sharing.pgnames import Namer, name_outputs
 from tests.helpers import dump, write_registry
-
-DEPARTMENTS = {"departments": [
-    {"code": "psb", "name": "公安局", "name_en": "Public Security", "systems": [{"code": "psb_core", "name": "人口库"}]},
-    {"code": "tax", "name": "税务局", "name_en": "Tax", "systems": [{"code": "tax_core", "name": "征管系统"}]},
-    {"code": "edu", "name": "教育局", "name_en": "Education", "systems": [{"code": "edu_core", "name": "学籍系统"}]},
-]}
-ELEMENTS = {"elements": [{"name": "mobile", "name_zh": "手机号码", "name_en": "Mobile", "type": "string",
-                          "authority": "people", "format": "mobile", "sensitivity": 3}],
-            "code_lists": {"district": {"A": "甲区", "B": "乙区", "C": "丙区"}}}
-
-
-def dataset(name: str, title: str, key: str, columns: list[dict]) -> dict:
-    return {"name": name, "title": title, "owner": "psb", "system": "psb_core", "update_cycle": "daily",
-            "share_type": "conditional", "conditions": "by grant", "key": [key],
-            "connector": {"kind": "file", "path": f"psb/{name}.csv", "format": "csv"}, "columns": columns}
-
+from tests.support.standard_sql import DEPARTMENTS, ELEMENTS, dataset
 
 PEOPLE = dataset("people", "人员", "id", [
     {"name": "id", "source": "编号", "type": "integer", "required": True},

@@ -163,9 +163,9 @@ def test_a_drop_folder_follows_publishes(settings, tmp_path):
 
 @pytest.mark.slow  # parses every DAG with Airflow (a subprocess): ~15 s
 def test_the_subscriptions_dag_runs_on_every_published_dataset(settings):
-    from onesource.demo.data import DemoConfig
-    from onesource.demo.generate import write_registry as write_demo_registry
-    from tests.test_dags import dagbag
+    from examples.changsha.data import DemoConfig
+    from examples.changsha.generate import write_registry as write_demo_registry
+    from tests.support.airflow import dagbag
 
     write_demo_registry(settings.registry_dir, DemoConfig())
     registry = load_registry(settings.registry_dir)
@@ -197,7 +197,7 @@ def test_a_street_subscriber_gets_only_its_streets_rows(settings, tmp_path):
     row moves from one street to the other (a delete for one, an upsert for the other)."""
     from sharing.grants import add_grant
     from sharing.users import create_user
-    from tests.test_jurisdictions import registry_at
+    from tests.support.jurisdictions import registry_at
 
     registry, issues = registry_at(settings.registry_dir)
     assert not issues

@@ -353,8 +353,8 @@ def test_webhook_with_a_signed_link_and_deliveries_count_as_use(settings, monkey
 
 
 def test_the_demo_street_subscription_delivers_its_streets_rows_or_says_why_not(tmp_path, monkeypatch, pg):
-    from onesource.demo.runner import _demo_jurisdictions, _demo_subscription
-    from onesource.demo.subscriptions import DSN_ENV
+    from examples.changsha.runner import _demo_jurisdictions, _demo_subscription
+    from examples.changsha.subscriptions import DSN_ENV
     from tests.helpers import demo_home
 
     conn, _ = pg

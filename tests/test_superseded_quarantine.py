@@ -16,14 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.config import Settings
-from tests.helpers import HEADER, drop, firms_dataset, load, rows, shared_count, write_registry
-from tests.test_filescan import uscc
-
-
-def delivery(n: int, good: bool) -> str:
-    """Three firms whose capital names the delivery; a bad one holds a status outside the code list."""
-    status = "1" if good else "7"
-    return HEADER + "".join(f"{uscc(k)},长沙第{k}有限公司,{status},{n}.00,{k},2020-01-01\n" for k in range(1, 4))
+from tests.helpers import drop, firms_dataset, load, rows, shared_count, write_registry
+from tests.support.quarantine import delivery
 
 
 def registry(home: Settings, load_mode: str, version: int) -> None:

@@ -37,6 +37,7 @@ from sharing.users import (
     user_by_token,
 )
 from tests.helpers import write_registry
+from tests.support.portal import signed_in
 
 DEPARTMENT, OTHER = "tax", "amr"
 
@@ -63,9 +64,9 @@ JSON = {"sql": "SELECT 1", "dataset": "firms", "purpose": "p", "key_value": "1",
 def home(tmp_path_factory):
     """Two departments and the bureau's, with this month's KPIs published (the dashboard's pages answer),
     and a user of each role in tax."""
+    from examples.changsha.city import BUREAU, platform_dataset_entries
     from metrics.kpis import Period
     from metrics.publish import publish_periods
-    from onesource.demo.city import BUREAU, platform_dataset_entries
     from tests.helpers import DEPARTMENTS, firms_dataset
 
     settings = Settings(home=tmp_path_factory.mktemp("users") / "home")
@@ -87,15 +88,6 @@ def app(home):
     engine = GovernedEngine(settings, load_registry(settings.registry_dir), persistent=True)
     yield create_app(engine), creds, engine
     engine.close()
-
-
-def signed_in(app, who: dict) -> TestClient:
-    client = TestClient(app)
-    r = client.post("/login", data={"username": who["user"], "password": who["password"], "next": "/console"},
-                    follow_redirects=False)
-    assert r.status_code == 303, r.text
-    client.headers["X-CSRF-Token"] = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/console").text).group(1)
-    return client
 
 
 def cli_run(settings: Settings, monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:
@@ -213,7 +205,7 @@ def test_any_sequence_of_changes_leaves_exactly_the_last_secrets_working(home, o
 
 
 def test_the_demo_makes_each_departments_accounts_and_a_new_departments_on_rerun(tmp_path):
-    from onesource.demo.runner import _demo_users
+    from examples.changsha.runner import _demo_users
     from tests.helpers import DEPARTMENTS
 
     settings = Settings(home=tmp_path / "home")

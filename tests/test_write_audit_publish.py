@@ -85,10 +85,10 @@ def test_snapshot_mode_replaces_and_time_travel_keeps_the_past(tiny):
 def test_large_batches_are_adopted_not_copied(settings, monkeypatch, mode):
     """A large validated batch is handed to DuckLake as its staged file (no second write); the result is
     the same table, time travel and ledger as a copied one, and the staging area is left empty."""
-    from ingest import load as load_module
+    from lakehouse import publish as publish_module
     from tests.helpers import firms_dataset, write_registry
 
-    monkeypatch.setattr(load_module, "ADOPT_ROWS", 2)
+    monkeypatch.setattr(publish_module, "ADOPT_ROWS", 2)
     write_registry(settings.registry_dir, [firms_dataset(load_mode=mode)])
     drop(settings, "amr/firms/1.csv", csv_text())
     drop(settings, "amr/firms/2.csv", csv_text(ROWS[:2]))
@@ -109,8 +109,8 @@ def test_every_data_file_is_parquet_2_with_zstd(settings, monkeypatch):
     before the options were chosen."""
     import duckdb
 
-    from ingest import load as load_module
     from lakehouse import lake as lake_module
+    from lakehouse import publish as publish_module
     from lakehouse.lake import CATALOG, Lake
     from tests.helpers import firms_dataset, write_registry
 
@@ -121,7 +121,7 @@ def test_every_data_file_is_parquet_2_with_zstd(settings, monkeypatch):
         assert "parquet_version" not in {r[0] for r in lake.con.execute(f"FROM {CATALOG}.options()").fetchall()}
     monkeypatch.setattr(lake_module, "FILE_OPTIONS", chosen)
     write_registry(settings.registry_dir, [firms_dataset(load_mode="append")])  # both batches' files stay
-    monkeypatch.setattr(load_module, "ADOPT_ROWS", 3)
+    monkeypatch.setattr(publish_module, "ADOPT_ROWS", 3)
     drop(settings, "amr/firms/1.csv", csv_text())  # 3 rows: adopted
     drop(settings, "amr/firms/2.csv", csv_text(ROWS[:2]))  # 2 rows: copied by DuckLake
     assert [r.status for r in load(settings)] == ["published", "published"]
@@ -137,11 +137,11 @@ def test_every_data_file_is_parquet_2_with_zstd(settings, monkeypatch):
 def test_a_small_batch_is_copied(tiny, monkeypatch):
     """Below ADOPT_ROWS the rows are copied (inlined or written by DuckLake), never adopted: the staged
     file leaves staging and no data file of ours appears in the table."""
-    from ingest import load as load_module
+    from lakehouse import publish as publish_module
 
     decisions = []
-    real = load_module._adoptable_path
-    monkeypatch.setattr(load_module, "_adoptable_path", lambda *a: decisions.append(real(*a)) or decisions[-1])
+    real = publish_module._adoptable_path
+    monkeypatch.setattr(publish_module, "_adoptable_path", lambda *a: decisions.append(real(*a)) or decisions[-1])
     drop(tiny, "amr/firms/1.csv", csv_text())
     assert [r.status for r in load(tiny)] == ["published"]
     assert decisions == [None]

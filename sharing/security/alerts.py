@@ -545,9 +545,9 @@ EVENT_COLUMNS = ("seq, event_at, user_name, department, decision, kind, rows, re
 
 
 def read_events(con, since: dt.datetime, until: dt.datetime) -> list[Event]:
-    from lakehouse.lake import CATALOG, OPS
+    from lakehouse import ledger
 
-    rows = con.execute(f"SELECT {EVENT_COLUMNS} FROM {CATALOG}.{OPS}.audit_events WHERE event_at >= ? AND event_at <= ?",
+    rows = con.execute(f"SELECT {EVENT_COLUMNS} FROM {ledger.ref('audit_events')} WHERE event_at >= ? AND event_at <= ?",
                        [since, until]).fetchall()
     return [Event(seq, at, user, dept, decision, kind, n, reason, tuple(exposed or ()), address, channel,
                   tuple(tables or ()), values, text)
@@ -555,9 +555,9 @@ def read_events(con, since: dt.datetime, until: dt.datetime) -> list[Event]:
 
 
 def user_departments(con) -> dict[str, str]:
-    from lakehouse.lake import CATALOG, OPS
+    from lakehouse import ledger
 
-    return dict(con.execute(f"SELECT user_name, any_value(department) FROM {CATALOG}.{OPS}.users GROUP BY 1").fetchall())
+    return dict(con.execute(f"SELECT user_name, any_value(department) FROM {ledger.ref('users')} GROUP BY 1").fetchall())
 
 
 def write_alerts(lake, alerts: list[Alert], raised_at: dt.datetime) -> list[Alert]:
@@ -565,7 +565,7 @@ def write_alerts(lake, alerts: list[Alert], raised_at: dt.datetime) -> list[Aler
     import pyarrow as pa
 
     from lakehouse import ledger
-    from lakehouse.lake import CATALOG, OPS, retrying
+    from lakehouse.lake import retrying
 
     if not alerts:
         return []
@@ -575,7 +575,7 @@ def write_alerts(lake, alerts: list[Alert], raised_at: dt.datetime) -> list[Aler
         new.clear()
         with lake.transaction() as con:
             ids = [a.alert_id for a in alerts]
-            known = {r[0] for r in con.execute(f"SELECT alert_id FROM {CATALOG}.{OPS}.security_alerts "
+            known = {r[0] for r in con.execute(f"SELECT alert_id FROM {ledger.ref('security_alerts')} "
                                                "WHERE alert_id IN (SELECT unnest(?))", [ids]).fetchall()}
             new.extend(a for a in dict((a.alert_id, a) for a in alerts).values() if a.alert_id not in known)
             if new:
@@ -633,14 +633,14 @@ def list_alerts(con, *, since: dt.datetime | None = None, kind: str | None = Non
     """Alerts, newest window first (``since``: windows ending after it). An older lake without the table: none."""
     import duckdb
 
-    from lakehouse.lake import CATALOG, OPS
+    from lakehouse import ledger
 
     where, params = ["TRUE"], []
     for clause, value in (("window_end > ?", since), ("kind = ?", kind), ("status = ?", status)):
         if value is not None:
             where.append(clause)
             params.append(value)
-    sql = (f"SELECT {', '.join(ALERT_COLUMNS)} FROM {CATALOG}.{OPS}.security_alerts WHERE {' AND '.join(where)} "
+    sql = (f"SELECT {', '.join(ALERT_COLUMNS)} FROM {ledger.ref('security_alerts')} WHERE {' AND '.join(where)} "
            f"ORDER BY window_start DESC, kind, user_name{f' LIMIT {int(limit)}' if limit else ''}")
     try:
         rows = con.execute(sql, params).fetchall()
@@ -653,14 +653,14 @@ def close_alerts(settings: Settings, ids: list[str], reason: str, by: str) -> li
     """Close open alerts (audited first: who, which, why); returns the ids closed. An id that is not an open
     alert is an error naming it, and nothing is closed."""
     from core.errors import ConfigurationError
-    from lakehouse import Lake
-    from lakehouse.lake import CATALOG, OPS, retrying
+    from lakehouse import Lake, ledger
+    from lakehouse.lake import retrying
     from sharing.audit import AuditLog
 
     if not reason.strip():
         raise ConfigurationError("say why the alerts are closed: --reason 'checked with the department: ...'")
     with Lake(settings.lake) as lake:
-        table = f"{CATALOG}.{OPS}.security_alerts"
+        table = ledger.ref("security_alerts")
         found = {r[0]: r[1] for r in lake.con.execute(f"SELECT alert_id, status FROM {table} WHERE alert_id IN "
                                                       "(SELECT unnest(?))", [ids]).fetchall()}
         wrong = [i for i in ids if found.get(i) != "open"]
@@ -710,7 +710,7 @@ def add_commands(actions: argparse._SubParsersAction) -> None:
     p.add_argument("--now", help="evaluate as of this time (city time unless a zone is given; default: now)")
     p.add_argument("--json", action="store_true", help="print the new alerts as JSON")
     p.set_defaults(security_fn=cmd_scan)
-    p = actions.add_parser("alerts", help="list misuse alerts (ops.security_alerts)")
+    p = actions.add_parser("alerts", help="list misuse alerts, newest window first")
     p.add_argument("--since", help="alerts whose window ends after this: a time (city time) or 24h, 7d")
     p.add_argument("--kind", choices=KINDS, help="only this rule's alerts")
     p.add_argument("--status", choices=("open", "closed"), help="only alerts with this status")

@@ -128,30 +128,24 @@ NONE = Freezes()
 
 
 def _exists(lake) -> bool:
-    from lakehouse.lake import OPS
-
-    return TABLE in lake.tables(OPS)
+    return ledger.exists(lake.con, TABLE)
 
 
 def active_freezes(lake) -> Freezes:
     """The active freezes of ``lake`` (a Lake, or the engine's CursorLake). A lake from before freezes
     existed has none; any other error reading them propagates (a query is not let through on a guess)."""
-    from lakehouse.lake import CATALOG, OPS
-
     if not _exists(lake):
         return NONE
-    rows = lake.con.execute(f"SELECT freeze_id, kind, subject, reason, frozen_by, frozen_at FROM {CATALOG}.{OPS}.{TABLE} "
+    rows = lake.con.execute(f"SELECT freeze_id, kind, subject, reason, frozen_by, frozen_at FROM {ledger.ref(TABLE)} "
                             "WHERE unfrozen_at IS NULL").fetchall()
     return Freezes(Freeze(*r) for r in rows)
 
 
 def history(lake) -> list[Freeze]:
     """Every freeze, active or ended, oldest first."""
-    from lakehouse.lake import CATALOG, OPS
-
     if not _exists(lake):
         return []
-    rows = lake.con.execute(f"SELECT * FROM {CATALOG}.{OPS}.{TABLE} ORDER BY frozen_at, freeze_id").fetchall()
+    rows = lake.con.execute(f"SELECT * FROM {ledger.ref(TABLE)} ORDER BY frozen_at, freeze_id").fetchall()
     return [Freeze(*r) for r in rows]
 
 
@@ -161,13 +155,11 @@ def _now() -> dt.datetime:
 
 def _subject(lake: Lake, registry: Registry, kind: str, subject: str) -> str:
     """The subject as stored (a dataset without ``shared.``), or a clear error naming what is known."""
-    from lakehouse.lake import CATALOG, OPS
-
     if kind not in KINDS:
         raise FreezeError(f"cannot freeze a {kind!r}: a user, a department or a dataset")
     if kind == "user":
-        known = [r[0] for r in lake.con.execute(f"SELECT user_name FROM {CATALOG}.{OPS}.users ORDER BY 1").fetchall()] \
-            if "users" in lake.tables(OPS) else []
+        known = [r[0] for r in lake.con.execute(f"SELECT user_name FROM {ledger.ref('users')} ORDER BY 1").fetchall()] \
+            if ledger.exists(lake.con, "users") else []
         fix = "`onesource users list` shows the users"
     elif kind == "department":
         known = sorted(d.code for d in registry.departments)
@@ -184,12 +176,10 @@ def _subject(lake: Lake, registry: Registry, kind: str, subject: str) -> str:
 
 def _users_of(lake: Lake, kind: str, subject: str) -> list[str]:
     """The users whose tokens a freeze revokes: the user, or every user of the department."""
-    from lakehouse.lake import CATALOG, OPS
-
-    if kind == "dataset" or "users" not in lake.tables(OPS):
+    if kind == "dataset" or not ledger.exists(lake.con, "users"):
         return []
     column = "user_name" if kind == "user" else "department"
-    return [r[0] for r in lake.con.execute(f"SELECT user_name FROM {CATALOG}.{OPS}.users WHERE {column} = ? "
+    return [r[0] for r in lake.con.execute(f"SELECT user_name FROM {ledger.ref('users')} WHERE {column} = ? "
                                            "ORDER BY 1", [subject]).fetchall()]
 
 
@@ -197,7 +187,7 @@ def freeze(lake: Lake, registry: Registry, kind: str, subject: str, reason: str,
            audit: AuditLog | None) -> tuple[Freeze, list[str]]:
     """Freeze ``subject`` (a user, a department or a dataset) and revoke the bearer tokens of the users it
     stops, in one commit; returns the freeze and those users. Audited before it is committed."""
-    from lakehouse.lake import CATALOG, OPS, retrying
+    from lakehouse.lake import retrying
     from sharing.users import token_hash
 
     reason = (reason or "").strip()
@@ -221,7 +211,7 @@ def freeze(lake: Lake, registry: Registry, kind: str, subject: str, reason: str,
             ledger.append(con, TABLE, {"freeze_id": made.freeze_id, "kind": kind, "subject": subject, "reason": reason,
                                        "frozen_by": by, "frozen_at": made.frozen_at})
             for user in users:  # a token nobody holds: the old one never works again; created_at: sessions end
-                con.execute(f"UPDATE {CATALOG}.{OPS}.users SET token_sha256 = ?, created_at = ?, changed_at = ?, "
+                con.execute(f"UPDATE {ledger.ref('users')} SET token_sha256 = ?, created_at = ?, changed_at = ?, "
                             "changed_by = ? WHERE user_name = ?",
                             [token_hash(secrets.token_urlsafe(32)), made.frozen_at, made.frozen_at, by, user])
             lake.commit_message(f"freeze {made.what()}", {"freeze_id": made.freeze_id, "by": by})
@@ -233,7 +223,7 @@ def freeze(lake: Lake, registry: Registry, kind: str, subject: str, reason: str,
 def unfreeze(lake: Lake, registry: Registry, kind: str, subject: str, reason: str, *, by: str,
              audit: AuditLog | None) -> Freeze:
     """End the active freeze of ``subject``; returns it. Revoked tokens stay revoked."""
-    from lakehouse.lake import CATALOG, OPS, retrying
+    from lakehouse.lake import retrying
 
     reason = (reason or "").strip()
     if not reason:
@@ -253,7 +243,7 @@ def unfreeze(lake: Lake, registry: Registry, kind: str, subject: str, reason: st
     def write() -> None:
         with lake.transaction() as con:
             # every active freeze of the subject (two operators freezing it at once made two)
-            con.execute(f"UPDATE {CATALOG}.{OPS}.{TABLE} SET unfrozen_by = ?, unfrozen_at = ?, unfreeze_reason = ? "
+            con.execute(f"UPDATE {ledger.ref(TABLE)} SET unfrozen_by = ?, unfrozen_at = ?, unfreeze_reason = ? "
                         "WHERE kind = ? AND subject = ? AND unfrozen_at IS NULL", [by, now, reason, kind, subject])
             lake.commit_message(f"unfreeze {found.what()}", {"freeze_id": found.freeze_id, "by": by})
 

@@ -56,7 +56,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     deliver.add_argument("--json", action="store_true")
     deliver.set_defaults(subscriptions_fn=_deliver)
 
-    ledger = actions.add_parser("deliveries", help="the delivery ledger (ops.deliveries)")
+    ledger = actions.add_parser("deliveries", help="the delivery ledger: every delivery tried (delivered, refused "
+                                                    "or failed) and why")
     ledger.add_argument("subscription_id", nargs="?")
     ledger.add_argument("--json", action="store_true")
     ledger.set_defaults(subscriptions_fn=_deliveries)

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from core.errors import OneSourceError, TransientError
-from lakehouse.lake import CATALOG, OPS, Lake
+from lakehouse import ledger
+from lakehouse.lake import CATALOG, Lake
 from schemas.model import Registry
 from sharing.subscriptions import store
 from sharing.subscriptions.store import Delivery, Subscription, SubscriptionError
@@ -100,16 +101,12 @@ def refusal(lake: Lake, registry: Registry, sub: Subscription, access: dict | No
         registry.dataset(sub.dataset)
     except OneSourceError:
         return f"dataset {sub.dataset} is no longer registered"
-    try:
-        row = lake.con.execute(f"SELECT department, disabled_at FROM {CATALOG}.{OPS}.users WHERE user_name = ?",
-                               [sub.user]).fetchone()
-    except duckdb.CatalogException:
-        row = None
+    row = ledger.user(lake.con, sub.user)
     if row is None:
         return f"no user {sub.user} (`onesource users list` shows them)"
-    if row[0] != sub.department:
-        return f"user {sub.user} belongs to {row[0]}, not {sub.department}"
-    if row[1] is not None:
+    if row.department != sub.department:
+        return f"user {sub.user} belongs to {row.department}, not {sub.department}"
+    if not row.active:
         return f"user {sub.user} is disabled"
     frozen = _frozen(lake, sub)
     if frozen:
@@ -157,11 +154,10 @@ def _current(lake: Lake, dataset: str) -> tuple[int, str | None]:
     lake.con.execute("BEGIN TRANSACTION")
     try:
         snapshot = lake.con.execute(f"SELECT id FROM {CATALOG}.current_snapshot()").fetchone()[0]
-        row = lake.con.execute(f"SELECT load_id FROM {CATALOG}.{OPS}.loads WHERE dataset = ? AND status = 'published' "
-                               "ORDER BY finished_at DESC LIMIT 1", [dataset]).fetchone()
+        load = ledger.last_published_load(lake.con, dataset)
     finally:
         lake.con.execute("ROLLBACK")
-    return snapshot, row[0] if row else None
+    return snapshot, load.load_id if load else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import duckdb
 
 from core.errors import TerminalError
 from lakehouse import ledger
-from lakehouse.lake import CATALOG, OPS, Lake, retrying
+from lakehouse.lake import Lake, retrying
 from schemas.model import Registry
 
 MODES = ("snapshot", "changes")
@@ -204,7 +204,7 @@ def subscriptions(lake: Lake, *, dataset: str | None = None, department: str | N
         where.append("department = ?")
         params.append(department)
     try:
-        rows = lake.con.execute(f"SELECT {_COLUMNS} FROM {CATALOG}.{OPS}.subscriptions WHERE {' AND '.join(where)} "
+        rows = lake.con.execute(f"SELECT {_COLUMNS} FROM {ledger.ref('subscriptions')} WHERE {' AND '.join(where)} "
                                 "ORDER BY created_at, subscription_id", params).fetchall()
     except duckdb.CatalogException:  # a lake from before subscriptions
         return []
@@ -213,7 +213,7 @@ def subscriptions(lake: Lake, *, dataset: str | None = None, department: str | N
 
 def subscription(lake: Lake, subscription_id: str) -> Subscription:
     try:
-        row = lake.con.execute(f"SELECT {_COLUMNS} FROM {CATALOG}.{OPS}.subscriptions WHERE subscription_id = ?",
+        row = lake.con.execute(f"SELECT {_COLUMNS} FROM {ledger.ref('subscriptions')} WHERE subscription_id = ?",
                                [subscription_id]).fetchone()
     except duckdb.CatalogException:
         row = None
@@ -230,7 +230,7 @@ def cancel(lake: Lake, subscription_id: str, *, by: str = "operator") -> None:
 
     def write() -> None:
         with lake.transaction() as con:
-            con.execute(f"UPDATE {CATALOG}.{OPS}.subscriptions SET cancelled_at = ?, cancelled_by = ? "
+            con.execute(f"UPDATE {ledger.ref('subscriptions')} SET cancelled_at = ?, cancelled_by = ? "
                         "WHERE subscription_id = ? AND cancelled_at IS NULL", [now(), by, subscription_id])
             lake.commit_message(f"cancel subscription {subscription_id}", {"subscription_id": subscription_id})
 
@@ -254,7 +254,7 @@ def deliveries(lake: Lake, subscription_id: str | None = None) -> list[Delivery]
     """The ledger, oldest first (of one subscription, or all)."""
     where, params = ("WHERE subscription_id = ?", [subscription_id]) if subscription_id else ("", [])
     try:
-        rows = lake.con.execute(f"SELECT * FROM {CATALOG}.{OPS}.deliveries {where} ORDER BY finished_at, delivery_id",
+        rows = lake.con.execute(f"SELECT * FROM {ledger.ref('deliveries')} {where} ORDER BY finished_at, delivery_id",
                                 params).fetchall()
     except duckdb.CatalogException:
         return []
@@ -263,7 +263,7 @@ def deliveries(lake: Lake, subscription_id: str | None = None) -> list[Delivery]
 
 def delivered(lake: Lake, delivery_id: str) -> bool:
     try:
-        return bool(lake.con.execute(f"SELECT count(*) FROM {CATALOG}.{OPS}.deliveries WHERE delivery_id = ? "
+        return bool(lake.con.execute(f"SELECT count(*) FROM {ledger.ref('deliveries')} WHERE delivery_id = ? "
                                      "AND status = 'delivered'", [delivery_id]).fetchone()[0])
     except duckdb.CatalogException:
         return False

@@ -4,7 +4,7 @@
 ``{"items": [...], "page": 1, "page_size": 200, "total": N}``, tickets ordered by ``created_at``.
 Like a real department API it wants a bearer token (``Authorization: Bearer ...``) when started with
 one; the connector takes it from the environment variable the registry names (``token_env``).
-Run it with ``python -m onesource.demo.api --data tickets.json --port 18345 [--token-env VAR]``.
+Run it with ``python -m examples.changsha.api --data tickets.json --port 18345 [--token-env VAR]``.
 """
 
 from __future__ import annotations

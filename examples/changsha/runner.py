@@ -3,7 +3,7 @@
 1. write the registry and every department's extract (deterministic: a rerun rewrites nothing);
 2. check the registry;
 3. start the hotline's HTTP API (a department system the connectors call);
-4. write months of simulated history into the ledgers (onesource.demo.history) and publish their KPIs;
+4. write months of simulated history into the ledgers (examples.changsha.history) and publish their KPIs;
 5. run the generated ``onesource_ingest_all`` DAG with ``airflow dags test`` (a real DAG run): every
    load, then 多元校核, then this month's KPIs;
 6. summarise from the lake itself: datasets and rows published, loads failed and why, the KPIs.
@@ -16,27 +16,29 @@ import json
 import os
 import secrets
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from core.config import Settings
 from core.errors import ConfigurationError
-from lakehouse.lake import CATALOG, OPS, Lake
+from examples.changsha.api import TOKEN_ENV, serve
+from examples.changsha.city import BUREAU as BUREAU_DEPARTMENT
+from examples.changsha.city import city_datasets
+from examples.changsha.data import DemoConfig
+from examples.changsha.generate import generate_city
+from examples.changsha.history import publish_history, simulate
+from lakehouse import ledger
+from lakehouse.lake import CATALOG, Lake
 from metrics.kpis import Period, sharing_statuses
 from metrics.loads import DatasetStatus, dataset_statuses
 from metrics.publish import publish_periods
 from onesource import airflow_cli
 from onesource.dagfactory import ALL_DAG_ID
-from onesource.demo.api import TOKEN_ENV, serve
-from onesource.demo.city import BUREAU as BUREAU_DEPARTMENT
-from onesource.demo.city import city_datasets
-from onesource.demo.data import DemoConfig
-from onesource.demo.generate import generate_city
-from onesource.demo.history import publish_history, simulate
+from onesource.summary import SharedZone, print_shared_zone
 from quality.consistency import latest_rates
 from schemas import load_registry
 
@@ -66,7 +68,7 @@ class DemoSummary:
     """(user, organisation code, its name, rows of the jurisdiction grant's dataset it reads) of the demo's
     district and street users."""
     subscription: dict | None = None
-    """数据回流: the street user's subscription and its delivery (onesource.demo.subscriptions), or why skipped."""
+    """数据回流: the street user's subscription and its delivery (examples.changsha.subscriptions), or why skipped."""
 
 
 def all_dag_tasks(registry) -> int:
@@ -157,14 +159,12 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSu
     with Lake(settings.lake, read_only=True) as lake:
         statuses = dataset_statuses(lake, registry)
         shared = sharing_statuses(lake, registry, tz=settings.city_timezone)
-        this_run = dict(lake.con.execute(
-            f"SELECT status, count(*) FROM {CATALOG}.{OPS}.loads WHERE started_at >= ? GROUP BY status", [started]
-        ).fetchall())
+        this_run = dict(Counter(load.status for load in ledger.loads_since(lake.con, started)))
         warnings = lake.con.execute(
             f"""SELECT r.dataset, r.check_name, r.column_name, r.unexpected_count
-                FROM {CATALOG}.{OPS}.quality_results r JOIN {CATALOG}.{OPS}.quality_runs q USING (load_id)
+                FROM {ledger.ref('quality_results')} r JOIN {ledger.ref('quality_runs')} q USING (load_id)
                 WHERE q.passed AND NOT r.success AND r.skipped IS NULL
-                  AND q.run_at = (SELECT max(run_at) FROM {CATALOG}.{OPS}.quality_runs x WHERE x.dataset = q.dataset)
+                  AND q.run_at = (SELECT max(run_at) FROM {ledger.ref('quality_runs')} x WHERE x.dataset = q.dataset)
                 ORDER BY 1, 2""").fetchall()
         # a from_authority column is filled from the authority, equal by construction: not a copy to compare
         referenced = {(ds.name, c.element) for ds in registry.source_datasets for c in ds.columns if c.from_authority}
@@ -206,9 +206,9 @@ def _redeliver_corrected(settings: Settings, config: DemoConfig, registry) -> li
     quarantined and sends nothing."""
     import dataclasses
 
+    from examples.changsha.data import City
+    from examples.changsha.generate import without_references, write_extract
     from ingest.load import run_dataset
-    from onesource.demo.data import City
-    from onesource.demo.generate import without_references, write_extract
 
     with Lake(settings.lake, read_only=True) as lake:
         statuses = sharing_statuses(lake, registry, tz=settings.city_timezone)
@@ -273,14 +273,14 @@ def _demo_users(settings: Settings, registry) -> None:
 
 
 JURISDICTION_CREDENTIALS = "demo-jurisdiction-credentials.json"
-"""In the home (0600): the district's and streets' users (onesource.demo.city.JURISDICTION_USERS)."""
+"""In the home (0600): the district's and streets' users (examples.changsha.city.JURISDICTION_USERS)."""
 
 
 def _demo_subscription(settings: Settings, registry) -> dict | None:
     """The street user's subscription into the machine's PostgreSQL (or MariaDB), delivered now."""
     from dataclasses import asdict as as_dict
 
-    from onesource.demo.subscriptions import demo_subscription
+    from examples.changsha.subscriptions import demo_subscription
 
     found = demo_subscription(settings, registry)
     return as_dict(found) if found else None
@@ -290,7 +290,7 @@ def _demo_jurisdictions(settings: Settings, registry) -> list[tuple]:
     """A district's and two streets' users of civil affairs (each of its organisation), and civil affairs'
     grant of the resident register scoped to the jurisdiction; returns (user, organisation, name, rows it
     reads) as each reads it through the governed engine. Kept across reruns: users and the grant made once."""
-    from onesource.demo.city import JURISDICTION_GRANT, JURISDICTION_USERS
+    from examples.changsha.city import JURISDICTION_GRANT, JURISDICTION_USERS
     from sharing.audit import AuditLog
     from sharing.engine import GovernedEngine
     from sharing.grants import active_grants, add_grant
@@ -403,56 +403,13 @@ def _write_report(path: Path, summary: DemoSummary) -> None:
     path.write_text(json.dumps(asdict(summary), ensure_ascii=False, indent=2, default=str), encoding="utf-8")
 
 
-def print_summary(console: Console, summary: DemoSummary, settings: Settings, status: bool = False) -> None:
-    """The demo's closing summary; ``status``: the same read-back for `onesource status`, which ran no demo
-    and loaded nothing (no "demo" title, no "loads this run ... took 0 s")."""
-    title = "OneSource: the shared zone" if status else "OneSource demo: the shared zone"
-    table = Table(title=title, title_justify="left")
-    for col in ("dataset", "owner", "share type", "rows shared", "last load"):
-        table.add_column(col, justify="right" if col == "rows shared" else "left")
-    for s in summary.statuses:
-        style = {"published": "green", "quarantined": "yellow", "failed": "red"}.get(s.last_status or "", "")
-        last = f"[{style}]{s.last_status or 'never loaded'}[/]" if style else (s.last_status or "never loaded")
-        if s.damaged:
-            last = f"[bold red]damaged[/] ({len(s.missing_files)} data file(s) missing)"
-        table.add_row(s.dataset, s.owner, s.share_type, "-" if s.rows is None else f"{s.rows:,}", last)
-    console.print(table)
-    damaged = [s for s in summary.statuses if s.damaged]
-    if damaged:
-        from lakehouse.integrity import damage_message
-
-        console.print(f"\n[bold red]Damaged tables ({len(damaged)})[/], not published as they stand:")
-        for s in damaged:
-            console.print(f"  [red]{s.dataset}[/]: {damage_message(f'shared.{s.dataset}', list(s.missing_files))}",
-                          highlight=False, soft_wrap=True)
-    failed = [s for s in summary.statuses if s.last_status in ("quarantined", "failed")]
-    if failed:
-        console.print(f"\n[bold]Loads that did not publish ({len(failed)}), and why:[/]")
-        for s in failed:
-            console.print(f"  [yellow]{s.dataset}[/]: {_first_lines(s.last_error or '', 2)}")
-    if summary.warnings:
-        console.print("\n[bold]Published with warnings[/] (recorded; `onesource quality report DATASET` shows the rows):")
-        for dataset, check, column, n in summary.warnings:
-            console.print(f"  {dataset}: {check} on {column}: {n} record(s)")
-    if summary.consistency:
-        console.print("\n[bold]多元校核: copies compared with their authority[/]")
-        for dataset, element, authority, compared, equal in summary.consistency:
-            rate = f"{equal / compared:.1%}" if compared else "-"
-            console.print(f"  {dataset}.{element} vs {authority}: {equal:,}/{compared:,} equal ({rate})")
-    runs = ", ".join(f"{n} {k}" for k, n in sorted(summary.loads_this_run.items())) or "none (nothing new: idempotent)"
-    console.print(
-        f"\n[bold]{summary.shared_datasets}/{summary.datasets} datasets shared[/] (as the sharing rate counts: "
-        f"published, last load passed, within the update cycle; not_shared never), "
-        f"[bold]{summary.published_datasets} tables with {summary.published_rows:,} rows published[/]"
-        + ("." if status else f"; loads this run: {runs}; took {summary.seconds:.0f} s.") + "\n"
-        f"Home: {settings.home}  (lake: lake/, raw files: landing/, quarantine: quarantine/, "
-        f"Data Docs: gx/uncommitted/data_docs/local_site/index.html, "
-        f"Airflow logs: reports/airflow-{ALL_DAG_ID}.log)\n"
-        "Query it:  .venv/bin/onesource sql \"SELECT * FROM shared.amr_enterprise_register LIMIT 5\"\n"
-        "As a department (governed, audited):  .venv/bin/onesource sql --as tax \"SELECT count(*) FROM "
-        "shared.amr_enterprise_register\"\n"
-        "Serve HTTP + Postgres wire:  .venv/bin/onesource serve  (users and passwords: demo-credentials.json)"
-    )
+def print_summary(console: Console, summary: DemoSummary, settings: Settings) -> None:
+    """The demo's closing summary: the shared zone as `onesource status` reads it back (onesource.summary), with
+    this run's loads and time, then the city's KPIs and story."""
+    zone = SharedZone(summary.datasets, summary.published_datasets, summary.published_rows, summary.statuses,
+                      summary.shared_datasets, summary.warnings, summary.consistency)
+    print_shared_zone(console, zone, settings, title="OneSource demo: the shared zone",
+                      run=(summary.loads_this_run, summary.seconds))
     if summary.kpis:
         from core.output import percent, target_text
         from metrics.kpis import LOWER_IS_BETTER
@@ -469,7 +426,7 @@ def print_summary(console: Console, summary: DemoSummary, settings: Settings, st
         if summary.redelivered:
             console.print("Corrected and sent again by their owners: " + ", ".join(summary.redelivered))
         if summary.jurisdictions:
-            from onesource.demo.city import JURISDICTION_GRANT
+            from examples.changsha.city import JURISDICTION_GRANT
 
             console.print(
                 f"Jurisdictions: {JURISDICTION_GRANT[0]} reads {JURISDICTION_GRANT[1]} under a grant scoped to each "
@@ -496,6 +453,3 @@ def print_summary(console: Console, summary: DemoSummary, settings: Settings, st
                       f"(sign in as {BUREAU_DEPARTMENT[0]}_bureau, demo-credentials.json: the bureau's user, who sees every "
                       "department's KPIs; months before this one are simulated history)")
 
-
-def _first_lines(text: str, n: int) -> str:
-    return " ".join(text.splitlines()[:n])

@@ -1,6 +1,6 @@
 """The demo city's subscription (数据回流): a street office's user gets its residents delivered into a database.
 
-The street user of the demo's jurisdiction grant (onesource.demo.city.JURISDICTION_USERS: 望月湖街道's civil
+The street user of the demo's jurisdiction grant (examples.changsha.city.JURISDICTION_USERS: 望月湖街道's civil
 affairs clerk) subscribes to the resident register, delivered into a table of the PostgreSQL on this machine
 (``ONESOURCE_DEMO_SUBSCRIBER_DSN`` names another; a password in it as ``${VARIABLE}``), else of the MariaDB;
 when neither answers, the demo says it skipped the subscription and why. Made once: a rerun delivers what is
@@ -50,8 +50,8 @@ def _reachable(kind: str, dsn: str, environ: Mapping[str, str]) -> str | None:
 
 def demo_subscription(settings: Settings, registry, environ: Mapping[str, str] | None = None) -> DemoSubscription | None:
     """Subscribe (once) and deliver; None when the demo city has no street user or dataset for it."""
+    from examples.changsha.city import JURISDICTION_GRANT, JURISDICTION_USERS
     from lakehouse import Lake
-    from onesource.demo.city import JURISDICTION_GRANT, JURISDICTION_USERS
     from sharing.subscriptions import store
     from sharing.subscriptions.deliver import deliver, key_problem
     from sharing.subscriptions.targets import target_for

@@ -14,7 +14,7 @@ from typing import Any
 
 from faker import Faker
 
-from onesource.demo.city import (
+from examples.changsha.city import (
     CITY_CODE,
     CITY_NAME,
     CODE_LISTS,
@@ -46,7 +46,7 @@ class DemoConfig:
     """Repeated case numbers in urban_enforcement_cases: a blocking failure, so it is quarantined."""
     api_url: str = "http://127.0.0.1:18345/api/v1/tickets"
     history_months: int = 6
-    """Months of simulated history before this one (onesource.demo.history), for the KPI trends."""
+    """Months of simulated history before this one (examples.changsha.history), for the KPI trends."""
 
     def n(self, count: int) -> int:
         return max(5, int(count * self.scale))

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from core.calendar import WorkCalendar
 from lakehouse import ledger
-from lakehouse.lake import CATALOG, OPS, Lake, retrying
+from lakehouse.lake import Lake, retrying
 from metrics.kpis import Period, slot_starts
 from schemas.model import Column, Dataset, Registry
 
@@ -102,7 +102,7 @@ def publish_history(lake: Lake, registry: Registry, periods: list[Period]) -> li
 
 
 def already_simulated(lake: Lake) -> bool:
-    return bool(lake.con.execute(f"SELECT count(*) FROM {CATALOG}.{OPS}.loads WHERE load_id LIKE '{PREFIX}%'")
+    return bool(lake.con.execute(f"SELECT count(*) FROM {ledger.ref('loads')} WHERE load_id LIKE '{PREFIX}%'")
                 .fetchone()[0])
 
 

@@ -1,7 +1,7 @@
 """Write the demo city into a home: the registry YAML, each department's extract, the manifest.
 
 Extracts go where the departments' systems would put them: drop folders under ``sources/<dept>/``,
-SQLite databases, and the hotline's ticket store served by :mod:`onesource.demo.api`.
+SQLite databases, and the hotline's ticket store served by :mod:`examples.changsha.api`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 
 from core.config import Settings
-from onesource.demo.api import TOKEN_ENV
-from onesource.demo.city import (
+from examples.changsha.api import TOKEN_ENV
+from examples.changsha.city import (
     BUREAU,
     CODE_LISTS,
     DESCRIPTIONS,
@@ -33,7 +33,7 @@ from onesource.demo.city import (
     organisation_entries,
     platform_dataset_entries,
 )
-from onesource.demo.data import City, DemoConfig
+from examples.changsha.data import City, DemoConfig
 
 EXTENSIONS = {"csv": "csv", "csv-gbk": "csv", "xlsx": "xlsx", "json": "json", "ndjson": "ndjson", "parquet": "parquet"}
 

@@ -1,0 +1,1 @@
+"""Helpers, constants and fixtures that several test files share (a test file never imports another)."""
