@@ -35,7 +35,7 @@ def _home(workdir: Path):
     if not csv.exists():
         workdir.mkdir(parents=True, exist_ok=True)
         run_child(MAKE_CSV + "\nprint('RESULT{}')", str(csv), str(ROWS))
-    return sql._home(workdir, csv)
+    return sql.lake_home(workdir, csv)
 
 
 def _token(settings) -> str:

@@ -61,8 +61,7 @@ now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
 start = (now.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
 with Lake(settings.lake) as lake:
     con = lake.con
-    con.execute("BEGIN")
-    ledger.insert_select(con, "loads", f'''
+    con.execute(f'''CREATE TEMP TABLE bench_loads AS
         SELECT 'b-' || d || '-' || day AS load_id, 'ds' || lpad(d::VARCHAR, 4, '0') AS dataset,
                'd' || lpad((d % {n_dept})::VARCHAR, 2, '0') AS owner,
                CASE WHEN random() < 0.93 THEN 'published' ELSE 'quarantined' END AS status, 'bench' AS source,
@@ -70,25 +69,29 @@ with Lake(settings.lake) as lake:
                ts - INTERVAL 1 MINUTE AS started_at, ts AS finished_at
         FROM (SELECT d, day, TIMESTAMP '{start:%Y-%m-%d}' + INTERVAL (day) DAY + INTERVAL (d % 360) MINUTE AS ts
               FROM range({n_ds}) r(d), range(0, 58) s(day) WHERE random() < 0.9) WHERE ts < TIMESTAMP '{now}' ''')
-    ledger.insert_select(con, "quality_runs", f'''
+    con.execute("BEGIN")
+    ledger.insert_select(con, "loads", "SELECT * FROM bench_loads")
+    ledger.insert_select(con, "quality_runs", '''
         SELECT load_id, dataset, owner, finished_at AS run_at, 'quality' AS stage, 1000 AS rows,
                status = 'published' AS passed, 12 AS checks, (status <> 'published')::INT AS blocking_failed,
-               0 AS warnings, 0 AS skipped, 'v' AS suite_version, 'v' AS registry_version FROM {ledger.ref('loads')}''')
-    con.execute(f'''INSERT INTO {ledger.ref('access_requests')} (request_id, department, dataset, owner, share_type, columns,
-            row_filter, purpose, period_days, status, requested_by, requested_at, due_at, decided_at, decided_by,
-            reason, grant_id)
-        SELECT 'r' || i, 'd' || lpad(((i * 7) % {n_dept})::VARCHAR, 2, '0'), 'ds' || lpad(((i * 13) % {n_ds})::VARCHAR, 4, '0'),
-               'd' || lpad((((i * 13) % {n_ds}) % {n_dept})::VARCHAR, 2, '0'), 'conditional', NULL, NULL, 'bench', 365,
-               CASE WHEN i % 5 = 0 THEN 'refused' ELSE 'approved' END, 'u',
-               req_at, req_at + INTERVAL 7 DAY, req_at + INTERVAL (i % 9) DAY, 'o', CASE WHEN i % 5 = 0 THEN '理由' END, NULL
+               0 AS warnings, 0 AS skipped, 'v' AS suite_version, 'v' AS registry_version FROM bench_loads''')
+    ledger.insert_select(con, "access_requests", f'''
+        SELECT 'r' || i AS request_id, 'd' || lpad(((i * 7) % {n_dept})::VARCHAR, 2, '0') AS department,
+               'ds' || lpad(((i * 13) % {n_ds})::VARCHAR, 4, '0') AS dataset,
+               'd' || lpad((((i * 13) % {n_ds}) % {n_dept})::VARCHAR, 2, '0') AS owner, 'conditional' AS share_type,
+               NULL AS columns, NULL AS row_filter, 'bench' AS purpose, 365 AS period_days,
+               CASE WHEN i % 5 = 0 THEN 'refused' ELSE 'approved' END AS status, 'u' AS requested_by,
+               req_at AS requested_at, req_at + INTERVAL 7 DAY AS due_at, req_at + INTERVAL (i % 9) DAY AS decided_at,
+               'o' AS decided_by, CASE WHEN i % 5 = 0 THEN '理由' END AS reason, NULL AS grant_id
         FROM (SELECT i, TIMESTAMP '{start:%Y-%m-%d}' + INTERVAL (i % 55) DAY AS req_at FROM range(5000) r(i))''')
-    con.execute(f'''INSERT INTO {ledger.ref('audit_events')} (seq, event_at, department, user_name, decision, tables, rows)
-        SELECT i, TIMESTAMP '{start:%Y-%m-%d}' + INTERVAL (i % (58 * 86400)) SECOND,
-               'd' || lpad(((i * 31) % {n_dept})::VARCHAR, 2, '0'), 'u',
-               CASE WHEN i % 10 = 0 THEN 'refused' ELSE 'allowed' END,
-               ['ds' || lpad(((i * 7919) % {n_ds})::VARCHAR, 4, '0')], 10
+    ledger.insert_select(con, "audit_events", f'''
+        SELECT i AS seq, TIMESTAMP '{start:%Y-%m-%d}' + INTERVAL (i % (58 * 86400)) SECOND AS event_at,
+               'd' || lpad(((i * 31) % {n_dept})::VARCHAR, 2, '0') AS department, 'u' AS user_name,
+               CASE WHEN i % 10 = 0 THEN 'refused' ELSE 'allowed' END AS decision,
+               ['ds' || lpad(((i * 7919) % {n_ds})::VARCHAR, 4, '0')] AS tables, 10 AS rows
         FROM range({n_events}) r(i)''')
     con.execute("COMMIT")
+    con.execute("DROP TABLE bench_loads")
 (home / "ready").write_text("ok")
 print("RESULT{}")
 """

@@ -169,8 +169,7 @@ class Server:
     server's dozens of threads would outweigh a load's few. ``own_session=False``: in this process's session."""
 
     def __init__(self, settings, own_session: bool = True):
-        from tests.conftest import free_port
-        from tests.helpers import wait_for_port
+        from tests.helpers import free_port, wait_for_port
 
         self.http_port, self.pg_port = free_port(), free_port()
         self.proc = subprocess.Popen(

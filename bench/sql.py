@@ -54,7 +54,9 @@ def _small_csv(workdir: Path, csv: Path) -> Path:
     return small
 
 
-def _home(workdir: Path, csv: Path, name: str = "sql-home"):
+def lake_home(workdir: Path, csv: Path, name: str = "sql-home"):
+    """The benchmark's home ``workdir/name``: one dataset ``firms`` loaded from ``csv`` (once; kept for the next
+    run), its settings returned (bench/bulk.py reads the same lake)."""
     from core.config import Settings
     from ingest import run_dataset
     from schemas import load_registry
@@ -86,10 +88,10 @@ def run(csv: Path, workdir: Path, small_runs: int = 200, scan_runs: int = 15, pg
     from schemas import load_registry
     from sharing.engine import GovernedEngine
 
-    settings = _home(workdir, csv)
+    settings = lake_home(workdir, csv)
     registry = load_registry(settings.registry_dir)
     engine = GovernedEngine(settings, registry, persistent=True)
-    cursor = engine._lake.con.cursor()
+    cursor = engine.lake.con.cursor()
     access = engine.access(cursor, "tax")
     assert "firms" in access  # the department reads it through its policy relation
     small_sql, scan_sql = (q.replace("shared.firms", "lake.shared.firms") for q in (SMALL, SCAN))
@@ -110,7 +112,7 @@ def run(csv: Path, workdir: Path, small_runs: int = 200, scan_runs: int = 15, pg
     log(f"  1M-row scan: governed {statistics.median(g_scan):.3f} s, direct {statistics.median(d_scan):.3f} s -> "
         f"ratio {statistics.median(ratios):.2f}x")
     lookup = LOOKUP.format(uscc=cursor.execute("SELECT min(uscc) FROM lake.shared.firms").fetchone()[0])
-    small_settings = _home(workdir, _small_csv(workdir, csv), "sql-small-home")
+    small_settings = lake_home(workdir, _small_csv(workdir, csv), "sql-small-home")
     small_engine = GovernedEngine(small_settings, load_registry(small_settings.registry_dir), persistent=True)
     homes = {"": (small_settings, small_engine), "_1m": (settings, engine)}
     users = {key: _bench_user(s) for key, (s, _) in homes.items()}
@@ -187,7 +189,7 @@ def _pg_qps(settings, engine, user: tuple[str, str], sql: str, seconds: float) -
     import psycopg
 
     from sharing.pgwire import GovernedPgServer
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     server = GovernedPgServer(("127.0.0.1", free_port()), engine)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -201,7 +203,7 @@ def _pg_qps(settings, engine, user: tuple[str, str], sql: str, seconds: float) -
 
 
 def _engine_qps(settings, engine, user: tuple[str, str], sql: str, seconds: float) -> Run:
-    """The wire's call into the engine (``statement``: a signed-in user, catalogue check, plan, run, audit)."""
+    """The wire's call into the engine (``statement``: a signed-in user, catalog check, plan, run, audit)."""
     return _clients(seconds, contextlib.nullcontext, lambda _: engine.statement("tax", sql, user=user[0]))
 
 
@@ -210,7 +212,7 @@ def _direct_qps(settings, engine, user: tuple[str, str], sql: str, seconds: floa
     cursor of each of the engine's running slots (the same instances, memory limit and threads; a slot runs
     one query at a time): what DuckDB alone answers on this host."""
     raw = sql.replace("shared.firms", "lake.shared.firms")
-    slots = [engine._slot(n) for n in range(max(1, settings.limits.concurrent))]  # noqa: SLF001 - the same instances
+    slots = [engine.slot(n) for n in range(max(1, settings.limits.concurrent))]  # the same instances
     cursors = [(threading.Lock(), con.cursor()) for con in slots]
     turn = itertools.count()
 

@@ -27,7 +27,7 @@ def _database(sources_dir: Path, landing: Landing, environ: Mapping[str, str]) -
 
 
 def _http(sources_dir: Path, landing: Landing, environ: Mapping[str, str]) -> Connector:
-    from connectors.http import HttpConnector
+    from connectors.http_api import HttpConnector
 
     return HttpConnector(landing, environ)
 

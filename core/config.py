@@ -85,7 +85,7 @@ class QueryLimits:
     Each figure has an environment variable ``ONESOURCE_QUERY_<NAME>`` (``ONESOURCE_QUERY_SECONDS=10``)."""
 
     seconds: float = 30.0
-    """Time a query may take from its arrival: waiting for a slot, planning and running together (catalogue
+    """Time a query may take from its arrival: waiting for a slot, planning and running together (catalog
     questions too). A Postgres-wire session may lower it for itself (``SET statement_timeout``), never raise it."""
     rows: int = 0
     """Rows one answer may have; 0: no bound but ``result_bytes``. A result with more is an error that says so

@@ -289,16 +289,18 @@ def _check_contents(settings: LakeSettings, con: duckdb.DuckDBPyConnection, path
             f"FROM {PROBE}.ducklake_data_file f JOIN {PROBE}.ducklake_table t USING (table_id) "
             f"JOIN {PROBE}.ducklake_schema s ON s.schema_id = t.schema_id "
             "WHERE f.end_snapshot IS NULL AND t.end_snapshot IS NULL ORDER BY f.data_file_id DESC LIMIT 20").fetchall()
-        if recent and not any(_resolve(data, row).exists() for row in recent):
+        if recent and not any(data_file_path(data, row).exists() for row in recent):
             raise _refuse(settings, where, f"lists data files none of which is in the data folder {data} (e.g. "
-                                           f"{_resolve(data, recent[0])}): it is another lake's catalog, or the data "
-                                           "folder was replaced", found)
+                                           f"{data_file_path(data, recent[0])}): it is another lake's catalog, or the "
+                                           "data folder was replaced", found)
     finally:
         con.execute(f"DETACH {PROBE}")
 
 
-def _resolve(data: Path, row: tuple[str, bool, str, bool, str, bool]) -> Path:
-    """A data file's path from its schema, table and file paths (each relative to the one before, or absolute)."""
+def data_file_path(data: Path, row: tuple[str, bool, str, bool, str, bool]) -> Path:
+    """A data file's path from its schema, table and file paths (each relative to the one before, or absolute):
+    ``row`` is a catalog's ``(schema path, is relative, table path, is relative, file path, is relative)``, the
+    data folder ``data`` the base of a relative schema path (the guard's check; onesource/backup.py's copy)."""
     schema, schema_rel, table, table_rel, file, file_rel = row
     if not file_rel:
         return Path(file)

@@ -240,22 +240,22 @@ class Lake:
 
     def write(self, what: str, sql: str, params: Sequence[object]) -> None:
         """One statement as its own commit, labelled ``what``, retried on catalog contention."""
+        self.change(what, lambda con: con.execute(sql, params))
+
+    def change(self, what: str, step: Callable[[duckdb.DuckDBPyConnection], object]) -> None:
+        """``step`` (such as an update of :mod:`lakehouse.ledger`, given the transaction's connection) as its own
+        commit, labelled ``what``, retried on catalog contention."""
         def go() -> None:
             with self.transaction() as con:
-                con.execute(sql, params)
+                step(con)
                 self.commit_message(what, {})
 
         retrying(go, self.settings.commit_retries, what)
 
-    def append(self, what: str, table: str, *rows: dict[str, Any]) -> None:
+    def append(self, what: str, table: ledger.Table, *rows: ledger.Row) -> None:
         """``rows`` added to the ledger table ``ops.<table>`` (lakehouse.ledger) as their own commit, labelled
         ``what``, retried on catalog contention."""
-        def go() -> None:
-            with self.transaction() as con:
-                ledger.append(con, table, *rows)
-                self.commit_message(what, {})
-
-        retrying(go, self.settings.commit_retries, what)
+        self.change(what, lambda con: ledger.append_rows(con, table, rows))
 
     def table_columns(self, schema: str, table: str) -> dict[str, str]:
         rows = self.con.execute(

@@ -65,7 +65,7 @@ def apply(lake: Lake, registry: Registry) -> list[Change]:
         return []
     defined, prints = definitions(registry), fingerprints(registry)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    rows = []
+    rows: list[ledger.SchemaVersionRow] = []
     for c in changes:
         definition, mode = defined[(c.kind, c.subject)]
         rows.append({"subject": c.subject, "kind": c.kind, "version": c.version,

@@ -31,7 +31,7 @@ import pyarrow as pa
 from core.calendar import WorkCalendar
 from core.citytime import DEFAULT_CITY_TIMEZONE, deadline_day, midnight, to_local, to_utc, today
 from lakehouse.lake import CATALOG, Lake
-from lakehouse.ledger import last_delivered_loads, ref
+from lakehouse.ledger import PUBLISHED, QUARANTINED, last_delivered_loads, ref
 from schemas.model import UPDATE_CYCLES, Column, Dataset, Registry, authority_reference
 
 TARGETS = {"sharing_rate": 0.90, "duplicate_collection_rate": 0.10, "interconnection_rate": 0.80,
@@ -40,7 +40,6 @@ KPI_NAMES = ("sharing_rate", "usage_rate", "reuse_factor", "duplicate_collection
              "interconnection_rate", "quality_pass_rate", "timeliness", "consistency_rate")
 LOWER_IS_BETTER = {"duplicate_collection_rate"}
 CITY = "*"
-PUBLISHED = "published"
 
 
 @dataclass(frozen=True)
@@ -157,7 +156,7 @@ def sharing_reason(ds: Dataset, last: tuple[str, dt.datetime] | None, as_of: dt.
     if last is None:
         return "never loaded: no extract has arrived"
     status, at = last
-    if status == "quarantined":
+    if status == QUARANTINED:
         return "last load failed its quality checks (quarantined)"
     if status != PUBLISHED:
         return f"last load {status}"

@@ -41,15 +41,8 @@ def dataset_statuses(lake: Lake, registry: Registry, since: dt.datetime | None =
                      check_files: bool = True) -> list[DatasetStatus]:
     """One line per registered dataset: rows published and the outcome of its last load; with
     ``check_files``, whether each shared table's data files exist (a table whose files are gone is damaged)."""
-    last = {
-        r[0]: r[1:]
-        for r in lake.con.execute(
-            f"""SELECT dataset, status, finished_at, error, count(*) OVER (PARTITION BY dataset)
-                FROM {ledger.ref('loads')} WHERE finished_at >= ?
-                QUALIFY row_number() OVER (PARTITION BY dataset ORDER BY finished_at DESC) = 1""",
-            [since or dt.datetime(1970, 1, 1)],
-        ).fetchall()
-    }
+    last = {dataset: (load.status, load.finished_at, load.error, n)
+            for dataset, (load, n) in ledger.last_loads(lake.con, since or dt.datetime(1970, 1, 1)).items()}
     tables = set(lake.tables(SHARED))
     names = [ds.name for ds in registry.source_datasets if ds.name in tables]
     missing = missing_files(lake, tables=names) if check_files else {}

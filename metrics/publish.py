@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -39,33 +41,92 @@ def figure_rows(result: dict, computed_at: dt.datetime) -> list[dict]:
     return rows
 
 
-SLICED = ("kpi_figures", "kpi_members", "kpi_dataset_status", "kpi_duplicate_pairs")
-"""Products kept one slice per period (the KPI history); the others are replaced whole."""
+@dataclass(frozen=True)
+class Inputs:
+    """What a platform product is made from: the period's KPI result and when it was computed, the lake and
+    the registry, which datasets consume which elements (metrics.once_only.consumers), the product's own
+    dataset and the tables already in the shared zone."""
+
+    result: dict
+    computed_at: dt.datetime
+    lake: Lake | None = None
+    registry: Registry | None = None
+    consumed: dict | None = None
+    dataset: Dataset | None = None
+    published: frozenset[str] = frozenset()
 
 
-def product_rows(product: str, result: dict, computed_at: dt.datetime, lake: Lake | None = None,
-                 registry: Registry | None = None, consumed: dict | None = None) -> list[dict]:
-    from metrics import once_only, resource_catalogue
+@dataclass(frozen=True)
+class Product:
+    """One of OneSource's own tables (a registry dataset ``connector: {kind: platform, product: ...}``)."""
 
-    if product == "kpi_figures":
-        return figure_rows(result, computed_at)
-    if product == "kpi_members":
-        return [{"period": result["period"], **row} for row in result["members"]]
-    if product == "kpi_dataset_status":
-        return [{"period": result["period"], **row} for row in result["datasets"]]
-    if product == "kpi_duplicate_pairs":
-        return [{"period": result["period"], **row} for row in result["duplicate_pairs"]]
-    if product == "registry_conformance":
-        return once_only.conformance(registry, consumed or {})
-    if product == "registry_lineage":
-        return once_only.lineage(registry, consumed or {})
-    if product == "data_catalogue":
-        return resource_catalogue.rows(registry, lake)
-    if product == "form_prefill":  # the forms' prefill over every subject (metrics.forms)
-        from metrics.forms import prefill_rows
+    rows: Callable[[Inputs], list[dict] | str | None]
+    """Its rows: a list of dicts, or the SELECT that makes them from the lake's tables, or None: nothing to
+    publish yet (the table is neither created nor replaced)."""
+    sliced: bool = False
+    """Kept one slice per period (the KPI history: a recomputed period replaces its slice); else replaced whole."""
 
-        return prefill_rows(lake, registry)
-    raise ValueError(f"unknown platform product {product!r}")
+
+def _period_rows(key: str) -> Callable[[Inputs], list[dict]]:
+    """The KPI result's rows under ``key``, each with its period."""
+    return lambda i: [{"period": i.result["period"], **row} for row in i.result[key]]
+
+
+def _conformance(i: Inputs) -> list[dict]:
+    from metrics import once_only
+
+    return once_only.conformance(i.registry, i.consumed or {})
+
+
+def _lineage(i: Inputs) -> list[dict]:
+    from metrics import once_only
+
+    return once_only.lineage(i.registry, i.consumed or {})
+
+
+def _catalogue(i: Inputs) -> list[dict]:
+    from metrics import resource_catalogue
+
+    return resource_catalogue.rows(i.registry, i.lake)
+
+
+def _prefill(i: Inputs) -> list[dict]:
+    """The forms' prefill over every subject (metrics.forms)."""
+    from metrics.forms import prefill_rows
+
+    return prefill_rows(i.lake, i.registry)
+
+
+def _enterprise_profile(i: Inputs) -> str | None:
+    """The profile's SELECT over its sources, once every one of them is in the shared zone."""
+    from metrics.prefill import profile_sources, profile_sql
+
+    if set(profile_sources(i.registry, i.dataset)) <= i.published:
+        return profile_sql(i.registry, i.dataset)
+    return None
+
+
+PRODUCTS: dict[str, Product] = {
+    "kpi_figures": Product(lambda i: figure_rows(i.result, i.computed_at), sliced=True),
+    "kpi_members": Product(_period_rows("members"), sliced=True),
+    "kpi_dataset_status": Product(_period_rows("datasets"), sliced=True),
+    "kpi_duplicate_pairs": Product(_period_rows("duplicate_pairs"), sliced=True),
+    "registry_conformance": Product(_conformance),
+    "registry_lineage": Product(_lineage),
+    "data_catalogue": Product(_catalogue),
+    "enterprise_profile": Product(_enterprise_profile),
+    "form_prefill": Product(_prefill),
+}
+"""The platform products by name: what schemas/kinds.py's ``platform`` kind lets a dataset name
+(tests/test_platform_products.py keeps the two lists equal)."""
+
+
+def product(name: str) -> Product:
+    """The platform product ``name``; ValueError for one OneSource does not make."""
+    found = PRODUCTS.get(name)
+    if found is None:
+        raise ValueError(f"unknown platform product {name!r}")
+    return found
 
 
 def _arrow(ds: Dataset, rows: list[dict]) -> pa.Table:
@@ -79,22 +140,18 @@ def publish(lake: Lake, registry: Registry, result: dict, computed_at: dt.dateti
     """Write every platform table in one commit: the period's slice of the KPI tables, and the current
     conformance, lineage, catalogue and enterprise profile. Returns rows written per table."""
     from metrics.once_only import consumers
-    from metrics.prefill import profile_sources, profile_sql
 
     computed_at = computed_at or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     consumed = consumers(lake)
-    published = set(lake.tables(SHARED))
+    published = frozenset(lake.tables(SHARED))
     tables: dict[str, tuple[Dataset, pa.Table | str]] = {}
     for ds in registry.datasets:
         if not ds.platform:
             continue
-        product = ds.connector.settings["product"]
-        if product == "enterprise_profile":
-            if set(profile_sources(registry, ds)) <= published:
-                tables[ds.name] = (ds, profile_sql(registry, ds))
-            continue
-        rows = product_rows(product, result, computed_at, lake, registry, consumed)
-        tables[ds.name] = (ds, _arrow(ds, rows))
+        data = product(ds.connector.settings["product"]).rows(
+            Inputs(result, computed_at, lake, registry, consumed, ds, published))
+        if data is not None:
+            tables[ds.name] = (ds, data if isinstance(data, str) else _arrow(ds, data))
     written: dict[str, int] = {}
 
     def write() -> None:
@@ -103,7 +160,7 @@ def publish(lake: Lake, registry: Registry, result: dict, computed_at: dt.dateti
                 cols = ", ".join(f'"{c.name}" {c.duck_type}' for c in ds.columns)
                 target = f'{CATALOG}.{SHARED}."{name}"'
                 con.execute(f"CREATE TABLE IF NOT EXISTS {target} ({cols})")
-                if ds.connector.settings["product"] in SLICED:
+                if PRODUCTS[ds.connector.settings["product"]].sliced:
                     con.execute(f"DELETE FROM {target} WHERE period = ?", [result["period"]])
                 else:
                     con.execute(f"DELETE FROM {target}")

@@ -49,9 +49,7 @@ def codes(registry: Registry) -> dict[str, str]:
 def rows(registry: Registry, lake: Lake | None = None) -> list[dict]:
     published: dict[str, dt.datetime] = {}
     if lake is not None:
-        published = dict(lake.con.execute(
-            f"SELECT dataset, min(finished_at) FROM {ledger.ref('loads')} WHERE status = 'published' "
-            "AND load_id NOT LIKE 'hist-%' GROUP BY dataset").fetchall())
+        published = ledger.first_published(lake.con, excluding="hist-")
     code = codes(registry)
     out = []
     for ds in registry.datasets:

@@ -154,7 +154,7 @@ def _referenced(catalog: Path, data: Path) -> list[tuple[Path, int]]:
                 # a table and a schema have a row per version: the file's path is under the latest one's
                 f"QUALIFY row_number() OVER (PARTITION BY f.{kind}_file_id "
                 "ORDER BY t.begin_snapshot DESC, s.begin_snapshot DESC) = 1").fetchall()
-            out += [(guard._resolve(data, r[:6]), r[6]) for r in rows]
+            out += [(guard.data_file_path(data, r[:6]), r[6]) for r in rows]
         return out
     finally:
         con.close()

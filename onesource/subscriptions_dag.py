@@ -60,11 +60,11 @@ def run_deliveries(datasets: set[str] | None) -> list[dict]:
 
     from airflow.sdk.exceptions import AirflowException
 
-    from onesource.tasks import _settings
+    from onesource.tasks import task_settings
     from schemas import load_registry
     from sharing.subscriptions.deliver import deliver_all
 
-    settings = _settings()
+    settings = task_settings()
     registry = load_registry(settings.registry_dir, settings.cache_dir)
     outcomes = deliver_all(settings, registry, datasets=datasets)
     for o in outcomes:

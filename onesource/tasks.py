@@ -17,8 +17,9 @@ if TYPE_CHECKING:
     from core.config import Settings
 
 
-def _settings() -> Settings:
-    """This task's settings, after making its process's files private (the home 0700, umask 0o077)."""
+def task_settings() -> Settings:
+    """An Airflow task's settings (this module's and onesource/subscriptions_dag.py's), after making its process's
+    files private (the home 0700, umask 0o077)."""
     from core.config import Settings
     from onesource.home import secure_home
 
@@ -47,7 +48,7 @@ def load_dataset(dataset: str) -> list[dict]:
     from schemas import load_registry
 
     fixed["imports"], clock = time.perf_counter() - clock, time.perf_counter()
-    settings = _settings()
+    settings = task_settings()
     registry = load_registry(settings.registry_dir, settings.cache_dir)
     fixed["registry"] = time.perf_counter() - clock
     results = run_dataset(settings, registry, dataset, os.environ)
@@ -72,7 +73,7 @@ def check_consistency() -> list[dict]:
     from quality.consistency import run_consistency
     from schemas import load_registry
 
-    settings = _settings()
+    settings = task_settings()
     registry = load_registry(settings.registry_dir, settings.cache_dir)
     with Lake(settings.lake) as lake:
         run_id, rates = run_consistency(lake, registry)
@@ -93,7 +94,7 @@ def publish_metrics() -> dict:
     from schemas import load_registry
     from sharing.audit import AuditLog, sync_to_lake
 
-    settings = _settings()
+    settings = task_settings()
     registry = load_registry(settings.registry_dir, settings.cache_dir)
     this = Period.month(tz=settings.city_timezone)  # the city's month: it begins at the city's midnight
     with Lake(settings.lake) as lake:
@@ -119,7 +120,7 @@ def maintain_lake() -> dict:
     from lakehouse import Lake
     from lakehouse.maintenance import MaintenanceRefusedError, maintain
 
-    settings = _settings()
+    settings = task_settings()
     with Lake(settings.lake) as lake:
         try:
             report = maintain(lake, dt.timedelta(days=settings.snapshot_retention_days),
@@ -135,7 +136,7 @@ def scan_security() -> dict:
     to the task's log."""
     from sharing.security.alerts import line, scan
 
-    settings = _settings()
+    settings = task_settings()
     result = scan(settings)
     for a in result.raised:
         print(line(a, settings.city_timezone))

@@ -18,9 +18,8 @@ from fastapi import FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from core.calendar import WorkCalendar
-from ingest.load import FAILED, QUARANTINED
 from lakehouse.lake import CATALOG, SHARED, Lake, list_tables
-from lakehouse.ledger import last_delivered_loads, quality_runs, ref
+from lakehouse.ledger import FAILED, QUARANTINED, last_delivered_loads, quality_runs, ref
 from portal import charts
 from portal.labels import LABELS, code
 from schemas.model import SHARE_TYPES, UPDATE_CYCLES

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from ingest.load import LOAD_STATUSES
+from lakehouse.ledger import LOAD_OUTCOMES
 from schemas.model import RULE_KINDS, SEVERITIES, SHARE_TYPES, UPDATE_CYCLES
 from sharing.disputes import DISPUTE_STATUSES
 from sharing.requests import REQUEST_STATUSES
@@ -157,7 +157,7 @@ LABELS = {
 
 CODES: dict[str, tuple[str, ...]] = {
     "share_type": SHARE_TYPES, "cycle": tuple(UPDATE_CYCLES), "request_status": REQUEST_STATUSES,
-    "dispute_status": DISPUTE_STATUSES, "load_status": LOAD_STATUSES, "check": tuple(RULE_KINDS),
+    "dispute_status": DISPUTE_STATUSES, "load_status": LOAD_OUTCOMES, "check": tuple(RULE_KINDS),
     "severity": SEVERITIES,
 }
 """Every code set a page shows, from the module that defines it."""

@@ -95,8 +95,11 @@ def run_consistency(lake: Lake, registry: Registry) -> tuple[str, list[Consisten
                 compared, equal = one(con, f"SELECT count(*), count(*) FILTER (WHERE NOT ({differs})) FROM {frm}")
                 pair = {"run_id": run_id, "checked_at": at, "dataset": p.dataset, "owner": p.owner,
                         "element": p.element, "column_name": p.column, "authority": p.authority}
-                ledger.append(con, "consistency_results", {**pair, "authority_owner": p.authority_owner,
-                                                           "compared": compared, "equal": equal})
+                result: ledger.ConsistencyResultRow = {
+                    "run_id": run_id, "checked_at": at, "dataset": p.dataset, "owner": p.owner, "element": p.element,
+                    "column_name": p.column, "authority": p.authority, "authority_owner": p.authority_owner,
+                    "compared": compared, "equal": equal}
+                ledger.append(con, "consistency_results", result)
                 ledger.insert_select(
                     con, "consistency_mismatches",
                     f"SELECT {', '.join(f'?::VARCHAR AS {k}' if k != 'checked_at' else '?::TIMESTAMP AS checked_at' for k in pair)}, "

@@ -31,7 +31,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # SQLAlchemy itself: GX's compatibility shim (great_expectations.compatibility.sqlalchemy) hands out this
@@ -134,18 +133,13 @@ def _fast_or_sql(column: sa.ColumnClause[Any], kwargs: dict[str, Any], family: c
                  part: fastpath.Part) -> Condition:
     """The metric's condition: not one of the values that fail ``part`` of the vectorised ``family``,
     found beside GX by the fast path of the validation running (quality.fastpath); or the part's SQL,
-    evaluated per value by GX itself, when no validation's fast path is active or the batch's query
-    cannot be compiled on its own (GX's rows and counts come from its own query either way)."""
+    evaluated per value by GX itself, when no validation's fast path is active (GX's rows and counts come
+    from its own query either way)."""
     fast = fastpath.active()
     if fast is None:
         return _null_or(column, part.sql)
-    try:
-        query = str(kwargs["_table"].compile(dialect=kwargs["_execution_engine"].engine.dialect,
-                                             compile_kwargs={"literal_binds": True}))
-    except Exception:  # noqa: BLE001 - any selectable GX builds that cannot be compiled alone
-        return _null_or(column, part.sql)
     name = _name(column)
-    return _Answered(name, fast.start(query, name, family, [part])[part.name])
+    return _Answered(name, fast.start(name, family, [part])[part.name])
 
 
 def _format_sql(col: str, pattern: str) -> str:
@@ -163,12 +157,10 @@ def _fast_parts(expectation: str, kwargs: dict[str, Any], col: str) -> tuple[che
     return None
 
 
-def prefetch_fast_answers(fast: fastpath.FastPath, query: str, specs: list[CheckSpec],
-                          parquet: Path | None = None) -> None:
-    """Start ``fast`` on the checks of a suite (quality.suite.CheckSpec) on the batch ``query`` (as GX
-    compiles it) before GX asks: the validation calls this first, so the worker overlaps GX's setup and
-    queries. The checks of one column and family share one read. ``parquet``: the file the query reads
-    (see FastPath.start)."""
+def prefetch_fast_answers(fast: fastpath.FastPath, specs: list[CheckSpec]) -> None:
+    """Start ``fast`` on the checks of a suite (quality.suite.CheckSpec) before GX asks: the validation
+    calls this first, so the worker overlaps GX's setup and queries. The checks of one column and family
+    share one read."""
     jobs: dict[tuple[str, checkdigits.Family], list[fastpath.Part]] = {}
     for spec in specs:
         if not spec.column or spec.skipped:
@@ -178,7 +170,7 @@ def prefetch_fast_answers(fast: fastpath.FastPath, query: str, specs: list[Check
         if found:
             jobs.setdefault((name, found[0]), []).append(found[1])
     for (name, family), parts in jobs.items():
-        fast.start(query, name, family, parts, parquet)
+        fast.start(name, family, parts)
 
 
 def _check_digits(column: sa.ColumnClause[Any], kwargs: dict[str, Any], expectation: str) -> Condition:

@@ -70,14 +70,17 @@ class Answer:
 
 
 class FastPath:
-    """One validation's check-digit answers for its batch: a worker thread, a scratch folder, and the
-    answers started so far, keyed by (batch query, column, family, check). Use as a context manager:
-    closing it waits for (or cancels) the worker and removes every file."""
+    """One validation's check-digit answers for its batch (``query``, as GX reads it; ``parquet``: the file it
+    reads every row of, in order, when known: the worker then reads a column with pyarrow, ~3x faster than
+    through DuckDB): a worker thread, a scratch folder, and the answers started so far, keyed by (column,
+    family, check). Use as a context manager: closing it waits for (or cancels) the worker and removes every
+    file. An answer is a set of failing values, so it holds for any subset of the batch's rows GX selects."""
 
-    def __init__(self) -> None:
+    def __init__(self, query: str, parquet: Path | None = None) -> None:
+        self.query, self.parquet = query.strip(), parquet
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onesource-checkdigits")
         self._folder = Path(tempfile.mkdtemp(prefix="onesource-checkdigits-"))
-        self._answers: dict[tuple[str, str, str, str], Answer] = {}
+        self._answers: dict[tuple[str, str, str], Answer] = {}
 
     def __enter__(self) -> FastPath:
         return self
@@ -85,22 +88,18 @@ class FastPath:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def start(self, query: str, column: str, family: Family, parts: list[Part],
-              parquet: Path | None = None) -> dict[str, Answer]:
-        """The answers for ``parts`` of ``family`` on ``column`` (a quoted identifier) of the batch
-        ``query``; those not yet started start now, together, in one read of the column.
-        ``parquet``: the file ``query`` reads every row of, in order, when the caller knows it (the
-        worker then reads the column with pyarrow, ~3x faster than fetching it through DuckDB)."""
-        query = query.strip()
-        todo = [p for p in parts if (query, column, family.__name__, p.name) not in self._answers]
+    def start(self, column: str, family: Family, parts: list[Part]) -> dict[str, Answer]:
+        """The answers for ``parts`` of ``family`` on ``column`` (a quoted identifier) of the batch; those
+        not yet started start now, together, in one read of the column."""
+        todo = [p for p in parts if (column, family.__name__, p.name) not in self._answers]
         if todo:
             paths = [self._folder / f"failing-{len(self._answers) + i}-{family.__name__}-{p.name}.parquet"
                      for i, p in enumerate(todo)]
-            future = self._pool.submit(_write_failing, query, column, family, list(zip(todo, paths, strict=True)),
-                                       parquet)
+            future = self._pool.submit(_write_failing, self.query, column, family,
+                                       list(zip(todo, paths, strict=True)), self.parquet)
             for part, path in zip(todo, paths, strict=True):
-                self._answers[(query, column, family.__name__, part.name)] = Answer(path, future)
-        return {p.name: self._answers[(query, column, family.__name__, p.name)] for p in parts}
+                self._answers[(column, family.__name__, part.name)] = Answer(path, future)
+        return {p.name: self._answers[(column, family.__name__, p.name)] for p in parts}
 
     def close(self) -> None:
         """Stop the worker (a job not yet begun is cancelled, a running one finishes: its file is never

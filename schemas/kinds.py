@@ -11,6 +11,9 @@ from typing import Any
 FILE_FORMATS = ("csv", "xlsx", "json", "ndjson", "parquet")
 ENCODINGS = ("utf-8", "gbk", "gb18030", "gb2312")
 DB_DRIVERS = ("sqlite", "postgres", "mysql")
+PLATFORM_PRODUCTS = ("kpi_figures", "kpi_members", "kpi_dataset_status", "kpi_duplicate_pairs", "registry_conformance",
+                     "registry_lineage", "data_catalogue", "enterprise_profile", "form_prefill")
+"""OneSource's own tables a ``platform`` dataset may name (what metrics.publish.PRODUCTS makes)."""
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,8 @@ class KindSpec:
     required: tuple[str, ...]
     optional: tuple[str, ...]
     choices: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    one_of: tuple[tuple[str, ...], ...] = ()
+    """Groups of optional settings of which at least one must be given (a database's table or query)."""
     doc: str = ""
     settings_doc: dict[str, str] = field(default_factory=dict)
     """setting -> what it means (the registry's JSON Schema and docs/registry.md show it)."""
@@ -48,6 +53,7 @@ KINDS: dict[str, KindSpec] = {
             required=("driver", "dsn"),
             optional=("table", "query", "watermark"),
             choices=(("driver", DB_DRIVERS),),
+            one_of=(("table", "query"),),
             doc="a table or query in a department database; incremental by a watermark column",
             settings_doc={
                 "driver": "the database's kind",
@@ -80,9 +86,7 @@ KINDS: dict[str, KindSpec] = {
             "platform",
             required=("product",),
             optional=(),
-            choices=(("product", ("kpi_figures", "kpi_members", "kpi_dataset_status", "kpi_duplicate_pairs",
-                                  "registry_conformance",
-                                  "registry_lineage", "data_catalogue", "enterprise_profile", "form_prefill")),),
+            choices=(("product", PLATFORM_PRODUCTS),),
             doc="a table OneSource computes itself (the sharing KPIs), published by the metrics DAG",
             settings_doc={"product": "which of OneSource's own tables this is"},
         ),
@@ -103,8 +107,9 @@ def settings_problems(kind: str, settings: dict[str, Any]) -> list[str]:
         value = settings.get(name)
         if value is not None and str(value).lower() not in allowed:
             problems.append(f"setting {name}={value!r} is not one of {', '.join(allowed)}")
-    if kind == "database" and not (settings.get("table") or settings.get("query")):
-        problems.append("database connector needs 'table' or 'query'")
+    for group in spec.one_of:
+        if not any(settings.get(name) for name in group):
+            problems.append(f"{kind} connector needs {' or '.join(repr(name) for name in group)}")
     if "password" in str(settings.get("dsn", "")).lower():
         problems.append("the dsn holds a password; put it in an environment variable and write ${NAME} in the dsn")
     return problems

@@ -64,7 +64,11 @@ def flag(lake: Lake, registry: Registry, department: str, dataset: str, key_valu
         raise RequestError(f"{dataset} has no column {column!r}")
     d = Dispute(uuid.uuid4().hex[:12], dataset, ds.owner, key_value.strip(), column or None, description.strip(),
                 department, reported_by, _now(), OPEN, None, None, None)
-    lake.append(f"dispute on {dataset}", "disputes", {c: getattr(d, c) for c in _COLUMNS})
+    lake.append(f"dispute on {dataset}", "disputes", {
+        "dispute_id": d.dispute_id, "dataset": d.dataset, "owner": d.owner, "key_value": d.key_value,
+        "column_name": d.column_name, "description": d.description, "department": d.department,
+        "reported_by": d.reported_by, "reported_at": d.reported_at, "status": d.status, "resolved_by": d.resolved_by,
+        "resolved_at": d.resolved_at, "resolution": d.resolution})
     return d
 
 
@@ -94,10 +98,9 @@ def resolve(lake: Lake, dispute_id: str, *, owner: str, resolved_by: str, correc
         raise RequestError(f"dispute {dispute_id} is {d.status} already")
     if not corrected and not resolution.strip():
         raise RequestError("rejecting a dispute needs a reason: the reporting department sees it")
-    lake.write(f"resolve dispute {dispute_id}",
-           f"UPDATE {ledger.ref('disputes')} SET status = ?, resolved_by = ?, resolved_at = ?, resolution = ? "
-           "WHERE dispute_id = ?", [CORRECTED if corrected else REJECTED, resolved_by, _now(), resolution.strip(),
-                                    dispute_id])
+    at = _now()
+    lake.change(f"resolve dispute {dispute_id}", lambda con: ledger.resolve_dispute(
+        con, dispute_id, CORRECTED if corrected else REJECTED, by=resolved_by, at=at, resolution=resolution.strip()))
     return listing(lake, dispute_id=dispute_id)[0]
 
 

@@ -124,6 +124,12 @@ class GovernedEngine:
         """The registry as last registered in the lake (re-read from its folder when that changes)."""
         return self._registry
 
+    @property
+    def lake(self) -> Lake | None:
+        """A persistent engine's own read-only lake (the platform's lookups: users, grants, the ledger; queries
+        run on the running slots, :meth:`slot`); None for a per-query engine (the CLI)."""
+        return self._lake
+
     def _fresh(self, cursor: duckdb.DuckDBPyConnection, stamp: object = None) -> object:
         """The catalog's stamp, after taking in what changed since the last query: a new registry version
         (a registry apply, a load) makes the registry be read again and every cached answer dropped.
@@ -312,7 +318,7 @@ class GovernedEngine:
         finally:
             cursor.close()
 
-    def _slot(self, number: int) -> duckdb.DuckDBPyConnection:
+    def slot(self, number: int) -> duckdb.DuckDBPyConnection:
         """Running slot ``number``'s connection: a DuckDB instance of its own on the lake, so that its
         ``memory_limit`` (per instance in DuckDB) is this query's alone. Only the query holding the slot
         runs on it; it is opened when first needed (about a second: DuckDB checks the extensions'
@@ -333,7 +339,7 @@ class GovernedEngine:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            list(pool.map(self._slot, range(max(1, self.settings.limits.concurrent))))
+            list(pool.map(self.slot, range(max(1, self.settings.limits.concurrent))))
 
     @contextlib.contextmanager
     def _pinned(self, number: int, con: duckdb.DuckDBPyConnection, state: dict):
@@ -410,7 +416,7 @@ class GovernedEngine:
     def catalog(self, department: str, sql: str, params: list | None = None, *, user: str | None = None,
                 seconds: float | None = None, cancel: Canceller | None = None,
                 signed_in: bool = False) -> QueryResult:
-        """A catalogue question (pg_catalog, information_schema, SHOW, version()), answered from the
+        """A catalog question (pg_catalog, information_schema, SHOW, version()), answered from the
         department's sandbox: only what it may read, and no rows (sharing.visible_catalog)."""
         return self._governed("catalogue", department, sql, params, user=user, purpose="catalogue",
                               dialect="postgres", seconds=seconds, cancel=cancel, signed_in=signed_in)
@@ -429,7 +435,7 @@ class GovernedEngine:
     def statement(self, department: str, sql: str, params: list | None = None, *, user: str,
                   purpose: str | None = "postgres-wire", seconds: float | None = None,
                   cancel: Canceller | None = None) -> QueryResult:
-        """A statement from the Postgres wire: a catalogue question or a query (bound parameters become
+        """A statement from the Postgres wire: a catalog question or a query (bound parameters become
         literals, sharing.pgwire.bind), told apart within the query's own limits. ``user`` signed in."""
         return self._governed("statement", department, sql, params, user=user, purpose=purpose,
                               dialect="postgres", seconds=seconds, cancel=cancel, signed_in=True)
@@ -470,7 +476,7 @@ class GovernedEngine:
                     con = self._slots.get(number)
                     if con is None:
                         with watch.paused():
-                            con = self._slot(number)
+                            con = self.slot(number)
                     with self._pinned(number, con, state):
                         outcome, result = self._steps(kind, con, department, sql, params, record, state, watch,
                                                       user=user, dialect=dialect, signed_in=signed_in)
@@ -512,7 +518,7 @@ class GovernedEngine:
     def _steps(self, kind: str, on: Lake | duckdb.DuckDBPyConnection, department: str, sql: str,
                params: list | None, record: dict, state: dict, watch: Watch, *, user: str | None, dialect: str,
                signed_in: bool) -> tuple[str, QueryResult]:
-        """Authorise, tell a catalogue question from a query (the wire), plan, charge, run: on a server's
+        """Authorise, tell a catalog question from a query (the wire), plan, charge, run: on a server's
         slot connection, or (``on`` a Lake) the CLI's own connection."""
         limits = self.settings.limits
         files = None
@@ -606,7 +612,7 @@ class GovernedEngine:
 
         limits = self.settings.limits
         # one per access object: a department's users of different organisations (each its own access) asking
-        # catalogue questions in turn keep their sandboxes instead of rebuilding them each time
+        # catalog questions in turn keep their sandboxes instead of rebuilding them each time
         key = (department, id(access))
         hit = self._sandboxes.get(key)
         if hit is None or hit[0] is not access:
@@ -727,11 +733,11 @@ def _current_snapshot(con: duckdb.DuckDBPyConnection) -> int | None:
 
 
 CATALOGUE_ROWS = 100_000
-"""Rows a catalogue answer may have (a city's columns in pg_attribute: thousands; a cross join: refused)."""
+"""Rows a catalog answer may have (a city's columns in pg_attribute: thousands; a cross join: refused)."""
 
 
 _CATALOGUE: dict[str, bool] = {}
-"""Statement text -> whether it is a catalogue question: a pure function of the text (a parse, 1 to 2 ms
+"""Statement text -> whether it is a catalog question: a pure function of the text (a parse, 1 to 2 ms
 of CPU), asked of every wire statement; clients send the same few statements again and again."""
 
 

@@ -104,9 +104,10 @@ def parquet(result: QueryResult) -> Iterator[bytes]:
 def _slices(result: QueryResult) -> Iterator[list[tuple[Any, ...]]]:
     """The rows as Python values, a slice at a time: from Arrow batch by batch (not all at once), or from
     the rows a result was built with."""
-    if result._rows is not None:
-        for start in range(0, len(result._rows), JSON_ROWS):
-            yield result._rows[start:start + JSON_ROWS]
+    rows = result.held_rows
+    if rows is not None:
+        for start in range(0, len(rows), JSON_ROWS):
+            yield rows[start:start + JSON_ROWS]
         return
     for batch in result.batches():
         for start in range(0, batch.num_rows, JSON_ROWS):

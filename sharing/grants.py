@@ -120,8 +120,8 @@ def add_grant(lake: Lake, registry: Registry, department: str, dataset: str, *, 
                 "grant_id": grant_id, "department": department, "dataset": dataset, "columns": columns,
                 "row_filter": row_filter, "expires_at": expires_at, "granted_by": granted_by, "granted_at": _now(),
                 "revoked_at": None, "purpose": purpose, "scope": scope})
-            ledger.append(con, "grant_matches", *({"grant_id": grant_id, "column_name": column,
-                                                   "daily_quota": match_quota} for column in match or ()))
+            ledger.append(con, "grant_matches", *(ledger.GrantMatchRow(grant_id=grant_id, column_name=column,
+                                                                       daily_quota=match_quota) for column in match or ()))
             lake.commit_message(f"grant {dataset} to {department}", {"grant_id": grant_id})
 
     retrying(write, lake.settings.commit_retries, "recording a grant")
@@ -210,7 +210,7 @@ def revoke_grant(lake: Lake, grant_id: str) -> None:
 
     def write() -> None:
         with lake.transaction() as con:
-            con.execute(f"UPDATE {ledger.ref('grants')} SET revoked_at = ? WHERE grant_id = ?", [_now(), grant_id])
+            ledger.revoke_grant(con, grant_id, _now())
             lake.commit_message(f"revoke grant {grant_id}", {"grant_id": grant_id})
 
     retrying(write, lake.settings.commit_retries, "revoking a grant")

@@ -25,7 +25,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from core.config import QueryLimits
 from sharing.exceptions import QueryStopped, TooManyQueries
@@ -56,7 +56,11 @@ class Watch:
         self._lock = threading.Lock()
         self._planner: int | None = None
         self._running: list = []
-        self._wake = None
+        self.on_stop: Callable[[], None] | None = None
+        """Called when the query is stopped, outside the watch's lock: the admission queue it waits in sets it
+        (to wake its waiters: this one leaves the queue) and clears it when it leaves."""
+        self.entry = -1
+        """Its entry in the watchdog's heap (-1: none); set by the watchdog, whose current entry it is."""
         _WATCHDOG.add(self)
 
     def remaining(self) -> float:
@@ -70,7 +74,7 @@ class Watch:
             if self._planner is not None:
                 _raise_in(self._planner, Stopped)
             running = self._interrupt()
-            wake = self._wake
+            wake = self.on_stop
         if wake is not None:
             wake()
         if running:  # DuckDB drops an interrupt that comes before its query starts: say it again until it ends
@@ -156,9 +160,9 @@ class _Watchdog:
     def add(self, watch: Watch, when: float | None = None) -> None:
         """Stop ``watch`` at its deadline (or nudge a stopped one at ``when``)."""
         with self._cond:
-            self._live.discard(getattr(watch, "_entry", -1))
+            self._live.discard(watch.entry)
             entry = next(self._ids)
-            watch._entry = entry  # type: ignore[attr-defined]
+            watch.entry = entry
             self._live.add(entry)
             heapq.heappush(self._heap, (watch.deadline if when is None else when, entry, watch))
             if self._thread is None:
@@ -169,7 +173,7 @@ class _Watchdog:
 
     def discard(self, watch: Watch) -> None:
         with self._cond:
-            self._live.discard(getattr(watch, "_entry", -1))
+            self._live.discard(watch.entry)
 
     def _run(self) -> None:
         while True:
@@ -240,7 +244,7 @@ class Admission:
                         "retry when one has finished")
                 token = object()
                 self._waiting.append((user, token))
-                watch._wake = self._wake
+                watch.on_stop = self._wake
                 try:
                     while self._first_eligible() is not token:
                         if watch.reason is not None or watch.remaining() <= 0:
@@ -249,7 +253,7 @@ class Admission:
                         self._cond.wait(min(watch.remaining(), 1.0))
                 finally:
                     self._waiting.remove((user, token))
-                    watch._wake = None
+                    watch.on_stop = None
                     self._cond.notify_all()  # the queue moved: the next eligible waiter may be another
                 slot = self._take(user)
         try:

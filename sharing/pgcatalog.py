@@ -1,17 +1,17 @@
-"""PostgreSQL 15's catalogue as a department sees it: built from what it may read, and nothing else.
+"""PostgreSQL 15's catalog as a department sees it: built from what it may read, and nothing else.
 
 psql's ``\\d`` family, PgJDBC's DatabaseMetaData (DBeaver), SQLAlchemy's inspector (Superset, pandas) and
 ``information_schema`` queries all ask ``pg_catalog``. In a department's sandbox (sharing.visible_catalog) every
 relation of PostgreSQL 15's ``pg_catalog`` and ``information_schema`` exists with PostgreSQL's own columns
-(sharing.pgcatalog_pg15), in schemas of their own (:data:`PG`, :data:`INFO`) that the catalogue rewriter
-points every catalogue table to. Most are empty: shared tables have no indexes, sequences, policies or
+(sharing.pgcatalog_pg15), in schemas of their own (:data:`PG`, :data:`INFO`) that the catalog rewriter
+points every catalog table to. Most are empty: shared tables have no indexes, sequences, policies or
 triggers to show. The ones with rows are views over two small fact tables (:data:`FACTS`) holding the
 department's granted tables and columns with the registry's Chinese titles as comments, plus constant rows
 (PostgreSQL's type oids, the one database ``onesource``, the schemas ``shared``, ``pg_catalog`` and
 ``information_schema``). The signed-in user is a per-cursor variable (``SET VARIABLE``), so one sandbox
 serves every user of a department while ``\\du`` and ``current_user`` show each their own name.
 
-DuckDB's own catalogue (its ``pg_catalog``, ``information_schema``, ``duckdb_*``) is never what answers:
+DuckDB's own catalog (its ``pg_catalog``, ``information_schema``, ``duckdb_*``) is never what answers:
 a name the rewriter does not map is an error, as an unknown relation is in PostgreSQL.
 """
 
@@ -35,7 +35,7 @@ SCHEMA = "shared"
 PLATFORM_ROLE = "onesource"
 """Owner of the database, the schemas and the shared tables (the platform publishes them)."""
 SERVER_VERSION = "15.0"
-"""The PostgreSQL version the catalogue is shaped like (its relations and columns are PostgreSQL 15's)."""
+"""The PostgreSQL version the catalog is shaped like (its relations and columns are PostgreSQL 15's)."""
 VERSION = (f"PostgreSQL {SERVER_VERSION} (OneSource governed endpoint) on x86_64-pc-linux-gnu, "
            "compiled by OneSource on DuckDB, 64-bit")
 
@@ -162,7 +162,7 @@ def _q(text: str | None) -> str:
 
 
 def facts_statements(tables: list[TableFact]) -> list[str]:
-    """The fact tables every catalogue view reads: the department's tables (oids in name order) and columns."""
+    """The fact tables every catalog view reads: the department's tables (oids in name order) and columns."""
     statements = [
         f"CREATE SCHEMA {FACTS}",
         f"CREATE TABLE {FACTS}.tables (oid BIGINT, name VARCHAR, comment VARCHAR, columns SMALLINT)",
@@ -214,7 +214,7 @@ _COLUMN_PRIVILEGE = (
     "AND (x.name = CAST(c AS VARCHAR) OR CAST(x.attnum AS VARCHAR) = CAST(c AS VARCHAR))) THEN true "
     f"WHEN EXISTS (SELECT 1 FROM {FACTS}.tables x WHERE {_RELATION_MATCH.format(oid='oid', name='name')}) THEN false "
     f"ELSE EXISTS (SELECT 1 FROM {FACTS}.relations x WHERE {_RELATION_MATCH.format(oid='oid', name='name')}) END")
-"""has_column_privilege: true for a granted column (the catalogue holds no other) or a system relation's."""
+"""has_column_privilege: true for a granted column (the catalog holds no other) or a system relation's."""
 
 # The relations with rows: (FROM clause, column -> expression); a column not named is NULL, false or 0
 # as its type suggests (see _default). Everything here is derived from FACTS or constants.
@@ -327,7 +327,7 @@ def _default(duck_type: str) -> str:
 
 
 def columns_of(relation: str) -> list[tuple[str, str]]:
-    """(name, DuckDB type) of a PostgreSQL 15 catalogue relation (``pg_catalog.pg_class``)."""
+    """(name, DuckDB type) of a PostgreSQL 15 catalog relation (``pg_catalog.pg_class``)."""
     return [tuple(part.rsplit(" ", 1)) for part in RELATIONS[relation].split(", ")]
 
 
@@ -380,7 +380,7 @@ def _info_type_macro() -> str:
 
 
 def macros(settings: dict[str, str]) -> dict[str, str]:
-    """PostgreSQL's catalogue functions, answered from the facts: name -> its CREATE MACRO (in schema
+    """PostgreSQL's catalog functions, answered from the facts: name -> its CREATE MACRO (in schema
     :data:`PG`, on the search path before DuckDB's own functions of the same names)."""
     made = {}
     for statement in _macro_statements(settings):
@@ -458,7 +458,7 @@ def _macro_statements(settings: dict[str, str]) -> list[str]:
         *(f"CREATE MACRO {PG}.{f}(o, p) AS {_SELECT_PRIVILEGE}, (u, o, p) AS {_SELECT_PRIVILEGE}" for f in
           ("has_table_privilege", "has_schema_privilege", "has_database_privilege", "has_any_column_privilege",
            "has_sequence_privilege", "has_function_privilege", "has_tablespace_privilege", "has_type_privilege")),
-        # a column: one of the department's granted columns (the only ones its catalogue has); any column of
+        # a column: one of the department's granted columns (the only ones its catalog has); any column of
         # a system relation; an ungranted or unknown column of a shared table is not readable
         f"CREATE MACRO {PG}.has_column_privilege(o, c, p) AS {_COLUMN_PRIVILEGE}, "
         f"(u, o, c, p) AS {_COLUMN_PRIVILEGE}",
@@ -498,7 +498,7 @@ def _macro_statements(settings: dict[str, str]) -> list[str]:
     ]
 
 
-CATALOGUE_FUNCTIONS = frozenset("""
+CATALOG_FUNCTIONS = frozenset("""
 format_type pg_info_type pg_get_userbyid obj_description col_description shobj_description pg_encoding_to_char
 pg_char_to_encoding pg_encoding_max_length pg_table_size pg_total_relation_size pg_relation_size pg_indexes_size
 pg_database_size pg_tablespace_size pg_size_pretty pg_get_function_result pg_get_function_arguments
@@ -515,4 +515,4 @@ quote_ident os_regclass to_regclass os_regclass_name os_regtype to_regtype os_re
 os_regnamespace_name os_regrole to_regrole to_regproc to_regprocedure _pg_expandarray pg_get_keywords
 getdatabaseencoding pg_ts_parser_is_visible pg_ts_dict_is_visible pg_ts_template_is_visible
 """.split())
-"""The functions of :func:`macro_statements`: what a catalogue question may call besides ordinary SQL."""
+"""The functions of :func:`macro_statements`: what a catalog question may call besides ordinary SQL."""

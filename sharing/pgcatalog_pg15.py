@@ -1,5 +1,5 @@
 """The relations of PostgreSQL 15's ``pg_catalog`` and ``information_schema``, with their columns as
-DuckDB types: what a client may name in a catalogue question (sharing.pgcatalog builds the shims from it).
+DuckDB types: what a client may name in a catalog question (sharing.pgcatalog builds the shims from it).
 
 Generated from PostgreSQL 15.20 with the query below (``oid``, ``regtype``, ``xid`` become BIGINT; ``name``,
 ``regproc``, ``"char"`` and the node-tree, ACL and statistics types VARCHAR; arrays stay arrays)::

@@ -13,7 +13,7 @@ outer node may replace; 0: none, ``?column?``):
 * a column reference: its last field (2); a field selection ``(r).f``: the field (2); a subscript
   ``a[1]``: the name of ``a``
 * a function call: the function's name as written (2): ``ceiling`` stays ``ceiling``, ``now()`` is ``now``;
-  an aggregate with FILTER or OVER: its function's name; SQL-syntax functions by their catalogue
+  an aggregate with FILTER or OVER: its function's name; SQL-syntax functions by their catalog
   name: ``trim(...)`` is ``btrim``, ``position(a IN b)`` is ``position``
 * a cast: the operand's name if it has a strong one, else the target type's name (1): ``x::text`` is
   ``x``, ``'1'::int`` is ``int4``, ``DATE '2020-01-01'`` is ``date``
@@ -164,7 +164,7 @@ class Namer:
             name = written.pop() if len(written) == 1 else None
         if name not in spellings:
             return None
-        if isinstance(node, exp.Trim) and name == "trim":  # PostgreSQL's catalogue names TRIM(...) so
+        if isinstance(node, exp.Trim) and name == "trim":  # PostgreSQL's catalog names TRIM(...) so
             position = str(node.args.get("position") or "").upper()
             return {"LEADING": "ltrim", "TRAILING": "rtrim"}.get(position, "btrim")
         return name

@@ -152,7 +152,7 @@ def safe_text(root: exp.Expression, *, user_types: bool = False) -> None:
     """Nodes that sqlglot writes back as bare text must be bare words: a quoted identifier or a string that
     becomes an ``exp.Var`` (EXTRACT's unit, date_part's in postgres, a type parameter) would otherwise turn
     into SQL in the rewritten query, after every check ran on the tree. ``user_types``: a type that is not
-    built in is let through (the catalogue sandbox, which has made each such type's name a plain word)."""
+    built in is let through (the catalog sandbox, which has made each such type's name a plain word)."""
     for node in root.walk():
         if isinstance(node, exp.Var) and not _WORD.fullmatch(node.name):
             raise _refuse(f"{node.name!r} is not allowed here: units and type parameters are plain words")
@@ -162,6 +162,15 @@ def safe_text(root: exp.Expression, *, user_types: bool = False) -> None:
             raise _refuse(f"type {node.sql()} is not a built-in type")
         if isinstance(node, exp.DataTypeParam) and not isinstance(node.this, exp.Literal | exp.DataType):
             raise _refuse(f"type parameter {node.sql()} is not a number")
+
+
+STATEMENT_WORDS = frozenset("""
+    ABORT ALTER ANALYZE ATTACH BEGIN CALL CHECKPOINT CLOSE CLUSTER COMMENT COMMIT COPY CREATE DEALLOCATE DECLARE DELETE
+    DESCRIBE DETACH DISCARD DO DROP END EXECUTE EXPLAIN EXPORT FETCH FORCE GRANT IMPORT INSERT INSTALL LISTEN LOAD LOCK
+    MERGE MOVE NOTIFY PRAGMA PREPARE REFRESH REINDEX RESET REVOKE ROLLBACK SAVEPOINT SET SHOW START SUMMARIZE
+    TRUNCATE UNLISTEN UPDATE USE VACUUM""".split())
+"""Words that begin a statement of DuckDB or PostgreSQL other than a query: SQL starting with one is refused as a
+statement that is not a SELECT, not called unparsable, even where sqlglot reads it as an expression."""
 
 
 def one_select(sql: str, dialect: str) -> exp.Query:
@@ -174,8 +183,11 @@ def one_select(sql: str, dialect: str) -> exp.Query:
     if len(statements) != 1:
         raise _refuse(f"one statement at a time: {len(statements)} statements were sent")
     stmt = statements[0]
-    if isinstance(stmt, exp.Condition | exp.Star):  # "A", "1+1": an expression is no statement at all
-        word = (sql.strip().split() or ["?"])[0]
+    word = (sql.strip().split() or ["?"])[0]
+    # "A", "1+1", "a b" (an aliased expression), "(1, 2)": an expression is no statement at all; but sqlglot reads
+    # DuckDB's own statements it does not know ("INSTALL httpfs") as an aliased word too, and those are refused
+    if isinstance(stmt, exp.Condition | exp.Star) or (
+            isinstance(stmt, exp.Alias | exp.Tuple) and word.upper().strip("(;") not in STATEMENT_WORDS):
         raise InvalidSQL(f'the query cannot be parsed as {dialect} SQL: no statement starts at or near '
                          f'"{word[:40]}" (a query begins with SELECT, WITH, VALUES or TABLE); correct the SQL there '
                          "and send it again")
@@ -309,6 +321,12 @@ def _lake_scan(dataset: str) -> exp.Table:
                      alias=exp.TableAlias(this=exp.to_identifier(SCAN, quoted=True)))
 
 
+def lake_scan_sql(dataset: str) -> str:
+    """A policy relation's DuckLake scan of ``dataset`` as the planner writes it in DuckDB's SQL (the audited
+    ``sql_lake`` holds it: sharing/security/replay.py finds the datasets a query read by it)."""
+    return _lake_scan(dataset).sql(dialect="duckdb")
+
+
 def lake_form(sql_run: str, scans: dict[str, tuple[str, ...]]) -> str | None:
     """``sql_run`` with each dataset's file scan, exactly as the planner wrote it, replaced by its DuckLake table
     (a string substitution: 0.14 ms of CPU with one file, 0.7 ms with 100, once per plan, against 8 to 17 ms
@@ -316,7 +334,7 @@ def lake_form(sql_run: str, scans: dict[str, tuple[str, ...]]) -> str | None:
     if not scans:
         return None
     for name, files in scans.items():
-        sql_run = sql_run.replace(_file_scan(files).sql(dialect="duckdb"), _lake_scan(name).sql(dialect="duckdb"))
+        sql_run = sql_run.replace(_file_scan(files).sql(dialect="duckdb"), lake_scan_sql(name))
     return sql_run
 
 
@@ -545,7 +563,7 @@ _PARSER_LOCK = threading.Lock()
 _PARSER: list[duckdb.DuckDBPyConnection] = []
 
 
-def _duckdb_tree(sql: str) -> dict:
+def duckdb_tree(sql: str) -> dict:
     """DuckDB's own parse of ``sql`` (no binding, no catalog, no data): a private in-memory connection."""
     with _PARSER_LOCK:
         if not _PARSER:
@@ -555,15 +573,15 @@ def _duckdb_tree(sql: str) -> dict:
         return json.loads(_PARSER[0].execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
 
 
-def _objects(node):
+def tree_objects(node):
     """Every JSON object in DuckDB's parse tree, depth first."""
     if isinstance(node, dict):
         yield node
         for value in node.values():
-            yield from _objects(value)
+            yield from tree_objects(value)
     elif isinstance(node, list):
         for value in node:
-            yield from _objects(value)
+            yield from tree_objects(value)
 
 
 _DENIED_AT_DUCKDB = re.compile(r"(read_|glob|getenv|current_setting|getvariable|query|duckdb_|pg_|sqlite_|parquet_|"
@@ -590,14 +608,14 @@ def verify(sql_run: str, datasets: set[str], scans: dict[str, tuple[str, ...]] |
         safe_text(again)
     except (ParseError, TokenError, QueryRefused) as exc:
         raise unsafe from exc
-    tree = _duckdb_tree(sql_run)
+    tree = duckdb_tree(sql_run)
     if tree.get("error"):
         raise _refuse(f"DuckDB cannot parse the rewritten query: {tree.get('error_message', '')}")
     admitted: set[int] = set()
-    for ref in _objects(tree):
+    for ref in tree_objects(tree):
         if ref.get("type") == "TABLE_FUNCTION" and _duckdb_scan(ref) in lists:
-            admitted |= {id(o) for o in _objects(ref["function"])}
-    objects = [o for o in _objects(tree) if id(o) not in admitted]
+            admitted |= {id(o) for o in tree_objects(ref["function"])}
+    objects = [o for o in tree_objects(tree) if id(o) not in admitted]
     if any(o.get("class") == "FUNCTION" and _DENIED_AT_DUCKDB.match(str(o.get("function_name", ""))) for o in objects):
         raise unsafe
     for ref in (o for o in objects if o.get("type") in ("BASE_TABLE", "TABLE_FUNCTION")):

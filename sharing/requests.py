@@ -94,7 +94,13 @@ def create(lake: Lake, registry: Registry, department: str, dataset: str, *, pur
                         APPROVED if at_once else PENDING, requested_by, now, due, now if at_once else None,
                         "platform" if at_once else None, "unconditional: readable by every department" if at_once
                         else None, None, scope)
-    lake.append(f"request {dataset} for {department}", "access_requests", {c: _value(req, c) for c in _SCOPED})
+    lake.append(f"request {dataset} for {department}", "access_requests", {
+        "request_id": req.request_id, "department": req.department, "dataset": req.dataset, "owner": req.owner,
+        "share_type": req.share_type, "columns": list(req.columns) if req.columns is not None else None,
+        "row_filter": req.row_filter, "purpose": req.purpose, "period_days": req.period_days, "status": req.status,
+        "requested_by": req.requested_by, "requested_at": req.requested_at, "due_at": req.due_at,
+        "decided_at": req.decided_at, "decided_by": req.decided_by, "reason": req.reason, "grant_id": req.grant_id,
+        "scope": req.scope})
     return req
 
 
@@ -131,11 +137,6 @@ def _row_filter(text: str | None, ds) -> str | None:
         return checked_row_filter(text, ds)
     except QueryRefused as exc:
         raise RequestError(str(exc)) from exc
-
-
-def _value(req: AccessRequest, column: str):
-    value = getattr(req, column)
-    return list(value) if column == "columns" and value is not None else value
 
 
 def get(lake: Lake, request_id: str) -> AccessRequest:
@@ -193,10 +194,9 @@ def approve(lake: Lake, registry: Registry, request_id: str, *, owner: str, deci
     grant_id = add_grant(lake, registry, req.department, req.dataset, columns=cols,
                          row_filter=row_filter or req.row_filter, expires_at=expires, granted_by=decided_by,
                          purpose=req.purpose, scope=scope)
-    lake.write(f"approve request {request_id}",
-           f"UPDATE {ledger.ref('access_requests')} SET status = ?, decided_at = ?, decided_by = ?, reason = ?, "
-           "grant_id = ?, columns = ?, row_filter = ?, scope = ? WHERE request_id = ?",
-           [APPROVED, now, decided_by, reason, grant_id, cols, row_filter or req.row_filter, scope, request_id])
+    lake.change(f"approve request {request_id}", lambda con: ledger.approve_request(
+        con, request_id, APPROVED, at=now, by=decided_by, reason=reason, grant_id=grant_id, columns=cols,
+        row_filter=row_filter or req.row_filter, scope=scope))
     return get(lake, request_id)
 
 
@@ -206,9 +206,9 @@ def refuse(lake: Lake, request_id: str, *, owner: str, decided_by: str, reason: 
     if not (reason or "").strip():
         raise RequestError("a refusal needs a reason: the requesting department and the data bureau see it")
     _pending(lake, request_id, owner)
-    lake.write(f"refuse request {request_id}",
-           f"UPDATE {ledger.ref('access_requests')} SET status = ?, decided_at = ?, decided_by = ?, reason = ? "
-           "WHERE request_id = ?", [REFUSED, now or _now(), decided_by, reason.strip(), request_id])
+    at = now or _now()
+    lake.change(f"refuse request {request_id}", lambda con: ledger.refuse_request(
+        con, request_id, REFUSED, at=at, by=decided_by, reason=reason.strip()))
     return get(lake, request_id)
 
 
@@ -219,7 +219,6 @@ def revoke(lake: Lake, request_id: str, *, owner: str, decided_by: str, reason: 
     if req.status != APPROVED or not req.grant_id:
         raise RequestError(f"request {request_id} is {req.status}; only an approved grant can be revoked")
     revoke_grant(lake, req.grant_id)
-    lake.write(f"revoke request {request_id}",
-           f"UPDATE {ledger.ref('access_requests')} SET status = ?, reason = ? WHERE request_id = ?",
-           [REVOKED, f"revoked by {decided_by}: {reason}", request_id])
+    lake.change(f"revoke request {request_id}", lambda con: ledger.set_request_status(
+        con, request_id, REVOKED, f"revoked by {decided_by}: {reason}"))
     return get(lake, request_id)

@@ -87,6 +87,24 @@ class QueryResult:
             self._rows = rows
         return self._rows
 
+    @property
+    def held_rows(self) -> list[tuple[Any, ...]] | None:
+        """The Python rows the result holds now, never converted: None for one built from Arrow batches whose
+        ``rows`` nobody asked for yet (a measure or a stream that must not convert it reads this)."""
+        return self._rows
+
+    @property
+    def held_batches(self) -> tuple | None:
+        """The Arrow batches the result holds now, never converted: None for one built from rows whose
+        ``batches()`` nobody asked for yet."""
+        return self._batches
+
+    @property
+    def held_schema(self) -> Any:
+        """The Arrow schema the result holds now, never inferred: None for one built from rows whose
+        ``schema`` nobody asked for yet."""
+        return self._schema
+
     def iter_rows(self) -> Iterator[tuple[Any, ...]]:
         """Every row as a tuple of Python values, in order, converted batch by batch (nothing is kept)."""
         if self._rows is not None:
@@ -212,12 +230,13 @@ def _within(rows: int, size: int, max_rows: int, max_bytes: int) -> None:
                              "(ONESOURCE_QUERY_ROWS); nothing was sent: filter or aggregate, or ask the operator "
                              "to raise the limit")
     if max_bytes and size > max_bytes:
-        raise ResultTooLarge(f"the result is larger than {_shown(max_bytes)}, the most one answer may "
+        raise ResultTooLarge(f"the result is larger than {shown_size(max_bytes)}, the most one answer may "
                              f"have (ONESOURCE_QUERY_RESULT_BYTES), at {rows:,} rows; nothing was sent: filter, "
                              "ask for fewer columns, or read it in parts (a WHERE on a key or a date)")
 
 
-def _shown(size: int) -> str:
+def shown_size(size: int) -> str:
+    """A byte count as an error message shows it (``1.5 MiB``, ``512 bytes``)."""
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if size >= scale:
             return f"{size / scale:,.4g} {unit}"

@@ -115,8 +115,7 @@ def create_user(lake: Lake, department: str, user: str, role: str = "analyst", *
 
     def write() -> None:
         with lake.transaction() as con:
-            con.execute(f"DELETE FROM {ledger.ref('users')} WHERE user_name = ?", [user])
-            ledger.append(con, "users", {
+            ledger.replace_user(con, {
                 "user_name": user, "department": department, "role": canonical(role), "password_scrypt": _scrypt(password),
                 "password_scram": make_verifier(password), "token_sha256": token_hash(token), "created_at": now,
                 "added_at": now, "changed_at": now, "changed_by": by, "organisation": organisation})
@@ -169,14 +168,13 @@ def _active(lake: Lake, user: str) -> ledger.UserRow:
     return row
 
 
-def _update(lake: Lake, user: str, action: str, by: str | None, sets: dict, *, disabled: bool) -> None:
+def _update(lake: Lake, user: str, action: str, by: str | None, sets: ledger.UserChanges, *, disabled: bool) -> None:
     """Set ``sets`` on ``user`` if it is still ``disabled`` (or not) as it was when the step was checked."""
     sets = {**sets, "changed_at": _now(), "changed_by": by}
 
     def write() -> None:
         with lake.transaction() as con:
-            con.execute(f"UPDATE {ledger.ref('users')} SET {', '.join(f'{k} = ?' for k in sets)} WHERE user_name = ? "
-                        f"AND disabled_at IS {'NOT ' if disabled else ''}NULL", [*sets.values(), user])
+            ledger.update_user(con, user, sets, disabled=disabled)
             lake.commit_message(f"{action} user {user}", {"user": user, "by": by})
 
     retrying(write, lake.settings.commit_retries, f"{action} user {user}")

@@ -1,12 +1,12 @@
-"""What a client sees when it asks the catalogue: only the tables and columns its department may read.
+"""What a client sees when it asks the catalog: only the tables and columns its department may read.
 
 Tools like Superset (SQLAlchemy), DBeaver (PgJDBC) and psql's ``\\d`` family ask ``pg_catalog`` and
 ``information_schema`` before they query. Those questions are answered by a per-department *sandbox*: an
-in-memory DuckDB holding PostgreSQL 15's catalogue built from the department's grants (sharing.pgcatalog):
+in-memory DuckDB holding PostgreSQL 15's catalog built from the department's grants (sharing.pgcatalog):
 its shared tables with their granted columns, the dataset's Chinese title as the table's comment and each
 element's as the column's. It has no rows, no lake, no file access and a locked configuration, and a
 question is rewritten so that every relation it names is one of those shims (or one of the department's
-own empty tables): a name outside them is unknown, as in PostgreSQL. So whatever a catalogue question
+own empty tables): a name outside them is unknown, as in PostgreSQL. So whatever a catalog question
 asks, it can only learn what the department was granted.
 
 Session questions get PostgreSQL's answers: ``current_user`` (and ``session_user``, ``user``) is the
@@ -26,6 +26,7 @@ import duckdb
 import sqlglot
 from sqlglot import exp
 
+from core.duck import literal
 from schemas.model import Registry
 from sharing import pgcatalog, pgnames
 from sharing.exceptions import InvalidSQL, QueryFailed, QueryRefused
@@ -46,7 +47,7 @@ SETTINGS = {"standard_conforming_strings": "on", "transaction isolation level": 
             "intervalstyle": "postgres", "block_size": "8192"}
 TABLE_FUNCTIONS = {"generate_series", "exploding_generate_series", "generate_subscripts", "unnest", "explode",
                    "pg_get_keywords", "range"}
-"""Functions a catalogue question may read rows from (``FROM generate_series(...)``): none reaches out."""
+"""Functions a catalog question may read rows from (``FROM generate_series(...)``): none reaches out."""
 GENERIC_FUNCTIONS = frozenset("""
 array_to_string string_to_array array_position array_append array_cat array_remove array_dims array_ndims
 array_positions generate_series exploding_generate_series generate_subscripts unnest range json_object
@@ -63,7 +64,7 @@ SESSION_WORDS = {"user", "current_role"}
 
 
 class Sandbox:
-    """A department's sandbox: its DuckDB, the names of its tables, and the catalogue relations made so far
+    """A department's sandbox: its DuckDB, the names of its tables, and the catalog relations made so far
     (each made when a question first names it: PostgreSQL 15 has 208, a question names a few)."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, tables: dict[str, str]):
@@ -75,7 +76,7 @@ class Sandbox:
         self._rewritten: dict[tuple[str, str], tuple[str, set[str]]] = {}
 
     def rewritten(self, text: str, user: str) -> tuple[str, set[str]]:
-        """:func:`rewrite`, remembered: clients ask the same catalogue questions on every connection."""
+        """:func:`rewrite`, remembered: clients ask the same catalog questions on every connection."""
         key = (text, user)
         hit = self._rewritten.get(key)
         if hit is None:
@@ -86,7 +87,7 @@ class Sandbox:
         return hit
 
     def make(self, items: set[str]) -> None:
-        """Make what a question names: catalogue relations (``pg_catalog.x``, ``information_schema.x``),
+        """Make what a question names: catalog relations (``pg_catalog.x``, ``information_schema.x``),
         the department's empty tables (``shared.x``) and functions (``fn:x``), each with what it reads."""
         if items <= self._made:
             return
@@ -137,7 +138,7 @@ def sandbox(access: dict[str, Access], registry: Registry, *, memory_limit: str 
 
 
 def table_facts(access: dict[str, Access], registry: Registry) -> list[pgcatalog.TableFact]:
-    """The department's tables as the catalogue shows them: granted columns only, with their titles."""
+    """The department's tables as the catalog shows them: granted columns only, with their titles."""
     facts = []
     for name, acc in sorted(access.items()):
         ds = registry.dataset(name)
@@ -173,14 +174,14 @@ def is_catalog_query(sql: str) -> bool:
     ctes = {c.alias_or_name.lower() for c in stmt.find_all(exp.CTE)}
     for t in stmt.find_all(exp.Table):
         if isinstance(t.this, exp.Identifier):
-            if not _catalogue_relation(t, ctes):
+            if not _catalog_relation(t, ctes):
                 return False
         elif not isinstance(t.this, exp.Func) or _function_name(t.this) not in TABLE_FUNCTIONS:
             return False  # a table function (pg_catalog.duckdb_settings(), read_*): the planner refuses it
     return True
 
 
-def _catalogue_relation(t: exp.Table, ctes: set[str]) -> bool:
+def _catalog_relation(t: exp.Table, ctes: set[str]) -> bool:
     schema = t.db.lower()
     if schema in CATALOG_SCHEMAS:
         return True
@@ -189,7 +190,7 @@ def _catalogue_relation(t: exp.Table, ctes: set[str]) -> bool:
 
 def answer(box: Sandbox, sql: str, params: list | None = None, *, user: str | None = None,
            watch: Watch | None = None, max_rows: int | None = None, max_bytes: int = 0) -> QueryResult:
-    """Answer a catalogue question in the sandbox ``box`` for the signed-in ``user``; with ``watch``
+    """Answer a catalog question in the sandbox ``box`` for the signed-in ``user``; with ``watch``
     (sharing.limits) its rewriting and its run are under the query's deadline; more than ``max_rows`` rows
     are refused, and an answer over ``max_bytes`` (result_bytes: a query reading no table is answered here,
     ``SELECT repeat('x', 100000000) FROM (VALUES (1), (2), ...)``) is stopped as any other answer is."""
@@ -205,11 +206,11 @@ def answer(box: Sandbox, sql: str, params: list | None = None, *, user: str | No
     try:
         with watch.running(cur) if watch is not None else contextlib.nullcontext():
             cur.execute(pgcatalog.SEARCH_PATH)  # a cursor is a new session: it does not inherit the sandbox's
-            cur.execute(f"SET VARIABLE {pgcatalog.USER_VARIABLE} = {pgcatalog._q(user)}")
+            cur.execute(f"SET VARIABLE {pgcatalog.USER_VARIABLE} = {literal(user)}")
             cur.execute(duck_sql, params or None)
             rows = _fetch(cur, max_rows, max_bytes)
         if max_rows and len(rows) > max_rows:
-            raise QueryRefused(f"the catalogue answer has more than {max_rows:,} rows; ask a narrower question")
+            raise QueryRefused(f"the catalog answer has more than {max_rows:,} rows; ask a narrower question")
         return QueryResult([d[0] for d in cur.description], rows, types=[str(d[1]) for d in cur.description])
     finally:
         cur.close()
@@ -220,14 +221,14 @@ def _fetch(cur, max_rows: int | None, max_bytes: int) -> list[tuple]:
     if not max_bytes:
         return cur.fetchmany(max_rows + 1) if max_rows else cur.fetchall()
     from sharing.exceptions import ResultTooLarge
-    from sharing.sql import _shown
+    from sharing.sql import shown_size
 
     rows: list[tuple] = []
     size = 0
     while chunk := cur.fetchmany(1000 if not max_rows else min(1000, max_rows + 1 - len(rows))):
         size += sum(sys.getsizeof(v) for row in chunk for v in row)
         if size > max_bytes:
-            raise ResultTooLarge(f"the result is larger than {_shown(max_bytes)}, the most one answer may have "
+            raise ResultTooLarge(f"the result is larger than {shown_size(max_bytes)}, the most one answer may have "
                                  "(ONESOURCE_QUERY_RESULT_BYTES); nothing was sent: ask for less")
         rows.extend(chunk)
         if max_rows and len(rows) > max_rows:
@@ -244,15 +245,15 @@ def _unoperator(text: str) -> str:
 
 
 def rewrite(text: str, tables: set[str], user: str) -> tuple[str, set[str]]:
-    """A catalogue question in PostgreSQL's words as the sandbox answers it (DuckDB SQL), and the relations it
+    """A catalog question in PostgreSQL's words as the sandbox answers it (DuckDB SQL), and the relations it
     names (``pg_catalog.x``, ``information_schema.x``, ``shared.x``). Unknown relations and functions are
-    errors: the question can reach the department's catalogue and nothing else."""
+    errors: the question can reach the department's catalog and nothing else."""
     try:
         statements = [s for s in sqlglot.parse(_unoperator(text), read="postgres") if s is not None]
     except (sqlglot.errors.ParseError, sqlglot.errors.TokenError) as exc:
-        raise InvalidSQL.of(exc, "the catalogue question") from exc
+        raise InvalidSQL.of(exc, "the catalog question") from exc
     if len(statements) != 1 or not isinstance(statements[0], exp.Query):
-        raise QueryRefused("a catalogue question is one SELECT query")
+        raise QueryRefused("a catalog question is one SELECT query")
     tree = statements[0]
     name_outputs(tree, _unoperator(text))
     ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
@@ -293,13 +294,13 @@ def _verify(duck_sql: str, ctes: set[str]) -> None:
     """DuckDB's own parse of the question as the sandbox will run it: one SELECT, reading only the shims, the
     department's empty tables, its CTEs and the allowed table functions (the text is checked, not only the
     tree it was written from, as sharing.policy.verify does for governed queries)."""
-    from sharing.policy import _duckdb_tree, _objects
+    from sharing.policy import duckdb_tree, tree_objects
 
-    unsafe = QueryRefused("the catalogue question could not be rewritten safely; ask it more plainly")
-    tree = _duckdb_tree(duck_sql)
+    unsafe = QueryRefused("the catalog question could not be rewritten safely; ask it more plainly")
+    tree = duckdb_tree(duck_sql)
     if tree.get("error") or len(tree.get("statements") or ()) != 1:
         raise unsafe
-    for ref in (o for o in _objects(tree) if o.get("type") in ("BASE_TABLE", "TABLE_FUNCTION")):
+    for ref in (o for o in tree_objects(tree) if o.get("type") in ("BASE_TABLE", "TABLE_FUNCTION")):
         if ref["type"] == "TABLE_FUNCTION":
             if (ref.get("function") or {}).get("function_name", "").lower() not in TABLE_FUNCTIONS:
                 raise unsafe
@@ -313,7 +314,7 @@ def _written_back_safely(tree: exp.Expression) -> None:
     """The checks of the governed planner on nodes sqlglot writes back as bare text (sharing.policy.safe_text):
     a quoted EXTRACT unit, a ``date_part`` string or a type parameter would otherwise come back unquoted as
     SQL of the sandbox's own (``date_part('year FROM ...) AS y, * FROM duckdb_settings() --', d)``: DuckDB's
-    catalogue, further statements that redefine the department's shims for its other users)."""
+    catalog, further statements that redefine the department's shims for its other users)."""
     from sharing.policy import safe_text
 
     for node in list(tree.walk()):
@@ -322,12 +323,12 @@ def _written_back_safely(tree: exp.Expression) -> None:
             # DuckDB's type of that name or DuckDB's error; anything else would be written back as SQL
             name = _type_name(node)
             if not _PLAIN_WORD.fullmatch(name):
-                raise QueryRefused(f"the catalogue question was refused: type {node.sql()} is not a type name")
+                raise QueryRefused(f"the catalog question was refused: type {node.sql()} is not a type name")
             node.replace(exp.DataType(this=exp.DataType.Type.USERDEFINED, kind=exp.to_identifier(name)))
     try:
         safe_text(tree, user_types=True)
     except QueryRefused as exc:
-        raise QueryRefused(f"the catalogue question was refused: {exc}") from exc
+        raise QueryRefused(f"the catalog question was refused: {exc}") from exc
 
 
 _PLAIN_WORD = re.compile(r"[a-z_][a-z0-9_]*")
@@ -347,15 +348,15 @@ def _bottom_up(node: exp.Expression, fun) -> exp.Expression:
 
 
 def _not_allowed(function: str) -> QueryRefused:
-    """A function neither the catalogue nor a governed query may call (``getenv``, ``pg_read_file``): refused
+    """A function neither the catalog nor a governed query may call (``getenv``, ``pg_read_file``): refused
     as the governed planner refuses it, so that it is audited as a refusal (a probe of the policy the misuse
     alerts count) and the client gets 42501, not a failure (XX000) the alerts never see."""
-    return QueryRefused(f"function {function} is not allowed: neither a catalogue function nor one governed "
+    return QueryRefused(f"function {function} is not allowed: neither a catalog function nor one governed "
                         "queries may use")
 
 
 def _relation(t: exp.Table, tables: set[str], ctes: set[str], relations: set[str]) -> exp.Table:
-    """A table of a catalogue question, pointed at its shim (or the department's own empty table)."""
+    """A table of a catalog question, pointed at its shim (or the department's own empty table)."""
     if t.catalog and t.catalog.lower() != DATABASE:
         raise QueryFailed(f"cross-database references are not implemented: {t.sql(dialect='postgres')}")
     if t.catalog:
@@ -434,7 +435,7 @@ def _type_name(to: exp.Expression) -> str:
 
 def _cast(cast: exp.Cast) -> exp.Expression:
     """PostgreSQL's object-identifier types: ``'pg_class'::regclass`` (a name, or a bound parameter) is the
-    oid it names, ``c.oid::regclass`` the name of the oid; catalogue domains and ``name`` are text."""
+    oid it names, ``c.oid::regclass`` the name of the oid; catalog domains and ``name`` are text."""
     kind = _type_name(cast.args["to"])
     if not kind:
         return cast
@@ -468,7 +469,7 @@ def _function_name(f: exp.Func) -> str:
 def _allowed() -> frozenset[str]:
     from sharing.policy import ALLOWED_FUNCTIONS
 
-    return ALLOWED_FUNCTIONS | pgcatalog.CATALOGUE_FUNCTIONS | GENERIC_FUNCTIONS | TABLE_FUNCTIONS
+    return ALLOWED_FUNCTIONS | pgcatalog.CATALOG_FUNCTIONS | GENERIC_FUNCTIONS | TABLE_FUNCTIONS
 
 
 _ALLOWED = _allowed()

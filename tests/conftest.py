@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -12,12 +11,6 @@ from tests.helpers import write_registry
 
 # The helpers the test files share (tests/support/) assert as the tests do: pytest rewrites their asserts too.
 pytest.register_assert_rewrite("tests.support")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -132,6 +132,13 @@ def demo_home(home: Path, loads: tuple[str, ...], users: bool = False) -> tuple[
     return settings, registry
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def wait_for_port(port: int, proc=None, seconds: float = 120) -> None:
     """Block until something listens on 127.0.0.1:``port``; fail with the process's output if not."""
     import socket

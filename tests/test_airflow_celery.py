@@ -29,8 +29,7 @@ import pytest
 from core.config import LakeSettings, Settings
 from lakehouse.lake import CATALOG, Lake
 from onesource import airflow_cli
-from tests.conftest import free_port
-from tests.helpers import USCC, csv_text, drop, firms_dataset, wait_for_port, write_registry
+from tests.helpers import USCC, csv_text, drop, firms_dataset, free_port, wait_for_port, write_registry
 from tests.support.airflow import DAILY, databases, plain_dataset, query, wait  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow

@@ -27,8 +27,7 @@ from examples.changsha.generate import write_registry as write_demo_registry
 from onesource import airflow_cli
 from onesource.dagfactory import ALL_DAG_ID, MAINTENANCE_DAG_ID
 from schemas import load_registry
-from tests.conftest import free_port
-from tests.helpers import csv_text, drop, firms_dataset, write_registry
+from tests.helpers import csv_text, drop, firms_dataset, free_port, write_registry
 
 ONESOURCE = str(Path(sys.executable).with_name("onesource"))
 

@@ -15,8 +15,7 @@ from examples.changsha.data import DemoConfig
 from examples.changsha.generate import generate_city
 from lakehouse.lake import Lake
 from onesource import airflow_cli
-from tests.conftest import free_port
-from tests.helpers import rows, shared_count
+from tests.helpers import free_port, rows, shared_count
 
 pytestmark = pytest.mark.slow
 

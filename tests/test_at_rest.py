@@ -73,7 +73,7 @@ def test_the_cli_and_every_airflow_task_make_the_home_private(tmp_path, monkeypa
     assert cli.main(["registry", "check"]) == 0
     assert mode(home) == 0o700 and os.umask(0o022) == 0o077
     home.chmod(0o750)
-    assert tasks._settings().home == home
+    assert tasks.task_settings().home == home
     assert mode(home) == 0o700 and os.umask(0o022) == 0o077
 
 

@@ -341,8 +341,7 @@ def test_a_serving_process_killed_under_load_leaves_a_log_that_verifies(tiny):
     import urllib.request
 
     from sharing.users import create_user
-    from tests.conftest import free_port
-    from tests.helpers import csv_text, drop, load, wait_for_port
+    from tests.helpers import csv_text, drop, free_port, load, wait_for_port
 
     drop(tiny, "amr/firms/a.csv", csv_text())
     assert [r.status for r in load(tiny)] == ["published"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from core.config import Settings
-from lakehouse import publish as publish_module
+from lakehouse import commit as publish_module
 from onesource.cli import main
 from sharing.audit import AuditLog, verify
 from tests.helpers import ROWS, USCC, csv_text, drop, load, rows

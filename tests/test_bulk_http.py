@@ -22,8 +22,7 @@ import pyarrow as pa
 import pytest
 from polars.testing import assert_frame_equal as assert_polars_equal
 
-from tests.conftest import free_port
-from tests.helpers import wait_for_port
+from tests.helpers import free_port, wait_for_port
 from tests.support.no_truncation import ORDER, big_home, policy_relation, raw
 
 pytestmark = pytest.mark.slow

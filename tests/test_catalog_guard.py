@@ -15,7 +15,7 @@ import pytest
 
 from core.config import Settings
 from lakehouse import Lake
-from lakehouse import publish as publish_module
+from lakehouse import commit as publish_module
 from lakehouse.exceptions import CatalogLostError, LakeCatalogError
 from onesource.cli import main
 from tests.helpers import ROWS, USCC, csv_text, drop, load, rows, shared_count

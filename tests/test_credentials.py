@@ -30,8 +30,7 @@ from sharing.pgwire import GovernedPgServer
 from sharing.scram import ProofRejected, ScramError, ServerExchange, Verifier, make_verifier, saslprep
 from sharing.signin import LockedOut, SignInGuard
 from sharing.users import create_user, scram_verifier
-from tests.conftest import free_port
-from tests.helpers import WireClient, write_registry
+from tests.helpers import WireClient, free_port, write_registry
 
 THROTTLE = SignInSettings(max_failures=3, max_failures_per_address=5, window_minutes=15, lockout_minutes=15,
                           delay_seconds=0.5, max_delay_seconds=1.0)

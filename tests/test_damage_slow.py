@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
-from tests.helpers import csv_text, drop, firms_dataset, load, rows, wait_for_port, write_registry
+from tests.helpers import csv_text, drop, firms_dataset, free_port, load, rows, wait_for_port, write_registry
 from tests.support.maintenance import extract
 
 pytestmark = pytest.mark.slow

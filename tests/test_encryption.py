@@ -13,7 +13,7 @@ from tests.helpers import ELEMENTS, USCC, csv_text, drop, load, rows, write_regi
 
 
 def test_encrypted_lake_files_hold_no_plaintext(tmp_path, monkeypatch):
-    from lakehouse import publish as publish_module
+    from lakehouse import commit as publish_module
 
     monkeypatch.setattr(publish_module, "ADOPT_ROWS", 1)  # a plain staged file must never be adopted here
     plain = Settings(home=tmp_path / "home")

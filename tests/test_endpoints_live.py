@@ -20,8 +20,7 @@ from examples.changsha.runner import _demo_users
 from ingest import run_dataset
 from lakehouse import Lake
 from schemas import load_registry
-from tests.conftest import free_port
-from tests.helpers import rows
+from tests.helpers import free_port, rows
 
 pytestmark = pytest.mark.slow
 
@@ -176,7 +175,7 @@ def test_sqlalchemy_reflects_granted_columns_like_superset_does(server):
 def test_pgjdbc_as_dbeaver_uses_it(server):
     """DBeaver talks to PostgreSQL through PgJDBC: its metadata calls list and describe only what the
     department may read, with PostgreSQL type names, and a prepared query runs governed."""
-    from tests.support.pg_catalogue import JARS
+    from tests.support.pg_catalog import JARS
 
     jar = next((j for j in JARS if j.exists()), None)
     if not shutil.which("java") or jar is None:

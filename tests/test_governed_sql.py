@@ -246,7 +246,7 @@ def test_mysql_dialect(city, engine):
     assert got.rows == direct(settings, "SELECT uscc FROM shared.amr_enterprise_register ORDER BY uscc LIMIT 3")
 
 
-def test_catalogue_questions_see_only_what_the_department_may_read(engine):
+def test_catalog_questions_see_only_what_the_department_may_read(engine):
     from sharing.visible_catalog import is_catalog_query
 
     assert is_catalog_query("SELECT table_name FROM information_schema.tables")

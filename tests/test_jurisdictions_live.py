@@ -27,8 +27,7 @@ from examples.changsha.generate import generate_city
 from examples.changsha.runner import JURISDICTION_CREDENTIALS, _demo_jurisdictions, _demo_users
 from ingest import run_dataset
 from schemas import load_registry
-from tests.conftest import free_port
-from tests.helpers import rows, wait_for_port
+from tests.helpers import free_port, rows, wait_for_port
 
 pytestmark = pytest.mark.slow
 

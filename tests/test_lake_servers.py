@@ -17,8 +17,7 @@ from examples.changsha.generate import generate_city
 from lakehouse import Lake
 from schemas import load_registry
 from sharing.engine import GovernedEngine
-from tests.conftest import free_port
-from tests.helpers import wait_for_port
+from tests.helpers import free_port, wait_for_port
 
 pytestmark = pytest.mark.slow
 PG = "host=127.0.0.1 port=5432 user=postgres"

@@ -87,6 +87,29 @@ def test_each_reader_row_has_its_tables_columns_by_name():
     assert {f.name for f in fields(ledger.UserRow)} <= set(ledger.columns("users"))
 
 
+def test_each_row_type_has_its_tables_columns_and_their_types():
+    import collections.abc
+    import typing
+
+    python = {"VARCHAR": str, "BIGINT": int, "INTEGER": int, "BOOLEAN": bool, "DOUBLE": float,
+              "TIMESTAMP": dt.datetime, "VARCHAR[]": collections.abc.Sequence}
+    assert list(ledger.ROW_TYPES) == list(ledger.TABLES) == list(typing.get_args(ledger.Table))
+    assert set(typing.get_args(ledger.Row)) == set(ledger.ROW_TYPES.values())
+    for table, row in ledger.ROW_TYPES.items():
+        hints = typing.get_type_hints(row, localns=vars(ledger))
+        assert list(hints) == list(ledger.columns(table)), table
+        for column, sql_type in ledger.columns(table).items():
+            hint = hints[column]
+            while typing.get_origin(hint) in (typing.Required, typing.NotRequired):
+                hint = typing.get_args(hint)[0]
+            allowed = {typing.get_origin(a) or a for a in (typing.get_args(hint) or (hint,)) if a is not type(None)}
+            if typing.get_origin(hint) is typing.Literal:  # a status word
+                allowed = {type(v) for v in typing.get_args(hint)}
+            assert allowed == {python[sql_type]}, (table, column, hint)
+    assert set(typing.get_args(ledger.LoadStatus)) == set(ledger.LOAD_STATUSES)
+    assert set(typing.get_type_hints(ledger.UserChanges)) <= set(ledger.columns("users"))
+
+
 def _load(load_id, status, finished_at, *, dataset="firms", sha256="s", rows_in=1):
     return {"load_id": load_id, "dataset": dataset, "status": status, "sha256": sha256, "rows_in": rows_in,
             "started_at": finished_at - dt.timedelta(minutes=1), "finished_at": finished_at}

@@ -208,12 +208,12 @@ def test_a_cancel_stops_the_running_query(home):
         engine.close()
 
 
-def test_catalogue_questions_are_under_the_time_limit(home):
+def test_catalog_questions_are_under_the_time_limit(home):
     engine = engine_of(limited(home, seconds=1.0))
     try:
         started = time.monotonic()
         with pytest.raises(QueryStopped, match="time limit of 1 s"):
-            # the department's catalogue is small (its granted columns, the type rows): eight of its relations
+            # the department's catalog is small (its granted columns, the type rows): eight of its relations
             # crossed are still far more rows than a second's work
             engine.catalog("tax", "SELECT count(*) FROM " + ", ".join(
                 f"pg_catalog.{rel} x{i}" for i, rel in enumerate(["pg_attribute", "pg_type"] * 4)))

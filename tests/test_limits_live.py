@@ -25,8 +25,7 @@ import yaml
 from core.config import REPO_ROOT, Settings
 from lakehouse import Lake
 from sharing.users import create_user
-from tests.conftest import free_port
-from tests.helpers import csv_text, drop, firms_dataset, load, wait_for_port, write_registry
+from tests.helpers import csv_text, drop, firms_dataset, free_port, load, wait_for_port, write_registry
 from tests.support.limits import SLOW, SMALL, branches
 
 pytestmark = pytest.mark.slow

@@ -28,8 +28,7 @@ from hypothesis import strategies as st
 from core.config import Settings
 from lakehouse import Lake
 from schemas import load_registry
-from tests.conftest import free_port
-from tests.helpers import csv_text, drop, firms_dataset, load, wait_for_port, write_registry
+from tests.helpers import csv_text, drop, firms_dataset, free_port, load, wait_for_port, write_registry
 
 ONESOURCE = str(Path(sys.executable).with_name("onesource"))
 INTERNALS = ("Traceback", "sqlglot", "<class", "TokenType", "ParseError", "TokenError", "Error tokenizing")
@@ -401,6 +400,7 @@ def test_generated_sql_over_http_is_never_a_500_nor_python(inprocess, sql):
 @hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sql=MALFORMED.filter(lambda s: s.strip(" ;") != "" and "%" not in s))
 @example(sql="/;A")  # found on CI's run: a bare word, an expression and no statement, was refused as 42501
+@example(sql="shared.firms staff ; * NOT THEN uscc SELECT AS GROUP BY")  # an aliased expression, refused as 42501 before
 def test_generated_sql_over_the_wire_is_never_internal(inprocess, sql):
     import psycopg
 

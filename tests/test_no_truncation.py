@@ -169,7 +169,7 @@ def test_the_cli_engine_answers_every_row_as_python_values(world, oracle):
     settings, registry, _ = world
     engine = GovernedEngine(settings, registry)
     result = engine.query("tax", "SELECT uscc, staff FROM shared.firms" + ORDER)
-    assert result._batches is None  # Python values: the CLI does not need pyarrow for a table or CSV
+    assert result.held_batches is None  # Python values: the CLI does not need pyarrow for a table or CSV
     assert result.rows == [(r["uscc"], r["staff"]) for r in oracle["tax"].select(["uscc", "staff"]).to_pylist()]
     engine.close()
 

@@ -26,8 +26,7 @@ from hypothesis import strategies as st
 from core.webassets import WEB, AssetsMissing, package_dir
 from quality import docs_assets
 from sharing.docs import mount_docs
-from tests.conftest import free_port
-from tests.helpers import wait_for_port
+from tests.helpers import free_port, wait_for_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(os.environ.get("ONESOURCE_SCREENSHOTS", "/tmp/onesource-screenshots"))

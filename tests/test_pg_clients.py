@@ -26,8 +26,7 @@ from hypothesis import strategies as st
 from core.config import REPO_ROOT, Settings
 from lakehouse import Lake
 from sharing.users import create_user
-from tests.conftest import free_port
-from tests.helpers import csv_text, drop, firms_dataset, load, rows, wait_for_port, write_registry
+from tests.helpers import csv_text, drop, firms_dataset, free_port, load, rows, wait_for_port, write_registry
 from tests.support.tls import self_signed
 
 pytestmark = pytest.mark.slow

@@ -23,7 +23,7 @@ from sharing.grants import add_grant, revoke_grant
 from sharing.pgwire import GovernedPgServer
 from sharing.pgwire import server as wire
 from sharing.users import create_user
-from tests.conftest import free_port
+from tests.helpers import free_port
 from tests.support.pgwire import Raw, errors, serve_city, sync_answer, value_of
 
 

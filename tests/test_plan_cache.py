@@ -1,7 +1,7 @@
 """The persistent engine's caches and pinned snapshots are exact (sharing.engine).
 
 A server's engine keeps, per lake snapshot, what each department may read, whether each user is active, the
-plans of the SQL texts it has seen, which texts are catalogue questions, and on each running slot an open read
+plans of the SQL texts it has seen, which texts are catalog questions, and on each running slot an open read
 transaction (a pinned snapshot: DuckLake reads the catalog once per transaction, not once per query). None of
 that may outlive a change: a grant, a revoke, a disabled user, a registry change or new data is seen by the
 next query. The oracle is the same engine with every cache and pin taken away, plus the rule itself (no grant,
@@ -323,7 +323,7 @@ def test_an_idle_engine_holds_no_read_transaction_on_the_catalog(home, engines):
     assert done.stdout.split()[:1] == ["0"], done.stdout + done.stderr
 
 
-def test_catalogue_questions_are_told_apart_once_per_text(home, engines, monkeypatch):
+def test_catalog_questions_are_told_apart_once_per_text(home, engines, monkeypatch):
     cached, _ = engines
     seen: list[str] = []
     real = engine_module._is_catalogue.__globals__["_CATALOGUE"]

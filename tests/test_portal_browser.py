@@ -27,8 +27,7 @@ from lakehouse import Lake
 from metrics.kpis import Period
 from metrics.publish import publish_periods
 from schemas import load_registry
-from tests.conftest import free_port
-from tests.helpers import wait_for_port
+from tests.helpers import free_port, wait_for_port
 from tests.support.browser import CHROMIUM, SHOTS, browser, new_page, sign_in  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow

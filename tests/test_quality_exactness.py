@@ -16,8 +16,7 @@ from lakehouse import Lake
 from onesource.dagfactory import authority_edges
 from quality.consistency import run_consistency
 from schemas import load_registry
-from tests.conftest import free_port
-from tests.helpers import drop, rows
+from tests.helpers import drop, free_port, rows
 
 
 def load_order(registry) -> list[str]:

@@ -43,7 +43,8 @@ def test_the_layout_table_lists_every_package_and_the_layers_are_the_contracts()
     listed = set(re.findall(r"^\| `([a-z_]+)/` \|", README, flags=re.M))
     assert _packages() <= listed, _packages() - listed
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
-    [layers] = [c["layers"] for c in config["contracts"] if c["type"] == "layers"]
-    assert set(layers) == _packages(), set(layers) ^ _packages()
+    [layered] = [c["layers"] for c in config["contracts"] if c["type"] == "layers"]
+    layers = [name.strip() for layer in layered for name in layer.split("|")]  # "a | b": side by side
+    assert set(layers) == _packages() | {"bench", "dags"}, set(layers) ^ _packages()
     stated = README.split("are layers, each importing only those below it", 1)[1].split("\n\n", 1)[0]
     assert re.findall(r"`([a-z_]+)`", stated.split("):", 1)[1]) == layers

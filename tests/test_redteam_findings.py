@@ -5,7 +5,7 @@
    A quoted identifier or a string holding ``) ... FROM lake.shared.x) --`` therefore becomes SQL in the
    text the planner hands DuckDB, after every check ran on the tree: any table (raw datasets, not_shared
    ones, ops.*) and any function can be read, in every dialect.
-2. A catalogue query may call DuckDB table functions as ``pg_catalog.<fn>()`` (is_catalog_query only looks at
+2. A catalog query may call DuckDB table functions as ``pg_catalog.<fn>()`` (is_catalog_query only looks at
    the schema), e.g. the sandbox's settings: the server's paths and directories.
 """
 
@@ -91,7 +91,7 @@ def test_ops_tables_cannot_be_reached_through_an_unquoted_identifier(world):
     assert result is None or "grant_id" not in result.columns, "ops.grants came back to hrss"
 
 
-def test_a_catalogue_query_cannot_call_duckdb_table_functions(world):
+def test_a_catalog_query_cannot_call_duckdb_table_functions(world):
     engine, _ = world
     sql = "SELECT name, value FROM pg_catalog.duckdb_settings() WHERE value LIKE '%/%'"
     if not is_catalog_query(sql):
@@ -101,4 +101,4 @@ def test_a_catalogue_query_cannot_call_duckdb_table_functions(world):
     except (QueryRefused, QueryFailed):
         return
     leaked = [r for r in result.rows if r[0] in ("allowed_directories", "secret_directory", "temp_directory")]
-    assert not leaked, f"the catalogue sandbox answered the server's settings: {leaked}"
+    assert not leaked, f"the catalog sandbox answered the server's settings: {leaked}"

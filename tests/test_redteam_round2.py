@@ -44,8 +44,7 @@ from sharing.grants import add_grant
 from sharing.pgwire import GovernedPgServer
 from sharing.scram import saslprep
 from sharing.signin import SignInGuard
-from tests.conftest import free_port
-from tests.helpers import DISTRICT, OTHER_DISTRICT, demo_home, rows
+from tests.helpers import DISTRICT, OTHER_DISTRICT, demo_home, free_port, rows
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Red-team findings, round 3 (catalogue emulation, EXPLAIN, output names, plan cache): each test failed
+"""Red-team findings, round 3 (catalog emulation, EXPLAIN, output names, plan cache): each test failed
 while its hole was open.
 
 1. Time travel past a row filter's column (BYPASS): a policy relation named its columns unqualified
@@ -7,10 +7,10 @@ while its hole was open.
    (an implicit lateral reference): ``SELECT p.* FROM (SELECT 'A' AS district) o, people AT (VERSION => 1) p``
    decided the row filter itself and read every row of that snapshot. The relation's columns are now
    qualified with the scan's alias, so a missing column is an error.
-2. Catalogue SQL injection (BYPASS of the sandbox's rewriter): the catalogue rewriter did not apply the
+2. Catalog SQL injection (BYPASS of the sandbox's rewriter): the catalog rewriter did not apply the
    planner's ``safe_text``, so a quoted EXTRACT unit, a ``date_part`` string or a DECIMAL parameter came back
    unquoted as SQL in the sandbox (so did a schema-qualified type, ``1::pg_catalog."int4) AS y, ... --"``): ``SELECT date_part('year FROM DATE ''2020-01-01'') AS y, name, value FROM
-   duckdb_settings() --', d)`` read DuckDB's own catalogue (duckdb_settings(), duckdb_databases(), the sandbox's
+   duckdb_settings() --', d)`` read DuckDB's own catalog (duckdb_settings(), duckdb_databases(), the sandbox's
    fact tables), and further statements could redefine the department's shims for its other users. The
    rewritten text is now checked as the planner's is: bare words only, and DuckDB's parse of it is one SELECT
    reading the shims, the department's empty tables, its CTEs and the allowed table functions.
@@ -109,14 +109,14 @@ CARRIERS = ["SELECT EXTRACT(\"{unit} FROM DATE '2020-01-01') AS y, {probe} --\" 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(carrier=st.sampled_from(CARRIERS), probe=st.sampled_from(PROBES), unit=st.sampled_from(["year", "epoch"]))
-def test_a_catalogue_question_cannot_smuggle_sql_into_the_sandbox(evolved, carrier, probe, unit):
+def test_a_catalog_question_cannot_smuggle_sql_into_the_sandbox(evolved, carrier, probe, unit):
     engine, _ = evolved
     sql = carrier.format(unit=unit, probe=probe, probe_q=probe.replace("'", "''"))
     try:
         result = engine.catalog("tax", sql, user="mallory")
     except (QueryRefused, QueryFailed):
         result = None
-    if result is not None:  # oracle: what the question asks of the catalogue, one column of the unit or a name
+    if result is not None:  # oracle: what the question asks of the catalog, one column of the unit or a name
         assert len(result.columns) == 1 and not {"name", "value", "path", "oid", "x"} & set(result.columns), \
             (sql, result.columns)
     # nothing was planted for the department's other users either
@@ -124,7 +124,7 @@ def test_a_catalogue_question_cannot_smuggle_sql_into_the_sandbox(evolved, carri
     assert engine.catalog("tax", "SELECT count(*) FROM pg_class WHERE relname = 'planted'", user="bob").rows == [(0,)]
 
 
-def test_the_rewritten_catalogue_question_is_one_select_of_the_shims():
+def test_the_rewritten_catalog_question_is_one_select_of_the_shims():
     for sql in ("SELECT * FROM pg_class", "SELECT * FROM information_schema.columns",
                 "WITH t AS (SELECT 1 AS a) SELECT * FROM t, generate_series(1, 2)", "SELECT 1"):
         rewrite(sql, {"people"}, "bob")

@@ -169,7 +169,7 @@ MIB = 2**20
 
 
 def _answer_bytes(city, sql: str) -> int:
-    return sum(b.nbytes for b in city["engine"].query("tax", sql)._batches)  # noqa: SLF001
+    return sum(b.nbytes for b in city["engine"].query("tax", sql).held_batches)
 
 
 @pytest.fixture
@@ -273,7 +273,7 @@ def test_what_all_users_hold_together_is_bounded(city, budget):
                                  "SELECT CASE WHEN i = 1 THEN 'x' ELSE repeat('x', 200000) END AS v "
                                  "FROM generate_series(1, 2000) AS g(i)"])
 def test_an_answer_reading_no_table_is_bounded_as_any_other(city, sql):
-    """Defect: a query reading no table is answered in the catalogue sandbox, which bounded its answers by
+    """Defect: a query reading no table is answered in the catalog sandbox, which bounded its answers by
     rows (100,000) but not by bytes: result_bytes, the bound of every other answer, did not apply, and
     SELECT repeat('x', 100000000) FROM (VALUES (1), (2), (3), (4), (5)) held 500 MiB in the server for one
     statement (a small first row did not help either: every value is counted)."""

@@ -30,8 +30,7 @@ from sharing.security.alerts import list_alerts, scan
 from sharing.security.replay import who_saw
 from sharing.users import create_user
 from sharing.visible_catalog import _ALLOWED
-from tests.conftest import free_port
-from tests.helpers import wait_for_port
+from tests.helpers import free_port, wait_for_port
 from tests.support.replay import VALUE, make_home
 
 
@@ -51,12 +50,12 @@ def engine(home):
     made.close()
 
 
-# --- alerts: a probe the catalogue cannot answer was audited "failed", never counted as a refusal -----------
+# --- alerts: a probe the catalog cannot answer was audited "failed", never counted as a refusal -----------
 
 def _refused_functions() -> list[str]:
-    """DuckDB's own scalar functions that neither the catalogue nor a governed query may call, among those
+    """DuckDB's own scalar functions that neither the catalog nor a governed query may call, among those
     PostgreSQL's grammar reads as a call of that very name (``apply`` is not: InvalidSQL; ``current_schema``
-    is read as the catalogue's own). Every one of them, in each shape below, was checked refused (42501)."""
+    is read as the catalog's own). Every one of them, in each shape below, was checked refused (42501)."""
     import duckdb
     import sqlglot
 
@@ -77,7 +76,7 @@ def _refused_functions() -> list[str]:
        shape=st.sampled_from(["SELECT {f}('x')", "SELECT 1 WHERE {f}('x') IS NULL", "SELECT * FROM {f}('x')",
                               "SELECT relname FROM pg_class WHERE relname = {f}('x')"]))
 def test_a_wire_statement_calling_a_function_nobody_may_call_is_a_refusal_the_alerts_count(engine, name, shape):
-    """Over the wire a SELECT without a shared table is a catalogue question; ``SELECT getenv('HOME')`` failed
+    """Over the wire a SELECT without a shared table is a catalog question; ``SELECT getenv('HOME')`` failed
     there ("does not exist in the catalogue", XX000) and was audited ``failed``: the refusal-burst rule never
     saw a probe the governed planner refuses (42501, ``refused``) when the query names a shared table."""
     with pytest.raises(QueryRefused) as refused:

@@ -194,7 +194,7 @@ KINDS_DRAWN = ("allowed", "sensitive", "refused", "quota", "catalogue", "signin"
 @st.composite
 def histories(draw) -> list[Event]:
     """Audit events over the scanned day and its 2-day baseline: queries (allowed with or without sensitive
-    columns exposed, refused, refused for a match quota), catalogue questions, sign-in failures."""
+    columns exposed, refused, refused for a match quota), catalog questions, sign-in failures."""
     events = []
     span = int((NOW - (NOW - dt.timedelta(days=3, hours=12))).total_seconds() // 60)
     # bursts: a few events of one kind by one user within one hour (counts near every threshold), then

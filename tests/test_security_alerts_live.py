@@ -24,8 +24,7 @@ import pytest
 from core.config import REPO_ROOT, Settings
 from lakehouse import Lake
 from sharing.users import create_user
-from tests.conftest import free_port
-from tests.helpers import ELEMENTS, ROWS, csv_text, drop, load, wait_for_port, write_registry
+from tests.helpers import ELEMENTS, ROWS, csv_text, drop, free_port, load, wait_for_port, write_registry
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +33,7 @@ pytestmark = pytest.mark.slow
 ENV = {"ONESOURCE_SECURITY_WINDOW_MINUTES": "1440", "ONESOURCE_SECURITY_WORK_START": "0",
        "ONESOURCE_SECURITY_WORK_END": "24", "ONESOURCE_SECURITY_SENSITIVE_ROWS_FLOOR": "20",
        "ONESOURCE_SIGNIN_DELAY_SECONDS": "0"}
-# (getenv(): a catalogue question calling a function nobody may call is refused 42501 over the wire too, and
+# (getenv(): a catalog question calling a function nobody may call is refused 42501 over the wire too, and
 # audited refused (tests/test_redteam_round5.py); COPY to a file: the engine refuses it on HTTP, the wire's session)
 PROBES = ["SELECT * FROM shared.no_such_register", "SELECT * FROM read_csv('/etc/passwd')", "SELECT getenv('HOME')",
           "COPY shared.firms TO '/tmp/stolen.csv'",

@@ -21,8 +21,7 @@ from core.config import Settings
 from lakehouse.lake import Lake
 from portal.web import SESSION_COOKIE
 from sharing.users import create_user
-from tests.conftest import free_port
-from tests.helpers import csv_text, drop, firms_dataset, load, write_registry
+from tests.helpers import csv_text, drop, firms_dataset, free_port, load, write_registry
 from tests.support.freeze import LEDGER
 from tests.support.tls import self_signed
 

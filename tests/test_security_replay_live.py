@@ -22,8 +22,7 @@ from lakehouse import Lake
 from schemas import load_registry
 from sharing.grants import add_grant
 from sharing.users import create_user
-from tests.conftest import free_port
-from tests.helpers import drop, load, rows, wait_for_port
+from tests.helpers import drop, free_port, load, rows, wait_for_port
 from tests.support.replay import RECORD, VALUE, csv, make_home, people_rows
 
 pytestmark = pytest.mark.slow

@@ -20,8 +20,7 @@ import pytest
 from core.config import REPO_ROOT, LakeSettings, Settings
 from lakehouse import Lake
 from sharing.users import create_user
-from tests.conftest import free_port
-from tests.helpers import ROWS, csv_text, drop, load, wait_for_port, write_registry
+from tests.helpers import ROWS, csv_text, drop, free_port, load, wait_for_port, write_registry
 
 pytestmark = pytest.mark.slow
 PG = "host=127.0.0.1 port=5432 user=postgres"

@@ -11,8 +11,7 @@ import pytest
 
 from connectors import SourceUnavailableError
 from examples.changsha.api import serve
-from tests.conftest import free_port
-from tests.helpers import USCC, firms_dataset, load, rows, write_registry
+from tests.helpers import USCC, firms_dataset, free_port, load, rows, write_registry
 
 TICKET_COLUMNS = [
     {"name": "ticket_id", "source": "ticket_id", "type": "string", "required": True},

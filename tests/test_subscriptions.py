@@ -66,7 +66,7 @@ def test_a_secret_by_variable_is_taken_from_the_environment():
     check_secrets({"dsn": "host=x user=u password=${SUB_PW}", "table": "t"})
     target = target_for("postgres", {"dsn": "host=x user=u password=${SUB_PW}", "table": "s.t"}, environ={})
     with pytest.raises(SubscriptionError, match="SUB_PW"):
-        target._connect()
+        target.connect()
     assert "password" not in target.where() and target.where().startswith("postgres://x:5432/")
 
 

@@ -378,8 +378,7 @@ def test_admin_page_in_chromium_adds_then_disables_and_sign_in_is_refused(home, 
 
     from playwright.sync_api import sync_playwright
 
-    from tests.conftest import free_port
-    from tests.helpers import wait_for_port
+    from tests.helpers import free_port, wait_for_port
 
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(chromium).exists():

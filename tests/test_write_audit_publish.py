@@ -85,7 +85,7 @@ def test_snapshot_mode_replaces_and_time_travel_keeps_the_past(tiny):
 def test_large_batches_are_adopted_not_copied(settings, monkeypatch, mode):
     """A large validated batch is handed to DuckLake as its staged file (no second write); the result is
     the same table, time travel and ledger as a copied one, and the staging area is left empty."""
-    from lakehouse import publish as publish_module
+    from lakehouse import commit as publish_module
     from tests.helpers import firms_dataset, write_registry
 
     monkeypatch.setattr(publish_module, "ADOPT_ROWS", 2)
@@ -109,8 +109,8 @@ def test_every_data_file_is_parquet_2_with_zstd(settings, monkeypatch):
     before the options were chosen."""
     import duckdb
 
+    from lakehouse import commit as publish_module
     from lakehouse import lake as lake_module
-    from lakehouse import publish as publish_module
     from lakehouse.lake import CATALOG, Lake
     from tests.helpers import firms_dataset, write_registry
 
@@ -137,7 +137,7 @@ def test_every_data_file_is_parquet_2_with_zstd(settings, monkeypatch):
 def test_a_small_batch_is_copied(tiny, monkeypatch):
     """Below ADOPT_ROWS the rows are copied (inlined or written by DuckLake), never adopted: the staged
     file leaves staging and no data file of ours appears in the table."""
-    from lakehouse import publish as publish_module
+    from lakehouse import commit as publish_module
 
     decisions = []
     real = publish_module._adoptable_path

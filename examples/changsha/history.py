@@ -102,8 +102,7 @@ def publish_history(lake: Lake, registry: Registry, periods: list[Period]) -> li
 
 
 def already_simulated(lake: Lake) -> bool:
-    return bool(lake.con.execute(f"SELECT count(*) FROM {ledger.ref('loads')} WHERE load_id LIKE '{PREFIX}%'")
-                .fetchone()[0])
+    return ledger.has_loads(lake.con, PREFIX)
 
 
 def simulate(lake: Lake, registry: Registry, months: int = 6, today: dt.date | None = None, seed: int = 7,
@@ -123,8 +122,9 @@ def simulate(lake: Lake, registry: Registry, months: int = 6, today: dt.date | N
 
     def write() -> None:
         with lake.transaction() as con:
-            for table, rows in (("loads", loads), ("quality_runs", runs), ("access_requests", requests),
-                                ("audit_events", events)):
+            written: tuple[tuple[ledger.Table, pa.Table], ...] = (
+                ("loads", loads), ("quality_runs", runs), ("access_requests", requests), ("audit_events", events))
+            for table, rows in written:
                 if rows.num_rows:
                     con.register("history_rows", rows)
                     ledger.insert_select(con, table, "SELECT * FROM history_rows")

@@ -42,7 +42,7 @@ def _reachable(kind: str, dsn: str, environ: Mapping[str, str]) -> str | None:
 
     target = DatabaseTarget(kind, {"dsn": dsn, "table": "probe"}, environ)
     try:
-        target._connect().close()  # noqa: SLF001 - the same connection a delivery opens
+        target.connect().close()  # the same connection a delivery opens
     except Exception as exc:  # noqa: BLE001 - any failure means: not this one
         return str(exc).splitlines()[0]
     return None

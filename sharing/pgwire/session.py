@@ -3,7 +3,7 @@ and cursors, and every statement run through the governed engine.
 
 The session speaks SQL, the connection (sharing.pgwire.server) speaks the protocol. What a session runs:
 
-* queries (SELECT, EXPLAIN, SHOW, catalogue questions): ``engine.statement``, governed and audited;
+* queries (SELECT, EXPLAIN, SHOW, catalog questions): ``engine.statement``, governed and audited;
 * ``DECLARE c CURSOR FOR <query>`` / ``FETCH n FROM c`` / ``MOVE`` / ``CLOSE``: server-side cursors, as
   psycopg's named cursors and psycopg2's use them (forward only; the query is governed when declared);
 * ``COPY (query) TO STDOUT`` (text or CSV), psql's ``\\copy (query) to stdout``;
@@ -437,11 +437,11 @@ def rows_result(answer: Any, tag: str, counted: bool = True) -> Result:
     columns = list(answer.columns)
     types = getattr(answer, "types", None)
     if types:
-        batches = getattr(answer, "_batches", None) or ()
+        batches = getattr(answer, "held_batches", None) or ()
         return Result(tag, columns, [t.oid_of_duck(str(x)) for x in types], _stream(answer), counted=counted,
                       nbytes=sum(b.nbytes for b in batches))
     rows = answer.rows if isinstance(answer.rows, list) else list(answer.rows)
-    nbytes = sum(sys.getsizeof(v) for row in rows for v in row)  # a catalogue answer: at most 100,000 rows
+    nbytes = sum(sys.getsizeof(v) for row in rows for v in row)  # a catalog answer: at most 100,000 rows
     oids = []
     for i in range(len(columns)):
         first = next((r[i] for r in rows if r[i] is not None), None)
@@ -452,7 +452,7 @@ def rows_result(answer: Any, tag: str, counted: bool = True) -> Result:
 def _stream(answer: Any) -> Iterator[tuple]:
     """The rows of an answer, an Arrow batch at a time when the engine fetched it as batches (the servers):
     a batch's rows are made Python values just before they are sent, never the whole answer at once."""
-    batches = getattr(answer, "_batches", None)  # sharing.sql.QueryResult built from batches: not yet rows
+    batches = getattr(answer, "held_batches", None)  # sharing.sql.QueryResult built from batches: not yet rows
     if batches is None:
         yield from answer.rows
         return

@@ -101,7 +101,7 @@ class Event:
 
     @property
     def query(self) -> bool:
-        """A governed query (catalogue questions and administration entries are not)."""
+        """A governed query (catalog questions and administration entries are not)."""
         return self.kind in (None, "query") and self.decision in QUERY_DECISIONS
 
     @property
@@ -166,12 +166,12 @@ def result_measure(result) -> dict[str, int]:
     ``text_bytes``: UTF-8 bytes in its fullest text or binary column; each omitted when 0. On Arrow batches
     (the servers) it reads the offsets only: a few microseconds whatever the rows; on Python rows (the CLI) it
     goes through the list and text columns named by their DuckDB types."""
-    rows = result._rows  # noqa: SLF001 - the form the result was built in: never convert it for this
+    rows = result.held_rows  # the form the result was built in: never convert it for this
     values = text = 0
     if rows is None:
         kinds = _arrow_kinds()
-        batches = result._batches  # noqa: SLF001
-        for i, f in enumerate(result._schema or ()):  # noqa: SLF001
+        batches = result.held_batches
+        for i, f in enumerate(result.held_schema or ()):
             if f.type.id in kinds[4]:  # a plain number or date: nothing packed (most columns)
                 continue
             v = t = 0
@@ -676,9 +676,7 @@ def close_alerts(settings: Settings, ids: list[str], reason: str, by: str) -> li
 
         def write() -> None:
             with lake.transaction() as con:
-                con.execute(f"UPDATE {table} SET status = 'closed', closed_by = ?, closed_at = ?, close_reason = ? "
-                            "WHERE alert_id IN (SELECT unnest(?)) AND status = 'open'",
-                            [by, dt.datetime.now(dt.UTC).replace(tzinfo=None), reason, ids])
+                ledger.close_alerts(con, ids, by=by, at=dt.datetime.now(dt.UTC).replace(tzinfo=None), reason=reason)
                 lake.commit_message("security alerts closed", {"alerts": len(ids)})
 
         retrying(write, lake.settings.commit_retries, "closing security alerts")

@@ -208,12 +208,11 @@ def freeze(lake: Lake, registry: Registry, kind: str, subject: str, reason: str,
 
     def write() -> None:
         with lake.transaction() as con:
-            ledger.append(con, TABLE, {"freeze_id": made.freeze_id, "kind": kind, "subject": subject, "reason": reason,
+            ledger.append(con, "security_freezes", {"freeze_id": made.freeze_id, "kind": kind, "subject": subject, "reason": reason,
                                        "frozen_by": by, "frozen_at": made.frozen_at})
             for user in users:  # a token nobody holds: the old one never works again; created_at: sessions end
-                con.execute(f"UPDATE {ledger.ref('users')} SET token_sha256 = ?, created_at = ?, changed_at = ?, "
-                            "changed_by = ? WHERE user_name = ?",
-                            [token_hash(secrets.token_urlsafe(32)), made.frozen_at, made.frozen_at, by, user])
+                ledger.replace_token(con, user, token_sha256=token_hash(secrets.token_urlsafe(32)),
+                                     at=made.frozen_at, by=by)
             lake.commit_message(f"freeze {made.what()}", {"freeze_id": made.freeze_id, "by": by})
 
     retrying(write, lake.settings.commit_retries, f"freezing {made.what()}")
@@ -242,9 +241,7 @@ def unfreeze(lake: Lake, registry: Registry, kind: str, subject: str, reason: st
 
     def write() -> None:
         with lake.transaction() as con:
-            # every active freeze of the subject (two operators freezing it at once made two)
-            con.execute(f"UPDATE {ledger.ref(TABLE)} SET unfrozen_by = ?, unfrozen_at = ?, unfreeze_reason = ? "
-                        "WHERE kind = ? AND subject = ? AND unfrozen_at IS NULL", [by, now, reason, kind, subject])
+            ledger.unfreeze(con, kind, subject, by=by, at=now, reason=reason)  # every active freeze of the subject
             lake.commit_message(f"unfreeze {found.what()}", {"freeze_id": found.freeze_id, "by": by})
 
     retrying(write, lake.settings.commit_retries, f"unfreezing {found.what()}")

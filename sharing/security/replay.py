@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import re
 from collections.abc import Iterable
@@ -79,11 +80,18 @@ if TYPE_CHECKING:
 SENSITIVE = 3
 """An element of this sensitivity or more counts as a sensitive value in ``--dataset`` reports."""
 
-# A DuckLake scan of a policy relation as the planner writes it (sharing.policy._lake_scan), optionally with
-# the query's own time travel; string literals and quoted identifiers are matched as wholes, so a scan's text
-# inside a literal is never taken for a scan.
-_TOKENS = re.compile(r'(?P<scan>"lake"\."shared"\."(?P<ds>[a-z0-9_]+)" AS "__os_scan"(?P<at> AT \()?)'
-                     r"|'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+
+@functools.cache
+def _tokens() -> re.Pattern[str]:
+    """A DuckLake scan of a policy relation as the planner writes it (built from sharing.policy.lake_scan_sql's
+    own text, so that the two cannot drift apart), optionally with the query's own time travel; string literals
+    and quoted identifiers are matched as wholes, so a scan's text inside a literal is never taken for a scan.
+    Built on first use: the planner's module (sqlglot) is not imported with this one."""
+    from sharing.policy import lake_scan_sql
+
+    head, tail = lake_scan_sql("\0").split("\0")
+    return re.compile(f"(?P<scan>{re.escape(head)}(?P<ds>[a-z0-9_]+){re.escape(tail)}(?P<at> AT \\()?)"
+                      r"|'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
 
 
 class ReplayError(OneSourceError):
@@ -212,7 +220,7 @@ class _Scan:
 def scans(sql: str) -> list[_Scan]:
     """Every DuckLake scan of a policy relation in ``sql``, in order."""
     found = []
-    for m in _TOKENS.finditer(sql):
+    for m in _tokens().finditer(sql):
         if m.group("scan") is None:
             continue
         end, at = m.end(), None
@@ -416,7 +424,7 @@ class Replayer:
         if self._aggregates is None:
             self._aggregates = {r[0].lower() for r in self.con.execute(
                 "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type = 'aggregate'").fetchall()}
-        bare = _TOKENS.sub(" ", sql)
+        bare = _tokens().sub(" ", sql)
         if _SHAPES.search(bare):
             return True
         return any(name.lower() in self._aggregates for name in _CALLS.findall(bare))

@@ -8,7 +8,6 @@ the target's last delivery; needs the dataset's key). Rows are never updated but
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import re
@@ -230,8 +229,7 @@ def cancel(lake: Lake, subscription_id: str, *, by: str = "operator") -> None:
 
     def write() -> None:
         with lake.transaction() as con:
-            con.execute(f"UPDATE {ledger.ref('subscriptions')} SET cancelled_at = ?, cancelled_by = ? "
-                        "WHERE subscription_id = ? AND cancelled_at IS NULL", [now(), by, subscription_id])
+            ledger.cancel_subscription(con, subscription_id, at=now(), by=by)
             lake.commit_message(f"cancel subscription {subscription_id}", {"subscription_id": subscription_id})
 
     retrying(write, lake.settings.commit_retries, "cancelling a subscription")
@@ -243,7 +241,11 @@ def record(lake: Lake, delivery: Delivery) -> None:
 
     def write() -> None:
         with lake.transaction() as con:
-            ledger.append(con, "deliveries", dataclasses.asdict(d))
+            ledger.append(con, "deliveries", {
+                "delivery_id": d.delivery_id, "subscription_id": d.subscription_id, "dataset": d.dataset,
+                "department": d.department, "snapshot_id": d.snapshot_id, "load_id": d.load_id, "kind": d.kind,
+                "rows": d.rows, "deleted": d.deleted, "status": d.status, "attempts": d.attempts, "error": d.error,
+                "started_at": d.started_at, "finished_at": d.finished_at})
             lake.commit_message(f"{d.status} delivery of {d.dataset} to {d.department}",
                                 {"delivery_id": d.delivery_id, "subscription_id": d.subscription_id})
 

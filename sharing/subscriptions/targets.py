@@ -159,7 +159,9 @@ class DatabaseTarget:
         return f"{endpoint(self.kind, self.dsn_template)} table {self.schema + '.' if self.schema else ''}{self.table}"
 
     # connection ---------------------------------------------------------------------------------------
-    def _connect(self) -> duckdb.DuckDBPyConnection:
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A new connection with the subscriber's database attached as ``tgt`` (the caller closes it): what a
+        delivery writes through, and what a reachability check opens; :class:`TargetUnavailable` if it cannot."""
         import duckdb
 
         from core.duck import connect, literal
@@ -203,7 +205,7 @@ class DatabaseTarget:
         """The connection a delivery's mark and write share (opening one costs ~0.5 s: the extension, the
         server's handshake); dropped after a failure, so that a retry opens a new one."""
         if self._con is None:
-            self._con = self._connect()
+            self._con = self.connect()
         return self._con
 
     def close(self) -> None:

@@ -1,6 +1,6 @@
 // PgJDBC, the driver DBeaver uses: the DatabaseMetaData calls DBeaver makes on connect and when a table is
 // opened, then a prepared query. Each answer is printed as "<call> <value> <value> ..." (tab-separated), one
-// row a line, so that a test can check every name the catalogue answered.
+// row a line, so that a test can check every name the catalog answered.
 // Run by the slow tests with: java -cp postgresql.jar JdbcProbe.java URL USER PASSWORD TABLE
 import java.sql.*;
 import java.util.ArrayList;

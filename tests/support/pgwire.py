@@ -17,8 +17,7 @@ from sharing.engine import GovernedEngine
 from sharing.pgwire import GovernedPgServer
 from sharing.scram import saslprep
 from sharing.users import create_user
-from tests.conftest import free_port
-from tests.helpers import WireClient, csv_text, drop, firms_dataset, load, write_registry
+from tests.helpers import WireClient, csv_text, drop, firms_dataset, free_port, load, write_registry
 
 SECRETS = firms_dataset(name="firm_secrets", share_type="conditional", conditions="稽查",
                         connector={"kind": "file", "path": "amr/secrets/*.csv", "format": "csv", "encoding": "utf-8"})

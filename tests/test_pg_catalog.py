@@ -1,9 +1,9 @@
-"""Fast tier: the Postgres catalogue a department sees (sharing.visible_catalog, sharing.pgcatalog).
+"""Fast tier: the Postgres catalog a department sees (sharing.visible_catalog, sharing.pgcatalog).
 
-The questions are the ones real clients send (tests/clients/pg_catalogue_queries.json: psql 15's meta-commands,
+The questions are the ones real clients send (tests/clients/pg_catalog_queries.json: psql 15's meta-commands,
 PgJDBC's DatabaseMetaData as DBeaver calls it, SQLAlchemy's inspector), answered in a department's sandbox.
 Two oracles: a real PostgreSQL 15 holding the same tables with the same comments answers the same questions
-(the catalogue must say what PostgreSQL says), and for hypothesis-generated grants no name outside the grants
+(the catalog must say what PostgreSQL says), and for hypothesis-generated grants no name outside the grants
 (a table, a column, a title, a department) appears anywhere in any answer.
 """
 
@@ -26,9 +26,9 @@ from sharing.grants import Access
 from sharing.pgcatalog import FIRST_OID, VERSION
 from sharing.visible_catalog import answer, is_catalog_query, sandbox
 from tests.helpers import ELEMENTS, firms_dataset, write_registry
-from tests.support.pg_catalogue import TAXPAYERS
+from tests.support.pg_catalog import TAXPAYERS
 
-CORPUS = json.loads((Path(__file__).parent / "clients" / "pg_catalogue_queries.json").read_text(encoding="utf-8"))
+CORPUS = json.loads((Path(__file__).parent / "clients" / "pg_catalog_queries.json").read_text(encoding="utf-8"))
 USER = "tax_analyst"
 PG_DSN = os.environ.get("ONESOURCE_TEST_PG", "host=127.0.0.1 port=5432 user=postgres")
 
@@ -146,7 +146,7 @@ def test_session_values_and_postgresql_output_names(registry):
     "SELECT * FROM pg_class; SELECT 1",
     "ATTACH '/tmp/x.db' AS x",
 ])
-def test_a_catalogue_question_reaches_the_department_catalogue_and_nothing_else(registry, sql):
+def test_a_catalog_question_reaches_the_department_catalog_and_nothing_else(registry, sql):
     box = sandbox(access(registry, {"firms": ("uscc",)}), registry)
     with pytest.raises((QueryFailed, QueryRefused)):
         ask(box, sql)
@@ -162,7 +162,7 @@ def test_duckdb_settings_and_schemas_are_not_the_answer(registry):
     assert ask(box, "SELECT table_schema, table_name FROM information_schema.tables").rows == [("shared", "firms")]
 
 
-def test_what_goes_to_the_catalogue_and_what_to_the_planner():
+def test_what_goes_to_the_catalog_and_what_to_the_planner():
     assert is_catalog_query("SELECT table_name FROM information_schema.tables")
     assert is_catalog_query("SELECT relname FROM pg_class c WHERE c.relname OPERATOR(pg_catalog.~) '^x$'")
     assert is_catalog_query("SELECT 1") and is_catalog_query("select current_catalog")
@@ -174,7 +174,7 @@ def test_what_goes_to_the_catalogue_and_what_to_the_planner():
     assert not is_catalog_query("WITH pg_class AS (SELECT * FROM shared.firms) SELECT * FROM pg_class")
 
 
-def test_rows_beyond_the_catalogue_limit_are_refused(registry):
+def test_rows_beyond_the_catalog_limit_are_refused(registry):
     box = sandbox(access(registry, everything(registry)), registry)
     with pytest.raises(QueryRefused, match="more than 3 rows"):
         answer(box, "SELECT * FROM pg_attribute", user=USER, max_rows=3)
@@ -245,7 +245,7 @@ would take minutes; a failure prints the grants it drew."""
 
 @settings(max_examples=8, **QUICK)
 @given(data=st.data())
-def test_no_name_outside_the_grants_appears_in_any_catalogue_answer(registry, data):
+def test_no_name_outside_the_grants_appears_in_any_catalog_answer(registry, data):
     granted = data.draw(grants(registry))
     box = sandbox(access(registry, granted), registry)
     allowed = {f"table {t}" for t in granted} | {f"column {t}.{c}" for t, cols in granted.items() for c in cols}
@@ -254,7 +254,7 @@ def test_no_name_outside_the_grants_appears_in_any_catalogue_answer(registry, da
         try:
             result = ask(box, sql, params)
         except (QueryFailed, QueryRefused) as exc:
-            pytest.fail(f"a client's catalogue question failed: {exc}\n{sql[:300]}")
+            pytest.fail(f"a client's catalog question failed: {exc}\n{sql[:300]}")
         for cell in cells(result.rows):
             owners = known.get(cell)
             if owners is not None:
@@ -274,7 +274,7 @@ PG_TYPES = {"VARCHAR": "character varying", "BIGINT": "bigint", "DECIMAL(18,2)":
 @pytest.fixture(scope="module")
 def postgres():
     """A database of its own on the test PostgreSQL, with a schema ``shared`` on the search path."""
-    name = f"os_catalogue_oracle_{os.getpid()}"
+    name = f"os_catalog_oracle_{os.getpid()}"
     try:
         admin = psycopg.connect(f"{PG_DSN} dbname=postgres", autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:

@@ -1,4 +1,4 @@
-"""Slow tier: the catalogue through real clients on a real ``onesource serve`` (one server for the module).
+"""Slow tier: the catalog through real clients on a real ``onesource serve`` (one server for the module).
 
 psql 15's meta-commands, PgJDBC's DatabaseMetaData calls as DBeaver makes them (tests/clients/JdbcProbe.java)
 and SQLAlchemy's inspector answer as PostgreSQL would, for each department only about what it may read,
@@ -20,9 +20,8 @@ import pytest
 from core.config import REPO_ROOT, Settings
 from lakehouse import Lake
 from sharing.users import create_user
-from tests.conftest import free_port
-from tests.helpers import ELEMENTS, csv_text, drop, firms_dataset, load, wait_for_port, write_registry
-from tests.support.pg_catalogue import JARS, TAXPAYERS
+from tests.helpers import ELEMENTS, csv_text, drop, firms_dataset, free_port, load, wait_for_port, write_registry
+from tests.support.pg_catalog import JARS, TAXPAYERS
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +32,7 @@ INTERNAL = ("os_pg_catalog", "os_information_schema", "os_facts", "pg_shim", "du
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """amr (firms) and tax (firms, and taxpayers which it owns): conditional taxpayers is not amr's."""
-    settings = Settings(home=tmp_path_factory.mktemp("catalogue-live") / "home")
+    settings = Settings(home=tmp_path_factory.mktemp("catalog-live") / "home")
     elements = copy.deepcopy(ELEMENTS)
     elements["elements"].append({"name": "taxpayer_status", "name_zh": "纳税人状态", "name_en": "Taxpayer status",
                                  "type": "string", "authority": "taxpayers"})
@@ -69,7 +68,7 @@ def psql(served, user: str, *commands: str, expanded: bool = False) -> str:
     return out.stdout
 
 
-def test_psql_meta_commands_show_the_department_its_catalogue(served):
+def test_psql_meta_commands_show_the_department_its_catalog(served):
     listed = psql(served, "amr_analyst", r"\l", r"\du", r"\dn", r"\dt", r"\df")
     assert "onesource | onesource | UTF8" in listed and "(1 row)" in listed.split("List of roles")[0]
     assert "amr_analyst" in listed and "tax_analyst" not in listed

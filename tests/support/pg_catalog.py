@@ -1,4 +1,4 @@
-"""A dataset with every column type for the Postgres catalogue, and where PgJDBC's jar may be."""
+"""A dataset with every column type for the Postgres catalog, and where PgJDBC's jar may be."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The publish commit: a validated batch becomes the shared table's next snapshot, and a refused one is kept in
-the quarantine zone, each in one DuckLake transaction together with its ledger rows.
+"""The publish and quarantine commits: a validated batch becomes the shared table's next snapshot, and a
+refused one is kept in the quarantine zone, each in one DuckLake transaction together with its ledger rows.
 
 A load's orchestration (:mod:`ingest.load`) decides whether a batch is published or quarantined, and makes its
 ledger rows; this module stores it. Publishing creates the shared table or adds the columns the registry gained,
@@ -8,15 +8,16 @@ not copied: :data:`ADOPT_ROWS`), writes the ledger rows and each failing row of 
 (the ledger's ``quality_rows``), releases the dataset's quarantined batch, and labels the snapshot. All of it lands, or
 none of it does; a commit refused by a busy catalog is tried again (:func:`lakehouse.lake.retrying`).
 
->>> publish_batch(lake, ds, staged, rows, load_id, lambda: {"loads": [row], "quality_runs": [run]}, marks,
+>>> publish_batch(lake, ds, staged, rows, load_id, {"loads": [row], "quality_runs": [run]}, marks,
 ...               {"dataset": ds.name, "load_id": load_id})
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import datetime as dt
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from core.duck import literal as q
 from lakehouse import ledger
@@ -30,8 +31,17 @@ if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
-LedgerRows = Mapping[str, Sequence[Mapping[str, object]]]
-"""Ledger table (:data:`lakehouse.ledger.TABLES`) -> the rows a commit writes to it, in order."""
+class LedgerRows(TypedDict, total=False):
+    """Ledger table (:data:`lakehouse.ledger.TABLES`) -> the rows a commit writes to it, in order."""
+
+    loads: Sequence[ledger.LoadRow]
+    quality_runs: Sequence[ledger.QualityRunRow]
+    quality_results: Sequence[ledger.QualityResultRow]
+
+
+COMMIT_TIME = {"loads": "finished_at", "quality_runs": "run_at", "quality_results": "run_at"}
+"""The ledger columns that say when a commit landed: stamped at each attempt (:func:`_write_ledger`), so a commit
+retried on a busy catalog records the time it landed, not the time it was first tried."""
 
 QUARANTINE_EXTRA = (("_load_id", "VARCHAR"), ("_row", "BIGINT"), ("_reasons", "VARCHAR[]"))
 """The columns ``quarantine.<dataset>`` has besides the dataset's: the load, the batch's row, its failed checks."""
@@ -75,17 +85,23 @@ def _adoptable_path(lake: Lake, ds: Dataset, load_id: str, rows: int) -> Path | 
 
 
 def _write_ledger(con: duckdb.DuckDBPyConnection, rows: LedgerRows) -> None:
-    for table, table_rows in rows.items():
-        if table_rows:
-            ledger.append(con, table, *table_rows)
+    """Write ``rows``, each table's :data:`COMMIT_TIME` column stamped with this attempt's time."""
+    at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    loads, runs, results = rows.get("loads", ()), rows.get("quality_runs", ()), rows.get("quality_results", ())
+    if loads:
+        ledger.append(con, "loads", *(ledger.LoadRow(**{**r, "finished_at": at}) for r in loads))
+    if runs:
+        ledger.append(con, "quality_runs", *(ledger.QualityRunRow(**{**r, "run_at": at}) for r in runs))
+    if results:
+        ledger.append(con, "quality_results", *(ledger.QualityResultRow(**{**r, "run_at": at}) for r in results))
 
 
 def publish_batch(lake: Lake, ds: Dataset, staged: Path, rows: int, load_id: str,
-                  ledger_rows: Callable[[], LedgerRows], marks: pa.Table | None, extra: Mapping[str, object]) -> None:
+                  ledger_rows: LedgerRows, marks: pa.Table | None, extra: Mapping[str, object]) -> None:
     """Publish the validated batch ``staged`` (``rows`` rows) as load ``load_id`` of ``ds``: one commit, labelled
     ``publish <dataset> load <load_id>`` with ``extra``, that replaces, upserts or appends the shared table's
-    rows as the dataset's load mode says, writes ``ledger_rows()`` (made at each attempt, so a row stamped with
-    the time is stamped with the commit's) and the batch's failing rows (``marks``: the validation's table of
+    rows as the dataset's load mode says, writes ``ledger_rows`` (their :data:`COMMIT_TIME` columns stamped with
+    the commit's time) and the batch's failing rows (``marks``: the validation's table of
     ``_row`` and ``_reasons``, or None), and empties ``quarantine.<dataset>``. A commit that cannot land leaves
     the staged file where it was."""
     table = f"{CATALOG}.{SHARED}.{ident(ds.name)}"
@@ -113,7 +129,7 @@ def publish_batch(lake: Lake, ds: Dataset, staged: Path, rows: int, load_id: str
                             f"schema => {q(SHARED)}, allow_missing => true)")
             else:
                 con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {batch}")
-            _write_ledger(con, ledger_rows())
+            _write_ledger(con, ledger_rows)
             _record_rows(lake, ds, load_id, marks, adopted or staged)
             if ds.name in lake.tables(QUARANTINE):  # a good batch releases the quarantined one
                 con.execute(f"DELETE FROM {CATALOG}.{QUARANTINE}.{ident(ds.name)}")
@@ -127,16 +143,16 @@ def publish_batch(lake: Lake, ds: Dataset, staged: Path, rows: int, load_id: str
         raise
 
 
-def quarantine_batch(lake: Lake, ds: Dataset, load_id: str, stage: str, ledger_rows: Callable[[], LedgerRows],
+def quarantine_batch(lake: Lake, ds: Dataset, load_id: str, stage: str, ledger_rows: LedgerRows,
                      batch: Path | None, marks: pa.Table | None) -> None:
-    """Record load ``load_id`` of ``ds`` as quarantined at ``stage``: one commit that writes ``ledger_rows()``
+    """Record load ``load_id`` of ``ds`` as quarantined at ``stage``: one commit that writes ``ledger_rows``
     and, given the refused ``batch`` (a Parquet file; None when there are no rows to keep), keeps every row of
     it queryable as ``quarantine.<dataset>`` and its failing rows (``marks``) in the ledger's ``quality_rows``. The
     shared table is not touched."""
 
     def write() -> None:
         with lake.transaction() as con:
-            _write_ledger(con, ledger_rows())
+            _write_ledger(con, ledger_rows)
             if batch is not None:
                 _quarantine_rows(lake, ds, batch, load_id, marks)
                 _record_rows(lake, ds, load_id, marks, batch)
