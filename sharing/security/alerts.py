@@ -373,6 +373,10 @@ def evaluate(events: list[Event], sensitive: frozenset[str], settings: SecurityS
             p["seqs"]["sensitive"].append(e.seq)
 
     def baseline_windows(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+        """The baseline's bounds: a window counts when it lies wholly inside them. Windows are aligned on UTC, city
+        days on Changsha's midnight: a window of a whole day begun at UTC midnight holds the first 16 hours of the
+        next city day, and counted in that day's baseline (it began before the day did), a burst raised its own
+        bar (the live test failed every day from 16:00 to 24:00 UTC)."""
         return days.start(day - dt.timedelta(days=s.baseline_days)), days.start(day)
 
     by_user_windows: dict[str, list[dt.datetime]] = defaultdict(list)
@@ -388,12 +392,13 @@ def evaluate(events: list[Event], sensitive: frozenset[str], settings: SecurityS
         key = (user, metric, day)
         if key not in stats:
             lo, hi = baseline_windows(day)
-            stats[key] = usual(per[user, w][metric] for w in by_user_windows[user] if lo <= w < hi)
+            stats[key] = usual(per[user, w][metric] for w in by_user_windows[user] if lo <= w and w + step <= hi)
         dept = dept_of.get(user)
         dkey = ("dept:" + (dept or ""), metric, day)
         if dkey not in stats:
             lo, hi = baseline_windows(day)
-            stats[dkey] = usual(per[u, w][metric] for u, w in by_dept_windows.get(dept or "", ()) if lo <= w < hi)
+            stats[dkey] = usual(per[u, w][metric] for u, w in by_dept_windows.get(dept or "", ())
+                                if lo <= w and w + step <= hi)
         return stats[key], stats[dkey] if dept is not None else 0.0
 
     alerts = _refusals(events, s, days, now, dept_of, per, usual_of)
@@ -480,7 +485,7 @@ def _refusals(events: list[Event], s: SecuritySettings, days: _Days, now: dt.dat
             lo_w, hi_w = days.start(day - dt.timedelta(days=s.baseline_days)), days.start(day)
             sums: dict[dt.datetime, int] = defaultdict(int)
             for (u, w), p in per.items():
-                if dept_of.get(u) == dept and lo_w <= w < hi_w:
+                if dept_of.get(u) == dept and lo_w <= w and w + size <= hi_w:  # wholly before the day
                     sums[w] += p["refused"]
             dept_usual[dept, day] = usual(sums.values())
         return dept_usual[dept, day]
