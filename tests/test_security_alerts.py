@@ -380,6 +380,20 @@ def test_a_burst_is_measured_against_the_users_own_usual_and_never_its_own_day()
                for a in evaluate(again, SENSITIVE, SMALL, NOW, tz=TZ)) == 2
 
 
+@hsettings(max_examples=60, deadline=None)
+@given(window=st.sampled_from([60, 90, 300, 720, 1440]), minute=st.integers(0, 24 * 60 - 1))
+def test_a_burst_never_raises_its_own_bar_whatever_the_window_and_the_hour(window, minute):
+    """Windows are aligned on UTC, city days on Changsha's midnight (16:00 UTC): with any window size and a burst
+    at any minute of the day, a user with no refusals before the burst's city day is held to the floor alone.
+    (Whole-day windows counted the window begun at UTC midnight in the next city day's baseline, so from 16:00 to
+    24:00 UTC a burst raised its own bar and no alert came.)"""
+    s = dataclasses.replace(SMALL, window_minutes=window, lookback_hours=48)
+    now = dt.datetime(2026, 3, 10) + dt.timedelta(minutes=minute)
+    burst = [ev(i + 1, now - dt.timedelta(seconds=30 - i)) for i in range(5)]
+    found = [a for a in evaluate(burst, SENSITIVE, s, now, tz=TZ) if a.kind == "refusal_burst"]
+    assert [(a.observed, a.baseline, a.threshold) for a in found] == [(5, 0, s.refusal_burst)], found
+
+
 def test_sensitive_rows_against_the_department_for_a_new_user_and_the_floor():
     base = NOW - dt.timedelta(days=1)
     history = [ev(1, base, "u1", "allowed", rows=30, exposed=("people.resident_id",))]  # d1 usually reads 30
