@@ -34,6 +34,11 @@ def zone(name: str) -> ZoneInfo:
                                  "name such as Asia/Shanghai") from exc
 
 
+def utc_now() -> dt.datetime:
+    """Now, as naive UTC: how the ledger and the audit store every time."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
 def _aware_utc(at: dt.datetime) -> dt.datetime:
     return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from connectors import Extract, ExtractError, Landing, SourceState, SourceUnavailableError, connector_for
 from connectors.landing import Recheck
+from core.citytime import utc_now
 from core.config import Settings
 from core.duck import extension_path
 from core.duck import literal as q
@@ -66,10 +67,6 @@ class LoadResult:
     @property
     def ok(self) -> bool:
         return self.status in (PUBLISHED, UNCHANGED)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def new_load_id(sha256: str) -> str:
@@ -130,7 +127,7 @@ def _run_dataset(settings: Settings, registry: Registry, name: str, environ: Map
             return [_failed(lake, ds, registry, "registry", refusal)]
         state = source_state(lake, ds, registry.version)
         fixed["ledger"] = round(time.perf_counter() - clock, 4)
-        started, clock = _now(), time.perf_counter()
+        started, clock = utc_now(), time.perf_counter()
         try:
             extracts = connector.extract(ds, state)
         except SourceUnavailableError as exc:
@@ -166,7 +163,7 @@ def _encryption_refusal(lake: Lake, ds: Dataset, registry: Registry) -> str | No
 def _failed(lake: Lake, ds: Dataset, registry: Registry, stage: str, error: str,
             started: dt.datetime | None = None) -> LoadResult:
     """A load that failed before any extract was staged: its ledger row, and its result."""
-    _record(lake, _ledger_row(ds, registry, None, new_load_id("0" * 8), FAILED, started or _now(), stage=stage,
+    _record(lake, _ledger_row(ds, registry, None, new_load_id("0" * 8), FAILED, started or utc_now(), stage=stage,
                               error=error))
     return LoadResult(ds.name, FAILED, message=error)
 
@@ -185,7 +182,7 @@ def load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registry
     keys = settings.staging_dir / ds.name / f"{load_id}.keys"
     # held while the load runs: a sweep (lakehouse.staging) removes a killed load's files, never a live one's
     with claim_staging(settings.staging_dir, ds.name, load_id):
-        started = _now()
+        started = utc_now()
         try:
             return _load_extract_cleaned(settings, lake, ds, registry, ex, load_id, staged, keys)
         except Exception as exc:  # raised on (a retry may cure it), but never without its ledger row
@@ -208,7 +205,7 @@ def _load_extract_cleaned(settings: Settings, lake: Lake, ds: Dataset, registry:
 
 def _load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registry, ex: Extract, load_id: str,
                   staged: Path, keys: Path) -> LoadResult:
-    started = _now()
+    started = utc_now()
     for name in extensions_for(ex):
         lake.con.execute(f"LOAD '{extension_path(name)}'")
     clock = time.perf_counter()
@@ -392,14 +389,14 @@ def _ledger_row(ds: Dataset, registry: Registry, ex: Extract | None, load_id: st
             "source": ex.source if ex else None, "landed_path": str(ex.path) if ex else None,
             "sha256": ex.sha256 if ex else None, "registry_version": registry.version, "rows_in": rows_in,
             "rows_published": rows_published, "watermark": ex.watermark if ex and status == PUBLISHED else None,
-            "started_at": started, "finished_at": _now(), "error_stage": stage, "error": error,
+            "started_at": started, "finished_at": utc_now(), "error_stage": stage, "error": error,
             "quarantine_path": quarantine}
 
 
 def _quality_rows(ds: Dataset, registry: Registry, load_id: str, stage: str, report: QualityReport | None,
                   problems: int = 0, error: str | None = None) -> LedgerRows:
     """The ledger's quality_runs and quality_results rows for one batch."""
-    at = _now()
+    at = utc_now()
 
     def run(rows: int, passed: bool, checks: int, blocking_failed: int, warnings: int, skipped: int,
             suite_version: str | None) -> ledger.QualityRunRow:

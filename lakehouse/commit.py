@@ -14,11 +14,11 @@ none of it does; a commit refused by a busy catalog is tried again (:func:`lakeh
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
+from core.citytime import utc_now
 from core.duck import literal as q
 from lakehouse import ledger
 from lakehouse.exceptions import SchemaMismatchError
@@ -86,7 +86,7 @@ def _adoptable_path(lake: Lake, ds: Dataset, load_id: str, rows: int) -> Path | 
 
 def _write_ledger(con: duckdb.DuckDBPyConnection, rows: LedgerRows) -> None:
     """Write ``rows``, each table's :data:`COMMIT_TIME` column stamped with this attempt's time."""
-    at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    at = utc_now()
     loads, runs, results = rows.get("loads", ()), rows.get("quality_runs", ()), rows.get("quality_results", ())
     if loads:
         ledger.append(con, "loads", *(ledger.LoadRow(**{**r, "finished_at": at}) for r in loads))

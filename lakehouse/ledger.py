@@ -176,11 +176,7 @@ def ref(table: str) -> str:
 def exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     """Whether the lake on ``con`` has ``ops.<table>`` yet: a lake last written before the table was declared
     lacks it until it is next opened for writing (:meth:`lakehouse.lake.Lake.ensure_zones`)."""
-    ref(table)
-    found: list[tuple[int]] = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ? "
-        "AND table_name = ?", [CATALOG, OPS, table]).fetchall()
-    return bool(found[0][0])
+    return bool(columns_in(con, table))  # a table has at least one column
 
 
 def columns_in(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:

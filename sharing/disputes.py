@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from core.citytime import utc_now
 from lakehouse import ledger
 from lakehouse.lake import CATALOG, SHARED, Lake
 from schemas.model import Dataset, Registry
@@ -51,10 +52,6 @@ class Dispute:
     resolution: str | None
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
 def flag(lake: Lake, registry: Registry, department: str, dataset: str, key_value: str, description: str, *,
          reported_by: str, column: str | None = None) -> Dispute:
     ds = registry.dataset(dataset)
@@ -63,7 +60,7 @@ def flag(lake: Lake, registry: Registry, department: str, dataset: str, key_valu
     if column and column not in {c.name for c in ds.columns}:
         raise RequestError(f"{dataset} has no column {column!r}")
     d = Dispute(uuid.uuid4().hex[:12], dataset, ds.owner, key_value.strip(), column or None, description.strip(),
-                department, reported_by, _now(), OPEN, None, None, None)
+                department, reported_by, utc_now(), OPEN, None, None, None)
     lake.append(f"dispute on {dataset}", "disputes", {
         "dispute_id": d.dispute_id, "dataset": d.dataset, "owner": d.owner, "key_value": d.key_value,
         "column_name": d.column_name, "description": d.description, "department": d.department,
@@ -98,7 +95,7 @@ def resolve(lake: Lake, dispute_id: str, *, owner: str, resolved_by: str, correc
         raise RequestError(f"dispute {dispute_id} is {d.status} already")
     if not corrected and not resolution.strip():
         raise RequestError("rejecting a dispute needs a reason: the reporting department sees it")
-    at = _now()
+    at = utc_now()
     lake.change(f"resolve dispute {dispute_id}", lambda con: ledger.resolve_dispute(
         con, dispute_id, CORRECTED if corrected else REJECTED, by=resolved_by, at=at, resolution=resolution.strip()))
     return listing(lake, dispute_id=dispute_id)[0]

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
+from core.citytime import utc_now
 from lakehouse import ledger
 from lakehouse.lake import Lake, retrying
 from schemas.model import Dataset, Registry
@@ -83,10 +84,6 @@ class Access:
     A's rows, B's on B's), never the union of one's columns with the other's rows."""
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
 def add_grant(lake: Lake, registry: Registry, department: str, dataset: str, *, columns: list[str] | None = None,
               row_filter: str | None = None, expires_at: dt.datetime | None = None, granted_by: str = "owner",
               purpose: str | None = None, match: list[str] | None = None,
@@ -118,7 +115,7 @@ def add_grant(lake: Lake, registry: Registry, department: str, dataset: str, *, 
         with lake.transaction() as con:
             ledger.append(con, "grants", {
                 "grant_id": grant_id, "department": department, "dataset": dataset, "columns": columns,
-                "row_filter": row_filter, "expires_at": expires_at, "granted_by": granted_by, "granted_at": _now(),
+                "row_filter": row_filter, "expires_at": expires_at, "granted_by": granted_by, "granted_at": utc_now(),
                 "revoked_at": None, "purpose": purpose, "scope": scope})
             ledger.append(con, "grant_matches", *(ledger.GrantMatchRow(grant_id=grant_id, column_name=column,
                                                                        daily_quota=match_quota) for column in match or ()))
@@ -210,7 +207,7 @@ def revoke_grant(lake: Lake, grant_id: str) -> None:
 
     def write() -> None:
         with lake.transaction() as con:
-            ledger.revoke_grant(con, grant_id, _now())
+            ledger.revoke_grant(con, grant_id, utc_now())
             lake.commit_message(f"revoke grant {grant_id}", {"grant_id": grant_id})
 
     retrying(write, lake.settings.commit_retries, "revoking a grant")
@@ -219,7 +216,7 @@ def revoke_grant(lake: Lake, grant_id: str) -> None:
 def active_grants(lake: Lake, department: str, at: dt.datetime | None = None) -> list[Grant]:
     # the tables are read straight away: asking the catalog whether they exist first cost a query of its own
     # (a DuckLake information_schema lookup: a third of a CLI query's grant lookup)
-    at = at or _now()
+    at = at or utc_now()
     try:
         rows = lake.con.execute(
             f"SELECT grant_id, department, dataset, columns, row_filter, expires_at, coalesce(scope, 'all') "

@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 
 from core.calendar import WorkCalendar
+from core.citytime import utc_now
 from lakehouse import ledger
 from lakehouse.lake import Lake
 from schemas.model import Registry
@@ -61,10 +62,6 @@ class AccessRequest:
         return self.status == PENDING and now >= self.due_at
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
 def create(lake: Lake, registry: Registry, department: str, dataset: str, *, purpose: str, requested_by: str,
            columns: list[str] | None = None, row_filter: str | None = None, period_days: int | None = None,
            calendar: WorkCalendar | None = None, now: dt.datetime | None = None, scope: str = "all") -> AccessRequest:
@@ -86,7 +83,7 @@ def create(lake: Lake, registry: Registry, department: str, dataset: str, *, pur
     if period_days is not None and not 1 <= period_days <= MAX_PERIOD_DAYS:
         raise RequestError(f"the access period is {period_days} days; ask for 1 to {MAX_PERIOD_DAYS} days "
                            "(a longer need is asked for again when it ends)")
-    now = now or _now()
+    now = now or utc_now()
     at_once = ds.share_type == "unconditional"
     due = now if at_once else (calendar or WorkCalendar()).add_working_days(now, SLA_WORKING_DAYS)
     req = AccessRequest(uuid.uuid4().hex[:12], department, dataset, ds.owner, ds.share_type,
@@ -188,7 +185,7 @@ def approve(lake: Lake, registry: Registry, request_id: str, *, owner: str, deci
     if req.columns and columns and set(columns) - set(req.columns):
         raise RequestError(f"an approval may narrow the request, not widen it: {sorted(set(columns) - set(req.columns))}"
                            " were not requested")
-    now = now or _now()
+    now = now or utc_now()
     row_filter = _row_filter(row_filter, registry.dataset(req.dataset))
     expires = now + dt.timedelta(days=req.period_days) if req.period_days else None
     grant_id = add_grant(lake, registry, req.department, req.dataset, columns=cols,
@@ -206,7 +203,7 @@ def refuse(lake: Lake, request_id: str, *, owner: str, decided_by: str, reason: 
     if not (reason or "").strip():
         raise RequestError("a refusal needs a reason: the requesting department and the data bureau see it")
     _pending(lake, request_id, owner)
-    at = now or _now()
+    at = now or utc_now()
     lake.change(f"refuse request {request_id}", lambda con: ledger.refuse_request(
         con, request_id, REFUSED, at=at, by=decided_by, reason=reason.strip()))
     return get(lake, request_id)

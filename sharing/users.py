@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from core.citytime import utc_now
 from core.errors import TerminalError
 from lakehouse import ledger
 from lakehouse.lake import Lake, retrying
@@ -92,10 +93,6 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
 def _new_password() -> str:
     return secrets.token_urlsafe(12)
 
@@ -110,7 +107,7 @@ def create_user(lake: Lake, department: str, user: str, role: str = "analyst", *
     """Create (or replace) a user; returns (password, token), shown once and never stored in clear. No
     check of the department (the demo and tests call it): :func:`add_user` is the checked way in."""
     password, token = _new_password(), _new_token()
-    now = _now()
+    now = utc_now()
     _audit(audit, "add", user, department, role, by, by_department)
 
     def write() -> None:
@@ -170,7 +167,7 @@ def _active(lake: Lake, user: str) -> ledger.UserRow:
 
 def _update(lake: Lake, user: str, action: str, by: str | None, sets: ledger.UserChanges, *, disabled: bool) -> None:
     """Set ``sets`` on ``user`` if it is still ``disabled`` (or not) as it was when the step was checked."""
-    sets = {**sets, "changed_at": _now(), "changed_by": by}
+    sets = {**sets, "changed_at": utc_now(), "changed_by": by}
 
     def write() -> None:
         with lake.transaction() as con:
@@ -188,7 +185,7 @@ def reset_password(lake: Lake, user: str, *, by: str | None = None, by_departmen
     password = _new_password()
     _update(lake, user, "reset password of", by, {
         "password_scrypt": _scrypt(password), "password_scram": make_verifier(password), "password_pg_md5": None,
-        "created_at": _now()}, disabled=False)
+        "created_at": utc_now()}, disabled=False)
     return password
 
 
@@ -210,7 +207,7 @@ def reset_user(lake: Lake, user: str, *, by: str | None = None, by_department: s
     password, token = _new_password(), _new_token()
     _update(lake, user, "reset", by, {
         "password_scrypt": _scrypt(password), "password_scram": make_verifier(password), "password_pg_md5": None,
-        "token_sha256": token_hash(token), "created_at": _now()}, disabled=False)
+        "token_sha256": token_hash(token), "created_at": utc_now()}, disabled=False)
     return password, token
 
 
@@ -220,7 +217,7 @@ def disable_user(lake: Lake, user: str, *, by: str | None = None, by_department:
     on the next request or query, in every running server."""
     row = _active(lake, user)
     _audit(audit, "disable", user, row.department, row.role, by, by_department)
-    _update(lake, user, "disable", by, {"disabled_at": _now()}, disabled=False)
+    _update(lake, user, "disable", by, {"disabled_at": utc_now()}, disabled=False)
 
 
 def enable_user(lake: Lake, user: str, *, by: str | None = None, by_department: str | None = None,
@@ -230,7 +227,7 @@ def enable_user(lake: Lake, user: str, *, by: str | None = None, by_department: 
     if row.active:
         raise UserError(f"user {user!r} is enabled already")
     _audit(audit, "enable", user, row.department, row.role, by, by_department)
-    _update(lake, user, "enable", by, {"disabled_at": None, "created_at": _now()}, disabled=True)
+    _update(lake, user, "enable", by, {"disabled_at": None, "created_at": utc_now()}, disabled=True)
 
 
 def set_role(lake: Lake, user: str, role: str, *, by: str | None = None, by_department: str | None = None,
@@ -244,7 +241,7 @@ def set_role(lake: Lake, user: str, role: str, *, by: str | None = None, by_depa
     if before == role:
         raise UserError(f"user {user!r} has the role {role} already")
     _audit(audit, f"set-role (was {before})", user, row.department, role, by, by_department)
-    _update(lake, user, "set role of", by, {"role": role, "created_at": _now()}, disabled=not row.active)
+    _update(lake, user, "set role of", by, {"role": role, "created_at": utc_now()}, disabled=not row.active)
     return before
 
 

@@ -35,6 +35,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from core.citytime import utc_now
 from core.errors import TerminalError
 from lakehouse import ledger
 
@@ -149,10 +150,6 @@ def history(lake) -> list[Freeze]:
     return [Freeze(*r) for r in rows]
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
 def _subject(lake: Lake, registry: Registry, kind: str, subject: str) -> str:
     """The subject as stored (a dataset without ``shared.``), or a clear error naming what is known."""
     if kind not in KINDS:
@@ -201,7 +198,7 @@ def freeze(lake: Lake, registry: Registry, kind: str, subject: str, reason: str,
         raise FreezeError(f"{already.what()} is frozen already, since {already.since} (freeze {already.freeze_id}, "
                           f"by {already.frozen_by}); `onesource security freezes` lists the freezes")
     users = _users_of(lake, kind, subject)
-    made = Freeze(f"frz-{secrets.token_hex(4)}", kind, subject, reason, by, _now())
+    made = Freeze(f"frz-{secrets.token_hex(4)}", kind, subject, reason, by, utc_now())
     if audit is not None:
         audit.append(kind="security", action="freeze", user=by, decision="admin", freeze_id=made.freeze_id,
                      subject_kind=kind, subject=subject, reason=reason, tokens_revoked=users)
@@ -237,7 +234,7 @@ def unfreeze(lake: Lake, registry: Registry, kind: str, subject: str, reason: st
     if audit is not None:
         audit.append(kind="security", action="unfreeze", user=by, decision="admin", freeze_id=found.freeze_id,
                      subject_kind=kind, subject=subject, reason=reason)
-    now = _now()
+    now = utc_now()
 
     def write() -> None:
         with lake.transaction() as con:
