@@ -241,10 +241,14 @@ def _check_postgres(settings: LakeSettings, con: duckdb.DuckDBPyConnection) -> N
     except duckdb.Error:
         return  # unreachable now: the lake's own attach says so (and retries)
     try:
-        tables = _tables(con)
+        # asked of PostgreSQL itself: listing the probe's tables through the scanner reads every table's
+        # columns, and a lake's catalog gains tables with every schema version (DuckLake's inlined data)
+        [(has_catalog,)] = con.execute(
+            f"SELECT * FROM postgres_query({literal(PROBE)}, "
+            "'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE tablename = ''ducklake_metadata'')')").fetchall()
     finally:
         con.execute(f"DETACH {PROBE}")
-    if "ducklake_metadata" in tables:
+    if has_catalog:
         return  # DuckLake's own attach reads it; the data path is checked for new catalogs only
     found = evidence(settings, con)
     if found:

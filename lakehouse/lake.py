@@ -130,10 +130,14 @@ def retrying(fn: Callable[[], T], retries: int, what: str) -> T:
 
 
 def list_tables(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
-    """Names of the tables in one of the lake's schemas (on any connection or cursor to it)."""
+    """Names of the tables in one of the lake's schemas (on any connection or cursor to it).
+
+    Read from the columns, not ``information_schema.tables``: DuckDB's table listing asks DuckLake each
+    table's size (a catalog query per table), so it took a load ~1 ms per shared table (2 s in a city of
+    2,000), where the column listing costs ~10 ms whatever the count (bench/cityday.py)."""
     return [r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ?",
-        [CATALOG, schema]).fetchall()]
+        "SELECT DISTINCT table_name FROM information_schema.columns WHERE table_catalog = ? AND table_schema = ? "
+        "ORDER BY 1", [CATALOG, schema]).fetchall()]
 
 
 class Lake:
