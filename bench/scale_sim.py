@@ -225,16 +225,21 @@ def catalog_size() -> dict[str, int]:
 
 
 def _first_schema_listing(schema: str, runs: int) -> dict[str, float]:
-    """The platform's listing (lakehouse.lake.list_tables: information_schema, one schema) as the first
-    query of a fresh connection, which is what every CLI command and Airflow task pays: DuckLake loads
-    the whole catalog at the snapshot then, with two statistics queries per table."""
-    def once():
+    """The platform's listing (lakehouse.lake.list_tables: one schema, from ``information_schema.columns``) as
+    the first query of a fresh connection, which is what every CLI command and Airflow task pays. DuckDB's
+    table listing (``information_schema.tables``, ``duckdb_tables()``) asks DuckLake each table's size, two
+    statistics queries per table; the column listing does not (the row below it)."""
+    from lakehouse.lake import list_tables
+
+    times = []
+    for _ in range(runs):  # the listing alone, after the attach (as first_table_listing_s is timed)
         con = _connect()
         _attach(con, None, read_only=True)
-        con.execute("SELECT table_name FROM information_schema.tables WHERE table_catalog = 'lake' "
-                    f"AND table_schema = '{schema}'").fetchall()
+        t = time.perf_counter()
+        list_tables(con, schema)
+        times.append(time.perf_counter() - t)
         con.close()
-    return _timed(once, runs)
+    return {"median": round(statistics.median(times), 4), "min": round(min(times), 4), "max": round(max(times), 4)}
 
 
 def measure(plan: Plan, fraction: float, data_path: str, runs: int, last_id: int, t: dict[str, int],
@@ -436,8 +441,8 @@ def with_indexes(plan: Plan, fraction: float, runs: int = 3, log=print) -> dict[
 ROWS = (("catalog size (PostgreSQL database)", lambda s: f"{s['size']['database_bytes'] / 2**30:.2f} GiB"),
         ("build (INSERT ... SELECT)", lambda s: f"{sum(s['build_s'].values()):.0f} s"),
         ("ATTACH", lambda s: f"{s['queries']['attach_s']:.2f} s"),
-        ("first query of a process (table listing)", lambda s: f"{s['queries']['first_table_listing_s']:.2f} s"))
-QUERIES = (("a schema's tables, first query of a process", "schema_listing_first_s"),
+        ("first query of a process (DuckDB's table listing)", lambda s: f"{s['queries']['first_table_listing_s']:.2f} s"))
+QUERIES = (("a schema's tables (the platform's listing), first query of a process", "schema_listing_first_s"),
            ("table listing, warm", "table_listing_s"), ("current snapshot", "current_snapshot_s"),
            ("snapshot by time (ducklake_snapshots)", "snapshot_list_s"), ("a table's file list", "table_file_list_s"),
            ("its file list 45 days back", "time_travel_file_list_s"), ("filtered scan, pruned per file", "pruned_scan_s"),
