@@ -72,7 +72,7 @@ def lake_home(tmp_path_factory):
     return Settings(home=tmp_path_factory.mktemp("listing") / "home")
 
 
-@hsettings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(STEP, max_size=14))
 def test_the_listing_names_what_duckdbs_table_listing_names(lake_home, steps):
     with Lake(lake_home.lake) as lake:
