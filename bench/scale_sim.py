@@ -213,6 +213,10 @@ def _timed(fn: Callable[[], object], runs: int) -> dict[str, float]:
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
+    return _spread(times)
+
+
+def _spread(times: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(times), 4), "min": round(min(times), 4), "max": round(max(times), 4)}
 
 
@@ -239,7 +243,7 @@ def _first_schema_listing(schema: str, runs: int) -> dict[str, float]:
         list_tables(con, schema)
         times.append(time.perf_counter() - t)
         con.close()
-    return {"median": round(statistics.median(times), 4), "min": round(min(times), 4), "max": round(max(times), 4)}
+    return _spread(times)
 
 
 def measure(plan: Plan, fraction: float, data_path: str, runs: int, last_id: int, t: dict[str, int],

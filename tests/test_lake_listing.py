@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from core.config import Settings
 from lakehouse.lake import CATALOG, QUARANTINE, SHARED, Lake, list_tables
 from lakehouse.ledger import OPS
+from lakehouse.standardize import ident
 
 SCHEMAS = (SHARED, QUARANTINE)
 NAMES = st.text(alphabet=string.ascii_letters + string.digits + "_ 企业名录\"'-.", min_size=1, max_size=12)
@@ -36,13 +37,15 @@ def _oracle(lake: Lake, schema: str) -> list[str]:
         [CATALOG, schema]).fetchall())
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def _is_view(lake: Lake, schema: str, name: str) -> bool:
+    return bool(lake.con.execute(
+        "SELECT count(*) FROM duckdb_views() WHERE database_name = ? AND schema_name = ? AND view_name = ?",
+        [CATALOG, schema, name]).fetchone()[0])
 
 
 def _apply(lake: Lake, step: tuple[str, str, str, int], state: dict[str, bool]) -> None:
     kind, schema, name, n = step
-    where = f"{CATALOG}.{schema}.{_q(name)}"
+    where = f"{CATALOG}.{schema}.{ident(name)}"
     existing = list_tables(lake.con, schema)
     if kind == "table" and name not in existing:
         cols = ", ".join(f"c{i} VARCHAR" for i in range(n))
@@ -51,14 +54,12 @@ def _apply(lake: Lake, step: tuple[str, str, str, int], state: dict[str, bool]) 
         lake.con.execute(f"CREATE VIEW {where} AS SELECT 1 AS one")
     elif kind in ("drop", "rename") and existing:
         victim = existing[len(name) % len(existing)]
-        is_view = lake.con.execute(
-            "SELECT count(*) FROM duckdb_views() WHERE database_name = ? AND schema_name = ? AND view_name = ?",
-            [CATALOG, schema, victim]).fetchone()[0]
+        is_view = _is_view(lake, schema, victim)
         what = "VIEW" if is_view else "TABLE"
         if kind == "drop":
-            lake.con.execute(f"DROP {what} {CATALOG}.{schema}.{_q(victim)}")
+            lake.con.execute(f"DROP {what} {CATALOG}.{schema}.{ident(victim)}")
         elif name not in existing and not is_view:
-            lake.con.execute(f"ALTER TABLE {CATALOG}.{schema}.{_q(victim)} RENAME TO {_q(name)}")
+            lake.con.execute(f"ALTER TABLE {CATALOG}.{schema}.{ident(victim)} RENAME TO {ident(name)}")
     elif kind == "begin" and not state["open"]:
         lake.con.execute("BEGIN TRANSACTION")
         state["open"] = True
@@ -78,10 +79,8 @@ def test_the_listing_names_what_duckdbs_table_listing_names(lake_home, steps):
     with Lake(lake_home.lake) as lake:
         for schema in SCHEMAS:  # each example starts from empty zones
             for name in list_tables(lake.con, schema):
-                is_view = lake.con.execute(
-                    "SELECT count(*) FROM duckdb_views() WHERE database_name = ? AND schema_name = ? "
-                    "AND view_name = ?", [CATALOG, schema, name]).fetchone()[0]
-                lake.con.execute(f"DROP {'VIEW' if is_view else 'TABLE'} {CATALOG}.{schema}.{_q(name)}")
+                what = "VIEW" if _is_view(lake, schema, name) else "TABLE"
+                lake.con.execute(f"DROP {what} {CATALOG}.{schema}.{ident(name)}")
         state = {"open": False}
         for step in steps:
             _apply(lake, step, state)
