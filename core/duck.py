@@ -66,9 +66,10 @@ def connect(database: str = ":memory:", extensions: tuple[str, ...] = (), *, thr
     """A DuckDB connection with ``extensions`` loaded from their packages; nothing auto-installs.
 
     DuckDB checks an extension's signature on every LOAD by hashing the whole file: about 0.2 s of CPU for each
-    of DuckLake's and SQLite's 35 MB files, most of a short CLI query's time. With ``verified_once`` (the lake's
-    read-only connections: a department's query locks its connection down before it runs, and a locked-down
-    connection refuses any LOAD) DuckDB checks each file once: a file whose identity (inode, size, modification
+    of DuckLake's and SQLite's 35 MB files, most of a short CLI query's time and a fifth of a small load's. With
+    ``verified_once`` (every lake connection: a department's query locks its read-only connection down before it
+    runs, and a locked-down connection refuses any LOAD; a writer runs only the platform's own SQL) DuckDB checks
+    each file once: a file whose identity (inode, size, modification
     and change times) is recorded as verified is loaded as it is; any other (a first load, an upgrade, a file
     changed in any way) is first loaded on a throwaway connection that checks its signature, and recorded only
     when that passed. The connection itself then allows unsigned extensions, so every later LOAD on it goes

@@ -29,8 +29,8 @@ from connectors import Extract, ExtractError, Landing, SourceState, SourceUnavai
 from connectors.landing import Recheck
 from core.citytime import utc_now
 from core.config import Settings
-from core.duck import extension_path
 from core.duck import literal as q
+from core.duck import load as load_extension
 from core.errors import ConfigurationError, OneSourceError
 from core.logsafe import guarded, redact
 from lakehouse import ledger
@@ -207,7 +207,7 @@ def _load_extract(settings: Settings, lake: Lake, ds: Dataset, registry: Registr
                   staged: Path, keys: Path) -> LoadResult:
     started = utc_now()
     for name in extensions_for(ex):
-        lake.con.execute(f"LOAD '{extension_path(name)}'")
+        load_extension(lake.con, name)  # verified first: the lake's connection trusts files it checked once
     clock = time.perf_counter()
     seconds: dict[str, float] = {}
 

@@ -215,6 +215,56 @@ def test_a_locked_down_connection_loads_nothing(cache, copy_of_tpch, tmp_path):
         con.execute(f"LOAD {duck.literal(str(copy_of_tpch))}")
 
 
+def _copy_extension(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> Path:
+    """A copy of a real, signed extension file that the test may tamper with, loaded in place of the package's."""
+    path = tmp_path / "ext" / f"{name}.duckdb_extension"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(duck.extension_path(name).read_bytes())
+    real = duck.extension_path
+    monkeypatch.setattr(duck, "extension_path", lambda wanted: path if wanted == name else real(wanted))
+    return path
+
+
+def test_a_writer_checks_its_extensions_once_and_refuses_a_changed_file(cache, tmp_path, monkeypatch):
+    """A load's lake connection (a writer) trusts an extension file only as a reader does: checked by DuckDB
+    once, unchanged since. Its 0.2-0.3 s signature check was a fifth of a small load's fixed cost."""
+    from core.config import Settings
+
+    ducklake = _copy_extension(tmp_path, monkeypatch, "ducklake")
+    settings = Settings(home=tmp_path / "home")
+    with Lake(settings.lake) as lake:
+        assert _unsigned_allowed(lake.con) and not lake.read_only
+        lake.con.execute("CREATE TABLE lake.shared.t AS SELECT 1 AS x")
+    assert str(ducklake) in cache.read_text()
+    with Lake(settings.lake) as lake:  # from the record now
+        assert lake.con.execute("SELECT x FROM lake.shared.t").fetchall() == [(1,)]
+    _tamper(ducklake)
+    with pytest.raises(duckdb.Error, match="signature"):
+        Lake(settings.lake)
+
+
+def test_a_load_verifies_the_extension_its_extract_needs(cache, tmp_path, monkeypatch):
+    """A GBK extract needs the encodings extension, loaded on the writer mid-load: through core.duck.load,
+    verified first. A changed file fails the load (nothing published, the raw file kept); the real one loads."""
+    from core.config import Settings
+    from tests.helpers import csv_text, drop, firms_dataset, load, shared_count, write_registry
+
+    encodings = _copy_extension(tmp_path, monkeypatch, "encodings")
+    settings = Settings(home=tmp_path / "home")
+    write_registry(settings.registry_dir, [firms_dataset(
+        connector={"kind": "file", "path": "amr/firms/*.csv", "format": "csv", "encoding": "gbk"})])
+    drop(settings, "amr/firms/firms_1.csv", csv_text(), encoding="gbk")
+    good = encodings.read_bytes()
+    _tamper(encodings)
+    with pytest.raises(duckdb.Error, match="signature"):
+        load(settings)
+    assert shared_count(settings, "firms") is None
+    assert list(settings.landing_dir.glob("firms/*.csv"))  # the raw file is kept for the retry
+    encodings.write_bytes(good)
+    [result] = load(settings)
+    assert (result.status, result.rows) == ("published", 3), result.message
+
+
 def test_the_cli_looks_up_with_one_thread_and_queries_with_every_core(lake_home, monkeypatch, capsys):
     """The lake's own lookups (grants, the catalog) run on one DuckDB thread: a second only doubled their CPU.
     The department's query itself has every core again (QueryLimits.threads 0, the CLI's default)."""
