@@ -195,11 +195,37 @@ TEXT_RULES: tuple[TextRule, ...] = (clean_text, map_code_list, canonical_codes)
 
 
 def text_sql(source_expr: str, col: Column, registry: Registry) -> str:
-    """The text rules, in order, applied to one source column."""
+    """The text rules, in order, applied to one source column (a code list's own spellings taken first)."""
     expr = source_expr
     for rule in TEXT_RULES:
         expr = rule(expr, col, registry)
-    return expr
+    known = _clean_already(col, registry)
+    if not known:
+        return expr
+    # A value sent exactly as one of its code list's codes or labels, which the clean-up leaves as they are,
+    # skips the clean-up (for most values of a code-list column, 0.1 CPU s per 1M of the 0.15 the rules
+    # cost there): only the mapping and the code's spelling apply. Every other value takes every rule.
+    text = f"CAST({source_expr} AS VARCHAR)"
+    spelled = canonical_codes(map_code_list(text, col, registry), col, registry)
+    return f"(CASE WHEN {text} IN ({', '.join(map(q, known))}) THEN {spelled} ELSE {expr} END)"
+
+
+def _clean_already(col: Column, registry: Registry) -> list[str]:
+    """The codes and labels of ``col``'s code list that :func:`clean_text` returns unchanged: not empty, no
+    full-width character, no blank at either end. Blank is judged wider than the clean-up's classes (any
+    Unicode separator or "other" category: unassigned, private use, surrogates too), so a value RE2 would
+    trim is never taken as clean, whatever Unicode version either side knows."""
+    import unicodedata
+
+    name = col.code_list or (registry.element(col.element).code_list if col.element else None)
+    if not name:
+        return []
+    values = dict.fromkeys(v for pair in registry.code_list(name).codes.items() for v in pair)
+
+    def edge_blank(ch: str) -> bool:
+        return unicodedata.category(ch)[0] in "ZC"
+
+    return [v for v in values if v and not edge_blank(v[0]) and not edge_blank(v[-1]) and not set(v) & set(FULL)]
 
 
 def cleaned_select(reader: str, mapping: dict[str, str], dataset: Dataset, registry: Registry,
