@@ -284,10 +284,10 @@ def _check_contents(settings: LakeSettings, con: duckdb.DuckDBPyConnection, path
             return
         ever = one(con, f"SELECT (SELECT count(*) FROM {PROBE}.ducklake_data_file) + "
                         f"(SELECT count(*) FROM {PROBE}.ducklake_files_scheduled_for_deletion)")[0]
-        on_disk = _first_file(data)
-        if ever == 0 and on_disk is not None and _first_file(data / "shared") is not None:
-            raise _refuse(settings, where, "is a new catalog that never held a data file (it replaced the lake's "
-                                           "catalog)", found)
+        if ever == 0 and (older := _file_older_than_catalog(con, data / "shared")) is not None:
+            raise _refuse(settings, where, "is a new catalog that never held a data file, but the data folder holds "
+                                           f"files written before it was created ({older.relative_to(data)}, ...): it "
+                                           "replaced the lake's catalog", found)
         recent = con.execute(
             f"SELECT s.path, s.path_is_relative, t.path, t.path_is_relative, f.path, f.path_is_relative "
             f"FROM {PROBE}.ducklake_data_file f JOIN {PROBE}.ducklake_table t USING (table_id) "
@@ -299,6 +299,25 @@ def _check_contents(settings: LakeSettings, con: duckdb.DuckDBPyConnection, path
                                            "data folder was replaced", found)
     finally:
         con.execute(f"DETACH {PROBE}")
+
+
+def _file_older_than_catalog(con: duckdb.DuckDBPyConnection, folder: Path) -> Path | None:
+    """A file in ``folder`` last written before the probed catalog's first snapshot, or None. A catalog that
+    replaced the lake's is newer than every file the lake wrote; a load killed inside the first commit that
+    writes a data file (DuckLake writes the file, then commits) leaves a file newer than its catalog, an
+    orphan for maintenance, and the lake must still open for the load to run again."""
+    if not folder.is_dir():
+        return None
+    created = one(con, f"SELECT epoch(min(snapshot_time)::TIMESTAMPTZ) FROM {PROBE}.ducklake_snapshot")[0]
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = Path(root) / name
+            if name.startswith("."):
+                continue
+            with contextlib.suppress(OSError):
+                if created is None or path.stat().st_mtime < created:
+                    return path
+    return None
 
 
 def data_file_path(data: Path, row: tuple[str, bool, str, bool, str, bool]) -> Path:

@@ -185,3 +185,60 @@ def test_an_empty_postgres_catalog_beside_a_data_path_with_files_is_refused(tiny
                               capture_output=True, text=True).stdout.strip() == "0"  # nothing created
     finally:
         subprocess.run([*run, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True)
+
+
+# -- a load killed inside the lake's first data-file commit: the lake still opens, the re-run publishes once --
+
+KILLED = """
+import os, signal, sys
+import lakehouse.commit as commit
+from core.config import Settings
+from tests.helpers import load
+commit.ADOPT_ROWS = int(sys.argv[1])
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+if sys.argv[2] == "in_commit":  # DuckLake has written (or been handed) the batch's file, nothing is committed
+    commit._record_rows = killed
+else:  # the staged file is moved into the data folder, the transaction not begun
+    real = commit._adoptable_path
+    def adopted_then_killed(*args, **kwargs):
+        path = real(*args, **kwargs)
+        commit.Path.replace = lambda self, target: (os.replace(self, target), killed())
+        return path
+    commit._adoptable_path = adopted_then_killed
+load(Settings.from_env())
+"""
+
+
+def _valid_codes(n: int) -> list[str]:
+    from schemas.formats import org_code_check_char, uscc_check_char
+
+    codes = []
+    for i in range(n):
+        org = f"{i:08d}"
+        body = "91430102" + org + org_code_check_char(org)
+        codes.append(body + uscc_check_char(body))
+    return codes
+
+
+@pytest.mark.parametrize("adopt_rows, point", [(1, "in_commit"), (1, "adopted"), (10**9, "in_commit")],
+                         ids=["adopted file, killed in the commit", "killed once the file is adopted",
+                              "inserted rows (beyond inlining), killed in the commit"])
+def test_a_load_killed_in_the_lakes_first_data_file_commit_is_loaded_again(tiny, adopt_rows, point):
+    """DuckLake writes a batch's file before its commit, so a load killed there leaves a file in the data folder
+    of a catalog that never held one: what a catalog that replaced the lake's looks like, except that the file
+    is newer than the catalog. The lake must open (the file is maintenance's orphan) and the re-run publish."""
+    import os
+    import subprocess
+    import sys
+
+    drop(tiny, "amr/firms/1.csv", csv_text([(code, f"长沙企业{i}", "1", "100", "3", "2020-01-01")
+                                           for i, code in enumerate(_valid_codes(2000))]))
+    env = {**os.environ, "ONESOURCE_HOME": str(tiny.home), "PYTHONPATH": str(Path(__file__).parent.parent)}
+    killed = subprocess.run([sys.executable, "-c", KILLED, str(adopt_rows), point], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert list((tiny.home / "lake" / "data" / "shared").rglob("*.parquet")), "the killed load left its file"
+    assert [(r.status, r.rows) for r in load(tiny)] == [("published", 2000)]
+    assert rows(tiny, "SELECT count(*) FROM ops.loads WHERE status = 'published'") == [(1,)]
+    assert shared_count(tiny, "firms") == 2000
