@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from quality import docs_assets, fastpath, marks
+from quality import docs_assets, fastpath, gx_files, marks
 from quality.gx_duckdb import ROW, batch_definition, batch_query, duckdb_source, forget_assets, patch_gx_for_duckdb
 from quality.suite import SuiteContext
 from schemas.model import Dataset, Registry
@@ -127,6 +127,7 @@ def preload_gx() -> None:
     import quality.expectations  # noqa: F401 - registers the custom expectations
 
     patch_gx_for_duckdb()
+    gx_files.patch_gx_file_writes()  # a load killed while GX writes a file leaves the old one, not a part
 
 
 @functools.lru_cache(maxsize=1)
@@ -146,6 +147,7 @@ def _file_context(root: str) -> FileDataContext:
     _ephemeral_context()  # first: GX imported its way (quality.gximport), custom expectations registered, GX patched
     import great_expectations as gx
 
+    gx_files.set_aside_project_config(Path(root))  # a damaged one would fail every load of every dataset
     context = gx.get_context(mode="file", project_root_dir=root)
     _quiet(context)
     return context
@@ -374,6 +376,9 @@ def _validate(dataset: Dataset, registry: Registry, batch_path: Path, context: S
     waited = time.perf_counter() - waited
     if docs_root is not None:
         with _docs_lock(docs_root):
+            # regenerated from the registry below: one left unreadable (by a kill before GX wrote whole files)
+            # would fail this dataset's every load inside GX
+            gx_files.drop_unreadable(gx_files.stored_definitions(docs_root, suite.name))
             _prune_results(docs_root, suite.name, DOCS_KEEP - 1)  # the run below adds one
             first = _run(gx_context, dataset.name, suite, batch_path, run_name, verdict, True)
     else:
