@@ -156,9 +156,10 @@ class Landing:
     @staticmethod
     def _copy(src: Path, folder: Path) -> Path:
         """A copy of ``src`` under a temporary name in ``folder``, so a crash never leaves a half-written
-        raw file under its real name."""
+        raw file under its real name (nor, for long: a killed load's copy is swept as scratch files are)."""
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".landing-")
+        sweep_scratch(folder)  # named as scratch files are, so the copies of killed loads go the same way
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{COPYING}{_host()}-{os.getpid()}-")
         os.close(fd)
         try:
             shutil.copyfile(src, tmp)
@@ -232,6 +233,8 @@ class Landing:
 
 
 SCRATCH = ".extract-"
+COPYING = ".landing-"
+"""A raw file being copied in (:meth:`Landing._copy`): a whole extract in clear until it is installed."""
 FOREIGN_SCRATCH_HOURS = 24
 """A scratch file of another host (a shared landing zone) is taken as abandoned after this long: its
 writer's process cannot be checked from here, and no extract writes one file for a day."""
@@ -252,12 +255,12 @@ def _alive(pid: int) -> bool:
 
 
 def sweep_scratch(folder: Path) -> list[Path]:
-    """Remove the scratch files in ``folder`` whose writer is gone: this host's, when their process no longer
+    """Remove the scratch files (and copies being landed) in ``folder`` whose writer is gone: this host's, when their process no longer
     runs; another host's, after FOREIGN_SCRATCH_HOURS; unnamed ones (written before scratch names carried
     host and process) after the same time. Returns what was removed."""
     removed, host, now = [], _host(), time.time()
-    for path in folder.glob(f"{SCRATCH}*"):
-        parts = path.name[len(SCRATCH):].split("-")
+    for prefix, path in ((p, path) for p in (SCRATCH, COPYING) for path in folder.glob(f"{p}*")):
+        parts = path.name[len(prefix):].split("-")
         try:
             mine = parts[0] == host and len(parts) >= 3
             stale = (not _alive(int(parts[1]))) if mine else now - path.stat().st_mtime > FOREIGN_SCRATCH_HOURS * 3600

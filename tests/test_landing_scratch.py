@@ -38,3 +38,30 @@ def test_the_next_extract_removes_scratch_files_whose_writer_is_gone(tmp_path):
     assert fresh.exists() and fresh.name.startswith(f"{SCRATCH}{_host()}-{os.getpid()}-")
     assert not dead.exists() and not foreign_old.exists() and not unnamed_old.exists()
     assert live.exists() and foreign_new.exists() and landed.exists()
+
+
+def test_a_killed_loads_copy_into_the_landing_zone_is_removed_by_the_next_landing(tmp_path):
+    """A load killed while copying an extract in left ``.landing-*`` (the whole extract, in clear) for good: found
+    by an outside reliability test. Copies are now named by host and process, and swept like scratch files."""
+    from connectors.landing import COPYING
+
+    zone = Landing(tmp_path / "landing")
+    folder = tmp_path / "landing" / "amr_firms"
+    folder.mkdir(parents=True)
+    dead = folder / f"{COPYING}{_host()}-{_dead_pid()}-abc123"
+    live = folder / f"{COPYING}{_host()}-{os.getpid()}-def456"  # a copy of this process, still being written
+    unnamed_old = folder / f"{COPYING}lkqfgfvp"  # the earlier naming: host and process unknown
+    unnamed_new = folder / f"{COPYING}qwertyui"
+    for path in (dead, live, unnamed_old, unnamed_new):
+        path.write_text("统一社会信用代码,企业名称\n")
+    old = time.time() - FOREIGN_SCRATCH_HOURS * 3600 - 60
+    os.utime(unnamed_old, (old, old))
+    src = tmp_path / "extract.csv"
+    src.write_text("a,b\n1,2\n")
+
+    landed, sha = zone.land_file("amr_firms", src, "csv", "extract.csv")
+
+    assert landed.read_text() == "a,b\n1,2\n" and landed.name == f"{sha}.csv"
+    assert not dead.exists() and not unnamed_old.exists()
+    assert live.exists() and unnamed_new.exists()
+    assert not [p for p in folder.iterdir() if p.name.startswith(COPYING) and p not in (live, unnamed_new)]
