@@ -51,13 +51,43 @@ def preload() -> float:
     for name in MODULES:
         try:
             importlib.import_module(name)
-        except ImportError:
-            continue
-    from quality.validate import preload_gx
+        except Exception as exc:  # noqa: BLE001 - any import error: the service must start regardless
+            _warn(f"{name} did not import here ({type(exc).__name__}: {exc}); each task imports it itself")
+    try:
+        from quality.validate import preload_gx
 
-    preload_gx()
+        preload_gx()
+    except Exception as exc:  # noqa: BLE001 - a broken GX install is the task's error to report, not the service's
+        _warn(f"Great Expectations did not import here ({type(exc).__name__}: {exc}); each task imports it itself, "
+              "and a load reports the error")
     _registry()
     return time.perf_counter() - started
+
+
+def _warn(text: str) -> None:
+    print(f"onesource: {text}", file=sys.stderr, flush=True)
+
+
+def skip_reason(argv: list[str]) -> str | None:
+    """Why preloading would gain nothing for ``airflow <argv>``, in words (None: it forks tasks; preload). Airflow
+    starts the LocalExecutor's workers afresh when told to spawn them (``[core] mp_start_method``), and the scheduler of an
+    executor other than the LocalExecutor forks none: preloading there would only cost seconds at start."""
+    if not forks_tasks(argv) or {"-h", "--help"} & set(argv):
+        return "this command forks no task processes"
+    try:
+        from airflow.configuration import conf
+
+        method = conf.get("core", "mp_start_method", fallback=None)
+        executors = conf.get("core", "executor", fallback="") or ""
+    except Exception:  # noqa: BLE001 - Airflow's own start reports a configuration it cannot read
+        return None
+    if argv[:1] == ["scheduler"] and method in ("spawn", "forkserver"):  # the LocalExecutor's workers
+        return (f"[core] mp_start_method is {method}: Airflow starts its task processes afresh, so nothing imported "
+                "here reaches them and each load imports the load stack itself (seconds per load). Leave it unset "
+                "(fork, Linux's default) to have the load stack preloaded")
+    if argv[:1] == ["scheduler"] and "LocalExecutor" not in executors:
+        return f"the scheduler forks no tasks with {executors or 'this executor'} (its workers do)"
+    return None
 
 
 def _registry() -> None:
@@ -110,10 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["scheduler"]:
         empty_executor_configs_unpickled_once()
-    if forks_tasks(argv):
+    reason = skip_reason(argv)
+    if reason is None:
         seconds = preload()
-        print(f"onesource: load stack imported in {seconds:.1f} s before Airflow forks its tasks", file=sys.stderr,
-              flush=True)
+        _warn(f"load stack imported in {seconds:.1f} s before Airflow forks its tasks")
+    elif forks_tasks(argv) and not {"-h", "--help"} & set(argv):
+        _warn(f"load stack not preloaded: {reason}")
     from airflow.__main__ import main as airflow_main
 
     sys.argv = ["airflow", *argv]

@@ -105,3 +105,46 @@ def test_the_schedulers_empty_executor_configs_read_as_airflow_reads_them(monkey
         assert first == {} and second == {} and first is not second
 
     check()
+
+
+# -- found by an outside reliability test: the service starts whatever the preload meets ----------------------
+
+BROKEN_GX = r"""
+import sys
+from onesource.preload import preload
+preload()
+assert "great_expectations" not in sys.modules or not hasattr(sys.modules["great_expectations"], "get_context")
+"""
+
+
+def test_a_great_expectations_that_fails_to_import_does_not_stop_the_service(tmp_path):
+    """The docstring's promise (a module that fails to import is left to fail in the task), for GX too: before,
+    `python -m onesource.preload scheduler` died with the traceback where `airflow scheduler` started."""
+    fake = tmp_path / "great_expectations"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise RuntimeError('a half-upgraded install')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.getcwd()])}
+    out = subprocess.run([sys.executable, "-c", BROKEN_GX], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Great Expectations did not import here (RuntimeError: a half-upgraded install)" in out.stderr
+
+
+@pytest.mark.parametrize("argv, env, expected", [
+    (["scheduler"], {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}, None),
+    (["scheduler"], {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__MP_START_METHOD": "spawn"},
+     "mp_start_method is spawn"),
+    (["scheduler"], {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__MP_START_METHOD": "forkserver"},
+     "mp_start_method is forkserver"),
+    (["scheduler"], {"AIRFLOW__CORE__EXECUTOR": "CeleryExecutor"}, "forks no tasks with CeleryExecutor"),
+    (["celery", "worker"], {"AIRFLOW__CORE__EXECUTOR": "CeleryExecutor", "AIRFLOW__CORE__MP_START_METHOD": "spawn"},
+     None),
+    (["scheduler", "--help"], {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}, "forks no task processes"),
+])
+def test_preloading_is_skipped_with_the_reason_where_it_would_gain_nothing(tmp_path, argv, env, expected):
+    """With spawned workers nothing imported before reaches a task: the scheduler said it had preloaded anyway."""
+    code = f"from onesource.preload import skip_reason; print(repr(skip_reason({argv!r})))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "AIRFLOW_HOME": str(tmp_path), **env})
+    assert out.returncode == 0, out.stderr[-2000:]
+    found = eval(out.stdout.strip().splitlines()[-1])  # noqa: S307 - our own repr of a str or None
+    assert (found is None) if expected is None else (expected in found), found
