@@ -255,9 +255,9 @@ def _alive(pid: int) -> bool:
 
 
 def sweep_scratch(folder: Path) -> list[Path]:
-    """Remove the scratch files (and copies being landed) in ``folder`` whose writer is gone: this host's, when their process no longer
-    runs; another host's, after FOREIGN_SCRATCH_HOURS; unnamed ones (written before scratch names carried
-    host and process) after the same time. Returns what was removed."""
+    """Remove the scratch files (and copies being landed) in ``folder`` whose writer is gone: this host's, when
+    their process no longer runs; another host's, after FOREIGN_SCRATCH_HOURS; unnamed ones (written before
+    scratch names carried host and process) after the same time. Returns what was removed."""
     removed, host, now = [], _host(), time.time()
     for prefix, path in ((p, path) for p in (SCRATCH, COPYING) for path in folder.glob(f"{p}*")):
         parts = path.name[len(prefix):].split("-")

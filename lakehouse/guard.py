@@ -30,6 +30,7 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -89,15 +90,15 @@ def remedy(settings: LakeSettings) -> str:
             "at the right file. Nothing was changed")
 
 
-def _first_file(folder: Path) -> Path | None:
-    if not folder.is_dir():
-        return None
+def _files(folder: Path) -> Iterator[Path]:
+    """The files under ``folder`` (none if it is not a folder), in name order, dot files left out."""
     for root, dirs, files in os.walk(folder):
         dirs.sort()
-        for name in sorted(files):
-            if not name.startswith("."):
-                return Path(root) / name
-    return None
+        yield from (Path(root) / name for name in sorted(files) if not name.startswith("."))
+
+
+def _first_file(folder: Path) -> Path | None:
+    return next(_files(folder), None)
 
 
 def evidence(settings: LakeSettings, con: duckdb.DuckDBPyConnection | None = None) -> list[str]:
@@ -309,14 +310,10 @@ def _file_older_than_catalog(con: duckdb.DuckDBPyConnection, folder: Path) -> Pa
     if not folder.is_dir():
         return None
     created = one(con, f"SELECT epoch(min(snapshot_time)::TIMESTAMPTZ) FROM {PROBE}.ducklake_snapshot")[0]
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = Path(root) / name
-            if name.startswith("."):
-                continue
-            with contextlib.suppress(OSError):
-                if created is None or path.stat().st_mtime < created:
-                    return path
+    for path in _files(folder):
+        with contextlib.suppress(OSError):
+            if created is None or path.stat().st_mtime < created:
+                return path
     return None
 
 

@@ -126,8 +126,13 @@ def clean_text(expr: str, col: Column, registry: Registry) -> str:
     return f"nullif(CASE WHEN strlen({text}) = length({text}) THEN {ascii_path} ELSE {wide_path} END, '')"
 
 
+def _code_list_name(col: Column, registry: Registry) -> str | None:
+    """The column's code list: its own, or its data element's."""
+    return col.code_list or (registry.element(col.element).code_list if col.element else None)
+
+
 def map_code_list(expr: str, col: Column, registry: Registry) -> str:
-    name = col.code_list or (registry.element(col.element).code_list if col.element else None)
+    name = _code_list_name(col, registry)
     if not name:
         return expr
     codes = registry.code_list(name).codes
@@ -217,7 +222,7 @@ def _clean_already(col: Column, registry: Registry) -> list[str]:
     trim is never taken as clean, whatever Unicode version either side knows."""
     import unicodedata
 
-    name = col.code_list or (registry.element(col.element).code_list if col.element else None)
+    name = _code_list_name(col, registry)
     if not name:
         return []
     values = dict.fromkeys(v for pair in registry.code_list(name).codes.items() for v in pair)
@@ -225,7 +230,8 @@ def _clean_already(col: Column, registry: Registry) -> list[str]:
     def edge_blank(ch: str) -> bool:
         return unicodedata.category(ch)[0] in "ZC"
 
-    return [v for v in values if v and not edge_blank(v[0]) and not edge_blank(v[-1]) and not set(v) & set(FULL)]
+    wide = set(FULL)
+    return [v for v in values if v and not edge_blank(v[0]) and not edge_blank(v[-1]) and not wide.intersection(v)]
 
 
 def cleaned_select(reader: str, mapping: dict[str, str], dataset: Dataset, registry: Registry,

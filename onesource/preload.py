@@ -68,11 +68,16 @@ def _warn(text: str) -> None:
     print(f"onesource: {text}", file=sys.stderr, flush=True)
 
 
+def _forks_here(argv: list[str]) -> bool:
+    """``airflow <argv>`` starts a task-forking service (not its help)."""
+    return forks_tasks(argv) and not {"-h", "--help"} & set(argv)
+
+
 def skip_reason(argv: list[str]) -> str | None:
-    """Why preloading would gain nothing for ``airflow <argv>``, in words (None: it forks tasks; preload). Airflow
-    starts the LocalExecutor's workers afresh when told to spawn them (``[core] mp_start_method``), and the scheduler of an
-    executor other than the LocalExecutor forks none: preloading there would only cost seconds at start."""
-    if not forks_tasks(argv) or {"-h", "--help"} & set(argv):
+    """Why preloading would gain nothing for ``airflow <argv>``, in words (None: it forks tasks; preload).
+    Airflow starts the LocalExecutor's workers afresh when told to spawn them (``[core] mp_start_method``), and
+    the scheduler of another executor forks none: preloading there would only cost seconds at start."""
+    if not _forks_here(argv):
         return "this command forks no task processes"
     try:
         from airflow.configuration import conf
@@ -144,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     if reason is None:
         seconds = preload()
         _warn(f"load stack imported in {seconds:.1f} s before Airflow forks its tasks")
-    elif forks_tasks(argv) and not {"-h", "--help"} & set(argv):
+    elif _forks_here(argv):
         _warn(f"load stack not preloaded: {reason}")
     from airflow.__main__ import main as airflow_main
 

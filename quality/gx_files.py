@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -79,21 +80,25 @@ def stored_definitions(root: Path, suite_name: str) -> list[Path]:
             gx / "validation_definitions" / f"{suite_name}.json", gx / "checkpoints" / f"{suite_name}.json"]
 
 
+def _whole(path: Path, parse: Callable[[str], object], broken: tuple[type[Exception], ...]) -> bool | None:
+    """Whether ``path`` parses (with ``parse``, failing with ``broken``) to a mapping; None when it is absent."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        return False
+    try:
+        return isinstance(parse(text), dict)
+    except broken:
+        return False
+
+
 def drop_unreadable(paths: list[Path]) -> list[Path]:
     """Remove each of ``paths`` that exists but is not a JSON object (GX would fail on it); return those removed."""
     removed = []
     for path in paths:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            continue
-        except (OSError, UnicodeDecodeError):
-            text = ""
-        try:
-            whole = isinstance(json.loads(text), dict)
-        except ValueError:
-            whole = False
-        if not whole:
+        if _whole(path, json.loads, (ValueError,)) is False:
             path.unlink(missing_ok=True)
             removed.append(path)
             log.warning("removed %s: not a whole GX file (a load killed while writing it?); it is written again "
@@ -107,17 +112,7 @@ def set_aside_project_config(root: Path) -> Path | None:
     import yaml
 
     path = root / "gx" / "great_expectations.yml"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError):
-        text = ""
-    try:
-        whole = isinstance(yaml.safe_load(text), dict)
-    except yaml.YAMLError:
-        whole = False
-    if whole:
+    if _whole(path, yaml.safe_load, (yaml.YAMLError,)) is not False:
         return None
     aside = path.with_name(f"{path.name}.damaged-{os.getpid()}")
     os.replace(path, aside)
