@@ -16,9 +16,10 @@ to the same answers.
 * ``ExpectColumnValuesToHaveStorageType``    the value's DuckDB type (``typeof``)
 * ``ExpectColumnValuesToExistInAuthority``   the value is a key of the authority's published
                                               snapshot, read from a Parquet file of its keys
-* ``ExpectColumnValuesToBeUniqueByHash``     the first pass's uniqueness verdict: distinct 64-bit
-                                              hashes per value, counted by sorting them
-                                              (the exact check runs on failure)
+* ``ExpectColumnValuesToBeUniqueByHash``     the first pass's uniqueness verdict: values delivered in
+                                              increasing order are distinct (one streaming pass); else
+                                              distinct 64-bit hashes, counted by sorting them (the
+                                              exact check runs on failure)
 
 The check digits, and the format rules of the codes that have them, run in numpy beside GX
 (quality.fastpath); the SQL here is their reference and their fallback.
@@ -276,16 +277,47 @@ class ColumnDistinctHashesCount(ColumnAggregateMetricProvider):
     @metric_value(engine=SqlAlchemyExecutionEngine)
     def _sqlalchemy(cls, execution_engine: SqlAlchemyExecutionEngine, metric_domain_kwargs: dict[str, Any],
                     **kwargs: Any) -> int:
-        """The non-null values less those whose hash equals the one before it in sorted order. DuckDB
-        sorts 5M hashes in 0.66 CPU seconds; ``count(DISTINCT hash)``'s hash table took 1.07 (its own
-        query either way: this is a value metric, not a partial of GX's bundled aggregate)."""
+        """Values delivered in strictly increasing order are distinct, exactly: a key column arrives so
+        whenever its source dumps by primary key. One streaming pass (:func:`_increasing_count`) says so
+        in 0.23 CPU s per 5M codes; otherwise the non-null values less those whose hash equals the one
+        before it in sorted order. DuckDB sorts 5M hashes in 0.64 CPU seconds; ``count(DISTINCT hash)``'s
+        hash table took 1.07 (its own query either way: this is a value metric, not a partial of GX's
+        bundled aggregate)."""
         selectable, _, accessor = execution_engine.get_compute_domain(metric_domain_kwargs, MetricDomainTypes.COLUMN)
         column: sa.ColumnClause[Any] = sa.column(accessor["column"])
+        values = sa.select(column.label("v")).select_from(selectable).where(column.is_not(None))
+        increasing = _increasing_count(execution_engine, values)
+        if increasing is not None:
+            return increasing
         hashes = sa.select(_hashed(column).label("h")).select_from(selectable).where(column.is_not(None)).subquery()
         ordered = sa.select(hashes.c.h, sa.func.lag(hashes.c.h).over(order_by=hashes.c.h).label("before")).subquery()
         query = sa.select(sa.func.count() - sa.func.count().filter(ordered.c.h == ordered.c.before))
         count: int = execution_engine.execute_query(query).scalar()
         return count
+
+
+ORDER_PROBE = 4096
+"""Values whose order is looked at before the whole column is (see :func:`_increasing_count`)."""
+
+
+def _increasing_count(execution_engine: SqlAlchemyExecutionEngine, values: sa.Select[Any]) -> int | None:
+    """How many values there are, if each is greater than the one before it (then no two are equal, an
+    exact answer without hashing); None when not. (Every registry type has an order in DuckDB.) ``lag(v) OVER ()`` is
+    DuckDB's streaming window: one pass in the order the scan produces the rows. Whatever order that is,
+    a strictly increasing sequence of all the values has no two equal. A first look at the first
+    :data:`ORDER_PROBE` values keeps a column in no order from paying for the whole pass as well as the sort."""
+
+    def violations(rows: sa.Select[Any]) -> tuple[int, int]:
+        seq = rows.subquery()
+        paired = sa.select(seq.c.v, sa.func.lag(seq.c.v).over().label("before")).subquery()
+        found = execution_engine.execute_query(
+            sa.select(sa.func.count(), sa.func.count().filter(paired.c.v <= paired.c.before))).one()
+        return int(found[0]), int(found[1])
+
+    if violations(values.limit(ORDER_PROBE))[1]:
+        return None
+    count, out_of_order = violations(values)
+    return None if out_of_order else count
 
 
 def _hashed(column: sa.ColumnClause[Any]) -> sa.Function[Any]:

@@ -92,6 +92,7 @@ def test_a_hash_collision_in_the_uniqueness_verdict_is_cleared_by_the_second_pas
 
     monkeypatch.setattr(expectations.ExpectColumnValuesToBeUniqueByHash, "_validate", seen)
     monkeypatch.setattr(expectations, "_hashed", sa.func.length)
+    monkeypatch.setattr(expectations, "_increasing_count", lambda *a: None)  # not proven distinct by their order
     report = run(tiny, GOOD, tmp_path)  # both codes are 18 characters long: one "hash" for two values
     assert verdicts == [0.5]
     [key] = [r for r in report.results if r.check == "key_unique"]
@@ -325,3 +326,54 @@ def test_gx_set_up_on_a_thread_takes_turns_with_validation_and_docs(tiny, tmp_pa
     assert not builder.is_alive() and report.passed
     assert "meanwhile" in validate.build_data_docs(docs).read_text(encoding="utf-8")
     assert (docs / "gx" / "great_expectations.yml").exists()
+
+
+def _codes(n: int) -> list[str]:
+    """``n`` valid, distinct USCCs whose text order is their number's (the body grows with ``i``)."""
+    from schemas.formats import org_code_check_char, uscc_check_char
+
+    out = []
+    for i in range(n):
+        org = f"M{i:07d}"
+        body = "91430102" + org + org_code_check_char(org)
+        out.append(body + uscc_check_char(body))
+    return out
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(picks=st.lists(st.one_of(st.none(), st.integers(0, 40)), min_size=1, max_size=60),
+       order=st.sampled_from(["as drawn", "sorted", "reversed"]), unique=st.booleans())
+def test_key_uniqueness_is_exact_in_any_order(tiny, tmp_path_factory, picks, order, unique):
+    """The uniqueness check against Python's count, for keys delivered in order (one streaming pass
+    proves them distinct), against it, or in none, with duplicates and NULLs anywhere: the verdict and the
+    number of failing rows (every row whose key another row also has) are those of the oracle."""
+    if unique:
+        picks = list(dict.fromkeys(picks))  # NULLs are never duplicates of one another: one kept is enough here
+    if order != "as drawn":
+        nulls, keys = [p for p in picks if p is None], sorted(p for p in picks if p is not None)
+        picks = (keys if order == "sorted" else keys[::-1]) + nulls
+    codes = _codes(41)
+    rows = [(None if p is None else codes[p], "甲", "1", None, None, None) for p in picks]
+    report = run(tiny, rows, tmp_path_factory.mktemp("keys"))
+    [key] = [r for r in report.results if r.check == "key_unique"]
+    keys = [p for p in picks if p is not None]
+    duplicated = sum(1 for p in keys if keys.count(p) > 1)
+    assert (key.success, key.unexpected_count if not key.success else 0) == (duplicated == 0, duplicated)
+
+
+def test_keys_in_order_are_proven_distinct_without_hashing(tiny, tmp_path, monkeypatch):
+    """Increasing keys take the streaming pass, no sort of hashes; keys in no order (beyond the first look)
+    and keys with a duplicate still take the hashes."""
+    import quality.expectations as expectations
+
+    hashed = []
+    real = expectations._hashed
+    monkeypatch.setattr(expectations, "_hashed", lambda column: hashed.append(1) or real(column))
+    codes = _codes(expectations.ORDER_PROBE + 10)
+    rows = [(c, "甲", "1", None, None, None) for c in codes]
+    assert run(tiny, rows, tmp_path).passed and hashed == []
+    swapped = rows[:-2] + [rows[-1], rows[-2]]  # out of order only after the first look
+    assert run(tiny, swapped, tmp_path).passed and hashed == [1]
+    twice = rows[:-1] + [rows[-2]]  # in order but not strictly: the last key again
+    report = run(tiny, twice, tmp_path)
+    assert failed(report) == {("key_unique", "uscc", True, 2)} and hashed == [1, 1]
