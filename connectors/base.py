@@ -39,7 +39,8 @@ class Extract:
 class Connector(Protocol):
     """A connector kind: reads a department source, lands new data, says nothing about the lake.
 
-    It may also have ``prefetch(dataset)``: work that needs no ledger (the file connector hashes new
-    files), started on a thread before the load opens the lake, and used by ``extract``."""
+    It may also have ``prefetch(dataset)``: work that needs no ledger (the file connector hashes and copies
+    new files), started on threads before the load opens the lake, and used by ``extract``; and then
+    ``release()``, called when the load ends, for what ``extract`` did not take."""
 
     def extract(self, dataset: Dataset, state: SourceState) -> list[Extract]: ...

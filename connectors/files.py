@@ -16,6 +16,15 @@ from connectors.exceptions import ExtractError
 from connectors.landing import Landing, changed_while_landing, sha256_file, stamp
 from schemas.model import Dataset
 
+
+def _discard(copying: Future[Path]) -> None:
+    """Remove an early copy once written (a copy that failed left nothing)."""
+    try:
+        copying.result().unlink(missing_ok=True)
+    except Exception:  # noqa: BLE001, S110 - it failed: there is no copy to remove
+        pass
+
+
 _EXT_FORMATS = {".csv": "csv", ".txt": "csv", ".xlsx": "xlsx", ".json": "json", ".ndjson": "ndjson",
                 ".jsonl": "ndjson", ".parquet": "parquet"}
 
@@ -26,32 +35,46 @@ class FileConnector:
     def __init__(self, sources_dir: Path, landing: Landing):
         self.sources_dir = Path(sources_dir)
         self.landing = landing
-        self._early: dict[Path, tuple[str, Future[str]]] = {}
+        self._early: dict[Path, tuple[str, Future[str], Future[Path]]] = {}
 
     def prefetch(self, dataset: Dataset) -> None:
-        """Start hashing the files no earlier run hashed, on a thread, and return at once: the load opens
-        the lake meanwhile (0.3 s; hashing 419 MiB takes as long). Extract needs the hash first (it
-        decides whether a file was loaded before); nothing is copied or landed here."""
+        """Start hashing the files no earlier run hashed, and copying each into the landing zone under a
+        scratch name, on two threads, and return at once: the load opens the lake meanwhile (0.3 s; hashing
+        419 MiB takes as long, its copy 0.2 s). Extract needs the hash first (it decides whether a file was
+        loaded before): a copy it does not need is removed then, or by :meth:`release`; nothing is landed
+        here."""
         hashes = self.landing.hashes(dataset.name)
         todo = [path for path in self.files(dataset) if hashes.known(path) is None]
         if not todo:
             return
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onesource-hashing")
+        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="onesource-hashing")
+        folder = self.landing.root / dataset.name
         for path in todo:
-            self._early[path] = (stamp(path), pool.submit(sha256_file, path))
+            self._early[path] = (stamp(path), pool.submit(sha256_file, path), pool.submit(Landing.copy, path, folder))
         pool.shutdown(wait=False)
 
-    def _hashed_early(self, dataset: Dataset, path: Path) -> tuple[str | None, str | None]:
-        """The sha256 :meth:`prefetch` computed and the file's stamp when it began (landing refuses the
-        file if it changes from then until its copy is complete), or (None, None)."""
+    def release(self) -> None:
+        """Remove the early copies no extract took (the load stopped before it read the drop folder)."""
+        for _, _, copying in self._early.values():
+            _discard(copying)
+        self._early.clear()
+
+    def _hashed_early(self, dataset: Dataset, path: Path) -> tuple[str | None, str | None, Path | None]:
+        """The sha256 :meth:`prefetch` computed, the file's stamp when it began (landing refuses the file if
+        it changes from then until its copy is complete) and the copy, or (None, None, None)."""
         early = self._early.pop(path, None)
         if early is None:
-            return None, None
-        before, hashing = early
-        sha = hashing.result()
+            return None, None, None
+        before, hashing, copying = early
+        try:
+            sha = hashing.result()
+        except BaseException:
+            _discard(copying)
+            raise
         if stamp(path) != before:
+            _discard(copying)
             raise changed_while_landing(dataset.name, path)
-        return sha, before
+        return sha, before, copying.result()
 
     def files(self, dataset: Dataset) -> list[Path]:
         pattern = str(dataset.connector.settings["path"])
@@ -71,16 +94,18 @@ class FileConnector:
                     f"dataset {dataset.name}: cannot tell the format of {path}; "
                     "set 'format' (csv, xlsx, json, ndjson, parquet) in the dataset's connector"
                 )
-            known, since = hashes.known(path), None
+            known, since, copied = hashes.known(path), None, None
             if known is None:
-                known, since = self._hashed_early(dataset, path)
+                known, since, copied = self._hashed_early(dataset, path)
                 if known in state.seen_sha256:  # loaded before, but no run remembered its hash: now one does
                     hashes.remember(path, known)
                     hashes.save()
             if known in state.seen_sha256:
+                if copied is not None:
+                    copied.unlink(missing_ok=True)
                 continue  # an old file still in the drop folder: not read again
             landed, sha = self.landing.land_file(dataset.name, path, fmt, source=str(path), sha256=known,
-                                                 unchanged_since=since)
+                                                 unchanged_since=since, copied=copied)
             hashes.remember(path, sha)
             hashes.save()  # after each landed file, so a failure later in the run keeps what was learnt
             if sha in state.seen_sha256:

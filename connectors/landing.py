@@ -125,11 +125,12 @@ class Landing:
         return self.root / dataset / f"{sha256}.{ext}"
 
     def land_file(self, dataset: str, src: Path, ext: str, source: str, sha256: str | None = None,
-                  unchanged_since: str | None = None) -> tuple[Path, str]:
+                  unchanged_since: str | None = None, copied: Path | None = None) -> tuple[Path, str]:
         """Copy ``src`` into the landing zone (once); return its landed path and sha256.
 
         ``sha256``: the file's hash, when known; ``unchanged_since``: the file's :func:`stamp` when that
-        hash was computed (the file is refused if it changed from then until its copy is complete).
+        hash was computed (the file is refused if it changed from then until its copy is complete);
+        ``copied``: a finished :meth:`copy` of the file made since then (landed, or removed if not needed).
 
         A file not hashed yet is hashed and copied at the same time, on two threads (both release the
         GIL: the copy is ``copyfile``'s sendfile in the kernel), 0.33 s instead of 0.46 s for 419 MiB.
@@ -141,11 +142,13 @@ class Landing:
         if sha256 is not None:  # hashed already (an earlier run, or while the lake opened): copy if not landed yet
             dest = self.path_for(dataset, sha256, ext)
             if dest.exists():
+                if copied is not None:
+                    copied.unlink(missing_ok=True)
                 return dest, sha256
-            tmp, sha = self._copy(src, folder), sha256
+            tmp, sha = copied or self.copy(src, folder), sha256
         else:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="onesource-landing") as pool:
-                copying = pool.submit(self._copy, src, folder)
+                copying = pool.submit(self.copy, src, folder)
                 sha = sha256_file(src)
                 tmp = copying.result()
         if stamp(src) != before:
@@ -154,7 +157,7 @@ class Landing:
         return self._keep(tmp, dataset, sha, ext, source, src.name), sha
 
     @staticmethod
-    def _copy(src: Path, folder: Path) -> Path:
+    def copy(src: Path, folder: Path) -> Path:
         """A copy of ``src`` under a temporary name in ``folder``, so a crash never leaves a half-written
         raw file under its real name (nor, for long: a killed load's copy is swept as scratch files are)."""
         folder.mkdir(parents=True, exist_ok=True)
@@ -234,7 +237,7 @@ class Landing:
 
 SCRATCH = ".extract-"
 COPYING = ".landing-"
-"""A raw file being copied in (:meth:`Landing._copy`): a whole extract in clear until it is installed."""
+"""A raw file being copied in (:meth:`Landing.copy`): a whole extract in clear until it is installed."""
 FOREIGN_SCRATCH_HOURS = 24
 """A scratch file of another host (a shared landing zone) is taken as abandoned after this long: its
 writer's process cannot be checked from here, and no extract writes one file for a day."""

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from connectors import Extract, ExtractError, Landing, SourceState, SourceUnavailableError, connector_for
+from connectors import Connector, Extract, ExtractError, Landing, SourceState, SourceUnavailableError, connector_for
 from connectors.landing import Recheck
 from core.citytime import utc_now
 from core.config import Settings
@@ -114,7 +114,15 @@ def _run_dataset(settings: Settings, registry: Registry, name: str, environ: Map
         log.warning("removed staging entries of %s load %s, which no live load owns (%s old)", gone.dataset,
                     gone.load_id, gone.age)
     if prefetch := getattr(connector, "prefetch", None):
-        prefetch(ds)  # e.g. hash new files on a thread while the lake opens
+        prefetch(ds)  # e.g. hash and copy new files on threads while the lake opens
+    try:
+        return _load_new_extracts(settings, registry, ds, connector)
+    finally:
+        if release := getattr(connector, "release", None):
+            release()  # what prefetch copied for a load that stopped before extract took it
+
+
+def _load_new_extracts(settings: Settings, registry: Registry, ds: Dataset, connector: Connector) -> list[LoadResult]:
     fixed, clock = {}, time.perf_counter()  # the load's fixed costs, for its breakdown (bench/cityday.py)
     with Lake(settings.lake) as lake:
         fixed["lake_open"], clock = round(time.perf_counter() - clock, 4), time.perf_counter()

@@ -230,7 +230,7 @@ def test_a_file_that_changes_between_its_hash_and_its_copy_is_not_landed(setting
 
     write_registry(settings.registry_dir)
     path = drop(settings, "amr/firms/a.csv", csv_text(ROWS[:2]))
-    real = Landing._copy
+    real = Landing.copy
 
     def copy_then_change(src, folder):
         copied = real(src, folder)
@@ -238,11 +238,11 @@ def test_a_file_that_changes_between_its_hash_and_its_copy_is_not_landed(setting
             fh.write(",".join(f'"{v}"' for v in ROWS[2]) + "\n")
         return copied
 
-    monkeypatch.setattr(Landing, "_copy", staticmethod(copy_then_change))
+    monkeypatch.setattr(Landing, "copy", staticmethod(copy_then_change))
     with pytest.raises(SourceUnavailableError, match="changed while it was being landed"):
         load(settings)
     assert not [p for p in (settings.landing_dir / "firms").iterdir() if p.name != ".stat-cache.json"]
-    monkeypatch.setattr(Landing, "_copy", staticmethod(real))
+    monkeypatch.setattr(Landing, "copy", staticmethod(real))
     assert [(r.status, r.rows) for r in load(settings)] == [("published", 3)]
 
 
@@ -259,3 +259,49 @@ def test_text_rules_on_wide_and_spaced_values():
                           [values]).fetchall()
     assert got == want
     assert dict(got)["ＡＢＣ１２３"] == "ABC123" and dict(got)["\u3000甲\u3000"] == "甲" and dict(got)["   "] is None
+
+
+def _copies(settings) -> list[str]:
+    """Files being copied in (or copied and never landed) in the landing zone."""
+    from connectors.landing import COPYING
+
+    return sorted(p.name for p in settings.landing_dir.rglob(f"{COPYING}*"))
+
+
+def test_a_copy_made_early_is_removed_when_its_content_was_loaded_before(settings):
+    """New files are copied into the landing zone while the lake opens, before the load knows whether their
+    content is new: the same content delivered again under another name is not loaded, and its copy goes."""
+    write_registry(settings.registry_dir)
+    drop(settings, "amr/firms/a.csv", csv_text())
+    assert [r.status for r in load(settings)] == ["published"]
+    drop(settings, "amr/firms/b.csv", csv_text())  # the same bytes again
+    assert [r.status for r in load(settings)] == ["unchanged"]
+    assert _copies(settings) == []
+    assert len([p for p in (settings.landing_dir / "firms").iterdir() if p.suffix == ".csv"]) == 1
+
+
+@pytest.mark.parametrize("stop", ["lake", "ledger", "extract"])
+def test_a_load_that_stops_before_landing_leaves_no_early_copy(settings, monkeypatch, stop):
+    """Whichever step after the early copy fails (opening the lake, reading the ledger, the extract itself),
+    the copy of the delivered file (records in clear) does not stay in the landing zone."""
+    import connectors.files
+    import ingest.load
+
+    def fail(*args, **kwargs):
+        raise RuntimeError(f"{stop} failed")
+
+    target = {"lake": (ingest.load, "apply_versions"), "ledger": (ingest.load, "source_state"),
+              "extract": (connectors.files.FileConnector, "files")}[stop]
+    write_registry(settings.registry_dir)
+    drop(settings, "amr/firms/a.csv", csv_text())
+    if stop == "extract":  # prefetch lists the files first; extract's own listing fails
+        real = connectors.files.FileConnector.files
+        calls = []
+        monkeypatch.setattr(*target, lambda self, ds: calls.append(1) or (real(self, ds) if len(calls) == 1 else fail()))
+    else:
+        monkeypatch.setattr(*target, fail)
+    with pytest.raises(RuntimeError, match=f"{stop} failed"):
+        load(settings)
+    assert _copies(settings) == []
+    monkeypatch.undo()
+    assert [r.status for r in load(settings)] == ["published"] and _copies(settings) == []
