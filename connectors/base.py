@@ -34,6 +34,18 @@ class Extract:
     watermark: str | None = None
     """New high watermark once this extract is published."""
     received_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    wide_forms: bool | None = None
+    """Whether the file may hold a full-width character, when the connector looked (connectors.landing.
+    holds_wide_forms, as the file connector copies a UTF-8 file in); None: not looked."""
+
+
+CSV_ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "gbk": "gb18030", "gb2312": "gb18030", "gb18030": "gb18030"}
+"""A dataset's ``encoding`` setting -> the encoding DuckDB reads its CSV files in."""
+
+
+def csv_encoding(read_options: dict[str, Any]) -> str:
+    """The encoding a CSV with these read options is read in (UTF-8 unless said otherwise)."""
+    return CSV_ENCODINGS.get(str(read_options.get("encoding", "utf-8")).lower(), "utf-8")
 
 
 class Connector(Protocol):

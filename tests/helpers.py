@@ -6,6 +6,7 @@ import copy
 import os
 import socket
 import struct
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from core.config import Settings
 from examples.changsha.city import CITY_CODE, DIVISIONS
 from ingest import run_dataset
 from lakehouse.lake import Lake
+from lakehouse.standardize import FULL, HALF
 from schemas import load_registry
 
 DEPARTMENTS = {"departments": [
@@ -183,3 +185,26 @@ class WireClient:
 
     def send(self, kind: bytes, body: bytes) -> None:
         self.sock.sendall(kind + struct.pack("!i", len(body) + 4) + body)
+
+
+# The text clean-up's oracle (lakehouse.standardize.clean_text), for the tests of its rules and of its gates.
+
+BLANK_CATEGORIES = ("Zs", "Zl", "Zp", "Cc", "Cf")
+NAMED_BLANKS = ["\t", "\n", "\r", "\x0b", "\x0c", "\x00", "\x1f", "\x7f", "\x85", "\u00a0", "\u2003", "\u3000",
+                "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u2028", "\u2029", "\u00ad", "\u180e", " "]
+
+
+def blank(ch: str) -> bool:
+    return unicodedata.category(ch) in BLANK_CATEGORIES
+
+
+def oracle_clean(value: str) -> str | None:
+    """What standardize's clean-up means: full-width letters, digits and U+3000 half-width, every blank
+    off both ends, nothing left is NULL."""
+    value = value.translate(str.maketrans(FULL, HALF))
+    start, end = 0, len(value)
+    while start < end and blank(value[start]):
+        start += 1
+    while end > start and blank(value[end - 1]):
+        end -= 1
+    return value[start:end] or None

@@ -4,7 +4,6 @@ checks see it: the standardize rules (lakehouse.standardize) in DuckDB against p
 from __future__ import annotations
 
 import random
-import unicodedata
 
 import duckdb
 import pytest
@@ -12,7 +11,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from lakehouse.standardize import FULL, HALF, HYPHENS, text_sql
+from lakehouse.standardize import FULL, HYPHENS, text_sql
 from schemas import load_registry
 from schemas.formats import (
     ID_CHECK,
@@ -24,27 +23,7 @@ from schemas.formats import (
     resident_id_check_char,
     uscc_check_char,
 )
-from tests.helpers import HEADER, drop, load, rows, write_registry
-
-BLANK_CATEGORIES = ("Zs", "Zl", "Zp", "Cc", "Cf")
-NAMED_BLANKS = ["\t", "\n", "\r", "\x0b", "\x0c", "\x00", "\x1f", "\x7f", "\x85", "\u00a0", "\u2003", "\u3000",
-                "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u2028", "\u2029", "\u00ad", "\u180e", " "]
-
-
-def blank(ch: str) -> bool:
-    return unicodedata.category(ch) in BLANK_CATEGORIES
-
-
-def oracle_clean(value: str) -> str | None:
-    """What standardize's clean-up means: full-width letters, digits and U+3000 half-width, every blank
-    off both ends, nothing left is NULL."""
-    value = value.translate(str.maketrans(FULL, HALF))
-    start, end = 0, len(value)
-    while start < end and blank(value[start]):
-        start += 1
-    while end > start and blank(value[end - 1]):
-        end -= 1
-    return value[start:end] or None
+from tests.helpers import BLANK_CATEGORIES, HEADER, NAMED_BLANKS, drop, load, oracle_clean, rows, write_registry
 
 
 @pytest.fixture(scope="module")
