@@ -77,3 +77,10 @@ def test_the_byte_look_finds_every_wide_sequence_across_chunks(tmp_path_factory,
     assert found == any(seq in data for seq in WIDE_BYTES)
     if set(text) & set(FULL + WIDE_ASCII):
         assert found
+
+
+def test_a_file_the_look_cannot_read_may_hold_anything(tmp_path):
+    """No verdict from a file it cannot map (missing, a folder): the clean-up then keeps its regex."""
+    assert holds_wide_forms(tmp_path / "gone.csv") and holds_wide_forms(tmp_path)
+    (tmp_path / "empty.csv").write_bytes(b"")
+    assert not holds_wide_forms(tmp_path / "empty.csv")
