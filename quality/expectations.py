@@ -163,6 +163,8 @@ def prefetch_fast_answers(fast: fastpath.FastPath, specs: list[CheckSpec]) -> No
     calls this first, so the worker overlaps GX's setup and queries. The checks of one column and family
     share one read."""
     jobs: dict[tuple[str, checkdigits.Family], list[fastpath.Part]] = {}
+    unique = {_name(sa.column(s.column)) for s in specs if s.column and not s.skipped
+              and s.expectation in ("ExpectColumnValuesToBeUnique", ExpectColumnValuesToBeUniqueByHash.__name__)}
     for spec in specs:
         if not spec.column or spec.skipped:
             continue
@@ -171,7 +173,7 @@ def prefetch_fast_answers(fast: fastpath.FastPath, specs: list[CheckSpec]) -> No
         if found:
             jobs.setdefault((name, found[0]), []).append(found[1])
     for (name, family), parts in jobs.items():
-        fast.start(name, family, parts)
+        fast.start(name, family, parts, order=name in unique)  # the same read says if a key is in order
 
 
 def _check_digits(column: sa.ColumnClause[Any], kwargs: dict[str, Any], expectation: str) -> Condition:
@@ -286,7 +288,7 @@ class ColumnDistinctHashesCount(ColumnAggregateMetricProvider):
         selectable, _, accessor = execution_engine.get_compute_domain(metric_domain_kwargs, MetricDomainTypes.COLUMN)
         column: sa.ColumnClause[Any] = sa.column(accessor["column"])
         values = sa.select(column.label("v")).select_from(selectable).where(column.is_not(None))
-        increasing = _increasing_count(execution_engine, values)
+        increasing = _increasing_count(execution_engine, column, values)
         if increasing is not None:
             return increasing
         hashes = sa.select(_hashed(column).label("h")).select_from(selectable).where(column.is_not(None)).subquery()
@@ -300,12 +302,16 @@ ORDER_PROBE = 4096
 """Values whose order is looked at before the whole column is (see :func:`_increasing_count`)."""
 
 
-def _increasing_count(execution_engine: SqlAlchemyExecutionEngine, values: sa.Select[Any]) -> int | None:
+def _increasing_count(execution_engine: SqlAlchemyExecutionEngine, column: sa.ColumnClause[Any],
+                      values: sa.Select[Any]) -> int | None:
     """How many values there are, if each is greater than the one before it (then no two are equal, an
-    exact answer without hashing); None when not. (Every registry type has an order in DuckDB.) ``lag(v) OVER ()`` is
-    DuckDB's streaming window: one pass in the order the scan produces the rows. Whatever order that is,
-    a strictly increasing sequence of all the values has no two equal. A first look at the first
-    :data:`ORDER_PROBE` values keeps a column in no order from paying for the whole pass as well as the sort."""
+    exact answer without hashing); None when not. (Every registry type has an order in DuckDB.)
+
+    A first look at the first :data:`ORDER_PROBE` values keeps a column in no order from paying for a whole
+    pass as well as the sort. Then the validation's fast path answers, when its read of the column (for the
+    check digits) was asked to (quality.fastpath); else ``lag(v) OVER ()``, DuckDB's streaming window: one
+    pass in the order the scan produces the rows. Whatever order that is, a strictly increasing sequence of
+    all the values has no two equal."""
 
     def violations(rows: sa.Select[Any]) -> tuple[int, int]:
         seq = rows.subquery()
@@ -316,6 +322,13 @@ def _increasing_count(execution_engine: SqlAlchemyExecutionEngine, values: sa.Se
 
     if violations(values.limit(ORDER_PROBE))[1]:
         return None
+    fast = fastpath.active()
+    answered = fast.increasing(_name(column)) if fast is not None else None
+    if answered is False:
+        return None
+    if answered:
+        count: int = execution_engine.execute_query(sa.select(sa.func.count()).select_from(values.subquery())).scalar()
+        return count
     count, out_of_order = violations(values)
     return None if out_of_order else count
 

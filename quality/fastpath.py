@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import duckdb
@@ -61,7 +61,7 @@ class Answer:
     """The file of one check's failing values, and the worker's job that writes it."""
 
     path: Path
-    future: Future[None]
+    future: Future[bool | None]
 
     def ready(self) -> Path:
         """The file, once written (re-raising the worker's error, if any)."""
@@ -81,6 +81,7 @@ class FastPath:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onesource-checkdigits")
         self._folder = Path(tempfile.mkdtemp(prefix="onesource-checkdigits-"))
         self._answers: dict[tuple[str, str, str], Answer] = {}
+        self._order: dict[str, Future[bool | None]] = {}
 
     def __enter__(self) -> FastPath:
         return self
@@ -88,18 +89,33 @@ class FastPath:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def start(self, column: str, family: Family, parts: list[Part]) -> dict[str, Answer]:
+    def start(self, column: str, family: Family, parts: list[Part], order: bool = False) -> dict[str, Answer]:
         """The answers for ``parts`` of ``family`` on ``column`` (a quoted identifier) of the batch; those
-        not yet started start now, together, in one read of the column."""
+        not yet started start now, together, in one read of the column. ``order``: that read also says
+        whether the column's non-null values increase strictly in the batch's order (:meth:`increasing`)."""
         todo = [p for p in parts if (column, family.__name__, p.name) not in self._answers]
         if todo:
             paths = [self._folder / f"failing-{len(self._answers) + i}-{family.__name__}-{p.name}.parquet"
                      for i, p in enumerate(todo)]
+            order = order and column not in self._order
             future = self._pool.submit(_write_failing, self.query, column, family,
-                                       list(zip(todo, paths, strict=True)), self.parquet)
+                                       list(zip(todo, paths, strict=True)), self.parquet, order)
             for part, path in zip(todo, paths, strict=True):
                 self._answers[(column, family.__name__, part.name)] = Answer(path, future)
+            if order:
+                self._order[column] = future
         return {p.name: self._answers[(column, family.__name__, p.name)] for p in parts}
+
+    def increasing(self, column: str) -> bool | None:
+        """Whether ``column``'s non-null values increase strictly in the batch's order (then no two are
+        equal), waiting for the read that answers it; None when no read was asked to, or it could not."""
+        future = self._order.get(column)
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except Exception:  # noqa: BLE001 - the check's own read failed: the caller asks SQL instead
+            return None
 
     def close(self) -> None:
         """Stop the worker (a job not yet begun is cancelled, a running one finishes: its file is never
@@ -109,6 +125,7 @@ class FastPath:
                 with contextlib.suppress(Exception):
                     answer.future.result()
         self._answers.clear()
+        self._order.clear()
         self._pool.shutdown(wait=True)
         shutil.rmtree(self._folder, ignore_errors=True)
 
@@ -133,7 +150,9 @@ def active() -> FastPath | None:
 
 
 def _write_failing(query: str, column: str, family: Family, parts: list[tuple[Part, Path]],
-                   parquet: Path | None) -> None:
+                   parquet: Path | None, order: bool = False) -> bool | None:
+    """Write each part's failing values to its file; return, if ``order``, whether the values increase
+    strictly (None when not asked, or when the column could not be read the vectorised way)."""
     import duckdb
     import pyarrow as pa
 
@@ -142,9 +161,10 @@ def _write_failing(query: str, column: str, family: Family, parts: list[tuple[Pa
     con = duckdb.connect()
     try:
         try:
-            failing = _vectorised(_column_batches(con, query, column, parquet), family, [p.name for p, _ in parts])
+            failing, increasing = _vectorised(_column_batches(con, query, column, parquet), family,
+                                              [p.name for p, _ in parts], order)
         except (duckdb.Error, pa.ArrowException):
-            failing = None  # e.g. a column type the check cannot read as text: the SQL decides
+            failing, increasing = None, None  # e.g. a column type the check cannot read as text: the SQL decides
         for part, path in parts:
             if failing is None:
                 con.execute(f"COPY (SELECT DISTINCT {column}::VARCHAR AS v FROM ({query}) AS batch WHERE "
@@ -153,6 +173,7 @@ def _write_failing(query: str, column: str, family: Family, parts: list[tuple[Pa
                 con.register("__failing", pa.table({"v": failing[part.name]}))
                 con.execute(f"COPY (SELECT DISTINCT v FROM __failing) TO {literal(str(path))} (FORMAT parquet)")
                 con.unregister("__failing")
+        return increasing
     finally:
         con.close()
 
@@ -174,11 +195,14 @@ def _column_batches(con: duckdb.DuckDBPyConnection, query: str, column: str,
     return (batch.column(0) for batch in (result if hasattr(result, "read_next_batch") else result.to_batches()))
 
 
-def _vectorised(columns: Iterable[pa.Array], family: Family, names: list[str]) -> dict[str, pa.Array]:
-    """Per check in ``names``, the values that fail it (a pyarrow array, duplicates possible)."""
+def _vectorised(columns: Iterable[pa.Array], family: Family, names: list[str],
+                order: bool = False) -> tuple[dict[str, pa.Array], bool | None]:
+    """Per check in ``names``, the values that fail it (a pyarrow array, duplicates possible); and, if
+    ``order``, whether the non-null values increase strictly (else None)."""
     import pyarrow as pa
 
     failing: dict[str, list[pa.Array]] = {name: [] for name in names}
+    rising = _Rising() if order else None
 
     def collect(values: pa.Array, verdicts: Verdicts) -> None:
         for name in names:
@@ -192,10 +216,43 @@ def _vectorised(columns: Iterable[pa.Array], family: Family, names: list[str]) -
     in_flight: deque[tuple[pa.Array, Future[Verdicts]]] = deque()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="onesource-checkdigits-batch") as pool:
         for values in columns:
+            if rising is not None:
+                rising.add(values)
             in_flight.append((values, pool.submit(family, values)))
             if len(in_flight) == 2:
                 values, verdicts = in_flight.popleft()
                 collect(values, verdicts.result())
         for values, verdicts in in_flight:
             collect(values, verdicts.result())
-    return {name: pa.concat_arrays(f) if f else pa.array([], pa.string()) for name, f in failing.items()}
+    found = {name: pa.concat_arrays(f) if f else pa.array([], pa.string()) for name, f in failing.items()}
+    return found, (rising.holds if rising is not None else None)
+
+
+class _Rising:
+    """Whether the non-null values seen so far, batch after batch, increase strictly (byte order, as DuckDB
+    compares text): a comparison of neighbours, ~0.05 s per 5M codes."""
+
+    def __init__(self) -> None:
+        self.holds: bool = True
+        self._last: Any = None
+
+    def add(self, values: pa.Array) -> None:
+        import pyarrow.compute as pc
+
+        if not self.holds:
+            return
+        present = values.drop_null()
+        if len(present) == 0:
+            return
+        n = len(present)
+        first = present[0].as_py()
+        if self._last is not None and not _after(first, self._last):
+            self.holds = False
+        elif n > 1 and not pc.all(pc.greater(present.slice(1), present.slice(0, n - 1))).as_py():
+            self.holds = False
+        self._last = present[n - 1].as_py()
+
+
+def _after(value: Any, before: Any) -> bool:
+    """``value`` > ``before`` in byte order (Python orders str by code point, which is UTF-8's byte order)."""
+    return bool(value > before)

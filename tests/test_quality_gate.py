@@ -340,13 +340,14 @@ def _codes(n: int) -> list[str]:
     return out
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(picks=st.lists(st.one_of(st.none(), st.integers(0, 40)), min_size=1, max_size=60),
-       order=st.sampled_from(["as drawn", "sorted", "reversed"]), unique=st.booleans())
-def test_key_uniqueness_is_exact_in_any_order(tiny, tmp_path_factory, picks, order, unique):
-    """The uniqueness check against Python's count, for keys delivered in order (one streaming pass
-    proves them distinct), against it, or in none, with duplicates and NULLs anywhere: the verdict and the
-    number of failing rows (every row whose key another row also has) are those of the oracle."""
+       order=st.sampled_from(["as drawn", "sorted", "reversed"]), unique=st.booleans(), fast_path=st.booleans())
+def test_key_uniqueness_is_exact_in_any_order(tiny, tmp_path_factory, picks, order, unique, fast_path):
+    """The uniqueness check against Python's count, for keys delivered in order (proven distinct by the
+    fast path's read of the column, or by one streaming pass in SQL), against it, or in none, with
+    duplicates and NULLs anywhere: the verdict and the number of failing rows (every row whose key another
+    row also has) are those of the oracle."""
     if unique:
         picks = list(dict.fromkeys(picks))  # NULLs are never duplicates of one another: one kept is enough here
     if order != "as drawn":
@@ -354,26 +355,49 @@ def test_key_uniqueness_is_exact_in_any_order(tiny, tmp_path_factory, picks, ord
         picks = (keys if order == "sorted" else keys[::-1]) + nulls
     codes = _codes(41)
     rows = [(None if p is None else codes[p], "甲", "1", None, None, None) for p in picks]
-    report = run(tiny, rows, tmp_path_factory.mktemp("keys"))
+    report = run(tiny, rows, tmp_path_factory.mktemp("keys"), fast_path=fast_path)
     [key] = [r for r in report.results if r.check == "key_unique"]
     keys = [p for p in picks if p is not None]
     duplicated = sum(1 for p in keys if keys.count(p) > 1)
     assert (key.success, key.unexpected_count if not key.success else 0) == (duplicated == 0, duplicated)
 
 
-def test_keys_in_order_are_proven_distinct_without_hashing(tiny, tmp_path, monkeypatch):
-    """Increasing keys take the streaming pass, no sort of hashes; keys in no order (beyond the first look)
-    and keys with a duplicate still take the hashes."""
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_keys_in_order_are_proven_distinct_without_hashing(tiny, tmp_path, monkeypatch, fast_path):
+    """Increasing keys are proven distinct by a pass over them in order (the fast path's read of the column
+    for its check digits, or SQL's streaming window), no sort of hashes; keys in no order (beyond the first
+    look) and keys with a duplicate still take the hashes."""
     import quality.expectations as expectations
+    from quality import fastpath
 
-    hashed = []
-    real = expectations._hashed
+    hashed, answered = [], []
+    real, real_increasing = expectations._hashed, fastpath.FastPath.increasing
     monkeypatch.setattr(expectations, "_hashed", lambda column: hashed.append(1) or real(column))
+    monkeypatch.setattr(fastpath.FastPath, "increasing",
+                        lambda self, column: answered.append(found := real_increasing(self, column)) or found)
     codes = _codes(expectations.ORDER_PROBE + 10)
     rows = [(c, "甲", "1", None, None, None) for c in codes]
-    assert run(tiny, rows, tmp_path).passed and hashed == []
+    assert run(tiny, rows, tmp_path, fast_path=fast_path).passed and hashed == []
     swapped = rows[:-2] + [rows[-1], rows[-2]]  # out of order only after the first look
-    assert run(tiny, swapped, tmp_path).passed and hashed == [1]
+    assert run(tiny, swapped, tmp_path, fast_path=fast_path).passed and hashed == [1]
     twice = rows[:-1] + [rows[-2]]  # in order but not strictly: the last key again
-    report = run(tiny, twice, tmp_path)
+    report = run(tiny, twice, tmp_path, fast_path=fast_path)
     assert failed(report) == {("key_unique", "uscc", True, 2)} and hashed == [1, 1]
+    assert answered == ([True, False, False] if fast_path else [])  # the fast path's read said so, when it ran
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.one_of(st.none(), st.text(max_size=4)), max_size=30), cuts=st.lists(st.integers(0, 30)))
+def test_the_fast_paths_order_verdict_over_any_batches(values, cuts):
+    """Whether the non-null values increase strictly in UTF-8 byte order (DuckDB's text order), however the
+    column arrives in batches: the fast path's verdict against Python's."""
+    import pyarrow as pa
+
+    from quality.fastpath import _Rising
+
+    bounds = sorted({0, len(values), *(c for c in cuts if c <= len(values))})
+    rising = _Rising()
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        rising.add(pa.array(values[lo:hi], pa.string()))
+    present = [v.encode() for v in values if v is not None]
+    assert rising.holds == all(a < b for a, b in zip(present, present[1:], strict=False))
