@@ -208,3 +208,15 @@ def oracle_clean(value: str) -> str | None:
     while end > start and blank(value[end - 1]):
         end -= 1
     return value[start:end] or None
+
+
+def uscc_codes(n: int) -> list[str]:
+    """``n`` valid, distinct USCCs of Changsha's Furong district, whose text order is their number's."""
+    from schemas.formats import org_code_check_char, uscc_check_char
+
+    codes = []
+    for i in range(n):
+        org = f"{i:08d}"
+        body = "91430102" + org + org_code_check_char(org)
+        codes.append(body + uscc_check_char(body))
+    return codes

@@ -18,7 +18,7 @@ from lakehouse import Lake
 from lakehouse import commit as publish_module
 from lakehouse.exceptions import CatalogLostError, LakeCatalogError
 from onesource.cli import main
-from tests.helpers import ROWS, USCC, csv_text, drop, load, rows, shared_count
+from tests.helpers import ROWS, USCC, csv_text, drop, load, rows, shared_count, uscc_codes
 
 
 @pytest.fixture
@@ -210,17 +210,6 @@ load(Settings.from_env())
 """
 
 
-def _valid_codes(n: int) -> list[str]:
-    from schemas.formats import org_code_check_char, uscc_check_char
-
-    codes = []
-    for i in range(n):
-        org = f"{i:08d}"
-        body = "91430102" + org + org_code_check_char(org)
-        codes.append(body + uscc_check_char(body))
-    return codes
-
-
 @pytest.mark.parametrize("adopt_rows, point", [(1, "in_commit"), (1, "adopted"), (10**9, "in_commit")],
                          ids=["adopted file, killed in the commit", "killed once the file is adopted",
                               "inserted rows (beyond inlining), killed in the commit"])
@@ -233,7 +222,7 @@ def test_a_load_killed_in_the_lakes_first_data_file_commit_is_loaded_again(tiny,
     import sys
 
     drop(tiny, "amr/firms/1.csv", csv_text([(code, f"长沙企业{i}", "1", "100", "3", "2020-01-01")
-                                           for i, code in enumerate(_valid_codes(2000))]))
+                                           for i, code in enumerate(uscc_codes(2000))]))
     env = {**os.environ, "ONESOURCE_HOME": str(tiny.home), "PYTHONPATH": str(Path(__file__).parent.parent)}
     killed = subprocess.run([sys.executable, "-c", KILLED, str(adopt_rows), point], env=env, capture_output=True,
                             text=True, timeout=300)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from quality import SuiteContext, suite_specs, validate_batch
 from schemas import load_registry
-from tests.helpers import USCC, firms_dataset, write_registry
+from tests.helpers import USCC, firms_dataset, uscc_codes, write_registry
 
 BAD_CHECK = USCC[1][:-1] + ("0" if USCC[1][-1] != "0" else "1")
 
@@ -328,18 +328,6 @@ def test_gx_set_up_on_a_thread_takes_turns_with_validation_and_docs(tiny, tmp_pa
     assert (docs / "gx" / "great_expectations.yml").exists()
 
 
-def _codes(n: int) -> list[str]:
-    """``n`` valid, distinct USCCs whose text order is their number's (the body grows with ``i``)."""
-    from schemas.formats import org_code_check_char, uscc_check_char
-
-    out = []
-    for i in range(n):
-        org = f"M{i:07d}"
-        body = "91430102" + org + org_code_check_char(org)
-        out.append(body + uscc_check_char(body))
-    return out
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(picks=st.lists(st.one_of(st.none(), st.integers(0, 40)), min_size=1, max_size=60),
        order=st.sampled_from(["as drawn", "sorted", "reversed"]), unique=st.booleans(), fast_path=st.booleans())
@@ -353,7 +341,7 @@ def test_key_uniqueness_is_exact_in_any_order(tiny, tmp_path_factory, picks, ord
     if order != "as drawn":
         nulls, keys = [p for p in picks if p is None], sorted(p for p in picks if p is not None)
         picks = (keys if order == "sorted" else keys[::-1]) + nulls
-    codes = _codes(41)
+    codes = uscc_codes(41)
     rows = [(None if p is None else codes[p], "甲", "1", None, None, None) for p in picks]
     report = run(tiny, rows, tmp_path_factory.mktemp("keys"), fast_path=fast_path)
     [key] = [r for r in report.results if r.check == "key_unique"]
@@ -375,7 +363,7 @@ def test_keys_in_order_are_proven_distinct_without_hashing(tiny, tmp_path, monke
     monkeypatch.setattr(expectations, "_hashed", lambda column: hashed.append(1) or real(column))
     monkeypatch.setattr(fastpath.FastPath, "increasing",
                         lambda self, column: answered.append(found := real_increasing(self, column)) or found)
-    codes = _codes(expectations.ORDER_PROBE + 10)
+    codes = uscc_codes(expectations.ORDER_PROBE + 10)
     rows = [(c, "甲", "1", None, None, None) for c in codes]
     assert run(tiny, rows, tmp_path, fast_path=fast_path).passed and hashed == []
     swapped = rows[:-2] + [rows[-1], rows[-2]]  # out of order only after the first look
