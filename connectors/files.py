@@ -6,6 +6,7 @@ loaded yet becomes one extract, oldest first.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -77,9 +78,12 @@ class FileConnector:
         pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="onesource-hashing")
         folder = self.landing.root / dataset.name
         for path in todo:
+            try:
+                before = stamp(path)
+            except FileNotFoundError:
+                continue  # gone since it was listed: extract lists the folder again
             scan = _format(dataset, path) == "csv" and csv_encoding(dataset.connector.settings) == "utf-8"
-            self._early[path] = _Early(stamp(path), pool.submit(sha256_file, path),
-                                       pool.submit(_copy_in, path, folder, scan))
+            self._early[path] = _Early(before, pool.submit(sha256_file, path), pool.submit(_copy_in, path, folder, scan))
         pool.shutdown(wait=False)
 
     def release(self) -> None:
@@ -87,6 +91,10 @@ class FileConnector:
         for early in self._early.values():
             _discard(early.copying)
         self._early.clear()
+
+    def _discard_early(self, path: Path) -> None:
+        if (early := self._early.pop(path, None)) is not None:
+            _discard(early.copying)
 
     def _hashed_early(self, dataset: Dataset, path: Path) -> tuple[str, str, Path, bool | None] | None:
         """The sha256 :meth:`prefetch` computed, the file's stamp when it began (landing refuses the file if
@@ -96,14 +104,17 @@ class FileConnector:
         if early is None:
             return None
         try:
-            sha = early.hashing.result()
+            try:
+                sha = early.hashing.result()
+                unchanged = stamp(path) == early.stamp
+            except FileNotFoundError:
+                unchanged = False
+            if not unchanged:
+                raise changed_while_landing(dataset.name, path)
+            copied, wide = early.copying.result()
         except BaseException:
             _discard(early.copying)
             raise
-        if stamp(path) != early.stamp:
-            _discard(early.copying)
-            raise changed_while_landing(dataset.name, path)
-        copied, wide = early.copying.result()
         return sha, early.stamp, copied, wide
 
     def files(self, dataset: Dataset) -> list[Path]:
@@ -124,18 +135,26 @@ class FileConnector:
                     f"dataset {dataset.name}: cannot tell the format of {path}; "
                     "set 'format' (csv, xlsx, json, ndjson, parquet) in the dataset's connector"
                 )
-            known, since, copied, wide = hashes.known(path), None, None, None
+            try:
+                known, since, copied, wide = hashes.known(path), None, None, None
+            except FileNotFoundError:
+                self._discard_early(path)
+                continue  # gone since it was listed: nothing to load from it
             if known is None and (early := self._hashed_early(dataset, path)) is not None:
                 known, since, copied, wide = early
                 if known in state.seen_sha256:  # loaded before, but no run remembered its hash: now one does
-                    hashes.remember(path, known)
-                    hashes.save()
-            if known in state.seen_sha256:
-                if copied is not None:
                     copied.unlink(missing_ok=True)
+                    with contextlib.suppress(FileNotFoundError):  # gone meanwhile: nothing to remember
+                        hashes.remember(path, known)
+                        hashes.save()
+            if known in state.seen_sha256:
                 continue  # an old file still in the drop folder: not read again
+            ours = copied.stat().st_ino if copied is not None else None
+            # land_file removes the copy on every way out, unless it becomes the raw file
             landed, sha = self.landing.land_file(dataset.name, path, fmt, source=str(path), sha256=known,
                                                  unchanged_since=since, copied=copied)
+            if ours is None or landed.stat().st_ino != ours:
+                wide = None  # the content had landed before: the look at this copy says nothing about that file
             hashes.remember(path, sha)
             hashes.save()  # after each landed file, so a failure later in the run keeps what was learnt
             if sha in state.seen_sha256:

@@ -8,6 +8,7 @@ moved aside as ``<sha256>.<ext>.changed-<load_id>``, so the extract can be deliv
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -76,9 +77,17 @@ def stamp(src: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
+def _stamp_of(dataset: str, src: Path) -> str:
+    """The file's :func:`stamp`; a file gone meanwhile is one that changed while it was being landed."""
+    try:
+        return stamp(src)
+    except FileNotFoundError as exc:
+        raise changed_while_landing(dataset, src) from exc
+
+
 def changed_while_landing(dataset: str, src: Path) -> SourceUnavailableError:
-    return SourceUnavailableError(f"dataset {dataset}: {src} changed while it was being landed (is it still "
-                                  "being written?); nothing was loaded from it, and the load is retried")
+    return SourceUnavailableError(f"dataset {dataset}: {src} changed or went away while it was being landed (is it "
+                                  "still being written or moved?); nothing was loaded from it, and the load is retried")
 
 
 def fingerprint(path: Path) -> tuple[int, int, int]:
@@ -176,23 +185,35 @@ class Landing:
         not change meanwhile (its size and modification time are compared), or it is not landed. (The
         file connector hashes new files earlier, while the lake opens: see ``FileConnector.prefetch``.)"""
         folder = self.root / dataset
-        before = unchanged_since or stamp(src)
-        if sha256 is not None:  # hashed already (an earlier run, or while the lake opened): copy if not landed yet
-            dest = self.path_for(dataset, sha256, ext)
-            if dest.exists():
-                if copied is not None:
-                    copied.unlink(missing_ok=True)
-                return dest, sha256
-            tmp, sha = copied or self.copy(src, folder), sha256
-        else:
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="onesource-landing") as pool:
-                copying = pool.submit(self.copy, src, folder)
+        tmp = copied
+        try:  # every way out removes the copy, unless it became the raw file (then its name is gone)
+            before = unchanged_since or _stamp_of(dataset, src)
+            if sha256 is not None:  # hashed already (an earlier run, or while the lake opened): copy if not landed
+                dest = self.path_for(dataset, sha256, ext)
+                if dest.exists():
+                    return dest, sha256
+                tmp, sha = tmp or self.copy(src, folder), sha256
+            else:
+                tmp, sha = self._copy_and_hash(dataset, src, folder)
+            if _stamp_of(dataset, src) != before:
+                raise changed_while_landing(dataset, src)
+            return self._keep(tmp, dataset, sha, ext, source, src.name), sha
+        finally:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+
+    def _copy_and_hash(self, dataset: str, src: Path, folder: Path) -> tuple[Path, str]:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="onesource-landing") as pool:
+            copying = pool.submit(self.copy, src, folder)
+            try:
                 sha = sha256_file(src)
-                tmp = copying.result()
-        if stamp(src) != before:
-            tmp.unlink(missing_ok=True)
-            raise changed_while_landing(dataset, src)
-        return self._keep(tmp, dataset, sha, ext, source, src.name), sha
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    copying.result().unlink(missing_ok=True)
+                if isinstance(exc, FileNotFoundError):
+                    raise changed_while_landing(dataset, src) from exc
+                raise
+            return copying.result(), sha
 
     @staticmethod
     def copy(src: Path, folder: Path) -> Path:

@@ -113,9 +113,9 @@ def _run_dataset(settings: Settings, registry: Registry, name: str, environ: Map
     for gone in sweep_staging(settings.staging_dir):  # what killed loads left; never a live load's files
         log.warning("removed staging entries of %s load %s, which no live load owns (%s old)", gone.dataset,
                     gone.load_id, gone.age)
-    if prefetch := getattr(connector, "prefetch", None):
-        prefetch(ds)  # e.g. hash and copy new files on threads while the lake opens
     try:
+        if prefetch := getattr(connector, "prefetch", None):
+            prefetch(ds)  # e.g. hash and copy new files on threads while the lake opens
         return _load_new_extracts(settings, registry, ds, connector)
     finally:
         if release := getattr(connector, "release", None):

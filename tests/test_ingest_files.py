@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from decimal import Decimal
 from pathlib import Path
 
@@ -213,7 +214,7 @@ def test_a_file_that_changes_while_it_lands_is_not_landed(settings, monkeypatch)
 
     for module in (landing, files):  # a new file is hashed while the lake opens, then copied
         monkeypatch.setattr(module, "sha256_file", still_writing)
-    with pytest.raises(SourceUnavailableError, match="changed while it was being landed"):
+    with pytest.raises(SourceUnavailableError, match="changed or went away while it was being landed"):
         load(settings)
     assert not (settings.landing_dir / "firms").exists() or \
         not [p for p in (settings.landing_dir / "firms").iterdir() if p.name != ".stat-cache.json"]
@@ -239,7 +240,7 @@ def test_a_file_that_changes_between_its_hash_and_its_copy_is_not_landed(setting
         return copied
 
     monkeypatch.setattr(Landing, "copy", staticmethod(copy_then_change))
-    with pytest.raises(SourceUnavailableError, match="changed while it was being landed"):
+    with pytest.raises(SourceUnavailableError, match="changed or went away while it was being landed"):
         load(settings)
     assert not [p for p in (settings.landing_dir / "firms").iterdir() if p.name != ".stat-cache.json"]
     monkeypatch.setattr(Landing, "copy", staticmethod(real))
@@ -305,3 +306,66 @@ def test_a_load_that_stops_before_landing_leaves_no_early_copy(settings, monkeyp
     assert _copies(settings) == []
     monkeypatch.undo()
     assert [r.status for r in load(settings)] == ["published"] and _copies(settings) == []
+
+
+@pytest.mark.parametrize("when", ["while hashed", "while hashed, after its cache was asked", "while copied",
+                                  "before hashed"])
+def test_a_drop_file_that_goes_away_while_landing_leaves_no_copy(settings, monkeypatch, when):
+    """A department moving its file away after the load listed it: the load says so (and is retried) or
+    skips it, and no copy of its records stays in the landing zone."""
+    import connectors.files
+    from connectors import SourceUnavailableError
+    from connectors.landing import Landing
+
+    write_registry(settings.registry_dir)
+    drop(settings, "amr/firms/a.csv", csv_text())
+    listed = []  # the folder as first listed: the file is still there for extract, whenever it goes
+    real_files = connectors.files.FileConnector.files
+    monkeypatch.setattr(connectors.files.FileConnector, "files",
+                        lambda self, ds: listed or listed.extend(real_files(self, ds)) or listed)
+    if when.startswith("while hashed"):
+        real, real_copy, copied = connectors.files.sha256_file, Landing.copy, threading.Event()
+        monkeypatch.setattr(Landing, "copy", staticmethod(lambda src, folder: (real_copy(src, folder), copied.set())[0]))
+        # gone once hashed and copied: the early copy exists
+        monkeypatch.setattr(connectors.files, "sha256_file", lambda p: (real(p), copied.wait(10), p.unlink())[0])
+        if when.endswith("asked"):  # the file was still there when extract asked the hash cache about it
+            monkeypatch.setattr(connectors.landing.HashCache, "known", lambda self, src: None)
+    elif when == "while copied":
+        real_copy = Landing.copy
+        monkeypatch.setattr(Landing, "copy", staticmethod(lambda src, folder: (real_copy(src, folder), src.unlink())[0]))
+    else:
+        monkeypatch.setattr(connectors.files, "stamp", lambda p: p.unlink() or connectors.landing.stamp(p))
+    if when.endswith("asked"):
+        with pytest.raises(SourceUnavailableError, match="went away while it was being landed"):
+            load(settings)
+    else:  # extract asks the hash cache about each listed file first: one gone by then is skipped
+        assert [r.status for r in load(settings)] == ["unchanged"]
+    assert _copies(settings) == []
+
+
+def test_the_wide_forms_look_counts_only_for_the_copy_that_becomes_the_raw_file(settings, monkeypatch):
+    """The look at a new file's copy is about that copy: when the same content had landed before (its copy is
+    then dropped), the extract carries no verdict and standardize looks at the raw file itself."""
+    import connectors.files
+    from connectors import SourceState, connector_for
+    from connectors.landing import Landing
+    from schemas import load_registry
+
+    write_registry(settings.registry_dir)
+    first = drop(settings, "amr/firms/first.csv", csv_text(ROWS[:1]))
+    assert [r.status for r in load(settings)] == ["published"]  # the lake exists
+    first.unlink()
+    text = csv_text().replace("杭州甲", "杭州ＡＢＣ")  # full-width letters
+    path = drop(settings, "amr/firms/a.csv", text)
+    landing = Landing(settings.landing_dir)
+    landing.land_file("firms", path, "csv", str(path))  # landed by an earlier run that did not publish it
+    path.rename(path.with_name("b.csv"))  # delivered again under another name
+    monkeypatch.setattr(connectors.files, "holds_wide_forms", lambda p: False)  # as if the copy read other bytes
+    ds = load_registry(settings.registry_dir).dataset("firms")
+    connector = connector_for("file", settings.sources_dir, landing, {})
+    connector.prefetch(ds)
+    [extract] = connector.extract(ds, SourceState())
+    assert extract.wide_forms is None and _copies(settings) == []
+    monkeypatch.undo()
+    assert [r.status for r in load(settings)] == ["published"]
+    assert any("杭州ABC" in r[1] for r in published(settings))

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from connectors.landing import FOREIGN_SCRATCH_HOURS, SCRATCH, Landing, _host
 
 
@@ -65,3 +67,29 @@ def test_a_killed_loads_copy_into_the_landing_zone_is_removed_by_the_next_landin
     assert not dead.exists() and not unnamed_old.exists()
     assert live.exists() and unnamed_new.exists()
     assert not [p for p in folder.iterdir() if p.name.startswith(COPYING) and p not in (live, unnamed_new)]
+
+
+@pytest.mark.parametrize("hashed, when", [(True, "during its copy"), (False, "during its copy"),
+                                          (False, "during its hash")],
+                         ids=["hashed before, gone during its copy", "gone during its copy beside its hash",
+                              "gone during its hash beside its copy"])
+def test_a_file_gone_while_it_lands_is_refused_and_its_copy_removed(tmp_path, monkeypatch, hashed, when):
+    """Every way out of landing a file removes the copy that did not become the raw file: here the source
+    goes away mid-landing (the load is then retried, naming the file)."""
+    import connectors.landing as landing
+    from connectors import SourceUnavailableError
+    from connectors.landing import COPYING, sha256_file
+
+    zone = Landing(tmp_path / "landing")
+    src = tmp_path / "extract.csv"
+    src.write_text("a,b\n1,2\n")
+    sha = sha256_file(src) if hashed else None
+    if when == "during its copy":
+        real_copy = Landing.copy
+        monkeypatch.setattr(Landing, "copy", staticmethod(lambda s, folder: (real_copy(s, folder), s.unlink())[0]))
+    else:
+        real_hash = landing.sha256_file
+        monkeypatch.setattr(landing, "sha256_file", lambda p: (time.sleep(0.2), p.unlink(), real_hash(p))[2])
+    with pytest.raises(SourceUnavailableError, match="went away while it was being landed"):
+        zone.land_file("amr_firms", src, "csv", "extract.csv", sha256=sha)
+    assert not [p.name for p in (tmp_path / "landing").rglob(f"{COPYING}*")]
