@@ -48,6 +48,11 @@ def csv_encoding(read_options: dict[str, Any]) -> str:
     return CSV_ENCODINGS.get(str(read_options.get("encoding", "utf-8")).lower(), "utf-8")
 
 
+def utf8_csv(fmt: str, read_options: dict[str, Any]) -> bool:
+    """A CSV file read as UTF-8 bytes (what connectors.landing.holds_wide_forms can judge)."""
+    return fmt == "csv" and csv_encoding(read_options) == "utf-8"
+
+
 class Connector(Protocol):
     """A connector kind: reads a department source, lands new data, says nothing about the lake.
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from connectors.base import Extract, SourceState, csv_encoding
+from connectors.base import Extract, SourceState, utf8_csv
 from connectors.exceptions import ExtractError
 from connectors.landing import Landing, changed_while_landing, holds_wide_forms, sha256_file, stamp
 from schemas.model import Dataset
@@ -82,7 +82,7 @@ class FileConnector:
                 before = stamp(path)
             except FileNotFoundError:
                 continue  # gone since it was listed: extract lists the folder again
-            scan = _format(dataset, path) == "csv" and csv_encoding(dataset.connector.settings) == "utf-8"
+            scan = utf8_csv(_format(dataset, path), dataset.connector.settings)
             self._early[path] = _Early(before, pool.submit(sha256_file, path), pool.submit(_copy_in, path, folder, scan))
         pool.shutdown(wait=False)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import duckdb
 
-from connectors.base import Extract, csv_encoding
+from connectors.base import Extract, csv_encoding, utf8_csv
 from connectors.landing import holds_wide_forms
 from core.duck import literal as q
 from core.duck import one
@@ -405,11 +405,6 @@ def _diagnose(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: Dataset
     return [CellProblem(row=r, column=c, value=v, reason=f"not a valid {types[c]}") for r, c, v in rows], total
 
 
-def _plain_utf8(extract: Extract) -> bool:
-    """A file read as UTF-8 bytes: what :func:`holds_wide_forms` can judge."""
-    return extract.format == "csv" and csv_encoding(extract.read_options) == "utf-8"
-
-
 def _write_staged(con: duckdb.DuckDBPyConnection, select: str, out: Path) -> None:
     """The staged batch as one Parquet file, in the extract's row order (validation names rows by it)."""
     con.execute(f"COPY ({select}) TO {q(str(out))} ({PARQUET_WRITE})")
@@ -453,8 +448,8 @@ def standardize(con: duckdb.DuckDBPyConnection, extract: Extract, dataset: Datas
     """Write the standardized batch of ``extract`` to ``out`` (Parquet); raise with every bad cell."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="onesource-wide-forms") as pool:
         # the connector may have looked already (the file connector does as it copies a file in)
-        scan = pool.submit(holds_wide_forms, extract.path) if extract.wide_forms is None and _plain_utf8(extract) \
-            else None
+        scan = pool.submit(holds_wide_forms, extract.path) \
+            if extract.wide_forms is None and utf8_csv(extract.format, extract.read_options) else None
         mapping, drift = _source_columns(con, extract, dataset)
         wide = scan.result() if scan is not None else extract.wide_forms is not False
     out.parent.mkdir(parents=True, exist_ok=True)
